@@ -1,0 +1,557 @@
+//! Palisade's configuration: the schema, its defaults, layered loading (TOML
+//! file, then `PALISADE_*` environment overrides) and validation.
+//!
+//! Everything the gateway can do is configured through one [`Config`] value;
+//! `examples/palisade.toml` documents every key. A config that loads is a
+//! config that is safe to serve with: [`Config::validate`] rejects dangling
+//! backend names, duplicate model names, malformed key hashes and an open
+//! (unauthenticated) gateway on a non-loopback address, each with a message
+//! that names the offending key.
+//!
+//! This crate reads the config file and environment and nothing else; it opens
+//! no sockets and never reads secrets (API keys named by `api_key_env` are
+//! resolved by the gateway at start).
+
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// vLLM's default address: the most common thing to put Palisade in front of.
+pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:8000/v1";
+/// Loopback only by default: an unconfigured gateway must not be reachable
+/// from the network.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Name of the backend synthesized when the config defines none.
+pub const DEFAULT_BACKEND: &str = "default";
+/// The route pattern that matches every model not matched by name.
+pub const WILDCARD_MODEL: &str = "*";
+
+/// Errors from loading or validating a config.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file or environment could not be parsed into the schema (unknown
+    /// key, wrong type, TOML syntax). The message names the key and source.
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    /// The config parsed but is inconsistent or unsafe.
+    #[error("invalid config: {key}: {message}")]
+    Invalid {
+        /// Dotted path of the offending key, e.g. `routes[2].backend`.
+        key: String,
+        /// What is wrong and, where possible, how to fix it.
+        message: String,
+    },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        Self::Load(Box::new(e))
+    }
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listener, limits and lifecycle.
+    pub server: ServerConfig,
+    /// Who may call the gateway.
+    pub auth: AuthConfig,
+    /// Named upstream model servers.
+    pub backends: BTreeMap<String, BackendConfig>,
+    /// Model name → backend routing table, matched in order; `*` matches any.
+    pub routes: Vec<RouteConfig>,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            backends: BTreeMap::new(),
+            routes: Vec::new(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Listener, body limits and shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest request body accepted; larger bodies get 413. 4 MiB holds a
+    /// long multi-turn chat with images by URL, but not an accidental upload.
+    pub max_body_bytes: usize,
+    /// Largest single server-sent event accepted from an upstream. One event
+    /// is one token delta in practice; 1 MiB leaves ample room for tool-call
+    /// arguments while bounding memory per stream.
+    pub max_sse_event_bytes: usize,
+    /// On SIGTERM/SIGINT: how long in-flight requests and streams may run
+    /// before they are cut. Kubernetes' default grace period is 30 s, so 25 s
+    /// leaves time to exit cleanly before SIGKILL.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("constant address parses"),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_sse_event_bytes: 1024 * 1024,
+            shutdown_grace_ms: 25_000,
+        }
+    }
+}
+
+/// Authentication mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// No keys: every caller is the tenant `local`. Only on loopback.
+    Open,
+    /// `Authorization: Bearer <key>`, matched by SHA-256 against `auth.keys`.
+    Keys,
+}
+
+/// Who may call the gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `open` or `keys`. When absent: `keys` if any key is configured,
+    /// otherwise `open`.
+    pub mode: Option<AuthMode>,
+    /// API keys, stored as hashes. `palisade keys hash` prints one.
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+impl AuthConfig {
+    /// The mode in force after applying the default.
+    pub fn effective_mode(&self) -> AuthMode {
+        self.mode.unwrap_or(if self.keys.is_empty() {
+            AuthMode::Open
+        } else {
+            AuthMode::Keys
+        })
+    }
+}
+
+/// One API key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// A label for logs and metrics (never the key itself).
+    pub name: String,
+    /// The tenant this key acts for.
+    pub tenant: String,
+    /// Lower-case hex SHA-256 of the key. Keys themselves are never stored, so
+    /// a leaked config does not leak credentials.
+    pub sha256: String,
+}
+
+/// An OpenAI-compatible upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Base URL including the API prefix, e.g. `http://10.0.0.5:8000/v1`.
+    pub base_url: String,
+    /// Environment variable holding the upstream's API key, sent as
+    /// `Authorization: Bearer`. The client's own credentials are never
+    /// forwarded.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// TCP (and TLS) connect timeout.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time from sending the request to receiving the response head. A cold
+    /// model server with a long prompt can take tens of seconds to prefill.
+    #[serde(default = "defaults::first_byte_timeout_ms")]
+    pub first_byte_timeout_ms: u64,
+    /// Longest silence allowed between two reads of a streamed body.
+    #[serde(default = "defaults::idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// End-to-end deadline for one request, stream included, unless a route
+    /// sets its own.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Whether `GET /v1/models` asks this backend for its models when a
+    /// wildcard route points at it.
+    #[serde(default = "defaults::yes")]
+    pub list_models: bool,
+}
+
+impl BackendConfig {
+    /// A backend at `base_url` with default timeouts.
+    pub fn with_url(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api_key_env: None,
+            connect_timeout_ms: defaults::connect_timeout_ms(),
+            first_byte_timeout_ms: defaults::first_byte_timeout_ms(),
+            idle_timeout_ms: defaults::idle_timeout_ms(),
+            request_timeout_ms: defaults::request_timeout_ms(),
+            list_models: true,
+        }
+    }
+}
+
+mod defaults {
+    pub(super) fn connect_timeout_ms() -> u64 {
+        2_000
+    }
+    pub(super) fn first_byte_timeout_ms() -> u64 {
+        120_000
+    }
+    pub(super) fn idle_timeout_ms() -> u64 {
+        60_000
+    }
+    pub(super) fn request_timeout_ms() -> u64 {
+        600_000
+    }
+    pub(super) fn yes() -> bool {
+        true
+    }
+}
+
+/// One routing-table entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Public model name, or `*` for every model not routed by name.
+    pub model: String,
+    /// Backend name from `[backends]`.
+    pub backend: String,
+    /// Name sent upstream, when it differs from the public name.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// Other public names for the same route.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// End-to-end deadline for this route, overriding the backend's.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `palisade_gateway=debug`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where a config comes from. Tests pass an explicit environment so they do
+/// not depend on (or race over) the process environment.
+#[derive(Debug, Clone, Default)]
+pub struct Sources<'a> {
+    /// TOML file, if any.
+    pub file: Option<&'a Path>,
+    /// TOML text (used instead of `file` when set; for tests and `config check -`).
+    pub toml: Option<&'a str>,
+    /// Read `PALISADE_SECTION__KEY` overrides from the process environment.
+    pub env: bool,
+    /// Upstream URL for the synthesized default backend (`--upstream`,
+    /// `PALISADE_UPSTREAM`); used only when no backend is configured.
+    pub default_upstream: Option<&'a str>,
+}
+
+impl Config {
+    /// Loads, fills in defaults and validates.
+    pub fn load(sources: &Sources<'_>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(text) = sources.toml {
+            figment = figment.merge(Toml::string(text));
+        } else if let Some(path) = sources.file {
+            if !path.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        if sources.env {
+            // Only nested keys (`PALISADE_SERVER__LISTEN`) are config
+            // overrides; flat ones such as PALISADE_UPSTREAM and
+            // PALISADE_CONFIG are the CLI's and must not trip
+            // `deny_unknown_fields`.
+            figment = figment.merge(
+                Env::prefixed("PALISADE_")
+                    .filter(|k| k.as_str().contains("__"))
+                    .split("__"),
+            );
+        }
+        let mut config: Config = figment.extract()?;
+        config.fill_defaults(sources.default_upstream.unwrap_or(DEFAULT_UPSTREAM));
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// With no backend configured, forward every model to one default
+    /// upstream, so `palisade serve` is useful with no config at all.
+    fn fill_defaults(&mut self, default_upstream: &str) {
+        if self.backends.is_empty() {
+            self.backends.insert(
+                DEFAULT_BACKEND.to_owned(),
+                BackendConfig::with_url(default_upstream),
+            );
+        }
+        if self.routes.is_empty() && self.backends.len() == 1 {
+            let backend = self.backends.keys().next().cloned().unwrap_or_default();
+            self.routes.push(RouteConfig {
+                model: WILDCARD_MODEL.to_owned(),
+                backend,
+                upstream_model: None,
+                aliases: Vec::new(),
+                deadline_ms: None,
+            });
+        }
+    }
+
+    /// Checks cross-references and safety rules the schema cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.max_body_bytes == 0 {
+            return Err(invalid("server.max_body_bytes", "must be greater than 0"));
+        }
+        if self.server.max_sse_event_bytes < 1024 {
+            return Err(invalid(
+                "server.max_sse_event_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.auth.effective_mode() == AuthMode::Open && !self.server.listen.ip().is_loopback()
+        {
+            return Err(invalid(
+                "auth.mode",
+                format!(
+                    "open mode (no API keys) is only allowed on a loopback address, but server.listen is {}; add [[auth.keys]] or listen on 127.0.0.1",
+                    self.server.listen
+                ),
+            ));
+        }
+        if self.auth.effective_mode() == AuthMode::Keys && self.auth.keys.is_empty() {
+            return Err(invalid(
+                "auth.keys",
+                "auth.mode = \"keys\" needs at least one key",
+            ));
+        }
+        let mut seen_hashes = HashSet::new();
+        for (i, key) in self.auth.keys.iter().enumerate() {
+            let valid = key.sha256.len() == 64
+                && key
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !valid {
+                return Err(invalid(
+                    format!("auth.keys[{i}].sha256"),
+                    "must be 64 lower-case hex characters (run `palisade keys hash`)",
+                ));
+            }
+            if !seen_hashes.insert(&key.sha256) {
+                return Err(invalid(
+                    format!("auth.keys[{i}].sha256"),
+                    "the same key is configured twice",
+                ));
+            }
+            if key.tenant.is_empty() {
+                return Err(invalid(format!("auth.keys[{i}].tenant"), "must not be empty"));
+            }
+        }
+        for (name, backend) in &self.backends {
+            let key = |field: &str| format!("backends.{name}.{field}");
+            let url = backend.base_url.as_str();
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.starts_with('/') => {}
+                _ => {
+                    return Err(invalid(
+                        key("base_url"),
+                        format!("`{url}` is not an http:// or https:// URL with a host"),
+                    ))
+                }
+            }
+            for (field, value) in [
+                ("connect_timeout_ms", backend.connect_timeout_ms),
+                ("first_byte_timeout_ms", backend.first_byte_timeout_ms),
+                ("idle_timeout_ms", backend.idle_timeout_ms),
+                ("request_timeout_ms", backend.request_timeout_ms),
+            ] {
+                if value == 0 {
+                    return Err(invalid(key(field), "must be greater than 0"));
+                }
+            }
+        }
+        let mut names = HashSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            if !self.backends.contains_key(&route.backend) {
+                let known: Vec<&str> = self.backends.keys().map(String::as_str).collect();
+                return Err(invalid(
+                    format!("routes[{i}].backend"),
+                    format!(
+                        "unknown backend `{}` (configured: {})",
+                        route.backend,
+                        known.join(", ")
+                    ),
+                ));
+            }
+            if route.deadline_ms == Some(0) {
+                return Err(invalid(
+                    format!("routes[{i}].deadline_ms"),
+                    "must be greater than 0",
+                ));
+            }
+            for name in std::iter::once(&route.model).chain(&route.aliases) {
+                if name.is_empty() {
+                    return Err(invalid(format!("routes[{i}]"), "empty model name"));
+                }
+                if !names.insert(name.as_str()) {
+                    return Err(invalid(
+                        format!("routes[{i}]"),
+                        format!("model name `{name}` is routed twice"),
+                    ));
+                }
+            }
+            if route.model == WILDCARD_MODEL && !route.aliases.is_empty() {
+                return Err(invalid(
+                    format!("routes[{i}].aliases"),
+                    "a wildcard route cannot have aliases",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The config as TOML, defaults filled in (for `palisade config check --print`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> Result<Config, ConfigError> {
+        Config::load(&Sources {
+            toml: Some(toml),
+            ..Sources::default()
+        })
+    }
+
+    fn assert_invalid(toml: &str, key_part: &str) {
+        let err = load(toml).unwrap_err().to_string();
+        assert!(err.contains(key_part), "error `{err}` should name `{key_part}`");
+    }
+
+    #[test]
+    fn empty_config_is_open_loopback_with_default_upstream() {
+        let c = load("").unwrap();
+        assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.auth.effective_mode(), AuthMode::Open);
+        assert_eq!(c.backends[DEFAULT_BACKEND].base_url, DEFAULT_UPSTREAM);
+        assert_eq!(c.routes.len(), 1);
+        assert_eq!(c.routes[0].model, WILDCARD_MODEL);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        assert_invalid("[server]\nlisten_addr = \"127.0.0.1:1\"", "listen_addr");
+        assert_invalid("[backends.a]\nbase_url = \"http://x/v1\"\ntimeout = 3", "timeout");
+    }
+
+    #[test]
+    fn open_mode_is_refused_off_loopback() {
+        assert_invalid("[server]\nlisten = \"0.0.0.0:8080\"", "auth.mode");
+        let with_key = format!(
+            "[server]\nlisten = \"0.0.0.0:8080\"\n[[auth.keys]]\nname = \"k\"\ntenant = \"t\"\nsha256 = \"{}\"",
+            "a".repeat(64)
+        );
+        assert_eq!(load(&with_key).unwrap().auth.effective_mode(), AuthMode::Keys);
+    }
+
+    #[test]
+    fn cross_references_are_checked() {
+        assert_invalid(
+            "[backends.a]\nbase_url = \"http://x/v1\"\n[[routes]]\nmodel = \"m\"\nbackend = \"b\"",
+            "routes[0].backend",
+        );
+        assert_invalid(
+            "[backends.a]\nbase_url = \"http://x/v1\"\n[[routes]]\nmodel = \"m\"\nbackend = \"a\"\n[[routes]]\nmodel = \"n\"\nbackend = \"a\"\naliases = [\"m\"]",
+            "routed twice",
+        );
+        assert_invalid("[backends.a]\nbase_url = \"ftp://x\"", "backends.a.base_url");
+        assert_invalid(
+            "[[auth.keys]]\nname = \"k\"\ntenant = \"t\"\nsha256 = \"nothex\"",
+            "auth.keys[0].sha256",
+        );
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_only() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PALISADE_SERVER__MAX_BODY_BYTES", "1234");
+            jail.set_env("PALISADE_UPSTREAM", "http://ignored-here/v1");
+            let c = Config::load(&Sources {
+                toml: Some(""),
+                env: true,
+                ..Sources::default()
+            })
+            .map_err(|e| e.to_string())?;
+            assert_eq!(c.server.max_body_bytes, 1234);
+            assert_eq!(c.backends[DEFAULT_BACKEND].base_url, DEFAULT_UPSTREAM);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn default_upstream_applies_only_without_backends() {
+        let c = Config::load(&Sources {
+            toml: Some(""),
+            default_upstream: Some("http://127.0.0.1:9/v1"),
+            ..Sources::default()
+        })
+        .unwrap();
+        assert_eq!(c.backends[DEFAULT_BACKEND].base_url, "http://127.0.0.1:9/v1");
+    }
+}

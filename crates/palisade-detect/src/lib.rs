@@ -1,0 +1,1 @@
+//! Placeholder: the detection engine (being written).

@@ -1,0 +1,1 @@
+//! Placeholder: dataset I/O, training, scan and eval runners (being written).

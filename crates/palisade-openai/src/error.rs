@@ -1,0 +1,234 @@
+//! OpenAI-shaped error bodies with stable codes.
+//!
+//! Clients (the OpenAI SDKs, LangChain, curl scripts) branch on `error.code` and
+//! the HTTP status, so both are part of Palisade's API: a code, once shipped,
+//! keeps its meaning and its status. [`ErrorCode::status`] is the single place
+//! that maps a code to a status.
+
+use serde::Serialize;
+
+/// The coarse class of an error, rendered as `error.type`.
+///
+/// OpenAI uses `invalid_request_error`, `authentication_error` and so on; we
+/// keep those names where a client may rely on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The client sent something we cannot accept.
+    InvalidRequestError,
+    /// Missing or unknown credentials.
+    AuthenticationError,
+    /// The caller is known but not allowed.
+    PermissionError,
+    /// The request named something that does not exist (a model, a route).
+    NotFoundError,
+    /// A limit was hit; `Retry-After` says when to come back.
+    RateLimitError,
+    /// The upstream model server failed or timed out.
+    UpstreamError,
+    /// A safety policy refused the request.
+    PolicyViolation,
+    /// Palisade itself failed; details are in the logs, not in the body.
+    ServerError,
+}
+
+/// Stable machine-readable error codes (`error.code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Malformed JSON, a missing or mistyped required field.
+    InvalidRequest,
+    /// The body exceeded `server.max_body_bytes`.
+    RequestTooLarge,
+    /// No `Authorization: Bearer` header.
+    MissingApiKey,
+    /// A key that hashes to no configured tenant.
+    InvalidApiKey,
+    /// The model is not in the routing table.
+    ModelNotFound,
+    /// No route at this path.
+    NotFound,
+    /// The path exists but not with this method.
+    MethodNotAllowed,
+    /// Connecting to the upstream failed, or it broke the connection.
+    UpstreamUnavailable,
+    /// The upstream did not answer (or went silent) within its deadline.
+    UpstreamTimeout,
+    /// The upstream answered with something that is not HTTP we understand.
+    UpstreamProtocol,
+    /// The gateway is draining for shutdown.
+    ShuttingDown,
+    /// An internal error; never carries details to the client.
+    InternalError,
+}
+
+impl ErrorCode {
+    /// The HTTP status for this code. The one place this mapping lives.
+    pub const fn status(self) -> u16 {
+        match self {
+            Self::InvalidRequest => 400,
+            Self::MissingApiKey | Self::InvalidApiKey => 401,
+            Self::ModelNotFound | Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::RequestTooLarge => 413,
+            Self::UpstreamUnavailable | Self::UpstreamProtocol => 502,
+            Self::ShuttingDown => 503,
+            Self::UpstreamTimeout => 504,
+            Self::InternalError => 500,
+        }
+    }
+
+    /// The `error.type` that goes with this code.
+    pub const fn kind(self) -> ErrorKind {
+        match self {
+            Self::InvalidRequest
+            | Self::RequestTooLarge
+            | Self::MethodNotAllowed
+            | Self::ShuttingDown => ErrorKind::InvalidRequestError,
+            Self::MissingApiKey | Self::InvalidApiKey => ErrorKind::AuthenticationError,
+            Self::ModelNotFound | Self::NotFound => ErrorKind::NotFoundError,
+            Self::UpstreamUnavailable | Self::UpstreamTimeout | Self::UpstreamProtocol => {
+                ErrorKind::UpstreamError
+            }
+            Self::InternalError => ErrorKind::ServerError,
+        }
+    }
+
+    /// The code as it appears on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::RequestTooLarge => "request_too_large",
+            Self::MissingApiKey => "missing_api_key",
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::ModelNotFound => "model_not_found",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamProtocol => "upstream_protocol",
+            Self::ShuttingDown => "shutting_down",
+            Self::InternalError => "internal_error",
+        }
+    }
+}
+
+/// An error as the client sees it. Serialize it with [`ApiError::to_json`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// Stable code; decides the status.
+    pub code: ErrorCode,
+    /// Human-readable; must never echo secrets or raw upstream internals.
+    pub message: String,
+    /// The request field at fault, when there is one (`"model"`, `"messages"`).
+    pub param: Option<String>,
+}
+
+impl ApiError {
+    /// An error with no `param`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    /// Names the request field at fault.
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    /// HTTP status for this error.
+    pub const fn status(&self) -> u16 {
+        self.code.status()
+    }
+
+    /// The OpenAI-shaped body, with the request id so a user can quote it to
+    /// an operator.
+    pub fn to_json(&self, request_id: Option<&str>) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: Inner<'a>,
+        }
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            message: &'a str,
+            #[serde(rename = "type")]
+            kind: ErrorKind,
+            code: &'static str,
+            param: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            request_id: Option<&'a str>,
+        }
+        let body = Body {
+            error: Inner {
+                message: &self.message,
+                kind: self.code.kind(),
+                code: self.code.as_str(),
+                param: self.param.as_deref(),
+                request_id,
+            },
+        };
+        // Serializing plain strings and enums into a Vec cannot fail.
+        serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error\":{}}".to_vec())
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_openai_shaped() {
+        let err = ApiError::new(ErrorCode::ModelNotFound, "no such model: x").with_param("model");
+        let v: serde_json::Value = serde_json::from_slice(&err.to_json(Some("req-1"))).unwrap();
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(v["error"]["type"], "not_found_error");
+        assert_eq!(v["error"]["param"], "model");
+        assert_eq!(v["error"]["message"], "no such model: x");
+        assert_eq!(v["error"]["request_id"], "req-1");
+        assert_eq!(err.status(), 404);
+    }
+
+    #[test]
+    fn param_is_null_when_absent() {
+        let err = ApiError::new(ErrorCode::UpstreamTimeout, "slow");
+        let v: serde_json::Value = serde_json::from_slice(&err.to_json(None)).unwrap();
+        assert!(v["error"]["param"].is_null());
+        assert!(v["error"].get("request_id").is_none());
+        assert_eq!(err.status(), 504);
+    }
+
+    #[test]
+    fn wire_names_match_serde_names() {
+        // `as_str` and the serde rename must agree, or logs and bodies diverge.
+        for code in [
+            ErrorCode::InvalidRequest,
+            ErrorCode::RequestTooLarge,
+            ErrorCode::MissingApiKey,
+            ErrorCode::InvalidApiKey,
+            ErrorCode::ModelNotFound,
+            ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
+            ErrorCode::UpstreamUnavailable,
+            ErrorCode::UpstreamTimeout,
+            ErrorCode::UpstreamProtocol,
+            ErrorCode::ShuttingDown,
+            ErrorCode::InternalError,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Inspection of client request bodies.
+//!
+//! Palisade forwards requests it does not fully understand: upstreams add
+//! fields every month (`reasoning_effort`, `logprobs`, vendor extensions) and a
+//! gateway that drops them breaks clients. So a body is kept as a JSON object and
+//! only the fields the gateway acts on are checked and read.
+
+use serde_json::{Map, Value};
+
+/// Which OpenAI endpoint a body is for; decides the required fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`: needs `messages`.
+    ChatCompletions,
+    /// `POST /v1/completions`: needs `prompt`.
+    Completions,
+    /// `POST /v1/embeddings`: needs `input`.
+    Embeddings,
+}
+
+impl Endpoint {
+    /// The path below the upstream's base URL (which ends in `/v1`).
+    pub const fn upstream_path(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/chat/completions",
+            Self::Completions => "/completions",
+            Self::Embeddings => "/embeddings",
+        }
+    }
+
+    /// A short label for metrics and logs.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "chat_completions",
+            Self::Completions => "completions",
+            Self::Embeddings => "embeddings",
+        }
+    }
+
+    const fn required_field(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "messages",
+            Self::Completions => "prompt",
+            Self::Embeddings => "input",
+        }
+    }
+}
+
+/// Why a body was refused. Each variant names the field at fault so the
+/// client's error carries a `param`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InspectError {
+    /// The bytes are not JSON; the message carries serde's line and column.
+    #[error("request body is not valid JSON: {0}")]
+    Malformed(String),
+    /// JSON, but an array, string or number at the top level.
+    #[error("request body must be a JSON object")]
+    NotAnObject,
+    /// A required field is absent.
+    #[error("missing required field `{0}`")]
+    Missing(&'static str),
+    /// A field has the wrong JSON type.
+    #[error("field `{field}` must be {expected}")]
+    WrongType {
+        /// The field at fault.
+        field: &'static str,
+        /// What it should have been, in words.
+        expected: &'static str,
+    },
+}
+
+impl InspectError {
+    /// The request field at fault, if any.
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            Self::Missing(f) => Some(f),
+            Self::WrongType { field, .. } => Some(field),
+            Self::Malformed(_) | Self::NotAnObject => None,
+        }
+    }
+}
+
+/// A validated request body: a JSON object with a string `model` and the
+/// endpoint's required field present.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestBody {
+    endpoint: Endpoint,
+    fields: Map<String, Value>,
+}
+
+impl RequestBody {
+    /// Parses and checks `bytes` for `endpoint`.
+    pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<Self, InspectError> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| InspectError::Malformed(e.to_string()))?;
+        let Value::Object(fields) = value else {
+            return Err(InspectError::NotAnObject);
+        };
+        match fields.get("model") {
+            None => return Err(InspectError::Missing("model")),
+            Some(Value::String(m)) if !m.is_empty() => {}
+            Some(_) => {
+                return Err(InspectError::WrongType {
+                    field: "model",
+                    expected: "a non-empty string",
+                })
+            }
+        }
+        match fields.get("stream") {
+            None | Some(Value::Bool(_)) | Some(Value::Null) => {}
+            Some(_) => {
+                return Err(InspectError::WrongType {
+                    field: "stream",
+                    expected: "a boolean",
+                })
+            }
+        }
+        let required = endpoint.required_field();
+        match (endpoint, fields.get(required)) {
+            (_, None) => return Err(InspectError::Missing(required)),
+            (Endpoint::ChatCompletions, Some(Value::Array(m))) if !m.is_empty() => {}
+            (Endpoint::ChatCompletions, Some(_)) => {
+                return Err(InspectError::WrongType {
+                    field: "messages",
+                    expected: "a non-empty array",
+                })
+            }
+            (_, Some(_)) => {}
+        }
+        Ok(Self { endpoint, fields })
+    }
+
+    /// The endpoint this body was checked for.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// The requested model name (possibly an alias).
+    pub fn model(&self) -> &str {
+        self.fields
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// Replaces the model name, e.g. to resolve an alias to the upstream's name.
+    pub fn set_model(&mut self, model: &str) {
+        self.fields
+            .insert("model".to_owned(), Value::String(model.to_owned()));
+    }
+
+    /// True when the client asked for server-sent events.
+    pub fn is_stream(&self) -> bool {
+        self.endpoint != Endpoint::Embeddings
+            && matches!(self.fields.get("stream"), Some(Value::Bool(true)))
+    }
+
+    /// The whole object, for later gates that read messages.
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.fields
+    }
+
+    /// Mutable access for gates that rewrite the request (hardening, caps).
+    pub fn fields_mut(&mut self) -> &mut Map<String, Value> {
+        &mut self.fields
+    }
+
+    /// Serializes the body for the upstream.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // A Map of Values always serializes.
+        serde_json::to_vec(&self.fields).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(body: &str) -> Result<RequestBody, InspectError> {
+        RequestBody::parse(Endpoint::ChatCompletions, body.as_bytes())
+    }
+
+    #[test]
+    fn accepts_minimal_chat_and_keeps_unknown_fields() {
+        let b = chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"vendor_x":1}"#)
+            .unwrap();
+        assert_eq!(b.model(), "m");
+        assert!(!b.is_stream());
+        let round: Value = serde_json::from_slice(&b.to_bytes()).unwrap();
+        assert_eq!(round["vendor_x"], 1);
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let check = |body: &str, param: Option<&str>| {
+            let err = chat(body).unwrap_err();
+            assert_eq!(err.param(), param, "{body}: {err}");
+        };
+        check("{", None);
+        check("[1]", None);
+        check(r#"{"messages":[{}]}"#, Some("model"));
+        check(r#"{"model":3,"messages":[{}]}"#, Some("model"));
+        check(r#"{"model":"","messages":[{}]}"#, Some("model"));
+        check(r#"{"model":"m"}"#, Some("messages"));
+        check(r#"{"model":"m","messages":[]}"#, Some("messages"));
+        check(r#"{"model":"m","messages":"hi"}"#, Some("messages"));
+        check(r#"{"model":"m","messages":[{}],"stream":"yes"}"#, Some("stream"));
+    }
+
+    #[test]
+    fn stream_flag_and_model_rewrite() {
+        let mut b = chat(r#"{"model":"alias","messages":[{}],"stream":true}"#).unwrap();
+        assert!(b.is_stream());
+        b.set_model("real");
+        let round: Value = serde_json::from_slice(&b.to_bytes()).unwrap();
+        assert_eq!(round["model"], "real");
+        assert_eq!(round["stream"], true);
+    }
+
+    #[test]
+    fn embeddings_need_input_and_never_stream() {
+        let err = RequestBody::parse(Endpoint::Embeddings, br#"{"model":"e"}"#).unwrap_err();
+        assert_eq!(err, InspectError::Missing("input"));
+        let b = RequestBody::parse(Endpoint::Embeddings, br#"{"model":"e","input":"x","stream":true}"#)
+            .unwrap();
+        assert!(!b.is_stream());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = RequestBody::parse(Endpoint::ChatCompletions, &bytes);
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! An incremental server-sent-events framer.
+//!
+//! Upstreams write SSE in arbitrary TCP-sized pieces: one read may hold half an
+//! event or five. The framer cuts the byte stream into whole events so the
+//! gateway can forward (and, later, inspect) each event as soon as it is
+//! complete, without ever holding more than one event in memory.
+//!
+//! Events are forwarded byte-for-byte as the upstream wrote them (`raw`), so a
+//! client sees exactly what it would have seen without Palisade. Parsing of
+//! fields is lazy: only callers that need `data` pay for it.
+//!
+//! Framing follows the WHATWG EventSource rules: lines end in `\n`, `\r\n` or
+//! `\r`; an empty line ends an event.
+
+use bytes::{Bytes, BytesMut};
+
+/// One complete event, terminator included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    raw: Bytes,
+}
+
+impl SseEvent {
+    /// Wraps already framed bytes (used for events the gateway writes itself).
+    pub fn from_raw(raw: Bytes) -> Self {
+        Self { raw }
+    }
+
+    /// The bytes exactly as the upstream sent them, terminator included.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// Consumes the event, returning its bytes.
+    pub fn into_raw(self) -> Bytes {
+        self.raw
+    }
+
+    /// The `data` field: all `data:` lines joined with `\n`, or `None` for an
+    /// event without data (comments, heartbeats).
+    pub fn data(&self) -> Option<String> {
+        let mut out: Option<String> = None;
+        for line in lines(&self.raw) {
+            let value = if line == b"data" {
+                Some(&b""[..])
+            } else if let Some(rest) = line.strip_prefix(b"data:") {
+                Some(rest.strip_prefix(b" ").unwrap_or(rest))
+            } else {
+                None
+            };
+            if let Some(value) = value {
+                let value = String::from_utf8_lossy(value);
+                match &mut out {
+                    None => out = Some(value.into_owned()),
+                    Some(acc) => {
+                        acc.push('\n');
+                        acc.push_str(&value);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// True for OpenAI's end-of-stream sentinel, `data: [DONE]`.
+    pub fn is_done(&self) -> bool {
+        self.data().is_some_and(|d| d.trim() == "[DONE]")
+    }
+
+    /// True when the event carries no field at all (only `:` comments), as
+    /// heartbeats do.
+    pub fn is_comment(&self) -> bool {
+        lines(&self.raw).all(|l| l.is_empty() || l.starts_with(b":"))
+    }
+}
+
+/// Splits on `\n`, `\r\n` and `\r`, without the terminators.
+fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = raw;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n' || b == b'\r')
+            .unwrap_or(rest.len());
+        let line = &rest[..end];
+        let mut next = end;
+        if next < rest.len() {
+            next += if rest[next] == b'\r' && rest.get(next + 1) == Some(&b'\n') {
+                2
+            } else {
+                1
+            };
+        }
+        rest = &rest[next..];
+        Some(line)
+    })
+}
+
+/// The framer refused an event because it grew past the configured bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("server-sent event exceeds {limit} bytes without a terminator")]
+pub struct EventTooLarge {
+    /// The configured bound.
+    pub limit: usize,
+}
+
+/// Cuts a byte stream into [`SseEvent`]s.
+#[derive(Debug)]
+pub struct SseFramer {
+    buf: BytesMut,
+    /// Where scanning resumes: bytes before it hold no event end, so a large
+    /// event arriving in small reads is scanned once, not once per read.
+    scan_from: usize,
+    /// Start of the line being scanned, relative to `buf`.
+    line_start: usize,
+    max_event_bytes: usize,
+}
+
+impl SseFramer {
+    /// A framer that refuses events larger than `max_event_bytes`.
+    pub fn new(max_event_bytes: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            scan_from: 0,
+            line_start: 0,
+            max_event_bytes,
+        }
+    }
+
+    /// Appends bytes read from the upstream.
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next complete event, if the buffer holds one.
+    pub fn next_event(&mut self) -> Result<Option<SseEvent>, EventTooLarge> {
+        let mut i = self.scan_from;
+        while i < self.buf.len() {
+            let b = self.buf[i];
+            if b != b'\n' && b != b'\r' {
+                i += 1;
+                continue;
+            }
+            // A `\r` at the end of the buffer may be the first half of `\r\n`:
+            // wait for the next read before deciding where the line ends.
+            if b == b'\r' && i + 1 == self.buf.len() {
+                break;
+            }
+            let term_len = if b == b'\r' && self.buf[i + 1] == b'\n' {
+                2
+            } else {
+                1
+            };
+            let line_is_empty = i == self.line_start;
+            i += term_len;
+            self.line_start = i;
+            if line_is_empty {
+                let raw = self.buf.split_to(i).freeze();
+                self.scan_from = 0;
+                self.line_start = 0;
+                return Ok(Some(SseEvent { raw }));
+            }
+        }
+        self.scan_from = i;
+        if self.buf.len() > self.max_event_bytes {
+            return Err(EventTooLarge {
+                limit: self.max_event_bytes,
+            });
+        }
+        Ok(None)
+    }
+
+    /// Bytes of an unterminated event left when the upstream closed. The
+    /// gateway forwards them as they are rather than dropping them.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        self.scan_from = 0;
+        self.line_start = 0;
+        if self.buf.is_empty() {
+            None
+        } else {
+            Some(self.buf.split().freeze())
+        }
+    }
+
+    /// Bytes buffered but not yet returned as an event.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame_all(chunks: &[&[u8]]) -> (Vec<SseEvent>, Option<Bytes>) {
+        let mut f = SseFramer::new(1 << 20);
+        let mut out = Vec::new();
+        for c in chunks {
+            f.push(c);
+            while let Some(e) = f.next_event().unwrap() {
+                out.push(e);
+            }
+        }
+        (out, f.finish())
+    }
+
+    #[test]
+    fn splits_openai_stream() {
+        let (events, rest) =
+            frame_all(&[b"data: {\"a\":1}\n\ndata: {\"a\"", b":2}\n\n", b"data: [DONE]\n\n"]);
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[0].data().unwrap(), "{\"a\":1}");
+        assert_eq!(events[1].data().unwrap(), "{\"a\":2}");
+        assert!(events[2].is_done());
+        assert!(rest.is_none());
+    }
+
+    #[test]
+    fn handles_crlf_split_across_reads_and_multiline_data() {
+        let (events, _) = frame_all(&[b"data: a\r", b"\ndata: b\r\n\r", b"\n: ping\n\n"]);
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].data().unwrap(), "a\nb");
+        assert_eq!(events[0].raw().as_ref(), b"data: a\r\ndata: b\r\n\r\n");
+        assert!(events[1].is_comment());
+        assert!(events[1].data().is_none());
+    }
+
+    #[test]
+    fn unterminated_tail_is_returned_not_dropped() {
+        let (events, rest) = frame_all(&[b"data: x\n\ndata: partial"]);
+        assert_eq!(events.len(), 1);
+        assert_eq!(rest.unwrap().as_ref(), b"data: partial");
+    }
+
+    #[test]
+    fn oversized_event_is_refused() {
+        let mut f = SseFramer::new(16);
+        f.push(&[b'a'; 32]);
+        assert_eq!(f.next_event(), Err(EventTooLarge { limit: 16 }));
+    }
+
+    proptest! {
+        /// However the stream is cut into reads, the framer yields the same
+        /// events and loses no byte.
+        #[test]
+        fn framing_is_independent_of_read_boundaries(
+            events in proptest::collection::vec("[a-z {}:\"]{0,20}", 0..8),
+            cuts in proptest::collection::vec(0usize..200, 0..10),
+            crlf in any::<bool>(),
+        ) {
+            let eol = if crlf { "\r\n" } else { "\n" };
+            let stream: String = events.iter().map(|e| format!("data: {e}{eol}{eol}")).collect();
+            let bytes = stream.as_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut last = 0;
+            for c in cuts { chunks.push(&bytes[last..c]); last = c; }
+            chunks.push(&bytes[last..]);
+            let (got, rest) = frame_all(&chunks);
+            prop_assert!(rest.is_none());
+            let joined: Vec<u8> = got.iter().flat_map(|e| e.raw().to_vec()).collect();
+            prop_assert_eq!(joined, bytes.to_vec());
+            let datas: Vec<String> = got.iter().map(|e| e.data().unwrap()).collect();
+            prop_assert_eq!(datas, events);
+        }
+    }
+}
