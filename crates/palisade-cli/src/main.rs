@@ -1,1 +1,259 @@
-fn main() {}
+//! The `palisade` binary: parses the command line, loads config, wires the
+//! gateway together and runs it; plus the offline subcommands.
+//!
+//! This is the only place that knows about process concerns (signals, exit
+//! codes, log setup). It holds no request logic: that is in the library
+//! crates, so everything here stays thin.
+
+#![forbid(unsafe_code)]
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use palisade_config::{Config, LogFormat, Sources};
+
+/// Palisade: a security-aware gateway for LLM inference.
+///
+/// Put it in front of any OpenAI-compatible server (vLLM, llama.cpp, Ollama,
+/// OpenAI) and point clients at it instead.
+#[derive(Debug, Parser)]
+#[command(name = "palisade", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    ///
+    /// With no config it listens on 127.0.0.1:8080 in open mode (no API keys,
+    /// loopback only) and forwards every model to the upstream in
+    /// PALISADE_UPSTREAM (default http://127.0.0.1:8000/v1, vLLM's default).
+    Serve(ServeArgs),
+    /// Inspect configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Create and hash API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML config file (see examples/palisade.toml).
+    #[arg(long, short, env = "PALISADE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address, overriding server.listen.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Upstream base URL used when the config defines no backends.
+    #[arg(long, env = "PALISADE_UPSTREAM")]
+    upstream: Option<String>,
+    /// Log format, overriding log.format.
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file (`-` reads standard input) and exit non-zero
+    /// with a message naming the bad key if it is invalid.
+    Check {
+        /// The file.
+        file: PathBuf,
+        /// Print the effective config, defaults filled in.
+        #[arg(long)]
+        print: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Generate a new random API key and print it with its config entry.
+    Generate {
+        /// Tenant the key acts for.
+        #[arg(long)]
+        tenant: String,
+        /// A label for logs and metrics.
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// Print the SHA-256 of a key (read from standard input when omitted, so
+    /// it stays out of shell history).
+    Hash {
+        /// The key.
+        key: Option<String>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Config(ConfigCommand::Check { file, print }) => config_check(&file, print),
+        Command::Keys(cmd) => keys(cmd),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(file: Option<&std::path::Path>, upstream: Option<&str>) -> Result<Config> {
+    Config::load(&Sources {
+        file,
+        toml: None,
+        env: true,
+        default_upstream: upstream,
+    })
+    .with_context(|| match file {
+        Some(f) => format!("loading config {}", f.display()),
+        None => "loading config from defaults and environment".to_owned(),
+    })
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let mut config = load_config(args.config.as_deref(), args.upstream.as_deref())?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(format) = &args.log_format {
+        config.log.format = if format == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        };
+    }
+    // Flags can change the listen address, so check the safety rules again.
+    config.validate().context("invalid flags")?;
+    let _log_guard = init_logging(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        for (name, backend) in &config.backends {
+            tracing::info!(backend = %name, url = %backend.base_url, "backend");
+        }
+        let gateway = palisade_gateway::Gateway::new(config).context("building the gateway")?;
+        let running = gateway.start(None).await.context("starting the listener")?;
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received");
+        running.shutdown();
+        running.wait().await.context("serving")?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn init_logging(config: &Config) -> Result<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PALISADE_LOG")
+        .or_else(|_| EnvFilter::try_new(&config.log.filter))
+        .context("log.filter is not a valid tracing filter")?;
+    // Writing logs must never block a request: lines go through a bounded
+    // queue to a writer thread (lossy only if the queue overflows, which is
+    // counted by tracing-appender).
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match config.log.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(guard)
+}
+
+fn config_check(file: &std::path::Path, print: bool) -> Result<()> {
+    let config = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading standard input")?;
+        Config::load(&Sources {
+            toml: Some(&text),
+            env: true,
+            ..Sources::default()
+        })?
+    } else {
+        load_config(Some(file), None)?
+    };
+    if print {
+        print!("{}", config.to_toml());
+    } else {
+        println!(
+            "ok: {} backend(s), {} route(s), auth mode {:?}",
+            config.backends.len(),
+            config.routes.len(),
+            config.auth.effective_mode()
+        );
+    }
+    Ok(())
+}
+
+fn keys(cmd: KeysCommand) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    match cmd {
+        KeysCommand::Generate { tenant, name } => {
+            let mut raw = [0u8; 24];
+            getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let key = format!("pk-{}", hex::encode(raw));
+            let hash = hex::encode(Sha256::digest(key.as_bytes()));
+            println!("# API key (shown once; give it to the client):\n# {key}\n");
+            println!(
+                "[[auth.keys]]\nname = \"{name}\"\ntenant = \"{tenant}\"\nsha256 = \"{hash}\""
+            );
+            Ok(())
+        }
+        KeysCommand::Hash { key } => {
+            let key = match key {
+                Some(k) => k,
+                None => {
+                    let mut s = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut s)
+                        .context("reading the key from standard input")?;
+                    s.trim().to_owned()
+                }
+            };
+            if key.is_empty() {
+                bail!("empty key");
+            }
+            println!("{}", hex::encode(Sha256::digest(key.as_bytes())));
+            Ok(())
+        }
+    }
+}

@@ -357,8 +357,7 @@ impl Config {
                 "must be at least 1024",
             ));
         }
-        if self.auth.effective_mode() == AuthMode::Open && !self.server.listen.ip().is_loopback()
-        {
+        if self.auth.effective_mode() == AuthMode::Open && !self.server.listen.ip().is_loopback() {
             return Err(invalid(
                 "auth.mode",
                 format!(
@@ -393,7 +392,10 @@ impl Config {
                 ));
             }
             if key.tenant.is_empty() {
-                return Err(invalid(format!("auth.keys[{i}].tenant"), "must not be empty"));
+                return Err(invalid(
+                    format!("auth.keys[{i}].tenant"),
+                    "must not be empty",
+                ));
             }
         }
         for (name, backend) in &self.backends {
@@ -481,7 +483,10 @@ mod tests {
 
     fn assert_invalid(toml: &str, key_part: &str) {
         let err = load(toml).unwrap_err().to_string();
-        assert!(err.contains(key_part), "error `{err}` should name `{key_part}`");
+        assert!(
+            err.contains(key_part),
+            "error `{err}` should name `{key_part}`"
+        );
     }
 
     #[test]
@@ -497,7 +502,10 @@ mod tests {
     #[test]
     fn unknown_keys_are_named() {
         assert_invalid("[server]\nlisten_addr = \"127.0.0.1:1\"", "listen_addr");
-        assert_invalid("[backends.a]\nbase_url = \"http://x/v1\"\ntimeout = 3", "timeout");
+        assert_invalid(
+            "[backends.a]\nbase_url = \"http://x/v1\"\ntimeout = 3",
+            "timeout",
+        );
     }
 
     #[test]
@@ -507,7 +515,10 @@ mod tests {
             "[server]\nlisten = \"0.0.0.0:8080\"\n[[auth.keys]]\nname = \"k\"\ntenant = \"t\"\nsha256 = \"{}\"",
             "a".repeat(64)
         );
-        assert_eq!(load(&with_key).unwrap().auth.effective_mode(), AuthMode::Keys);
+        assert_eq!(
+            load(&with_key).unwrap().auth.effective_mode(),
+            AuthMode::Keys
+        );
     }
 
     #[test]
@@ -520,7 +531,10 @@ mod tests {
             "[backends.a]\nbase_url = \"http://x/v1\"\n[[routes]]\nmodel = \"m\"\nbackend = \"a\"\n[[routes]]\nmodel = \"n\"\nbackend = \"a\"\naliases = [\"m\"]",
             "routed twice",
         );
-        assert_invalid("[backends.a]\nbase_url = \"ftp://x\"", "backends.a.base_url");
+        assert_invalid(
+            "[backends.a]\nbase_url = \"ftp://x\"",
+            "backends.a.base_url",
+        );
         assert_invalid(
             "[[auth.keys]]\nname = \"k\"\ntenant = \"t\"\nsha256 = \"nothex\"",
             "auth.keys[0].sha256",
@@ -552,6 +566,9 @@ mod tests {
             ..Sources::default()
         })
         .unwrap();
-        assert_eq!(c.backends[DEFAULT_BACKEND].base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(
+            c.backends[DEFAULT_BACKEND].base_url,
+            "http://127.0.0.1:9/v1"
+        );
     }
 }

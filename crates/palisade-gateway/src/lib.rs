@@ -1,1 +1,39 @@
-//! wip
+//! Palisade's HTTP edge: an OpenAI-compatible proxy in front of one or more
+//! OpenAI-compatible upstreams.
+//!
+//! The request path, in phases (each a function in [`proxy`], run in order):
+//!
+//! 1. **identify** ([`request_id`]): accept or mint `x-request-id`, open the
+//!    request span every log line of the request is written under.
+//! 2. **authenticate** ([`auth`]): bearer key → tenant, by SHA-256.
+//! 3. **read and inspect** the body ([`palisade_openai::request`]): size limit,
+//!    JSON, required fields.
+//! 4. **route** ([`routing`]): model or alias → backend and upstream name.
+//! 5. **forward** ([`upstream`]): one pooled client per backend, with connect,
+//!    first-byte, idle and end-to-end deadlines.
+//! 6. **relay** ([`stream`] for SSE, buffered otherwise): event by event,
+//!    pulled by the client's socket so backpressure reaches the upstream, and
+//!    dropped (cancelling the upstream) when the client goes away.
+//!
+//! Errors from every phase become OpenAI-shaped bodies in one place,
+//! [`error::error_response`]. Later gates (detection, policy, limits) slot in
+//! between phases 4 and 5 and around 6.
+//!
+//! This crate owns HTTP; it must not contain detection, policy or limit logic,
+//! which live in pure crates and are called from here.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod models;
+pub mod proxy;
+pub mod readiness;
+pub mod request_id;
+pub mod routing;
+pub mod server;
+pub mod stream;
+pub mod upstream;
+
+pub use server::{Gateway, GatewayError, RunningGateway};

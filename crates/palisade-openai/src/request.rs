@@ -205,7 +205,10 @@ mod tests {
         check(r#"{"model":"m"}"#, Some("messages"));
         check(r#"{"model":"m","messages":[]}"#, Some("messages"));
         check(r#"{"model":"m","messages":"hi"}"#, Some("messages"));
-        check(r#"{"model":"m","messages":[{}],"stream":"yes"}"#, Some("stream"));
+        check(
+            r#"{"model":"m","messages":[{}],"stream":"yes"}"#,
+            Some("stream"),
+        );
     }
 
     #[test]
@@ -222,8 +225,11 @@ mod tests {
     fn embeddings_need_input_and_never_stream() {
         let err = RequestBody::parse(Endpoint::Embeddings, br#"{"model":"e"}"#).unwrap_err();
         assert_eq!(err, InspectError::Missing("input"));
-        let b = RequestBody::parse(Endpoint::Embeddings, br#"{"model":"e","input":"x","stream":true}"#)
-            .unwrap();
+        let b = RequestBody::parse(
+            Endpoint::Embeddings,
+            br#"{"model":"e","input":"x","stream":true}"#,
+        )
+        .unwrap();
         assert!(!b.is_stream());
     }
 

@@ -210,8 +210,11 @@ mod tests {
 
     #[test]
     fn splits_openai_stream() {
-        let (events, rest) =
-            frame_all(&[b"data: {\"a\":1}\n\ndata: {\"a\"", b":2}\n\n", b"data: [DONE]\n\n"]);
+        let (events, rest) = frame_all(&[
+            b"data: {\"a\":1}\n\ndata: {\"a\"",
+            b":2}\n\n",
+            b"data: [DONE]\n\n",
+        ]);
         assert_eq!(events.len(), 3);
         assert_eq!(events[0].data().unwrap(), "{\"a\":1}");
         assert_eq!(events[1].data().unwrap(), "{\"a\":2}");

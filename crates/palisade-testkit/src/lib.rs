@@ -1,1 +1,293 @@
-//! wip
+//! Real local upstreams for Palisade's tests and benchmarks.
+//!
+//! [`ScriptedUpstream`] is an OpenAI-compatible HTTP server on a loopback port
+//! whose behaviour is chosen by the request's `model` name, so one server can
+//! play a healthy model, a slow one, a failing one and a stalled stream. It
+//! records what it received (headers and bodies) and counts streams whose
+//! client went away, so tests can assert what crossed the wire.
+//!
+//! The behaviours, by model name:
+//! - anything else: a normal completion echoing the last user message; with
+//!   `stream: true`, one SSE event per word, a usage event when
+//!   `stream_options.include_usage` is set, then `[DONE]`.
+//! - `error-400` / `error-500`: an OpenAI-shaped error with that status.
+//! - `slow-head`: waits 2 s before sending the response head.
+//! - `stall`: streams two events, then goes silent forever.
+//! - `endless`: streams an event every 10 ms until the client disconnects.
+//! - `torn`: sends one event, then half an event, then ends the body.
+//!
+//! Test-only crate: it is never linked into the gateway binary.
+
+#![forbid(unsafe_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+
+/// What the upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The path, e.g. `/v1/chat/completions`.
+    pub path: String,
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// The parsed JSON body (or `Null`).
+    pub body: Value,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    received: Mutex<Vec<Received>>,
+    streams_cancelled: AtomicUsize,
+}
+
+/// A scripted OpenAI-compatible upstream on 127.0.0.1.
+#[derive(Debug)]
+pub struct ScriptedUpstream {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ScriptedUpstream {
+    /// Starts the server on an ephemeral loopback port.
+    pub async fn start() -> Self {
+        let shared = Arc::new(Shared::default());
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/completions", post(chat))
+            .route("/v1/embeddings", post(embeddings))
+            .route("/v1/models", get(models))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, shared, task }
+    }
+
+    /// Base URL in the form backends expect, ending in `/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared
+            .received
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Streams whose client disconnected before the stream ended.
+    pub fn streams_cancelled(&self) -> usize {
+        self.shared.streams_cancelled.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ScriptedUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn record(shared: &Shared, path: &str, headers: &HeaderMap, body: &Value) {
+    shared
+        .received
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(Received {
+            path: path.to_owned(),
+            headers: headers.clone(),
+            body: body.clone(),
+        });
+}
+
+fn last_user_text(body: &Value) -> String {
+    if let Some(prompt) = body.get("prompt").and_then(Value::as_str) {
+        return prompt.to_owned();
+    }
+    body.get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("hello")
+        .to_owned()
+}
+
+fn error(status: StatusCode, code: &str) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        json!({"error": {"message": format!("scripted {code}"), "type": "invalid_request_error", "code": code, "param": null}}).to_string(),
+    )
+        .into_response()
+}
+
+fn sse(data: &Value) -> Bytes {
+    Bytes::from(format!("data: {data}\n\n"))
+}
+
+fn chunk(model: &str, delta: Value, finish: Option<&str>) -> Value {
+    json!({"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0, "model": model,
+           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+}
+
+/// Decrements nothing; counts a cancellation when dropped before `done`.
+struct CancelWatch {
+    shared: Arc<Shared>,
+    done: bool,
+}
+
+impl Drop for CancelWatch {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.streams_cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn chat(
+    State(shared): State<Arc<Shared>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    record(&shared, uri.path(), &headers, &body);
+    let model = body["model"].as_str().unwrap_or("").to_owned();
+    let stream = body["stream"].as_bool().unwrap_or(false);
+    let include_usage = body["stream_options"]["include_usage"]
+        .as_bool()
+        .unwrap_or(false);
+    match model.as_str() {
+        "error-400" => return error(StatusCode::BAD_REQUEST, "scripted_bad_request"),
+        "error-500" => return error(StatusCode::INTERNAL_SERVER_ERROR, "scripted_failure"),
+        "slow-head" => tokio::time::sleep(Duration::from_secs(2)).await,
+        _ => {}
+    }
+    let text = last_user_text(&body);
+    let words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
+    let (prompt_tokens, completion_tokens) = (words.len() + 3, words.len());
+    if !stream {
+        return (
+            [("content-type", "application/json")],
+            json!({"id": "chatcmpl-scripted", "object": "chat.completion", "created": 0, "model": model,
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                             "total_tokens": prompt_tokens + completion_tokens}})
+            .to_string(),
+        )
+            .into_response();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(4);
+    let watch_shared = shared.clone();
+    tokio::spawn(async move {
+        let mut watch = CancelWatch {
+            shared: watch_shared,
+            done: false,
+        };
+        let send = |b: Bytes| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(b)).await.is_ok() }
+        };
+        let role = chunk(&model, json!({"role": "assistant", "content": ""}), None);
+        if !send(sse(&role)).await {
+            return;
+        }
+        match model.as_str() {
+            "stall" => {
+                let _ = send(sse(&chunk(&model, json!({"content": "one"}), None))).await;
+                // Silent until the client gives up; closed channel = cancelled.
+                tx.closed().await;
+                return;
+            }
+            "endless" => {
+                for i in 0..100_000u32 {
+                    let piece = chunk(&model, json!({"content": format!(" w{i}")}), None);
+                    if !send(sse(&piece)).await {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            "torn" => {
+                let _ = send(sse(&chunk(&model, json!({"content": "one"}), None))).await;
+                let _ = send(Bytes::from_static(b"data: {\"partial")).await;
+                watch.done = true;
+                return;
+            }
+            _ => {
+                for (i, word) in words.iter().enumerate() {
+                    let content = if i == 0 {
+                        word.clone()
+                    } else {
+                        format!(" {word}")
+                    };
+                    if !send(sse(&chunk(&model, json!({"content": content}), None))).await {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = send(sse(&chunk(&model, json!({}), Some("stop")))).await;
+        if include_usage {
+            let usage = json!({"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0, "model": model,
+                "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens}});
+            let _ = send(sse(&usage)).await;
+        }
+        let _ = send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+        watch.done = true;
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (
+        [("content-type", "text/event-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+async fn embeddings(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    record(&shared, "/v1/embeddings", &headers, &body);
+    (
+        [("content-type", "application/json")],
+        json!({"object": "list", "model": body["model"],
+               "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+               "usage": {"prompt_tokens": 2, "total_tokens": 2}})
+        .to_string(),
+    )
+        .into_response()
+}
+
+async fn models() -> Response {
+    (
+        [("content-type", "application/json")],
+        json!({"object": "list", "data": [
+            {"id": "scripted-a", "object": "model", "created": 0, "owned_by": "testkit"},
+            {"id": "scripted-b", "object": "model", "created": 0, "owned_by": "testkit"}]})
+        .to_string(),
+    )
+        .into_response()
+}

@@ -1,0 +1,153 @@
+//! Phase 2, authenticate: `Authorization: Bearer <key>` → tenant.
+//!
+//! Keys are stored as SHA-256 hashes, so the config (and a memory dump of the
+//! routing table) never holds a usable credential. Lookup hashes the presented
+//! key and probes a map; keys are high-entropy random strings, so a fast hash
+//! is the right tool (a password KDF would only add latency).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::HeaderMap;
+use palisade_config::{AuthConfig, AuthMode};
+use palisade_openai::{ApiError, ErrorCode};
+use sha2::{Digest, Sha256};
+
+/// Tenant used for every request in open mode.
+pub const OPEN_TENANT: &str = "local";
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The tenant the key belongs to.
+    pub tenant: Arc<str>,
+    /// The key's label (never the key).
+    pub key_name: Arc<str>,
+}
+
+/// Resolves credentials to principals.
+#[derive(Debug)]
+pub enum Authenticator {
+    /// Everyone is [`OPEN_TENANT`]; config validation allows this on loopback only.
+    Open(Principal),
+    /// Hash of key → principal.
+    Keys(HashMap<[u8; 32], Principal>),
+}
+
+/// SHA-256 of a key, as stored in config.
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+impl Authenticator {
+    /// Builds from validated config.
+    pub fn from_config(config: &AuthConfig) -> Self {
+        match config.effective_mode() {
+            AuthMode::Open => Self::Open(Principal {
+                tenant: OPEN_TENANT.into(),
+                key_name: "open".into(),
+            }),
+            AuthMode::Keys => Self::Keys(
+                config
+                    .keys
+                    .iter()
+                    .filter_map(|k| {
+                        let mut hash = [0u8; 32];
+                        hex::decode_to_slice(&k.sha256, &mut hash).ok()?;
+                        Some((
+                            hash,
+                            Principal {
+                                tenant: k.tenant.as_str().into(),
+                                key_name: k.name.as_str().into(),
+                            },
+                        ))
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Authenticates a request by its headers.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        let keys = match self {
+            Self::Open(p) => return Ok(p.clone()),
+            Self::Keys(keys) => keys,
+        };
+        let header = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::MissingApiKey,
+                    "missing API key: send `Authorization: Bearer <key>`",
+                )
+            })?;
+        let key = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::MissingApiKey,
+                    "malformed Authorization header: expected `Bearer <key>`",
+                )
+            })?;
+        keys.get(&hash_key(key))
+            .cloned()
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidApiKey, "invalid API key"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_config::ApiKeyConfig;
+
+    fn keys_auth() -> Authenticator {
+        Authenticator::from_config(&AuthConfig {
+            mode: None,
+            keys: vec![ApiKeyConfig {
+                name: "ci".into(),
+                tenant: "acme".into(),
+                sha256: hex::encode(hash_key("sk-good")),
+            }],
+        })
+    }
+
+    fn headers(auth: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(a) = auth {
+            h.insert(http::header::AUTHORIZATION, a.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn resolves_known_key_to_tenant() {
+        let p = keys_auth()
+            .authenticate(&headers(Some("Bearer sk-good")))
+            .unwrap();
+        assert_eq!(&*p.tenant, "acme");
+        assert_eq!(&*p.key_name, "ci");
+    }
+
+    #[test]
+    fn refuses_missing_malformed_and_unknown_keys() {
+        let a = keys_auth();
+        let code = |h: Option<&str>| a.authenticate(&headers(h)).unwrap_err().code;
+        assert_eq!(code(None), ErrorCode::MissingApiKey);
+        assert_eq!(code(Some("Basic abc")), ErrorCode::MissingApiKey);
+        assert_eq!(code(Some("Bearer ")), ErrorCode::MissingApiKey);
+        assert_eq!(code(Some("Bearer sk-bad")), ErrorCode::InvalidApiKey);
+    }
+
+    #[test]
+    fn open_mode_admits_everyone_as_local() {
+        let a = Authenticator::from_config(&AuthConfig::default());
+        assert_eq!(
+            &*a.authenticate(&headers(None)).unwrap().tenant,
+            OPEN_TENANT
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! Prometheus metrics: names, help texts, buckets and the `/metrics` handle.
+//!
+//! Names follow `palisade_<area>_<what>_<unit|total>`. Label values are
+//! bounded: routes are fixed paths, statuses are codes, and model names from
+//! wildcard routes go through [`ModelLabels`], which caps how many distinct
+//! names become series (a client sending random model names must not be able
+//! to blow up the metrics store).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Requests served, by route, model and status.
+pub const REQUESTS_TOTAL: &str = "palisade_http_requests_total";
+/// Wall time from request head to the end of the response body.
+pub const REQUEST_DURATION: &str = "palisade_http_request_duration_seconds";
+/// Requests currently being served (streams until they end).
+pub const IN_FLIGHT: &str = "palisade_http_in_flight_requests";
+/// Time from sending upstream to the upstream's response head.
+pub const UPSTREAM_HEAD: &str = "palisade_upstream_response_head_seconds";
+/// Upstream failures by backend and error code.
+pub const UPSTREAM_ERRORS: &str = "palisade_upstream_errors_total";
+/// Streams: request start to the first event carrying data.
+pub const STREAM_TTFT: &str = "palisade_stream_time_to_first_token_seconds";
+/// Streams: gap between consecutive data events.
+pub const STREAM_GAP: &str = "palisade_stream_inter_chunk_gap_seconds";
+/// Streams currently open.
+pub const STREAMS_OPEN: &str = "palisade_streams_open";
+/// Streams ended, by how they ended.
+pub const STREAMS_ENDED: &str = "palisade_streams_ended_total";
+
+/// Latency buckets from 100 µs to 5 min: gateway overhead lives at the low
+/// end, LLM generation at the high end, and both must be readable.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder (once) and returns its render handle.
+/// `None` if another recorder was installed first (e.g. by an embedding app).
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "HTTP requests served, by route, model and status."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from request head to the end of the response body."
+    );
+    describe_gauge!(IN_FLIGHT, "Requests being served, open streams included.");
+    describe_histogram!(
+        UPSTREAM_HEAD,
+        Unit::Seconds,
+        "Time from sending a request upstream to its response head, by backend and outcome."
+    );
+    describe_counter!(
+        UPSTREAM_ERRORS,
+        "Upstream failures, by backend and error code."
+    );
+    describe_histogram!(
+        STREAM_TTFT,
+        Unit::Seconds,
+        "Streams: time from request start to the first data event."
+    );
+    describe_histogram!(
+        STREAM_GAP,
+        Unit::Seconds,
+        "Streams: gap between consecutive data events."
+    );
+    describe_gauge!(STREAMS_OPEN, "Streams currently open.");
+    describe_counter!(STREAMS_ENDED, "Streams ended, by outcome.");
+}
+
+/// Records a finished request.
+pub fn request_done(route: &'static str, model: &str, status: u16, elapsed: Duration) {
+    let status = status_label(status);
+    counter!(REQUESTS_TOTAL, "route" => route, "model" => model.to_owned(), "status" => status)
+        .increment(1);
+    histogram!(REQUEST_DURATION, "route" => route, "status" => status)
+        .record(elapsed.as_secs_f64());
+}
+
+/// Records an upstream response head (or its failure).
+pub fn upstream_response_head(backend: &str, outcome: &'static str, elapsed: Duration) {
+    histogram!(UPSTREAM_HEAD, "backend" => backend.to_owned(), "outcome" => outcome)
+        .record(elapsed.as_secs_f64());
+}
+
+/// Records an upstream error by its stable code.
+pub fn upstream_error(backend: &str, code: &'static str) {
+    counter!(UPSTREAM_ERRORS, "backend" => backend.to_owned(), "code" => code).increment(1);
+}
+
+/// Tracks in-flight requests: +1 now, -1 when dropped (so a request whose
+/// future is cancelled is still counted out).
+#[derive(Debug)]
+pub struct InFlight(());
+
+impl InFlight {
+    /// Counts a request in.
+    pub fn enter() -> Self {
+        gauge!(IN_FLIGHT).increment(1.0);
+        Self(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        gauge!(IN_FLIGHT).decrement(1.0);
+    }
+}
+
+fn status_label(status: u16) -> &'static str {
+    // Static strings for the statuses we emit, so no allocation per request.
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Caps the number of distinct model names used as label values.
+#[derive(Debug)]
+pub struct ModelLabels {
+    seen: Mutex<HashSet<Arc<str>>>,
+    cap: usize,
+}
+
+impl ModelLabels {
+    /// Keeps at most `cap` distinct names; the rest are labelled `other`.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            seen: Mutex::new(HashSet::new()),
+            cap,
+        }
+    }
+
+    /// The label for `model`.
+    pub fn label(&self, model: &str) -> Arc<str> {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(existing) = seen.get(model) {
+            return existing.clone();
+        }
+        if seen.len() >= self.cap {
+            return "other".into();
+        }
+        let label: Arc<str> = model.into();
+        seen.insert(label.clone());
+        label
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_labels_are_capped() {
+        let labels = ModelLabels::new(2);
+        assert_eq!(&*labels.label("a"), "a");
+        assert_eq!(&*labels.label("b"), "b");
+        assert_eq!(&*labels.label("c"), "other");
+        assert_eq!(&*labels.label("a"), "a");
+    }
+}

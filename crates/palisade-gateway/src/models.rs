@@ -1,0 +1,110 @@
+//! `GET /v1/models`: what this gateway can route.
+//!
+//! Explicit routes and aliases are listed from config. A wildcard route
+//! forwards any name, so for it the backend is asked for its own list (with a
+//! short deadline; a backend that does not answer is left out, not fatal).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Extension, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::HeaderMap;
+use serde::Serialize;
+
+use crate::error::error_response;
+use crate::request_id::RequestId;
+use crate::server::GatewayState;
+
+/// How long the listing waits for a backend's own model list.
+const LIST_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Serialize)]
+struct ModelList {
+    object: &'static str,
+    data: Vec<ModelEntry>,
+}
+
+#[derive(Serialize)]
+struct ModelEntry {
+    id: String,
+    object: &'static str,
+    created: u64,
+    owned_by: String,
+}
+
+/// `GET /v1/models`
+pub async fn list(
+    State(state): State<Arc<GatewayState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(err) = state.auth.authenticate(&headers) {
+        return error_response(&err, Some(&request_id));
+    }
+    let mut seen = BTreeSet::new();
+    let mut data = Vec::new();
+    for (name, backend) in state.routes.listed() {
+        if seen.insert(name.clone()) {
+            data.push(ModelEntry {
+                id: name.clone(),
+                object: "model",
+                created: 0,
+                owned_by: state.backends[*backend].name.clone(),
+            });
+        }
+    }
+    if let Some(wildcard) = state.routes.wildcard() {
+        let backend = &state.backends[wildcard.backend];
+        if backend.list_models {
+            for id in backend_models(backend).await {
+                if seen.insert(id.clone()) {
+                    data.push(ModelEntry {
+                        id,
+                        object: "model",
+                        created: 0,
+                        owned_by: backend.name.clone(),
+                    });
+                }
+            }
+        }
+    }
+    Json(ModelList {
+        object: "list",
+        data,
+    })
+    .into_response()
+}
+
+async fn backend_models(backend: &crate::upstream::Backend) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Upstream {
+        data: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        id: String,
+    }
+    let deadline = Instant::now() + LIST_TIMEOUT;
+    let fetched = async {
+        let resp = backend.get("/models", deadline).await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let body = tokio::time::timeout_at(deadline.into(), resp.bytes())
+            .await
+            .ok()?
+            .ok()?;
+        serde_json::from_slice::<Upstream>(&body).ok()
+    }
+    .await;
+    match fetched {
+        Some(list) => list.data.into_iter().map(|e| e.id).collect(),
+        None => {
+            tracing::warn!(backend = %backend.name, "could not list the backend's models");
+            Vec::new()
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The proxied endpoints: chat completions, completions and embeddings.
+//!
+//! [`handle`] runs the phases listed in the crate docs in order; each phase
+//! returns `Result<_, ApiError>` and the first error ends the request through
+//! [`crate::error::error_response`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use palisade_openai::request::{Endpoint, RequestBody};
+use palisade_openai::{ApiError, ErrorCode};
+
+use crate::auth::Principal;
+use crate::error::error_response;
+use crate::metrics::InFlight;
+use crate::request_id::RequestId;
+use crate::server::GatewayState;
+use crate::stream::{relay, RelayLimits};
+use crate::upstream::passthrough_headers;
+
+/// Largest non-streamed upstream body we buffer. A chat completion is a few
+/// KiB; a large embeddings batch can reach tens of MiB.
+const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
+
+/// What is known about a request for metrics and the access log; finishing it
+/// (or dropping it unfinished) writes both exactly once.
+#[derive(Debug)]
+pub struct RequestRecord {
+    route: &'static str,
+    request_id: Arc<str>,
+    tenant: Option<Arc<str>>,
+    model_label: Arc<str>,
+    started: Instant,
+    _in_flight: InFlight,
+    done: bool,
+}
+
+impl RequestRecord {
+    fn new(route: &'static str, request_id: &str, started: Instant) -> Self {
+        Self {
+            route,
+            request_id: request_id.into(),
+            tenant: None,
+            model_label: "none".into(),
+            started,
+            _in_flight: InFlight::enter(),
+            done: false,
+        }
+    }
+
+    /// The request id.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// The bounded model label.
+    pub fn model_label(&self) -> &Arc<str> {
+        &self.model_label
+    }
+
+    /// When the request head arrived.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Records metrics and the access-log line.
+    pub fn finish(&mut self, status: u16, stream_outcome: Option<&'static str>) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        crate::metrics::request_done(self.route, &self.model_label, status, elapsed);
+        tracing::info!(
+            status,
+            tenant = self.tenant.as_deref().unwrap_or("-"),
+            model = %self.model_label,
+            latency_us = elapsed.as_micros() as u64,
+            stream = stream_outcome.unwrap_or("-"),
+            "served"
+        );
+    }
+}
+
+impl Drop for RequestRecord {
+    fn drop(&mut self) {
+        // A request future dropped before it finished: the client went away
+        // while we waited on the upstream. 499 is the de-facto code for it.
+        if !self.done {
+            self.finish(499, None);
+        }
+    }
+}
+
+/// `POST /v1/chat/completions`
+pub async fn chat_completions(
+    state: State<Arc<GatewayState>>,
+    id: Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(state, id, headers, body, Endpoint::ChatCompletions).await
+}
+
+/// `POST /v1/completions`
+pub async fn completions(
+    state: State<Arc<GatewayState>>,
+    id: Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(state, id, headers, body, Endpoint::Completions).await
+}
+
+/// `POST /v1/embeddings`
+pub async fn embeddings(
+    state: State<Arc<GatewayState>>,
+    id: Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(state, id, headers, body, Endpoint::Embeddings).await
+}
+
+async fn handle(
+    State(state): State<Arc<GatewayState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+    endpoint: Endpoint,
+) -> Response {
+    let mut record = RequestRecord::new(endpoint.label(), &request_id, Instant::now());
+    let result = match send_upstream(&state, &headers, body, endpoint, &mut record).await {
+        Ok(sent) => respond(&state, sent, record).await,
+        Err(err) => Err((err, record)),
+    };
+    result.unwrap_or_else(|(err, mut record)| {
+        record.finish(err.status(), None);
+        if err.status() >= 500 {
+            tracing::warn!(code = err.code.as_str(), "{}", err.message);
+        }
+        error_response(&err, Some(&request_id))
+    })
+}
+
+/// A request sent upstream whose response head has arrived.
+struct Sent {
+    upstream: reqwest::Response,
+    backend: usize,
+    deadline: Instant,
+    client_wants_stream: bool,
+}
+
+/// Phases 2 to 5: authenticate, read, route, forward.
+async fn send_upstream(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    body: Body,
+    endpoint: Endpoint,
+    record: &mut RequestRecord,
+) -> Result<Sent, ApiError> {
+    // Phase 2: authenticate before reading the body, so unauthenticated
+    // callers cannot make us buffer megabytes.
+    let principal: Principal = state.auth.authenticate(headers)?;
+    record.tenant = Some(principal.tenant.clone());
+
+    // Phase 3: read and inspect.
+    let bytes = read_body(headers, body, state.max_body_bytes).await?;
+    let mut request = RequestBody::parse(endpoint, &bytes).map_err(|e| {
+        let err = ApiError::new(ErrorCode::InvalidRequest, e.to_string());
+        match e.param() {
+            Some(p) => err.with_param(p),
+            None => err,
+        }
+    })?;
+
+    // Phase 4: route.
+    let route = state.routes.resolve(request.model()).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::ModelNotFound,
+            format!(
+                "the model `{}` does not exist or is not routed by this gateway",
+                truncate(request.model(), 128)
+            ),
+        )
+        .with_param("model")
+    })?;
+    record.model_label = if &*route.public_name == palisade_config::WILDCARD_MODEL {
+        state.model_labels.label(request.model())
+    } else {
+        route.public_name.clone()
+    };
+    let upstream_body = match &route.upstream_model {
+        Some(name) => {
+            request.set_model(name);
+            Bytes::from(request.to_bytes())
+        }
+        // Unchanged: forward the client's bytes as they are (no re-encode).
+        None => bytes,
+    };
+    let backend = &state.backends[route.backend];
+    let deadline = record.started + route.deadline.unwrap_or(backend.request_timeout);
+
+    // Phase 5: forward.
+    let upstream = backend
+        .post_json(
+            endpoint.upstream_path(),
+            upstream_body,
+            record.request_id(),
+            deadline,
+        )
+        .await
+        .inspect_err(|e| crate::metrics::upstream_error(&backend.name, e.code.as_str()))?;
+    Ok(Sent {
+        upstream,
+        backend: route.backend,
+        deadline,
+        client_wants_stream: request.is_stream(),
+    })
+}
+
+/// Phase 6: relay the upstream's answer. Finishes `record`, or hands it to
+/// the stream, which finishes it when the stream ends.
+async fn respond(
+    state: &GatewayState,
+    sent: Sent,
+    mut record: RequestRecord,
+) -> Result<Response, (ApiError, RequestRecord)> {
+    let Sent {
+        upstream,
+        backend,
+        deadline,
+        client_wants_stream,
+    } = sent;
+    let backend = &state.backends[backend];
+    let status = upstream.status();
+    let is_sse = upstream
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let mut resp_headers = HeaderMap::new();
+    passthrough_headers(upstream.headers(), &mut resp_headers);
+
+    if client_wants_stream && status.is_success() && is_sse {
+        resp_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        // Tell nginx-style proxies in front of us not to buffer the stream.
+        resp_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        let limits = RelayLimits {
+            idle_timeout: backend.idle_timeout,
+            deadline,
+            max_event_bytes: state.max_sse_event_bytes,
+        };
+        let stream = relay(upstream, backend.name.as_str().into(), limits, record);
+        let mut resp = Response::new(Body::from_stream(stream));
+        *resp.headers_mut() = resp_headers;
+        return Ok(resp);
+    }
+
+    if !status.is_success() {
+        crate::metrics::upstream_error(&backend.name, status_class(status));
+    }
+    let body = match read_upstream_body(backend, upstream, deadline).await {
+        Ok(body) => body,
+        Err(err) => return Err((err, record)),
+    };
+    let mut resp = Response::new(Body::from(body));
+    // Upstream errors (4xx and 5xx) pass through unchanged: they are already
+    // OpenAI-shaped and the client knows how to read them.
+    *resp.status_mut() = status;
+    *resp.headers_mut() = resp_headers;
+    record.finish(status.as_u16(), None);
+    Ok(resp)
+}
+
+fn status_class(status: StatusCode) -> &'static str {
+    if status.is_client_error() {
+        "upstream_4xx"
+    } else {
+        "upstream_5xx"
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Reads the request body, refusing anything over `limit` with 413.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::RequestTooLarge,
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+    };
+    // Refuse early when the client announces an oversized body.
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let is_limit = std::error::Error::source(&e)
+            .is_some_and(|s| s.to_string().contains("length limit exceeded"))
+            || e.to_string().contains("length limit exceeded");
+        if is_limit {
+            too_large()
+        } else {
+            ApiError::new(ErrorCode::InvalidRequest, "failed to read request body")
+        }
+    })
+}
+
+/// Reads a non-streamed upstream body under the idle timeout and deadline.
+async fn read_upstream_body(
+    backend: &crate::upstream::Backend,
+    mut upstream: reqwest::Response,
+    deadline: Instant,
+) -> Result<Bytes, ApiError> {
+    let mut buf = BytesMut::new();
+    loop {
+        let wait: Duration = backend
+            .idle_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(wait, upstream.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                if buf.len() + chunk.len() > MAX_UPSTREAM_BODY {
+                    return Err(ApiError::new(
+                        ErrorCode::UpstreamProtocol,
+                        format!("upstream `{}` response is too large", backend.name),
+                    ));
+                }
+                if buf.is_empty() && upstream.content_length().is_some() {
+                    buf.reserve(upstream.content_length().unwrap_or(0) as usize);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(Ok(None)) => return Ok(buf.freeze()),
+            Ok(Err(e)) => {
+                let err = backend.map_error(&e);
+                crate::metrics::upstream_error(&backend.name, err.code.as_str());
+                return Err(err);
+            }
+            Err(_) => {
+                crate::metrics::upstream_error(&backend.name, "upstream_timeout");
+                return Err(ApiError::new(
+                    ErrorCode::UpstreamTimeout,
+                    format!(
+                        "upstream `{}` did not finish its response in time",
+                        backend.name
+                    ),
+                ));
+            }
+        }
+    }
+}

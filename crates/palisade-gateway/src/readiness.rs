@@ -1,0 +1,80 @@
+//! `/readyz` as a registry of named conditions.
+//!
+//! A replica must not take traffic until everything its config needs is in
+//! place: today the routing table and the listener; later the signed policy
+//! bundle and the detector models. Each component registers a condition at
+//! start and flips it when ready, so adding a component never means editing
+//! the readiness endpoint. Draining for shutdown is one more condition.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// The set of conditions; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness {
+    conditions: Arc<RwLock<Vec<(String, Arc<AtomicBool>)>>>,
+}
+
+/// A handle a component uses to report its state.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    ready: Arc<AtomicBool>,
+}
+
+impl Condition {
+    /// Marks the component ready (or not).
+    pub fn set(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+}
+
+impl Readiness {
+    /// Registers a condition, initially not ready.
+    pub fn register(&self, name: &str) -> Condition {
+        let ready = Arc::new(AtomicBool::new(false));
+        let mut conditions = self
+            .conditions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        conditions.push((name.to_owned(), ready.clone()));
+        Condition { ready }
+    }
+
+    /// Every condition with its state, in registration order.
+    pub fn report(&self) -> Vec<(String, bool)> {
+        self.conditions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(n, r)| (n.clone(), r.load(Ordering::Acquire)))
+            .collect()
+    }
+
+    /// True when every condition is ready (and at least one is registered).
+    pub fn is_ready(&self) -> bool {
+        let report = self.report();
+        !report.is_empty() && report.iter().all(|(_, r)| *r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_every_condition_is() {
+        let r = Readiness::default();
+        assert!(!r.is_ready(), "nothing registered is not ready");
+        let a = r.register("routes");
+        let b = r.register("policy");
+        a.set(true);
+        assert!(!r.is_ready());
+        b.set(true);
+        assert!(r.is_ready());
+        b.set(false);
+        assert_eq!(
+            r.report(),
+            vec![("routes".to_owned(), true), ("policy".to_owned(), false)]
+        );
+    }
+}

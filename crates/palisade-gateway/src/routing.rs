@@ -1,0 +1,144 @@
+//! Phase 4, route: public model name (or alias) → backend and upstream name.
+//!
+//! The table is compiled once from config into a hash map, so routing is one
+//! lookup per request. A `*` route catches every name not routed explicitly and
+//! forwards it unchanged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_config::{Config, WILDCARD_MODEL};
+
+/// Where one public model name goes.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Index into the gateway's backend list.
+    pub backend: usize,
+    /// The route's public name (the label used in metrics); `*` for wildcard.
+    pub public_name: Arc<str>,
+    /// Name to send upstream; `None` keeps the client's name.
+    pub upstream_model: Option<Arc<str>>,
+    /// End-to-end deadline override.
+    pub deadline: Option<Duration>,
+}
+
+/// The compiled routing table.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    by_name: HashMap<String, Route>,
+    wildcard: Option<Route>,
+    /// Public names in config order, for `GET /v1/models`.
+    listed: Vec<(String, usize)>,
+}
+
+impl RouteTable {
+    /// Compiles the routes of a validated config. `backend_index` maps a
+    /// backend name to its position in the gateway's backend list.
+    pub fn compile(config: &Config, backend_index: impl Fn(&str) -> usize) -> Self {
+        let mut table = Self::default();
+        for route in &config.routes {
+            let backend = backend_index(&route.backend);
+            let compiled = Route {
+                backend,
+                public_name: route.model.as_str().into(),
+                upstream_model: route.upstream_model.as_deref().map(Into::into),
+                deadline: route.deadline_ms.map(Duration::from_millis),
+            };
+            if route.model == WILDCARD_MODEL {
+                table.wildcard = Some(compiled);
+                continue;
+            }
+            for name in std::iter::once(&route.model).chain(&route.aliases) {
+                let mut entry = compiled.clone();
+                // An alias forwards under the route's upstream name, or the
+                // route's own public name: the upstream never sees aliases.
+                if entry.upstream_model.is_none() && name != &route.model {
+                    entry.upstream_model = Some(route.model.as_str().into());
+                }
+                table.by_name.insert(name.clone(), entry);
+                table.listed.push((name.clone(), backend));
+            }
+        }
+        table
+    }
+
+    /// Resolves a requested model name.
+    pub fn resolve(&self, model: &str) -> Option<&Route> {
+        self.by_name.get(model).or(self.wildcard.as_ref())
+    }
+
+    /// Explicitly routed public names with their backend index.
+    pub fn listed(&self) -> &[(String, usize)] {
+        &self.listed
+    }
+
+    /// The wildcard route, if any.
+    pub fn wildcard(&self) -> Option<&Route> {
+        self.wildcard.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_config::Sources;
+
+    fn table(toml: &str) -> RouteTable {
+        let config = Config::load(&Sources {
+            toml: Some(toml),
+            ..Sources::default()
+        })
+        .unwrap();
+        let names: Vec<String> = config.backends.keys().cloned().collect();
+        RouteTable::compile(&config, |n| names.iter().position(|x| x == n).unwrap())
+    }
+
+    const TWO_BACKENDS: &str = r#"
+        [backends.a]
+        base_url = "http://127.0.0.1:1/v1"
+        [backends.b]
+        base_url = "http://127.0.0.1:2/v1"
+        [[routes]]
+        model = "llama"
+        backend = "b"
+        upstream_model = "meta-llama/Llama-3.1-8B"
+        aliases = ["fast"]
+        deadline_ms = 5000
+        [[routes]]
+        model = "qwen"
+        backend = "a"
+        aliases = ["q"]
+    "#;
+
+    #[test]
+    fn names_and_aliases_resolve_to_upstream_names() {
+        let t = table(TWO_BACKENDS);
+        let llama = t.resolve("llama").unwrap();
+        assert_eq!(llama.backend, 1);
+        assert_eq!(
+            llama.upstream_model.as_deref(),
+            Some("meta-llama/Llama-3.1-8B")
+        );
+        assert_eq!(llama.deadline, Some(Duration::from_secs(5)));
+        let fast = t.resolve("fast").unwrap();
+        assert_eq!(
+            fast.upstream_model.as_deref(),
+            Some("meta-llama/Llama-3.1-8B")
+        );
+        assert_eq!(&*fast.public_name, "llama");
+        let q = t.resolve("q").unwrap();
+        assert_eq!(q.upstream_model.as_deref(), Some("qwen"));
+        assert!(t.resolve("qwen").unwrap().upstream_model.is_none());
+        assert!(t.resolve("gpt-4").is_none());
+        assert_eq!(t.listed().len(), 4);
+    }
+
+    #[test]
+    fn wildcard_catches_the_rest() {
+        let t = table("");
+        let r = t.resolve("anything").unwrap();
+        assert_eq!(&*r.public_name, "*");
+        assert!(r.upstream_model.is_none());
+    }
+}

@@ -1,0 +1,272 @@
+//! Building the gateway from config, serving it, and draining it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Extension, State};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::{header, StatusCode};
+use metrics_exporter_prometheus::PrometheusHandle;
+use palisade_config::Config;
+use palisade_openai::{ApiError, ErrorCode};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::Authenticator;
+use crate::error::error_response;
+use crate::metrics::ModelLabels;
+use crate::readiness::{Condition, Readiness};
+use crate::request_id::RequestId;
+use crate::routing::RouteTable;
+use crate::upstream::{Backend, BackendError};
+
+/// Errors starting or running the gateway.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// A backend could not be built (missing API key variable, TLS setup).
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause (in use, permission).
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server loop failed.
+    #[error("server error: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Shared, immutable per-process state the handlers read.
+#[derive(Debug)]
+pub struct GatewayState {
+    pub(crate) auth: Authenticator,
+    pub(crate) routes: RouteTable,
+    pub(crate) backends: Vec<Backend>,
+    pub(crate) model_labels: ModelLabels,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_sse_event_bytes: usize,
+    readiness: Readiness,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// A gateway built from config, not yet listening.
+#[derive(Debug)]
+pub struct Gateway {
+    state: Arc<GatewayState>,
+    config: Config,
+    serving: Condition,
+}
+
+/// Most model names a wildcard route turns into metric label values.
+const MODEL_LABEL_CAP: usize = 64;
+
+impl Gateway {
+    /// Builds from a validated config, reading backend keys from the process
+    /// environment.
+    pub fn new(config: Config) -> Result<Self, GatewayError> {
+        Self::with_env(config, |var| std::env::var(var).ok())
+    }
+
+    /// Builds with an explicit environment lookup (for tests).
+    pub fn with_env(
+        config: Config,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, GatewayError> {
+        let mut backends = Vec::with_capacity(config.backends.len());
+        let mut index = HashMap::new();
+        for (name, backend) in &config.backends {
+            index.insert(name.clone(), backends.len());
+            backends.push(Backend::new(name, backend, &env)?);
+        }
+        let routes = RouteTable::compile(&config, |name| index[name]);
+        let readiness = Readiness::default();
+        readiness.register("routes").set(true);
+        let serving = readiness.register("listener");
+        let state = Arc::new(GatewayState {
+            auth: Authenticator::from_config(&config.auth),
+            routes,
+            backends,
+            model_labels: ModelLabels::new(MODEL_LABEL_CAP),
+            max_body_bytes: config.server.max_body_bytes,
+            max_sse_event_bytes: config.server.max_sse_event_bytes,
+            readiness,
+            metrics: crate::metrics::install(),
+        });
+        Ok(Self {
+            state,
+            config,
+            serving,
+        })
+    }
+
+    /// The readiness registry, for components that must be ready before the
+    /// replica takes traffic.
+    pub fn readiness(&self) -> &Readiness {
+        &self.state.readiness
+    }
+
+    /// The HTTP application.
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// Binds the listen address and starts serving in the background.
+    pub async fn start(self, addr: Option<SocketAddr>) -> Result<RunningGateway, GatewayError> {
+        let addr = addr.unwrap_or(self.config.server.listen);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| GatewayError::Bind { addr, source })?;
+        let local_addr = listener.local_addr().map_err(GatewayError::Serve)?;
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);
+        let app = self.router();
+        let serving = self.serving.clone();
+        serving.set(true);
+        let task = tokio::spawn(async move {
+            let mut drain_rx = stop_rx.clone();
+            let shutdown = async move {
+                let _ = drain_rx.wait_for(|stop| *stop).await;
+                // Fail readiness first so load balancers stop sending traffic.
+                serving.set(false);
+                tracing::info!(grace_ms = grace.as_millis() as u64, "draining");
+            };
+            let server = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .into_future();
+            tokio::pin!(server);
+            tokio::select! {
+                result = &mut server => result.map_err(GatewayError::Serve),
+                () = async {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                    tokio::time::sleep(grace).await;
+                } => {
+                    tracing::warn!("grace period over; cutting remaining connections");
+                    Ok(())
+                }
+            }
+        });
+        tracing::info!(%local_addr, "palisade listening");
+        Ok(RunningGateway {
+            local_addr,
+            stop: stop_tx,
+            task,
+        })
+    }
+}
+
+/// A gateway that is serving.
+#[derive(Debug)]
+pub struct RunningGateway {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), GatewayError>>,
+}
+
+impl RunningGateway {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Starts draining: readiness fails, the listener closes, in-flight
+    /// requests and streams run until done or the grace period ends.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn wait(self) -> Result<(), GatewayError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(join) => Err(GatewayError::Serve(std::io::Error::other(join))),
+        }
+    }
+}
+
+use std::future::IntoFuture;
+
+fn router(state: Arc<GatewayState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(crate::proxy::chat_completions))
+        .route("/v1/completions", post(crate::proxy::completions))
+        .route("/v1/embeddings", post(crate::proxy::embeddings))
+        .route("/v1/models", get(crate::models::list))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+        .layer(middleware::from_fn(crate::request_id::layer))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<Arc<GatewayState>>) -> Response {
+    let report = state.readiness.report();
+    let ready = !report.is_empty() && report.iter().all(|(_, r)| *r);
+    let conditions: serde_json::Map<String, serde_json::Value> = report
+        .into_iter()
+        .map(|(name, ok)| (name, serde_json::Value::Bool(ok)))
+        .collect();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({ "ready": ready, "conditions": conditions })),
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<Arc<GatewayState>>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics recorder not installed\n").into_response(),
+    }
+}
+
+async fn not_found(Extension(RequestId(id)): Extension<RequestId>) -> Response {
+    error_response(
+        &ApiError::new(ErrorCode::NotFound, "no such endpoint"),
+        Some(&id),
+    )
+}
+
+async fn method_not_allowed(Extension(RequestId(id)): Extension<RequestId>) -> Response {
+    error_response(
+        &ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "method not allowed on this endpoint",
+        ),
+        Some(&id),
+    )
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // Never leak panic text to the client; it is in the logs.
+    tracing::error!("handler panicked");
+    error_response(
+        &ApiError::new(ErrorCode::InternalError, "internal error"),
+        None,
+    )
+}

@@ -1,0 +1,206 @@
+//! Phase 6 for streams: relay server-sent events as they arrive.
+//!
+//! The relay is a pull-based stream: hyper polls it only when the client's
+//! socket can take more, and it reads the upstream only when polled, so a slow
+//! client slows the upstream read (backpressure) instead of growing a buffer.
+//! When the client disconnects, hyper drops the relay, which drops the
+//! upstream response and closes that connection: the model server stops
+//! generating for nobody.
+//!
+//! Events are forwarded whole, as soon as their terminating blank line has
+//! arrived; all events complete in one upstream read go out in one write.
+//! Failures after the status line is sent travel in-band as an error event.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use metrics::{counter, gauge, histogram};
+use palisade_openai::sse::SseFramer;
+use palisade_openai::{ApiError, ErrorCode};
+
+use crate::metrics::{STREAMS_ENDED, STREAMS_OPEN, STREAM_GAP, STREAM_TTFT};
+use crate::proxy::RequestRecord;
+
+/// How a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// The upstream closed the body normally.
+    Completed,
+    /// The client went away first (the relay was dropped mid-stream).
+    ClientGone,
+    /// The upstream broke the connection or sent an oversized event.
+    UpstreamError,
+    /// Idle timeout or end-to-end deadline.
+    Timeout,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::ClientGone => "client_disconnected",
+            Self::UpstreamError => "upstream_error",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// Per-stream limits.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayLimits {
+    /// Longest upstream silence.
+    pub idle_timeout: Duration,
+    /// End-to-end deadline.
+    pub deadline: Instant,
+    /// Largest single event.
+    pub max_event_bytes: usize,
+}
+
+type UpstreamBody = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+struct Relay {
+    upstream: UpstreamBody,
+    framer: SseFramer,
+    limits: RelayLimits,
+    record: RequestRecord,
+    backend: Arc<str>,
+    outcome: Outcome,
+    finished: bool,
+    last_data_at: Option<Instant>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        gauge!(STREAMS_OPEN).decrement(1.0);
+        counter!(STREAMS_ENDED, "outcome" => self.outcome.label()).increment(1);
+        // The status line said 200; how the stream ended is in the outcome.
+        self.record.finish(200, Some(self.outcome.label()));
+    }
+}
+
+impl Relay {
+    /// Records cadence metrics for one event.
+    fn observe(&mut self, is_data: bool) {
+        if !is_data {
+            return;
+        }
+        let now = Instant::now();
+        match self.last_data_at {
+            None => histogram!(STREAM_TTFT, "model" => self.record.model_label().to_string())
+                .record(now.duration_since(self.record.started()).as_secs_f64()),
+            Some(prev) => histogram!(STREAM_GAP, "model" => self.record.model_label().to_string())
+                .record(now.duration_since(prev).as_secs_f64()),
+        }
+        self.last_data_at = Some(now);
+    }
+
+    /// Takes every complete event out of the framer as one buffer.
+    fn drain_events(&mut self) -> Result<Option<Bytes>, ApiError> {
+        let mut batch: Option<BytesMut> = None;
+        let mut single: Option<Bytes> = None;
+        loop {
+            match self.framer.next_event() {
+                Ok(Some(event)) => {
+                    self.observe(!event.is_comment());
+                    let raw = event.into_raw();
+                    match (&mut batch, single.take()) {
+                        (Some(b), _) => b.extend_from_slice(&raw),
+                        (None, Some(first)) => {
+                            let mut b = BytesMut::with_capacity(first.len() + raw.len());
+                            b.extend_from_slice(&first);
+                            b.extend_from_slice(&raw);
+                            batch = Some(b);
+                        }
+                        (None, None) => single = Some(raw),
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(ApiError::new(
+                        ErrorCode::UpstreamProtocol,
+                        format!("upstream `{}`: {e}", self.backend),
+                    ))
+                }
+            }
+        }
+        Ok(batch.map(BytesMut::freeze).or(single))
+    }
+
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if self.finished {
+                return None;
+            }
+            match self.drain_events() {
+                Ok(Some(bytes)) => return Some(bytes),
+                Ok(None) => {}
+                Err(err) => return Some(self.fail(Outcome::UpstreamError, &err)),
+            }
+            let now = Instant::now();
+            let remaining = self.limits.deadline.saturating_duration_since(now);
+            let wait = self.limits.idle_timeout.min(remaining);
+            match tokio::time::timeout(wait, self.upstream.next()).await {
+                Ok(Some(Ok(chunk))) => self.framer.push(&chunk),
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(backend = %self.backend, error = %e, "upstream stream broke");
+                    let err = ApiError::new(
+                        ErrorCode::UpstreamUnavailable,
+                        format!("upstream `{}` broke the stream", self.backend),
+                    );
+                    return Some(self.fail(Outcome::UpstreamError, &err));
+                }
+                Ok(None) => {
+                    self.finished = true;
+                    self.outcome = Outcome::Completed;
+                    // Forward an unterminated tail as is rather than drop it.
+                    return self.framer.finish();
+                }
+                Err(_) => {
+                    let what = if wait < self.limits.idle_timeout {
+                        "exceeded its deadline"
+                    } else {
+                        "went silent past the idle timeout"
+                    };
+                    let err = ApiError::new(
+                        ErrorCode::UpstreamTimeout,
+                        format!("upstream `{}` {what}", self.backend),
+                    );
+                    return Some(self.fail(Outcome::Timeout, &err));
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, outcome: Outcome, err: &ApiError) -> Bytes {
+        self.finished = true;
+        self.outcome = outcome;
+        crate::metrics::upstream_error(&self.backend, err.code.as_str());
+        crate::error::error_event(err, Some(self.record.request_id()))
+    }
+}
+
+/// Turns an upstream SSE response into the client's body stream.
+pub fn relay(
+    upstream: reqwest::Response,
+    backend: Arc<str>,
+    limits: RelayLimits,
+    record: RequestRecord,
+) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+    gauge!(STREAMS_OPEN).increment(1.0);
+    let relay = Relay {
+        upstream: Box::pin(upstream.bytes_stream()),
+        framer: SseFramer::new(limits.max_event_bytes),
+        limits,
+        record,
+        backend,
+        // Until the upstream finishes, a dropped relay means the client left.
+        outcome: Outcome::ClientGone,
+        finished: false,
+        last_data_at: None,
+    };
+    futures_util::stream::unfold(relay, |mut relay| async move {
+        relay.next_chunk().await.map(|bytes| (Ok(bytes), relay))
+    })
+}

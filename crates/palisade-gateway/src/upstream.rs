@@ -1,0 +1,207 @@
+//! Phase 5, forward: one pooled HTTP client per backend, with deadlines.
+//!
+//! Each backend gets its own `reqwest::Client` so connect timeouts and pools
+//! are per backend and a slow model server cannot exhaust another's pool.
+//! The client's own credentials are never forwarded: the backend's key (from
+//! the environment variable the config names) is sent instead.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use palisade_config::BackendConfig;
+use palisade_openai::{ApiError, ErrorCode};
+
+/// Errors building a backend at start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// `api_key_env` names a variable that is unset or not valid in a header.
+    #[error("backends.{backend}.api_key_env: environment variable {var} is {problem}")]
+    ApiKey {
+        /// Backend name.
+        backend: String,
+        /// The variable.
+        var: String,
+        /// "not set" or "not a valid header value".
+        problem: &'static str,
+    },
+    /// The HTTP client could not be built (TLS roots, resolver).
+    #[error("backends.{backend}: cannot build HTTP client: {source}")]
+    Client {
+        /// Backend name.
+        backend: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// A configured upstream.
+#[derive(Debug)]
+pub struct Backend {
+    /// Name from config; a metrics label.
+    pub name: String,
+    base_url: String,
+    api_key: Option<HeaderValue>,
+    client: reqwest::Client,
+    /// Time allowed from request start to response head.
+    pub first_byte_timeout: Duration,
+    /// Longest silence between two body reads.
+    pub idle_timeout: Duration,
+    /// End-to-end deadline unless the route overrides it.
+    pub request_timeout: Duration,
+    /// Whether the wildcard listing may ask this backend for its models.
+    pub list_models: bool,
+}
+
+impl Backend {
+    /// Builds a backend, resolving its API key from `env`.
+    pub fn new(
+        name: &str,
+        config: &BackendConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, BackendError> {
+        let api_key = match &config.api_key_env {
+            None => None,
+            Some(var) => {
+                let key_error = |problem| BackendError::ApiKey {
+                    backend: name.to_owned(),
+                    var: var.clone(),
+                    problem,
+                };
+                let value = env(var).ok_or_else(|| key_error("not set"))?;
+                let mut header = HeaderValue::from_str(&format!("Bearer {value}"))
+                    .map_err(|_| key_error("not a valid header value"))?;
+                header.set_sensitive(true);
+                Some(header)
+            }
+        };
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .tcp_nodelay(true)
+            // Model servers are long-lived peers; keep plenty of warm
+            // connections so bursts do not pay connect latency.
+            .pool_max_idle_per_host(1024)
+            .pool_idle_timeout(Duration::from_secs(90))
+            // A proxy from the environment would silently reroute traffic
+            // meant for a model server on the local network.
+            .no_proxy()
+            .build()
+            .map_err(|source| BackendError::Client {
+                backend: name.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            name: name.to_owned(),
+            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            api_key,
+            client,
+            first_byte_timeout: Duration::from_millis(config.first_byte_timeout_ms),
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            list_models: config.list_models,
+        })
+    }
+
+    /// The URL of `path` (which starts with `/`) on this backend.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// Sends a JSON POST and waits for the response head, bounded by the
+    /// first-byte timeout and the request's deadline.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: Bytes,
+        request_id: &str,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, ApiError> {
+        let mut req = self
+            .client
+            .post(self.url(path))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(crate::request_id::HEADER, request_id)
+            .body(body);
+        if let Some(key) = &self.api_key {
+            req = req.header(http::header::AUTHORIZATION, key.clone());
+        }
+        self.send(req, deadline).await
+    }
+
+    /// Sends a GET (used for the model list).
+    pub async fn get(&self, path: &str, deadline: Instant) -> Result<reqwest::Response, ApiError> {
+        let mut req = self.client.get(self.url(path));
+        if let Some(key) = &self.api_key {
+            req = req.header(http::header::AUTHORIZATION, key.clone());
+        }
+        self.send(req, deadline).await
+    }
+
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, ApiError> {
+        let limit = self
+            .first_byte_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let started = Instant::now();
+        let result = tokio::time::timeout(limit, req.send()).await;
+        let outcome = match &result {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(_)) => "error",
+            Err(_) => "timeout",
+        };
+        crate::metrics::upstream_response_head(&self.name, outcome, started.elapsed());
+        match result {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(self.map_error(&e)),
+            Err(_) => Err(ApiError::new(
+                ErrorCode::UpstreamTimeout,
+                format!(
+                    "upstream `{}` sent no response within {} ms",
+                    self.name,
+                    limit.as_millis()
+                ),
+            )),
+        }
+    }
+
+    /// Classifies a client error. Messages name the backend but not its URL
+    /// or credentials.
+    pub fn map_error(&self, e: &reqwest::Error) -> ApiError {
+        if e.is_timeout() {
+            ApiError::new(
+                ErrorCode::UpstreamTimeout,
+                format!("upstream `{}` timed out", self.name),
+            )
+        } else if e.is_connect() {
+            ApiError::new(
+                ErrorCode::UpstreamUnavailable,
+                format!("upstream `{}` is unreachable", self.name),
+            )
+        } else {
+            ApiError::new(
+                ErrorCode::UpstreamUnavailable,
+                format!("upstream `{}` failed: connection broken", self.name),
+            )
+        }
+    }
+}
+
+/// Upstream response headers worth passing to the client: content type and
+/// rate-limit hints. Hop-by-hop headers and cookies stay behind.
+pub fn passthrough_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
+    for (name, value) in upstream {
+        let n = name.as_str();
+        if n == "content-type"
+            || n == "retry-after"
+            || n.starts_with("x-ratelimit-")
+            || n.starts_with("openai-")
+        {
+            out.append(name.clone(), value.clone());
+        }
+    }
+}

@@ -1,0 +1,565 @@
+//! The request path over real HTTP: a gateway on a loopback port in front of
+//! the scripted upstream from `palisade-testkit`.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use palisade_config::{Config, Sources};
+use palisade_gateway::{Gateway, RunningGateway};
+use palisade_testkit::ScriptedUpstream;
+use serde_json::{json, Value};
+
+struct Harness {
+    gateway: RunningGateway,
+    upstream: ScriptedUpstream,
+    client: reqwest::Client,
+}
+
+impl Harness {
+    /// Starts an upstream and a gateway configured by `toml`, in which
+    /// `@UPSTREAM@` is replaced by the upstream's base URL.
+    async fn start(toml: &str) -> Self {
+        let upstream = ScriptedUpstream::start().await;
+        let toml = toml.replace("@UPSTREAM@", &upstream.base_url());
+        let config = Config::load(&Sources {
+            toml: Some(&toml),
+            default_upstream: Some(&upstream.base_url()),
+            ..Sources::default()
+        })
+        .expect("test config is valid");
+        let gateway = Gateway::with_env(config, |var| {
+            (var == "TEST_UPSTREAM_KEY").then(|| "sk-upstream-secret".to_owned())
+        })
+        .expect("gateway builds")
+        .start(Some("127.0.0.1:0".parse().unwrap()))
+        .await
+        .expect("gateway starts");
+        Self {
+            gateway,
+            upstream,
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gateway.local_addr(), path)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("gateway answers")
+    }
+}
+
+fn chat(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+async fn error_code(resp: reqwest::Response) -> (u16, String, Value) {
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.expect("error body is JSON");
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or("").to_owned(),
+        body,
+    )
+}
+
+/// Reads an SSE body to the end and returns its events' data fields.
+async fn sse_data(resp: reqwest::Response) -> Vec<String> {
+    let text = resp.text().await.expect("stream body");
+    text.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+const NAMED_ROUTES: &str = r#"
+    [backends.main]
+    base_url = "@UPSTREAM@"
+    api_key_env = "TEST_UPSTREAM_KEY"
+    first_byte_timeout_ms = 500
+    idle_timeout_ms = 400
+    [backends.dead]
+    base_url = "http://127.0.0.1:9/v1"
+    connect_timeout_ms = 500
+    [[routes]]
+    model = "llama"
+    backend = "main"
+    upstream_model = "upstream-llama"
+    aliases = ["fast"]
+    [[routes]]
+    model = "slow-head"
+    backend = "main"
+    [[routes]]
+    model = "stall"
+    backend = "main"
+    [[routes]]
+    model = "endless"
+    backend = "main"
+    [[routes]]
+    model = "short-deadline"
+    backend = "main"
+    upstream_model = "endless"
+    deadline_ms = 300
+    [[routes]]
+    model = "torn"
+    backend = "main"
+    [[routes]]
+    model = "error-400"
+    backend = "main"
+    [[routes]]
+    model = "error-500"
+    backend = "main"
+    [[routes]]
+    model = "gone"
+    backend = "dead"
+"#;
+
+#[tokio::test]
+async fn non_streaming_chat_is_forwarded_with_backend_credentials() {
+    let h = Harness::start(NAMED_ROUTES).await;
+    let resp = h
+        .client
+        .post(h.url("/v1/chat/completions"))
+        .header("authorization", "Bearer client-key-must-not-leak")
+        .header("x-request-id", "client-chosen-42")
+        .json(&chat("fast", "hello there"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-request-id"], "client-chosen-42");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "hello there");
+    assert_eq!(body["usage"]["completion_tokens"], 2);
+
+    let seen = h.upstream.received();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v1/chat/completions");
+    // The alias resolved to the upstream's own name.
+    assert_eq!(seen[0].body["model"], "upstream-llama");
+    // The backend key replaced the client's key; the request id travelled.
+    assert_eq!(
+        seen[0].headers["authorization"],
+        "Bearer sk-upstream-secret"
+    );
+    assert_eq!(seen[0].headers["x-request-id"], "client-chosen-42");
+}
+
+#[tokio::test]
+async fn unsafe_request_ids_are_replaced() {
+    let h = Harness::start("").await;
+    let resp = h
+        .client
+        .post(h.url("/v1/chat/completions"))
+        .header("x-request-id", "bad id with spaces")
+        .json(&chat("m", "hi"))
+        .send()
+        .await
+        .unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(id, "bad id with spaces");
+    assert_eq!(id.len(), 36, "a UUID was minted: {id}");
+    assert_eq!(
+        h.upstream.received()[0].headers["x-request-id"],
+        id.as_str()
+    );
+}
+
+#[tokio::test]
+async fn streaming_relays_every_event_and_usage() {
+    let h = Harness::start("").await;
+    let mut body = chat("any-model", "one two three four");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let resp = h.post("/v1/chat/completions", body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let data = sse_data(resp).await;
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "one two three four");
+    let usage = chunks.iter().find(|c| c["usage"].is_object()).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 4);
+}
+
+#[tokio::test]
+async fn stream_is_relayed_incrementally_and_disconnect_cancels_upstream() {
+    let h = Harness::start(NAMED_ROUTES).await;
+    let mut body = chat("endless", "x");
+    body["stream"] = json!(true);
+    let resp = h.post("/v1/chat/completions", body).await;
+    assert_eq!(resp.status(), 200);
+    // The upstream never finishes: receiving events at all proves they are
+    // forwarded as they arrive rather than buffered to the end.
+    let mut stream = resp.bytes_stream();
+    let mut received = String::new();
+    while received.matches("\n\n").count() < 5 {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("events arrive while the upstream is still streaming")
+            .unwrap()
+            .unwrap();
+        received.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(h.upstream.streams_cancelled(), 0);
+    drop(stream);
+    // The dropped client connection must reach the upstream.
+    for _ in 0..100 {
+        if h.upstream.streams_cancelled() == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("upstream stream was not cancelled after the client disconnected");
+}
+
+#[tokio::test]
+async fn bad_requests_get_stable_codes() {
+    let h = Harness::start(NAMED_ROUTES).await;
+    let raw = h
+        .client
+        .post(h.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let request_id = raw.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let (status, code, body) = error_code(raw).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(body["error"]["request_id"], request_id.as_str());
+
+    let (status, code, body) = error_code(
+        h.post("/v1/chat/completions", json!({"model": "llama"}))
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+    assert_eq!(body["error"]["param"], "messages");
+
+    let (status, code, body) = error_code(
+        h.post("/v1/chat/completions", chat("no-such-model", "hi"))
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (404, "model_not_found"));
+    assert_eq!(body["error"]["param"], "model");
+
+    let huge = "x".repeat(5 * 1024 * 1024);
+    let (status, code, _) =
+        error_code(h.post("/v1/chat/completions", chat("llama", &huge)).await).await;
+    assert_eq!((status, code.as_str()), (413, "request_too_large"));
+
+    let (status, code, _) =
+        error_code(h.client.get(h.url("/v1/nothing")).send().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+    let (status, code, _) = error_code(
+        h.client
+            .get(h.url("/v1/chat/completions"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
+    assert!(
+        h.upstream.received().is_empty(),
+        "nothing invalid reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn upstream_errors_pass_through_unchanged() {
+    let h = Harness::start(NAMED_ROUTES).await;
+    let (status, code, body) = error_code(
+        h.post("/v1/chat/completions", chat("error-400", "hi"))
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "scripted_bad_request"));
+    assert_eq!(body["error"]["message"], "scripted scripted_bad_request");
+    let (status, code, _) = error_code(
+        h.post("/v1/chat/completions", chat("error-500", "hi"))
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (500, "scripted_failure"));
+}
+
+#[tokio::test]
+async fn unreachable_and_slow_upstreams_map_to_502_and_504() {
+    let h = Harness::start(NAMED_ROUTES).await;
+    let (status, code, body) =
+        error_code(h.post("/v1/chat/completions", chat("gone", "hi")).await).await;
+    assert_eq!((status, code.as_str()), (502, "upstream_unavailable"));
+    assert!(
+        !body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "no internal addresses leak"
+    );
+
+    let started = std::time::Instant::now();
+    let (status, code, _) = error_code(
+        h.post("/v1/chat/completions", chat("slow-head", "hi"))
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (504, "upstream_timeout"));
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "first-byte timeout fired early"
+    );
+}
+
+#[tokio::test]
+async fn stalled_stream_ends_with_an_in_band_timeout_error() {
+    let h = Harness::start(NAMED_ROUTES).await;
+    let mut body = chat("stall", "x");
+    body["stream"] = json!(true);
+    let resp = h.post("/v1/chat/completions", body).await;
+    assert_eq!(resp.status(), 200);
+    let data = tokio::time::timeout(Duration::from_secs(5), sse_data(resp))
+        .await
+        .expect("idle timeout ends the stream");
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_timeout");
+    assert!(
+        data[0].contains("assistant"),
+        "events before the stall were relayed"
+    );
+    // The stalled upstream stream was closed, not leaked.
+    for _ in 0..100 {
+        if h.upstream.streams_cancelled() == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("stalled upstream stream was not closed");
+}
+
+#[tokio::test]
+async fn route_deadline_cuts_a_stream_that_never_stalls() {
+    let h = Harness::start(NAMED_ROUTES).await;
+    let mut body = chat("short-deadline", "x");
+    body["stream"] = json!(true);
+    let started = std::time::Instant::now();
+    let data = sse_data(h.post("/v1/chat/completions", body).await).await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(data.len() > 3, "events flowed until the deadline");
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_timeout");
+}
+
+#[tokio::test]
+async fn unterminated_tail_is_forwarded_not_dropped() {
+    let h = Harness::start(NAMED_ROUTES).await;
+    let mut body = chat("torn", "x");
+    body["stream"] = json!(true);
+    let text = h
+        .post("/v1/chat/completions", body)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(text.ends_with("data: {\"partial"), "{text:?}");
+}
+
+#[tokio::test]
+async fn completions_and_embeddings_are_forwarded() {
+    let h = Harness::start("").await;
+    let resp = h
+        .post(
+            "/v1/completions",
+            json!({"model": "m", "prompt": "say this"}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let resp = h
+        .post(
+            "/v1/embeddings",
+            json!({"model": "e", "input": "vector me"}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 3);
+    let paths: Vec<String> = h
+        .upstream
+        .received()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(paths, ["/v1/completions", "/v1/embeddings"]);
+}
+
+#[tokio::test]
+async fn api_keys_map_to_tenants() {
+    let key_hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b"pk-tenant-a"))
+    };
+    let h = Harness::start(&format!(
+        "[[auth.keys]]\nname = \"a\"\ntenant = \"tenant-a\"\nsha256 = \"{key_hash}\""
+    ))
+    .await;
+    let send = |key: Option<&'static str>| {
+        let mut req = h
+            .client
+            .post(h.url("/v1/chat/completions"))
+            .json(&chat("m", "hi"));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        req.send()
+    };
+    let resp = send(None).await.unwrap();
+    assert!(resp.headers().contains_key("x-request-id"));
+    let (status, code, _) = error_code(resp).await;
+    assert_eq!((status, code.as_str()), (401, "missing_api_key"));
+    let (status, code, _) = error_code(send(Some("pk-wrong")).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (401, "invalid_api_key"));
+    assert_eq!(send(Some("pk-tenant-a")).await.unwrap().status(), 200);
+    assert_eq!(
+        h.upstream.received().len(),
+        1,
+        "only the authenticated request went upstream"
+    );
+    let (status, _, _) = error_code(h.client.get(h.url("/v1/models")).send().await.unwrap()).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn models_lists_routes_aliases_and_wildcard_backend_models() {
+    let h = Harness::start(
+        r#"
+        [backends.main]
+        base_url = "@UPSTREAM@"
+        [[routes]]
+        model = "llama"
+        backend = "main"
+        aliases = ["fast"]
+        [[routes]]
+        model = "*"
+        backend = "main"
+    "#,
+    )
+    .await;
+    let body: Value = h
+        .client
+        .get(h.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["llama", "fast", "scripted-a", "scripted-b"]);
+    assert_eq!(body["object"], "list");
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let h = Harness::start("").await;
+    assert_eq!(
+        h.client
+            .get(h.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ready = h.client.get(h.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["conditions"]["routes"], true);
+    assert_eq!(ready["conditions"]["listener"], true);
+
+    let mut body = chat("metric-model", "a b c");
+    body["stream"] = json!(true);
+    let _ = sse_data(h.post("/v1/chat/completions", body).await).await;
+    let metrics = h
+        .client
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "palisade_http_requests_total{route=\"chat_completions\",model=\"metric-model\",status=\"200\"}",
+        "palisade_stream_time_to_first_token_seconds_bucket{model=\"metric-model\"",
+        "palisade_stream_inter_chunk_gap_seconds_count{model=\"metric-model\"}",
+        "palisade_upstream_response_head_seconds_bucket",
+        "palisade_http_in_flight_requests",
+        "# HELP palisade_http_requests_total",
+    ] {
+        assert!(metrics.contains(needle), "metrics lack {needle}:\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
+    let h = Harness::start(
+        "[server]\nshutdown_grace_ms = 5000\n[backends.main]\nbase_url = \"@UPSTREAM@\"\nfirst_byte_timeout_ms = 5000",
+    )
+    .await;
+    let url = h.url("/v1/chat/completions");
+    let client = h.client.clone();
+    let in_flight = tokio::spawn(async move {
+        client
+            .post(url)
+            .json(&chat("slow-head", "finish me"))
+            .send()
+            .await
+    });
+    // Let the request reach the upstream's 2 s sleep, then start draining.
+    for _ in 0..100 {
+        if !h.upstream.received().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    h.gateway.shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = reqwest::Client::new().get(h.url("/healthz")).send().await;
+    assert!(
+        refused.is_err(),
+        "new connections are refused while draining"
+    );
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request completes");
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "finish me");
+    let Harness { gateway, .. } = h;
+    tokio::time::timeout(Duration::from_secs(5), gateway.wait())
+        .await
+        .expect("server stops after draining")
+        .unwrap();
+}
