@@ -185,6 +185,7 @@ fn init_logging(config: &Config) -> Result<tracing_appender::non_blocking::Worke
     let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_writer(writer);
     match config.log.format {
         LogFormat::Json => builder

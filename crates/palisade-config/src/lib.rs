@@ -64,7 +64,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Listener, limits and lifecycle.
@@ -79,17 +79,6 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            auth: AuthConfig::default(),
-            backends: BTreeMap::new(),
-            routes: Vec::new(),
-            log: LogConfig::default(),
-        }
-    }
-}
 
 /// Listener, body limits and shutdown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -542,6 +531,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn env_overrides_nested_keys_only() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("PALISADE_SERVER__MAX_BODY_BYTES", "1234");

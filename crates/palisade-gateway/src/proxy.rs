@@ -36,6 +36,9 @@ pub struct RequestRecord {
     tenant: Option<Arc<str>>,
     model_label: Arc<str>,
     started: Instant,
+    /// The request span, re-entered for the access-log line: a stream ends
+    /// after the handler returned, outside the span.
+    span: tracing::Span,
     _in_flight: InFlight,
     done: bool,
 }
@@ -48,6 +51,7 @@ impl RequestRecord {
             tenant: None,
             model_label: "none".into(),
             started,
+            span: tracing::Span::current(),
             _in_flight: InFlight::enter(),
             done: false,
         }
@@ -75,6 +79,7 @@ impl RequestRecord {
         }
         let elapsed = self.started.elapsed();
         crate::metrics::request_done(self.route, &self.model_label, status, elapsed);
+        let _entered = self.span.enter();
         tracing::info!(
             status,
             tenant = self.tenant.as_deref().unwrap_or("-"),
@@ -268,9 +273,24 @@ async fn respond(
         Ok(body) => body,
         Err(err) => return Err((err, record)),
     };
+    if status.is_server_error() {
+        // 5xx bodies carry tracebacks and internal paths: log them for the
+        // operator, give the client a stable error instead.
+        let snippet = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+        tracing::warn!(backend = %backend.name, status = status.as_u16(), body = %snippet, "upstream server error");
+        let err = ApiError::new(
+            ErrorCode::UpstreamError,
+            format!(
+                "upstream `{}` failed with HTTP {}",
+                backend.name,
+                status.as_u16()
+            ),
+        );
+        return Err((err, record));
+    }
     let mut resp = Response::new(Body::from(body));
-    // Upstream errors (4xx and 5xx) pass through unchanged: they are already
-    // OpenAI-shaped and the client knows how to read them.
+    // Upstream 4xx errors pass through unchanged: they are OpenAI-shaped and
+    // describe the client's own mistake (or the upstream's rate limit).
     *resp.status_mut() = status;
     *resp.headers_mut() = resp_headers;
     record.finish(status.as_u16(), None);

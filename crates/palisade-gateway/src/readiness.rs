@@ -9,10 +9,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+/// A named condition and its current state.
+type NamedCondition = (String, Arc<AtomicBool>);
+
 /// The set of conditions; cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
-    conditions: Arc<RwLock<Vec<(String, Arc<AtomicBool>)>>>,
+    conditions: Arc<RwLock<Vec<NamedCondition>>>,
 }
 
 /// A handle a component uses to report its state.

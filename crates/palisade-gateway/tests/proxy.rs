@@ -283,7 +283,7 @@ async fn bad_requests_get_stable_codes() {
 }
 
 #[tokio::test]
-async fn upstream_errors_pass_through_unchanged() {
+async fn upstream_client_errors_pass_through_and_server_errors_become_502() {
     let h = Harness::start(NAMED_ROUTES).await;
     let (status, code, body) = error_code(
         h.post("/v1/chat/completions", chat("error-400", "hi"))
@@ -292,12 +292,18 @@ async fn upstream_errors_pass_through_unchanged() {
     .await;
     assert_eq!((status, code.as_str()), (400, "scripted_bad_request"));
     assert_eq!(body["error"]["message"], "scripted scripted_bad_request");
-    let (status, code, _) = error_code(
+    // Server errors are not relayed verbatim: their bodies leak internals.
+    let (status, code, body) = error_code(
         h.post("/v1/chat/completions", chat("error-500", "hi"))
             .await,
     )
     .await;
-    assert_eq!((status, code.as_str()), (500, "scripted_failure"));
+    assert_eq!((status, code.as_str()), (502, "upstream_error"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("HTTP 500"));
+    assert!(!body.to_string().contains("scripted_failure"));
 }
 
 #[tokio::test]

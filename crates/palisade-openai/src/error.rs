@@ -56,8 +56,12 @@ pub enum ErrorCode {
     UpstreamUnavailable,
     /// The upstream did not answer (or went silent) within its deadline.
     UpstreamTimeout,
-    /// The upstream answered with something that is not HTTP we understand.
+    /// The upstream answered with something we cannot relay (an oversized
+    /// body or event).
     UpstreamProtocol,
+    /// The upstream answered with a 5xx. Its body is logged, not relayed:
+    /// server errors carry tracebacks and internal paths.
+    UpstreamError,
     /// The gateway is draining for shutdown.
     ShuttingDown,
     /// An internal error; never carries details to the client.
@@ -73,7 +77,7 @@ impl ErrorCode {
             Self::ModelNotFound | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTooLarge => 413,
-            Self::UpstreamUnavailable | Self::UpstreamProtocol => 502,
+            Self::UpstreamUnavailable | Self::UpstreamProtocol | Self::UpstreamError => 502,
             Self::ShuttingDown => 503,
             Self::UpstreamTimeout => 504,
             Self::InternalError => 500,
@@ -89,9 +93,10 @@ impl ErrorCode {
             | Self::ShuttingDown => ErrorKind::InvalidRequestError,
             Self::MissingApiKey | Self::InvalidApiKey => ErrorKind::AuthenticationError,
             Self::ModelNotFound | Self::NotFound => ErrorKind::NotFoundError,
-            Self::UpstreamUnavailable | Self::UpstreamTimeout | Self::UpstreamProtocol => {
-                ErrorKind::UpstreamError
-            }
+            Self::UpstreamUnavailable
+            | Self::UpstreamTimeout
+            | Self::UpstreamProtocol
+            | Self::UpstreamError => ErrorKind::UpstreamError,
             Self::InternalError => ErrorKind::ServerError,
         }
     }
@@ -109,6 +114,7 @@ impl ErrorCode {
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamProtocol => "upstream_protocol",
+            Self::UpstreamError => "upstream_error",
             Self::ShuttingDown => "shutting_down",
             Self::InternalError => "internal_error",
         }
@@ -225,6 +231,7 @@ mod tests {
             ErrorCode::UpstreamUnavailable,
             ErrorCode::UpstreamTimeout,
             ErrorCode::UpstreamProtocol,
+            ErrorCode::UpstreamError,
             ErrorCode::ShuttingDown,
             ErrorCode::InternalError,
         ] {

@@ -1,0 +1,135 @@
+//! The `palisade` binary as users run it: flags, environment, SIGTERM.
+
+mod support;
+
+use std::time::Duration;
+
+use palisade_testkit::ScriptedUpstream;
+use serde_json::{json, Value};
+use support::Palisade;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_upstream_flag_forwards_and_drains_on_sigterm() {
+    let upstream = ScriptedUpstream::start().await;
+    let gw = Palisade::serve(&["--upstream", &upstream.base_url()], &[]);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    let resp = client
+        .post(gw.url("/v1/chat/completions"))
+        .json(
+            &json!({"model": "m", "messages": [{"role": "user", "content": "through the binary"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "through the binary"
+    );
+
+    // A slow request is in flight when SIGTERM arrives: it must complete.
+    let url = gw.url("/v1/chat/completions");
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .post(url)
+                .json(&json!({"model": "slow-head", "messages": [{"role": "user", "content": "drained"}]}))
+                .send()
+                .await
+        }
+    });
+    while upstream.received().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gw.terminate();
+    let resp = slow
+        .await
+        .unwrap()
+        .expect("in-flight request survives SIGTERM");
+    assert_eq!(resp.status(), 200);
+
+    let mut gw = gw;
+    let mut waited = 0;
+    let status = loop {
+        if let Some(status) = gw.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(waited < 100, "palisade did not exit after draining");
+        waited += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+}
+
+#[test]
+fn open_mode_on_a_public_address_is_refused_with_the_key_named() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env_remove("PALISADE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("auth.mode"), "{stderr}");
+}
+
+#[test]
+fn config_check_names_the_bad_key_and_accepts_the_example() {
+    let dir = std::env::temp_dir().join(format!("palisade-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[backends.main]\nbase_url = \"http://127.0.0.1:8000/v1\"\nconect_timeout_ms = 5\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("conect_timeout_ms"), "{stderr}");
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/palisade.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["config", "check", example])
+        .env("OPENAI_API_KEY", "sk-example")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn keys_generate_produces_a_hash_that_keys_hash_reproduces() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["keys", "generate", "--tenant", "acme"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# pk-").map(|k| format!("pk-{k}")))
+        .expect("key printed");
+    let hash = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("sha256 = \"")
+                .map(|h| h.trim_end_matches('"').to_owned())
+        })
+        .expect("hash printed");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["keys", "hash", &key])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), hash);
+}
