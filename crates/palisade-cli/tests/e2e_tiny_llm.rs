@@ -1,6 +1,6 @@
 //! End to end against a real inference server: llama.cpp (through
 //! llama-cpp-python) serving a tiny random-weight model, started from
-//! `../shared/tools/tiny-llm/serve`. Its output is gibberish, but its HTTP,
+//! `tools/tiny-llm/serve`. Its output is gibberish, but its HTTP,
 //! tokenizer, streaming and usage behaviour are those of a real server.
 //!
 //! Set `PALISADE_TINY_LLM_URL` (e.g. `http://127.0.0.1:18081/v1`) to use a
@@ -28,14 +28,7 @@ impl TinyLlm {
                 pid: None,
             };
         }
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/tools/tiny-llm/serve"
-        );
-        assert!(
-            std::path::Path::new(script).exists(),
-            "{script} is missing: the end-to-end test needs ../shared beside the repository"
-        );
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/tiny-llm/serve");
         let port = free_port();
         let out = Command::new(script)
             .arg(port.to_string())
