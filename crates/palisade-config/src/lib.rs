@@ -79,7 +79,6 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-
 /// Listener, body limits and shutdown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

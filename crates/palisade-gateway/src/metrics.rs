@@ -43,8 +43,14 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often histogram samples are folded into their buckets. The exporter
+/// buffers raw samples until upkeep runs; without it, memory grows with
+/// traffic between scrapes.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Installs the process-wide recorder (once) and returns its render handle.
 /// `None` if another recorder was installed first (e.g. by an embedding app).
+/// Call [`spawn_upkeep`] from inside the runtime.
 pub fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
@@ -58,6 +64,19 @@ pub fn install() -> Option<PrometheusHandle> {
             Some(handle)
         })
         .clone()
+}
+
+/// Runs the exporter's upkeep every [`UPKEEP_INTERVAL`] for as long as the
+/// runtime lives.
+pub fn spawn_upkeep(handle: PrometheusHandle) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    });
 }
 
 fn describe() {

@@ -212,12 +212,7 @@ async fn send_upstream(
 
     // Phase 5: forward.
     let upstream = backend
-        .post_json(
-            endpoint.upstream_path(),
-            upstream_body,
-            record.request_id(),
-            deadline,
-        )
+        .post_json(endpoint, upstream_body, record.request_id(), deadline)
         .await
         .inspect_err(|e| crate::metrics::upstream_error(&backend.name, e.code.as_str()))?;
     Ok(Sent {

@@ -131,6 +131,9 @@ impl Gateway {
         let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);
         let app = self.router();
         let serving = self.serving.clone();
+        if let Some(handle) = &self.state.metrics {
+            crate::metrics::spawn_upkeep(handle.clone());
+        }
         serving.set(true);
         let task = tokio::spawn(async move {
             let mut drain_rx = stop_rx.clone();

@@ -8,14 +8,15 @@
 use serde_json::{Map, Value};
 
 /// Which OpenAI endpoint a body is for; decides the required fields.
+/// The discriminants are dense so adapters can index per-endpoint tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     /// `POST /v1/chat/completions`: needs `messages`.
-    ChatCompletions,
+    ChatCompletions = 0,
     /// `POST /v1/completions`: needs `prompt`.
-    Completions,
+    Completions = 1,
     /// `POST /v1/embeddings`: needs `input`.
-    Embeddings,
+    Embeddings = 2,
 }
 
 impl Endpoint {
