@@ -46,6 +46,54 @@ enum Command {
     /// Create and hash API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Scan text for prompt injection, jailbreaks, secrets and PII (no
+    /// upstream needed).
+    ///
+    /// With TEXT, scans it; with --input, reads JSONL rows with `text` (and
+    /// optionally `channel`, `system_prompt`, `label`) and prints one JSON
+    /// line per row, in input order. Rows labelled `indirect_injection` or
+    /// `benign_context` are scanned as `retrieved` unless --channel says
+    /// otherwise. A bad row gets an error line and the scan goes on.
+    Scan(ScanArgs),
+    /// Measure the detector on a labelled dataset directory and print a
+    /// markdown table per file (AUC, TPR at 1% and 0.1% FPR, flag rates,
+    /// latency).
+    Eval {
+        /// Directory of `*.jsonl` files.
+        #[arg(default_value = "../shared/datasets/eval")]
+        dir: PathBuf,
+    },
+    /// Train the detector's model from a training directory (reproducible:
+    /// fixed seed), writing the artifact and its TRAINING.md report.
+    Train {
+        /// Directory of training `*.jsonl` files (never the eval set).
+        #[arg(long, default_value = "../shared/datasets/train")]
+        data: PathBuf,
+        /// Where to write the artifact.
+        #[arg(long, default_value = "crates/palisade-detect/model/palisade-detect.model")]
+        out: PathBuf,
+        /// Random seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ScanArgs {
+    /// Text to scan (omit to use --input).
+    text: Option<String>,
+    /// JSONL file to scan, or `-` for standard input.
+    #[arg(long, short, conflicts_with = "text")]
+    input: Option<PathBuf>,
+    /// Channel to scan on, overriding rows' own.
+    #[arg(long, value_parser = ["system", "user", "retrieved", "tool_output"])]
+    channel: Option<String>,
+    /// Flag threshold on the score, overriding the calibrated one.
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// The system prompt the text is sent with (for TEXT).
+    #[arg(long, requires = "text")]
+    system_prompt: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,6 +150,9 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args),
         Command::Config(ConfigCommand::Check { file, print }) => config_check(&file, print),
         Command::Keys(cmd) => keys(cmd),
+        Command::Scan(args) => scan(args),
+        Command::Eval { dir } => eval(&dir),
+        Command::Train { data, out, seed } => train(&data, &out, seed),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -268,4 +319,74 @@ fn keys(cmd: KeysCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn scan(args: ScanArgs) -> Result<()> {
+    use std::io::Write;
+    let detector = palisade_detect::Detector::embedded().context("loading the detector model")?;
+    let channel = args
+        .channel
+        .as_deref()
+        .map(str::parse::<palisade_detect::Channel>)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let opts = palisade_eval::ScanOptions {
+        channel,
+        threshold: args.threshold,
+        progress: None,
+    };
+    let stdout = std::io::stdout();
+    if let Some(text) = args.text {
+        let row = palisade_eval::Row {
+            text,
+            system_prompt: args.system_prompt,
+            ..palisade_eval::Row::default()
+        };
+        let (scan, latency_us) = palisade_eval::scan::scan_row(&detector, &row, &opts)?;
+        let line = palisade_eval::ScanLine::new(0, &scan, latency_us);
+        let mut out = stdout.lock();
+        serde_json::to_writer(&mut out, &line).context("writing the verdict")?;
+        writeln!(out).context("writing the verdict")?;
+        return Ok(());
+    }
+    let summary = match args.input.as_deref() {
+        None => bail!("give TEXT or --input FILE (use `--input -` for standard input)"),
+        Some(p) if p.as_os_str() == "-" => palisade_eval::run_scan_with(
+            &detector,
+            &opts,
+            std::io::stdin().lock(),
+            std::io::BufWriter::new(stdout.lock()),
+        )?,
+        Some(p) => {
+            let file = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+            palisade_eval::run_scan_with(
+                &detector,
+                &opts,
+                std::io::BufReader::new(file),
+                std::io::BufWriter::new(stdout.lock()),
+            )?
+        }
+    };
+    if summary.errors > 0 {
+        eprintln!("{} of {} rows could not be scanned (see their error lines)", summary.errors, summary.rows);
+    }
+    Ok(())
+}
+
+fn eval(dir: &std::path::Path) -> Result<()> {
+    let detector = palisade_detect::Detector::embedded().context("loading the detector model")?;
+    let report = palisade_eval::run_eval(dir, &detector)
+        .with_context(|| format!("evaluating on {}", dir.display()))?;
+    print!("{report}");
+    Ok(())
+}
+
+fn train(data: &std::path::Path, out: &std::path::Path, seed: u64) -> Result<()> {
+    if data.components().any(|c| c.as_os_str() == "eval") {
+        bail!("refusing to train on {}: the eval set is for measuring only", data.display());
+    }
+    let report = palisade_eval::run_train(data, out, seed)
+        .with_context(|| format!("training from {}", data.display()))?;
+    print!("{}", report.markdown);
+    Ok(())
 }

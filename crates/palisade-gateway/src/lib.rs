@@ -26,6 +26,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod models;
 pub mod proxy;

@@ -308,7 +308,11 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// Reads the request body, refusing anything over `limit` with 413.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorCode::RequestTooLarge,

@@ -41,6 +41,9 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
+    /// The embedded detector model failed to load (a corrupt build).
+    #[error("cannot load the detector model: {0}")]
+    Detector(#[from] palisade_detect::DetectError),
     /// The server loop failed.
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
@@ -55,6 +58,7 @@ pub struct GatewayState {
     pub(crate) model_labels: ModelLabels,
     pub(crate) max_body_bytes: usize,
     pub(crate) max_sse_event_bytes: usize,
+    pub(crate) detector: Arc<palisade_detect::Detector>,
     readiness: Readiness,
     metrics: Option<PrometheusHandle>,
 }
@@ -91,6 +95,9 @@ impl Gateway {
         let routes = RouteTable::compile(&config, |name| index[name]);
         let readiness = Readiness::default();
         readiness.register("routes").set(true);
+        let detector_ready = readiness.register("detector");
+        let detector = Arc::new(palisade_detect::Detector::embedded()?);
+        detector_ready.set(true);
         let serving = readiness.register("listener");
         let state = Arc::new(GatewayState {
             auth: Authenticator::from_config(&config.auth),
@@ -99,6 +106,7 @@ impl Gateway {
             model_labels: ModelLabels::new(MODEL_LABEL_CAP),
             max_body_bytes: config.server.max_body_bytes,
             max_sse_event_bytes: config.server.max_sse_event_bytes,
+            detector,
             readiness,
             metrics: crate::metrics::install(),
         });
@@ -204,6 +212,7 @@ fn router(state: Arc<GatewayState>) -> Router {
         .route("/v1/completions", post(crate::proxy::completions))
         .route("/v1/embeddings", post(crate::proxy::embeddings))
         .route("/v1/models", get(crate::models::list))
+        .route("/v1/guard/scan", post(crate::guard::scan))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

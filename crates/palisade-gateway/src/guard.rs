@@ -1,0 +1,292 @@
+//! `POST /v1/guard/scan`: the detection engine as an API, with no upstream.
+//!
+//! Accepts either one text:
+//! `{"text": "...", "channel": "user|retrieved|tool_output|system", "system_prompt": "..."}`
+//! or a whole conversation in the chat format:
+//! `{"messages": [{"role": "system", ...}, {"role": "user", ...}, {"role": "tool", ...}]}`.
+//!
+//! For a conversation each message is scanned on the channel its role implies
+//! (`system`/`developer` → system, `user` → user, `tool`/`function` →
+//! tool_output); a content part annotated `"palisade": {"channel":
+//! "retrieved"}` is scanned as retrieved content. System messages are also
+//! passed as the `system_prompt` the other messages are judged against.
+//! Assistant messages are the model's own words and are not scanned here.
+//! The top-level verdict is the most severe one.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::HeaderMap;
+use palisade_detect::{Channel, Detector, Scan, ScanInput, Verdict};
+use palisade_openai::{ApiError, ErrorCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::error_response;
+use crate::request_id::RequestId;
+use crate::server::GatewayState;
+
+/// Texts longer than this are scanned on the blocking pool so a huge input
+/// cannot stall the async workers serving other requests.
+const INLINE_SCAN_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuardRequest {
+    text: Option<String>,
+    channel: Option<String>,
+    system_prompt: Option<String>,
+    messages: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Serialize)]
+struct MessageVerdict {
+    index: usize,
+    role: String,
+    channel: Channel,
+    #[serde(flatten)]
+    scan: Scan,
+}
+
+#[derive(Debug, Serialize)]
+struct GuardResponse {
+    #[serde(flatten)]
+    scan: Scan,
+    latency_us: u64,
+    detector_version: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    messages: Vec<MessageVerdict>,
+}
+
+/// One unit of text to scan.
+struct Item {
+    index: usize,
+    role: String,
+    channel: Channel,
+    text: String,
+}
+
+fn invalid(message: impl Into<String>, param: &str) -> ApiError {
+    ApiError::new(ErrorCode::InvalidRequest, message).with_param(param)
+}
+
+/// Text of a message's `content`: a string, or the text parts of an array.
+/// Parts annotated with a `palisade.channel` become their own items.
+fn content_items(
+    index: usize,
+    role: &str,
+    channel: Channel,
+    content: &Value,
+    out: &mut Vec<Item>,
+) -> Result<(), ApiError> {
+    match content {
+        Value::Null => {}
+        Value::String(s) => out.push(Item {
+            index,
+            role: role.to_owned(),
+            channel,
+            text: s.clone(),
+        }),
+        Value::Array(parts) => {
+            let mut plain = String::new();
+            for part in parts {
+                let Some(text) = part.get("text").and_then(Value::as_str) else {
+                    continue; // images, audio: nothing to scan as text
+                };
+                let annotated = part
+                    .pointer("/palisade/channel")
+                    .and_then(Value::as_str)
+                    .map(|c| {
+                        c.parse::<Channel>().map_err(|_| {
+                            invalid(
+                                format!("unknown palisade channel `{c}`"),
+                                &format!("messages[{index}].content"),
+                            )
+                        })
+                    })
+                    .transpose()?;
+                match annotated {
+                    Some(ch) => out.push(Item {
+                        index,
+                        role: role.to_owned(),
+                        channel: ch,
+                        text: text.to_owned(),
+                    }),
+                    None => {
+                        if !plain.is_empty() {
+                            plain.push('\n');
+                        }
+                        plain.push_str(text);
+                    }
+                }
+            }
+            if !plain.is_empty() {
+                out.push(Item {
+                    index,
+                    role: role.to_owned(),
+                    channel,
+                    text: plain,
+                });
+            }
+        }
+        _ => {
+            return Err(invalid(
+                "message content must be a string or an array of parts",
+                &format!("messages[{index}].content"),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// The channel a chat role's content arrives on; `None` for roles not scanned.
+pub fn role_channel(role: &str) -> Option<Channel> {
+    match role {
+        "system" | "developer" => Some(Channel::System),
+        "user" => Some(Channel::User),
+        "tool" | "function" => Some(Channel::ToolOutput),
+        _ => None,
+    }
+}
+
+fn plan(req: GuardRequest) -> Result<(Vec<Item>, Option<String>, bool), ApiError> {
+    match (req.text, req.messages) {
+        (Some(text), None) => {
+            let channel = match req.channel.as_deref() {
+                None => Channel::User,
+                Some(c) => c
+                    .parse()
+                    .map_err(|_| invalid(format!("unknown channel `{c}`"), "channel"))?,
+            };
+            let item = Item {
+                index: 0,
+                role: String::new(),
+                channel,
+                text,
+            };
+            Ok((vec![item], req.system_prompt, false))
+        }
+        (None, Some(messages)) => {
+            if messages.is_empty() {
+                return Err(invalid("`messages` must not be empty", "messages"));
+            }
+            let mut items = Vec::new();
+            for (index, m) in messages.iter().enumerate() {
+                let role = m.get("role").and_then(Value::as_str).ok_or_else(|| {
+                    invalid("each message needs a string `role`", &format!("messages[{index}].role"))
+                })?;
+                if let Some(channel) = role_channel(role) {
+                    content_items(index, role, channel, m.get("content").unwrap_or(&Value::Null), &mut items)?;
+                }
+            }
+            let system: Vec<&str> = items
+                .iter()
+                .filter(|i| i.channel == Channel::System)
+                .map(|i| i.text.as_str())
+                .collect();
+            let system_prompt = req
+                .system_prompt
+                .or_else(|| (!system.is_empty()).then(|| system.join("\n")));
+            Ok((items, system_prompt, true))
+        }
+        (Some(_), Some(_)) => Err(invalid("send either `text` or `messages`, not both", "text")),
+        (None, None) => Err(invalid("send `text` or `messages`", "text")),
+    }
+}
+
+fn scan_all(detector: &Detector, items: &[Item], system_prompt: Option<&str>) -> Vec<Scan> {
+    items
+        .iter()
+        .map(|item| {
+            detector.scan(&ScanInput {
+                text: &item.text,
+                channel: item.channel,
+                // The system prompt is the reference, not judged against itself.
+                system_prompt: if item.channel == Channel::System {
+                    None
+                } else {
+                    system_prompt
+                },
+            })
+        })
+        .collect()
+}
+
+fn most_severe(scans: &[Scan]) -> Scan {
+    scans
+        .iter()
+        .max_by(|a, b| {
+            a.verdict
+                .cmp(&b.verdict)
+                .then(a.score.total_cmp(&b.score))
+        })
+        .cloned()
+        .unwrap_or_else(|| Scan {
+            score: 0.0,
+            verdict: Verdict::Allow,
+            category: palisade_detect::Category::None,
+            reasons: Vec::new(),
+            findings: Vec::new(),
+        })
+}
+
+/// `POST /v1/guard/scan`
+pub async fn scan(
+    State(state): State<Arc<GatewayState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match run(&state, &headers, body).await {
+        Ok(resp) => Json(resp).into_response(),
+        Err(err) => error_response(&err, Some(&request_id)),
+    }
+}
+
+async fn run(state: &GatewayState, headers: &HeaderMap, body: Body) -> Result<GuardResponse, ApiError> {
+    state.auth.authenticate(headers)?;
+    let bytes = crate::proxy::read_body(headers, body, state.max_body_bytes).await?;
+    let req: GuardRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("invalid guard request: {e}")))?;
+    let (items, system_prompt, is_conversation) = plan(req)?;
+    let detector = state.detector.clone();
+    let total: usize = items.iter().map(|i| i.text.len()).sum();
+    let started = Instant::now();
+    let (items, scans) = if total > INLINE_SCAN_BYTES {
+        tokio::task::spawn_blocking(move || {
+            let scans = scan_all(&detector, &items, system_prompt.as_deref());
+            (items, scans)
+        })
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::InternalError, "scan failed"))?
+    } else {
+        let scans = scan_all(&detector, &items, system_prompt.as_deref());
+        (items, scans)
+    };
+    let latency_us = started.elapsed().as_micros() as u64;
+    let top = most_severe(&scans);
+    let messages = if is_conversation {
+        items
+            .into_iter()
+            .zip(scans)
+            .map(|(item, scan)| MessageVerdict {
+                index: item.index,
+                role: item.role,
+                channel: item.channel,
+                scan,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(GuardResponse {
+        scan: top,
+        latency_us,
+        detector_version: state.detector.version().to_owned(),
+        messages,
+    })
+}
