@@ -70,7 +70,10 @@ enum Command {
         #[arg(long, default_value = "../shared/datasets/train")]
         data: PathBuf,
         /// Where to write the artifact.
-        #[arg(long, default_value = "crates/palisade-detect/model/palisade-detect.model")]
+        #[arg(
+            long,
+            default_value = "crates/palisade-detect/model/palisade-detect.model"
+        )]
         out: PathBuf,
         /// Random seed.
         #[arg(long, default_value_t = 7)]
@@ -358,7 +361,8 @@ fn scan(args: ScanArgs) -> Result<()> {
             std::io::BufWriter::new(stdout.lock()),
         )?,
         Some(p) => {
-            let file = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+            let file =
+                std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
             palisade_eval::run_scan_with(
                 &detector,
                 &opts,
@@ -368,7 +372,10 @@ fn scan(args: ScanArgs) -> Result<()> {
         }
     };
     if summary.errors > 0 {
-        eprintln!("{} of {} rows could not be scanned (see their error lines)", summary.errors, summary.rows);
+        eprintln!(
+            "{} of {} rows could not be scanned (see their error lines)",
+            summary.errors, summary.rows
+        );
     }
     Ok(())
 }
@@ -383,7 +390,10 @@ fn eval(dir: &std::path::Path) -> Result<()> {
 
 fn train(data: &std::path::Path, out: &std::path::Path, seed: u64) -> Result<()> {
     if data.components().any(|c| c.as_os_str() == "eval") {
-        bail!("refusing to train on {}: the eval set is for measuring only", data.display());
+        bail!(
+            "refusing to train on {}: the eval set is for measuring only",
+            data.display()
+        );
     }
     let report = palisade_eval::run_train(data, out, seed)
         .with_context(|| format!("training from {}", data.display()))?;

@@ -75,8 +75,55 @@ pub struct Config {
     pub backends: BTreeMap<String, BackendConfig>,
     /// Model name → backend routing table, matched in order; `*` matches any.
     pub routes: Vec<RouteConfig>,
+    /// Admission control: request rates and in-flight limits.
+    pub limits: LimitsConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// Admission limits. Every field is optional: an absent limit is no limit,
+/// so a config without `[limits]` admits everything (the local default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Defaults applied to every tenant.
+    #[serde(flatten)]
+    pub default: TenantLimits,
+    /// Per-tenant overrides; a field left out falls back to the default.
+    pub tenants: BTreeMap<String, TenantLimits>,
+}
+
+/// The limits of one tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantLimits {
+    /// Requests per minute for the tenant as a whole (all its keys), GCRA.
+    pub requests_per_minute: Option<u64>,
+    /// Requests that may arrive at once after idling. Defaults to one
+    /// second's worth of the rate (at least 1): a steady client is never
+    /// refused, a sudden flood is.
+    pub burst: Option<u64>,
+    /// Requests (streams until they end) in flight per API key.
+    pub max_in_flight_per_key: Option<u32>,
+}
+
+impl TenantLimits {
+    /// `self`, with absent fields taken from `fallback`.
+    pub fn or(self, fallback: TenantLimits) -> TenantLimits {
+        TenantLimits {
+            requests_per_minute: self.requests_per_minute.or(fallback.requests_per_minute),
+            burst: self.burst.or(fallback.burst),
+            max_in_flight_per_key: self
+                .max_in_flight_per_key
+                .or(fallback.max_in_flight_per_key),
+        }
+    }
+
+    /// The burst in force: explicit, or one second's worth of the rate.
+    pub fn effective_burst(&self) -> Option<u64> {
+        self.requests_per_minute
+            .map(|rpm| self.burst.unwrap_or((rpm / 60).max(1)))
+    }
 }
 
 /// Listener, body limits and shutdown.
@@ -412,6 +459,28 @@ impl Config {
                 }
             }
         }
+        for (scope, limits) in std::iter::once(("limits".to_owned(), &self.limits.default)).chain(
+            self.limits
+                .tenants
+                .iter()
+                .map(|(t, l)| (format!("limits.tenants.{t}"), l)),
+        ) {
+            if limits.requests_per_minute == Some(0) {
+                return Err(invalid(
+                    format!("{scope}.requests_per_minute"),
+                    "must be greater than 0 (leave it out for no limit)",
+                ));
+            }
+            if limits.burst == Some(0) {
+                return Err(invalid(format!("{scope}.burst"), "must be greater than 0"));
+            }
+            if limits.max_in_flight_per_key == Some(0) {
+                return Err(invalid(
+                    format!("{scope}.max_in_flight_per_key"),
+                    "must be greater than 0 (leave it out for no limit)",
+                ));
+            }
+        }
         let mut names = HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             if !self.backends.contains_key(&route.backend) {
@@ -507,6 +576,24 @@ mod tests {
             load(&with_key).unwrap().auth.effective_mode(),
             AuthMode::Keys
         );
+    }
+
+    #[test]
+    fn limits_fall_back_to_defaults_and_reject_zero() {
+        let c = load(
+            "[limits]\nrequests_per_minute = 120\nmax_in_flight_per_key = 4\n[limits.tenants.big]\nrequests_per_minute = 6000\nburst = 10",
+        )
+        .unwrap();
+        let big = c.limits.tenants["big"].or(c.limits.default);
+        assert_eq!(big.requests_per_minute, Some(6000));
+        assert_eq!(big.effective_burst(), Some(10));
+        assert_eq!(big.max_in_flight_per_key, Some(4));
+        assert_eq!(c.limits.default.effective_burst(), Some(2));
+        assert_invalid(
+            "[limits]\nrequests_per_minute = 0",
+            "limits.requests_per_minute",
+        );
+        assert_invalid("[limits.tenants.x]\nburst = 0", "limits.tenants.x.burst");
     }
 
     #[test]

@@ -18,10 +18,14 @@ pub fn error_response(err: &ApiError, request_id: Option<&str>) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if err.code == ErrorCode::ShuttingDown {
+    let retry_after = match err.code {
         // Tell well-behaved clients to come back (to another replica) soon.
+        ErrorCode::ShuttingDown => Some(1),
+        _ => err.retry_after,
+    };
+    if let Some(secs) = retry_after {
         resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
 }

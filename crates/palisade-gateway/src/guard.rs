@@ -177,10 +177,19 @@ fn plan(req: GuardRequest) -> Result<(Vec<Item>, Option<String>, bool), ApiError
             let mut items = Vec::new();
             for (index, m) in messages.iter().enumerate() {
                 let role = m.get("role").and_then(Value::as_str).ok_or_else(|| {
-                    invalid("each message needs a string `role`", &format!("messages[{index}].role"))
+                    invalid(
+                        "each message needs a string `role`",
+                        &format!("messages[{index}].role"),
+                    )
                 })?;
                 if let Some(channel) = role_channel(role) {
-                    content_items(index, role, channel, m.get("content").unwrap_or(&Value::Null), &mut items)?;
+                    content_items(
+                        index,
+                        role,
+                        channel,
+                        m.get("content").unwrap_or(&Value::Null),
+                        &mut items,
+                    )?;
                 }
             }
             let system: Vec<&str> = items
@@ -193,7 +202,10 @@ fn plan(req: GuardRequest) -> Result<(Vec<Item>, Option<String>, bool), ApiError
                 .or_else(|| (!system.is_empty()).then(|| system.join("\n")));
             Ok((items, system_prompt, true))
         }
-        (Some(_), Some(_)) => Err(invalid("send either `text` or `messages`, not both", "text")),
+        (Some(_), Some(_)) => Err(invalid(
+            "send either `text` or `messages`, not both",
+            "text",
+        )),
         (None, None) => Err(invalid("send `text` or `messages`", "text")),
     }
 }
@@ -219,11 +231,7 @@ fn scan_all(detector: &Detector, items: &[Item], system_prompt: Option<&str>) ->
 fn most_severe(scans: &[Scan]) -> Scan {
     scans
         .iter()
-        .max_by(|a, b| {
-            a.verdict
-                .cmp(&b.verdict)
-                .then(a.score.total_cmp(&b.score))
-        })
+        .max_by(|a, b| a.verdict.cmp(&b.verdict).then(a.score.total_cmp(&b.score)))
         .cloned()
         .unwrap_or_else(|| Scan {
             score: 0.0,
@@ -247,11 +255,22 @@ pub async fn scan(
     }
 }
 
-async fn run(state: &GatewayState, headers: &HeaderMap, body: Body) -> Result<GuardResponse, ApiError> {
-    state.auth.authenticate(headers)?;
+async fn run(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<GuardResponse, ApiError> {
+    let principal = state.auth.authenticate(headers)?;
+    // Scans cost CPU: the guard API is rate-limited like the proxy. The
+    // in-flight slot is held until the scan is done.
+    let _admitted = state.admission.admit(&principal).map_err(|(err, _)| err)?;
     let bytes = crate::proxy::read_body(headers, body, state.max_body_bytes).await?;
-    let req: GuardRequest = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("invalid guard request: {e}")))?;
+    let req: GuardRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("invalid guard request: {e}"),
+        )
+    })?;
     let (items, system_prompt, is_conversation) = plan(req)?;
     let detector = state.detector.clone();
     let total: usize = items.iter().map(|i| i.text.len()).sum();

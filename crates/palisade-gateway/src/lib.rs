@@ -5,7 +5,8 @@
 //!
 //! 1. **identify** ([`request_id`]): accept or mint `x-request-id`, open the
 //!    request span every log line of the request is written under.
-//! 2. **authenticate** ([`auth`]): bearer key → tenant, by SHA-256.
+//! 2. **authenticate** ([`auth`]): bearer key → tenant, by SHA-256; then the
+//!    **rate gate** ([`admission`]): request rate and in-flight limits.
 //! 3. **read and inspect** the body ([`palisade_openai::request`]): size limit,
 //!    JSON, required fields.
 //! 4. **route** ([`routing`]): model or alias → backend and upstream name.
@@ -24,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod guard;

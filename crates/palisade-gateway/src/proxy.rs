@@ -15,6 +15,7 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use palisade_openai::request::{Endpoint, RequestBody};
 use palisade_openai::{ApiError, ErrorCode};
 
+use crate::admission::apply_headers;
 use crate::auth::Principal;
 use crate::error::error_response;
 use crate::metrics::InFlight;
@@ -36,6 +37,10 @@ pub struct RequestRecord {
     tenant: Option<Arc<str>>,
     model_label: Arc<str>,
     started: Instant,
+    /// Rate-limit headers for the response, set by the rate gate.
+    limit_headers: palisade_limits::RateLimitHeaders,
+    /// The in-flight slot, released when the request (or stream) ends.
+    _slot: Option<crate::admission::InFlightSlot>,
     /// The request span, re-entered for the access-log line: a stream ends
     /// after the handler returned, outside the span.
     span: tracing::Span,
@@ -51,6 +56,8 @@ impl RequestRecord {
             tenant: None,
             model_label: "none".into(),
             started,
+            limit_headers: palisade_limits::RateLimitHeaders::default(),
+            _slot: None,
             span: tracing::Span::current(),
             _in_flight: InFlight::enter(),
             done: false,
@@ -101,37 +108,9 @@ impl Drop for RequestRecord {
     }
 }
 
-/// `POST /v1/chat/completions`
-pub async fn chat_completions(
-    state: State<Arc<GatewayState>>,
-    id: Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(state, id, headers, body, Endpoint::ChatCompletions).await
-}
-
-/// `POST /v1/completions`
-pub async fn completions(
-    state: State<Arc<GatewayState>>,
-    id: Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(state, id, headers, body, Endpoint::Completions).await
-}
-
-/// `POST /v1/embeddings`
-pub async fn embeddings(
-    state: State<Arc<GatewayState>>,
-    id: Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(state, id, headers, body, Endpoint::Embeddings).await
-}
-
-async fn handle(
+/// Serves one proxied endpoint (`/v1/chat/completions`, `/v1/completions`,
+/// `/v1/embeddings`); the router binds `endpoint`.
+pub async fn handle(
     State(state): State<Arc<GatewayState>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     headers: HeaderMap,
@@ -148,7 +127,9 @@ async fn handle(
         if err.status() >= 500 {
             tracing::warn!(code = err.code.as_str(), "{}", err.message);
         }
-        error_response(&err, Some(&request_id))
+        let mut resp = error_response(&err, Some(&request_id));
+        apply_headers(&record.limit_headers, resp.headers_mut());
+        resp
     })
 }
 
@@ -172,6 +153,18 @@ async fn send_upstream(
     // callers cannot make us buffer megabytes.
     let principal: Principal = state.auth.authenticate(headers)?;
     record.tenant = Some(principal.tenant.clone());
+
+    // The rate gate: before the body is read, so refused callers cost little.
+    match state.admission.admit(&principal) {
+        Ok(admitted) => {
+            record.limit_headers = admitted.headers;
+            record._slot = admitted.slot;
+        }
+        Err((err, limit_headers)) => {
+            record.limit_headers = limit_headers;
+            return Err(err);
+        }
+    }
 
     // Phase 3: read and inspect.
     let bytes = read_body(headers, body, state.max_body_bytes).await?;
@@ -245,6 +238,7 @@ async fn respond(
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let mut resp_headers = HeaderMap::new();
     passthrough_headers(upstream.headers(), &mut resp_headers);
+    apply_headers(&record.limit_headers, &mut resp_headers);
 
     if client_wants_stream && status.is_success() && is_sse {
         resp_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

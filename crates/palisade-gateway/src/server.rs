@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use http::{header, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
 use palisade_config::Config;
+use palisade_openai::request::Endpoint;
 use palisade_openai::{ApiError, ErrorCode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -42,10 +43,13 @@ pub enum GatewayError {
         source: std::io::Error,
     },
     /// The embedded detector model failed to load (a corrupt build).
-    #[error("cannot load the detector model: {0}")]
+    #[error("cannot load the detector model")]
     Detector(#[from] palisade_detect::DetectError),
+    /// The configured limits could not be compiled.
+    #[error(transparent)]
+    Admission(#[from] crate::admission::AdmissionError),
     /// The server loop failed.
-    #[error("server error: {0}")]
+    #[error("server error")]
     Serve(#[source] std::io::Error),
 }
 
@@ -59,6 +63,7 @@ pub struct GatewayState {
     pub(crate) max_body_bytes: usize,
     pub(crate) max_sse_event_bytes: usize,
     pub(crate) detector: Arc<palisade_detect::Detector>,
+    pub(crate) admission: crate::admission::Admission,
     readiness: Readiness,
     metrics: Option<PrometheusHandle>,
 }
@@ -107,6 +112,7 @@ impl Gateway {
             max_body_bytes: config.server.max_body_bytes,
             max_sse_event_bytes: config.server.max_sse_event_bytes,
             detector,
+            admission: crate::admission::Admission::from_config(&config.limits)?,
             readiness,
             metrics: crate::metrics::install(),
         });
@@ -207,10 +213,22 @@ impl RunningGateway {
 use std::future::IntoFuture;
 
 fn router(state: Arc<GatewayState>) -> Router {
+    // One handler serves every proxied endpoint; the route binds which.
+    let proxied = |endpoint: Endpoint| {
+        move |state: State<Arc<GatewayState>>,
+              id: Extension<RequestId>,
+              headers: http::HeaderMap,
+              body: axum::body::Body| {
+            crate::proxy::handle(state, id, headers, body, endpoint)
+        }
+    };
     Router::new()
-        .route("/v1/chat/completions", post(crate::proxy::chat_completions))
-        .route("/v1/completions", post(crate::proxy::completions))
-        .route("/v1/embeddings", post(crate::proxy::embeddings))
+        .route(
+            "/v1/chat/completions",
+            post(proxied(Endpoint::ChatCompletions)),
+        )
+        .route("/v1/completions", post(proxied(Endpoint::Completions)))
+        .route("/v1/embeddings", post(proxied(Endpoint::Embeddings)))
         .route("/v1/models", get(crate::models::list))
         .route("/v1/guard/scan", post(crate::guard::scan))
         .route("/healthz", get(healthz))

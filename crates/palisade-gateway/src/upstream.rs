@@ -222,16 +222,15 @@ impl Backend {
     }
 }
 
-/// Upstream response headers worth passing to the client: content type and
-/// rate-limit hints. Hop-by-hop headers and cookies stay behind.
+/// Upstream response headers worth passing to the client: content type,
+/// `Retry-After` (on an upstream 429) and OpenAI's processing headers.
+/// Hop-by-hop headers and cookies stay behind, and so do the upstream's
+/// `x-ratelimit-*`: they describe the gateway's own upstream account, not
+/// the caller's limits here (which the rate gate reports instead).
 pub fn passthrough_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
     for (name, value) in upstream {
         let n = name.as_str();
-        if n == "content-type"
-            || n == "retry-after"
-            || n.starts_with("x-ratelimit-")
-            || n.starts_with("openai-")
-        {
+        if n == "content-type" || n == "retry-after" || n.starts_with("openai-") {
             out.append(name.clone(), value.clone());
         }
     }

@@ -47,7 +47,11 @@ async fn scans_a_text_and_returns_the_verdict_shape() {
     assert!(attack["detector_version"].is_string());
     assert!(attack["latency_us"].is_u64());
 
-    let (_, benign) = guard(&gw, json!({"text": "What is a good recipe for banana bread?"})).await;
+    let (_, benign) = guard(
+        &gw,
+        json!({"text": "What is a good recipe for banana bread?"}),
+    )
+    .await;
     assert_eq!(benign["verdict"], "allow", "{benign}");
     assert!(benign["score"].as_f64().unwrap() < attack["score"].as_f64().unwrap());
 }
@@ -77,7 +81,13 @@ async fn scans_each_message_on_its_channel() {
         .collect();
     assert_eq!(
         channels,
-        [(0, "system"), (1, "user"), (3, "tool_output"), (4, "retrieved"), (4, "user")]
+        [
+            (0, "system"),
+            (1, "user"),
+            (3, "tool_output"),
+            (4, "retrieved"),
+            (4, "user")
+        ]
     );
     let tool = &messages[2];
     assert_ne!(tool["verdict"], "allow", "{tool}");
@@ -89,12 +99,21 @@ async fn scans_each_message_on_its_channel() {
 async fn malformed_guard_requests_get_400_with_param() {
     let gw = gateway_without_upstream("").await;
     for (body, param) in [
-        (json!({"text": "a", "messages": [{"role": "user", "content": "b"}]}), "text"),
+        (
+            json!({"text": "a", "messages": [{"role": "user", "content": "b"}]}),
+            "text",
+        ),
         (json!({}), "text"),
         (json!({"text": "a", "channel": "email"}), "channel"),
         (json!({"messages": []}), "messages"),
-        (json!({"messages": [{"content": "no role"}]}), "messages[0].role"),
-        (json!({"messages": [{"role": "user", "content": 5}]}), "messages[0].content"),
+        (
+            json!({"messages": [{"content": "no role"}]}),
+            "messages[0].role",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": 5}]}),
+            "messages[0].content",
+        ),
     ] {
         let (status, err) = guard(&gw, body.clone()).await;
         assert_eq!(status, 400, "{body}: {err}");
@@ -102,7 +121,10 @@ async fn malformed_guard_requests_get_400_with_param() {
         assert_eq!(err["error"]["param"], param, "{body}: {err}");
     }
     let (status, err) = guard(&gw, json!({"txt": "typo"})).await;
-    assert_eq!((status, err["error"]["code"].as_str()), (400, Some("invalid_request")));
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
 }
 
 #[tokio::test]

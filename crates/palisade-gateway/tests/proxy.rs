@@ -55,6 +55,17 @@ impl Harness {
     }
 }
 
+/// Waits up to 2 s for `cond`, failing with `what` if it never holds.
+async fn eventually(cond: impl Fn() -> bool, what: &str) {
+    for _ in 0..100 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what}");
+}
+
 fn chat(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
 }
@@ -217,13 +228,11 @@ async fn stream_is_relayed_incrementally_and_disconnect_cancels_upstream() {
     assert_eq!(h.upstream.streams_cancelled(), 0);
     drop(stream);
     // The dropped client connection must reach the upstream.
-    for _ in 0..100 {
-        if h.upstream.streams_cancelled() == 1 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("upstream stream was not cancelled after the client disconnected");
+    eventually(
+        || h.upstream.streams_cancelled() == 1,
+        "upstream stream was not cancelled after the client disconnected",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -350,13 +359,11 @@ async fn stalled_stream_ends_with_an_in_band_timeout_error() {
         "events before the stall were relayed"
     );
     // The stalled upstream stream was closed, not leaked.
-    for _ in 0..100 {
-        if h.upstream.streams_cancelled() == 1 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("stalled upstream stream was not closed");
+    eventually(
+        || h.upstream.streams_cancelled() == 1,
+        "stalled upstream stream was not closed",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -543,12 +550,11 @@ async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
             .await
     });
     // Let the request reach the upstream's 2 s sleep, then start draining.
-    for _ in 0..100 {
-        if !h.upstream.received().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        || !h.upstream.received().is_empty(),
+        "request reached the upstream",
+    )
+    .await;
     h.gateway.shutdown();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let refused = reqwest::Client::new().get(h.url("/healthz")).send().await;
@@ -568,4 +574,135 @@ async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
         .await
         .expect("server stops after draining")
         .unwrap();
+}
+
+#[tokio::test]
+async fn client_giving_up_before_the_response_head_cancels_the_upstream_request() {
+    let h =
+        Harness::start("[backends.main]\nbase_url = \"@UPSTREAM@\"\nfirst_byte_timeout_ms = 10000")
+            .await;
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let result = impatient
+        .post(h.url("/v1/chat/completions"))
+        .json(&chat("slow-head", "x"))
+        .send()
+        .await;
+    assert!(result.is_err(), "the client timed out");
+    eventually(
+        || h.upstream.heads_cancelled() == 1,
+        "the upstream kept working for a client that had left",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn request_rate_is_limited_per_tenant_with_retry_after_and_headers() {
+    let key = |k: &str| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(k.as_bytes()))
+    };
+    let h = Harness::start(&format!(
+        r#"
+        [[auth.keys]]
+        name = "a1"
+        tenant = "small"
+        sha256 = "{}"
+        [[auth.keys]]
+        name = "a2"
+        tenant = "small"
+        sha256 = "{}"
+        [[auth.keys]]
+        name = "b"
+        tenant = "big"
+        sha256 = "{}"
+        [limits]
+        requests_per_minute = 60
+        burst = 2
+        [limits.tenants.big]
+        burst = 5
+        "#,
+        key("pk-a1"),
+        key("pk-a2"),
+        key("pk-b")
+    ))
+    .await;
+    let send = |k: &'static str| {
+        h.client
+            .post(h.url("/v1/chat/completions"))
+            .bearer_auth(k)
+            .json(&chat("m", "hi"))
+            .send()
+    };
+    let first = send("pk-a1").await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-ratelimit-limit-requests"], "2");
+    assert_eq!(first.headers()["x-ratelimit-remaining-requests"], "1");
+    assert!(first.headers().contains_key("x-ratelimit-reset-requests"));
+    // The limit is the tenant's: another key of the same tenant shares it.
+    assert_eq!(send("pk-a2").await.unwrap().status(), 200);
+    let refused = send("pk-a1").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=2).contains(&retry_after),
+        "one request per second refills: {retry_after}"
+    );
+    assert_eq!(refused.headers()["x-ratelimit-remaining-requests"], "0");
+    let (_, code, body) = error_code(refused).await;
+    assert_eq!(code, "rate_limited");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    // Another tenant with its own (larger) burst is unaffected.
+    for _ in 0..5 {
+        assert_eq!(send("pk-b").await.unwrap().status(), 200);
+    }
+    assert_eq!(send("pk-b").await.unwrap().status(), 429);
+    assert_eq!(
+        h.upstream.received().len(),
+        7,
+        "refused requests never reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn in_flight_limit_holds_for_the_whole_stream() {
+    let h = Harness::start(
+        "[limits]\nmax_in_flight_per_key = 1\n[backends.main]\nbase_url = \"@UPSTREAM@\"",
+    )
+    .await;
+    let mut body = chat("endless", "x");
+    body["stream"] = json!(true);
+    let resp = h.post("/v1/chat/completions", body).await;
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+
+    let (status, code, _) = error_code(h.post("/v1/chat/completions", chat("m", "hi")).await).await;
+    assert_eq!((status, code.as_str()), (429, "concurrency_limited"));
+
+    drop(stream);
+    // The slot frees when the relay notices the client left.
+    let mut admitted = false;
+    for _ in 0..100 {
+        if h.post("/v1/chat/completions", chat("m", "hi"))
+            .await
+            .status()
+            == 200
+        {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        admitted,
+        "the in-flight slot was released after the stream ended"
+    );
 }

@@ -62,6 +62,16 @@ pub enum ErrorCode {
     /// The upstream answered with a 5xx. Its body is logged, not relayed:
     /// server errors carry tracebacks and internal paths.
     UpstreamError,
+    /// The tenant's request-rate limit is spent; `Retry-After` says when to retry.
+    RateLimited,
+    /// Too many requests or streams in flight for this key.
+    ConcurrencyLimited,
+    /// A token budget has no room for this request until its window turns.
+    TokensExhausted,
+    /// A hard quota is used up; waiting does not help.
+    QuotaExceeded,
+    /// Blocked for repeated offences.
+    BlockedOffender,
     /// The gateway is draining for shutdown.
     ShuttingDown,
     /// An internal error; never carries details to the client.
@@ -77,6 +87,11 @@ impl ErrorCode {
             Self::ModelNotFound | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTooLarge => 413,
+            Self::RateLimited
+            | Self::ConcurrencyLimited
+            | Self::TokensExhausted
+            | Self::QuotaExceeded
+            | Self::BlockedOffender => 429,
             Self::UpstreamUnavailable | Self::UpstreamProtocol | Self::UpstreamError => 502,
             Self::ShuttingDown => 503,
             Self::UpstreamTimeout => 504,
@@ -92,6 +107,11 @@ impl ErrorCode {
             | Self::MethodNotAllowed
             | Self::ShuttingDown => ErrorKind::InvalidRequestError,
             Self::MissingApiKey | Self::InvalidApiKey => ErrorKind::AuthenticationError,
+            Self::RateLimited
+            | Self::ConcurrencyLimited
+            | Self::TokensExhausted
+            | Self::QuotaExceeded
+            | Self::BlockedOffender => ErrorKind::RateLimitError,
             Self::ModelNotFound | Self::NotFound => ErrorKind::NotFoundError,
             Self::UpstreamUnavailable
             | Self::UpstreamTimeout
@@ -115,6 +135,11 @@ impl ErrorCode {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamProtocol => "upstream_protocol",
             Self::UpstreamError => "upstream_error",
+            Self::RateLimited => "rate_limited",
+            Self::ConcurrencyLimited => "concurrency_limited",
+            Self::TokensExhausted => "tokens_exhausted",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::BlockedOffender => "blocked_offender",
             Self::ShuttingDown => "shutting_down",
             Self::InternalError => "internal_error",
         }
@@ -130,6 +155,8 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault, when there is one (`"model"`, `"messages"`).
     pub param: Option<String>,
+    /// Seconds after which retrying may succeed (the `Retry-After` header).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -139,7 +166,14 @@ impl ApiError {
             code,
             message: message.into(),
             param: None,
+            retry_after: None,
         }
+    }
+
+    /// Sets the `Retry-After` seconds.
+    pub fn with_retry_after(mut self, secs: Option<u64>) -> Self {
+        self.retry_after = secs;
+        self
     }
 
     /// Names the request field at fault.
@@ -232,6 +266,11 @@ mod tests {
             ErrorCode::UpstreamTimeout,
             ErrorCode::UpstreamProtocol,
             ErrorCode::UpstreamError,
+            ErrorCode::RateLimited,
+            ErrorCode::ConcurrencyLimited,
+            ErrorCode::TokensExhausted,
+            ErrorCode::QuotaExceeded,
+            ErrorCode::BlockedOffender,
             ErrorCode::ShuttingDown,
             ErrorCode::InternalError,
         ] {

@@ -49,6 +49,7 @@ pub struct Received {
 struct Shared {
     received: Mutex<Vec<Received>>,
     streams_cancelled: AtomicUsize,
+    heads_cancelled: AtomicUsize,
 }
 
 /// A scripted OpenAI-compatible upstream on 127.0.0.1.
@@ -96,6 +97,12 @@ impl ScriptedUpstream {
     /// Streams whose client disconnected before the stream ended.
     pub fn streams_cancelled(&self) -> usize {
         self.shared.streams_cancelled.load(Ordering::SeqCst)
+    }
+
+    /// `slow-head` requests whose client disconnected while we were waiting
+    /// to send the response head.
+    pub fn heads_cancelled(&self) -> usize {
+        self.shared.heads_cancelled.load(Ordering::SeqCst)
     }
 }
 
@@ -177,7 +184,20 @@ async fn chat(
     match model.as_str() {
         "error-400" => return error(StatusCode::BAD_REQUEST, "scripted_bad_request"),
         "error-500" => return error(StatusCode::INTERNAL_SERVER_ERROR, "scripted_failure"),
-        "slow-head" => tokio::time::sleep(Duration::from_secs(2)).await,
+        "slow-head" => {
+            // Dropped mid-sleep (the client went away): count it.
+            struct HeadWatch(Arc<Shared>, bool);
+            impl Drop for HeadWatch {
+                fn drop(&mut self) {
+                    if !self.1 {
+                        self.0.heads_cancelled.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+            let mut watch = HeadWatch(shared.clone(), false);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            watch.1 = true;
+        }
         _ => {}
     }
     let text = last_user_text(&body);

@@ -38,9 +38,16 @@ impl Palisade {
             .stderr(Stdio::piped())
             .spawn()
             .expect("palisade binary starts");
-        let me = Self { child, port };
+        let mut me = Self { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = me.child.try_wait() {
+                let mut stderr = String::new();
+                if let Some(mut e) = me.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+                }
+                panic!("palisade exited ({status}) before becoming ready: {stderr}");
+            }
             if let Ok(resp) = reqwest::blocking_get(&me.url("/readyz")) {
                 if resp == 200 {
                     return me;

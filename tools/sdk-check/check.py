@@ -1,0 +1,59 @@
+"""Drive Palisade with the official OpenAI Python SDK, as a user would.
+
+    python check.py BASE_URL MODEL [API_KEY]
+
+Exits non-zero with a message on the first mismatch. Used by the Rust
+integration test `sdk_compat` (which starts the gateway and upstream).
+"""
+import sys
+
+import openai
+
+base_url, model = sys.argv[1], sys.argv[2]
+key = sys.argv[3] if len(sys.argv) > 3 else "unused-in-open-mode"
+client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=10)
+
+reply = client.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": "sdk says hello"}]
+)
+assert reply.choices[0].message.content == "sdk says hello", reply
+assert reply.usage.total_tokens > 0, reply.usage
+
+pieces, usage = [], None
+stream = client.chat.completions.create(
+    model=model,
+    stream=True,
+    stream_options={"include_usage": True},
+    messages=[{"role": "user", "content": "streamed through palisade"}],
+)
+for chunk in stream:
+    if chunk.usage is not None:
+        usage = chunk.usage
+    for choice in chunk.choices:
+        if choice.delta.content:
+            pieces.append(choice.delta.content)
+assert "".join(pieces) == "streamed through palisade", pieces
+assert usage is not None and usage.completion_tokens == 3, usage
+
+ids = [m.id for m in client.models.list()]
+assert ids, ids
+
+emb = client.embeddings.create(model=model, input="vector")
+assert len(emb.data[0].embedding) == 3, emb
+
+if len(sys.argv) > 3:
+    # The keyed configuration routes named models only.
+    try:
+        client.chat.completions.create(model="does-not-exist", messages=[{"role": "user", "content": "x"}])
+        raise SystemExit("expected NotFoundError")
+    except openai.NotFoundError as e:
+        assert e.status_code == 404 and e.code == "model_not_found", (e.status_code, e.code)
+
+    bad = openai.OpenAI(base_url=base_url, api_key="pk-wrong", max_retries=0, timeout=10)
+    try:
+        bad.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+        raise SystemExit("expected AuthenticationError")
+    except openai.AuthenticationError as e:
+        assert e.code == "invalid_api_key", e.code
+
+print("ok")
