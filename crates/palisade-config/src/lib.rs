@@ -83,14 +83,61 @@ pub struct Config {
 
 /// Admission limits. Every field is optional: an absent limit is no limit,
 /// so a config without `[limits]` admits everything (the local default).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
+    /// Where request-rate state lives: `memory` (this process) or `redis`
+    /// (shared by every replica, exact across them).
+    pub backend: LimitsBackend,
+    /// Redis URL for `backend = "redis"`, e.g. `redis://10.0.0.7:6379/0`.
+    pub redis_url: Option<String>,
+    /// Longest wait for Redis per decision. Limits sit on every request's
+    /// path: a slow Redis must degrade to the fallback, not stall traffic.
+    pub redis_timeout_ms: u64,
+    /// When Redis cannot answer: `local` falls back to this replica's
+    /// in-memory limiter (limits stay enforced, per replica); `deny`
+    /// refuses requests with 503 (strict quotas that must never be exceeded).
+    pub on_backend_error: OnBackendError,
     /// Defaults applied to every tenant.
     #[serde(flatten)]
     pub default: TenantLimits,
     /// Per-tenant overrides; a field left out falls back to the default.
     pub tenants: BTreeMap<String, TenantLimits>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            backend: LimitsBackend::Memory,
+            redis_url: None,
+            redis_timeout_ms: 50,
+            on_backend_error: OnBackendError::Local,
+            default: TenantLimits::default(),
+            tenants: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where limit state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitsBackend {
+    /// In this process only.
+    #[default]
+    Memory,
+    /// In Redis, shared by all replicas.
+    Redis,
+}
+
+/// What to do when the shared limits backend is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBackendError {
+    /// Enforce the same limits per replica, in memory.
+    #[default]
+    Local,
+    /// Refuse requests (503 `limits_unavailable`).
+    Deny,
 }
 
 /// The limits of one tenant.
@@ -458,6 +505,20 @@ impl Config {
                     return Err(invalid(key(field), "must be greater than 0"));
                 }
             }
+        }
+        if self.limits.backend == LimitsBackend::Redis {
+            match &self.limits.redis_url {
+                Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {}
+                _ => {
+                    return Err(invalid(
+                        "limits.redis_url",
+                        "backend = \"redis\" needs a redis:// or rediss:// URL",
+                    ))
+                }
+            }
+        }
+        if self.limits.redis_timeout_ms == 0 {
+            return Err(invalid("limits.redis_timeout_ms", "must be greater than 0"));
         }
         for (scope, limits) in std::iter::once(("limits".to_owned(), &self.limits.default)).chain(
             self.limits

@@ -1,17 +1,22 @@
 //! The rate gate, first of the gates: request-rate (GCRA) and in-flight
 //! limits per tenant and key, in memory, from `palisade-limits`.
 //!
-//! This is the single-replica backend: state lives in this process. The
-//! arithmetic is `palisade-limits`' (pure, clock injected); this module owns
-//! the locks, the clock and the mapping to HTTP (429, `Retry-After`,
-//! `x-ratelimit-*`).
+//! Request rates live in this process (`backend = "memory"`) or in Redis
+//! (`backend = "redis"`, exact across replicas, decided on Redis' clock by
+//! `palisade-redis`). When Redis cannot answer in time, the replica falls back
+//! to its in-memory limiter or refuses, per `on_backend_error`, and says so
+//! in metrics (`palisade_limits_backend_errors_total`) and as an advisory in
+//! `/readyz` (or a gating condition in `deny` mode). In-flight limits are per
+//! replica by nature. The arithmetic is `palisade-limits`' (pure, clock
+//! injected); this module owns the locks, the clock and the mapping to HTTP
+//! (429, `Retry-After`, `x-ratelimit-*`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use palisade_config::{LimitsConfig, TenantLimits};
+use palisade_config::{LimitsBackend, LimitsConfig, OnBackendError, TenantLimits};
 use palisade_limits::{
     Acquire, ConcurrencyLimiter, GcraConfig, MemoryGcra, Nanos, Permit, RateLimitHeaders,
 };
@@ -22,8 +27,9 @@ use crate::auth::Principal;
 /// A tenant's compiled limits.
 #[derive(Debug)]
 struct TenantGate {
-    /// Requests per minute (for messages) and the limiter.
-    rate: Option<(u64, Mutex<MemoryGcra>)>,
+    /// Requests per minute (for messages), the config (for Redis) and the
+    /// in-memory limiter (primary, or the fallback when Redis is out).
+    rate: Option<(u64, GcraConfig, Mutex<MemoryGcra>)>,
     max_in_flight_per_key: Option<u32>,
 }
 
@@ -35,6 +41,18 @@ pub struct Admission {
     default: TenantGate,
     tenants: HashMap<String, TenantGate>,
     in_flight: Arc<Mutex<ConcurrencyLimiter>>,
+    /// The shared backend, once connected (`backend = "redis"` only).
+    shared: Arc<OnceLock<palisade_redis::RedisGcra>>,
+    redis: Option<RedisSettings>,
+}
+
+#[derive(Debug, Clone)]
+struct RedisSettings {
+    url: String,
+    timeout: Duration,
+    on_error: OnBackendError,
+    /// Reflects whether the last Redis call succeeded.
+    healthy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Errors compiling limits (the config validation makes these unreachable
@@ -45,12 +63,10 @@ pub struct AdmissionError(#[from] palisade_limits::LimitError);
 
 fn gate(limits: TenantLimits) -> Result<TenantGate, AdmissionError> {
     let rate = match (limits.requests_per_minute, limits.effective_burst()) {
-        (Some(rpm), Some(burst)) => Some((
-            rpm,
-            Mutex::new(MemoryGcra::new(
-                GcraConfig::new(rpm, Nanos::from_secs(60)).with_burst(burst),
-            )?),
-        )),
+        (Some(rpm), Some(burst)) => {
+            let config = GcraConfig::new(rpm, Nanos::from_secs(60)).with_burst(burst);
+            Some((rpm, config, Mutex::new(MemoryGcra::new(config)?)))
+        }
         _ => None,
     };
     Ok(TenantGate {
@@ -96,12 +112,117 @@ impl Admission {
         // The limiter's own cap is a ceiling; per-key maxima are passed on
         // each acquire.
         let ceiling = u32::MAX;
+        let redis = (config.backend == LimitsBackend::Redis).then(|| RedisSettings {
+            url: config.redis_url.clone().unwrap_or_default(),
+            timeout: Duration::from_millis(config.redis_timeout_ms),
+            on_error: config.on_backend_error,
+            healthy: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        });
         Ok(Self {
             origin: Instant::now(),
             default: gate(config.default)?,
             tenants,
             in_flight: Arc::new(Mutex::new(ConcurrencyLimiter::new(ceiling)?)),
+            shared: Arc::new(OnceLock::new()),
+            redis,
         })
+    }
+
+    /// Connects the shared backend in the background (retrying), and keeps a
+    /// readiness entry for it: gating in `deny` mode (a replica that would
+    /// refuse everything must not take traffic), advisory in `local` mode.
+    pub fn spawn_backend(&self, readiness: &crate::readiness::Readiness) {
+        let Some(settings) = self.redis.clone() else {
+            return;
+        };
+        let condition = match settings.on_error {
+            OnBackendError::Deny => readiness.register("limits_backend"),
+            OnBackendError::Local => readiness.register_advisory("limits_backend"),
+        };
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let connect_timeout = settings.timeout.max(Duration::from_secs(1));
+                match palisade_redis::RedisGcra::connect(
+                    &settings.url,
+                    "palisade",
+                    connect_timeout,
+                    settings.timeout,
+                )
+                .await
+                {
+                    Ok(gcra) => {
+                        let _ = shared.set(gcra);
+                        settings
+                            .healthy
+                            .store(true, std::sync::atomic::Ordering::Release);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "limits backend unreachable; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            // Mirror the backend's health into readiness.
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let ok = settings.healthy.load(std::sync::atomic::Ordering::Acquire);
+                condition.set(ok);
+                if !ok {
+                    if let Some(gcra) = shared.get() {
+                        if gcra.ping().await.is_ok() {
+                            settings
+                                .healthy
+                                .store(true, std::sync::atomic::Ordering::Release);
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// The request-rate decision for a tenant: shared backend first, local
+    /// limiter as the fallback.
+    async fn rate_decision(
+        &self,
+        tenant: &str,
+        config: &GcraConfig,
+        local: &Mutex<MemoryGcra>,
+    ) -> Result<palisade_limits::GcraDecision, ApiError> {
+        if let Some(settings) = &self.redis {
+            let outcome = match self.shared.get() {
+                Some(gcra) => gcra
+                    .check(tenant, config, 1)
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => Err("not connected".to_owned()),
+            };
+            match outcome {
+                Ok(decision) => return Ok(decision),
+                Err(e) => {
+                    settings
+                        .healthy
+                        .store(false, std::sync::atomic::Ordering::Release);
+                    metrics::counter!(crate::metrics::LIMITS_BACKEND_ERRORS).increment(1);
+                    tracing::warn!(error = %e, "limits backend failed; using the fallback");
+                    if settings.on_error == OnBackendError::Deny {
+                        return Err(ApiError::new(
+                            ErrorCode::LimitsUnavailable,
+                            "rate limits cannot be checked right now",
+                        )
+                        .with_retry_after(Some(1)));
+                    }
+                }
+            }
+        }
+        Ok(local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .check(tenant, self.now()))
     }
 
     fn now(&self) -> Nanos {
@@ -109,17 +230,20 @@ impl Admission {
     }
 
     /// Decides whether `principal` may start a request now.
-    pub fn admit(&self, principal: &Principal) -> Result<Admitted, (ApiError, RateLimitHeaders)> {
+    pub async fn admit(
+        &self,
+        principal: &Principal,
+    ) -> Result<Admitted, (ApiError, RateLimitHeaders)> {
         let gate = self
             .tenants
             .get(&*principal.tenant)
             .unwrap_or(&self.default);
         let mut headers = RateLimitHeaders::default();
-        if let Some((rpm, rate)) = &gate.rate {
-            let decision = rate
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .check(&principal.tenant, self.now());
+        if let Some((rpm, config, local)) = &gate.rate {
+            let decision = self
+                .rate_decision(&principal.tenant, config, local)
+                .await
+                .map_err(|e| (e, headers))?;
             headers.requests = Some(decision.info());
             if !decision.allowed {
                 headers.retry_after = Some(decision.retry_after);

@@ -263,7 +263,11 @@ async fn run(
     let principal = state.auth.authenticate(headers)?;
     // Scans cost CPU: the guard API is rate-limited like the proxy. The
     // in-flight slot is held until the scan is done.
-    let _admitted = state.admission.admit(&principal).map_err(|(err, _)| err)?;
+    let _admitted = state
+        .admission
+        .admit(&principal)
+        .await
+        .map_err(|(err, _)| err)?;
     let bytes = crate::proxy::read_body(headers, body, state.max_body_bytes).await?;
     let req: GuardRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(

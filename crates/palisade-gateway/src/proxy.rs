@@ -155,7 +155,7 @@ async fn send_upstream(
     record.tenant = Some(principal.tenant.clone());
 
     // The rate gate: before the body is read, so refused callers cost little.
-    match state.admission.admit(&principal) {
+    match state.admission.admit(&principal).await {
         Ok(admitted) => {
             record.limit_headers = admitted.headers;
             record._slot = admitted.slot;

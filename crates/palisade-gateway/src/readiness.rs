@@ -16,6 +16,9 @@ type NamedCondition = (String, Arc<AtomicBool>);
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
     conditions: Arc<RwLock<Vec<NamedCondition>>>,
+    /// Reported by `/readyz` but not gating: a degraded component the replica
+    /// can serve without (e.g. the shared limits backend with a local fallback).
+    advisories: Arc<RwLock<Vec<NamedCondition>>>,
 }
 
 /// A handle a component uses to report its state.
@@ -41,6 +44,26 @@ impl Readiness {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         conditions.push((name.to_owned(), ready.clone()));
         Condition { ready }
+    }
+
+    /// Registers an advisory condition: reported, never gating. Initially not ok.
+    pub fn register_advisory(&self, name: &str) -> Condition {
+        let ready = Arc::new(AtomicBool::new(false));
+        self.advisories
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((name.to_owned(), ready.clone()));
+        Condition { ready }
+    }
+
+    /// Every advisory with its state.
+    pub fn advisories(&self) -> Vec<(String, bool)> {
+        self.advisories
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(n, r)| (n.clone(), r.load(Ordering::Acquire)))
+            .collect()
     }
 
     /// Every condition with its state, in registration order.
@@ -74,6 +97,10 @@ mod tests {
         assert!(!r.is_ready());
         b.set(true);
         assert!(r.is_ready());
+        let advisory = r.register_advisory("redis");
+        assert!(r.is_ready(), "advisories never gate");
+        advisory.set(true);
+        assert_eq!(r.advisories(), vec![("redis".to_owned(), true)]);
         b.set(false);
         assert_eq!(
             r.report(),

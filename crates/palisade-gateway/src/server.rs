@@ -148,6 +148,7 @@ impl Gateway {
         if let Some(handle) = &self.state.metrics {
             crate::metrics::spawn_upkeep(handle.clone());
         }
+        self.state.admission.spawn_backend(&self.state.readiness);
         serving.set(true);
         let task = tokio::spawn(async move {
             let mut drain_rx = stop_rx.clone();
@@ -248,10 +249,14 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<Arc<GatewayState>>) -> Response {
     let report = state.readiness.report();
     let ready = !report.is_empty() && report.iter().all(|(_, r)| *r);
-    let conditions: serde_json::Map<String, serde_json::Value> = report
-        .into_iter()
-        .map(|(name, ok)| (name, serde_json::Value::Bool(ok)))
-        .collect();
+    let to_map = |items: Vec<(String, bool)>| -> serde_json::Map<String, serde_json::Value> {
+        items
+            .into_iter()
+            .map(|(name, ok)| (name, serde_json::Value::Bool(ok)))
+            .collect()
+    };
+    let conditions = to_map(report);
+    let advisories = to_map(state.readiness.advisories());
     let status = if ready {
         StatusCode::OK
     } else {
@@ -259,7 +264,7 @@ async fn readyz(State(state): State<Arc<GatewayState>>) -> Response {
     };
     (
         status,
-        Json(serde_json::json!({ "ready": ready, "conditions": conditions })),
+        Json(serde_json::json!({ "ready": ready, "conditions": conditions, "advisories": advisories })),
     )
         .into_response()
 }

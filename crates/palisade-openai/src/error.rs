@@ -72,6 +72,8 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// Blocked for repeated offences.
     BlockedOffender,
+    /// The shared limits backend is unreachable and the policy is to refuse.
+    LimitsUnavailable,
     /// The gateway is draining for shutdown.
     ShuttingDown,
     /// An internal error; never carries details to the client.
@@ -93,7 +95,7 @@ impl ErrorCode {
             | Self::QuotaExceeded
             | Self::BlockedOffender => 429,
             Self::UpstreamUnavailable | Self::UpstreamProtocol | Self::UpstreamError => 502,
-            Self::ShuttingDown => 503,
+            Self::ShuttingDown | Self::LimitsUnavailable => 503,
             Self::UpstreamTimeout => 504,
             Self::InternalError => 500,
         }
@@ -117,7 +119,7 @@ impl ErrorCode {
             | Self::UpstreamTimeout
             | Self::UpstreamProtocol
             | Self::UpstreamError => ErrorKind::UpstreamError,
-            Self::InternalError => ErrorKind::ServerError,
+            Self::InternalError | Self::LimitsUnavailable => ErrorKind::ServerError,
         }
     }
 
@@ -140,6 +142,7 @@ impl ErrorCode {
             Self::TokensExhausted => "tokens_exhausted",
             Self::QuotaExceeded => "quota_exceeded",
             Self::BlockedOffender => "blocked_offender",
+            Self::LimitsUnavailable => "limits_unavailable",
             Self::ShuttingDown => "shutting_down",
             Self::InternalError => "internal_error",
         }
@@ -271,6 +274,7 @@ mod tests {
             ErrorCode::TokensExhausted,
             ErrorCode::QuotaExceeded,
             ErrorCode::BlockedOffender,
+            ErrorCode::LimitsUnavailable,
             ErrorCode::ShuttingDown,
             ErrorCode::InternalError,
         ] {

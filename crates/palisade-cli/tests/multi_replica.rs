@@ -1,0 +1,206 @@
+//! Three `palisade` processes sharing one real Redis enforce one exact
+//! request-rate limit, as the replicas of an autoscaled fleet must.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use palisade_testkit::{RedisServer, ScriptedUpstream};
+use serde_json::json;
+use support::Palisade;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_admit_the_limit_within_one_percent() {
+    let redis = RedisServer::start();
+    let upstream = ScriptedUpstream::start().await;
+    let dir = std::env::temp_dir().join(format!("palisade-replicas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("palisade.toml");
+    // 100 requests per second (T = 10 ms), burst 100.
+    let (rpm, burst) = (6000u64, 100u64);
+    std::fs::write(
+        &config,
+        format!(
+            "[limits]\nbackend = \"redis\"\nredis_url = \"{}\"\nredis_timeout_ms = 500\nrequests_per_minute = {rpm}\nburst = {burst}\n[backends.main]\nbase_url = \"{}\"\n",
+            redis.url(),
+            upstream.base_url()
+        ),
+    )
+    .unwrap();
+    let replicas: Vec<Palisade> = (0..3)
+        .map(|_| {
+            Palisade::serve(
+                &["--config", config.to_str().unwrap()],
+                &[("PALISADE_LOG", "warn")],
+            )
+        })
+        .collect();
+    // Wait until each replica reports its Redis connection.
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for r in &replicas {
+        let mut connected = false;
+        for _ in 0..100 {
+            let body: serde_json::Value = client
+                .get(r.url("/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if body["advisories"]["limits_backend"] == true {
+                connected = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(connected, "replica connected to redis");
+    }
+
+    // Offer ~1000 requests/s (10x the limit) for 10 s, spread over the replicas.
+    let duration = Duration::from_secs(10);
+    let workers = 12;
+    let per_worker_interval = Duration::from_micros(1_000_000 * workers as u64 / 1000);
+    let (admitted, refused, other) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let url = replicas[w % 3].url("/v1/chat/completions");
+        let (client, admitted, refused, other) = (
+            client.clone(),
+            admitted.clone(),
+            refused.clone(),
+            other.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(per_worker_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            while started.elapsed() < duration {
+                tick.tick().await;
+                let resp = client
+                    .post(&url)
+                    .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+                    .send()
+                    .await;
+                match resp.map(|r| r.status().as_u16()) {
+                    Ok(200) => admitted.fetch_add(1, Ordering::Relaxed),
+                    Ok(429) => refused.fetch_add(1, Ordering::Relaxed),
+                    _ => other.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let window = started.elapsed().as_secs_f64();
+    let admitted = admitted.load(Ordering::Relaxed) as f64;
+    let refused = refused.load(Ordering::Relaxed);
+    let expected = burst as f64 + window * rpm as f64 / 60.0;
+    let error = (admitted - expected) / expected;
+    eprintln!(
+        "multi-replica: window {window:.2} s, offered {:.0}/s, admitted {admitted}, expected {expected:.0}, refused {refused}, error {:+.2}%",
+        (admitted + refused as f64) / window,
+        error * 100.0
+    );
+    assert_eq!(
+        other.load(Ordering::Relaxed),
+        0,
+        "no request failed other than by the limit"
+    );
+    assert!(
+        refused as f64 > 3.0 * admitted,
+        "the load really was several times the limit"
+    );
+    assert!(
+        error.abs() <= 0.01,
+        "admitted {admitted} vs expected {expected:.0}: {:+.2}%",
+        error * 100.0
+    );
+    assert_eq!(
+        upstream.received().len() as f64,
+        admitted,
+        "only admitted requests reached the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_falls_back_to_local_limits_and_says_so() {
+    let mut redis = RedisServer::start();
+    let upstream = ScriptedUpstream::start().await;
+    let dir = std::env::temp_dir().join(format!("palisade-outage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("palisade.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[limits]\nbackend = \"redis\"\nredis_url = \"{}\"\nredis_timeout_ms = 200\nrequests_per_minute = 60\nburst = 3\n[backends.main]\nbase_url = \"{}\"\n",
+            redis.url(),
+            upstream.base_url()
+        ),
+    )
+    .unwrap();
+    let gw = Palisade::serve(
+        &["--config", config.to_str().unwrap()],
+        &[("PALISADE_LOG", "error")],
+    );
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for _ in 0..100 {
+        let body: serde_json::Value = client
+            .get(gw.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["advisories"]["limits_backend"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    redis.stop();
+    let send = || {
+        client
+            .post(gw.url("/v1/chat/completions"))
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    // The local fallback still enforces the burst of 3.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let metrics = client
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("palisade_limits_backend_errors_total"),
+        "{metrics}"
+    );
+    let mut degraded = false;
+    for _ in 0..40 {
+        let ready = client.get(gw.url("/readyz")).send().await.unwrap();
+        let status = ready.status().as_u16();
+        let body: serde_json::Value = ready.json().await.unwrap();
+        if body["advisories"]["limits_backend"] == false {
+            assert_eq!(status, 200, "local fallback keeps the replica serving");
+            degraded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(degraded, "/readyz reports the degraded limits backend");
+}

@@ -1,0 +1,175 @@
+//! Redis adapter for Palisade's limits, so that any number of gateway
+//! replicas share one exact limit.
+//!
+//! GCRA is decided inside Redis by a Lua script: read the key's theoretical
+//! arrival time (TAT), decide, write it back, all atomically and on Redis'
+//! own clock (`TIME`), so replicas with skewed clocks still agree. The
+//! arithmetic mirrors `palisade_limits::Gcra` (same emission interval rounded
+//! up, same tolerance `burst * T`, same remaining/reset/retry values) in
+//! microseconds: Lua numbers are doubles, and microseconds since the epoch
+//! stay exact where nanoseconds would not. Keys expire when their bucket is
+//! full again, so idle tenants cost no memory.
+//!
+//! This crate does network I/O to Redis and nothing else; it holds no limit
+//! policy (which key, which rate): the gateway decides that.
+
+#![forbid(unsafe_code)]
+
+use palisade_limits::{GcraConfig, GcraDecision, Nanos};
+use redis::aio::ConnectionManager;
+
+/// GCRA in Lua. KEYS[1]: the key. ARGV: emission interval T (µs), tolerance
+/// burst·T (µs), cost (units). Returns {allowed, remaining, reset_after_us,
+/// retry_after_us}.
+const GCRA_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local emission = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + cost * emission
+local allow_at = new_tat - tolerance
+local allowed = 0
+local tat_after = tat
+if now >= allow_at then
+  allowed = 1
+  tat_after = new_tat
+  if cost > 0 then
+    redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.max(1, math.ceil((new_tat - now) / 1000)))
+  end
+end
+local ahead = tat_after - now
+local remaining = math.floor(math.max(0, tolerance - ahead) / emission)
+local retry = 0
+if allowed == 0 then retry = allow_at - now end
+return {allowed, remaining, ahead, retry}
+";
+
+/// Errors talking to Redis.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisLimitError {
+    /// Connecting or a command failed (Redis down, network, timeout).
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The script answered something other than four integers (a different
+    /// script under the same SHA, or a Redis that is not Redis).
+    #[error("redis returned an unexpected reply to the GCRA script")]
+    BadReply,
+    /// The request took longer than the configured timeout.
+    #[error("redis did not answer within {0} ms")]
+    Timeout(u64),
+}
+
+/// A GCRA limiter whose state lives in Redis.
+#[derive(Clone)]
+pub struct RedisGcra {
+    conn: ConnectionManager,
+    script: redis::Script,
+    prefix: String,
+    timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for RedisGcra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisGcra")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Emission interval and tolerance in whole microseconds, rounded up like
+/// `palisade_limits::Gcra` so the limiter never admits more than configured.
+fn micros(config: &GcraConfig) -> (u64, u64) {
+    let period_us = config.period.get().div_ceil(1_000);
+    let emission = period_us.div_ceil(config.limit.max(1)).max(1);
+    (emission, emission.saturating_mul(config.burst))
+}
+
+impl RedisGcra {
+    /// Connects to `url` (e.g. `redis://127.0.0.1:6379/0`) within
+    /// `connect_timeout`. Keys are `PREFIX:gcra:KEY`. Every later call is
+    /// bounded by `call_timeout` (reconnects included), because a limit check
+    /// sits on every request's path.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        connect_timeout: std::time::Duration,
+        call_timeout: std::time::Duration,
+    ) -> Result<Self, RedisLimitError> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(connect_timeout.min(call_timeout))
+            .set_response_timeout(call_timeout)
+            .set_number_of_retries(1);
+        let conn = tokio::time::timeout(
+            connect_timeout,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| RedisLimitError::Timeout(connect_timeout.as_millis() as u64))??;
+        Ok(Self {
+            conn,
+            script: redis::Script::new(GCRA_LUA),
+            prefix: prefix.to_owned(),
+            timeout: call_timeout,
+        })
+    }
+
+    /// Decides a request of `cost` units for `key` under `config`.
+    pub async fn check(
+        &self,
+        key: &str,
+        config: &GcraConfig,
+        cost: u64,
+    ) -> Result<GcraDecision, RedisLimitError> {
+        let (emission, tolerance) = micros(config);
+        let mut conn = self.conn.clone();
+        let mut invocation = self.script.key(format!("{}:gcra:{key}", self.prefix));
+        invocation.arg(emission).arg(tolerance).arg(cost);
+        let reply: Vec<i64> =
+            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn))
+                .await
+                .map_err(|_| RedisLimitError::Timeout(self.timeout.as_millis() as u64))??;
+        let [allowed, remaining, ahead_us, retry_us] = reply[..] else {
+            return Err(RedisLimitError::BadReply);
+        };
+        let us = |v: i64| Nanos(u64::try_from(v).unwrap_or(0).saturating_mul(1_000));
+        Ok(GcraDecision {
+            allowed: allowed == 1,
+            limit: config.burst,
+            remaining: u64::try_from(remaining).unwrap_or(0),
+            reset_after: us(ahead_us),
+            retry_after: us(retry_us),
+        })
+    }
+
+    /// A round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<(), RedisLimitError> {
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(
+            self.timeout,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await
+        .map_err(|_| RedisLimitError::Timeout(self.timeout.as_millis() as u64))??;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn microsecond_interval_rounds_up() {
+        // 600 per minute: 100 ms each; burst 10 → 1 s tolerance.
+        let c = GcraConfig::new(600, Nanos::from_secs(60)).with_burst(10);
+        assert_eq!(micros(&c), (100_000, 1_000_000));
+        // 7 per second does not divide evenly: round up, never over-admit.
+        let c = GcraConfig::new(7, Nanos::from_secs(1));
+        assert_eq!(micros(&c).0, 142_858);
+    }
+}
