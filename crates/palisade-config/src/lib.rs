@@ -98,6 +98,12 @@ pub struct LimitsConfig {
     /// in-memory limiter (limits stay enforced, per replica); `deny`
     /// refuses requests with 503 (strict quotas that must never be exceeded).
     pub on_backend_error: OnBackendError,
+    /// Completion tokens reserved for a request that sets no `max_tokens`.
+    pub default_max_tokens: u64,
+    /// Also send that `max_tokens` upstream when the client set none, so the
+    /// reservation is a true bound (otherwise it is an estimate, and any
+    /// excess is charged at reconciliation and counted as overshoot).
+    pub inject_max_tokens: bool,
     /// Defaults applied to every tenant.
     #[serde(flatten)]
     pub default: TenantLimits,
@@ -112,6 +118,8 @@ impl Default for LimitsConfig {
             redis_url: None,
             redis_timeout_ms: 50,
             on_backend_error: OnBackendError::Local,
+            default_max_tokens: 1024,
+            inject_max_tokens: false,
             default: TenantLimits::default(),
             tenants: BTreeMap::new(),
         }
@@ -152,6 +160,11 @@ pub struct TenantLimits {
     pub burst: Option<u64>,
     /// Requests (streams until they end) in flight per API key.
     pub max_in_flight_per_key: Option<u32>,
+    /// Tokens (prompt + completion) per minute for the tenant. Each request
+    /// reserves its estimated prompt plus its `max_tokens` before it is sent
+    /// and is reconciled with the real usage afterwards, so concurrent
+    /// requests cannot overshoot the budget by more than they reserved.
+    pub tokens_per_minute: Option<u64>,
 }
 
 impl TenantLimits {
@@ -163,6 +176,7 @@ impl TenantLimits {
             max_in_flight_per_key: self
                 .max_in_flight_per_key
                 .or(fallback.max_in_flight_per_key),
+            tokens_per_minute: self.tokens_per_minute.or(fallback.tokens_per_minute),
         }
     }
 
@@ -534,6 +548,12 @@ impl Config {
             }
             if limits.burst == Some(0) {
                 return Err(invalid(format!("{scope}.burst"), "must be greater than 0"));
+            }
+            if limits.tokens_per_minute == Some(0) {
+                return Err(invalid(
+                    format!("{scope}.tokens_per_minute"),
+                    "must be greater than 0 (leave it out for no limit)",
+                ));
             }
             if limits.max_in_flight_per_key == Some(0) {
                 return Err(invalid(

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use palisade_config::{LimitsBackend, LimitsConfig, OnBackendError, TenantLimits};
 use palisade_limits::{
-    Acquire, ConcurrencyLimiter, GcraConfig, MemoryGcra, Nanos, Permit, RateLimitHeaders,
+    Acquire, BudgetConfig, ConcurrencyLimiter, GcraConfig, MemoryGcra, Nanos, Permit,
+    RateLimitHeaders, RateLimitInfo, TokenBudget,
 };
 use palisade_openai::{ApiError, ErrorCode};
 
@@ -31,6 +32,8 @@ struct TenantGate {
     /// in-memory limiter (primary, or the fallback when Redis is out).
     rate: Option<(u64, GcraConfig, Mutex<MemoryGcra>)>,
     max_in_flight_per_key: Option<u32>,
+    /// Tokens-per-minute budget with reservations.
+    tokens: Option<Arc<Mutex<TokenBudget>>>,
 }
 
 /// The rate gate.
@@ -69,9 +72,16 @@ fn gate(limits: TenantLimits) -> Result<TenantGate, AdmissionError> {
         }
         _ => None,
     };
+    let tokens = match limits.tokens_per_minute {
+        Some(tpm) => Some(Arc::new(Mutex::new(TokenBudget::new(
+            BudgetConfig::windowed(tpm, Nanos::from_secs(60)),
+        )?))),
+        None => None,
+    };
     Ok(TenantGate {
         rate,
         max_in_flight_per_key: limits.max_in_flight_per_key,
+        tokens,
     })
 }
 
@@ -285,6 +295,126 @@ impl Admission {
             }
         }
         Ok(Admitted { headers, slot })
+    }
+}
+
+/// Tokens reserved for one request. Settle it with the real usage; if it is
+/// dropped unsettled (the request future was cancelled), the prompt estimate
+/// is charged: the upstream may well have processed the prompt.
+#[derive(Debug)]
+pub struct TokenReservation {
+    budget: Arc<Mutex<TokenBudget>>,
+    id: String,
+    origin: Instant,
+    /// The prompt part of the reservation.
+    pub prompt_estimate: u64,
+    settled: bool,
+}
+
+impl TokenReservation {
+    fn now(&self) -> Nanos {
+        Nanos(self.origin.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64)
+    }
+
+    /// Charges `actual` tokens and releases the rest of the reservation.
+    pub fn reconcile(&mut self, actual: u64) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let now = self.now();
+        let mut budget = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
+        match budget.reconcile(&self.id, actual, now) {
+            Ok(s) if s.overshoot > 0 => {
+                tracing::info!(
+                    reserved = s.reserved,
+                    charged = s.charged,
+                    "token usage exceeded the reservation"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "token reconciliation failed"),
+        }
+    }
+
+    /// Releases the whole reservation: the request used no tokens.
+    pub fn cancel(&mut self) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let now = self.now();
+        let mut budget = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = budget.cancel(&self.id, now) {
+            tracing::warn!(error = %e, "token reservation cancel failed");
+        }
+    }
+}
+
+impl Drop for TokenReservation {
+    fn drop(&mut self) {
+        let prompt = self.prompt_estimate;
+        self.reconcile(prompt);
+    }
+}
+
+impl Admission {
+    /// Whether `tenant` has a token budget (so the request path needs to
+    /// estimate and count tokens at all).
+    pub fn has_token_budget(&self, tenant: &str) -> bool {
+        self.tenants
+            .get(tenant)
+            .unwrap_or(&self.default)
+            .tokens
+            .is_some()
+    }
+
+    /// Reserves `prompt_estimate + max_completion` tokens for request `id`.
+    pub fn reserve_tokens(
+        &self,
+        tenant: &str,
+        id: &str,
+        prompt_estimate: u64,
+        max_completion: u64,
+    ) -> Result<(Option<TokenReservation>, Option<RateLimitInfo>), ApiError> {
+        let gate = self.tenants.get(tenant).unwrap_or(&self.default);
+        let Some(budget) = &gate.tokens else {
+            return Ok((None, None));
+        };
+        let amount = prompt_estimate.saturating_add(max_completion);
+        let now = self.now();
+        let mut locked = budget.lock().unwrap_or_else(PoisonError::into_inner);
+        let reservation = locked.reserve(tenant, id, amount, now).map_err(|e| match e {
+            palisade_limits::LimitError::CostExceedsCapacity { capacity, .. } => ApiError::new(
+                ErrorCode::TokensExhausted,
+                format!(
+                    "this request needs up to {amount} tokens (prompt ~{prompt_estimate} + max_tokens {max_completion}) but the budget is {capacity} per minute; lower max_tokens"
+                ),
+            )
+            .with_param("max_tokens"),
+            other => ApiError::new(ErrorCode::InternalError, other.to_string()),
+        })?;
+        let info = reservation.usage.info();
+        if let Some(denial) = reservation.denial {
+            let secs = denial.retry_after_secs().map(|s| s.max(1));
+            return Err(ApiError::new(
+                ErrorCode::TokensExhausted,
+                format!(
+                    "token budget exhausted: {} of {} tokens per minute are spent or reserved; this request needs {amount}",
+                    reservation.usage.spent + reservation.usage.reserved,
+                    reservation.usage.limit
+                ),
+            )
+            .with_retry_after(secs));
+        }
+        Ok((
+            Some(TokenReservation {
+                budget: budget.clone(),
+                id: id.to_owned(),
+                origin: self.origin,
+                prompt_estimate,
+                settled: false,
+            }),
+            info,
+        ))
     }
 }
 

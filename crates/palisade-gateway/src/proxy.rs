@@ -41,6 +41,8 @@ pub struct RequestRecord {
     limit_headers: palisade_limits::RateLimitHeaders,
     /// The in-flight slot, released when the request (or stream) ends.
     _slot: Option<crate::admission::InFlightSlot>,
+    /// Token accounting, when the tenant has a token budget.
+    pub(crate) tokens: Option<TokenAccounting>,
     /// The request span, re-entered for the access-log line: a stream ends
     /// after the handler returned, outside the span.
     span: tracing::Span,
@@ -58,6 +60,7 @@ impl RequestRecord {
             started,
             limit_headers: palisade_limits::RateLimitHeaders::default(),
             _slot: None,
+            tokens: None,
             span: tracing::Span::current(),
             _in_flight: InFlight::enter(),
             done: false,
@@ -85,6 +88,9 @@ impl RequestRecord {
             return;
         }
         let elapsed = self.started.elapsed();
+        if let Some(tokens) = &mut self.tokens {
+            tokens.settle(status);
+        }
         crate::metrics::request_done(self.route, &self.model_label, status, elapsed);
         let _entered = self.span.enter();
         tracing::info!(
@@ -95,6 +101,32 @@ impl RequestRecord {
             stream = stream_outcome.unwrap_or("-"),
             "served"
         );
+    }
+}
+
+/// A request's token reservation and the running count of what it used.
+#[derive(Debug)]
+pub(crate) struct TokenAccounting {
+    reservation: crate::admission::TokenReservation,
+    /// Usage seen in the response or stream, and the generated text counted.
+    pub(crate) tally: palisade_openai::usage::StreamTally,
+    /// The client did not ask for the usage chunk; the gateway did, so it
+    /// keeps the chunk to itself.
+    pub(crate) strip_usage_chunk: bool,
+}
+
+impl TokenAccounting {
+    /// Settles the reservation by how the request ended: nothing for a
+    /// request the upstream refused or never answered, the upstream's usage
+    /// or our own count otherwise.
+    fn settle(&mut self, status: u16) {
+        let refused = (400..500).contains(&status) && status != 499 || status == 502;
+        if refused {
+            self.reservation.cancel();
+        } else {
+            let (actual, _from_upstream) = self.tally.total(self.reservation.prompt_estimate);
+            self.reservation.reconcile(actual);
+        }
     }
 }
 
@@ -192,13 +224,46 @@ async fn send_upstream(
     } else {
         route.public_name.clone()
     };
-    let upstream_body = match &route.upstream_model {
-        Some(name) => {
-            request.set_model(name);
-            Bytes::from(request.to_bytes())
+    let mut rewritten = false;
+    if let Some(name) = &route.upstream_model {
+        request.set_model(name);
+        rewritten = true;
+    }
+
+    // Token budget: reserve the estimate now, reconcile with usage later.
+    if state.admission.has_token_budget(&principal.tenant) {
+        let prompt_estimate = palisade_openai::usage::estimate_prompt_tokens(request.fields());
+        let max_completion = if endpoint == Endpoint::Embeddings {
+            0
+        } else {
+            if state.inject_max_tokens {
+                rewritten |= request.set_max_tokens_if_absent(state.default_max_tokens);
+            }
+            palisade_openai::usage::requested_max_tokens(request.fields())
+                .unwrap_or(state.default_max_tokens)
+        };
+        let (reservation, info) = state.admission.reserve_tokens(
+            &principal.tenant,
+            record.request_id(),
+            prompt_estimate,
+            max_completion,
+        )?;
+        record.limit_headers.tokens = info;
+        if let Some(reservation) = reservation {
+            let strip_usage_chunk = request.is_stream() && request.ensure_stream_usage();
+            rewritten |= request.is_stream();
+            record.tokens = Some(TokenAccounting {
+                reservation,
+                tally: palisade_openai::usage::StreamTally::default(),
+                strip_usage_chunk,
+            });
         }
+    }
+    let upstream_body = if rewritten {
+        Bytes::from(request.to_bytes())
+    } else {
         // Unchanged: forward the client's bytes as they are (no re-encode).
-        None => bytes,
+        bytes
     };
     let backend = &state.backends[route.backend];
     let deadline = record.started + route.deadline.unwrap_or(backend.request_timeout);
@@ -276,6 +341,11 @@ async fn respond(
             ),
         );
         return Err((err, record));
+    }
+    if let Some(tokens) = &mut record.tokens {
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) {
+            tokens.tally.observe_response(&value);
+        }
     }
     let mut resp = Response::new(Body::from(body));
     // Upstream 4xx errors pass through unchanged: they are OpenAI-shaped and

@@ -64,6 +64,8 @@ pub struct GatewayState {
     pub(crate) max_sse_event_bytes: usize,
     pub(crate) detector: Arc<palisade_detect::Detector>,
     pub(crate) admission: crate::admission::Admission,
+    pub(crate) default_max_tokens: u64,
+    pub(crate) inject_max_tokens: bool,
     readiness: Readiness,
     metrics: Option<PrometheusHandle>,
 }
@@ -113,6 +115,8 @@ impl Gateway {
             max_sse_event_bytes: config.server.max_sse_event_bytes,
             detector,
             admission: crate::admission::Admission::from_config(&config.limits)?,
+            default_max_tokens: config.limits.default_max_tokens,
+            inject_max_tokens: config.limits.inject_max_tokens,
             readiness,
             metrics: crate::metrics::install(),
         });

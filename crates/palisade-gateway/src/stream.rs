@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use metrics::{counter, gauge, histogram};
 use palisade_openai::sse::SseFramer;
+use palisade_openai::usage::ChunkKind;
 use palisade_openai::{ApiError, ErrorCode};
 
 use crate::metrics::{STREAMS_ENDED, STREAMS_OPEN, STREAM_GAP, STREAM_TTFT};
@@ -104,6 +105,14 @@ impl Relay {
             match self.framer.next_event() {
                 Ok(Some(event)) => {
                     self.observe(!event.is_comment());
+                    if let Some(tokens) = &mut self.record.tokens {
+                        if let Some(data) = event.data() {
+                            let kind = tokens.tally.observe(&data);
+                            if kind == ChunkKind::UsageOnly && tokens.strip_usage_chunk {
+                                continue; // asked for by the gateway, not the client
+                            }
+                        }
+                    }
                     let raw = event.into_raw();
                     match (&mut batch, single.take()) {
                         (Some(b), _) => b.extend_from_slice(&raw),

@@ -706,3 +706,106 @@ async fn in_flight_limit_holds_for_the_whole_stream() {
         "the in-flight slot was released after the stream ended"
     );
 }
+
+fn with_max_tokens(model: &str, text: &str, max_tokens: u64) -> Value {
+    let mut body = chat(model, text);
+    body["max_tokens"] = json!(max_tokens);
+    body
+}
+
+#[tokio::test]
+async fn token_budget_reserves_then_reconciles_with_upstream_usage() {
+    let h = Harness::start(
+        "[limits]\ntokens_per_minute = 100\n[backends.main]\nbase_url = \"@UPSTREAM@\"",
+    )
+    .await;
+    // Prompt "hi": 1 token by the 4-chars rule + 4 for the message = 5;
+    // reservation 5 + 50 = 55 of 100.
+    let first = h
+        .post("/v1/chat/completions", with_max_tokens("m", "hi", 50))
+        .await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-ratelimit-limit-tokens"], "100");
+    assert_eq!(first.headers()["x-ratelimit-remaining-tokens"], "45");
+    // The scripted upstream reports 4 + 1 = 5 tokens: the other 50 return.
+    let second = h
+        .post("/v1/chat/completions", with_max_tokens("m", "hi", 50))
+        .await;
+    assert_eq!(
+        second.headers()["x-ratelimit-remaining-tokens"],
+        "40",
+        "100 - 5 spent - 55 reserved"
+    );
+
+    // A request that can never fit says so and names max_tokens.
+    let (status, code, body) = error_code(
+        h.post("/v1/chat/completions", with_max_tokens("m", "hi", 500))
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (429, "tokens_exhausted"));
+    assert_eq!(body["error"]["param"], "max_tokens");
+}
+
+#[tokio::test]
+async fn concurrent_streams_cannot_overshoot_the_token_budget() {
+    let h = Harness::start(
+        "[limits]\ntokens_per_minute = 100\n[backends.main]\nbase_url = \"@UPSTREAM@\"",
+    )
+    .await;
+    let mut open = with_max_tokens("endless", "x", 60);
+    open["stream"] = json!(true);
+    let resp = h.post("/v1/chat/completions", open.clone()).await;
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    // 65 tokens are reserved by the open stream: a second one does not fit.
+    let refused = h.post("/v1/chat/completions", open).await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let (_, code, _) = error_code(refused).await;
+    assert_eq!(code, "tokens_exhausted");
+    // Ending the stream reconciles it with what was really generated.
+    drop(stream);
+    let mut admitted = false;
+    for _ in 0..100 {
+        let resp = h
+            .post("/v1/chat/completions", with_max_tokens("m", "hi", 10))
+            .await;
+        if resp.status() == 200 {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        admitted,
+        "the reservation was released when the stream ended"
+    );
+}
+
+#[tokio::test]
+async fn stream_usage_is_requested_upstream_but_hidden_unless_asked() {
+    let h = Harness::start(
+        "[limits]\ntokens_per_minute = 10000\n[backends.main]\nbase_url = \"@UPSTREAM@\"",
+    )
+    .await;
+    let mut body = chat("m", "a b c");
+    body["stream"] = json!(true);
+    let data = sse_data(h.post("/v1/chat/completions", body.clone()).await).await;
+    assert!(
+        data.iter().all(|d| !d.contains("\"usage\"")),
+        "the client did not ask for usage: {data:?}"
+    );
+    assert_eq!(
+        h.upstream.received()[0].body["stream_options"]["include_usage"],
+        true,
+        "the gateway asked the upstream for usage to reconcile the budget"
+    );
+    body["stream_options"] = json!({"include_usage": true});
+    let data = sse_data(h.post("/v1/chat/completions", body).await).await;
+    assert!(
+        data.iter().any(|d| d.contains("\"usage\"")),
+        "asked for, so relayed"
+    );
+}

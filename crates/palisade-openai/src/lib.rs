@@ -3,6 +3,8 @@
 //! - [`error`]: the `{"error": {...}}` body and the stable error codes clients match on.
 //! - [`request`]: cheap inspection of request bodies (model, stream flag) without
 //!   committing to a full schema, so unknown fields always pass through untouched.
+//! - [`usage`]: token usage as upstreams report it, and estimates for
+//!   reserving budgets before they do.
 //! - [`sse`]: an incremental framer that cuts an upstream byte stream into
 //!   server-sent events without buffering the whole response.
 //!
@@ -14,6 +16,7 @@
 pub mod error;
 pub mod request;
 pub mod sse;
+pub mod usage;
 
 pub use error::{ApiError, ErrorCode, ErrorKind};
 pub use request::{InspectError, RequestBody};

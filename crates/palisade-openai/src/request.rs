@@ -157,6 +157,35 @@ impl RequestBody {
             && matches!(self.fields.get("stream"), Some(Value::Bool(true)))
     }
 
+    /// Asks the upstream to end a stream with a usage chunk
+    /// (`stream_options.include_usage`). Returns true when the client had not
+    /// asked for it itself, so the gateway knows to keep that chunk from it.
+    pub fn ensure_stream_usage(&mut self) -> bool {
+        let options = self
+            .fields
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !options.is_object() {
+            *options = Value::Object(Map::new());
+        }
+        let Value::Object(options) = options else {
+            return false;
+        };
+        let asked = matches!(options.get("include_usage"), Some(Value::Bool(true)));
+        options.insert("include_usage".to_owned(), Value::Bool(true));
+        !asked
+    }
+
+    /// Sets `max_tokens` when the client gave no completion limit.
+    pub fn set_max_tokens_if_absent(&mut self, max_tokens: u64) -> bool {
+        if crate::usage::requested_max_tokens(&self.fields).is_some() {
+            return false;
+        }
+        self.fields
+            .insert("max_tokens".to_owned(), Value::from(max_tokens));
+        true
+    }
+
     /// The whole object, for later gates that read messages.
     pub fn fields(&self) -> &Map<String, Value> {
         &self.fields
@@ -220,6 +249,21 @@ mod tests {
         let round: Value = serde_json::from_slice(&b.to_bytes()).unwrap();
         assert_eq!(round["model"], "real");
         assert_eq!(round["stream"], true);
+    }
+
+    #[test]
+    fn stream_usage_is_requested_and_client_choice_remembered() {
+        let mut b = chat(r#"{"model":"m","messages":[{}],"stream":true}"#).unwrap();
+        assert!(b.ensure_stream_usage(), "client had not asked");
+        assert_eq!(b.fields()["stream_options"]["include_usage"], true);
+        let mut asked = chat(
+            r#"{"model":"m","messages":[{}],"stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .unwrap();
+        assert!(!asked.ensure_stream_usage());
+        assert!(b.set_max_tokens_if_absent(64));
+        assert!(!b.set_max_tokens_if_absent(99));
+        assert_eq!(b.fields()["max_tokens"], 64);
     }
 
     #[test]

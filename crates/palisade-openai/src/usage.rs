@@ -1,0 +1,240 @@
+//! Token usage: what upstreams report, and estimates for when they don't.
+//!
+//! Token budgets are reserved before a request is sent (from an estimate)
+//! and reconciled afterwards with what was really used: the upstream's
+//! `usage` when it reports one, otherwise the gateway's own count of the
+//! streamed text. Estimates here are deliberately simple and documented:
+//! about four characters per token, the rule of thumb for English with
+//! OpenAI's and Llama's BPE vocabularies, plus a fixed overhead per message
+//! for the chat template. They over-count code and under-count CJK text;
+//! reconciliation corrects the budget either way.
+
+use serde_json::{Map, Value};
+
+/// Characters per token in the fallback estimate.
+pub const CHARS_PER_TOKEN: u64 = 4;
+/// Tokens a chat template adds per message (role markers, separators).
+pub const TOKENS_PER_MESSAGE: u64 = 4;
+
+/// Token counts of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Prompt (input) tokens.
+    pub prompt_tokens: u64,
+    /// Completion (output) tokens.
+    pub completion_tokens: u64,
+    /// Prompt tokens served from the upstream's prefix cache, when reported.
+    pub cached_tokens: Option<u64>,
+    /// Reasoning tokens (part of the completion), when reported.
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Prompt plus completion.
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+
+    /// Reads the `usage` object of a response or chunk, if present.
+    pub fn from_response(body: &Value) -> Option<Usage> {
+        let u = body.get("usage")?.as_object()?;
+        let int = |v: Option<&Value>| v.and_then(Value::as_u64);
+        Some(Usage {
+            prompt_tokens: int(u.get("prompt_tokens")).unwrap_or(0),
+            completion_tokens: int(u.get("completion_tokens")).unwrap_or(0),
+            cached_tokens: int(u
+                .get("prompt_tokens_details")
+                .and_then(|d| d.get("cached_tokens"))),
+            reasoning_tokens: int(u
+                .get("completion_tokens_details")
+                .and_then(|d| d.get("reasoning_tokens"))),
+        })
+    }
+}
+
+fn text_chars(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => s.chars().count() as u64,
+        // Content parts: count the text ones; images are priced by the
+        // upstream in ways we cannot see, and the reconciliation fixes it.
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match p {
+                Value::String(s) => s.chars().count() as u64,
+                _ => p.get("text").map_or(0, text_chars),
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// Estimated prompt tokens of a chat, completion or embeddings request.
+pub fn estimate_prompt_tokens(fields: &Map<String, Value>) -> u64 {
+    let mut chars = 0u64;
+    let mut messages = 0u64;
+    if let Some(Value::Array(list)) = fields.get("messages") {
+        for m in list {
+            messages += 1;
+            chars += m.get("content").map_or(0, text_chars);
+            // Tool calls the assistant made are part of the prompt too.
+            if let Some(calls) = m.get("tool_calls") {
+                chars += calls.to_string().chars().count() as u64;
+            }
+        }
+    }
+    for field in ["prompt", "input"] {
+        if let Some(v) = fields.get(field) {
+            chars += text_chars(v);
+        }
+    }
+    if let Some(tools) = fields.get("tools") {
+        chars += tools.to_string().chars().count() as u64;
+    }
+    chars.div_ceil(CHARS_PER_TOKEN) + messages * TOKENS_PER_MESSAGE
+}
+
+/// The completion limit the client asked for (`max_completion_tokens`, the
+/// newer name, wins over `max_tokens`).
+pub fn requested_max_tokens(fields: &Map<String, Value>) -> Option<u64> {
+    fields
+        .get("max_completion_tokens")
+        .and_then(Value::as_u64)
+        .or_else(|| fields.get("max_tokens").and_then(Value::as_u64))
+}
+
+/// What one streamed event was, for the tally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkKind {
+    /// A chunk with choices (content, tool calls, finish reason).
+    Content,
+    /// The final usage-only chunk (`choices: []` with `usage`).
+    UsageOnly,
+    /// `[DONE]`, an error, or something that is not a JSON chunk.
+    Other,
+}
+
+/// Counts a stream as it passes: the upstream's usage if it sends one, and
+/// the characters of generated text as the fallback.
+#[derive(Debug, Clone, Default)]
+pub struct StreamTally {
+    /// The upstream's usage, if a chunk carried one.
+    pub usage: Option<Usage>,
+    /// Characters of generated content and tool-call arguments seen.
+    pub generated_chars: u64,
+}
+
+impl StreamTally {
+    /// Observes one event's `data`.
+    pub fn observe(&mut self, data: &str) -> ChunkKind {
+        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+            return ChunkKind::Other;
+        };
+        if let Some(usage) = Usage::from_response(&chunk) {
+            self.usage = Some(usage);
+        }
+        let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
+            return ChunkKind::Other;
+        };
+        if choices.is_empty() {
+            return if chunk.get("usage").is_some_and(Value::is_object) {
+                ChunkKind::UsageOnly
+            } else {
+                ChunkKind::Other
+            };
+        }
+        for choice in choices {
+            let delta = choice.get("delta");
+            let content = delta
+                .and_then(|d| d.get("content"))
+                .or_else(|| choice.get("text"));
+            self.generated_chars += content.map_or(0, text_chars);
+            if let Some(Value::Array(calls)) = delta.and_then(|d| d.get("tool_calls")) {
+                for call in calls {
+                    self.generated_chars +=
+                        call.pointer("/function/arguments").map_or(0, text_chars);
+                }
+            }
+        }
+        ChunkKind::Content
+    }
+
+    /// Observes a complete (non-streamed) response body.
+    pub fn observe_response(&mut self, body: &Value) {
+        self.usage = Usage::from_response(body);
+        if let Some(Value::Array(choices)) = body.get("choices") {
+            for choice in choices {
+                let content = choice
+                    .pointer("/message/content")
+                    .or_else(|| choice.get("text"));
+                self.generated_chars += content.map_or(0, text_chars);
+            }
+        }
+    }
+
+    /// Tokens used: the upstream's figure, else the estimate from the text.
+    /// Returns the total and whether it came from the upstream.
+    pub fn total(&self, prompt_estimate: u64) -> (u64, bool) {
+        match self.usage {
+            Some(u) => (u.total(), true),
+            None => (
+                prompt_estimate + self.generated_chars.div_ceil(CHARS_PER_TOKEN),
+                false,
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_usage_with_details() {
+        let body = json!({"usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+            "prompt_tokens_details": {"cached_tokens": 8}, "completion_tokens_details": {"reasoning_tokens": 2}}});
+        let u = Usage::from_response(&body).unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total()),
+            (10, 5, 15)
+        );
+        assert_eq!((u.cached_tokens, u.reasoning_tokens), (Some(8), Some(2)));
+        assert!(Usage::from_response(&json!({"usage": null})).is_none());
+    }
+
+    #[test]
+    fn estimates_prompt_and_reads_max_tokens() {
+        let req = json!({"messages": [{"role": "user", "content": "12345678"},
+                                      {"role": "user", "content": [{"type": "text", "text": "abcd"}]}],
+                         "max_tokens": 50, "max_completion_tokens": 70});
+        let fields = req.as_object().unwrap();
+        // 12 chars → 3 tokens, plus 2 messages × 4.
+        assert_eq!(estimate_prompt_tokens(fields), 3 + 8);
+        assert_eq!(requested_max_tokens(fields), Some(70));
+        let emb = json!({"input": ["abcd", "efgh"]});
+        assert_eq!(estimate_prompt_tokens(emb.as_object().unwrap()), 2);
+    }
+
+    #[test]
+    fn tally_prefers_upstream_usage_and_falls_back_to_counting() {
+        let mut t = StreamTally::default();
+        assert_eq!(
+            t.observe(r#"{"choices":[{"delta":{"content":"hello wor"}}]}"#),
+            ChunkKind::Content
+        );
+        assert_eq!(
+            t.observe(
+                r#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{\"a\":1}"}}]}}]}"#
+            ),
+            ChunkKind::Content
+        );
+        assert_eq!(t.observe("[DONE]"), ChunkKind::Other);
+        // 9 + 7 chars → 4 tokens, plus the prompt estimate.
+        assert_eq!(t.total(10), (14, false));
+        assert_eq!(
+            t.observe(r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":6}}"#),
+            ChunkKind::UsageOnly
+        );
+        assert_eq!(t.total(10), (18, true));
+    }
+}
