@@ -291,6 +291,17 @@ pub struct BackendConfig {
     /// wildcard route points at it.
     #[serde(default = "defaults::yes")]
     pub list_models: bool,
+    /// Most requests at this backend at once (its downstream budget). More
+    /// wait in a fair queue across tenants. Unset: no limit.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    /// Requests one tenant may have waiting for this backend; more are
+    /// refused with 503 `upstream_overloaded`.
+    #[serde(default = "defaults::max_queued_per_tenant")]
+    pub max_queued_per_tenant: u32,
+    /// Longest wait in that queue (also bounded by the request's deadline).
+    #[serde(default = "defaults::queue_timeout_ms")]
+    pub queue_timeout_ms: u64,
 }
 
 impl BackendConfig {
@@ -304,6 +315,9 @@ impl BackendConfig {
             idle_timeout_ms: defaults::idle_timeout_ms(),
             request_timeout_ms: defaults::request_timeout_ms(),
             list_models: true,
+            max_in_flight: None,
+            max_queued_per_tenant: defaults::max_queued_per_tenant(),
+            queue_timeout_ms: defaults::queue_timeout_ms(),
         }
     }
 }
@@ -323,6 +337,16 @@ mod defaults {
     }
     pub(super) fn yes() -> bool {
         true
+    }
+    /// Absorbs a client's burst while the backend is saturated; beyond that,
+    /// waiting only turns into timeouts.
+    pub(super) fn max_queued_per_tenant() -> u32 {
+        64
+    }
+    /// Long enough to ride out a burst, short enough that clients retry
+    /// elsewhere before their own timeouts.
+    pub(super) fn queue_timeout_ms() -> u64 {
+        10_000
     }
 }
 
@@ -509,7 +533,20 @@ impl Config {
                     ))
                 }
             }
+            if backend.max_in_flight == Some(0) {
+                return Err(invalid(
+                    key("max_in_flight"),
+                    "must be greater than 0 (leave it out for no limit)",
+                ));
+            }
+            if backend.max_queued_per_tenant == 0 {
+                return Err(invalid(
+                    key("max_queued_per_tenant"),
+                    "must be greater than 0",
+                ));
+            }
             for (field, value) in [
+                ("queue_timeout_ms", backend.queue_timeout_ms),
                 ("connect_timeout_ms", backend.connect_timeout_ms),
                 ("first_byte_timeout_ms", backend.first_byte_timeout_ms),
                 ("idle_timeout_ms", backend.idle_timeout_ms),

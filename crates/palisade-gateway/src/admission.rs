@@ -308,10 +308,16 @@ pub struct TokenReservation {
     origin: Instant,
     /// The prompt part of the reservation.
     pub prompt_estimate: u64,
+    amount: u64,
     settled: bool,
 }
 
 impl TokenReservation {
+    /// Tokens reserved (prompt estimate + completion allowance).
+    pub fn amount(&self) -> u64 {
+        self.amount
+    }
+
     fn now(&self) -> Nanos {
         Nanos(self.origin.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64)
     }
@@ -411,6 +417,7 @@ impl Admission {
                 id: id.to_owned(),
                 origin: self.origin,
                 prompt_estimate,
+                amount,
                 settled: false,
             }),
             info,

@@ -35,6 +35,7 @@ pub mod proxy;
 pub mod readiness;
 pub mod request_id;
 pub mod routing;
+pub mod scheduler;
 pub mod server;
 pub mod stream;
 pub mod upstream;

@@ -43,6 +43,8 @@ pub struct RequestRecord {
     _slot: Option<crate::admission::InFlightSlot>,
     /// Token accounting, when the tenant has a token budget.
     pub(crate) tokens: Option<TokenAccounting>,
+    /// The request's place at a backend with a downstream budget.
+    _backend_slot: Option<crate::scheduler::BackendSlot>,
     /// The request span, re-entered for the access-log line: a stream ends
     /// after the handler returned, outside the span.
     span: tracing::Span,
@@ -61,6 +63,7 @@ impl RequestRecord {
             limit_headers: palisade_limits::RateLimitHeaders::default(),
             _slot: None,
             tokens: None,
+            _backend_slot: None,
             span: tracing::Span::current(),
             _in_flight: InFlight::enter(),
             done: false,
@@ -267,6 +270,12 @@ async fn send_upstream(
     };
     let backend = &state.backends[route.backend];
     let deadline = record.started + route.deadline.unwrap_or(backend.request_timeout);
+
+    // The backend's downstream budget: wait (fairly) for a slot.
+    if let Some(scheduler) = &backend.scheduler {
+        let cost = record.tokens.as_ref().map_or(1, |t| t.reservation.amount());
+        record._backend_slot = Some(scheduler.acquire(&principal.tenant, cost, deadline).await?);
+    }
 
     // Phase 5: forward.
     let upstream = backend

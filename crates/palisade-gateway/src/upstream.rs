@@ -63,6 +63,8 @@ pub struct Backend {
     pub request_timeout: Duration,
     /// Whether the wildcard listing may ask this backend for its models.
     pub list_models: bool,
+    /// The downstream budget and fair queue, when `max_in_flight` is set.
+    pub scheduler: Option<std::sync::Arc<crate::scheduler::BackendScheduler>>,
 }
 
 impl Backend {
@@ -126,6 +128,21 @@ impl Backend {
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             list_models: config.list_models,
+            scheduler: match config.max_in_flight {
+                Some(max) => Some(std::sync::Arc::new(
+                    crate::scheduler::BackendScheduler::new(
+                        name,
+                        max,
+                        config.max_queued_per_tenant,
+                        Duration::from_millis(config.queue_timeout_ms),
+                    )
+                    .map_err(|e| BackendError::Url {
+                        backend: name.to_owned(),
+                        message: e.to_string(),
+                    })?,
+                )),
+                None => None,
+            },
         })
     }
 

@@ -809,3 +809,76 @@ async fn stream_usage_is_requested_upstream_but_hidden_unless_asked() {
         "asked for, so relayed"
     );
 }
+
+/// Fairness: a heavy tenant (12 concurrent clients) and a light one (1
+/// client, one request at a time) share a backend limited to 2 in flight,
+/// where each request takes 50 ms. With FIFO the light tenant would wait
+/// behind the heavy backlog (~6 service times); with VTC fair queueing it is
+/// served within about two service times of arriving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_light_tenant_is_not_starved_by_a_heavy_one() {
+    let key = |k: &str| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(k.as_bytes()))
+    };
+    let h = Harness::start(&format!(
+        "[[auth.keys]]\nname = \"h\"\ntenant = \"heavy\"\nsha256 = \"{}\"\n[[auth.keys]]\nname = \"l\"\ntenant = \"light\"\nsha256 = \"{}\"\n[backends.main]\nbase_url = \"@UPSTREAM@\"\nmax_in_flight = 2\nqueue_timeout_ms = 20000",
+        key("pk-heavy"),
+        key("pk-light")
+    ))
+    .await;
+    let run_for = Duration::from_secs(4);
+    let started = std::time::Instant::now();
+    let worker = |k: &'static str| {
+        let (client, url) = (h.client.clone(), h.url("/v1/chat/completions"));
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while started.elapsed() < run_for {
+                let t = std::time::Instant::now();
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(k)
+                    .json(&chat("delay-50", "x"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+                latencies.push(t.elapsed());
+            }
+            latencies
+        })
+    };
+    let heavy: Vec<_> = (0..12).map(|_| worker("pk-heavy")).collect();
+    let light = worker("pk-light");
+    let mut heavy_lat = Vec::new();
+    for w in heavy {
+        heavy_lat.extend(w.await.unwrap());
+    }
+    let mut light_lat = light.await.unwrap();
+    heavy_lat.sort();
+    light_lat.sort();
+    let median = |v: &[Duration]| v[v.len() / 2];
+    let p90 = |v: &[Duration]| v[v.len() * 9 / 10];
+    let light_share = light_lat.len() as f64 / (light_lat.len() + heavy_lat.len()) as f64;
+    eprintln!(
+        "fairness: heavy {} requests, median {:?}, p90 {:?}; light {} requests, median {:?}, p90 {:?}; light share {:.1}%",
+        heavy_lat.len(),
+        median(&heavy_lat),
+        p90(&heavy_lat),
+        light_lat.len(),
+        median(&light_lat),
+        p90(&light_lat),
+        light_share * 100.0
+    );
+    assert!(
+        median(&heavy_lat) >= Duration::from_millis(200),
+        "the backend really was saturated"
+    );
+    assert!(
+        median(&light_lat) <= Duration::from_millis(150),
+        "light tenant waited {:?} (bound: 3 service times)",
+        median(&light_lat)
+    );
+    // One client at a time at ≤150 ms each is ≥ 6.6 requests/s of ~40/s.
+    assert!(light_share >= 0.12, "light share {light_share:.3}");
+}

@@ -74,6 +74,9 @@ pub enum ErrorCode {
     BlockedOffender,
     /// The shared limits backend is unreachable and the policy is to refuse.
     LimitsUnavailable,
+    /// The backend is at its in-flight limit and this request could not be
+    /// queued (queue full) or waited past the queue timeout.
+    UpstreamOverloaded,
     /// The gateway is draining for shutdown.
     ShuttingDown,
     /// An internal error; never carries details to the client.
@@ -95,7 +98,7 @@ impl ErrorCode {
             | Self::QuotaExceeded
             | Self::BlockedOffender => 429,
             Self::UpstreamUnavailable | Self::UpstreamProtocol | Self::UpstreamError => 502,
-            Self::ShuttingDown | Self::LimitsUnavailable => 503,
+            Self::ShuttingDown | Self::LimitsUnavailable | Self::UpstreamOverloaded => 503,
             Self::UpstreamTimeout => 504,
             Self::InternalError => 500,
         }
@@ -119,7 +122,9 @@ impl ErrorCode {
             | Self::UpstreamTimeout
             | Self::UpstreamProtocol
             | Self::UpstreamError => ErrorKind::UpstreamError,
-            Self::InternalError | Self::LimitsUnavailable => ErrorKind::ServerError,
+            Self::InternalError | Self::LimitsUnavailable | Self::UpstreamOverloaded => {
+                ErrorKind::ServerError
+            }
         }
     }
 
@@ -143,6 +148,7 @@ impl ErrorCode {
             Self::QuotaExceeded => "quota_exceeded",
             Self::BlockedOffender => "blocked_offender",
             Self::LimitsUnavailable => "limits_unavailable",
+            Self::UpstreamOverloaded => "upstream_overloaded",
             Self::ShuttingDown => "shutting_down",
             Self::InternalError => "internal_error",
         }
@@ -275,6 +281,7 @@ mod tests {
             ErrorCode::QuotaExceeded,
             ErrorCode::BlockedOffender,
             ErrorCode::LimitsUnavailable,
+            ErrorCode::UpstreamOverloaded,
             ErrorCode::ShuttingDown,
             ErrorCode::InternalError,
         ] {

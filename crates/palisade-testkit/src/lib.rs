@@ -15,6 +15,7 @@
 //! - `stall`: streams two events, then goes silent forever.
 //! - `endless`: streams an event every 10 ms until the client disconnects.
 //! - `torn`: sends one event, then half an event, then ends the body.
+//! - `delay-N`: a normal completion after N milliseconds (a busy model).
 //!
 //! Test-only crate: it is never linked into the gateway binary.
 
@@ -198,7 +199,11 @@ async fn chat(
             tokio::time::sleep(Duration::from_secs(2)).await;
             watch.1 = true;
         }
-        _ => {}
+        m => {
+            if let Some(ms) = m.strip_prefix("delay-").and_then(|n| n.parse::<u64>().ok()) {
+                tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+            }
+        }
     }
     let text = last_user_text(&body);
     let words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();

@@ -1,0 +1,280 @@
+//! The downstream budget of a backend: at most `max_in_flight` requests at
+//! the model server, and a fair queue in front of it.
+//!
+//! A saturated model server gets slower for everyone; queueing in the gateway
+//! instead keeps its latency stable and lets us choose *who* goes next. The
+//! choice is VTC-style weighted fair queueing (`palisade_limits::FairQueue`):
+//! the backlogged tenant that has received the least service goes first, so
+//! one heavy tenant cannot starve a light one. Service is charged at dispatch
+//! as the request's token reservation (prompt estimate + max_tokens), or one
+//! unit per request when no token budget applies.
+//!
+//! Queues are bounded per tenant and waits are bounded by the queue timeout
+//! (and the request's own deadline); both refusals are 503
+//! `upstream_overloaded` with `Retry-After`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use palisade_limits::{FairQueue, FairQueueConfig};
+use palisade_openai::{ApiError, ErrorCode};
+use tokio::sync::oneshot;
+
+struct Waiter {
+    ticket: u64,
+    cost: u64,
+    wake: oneshot::Sender<()>,
+}
+
+struct Inner {
+    in_flight: u32,
+    fair: FairQueue,
+    waiters: HashMap<Arc<str>, VecDeque<Waiter>>,
+    next_ticket: u64,
+}
+
+/// One backend's in-flight budget and fair queue.
+pub struct BackendScheduler {
+    name: String,
+    max_in_flight: u32,
+    queue_timeout: Duration,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for BackendScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendScheduler")
+            .field("name", &self.name)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request's place at the backend; frees it (and wakes the next request
+/// in fair order) when dropped.
+#[derive(Debug)]
+pub struct BackendSlot {
+    scheduler: Arc<BackendScheduler>,
+}
+
+impl Drop for BackendSlot {
+    fn drop(&mut self) {
+        self.scheduler.release();
+    }
+}
+
+fn overloaded(backend: &str, why: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::UpstreamOverloaded,
+        format!("backend `{backend}` is at capacity: {why}"),
+    )
+    .with_retry_after(Some(1))
+}
+
+impl BackendScheduler {
+    /// A scheduler admitting `max_in_flight` requests at once, queueing up to
+    /// `max_queued_per_tenant` more per tenant for at most `queue_timeout`.
+    pub fn new(
+        name: &str,
+        max_in_flight: u32,
+        max_queued_per_tenant: u32,
+        queue_timeout: Duration,
+    ) -> Result<Self, palisade_limits::LimitError> {
+        Ok(Self {
+            name: name.to_owned(),
+            max_in_flight,
+            queue_timeout,
+            inner: Mutex::new(Inner {
+                in_flight: 0,
+                fair: FairQueue::new(FairQueueConfig {
+                    default_weight: 1,
+                    max_queued_per_tenant,
+                })?,
+                waiters: HashMap::new(),
+                next_ticket: 0,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Requests currently at the backend.
+    pub fn in_flight(&self) -> u32 {
+        self.lock().in_flight
+    }
+
+    /// Waits for a slot at the backend, at most until `deadline`.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        tenant: &str,
+        cost: u64,
+        deadline: std::time::Instant,
+    ) -> Result<BackendSlot, ApiError> {
+        let (ticket, rx) = {
+            let mut inner = self.lock();
+            if inner.in_flight < self.max_in_flight && inner.fair.total_queued() == 0 {
+                inner.in_flight += 1;
+                inner.fair.charge(tenant, cost);
+                return Ok(BackendSlot {
+                    scheduler: self.clone(),
+                });
+            }
+            if inner.fair.enqueue(tenant).is_err() {
+                return Err(overloaded(&self.name, "this tenant's queue is full"));
+            }
+            let (tx, rx) = oneshot::channel();
+            let ticket = inner.next_ticket;
+            inner.next_ticket += 1;
+            inner
+                .waiters
+                .entry(Arc::from(tenant))
+                .or_default()
+                .push_back(Waiter {
+                    ticket,
+                    cost,
+                    wake: tx,
+                });
+            (ticket, rx)
+        };
+        // If this future is dropped (the client left), the waiter stays
+        // queued with a closed channel; `release` skips it.
+        let wait = self
+            .queue_timeout
+            .min(deadline.saturating_duration_since(std::time::Instant::now()));
+        let mut rx = rx;
+        match tokio::time::timeout(wait, &mut rx).await {
+            Ok(Ok(())) => Ok(BackendSlot {
+                scheduler: self.clone(),
+            }),
+            _ => {
+                let mut inner = self.lock();
+                let still_queued = inner.waiters.get_mut(tenant).and_then(|q| {
+                    q.iter()
+                        .position(|w| w.ticket == ticket)
+                        .and_then(|i| q.remove(i))
+                });
+                if still_queued.is_some() {
+                    let _ = inner.fair.cancel(tenant);
+                    return Err(overloaded(&self.name, "timed out waiting in the queue"));
+                }
+                drop(inner);
+                // Woken in the instant the timer fired: the slot is ours.
+                match rx.try_recv() {
+                    Ok(()) => Ok(BackendSlot {
+                        scheduler: self.clone(),
+                    }),
+                    Err(_) => Err(overloaded(&self.name, "timed out waiting in the queue")),
+                }
+            }
+        }
+    }
+
+    /// Frees a slot and hands free slots to queued requests in fair order.
+    fn release(&self) {
+        let mut inner = self.lock();
+        inner.in_flight = inner.in_flight.saturating_sub(1);
+        while inner.in_flight < self.max_in_flight {
+            let Some(tenant) = inner.fair.pick_next() else {
+                break;
+            };
+            let Some(waiter) = inner.waiters.get_mut(&tenant).and_then(VecDeque::pop_front) else {
+                continue;
+            };
+            if waiter.wake.send(()).is_ok() {
+                inner.in_flight += 1;
+                inner.fair.charge(&tenant, waiter.cost);
+            }
+            // A closed channel: that client left while queued; try the next.
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[tokio::test]
+    async fn admits_up_to_the_limit_then_queues_fairly() {
+        let s = Arc::new(BackendScheduler::new("b", 1, 8, Duration::from_secs(5)).unwrap());
+        let first = s.acquire("heavy", 10, far()).await.unwrap();
+        // Heavy queues three, then light queues one. FIFO would serve light
+        // fourth; VTC lifts light to the smallest backlogged counter (idle
+        // time earns no credit) and then alternates, so light is served
+        // within the first two.
+        let mut order = Vec::new();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for (i, tenant) in ["heavy", "heavy", "heavy", "light"].into_iter().enumerate() {
+            let (task_s, tx) = (s.clone(), tx.clone());
+            tokio::spawn(async move {
+                let slot = task_s.acquire(tenant, 10, far()).await.unwrap();
+                tx.send(tenant).unwrap();
+                drop(slot);
+            });
+            // Enqueue in a known order.
+            for _ in 0..100 {
+                if s.lock().fair.total_queued() as usize == i + 1 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(s.in_flight(), 1);
+        drop(first);
+        for _ in 0..4 {
+            order.push(rx.recv().await.unwrap());
+        }
+        let light_at = order.iter().position(|t| *t == "light").unwrap();
+        assert!(light_at <= 1, "{order:?}");
+        assert_eq!(s.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn queue_timeout_and_full_queue_are_overload_errors() {
+        let s = Arc::new(BackendScheduler::new("b", 1, 1, Duration::from_millis(50)).unwrap());
+        let _held = s.acquire("t", 1, far()).await.unwrap();
+        let waiting = {
+            let s = s.clone();
+            tokio::spawn(async move { s.acquire("t", 1, far()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let full = s.acquire("t", 1, far()).await.unwrap_err();
+        assert_eq!(full.code, ErrorCode::UpstreamOverloaded);
+        assert!(full.message.contains("queue is full"));
+        let timed_out = waiting.await.unwrap().unwrap_err();
+        assert!(timed_out.message.contains("timed out"));
+        assert_eq!(
+            s.lock().fair.total_queued(),
+            0,
+            "the timed-out waiter left the queue"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_went_away_does_not_leak_the_slot() {
+        let s = Arc::new(BackendScheduler::new("b", 1, 4, Duration::from_secs(5)).unwrap());
+        let held = s.acquire("t", 1, far()).await.unwrap();
+        let gone = {
+            let s = s.clone();
+            tokio::spawn(async move { s.acquire("t", 1, far()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        gone.abort();
+        let _ = gone.await;
+        drop(held);
+        assert_eq!(
+            s.in_flight(),
+            0,
+            "the abandoned waiter did not take the slot"
+        );
+        let _again = s.acquire("t", 1, far()).await.unwrap();
+        assert_eq!(s.in_flight(), 1);
+    }
+}
