@@ -83,7 +83,7 @@ pub struct Config {
 
 /// Admission limits. Every field is optional: an absent limit is no limit,
 /// so a config without `[limits]` admits everything (the local default).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Where request-rate state lives: `memory` (this process) or `redis`
@@ -109,6 +109,44 @@ pub struct LimitsConfig {
     pub default: TenantLimits,
     /// Per-tenant overrides; a field left out falls back to the default.
     pub tenants: BTreeMap<String, TenantLimits>,
+    /// The escalation ladder for repeat offenders (per API key). Absent: off.
+    pub escalation: Option<EscalationConfig>,
+}
+
+/// Warn → slow → block for keys that keep hitting limits. Each refusal by a
+/// limit is one point; points decay with `half_life_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EscalationConfig {
+    /// Score at which responses carry an `x-palisade-warning` header.
+    pub warn_at: f64,
+    /// Score at which requests are delayed by `slow_delay_ms` first.
+    pub slow_at: f64,
+    /// Score which blocks the key for `block_secs` (429 `blocked_offender`).
+    pub block_at: f64,
+    /// Time for a score to halve.
+    pub half_life_secs: u64,
+    /// Delay on the slow rung.
+    pub slow_delay_ms: u64,
+    /// Length of a block.
+    pub block_secs: u64,
+}
+
+impl Default for EscalationConfig {
+    /// Rationale: clients that honour `Retry-After` rarely collect more than
+    /// a few refusals a minute; a script hammering through 429s collects
+    /// dozens. Ten points warn, twenty-five slow it by a second, fifty block
+    /// it for five minutes; a two-minute half-life forgets a burst quickly.
+    fn default() -> Self {
+        Self {
+            warn_at: 10.0,
+            slow_at: 25.0,
+            block_at: 50.0,
+            half_life_secs: 120,
+            slow_delay_ms: 1000,
+            block_secs: 300,
+        }
+    }
 }
 
 impl Default for LimitsConfig {
@@ -122,6 +160,7 @@ impl Default for LimitsConfig {
             inject_max_tokens: false,
             default: TenantLimits::default(),
             tenants: BTreeMap::new(),
+            escalation: None,
         }
     }
 }
@@ -160,6 +199,9 @@ pub struct TenantLimits {
     pub burst: Option<u64>,
     /// Requests (streams until they end) in flight per API key.
     pub max_in_flight_per_key: Option<u32>,
+    /// Streams open at once per API key (a subset of the in-flight limit,
+    /// since a stream holds its connection for the whole generation).
+    pub max_streams_per_key: Option<u32>,
     /// Tokens (prompt + completion) per minute for the tenant. Each request
     /// reserves its estimated prompt plus its `max_tokens` before it is sent
     /// and is reconciled with the real usage afterwards, so concurrent
@@ -177,6 +219,7 @@ impl TenantLimits {
                 .max_in_flight_per_key
                 .or(fallback.max_in_flight_per_key),
             tokens_per_minute: self.tokens_per_minute.or(fallback.tokens_per_minute),
+            max_streams_per_key: self.max_streams_per_key.or(fallback.max_streams_per_key),
         }
     }
 
@@ -568,6 +611,21 @@ impl Config {
                 }
             }
         }
+        if let Some(e) = &self.limits.escalation {
+            let ordered = e.warn_at > 0.0 && e.warn_at <= e.slow_at && e.slow_at <= e.block_at;
+            if !(ordered && e.block_at.is_finite()) {
+                return Err(invalid(
+                    "limits.escalation",
+                    "needs 0 < warn_at <= slow_at <= block_at",
+                ));
+            }
+            if e.half_life_secs == 0 {
+                return Err(invalid(
+                    "limits.escalation.half_life_secs",
+                    "must be greater than 0",
+                ));
+            }
+        }
         if self.limits.redis_timeout_ms == 0 {
             return Err(invalid("limits.redis_timeout_ms", "must be greater than 0"));
         }
@@ -585,6 +643,12 @@ impl Config {
             }
             if limits.burst == Some(0) {
                 return Err(invalid(format!("{scope}.burst"), "must be greater than 0"));
+            }
+            if limits.max_streams_per_key == Some(0) {
+                return Err(invalid(
+                    format!("{scope}.max_streams_per_key"),
+                    "must be greater than 0 (leave it out for no limit)",
+                ));
             }
             if limits.tokens_per_minute == Some(0) {
                 return Err(invalid(

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use palisade_config::{LimitsBackend, LimitsConfig, OnBackendError, TenantLimits};
 use palisade_limits::{
-    Acquire, BudgetConfig, ConcurrencyLimiter, GcraConfig, MemoryGcra, Nanos, Permit,
-    RateLimitHeaders, RateLimitInfo, TokenBudget,
+    Acquire, BudgetConfig, ConcurrencyLimiter, EscalationLadder, GcraConfig, LadderConfig,
+    MemoryGcra, Nanos, Permit, RateLimitHeaders, RateLimitInfo, Rung, TokenBudget,
 };
 use palisade_openai::{ApiError, ErrorCode};
 
@@ -32,6 +32,7 @@ struct TenantGate {
     /// in-memory limiter (primary, or the fallback when Redis is out).
     rate: Option<(u64, GcraConfig, Mutex<MemoryGcra>)>,
     max_in_flight_per_key: Option<u32>,
+    max_streams_per_key: Option<u32>,
     /// Tokens-per-minute budget with reservations.
     tokens: Option<Arc<Mutex<TokenBudget>>>,
 }
@@ -46,6 +47,8 @@ pub struct Admission {
     in_flight: Arc<Mutex<ConcurrencyLimiter>>,
     /// The shared backend, once connected (`backend = "redis"` only).
     shared: Arc<OnceLock<palisade_redis::RedisGcra>>,
+    /// Repeat-offender ladder per API key, when configured.
+    ladder: Option<Mutex<EscalationLadder>>,
     redis: Option<RedisSettings>,
 }
 
@@ -81,6 +84,7 @@ fn gate(limits: TenantLimits) -> Result<TenantGate, AdmissionError> {
     Ok(TenantGate {
         rate,
         max_in_flight_per_key: limits.max_in_flight_per_key,
+        max_streams_per_key: limits.max_streams_per_key,
         tokens,
     })
 }
@@ -91,8 +95,21 @@ fn gate(limits: TenantLimits) -> Result<TenantGate, AdmissionError> {
 pub struct Admitted {
     /// `x-ratelimit-*` values for the response.
     pub headers: RateLimitHeaders,
+    /// The key is on the ladder's warning rung (or higher).
+    pub warned: bool,
     /// Held for the life of the request (the stream, for streams).
     pub slot: Option<InFlightSlot>,
+}
+
+/// A request the gate refused.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The error for the client (429/503 with `Retry-After`).
+    pub error: ApiError,
+    /// `x-ratelimit-*` values as of the refusal.
+    pub headers: RateLimitHeaders,
+    /// The key was already on the ladder's warning rung.
+    pub warned: bool,
 }
 
 /// An in-flight slot; released when dropped, however the request ends.
@@ -134,6 +151,17 @@ impl Admission {
             tenants,
             in_flight: Arc::new(Mutex::new(ConcurrencyLimiter::new(ceiling)?)),
             shared: Arc::new(OnceLock::new()),
+            ladder: match config.escalation {
+                Some(e) => Some(Mutex::new(EscalationLadder::new(LadderConfig {
+                    warn_at: e.warn_at,
+                    slow_at: e.slow_at,
+                    block_at: e.block_at,
+                    half_life: Nanos::from_secs(e.half_life_secs),
+                    slow_delay: Nanos::from_millis(e.slow_delay_ms),
+                    block_for: Nanos::from_secs(e.block_secs),
+                })?)),
+                None => None,
+            },
             redis,
         })
     }
@@ -239,8 +267,79 @@ impl Admission {
         Nanos(self.origin.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64)
     }
 
-    /// Decides whether `principal` may start a request now.
-    pub async fn admit(
+    fn offender_key(principal: &Principal) -> String {
+        format!("{}/{}", principal.tenant, principal.key_name)
+    }
+
+    /// Records an offence (a refusal) against `principal`'s key.
+    pub fn offend(&self, principal: &Principal, points: u32) {
+        if let Some(ladder) = &self.ladder {
+            let now = self.now();
+            let standing = ladder
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .offend(&Self::offender_key(principal), points, now);
+            if standing.rung == Rung::Block {
+                metrics::counter!(crate::metrics::OFFENDERS_BLOCKED).increment(1);
+            }
+        }
+    }
+
+    /// Decides whether `principal` may start a request now: the escalation
+    /// ladder first, then the limits; every refusal is an offence.
+    pub async fn admit(&self, principal: &Principal) -> Result<Admitted, Refusal> {
+        let mut warned = false;
+        if let Some(ladder) = &self.ladder {
+            let (standing, slow_delay) = {
+                let ladder = ladder.lock().unwrap_or_else(PoisonError::into_inner);
+                (
+                    ladder.standing(&Self::offender_key(principal), self.now()),
+                    ladder.config().slow_delay,
+                )
+            };
+            match standing.rung {
+                Rung::Block => {
+                    let retry = match standing.decision {
+                        palisade_limits::Decision::Deny(d) => d.retry_after_secs(),
+                        _ => None,
+                    };
+                    let err = ApiError::new(
+                        ErrorCode::BlockedOffender,
+                        "this API key is blocked for repeatedly exceeding its limits",
+                    )
+                    .with_retry_after(retry);
+                    return Err(Refusal {
+                        error: err,
+                        headers: RateLimitHeaders::default(),
+                        warned: true,
+                    });
+                }
+                Rung::Slow => {
+                    warned = true;
+                    tokio::time::sleep(Duration::from_nanos(slow_delay.get())).await;
+                }
+                Rung::Warn => warned = true,
+                Rung::Clear => {}
+            }
+        }
+        let result = self.admit_limits(principal).await;
+        match result {
+            Ok(mut admitted) => {
+                admitted.warned = warned;
+                Ok(admitted)
+            }
+            Err((error, headers)) => {
+                self.offend(principal, 1);
+                Err(Refusal {
+                    error,
+                    headers,
+                    warned,
+                })
+            }
+        }
+    }
+
+    async fn admit_limits(
         &self,
         principal: &Principal,
     ) -> Result<Admitted, (ApiError, RateLimitHeaders)> {
@@ -294,7 +393,11 @@ impl Admission {
                 }
             }
         }
-        Ok(Admitted { headers, slot })
+        Ok(Admitted {
+            headers,
+            warned: false,
+            slot,
+        })
     }
 }
 
@@ -363,6 +466,37 @@ impl Drop for TokenReservation {
 }
 
 impl Admission {
+    /// Takes a stream slot for `principal`'s key, when streams are limited.
+    pub fn admit_stream(&self, principal: &Principal) -> Result<Option<InFlightSlot>, ApiError> {
+        let gate = self
+            .tenants
+            .get(&*principal.tenant)
+            .unwrap_or(&self.default);
+        let Some(max) = gate.max_streams_per_key else {
+            return Ok(None);
+        };
+        let key = format!("streams:{}/{}", principal.tenant, principal.key_name);
+        let mut limiter = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match limiter.try_acquire_up_to(&key, max) {
+            Acquire::Acquired { permit, .. } => Ok(Some(InFlightSlot {
+                limiter: self.in_flight.clone(),
+                permit: Some(permit),
+            })),
+            Acquire::Full { .. } => {
+                drop(limiter);
+                self.offend(principal, 1);
+                Err(ApiError::new(
+                    ErrorCode::ConcurrencyLimited,
+                    format!("{max} streams already open for this API key; retry when one ends"),
+                )
+                .with_retry_after(Some(1)))
+            }
+        }
+    }
+
     /// Whether `tenant` has a token budget (so the request path needs to
     /// estimate and count tokens at all).
     pub fn has_token_budget(&self, tenant: &str) -> bool {

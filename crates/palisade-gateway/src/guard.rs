@@ -267,7 +267,7 @@ async fn run(
         .admission
         .admit(&principal)
         .await
-        .map_err(|(err, _)| err)?;
+        .map_err(|refusal| refusal.error)?;
     let bytes = crate::proxy::read_body(headers, body, state.max_body_bytes).await?;
     let req: GuardRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(

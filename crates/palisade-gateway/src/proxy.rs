@@ -39,8 +39,12 @@ pub struct RequestRecord {
     started: Instant,
     /// Rate-limit headers for the response, set by the rate gate.
     limit_headers: palisade_limits::RateLimitHeaders,
+    /// The key is on the escalation ladder's warning rung.
+    warned: bool,
     /// The in-flight slot, released when the request (or stream) ends.
     _slot: Option<crate::admission::InFlightSlot>,
+    /// The stream slot, for streaming requests under a stream limit.
+    _stream_slot: Option<crate::admission::InFlightSlot>,
     /// Token accounting, when the tenant has a token budget.
     pub(crate) tokens: Option<TokenAccounting>,
     /// The request's place at a backend with a downstream budget.
@@ -61,7 +65,9 @@ impl RequestRecord {
             model_label: "none".into(),
             started,
             limit_headers: palisade_limits::RateLimitHeaders::default(),
+            warned: false,
             _slot: None,
+            _stream_slot: None,
             tokens: None,
             _backend_slot: None,
             span: tracing::Span::current(),
@@ -83,6 +89,19 @@ impl RequestRecord {
     /// When the request head arrived.
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// Adds the admission headers (`x-ratelimit-*`, the ladder's warning).
+    fn stamp(&self, headers: &mut HeaderMap) {
+        apply_headers(&self.limit_headers, headers);
+        if self.warned {
+            headers.insert(
+                "x-palisade-warning",
+                HeaderValue::from_static(
+                    "repeated limit violations: further ones slow, then block, this key",
+                ),
+            );
+        }
     }
 
     /// Records metrics and the access-log line.
@@ -163,7 +182,7 @@ pub async fn handle(
             tracing::warn!(code = err.code.as_str(), "{}", err.message);
         }
         let mut resp = error_response(&err, Some(&request_id));
-        apply_headers(&record.limit_headers, resp.headers_mut());
+        record.stamp(resp.headers_mut());
         resp
     })
 }
@@ -193,11 +212,13 @@ async fn send_upstream(
     match state.admission.admit(&principal).await {
         Ok(admitted) => {
             record.limit_headers = admitted.headers;
+            record.warned = admitted.warned;
             record._slot = admitted.slot;
         }
-        Err((err, limit_headers)) => {
-            record.limit_headers = limit_headers;
-            return Err(err);
+        Err(refusal) => {
+            record.limit_headers = refusal.headers;
+            record.warned = refusal.warned;
+            return Err(refusal.error);
         }
     }
 
@@ -210,6 +231,10 @@ async fn send_upstream(
             None => err,
         }
     })?;
+
+    if request.is_stream() {
+        record._stream_slot = state.admission.admit_stream(&principal)?;
+    }
 
     // Phase 4: route.
     let route = state.routes.resolve(request.model()).ok_or_else(|| {
@@ -245,12 +270,15 @@ async fn send_upstream(
             palisade_openai::usage::requested_max_tokens(request.fields())
                 .unwrap_or(state.default_max_tokens)
         };
-        let (reservation, info) = state.admission.reserve_tokens(
-            &principal.tenant,
-            record.request_id(),
-            prompt_estimate,
-            max_completion,
-        )?;
+        let (reservation, info) = state
+            .admission
+            .reserve_tokens(
+                &principal.tenant,
+                record.request_id(),
+                prompt_estimate,
+                max_completion,
+            )
+            .inspect_err(|_| state.admission.offend(&principal, 1))?;
         record.limit_headers.tokens = info;
         if let Some(reservation) = reservation {
             let strip_usage_chunk = request.is_stream() && request.ensure_stream_usage();
@@ -312,7 +340,7 @@ async fn respond(
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let mut resp_headers = HeaderMap::new();
     passthrough_headers(upstream.headers(), &mut resp_headers);
-    apply_headers(&record.limit_headers, &mut resp_headers);
+    record.stamp(&mut resp_headers);
 
     if client_wants_stream && status.is_success() && is_sse {
         resp_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -672,30 +672,42 @@ async fn request_rate_is_limited_per_tenant_with_retry_after_and_headers() {
 }
 
 #[tokio::test]
-async fn in_flight_limit_holds_for_the_whole_stream() {
+async fn in_flight_and_stream_limits_hold_for_the_whole_stream() {
     let h = Harness::start(
-        "[limits]\nmax_in_flight_per_key = 1\n[backends.main]\nbase_url = \"@UPSTREAM@\"",
+        "[limits]\nmax_in_flight_per_key = 2\nmax_streams_per_key = 1\n[backends.main]\nbase_url = \"@UPSTREAM@\"",
     )
     .await;
     let mut body = chat("endless", "x");
     body["stream"] = json!(true);
-    let resp = h.post("/v1/chat/completions", body).await;
+    let resp = h.post("/v1/chat/completions", body.clone()).await;
     assert_eq!(resp.status(), 200);
     let mut stream = resp.bytes_stream();
     stream.next().await.unwrap().unwrap();
 
+    // A second stream exceeds the stream limit...
+    let (status, code, _) = error_code(h.post("/v1/chat/completions", body.clone()).await).await;
+    assert_eq!((status, code.as_str()), (429, "concurrency_limited"));
+    // ...a plain request still fits the in-flight limit of 2...
+    let slow = tokio::spawn({
+        let (client, url) = (h.client.clone(), h.url("/v1/chat/completions"));
+        async move { client.post(url).json(&chat("slow-head", "x")).send().await }
+    });
+    eventually(
+        || h.upstream.received().len() == 2,
+        "second request in flight",
+    )
+    .await;
+    // ...and a third request in flight does not.
     let (status, code, _) = error_code(h.post("/v1/chat/completions", chat("m", "hi")).await).await;
     assert_eq!((status, code.as_str()), (429, "concurrency_limited"));
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
 
     drop(stream);
-    // The slot frees when the relay notices the client left.
+    // Both slots free when the relay notices the client left.
     let mut admitted = false;
     for _ in 0..100 {
-        if h.post("/v1/chat/completions", chat("m", "hi"))
-            .await
-            .status()
-            == 200
-        {
+        let resp = h.post("/v1/chat/completions", body.clone()).await;
+        if resp.status() == 200 {
             admitted = true;
             break;
         }
@@ -703,7 +715,7 @@ async fn in_flight_limit_holds_for_the_whole_stream() {
     }
     assert!(
         admitted,
-        "the in-flight slot was released after the stream ended"
+        "the stream slot was released after the stream ended"
     );
 }
 
@@ -881,4 +893,44 @@ async fn a_light_tenant_is_not_starved_by_a_heavy_one() {
     );
     // One client at a time at ≤150 ms each is ≥ 6.6 requests/s of ~40/s.
     assert!(light_share >= 0.12, "light share {light_share:.3}");
+}
+
+#[tokio::test]
+async fn repeat_offenders_are_warned_then_slowed_then_blocked() {
+    let h = Harness::start(
+        "[limits]\nrequests_per_minute = 60\nburst = 1\n[limits.escalation]\nwarn_at = 0.9\nslow_at = 2.5\nblock_at = 3.5\nslow_delay_ms = 300\nblock_secs = 60\n[backends.main]\nbase_url = \"@UPSTREAM@\"",
+    )
+    .await;
+    let send = || h.post("/v1/chat/completions", chat("m", "hi"));
+    assert_eq!(send().await.status(), 200);
+    // First refusal: one point, the warning rung.
+    let r = send().await;
+    assert_eq!(r.status(), 429);
+    assert!(!r.headers().contains_key("x-palisade-warning"));
+    let r = send().await;
+    assert_eq!(r.status(), 429);
+    assert!(
+        r.headers().contains_key("x-palisade-warning"),
+        "warned after an offence"
+    );
+    assert_eq!(send().await.status(), 429); // third point: the slow rung
+    let t = std::time::Instant::now();
+    let r = send().await; // slowed, then refused: the fourth point blocks
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "slow rung adds its delay"
+    );
+    assert_eq!(r.status(), 429);
+    let blocked = send().await;
+    let retry: u64 = blocked.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (55..=60).contains(&retry),
+        "blocked for the configured minute: {retry}"
+    );
+    let (_, code, _) = error_code(blocked).await;
+    assert_eq!(code, "blocked_offender");
 }
