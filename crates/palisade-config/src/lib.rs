@@ -345,6 +345,16 @@ pub struct BackendConfig {
     /// Longest wait in that queue (also bounded by the request's deadline).
     #[serde(default = "defaults::queue_timeout_ms")]
     pub queue_timeout_ms: u64,
+    /// Move the in-flight limit between `min_in_flight` and `max_in_flight`
+    /// by AIMD on the backend's latency and 429/503 answers.
+    #[serde(default)]
+    pub adaptive_concurrency: bool,
+    /// Floor of the adaptive limit.
+    #[serde(default = "defaults::min_in_flight")]
+    pub min_in_flight: u32,
+    /// Response heads slower than this count as overload (adaptive only).
+    #[serde(default = "defaults::target_latency_ms")]
+    pub target_latency_ms: u64,
 }
 
 impl BackendConfig {
@@ -361,6 +371,9 @@ impl BackendConfig {
             max_in_flight: None,
             max_queued_per_tenant: defaults::max_queued_per_tenant(),
             queue_timeout_ms: defaults::queue_timeout_ms(),
+            adaptive_concurrency: false,
+            min_in_flight: defaults::min_in_flight(),
+            target_latency_ms: defaults::target_latency_ms(),
         }
     }
 }
@@ -390,6 +403,14 @@ mod defaults {
     /// elsewhere before their own timeouts.
     pub(super) fn queue_timeout_ms() -> u64 {
         10_000
+    }
+    pub(super) fn min_in_flight() -> u32 {
+        1
+    }
+    /// Time to the response head covers queueing and prefill at the model
+    /// server; a few seconds is where interactive users start to notice.
+    pub(super) fn target_latency_ms() -> u64 {
+        5_000
     }
 }
 
@@ -581,6 +602,17 @@ impl Config {
                     key("max_in_flight"),
                     "must be greater than 0 (leave it out for no limit)",
                 ));
+            }
+            if backend.adaptive_concurrency {
+                match backend.max_in_flight {
+                    Some(max) if backend.min_in_flight >= 1 && backend.min_in_flight <= max => {}
+                    _ => {
+                        return Err(invalid(
+                            key("adaptive_concurrency"),
+                            "needs max_in_flight and 1 <= min_in_flight <= max_in_flight",
+                        ))
+                    }
+                }
             }
             if backend.max_queued_per_tenant == 0 {
                 return Err(invalid(

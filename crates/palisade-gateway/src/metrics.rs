@@ -33,6 +33,8 @@ pub const STREAM_GAP: &str = "palisade_stream_inter_chunk_gap_seconds";
 pub const STREAMS_OPEN: &str = "palisade_streams_open";
 /// Streams ended, by how they ended.
 pub const STREAMS_ENDED: &str = "palisade_streams_ended_total";
+/// A backend's current in-flight limit (moves with adaptive concurrency).
+pub const BACKEND_LIMIT: &str = "palisade_backend_concurrency_limit";
 /// Keys blocked by the escalation ladder.
 pub const OFFENDERS_BLOCKED: &str = "palisade_limits_offenders_blocked_total";
 /// Shared limits backend (Redis) calls that failed or timed out.
@@ -115,6 +117,10 @@ fn describe() {
     );
     describe_gauge!(STREAMS_OPEN, "Streams currently open.");
     describe_counter!(STREAMS_ENDED, "Streams ended, by outcome.");
+    describe_gauge!(
+        BACKEND_LIMIT,
+        "A backend's current in-flight limit (adaptive concurrency moves it)."
+    );
     describe_counter!(
         OFFENDERS_BLOCKED,
         "Offences that put an API key on the escalation ladder's block rung."

@@ -306,10 +306,17 @@ async fn send_upstream(
     }
 
     // Phase 5: forward.
+    let sent_at = Instant::now();
     let upstream = backend
         .post_json(endpoint, upstream_body, record.request_id(), deadline)
-        .await
-        .inspect_err(|e| crate::metrics::upstream_error(&backend.name, e.code.as_str()))?;
+        .await;
+    if let Some(slot) = &record._backend_slot {
+        // Adaptive concurrency learns from every response head.
+        let status = upstream.as_ref().ok().map(|r| r.status().as_u16());
+        slot.observe(status, sent_at.elapsed());
+    }
+    let upstream =
+        upstream.inspect_err(|e| crate::metrics::upstream_error(&backend.name, e.code.as_str()))?;
     Ok(Sent {
         upstream,
         backend: route.backend,

@@ -12,6 +12,13 @@
 //! Queues are bounded per tenant and waits are bounded by the queue timeout
 //! (and the request's own deadline); both refusals are 503
 //! `upstream_overloaded` with `Retry-After`.
+//!
+//! With adaptive concurrency on, the in-flight limit moves between
+//! `min_in_flight` and `max_in_flight` by AIMD, like TCP's congestion window:
+//! every response head that comes back slower than the target, or as 429/503
+//! (the model server's own overload signals), cuts the limit by 10%; a full
+//! window of good responses raises it by one. The model server then sits at
+//! the concurrency where it still meets the latency target.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,6 +36,10 @@ struct Waiter {
 
 struct Inner {
     in_flight: u32,
+    /// The current limit (fixed at `max_in_flight` unless adaptive).
+    limit: u32,
+    /// Good responses since the last change of `limit`.
+    good_streak: u32,
     fair: FairQueue,
     waiters: HashMap<Arc<str>, VecDeque<Waiter>>,
     next_ticket: u64,
@@ -38,6 +49,7 @@ struct Inner {
 pub struct BackendScheduler {
     name: String,
     max_in_flight: u32,
+    adaptive: Option<Adaptive>,
     queue_timeout: Duration,
     inner: Mutex<Inner>,
 }
@@ -51,11 +63,29 @@ impl std::fmt::Debug for BackendScheduler {
     }
 }
 
+/// Adaptive concurrency settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Adaptive {
+    /// The floor of the limit.
+    pub min_in_flight: u32,
+    /// Response heads slower than this count as overload.
+    pub target_latency: Duration,
+}
+
 /// A request's place at the backend; frees it (and wakes the next request
 /// in fair order) when dropped.
 #[derive(Debug)]
 pub struct BackendSlot {
     scheduler: Arc<BackendScheduler>,
+}
+
+impl BackendSlot {
+    /// Reports how the backend answered (status of the response head, or
+    /// `None` for a timeout or failure, and the time it took), for adaptive
+    /// concurrency.
+    pub fn observe(&self, status: Option<u16>, head_latency: Duration) {
+        self.scheduler.observe(status, head_latency);
+    }
 }
 
 impl Drop for BackendSlot {
@@ -80,13 +110,17 @@ impl BackendScheduler {
         max_in_flight: u32,
         max_queued_per_tenant: u32,
         queue_timeout: Duration,
+        adaptive: Option<Adaptive>,
     ) -> Result<Self, palisade_limits::LimitError> {
         Ok(Self {
             name: name.to_owned(),
             max_in_flight,
+            adaptive,
             queue_timeout,
             inner: Mutex::new(Inner {
                 in_flight: 0,
+                limit: max_in_flight,
+                good_streak: 0,
                 fair: FairQueue::new(FairQueueConfig {
                     default_weight: 1,
                     max_queued_per_tenant,
@@ -106,6 +140,36 @@ impl BackendScheduler {
         self.lock().in_flight
     }
 
+    /// The current in-flight limit.
+    pub fn limit(&self) -> u32 {
+        self.lock().limit
+    }
+
+    fn observe(&self, status: Option<u16>, head_latency: Duration) {
+        let Some(adaptive) = self.adaptive else {
+            return;
+        };
+        let overloaded = matches!(status, None | Some(429) | Some(503))
+            || head_latency > adaptive.target_latency;
+        let mut inner = self.lock();
+        if overloaded {
+            // Multiplicative decrease, at most once per window of requests.
+            let cut = (inner.limit * 9 / 10).max(adaptive.min_in_flight);
+            if cut < inner.limit || inner.good_streak > 0 {
+                inner.limit = cut;
+            }
+            inner.good_streak = 0;
+        } else {
+            inner.good_streak += 1;
+            if inner.good_streak >= inner.limit {
+                inner.limit = (inner.limit + 1).min(self.max_in_flight);
+                inner.good_streak = 0;
+            }
+        }
+        metrics::gauge!(crate::metrics::BACKEND_LIMIT, "backend" => self.name.clone())
+            .set(f64::from(inner.limit));
+    }
+
     /// Waits for a slot at the backend, at most until `deadline`.
     pub async fn acquire(
         self: &Arc<Self>,
@@ -115,7 +179,7 @@ impl BackendScheduler {
     ) -> Result<BackendSlot, ApiError> {
         let (ticket, rx) = {
             let mut inner = self.lock();
-            if inner.in_flight < self.max_in_flight && inner.fair.total_queued() == 0 {
+            if inner.in_flight < inner.limit && inner.fair.total_queued() == 0 {
                 inner.in_flight += 1;
                 inner.fair.charge(tenant, cost);
                 return Ok(BackendSlot {
@@ -176,7 +240,7 @@ impl BackendScheduler {
     fn release(&self) {
         let mut inner = self.lock();
         inner.in_flight = inner.in_flight.saturating_sub(1);
-        while inner.in_flight < self.max_in_flight {
+        while inner.in_flight < inner.limit {
             let Some(tenant) = inner.fair.pick_next() else {
                 break;
             };
@@ -203,7 +267,7 @@ mod tests {
 
     #[tokio::test]
     async fn admits_up_to_the_limit_then_queues_fairly() {
-        let s = Arc::new(BackendScheduler::new("b", 1, 8, Duration::from_secs(5)).unwrap());
+        let s = Arc::new(BackendScheduler::new("b", 1, 8, Duration::from_secs(5), None).unwrap());
         let first = s.acquire("heavy", 10, far()).await.unwrap();
         // Heavy queues three, then light queues one. FIFO would serve light
         // fourth; VTC lifts light to the smallest backlogged counter (idle
@@ -238,7 +302,8 @@ mod tests {
 
     #[tokio::test]
     async fn queue_timeout_and_full_queue_are_overload_errors() {
-        let s = Arc::new(BackendScheduler::new("b", 1, 1, Duration::from_millis(50)).unwrap());
+        let s =
+            Arc::new(BackendScheduler::new("b", 1, 1, Duration::from_millis(50), None).unwrap());
         let _held = s.acquire("t", 1, far()).await.unwrap();
         let waiting = {
             let s = s.clone();
@@ -257,9 +322,36 @@ mod tests {
         );
     }
 
+    #[test]
+    fn adaptive_limit_backs_off_on_overload_and_recovers() {
+        let adaptive = Adaptive {
+            min_in_flight: 2,
+            target_latency: Duration::from_millis(100),
+        };
+        let s = BackendScheduler::new("b", 20, 8, Duration::from_secs(5), Some(adaptive)).unwrap();
+        let fast = Duration::from_millis(10);
+        assert_eq!(s.limit(), 20);
+        s.observe(Some(503), fast);
+        assert_eq!(s.limit(), 18, "a 503 cuts by 10%");
+        s.observe(Some(200), Duration::from_secs(1));
+        assert_eq!(s.limit(), 16, "a slow head counts as overload");
+        for _ in 0..50 {
+            s.observe(None, fast);
+        }
+        assert_eq!(s.limit(), 2, "never below the floor");
+        // Additive increase: one per window of good responses.
+        s.observe(Some(200), fast);
+        s.observe(Some(200), fast);
+        assert_eq!(s.limit(), 3);
+        for _ in 0..1000 {
+            s.observe(Some(200), fast);
+        }
+        assert_eq!(s.limit(), 20, "never above the configured maximum");
+    }
+
     #[tokio::test]
     async fn a_waiter_that_went_away_does_not_leak_the_slot() {
-        let s = Arc::new(BackendScheduler::new("b", 1, 4, Duration::from_secs(5)).unwrap());
+        let s = Arc::new(BackendScheduler::new("b", 1, 4, Duration::from_secs(5), None).unwrap());
         let held = s.acquire("t", 1, far()).await.unwrap();
         let gone = {
             let s = s.clone();

@@ -135,6 +135,12 @@ impl Backend {
                         max,
                         config.max_queued_per_tenant,
                         Duration::from_millis(config.queue_timeout_ms),
+                        config
+                            .adaptive_concurrency
+                            .then_some(crate::scheduler::Adaptive {
+                                min_in_flight: config.min_in_flight,
+                                target_latency: Duration::from_millis(config.target_latency_ms),
+                            }),
                     )
                     .map_err(|e| BackendError::Url {
                         backend: name.to_owned(),

@@ -934,3 +934,36 @@ async fn repeat_offenders_are_warned_then_slowed_then_blocked() {
     let (_, code, _) = error_code(blocked).await;
     assert_eq!(code, "blocked_offender");
 }
+
+#[tokio::test]
+async fn adaptive_concurrency_backs_off_when_the_backend_slows_down() {
+    let h = Harness::start(
+        "[backends.main]\nbase_url = \"@UPSTREAM@\"\nmax_in_flight = 10\nadaptive_concurrency = true\nmin_in_flight = 2\ntarget_latency_ms = 30",
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(
+            h.post("/v1/chat/completions", chat("delay-60", "x"))
+                .await
+                .status(),
+            200
+        );
+    }
+    let metrics = h
+        .client
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let limit: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("palisade_backend_concurrency_limit{backend=\"main\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("limit gauge exported");
+    // 10 → 9 → 8 → 7 → 6 → 5 after five slow heads.
+    assert_eq!(limit, 5.0, "{limit}");
+}
