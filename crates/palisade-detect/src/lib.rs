@@ -1,1 +1,70 @@
-//! Placeholder: the detection engine (being written).
+//! Palisade's detection engine: prompt-injection, jailbreak, indirect-injection, secret, PII
+//! and canary detection for one piece of text at a time, in well under a millisecond.
+//!
+//! It normalizes the text (reporting every obfuscation it undoes), runs short high-precision
+//! rules, a linear model over hashed n-grams trained in Rust (see `palisade-eval`), a
+//! character LM for adversarial token soup, and regex-based secret/PII finders with byte spans.
+//!
+//! **Invariant:** this crate is pure. No I/O, no async, no threads, no randomness, no clock:
+//! the model artifact is compiled in with `include_bytes!`, canary randomness comes from the
+//! caller. Everything here is linear in the input size and bounded.
+//!
+//! ```
+//! use palisade_detect::{Detector, ScanInput, Channel};
+//! let d = Detector::embedded().unwrap();
+//! let s = d.scan(&ScanInput { text: "What is the capital of France?", channel: Channel::User, system_prompt: None });
+//! assert!(s.score >= 0.0 && s.score <= 1.0);
+//! ```
+
+pub mod canary;
+pub mod charlm;
+pub mod concepts;
+mod detector;
+mod error;
+pub mod features;
+mod hash;
+pub mod model;
+pub mod normalize;
+pub mod pii;
+pub mod rules;
+pub mod secrets;
+mod types;
+
+pub use canary::Canary;
+pub use detector::{content_hash, Analysis, Detector};
+pub use error::DetectError;
+pub use normalize::{normalize, Normalized, Payload};
+pub use pii::find_pii;
+pub use secrets::find_secrets;
+pub use types::{
+    Category, Channel, Finding, FindingKind, ParseChannelError, Reason, Scan, ScanInput,
+    Thresholds, Verdict,
+};
+
+/// Hashing used by features; exposed for the trainer.
+pub use hash::{hash_bytes, mix64};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn detector_is_send_sync() {
+        assert_send_sync::<Detector>();
+    }
+
+    #[test]
+    fn channel_parses_and_serializes() {
+        assert_eq!(
+            "tool_output".parse::<Channel>().unwrap(),
+            Channel::ToolOutput
+        );
+        assert_eq!(
+            serde_json::to_string(&Channel::ToolOutput).unwrap(),
+            "\"tool_output\""
+        );
+        assert!("bogus".parse::<Channel>().is_err());
+    }
+}

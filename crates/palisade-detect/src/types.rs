@@ -78,11 +78,19 @@ pub struct ScanInput<'a> {
 impl<'a> ScanInput<'a> {
     /// A `user` input with no system prompt.
     pub fn user(text: &'a str) -> Self {
-        ScanInput { text, channel: Channel::User, system_prompt: None }
+        ScanInput {
+            text,
+            channel: Channel::User,
+            system_prompt: None,
+        }
     }
     /// An input on the given channel with no system prompt.
     pub fn new(text: &'a str, channel: Channel) -> Self {
-        ScanInput { text, channel, system_prompt: None }
+        ScanInput {
+            text,
+            channel,
+            system_prompt: None,
+        }
     }
 }
 
@@ -122,7 +130,7 @@ pub enum Category {
 }
 
 /// One reason contributing to a scan result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reason {
     /// Stable snake_case identifier, e.g. `zero_width_smuggling`.
     pub code: &'static str,
@@ -137,15 +145,27 @@ pub struct Reason {
 impl Reason {
     /// A reason with only a code.
     pub fn code(code: &'static str) -> Self {
-        Reason { code, detail: None, span: None }
+        Reason {
+            code,
+            detail: None,
+            span: None,
+        }
     }
     /// A reason with a detail.
     pub fn with_detail(code: &'static str, detail: impl Into<String>) -> Self {
-        Reason { code, detail: Some(detail.into()), span: None }
+        Reason {
+            code,
+            detail: Some(detail.into()),
+            span: None,
+        }
     }
     /// A reason with a span.
     pub fn with_span(code: &'static str, span: Range<usize>) -> Self {
-        Reason { code, detail: None, span: Some(span) }
+        Reason {
+            code,
+            detail: None,
+            span: Some(span),
+        }
     }
 }
 
@@ -163,7 +183,7 @@ pub enum FindingKind {
 }
 
 /// A secret, PII item or canary located in the original text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     /// Secret, PII or canary.
     pub kind: FindingKind,
@@ -174,7 +194,7 @@ pub struct Finding {
 }
 
 /// The result of scanning one input.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Scan {
     /// Attack likelihood in `[0, 1]`; higher means more likely an injection or jailbreak.
     pub score: f32,

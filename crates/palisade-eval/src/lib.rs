@@ -1,1 +1,43 @@
-//! Placeholder: dataset I/O, training, scan and eval runners (being written).
+//! The I/O side of Palisade's detection engine: reading JSONL datasets, training the model
+//! artifact (reproducibly, from `train/` only), the `scan` runner and the `eval` report.
+//!
+//! The CLI (`palisade scan|eval|train`) is a thin wrapper over [`run_scan`], [`run_eval`] and
+//! [`run_train`].
+//!
+//! **Invariant:** detection logic lives in `palisade-detect`; this crate only feeds it and
+//! measures it. Training never reads `eval/`, and eval never feeds back into training.
+
+pub mod data;
+pub mod eval;
+pub mod rng;
+pub mod scan;
+pub mod synth;
+pub mod train;
+
+pub use data::{read_jsonl, read_rows, Row};
+pub use eval::{run_eval, score_dir};
+pub use scan::{run_scan, run_scan_with, scan_text, ScanLine, ScanOptions, ScanSummary};
+pub use train::{run_train, train_model, TrainReport};
+
+/// Errors of the eval crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvalError {
+    /// Reading or writing a file or stream failed (missing file, permissions, closed pipe).
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        /// The file or stream.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A JSONL row is not valid JSON, lacks `text`, or names an unknown channel.
+    #[error("bad row: {0}")]
+    BadRow(String),
+    /// A dataset directory has no usable `*.jsonl` rows.
+    #[error("no data in {0}")]
+    NoData(String),
+    /// The model artifact could not be loaded.
+    #[error(transparent)]
+    Detect(#[from] palisade_detect::DetectError),
+}

@@ -11,8 +11,19 @@ use palisade_redis::RedisGcra;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let url = args.next().ok_or("usage: latency REDIS_URL [N]")?;
-    let n: usize = args.next().map(|v| v.parse()).transpose()?.unwrap_or(20_000).min(1_000_000);
-    let gcra = RedisGcra::connect(&url, "bench", Duration::from_secs(2), Duration::from_secs(1)).await?;
+    let n: usize = args
+        .next()
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(20_000)
+        .min(1_000_000);
+    let gcra = RedisGcra::connect(
+        &url,
+        "bench",
+        Duration::from_secs(2),
+        Duration::from_secs(1),
+    )
+    .await?;
     let config = GcraConfig::new(u64::MAX / 4, Nanos::from_secs(60)).with_burst(1_000_000);
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {

@@ -1,0 +1,137 @@
+//! Canary tokens: unguessable markers planted in a system prompt or document, whose
+//! appearance in model output proves a leak.
+//!
+//! The crate does no I/O, so the caller supplies the random bytes (e.g. from `getrandom`).
+//! Detection survives the usual evasions: case changes, separators or spaces between
+//! characters, invisible characters, homoglyphs, and base64/hex/url encodings.
+
+use serde::{Deserialize, Serialize};
+
+use crate::normalize::normalize;
+use crate::types::{Finding, FindingKind};
+
+const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
+
+/// A canary marker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canary {
+    /// The marker to plant, e.g. `pls-7kq2m9x4c8vd3hzt`.
+    pub token: String,
+}
+
+impl Canary {
+    /// Builds a canary from caller-supplied random bytes (16 bytes give 80 bits used).
+    pub fn from_random(random: &[u8; 16]) -> Canary {
+        let mut token = String::from("pls-");
+        // 16 symbols of 5 bits each from the first 10 bytes.
+        let mut acc: u32 = 0;
+        let mut bits = 0;
+        for &b in random.iter().take(10) {
+            acc = (acc << 8) | u32::from(b);
+            bits += 8;
+            while bits >= 5 {
+                bits -= 5;
+                token.push(ALPHABET[((acc >> bits) & 31) as usize] as char);
+            }
+        }
+        Canary { token }
+    }
+
+    /// The alphanumeric core used for matching (prefix and separators dropped).
+    fn core(&self) -> String {
+        self.token
+            .trim_start_matches("pls-")
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+            .to_ascii_lowercase()
+    }
+
+    /// Returns a finding if the canary (or its core) appears in `text`, even split by
+    /// separators, spaced out, hidden behind invisible characters or homoglyphs, or encoded.
+    pub fn detect(&self, text: &str) -> Option<Finding> {
+        let core = self.core();
+        if core.is_empty() {
+            return None;
+        }
+        if let Some(i) = text.to_ascii_lowercase().find(&core) {
+            return Some(Finding {
+                kind: FindingKind::Canary,
+                rule: "canary-token",
+                span: i..i + core.len(),
+            });
+        }
+        // Alphanumeric skeleton of the raw text, with a map back to original byte offsets.
+        let (skel, offsets) = skeleton(text);
+        if let Some(i) = skel.find(&core) {
+            let start = offsets[i];
+            let end = offsets[i + core.len() - 1] + 1;
+            let end = (end..=text.len())
+                .find(|&e| text.is_char_boundary(e))
+                .unwrap_or(text.len());
+            return Some(Finding {
+                kind: FindingKind::Canary,
+                rule: "canary-token",
+                span: start..end,
+            });
+        }
+        let n = normalize(text);
+        let mut hay: String = n.text.chars().filter(|c| c.is_alphanumeric()).collect();
+        for p in &n.payloads {
+            hay.extend(p.text.chars().filter(|c| c.is_alphanumeric()));
+        }
+        if hay.contains(&core) {
+            return Some(Finding {
+                kind: FindingKind::Canary,
+                rule: "canary-token-encoded",
+                span: 0..text.len(),
+            });
+        }
+        None
+    }
+}
+
+fn skeleton(text: &str) -> (String, Vec<usize>) {
+    let mut s = String::new();
+    let mut off = Vec::new();
+    for (i, c) in text.char_indices() {
+        if c.is_ascii_alphanumeric() {
+            s.push(c.to_ascii_lowercase());
+            off.push(i);
+        }
+    }
+    (s, off)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    fn canary() -> Canary {
+        Canary::from_random(&[7, 1, 99, 250, 3, 44, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14])
+    }
+
+    #[test]
+    fn token_shape_is_stable() {
+        let c = canary();
+        assert_eq!(c.token.len(), 4 + 16);
+        assert_eq!(c, canary());
+        assert_ne!(c, Canary::from_random(&[0; 16]));
+    }
+
+    #[test]
+    fn detects_plain_split_spaced_and_encoded() {
+        let c = canary();
+        let core = c.token[4..].to_string();
+        assert!(c.detect(&format!("the marker is {}", c.token)).is_some());
+        let spaced: String = core.chars().flat_map(|ch| [ch, ' ']).collect();
+        assert!(c.detect(&format!("leak: {spaced}")).is_some());
+        let split = format!("{}-{}", &core[..8], &core[8..]);
+        assert!(c.detect(&split).is_some());
+        let b64 =
+            base64::engine::general_purpose::STANDARD.encode(format!("the code is {core} ok"));
+        assert!(c.detect(&b64).is_some());
+        assert!(c.detect("nothing to see here").is_none());
+    }
+}

@@ -1,0 +1,277 @@
+//! Secret detection: a port of well-known gitleaks rules (cloud keys, forge and chat tokens,
+//! payment keys, private keys, JWTs) plus a generic rule for high-entropy values assigned to
+//! key-like names. Spans are byte ranges into the original text, ready for redaction.
+//!
+//! Rules are compiled once (a `RegexSet` prefilter decides which individual regexes run).
+
+use std::sync::LazyLock;
+
+use regex::{Regex, RegexSet};
+
+use crate::types::{Finding, FindingKind};
+
+struct Rule {
+    id: &'static str,
+    re: &'static str,
+    /// Minimum Shannon entropy (bits/char) of the secret group, 0 to skip the check.
+    entropy: f32,
+}
+
+/// The rule table. Patterns follow gitleaks' `config/gitleaks.toml` (MIT) in spirit, slimmed
+/// to the token shapes; capture group 1, when present, is the secret itself.
+const RULES: &[Rule] = &[
+    Rule {
+        id: "aws-access-token",
+        re: r"(?-u:\b)((?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})(?-u:\b)",
+        entropy: 3.0,
+    },
+    Rule {
+        id: "gcp-api-key",
+        re: r"(?-u:\b)(AIza[0-9A-Za-z_-]{35})(?:[^0-9A-Za-z_-]|$)",
+        entropy: 3.0,
+    },
+    Rule {
+        id: "gcp-service-account",
+        re: r#""type"\s*:\s*"service_account""#,
+        entropy: 0.0,
+    },
+    Rule {
+        id: "azure-storage-key",
+        re: r"(?i)AccountKey=([A-Za-z0-9+/]{86}==)",
+        entropy: 0.0,
+    },
+    Rule {
+        id: "azure-ad-client-secret",
+        re: r"(?:^|[\x27\x22\x60\s>=:(,)])([a-zA-Z0-9_~.]{3}\dQ~[a-zA-Z0-9_~.-]{31,34})(?:$|[\x27\x22\x60\s<),])",
+        entropy: 3.0,
+    },
+    Rule {
+        id: "github-pat",
+        re: r"(?-u:\b)(gh[pousr]_[0-9a-zA-Z]{36})(?-u:\b)",
+        entropy: 3.0,
+    },
+    Rule {
+        id: "github-fine-grained-pat",
+        re: r"(?-u:\b)(github_pat_[0-9a-zA-Z_]{82})(?-u:\b)",
+        entropy: 3.0,
+    },
+    Rule {
+        id: "gitlab-pat",
+        re: r"(?-u:\b)(glpat-[0-9a-zA-Z_-]{20})(?:[^0-9a-zA-Z_-]|$)",
+        entropy: 3.0,
+    },
+    Rule {
+        id: "slack-token",
+        re: r"(?-u:\b)(xox[baprs]-[0-9a-zA-Z-]{10,250})",
+        entropy: 3.0,
+    },
+    Rule {
+        id: "slack-webhook-url",
+        re: r"(https?://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9+/]{43,46})",
+        entropy: 0.0,
+    },
+    Rule {
+        id: "stripe-access-token",
+        re: r"(?-u:\b)((?:sk|rk)_(?:test|live|prod)_[0-9a-zA-Z]{10,99})(?-u:\b)",
+        entropy: 3.0,
+    },
+    Rule {
+        id: "openai-api-key",
+        re: r"(?-u:\b)(sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}T3BlbkFJ[A-Za-z0-9_-]{20,})",
+        entropy: 3.0,
+    },
+    Rule {
+        id: "anthropic-api-key",
+        re: r"(?-u:\b)(sk-ant-(?:api03|admin01)-[a-zA-Z0-9_-]{93}AA)",
+        entropy: 3.0,
+    },
+    Rule {
+        id: "sendgrid-api-token",
+        re: r"(?-u:\b)(SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})",
+        entropy: 3.0,
+    },
+    Rule {
+        id: "npm-access-token",
+        re: r"(?-u:\b)(npm_[a-zA-Z0-9]{36})(?-u:\b)",
+        entropy: 3.0,
+    },
+    Rule {
+        id: "google-oauth-token",
+        re: r"(?-u:\b)(ya29\.[0-9A-Za-z_-]{20,})",
+        entropy: 3.0,
+    },
+    Rule {
+        id: "huggingface-token",
+        re: r"(?-u:\b)(hf_[a-zA-Z]{34})(?-u:\b)",
+        entropy: 3.0,
+    },
+    Rule {
+        id: "private-key",
+        re: r"(?s)(-----BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----.{64,}?-----END[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----)",
+        entropy: 0.0,
+    },
+    Rule {
+        id: "jwt",
+        re: r"(?-u:\b)(ey[a-zA-Z0-9]{17,}\.ey[a-zA-Z0-9/_-]{17,}\.(?:[a-zA-Z0-9/_-]{10,}={0,2})?)",
+        entropy: 3.0,
+    },
+    Rule {
+        id: "generic-api-key",
+        re: r#"(?i)(?:api[_-]?key|apikey|secret|token|passw(?:or)?d|pwd|credentials?|auth[_-]?key|access[_-]?key|private[_-]?key|client[_-]?secret)[\w.-]{0,20}["']?\s{0,5}(?:=|:|=>|:=)\s{0,5}["']?([A-Za-z0-9_\-+/=.~]{16,200})"#,
+        entropy: 3.5,
+    },
+];
+
+struct Compiled {
+    set: RegexSet,
+    res: Vec<Regex>,
+}
+
+static COMPILED: LazyLock<Compiled> = LazyLock::new(|| Compiled {
+    set: RegexSet::new(RULES.iter().map(|r| r.re)).expect("static secret rules compile"),
+    res: RULES
+        .iter()
+        .map(|r| Regex::new(r.re).expect("static secret rule compiles"))
+        .collect(),
+});
+
+/// Shannon entropy in bits per character.
+pub fn shannon_entropy(s: &str) -> f32 {
+    let mut counts = [0u32; 256];
+    let mut n = 0u32;
+    for b in s.bytes() {
+        counts[b as usize] += 1;
+        n += 1;
+    }
+    if n == 0 {
+        return 0.0;
+    }
+    let n = n as f32;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f32 / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Finds secrets in `text`. Spans are byte ranges of the secret value in `text`.
+pub fn find_secrets(text: &str) -> Vec<Finding> {
+    let c = &*COMPILED;
+    let mut out: Vec<Finding> = Vec::new();
+    for idx in c.set.matches(text).iter() {
+        let rule = &RULES[idx];
+        for caps in c.res[idx].captures_iter(text).take(64) {
+            let Some(m) = caps.get(1).or_else(|| caps.get(0)) else {
+                continue;
+            };
+            if rule.entropy > 0.0 && shannon_entropy(m.as_str()) < rule.entropy {
+                continue;
+            }
+            if rule.id == "generic-api-key" && !looks_like_key(m.as_str()) {
+                continue;
+            }
+            // A specific rule wins over the generic one on overlapping spans.
+            if out
+                .iter()
+                .any(|f| f.span.start < m.end() && m.start() < f.span.end)
+            {
+                continue;
+            }
+            out.push(Finding {
+                kind: FindingKind::Secret,
+                rule: rule.id,
+                span: m.range(),
+            });
+        }
+    }
+    out.sort_by_key(|f| f.span.start);
+    out
+}
+
+/// Rejects words, paths and placeholders in the generic rule: a key mixes character classes.
+fn looks_like_key(s: &str) -> bool {
+    let digits = s.bytes().any(|b| b.is_ascii_digit());
+    let upper = s.bytes().any(|b| b.is_ascii_uppercase());
+    let lower = s.bytes().any(|b| b.is_ascii_lowercase());
+    let classes = digits as u8 + upper as u8 + lower as u8;
+    let lowered = s.to_ascii_lowercase();
+    classes >= 2
+        && !lowered.contains("xxxx")
+        && !lowered.contains("example")
+        && !lowered.contains("placeholder")
+        && !lowered.starts_with("your")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str, rule: &str, secret: &str) {
+        let f = find_secrets(text);
+        let hit = f
+            .iter()
+            .find(|f| f.rule == rule)
+            .unwrap_or_else(|| panic!("{rule} not found in {text:?}: {f:?}"));
+        assert_eq!(&text[hit.span.clone()], secret);
+    }
+
+    #[test]
+    fn known_token_shapes() {
+        check(
+            "key AKIAIOSFODNN7EXAMPLE here",
+            "aws-access-token",
+            "AKIAIOSFODNN7EXAMPLE",
+        );
+        check(
+            "ghp_1234567890abcdefghijklmnopqrstuvwxyz ok",
+            "github-pat",
+            "ghp_1234567890abcdefghijklmnopqrstuvwxyz",
+        );
+        check(
+            "token glpat-Ab3dEfGh1jKlMn0pQr5t end",
+            "gitlab-pat",
+            "glpat-Ab3dEfGh1jKlMn0pQr5t",
+        );
+        check(
+            "xoxb-2345678901-abcdefGHIJKL",
+            "slack-token",
+            "xoxb-2345678901-abcdefGHIJKL",
+        );
+        check(
+            "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+            "stripe-access-token",
+            "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+        );
+        check(
+            "AIzaSyD3k9f8H2jL5mN7pQ1rS4tV6wX8yZ0aBcD rest",
+            "gcp-api-key",
+            "AIzaSyD3k9f8H2jL5mN7pQ1rS4tV6wX8yZ0aBcD",
+        );
+        let jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
+        check(&format!("Bearer {jwt}"), "jwt", jwt);
+    }
+
+    #[test]
+    fn private_key_block() {
+        let key = format!(
+            "-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----",
+            "MIIEow".repeat(20)
+        );
+        check(&format!("x\n{key}\ny"), "private-key", &key);
+    }
+
+    #[test]
+    fn generic_needs_entropy_and_mixed_classes() {
+        check(
+            "api_key = \"q8Zr2LmX91vTb7Kd4Hs0\"",
+            "generic-api-key",
+            "q8Zr2LmX91vTb7Kd4Hs0",
+        );
+        assert!(find_secrets("password: your_password_here_please").is_empty());
+        assert!(find_secrets("token = aaaaaaaaaaaaaaaaaaaaaaaa").is_empty());
+        assert!(find_secrets("How do I rotate my API key safely?").is_empty());
+    }
+}
