@@ -1,0 +1,356 @@
+//! The PostgreSQL store, for fleets: every replica writes to one database.
+//!
+//! One connection (tokio-postgres, no TLS: meant for a loopback or private
+//! network). A writer task drains the queue in batches and inserts each batch
+//! with a single `INSERT … SELECT FROM UNNEST(…) ON CONFLICT (request_id) DO
+//! NOTHING RETURNING request_id` (one round trip and one commit per batch,
+//! whatever its size). Reads share the connection (tokio-postgres pipelines
+//! them).
+//!
+//! # Durability
+//!
+//! With PostgreSQL's default `synchronous_commit = on`, a statement's
+//! implicit commit returns only after the server has flushed its WAL to
+//! disk, so an entry whose `record` returned survives a crash of the gateway
+//! (it lives in another process) and of the database server or host.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, GenericClient, NoTls};
+
+use crate::entry::{format_day, unsigned, Row, StoredRow, DAY_MS};
+use crate::queue::{self, Msg, Queue, Settler};
+use crate::schema::{self, latest_version};
+use crate::{
+    GroupBy, LedgerEntry, LedgerError, Recorded, Spent, UsageQuery, UsageRow, WriteOptions,
+    EXPORT_PAGE,
+};
+
+/// Serializes concurrent migrations from several replicas starting at once
+/// (an arbitrary constant: "palisade ledger").
+const MIGRATION_LOCK: i64 = 0x7061_6c69_6c65_6467;
+
+const INSERT: &str = "INSERT INTO ledger (request_id, ts, tenant, key_name, model, backend,
+    endpoint, status, outcome, prompt_tokens, completion_tokens, cached_tokens,
+    reasoning_tokens, tool_loop_tokens, estimated_tokens, usage_source, cost_micros, latency_ms)
+    SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[],
+        $7::text[], $8::int4[], $9::text[], $10::int8[], $11::int8[], $12::int8[], $13::int8[],
+        $14::int8[], $15::int8[], $16::text[], $17::int8[], $18::int8[])
+    ON CONFLICT (request_id) DO NOTHING
+    RETURNING request_id";
+
+const SELECT_PAGE: &str = "SELECT id, request_id, ts, tenant, key_name, model, backend,
+    endpoint, status, outcome, prompt_tokens, completion_tokens, cached_tokens,
+    reasoning_tokens, tool_loop_tokens, estimated_tokens, usage_source, cost_micros, latency_ms
+    FROM ledger WHERE id > $1 ORDER BY id LIMIT $2";
+
+/// The ledger in a PostgreSQL database.
+#[derive(Debug)]
+pub struct PostgresLedger {
+    queue: Queue,
+    client: Arc<Client>,
+    writer: tokio::task::JoinHandle<()>,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl PostgresLedger {
+    /// Connects (`config` is a libpq-style string or a `postgresql://` URL),
+    /// applies pending migrations and starts the writer task. Must be called
+    /// inside a tokio runtime.
+    pub async fn connect(config: &str, options: WriteOptions) -> Result<Self, LedgerError> {
+        let (mut client, connection) = tokio_postgres::connect(config, NoTls).await?;
+        // The connection task ends when the client is dropped or the server
+        // goes away; its error then surfaces on the next query.
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        if let Err(e) = migrate(&mut client).await {
+            connection.abort();
+            return Err(e);
+        }
+        let client = Arc::new(client);
+        let (queue, rx) = Queue::new(options.queue_capacity);
+        let writer = tokio::spawn(write_loop(Arc::clone(&client), rx, options));
+        Ok(Self {
+            queue,
+            client,
+            writer,
+            connection,
+        })
+    }
+
+    /// Records an entry and returns once it is committed. Idempotent on
+    /// `request_id` (`ON CONFLICT DO NOTHING`: the first row wins).
+    /// Cancelling the returned future does not cancel the write.
+    pub async fn record(&self, entry: &LedgerEntry) -> Result<Recorded, LedgerError> {
+        self.queue.record(entry).await
+    }
+
+    /// Queues an entry without waiting; it is durable once a later
+    /// [`flush`](Self::flush) returns `Ok`.
+    pub fn record_nowait(&self, entry: LedgerEntry) -> Result<(), LedgerError> {
+        self.queue.record_nowait(entry)
+    }
+
+    /// Waits until every entry queued before this call is committed; reports
+    /// queued entries that failed since the last flush.
+    pub async fn flush(&self) -> Result<(), LedgerError> {
+        self.queue.flush().await
+    }
+
+    /// A usage report.
+    pub async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, LedgerError> {
+        let key = match q.group_by {
+            GroupBy::Tenant => "tenant".to_owned(),
+            GroupBy::Model => "model".to_owned(),
+            GroupBy::Day => format!("ts / {DAY_MS}"),
+        };
+        let tenant_filter = if q.tenant.is_some() {
+            " AND tenant = $3"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {key} AS k, COUNT(*), COALESCE(SUM(prompt_tokens), 0)::int8,
+                    COALESCE(SUM(completion_tokens), 0)::int8, COALESCE(SUM(cost_micros), 0)::int8
+             FROM ledger WHERE ts >= $1 AND ts < $2{tenant_filter}
+             GROUP BY k ORDER BY k"
+        );
+        let rows = match &q.tenant {
+            Some(t) => {
+                self.client
+                    .query(&sql, &[&q.since_ms, &q.until_ms, t])
+                    .await?
+            }
+            None => self.client.query(&sql, &[&q.since_ms, &q.until_ms]).await?,
+        };
+        rows.iter()
+            .map(|r| {
+                let group = match q.group_by {
+                    GroupBy::Day => format_day(r.try_get::<_, i64>(0)?),
+                    _ => r.try_get::<_, String>(0)?,
+                };
+                crate::usage_row((
+                    group,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// What `tenant` has used since `since_ms` (inclusive).
+    pub async fn spent(&self, tenant: &str, since_ms: i64) -> Result<Spent, LedgerError> {
+        let r = self
+            .client
+            .query_one(
+                "SELECT COUNT(*), COALESCE(SUM(prompt_tokens + completion_tokens), 0)::int8,
+                        COALESCE(SUM(cost_micros), 0)::int8
+                 FROM ledger WHERE tenant = $1 AND ts >= $2",
+                &[&tenant, &since_ms],
+            )
+            .await?;
+        Ok(Spent {
+            requests: unsigned("count", r.try_get(0)?)?,
+            tokens: unsigned("tokens", r.try_get(1)?)?,
+            cost_micros: r.try_get(2)?,
+        })
+    }
+
+    /// Writes every entry as one JSON object per line, in insertion order;
+    /// returns how many. Reads in pages; the writes to `out` are blocking.
+    pub async fn export_jsonl<W: std::io::Write + Send>(
+        &self,
+        out: &mut W,
+    ) -> Result<u64, LedgerError> {
+        let mut after = 0_i64;
+        let mut count = 0_u64;
+        loop {
+            let rows = self
+                .client
+                .query(SELECT_PAGE, &[&after, &EXPORT_PAGE])
+                .await?;
+            if rows.is_empty() {
+                return Ok(count);
+            }
+            for r in &rows {
+                after = r.try_get(0)?;
+                let entry = StoredRow {
+                    request_id: r.try_get(1)?,
+                    ts: r.try_get(2)?,
+                    tenant: r.try_get(3)?,
+                    key_name: r.try_get(4)?,
+                    model: r.try_get(5)?,
+                    backend: r.try_get(6)?,
+                    endpoint: r.try_get(7)?,
+                    status: i64::from(r.try_get::<_, i32>(8)?),
+                    outcome: r.try_get(9)?,
+                    prompt_tokens: r.try_get(10)?,
+                    completion_tokens: r.try_get(11)?,
+                    cached_tokens: r.try_get(12)?,
+                    reasoning_tokens: r.try_get(13)?,
+                    tool_loop_tokens: r.try_get(14)?,
+                    estimated_tokens: r.try_get(15)?,
+                    usage_source: r.try_get(16)?,
+                    cost_micros: r.try_get(17)?,
+                    latency_ms: r.try_get(18)?,
+                }
+                .into_entry()?;
+                serde_json::to_writer(&mut *out, &entry).map_err(LedgerError::Json)?;
+                out.write_all(b"\n").map_err(LedgerError::Io)?;
+                count += 1;
+            }
+        }
+    }
+
+    /// The schema version of the database.
+    pub async fn schema_version(&self) -> Result<u32, LedgerError> {
+        current_version(&*self.client).await
+    }
+
+    /// Commits what is queued, then stops the writer and the connection.
+    pub async fn close(self) -> Result<(), LedgerError> {
+        let flushed = self.queue.flush().await;
+        drop(self.queue);
+        let _ = self.writer.await;
+        drop(self.client);
+        let _ = self.connection.await;
+        flushed
+    }
+}
+
+async fn current_version<C: GenericClient>(client: &C) -> Result<u32, LedgerError> {
+    let v: i64 = client
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0)::int8 FROM schema_version",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    u32::try_from(v).map_err(|_| crate::entry::corrupt("schema_version", v))
+}
+
+/// Applies pending migrations in one transaction, holding a transaction
+/// advisory lock so replicas starting together migrate one at a time.
+async fn migrate(client: &mut Client) -> Result<(), LedgerError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+            version INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            applied_at_ms BIGINT NOT NULL
+        )",
+    )
+    .await?;
+    let current = current_version(&tx).await?;
+    if current > latest_version() {
+        return Err(LedgerError::SchemaTooNew {
+            found: current,
+            supported: latest_version(),
+        });
+    }
+    for m in schema::pending(current) {
+        tx.batch_execute(m.postgres).await?;
+        let version = i32::try_from(m.version).unwrap_or(i32::MAX);
+        tx.execute(
+            "INSERT INTO schema_version (version, name, applied_at_ms) VALUES ($1, $2, $3)",
+            &[&version, &m.name, &schema::applied_at_ms()],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn write_loop(client: Arc<Client>, mut rx: mpsc::Receiver<Msg>, options: WriteOptions) {
+    let max = options.max_batch.max(1);
+    let mut settler = Settler::default();
+    let mut statement = None;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        queue::drain(&mut rx, &mut batch, max);
+        if !options.linger.is_zero() && batch.len() < max {
+            tokio::time::sleep(options.linger).await;
+            queue::drain(&mut rx, &mut batch, max);
+        }
+        let (rows, slots) = queue::plan(&batch);
+        let written = if rows.is_empty() {
+            Ok(Vec::new())
+        } else {
+            write_batch(&client, &mut statement, &rows).await
+        };
+        settler.settle(batch, slots, written);
+    }
+}
+
+async fn write_batch(
+    client: &Client,
+    statement: &mut Option<tokio_postgres::Statement>,
+    rows: &[&Row],
+) -> Result<Vec<bool>, LedgerError> {
+    let stmt = match statement {
+        Some(s) => s.clone(),
+        None => {
+            let s = client.prepare(INSERT).await?;
+            *statement = Some(s.clone());
+            s
+        }
+    };
+    let col = |f: fn(&Row) -> &str| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let int = |f: fn(&Row) -> i64| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let opt = |f: fn(&Row) -> Option<i64>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let request_id = col(|r| &r.request_id);
+    let ts = int(|r| r.ts);
+    let tenant = col(|r| &r.tenant);
+    let key_name = col(|r| &r.key_name);
+    let model = col(|r| &r.model);
+    let backend = col(|r| &r.backend);
+    let endpoint = col(|r| &r.endpoint);
+    let status: Vec<i32> = rows.iter().map(|r| r.status).collect();
+    let outcome = col(|r| r.outcome);
+    let prompt = int(|r| r.prompt_tokens);
+    let completion = int(|r| r.completion_tokens);
+    let cached = opt(|r| r.cached_tokens);
+    let reasoning = opt(|r| r.reasoning_tokens);
+    let tool_loop = opt(|r| r.tool_loop_tokens);
+    let estimated = int(|r| r.estimated_tokens);
+    let source = col(|r| r.usage_source);
+    let cost = int(|r| r.cost_micros);
+    let latency = int(|r| r.latency_ms);
+    let params: [&(dyn ToSql + Sync); 18] = [
+        &request_id,
+        &ts,
+        &tenant,
+        &key_name,
+        &model,
+        &backend,
+        &endpoint,
+        &status,
+        &outcome,
+        &prompt,
+        &completion,
+        &cached,
+        &reasoning,
+        &tool_loop,
+        &estimated,
+        &source,
+        &cost,
+        &latency,
+    ];
+    let returned = client.query(&stmt, &params).await?;
+    let inserted: HashSet<String> = returned
+        .iter()
+        .map(|r| r.try_get::<_, String>(0))
+        .collect::<Result<_, _>>()?;
+    Ok(rows
+        .iter()
+        .map(|r| inserted.contains(&r.request_id))
+        .collect())
+}

@@ -1,0 +1,116 @@
+//! Schema migrations, shared by both stores.
+//!
+//! Each migration has a version, a name and one SQL text per dialect, so the
+//! two schemas evolve in lockstep. `schema_version` holds one row per applied
+//! migration; the database's version is the largest. At open, every
+//! migration above that version is applied in order inside one transaction
+//! (both SQLite and PostgreSQL have transactional DDL), so a failed upgrade
+//! leaves the database as it was. A database whose version is above the
+//! newest migration this code knows is refused: older code writing into a
+//! newer schema could silently drop what the newer schema added.
+//!
+//! Rule for adding a migration: append, never edit a released one.
+
+/// One schema change.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Applied in increasing order; 1-based and without gaps.
+    pub version: u32,
+    /// Recorded in `schema_version` for humans.
+    pub name: &'static str,
+    /// The change in SQLite's dialect.
+    pub sqlite: &'static str,
+    /// The change in PostgreSQL's dialect.
+    pub postgres: &'static str,
+}
+
+/// Every migration, in order.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "ledger table",
+        // STRICT makes SQLite enforce the column types like PostgreSQL does.
+        sqlite: "CREATE TABLE ledger (
+            id INTEGER PRIMARY KEY,
+            request_id TEXT NOT NULL UNIQUE,
+            ts INTEGER NOT NULL,
+            tenant TEXT NOT NULL,
+            key_name TEXT NOT NULL,
+            model TEXT NOT NULL,
+            backend TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            outcome TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            cached_tokens INTEGER,
+            reasoning_tokens INTEGER,
+            tool_loop_tokens INTEGER,
+            estimated_tokens INTEGER NOT NULL,
+            usage_source TEXT NOT NULL,
+            cost_micros INTEGER NOT NULL,
+            latency_ms INTEGER NOT NULL
+        ) STRICT;",
+        postgres: "CREATE TABLE ledger (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            request_id TEXT NOT NULL UNIQUE,
+            ts BIGINT NOT NULL,
+            tenant TEXT NOT NULL,
+            key_name TEXT NOT NULL,
+            model TEXT NOT NULL,
+            backend TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            outcome TEXT NOT NULL,
+            prompt_tokens BIGINT NOT NULL,
+            completion_tokens BIGINT NOT NULL,
+            cached_tokens BIGINT,
+            reasoning_tokens BIGINT,
+            tool_loop_tokens BIGINT,
+            estimated_tokens BIGINT NOT NULL,
+            usage_source TEXT NOT NULL,
+            cost_micros BIGINT NOT NULL,
+            latency_ms BIGINT NOT NULL
+        );",
+    },
+    Migration {
+        version: 2,
+        name: "report indexes",
+        // Reports filter on a time window, quotas on a tenant's window.
+        sqlite: "CREATE INDEX ledger_ts ON ledger (ts);
+                 CREATE INDEX ledger_tenant_ts ON ledger (tenant, ts);",
+        postgres: "CREATE INDEX ledger_ts ON ledger (ts);
+                   CREATE INDEX ledger_tenant_ts ON ledger (tenant, ts);",
+    },
+];
+
+/// The newest schema version this code knows.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// The migrations above `current`, in order.
+pub(crate) fn pending(current: u32) -> impl Iterator<Item = &'static Migration> {
+    MIGRATIONS.iter().filter(move |m| m.version > current)
+}
+
+/// Unix milliseconds now, only to record when a migration was applied
+/// (informational; no decision depends on it).
+pub(crate) fn applied_at_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_one_based_and_contiguous() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "{}", m.name);
+        }
+        assert_eq!(pending(1).count(), MIGRATIONS.len() - 1);
+    }
+}

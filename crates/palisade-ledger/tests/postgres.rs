@@ -1,0 +1,165 @@
+//! The PostgreSQL store against a real server started by the test (see
+//! `support/pg.rs`; needs Debian's `postgresql` package).
+
+mod support;
+
+use std::sync::Arc;
+
+use palisade_ledger::schema::latest_version;
+use palisade_ledger::{Ledger, LedgerError, PostgresLedger, Recorded, WriteOptions};
+use support::pg::PgServer;
+use support::{entry, export, scenarios, DAY0};
+
+async fn connect(pg: &PgServer) -> Ledger {
+    Ledger::open(&pg.url(), WriteOptions::default())
+        .await
+        .unwrap()
+}
+
+/// Each shared scenario on its own fresh server.
+macro_rules! scenario {
+    ($name:ident) => {
+        scenario!($name, WriteOptions::default());
+    };
+    ($name:ident, $options:expr) => {
+        #[tokio::test]
+        async fn $name() {
+            let pg = PgServer::start();
+            let ledger = Ledger::open(&pg.url(), $options).await.unwrap();
+            scenarios::$name(&ledger).await;
+            ledger.close().await.unwrap();
+        }
+    };
+}
+
+scenario!(idempotent_on_request_id);
+scenario!(usage_groups_and_filters);
+scenario!(nowait_entries_are_durable_after_flush);
+scenario!(export_round_trips);
+scenario!(invalid_entries_are_refused);
+scenario!(small_batches_with_linger, support::tiny_batches());
+scenario!(
+    a_full_queue_is_reported_not_waited_on,
+    support::tiny_queue()
+);
+
+async fn client(pg: &PgServer) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&pg.conninfo(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_tasks_count_each_request_once() {
+    let pg = PgServer::start();
+    scenarios::concurrent_tasks_count_each_request_once(Arc::new(connect(&pg).await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_migrate_together_and_share_idempotency() {
+    let pg = PgServer::start();
+    // Four "replicas" start at once against an empty database: the advisory
+    // lock makes exactly one of them migrate.
+    let url = pg.url();
+    let mut starts = Vec::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        starts.push(tokio::spawn(async move {
+            PostgresLedger::connect(&url, WriteOptions::default())
+                .await
+                .unwrap()
+        }));
+    }
+    let mut replicas = Vec::new();
+    for s in starts {
+        replicas.push(s.await.unwrap());
+    }
+    // The same request id written by every replica counts once.
+    let e = entry("shared-id", "acme", "m", DAY0, 10, 10);
+    let mut inserted = 0;
+    for r in &replicas {
+        if r.record(&e).await.unwrap() == Recorded::Inserted {
+            inserted += 1;
+        }
+    }
+    assert_eq!(inserted, 1);
+    assert_eq!(replicas[0].spent("acme", 0).await.unwrap().requests, 1);
+    let versions: Vec<i32> = client(&pg)
+        .await
+        .query("SELECT version FROM schema_version ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        versions,
+        (1..=i32::try_from(latest_version()).unwrap()).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn reconnecting_is_a_no_op_and_keeps_rows() {
+    let pg = PgServer::start();
+    let ledger = connect(&pg).await;
+    let e = entry("kept", "acme", "m", DAY0, 5, 5);
+    assert_eq!(ledger.record(&e).await.unwrap(), Recorded::Inserted);
+    drop(ledger);
+    let before: Vec<(i32, i64)> = client(&pg)
+        .await
+        .query(
+            "SELECT version, applied_at_ms FROM schema_version ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let ledger = connect(&pg).await;
+    assert_eq!(ledger.schema_version().await.unwrap(), latest_version());
+    assert_eq!(export(&ledger).await, vec![e]);
+    let after: Vec<(i32, i64)> = client(&pg)
+        .await
+        .query(
+            "SELECT version, applied_at_ms FROM schema_version ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(before, after, "reconnecting changed schema_version");
+}
+
+#[tokio::test]
+async fn a_database_newer_than_the_code_is_refused() {
+    let pg = PgServer::start();
+    connect(&pg).await.close().await.unwrap();
+    client(&pg)
+        .await
+        .batch_execute("INSERT INTO schema_version VALUES (99, 'from the future', 0)")
+        .await
+        .unwrap();
+    match PostgresLedger::connect(&pg.conninfo(), WriteOptions::default()).await {
+        Err(LedgerError::SchemaTooNew {
+            found: 99,
+            supported,
+        }) => {
+            assert_eq!(supported, latest_version());
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
+
+/// Throughput of batched writes; printed, not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measure_batched_write_speed() {
+    let pg = PgServer::start();
+    let ledger = Arc::new(connect(&pg).await);
+    scenarios::measure("postgres", Arc::clone(&ledger), 64, 100).await;
+    scenarios::measure("postgres, sequential", ledger, 1, 1000).await;
+}

@@ -1,0 +1,292 @@
+//! The SQLite store against real files in a temp dir.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use palisade_ledger::schema::{latest_version, MIGRATIONS};
+use palisade_ledger::{Ledger, LedgerError, Recorded, SqliteLedger, Synchronous, WriteOptions};
+use support::{entry, export, scenarios, DAY0};
+
+async fn open(path: &Path) -> Ledger {
+    Ledger::Sqlite(
+        SqliteLedger::open(path, WriteOptions::default())
+            .await
+            .unwrap(),
+    )
+}
+
+fn temp() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    (dir, path)
+}
+
+#[tokio::test]
+async fn idempotent_on_request_id() {
+    let (_dir, path) = temp();
+    scenarios::idempotent_on_request_id(&open(&path).await).await;
+}
+
+#[tokio::test]
+async fn usage_groups_and_filters() {
+    let (_dir, path) = temp();
+    scenarios::usage_groups_and_filters(&open(&path).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_tasks_count_each_request_once() {
+    let (_dir, path) = temp();
+    scenarios::concurrent_tasks_count_each_request_once(Arc::new(open(&path).await)).await;
+}
+
+#[tokio::test]
+async fn nowait_entries_are_durable_after_flush() {
+    let (_dir, path) = temp();
+    scenarios::nowait_entries_are_durable_after_flush(&open(&path).await).await;
+}
+
+#[tokio::test]
+async fn export_round_trips() {
+    let (_dir, path) = temp();
+    scenarios::export_round_trips(&open(&path).await).await;
+}
+
+#[tokio::test]
+async fn invalid_entries_are_refused() {
+    let (_dir, path) = temp();
+    scenarios::invalid_entries_are_refused(&open(&path).await).await;
+}
+
+#[tokio::test]
+async fn small_batches_with_linger() {
+    let (_dir, path) = temp();
+    let ledger = Ledger::Sqlite(
+        SqliteLedger::open(&path, support::tiny_batches())
+            .await
+            .unwrap(),
+    );
+    scenarios::small_batches_with_linger(&ledger).await;
+}
+
+#[tokio::test]
+async fn a_full_queue_is_reported_not_waited_on() {
+    let (_dir, path) = temp();
+    let ledger = Ledger::Sqlite(
+        SqliteLedger::open(&path, support::tiny_queue())
+            .await
+            .unwrap(),
+    );
+    scenarios::a_full_queue_is_reported_not_waited_on(&ledger).await;
+}
+
+/// Another process holding the write lock past the busy timeout makes a
+/// batch fail: awaited entries get `WriteFailed`, queued ones are reported
+/// by the next `flush`, and writing works again once the lock is gone.
+#[tokio::test]
+async fn a_failed_batch_is_reported_to_every_writer() {
+    let (_dir, path) = temp();
+    let options = WriteOptions {
+        busy_timeout: std::time::Duration::from_millis(50),
+        ..WriteOptions::default()
+    };
+    let ledger = SqliteLedger::open(&path, options).await.unwrap();
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let e = entry("blocked", "acme", "m", DAY0, 1, 1);
+    match ledger.record(&e).await {
+        Err(err @ LedgerError::WriteFailed(_)) => {
+            assert!(err.to_string().contains("database is locked"), "{err}");
+        }
+        other => panic!("expected WriteFailed, got {other:?}"),
+    }
+    ledger
+        .record_nowait(entry("lost-1", "acme", "m", DAY0, 1, 1))
+        .unwrap();
+    ledger
+        .record_nowait(entry("lost-2", "acme", "m", DAY0, 1, 1))
+        .unwrap();
+    match ledger.flush().await {
+        Err(LedgerError::LostWrites { count: 2 }) => {}
+        other => panic!("expected LostWrites {{ count: 2 }}, got {other:?}"),
+    }
+    // The count was reported once.
+    ledger.flush().await.unwrap();
+
+    blocker.execute_batch("ROLLBACK").unwrap();
+    // The failed entry may be retried with the same id.
+    assert_eq!(ledger.record(&e).await.unwrap(), Recorded::Inserted);
+    assert_eq!(ledger.spent("acme", 0).await.unwrap().requests, 1);
+}
+
+#[tokio::test]
+async fn rows_survive_drop_and_reopen() {
+    let (_dir, path) = temp();
+    let ledger = open(&path).await;
+    let e = entry("kept", "acme", "m", DAY0, 5, 5);
+    assert_eq!(ledger.record(&e).await.unwrap(), Recorded::Inserted);
+    // Dropped without `close`: `record` already made the row durable.
+    drop(ledger);
+    let ledger = open(&path).await;
+    assert_eq!(export(&ledger).await, vec![e.clone()]);
+    // And the reopened ledger still knows the id.
+    assert_eq!(ledger.record(&e).await.unwrap(), Recorded::Duplicate);
+    ledger.close().await.unwrap();
+}
+
+fn schema_rows(path: &Path) -> Vec<(i64, String, i64)> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT version, name, applied_at_ms FROM schema_version ORDER BY version")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    rows
+}
+
+#[tokio::test]
+async fn migrations_apply_once_and_reopening_is_a_no_op() {
+    let (_dir, path) = temp();
+    let ledger = open(&path).await;
+    assert_eq!(ledger.schema_version().await.unwrap(), latest_version());
+    ledger.close().await.unwrap();
+    let applied = schema_rows(&path);
+    let versions: Vec<i64> = applied.iter().map(|r| r.0).collect();
+    assert_eq!(
+        versions,
+        MIGRATIONS
+            .iter()
+            .map(|m| i64::from(m.version))
+            .collect::<Vec<_>>()
+    );
+    let ledger = open(&path).await;
+    ledger.close().await.unwrap();
+    assert_eq!(
+        schema_rows(&path),
+        applied,
+        "reopening changed schema_version"
+    );
+}
+
+#[tokio::test]
+async fn an_old_database_is_upgraded_in_place() {
+    let (_dir, path) = temp();
+    {
+        // A database left by a build that knew only migration 1, with a row.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+             applied_at_ms INTEGER NOT NULL) STRICT;",
+        )
+        .unwrap();
+        conn.execute_batch(MIGRATIONS[0].sqlite).unwrap();
+        conn.execute(
+            "INSERT INTO schema_version VALUES (1, 'ledger table', 0)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO ledger (request_id, ts, tenant, key_name, model, backend, endpoint,
+             status, outcome, prompt_tokens, completion_tokens, estimated_tokens, usage_source,
+             cost_micros, latency_ms)
+             VALUES ('old', 1, 'acme', 'k', 'm', 'b', '/v1/chat/completions', 200, 'completed',
+             3, 4, 10, 'upstream', 11, 5)",
+            [],
+        )
+        .unwrap();
+    }
+    let ledger = open(&path).await;
+    assert_eq!(ledger.schema_version().await.unwrap(), latest_version());
+    assert_eq!(ledger.spent("acme", 0).await.unwrap().tokens, 7);
+    ledger.close().await.unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let indexes: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name LIKE 'ledger_%ts'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 2, "migration 2 created its indexes");
+}
+
+#[tokio::test]
+async fn a_database_newer_than_the_code_is_refused() {
+    let (_dir, path) = temp();
+    open(&path).await.close().await.unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "INSERT INTO schema_version VALUES (99, 'from the future', 0)",
+            [],
+        )
+        .unwrap();
+    match SqliteLedger::open(&path, WriteOptions::default()).await {
+        Err(e @ LedgerError::SchemaTooNew { found: 99, .. }) => {
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "ledger schema version 99 is newer than this build supports ({})",
+                    latest_version()
+                )
+            );
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn locations_choose_the_store() {
+    let (_dir, path) = temp();
+    let ledger = Ledger::open(
+        &format!("sqlite://{}", path.display()),
+        WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(ledger, Ledger::Sqlite(_)));
+    for bad in ["mysql://x", "ledger.db", "sqlite:"] {
+        assert!(
+            matches!(
+                Ledger::open(bad, WriteOptions::default()).await,
+                Err(LedgerError::BadLocation(_))
+            ),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_memory_database_is_refused_for_lacking_wal() {
+    match SqliteLedger::open(":memory:", WriteOptions::default()).await {
+        Err(LedgerError::NotWal { mode }) => assert_eq!(mode, "memory"),
+        other => panic!("expected NotWal, got {other:?}"),
+    }
+}
+
+/// Throughput of batched writes; printed (run with `--nocapture`), not
+/// asserted, because the shared test machine's speed varies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measure_batched_write_speed() {
+    for (label, synchronous) in [
+        ("sqlite synchronous=NORMAL", Synchronous::Normal),
+        ("sqlite synchronous=FULL", Synchronous::Full),
+    ] {
+        let (_dir, path) = temp();
+        let options = WriteOptions {
+            synchronous,
+            ..WriteOptions::default()
+        };
+        let ledger = Arc::new(Ledger::Sqlite(
+            SqliteLedger::open(&path, options).await.unwrap(),
+        ));
+        scenarios::measure(label, Arc::clone(&ledger), 64, 300).await;
+        // One task at a time: the latency an awaited `record` adds.
+        scenarios::measure(&format!("{label}, sequential"), ledger, 1, 2000).await;
+    }
+}
