@@ -63,6 +63,29 @@ enum Command {
         #[arg(default_value = "../shared/datasets/eval")]
         dir: PathBuf,
     },
+    /// Report token usage and cost from the ledger, grouped by tenant,
+    /// model or day.
+    Usage {
+        /// The ledger (`sqlite:PATH` or `postgres://...`); defaults to
+        /// `ledger.url` from the config.
+        #[arg(long)]
+        ledger: Option<String>,
+        /// Config file to read `ledger.url` from.
+        #[arg(long, short, env = "PALISADE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Grouping.
+        #[arg(long, value_parser = ["tenant", "model", "day"], default_value = "tenant")]
+        by: String,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Look back this many days.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Train the detector's model from a training directory (reproducible:
     /// fixed seed), writing the artifact and its TRAINING.md report.
     Train {
@@ -156,6 +179,14 @@ fn main() -> std::process::ExitCode {
         Command::Scan(args) => scan(args),
         Command::Eval { dir } => eval(&dir),
         Command::Train { data, out, seed } => train(&data, &out, seed),
+        Command::Usage {
+            ledger,
+            config,
+            by,
+            tenant,
+            days,
+            json,
+        } => usage(ledger, config.as_deref(), &by, tenant, days, json),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -398,5 +429,72 @@ fn train(data: &std::path::Path, out: &std::path::Path, seed: u64) -> Result<()>
     let report = palisade_eval::run_train(data, out, seed)
         .with_context(|| format!("training from {}", data.display()))?;
     print!("{}", report.markdown);
+    Ok(())
+}
+
+fn usage(
+    ledger: Option<String>,
+    config: Option<&std::path::Path>,
+    by: &str,
+    tenant: Option<String>,
+    days: u32,
+    json: bool,
+) -> Result<()> {
+    use palisade_ledger::{GroupBy, Ledger, UsageQuery, WriteOptions};
+    let url = match ledger {
+        Some(url) => url,
+        None => load_config(config, None)?
+            .ledger
+            .url
+            .context("no ledger: pass --ledger URL or set ledger.url in the config")?,
+    };
+    let group_by = match by {
+        "model" => GroupBy::Model,
+        "day" => GroupBy::Day,
+        _ => GroupBy::Tenant,
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let query = UsageQuery {
+        tenant,
+        since_ms: now_ms - i64::from(days) * 86_400_000,
+        until_ms: now_ms + 1,
+        group_by,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let rows = runtime.block_on(async {
+        let ledger = Ledger::open(&url, WriteOptions::default())
+            .await
+            .with_context(|| format!("opening the ledger {url}"))?;
+        ledger.usage(&query).await.context("querying usage")
+    })?;
+    if json {
+        for r in &rows {
+            println!(
+                "{}",
+                serde_json::json!({"group": r.group, "requests": r.requests, "prompt_tokens": r.prompt_tokens,
+                    "completion_tokens": r.completion_tokens, "total_tokens": r.total_tokens,
+                    "cost_usd": r.cost_micros as f64 / 1e6})
+            );
+        }
+        return Ok(());
+    }
+    println!("| {by} | requests | prompt tokens | completion tokens | total tokens | cost (USD) |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {:.6} |",
+            r.group,
+            r.requests,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.total_tokens,
+            r.cost_micros as f64 / 1e6
+        );
+    }
     Ok(())
 }

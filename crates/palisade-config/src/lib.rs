@@ -77,6 +77,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Admission control: request rates and in-flight limits.
     pub limits: LimitsConfig,
+    /// The token ledger: one row per request that reached an upstream.
+    pub ledger: LedgerConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -163,6 +165,29 @@ impl Default for LimitsConfig {
             escalation: None,
         }
     }
+}
+
+/// The token ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// `sqlite:PATH` (embedded; WAL) or `postgres://user@host/db` (fleets).
+    /// Absent: no ledger.
+    pub url: Option<String>,
+    /// Prices in US dollars per million tokens, by public model name; the
+    /// entry `default` applies to every other model. Costs are stored as
+    /// integer micro-dollars.
+    pub prices: BTreeMap<String, PriceConfig>,
+}
+
+/// The price of one model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    /// Dollars per million prompt tokens.
+    pub input_usd_per_mtok: f64,
+    /// Dollars per million completion tokens.
+    pub output_usd_per_mtok: f64,
 }
 
 /// Where limit state lives.
@@ -641,6 +666,24 @@ impl Config {
                         "backend = \"redis\" needs a redis:// or rediss:// URL",
                     ))
                 }
+            }
+        }
+        if let Some(url) = &self.ledger.url {
+            let known = ["sqlite:", "postgres://", "postgresql://"];
+            if !known.iter().any(|p| url.starts_with(p)) {
+                return Err(invalid(
+                    "ledger.url",
+                    "must start with sqlite:, postgres:// or postgresql://",
+                ));
+            }
+        }
+        for (model, price) in &self.ledger.prices {
+            let ok = |v: f64| v.is_finite() && v >= 0.0;
+            if !ok(price.input_usd_per_mtok) || !ok(price.output_usd_per_mtok) {
+                return Err(invalid(
+                    format!("ledger.prices.{model}"),
+                    "prices must be finite and not negative",
+                ));
             }
         }
         if let Some(e) = &self.limits.escalation {

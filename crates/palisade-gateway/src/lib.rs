@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accounting;
 pub mod admission;
 pub mod auth;
 pub mod error;

@@ -35,6 +35,8 @@ pub const STREAMS_OPEN: &str = "palisade_streams_open";
 pub const STREAMS_ENDED: &str = "palisade_streams_ended_total";
 /// A backend's current in-flight limit (moves with adaptive concurrency).
 pub const BACKEND_LIMIT: &str = "palisade_backend_concurrency_limit";
+/// Ledger rows that could not be written.
+pub const LEDGER_ERRORS: &str = "palisade_ledger_write_errors_total";
 /// Keys blocked by the escalation ladder.
 pub const OFFENDERS_BLOCKED: &str = "palisade_limits_offenders_blocked_total";
 /// Shared limits backend (Redis) calls that failed or timed out.
@@ -121,6 +123,7 @@ fn describe() {
         BACKEND_LIMIT,
         "A backend's current in-flight limit (adaptive concurrency moves it)."
     );
+    describe_counter!(LEDGER_ERRORS, "Ledger rows that could not be written.");
     describe_counter!(
         OFFENDERS_BLOCKED,
         "Offences that put an API key on the escalation ladder's block rung."

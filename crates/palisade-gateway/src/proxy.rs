@@ -15,6 +15,7 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use palisade_openai::request::{Endpoint, RequestBody};
 use palisade_openai::{ApiError, ErrorCode};
 
+use crate::accounting::{LedgerRow, TokenAccounting};
 use crate::admission::apply_headers;
 use crate::auth::Principal;
 use crate::error::error_response;
@@ -34,6 +35,9 @@ const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 pub struct RequestRecord {
     route: &'static str,
     request_id: Arc<str>,
+    /// Minted here, never taken from the client: keys the token reservation
+    /// and the ledger row, where a client-chosen id could collide.
+    pub(crate) internal_id: String,
     tenant: Option<Arc<str>>,
     model_label: Arc<str>,
     started: Instant,
@@ -45,8 +49,10 @@ pub struct RequestRecord {
     _slot: Option<crate::admission::InFlightSlot>,
     /// The stream slot, for streaming requests under a stream limit.
     _stream_slot: Option<crate::admission::InFlightSlot>,
-    /// Token accounting, when the tenant has a token budget.
+    /// Token accounting, when a token budget or the ledger needs it.
     pub(crate) tokens: Option<TokenAccounting>,
+    /// Where the request's ledger row goes, and what the row needs to know.
+    pub(crate) ledger: Option<LedgerRow>,
     /// The request's place at a backend with a downstream budget.
     _backend_slot: Option<crate::scheduler::BackendSlot>,
     /// The request span, re-entered for the access-log line: a stream ends
@@ -61,6 +67,7 @@ impl RequestRecord {
         Self {
             route,
             request_id: request_id.into(),
+            internal_id: uuid::Uuid::new_v4().to_string(),
             tenant: None,
             model_label: "none".into(),
             started,
@@ -69,6 +76,7 @@ impl RequestRecord {
             _slot: None,
             _stream_slot: None,
             tokens: None,
+            ledger: None,
             _backend_slot: None,
             span: tracing::Span::current(),
             _in_flight: InFlight::enter(),
@@ -91,9 +99,39 @@ impl RequestRecord {
         self.started
     }
 
+    /// Commits the ledger row now (awaiting the store), if there is a ledger.
+    pub(crate) async fn write_ledger_now(
+        &mut self,
+        status: u16,
+        stream_outcome: Option<&'static str>,
+    ) {
+        if let Some(row) = &mut self.ledger {
+            row.write(
+                self.tenant.as_deref().unwrap_or("-"),
+                &self.model_label,
+                status,
+                stream_outcome,
+                self.tokens.as_ref(),
+                self.started.elapsed(),
+            )
+            .await;
+        }
+    }
+
+    /// Whether this request has a ledger row to write.
+    pub(crate) fn has_ledger(&self) -> bool {
+        self.ledger.is_some()
+    }
+
     /// Adds the admission headers (`x-ratelimit-*`, the ladder's warning).
     fn stamp(&self, headers: &mut HeaderMap) {
         apply_headers(&self.limit_headers, headers);
+        if self.ledger.is_some() {
+            // The ledger row's key, so a client or operator can find it.
+            if let Ok(v) = HeaderValue::from_str(&self.internal_id) {
+                headers.insert("x-palisade-ledger-id", v);
+            }
+        }
         if self.warned {
             headers.insert(
                 "x-palisade-warning",
@@ -113,6 +151,16 @@ impl RequestRecord {
         if let Some(tokens) = &mut self.tokens {
             tokens.settle(status);
         }
+        if let Some(row) = &mut self.ledger {
+            row.write_nowait(
+                self.tenant.as_deref().unwrap_or("-"),
+                &self.model_label,
+                status,
+                stream_outcome,
+                self.tokens.as_ref(),
+                elapsed,
+            );
+        }
         crate::metrics::request_done(self.route, &self.model_label, status, elapsed);
         let _entered = self.span.enter();
         tracing::info!(
@@ -123,32 +171,6 @@ impl RequestRecord {
             stream = stream_outcome.unwrap_or("-"),
             "served"
         );
-    }
-}
-
-/// A request's token reservation and the running count of what it used.
-#[derive(Debug)]
-pub(crate) struct TokenAccounting {
-    reservation: crate::admission::TokenReservation,
-    /// Usage seen in the response or stream, and the generated text counted.
-    pub(crate) tally: palisade_openai::usage::StreamTally,
-    /// The client did not ask for the usage chunk; the gateway did, so it
-    /// keeps the chunk to itself.
-    pub(crate) strip_usage_chunk: bool,
-}
-
-impl TokenAccounting {
-    /// Settles the reservation by how the request ended: nothing for a
-    /// request the upstream refused or never answered, the upstream's usage
-    /// or our own count otherwise.
-    fn settle(&mut self, status: u16) {
-        let refused = (400..500).contains(&status) && status != 499 || status == 502;
-        if refused {
-            self.reservation.cancel();
-        } else {
-            let (actual, _from_upstream) = self.tally.total(self.reservation.prompt_estimate);
-            self.reservation.reconcile(actual);
-        }
     }
 }
 
@@ -258,8 +280,11 @@ async fn send_upstream(
         rewritten = true;
     }
 
-    // Token budget: reserve the estimate now, reconcile with usage later.
-    if state.admission.has_token_budget(&principal.tenant) {
+    // Token accounting: reserve the estimate now (when the tenant has a
+    // budget), count usage as the response passes, reconcile and ledger later.
+    let budget = state.admission.has_token_budget(&principal.tenant);
+    let ledger = state.ledger.get();
+    if budget || ledger.is_some() {
         let prompt_estimate = palisade_openai::usage::estimate_prompt_tokens(request.fields());
         let max_completion = if endpoint == Endpoint::Embeddings {
             0
@@ -274,21 +299,20 @@ async fn send_upstream(
             .admission
             .reserve_tokens(
                 &principal.tenant,
-                record.request_id(),
+                &record.internal_id,
                 prompt_estimate,
                 max_completion,
             )
             .inspect_err(|_| state.admission.offend(&principal, 1))?;
         record.limit_headers.tokens = info;
-        if let Some(reservation) = reservation {
-            let strip_usage_chunk = request.is_stream() && request.ensure_stream_usage();
-            rewritten |= request.is_stream();
-            record.tokens = Some(TokenAccounting {
-                reservation,
-                tally: palisade_openai::usage::StreamTally::default(),
-                strip_usage_chunk,
-            });
-        }
+        let strip_usage_chunk = request.is_stream() && request.ensure_stream_usage();
+        rewritten |= request.is_stream();
+        record.tokens = Some(TokenAccounting::new(
+            reservation,
+            prompt_estimate,
+            prompt_estimate + max_completion,
+            strip_usage_chunk,
+        ));
     }
     let upstream_body = if rewritten {
         Bytes::from(request.to_bytes())
@@ -301,8 +325,19 @@ async fn send_upstream(
 
     // The backend's downstream budget: wait (fairly) for a slot.
     if let Some(scheduler) = &backend.scheduler {
-        let cost = record.tokens.as_ref().map_or(1, |t| t.reservation.amount());
+        let cost = record.tokens.as_ref().map_or(1, TokenAccounting::reserved);
         record._backend_slot = Some(scheduler.acquire(&principal.tenant, cost, deadline).await?);
+    }
+
+    if let Some(ledger) = ledger {
+        record.ledger = Some(LedgerRow::new(
+            ledger.clone(),
+            state.prices.clone(),
+            &record.internal_id,
+            &principal.key_name,
+            &backend.name,
+            endpoint.label(),
+        ));
     }
 
     // Phase 5: forward.
@@ -391,6 +426,9 @@ async fn respond(
             tokens.tally.observe_response(&value);
         }
     }
+    // The ledger row is committed before the client gets the response, so
+    // every completed response has its row even if the process dies now.
+    record.write_ledger_now(status.as_u16(), None).await;
     let mut resp = Response::new(Body::from(body));
     // Upstream 4xx errors pass through unchanged: they are OpenAI-shaped and
     // describe the client's own mistake (or the upstream's rate limit).

@@ -48,6 +48,16 @@ pub enum GatewayError {
     /// The configured limits could not be compiled.
     #[error(transparent)]
     Admission(#[from] crate::admission::AdmissionError),
+    /// The ledger store could not be opened (bad path, database down,
+    /// schema newer than this build).
+    #[error("cannot open the ledger at {url}")]
+    Ledger {
+        /// The configured URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: palisade_ledger::LedgerError,
+    },
     /// The server loop failed.
     #[error("server error")]
     Serve(#[source] std::io::Error),
@@ -65,6 +75,9 @@ pub struct GatewayState {
     pub(crate) detector: Arc<palisade_detect::Detector>,
     pub(crate) admission: crate::admission::Admission,
     pub(crate) default_max_tokens: u64,
+    /// The ledger, once opened by `start` (when `ledger.url` is set).
+    pub(crate) ledger: std::sync::OnceLock<Arc<palisade_ledger::Ledger>>,
+    pub(crate) prices: Arc<palisade_ledger::PriceTable>,
     pub(crate) inject_max_tokens: bool,
     readiness: Readiness,
     metrics: Option<PrometheusHandle>,
@@ -116,6 +129,8 @@ impl Gateway {
             detector,
             admission: crate::admission::Admission::from_config(&config.limits)?,
             default_max_tokens: config.limits.default_max_tokens,
+            ledger: std::sync::OnceLock::new(),
+            prices: Arc::new(crate::accounting::price_table(&config.ledger)),
             inject_max_tokens: config.limits.inject_max_tokens,
             readiness,
             metrics: crate::metrics::install(),
@@ -140,6 +155,18 @@ impl Gateway {
 
     /// Binds the listen address and starts serving in the background.
     pub async fn start(self, addr: Option<SocketAddr>) -> Result<RunningGateway, GatewayError> {
+        if let Some(url) = &self.config.ledger.url {
+            let ready = self.state.readiness.register("ledger");
+            let ledger =
+                palisade_ledger::Ledger::open(url, palisade_ledger::WriteOptions::default())
+                    .await
+                    .map_err(|source| GatewayError::Ledger {
+                        url: url.clone(),
+                        source,
+                    })?;
+            let _ = self.state.ledger.set(Arc::new(ledger));
+            ready.set(true);
+        }
         let addr = addr.unwrap_or(self.config.server.listen);
         let listener = TcpListener::bind(addr)
             .await

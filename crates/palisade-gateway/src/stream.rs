@@ -70,6 +70,10 @@ struct Relay {
     outcome: Outcome,
     finished: bool,
     last_data_at: Option<Instant>,
+    /// `data: [DONE]`, held back until the ledger row is committed, so a
+    /// client that saw the end of the stream is a client whose usage is on
+    /// record.
+    held_done: Option<Bytes>,
 }
 
 impl Drop for Relay {
@@ -112,6 +116,10 @@ impl Relay {
                                 continue; // asked for by the gateway, not the client
                             }
                         }
+                    }
+                    if self.record.has_ledger() && event.is_done() {
+                        self.held_done = Some(event.into_raw());
+                        continue;
                     }
                     let raw = event.into_raw();
                     match (&mut batch, single.take()) {
@@ -163,8 +171,20 @@ impl Relay {
                 Ok(None) => {
                     self.finished = true;
                     self.outcome = Outcome::Completed;
+                    self.record
+                        .write_ledger_now(200, Some(self.outcome.label()))
+                        .await;
                     // Forward an unterminated tail as is rather than drop it.
-                    return self.framer.finish();
+                    let tail = self.framer.finish();
+                    return match (self.held_done.take(), tail) {
+                        (Some(done), Some(tail)) => {
+                            let mut out = BytesMut::with_capacity(done.len() + tail.len());
+                            out.extend_from_slice(&done);
+                            out.extend_from_slice(&tail);
+                            Some(out.freeze())
+                        }
+                        (done, tail) => done.or(tail),
+                    };
                 }
                 Err(_) => {
                     let what = if wait < self.limits.idle_timeout {
@@ -208,6 +228,7 @@ pub fn relay(
         outcome: Outcome::ClientGone,
         finished: false,
         last_data_at: None,
+        held_done: None,
     };
     futures_util::stream::unfold(relay, |mut relay| async move {
         relay.next_chunk().await.map(|bytes| (Ok(bytes), relay))

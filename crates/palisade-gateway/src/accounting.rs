@@ -1,0 +1,239 @@
+//! After admission: what a request really used, and its ledger row.
+//!
+//! [`TokenAccounting`] follows a request that reached an upstream: its token
+//! reservation (when the tenant has a budget), the usage seen in the response
+//! or stream, and the settlement when the request ends. [`LedgerRow`] turns
+//! the same facts into one row of the token ledger, keyed by the gateway's
+//! own request id (never the client's, which could collide).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use palisade_ledger::{Ledger, LedgerEntry, Outcome, PriceTable, UsageSource};
+use palisade_openai::usage::StreamTally;
+
+use crate::admission::TokenReservation;
+
+/// A request's token reservation and the running count of what it used.
+#[derive(Debug)]
+pub(crate) struct TokenAccounting {
+    reservation: Option<TokenReservation>,
+    prompt_estimate: u64,
+    reserved: u64,
+    /// Usage seen in the response or stream, and the generated text counted.
+    pub(crate) tally: StreamTally,
+    /// The client did not ask for the usage chunk; the gateway did, so it
+    /// keeps the chunk to itself.
+    pub(crate) strip_usage_chunk: bool,
+}
+
+impl TokenAccounting {
+    pub(crate) fn new(
+        reservation: Option<TokenReservation>,
+        prompt_estimate: u64,
+        reserved: u64,
+        strip_usage_chunk: bool,
+    ) -> Self {
+        Self {
+            reservation,
+            prompt_estimate,
+            reserved,
+            tally: StreamTally::default(),
+            strip_usage_chunk,
+        }
+    }
+
+    /// Tokens the request was expected to use at most (prompt estimate plus
+    /// completion allowance): the fair queue's charge.
+    pub(crate) fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    /// Settles the reservation by how the request ended: nothing for a
+    /// request the upstream refused or never answered, the upstream's usage
+    /// or our own count otherwise.
+    pub(crate) fn settle(&mut self, status: u16) {
+        let Some(reservation) = &mut self.reservation else {
+            return;
+        };
+        if refused(status) {
+            reservation.cancel();
+        } else {
+            let (actual, _from_upstream) = self.tally.total(self.prompt_estimate);
+            reservation.reconcile(actual);
+        }
+    }
+}
+
+/// The upstream refused or was never reached: no tokens were used.
+fn refused(status: u16) -> bool {
+    (400..500).contains(&status) && status != 499 || status == 502
+}
+
+/// A request's ledger row, written once.
+#[derive(Debug)]
+pub(crate) struct LedgerRow {
+    ledger: Arc<Ledger>,
+    prices: Arc<PriceTable>,
+    id: String,
+    key_name: String,
+    backend: String,
+    endpoint: &'static str,
+    written: bool,
+}
+
+impl LedgerRow {
+    pub(crate) fn new(
+        ledger: Arc<Ledger>,
+        prices: Arc<PriceTable>,
+        id: &str,
+        key_name: &str,
+        backend: &str,
+        endpoint: &'static str,
+    ) -> Self {
+        Self {
+            ledger,
+            prices,
+            id: id.to_owned(),
+            key_name: key_name.to_owned(),
+            backend: backend.to_owned(),
+            endpoint,
+            written: false,
+        }
+    }
+
+    fn entry(
+        &self,
+        tenant: &str,
+        model: &str,
+        status: u16,
+        stream_outcome: Option<&str>,
+        tokens: Option<&TokenAccounting>,
+        elapsed: Duration,
+    ) -> LedgerEntry {
+        let outcome = match (status, stream_outcome) {
+            (_, Some("client_disconnected")) | (499, _) => Outcome::ClientDisconnected,
+            (_, Some("timeout")) | (504, _) => Outcome::Timeout,
+            (_, Some("upstream_error")) => Outcome::UpstreamError,
+            (s, _) if s >= 500 => Outcome::UpstreamError,
+            (s, _) if s >= 400 => Outcome::Refused,
+            _ => Outcome::Completed,
+        };
+        let (prompt, completion, cached, reasoning, source, estimated) = match tokens {
+            Some(t) if refused(status) => (0, 0, None, None, UsageSource::Estimated, t.reserved),
+            Some(t) => match t.tally.usage {
+                Some(u) => (
+                    u.prompt_tokens,
+                    u.completion_tokens,
+                    u.cached_tokens,
+                    u.reasoning_tokens,
+                    UsageSource::Upstream,
+                    t.reserved,
+                ),
+                None => (
+                    t.prompt_estimate,
+                    t.tally
+                        .generated_chars
+                        .div_ceil(palisade_openai::usage::CHARS_PER_TOKEN),
+                    None,
+                    None,
+                    UsageSource::Counted,
+                    t.reserved,
+                ),
+            },
+            None => (0, 0, None, None, UsageSource::Estimated, 0),
+        };
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut entry = LedgerEntry {
+            request_id: self.id.clone(),
+            ts,
+            tenant: tenant.to_owned(),
+            key_name: self.key_name.clone(),
+            model: model.to_owned(),
+            backend: self.backend.clone(),
+            endpoint: self.endpoint.to_owned(),
+            status,
+            outcome,
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cached_tokens: cached,
+            reasoning_tokens: reasoning,
+            tool_loop_tokens: None,
+            estimated_tokens: estimated,
+            usage_source: source,
+            cost_micros: 0,
+            latency_ms: elapsed.as_millis() as u64,
+        };
+        entry.cost_micros = self.prices.cost_of(&entry);
+        entry
+    }
+
+    /// Writes the row and waits until it is committed.
+    pub(crate) async fn write(
+        &mut self,
+        tenant: &str,
+        model: &str,
+        status: u16,
+        stream_outcome: Option<&str>,
+        tokens: Option<&TokenAccounting>,
+        elapsed: Duration,
+    ) {
+        if std::mem::replace(&mut self.written, true) {
+            return;
+        }
+        let entry = self.entry(tenant, model, status, stream_outcome, tokens, elapsed);
+        if let Err(e) = self.ledger.record(&entry).await {
+            metrics::counter!(crate::metrics::LEDGER_ERRORS).increment(1);
+            tracing::error!(error = %e, id = %self.id, "ledger write failed");
+        }
+    }
+
+    /// Queues the row without waiting (for requests that end where the
+    /// request path cannot await: a dropped stream, a cancelled future).
+    pub(crate) fn write_nowait(
+        &mut self,
+        tenant: &str,
+        model: &str,
+        status: u16,
+        stream_outcome: Option<&str>,
+        tokens: Option<&TokenAccounting>,
+        elapsed: Duration,
+    ) {
+        if std::mem::replace(&mut self.written, true) {
+            return;
+        }
+        let entry = self.entry(tenant, model, status, stream_outcome, tokens, elapsed);
+        if let Err(e) = self.ledger.record_nowait(entry) {
+            metrics::counter!(crate::metrics::LEDGER_ERRORS).increment(1);
+            tracing::error!(error = %e, id = %self.id, "ledger write failed");
+        }
+    }
+}
+
+/// The price table from config (dollars per million tokens → micro-dollars).
+pub(crate) fn price_table(config: &palisade_config::LedgerConfig) -> PriceTable {
+    let micros = |usd: f64| (usd * 1_000_000.0).round() as u64;
+    let price = |p: &palisade_config::PriceConfig| palisade_ledger::Price {
+        input_per_mtok_micros: micros(p.input_usd_per_mtok),
+        output_per_mtok_micros: micros(p.output_usd_per_mtok),
+        cached_input_per_mtok_micros: None,
+    };
+    let default = config
+        .prices
+        .get("default")
+        .map(price)
+        .unwrap_or(palisade_ledger::Price {
+            input_per_mtok_micros: 0,
+            output_per_mtok_micros: 0,
+            cached_input_per_mtok_micros: None,
+        });
+    config
+        .prices
+        .iter()
+        .filter(|(m, _)| m.as_str() != "default")
+        .fold(PriceTable::new(default), |t, (m, p)| {
+            t.with_model(m.clone(), price(p))
+        })
+}

@@ -1,0 +1,171 @@
+//! The token ledger through the gateway: one row per request that reached
+//! the upstream, with the upstream's usage, in a real SQLite file.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use palisade_config::{Config, Sources};
+use palisade_gateway::Gateway;
+use palisade_ledger::{Ledger, LedgerEntry, Outcome, UsageSource, WriteOptions};
+use palisade_testkit::ScriptedUpstream;
+use serde_json::{json, Value};
+
+async fn rows(path: &std::path::Path) -> Vec<LedgerEntry> {
+    let ledger = Ledger::open(
+        &format!("sqlite:{}", path.display()),
+        WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    ledger.export_jsonl(&mut out).await.unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_upstream_request_gets_one_row_with_its_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let upstream = ScriptedUpstream::start().await;
+    let toml = format!(
+        "[ledger]\nurl = \"sqlite:{}\"\n[ledger.prices.default]\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 2.0\n[backends.main]\nbase_url = \"{}\"",
+        db.display(),
+        upstream.base_url()
+    );
+    let config = Config::load(&Sources {
+        toml: Some(&toml),
+        ..Sources::default()
+    })
+    .unwrap();
+    let gw = Gateway::with_env(config, |_| None)
+        .unwrap()
+        .start(Some("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{}/v1/chat/completions", gw.local_addr());
+
+    // Non-streaming: the row is committed before the response arrives.
+    let resp = client
+        .post(&url)
+        .header("x-request-id", "same-client-id")
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "one two three"}]}))
+        .send()
+        .await
+        .unwrap();
+    let plain_id = resp.headers()["x-palisade-ledger-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(resp.status(), 200);
+    // Streaming, the client not asking for usage.
+    let resp = client
+        .post(&url)
+        .header("x-request-id", "same-client-id")
+        .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "four five"}]}))
+        .send()
+        .await
+        .unwrap();
+    let stream_id = resp.headers()["x-palisade-ledger-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.ends_with("data: [DONE]\n\n"),
+        "[DONE] is released after the row: {body:?}"
+    );
+    assert!(!body.contains("\"usage\""));
+    // A stream the client abandons.
+    let resp = client
+        .post(&url)
+        .json(&json!({"model": "endless", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    let gone_id = resp.headers()["x-palisade-ledger-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut s = resp.bytes_stream();
+    s.next().await.unwrap().unwrap();
+    drop(s);
+    // A request the upstream refuses.
+    let resp = client
+        .post(&url)
+        .json(&json!({"model": "error-400", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    let refused_id = resp.headers()["x-palisade-ledger-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(resp.status(), 400);
+
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = rows(&db).await;
+        if found.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let by_id = |id: &str| {
+        found
+            .iter()
+            .find(|r| r.request_id == id)
+            .unwrap_or_else(|| panic!("row {id} in {found:?}"))
+    };
+    assert_eq!(
+        found.len(),
+        4,
+        "one row per request, client ids notwithstanding"
+    );
+
+    let plain = by_id(&plain_id);
+    assert_eq!(
+        (plain.prompt_tokens, plain.completion_tokens),
+        (6, 3),
+        "the scripted upstream's usage"
+    );
+    assert_eq!(plain.usage_source, UsageSource::Upstream);
+    assert_eq!(plain.outcome, Outcome::Completed);
+    // 6 prompt tokens at $1/M + 3 completion tokens at $2/M = 12 micro-dollars.
+    assert_eq!(plain.cost_micros, 12);
+    assert_eq!(plain.tenant, "local");
+
+    let streamed = by_id(&stream_id);
+    assert_eq!((streamed.prompt_tokens, streamed.completion_tokens), (5, 2));
+    assert_eq!(
+        streamed.usage_source,
+        UsageSource::Upstream,
+        "usage was requested upstream"
+    );
+
+    let gone = by_id(&gone_id);
+    assert_eq!(gone.outcome, Outcome::ClientDisconnected);
+    assert_eq!(
+        gone.usage_source,
+        UsageSource::Counted,
+        "no usage chunk: counted from the text"
+    );
+    assert!(gone.completion_tokens > 0);
+
+    let refused = by_id(&refused_id);
+    assert_eq!(refused.outcome, Outcome::Refused);
+    assert_eq!(refused.prompt_tokens + refused.completion_tokens, 0);
+    let ready: Value = client
+        .get(format!("http://{}/readyz", gw.local_addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["conditions"]["ledger"], true);
+}
