@@ -189,6 +189,14 @@ impl Gateway {
                 serving.set(false);
                 tracing::info!(grace_ms = grace.as_millis() as u64, "draining");
             };
+            // Streams are many small writes: without TCP_NODELAY, Nagle's
+            // algorithm holds each token until the client's delayed ACK
+            // (~40 ms), turning a fast stream into a trickle.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
             let server = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .into_future();

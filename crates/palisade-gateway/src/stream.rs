@@ -74,6 +74,7 @@ struct Relay {
     /// client that saw the end of the stream is a client whose usage is on
     /// record.
     held_done: Option<Bytes>,
+    gap_histogram: Option<metrics::Histogram>,
 }
 
 impl Drop for Relay {
@@ -95,7 +96,13 @@ impl Relay {
         match self.last_data_at {
             None => histogram!(STREAM_TTFT, "model" => self.record.model_label().to_string())
                 .record(now.duration_since(self.record.started()).as_secs_f64()),
-            Some(prev) => histogram!(STREAM_GAP, "model" => self.record.model_label().to_string())
+            // The gap histogram is resolved once per stream: looking a
+            // labelled metric up per event costs more than the relay itself.
+            Some(prev) => self
+                .gap_histogram
+                .get_or_insert_with(
+                    || histogram!(STREAM_GAP, "model" => self.record.model_label().to_string()),
+                )
                 .record(now.duration_since(prev).as_secs_f64()),
         }
         self.last_data_at = Some(now);
@@ -229,6 +236,7 @@ pub fn relay(
         finished: false,
         last_data_at: None,
         held_done: None,
+        gap_histogram: None,
     };
     futures_util::stream::unfold(relay, |mut relay| async move {
         relay.next_chunk().await.map(|bytes| (Ok(bytes), relay))

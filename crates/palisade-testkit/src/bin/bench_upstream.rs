@@ -33,9 +33,12 @@ fn stream_events() -> &'static [Bytes] {
     })
 }
 
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 async fn chat(body: Bytes) -> Response {
-    let wants_stream = body.windows(14).any(|w| w == b"\"stream\":true")
-        || body.windows(15).any(|w| w == b"\"stream\": true");
+    let wants_stream = contains(&body, b"\"stream\":true") || contains(&body, b"\"stream\": true");
     if wants_stream {
         let events = stream_events().iter().cloned().map(Ok::<_, Infallible>);
         (
@@ -62,5 +65,11 @@ async fn main() -> std::io::Result<()> {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    axum::serve(listener, app).await
+    axum::serve(
+        axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
+        app,
+    )
+    .await
 }
