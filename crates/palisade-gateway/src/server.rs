@@ -117,6 +117,9 @@ impl Gateway {
         readiness.register("routes").set(true);
         let detector_ready = readiness.register("detector");
         let detector = Arc::new(palisade_detect::Detector::embedded()?);
+        // The first scan builds the detector's lazily compiled matchers
+        // (~100 ms); pay that before readiness, not on a user's request.
+        let _ = detector.scan(&palisade_detect::ScanInput::user("warm up"));
         detector_ready.set(true);
         let serving = readiness.register("listener");
         let state = Arc::new(GatewayState {
