@@ -11,6 +11,25 @@ use palisade_testkit::{RedisServer, ScriptedUpstream};
 use serde_json::json;
 use support::Palisade;
 
+/// Polls `/readyz` (≤ 5 s) until the limits-backend advisory reads `ok`.
+async fn wait_for_limits_backend(client: &reqwest::Client, gw: &Palisade, ok: bool) -> bool {
+    for _ in 0..100 {
+        let body: serde_json::Value = client
+            .get(gw.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["advisories"]["limits_backend"] == ok {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_admit_the_limit_within_one_percent() {
     let redis = RedisServer::start();
@@ -40,23 +59,10 @@ async fn three_replicas_admit_the_limit_within_one_percent() {
     // Wait until each replica reports its Redis connection.
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     for r in &replicas {
-        let mut connected = false;
-        for _ in 0..100 {
-            let body: serde_json::Value = client
-                .get(r.url("/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if body["advisories"]["limits_backend"] == true {
-                connected = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(connected, "replica connected to redis");
+        assert!(
+            wait_for_limits_backend(&client, r, true).await,
+            "replica connected to redis"
+        );
     }
 
     // Offer ~1000 requests/s (10x the limit) for 10 s, spread over the replicas.
@@ -151,20 +157,7 @@ async fn redis_outage_falls_back_to_local_limits_and_says_so() {
         &[("PALISADE_LOG", "error")],
     );
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    for _ in 0..100 {
-        let body: serde_json::Value = client
-            .get(gw.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if body["advisories"]["limits_backend"] == true {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_limits_backend(&client, &gw, true).await;
     redis.stop();
     let send = || {
         client
@@ -190,17 +183,12 @@ async fn redis_outage_falls_back_to_local_limits_and_says_so() {
         metrics.contains("palisade_limits_backend_errors_total"),
         "{metrics}"
     );
-    let mut degraded = false;
-    for _ in 0..40 {
-        let ready = client.get(gw.url("/readyz")).send().await.unwrap();
-        let status = ready.status().as_u16();
-        let body: serde_json::Value = ready.json().await.unwrap();
-        if body["advisories"]["limits_backend"] == false {
-            assert_eq!(status, 200, "local fallback keeps the replica serving");
-            degraded = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let degraded = wait_for_limits_backend(&client, &gw, false).await;
+    let ready = client.get(gw.url("/readyz")).send().await.unwrap();
+    assert_eq!(
+        ready.status(),
+        200,
+        "local fallback keeps the replica serving"
+    );
     assert!(degraded, "/readyz reports the degraded limits backend");
 }

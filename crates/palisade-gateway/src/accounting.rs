@@ -170,6 +170,27 @@ impl LedgerRow {
         entry
     }
 
+    /// The row, the first time it is asked for; `None` once written.
+    fn take(
+        &mut self,
+        tenant: &str,
+        model: &str,
+        status: u16,
+        stream_outcome: Option<&str>,
+        tokens: Option<&TokenAccounting>,
+        elapsed: Duration,
+    ) -> Option<LedgerEntry> {
+        if std::mem::replace(&mut self.written, true) {
+            return None;
+        }
+        Some(self.entry(tenant, model, status, stream_outcome, tokens, elapsed))
+    }
+
+    fn failed(&self, e: &palisade_ledger::LedgerError) {
+        metrics::counter!(crate::metrics::LEDGER_ERRORS).increment(1);
+        tracing::error!(error = %e, id = %self.id, "ledger write failed");
+    }
+
     /// Writes the row and waits until it is committed.
     pub(crate) async fn write(
         &mut self,
@@ -180,13 +201,10 @@ impl LedgerRow {
         tokens: Option<&TokenAccounting>,
         elapsed: Duration,
     ) {
-        if std::mem::replace(&mut self.written, true) {
-            return;
-        }
-        let entry = self.entry(tenant, model, status, stream_outcome, tokens, elapsed);
-        if let Err(e) = self.ledger.record(&entry).await {
-            metrics::counter!(crate::metrics::LEDGER_ERRORS).increment(1);
-            tracing::error!(error = %e, id = %self.id, "ledger write failed");
+        if let Some(entry) = self.take(tenant, model, status, stream_outcome, tokens, elapsed) {
+            if let Err(e) = self.ledger.record(&entry).await {
+                self.failed(&e);
+            }
         }
     }
 
@@ -201,13 +219,10 @@ impl LedgerRow {
         tokens: Option<&TokenAccounting>,
         elapsed: Duration,
     ) {
-        if std::mem::replace(&mut self.written, true) {
-            return;
-        }
-        let entry = self.entry(tenant, model, status, stream_outcome, tokens, elapsed);
-        if let Err(e) = self.ledger.record_nowait(entry) {
-            metrics::counter!(crate::metrics::LEDGER_ERRORS).increment(1);
-            tracing::error!(error = %e, id = %self.id, "ledger write failed");
+        if let Some(entry) = self.take(tenant, model, status, stream_outcome, tokens, elapsed) {
+            if let Err(e) = self.ledger.record_nowait(entry) {
+                self.failed(&e);
+            }
         }
     }
 }
