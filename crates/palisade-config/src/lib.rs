@@ -328,6 +328,9 @@ pub struct ApiKeyConfig {
     /// Lower-case hex SHA-256 of the key. Keys themselves are never stored, so
     /// a leaked config does not leak credentials.
     pub sha256: String,
+    /// May call the `/admin/*` endpoints.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// An OpenAI-compatible upstream.

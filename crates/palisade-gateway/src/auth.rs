@@ -23,6 +23,9 @@ pub struct Principal {
     pub tenant: Arc<str>,
     /// The key's label (never the key).
     pub key_name: Arc<str>,
+    /// May call `/admin/*` (admin keys, and everyone in open mode, which is
+    /// loopback-only).
+    pub admin: bool,
 }
 
 /// Resolves credentials to principals.
@@ -46,6 +49,7 @@ impl Authenticator {
             AuthMode::Open => Self::Open(Principal {
                 tenant: OPEN_TENANT.into(),
                 key_name: "open".into(),
+                admin: true,
             }),
             AuthMode::Keys => Self::Keys(
                 config
@@ -59,11 +63,25 @@ impl Authenticator {
                             Principal {
                                 tenant: k.tenant.as_str().into(),
                                 key_name: k.name.as_str().into(),
+                                admin: k.admin,
                             },
                         ))
                     })
                     .collect(),
             ),
+        }
+    }
+
+    /// Authenticates an admin request: a valid key that is an admin key.
+    pub fn authenticate_admin(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        let principal = self.authenticate(headers)?;
+        if principal.admin {
+            Ok(principal)
+        } else {
+            Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                "this endpoint needs an admin key",
+            ))
         }
     }
 
@@ -111,6 +129,7 @@ mod tests {
                 name: "ci".into(),
                 tenant: "acme".into(),
                 sha256: hex::encode(hash_key("sk-good")),
+                admin: false,
             }],
         })
     }

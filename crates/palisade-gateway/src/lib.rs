@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accounting;
+pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod error;

@@ -274,6 +274,7 @@ fn router(state: Arc<GatewayState>) -> Router {
         .route("/v1/embeddings", post(proxied(Endpoint::Embeddings)))
         .route("/v1/models", get(crate::models::list))
         .route("/v1/guard/scan", post(crate::guard::scan))
+        .route("/admin/usage", get(crate::admin::usage))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

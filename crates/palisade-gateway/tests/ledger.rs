@@ -169,3 +169,67 @@ async fn every_upstream_request_gets_one_row_with_its_usage() {
         .unwrap();
     assert_eq!(ready["conditions"]["ledger"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_usage_reports_the_ledger_to_admin_keys_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = ScriptedUpstream::start().await;
+    let hash = |k: &str| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(k.as_bytes()))
+    };
+    let toml = format!(
+        "[[auth.keys]]\nname = \"app\"\ntenant = \"acme\"\nsha256 = \"{}\"\n[[auth.keys]]\nname = \"ops\"\ntenant = \"ops\"\nsha256 = \"{}\"\nadmin = true\n[ledger]\nurl = \"sqlite:{}\"\n[backends.main]\nbase_url = \"{}\"",
+        hash("pk-app"),
+        hash("pk-ops"),
+        dir.path().join("l.db").display(),
+        upstream.base_url()
+    );
+    let config = Config::load(&Sources {
+        toml: Some(&toml),
+        ..Sources::default()
+    })
+    .unwrap();
+    let gw = Gateway::with_env(config, |_| None)
+        .unwrap()
+        .start(Some("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{}", gw.local_addr());
+    for _ in 0..3 {
+        let resp = client
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth("pk-app")
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "one two"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let get = |key: Option<&'static str>, query: &str| {
+        let mut req = client.get(format!("{base}/admin/usage{query}"));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        req.send()
+    };
+    assert_eq!(get(None, "").await.unwrap().status(), 401);
+    let denied = get(Some("pk-app"), "").await.unwrap();
+    assert_eq!(denied.status(), 403);
+    let body: Value = denied.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "permission_denied");
+    let bad = get(Some("pk-ops"), "?by=week").await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: Value = get(Some("pk-ops"), "?by=tenant")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let acme = &body["data"][0];
+    assert_eq!(acme["group"], "acme");
+    assert_eq!(acme["requests"], 3);
+    // 2 words + 3 prompt tokens, 2 completion tokens, per request.
+    assert_eq!(acme["total_tokens"], 21);
+}

@@ -46,6 +46,8 @@ pub enum ErrorCode {
     MissingApiKey,
     /// A key that hashes to no configured tenant.
     InvalidApiKey,
+    /// A valid key without the right for this endpoint (e.g. admin).
+    PermissionDenied,
     /// The model is not in the routing table.
     ModelNotFound,
     /// No route at this path.
@@ -89,6 +91,7 @@ impl ErrorCode {
         match self {
             Self::InvalidRequest => 400,
             Self::MissingApiKey | Self::InvalidApiKey => 401,
+            Self::PermissionDenied => 403,
             Self::ModelNotFound | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTooLarge => 413,
@@ -112,6 +115,7 @@ impl ErrorCode {
             | Self::MethodNotAllowed
             | Self::ShuttingDown => ErrorKind::InvalidRequestError,
             Self::MissingApiKey | Self::InvalidApiKey => ErrorKind::AuthenticationError,
+            Self::PermissionDenied => ErrorKind::PermissionError,
             Self::RateLimited
             | Self::ConcurrencyLimited
             | Self::TokensExhausted
@@ -135,6 +139,7 @@ impl ErrorCode {
             Self::RequestTooLarge => "request_too_large",
             Self::MissingApiKey => "missing_api_key",
             Self::InvalidApiKey => "invalid_api_key",
+            Self::PermissionDenied => "permission_denied",
             Self::ModelNotFound => "model_not_found",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -268,6 +273,7 @@ mod tests {
             ErrorCode::RequestTooLarge,
             ErrorCode::MissingApiKey,
             ErrorCode::InvalidApiKey,
+            ErrorCode::PermissionDenied,
             ErrorCode::ModelNotFound,
             ErrorCode::NotFound,
             ErrorCode::MethodNotAllowed,

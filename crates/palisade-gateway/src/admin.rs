@@ -1,0 +1,94 @@
+//! `/admin/*`: operator endpoints, admin keys only (or open mode, which is
+//! loopback-only).
+//!
+//! `GET /admin/usage?by=tenant|model|day&tenant=T&days=N` reports token
+//! usage and cost from the ledger, the same figures as `palisade usage`.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Extension, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::HeaderMap;
+use palisade_ledger::{GroupBy, UsageQuery};
+use palisade_openai::{ApiError, ErrorCode};
+use serde::Deserialize;
+
+use crate::error::error_response;
+use crate::request_id::RequestId;
+use crate::server::GatewayState;
+
+/// Query parameters of `/admin/usage`.
+#[derive(Debug, Deserialize)]
+pub struct UsageParams {
+    by: Option<String>,
+    tenant: Option<String>,
+    days: Option<u32>,
+}
+
+/// `GET /admin/usage`
+pub async fn usage(
+    State(state): State<Arc<GatewayState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+    params: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match run(&state, &headers, params.ok().map(|Query(p)| p)).await {
+        Ok(body) => Json(body).into_response(),
+        Err(err) => error_response(&err, Some(&request_id)),
+    }
+}
+
+async fn run(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    params: Option<UsageParams>,
+) -> Result<serde_json::Value, ApiError> {
+    state.auth.authenticate_admin(headers)?;
+    let params =
+        params.ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "malformed query string"))?;
+    let ledger = state.ledger.get().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotFound,
+            "no ledger is configured (set ledger.url)",
+        )
+    })?;
+    let group_by = match params.by.as_deref() {
+        None | Some("tenant") => GroupBy::Tenant,
+        Some("model") => GroupBy::Model,
+        Some("day") => GroupBy::Day,
+        Some(other) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("`by` must be tenant, model or day, not `{other}`"),
+            )
+            .with_param("by"))
+        }
+    };
+    let days = params.days.unwrap_or(30).min(3660);
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let rows = ledger
+        .usage(&UsageQuery {
+            tenant: params.tenant,
+            since_ms: now_ms - i64::from(days) * 86_400_000,
+            until_ms: now_ms + 1,
+            group_by,
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "ledger usage query failed");
+            ApiError::new(ErrorCode::InternalError, "the ledger could not be queried")
+        })?;
+    let data: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({"group": r.group, "requests": r.requests,
+                "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                "total_tokens": r.total_tokens, "cost_usd": r.cost_micros as f64 / 1e6})
+        })
+        .collect();
+    Ok(serde_json::json!({"object": "list", "days": days, "data": data}))
+}
