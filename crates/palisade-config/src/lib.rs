@@ -113,6 +113,29 @@ pub struct LimitsConfig {
     pub tenants: BTreeMap<String, TenantLimits>,
     /// The escalation ladder for repeat offenders (per API key). Absent: off.
     pub escalation: Option<EscalationConfig>,
+    /// Request rates per API key (by key name), on top of the tenant's.
+    pub keys: BTreeMap<String, RateConfig>,
+    /// Request rates per public model name (all tenants together): protects
+    /// a scarce model.
+    pub models: BTreeMap<String, RateConfig>,
+}
+
+/// A request rate with burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    /// Requests per minute.
+    pub requests_per_minute: u64,
+    /// Requests at once after idling; default one second's worth (≥ 1).
+    #[serde(default)]
+    pub burst: Option<u64>,
+}
+
+impl RateConfig {
+    /// The burst in force.
+    pub fn effective_burst(&self) -> u64 {
+        self.burst.unwrap_or((self.requests_per_minute / 60).max(1))
+    }
 }
 
 /// Warn → slow → block for keys that keep hitting limits. Each refusal by a
@@ -163,6 +186,8 @@ impl Default for LimitsConfig {
             default: TenantLimits::default(),
             tenants: BTreeMap::new(),
             escalation: None,
+            keys: BTreeMap::new(),
+            models: BTreeMap::new(),
         }
     }
 }
@@ -687,6 +712,16 @@ impl Config {
                     format!("ledger.prices.{model}"),
                     "prices must be finite and not negative",
                 ));
+            }
+        }
+        for (scope, rates) in [("keys", &self.limits.keys), ("models", &self.limits.models)] {
+            for (name, rate) in rates {
+                if rate.requests_per_minute == 0 || rate.burst == Some(0) {
+                    return Err(invalid(
+                        format!("limits.{scope}.{name}"),
+                        "requests_per_minute and burst must be greater than 0",
+                    ));
+                }
             }
         }
         if let Some(e) = &self.limits.escalation {

@@ -25,12 +25,30 @@ use palisade_openai::{ApiError, ErrorCode};
 
 use crate::auth::Principal;
 
+/// One request-rate limit: its rate (for messages), its config (for Redis)
+/// and the in-memory limiter (primary, or the fallback when Redis is out).
+#[derive(Debug)]
+struct RateGate {
+    rpm: u64,
+    config: GcraConfig,
+    local: Mutex<MemoryGcra>,
+}
+
+impl RateGate {
+    fn new(rpm: u64, burst: u64) -> Result<Self, AdmissionError> {
+        let config = GcraConfig::new(rpm, Nanos::from_secs(60)).with_burst(burst);
+        Ok(Self {
+            rpm,
+            config,
+            local: Mutex::new(MemoryGcra::new(config)?),
+        })
+    }
+}
+
 /// A tenant's compiled limits.
 #[derive(Debug)]
 struct TenantGate {
-    /// Requests per minute (for messages), the config (for Redis) and the
-    /// in-memory limiter (primary, or the fallback when Redis is out).
-    rate: Option<(u64, GcraConfig, Mutex<MemoryGcra>)>,
+    rate: Option<RateGate>,
     max_in_flight_per_key: Option<u32>,
     max_streams_per_key: Option<u32>,
     /// Tokens-per-minute budget with reservations.
@@ -47,6 +65,9 @@ pub struct Admission {
     in_flight: Arc<Mutex<ConcurrencyLimiter>>,
     /// The shared backend, once connected (`backend = "redis"` only).
     shared: Arc<OnceLock<palisade_redis::RedisGcra>>,
+    /// Rates per API key name and per public model name.
+    key_rates: HashMap<String, RateGate>,
+    model_rates: HashMap<String, RateGate>,
     /// Repeat-offender ladder per API key, when configured.
     ladder: Option<Mutex<EscalationLadder>>,
     redis: Option<RedisSettings>,
@@ -69,10 +90,7 @@ pub struct AdmissionError(#[from] palisade_limits::LimitError);
 
 fn gate(limits: TenantLimits) -> Result<TenantGate, AdmissionError> {
     let rate = match (limits.requests_per_minute, limits.effective_burst()) {
-        (Some(rpm), Some(burst)) => {
-            let config = GcraConfig::new(rpm, Nanos::from_secs(60)).with_burst(burst);
-            Some((rpm, config, Mutex::new(MemoryGcra::new(config)?)))
-        }
+        (Some(rpm), Some(burst)) => Some(RateGate::new(rpm, burst)?),
         _ => None,
     };
     let tokens = match limits.tokens_per_minute {
@@ -151,6 +169,26 @@ impl Admission {
             tenants,
             in_flight: Arc::new(Mutex::new(ConcurrencyLimiter::new(ceiling)?)),
             shared: Arc::new(OnceLock::new()),
+            key_rates: config
+                .keys
+                .iter()
+                .map(|(k, r)| {
+                    Ok((
+                        k.clone(),
+                        RateGate::new(r.requests_per_minute, r.effective_burst())?,
+                    ))
+                })
+                .collect::<Result<_, AdmissionError>>()?,
+            model_rates: config
+                .models
+                .iter()
+                .map(|(m, r)| {
+                    Ok((
+                        m.clone(),
+                        RateGate::new(r.requests_per_minute, r.effective_burst())?,
+                    ))
+                })
+                .collect::<Result<_, AdmissionError>>()?,
             ladder: match config.escalation {
                 Some(e) => Some(Mutex::new(EscalationLadder::new(LadderConfig {
                     warn_at: e.warn_at,
@@ -223,20 +261,72 @@ impl Admission {
         });
     }
 
-    /// The request-rate decision for a tenant: shared backend first, local
+    /// One rate check; the response headers describe the most constrained
+    /// limit seen so far.
+    async fn check_rate(
+        &self,
+        scope: &'static str,
+        name: &str,
+        rate: &RateGate,
+        headers: &mut RateLimitHeaders,
+    ) -> Result<(), (ApiError, RateLimitHeaders)> {
+        let key = format!("{scope}:{name}");
+        let decision = self
+            .rate_decision(&key, &rate.config, &rate.local)
+            .await
+            .map_err(|e| (e, *headers))?;
+        let info = decision.info();
+        if headers
+            .requests
+            .is_none_or(|h| info.remaining < h.remaining)
+        {
+            headers.requests = Some(info);
+        }
+        if decision.allowed {
+            return Ok(());
+        }
+        headers.requests = Some(info);
+        headers.retry_after = Some(decision.retry_after);
+        let secs = decision.retry_after.as_secs_ceil().max(1);
+        let err = ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "rate limit of {} requests per minute reached for this {scope}; retry in {secs} s",
+                rate.rpm
+            ),
+        )
+        .with_retry_after(Some(secs));
+        Err((err, *headers))
+    }
+
+    /// The per-model rate, checked once the request's model is known.
+    pub async fn admit_model(
+        &self,
+        principal: &Principal,
+        model: &str,
+        headers: &mut RateLimitHeaders,
+    ) -> Result<(), ApiError> {
+        let Some(rate) = self.model_rates.get(model) else {
+            return Ok(());
+        };
+        let result = self.check_rate("model", model, rate, headers).await;
+        result.map_err(|(err, _)| {
+            self.offend(principal, 1);
+            err
+        })
+    }
+
+    /// The request-rate decision for a key: shared backend first, local
     /// limiter as the fallback.
     async fn rate_decision(
         &self,
-        tenant: &str,
+        key: &str,
         config: &GcraConfig,
         local: &Mutex<MemoryGcra>,
     ) -> Result<palisade_limits::GcraDecision, ApiError> {
         if let Some(settings) = &self.redis {
             let outcome = match self.shared.get() {
-                Some(gcra) => gcra
-                    .check(tenant, config, 1)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Some(gcra) => gcra.check(key, config, 1).await.map_err(|e| e.to_string()),
                 None => Err("not connected".to_owned()),
             };
             match outcome {
@@ -260,7 +350,7 @@ impl Admission {
         Ok(local
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .check(tenant, self.now()))
+            .check(key, self.now()))
     }
 
     fn now(&self) -> Nanos {
@@ -348,24 +438,13 @@ impl Admission {
             .get(&*principal.tenant)
             .unwrap_or(&self.default);
         let mut headers = RateLimitHeaders::default();
-        if let Some((rpm, config, local)) = &gate.rate {
-            let decision = self
-                .rate_decision(&principal.tenant, config, local)
-                .await
-                .map_err(|e| (e, headers))?;
-            headers.requests = Some(decision.info());
-            if !decision.allowed {
-                headers.retry_after = Some(decision.retry_after);
-                let secs = decision.retry_after.as_secs_ceil().max(1);
-                let err = ApiError::new(
-                    ErrorCode::RateLimited,
-                    format!(
-                        "rate limit of {rpm} requests per minute reached for this tenant; retry in {secs} s"
-                    ),
-                )
-                .with_retry_after(Some(secs));
-                return Err((err, headers));
-            }
+        if let Some(rate) = &gate.rate {
+            self.check_rate("tenant", &principal.tenant, rate, &mut headers)
+                .await?;
+        }
+        if let Some(rate) = self.key_rates.get(&*principal.key_name) {
+            self.check_rate("key", &principal.key_name, rate, &mut headers)
+                .await?;
         }
         let mut slot = None;
         if let Some(max) = gate.max_in_flight_per_key {

@@ -269,6 +269,16 @@ async fn send_upstream(
         )
         .with_param("model")
     })?;
+    // The model's own rate (all tenants together), now that it is known.
+    let public_model = if &*route.public_name == palisade_config::WILDCARD_MODEL {
+        request.model().to_owned()
+    } else {
+        route.public_name.to_string()
+    };
+    state
+        .admission
+        .admit_model(&principal, &public_model, &mut record.limit_headers)
+        .await?;
     record.model_label = if &*route.public_name == palisade_config::WILDCARD_MODEL {
         state.model_labels.label(request.model())
     } else {

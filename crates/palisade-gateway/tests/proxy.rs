@@ -967,3 +967,44 @@ async fn adaptive_concurrency_backs_off_when_the_backend_slows_down() {
     // 10 → 9 → 8 → 7 → 6 → 5 after five slow heads.
     assert_eq!(limit, 5.0, "{limit}");
 }
+
+#[tokio::test]
+async fn rates_per_key_and_per_model_apply_on_top_of_the_tenant() {
+    let key = |k: &str| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(k.as_bytes()))
+    };
+    let h = Harness::start(&format!(
+        "[[auth.keys]]\nname = \"a1\"\ntenant = \"t\"\nsha256 = \"{}\"\n[[auth.keys]]\nname = \"a2\"\ntenant = \"t\"\nsha256 = \"{}\"\n[limits.keys.a1]\nrequests_per_minute = 60\nburst = 1\n[limits.models.scarce]\nrequests_per_minute = 60\nburst = 2\n[backends.main]\nbase_url = \"@UPSTREAM@\"\n[[routes]]\nmodel = \"scarce\"\nbackend = \"main\"\n[[routes]]\nmodel = \"*\"\nbackend = \"main\"",
+        key("pk-a1"),
+        key("pk-a2")
+    ))
+    .await;
+    let send = |k: &'static str, model: &'static str| {
+        h.client
+            .post(h.url("/v1/chat/completions"))
+            .bearer_auth(k)
+            .json(&chat(model, "hi"))
+            .send()
+    };
+    // Key a1 has its own limit of one at a time; a2 has none.
+    assert_eq!(send("pk-a1", "m").await.unwrap().status(), 200);
+    let (status, code, body) = error_code(send("pk-a1", "m").await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (429, "rate_limited"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("this key"));
+    assert_eq!(send("pk-a2", "m").await.unwrap().status(), 200);
+    // The scarce model admits two, whoever asks.
+    assert_eq!(send("pk-a2", "scarce").await.unwrap().status(), 200);
+    assert_eq!(send("pk-a2", "scarce").await.unwrap().status(), 200);
+    let refused = send("pk-a2", "scarce").await.unwrap();
+    assert_eq!(refused.headers()["x-ratelimit-remaining-requests"], "0");
+    let (status, _, body) = error_code(refused).await;
+    assert_eq!(status, 429);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("this model"));
+}
