@@ -295,7 +295,9 @@ async fn send_upstream(
     let budget = state.admission.has_token_budget(&principal.tenant);
     let ledger = state.ledger.get();
     if budget || ledger.is_some() {
-        let prompt_estimate = palisade_openai::usage::estimate_prompt_tokens(request.fields());
+        let tokenizer = palisade_openai::usage::Tokenizer::for_model(request.model());
+        let prompt_estimate =
+            palisade_openai::usage::estimate_prompt_tokens_with(request.fields(), tokenizer);
         let max_completion = if endpoint == Endpoint::Embeddings {
             0
         } else {

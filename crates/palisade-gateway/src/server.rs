@@ -170,6 +170,19 @@ impl Gateway {
             let _ = self.state.ledger.set(Arc::new(ledger));
             ready.set(true);
         }
+        let needs_tokens = self.config.ledger.url.is_some()
+            || self.config.limits.default.tokens_per_minute.is_some()
+            || self
+                .config
+                .limits
+                .tenants
+                .values()
+                .any(|t| t.tokens_per_minute.is_some());
+        if needs_tokens {
+            // Token accounting estimates prompts with the model's tokenizer:
+            // load the vocabularies before taking traffic.
+            let _ = tokio::task::spawn_blocking(palisade_openai::usage::Tokenizer::warm).await;
+        }
         let addr = addr.unwrap_or(self.config.server.listen);
         let listener = TcpListener::bind(addr)
             .await

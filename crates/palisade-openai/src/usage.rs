@@ -3,11 +3,15 @@
 //! Token budgets are reserved before a request is sent (from an estimate)
 //! and reconciled afterwards with what was really used: the upstream's
 //! `usage` when it reports one, otherwise the gateway's own count of the
-//! streamed text. Estimates here are deliberately simple and documented:
-//! about four characters per token, the rule of thumb for English with
-//! OpenAI's and Llama's BPE vocabularies, plus a fixed overhead per message
-//! for the chat template. They over-count code and under-count CJK text;
-//! reconciliation corrects the budget either way.
+//! streamed text.
+//!
+//! Prompt estimates use the model family's tokenizer where Palisade knows
+//! it ([`Tokenizer::for_model`]: OpenAI's `o200k_base` and `cl100k_base`, via
+//! tiktoken-rs, embedded, no download) and otherwise the documented
+//! fallback: about four characters per token, the rule of thumb for English
+//! with OpenAI's and Llama's BPE vocabularies. Both add a fixed overhead per
+//! message for the chat template. The fallback over-counts code and
+//! under-counts CJK text; reconciliation corrects the budget either way.
 
 use serde_json::{Map, Value};
 
@@ -68,29 +72,129 @@ fn text_chars(v: &Value) -> u64 {
     }
 }
 
-/// Estimated prompt tokens of a chat, completion or embeddings request.
+/// How prompt tokens are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tokenizer {
+    /// [`CHARS_PER_TOKEN`] characters per token: any model.
+    Approximate,
+    /// OpenAI `cl100k_base` (GPT-4, GPT-3.5, text-embedding-3).
+    Cl100k,
+    /// OpenAI `o200k_base` (GPT-4o, GPT-4.1, o-series, GPT-5).
+    O200k,
+}
+
+impl Tokenizer {
+    /// The tokenizer of a model family, by the model's name; the
+    /// approximation for models whose vocabulary is not bundled.
+    pub fn for_model(model: &str) -> Tokenizer {
+        let m = model.to_ascii_lowercase();
+        let m = m.rsplit('/').next().unwrap_or(&m);
+        if m.starts_with("gpt-4o")
+            || m.starts_with("gpt-4.1")
+            || m.starts_with("gpt-5")
+            || m.starts_with("o1")
+            || m.starts_with("o3")
+            || m.starts_with("o4")
+        {
+            Tokenizer::O200k
+        } else if m.starts_with("gpt-4")
+            || m.starts_with("gpt-3.5")
+            || m.starts_with("text-embedding-3")
+            || m.starts_with("text-embedding-ada")
+        {
+            Tokenizer::Cl100k
+        } else {
+            Tokenizer::Approximate
+        }
+    }
+
+    /// Loads the bundled vocabularies now (~150 ms each) instead of on the
+    /// first request that needs them.
+    pub fn warm() {
+        let _ = Tokenizer::Cl100k.count("");
+        let _ = Tokenizer::O200k.count("");
+    }
+
+    /// Tokens in `text`.
+    pub fn count(self, text: &str) -> u64 {
+        use std::sync::OnceLock;
+        static CL100K: OnceLock<Option<tiktoken_rs::CoreBPE>> = OnceLock::new();
+        static O200K: OnceLock<Option<tiktoken_rs::CoreBPE>> = OnceLock::new();
+        let bpe = match self {
+            Tokenizer::Approximate => None,
+            Tokenizer::Cl100k => CL100K
+                .get_or_init(|| tiktoken_rs::cl100k_base().ok())
+                .as_ref(),
+            Tokenizer::O200k => O200K
+                .get_or_init(|| tiktoken_rs::o200k_base().ok())
+                .as_ref(),
+        };
+        match bpe {
+            Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+            None => (text.chars().count() as u64).div_ceil(CHARS_PER_TOKEN),
+        }
+    }
+}
+
+fn collect_text<'a>(v: &'a Value, out: &mut Vec<std::borrow::Cow<'a, str>>) {
+    match v {
+        Value::String(s) => out.push(s.as_str().into()),
+        Value::Array(parts) => {
+            for p in parts {
+                match p {
+                    Value::String(s) => out.push(s.as_str().into()),
+                    _ => {
+                        if let Some(t) = p.get("text") {
+                            collect_text(t, out);
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Estimated prompt tokens of a chat, completion or embeddings request,
+/// with the approximate tokenizer.
 pub fn estimate_prompt_tokens(fields: &Map<String, Value>) -> u64 {
-    let mut chars = 0u64;
+    estimate_prompt_tokens_with(fields, Tokenizer::Approximate)
+}
+
+/// Estimated prompt tokens of a request with the given tokenizer.
+pub fn estimate_prompt_tokens_with(fields: &Map<String, Value>, tokenizer: Tokenizer) -> u64 {
+    let mut pieces: Vec<std::borrow::Cow<'_, str>> = Vec::new();
     let mut messages = 0u64;
     if let Some(Value::Array(list)) = fields.get("messages") {
         for m in list {
             messages += 1;
-            chars += m.get("content").map_or(0, text_chars);
+            if let Some(c) = m.get("content") {
+                collect_text(c, &mut pieces);
+            }
             // Tool calls the assistant made are part of the prompt too.
             if let Some(calls) = m.get("tool_calls") {
-                chars += calls.to_string().chars().count() as u64;
+                pieces.push(calls.to_string().into());
             }
         }
     }
     for field in ["prompt", "input"] {
         if let Some(v) = fields.get(field) {
-            chars += text_chars(v);
+            collect_text(v, &mut pieces);
         }
     }
     if let Some(tools) = fields.get("tools") {
-        chars += tools.to_string().chars().count() as u64;
+        pieces.push(tools.to_string().into());
     }
-    chars.div_ceil(CHARS_PER_TOKEN) + messages * TOKENS_PER_MESSAGE
+    let tokens: u64 = match tokenizer {
+        // Characters are summed first so short pieces do not each round up.
+        Tokenizer::Approximate => pieces
+            .iter()
+            .map(|p| p.chars().count() as u64)
+            .sum::<u64>()
+            .div_ceil(CHARS_PER_TOKEN),
+        exact => pieces.iter().map(|p| exact.count(p)).sum(),
+    };
+    tokens + messages * TOKENS_PER_MESSAGE
 }
 
 /// The completion limit the client asked for (`max_completion_tokens`, the
@@ -213,6 +317,22 @@ mod tests {
         assert_eq!(requested_max_tokens(fields), Some(70));
         let emb = json!({"input": ["abcd", "efgh"]});
         assert_eq!(estimate_prompt_tokens(emb.as_object().unwrap()), 2);
+    }
+
+    #[test]
+    fn openai_families_use_their_tokenizers() {
+        assert_eq!(Tokenizer::for_model("gpt-4o-mini"), Tokenizer::O200k);
+        assert_eq!(Tokenizer::for_model("openai/gpt-4.1"), Tokenizer::O200k);
+        assert_eq!(Tokenizer::for_model("gpt-4-turbo"), Tokenizer::Cl100k);
+        assert_eq!(Tokenizer::for_model("llama-3.1-8b"), Tokenizer::Approximate);
+        // "hello world" is two tokens in both OpenAI vocabularies.
+        assert_eq!(Tokenizer::O200k.count("hello world"), 2);
+        assert_eq!(Tokenizer::Cl100k.count("hello world"), 2);
+        let req = json!({"messages": [{"role": "user", "content": "hello world"}]});
+        assert_eq!(
+            estimate_prompt_tokens_with(req.as_object().unwrap(), Tokenizer::O200k),
+            2 + TOKENS_PER_MESSAGE
+        );
     }
 
     #[test]
