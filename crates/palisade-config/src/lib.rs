@@ -356,6 +356,34 @@ pub struct ApiKeyConfig {
     /// May call the `/admin/*` endpoints.
     #[serde(default)]
     pub admin: bool,
+    /// Priority class at saturated backends: `high` is served first,
+    /// `low` is shed rather than queued.
+    #[serde(default)]
+    pub priority: Priority,
+}
+
+/// A request's priority class at a saturated backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Served before everything queued.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+    /// Shed while the backend is saturated.
+    Low,
+}
+
+impl Priority {
+    /// 0 (high) to 2 (low).
+    pub fn class(self) -> usize {
+        match self {
+            Priority::High => 0,
+            Priority::Normal => 1,
+            Priority::Low => 2,
+        }
+    }
 }
 
 /// An OpenAI-compatible upstream.

@@ -26,6 +26,8 @@ pub struct Principal {
     /// May call `/admin/*` (admin keys, and everyone in open mode, which is
     /// loopback-only).
     pub admin: bool,
+    /// Priority class at saturated backends (0 high … 2 low).
+    pub priority_class: usize,
 }
 
 /// Resolves credentials to principals.
@@ -50,6 +52,7 @@ impl Authenticator {
                 tenant: OPEN_TENANT.into(),
                 key_name: "open".into(),
                 admin: true,
+                priority_class: palisade_config::Priority::Normal.class(),
             }),
             AuthMode::Keys => Self::Keys(
                 config
@@ -64,6 +67,7 @@ impl Authenticator {
                                 tenant: k.tenant.as_str().into(),
                                 key_name: k.name.as_str().into(),
                                 admin: k.admin,
+                                priority_class: k.priority.class(),
                             },
                         ))
                     })
@@ -130,6 +134,7 @@ mod tests {
                 tenant: "acme".into(),
                 sha256: hex::encode(hash_key("sk-good")),
                 admin: false,
+                priority: palisade_config::Priority::Normal,
             }],
         })
     }

@@ -37,6 +37,8 @@ pub const STREAMS_ENDED: &str = "palisade_streams_ended_total";
 pub const BACKEND_LIMIT: &str = "palisade_backend_concurrency_limit";
 /// Ledger rows that could not be written.
 pub const LEDGER_ERRORS: &str = "palisade_ledger_write_errors_total";
+/// Low-priority requests shed because their backend was saturated.
+pub const SHED: &str = "palisade_backend_shed_total";
 /// Keys blocked by the escalation ladder.
 pub const OFFENDERS_BLOCKED: &str = "palisade_limits_offenders_blocked_total";
 /// Shared limits backend (Redis) calls that failed or timed out.
@@ -122,6 +124,10 @@ fn describe() {
     describe_gauge!(
         BACKEND_LIMIT,
         "A backend's current in-flight limit (adaptive concurrency moves it)."
+    );
+    describe_counter!(
+        SHED,
+        "Low-priority requests shed because their backend was saturated."
     );
     describe_counter!(LEDGER_ERRORS, "Ledger rows that could not be written.");
     describe_counter!(

@@ -338,7 +338,11 @@ async fn send_upstream(
     // The backend's downstream budget: wait (fairly) for a slot.
     if let Some(scheduler) = &backend.scheduler {
         let cost = record.tokens.as_ref().map_or(1, TokenAccounting::reserved);
-        record._backend_slot = Some(scheduler.acquire(&principal.tenant, cost, deadline).await?);
+        record._backend_slot = Some(
+            scheduler
+                .acquire(&principal.tenant, principal.priority_class, cost, deadline)
+                .await?,
+        );
     }
 
     if let Some(ledger) = ledger {

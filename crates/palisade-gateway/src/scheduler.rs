@@ -9,6 +9,11 @@
 //! as the request's token reservation (prompt estimate + max_tokens), or one
 //! unit per request when no token budget applies.
 //!
+//! Requests carry a priority class (from their API key): queued high-priority
+//! requests go before normal ones, and low-priority requests are shed (not
+//! queued at all) while the backend is saturated, so overload falls on the
+//! work that can best wait.
+//!
 //! Queues are bounded per tenant and waits are bounded by the queue timeout
 //! (and the request's own deadline); both refusals are 503
 //! `upstream_overloaded` with `Retry-After`.
@@ -34,14 +39,20 @@ struct Waiter {
     wake: oneshot::Sender<()>,
 }
 
+/// Priority classes, served in this order.
+pub const CLASSES: usize = 3;
+/// The class that is shed rather than queued under saturation.
+const LOW: usize = CLASSES - 1;
+
 struct Inner {
     in_flight: u32,
     /// The current limit (fixed at `max_in_flight` unless adaptive).
     limit: u32,
     /// Good responses since the last change of `limit`.
     good_streak: u32,
-    fair: FairQueue,
-    waiters: HashMap<Arc<str>, VecDeque<Waiter>>,
+    /// One fair queue per priority class.
+    fair: [FairQueue; CLASSES],
+    waiters: HashMap<(usize, Arc<str>), VecDeque<Waiter>>,
     next_ticket: u64,
 }
 
@@ -121,10 +132,15 @@ impl BackendScheduler {
                 in_flight: 0,
                 limit: max_in_flight,
                 good_streak: 0,
-                fair: FairQueue::new(FairQueueConfig {
-                    default_weight: 1,
-                    max_queued_per_tenant,
-                })?,
+                fair: {
+                    let queue = || {
+                        FairQueue::new(FairQueueConfig {
+                            default_weight: 1,
+                            max_queued_per_tenant,
+                        })
+                    };
+                    [queue()?, queue()?, queue()?]
+                },
                 waiters: HashMap::new(),
                 next_ticket: 0,
             }),
@@ -170,23 +186,35 @@ impl BackendScheduler {
             .set(f64::from(inner.limit));
     }
 
-    /// Waits for a slot at the backend, at most until `deadline`.
+    /// Waits for a slot at the backend, at most until `deadline`. `class`
+    /// is the priority class, 0 (high) to `CLASSES - 1` (low).
     pub async fn acquire(
         self: &Arc<Self>,
         tenant: &str,
+        class: usize,
         cost: u64,
         deadline: std::time::Instant,
     ) -> Result<BackendSlot, ApiError> {
+        let class = class.min(LOW);
         let (ticket, rx) = {
             let mut inner = self.lock();
-            if inner.in_flight < inner.limit && inner.fair.total_queued() == 0 {
+            let queued: u64 = inner.fair.iter().map(FairQueue::total_queued).sum();
+            if inner.in_flight < inner.limit && queued == 0 {
                 inner.in_flight += 1;
-                inner.fair.charge(tenant, cost);
+                inner.fair[class].charge(tenant, cost);
                 return Ok(BackendSlot {
                     scheduler: self.clone(),
                 });
             }
-            if inner.fair.enqueue(tenant).is_err() {
+            if class == LOW {
+                metrics::counter!(crate::metrics::SHED, "backend" => self.name.clone())
+                    .increment(1);
+                return Err(overloaded(
+                    &self.name,
+                    "low-priority requests are shed while it is saturated",
+                ));
+            }
+            if inner.fair[class].enqueue(tenant).is_err() {
                 return Err(overloaded(&self.name, "this tenant's queue is full"));
             }
             let (tx, rx) = oneshot::channel();
@@ -194,7 +222,7 @@ impl BackendScheduler {
             inner.next_ticket += 1;
             inner
                 .waiters
-                .entry(Arc::from(tenant))
+                .entry((class, Arc::from(tenant)))
                 .or_default()
                 .push_back(Waiter {
                     ticket,
@@ -215,13 +243,17 @@ impl BackendScheduler {
             }),
             _ => {
                 let mut inner = self.lock();
-                let still_queued = inner.waiters.get_mut(tenant).and_then(|q| {
-                    q.iter()
-                        .position(|w| w.ticket == ticket)
-                        .and_then(|i| q.remove(i))
-                });
+                let still_queued =
+                    inner
+                        .waiters
+                        .get_mut(&(class, Arc::from(tenant)))
+                        .and_then(|q| {
+                            q.iter()
+                                .position(|w| w.ticket == ticket)
+                                .and_then(|i| q.remove(i))
+                        });
                 if still_queued.is_some() {
-                    let _ = inner.fair.cancel(tenant);
+                    let _ = inner.fair[class].cancel(tenant);
                     return Err(overloaded(&self.name, "timed out waiting in the queue"));
                 }
                 drop(inner);
@@ -241,15 +273,19 @@ impl BackendScheduler {
         let mut inner = self.lock();
         inner.in_flight = inner.in_flight.saturating_sub(1);
         while inner.in_flight < inner.limit {
-            let Some(tenant) = inner.fair.pick_next() else {
+            // The highest class with anything queued goes first.
+            let Some((class, tenant)) =
+                (0..CLASSES).find_map(|c| inner.fair[c].pick_next().map(|t| (c, t)))
+            else {
                 break;
             };
-            let Some(waiter) = inner.waiters.get_mut(&tenant).and_then(VecDeque::pop_front) else {
+            let key = (class, tenant);
+            let Some(waiter) = inner.waiters.get_mut(&key).and_then(VecDeque::pop_front) else {
                 continue;
             };
             if waiter.wake.send(()).is_ok() {
                 inner.in_flight += 1;
-                inner.fair.charge(&tenant, waiter.cost);
+                inner.fair[class].charge(&key.1, waiter.cost);
             }
             // A closed channel: that client left while queued; try the next.
         }
@@ -268,7 +304,7 @@ mod tests {
     #[tokio::test]
     async fn admits_up_to_the_limit_then_queues_fairly() {
         let s = Arc::new(BackendScheduler::new("b", 1, 8, Duration::from_secs(5), None).unwrap());
-        let first = s.acquire("heavy", 10, far()).await.unwrap();
+        let first = s.acquire("heavy", 1, 10, far()).await.unwrap();
         // Heavy queues three, then light queues one. FIFO would serve light
         // fourth; VTC lifts light to the smallest backlogged counter (idle
         // time earns no credit) and then alternates, so light is served
@@ -278,13 +314,13 @@ mod tests {
         for (i, tenant) in ["heavy", "heavy", "heavy", "light"].into_iter().enumerate() {
             let (task_s, tx) = (s.clone(), tx.clone());
             tokio::spawn(async move {
-                let slot = task_s.acquire(tenant, 10, far()).await.unwrap();
+                let slot = task_s.acquire(tenant, 1, 10, far()).await.unwrap();
                 tx.send(tenant).unwrap();
                 drop(slot);
             });
             // Enqueue in a known order.
             for _ in 0..100 {
-                if s.lock().fair.total_queued() as usize == i + 1 {
+                if s.lock().fair[1].total_queued() as usize == i + 1 {
                     break;
                 }
                 tokio::task::yield_now().await;
@@ -304,22 +340,45 @@ mod tests {
     async fn queue_timeout_and_full_queue_are_overload_errors() {
         let s =
             Arc::new(BackendScheduler::new("b", 1, 1, Duration::from_millis(50), None).unwrap());
-        let _held = s.acquire("t", 1, far()).await.unwrap();
+        let _held = s.acquire("t", 1, 1, far()).await.unwrap();
         let waiting = {
             let s = s.clone();
-            tokio::spawn(async move { s.acquire("t", 1, far()).await })
+            tokio::spawn(async move { s.acquire("t", 1, 1, far()).await })
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let full = s.acquire("t", 1, far()).await.unwrap_err();
+        let full = s.acquire("t", 1, 1, far()).await.unwrap_err();
         assert_eq!(full.code, ErrorCode::UpstreamOverloaded);
         assert!(full.message.contains("queue is full"));
         let timed_out = waiting.await.unwrap().unwrap_err();
         assert!(timed_out.message.contains("timed out"));
         assert_eq!(
-            s.lock().fair.total_queued(),
+            s.lock().fair[1].total_queued(),
             0,
             "the timed-out waiter left the queue"
         );
+    }
+
+    #[tokio::test]
+    async fn high_priority_goes_first_and_low_priority_is_shed_when_full() {
+        let s = Arc::new(BackendScheduler::new("b", 1, 8, Duration::from_secs(5), None).unwrap());
+        let held = s.acquire("t", 1, 1, far()).await.unwrap();
+        let shed = s.acquire("t", 2, 1, far()).await.unwrap_err();
+        assert!(shed.message.contains("low-priority"), "{}", shed.message);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for (class, name) in [(1, "normal"), (0, "high")] {
+            let (s, tx) = (s.clone(), tx.clone());
+            tokio::spawn(async move {
+                let slot = s.acquire("t", class, 1, far()).await.unwrap();
+                tx.send(name).unwrap();
+                drop(slot);
+            });
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(held);
+        assert_eq!(rx.recv().await.unwrap(), "high");
+        assert_eq!(rx.recv().await.unwrap(), "normal");
+        // Idle again: low priority is admitted.
+        assert!(s.acquire("t", 2, 1, far()).await.is_ok());
     }
 
     #[test]
@@ -352,10 +411,10 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_that_went_away_does_not_leak_the_slot() {
         let s = Arc::new(BackendScheduler::new("b", 1, 4, Duration::from_secs(5), None).unwrap());
-        let held = s.acquire("t", 1, far()).await.unwrap();
+        let held = s.acquire("t", 1, 1, far()).await.unwrap();
         let gone = {
             let s = s.clone();
-            tokio::spawn(async move { s.acquire("t", 1, far()).await })
+            tokio::spawn(async move { s.acquire("t", 1, 1, far()).await })
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
         gone.abort();
@@ -366,7 +425,7 @@ mod tests {
             0,
             "the abandoned waiter did not take the slot"
         );
-        let _again = s.acquire("t", 1, far()).await.unwrap();
+        let _again = s.acquire("t", 1, 1, far()).await.unwrap();
         assert_eq!(s.in_flight(), 1);
     }
 }
