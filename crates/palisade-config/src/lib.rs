@@ -512,6 +512,15 @@ pub struct RouteConfig {
     /// End-to-end deadline for this route, overriding the backend's.
     #[serde(default)]
     pub deadline_ms: Option<u64>,
+    /// Graceful degradation: while this route's backend is saturated (at
+    /// its `max_in_flight` with requests queued), send requests to this
+    /// (cheaper, routed) model instead.
+    #[serde(default)]
+    pub overload_model: Option<String>,
+    /// Graceful degradation: while the backend is saturated, cap
+    /// `max_tokens` at this value.
+    #[serde(default)]
+    pub overload_max_tokens: Option<u64>,
 }
 
 /// Log output.
@@ -607,6 +616,8 @@ impl Config {
                 upstream_model: None,
                 aliases: Vec::new(),
                 deadline_ms: None,
+                overload_model: None,
+                overload_max_tokens: None,
             });
         }
     }
@@ -833,6 +844,24 @@ impl Config {
                         format!("model name `{name}` is routed twice"),
                     ));
                 }
+            }
+            if let Some(m) = &route.overload_model {
+                let routed = self
+                    .routes
+                    .iter()
+                    .any(|r| &r.model == m || r.aliases.contains(m));
+                if !routed || m == &route.model {
+                    return Err(invalid(
+                        format!("routes[{i}].overload_model"),
+                        format!("`{m}` must be another routed model name"),
+                    ));
+                }
+            }
+            if route.overload_max_tokens == Some(0) {
+                return Err(invalid(
+                    format!("routes[{i}].overload_max_tokens"),
+                    "must be greater than 0",
+                ));
             }
             if route.model == WILDCARD_MODEL && !route.aliases.is_empty() {
                 return Err(invalid(

@@ -37,6 +37,8 @@ pub const STREAMS_ENDED: &str = "palisade_streams_ended_total";
 pub const BACKEND_LIMIT: &str = "palisade_backend_concurrency_limit";
 /// Ledger rows that could not be written.
 pub const LEDGER_ERRORS: &str = "palisade_ledger_write_errors_total";
+/// Requests degraded (cheaper model, capped max_tokens) under overload.
+pub const DEGRADED: &str = "palisade_requests_degraded_total";
 /// Low-priority requests shed because their backend was saturated.
 pub const SHED: &str = "palisade_backend_shed_total";
 /// Keys blocked by the escalation ladder.

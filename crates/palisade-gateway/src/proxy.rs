@@ -45,6 +45,8 @@ pub struct RequestRecord {
     limit_headers: palisade_limits::RateLimitHeaders,
     /// The key is on the escalation ladder's warning rung.
     warned: bool,
+    /// How the request was degraded under overload, if it was.
+    degraded: Option<String>,
     /// The in-flight slot, released when the request (or stream) ends.
     _slot: Option<crate::admission::InFlightSlot>,
     /// The stream slot, for streaming requests under a stream limit.
@@ -73,6 +75,7 @@ impl RequestRecord {
             started,
             limit_headers: palisade_limits::RateLimitHeaders::default(),
             warned: false,
+            degraded: None,
             _slot: None,
             _stream_slot: None,
             tokens: None,
@@ -130,6 +133,11 @@ impl RequestRecord {
             // The ledger row's key, so a client or operator can find it.
             if let Ok(v) = HeaderValue::from_str(&self.internal_id) {
                 headers.insert("x-palisade-ledger-id", v);
+            }
+        }
+        if let Some(d) = &self.degraded {
+            if let Ok(v) = HeaderValue::from_str(d) {
+                headers.insert("x-palisade-degraded", v);
             }
         }
         if self.warned {
@@ -269,6 +277,46 @@ async fn send_upstream(
         )
         .with_param("model")
     })?;
+    // Graceful degradation: a saturated backend sheds work to a cheaper
+    // model, or generates less.
+    let saturated = |r: &crate::routing::Route| {
+        state.backends[r.backend]
+            .scheduler
+            .as_ref()
+            .is_some_and(|s| s.is_saturated())
+    };
+    let mut route = route;
+    let mut degraded: Option<String> = None;
+    if saturated(route) {
+        if let Some(cheaper) = route.overload_model.clone() {
+            if let Some(alt) = state.routes.resolve(&cheaper) {
+                request.set_model(&cheaper);
+                degraded = Some(format!("routed to {cheaper}"));
+                route = alt;
+            }
+        }
+    }
+    let mut rewritten = degraded.is_some();
+    if let Some(cap) = route.overload_max_tokens.filter(|_| saturated(route)) {
+        let asked = palisade_openai::usage::requested_max_tokens(request.fields());
+        if asked.is_none_or(|m| m > cap) && endpoint != Endpoint::Embeddings {
+            request.fields_mut().remove("max_completion_tokens");
+            request
+                .fields_mut()
+                .insert("max_tokens".to_owned(), cap.into());
+            rewritten = true;
+            let note = format!("max_tokens capped to {cap}");
+            degraded = Some(match degraded {
+                Some(d) => format!("{d}; {note}"),
+                None => note,
+            });
+        }
+    }
+    if let Some(d) = degraded {
+        metrics::counter!(crate::metrics::DEGRADED).increment(1);
+        record.degraded = Some(d);
+    }
+
     // The model's own rate (all tenants together), now that it is known.
     let public_model = if &*route.public_name == palisade_config::WILDCARD_MODEL {
         request.model().to_owned()
@@ -284,7 +332,6 @@ async fn send_upstream(
     } else {
         route.public_name.clone()
     };
-    let mut rewritten = false;
     if let Some(name) = &route.upstream_model {
         request.set_model(name);
         rewritten = true;

@@ -21,6 +21,10 @@ pub struct Route {
     pub upstream_model: Option<Arc<str>>,
     /// End-to-end deadline override.
     pub deadline: Option<Duration>,
+    /// Model to route to while this route's backend is saturated.
+    pub overload_model: Option<Arc<str>>,
+    /// `max_tokens` cap while this route's backend is saturated.
+    pub overload_max_tokens: Option<u64>,
 }
 
 /// The compiled routing table.
@@ -44,6 +48,8 @@ impl RouteTable {
                 public_name: route.model.as_str().into(),
                 upstream_model: route.upstream_model.as_deref().map(Into::into),
                 deadline: route.deadline_ms.map(Duration::from_millis),
+                overload_model: route.overload_model.as_deref().map(Into::into),
+                overload_max_tokens: route.overload_max_tokens,
             };
             if route.model == WILDCARD_MODEL {
                 table.wildcard = Some(compiled);

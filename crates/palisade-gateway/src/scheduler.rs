@@ -156,6 +156,12 @@ impl BackendScheduler {
         self.lock().in_flight
     }
 
+    /// At its limit: a new request would wait (or, if low priority, be shed).
+    pub fn is_saturated(&self) -> bool {
+        let inner = self.lock();
+        inner.in_flight >= inner.limit
+    }
+
     /// The current in-flight limit.
     pub fn limit(&self) -> u32 {
         self.lock().limit

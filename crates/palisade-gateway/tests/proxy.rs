@@ -1008,3 +1008,69 @@ async fn rates_per_key_and_per_model_apply_on_top_of_the_tenant() {
         .unwrap()
         .contains("this model"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saturated_backends_degrade_to_a_cheaper_model_or_fewer_tokens() {
+    let h = Harness::start(
+        r#"
+        [backends.main]
+        base_url = "@UPSTREAM@"
+        max_in_flight = 1
+        first_byte_timeout_ms = 10000
+        [backends.spare]
+        base_url = "@UPSTREAM@"
+        [[routes]]
+        model = "big"
+        backend = "main"
+        upstream_model = "slow-head"
+        overload_model = "small"
+        [[routes]]
+        model = "capped"
+        backend = "main"
+        overload_max_tokens = 5
+        [[routes]]
+        model = "small"
+        backend = "spare"
+    "#,
+    )
+    .await;
+    // Occupy the only slot of `main` for ~2 s.
+    let busy = tokio::spawn({
+        let (client, url) = (h.client.clone(), h.url("/v1/chat/completions"));
+        async move { client.post(url).json(&chat("big", "x")).send().await }
+    });
+    eventually(
+        || h.upstream.received().len() == 1,
+        "first request in flight",
+    )
+    .await;
+
+    let rerouted = h
+        .post("/v1/chat/completions", chat("big", "reroute me"))
+        .await;
+    assert_eq!(rerouted.status(), 200);
+    assert_eq!(rerouted.headers()["x-palisade-degraded"], "routed to small");
+    assert_eq!(h.upstream.received()[1].body["model"], "small");
+
+    let capped = h
+        .post("/v1/chat/completions", with_max_tokens("capped", "x", 100))
+        .await;
+    assert_eq!(
+        capped.status(),
+        200,
+        "queued until the slot freed, then served"
+    );
+    assert_eq!(
+        capped.headers()["x-palisade-degraded"],
+        "max_tokens capped to 5"
+    );
+    assert_eq!(h.upstream.received()[2].body["max_tokens"], 5);
+    assert_eq!(busy.await.unwrap().unwrap().status(), 200);
+
+    // Not saturated: nothing is degraded.
+    let normal = h
+        .post("/v1/chat/completions", with_max_tokens("capped", "x", 100))
+        .await;
+    assert!(!normal.headers().contains_key("x-palisade-degraded"));
+    assert_eq!(h.upstream.received()[3].body["max_tokens"], 100);
+}
