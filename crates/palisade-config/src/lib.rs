@@ -436,6 +436,37 @@ pub struct BackendConfig {
     /// Response heads slower than this count as overload (adaptive only).
     #[serde(default = "defaults::target_latency_ms")]
     pub target_latency_ms: u64,
+    /// Circuit breaker on this backend's error rate. Absent: off.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+}
+
+/// Open the circuit when a backend keeps failing.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreakerConfig {
+    /// Share of failed requests (connect errors, timeouts, 5xx) that opens it.
+    pub error_rate: f64,
+    /// Recent requests considered.
+    pub window: u32,
+    /// Requests needed before the rate is trusted.
+    pub min_requests: u32,
+    /// How long it stays open before one probe request is let through.
+    pub cooldown_ms: u64,
+}
+
+impl Default for CircuitBreakerConfig {
+    /// Rationale: half of the last 20 failing is no blip; 10 requests keep
+    /// one bad second from tripping it; 5 s lets a restarting model server
+    /// come back without being hammered.
+    fn default() -> Self {
+        Self {
+            error_rate: 0.5,
+            window: 20,
+            min_requests: 10,
+            cooldown_ms: 5_000,
+        }
+    }
 }
 
 impl BackendConfig {
@@ -455,6 +486,7 @@ impl BackendConfig {
             adaptive_concurrency: false,
             min_in_flight: defaults::min_in_flight(),
             target_latency_ms: defaults::target_latency_ms(),
+            circuit_breaker: None,
         }
     }
 }
@@ -704,6 +736,20 @@ impl Config {
                             "needs max_in_flight and 1 <= min_in_flight <= max_in_flight",
                         ))
                     }
+                }
+            }
+            if let Some(b) = &backend.circuit_breaker {
+                let sane = b.error_rate > 0.0
+                    && b.error_rate <= 1.0
+                    && b.window > 0
+                    && b.min_requests > 0
+                    && b.min_requests <= b.window
+                    && b.cooldown_ms > 0;
+                if !sane {
+                    return Err(invalid(
+                        key("circuit_breaker"),
+                        "needs 0 < error_rate <= 1, 0 < min_requests <= window, cooldown_ms > 0",
+                    ));
                 }
             }
             if backend.max_queued_per_tenant == 0 {

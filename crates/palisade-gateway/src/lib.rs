@@ -29,6 +29,7 @@ pub mod accounting;
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod breaker;
 pub mod error;
 pub mod guard;
 pub mod metrics;

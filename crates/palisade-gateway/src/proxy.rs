@@ -403,11 +403,29 @@ async fn send_upstream(
         ));
     }
 
-    // Phase 5: forward.
+    // Phase 5: forward, unless the backend's circuit is open.
+    if let Some(breaker) = &backend.breaker {
+        if let Err(wait) = breaker.allow(Instant::now()) {
+            return Err(ApiError::new(
+                ErrorCode::CircuitOpen,
+                format!(
+                    "backend `{}` is failing; requests are paused while it recovers",
+                    backend.name
+                ),
+            )
+            .with_retry_after(Some(wait.as_secs().max(1))));
+        }
+    }
     let sent_at = Instant::now();
     let upstream = backend
         .post_json(endpoint, upstream_body, record.request_id(), deadline)
         .await;
+    if let Some(breaker) = &backend.breaker {
+        let ok = upstream
+            .as_ref()
+            .is_ok_and(|r| !r.status().is_server_error());
+        breaker.record(Instant::now(), ok);
+    }
     if let Some(slot) = &record._backend_slot {
         // Adaptive concurrency learns from every response head.
         let status = upstream.as_ref().ok().map(|r| r.status().as_u16());

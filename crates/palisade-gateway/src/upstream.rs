@@ -63,6 +63,8 @@ pub struct Backend {
     pub request_timeout: Duration,
     /// Whether the wildcard listing may ask this backend for its models.
     pub list_models: bool,
+    /// The circuit breaker, when configured.
+    pub breaker: Option<crate::breaker::Breaker>,
     /// The downstream budget and fair queue, when `max_in_flight` is set.
     pub scheduler: Option<std::sync::Arc<crate::scheduler::BackendScheduler>>,
 }
@@ -128,6 +130,14 @@ impl Backend {
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             list_models: config.list_models,
+            breaker: config.circuit_breaker.map(|b| {
+                crate::breaker::Breaker::new(crate::breaker::BreakerConfig {
+                    error_rate: b.error_rate,
+                    window: b.window as usize,
+                    min_requests: b.min_requests as usize,
+                    cooldown: Duration::from_millis(b.cooldown_ms),
+                })
+            }),
             scheduler: match config.max_in_flight {
                 Some(max) => Some(std::sync::Arc::new(
                     crate::scheduler::BackendScheduler::new(

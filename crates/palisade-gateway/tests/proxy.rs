@@ -1074,3 +1074,39 @@ async fn saturated_backends_degrade_to_a_cheaper_model_or_fewer_tokens() {
     assert!(!normal.headers().contains_key("x-palisade-degraded"));
     assert_eq!(h.upstream.received()[3].body["max_tokens"], 100);
 }
+
+#[tokio::test]
+async fn a_failing_backend_trips_its_circuit_breaker_and_recovers() {
+    let h = Harness::start(
+        "[backends.main]\nbase_url = \"@UPSTREAM@\"\n[backends.main.circuit_breaker]\nerror_rate = 0.5\nwindow = 5\nmin_requests = 3\ncooldown_ms = 800",
+    )
+    .await;
+    for _ in 0..3 {
+        let (status, code, _) =
+            error_code(h.post("/v1/chat/completions", chat("error-500", "x")).await).await;
+        assert_eq!((status, code.as_str()), (502, "upstream_error"));
+    }
+    let open = h.post("/v1/chat/completions", chat("m", "x")).await;
+    assert_eq!(open.headers()["retry-after"], "1");
+    let (status, code, _) = error_code(open).await;
+    assert_eq!((status, code.as_str()), (503, "circuit_open"));
+    assert_eq!(
+        h.upstream.received().len(),
+        3,
+        "an open circuit spares the upstream"
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    // One probe after the cooldown; it succeeds, so the circuit closes.
+    assert_eq!(
+        h.post("/v1/chat/completions", chat("m", "x"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        h.post("/v1/chat/completions", chat("m", "x"))
+            .await
+            .status(),
+        200
+    );
+}

@@ -76,6 +76,8 @@ pub enum ErrorCode {
     BlockedOffender,
     /// The shared limits backend is unreachable and the policy is to refuse.
     LimitsUnavailable,
+    /// The backend's circuit breaker is open after repeated failures.
+    CircuitOpen,
     /// The backend is at its in-flight limit and this request could not be
     /// queued (queue full) or waited past the queue timeout.
     UpstreamOverloaded,
@@ -101,7 +103,10 @@ impl ErrorCode {
             | Self::QuotaExceeded
             | Self::BlockedOffender => 429,
             Self::UpstreamUnavailable | Self::UpstreamProtocol | Self::UpstreamError => 502,
-            Self::ShuttingDown | Self::LimitsUnavailable | Self::UpstreamOverloaded => 503,
+            Self::ShuttingDown
+            | Self::LimitsUnavailable
+            | Self::UpstreamOverloaded
+            | Self::CircuitOpen => 503,
             Self::UpstreamTimeout => 504,
             Self::InternalError => 500,
         }
@@ -125,7 +130,8 @@ impl ErrorCode {
             Self::UpstreamUnavailable
             | Self::UpstreamTimeout
             | Self::UpstreamProtocol
-            | Self::UpstreamError => ErrorKind::UpstreamError,
+            | Self::UpstreamError
+            | Self::CircuitOpen => ErrorKind::UpstreamError,
             Self::InternalError | Self::LimitsUnavailable | Self::UpstreamOverloaded => {
                 ErrorKind::ServerError
             }
@@ -154,6 +160,7 @@ impl ErrorCode {
             Self::BlockedOffender => "blocked_offender",
             Self::LimitsUnavailable => "limits_unavailable",
             Self::UpstreamOverloaded => "upstream_overloaded",
+            Self::CircuitOpen => "circuit_open",
             Self::ShuttingDown => "shutting_down",
             Self::InternalError => "internal_error",
         }
@@ -288,6 +295,7 @@ mod tests {
             ErrorCode::BlockedOffender,
             ErrorCode::LimitsUnavailable,
             ErrorCode::UpstreamOverloaded,
+            ErrorCode::CircuitOpen,
             ErrorCode::ShuttingDown,
             ErrorCode::InternalError,
         ] {
