@@ -70,6 +70,17 @@ fn refused(status: u16) -> bool {
     (400..500).contains(&status) && status != 499 || status == 502
 }
 
+/// What the request path knows when a request ends, for its ledger row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowFacts<'a> {
+    pub(crate) tenant: &'a str,
+    pub(crate) model: &'a str,
+    pub(crate) status: u16,
+    pub(crate) stream_outcome: Option<&'a str>,
+    pub(crate) tokens: Option<&'a TokenAccounting>,
+    pub(crate) elapsed: Duration,
+}
+
 /// A request's ledger row, written once.
 #[derive(Debug)]
 pub(crate) struct LedgerRow {
@@ -102,15 +113,15 @@ impl LedgerRow {
         }
     }
 
-    fn entry(
-        &self,
-        tenant: &str,
-        model: &str,
-        status: u16,
-        stream_outcome: Option<&str>,
-        tokens: Option<&TokenAccounting>,
-        elapsed: Duration,
-    ) -> LedgerEntry {
+    fn entry(&self, facts: RowFacts<'_>) -> LedgerEntry {
+        let RowFacts {
+            tenant,
+            model,
+            status,
+            stream_outcome,
+            tokens,
+            elapsed,
+        } = facts;
         let outcome = match (status, stream_outcome) {
             (_, Some("client_disconnected")) | (499, _) => Outcome::ClientDisconnected,
             (_, Some("timeout")) | (504, _) => Outcome::Timeout,
@@ -171,19 +182,11 @@ impl LedgerRow {
     }
 
     /// The row, the first time it is asked for; `None` once written.
-    fn take(
-        &mut self,
-        tenant: &str,
-        model: &str,
-        status: u16,
-        stream_outcome: Option<&str>,
-        tokens: Option<&TokenAccounting>,
-        elapsed: Duration,
-    ) -> Option<LedgerEntry> {
+    fn take(&mut self, facts: RowFacts<'_>) -> Option<LedgerEntry> {
         if std::mem::replace(&mut self.written, true) {
             return None;
         }
-        Some(self.entry(tenant, model, status, stream_outcome, tokens, elapsed))
+        Some(self.entry(facts))
     }
 
     fn failed(&self, e: &palisade_ledger::LedgerError) {
@@ -192,16 +195,8 @@ impl LedgerRow {
     }
 
     /// Writes the row and waits until it is committed.
-    pub(crate) async fn write(
-        &mut self,
-        tenant: &str,
-        model: &str,
-        status: u16,
-        stream_outcome: Option<&str>,
-        tokens: Option<&TokenAccounting>,
-        elapsed: Duration,
-    ) {
-        if let Some(entry) = self.take(tenant, model, status, stream_outcome, tokens, elapsed) {
+    pub(crate) async fn write(&mut self, facts: RowFacts<'_>) {
+        if let Some(entry) = self.take(facts) {
             if let Err(e) = self.ledger.record(&entry).await {
                 self.failed(&e);
             }
@@ -210,16 +205,8 @@ impl LedgerRow {
 
     /// Queues the row without waiting (for requests that end where the
     /// request path cannot await: a dropped stream, a cancelled future).
-    pub(crate) fn write_nowait(
-        &mut self,
-        tenant: &str,
-        model: &str,
-        status: u16,
-        stream_outcome: Option<&str>,
-        tokens: Option<&TokenAccounting>,
-        elapsed: Duration,
-    ) {
-        if let Some(entry) = self.take(tenant, model, status, stream_outcome, tokens, elapsed) {
+    pub(crate) fn write_nowait(&mut self, facts: RowFacts<'_>) {
+        if let Some(entry) = self.take(facts) {
             if let Err(e) = self.ledger.record_nowait(entry) {
                 self.failed(&e);
             }

@@ -15,7 +15,7 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use palisade_openai::request::{Endpoint, RequestBody};
 use palisade_openai::{ApiError, ErrorCode};
 
-use crate::accounting::{LedgerRow, TokenAccounting};
+use crate::accounting::{LedgerRow, RowFacts, TokenAccounting};
 use crate::admission::apply_headers;
 use crate::auth::Principal;
 use crate::error::error_response;
@@ -109,14 +109,14 @@ impl RequestRecord {
         stream_outcome: Option<&'static str>,
     ) {
         if let Some(row) = &mut self.ledger {
-            row.write(
-                self.tenant.as_deref().unwrap_or("-"),
-                &self.model_label,
+            row.write(RowFacts {
+                tenant: self.tenant.as_deref().unwrap_or("-"),
+                model: &self.model_label,
                 status,
                 stream_outcome,
-                self.tokens.as_ref(),
-                self.started.elapsed(),
-            )
+                tokens: self.tokens.as_ref(),
+                elapsed: self.started.elapsed(),
+            })
             .await;
         }
     }
@@ -160,14 +160,14 @@ impl RequestRecord {
             tokens.settle(status);
         }
         if let Some(row) = &mut self.ledger {
-            row.write_nowait(
-                self.tenant.as_deref().unwrap_or("-"),
-                &self.model_label,
+            row.write_nowait(RowFacts {
+                tenant: self.tenant.as_deref().unwrap_or("-"),
+                model: &self.model_label,
                 status,
                 stream_outcome,
-                self.tokens.as_ref(),
+                tokens: self.tokens.as_ref(),
                 elapsed,
-            );
+            });
         }
         crate::metrics::request_done(self.route, &self.model_label, status, elapsed);
         let _entered = self.span.enter();

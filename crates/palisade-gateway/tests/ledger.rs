@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use palisade_config::{Config, Sources};
-use palisade_gateway::Gateway;
+use palisade_gateway::{Gateway, RunningGateway};
 use palisade_ledger::{Ledger, LedgerEntry, Outcome, UsageSource, WriteOptions};
 use palisade_testkit::ScriptedUpstream;
 use serde_json::{json, Value};
@@ -26,6 +26,21 @@ async fn rows(path: &std::path::Path) -> Vec<LedgerEntry> {
         .collect()
 }
 
+/// A gateway on a loopback port from `toml`, and a client for it.
+async fn start(toml: &str) -> (RunningGateway, reqwest::Client) {
+    let config = Config::load(&Sources {
+        toml: Some(toml),
+        ..Sources::default()
+    })
+    .unwrap();
+    let gw = Gateway::with_env(config, |_| None)
+        .unwrap()
+        .start(Some("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    (gw, reqwest::Client::builder().no_proxy().build().unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_upstream_request_gets_one_row_with_its_usage() {
     let dir = tempfile::tempdir().unwrap();
@@ -36,17 +51,7 @@ async fn every_upstream_request_gets_one_row_with_its_usage() {
         db.display(),
         upstream.base_url()
     );
-    let config = Config::load(&Sources {
-        toml: Some(&toml),
-        ..Sources::default()
-    })
-    .unwrap();
-    let gw = Gateway::with_env(config, |_| None)
-        .unwrap()
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (gw, client) = start(&toml).await;
     let url = format!("http://{}/v1/chat/completions", gw.local_addr());
 
     // Non-streaming: the row is committed before the response arrives.
@@ -185,17 +190,7 @@ async fn admin_usage_reports_the_ledger_to_admin_keys_only() {
         dir.path().join("l.db").display(),
         upstream.base_url()
     );
-    let config = Config::load(&Sources {
-        toml: Some(&toml),
-        ..Sources::default()
-    })
-    .unwrap();
-    let gw = Gateway::with_env(config, |_| None)
-        .unwrap()
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (gw, client) = start(&toml).await;
     let base = format!("http://{}", gw.local_addr());
     for _ in 0..3 {
         let resp = client

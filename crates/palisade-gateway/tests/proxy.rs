@@ -45,6 +45,11 @@ impl Harness {
         format!("http://{}{}", self.gateway.local_addr(), path)
     }
 
+    /// POSTs and reads the error: status, `error.code` and the whole body.
+    async fn post_error(&self, path: &str, body: Value) -> (u16, String, Value) {
+        error_code(self.post(path, body).await).await
+    }
+
     async fn post(&self, path: &str, body: Value) -> reqwest::Response {
         self.client
             .post(self.url(path))
@@ -53,6 +58,12 @@ impl Harness {
             .await
             .expect("gateway answers")
     }
+}
+
+/// The config form of an API key (its SHA-256).
+fn key(k: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(k.as_bytes()))
 }
 
 /// Waits up to 2 s for `cond`, failing with `what` if it never holds.
@@ -252,25 +263,22 @@ async fn bad_requests_get_stable_codes() {
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_eq!(body["error"]["request_id"], request_id.as_str());
 
-    let (status, code, body) = error_code(
-        h.post("/v1/chat/completions", json!({"model": "llama"}))
-            .await,
-    )
-    .await;
+    let (status, code, body) = h
+        .post_error("/v1/chat/completions", json!({"model": "llama"}))
+        .await;
     assert_eq!((status, code.as_str()), (400, "invalid_request"));
     assert_eq!(body["error"]["param"], "messages");
 
-    let (status, code, body) = error_code(
-        h.post("/v1/chat/completions", chat("no-such-model", "hi"))
-            .await,
-    )
-    .await;
+    let (status, code, body) = h
+        .post_error("/v1/chat/completions", chat("no-such-model", "hi"))
+        .await;
     assert_eq!((status, code.as_str()), (404, "model_not_found"));
     assert_eq!(body["error"]["param"], "model");
 
     let huge = "x".repeat(5 * 1024 * 1024);
-    let (status, code, _) =
-        error_code(h.post("/v1/chat/completions", chat("llama", &huge)).await).await;
+    let (status, code, _) = h
+        .post_error("/v1/chat/completions", chat("llama", &huge))
+        .await;
     assert_eq!((status, code.as_str()), (413, "request_too_large"));
 
     let (status, code, _) =
@@ -294,19 +302,15 @@ async fn bad_requests_get_stable_codes() {
 #[tokio::test]
 async fn upstream_client_errors_pass_through_and_server_errors_become_502() {
     let h = Harness::start(NAMED_ROUTES).await;
-    let (status, code, body) = error_code(
-        h.post("/v1/chat/completions", chat("error-400", "hi"))
-            .await,
-    )
-    .await;
+    let (status, code, body) = h
+        .post_error("/v1/chat/completions", chat("error-400", "hi"))
+        .await;
     assert_eq!((status, code.as_str()), (400, "scripted_bad_request"));
     assert_eq!(body["error"]["message"], "scripted scripted_bad_request");
     // Server errors are not relayed verbatim: their bodies leak internals.
-    let (status, code, body) = error_code(
-        h.post("/v1/chat/completions", chat("error-500", "hi"))
-            .await,
-    )
-    .await;
+    let (status, code, body) = h
+        .post_error("/v1/chat/completions", chat("error-500", "hi"))
+        .await;
     assert_eq!((status, code.as_str()), (502, "upstream_error"));
     assert!(body["error"]["message"]
         .as_str()
@@ -318,8 +322,9 @@ async fn upstream_client_errors_pass_through_and_server_errors_become_502() {
 #[tokio::test]
 async fn unreachable_and_slow_upstreams_map_to_502_and_504() {
     let h = Harness::start(NAMED_ROUTES).await;
-    let (status, code, body) =
-        error_code(h.post("/v1/chat/completions", chat("gone", "hi")).await).await;
+    let (status, code, body) = h
+        .post_error("/v1/chat/completions", chat("gone", "hi"))
+        .await;
     assert_eq!((status, code.as_str()), (502, "upstream_unavailable"));
     assert!(
         !body["error"]["message"]
@@ -330,11 +335,9 @@ async fn unreachable_and_slow_upstreams_map_to_502_and_504() {
     );
 
     let started = std::time::Instant::now();
-    let (status, code, _) = error_code(
-        h.post("/v1/chat/completions", chat("slow-head", "hi"))
-            .await,
-    )
-    .await;
+    let (status, code, _) = h
+        .post_error("/v1/chat/completions", chat("slow-head", "hi"))
+        .await;
     assert_eq!((status, code.as_str()), (504, "upstream_timeout"));
     assert!(
         started.elapsed() < Duration::from_millis(1900),
@@ -423,10 +426,7 @@ async fn completions_and_embeddings_are_forwarded() {
 
 #[tokio::test]
 async fn api_keys_map_to_tenants() {
-    let key_hash = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(b"pk-tenant-a"))
-    };
+    let key_hash = key("pk-tenant-a");
     let h = Harness::start(&format!(
         "[[auth.keys]]\nname = \"a\"\ntenant = \"tenant-a\"\nsha256 = \"{key_hash}\""
     ))
@@ -601,10 +601,6 @@ async fn client_giving_up_before_the_response_head_cancels_the_upstream_request(
 
 #[tokio::test]
 async fn request_rate_is_limited_per_tenant_with_retry_after_and_headers() {
-    let key = |k: &str| {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(k.as_bytes()))
-    };
     let h = Harness::start(&format!(
         r#"
         [[auth.keys]]
@@ -685,7 +681,7 @@ async fn in_flight_and_stream_limits_hold_for_the_whole_stream() {
     stream.next().await.unwrap().unwrap();
 
     // A second stream exceeds the stream limit...
-    let (status, code, _) = error_code(h.post("/v1/chat/completions", body.clone()).await).await;
+    let (status, code, _) = h.post_error("/v1/chat/completions", body.clone()).await;
     assert_eq!((status, code.as_str()), (429, "concurrency_limited"));
     // ...a plain request still fits the in-flight limit of 2...
     let slow = tokio::spawn({
@@ -698,7 +694,7 @@ async fn in_flight_and_stream_limits_hold_for_the_whole_stream() {
     )
     .await;
     // ...and a third request in flight does not.
-    let (status, code, _) = error_code(h.post("/v1/chat/completions", chat("m", "hi")).await).await;
+    let (status, code, _) = h.post_error("/v1/chat/completions", chat("m", "hi")).await;
     assert_eq!((status, code.as_str()), (429, "concurrency_limited"));
     assert_eq!(slow.await.unwrap().unwrap().status(), 200);
 
@@ -750,11 +746,9 @@ async fn token_budget_reserves_then_reconciles_with_upstream_usage() {
     );
 
     // A request that can never fit says so and names max_tokens.
-    let (status, code, body) = error_code(
-        h.post("/v1/chat/completions", with_max_tokens("m", "hi", 500))
-            .await,
-    )
-    .await;
+    let (status, code, body) = h
+        .post_error("/v1/chat/completions", with_max_tokens("m", "hi", 500))
+        .await;
     assert_eq!((status, code.as_str()), (429, "tokens_exhausted"));
     assert_eq!(body["error"]["param"], "max_tokens");
 }
@@ -829,10 +823,6 @@ async fn stream_usage_is_requested_upstream_but_hidden_unless_asked() {
 /// served within about two service times of arriving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_light_tenant_is_not_starved_by_a_heavy_one() {
-    let key = |k: &str| {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(k.as_bytes()))
-    };
     let h = Harness::start(&format!(
         "[[auth.keys]]\nname = \"h\"\ntenant = \"heavy\"\nsha256 = \"{}\"\n[[auth.keys]]\nname = \"l\"\ntenant = \"light\"\nsha256 = \"{}\"\n[backends.main]\nbase_url = \"@UPSTREAM@\"\nmax_in_flight = 2\nqueue_timeout_ms = 20000",
         key("pk-heavy"),
@@ -970,10 +960,6 @@ async fn adaptive_concurrency_backs_off_when_the_backend_slows_down() {
 
 #[tokio::test]
 async fn rates_per_key_and_per_model_apply_on_top_of_the_tenant() {
-    let key = |k: &str| {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(k.as_bytes()))
-    };
     let h = Harness::start(&format!(
         "[[auth.keys]]\nname = \"a1\"\ntenant = \"t\"\nsha256 = \"{}\"\n[[auth.keys]]\nname = \"a2\"\ntenant = \"t\"\nsha256 = \"{}\"\n[limits.keys.a1]\nrequests_per_minute = 60\nburst = 1\n[limits.models.scarce]\nrequests_per_minute = 60\nburst = 2\n[backends.main]\nbase_url = \"@UPSTREAM@\"\n[[routes]]\nmodel = \"scarce\"\nbackend = \"main\"\n[[routes]]\nmodel = \"*\"\nbackend = \"main\"",
         key("pk-a1"),
@@ -1082,8 +1068,9 @@ async fn a_failing_backend_trips_its_circuit_breaker_and_recovers() {
     )
     .await;
     for _ in 0..3 {
-        let (status, code, _) =
-            error_code(h.post("/v1/chat/completions", chat("error-500", "x")).await).await;
+        let (status, code, _) = h
+            .post_error("/v1/chat/completions", chat("error-500", "x"))
+            .await;
         assert_eq!((status, code.as_str()), (502, "upstream_error"));
     }
     let open = h.post("/v1/chat/completions", chat("m", "x")).await;
