@@ -1,8 +1,7 @@
 //! Durability under `kill -9`: a child process records entries, printing
 //! each request id once `record` has returned; the test SIGKILLs it
 //! mid-stream, reopens the ledger and checks that every printed id has its
-//! row. The child is this same test binary, re-run on the ignored
-//! `crash_child` test with the ledger location in the environment.
+//! row. The child is the crate's `crash_child` test-helper binary.
 
 mod support;
 
@@ -12,66 +11,17 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use palisade_ledger::{Ledger, WriteOptions};
+use support::export;
 use support::pg::PgServer;
-use support::{entry, export, DAY0};
 
-const LOCATION_VAR: &str = "PALISADE_LEDGER_CRASH_LOCATION";
 /// Kill the child once it has reported this many durable entries.
 const KILL_AFTER: usize = 1500;
-
-/// The child: records entries forever from several tasks and prints
-/// `RECORDED <id>` after each `record` returns.
-#[test]
-#[ignore = "the child process of the kill -9 tests; does nothing on its own"]
-fn crash_child() {
-    let Ok(location) = std::env::var(LOCATION_VAR) else {
-        return;
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async move {
-        let ledger = std::sync::Arc::new(
-            Ledger::open(&location, WriteOptions::default())
-                .await
-                .unwrap(),
-        );
-        let mut tasks = Vec::new();
-        for t in 0..8 {
-            let ledger = std::sync::Arc::clone(&ledger);
-            tasks.push(tokio::spawn(async move {
-                for i in 0.. {
-                    let id = format!("crash-{t}-{i}");
-                    let _ = ledger
-                        .record(&entry(&id, "acme", "m", DAY0, 10, 10))
-                        .await
-                        .unwrap();
-                    // Stdout is line-buffered: the line leaves the process
-                    // as soon as it is printed.
-                    println!("RECORDED {id}");
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-    });
-}
 
 /// Runs the child against `location`, kills it with SIGKILL after
 /// `KILL_AFTER` durable entries, and returns every id it reported.
 fn run_and_kill(location: &str) -> HashSet<String> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "crash_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(LOCATION_VAR, location)
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crash_child"))
+        .arg(location)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
