@@ -426,6 +426,13 @@ pub struct BackendConfig {
     /// Longest wait in that queue (also bounded by the request's deadline).
     #[serde(default = "defaults::queue_timeout_ms")]
     pub queue_timeout_ms: u64,
+    /// Tokens (the queued requests' reservations: prompt estimate plus
+    /// `max_tokens`) that may wait for this backend in all, across tenants;
+    /// more are refused with 503 `upstream_overloaded`. Bounds the work
+    /// queued in front of a model server, not just the number of requests.
+    /// Unset: no token bound.
+    #[serde(default)]
+    pub max_queued_tokens: Option<u64>,
     /// Move the in-flight limit between `min_in_flight` and `max_in_flight`
     /// by AIMD on the backend's latency and 429/503 answers.
     #[serde(default)]
@@ -483,6 +490,7 @@ impl BackendConfig {
             max_in_flight: None,
             max_queued_per_tenant: defaults::max_queued_per_tenant(),
             queue_timeout_ms: defaults::queue_timeout_ms(),
+            max_queued_tokens: None,
             adaptive_concurrency: false,
             min_in_flight: defaults::min_in_flight(),
             target_latency_ms: defaults::target_latency_ms(),
@@ -751,6 +759,9 @@ impl Config {
                         "needs 0 < error_rate <= 1, 0 < min_requests <= window, cooldown_ms > 0",
                     ));
                 }
+            }
+            if backend.max_queued_tokens == Some(0) {
+                return Err(invalid(key("max_queued_tokens"), "must be greater than 0"));
             }
             if backend.max_queued_per_tenant == 0 {
                 return Err(invalid(

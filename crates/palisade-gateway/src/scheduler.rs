@@ -14,9 +14,11 @@
 //! queued at all) while the backend is saturated, so overload falls on the
 //! work that can best wait.
 //!
-//! Queues are bounded per tenant and waits are bounded by the queue timeout
-//! (and the request's own deadline); both refusals are 503
-//! `upstream_overloaded` with `Retry-After`.
+//! Queues are bounded per tenant (in requests) and in all (in tokens: the
+//! queued requests' reservations, so a few huge prompts cannot pile up
+//! minutes of work), and waits are bounded by the queue timeout (and the
+//! request's own deadline); every refusal is 503 `upstream_overloaded` with
+//! `Retry-After`.
 //!
 //! With adaptive concurrency on, the in-flight limit moves between
 //! `min_in_flight` and `max_in_flight` by AIMD, like TCP's congestion window:
@@ -54,6 +56,8 @@ struct Inner {
     fair: [FairQueue; CLASSES],
     waiters: HashMap<(usize, Arc<str>), VecDeque<Waiter>>,
     next_ticket: u64,
+    /// The sum of the queued waiters' costs.
+    queued_tokens: u64,
 }
 
 /// One backend's in-flight budget and fair queue.
@@ -62,6 +66,7 @@ pub struct BackendScheduler {
     max_in_flight: u32,
     adaptive: Option<Adaptive>,
     queue_timeout: Duration,
+    max_queued_tokens: Option<u64>,
     inner: Mutex<Inner>,
 }
 
@@ -128,6 +133,7 @@ impl BackendScheduler {
             max_in_flight,
             adaptive,
             queue_timeout,
+            max_queued_tokens: None,
             inner: Mutex::new(Inner {
                 in_flight: 0,
                 limit: max_in_flight,
@@ -143,8 +149,21 @@ impl BackendScheduler {
                 },
                 waiters: HashMap::new(),
                 next_ticket: 0,
+                queued_tokens: 0,
             }),
         })
+    }
+
+    /// Bounds the tokens waiting in the queue, all tenants together.
+    #[must_use]
+    pub fn with_max_queued_tokens(mut self, max: Option<u64>) -> Self {
+        self.max_queued_tokens = max;
+        self
+    }
+
+    /// Tokens waiting in the queue now.
+    pub fn queued_tokens(&self) -> u64 {
+        self.lock().queued_tokens
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -220,12 +239,24 @@ impl BackendScheduler {
                     "low-priority requests are shed while it is saturated",
                 ));
             }
+            if let Some(max) = self.max_queued_tokens {
+                if inner.queued_tokens.saturating_add(cost) > max {
+                    return Err(overloaded(
+                        &self.name,
+                        &format!(
+                            "{} tokens already queued (limit {max}); this request needs {cost}",
+                            inner.queued_tokens
+                        ),
+                    ));
+                }
+            }
             if inner.fair[class].enqueue(tenant).is_err() {
                 return Err(overloaded(&self.name, "this tenant's queue is full"));
             }
             let (tx, rx) = oneshot::channel();
             let ticket = inner.next_ticket;
             inner.next_ticket += 1;
+            inner.queued_tokens += cost;
             inner
                 .waiters
                 .entry((class, Arc::from(tenant)))
@@ -258,7 +289,8 @@ impl BackendScheduler {
                                 .position(|w| w.ticket == ticket)
                                 .and_then(|i| q.remove(i))
                         });
-                if still_queued.is_some() {
+                if let Some(waiter) = still_queued {
+                    inner.queued_tokens = inner.queued_tokens.saturating_sub(waiter.cost);
                     let _ = inner.fair[class].cancel(tenant);
                     return Err(overloaded(&self.name, "timed out waiting in the queue"));
                 }
@@ -289,6 +321,7 @@ impl BackendScheduler {
             let Some(waiter) = inner.waiters.get_mut(&key).and_then(VecDeque::pop_front) else {
                 continue;
             };
+            inner.queued_tokens = inner.queued_tokens.saturating_sub(waiter.cost);
             if waiter.wake.send(()).is_ok() {
                 inner.in_flight += 1;
                 inner.fair[class].charge(&key.1, waiter.cost);
@@ -433,5 +466,39 @@ mod tests {
         );
         let _again = s.acquire("t", 1, 1, far()).await.unwrap();
         assert_eq!(s.in_flight(), 1);
+    }
+
+    #[tokio::test]
+    async fn queued_tokens_are_bounded_across_tenants_and_freed_on_dispatch() {
+        let s = Arc::new(
+            BackendScheduler::new("b", 1, 8, Duration::from_secs(5), None)
+                .unwrap()
+                .with_max_queued_tokens(Some(1_000)),
+        );
+        let held = s.acquire("a", 1, 10, far()).await.unwrap();
+        let queue = |tenant: &'static str, cost: u64| {
+            let s = s.clone();
+            tokio::spawn(async move { s.acquire(tenant, 1, cost, far()).await.map(drop) })
+        };
+        let first = queue("a", 600);
+        let second = queue("b", 300);
+        for _ in 0..100 {
+            if s.queued_tokens() == 900 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(s.queued_tokens(), 900);
+        // Another tenant, a free per-tenant queue, but the token bound is hit.
+        let refused = s.acquire("c", 1, 200, far()).await.unwrap_err();
+        assert_eq!(refused.code, ErrorCode::UpstreamOverloaded);
+        assert!(refused.message.contains("tokens already queued"), "{}", refused.message);
+        // A small one still fits.
+        let third = queue("c", 100);
+        drop(held);
+        for task in [first, second, third] {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(s.queued_tokens(), 0, "dispatch frees the queued tokens");
     }
 }

@@ -155,7 +155,8 @@ impl Backend {
                     .map_err(|e| BackendError::Url {
                         backend: name.to_owned(),
                         message: e.to_string(),
-                    })?,
+                    })?
+                    .with_max_queued_tokens(config.max_queued_tokens),
                 )),
                 None => None,
             },

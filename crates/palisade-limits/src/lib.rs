@@ -8,6 +8,7 @@
 //!   used beyond their reservations.
 //! - [`concurrency`]: in-flight counts per key, explicit acquire and release.
 //! - [`ladder`]: the escalation ladder for repeat offenders (warn, slow, block) with decay.
+//! - [`spend`]: a circuit breaker on a tenant's spend rate against its learned baseline.
 //! - [`fair`]: the decision core of a weighted fair queue across tenants (VTC).
 //! - [`decision`]: [`Decision`], [`LimitKind`] and its stable error codes, and the values of
 //!   `Retry-After` and the `x-ratelimit-*` headers.
@@ -52,6 +53,7 @@ mod error;
 pub mod fair;
 pub mod gcra;
 pub mod ladder;
+pub mod spend;
 mod store;
 mod time;
 
@@ -64,4 +66,5 @@ pub use error::LimitError;
 pub use fair::{FairQueue, FairQueueConfig, COUNTER_SCALE};
 pub use gcra::{Gcra, GcraConfig, GcraDecision, GcraState, MemoryGcra};
 pub use ladder::{decay, EscalationLadder, LadderConfig, OffenceState, Rung, Standing};
+pub use spend::{SpendRateBreaker, SpendRateConfig, SpendState, SpendVerdict};
 pub use time::{Clock, ManualClock, Nanos};

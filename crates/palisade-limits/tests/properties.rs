@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use palisade_limits::{
     decay, BudgetConfig, EscalationLadder, FairQueue, FairQueueConfig, Gcra, GcraConfig, GcraState,
-    LadderConfig, LimitKind, MemoryGcra, Nanos, Rung, TokenBudget,
+    LadderConfig, LimitKind, MemoryGcra, Nanos, Rung, SpendRateBreaker, SpendRateConfig, TokenBudget,
 };
 use proptest::prelude::*;
 
@@ -450,6 +450,79 @@ mod ladder {
                 prop_assert!(s.score <= last_score);
                 last = s.rung;
                 last_score = s.score;
+            }
+        }
+    }
+}
+
+mod spend {
+    use super::*;
+
+    fn config(factor: u64, floor: u64) -> SpendRateConfig {
+        SpendRateConfig {
+            factor,
+            floor,
+            bucket: Nanos::from_secs(60),
+            weight: 10,
+            cooldown: Nanos::from_secs(120),
+        }
+    }
+
+    proptest! {
+        /// Spend that stays at or under the floor in every bucket never trips the breaker,
+        /// whatever its shape.
+        #[test]
+        fn spend_under_the_floor_never_trips(
+            floor in 1u64..100_000,
+            records in prop::collection::vec((0u64..30, 0u64..1_000), 1..200),
+        ) {
+            let mut b = SpendRateBreaker::new(config(10, floor)).unwrap();
+            let mut now = 0u64;
+            let mut bucket = 0u64;
+            let mut in_bucket = 0u64;
+            for (gap, tokens) in records {
+                now += gap;
+                if now / 60 != bucket {
+                    bucket = now / 60;
+                    in_bucket = 0;
+                }
+                // Clip to the floor so the bucket total never exceeds it.
+                let tokens = tokens.min(floor - in_bucket);
+                in_bucket += tokens;
+                let v = b.record("t", tokens, Nanos::from_secs(now));
+                prop_assert!(!v.tripped_now, "{:?}", v);
+                prop_assert!(b.check("t", Nanos::from_secs(now)).is_none());
+            }
+        }
+
+        /// A trip is reported once per cooldown, refuses for at most the cooldown, and
+        /// happens exactly when the bucket's spend first exceeds the threshold.
+        #[test]
+        fn trips_once_per_cooldown_and_only_above_threshold(
+            records in prop::collection::vec((0u64..20, 0u64..20_000), 1..300),
+        ) {
+            let cfg = config(5, 10_000);
+            let mut b = SpendRateBreaker::new(cfg).unwrap();
+            let mut now = 0u64;
+            let mut last_trip: Option<u64> = None;
+            for (gap, tokens) in records {
+                now += gap;
+                let at = Nanos::from_secs(now);
+                let refused_before = b.check("t", at).is_some();
+                let v = b.record("t", tokens, at);
+                if v.tripped_now {
+                    prop_assert!(!refused_before);
+                    prop_assert!(v.current > v.threshold);
+                    if let Some(t) = last_trip {
+                        prop_assert!(now - t >= 120, "re-tripped after {} s", now - t);
+                    }
+                    last_trip = Some(now);
+                } else if !refused_before {
+                    prop_assert!(v.current <= v.threshold, "{:?}", v);
+                }
+                if let Some(wait) = b.check("t", at) {
+                    prop_assert!(wait <= cfg.cooldown);
+                }
             }
         }
     }
