@@ -118,6 +118,42 @@ pub struct LimitsConfig {
     /// Request rates per public model name (all tenants together): protects
     /// a scarce model.
     pub models: BTreeMap<String, RateConfig>,
+    /// Percentages of a monthly budget (or quota) at which an alert is
+    /// raised, once each per tenant and month.
+    pub budget_alert_percents: Vec<u32>,
+    /// Where alerts (budget thresholds, spend-rate trips) are POSTed as JSON,
+    /// besides the log and metrics. Absent: log and metrics only.
+    pub alert_webhook_url: Option<String>,
+    /// The circuit breaker on each tenant's spend rate. Absent: off.
+    pub spend_rate: Option<SpendRateSettings>,
+}
+
+/// Pause a tenant whose tokens per minute jump far above its baseline (a
+/// leaked key, a runaway agent loop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpendRateSettings {
+    /// Trip at this multiple of the tenant's baseline tokens per minute.
+    pub factor: u64,
+    /// Never trip below this many tokens in a minute (new tenants have no
+    /// baseline yet: this is their ceiling until one is learned).
+    pub floor_tokens_per_minute: u64,
+    /// The baseline remembers roughly this many minutes; at start it is
+    /// seeded from the ledger's average over the last day.
+    pub baseline_minutes: u64,
+    /// How long a tripped tenant is refused (429 `spend_rate_exceeded`).
+    pub cooldown_secs: u64,
+}
+
+impl Default for SpendRateSettings {
+    fn default() -> Self {
+        Self {
+            factor: 10,
+            floor_tokens_per_minute: 100_000,
+            baseline_minutes: 60,
+            cooldown_secs: 300,
+        }
+    }
 }
 
 /// A request rate with burst.
@@ -188,6 +224,9 @@ impl Default for LimitsConfig {
             escalation: None,
             keys: BTreeMap::new(),
             models: BTreeMap::new(),
+            budget_alert_percents: vec![50, 80, 100],
+            alert_webhook_url: None,
+            spend_rate: None,
         }
     }
 }
@@ -238,7 +277,7 @@ pub enum OnBackendError {
 }
 
 /// The limits of one tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantLimits {
     /// Requests per minute for the tenant as a whole (all its keys), GCRA.
@@ -257,6 +296,20 @@ pub struct TenantLimits {
     /// and is reconciled with the real usage afterwards, so concurrent
     /// requests cannot overshoot the budget by more than they reserved.
     pub tokens_per_minute: Option<u64>,
+    /// Hard quota: tokens per calendar month (UTC). Reserved like the
+    /// per-minute budget, seeded from the ledger at start; when used up,
+    /// 429 `quota_exceeded` until the month turns.
+    pub monthly_token_quota: Option<u64>,
+    /// Hard quota: US dollars per calendar month, priced with
+    /// `[ledger.prices]` (each request reserves the cost of its prompt
+    /// estimate plus `max_tokens`).
+    pub monthly_cost_quota_usd: Option<f64>,
+    /// Soft budget: tokens per month. Crossing each of
+    /// `limits.budget_alert_percents` raises one alert (log, metric,
+    /// webhook); nothing is refused.
+    pub monthly_token_budget: Option<u64>,
+    /// Soft budget in US dollars per month, alerting like the token budget.
+    pub monthly_cost_budget_usd: Option<f64>,
 }
 
 impl TenantLimits {
@@ -270,7 +323,24 @@ impl TenantLimits {
                 .or(fallback.max_in_flight_per_key),
             tokens_per_minute: self.tokens_per_minute.or(fallback.tokens_per_minute),
             max_streams_per_key: self.max_streams_per_key.or(fallback.max_streams_per_key),
+            monthly_token_quota: self.monthly_token_quota.or(fallback.monthly_token_quota),
+            monthly_cost_quota_usd: self
+                .monthly_cost_quota_usd
+                .or(fallback.monthly_cost_quota_usd),
+            monthly_token_budget: self.monthly_token_budget.or(fallback.monthly_token_budget),
+            monthly_cost_budget_usd: self
+                .monthly_cost_budget_usd
+                .or(fallback.monthly_cost_budget_usd),
         }
+    }
+
+    /// Whether any monthly quota or budget is set (so spend must be tracked
+    /// per month).
+    pub fn has_monthly(&self) -> bool {
+        self.monthly_token_quota.is_some()
+            || self.monthly_cost_quota_usd.is_some()
+            || self.monthly_token_budget.is_some()
+            || self.monthly_cost_budget_usd.is_some()
     }
 
     /// The burst in force: explicit, or one second's worth of the rate.
@@ -662,6 +732,78 @@ impl Config {
         }
     }
 
+    /// Monthly quotas and budgets, alerts and the spend-rate breaker.
+    fn validate_spend_controls(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        let percents = &limits.budget_alert_percents;
+        if percents.iter().any(|p| *p == 0 || *p > 1000) || !percents.is_sorted_by(|a, b| a < b) {
+            return Err(invalid(
+                "limits.budget_alert_percents",
+                "must be increasing percentages between 1 and 1000",
+            ));
+        }
+        if let Some(url) = &limits.alert_webhook_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "limits.alert_webhook_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        if let Some(b) = &limits.spend_rate {
+            if b.factor < 2 || b.floor_tokens_per_minute == 0 {
+                return Err(invalid(
+                    "limits.spend_rate",
+                    "needs factor >= 2 and floor_tokens_per_minute > 0",
+                ));
+            }
+            if b.baseline_minutes == 0 || b.cooldown_secs == 0 {
+                return Err(invalid(
+                    "limits.spend_rate",
+                    "baseline_minutes and cooldown_secs must be greater than 0",
+                ));
+            }
+        }
+        let scopes = std::iter::once(("limits".to_owned(), &limits.default)).chain(
+            limits
+                .tenants
+                .iter()
+                .map(|(t, l)| (format!("limits.tenants.{t}"), l)),
+        );
+        for (scope, l) in scopes {
+            for (field, value) in [
+                ("monthly_token_quota", l.monthly_token_quota),
+                ("monthly_token_budget", l.monthly_token_budget),
+            ] {
+                if value == Some(0) {
+                    return Err(invalid(
+                        format!("{scope}.{field}"),
+                        "must be greater than 0 (leave it out for none)",
+                    ));
+                }
+            }
+            for (field, value) in [
+                ("monthly_cost_quota_usd", l.monthly_cost_quota_usd),
+                ("monthly_cost_budget_usd", l.monthly_cost_budget_usd),
+            ] {
+                let Some(usd) = value else { continue };
+                if !(usd.is_finite() && usd > 0.0) {
+                    return Err(invalid(
+                        format!("{scope}.{field}"),
+                        "must be a positive number of dollars",
+                    ));
+                }
+                if self.ledger.prices.is_empty() {
+                    return Err(invalid(
+                        format!("{scope}.{field}"),
+                        "a cost quota or budget needs [ledger.prices] to price requests",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks cross-references and safety rules the schema cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.server.max_body_bytes == 0 {
@@ -838,6 +980,7 @@ impl Config {
         if self.limits.redis_timeout_ms == 0 {
             return Err(invalid("limits.redis_timeout_ms", "must be greater than 0"));
         }
+        self.validate_spend_controls()?;
         for (scope, limits) in std::iter::once(("limits".to_owned(), &self.limits.default)).chain(
             self.limits
                 .tenants

@@ -49,19 +49,75 @@ impl TokenAccounting {
         self.reserved
     }
 
-    /// Settles the reservation by how the request ended: nothing for a
-    /// request the upstream refused or never answered, the upstream's usage
-    /// or our own count otherwise.
+    /// What the request used, by how it ended: nothing for a request the
+    /// upstream refused or never answered, the upstream's usage when it
+    /// reported one, our own count (prompt estimate, generated text)
+    /// otherwise.
+    pub(crate) fn actual(&self, status: u16) -> ActualUsage {
+        if refused(status) {
+            return ActualUsage::default();
+        }
+        match self.tally.usage {
+            Some(u) => ActualUsage {
+                prompt: u.prompt_tokens,
+                completion: u.completion_tokens,
+                cached: u.cached_tokens,
+                reasoning: u.reasoning_tokens,
+                source: UsageSource::Upstream,
+            },
+            None => ActualUsage {
+                prompt: self.prompt_estimate,
+                completion: self
+                    .tally
+                    .generated_chars
+                    .div_ceil(palisade_openai::usage::CHARS_PER_TOKEN),
+                cached: None,
+                reasoning: None,
+                source: UsageSource::Counted,
+            },
+        }
+    }
+
+    /// Settles the reservation by how the request ended.
     pub(crate) fn settle(&mut self, status: u16) {
+        let actual = self.actual(status);
         let Some(reservation) = &mut self.reservation else {
             return;
         };
         if refused(status) {
             reservation.cancel();
         } else {
-            let (actual, _from_upstream) = self.tally.total(self.prompt_estimate);
             reservation.reconcile(actual);
         }
+    }
+}
+
+/// Tokens a request used, as far as the gateway knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ActualUsage {
+    pub(crate) prompt: u64,
+    pub(crate) completion: u64,
+    pub(crate) cached: Option<u64>,
+    pub(crate) reasoning: Option<u64>,
+    pub(crate) source: UsageSource,
+}
+
+impl Default for ActualUsage {
+    fn default() -> Self {
+        Self {
+            prompt: 0,
+            completion: 0,
+            cached: None,
+            reasoning: None,
+            source: UsageSource::Estimated,
+        }
+    }
+}
+
+impl ActualUsage {
+    /// Prompt plus completion tokens.
+    pub(crate) fn total(&self) -> u64 {
+        self.prompt.saturating_add(self.completion)
     }
 }
 
@@ -130,29 +186,9 @@ impl LedgerRow {
             (s, _) if s >= 400 => Outcome::Refused,
             _ => Outcome::Completed,
         };
-        let (prompt, completion, cached, reasoning, source, estimated) = match tokens {
-            Some(t) if refused(status) => (0, 0, None, None, UsageSource::Estimated, t.reserved),
-            Some(t) => match t.tally.usage {
-                Some(u) => (
-                    u.prompt_tokens,
-                    u.completion_tokens,
-                    u.cached_tokens,
-                    u.reasoning_tokens,
-                    UsageSource::Upstream,
-                    t.reserved,
-                ),
-                None => (
-                    t.prompt_estimate,
-                    t.tally
-                        .generated_chars
-                        .div_ceil(palisade_openai::usage::CHARS_PER_TOKEN),
-                    None,
-                    None,
-                    UsageSource::Counted,
-                    t.reserved,
-                ),
-            },
-            None => (0, 0, None, None, UsageSource::Estimated, 0),
+        let (actual, estimated) = match tokens {
+            Some(t) => (t.actual(status), t.reserved),
+            None => (ActualUsage::default(), 0),
         };
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -167,13 +203,13 @@ impl LedgerRow {
             endpoint: self.endpoint.to_owned(),
             status,
             outcome,
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            cached_tokens: cached,
-            reasoning_tokens: reasoning,
+            prompt_tokens: actual.prompt,
+            completion_tokens: actual.completion,
+            cached_tokens: actual.cached,
+            reasoning_tokens: actual.reasoning,
             tool_loop_tokens: None,
             estimated_tokens: estimated,
-            usage_source: source,
+            usage_source: actual.source,
             cost_micros: 0,
             latency_ms: elapsed.as_millis() as u64,
         };

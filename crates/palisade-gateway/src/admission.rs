@@ -71,6 +71,8 @@ pub struct Admission {
     /// Repeat-offender ladder per API key, when configured.
     ladder: Option<Mutex<EscalationLadder>>,
     redis: Option<RedisSettings>,
+    /// Monthly quotas and budgets, and the spend-rate breaker.
+    spend: Option<Arc<crate::spend::SpendControls>>,
 }
 
 #[derive(Debug, Clone)]
@@ -148,7 +150,10 @@ impl Drop for InFlightSlot {
 
 impl Admission {
     /// Compiles the configured limits.
-    pub fn from_config(config: &LimitsConfig) -> Result<Self, AdmissionError> {
+    pub fn from_config(
+        config: &LimitsConfig,
+        prices: Arc<palisade_ledger::PriceTable>,
+    ) -> Result<Self, AdmissionError> {
         let tenants = config
             .tenants
             .iter()
@@ -201,6 +206,7 @@ impl Admission {
                 None => None,
             },
             redis,
+            spend: crate::spend::SpendControls::from_config(config, prices)?.map(Arc::new),
         })
     }
 
@@ -438,6 +444,11 @@ impl Admission {
             .get(&*principal.tenant)
             .unwrap_or(&self.default);
         let mut headers = RateLimitHeaders::default();
+        if let Some(spend) = &self.spend {
+            spend
+                .check_breaker(&principal.tenant)
+                .map_err(|e| (e, headers))?;
+        }
         if let Some(rate) = &gate.rate {
             self.check_rate("tenant", &principal.tenant, rate, &mut headers)
                 .await?;
@@ -480,12 +491,18 @@ impl Admission {
     }
 }
 
-/// Tokens reserved for one request. Settle it with the real usage; if it is
-/// dropped unsettled (the request future was cancelled), the prompt estimate
-/// is charged: the upstream may well have processed the prompt.
+/// Tokens reserved for one request: on the tenant's per-minute budget and
+/// its monthly counters. Settle it with the real usage; if it is dropped
+/// unsettled (the request future was cancelled), the prompt estimate is
+/// charged: the upstream may well have processed the prompt.
 #[derive(Debug)]
 pub struct TokenReservation {
-    budget: Arc<Mutex<TokenBudget>>,
+    /// The per-minute budget, when the tenant has one.
+    minute: Option<Arc<Mutex<TokenBudget>>>,
+    monthly: Vec<crate::spend::MonthlyHold>,
+    spend: Option<Arc<crate::spend::SpendControls>>,
+    tenant: String,
+    model: String,
     id: String,
     origin: Instant,
     /// The prompt part of the reservation.
@@ -504,42 +521,51 @@ impl TokenReservation {
         Nanos(self.origin.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64)
     }
 
-    /// Charges `actual` tokens and releases the rest of the reservation.
-    pub fn reconcile(&mut self, actual: u64) {
-        if std::mem::replace(&mut self.settled, true) {
-            return;
-        }
-        let now = self.now();
-        let mut budget = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
-        match budget.reconcile(&self.id, actual, now) {
-            Ok(s) if s.overshoot > 0 => {
-                tracing::info!(
-                    reserved = s.reserved,
-                    charged = s.charged,
-                    "token usage exceeded the reservation"
-                );
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "token reconciliation failed"),
-        }
+    /// Charges what the request used and releases the rest.
+    pub(crate) fn reconcile(&mut self, actual: crate::accounting::ActualUsage) {
+        self.settle(Some(actual));
     }
 
     /// Releases the whole reservation: the request used no tokens.
     pub fn cancel(&mut self) {
+        self.settle(None);
+    }
+
+    fn settle(&mut self, actual: Option<crate::accounting::ActualUsage>) {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
-        let now = self.now();
-        let mut budget = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = budget.cancel(&self.id, now) {
-            tracing::warn!(error = %e, "token reservation cancel failed");
+        if let Some(budget) = &self.minute {
+            let now = self.now();
+            let mut budget = budget.lock().unwrap_or_else(PoisonError::into_inner);
+            let outcome = match actual {
+                Some(a) => budget.reconcile(&self.id, a.total(), now),
+                None => budget.cancel(&self.id, now),
+            };
+            match outcome {
+                Ok(s) if s.overshoot > 0 => {
+                    tracing::info!(
+                        reserved = s.reserved,
+                        charged = s.charged,
+                        "token usage exceeded the reservation"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "token settlement failed"),
+            }
+        }
+        if let Some(spend) = &self.spend {
+            spend.settle(&self.tenant, &self.id, &self.model, &self.monthly, actual);
         }
     }
 }
 
 impl Drop for TokenReservation {
     fn drop(&mut self) {
-        let prompt = self.prompt_estimate;
+        let prompt = crate::accounting::ActualUsage {
+            prompt: self.prompt_estimate,
+            ..crate::accounting::ActualUsage::default()
+        };
         self.reconcile(prompt);
     }
 }
@@ -576,41 +602,107 @@ impl Admission {
         }
     }
 
-    /// Whether `tenant` has a token budget (so the request path needs to
-    /// estimate and count tokens at all).
+    /// Whether requests of `tenant` are accounted in tokens at admission (a
+    /// per-minute budget, a monthly quota or budget, the spend breaker), so
+    /// the request path needs to estimate and count tokens at all.
     pub fn has_token_budget(&self, tenant: &str) -> bool {
-        self.tenants
-            .get(tenant)
-            .unwrap_or(&self.default)
-            .tokens
-            .is_some()
+        self.spend.is_some()
+            || self
+                .tenants
+                .get(tenant)
+                .unwrap_or(&self.default)
+                .tokens
+                .is_some()
     }
 
-    /// Reserves `prompt_estimate + max_completion` tokens for request `id`.
+    /// Loads `tenant`'s spend this month from the ledger, once per month.
+    pub(crate) async fn prepare_spend(
+        &self,
+        tenant: &str,
+        ledger: Option<&Arc<palisade_ledger::Ledger>>,
+    ) {
+        if let Some(spend) = &self.spend {
+            spend.prepare(tenant, ledger).await;
+        }
+    }
+
+    /// Starts delivering alerts (log, webhook).
+    pub(crate) fn spawn_alerts(&self) {
+        if let Some(spend) = &self.spend {
+            spend.spawn_alerts();
+        }
+    }
+
+    /// Reserves `prompt_estimate + max_completion` tokens for request `id`
+    /// on the tenant's per-minute budget and monthly counters (all or
+    /// nothing).
     pub fn reserve_tokens(
         &self,
         tenant: &str,
         id: &str,
+        model: &str,
         prompt_estimate: u64,
         max_completion: u64,
     ) -> Result<(Option<TokenReservation>, Option<RateLimitInfo>), ApiError> {
         let gate = self.tenants.get(tenant).unwrap_or(&self.default);
-        let Some(budget) = &gate.tokens else {
+        if gate.tokens.is_none() && self.spend.is_none() {
             return Ok((None, None));
-        };
+        }
         let amount = prompt_estimate.saturating_add(max_completion);
-        let now = self.now();
+        let mut info = None;
+        if let Some(budget) = &gate.tokens {
+            info = Self::reserve_minute(budget, tenant, id, amount, self.now(), |amount| {
+                format!("this request needs up to {amount} tokens (prompt ~{prompt_estimate} + max_tokens {max_completion})")
+            })?;
+        }
+        let mut reservation = TokenReservation {
+            minute: gate.tokens.clone(),
+            monthly: Vec::new(),
+            spend: self.spend.clone(),
+            tenant: tenant.to_owned(),
+            model: model.to_owned(),
+            id: id.to_owned(),
+            origin: self.origin,
+            prompt_estimate,
+            amount,
+            settled: false,
+        };
+        if let Some(spend) = &self.spend {
+            match spend.reserve(tenant, id, model, prompt_estimate, max_completion) {
+                Ok(holds) => reservation.monthly = holds,
+                Err(e) => {
+                    reservation.cancel();
+                    return Err(e);
+                }
+            }
+        }
+        Ok((Some(reservation), info))
+    }
+
+    /// One reservation on a per-minute budget; the error explains itself
+    /// with `needs` (what the request asked for).
+    fn reserve_minute(
+        budget: &Mutex<TokenBudget>,
+        tenant: &str,
+        id: &str,
+        amount: u64,
+        now: Nanos,
+        needs: impl Fn(u64) -> String,
+    ) -> Result<Option<RateLimitInfo>, ApiError> {
         let mut locked = budget.lock().unwrap_or_else(PoisonError::into_inner);
-        let reservation = locked.reserve(tenant, id, amount, now).map_err(|e| match e {
-            palisade_limits::LimitError::CostExceedsCapacity { capacity, .. } => ApiError::new(
-                ErrorCode::TokensExhausted,
-                format!(
-                    "this request needs up to {amount} tokens (prompt ~{prompt_estimate} + max_tokens {max_completion}) but the budget is {capacity} per minute; lower max_tokens"
-                ),
-            )
-            .with_param("max_tokens"),
-            other => ApiError::new(ErrorCode::InternalError, other.to_string()),
-        })?;
+        let reservation = locked
+            .reserve(tenant, id, amount, now)
+            .map_err(|e| match e {
+                palisade_limits::LimitError::CostExceedsCapacity { capacity, .. } => ApiError::new(
+                    ErrorCode::TokensExhausted,
+                    format!(
+                        "{} but the budget is {capacity} per minute; lower max_tokens",
+                        needs(amount)
+                    ),
+                )
+                .with_param("max_tokens"),
+                other => ApiError::new(ErrorCode::InternalError, other.to_string()),
+            })?;
         let info = reservation.usage.info();
         if let Some(denial) = reservation.denial {
             let secs = denial.retry_after_secs().map(|s| s.max(1));
@@ -624,17 +716,7 @@ impl Admission {
             )
             .with_retry_after(secs));
         }
-        Ok((
-            Some(TokenReservation {
-                budget: budget.clone(),
-                id: id.to_owned(),
-                origin: self.origin,
-                prompt_estimate,
-                amount,
-                settled: false,
-            }),
-            info,
-        ))
+        Ok(info)
     }
 }
 

@@ -40,6 +40,7 @@ pub mod request_id;
 pub mod routing;
 pub mod scheduler;
 pub mod server;
+pub mod spend;
 pub mod stream;
 pub mod upstream;
 

@@ -45,6 +45,10 @@ pub const SHED: &str = "palisade_backend_shed_total";
 pub const OFFENDERS_BLOCKED: &str = "palisade_limits_offenders_blocked_total";
 /// Shared limits backend (Redis) calls that failed or timed out.
 pub const LIMITS_BACKEND_ERRORS: &str = "palisade_limits_backend_errors_total";
+/// Alerts raised (budget thresholds, spend-rate trips), by kind.
+pub const ALERTS: &str = "palisade_alerts_total";
+/// Alerts the webhook did not accept after retries.
+pub const ALERT_DELIVERY_FAILURES: &str = "palisade_alert_webhook_failures_total";
 
 /// Latency buckets from 100 µs to 5 min: gateway overhead lives at the low
 /// end, LLM generation at the high end, and both must be readable.
@@ -123,6 +127,14 @@ fn describe() {
     );
     describe_gauge!(STREAMS_OPEN, "Streams currently open.");
     describe_counter!(STREAMS_ENDED, "Streams ended, by outcome.");
+    describe_counter!(
+        ALERTS,
+        "Alerts raised: monthly budget thresholds and spend-rate trips, by kind."
+    );
+    describe_counter!(
+        ALERT_DELIVERY_FAILURES,
+        "Alerts the webhook did not accept after retries (they are still logged)."
+    );
     describe_gauge!(
         BACKEND_LIMIT,
         "A backend's current in-flight limit (adaptive concurrency moves it)."

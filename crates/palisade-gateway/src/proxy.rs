@@ -342,6 +342,10 @@ async fn send_upstream(
     let budget = state.admission.has_token_budget(&principal.tenant);
     let ledger = state.ledger.get();
     if budget || ledger.is_some() {
+        state
+            .admission
+            .prepare_spend(&principal.tenant, ledger)
+            .await;
         let tokenizer = palisade_openai::usage::Tokenizer::for_model(request.model());
         let prompt_estimate =
             palisade_openai::usage::estimate_prompt_tokens_with(request.fields(), tokenizer);
@@ -359,6 +363,7 @@ async fn send_upstream(
             .reserve_tokens(
                 &principal.tenant,
                 &record.internal_id,
+                &record.model_label,
                 prompt_estimate,
                 max_completion,
             )

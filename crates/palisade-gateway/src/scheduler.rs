@@ -492,7 +492,11 @@ mod tests {
         // Another tenant, a free per-tenant queue, but the token bound is hit.
         let refused = s.acquire("c", 1, 200, far()).await.unwrap_err();
         assert_eq!(refused.code, ErrorCode::UpstreamOverloaded);
-        assert!(refused.message.contains("tokens already queued"), "{}", refused.message);
+        assert!(
+            refused.message.contains("tokens already queued"),
+            "{}",
+            refused.message
+        );
         // A small one still fits.
         let third = queue("c", 100);
         drop(held);

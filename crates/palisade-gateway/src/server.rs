@@ -122,6 +122,7 @@ impl Gateway {
         let _ = detector.scan(&palisade_detect::ScanInput::user("warm up"));
         detector_ready.set(true);
         let serving = readiness.register("listener");
+        let prices = Arc::new(crate::accounting::price_table(&config.ledger));
         let state = Arc::new(GatewayState {
             auth: Authenticator::from_config(&config.auth),
             routes,
@@ -130,10 +131,10 @@ impl Gateway {
             max_body_bytes: config.server.max_body_bytes,
             max_sse_event_bytes: config.server.max_sse_event_bytes,
             detector,
-            admission: crate::admission::Admission::from_config(&config.limits)?,
+            admission: crate::admission::Admission::from_config(&config.limits, prices.clone())?,
             default_max_tokens: config.limits.default_max_tokens,
             ledger: std::sync::OnceLock::new(),
-            prices: Arc::new(crate::accounting::price_table(&config.ledger)),
+            prices,
             inject_max_tokens: config.limits.inject_max_tokens,
             readiness,
             metrics: crate::metrics::install(),
@@ -170,14 +171,12 @@ impl Gateway {
             let _ = self.state.ledger.set(Arc::new(ledger));
             ready.set(true);
         }
+        let limits = &self.config.limits;
         let needs_tokens = self.config.ledger.url.is_some()
-            || self.config.limits.default.tokens_per_minute.is_some()
-            || self
-                .config
-                .limits
-                .tenants
-                .values()
-                .any(|t| t.tokens_per_minute.is_some());
+            || limits.spend_rate.is_some()
+            || std::iter::once(&limits.default)
+                .chain(limits.tenants.values())
+                .any(|t| t.tokens_per_minute.is_some() || t.has_monthly());
         if needs_tokens {
             // Token accounting estimates prompts with the model's tokenizer:
             // load the vocabularies before taking traffic.
@@ -196,6 +195,7 @@ impl Gateway {
             crate::metrics::spawn_upkeep(handle.clone());
         }
         self.state.admission.spawn_backend(&self.state.readiness);
+        self.state.admission.spawn_alerts();
         serving.set(true);
         let task = tokio::spawn(async move {
             let mut drain_rx = stop_rx.clone();

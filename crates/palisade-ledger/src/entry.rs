@@ -330,9 +330,9 @@ pub struct Spent {
     pub cost_micros: i64,
 }
 
-/// The UTC calendar day `days` days after 1970-01-01, as `YYYY-MM-DD`
+/// The UTC calendar day `days` days after 1970-01-01 as (year, month, day)
 /// (Howard Hinnant's `civil_from_days`).
-pub(crate) fn format_day(days: i64) -> String {
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -341,8 +341,52 @@ pub(crate) fn format_day(days: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Days from 1970-01-01 to the UTC date (year, month, day) (Hinnant's
+/// `days_from_civil`, the inverse of [`civil_from_days`]).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The UTC calendar day `days` days after 1970-01-01, as `YYYY-MM-DD`.
+pub(crate) fn format_day(days: i64) -> String {
+    let (y, m, d) = civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// A UTC calendar month: the period of monthly quotas and budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Month {
+    /// The year, e.g. 2026.
+    pub year: i64,
+    /// 1 to 12.
+    pub month: i64,
+}
+
+impl Month {
+    /// The month holding `ts_ms` (Unix milliseconds).
+    pub fn of_unix_ms(ts_ms: i64) -> Month {
+        let (year, month, _) = civil_from_days(ts_ms.div_euclid(DAY_MS));
+        Month { year, month }
+    }
+
+    /// Its first millisecond, for ledger queries ([`crate::Ledger::spent`]).
+    pub fn start_ms(self) -> i64 {
+        days_from_civil(self.year, self.month, 1) * DAY_MS
+    }
+
+    /// `YYYY-MM`.
+    pub fn label(self) -> String {
+        format!("{:04}-{:02}", self.year, self.month)
+    }
 }
 
 #[cfg(test)]
@@ -357,6 +401,21 @@ mod tests {
         check(11_016, "2000-02-29");
         check(19_723, "2024-01-01");
         check(20_513, "2026-03-01");
+    }
+
+    #[test]
+    fn months_start_where_their_first_day_starts() {
+        for days in [0i64, 59, 11_016, 19_723, 20_513, 20_786, -1, 40_000] {
+            let ms = days * DAY_MS + 12 * 3_600_000;
+            let month = Month::of_unix_ms(ms);
+            let start = month.start_ms();
+            assert!(start <= ms, "{month:?}");
+            assert_eq!(format_day(start / DAY_MS)[8..], *"01");
+            assert_eq!(format_day(days)[..7], month.label());
+            // The day before the start is in another month.
+            assert_ne!(Month::of_unix_ms(start - 1), month);
+        }
+        assert_eq!(Month::of_unix_ms(1_796_083_200_000).label(), "2026-12");
     }
 
     #[test]

@@ -42,7 +42,7 @@ mod sqlite;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use entry::{GroupBy, LedgerEntry, Outcome, Spent, UsageQuery, UsageRow, UsageSource};
+pub use entry::{GroupBy, LedgerEntry, Month, Outcome, Spent, UsageQuery, UsageRow, UsageSource};
 pub use postgres::PostgresLedger;
 pub use price::{Price, PriceTable};
 pub use sqlite::SqliteLedger;

@@ -74,6 +74,9 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// Blocked for repeated offences.
     BlockedOffender,
+    /// The tenant's spend rate is far above its baseline (a leaked key, a
+    /// runaway loop): paused for a cooldown; `Retry-After` says how long.
+    SpendRateExceeded,
     /// The shared limits backend is unreachable and the policy is to refuse.
     LimitsUnavailable,
     /// The backend's circuit breaker is open after repeated failures.
@@ -101,6 +104,7 @@ impl ErrorCode {
             | Self::ConcurrencyLimited
             | Self::TokensExhausted
             | Self::QuotaExceeded
+            | Self::SpendRateExceeded
             | Self::BlockedOffender => 429,
             Self::UpstreamUnavailable | Self::UpstreamProtocol | Self::UpstreamError => 502,
             Self::ShuttingDown
@@ -125,6 +129,7 @@ impl ErrorCode {
             | Self::ConcurrencyLimited
             | Self::TokensExhausted
             | Self::QuotaExceeded
+            | Self::SpendRateExceeded
             | Self::BlockedOffender => ErrorKind::RateLimitError,
             Self::ModelNotFound | Self::NotFound => ErrorKind::NotFoundError,
             Self::UpstreamUnavailable
@@ -158,6 +163,7 @@ impl ErrorCode {
             Self::TokensExhausted => "tokens_exhausted",
             Self::QuotaExceeded => "quota_exceeded",
             Self::BlockedOffender => "blocked_offender",
+            Self::SpendRateExceeded => "spend_rate_exceeded",
             Self::LimitsUnavailable => "limits_unavailable",
             Self::UpstreamOverloaded => "upstream_overloaded",
             Self::CircuitOpen => "circuit_open",
@@ -293,6 +299,7 @@ mod tests {
             ErrorCode::TokensExhausted,
             ErrorCode::QuotaExceeded,
             ErrorCode::BlockedOffender,
+            ErrorCode::SpendRateExceeded,
             ErrorCode::LimitsUnavailable,
             ErrorCode::UpstreamOverloaded,
             ErrorCode::CircuitOpen,

@@ -1,0 +1,552 @@
+//! Spend over longer horizons than a minute: monthly quotas (hard), monthly
+//! budgets (soft, with alerts) and the circuit breaker on a tenant's spend
+//! rate.
+//!
+//! - **Quotas** are token budgets without a window (`palisade-limits`'
+//!   `TokenBudget::quota`), one key per tenant and UTC calendar month, in
+//!   tokens and in micro-dollars. Requests reserve their worst case like the
+//!   per-minute budget and reconcile afterwards, so a quota is never
+//!   overshot by more than what upstreams used beyond their reservations.
+//!   Each (tenant, month) is seeded from the ledger the first time it is
+//!   seen, so a restart does not hand out the month again.
+//! - **Budgets** refuse nothing: crossing each configured percentage raises
+//!   one alert (log line, `palisade_alerts_total`, optional webhook). The
+//!   thresholds already crossed when a month is seeded from the ledger are
+//!   not raised again after a restart.
+//! - **The spend-rate breaker** pauses a tenant whose tokens per minute jump
+//!   far above its learned baseline (seeded from the ledger's last day).
+//!
+//! State here is per replica; with `limits.backend = "redis"` the hard
+//! quotas and per-minute budgets are shared (see `admission`), while the
+//! breaker and alert bookkeeping stay per replica (each replica judges the
+//! spend it sees, and an alert may be raised once per replica).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use palisade_config::{LimitsConfig, TenantLimits};
+use palisade_ledger::{Ledger, Month, PriceTable};
+use palisade_limits::{
+    BudgetConfig, LimitError, Nanos, SpendRateBreaker, SpendRateConfig, TokenBudget,
+};
+use palisade_openai::{ApiError, ErrorCode};
+use serde::Serialize;
+use tokio::sync::{mpsc, OnceCell};
+
+use crate::accounting::ActualUsage;
+
+/// Effectively unlimited: the limit of a month that only has a soft budget
+/// (spend is tracked for alerts, nothing is refused).
+const UNLIMITED: u64 = u64::MAX / 4;
+
+/// What a monthly budget counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Unit {
+    /// Prompt plus completion tokens.
+    Tokens,
+    /// Cost in micro-dollars, from `[ledger.prices]`.
+    CostMicros,
+}
+
+/// One tenant-month counter: its budget (shared by the tenants without
+/// their own settings) and its hard and soft limits.
+#[derive(Debug)]
+struct MonthCounter {
+    unit: Unit,
+    budget: Arc<Mutex<TokenBudget>>,
+    /// Refuse beyond this (the budget's limit) when set.
+    quota: Option<u64>,
+    /// Alert at percentages of this (or of the quota when no budget is set).
+    soft: Option<u64>,
+}
+
+impl MonthCounter {
+    fn new(unit: Unit, quota: Option<u64>, soft: Option<u64>) -> Result<Option<Self>, LimitError> {
+        if quota.is_none() && soft.is_none() {
+            return Ok(None);
+        }
+        let budget = TokenBudget::new(BudgetConfig::quota(quota.unwrap_or(UNLIMITED)))?;
+        Ok(Some(Self {
+            unit,
+            budget: Arc::new(Mutex::new(budget)),
+            quota,
+            soft,
+        }))
+    }
+
+    /// What alerts are measured against.
+    fn alert_base(&self) -> Option<u64> {
+        self.soft.or(self.quota)
+    }
+}
+
+fn usd_to_micros(usd: f64) -> u64 {
+    (usd * 1_000_000.0).round() as u64
+}
+
+#[derive(Debug, Default)]
+struct TenantMonthly {
+    counters: Vec<MonthCounter>,
+}
+
+impl TenantMonthly {
+    fn from_limits(l: &TenantLimits) -> Result<Self, LimitError> {
+        let counters = [
+            MonthCounter::new(Unit::Tokens, l.monthly_token_quota, l.monthly_token_budget)?,
+            MonthCounter::new(
+                Unit::CostMicros,
+                l.monthly_cost_quota_usd.map(usd_to_micros),
+                l.monthly_cost_budget_usd.map(usd_to_micros),
+            )?,
+        ];
+        Ok(Self {
+            counters: counters.into_iter().flatten().collect(),
+        })
+    }
+}
+
+/// An alert for operators: the log, the metrics and the webhook get it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Alert {
+    /// A monthly budget crossed one of the alert percentages.
+    BudgetThreshold {
+        /// The tenant.
+        tenant: String,
+        /// `YYYY-MM`.
+        month: String,
+        /// `tokens` or `usd_micros`.
+        unit: &'static str,
+        /// The percentage crossed.
+        percent: u32,
+        /// Spent so far this month, in `unit`.
+        spent: u64,
+        /// The budget (or quota), in `unit`.
+        budget: u64,
+    },
+    /// A tenant's spend rate tripped the breaker.
+    SpendRateTripped {
+        /// The tenant.
+        tenant: String,
+        /// Tokens spent in the current minute.
+        tokens_this_minute: u64,
+        /// The spend that trips (the larger of the floor and factor × baseline).
+        threshold: u64,
+        /// How long new requests are refused.
+        cooldown_secs: u64,
+    },
+}
+
+/// A request's holds on monthly counters, settled with it.
+#[derive(Debug)]
+pub(crate) struct MonthlyHold {
+    budget: Arc<Mutex<TokenBudget>>,
+    unit: Unit,
+}
+
+/// Monthly quotas, budgets and the spend-rate breaker.
+#[derive(Debug)]
+pub struct SpendControls {
+    origin: Instant,
+    default: TenantMonthly,
+    tenants: HashMap<String, TenantMonthly>,
+    breaker: Option<Mutex<SpendRateBreaker>>,
+    cooldown_secs: u64,
+    percents: Vec<u32>,
+    prices: Arc<PriceTable>,
+    /// `tenant@month/unit/percent` already raised.
+    alerted: Mutex<HashSet<String>>,
+    /// Seeding from the ledger, once per `tenant@month`.
+    seeded: Mutex<HashMap<String, Arc<OnceCell<()>>>>,
+    alerts: mpsc::UnboundedSender<Alert>,
+    alerts_rx: Mutex<Option<mpsc::UnboundedReceiver<Alert>>>,
+    webhook: Option<String>,
+}
+
+impl SpendControls {
+    /// The controls `config` asks for; `None` when it asks for none.
+    ///
+    /// # Errors
+    /// A limit `palisade-limits` refuses (config validation rules them out).
+    pub fn from_config(
+        config: &LimitsConfig,
+        prices: Arc<PriceTable>,
+    ) -> Result<Option<Self>, LimitError> {
+        let default = TenantMonthly::from_limits(&config.default)?;
+        let tenants = config
+            .tenants
+            .iter()
+            .map(|(t, l)| {
+                Ok((
+                    t.clone(),
+                    TenantMonthly::from_limits(&l.or(config.default))?,
+                ))
+            })
+            .collect::<Result<HashMap<_, _>, LimitError>>()?;
+        let monthly =
+            !default.counters.is_empty() || tenants.values().any(|t| !t.counters.is_empty());
+        if !monthly && config.spend_rate.is_none() {
+            return Ok(None);
+        }
+        let breaker = match config.spend_rate {
+            Some(s) => Some(Mutex::new(SpendRateBreaker::new(SpendRateConfig {
+                factor: s.factor,
+                floor: s.floor_tokens_per_minute,
+                bucket: Nanos::from_secs(60),
+                weight: s.baseline_minutes,
+                cooldown: Nanos::from_secs(s.cooldown_secs),
+            })?)),
+            None => None,
+        };
+        let (alerts, alerts_rx) = mpsc::unbounded_channel();
+        Ok(Some(Self {
+            origin: Instant::now(),
+            default,
+            tenants,
+            breaker,
+            cooldown_secs: config.spend_rate.map_or(0, |s| s.cooldown_secs),
+            percents: config.budget_alert_percents.clone(),
+            prices,
+            alerted: Mutex::new(HashSet::new()),
+            seeded: Mutex::new(HashMap::new()),
+            alerts,
+            alerts_rx: Mutex::new(Some(alerts_rx)),
+            webhook: config.alert_webhook_url.clone(),
+        }))
+    }
+
+    fn now(&self) -> Nanos {
+        Nanos(self.origin.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64)
+    }
+
+    fn monthly(&self, tenant: &str) -> &TenantMonthly {
+        self.tenants.get(tenant).unwrap_or(&self.default)
+    }
+
+    fn month_key(tenant: &str, month: Month) -> String {
+        format!("{tenant}@{}", month.label())
+    }
+
+    fn this_month() -> Month {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Month::of_unix_ms(ms)
+    }
+
+    /// Loads what `tenant` has already spent this month (and its recent
+    /// spend rate) from the ledger, the first time the tenant-month is seen.
+    /// Concurrent first requests wait for the one load.
+    pub(crate) async fn prepare(&self, tenant: &str, ledger: Option<&Arc<Ledger>>) {
+        let Some(ledger) = ledger else {
+            return;
+        };
+        let month = Self::this_month();
+        let key = Self::month_key(tenant, month);
+        let cell = self
+            .seeded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        cell.get_or_init(|| self.seed(tenant, month, key, ledger))
+            .await;
+    }
+
+    async fn seed(&self, tenant: &str, month: Month, key: String, ledger: &Ledger) {
+        let monthly = self.monthly(tenant);
+        if !monthly.counters.is_empty() {
+            match ledger.spent(tenant, month.start_ms()).await {
+                Ok(spent) => {
+                    let now = self.now();
+                    for counter in &monthly.counters {
+                        let value = match counter.unit {
+                            Unit::Tokens => spent.tokens,
+                            Unit::CostMicros => u64::try_from(spent.cost_micros).unwrap_or(0),
+                        };
+                        counter
+                            .budget
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .seed_spent(&key, value, now);
+                        // Thresholds crossed before this process started were
+                        // raised by whoever saw them cross.
+                        self.crossed(tenant, &key, counter, value, false);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, tenant, "cannot seed monthly spend from the ledger")
+                }
+            }
+        }
+        if let Some(breaker) = &self.breaker {
+            let day_ago = SystemTime::now()
+                .checked_sub(Duration::from_secs(86_400))
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as i64);
+            match ledger.spent(tenant, day_ago).await {
+                Ok(spent) => {
+                    let now = self.now();
+                    let mut breaker = breaker.lock().unwrap_or_else(PoisonError::into_inner);
+                    if breaker.state(tenant, now).is_none() {
+                        breaker.seed_baseline(tenant, spent.tokens / 1440, now);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, tenant, "cannot seed the spend baseline"),
+            }
+        }
+    }
+
+    /// Refuses a tenant the breaker has tripped for.
+    pub(crate) fn check_breaker(&self, tenant: &str) -> Result<(), ApiError> {
+        let Some(breaker) = &self.breaker else {
+            return Ok(());
+        };
+        let wait = breaker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .check(tenant, self.now());
+        match wait {
+            None => Ok(()),
+            Some(wait) => Err(ApiError::new(
+                ErrorCode::SpendRateExceeded,
+                "this tenant's token spend rate is far above its usual rate; requests are paused for a cooldown",
+            )
+            .with_retry_after(Some(wait.as_secs_ceil().max(1)))),
+        }
+    }
+
+    /// Reserves `tokens` (and their worst-case cost) on `tenant`'s monthly
+    /// counters for request `id`. All or nothing.
+    pub(crate) fn reserve(
+        &self,
+        tenant: &str,
+        id: &str,
+        model: &str,
+        prompt_estimate: u64,
+        max_completion: u64,
+    ) -> Result<Vec<MonthlyHold>, ApiError> {
+        let monthly = self.monthly(tenant);
+        let key = Self::month_key(tenant, Self::this_month());
+        let now = self.now();
+        let mut holds: Vec<MonthlyHold> = Vec::with_capacity(monthly.counters.len());
+        for counter in &monthly.counters {
+            let amount = match counter.unit {
+                Unit::Tokens => prompt_estimate.saturating_add(max_completion),
+                Unit::CostMicros => self.cost(model, prompt_estimate, max_completion, None),
+            };
+            let outcome = counter
+                .budget
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .reserve(&key, id, amount, now);
+            let refusal = match outcome {
+                Ok(r) if r.granted => None,
+                Ok(r) => Some(quota_refusal(counter.unit, r.usage.spent, r.usage.limit)),
+                Err(LimitError::CostExceedsCapacity { capacity, .. }) => {
+                    Some(quota_refusal(counter.unit, amount, capacity))
+                }
+                Err(e) => Some(ApiError::new(ErrorCode::InternalError, e.to_string())),
+            };
+            if let Some(err) = refusal {
+                for hold in &holds {
+                    hold.settle(id, None, now);
+                }
+                return Err(err);
+            }
+            holds.push(MonthlyHold {
+                budget: counter.budget.clone(),
+                unit: counter.unit,
+            });
+        }
+        Ok(holds)
+    }
+
+    fn cost(&self, model: &str, prompt: u64, completion: u64, cached: Option<u64>) -> u64 {
+        u64::try_from(self.prices.cost_micros(model, prompt, completion, cached)).unwrap_or(0)
+    }
+
+    /// Settles a request's holds with what it used (`None`: nothing, it was
+    /// refused), then feeds the breaker and raises any budget alerts.
+    pub(crate) fn settle(
+        &self,
+        tenant: &str,
+        id: &str,
+        model: &str,
+        holds: &[MonthlyHold],
+        actual: Option<ActualUsage>,
+    ) {
+        let now = self.now();
+        for hold in holds {
+            let amount = actual.map(|a| match hold.unit {
+                Unit::Tokens => a.total(),
+                Unit::CostMicros => self.cost(model, a.prompt, a.completion, a.cached),
+            });
+            hold.settle(id, amount, now);
+        }
+        let Some(actual) = actual else {
+            return;
+        };
+        self.record_rate(tenant, actual.total(), now);
+        let month = Self::this_month();
+        let key = Self::month_key(tenant, month);
+        for counter in &self.monthly(tenant).counters {
+            let spent = counter
+                .budget
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .usage(&key, now)
+                .spent;
+            self.crossed(tenant, &key, counter, spent, true);
+        }
+    }
+
+    fn record_rate(&self, tenant: &str, tokens: u64, now: Nanos) {
+        let Some(breaker) = &self.breaker else {
+            return;
+        };
+        let verdict = breaker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(tenant, tokens, now);
+        if verdict.tripped_now {
+            self.raise(Alert::SpendRateTripped {
+                tenant: tenant.to_owned(),
+                tokens_this_minute: verdict.current,
+                threshold: verdict.threshold,
+                cooldown_secs: self.cooldown_secs,
+            });
+        }
+    }
+
+    /// Marks the thresholds `spent` has crossed; raises the new ones when
+    /// `raise` (not when seeding from history).
+    fn crossed(&self, tenant: &str, key: &str, counter: &MonthCounter, spent: u64, raise: bool) {
+        let Some(base) = counter.alert_base() else {
+            return;
+        };
+        let unit = match counter.unit {
+            Unit::Tokens => "tokens",
+            Unit::CostMicros => "usd_micros",
+        };
+        for &percent in &self.percents {
+            let line = u128::from(base) * u128::from(percent);
+            if u128::from(spent) * 100 < line {
+                break;
+            }
+            let mark = format!("{key}/{unit}/{percent}");
+            let new = self
+                .alerted
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(mark);
+            if new && raise {
+                self.raise(Alert::BudgetThreshold {
+                    tenant: tenant.to_owned(),
+                    month: key.rsplit('@').next().unwrap_or_default().to_owned(),
+                    unit,
+                    percent,
+                    spent,
+                    budget: base,
+                });
+            }
+        }
+    }
+
+    fn raise(&self, alert: Alert) {
+        let kind = match &alert {
+            Alert::BudgetThreshold { .. } => "budget_threshold",
+            Alert::SpendRateTripped { .. } => "spend_rate_tripped",
+        };
+        metrics::counter!(crate::metrics::ALERTS, "kind" => kind).increment(1);
+        // The receiver lives as long as the process once `spawn_alerts` ran;
+        // before that, alerts queue.
+        let _ = self.alerts.send(alert);
+    }
+
+    /// Starts the task that logs alerts and POSTs them to the webhook.
+    pub(crate) fn spawn_alerts(&self) {
+        let Some(mut rx) = self
+            .alerts_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        let webhook = self.webhook.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .ok();
+            while let Some(alert) = rx.recv().await {
+                let json = serde_json::to_string(&alert).unwrap_or_default();
+                tracing::warn!(target: "palisade::alert", alert = %json, "alert");
+                if let (Some(url), Some(client)) = (&webhook, &client) {
+                    deliver(client, url, &json).await;
+                }
+            }
+        });
+    }
+}
+
+/// POSTs one alert, retrying a few times with backoff; a webhook that stays
+/// down loses the alert from the webhook only (it is in the log and metrics).
+async fn deliver(client: &reqwest::Client, url: &str, json: &str) {
+    let mut backoff = Duration::from_millis(200);
+    for attempt in 1..=3 {
+        let sent = client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(json.to_owned())
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) => tracing::warn!(
+                status = r.status().as_u16(),
+                attempt,
+                "alert webhook refused"
+            ),
+            Err(e) => tracing::warn!(error = %e, attempt, "alert webhook unreachable"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+    }
+    metrics::counter!(crate::metrics::ALERT_DELIVERY_FAILURES).increment(1);
+}
+
+fn quota_refusal(unit: Unit, used: u64, limit: u64) -> ApiError {
+    let what = match unit {
+        Unit::Tokens => format!("{used} of {limit} tokens"),
+        Unit::CostMicros => format!(
+            "${:.2} of ${:.2}",
+            used as f64 / 1_000_000.0,
+            limit as f64 / 1_000_000.0
+        ),
+    };
+    ApiError::new(
+        ErrorCode::QuotaExceeded,
+        format!(
+            "monthly quota reached: {what} used or reserved this month; it renews on the 1st (UTC)"
+        ),
+    )
+}
+
+impl MonthlyHold {
+    /// Reconciles (`Some(amount)`) or cancels (`None`) this hold.
+    fn settle(&self, id: &str, amount: Option<u64>, now: Nanos) {
+        let mut budget = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
+        let outcome = match amount {
+            Some(a) => budget.reconcile(id, a, now),
+            None => budget.cancel(id, now),
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, "monthly quota settlement failed");
+        }
+    }
+}
