@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use palisade_limits::{
     decay, BudgetConfig, EscalationLadder, FairQueue, FairQueueConfig, Gcra, GcraConfig, GcraState,
-    LadderConfig, LimitKind, MemoryGcra, Nanos, Rung, SpendRateBreaker, SpendRateConfig, TokenBudget,
+    LadderConfig, LimitKind, MemoryGcra, Nanos, Rung, SpendRateBreaker, SpendRateConfig,
+    TokenBudget,
 };
 use proptest::prelude::*;
 
