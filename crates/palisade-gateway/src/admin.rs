@@ -3,6 +3,8 @@
 //!
 //! `GET /admin/usage?by=tenant|model|day&tenant=T&days=N` reports token
 //! usage and cost from the ledger, the same figures as `palisade usage`.
+//! `GET /admin/quotas` shows this month's standing of every tenant seen this
+//! month against its quotas and budgets, and who the spend breaker holds.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -91,4 +93,21 @@ async fn run(
         })
         .collect();
     Ok(serde_json::json!({"object": "list", "days": days, "data": data}))
+}
+
+/// `GET /admin/quotas`
+pub async fn quotas(
+    State(state): State<Arc<GatewayState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(err) = state.auth.authenticate_admin(&headers) {
+        return error_response(&err, Some(&request_id));
+    }
+    let tenants = state
+        .admission
+        .spend()
+        .map(crate::spend::SpendControls::report)
+        .unwrap_or_default();
+    Json(serde_json::json!({ "tenants": tenants })).into_response()
 }

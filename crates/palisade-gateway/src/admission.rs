@@ -626,6 +626,11 @@ impl Admission {
         }
     }
 
+    /// Monthly quotas, budgets and the spend breaker, when configured.
+    pub(crate) fn spend(&self) -> Option<&crate::spend::SpendControls> {
+        self.spend.as_deref()
+    }
+
     /// Starts delivering alerts (log, webhook).
     pub(crate) fn spawn_alerts(&self) {
         if let Some(spend) = &self.spend {

@@ -288,6 +288,7 @@ fn router(state: Arc<GatewayState>) -> Router {
         .route("/v1/models", get(crate::models::list))
         .route("/v1/guard/scan", post(crate::guard::scan))
         .route("/admin/usage", get(crate::admin::usage))
+        .route("/admin/quotas", get(crate::admin::quotas))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -300,6 +300,60 @@ impl SpendControls {
         }
     }
 
+    /// This month's standing of every tenant seen this month: spend,
+    /// reservations, quota and budget per counter, and whether the breaker
+    /// holds the tenant (for `GET /admin/quotas`).
+    pub(crate) fn report(&self) -> Vec<serde_json::Value> {
+        let month = Self::this_month();
+        let suffix = format!("@{}", month.label());
+        let mut tenants: Vec<String> = self
+            .seeded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .filter_map(|k| k.strip_suffix(&suffix).map(str::to_owned))
+            .collect();
+        tenants.sort();
+        let now = self.now();
+        tenants
+            .into_iter()
+            .map(|tenant| {
+                let key = Self::month_key(&tenant, month);
+                let counters: Vec<serde_json::Value> = self
+                    .monthly(&tenant)
+                    .counters
+                    .iter()
+                    .map(|c| {
+                        let usage = c
+                            .budget
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .usage(&key, now);
+                        serde_json::json!({
+                            "unit": unit_name(c.unit),
+                            "spent": usage.spent,
+                            "reserved": usage.reserved,
+                            "quota": c.quota,
+                            "budget": c.soft,
+                        })
+                    })
+                    .collect();
+                let paused_for = self.breaker.as_ref().and_then(|b| {
+                    b.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .check(&tenant, now)
+                        .map(|wait| wait.as_secs_ceil())
+                });
+                serde_json::json!({
+                    "tenant": tenant,
+                    "month": month.label(),
+                    "counters": counters,
+                    "spend_rate_paused_secs": paused_for,
+                })
+            })
+            .collect()
+    }
+
     /// Refuses a tenant the breaker has tripped for.
     pub(crate) fn check_breaker(&self, tenant: &str) -> Result<(), ApiError> {
         let Some(breaker) = &self.breaker else {
@@ -428,10 +482,7 @@ impl SpendControls {
         let Some(base) = counter.alert_base() else {
             return;
         };
-        let unit = match counter.unit {
-            Unit::Tokens => "tokens",
-            Unit::CostMicros => "usd_micros",
-        };
+        let unit = unit_name(counter.unit);
         for &percent in &self.percents {
             let line = u128::from(base) * u128::from(percent);
             if u128::from(spent) * 100 < line {
@@ -518,6 +569,13 @@ async fn deliver(client: &reqwest::Client, url: &str, json: &str) {
         backoff *= 2;
     }
     metrics::counter!(crate::metrics::ALERT_DELIVERY_FAILURES).increment(1);
+}
+
+fn unit_name(unit: Unit) -> &'static str {
+    match unit {
+        Unit::Tokens => "tokens",
+        Unit::CostMicros => "usd_micros",
+    }
 }
 
 fn quota_refusal(unit: Unit, used: u64, limit: u64) -> ApiError {

@@ -13,13 +13,15 @@ use sha2::Digest;
 
 const KEY_A: &str = "sk-tenant-a-0123456789abcdef";
 const KEY_B: &str = "sk-tenant-b-0123456789abcdef";
+const KEY_OPS: &str = "sk-operator-0123456789abcdef";
 
 fn keys() -> String {
     let hash = |k: &str| hex::encode(sha2::Sha256::digest(k.as_bytes()));
     format!(
-        "[[auth.keys]]\nname = \"a\"\ntenant = \"a\"\nsha256 = \"{}\"\n[[auth.keys]]\nname = \"b\"\ntenant = \"b\"\nsha256 = \"{}\"\n",
+        "[[auth.keys]]\nname = \"a\"\ntenant = \"a\"\nsha256 = \"{}\"\n[[auth.keys]]\nname = \"b\"\ntenant = \"b\"\nsha256 = \"{}\"\n[[auth.keys]]\nname = \"ops\"\ntenant = \"ops\"\nsha256 = \"{}\"\nadmin = true\n",
         hash(KEY_A),
-        hash(KEY_B)
+        hash(KEY_B),
+        hash(KEY_OPS)
     )
 }
 
@@ -155,6 +157,37 @@ async fn a_monthly_token_quota_refuses_when_spent_and_survives_a_restart() {
     assert!(admitted * 13 <= 130);
     // Another tenant has no quota.
     assert_eq!(client.chat(KEY_B).await.status(), 200);
+    // Operators see the standing (open mode is off: tenant keys are not
+    // admin keys).
+    let url = format!("http://{}/admin/quotas", gw.local_addr());
+    let resp = client
+        .http
+        .get(&url)
+        .bearer_auth(KEY_A)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let report: Value = client
+        .http
+        .get(&url)
+        .bearer_auth(KEY_OPS)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let a = report["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant"] == "a")
+        .expect("tenant a is reported");
+    assert_eq!(a["counters"][0]["unit"], "tokens");
+    assert_eq!(a["counters"][0]["spent"], admitted * 13);
+    assert_eq!(a["counters"][0]["reserved"], 0);
+    assert_eq!(a["counters"][0]["quota"], 130);
     gw.shutdown();
     gw.wait().await.unwrap();
 
