@@ -137,6 +137,83 @@ async fn three_replicas_admit_the_limit_within_one_percent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_one_token_budget_under_concurrent_streams() {
+    let redis = RedisServer::start();
+    let upstream = ScriptedUpstream::start().await;
+    let dir = std::env::temp_dir().join(format!("palisade-tpm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("palisade.toml");
+    let limit = 1000u64;
+    std::fs::write(
+        &config,
+        format!(
+            "[limits]\nbackend = \"redis\"\nredis_url = \"{}\"\nredis_timeout_ms = 500\ntokens_per_minute = {limit}\n[backends.main]\nbase_url = \"{}\"\n",
+            redis.url(),
+            upstream.base_url()
+        ),
+    )
+    .unwrap();
+    let replicas: Vec<Palisade> = (0..3)
+        .map(|_| {
+            Palisade::serve(
+                &["--config", config.to_str().unwrap()],
+                &[("PALISADE_LOG", "warn")],
+            )
+        })
+        .collect();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for r in &replicas {
+        assert!(wait_for_limits_backend(&client, r, true).await);
+    }
+    // 120 streams at once, 40 per replica, each held open 1.5 s by the
+    // upstream and reserving its prompt estimate + max_tokens 20. Open
+    // reservations count against the budget whatever the minute, so at most
+    // limit / 20 = 50 can be admitted together; a per-replica budget would
+    // admit ~3x that.
+    let mut tasks = Vec::new();
+    for i in 0..120 {
+        let url = replicas[i % 3].url("/v1/chat/completions");
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = client
+                .post(&url)
+                .json(&json!({"model": "delay-1500", "stream": true, "max_tokens": 20,
+                              "messages": [{"role": "user", "content": "a b c d e"}]}))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap();
+            (status, body)
+        }));
+    }
+    let (mut admitted, mut refused) = (0u64, 0u64);
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            200 => {
+                assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+                admitted += 1;
+            }
+            429 => {
+                assert!(body.contains("tokens_exhausted"), "{body}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    eprintln!("shared token budget: admitted {admitted}, refused {refused} (limit {limit} tokens)");
+    assert!(admitted >= 10, "the budget admits while it has room: {admitted}");
+    assert!(
+        admitted <= limit / 20,
+        "{admitted} streams admitted at once exceed the shared budget"
+    );
+    // Each stream used 13 tokens (the upstream's usage), within its reservation.
+    assert!(13 * admitted <= limit);
+    assert_eq!(admitted + refused, 120);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_falls_back_to_local_limits_and_says_so() {
     let mut redis = RedisServer::start();
     let upstream = ScriptedUpstream::start().await;

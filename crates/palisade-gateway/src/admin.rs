@@ -104,10 +104,9 @@ pub async fn quotas(
     if let Err(err) = state.auth.authenticate_admin(&headers) {
         return error_response(&err, Some(&request_id));
     }
-    let tenants = state
-        .admission
-        .spend()
-        .map(crate::spend::SpendControls::report)
-        .unwrap_or_default();
+    let tenants = match state.admission.spend() {
+        Some(spend) => spend.report().await,
+        None => Vec::new(),
+    };
     Json(serde_json::json!({ "tenants": tenants })).into_response()
 }

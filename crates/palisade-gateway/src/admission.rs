@@ -19,11 +19,12 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use palisade_config::{LimitsBackend, LimitsConfig, OnBackendError, TenantLimits};
 use palisade_limits::{
     Acquire, BudgetConfig, ConcurrencyLimiter, EscalationLadder, GcraConfig, LadderConfig,
-    MemoryGcra, Nanos, Permit, RateLimitHeaders, RateLimitInfo, Rung, TokenBudget,
+    MemoryGcra, Nanos, Permit, RateLimitHeaders, RateLimitInfo, Rung,
 };
 use palisade_openai::{ApiError, ErrorCode};
 
 use crate::auth::Principal;
+use crate::budgets::{BudgetStore, Held, ReserveError, SharedBackend};
 
 /// One request-rate limit: its rate (for messages), its config (for Redis)
 /// and the in-memory limiter (primary, or the fallback when Redis is out).
@@ -52,7 +53,7 @@ struct TenantGate {
     max_in_flight_per_key: Option<u32>,
     max_streams_per_key: Option<u32>,
     /// Tokens-per-minute budget with reservations.
-    tokens: Option<Arc<Mutex<TokenBudget>>>,
+    tokens: Option<BudgetStore>,
 }
 
 /// The rate gate.
@@ -63,25 +64,17 @@ pub struct Admission {
     default: TenantGate,
     tenants: HashMap<String, TenantGate>,
     in_flight: Arc<Mutex<ConcurrencyLimiter>>,
-    /// The shared backend, once connected (`backend = "redis"` only).
-    shared: Arc<OnceLock<palisade_redis::RedisGcra>>,
+    /// The shared GCRA, once the backend is connected (`backend = "redis"`).
+    gcra: Arc<OnceLock<palisade_redis::RedisGcra>>,
     /// Rates per API key name and per public model name.
     key_rates: HashMap<String, RateGate>,
     model_rates: HashMap<String, RateGate>,
     /// Repeat-offender ladder per API key, when configured.
     ladder: Option<Mutex<EscalationLadder>>,
-    redis: Option<RedisSettings>,
+    /// The shared limits backend (`backend = "redis"` only).
+    shared: Option<Arc<SharedBackend>>,
     /// Monthly quotas and budgets, and the spend-rate breaker.
     spend: Option<Arc<crate::spend::SpendControls>>,
-}
-
-#[derive(Debug, Clone)]
-struct RedisSettings {
-    url: String,
-    timeout: Duration,
-    on_error: OnBackendError,
-    /// Reflects whether the last Redis call succeeded.
-    healthy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Errors compiling limits (the config validation makes these unreachable
@@ -90,15 +83,21 @@ struct RedisSettings {
 #[error("limits: {0}")]
 pub struct AdmissionError(#[from] palisade_limits::LimitError);
 
-fn gate(limits: TenantLimits) -> Result<TenantGate, AdmissionError> {
+fn gate(
+    limits: TenantLimits,
+    shared: Option<&Arc<SharedBackend>>,
+    origin: Instant,
+) -> Result<TenantGate, AdmissionError> {
     let rate = match (limits.requests_per_minute, limits.effective_burst()) {
         (Some(rpm), Some(burst)) => Some(RateGate::new(rpm, burst)?),
         _ => None,
     };
     let tokens = match limits.tokens_per_minute {
-        Some(tpm) => Some(Arc::new(Mutex::new(TokenBudget::new(
+        Some(tpm) => Some(BudgetStore::new(
             BudgetConfig::windowed(tpm, Nanos::from_secs(60)),
-        )?))),
+            shared.map(|b| (b.clone(), "palisade:tpm")),
+            origin,
+        )?),
         None => None,
     };
     Ok(TenantGate {
@@ -154,26 +153,33 @@ impl Admission {
         config: &LimitsConfig,
         prices: Arc<palisade_ledger::PriceTable>,
     ) -> Result<Self, AdmissionError> {
+        let origin = Instant::now();
+        let shared = (config.backend == LimitsBackend::Redis).then(|| {
+            Arc::new(SharedBackend::new(
+                config.redis_url.clone().unwrap_or_default(),
+                Duration::from_millis(config.redis_timeout_ms),
+                config.on_backend_error,
+            ))
+        });
         let tenants = config
             .tenants
             .iter()
-            .map(|(name, l)| Ok((name.clone(), gate(l.or(config.default))?)))
+            .map(|(name, l)| {
+                Ok((
+                    name.clone(),
+                    gate(l.or(config.default), shared.as_ref(), origin)?,
+                ))
+            })
             .collect::<Result<_, AdmissionError>>()?;
         // The limiter's own cap is a ceiling; per-key maxima are passed on
         // each acquire.
         let ceiling = u32::MAX;
-        let redis = (config.backend == LimitsBackend::Redis).then(|| RedisSettings {
-            url: config.redis_url.clone().unwrap_or_default(),
-            timeout: Duration::from_millis(config.redis_timeout_ms),
-            on_error: config.on_backend_error,
-            healthy: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        });
         Ok(Self {
-            origin: Instant::now(),
-            default: gate(config.default)?,
+            origin,
+            default: gate(config.default, shared.as_ref(), origin)?,
             tenants,
             in_flight: Arc::new(Mutex::new(ConcurrencyLimiter::new(ceiling)?)),
-            shared: Arc::new(OnceLock::new()),
+            gcra: Arc::new(OnceLock::new()),
             key_rates: config
                 .keys
                 .iter()
@@ -205,8 +211,14 @@ impl Admission {
                 })?)),
                 None => None,
             },
-            redis,
-            spend: crate::spend::SpendControls::from_config(config, prices)?.map(Arc::new),
+            spend: crate::spend::SpendControls::from_config(
+                config,
+                prices,
+                shared.as_ref(),
+                origin,
+            )?
+            .map(Arc::new),
+            shared,
         })
     }
 
@@ -214,31 +226,28 @@ impl Admission {
     /// readiness entry for it: gating in `deny` mode (a replica that would
     /// refuse everything must not take traffic), advisory in `local` mode.
     pub fn spawn_backend(&self, readiness: &crate::readiness::Readiness) {
-        let Some(settings) = self.redis.clone() else {
+        let Some(backend) = self.shared.clone() else {
             return;
         };
-        let condition = match settings.on_error {
+        let condition = match backend.on_error {
             OnBackendError::Deny => readiness.register("limits_backend"),
             OnBackendError::Local => readiness.register_advisory("limits_backend"),
         };
-        let shared = self.shared.clone();
+        let gcra = self.gcra.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
-                let connect_timeout = settings.timeout.max(Duration::from_secs(1));
-                match palisade_redis::RedisGcra::connect(
-                    &settings.url,
-                    "palisade",
+                let connect_timeout = backend.timeout.max(Duration::from_secs(1));
+                match palisade_redis::RedisConnection::connect(
+                    &backend.url,
                     connect_timeout,
-                    settings.timeout,
+                    backend.timeout,
                 )
                 .await
                 {
-                    Ok(gcra) => {
-                        let _ = shared.set(gcra);
-                        settings
-                            .healthy
-                            .store(true, std::sync::atomic::Ordering::Release);
+                    Ok(conn) => {
+                        let _ = gcra.set(palisade_redis::RedisGcra::new(conn.clone(), "palisade"));
+                        backend.connected(conn);
                         break;
                     }
                     Err(e) => {
@@ -252,14 +261,12 @@ impl Admission {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tick.tick().await;
-                let ok = settings.healthy.load(std::sync::atomic::Ordering::Acquire);
+                let ok = backend.is_healthy();
                 condition.set(ok);
                 if !ok {
-                    if let Some(gcra) = shared.get() {
-                        if gcra.ping().await.is_ok() {
-                            settings
-                                .healthy
-                                .store(true, std::sync::atomic::Ordering::Release);
+                    if let Some(conn) = backend.conn() {
+                        if conn.ping().await.is_ok() {
+                            backend.set_healthy(true);
                         }
                     }
                 }
@@ -330,25 +337,16 @@ impl Admission {
         config: &GcraConfig,
         local: &Mutex<MemoryGcra>,
     ) -> Result<palisade_limits::GcraDecision, ApiError> {
-        if let Some(settings) = &self.redis {
-            let outcome = match self.shared.get() {
+        if let Some(backend) = &self.shared {
+            let outcome = match self.gcra.get() {
                 Some(gcra) => gcra.check(key, config, 1).await.map_err(|e| e.to_string()),
                 None => Err("not connected".to_owned()),
             };
             match outcome {
                 Ok(decision) => return Ok(decision),
                 Err(e) => {
-                    settings
-                        .healthy
-                        .store(false, std::sync::atomic::Ordering::Release);
-                    metrics::counter!(crate::metrics::LIMITS_BACKEND_ERRORS).increment(1);
-                    tracing::warn!(error = %e, "limits backend failed; using the fallback");
-                    if settings.on_error == OnBackendError::Deny {
-                        return Err(ApiError::new(
-                            ErrorCode::LimitsUnavailable,
-                            "rate limits cannot be checked right now",
-                        )
-                        .with_retry_after(Some(1)));
+                    if let Some(refusal) = backend.failed(&e) {
+                        return Err(refusal);
                     }
                 }
             }
@@ -497,14 +495,12 @@ impl Admission {
 /// charged: the upstream may well have processed the prompt.
 #[derive(Debug)]
 pub struct TokenReservation {
-    /// The per-minute budget, when the tenant has one.
-    minute: Option<Arc<Mutex<TokenBudget>>>,
+    /// The per-minute budget's hold, when the tenant has one.
+    minute: Option<Held>,
     monthly: Vec<crate::spend::MonthlyHold>,
     spend: Option<Arc<crate::spend::SpendControls>>,
     tenant: String,
     model: String,
-    id: String,
-    origin: Instant,
     /// The prompt part of the reservation.
     pub prompt_estimate: u64,
     amount: u64,
@@ -515,10 +511,6 @@ impl TokenReservation {
     /// Tokens reserved (prompt estimate + completion allowance).
     pub fn amount(&self) -> u64 {
         self.amount
-    }
-
-    fn now(&self) -> Nanos {
-        Nanos(self.origin.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64)
     }
 
     /// Charges what the request used and releases the rest.
@@ -535,27 +527,12 @@ impl TokenReservation {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
-        if let Some(budget) = &self.minute {
-            let now = self.now();
-            let mut budget = budget.lock().unwrap_or_else(PoisonError::into_inner);
-            let outcome = match actual {
-                Some(a) => budget.reconcile(&self.id, a.total(), now),
-                None => budget.cancel(&self.id, now),
-            };
-            match outcome {
-                Ok(s) if s.overshoot > 0 => {
-                    tracing::info!(
-                        reserved = s.reserved,
-                        charged = s.charged,
-                        "token usage exceeded the reservation"
-                    );
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "token settlement failed"),
-            }
+        if let Some(held) = self.minute.take() {
+            held.settle(actual.map(|a| a.total()), None);
         }
+        let monthly = std::mem::take(&mut self.monthly);
         if let Some(spend) = &self.spend {
-            spend.settle(&self.tenant, &self.id, &self.model, &self.monthly, actual);
+            spend.settle(&self.tenant, &self.model, monthly, actual);
         }
     }
 }
@@ -641,7 +618,7 @@ impl Admission {
     /// Reserves `prompt_estimate + max_completion` tokens for request `id`
     /// on the tenant's per-minute budget and monthly counters (all or
     /// nothing).
-    pub fn reserve_tokens(
+    pub async fn reserve_tokens(
         &self,
         tenant: &str,
         id: &str,
@@ -654,26 +631,54 @@ impl Admission {
             return Ok((None, None));
         }
         let amount = prompt_estimate.saturating_add(max_completion);
-        let mut info = None;
-        if let Some(budget) = &gate.tokens {
-            info = Self::reserve_minute(budget, tenant, id, amount, self.now(), |amount| {
-                format!("this request needs up to {amount} tokens (prompt ~{prompt_estimate} + max_tokens {max_completion})")
-            })?;
-        }
         let mut reservation = TokenReservation {
-            minute: gate.tokens.clone(),
+            minute: None,
             monthly: Vec::new(),
             spend: self.spend.clone(),
             tenant: tenant.to_owned(),
             model: model.to_owned(),
-            id: id.to_owned(),
-            origin: self.origin,
             prompt_estimate,
             amount,
             settled: false,
         };
+        let mut info = None;
+        if let Some(budget) = &gate.tokens {
+            let (granted, held) = budget.reserve(tenant, id, amount).await.map_err(|e| match e {
+                ReserveError::Limit(palisade_limits::LimitError::CostExceedsCapacity {
+                    capacity,
+                    ..
+                }) => ApiError::new(
+                    ErrorCode::TokensExhausted,
+                    format!(
+                        "this request needs up to {amount} tokens (prompt ~{prompt_estimate} + max_tokens {max_completion}) but the budget is {capacity} per minute; lower max_tokens"
+                    ),
+                )
+                .with_param("max_tokens"),
+                ReserveError::Limit(other) => {
+                    ApiError::new(ErrorCode::InternalError, other.to_string())
+                }
+                ReserveError::Unavailable(refusal) => refusal,
+            })?;
+            info = granted.usage.info();
+            if let Some(denial) = granted.denial {
+                let secs = denial.retry_after_secs().map(|s| s.max(1));
+                return Err(ApiError::new(
+                    ErrorCode::TokensExhausted,
+                    format!(
+                        "token budget exhausted: {} of {} tokens per minute are spent or reserved; this request needs {amount}",
+                        granted.usage.spent + granted.usage.reserved,
+                        granted.usage.limit
+                    ),
+                )
+                .with_retry_after(secs));
+            }
+            reservation.minute = Some(held);
+        }
         if let Some(spend) = &self.spend {
-            match spend.reserve(tenant, id, model, prompt_estimate, max_completion) {
+            match spend
+                .reserve(tenant, id, model, prompt_estimate, max_completion)
+                .await
+            {
                 Ok(holds) => reservation.monthly = holds,
                 Err(e) => {
                     reservation.cancel();
@@ -682,46 +687,6 @@ impl Admission {
             }
         }
         Ok((Some(reservation), info))
-    }
-
-    /// One reservation on a per-minute budget; the error explains itself
-    /// with `needs` (what the request asked for).
-    fn reserve_minute(
-        budget: &Mutex<TokenBudget>,
-        tenant: &str,
-        id: &str,
-        amount: u64,
-        now: Nanos,
-        needs: impl Fn(u64) -> String,
-    ) -> Result<Option<RateLimitInfo>, ApiError> {
-        let mut locked = budget.lock().unwrap_or_else(PoisonError::into_inner);
-        let reservation = locked
-            .reserve(tenant, id, amount, now)
-            .map_err(|e| match e {
-                palisade_limits::LimitError::CostExceedsCapacity { capacity, .. } => ApiError::new(
-                    ErrorCode::TokensExhausted,
-                    format!(
-                        "{} but the budget is {capacity} per minute; lower max_tokens",
-                        needs(amount)
-                    ),
-                )
-                .with_param("max_tokens"),
-                other => ApiError::new(ErrorCode::InternalError, other.to_string()),
-            })?;
-        let info = reservation.usage.info();
-        if let Some(denial) = reservation.denial {
-            let secs = denial.retry_after_secs().map(|s| s.max(1));
-            return Err(ApiError::new(
-                ErrorCode::TokensExhausted,
-                format!(
-                    "token budget exhausted: {} of {} tokens per minute are spent or reserved; this request needs {amount}",
-                    reservation.usage.spent + reservation.usage.reserved,
-                    reservation.usage.limit
-                ),
-            )
-            .with_retry_after(secs));
-        }
-        Ok(info)
     }
 }
 

@@ -30,6 +30,7 @@ pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod breaker;
+pub(crate) mod budgets;
 pub mod error;
 pub mod guard;
 pub mod metrics;

@@ -367,6 +367,7 @@ async fn send_upstream(
                 prompt_estimate,
                 max_completion,
             )
+            .await
             .inspect_err(|_| state.admission.offend(&principal, 1))?;
         record.limit_headers.tokens = info;
         let strip_usage_chunk = request.is_stream() && request.ensure_stream_usage();

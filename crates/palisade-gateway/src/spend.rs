@@ -27,18 +27,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use palisade_config::{LimitsConfig, TenantLimits};
 use palisade_ledger::{Ledger, Month, PriceTable};
-use palisade_limits::{
-    BudgetConfig, LimitError, Nanos, SpendRateBreaker, SpendRateConfig, TokenBudget,
-};
+use palisade_limits::{BudgetConfig, LimitError, Nanos, SpendRateBreaker, SpendRateConfig};
 use palisade_openai::{ApiError, ErrorCode};
 use serde::Serialize;
 use tokio::sync::{mpsc, OnceCell};
 
 use crate::accounting::ActualUsage;
+use crate::budgets::{BudgetStore, Held, ReserveError, SharedBackend};
 
-/// Effectively unlimited: the limit of a month that only has a soft budget
-/// (spend is tracked for alerts, nothing is refused).
-const UNLIMITED: u64 = u64::MAX / 4;
+/// Effectively unlimited (4.5e15 tokens or $4.5bn): the limit of a month
+/// that only has a soft budget (spend is tracked for alerts, nothing is
+/// refused). Below 2^53 so Redis' Lua arithmetic stays exact.
+const UNLIMITED: u64 = 1 << 52;
 
 /// What a monthly budget counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -55,7 +55,7 @@ pub(crate) enum Unit {
 #[derive(Debug)]
 struct MonthCounter {
     unit: Unit,
-    budget: Arc<Mutex<TokenBudget>>,
+    budget: BudgetStore,
     /// Refuse beyond this (the budget's limit) when set.
     quota: Option<u64>,
     /// Alert at percentages of this (or of the quota when no budget is set).
@@ -63,14 +63,27 @@ struct MonthCounter {
 }
 
 impl MonthCounter {
-    fn new(unit: Unit, quota: Option<u64>, soft: Option<u64>) -> Result<Option<Self>, LimitError> {
+    fn new(
+        unit: Unit,
+        quota: Option<u64>,
+        soft: Option<u64>,
+        shared: Shared<'_>,
+    ) -> Result<Option<Self>, LimitError> {
         if quota.is_none() && soft.is_none() {
             return Ok(None);
         }
-        let budget = TokenBudget::new(BudgetConfig::quota(quota.unwrap_or(UNLIMITED)))?;
+        let prefix = match unit {
+            Unit::Tokens => "palisade:month-tokens",
+            Unit::CostMicros => "palisade:month-cost",
+        };
+        let budget = BudgetStore::new(
+            BudgetConfig::quota(quota.unwrap_or(UNLIMITED)),
+            shared.0.map(|b| (b.clone(), prefix)),
+            shared.1,
+        )?;
         Ok(Some(Self {
             unit,
-            budget: Arc::new(Mutex::new(budget)),
+            budget,
             quota,
             soft,
         }))
@@ -86,19 +99,28 @@ fn usd_to_micros(usd: f64) -> u64 {
     (usd * 1_000_000.0).round() as u64
 }
 
+/// The shared backend (when limits live in Redis) and the clock origin.
+type Shared<'a> = (Option<&'a Arc<SharedBackend>>, Instant);
+
 #[derive(Debug, Default)]
 struct TenantMonthly {
     counters: Vec<MonthCounter>,
 }
 
 impl TenantMonthly {
-    fn from_limits(l: &TenantLimits) -> Result<Self, LimitError> {
+    fn from_limits(l: &TenantLimits, shared: Shared<'_>) -> Result<Self, LimitError> {
         let counters = [
-            MonthCounter::new(Unit::Tokens, l.monthly_token_quota, l.monthly_token_budget)?,
+            MonthCounter::new(
+                Unit::Tokens,
+                l.monthly_token_quota,
+                l.monthly_token_budget,
+                shared,
+            )?,
             MonthCounter::new(
                 Unit::CostMicros,
                 l.monthly_cost_quota_usd.map(usd_to_micros),
                 l.monthly_cost_budget_usd.map(usd_to_micros),
+                shared,
             )?,
         ];
         Ok(Self {
@@ -139,11 +161,13 @@ pub enum Alert {
     },
 }
 
-/// A request's holds on monthly counters, settled with it.
+/// A request's hold on one monthly counter, settled with it.
 #[derive(Debug)]
 pub(crate) struct MonthlyHold {
-    budget: Arc<Mutex<TokenBudget>>,
-    unit: Unit,
+    held: Held,
+    /// The counter's index in the tenant's counters.
+    counter: usize,
+    key: String,
 }
 
 /// Monthly quotas, budgets and the spend-rate breaker.
@@ -170,18 +194,21 @@ impl SpendControls {
     ///
     /// # Errors
     /// A limit `palisade-limits` refuses (config validation rules them out).
-    pub fn from_config(
+    pub(crate) fn from_config(
         config: &LimitsConfig,
         prices: Arc<PriceTable>,
+        shared: Option<&Arc<SharedBackend>>,
+        origin: Instant,
     ) -> Result<Option<Self>, LimitError> {
-        let default = TenantMonthly::from_limits(&config.default)?;
+        let shared = (shared, origin);
+        let default = TenantMonthly::from_limits(&config.default, shared)?;
         let tenants = config
             .tenants
             .iter()
             .map(|(t, l)| {
                 Ok((
                     t.clone(),
-                    TenantMonthly::from_limits(&l.or(config.default))?,
+                    TenantMonthly::from_limits(&l.or(config.default), shared)?,
                 ))
             })
             .collect::<Result<HashMap<_, _>, LimitError>>()?;
@@ -202,7 +229,7 @@ impl SpendControls {
         };
         let (alerts, alerts_rx) = mpsc::unbounded_channel();
         Ok(Some(Self {
-            origin: Instant::now(),
+            origin,
             default,
             tenants,
             breaker,
@@ -261,20 +288,16 @@ impl SpendControls {
         if !monthly.counters.is_empty() {
             match ledger.spent(tenant, month.start_ms()).await {
                 Ok(spent) => {
-                    let now = self.now();
                     for counter in &monthly.counters {
                         let value = match counter.unit {
                             Unit::Tokens => spent.tokens,
                             Unit::CostMicros => u64::try_from(spent.cost_micros).unwrap_or(0),
                         };
-                        counter
-                            .budget
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .seed_spent(&key, value, now);
+                        counter.budget.seed(&key, value).await;
                         // Thresholds crossed before this process started were
                         // raised by whoever saw them cross.
-                        self.crossed(tenant, &key, counter, value, false);
+                        let now_spent = counter.budget.usage(&key).await.spent;
+                        self.crossed(tenant, &key, counter, now_spent, false);
                     }
                 }
                 Err(e) => {
@@ -303,7 +326,7 @@ impl SpendControls {
     /// This month's standing of every tenant seen this month: spend,
     /// reservations, quota and budget per counter, and whether the breaker
     /// holds the tenant (for `GET /admin/quotas`).
-    pub(crate) fn report(&self) -> Vec<serde_json::Value> {
+    pub(crate) async fn report(&self) -> Vec<serde_json::Value> {
         let month = Self::this_month();
         let suffix = format!("@{}", month.label());
         let mut tenants: Vec<String> = self
@@ -315,43 +338,34 @@ impl SpendControls {
             .collect();
         tenants.sort();
         let now = self.now();
-        tenants
-            .into_iter()
-            .map(|tenant| {
-                let key = Self::month_key(&tenant, month);
-                let counters: Vec<serde_json::Value> = self
-                    .monthly(&tenant)
-                    .counters
-                    .iter()
-                    .map(|c| {
-                        let usage = c
-                            .budget
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .usage(&key, now);
-                        serde_json::json!({
-                            "unit": unit_name(c.unit),
-                            "spent": usage.spent,
-                            "reserved": usage.reserved,
-                            "quota": c.quota,
-                            "budget": c.soft,
-                        })
-                    })
-                    .collect();
-                let paused_for = self.breaker.as_ref().and_then(|b| {
-                    b.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .check(&tenant, now)
-                        .map(|wait| wait.as_secs_ceil())
-                });
-                serde_json::json!({
-                    "tenant": tenant,
-                    "month": month.label(),
-                    "counters": counters,
-                    "spend_rate_paused_secs": paused_for,
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(tenants.len());
+        for tenant in tenants {
+            let key = Self::month_key(&tenant, month);
+            let mut counters = Vec::new();
+            for c in &self.monthly(&tenant).counters {
+                let usage = c.budget.usage(&key).await;
+                counters.push(serde_json::json!({
+                    "unit": unit_name(c.unit),
+                    "spent": usage.spent,
+                    "reserved": usage.reserved,
+                    "quota": c.quota,
+                    "budget": c.soft,
+                }));
+            }
+            let paused_for = self.breaker.as_ref().and_then(|b| {
+                b.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .check(&tenant, now)
+                    .map(|wait| wait.as_secs_ceil())
+            });
+            out.push(serde_json::json!({
+                "tenant": tenant,
+                "month": month.label(),
+                "counters": counters,
+                "spend_rate_paused_secs": paused_for,
+            }));
+        }
+        out
     }
 
     /// Refuses a tenant the breaker has tripped for.
@@ -375,7 +389,7 @@ impl SpendControls {
 
     /// Reserves `tokens` (and their worst-case cost) on `tenant`'s monthly
     /// counters for request `id`. All or nothing.
-    pub(crate) fn reserve(
+    pub(crate) async fn reserve(
         &self,
         tenant: &str,
         id: &str,
@@ -385,36 +399,39 @@ impl SpendControls {
     ) -> Result<Vec<MonthlyHold>, ApiError> {
         let monthly = self.monthly(tenant);
         let key = Self::month_key(tenant, Self::this_month());
-        let now = self.now();
         let mut holds: Vec<MonthlyHold> = Vec::with_capacity(monthly.counters.len());
-        for counter in &monthly.counters {
+        for (index, counter) in monthly.counters.iter().enumerate() {
             let amount = match counter.unit {
                 Unit::Tokens => prompt_estimate.saturating_add(max_completion),
                 Unit::CostMicros => self.cost(model, prompt_estimate, max_completion, None),
             };
-            let outcome = counter
-                .budget
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .reserve(&key, id, amount, now);
-            let refusal = match outcome {
-                Ok(r) if r.granted => None,
-                Ok(r) => Some(quota_refusal(counter.unit, r.usage.spent, r.usage.limit)),
-                Err(LimitError::CostExceedsCapacity { capacity, .. }) => {
+            let refusal = match counter.budget.reserve(&key, id, amount).await {
+                Ok((r, held)) if r.granted => {
+                    holds.push(MonthlyHold {
+                        held,
+                        counter: index,
+                        key: key.clone(),
+                    });
+                    None
+                }
+                Ok((r, held)) => {
+                    held.settle(None, None);
+                    Some(quota_refusal(counter.unit, r.usage.spent, r.usage.limit))
+                }
+                Err(ReserveError::Limit(LimitError::CostExceedsCapacity { capacity, .. })) => {
                     Some(quota_refusal(counter.unit, amount, capacity))
                 }
-                Err(e) => Some(ApiError::new(ErrorCode::InternalError, e.to_string())),
+                Err(ReserveError::Limit(e)) => {
+                    Some(ApiError::new(ErrorCode::InternalError, e.to_string()))
+                }
+                Err(ReserveError::Unavailable(refusal)) => Some(refusal),
             };
             if let Some(err) = refusal {
-                for hold in &holds {
-                    hold.settle(id, None, now);
+                for hold in holds {
+                    hold.held.settle(None, None);
                 }
                 return Err(err);
             }
-            holds.push(MonthlyHold {
-                budget: counter.budget.clone(),
-                unit: counter.unit,
-            });
         }
         Ok(holds)
     }
@@ -426,35 +443,32 @@ impl SpendControls {
     /// Settles a request's holds with what it used (`None`: nothing, it was
     /// refused), then feeds the breaker and raises any budget alerts.
     pub(crate) fn settle(
-        &self,
+        self: &Arc<Self>,
         tenant: &str,
-        id: &str,
         model: &str,
-        holds: &[MonthlyHold],
+        holds: Vec<MonthlyHold>,
         actual: Option<ActualUsage>,
     ) {
-        let now = self.now();
         for hold in holds {
-            let amount = actual.map(|a| match hold.unit {
+            let Some(counter) = self.monthly(tenant).counters.get(hold.counter) else {
+                continue;
+            };
+            let amount = actual.map(|a| match counter.unit {
                 Unit::Tokens => a.total(),
                 Unit::CostMicros => self.cost(model, a.prompt, a.completion, a.cached),
             });
-            hold.settle(id, amount, now);
+            let this = self.clone();
+            let (tenant, key, index) = (tenant.to_owned(), hold.key, hold.counter);
+            let then = move |spent: u64| {
+                if let Some(counter) = this.monthly(&tenant).counters.get(index) {
+                    this.crossed(&tenant, &key, counter, spent, true);
+                }
+            };
+            hold.held
+                .settle(amount, actual.is_some().then(|| Box::new(then) as _));
         }
-        let Some(actual) = actual else {
-            return;
-        };
-        self.record_rate(tenant, actual.total(), now);
-        let month = Self::this_month();
-        let key = Self::month_key(tenant, month);
-        for counter in &self.monthly(tenant).counters {
-            let spent = counter
-                .budget
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .usage(&key, now)
-                .spent;
-            self.crossed(tenant, &key, counter, spent, true);
+        if let Some(actual) = actual {
+            self.record_rate(tenant, actual.total(), self.now());
         }
     }
 
@@ -593,18 +607,4 @@ fn quota_refusal(unit: Unit, used: u64, limit: u64) -> ApiError {
             "monthly quota reached: {what} used or reserved this month; it renews on the 1st (UTC)"
         ),
     )
-}
-
-impl MonthlyHold {
-    /// Reconciles (`Some(amount)`) or cancels (`None`) this hold.
-    fn settle(&self, id: &str, amount: Option<u64>, now: Nanos) {
-        let mut budget = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
-        let outcome = match amount {
-            Some(a) => budget.reconcile(id, a, now),
-            None => budget.cancel(id, now),
-        };
-        if let Err(e) = outcome {
-            tracing::warn!(error = %e, "monthly quota settlement failed");
-        }
-    }
 }

@@ -1,22 +1,33 @@
 //! Redis adapter for Palisade's limits, so that any number of gateway
 //! replicas share one exact limit.
 //!
-//! GCRA is decided inside Redis by a Lua script: read the key's theoretical
-//! arrival time (TAT), decide, write it back, all atomically and on Redis'
-//! own clock (`TIME`), so replicas with skewed clocks still agree. The
-//! arithmetic mirrors `palisade_limits::Gcra` (same emission interval rounded
-//! up, same tolerance `burst * T`, same remaining/reset/retry values) in
-//! microseconds: Lua numbers are doubles, and microseconds since the epoch
-//! stay exact where nanoseconds would not. Keys expire when their bucket is
-//! full again, so idle tenants cost no memory.
+//! Every decision is made inside Redis by a Lua script that reads a key's
+//! state, decides and writes it back atomically, on Redis' own clock
+//! (`TIME`), so replicas with skewed clocks still agree. The arithmetic
+//! mirrors `palisade_limits` in microseconds: Lua numbers are doubles, and
+//! microseconds since the epoch stay exact where nanoseconds would not.
+//!
+//! - [`RedisGcra`]: request rate with burst. The arithmetic mirrors
+//!   `palisade_limits::Gcra` (same emission interval rounded up, same
+//!   tolerance `burst * T`, same remaining/reset/retry values). Keys expire
+//!   when their bucket is full again, so idle tenants cost no memory.
+//! - [`RedisTokenBudget`]: token budgets with reservations, mirroring
+//!   `palisade_limits::TokenBudget` (see the [`budget`] module).
+//! - [`RedisConnection`]: the connection they share, every call bounded by a
+//!   timeout.
 //!
 //! This crate does network I/O to Redis and nothing else; it holds no limit
 //! policy (which key, which rate): the gateway decides that.
 
 #![forbid(unsafe_code)]
 
-use palisade_limits::{GcraConfig, GcraDecision, Nanos};
-use redis::aio::ConnectionManager;
+pub mod budget;
+mod conn;
+
+pub use budget::RedisTokenBudget;
+pub use conn::RedisConnection;
+
+use palisade_limits::{GcraConfig, GcraDecision, LimitError, Nanos};
 
 /// GCRA in Lua. KEYS[1]: the key. ARGV: emission interval T (µs), tolerance
 /// burst·T (µs), cost (units). Returns {allowed, remaining, reset_after_us,
@@ -47,29 +58,45 @@ if allowed == 0 then retry = allow_at - now end
 return {allowed, remaining, ahead, retry}
 ";
 
-/// Errors talking to Redis.
+/// Errors of the Redis-backed limiters.
+///
+/// A *denial* is not an error: it comes back as a value, as in `palisade_limits`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RedisLimitError {
     /// Connecting or a command failed (Redis down, network, timeout).
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// The script answered something other than four integers (a different
-    /// script under the same SHA, or a Redis that is not Redis).
-    #[error("redis returned an unexpected reply to the GCRA script")]
+    /// A script answered something other than the integers it returns (a
+    /// different script under the same SHA, or a Redis that is not Redis).
+    #[error("redis returned an unexpected reply to a limits script")]
     BadReply,
     /// The request took longer than the configured timeout.
     #[error("redis did not answer within {0} ms")]
     Timeout(u64),
+    /// The same errors the in-memory limiters return (an invalid
+    /// configuration, a cost above the limit, a conflicting or unknown
+    /// reservation), so the gateway handles memory and Redis alike.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// A value too large for the scripts' arithmetic: Lua numbers are doubles,
+    /// exact only below 2^53 (durations below 2^52 microseconds, about 142
+    /// years, so that `now + duration` stays exact).
+    #[error("{what} {value} is too large for redis' exact arithmetic")]
+    OutOfRange {
+        /// Which value.
+        what: &'static str,
+        /// The value given.
+        value: u64,
+    },
 }
 
 /// A GCRA limiter whose state lives in Redis.
 #[derive(Clone)]
 pub struct RedisGcra {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     script: redis::Script,
     prefix: String,
-    timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for RedisGcra {
@@ -78,6 +105,17 @@ impl std::fmt::Debug for RedisGcra {
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
+}
+
+/// A count from a script's reply; scripts never return negative counts, and a
+/// negative one would only come from a foreign script, so it reads as zero.
+fn count(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// A span of microseconds from a script's reply, as nanoseconds.
+fn from_micros(v: i64) -> Nanos {
+    Nanos(count(v).saturating_mul(1_000))
 }
 
 /// Emission interval and tolerance in whole microseconds, rounded up like
@@ -99,23 +137,18 @@ impl RedisGcra {
         connect_timeout: std::time::Duration,
         call_timeout: std::time::Duration,
     ) -> Result<Self, RedisLimitError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(connect_timeout.min(call_timeout))
-            .set_response_timeout(call_timeout)
-            .set_number_of_retries(1);
-        let conn = tokio::time::timeout(
-            connect_timeout,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| RedisLimitError::Timeout(connect_timeout.as_millis() as u64))??;
-        Ok(Self {
+        let conn = RedisConnection::connect(url, connect_timeout, call_timeout).await?;
+        Ok(Self::new(conn, prefix))
+    }
+
+    /// A limiter on an existing (shared) connection. Keys are
+    /// `PREFIX:gcra:KEY`.
+    pub fn new(conn: RedisConnection, prefix: &str) -> Self {
+        Self {
             conn,
             script: redis::Script::new(GCRA_LUA),
             prefix: prefix.to_owned(),
-            timeout: call_timeout,
-        })
+        }
     }
 
     /// Decides a request of `cost` units for `key` under `config`.
@@ -126,36 +159,29 @@ impl RedisGcra {
         cost: u64,
     ) -> Result<GcraDecision, RedisLimitError> {
         let (emission, tolerance) = micros(config);
-        let mut conn = self.conn.clone();
         let mut invocation = self.script.key(format!("{}:gcra:{key}", self.prefix));
         invocation.arg(emission).arg(tolerance).arg(cost);
-        let reply: Vec<i64> =
-            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn))
-                .await
-                .map_err(|_| RedisLimitError::Timeout(self.timeout.as_millis() as u64))??;
+        let reply: Vec<i64> = self.conn.invoke(&invocation).await?;
         let [allowed, remaining, ahead_us, retry_us] = reply[..] else {
             return Err(RedisLimitError::BadReply);
         };
-        let us = |v: i64| Nanos(u64::try_from(v).unwrap_or(0).saturating_mul(1_000));
         Ok(GcraDecision {
             allowed: allowed == 1,
             limit: config.burst,
-            remaining: u64::try_from(remaining).unwrap_or(0),
-            reset_after: us(ahead_us),
-            retry_after: us(retry_us),
+            remaining: count(remaining),
+            reset_after: from_micros(ahead_us),
+            retry_after: from_micros(retry_us),
         })
+    }
+
+    /// The connection, to build other limiters (a [`RedisTokenBudget`]) on it.
+    pub const fn connection(&self) -> &RedisConnection {
+        &self.conn
     }
 
     /// A round trip, for readiness checks.
     pub async fn ping(&self) -> Result<(), RedisLimitError> {
-        let mut conn = self.conn.clone();
-        tokio::time::timeout(
-            self.timeout,
-            redis::cmd("PING").query_async::<String>(&mut conn),
-        )
-        .await
-        .map_err(|_| RedisLimitError::Timeout(self.timeout.as_millis() as u64))??;
-        Ok(())
+        self.conn.ping().await
     }
 }
 
