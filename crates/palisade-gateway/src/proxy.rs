@@ -348,7 +348,7 @@ async fn send_upstream(
             .await;
         let tokenizer = palisade_openai::usage::Tokenizer::for_model(request.model());
         let prompt_estimate =
-            palisade_openai::usage::estimate_prompt_tokens_with(request.fields(), tokenizer);
+            palisade_openai::usage::estimate_prompt_tokens_with(request.fields(), &tokenizer);
         let max_completion = if endpoint == Endpoint::Embeddings {
             0
         } else {

@@ -170,6 +170,11 @@ pub struct WriteOptions {
     /// How long SQLite waits for another process's lock (e.g. a report
     /// running a checkpoint) before failing a write.
     pub busy_timeout: Duration,
+    /// How long PostgreSQL's writer keeps reconnecting and retrying a batch
+    /// after losing the connection (a server restart takes seconds) before
+    /// failing its entries with [`LedgerError::WriteFailed`]. SQLite
+    /// ignores it.
+    pub reconnect_timeout: Duration,
 }
 
 impl Default for WriteOptions {
@@ -180,6 +185,7 @@ impl Default for WriteOptions {
             queue_capacity: 16_384,
             synchronous: Synchronous::Normal,
             busy_timeout: Duration::from_secs(5),
+            reconnect_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -7,6 +7,24 @@
 //! whatever its size). Reads share the connection (tokio-postgres pipelines
 //! them).
 //!
+//! # Losing the connection
+//!
+//! When the connection is lost (the server restarts, or resets or closes
+//! it), the writer reconnects and retries the batch, waiting 50 ms, then twice as long each
+//! time up to 1 s, until [`WriteOptions::reconnect_timeout`] has passed
+//! since the batch's first attempt; then the batch's entries fail with
+//! [`LedgerError::WriteFailed`] and the next batch starts over. An entry is
+//! thus either committed or reported failed, never dropped. Only connection
+//! failures are retried (a closed connection, an I/O error, SQLSTATE class
+//! 08 or 57P: the server shutting down or starting up); a refused statement
+//! fails at once. Reads reconnect when they find the connection closed, and
+//! otherwise report the error. A peer that vanishes without closing the
+//! connection is noticed only by TCP (keepalives, retransmission timeouts).
+//!
+//! A batch retried after its connection broke mid-commit may have been
+//! committed by the first attempt: its rows then come back as
+//! [`Recorded::Duplicate`] (the row is there either way).
+//!
 //! # Durability
 //!
 //! With PostgreSQL's default `synchronous_commit = on`, a statement's
@@ -15,11 +33,14 @@
 //! (it lives in another process) and of the database server or host.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, GenericClient, NoTls};
+use tokio_postgres::{Client, Config, GenericClient, NoTls, Statement};
 
 use crate::entry::{format_day, unsigned, Row, StoredRow, DAY_MS};
 use crate::queue::{self, Msg, Queue, Settler};
@@ -32,6 +53,17 @@ use crate::{
 /// Serializes concurrent migrations from several replicas starting at once
 /// (an arbitrary constant: "palisade ledger").
 const MIGRATION_LOCK: i64 = 0x7061_6c69_6c65_6467;
+
+/// The first wait before retrying a batch after losing the connection;
+/// doubled on each retry up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How long one connection attempt may take when the configuration does not
+/// say (`connect_timeout`): a server that drops packets must not hold a
+/// write for the operating system's TCP timeout of minutes.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The shortest attempt a nearly spent retry deadline still allows.
+const MIN_CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
 
 const INSERT: &str = "INSERT INTO ledger (request_id, ts, tenant, key_name, model, backend,
     endpoint, status, outcome, prompt_tokens, completion_tokens, cached_tokens,
@@ -51,9 +83,8 @@ const SELECT_PAGE: &str = "SELECT id, request_id, ts, tenant, key_name, model, b
 #[derive(Debug)]
 pub struct PostgresLedger {
     queue: Queue,
-    client: Arc<Client>,
-    writer: tokio::task::JoinHandle<()>,
-    connection: tokio::task::JoinHandle<()>,
+    link: Arc<Link>,
+    writer: JoinHandle<()>,
 }
 
 impl PostgresLedger {
@@ -61,25 +92,29 @@ impl PostgresLedger {
     /// applies pending migrations and starts the writer task. Must be called
     /// inside a tokio runtime.
     pub async fn connect(config: &str, options: WriteOptions) -> Result<Self, LedgerError> {
-        let (mut client, connection) = tokio_postgres::connect(config, NoTls).await?;
-        // The connection task ends when the client is dropped or the server
-        // goes away; its error then surfaces on the next query.
-        let connection = tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let mut config: Config = config.parse()?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
+        let (mut client, driver) = open(&config).await?;
         if let Err(e) = migrate(&mut client).await {
-            connection.abort();
+            driver.abort();
             return Err(e);
         }
-        let client = Arc::new(client);
+        let link = Arc::new(Link::new(config, client, driver));
         let (queue, rx) = Queue::new(options.queue_capacity);
-        let writer = tokio::spawn(write_loop(Arc::clone(&client), rx, options));
+        let writer = tokio::spawn(write_loop(Arc::clone(&link), rx, options));
         Ok(Self {
             queue,
-            client,
+            link,
             writer,
-            connection,
         })
+    }
+
+    /// The current client for a read, reconnecting first if the connection
+    /// was lost since the last use.
+    async fn client(&self) -> Result<Arc<Client>, LedgerError> {
+        Ok(self.link.usable().await?.client)
     }
 
     /// Records an entry and returns once it is committed. Idempotent on
@@ -119,13 +154,10 @@ impl PostgresLedger {
              FROM ledger WHERE ts >= $1 AND ts < $2{tenant_filter}
              GROUP BY k ORDER BY k"
         );
+        let client = self.client().await?;
         let rows = match &q.tenant {
-            Some(t) => {
-                self.client
-                    .query(&sql, &[&q.since_ms, &q.until_ms, t])
-                    .await?
-            }
-            None => self.client.query(&sql, &[&q.since_ms, &q.until_ms]).await?,
+            Some(t) => client.query(&sql, &[&q.since_ms, &q.until_ms, t]).await?,
+            None => client.query(&sql, &[&q.since_ms, &q.until_ms]).await?,
         };
         rows.iter()
             .map(|r| {
@@ -147,7 +179,8 @@ impl PostgresLedger {
     /// What `tenant` has used since `since_ms` (inclusive).
     pub async fn spent(&self, tenant: &str, since_ms: i64) -> Result<Spent, LedgerError> {
         let r = self
-            .client
+            .client()
+            .await?
             .query_one(
                 "SELECT COUNT(*), COALESCE(SUM(prompt_tokens + completion_tokens), 0)::int8,
                         COALESCE(SUM(cost_micros), 0)::int8
@@ -172,7 +205,8 @@ impl PostgresLedger {
         let mut count = 0_u64;
         loop {
             let rows = self
-                .client
+                .client()
+                .await?
                 .query(SELECT_PAGE, &[&after, &EXPORT_PAGE])
                 .await?;
             if rows.is_empty() {
@@ -210,7 +244,7 @@ impl PostgresLedger {
 
     /// The schema version of the database.
     pub async fn schema_version(&self) -> Result<u32, LedgerError> {
-        current_version(&*self.client).await
+        current_version(&*self.client().await?).await
     }
 
     /// Commits what is queued, then stops the writer and the connection.
@@ -218,10 +252,144 @@ impl PostgresLedger {
         let flushed = self.queue.flush().await;
         drop(self.queue);
         let _ = self.writer.await;
-        drop(self.client);
-        let _ = self.connection.await;
+        // The writer's handle on the link is gone with it: this is the last.
+        if let Ok(link) = Arc::try_unwrap(self.link) {
+            link.shut_down().await;
+        }
         flushed
     }
+}
+
+/// The connection to the server, replaced when it is lost.
+#[derive(Debug)]
+struct Link {
+    config: Config,
+    current: Mutex<Current>,
+    /// Held while connecting, so callers that found the same connection
+    /// broken open one replacement between them, not one each.
+    reconnecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Current {
+    live: Live,
+    /// The task driving `live`'s connection.
+    driver: JoinHandle<()>,
+}
+
+/// An established connection and its generation (counting reconnects), by
+/// which the writer knows whether its prepared statement still applies.
+#[derive(Debug, Clone)]
+struct Live {
+    client: Arc<Client>,
+    generation: u64,
+}
+
+/// Connects once and spawns the task that drives the connection. The task
+/// ends when every client handle is dropped or the server goes away; its
+/// error then surfaces on the next query.
+async fn open(config: &Config) -> Result<(Client, JoinHandle<()>), LedgerError> {
+    let (client, connection) = config.connect(NoTls).await?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok((client, driver))
+}
+
+impl Link {
+    fn new(config: Config, client: Client, driver: JoinHandle<()>) -> Self {
+        let live = Live {
+            client: Arc::new(client),
+            generation: 0,
+        };
+        Self {
+            config,
+            current: Mutex::new(Current { live, driver }),
+            reconnecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn live(&self) -> Live {
+        // A panic while holding the lock cannot leave `Current` half
+        // written (it is replaced whole), so a poisoned lock is still good.
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current.live.clone()
+    }
+
+    /// The current connection, or a new one if it is closed.
+    async fn usable(&self) -> Result<Live, LedgerError> {
+        let live = self.live();
+        if live.client.is_closed() {
+            self.reconnect(live.generation, None).await
+        } else {
+            Ok(live)
+        }
+    }
+
+    /// Replaces connection `broken` (unless another caller already has) and
+    /// returns the current one. `limit` caps the connection attempt below
+    /// the configured timeout.
+    async fn reconnect(&self, broken: u64, limit: Option<Duration>) -> Result<Live, LedgerError> {
+        let _connecting = self.reconnecting.lock().await;
+        let live = self.live();
+        if live.generation != broken {
+            return Ok(live);
+        }
+        let mut config = self.config.clone();
+        if let Some(limit) = limit {
+            // `connect` set a timeout when the configuration had none.
+            let configured = config
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+            config.connect_timeout(configured.min(limit).max(MIN_CONNECT_TIMEOUT));
+        }
+        let (client, driver) = open(&config).await?;
+        let live = Live {
+            client: Arc::new(client),
+            generation: broken + 1,
+        };
+        let old = std::mem::replace(
+            &mut *self.current.lock().unwrap_or_else(PoisonError::into_inner),
+            Current {
+                live: live.clone(),
+                driver,
+            },
+        );
+        // The old connection is broken or suspected so: end it rather than
+        // leave a half-working one behind.
+        old.driver.abort();
+        Ok(live)
+    }
+
+    /// Drops the client and waits for its connection to close cleanly.
+    async fn shut_down(self) {
+        let current = self
+            .current
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        drop(current.live);
+        let _ = current.driver.await;
+    }
+}
+
+/// Whether `error` means the connection is gone or the server is restarting
+/// (worth reconnecting and retrying), rather than a refused statement.
+fn lost_connection(error: &LedgerError) -> bool {
+    let LedgerError::Postgres(e) = error else {
+        return false;
+    };
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(state) = e.code() {
+        // 08: connection exception; 57P01-57P03: admin or crash shutdown,
+        // or "the database system is starting up".
+        let code = state.code();
+        return code.starts_with("08") || code.starts_with("57P");
+    }
+    // Refused, reset, timed out: an I/O error, with no server message.
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
 }
 
 async fn current_version<C: GenericClient>(client: &C) -> Result<u32, LedgerError> {
@@ -269,7 +437,7 @@ async fn migrate(client: &mut Client) -> Result<(), LedgerError> {
     Ok(())
 }
 
-async fn write_loop(client: Arc<Client>, mut rx: mpsc::Receiver<Msg>, options: WriteOptions) {
+async fn write_loop(link: Arc<Link>, mut rx: mpsc::Receiver<Msg>, options: WriteOptions) {
     let max = options.max_batch.max(1);
     let mut settler = Settler::default();
     let mut statement = None;
@@ -284,22 +452,71 @@ async fn write_loop(client: Arc<Client>, mut rx: mpsc::Receiver<Msg>, options: W
         let written = if rows.is_empty() {
             Ok(Vec::new())
         } else {
-            write_batch(&client, &mut statement, &rows).await
+            write_retrying(&link, &mut statement, &rows, options.reconnect_timeout).await
         };
         settler.settle(batch, slots, written);
     }
 }
 
+/// Writes a batch, reconnecting and retrying with backoff while the
+/// connection is lost, until `within` has passed (see the module doc).
+async fn write_retrying(
+    link: &Link,
+    statement: &mut Option<(u64, Statement)>,
+    rows: &[&Row],
+    within: Duration,
+) -> Result<Vec<bool>, LedgerError> {
+    let deadline = Instant::now() + within;
+    let mut backoff = FIRST_BACKOFF;
+    // The generation the previous attempt found broken, if any.
+    let mut broken = None;
+    loop {
+        let current = link.live();
+        let stale = broken.or_else(|| current.client.is_closed().then_some(current.generation));
+        let attempt = match stale {
+            Some(generation) => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                link.reconnect(generation, Some(remaining)).await
+            }
+            None => Ok(current),
+        };
+        let error = match attempt {
+            Ok(live) => match write_batch(&live, statement, rows).await {
+                Ok(inserted) => return Ok(inserted),
+                Err(e) => {
+                    // A server message may arrive just before the connection
+                    // closes: the client's state counts too.
+                    let lost = lost_connection(&e) || live.client.is_closed();
+                    broken = lost.then_some(live.generation);
+                    e
+                }
+            },
+            // The server is still unreachable: the same connection stays
+            // the one to replace.
+            Err(e) => {
+                broken = stale.filter(|_| lost_connection(&e));
+                e
+            }
+        };
+        if broken.is_none() || Instant::now() + backoff > deadline {
+            return Err(error);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
 async fn write_batch(
-    client: &Client,
-    statement: &mut Option<tokio_postgres::Statement>,
+    live: &Live,
+    statement: &mut Option<(u64, Statement)>,
     rows: &[&Row],
 ) -> Result<Vec<bool>, LedgerError> {
+    // A statement is prepared on one connection; a new one needs its own.
     let stmt = match statement {
-        Some(s) => s.clone(),
-        None => {
-            let s = client.prepare(INSERT).await?;
-            *statement = Some(s.clone());
+        Some((generation, s)) if *generation == live.generation => s.clone(),
+        _ => {
+            let s = live.client.prepare(INSERT).await?;
+            *statement = Some((live.generation, s.clone()));
             s
         }
     };
@@ -344,7 +561,7 @@ async fn write_batch(
         &cost,
         &latency,
     ];
-    let returned = client.query(&stmt, &params).await?;
+    let returned = live.client.query(&stmt, &params).await?;
     let inserted: HashSet<String> = returned
         .iter()
         .map(|r| r.try_get::<_, String>(0))

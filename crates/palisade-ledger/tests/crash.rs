@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use palisade_ledger::{Ledger, WriteOptions};
+use palisade_testkit::PostgresServer;
 use support::export;
-use support::pg::PgServer;
 
 /// Kill the child once it has reported this many durable entries.
 const KILL_AFTER: usize = 1500;
@@ -92,7 +92,7 @@ async fn sqlite_keeps_every_recorded_entry_after_kill_9() {
 
 #[tokio::test]
 async fn postgres_keeps_every_recorded_entry_after_kill_9() {
-    let pg = PgServer::start();
+    let pg = PostgresServer::start();
     let location = pg.url();
     let printed = tokio::task::spawn_blocking({
         let location = location.clone();

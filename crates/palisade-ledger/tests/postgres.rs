@@ -1,5 +1,5 @@
-//! The PostgreSQL store against a real server started by the test (see
-//! `support/pg.rs`; needs Debian's `postgresql` package).
+//! The PostgreSQL store against a real server started by the test
+//! (`palisade_testkit::PostgresServer`; needs Debian's `postgresql` package).
 
 mod support;
 
@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use palisade_ledger::schema::latest_version;
 use palisade_ledger::{Ledger, LedgerError, PostgresLedger, Recorded, WriteOptions};
-use support::pg::PgServer;
+use palisade_testkit::PostgresServer;
 use support::{entry, export, scenarios, DAY0};
 
-async fn connect(pg: &PgServer) -> Ledger {
+async fn connect(pg: &PostgresServer) -> Ledger {
     Ledger::open(&pg.url(), WriteOptions::default())
         .await
         .unwrap()
@@ -24,7 +24,7 @@ macro_rules! scenario {
     ($name:ident, $options:expr) => {
         #[tokio::test]
         async fn $name() {
-            let pg = PgServer::start();
+            let pg = PostgresServer::start();
             let ledger = Ledger::open(&pg.url(), $options).await.unwrap();
             scenarios::$name(&ledger).await;
             ledger.close().await.unwrap();
@@ -43,7 +43,7 @@ scenario!(
     support::tiny_queue()
 );
 
-async fn client(pg: &PgServer) -> tokio_postgres::Client {
+async fn client(pg: &PostgresServer) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(&pg.conninfo(), tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -53,13 +53,13 @@ async fn client(pg: &PgServer) -> tokio_postgres::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_tasks_count_each_request_once() {
-    let pg = PgServer::start();
+    let pg = PostgresServer::start();
     scenarios::concurrent_tasks_count_each_request_once(Arc::new(connect(&pg).await)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_migrate_together_and_share_idempotency() {
-    let pg = PgServer::start();
+    let pg = PostgresServer::start();
     // Four "replicas" start at once against an empty database: the advisory
     // lock makes exactly one of them migrate.
     let url = pg.url();
@@ -102,7 +102,7 @@ async fn replicas_migrate_together_and_share_idempotency() {
 
 #[tokio::test]
 async fn reconnecting_is_a_no_op_and_keeps_rows() {
-    let pg = PgServer::start();
+    let pg = PostgresServer::start();
     let ledger = connect(&pg).await;
     let e = entry("kept", "acme", "m", DAY0, 5, 5);
     assert_eq!(ledger.record(&e).await.unwrap(), Recorded::Inserted);
@@ -137,7 +137,7 @@ async fn reconnecting_is_a_no_op_and_keeps_rows() {
 
 #[tokio::test]
 async fn a_database_newer_than_the_code_is_refused() {
-    let pg = PgServer::start();
+    let pg = PostgresServer::start();
     connect(&pg).await.close().await.unwrap();
     client(&pg)
         .await
@@ -158,8 +158,117 @@ async fn a_database_newer_than_the_code_is_refused() {
 /// Throughput of batched writes; printed, not asserted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn measure_batched_write_speed() {
-    let pg = PgServer::start();
+    let pg = PostgresServer::start();
     let ledger = Arc::new(connect(&pg).await);
     scenarios::measure("postgres", Arc::clone(&ledger), 64, 100).await;
     scenarios::measure("postgres, sequential", ledger, 1, 1000).await;
+}
+
+/// Runs a blocking server operation (stop, restart) without stalling the
+/// runtime's other worker, which drives the ledger's connection.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// Bound on any one write in the restart tests: generous for a loaded
+/// machine, far below "hangs forever".
+const WRITE_BOUND: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn record_within_bound(ledger: &Ledger, id: &str) -> Result<Recorded, LedgerError> {
+    let e = entry(id, "acme", "m", DAY0, 3, 4);
+    tokio::time::timeout(WRITE_BOUND, ledger.record(&e))
+        .await
+        .unwrap_or_else(|_| panic!("record({id}) took over {WRITE_BOUND:?}"))
+}
+
+fn ids(entries: &[palisade_ledger::LedgerEntry]) -> Vec<String> {
+    entries.iter().map(|e| e.request_id.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_resume_after_the_server_restarts() {
+    let mut pg = PostgresServer::start();
+    let ledger = connect(&pg).await;
+    let mut written = Vec::new();
+    for i in 0..20 {
+        let id = format!("before-{i}");
+        assert_eq!(
+            record_within_bound(&ledger, &id).await.unwrap(),
+            Recorded::Inserted
+        );
+        written.push(id);
+    }
+
+    // Same port, same data: the ledger's connection is cut by the fast
+    // shutdown, and the next write must reconnect on its own.
+    blocking(|| pg.restart());
+    for i in 0..20 {
+        let id = format!("after-{i}");
+        assert_eq!(
+            record_within_bound(&ledger, &id).await.unwrap(),
+            Recorded::Inserted
+        );
+        written.push(id);
+    }
+    // Queued entries ride through a restart too.
+    blocking(|| pg.restart());
+    for i in 0..20 {
+        let id = format!("queued-{i}");
+        ledger
+            .record_nowait(entry(&id, "acme", "m", DAY0, 3, 4))
+            .unwrap();
+        written.push(id);
+    }
+    tokio::time::timeout(WRITE_BOUND, ledger.flush())
+        .await
+        .expect("flush within the bound")
+        .unwrap();
+
+    // A read first after a restart reconnects as well.
+    blocking(|| pg.restart());
+    let spent = ledger.spent("acme", 0).await.unwrap();
+    assert_eq!(spent.requests, 60);
+    assert_eq!(ids(&export(&ledger).await), written);
+    ledger.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_fail_typed_while_the_server_is_down_then_resume() {
+    let mut pg = PostgresServer::start();
+    let reconnect_timeout = std::time::Duration::from_secs(1);
+    let options = WriteOptions {
+        reconnect_timeout,
+        ..WriteOptions::default()
+    };
+    let ledger = Ledger::open(&pg.url(), options).await.unwrap();
+    assert_eq!(
+        record_within_bound(&ledger, "up").await.unwrap(),
+        Recorded::Inserted
+    );
+
+    blocking(|| pg.stop());
+    let started = std::time::Instant::now();
+    match record_within_bound(&ledger, "while-down").await {
+        Err(LedgerError::WriteFailed(cause)) => {
+            assert!(matches!(*cause, LedgerError::Postgres(_)), "{cause:?}");
+        }
+        other => panic!("expected WriteFailed, got {other:?}"),
+    }
+    // It retried (backoff 50 + 100 + 200 ms at least) and then gave up
+    // near its timeout rather than waiting for the server.
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(350),
+        "gave up after {waited:?} without retrying"
+    );
+    assert!(waited < reconnect_timeout * 5, "waited {waited:?}");
+
+    blocking(|| pg.restart());
+    assert_eq!(
+        record_within_bound(&ledger, "back").await.unwrap(),
+        Recorded::Inserted
+    );
+    // The failed entry was reported, not stored; the others are there.
+    assert_eq!(ids(&export(&ledger).await), ["up", "back"]);
+    ledger.close().await.unwrap();
 }

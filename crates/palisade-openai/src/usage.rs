@@ -7,13 +7,18 @@
 //!
 //! Prompt estimates use the model family's tokenizer where Palisade knows
 //! it ([`Tokenizer::for_model`]: OpenAI's `o200k_base` and `cl100k_base`, via
-//! tiktoken-rs, embedded, no download) and otherwise the documented
-//! fallback: about four characters per token, the rule of thumb for English
-//! with OpenAI's and Llama's BPE vocabularies. Both add a fixed overhead per
-//! message for the chat template. The fallback over-counts code and
-//! under-counts CJK text; reconciliation corrects the budget either way.
+//! tiktoken-rs, embedded, no download), a Hugging Face `tokenizer.json` the
+//! caller loaded ([`Tokenizer::from_json_bytes`]), and otherwise the
+//! documented fallback: about four characters per token, the rule of thumb
+//! for English with OpenAI's and Llama's BPE vocabularies. All add a fixed
+//! overhead per message for the chat template. The fallback over-counts code
+//! and under-counts CJK text; reconciliation corrects the budget either way.
+
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
+
+pub use crate::hf::{HfTokenizer, TokenizerError};
 
 /// Characters per token in the fallback estimate.
 pub const CHARS_PER_TOKEN: u64 = 4;
@@ -72,8 +77,9 @@ fn text_chars(v: &Value) -> u64 {
     }
 }
 
-/// How prompt tokens are counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How prompt tokens are counted. Cheap to clone (a Hugging Face tokenizer
+/// is shared behind an [`Arc`]).
+#[derive(Debug, Clone)]
 pub enum Tokenizer {
     /// [`CHARS_PER_TOKEN`] characters per token: any model.
     Approximate,
@@ -81,9 +87,32 @@ pub enum Tokenizer {
     Cl100k,
     /// OpenAI `o200k_base` (GPT-4o, GPT-4.1, o-series, GPT-5).
     O200k,
+    /// A Hugging Face `tokenizer.json` (see [`Tokenizer::from_json_bytes`]).
+    HuggingFace(Arc<HfTokenizer>),
 }
 
+/// Equal when the same kind, and for Hugging Face the same loaded instance
+/// (comparing vocabularies would cost more than it tells).
+impl PartialEq for Tokenizer {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Tokenizer::HuggingFace(a), Tokenizer::HuggingFace(b)) => Arc::ptr_eq(a, b),
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
+}
+
+impl Eq for Tokenizer {}
+
 impl Tokenizer {
+    /// Loads a Hugging Face `tokenizer.json` from its bytes (the caller
+    /// reads the file). Its truncation and padding settings are ignored, and
+    /// counting adds no special tokens: the per-message overhead stands for
+    /// the chat template.
+    pub fn from_json_bytes(json: &[u8]) -> Result<Tokenizer, TokenizerError> {
+        HfTokenizer::from_json_bytes(json).map(|t| Tokenizer::HuggingFace(Arc::new(t)))
+    }
+
     /// The tokenizer of a model family, by the model's name; the
     /// approximation for models whose vocabulary is not bundled.
     pub fn for_model(model: &str) -> Tokenizer {
@@ -115,8 +144,8 @@ impl Tokenizer {
         let _ = Tokenizer::O200k.count("");
     }
 
-    /// Tokens in `text`.
-    pub fn count(self, text: &str) -> u64 {
+    /// Tokens in `text`. Linear in its length for every variant.
+    pub fn count(&self, text: &str) -> u64 {
         use std::sync::OnceLock;
         static CL100K: OnceLock<Option<tiktoken_rs::CoreBPE>> = OnceLock::new();
         static O200K: OnceLock<Option<tiktoken_rs::CoreBPE>> = OnceLock::new();
@@ -128,12 +157,18 @@ impl Tokenizer {
             Tokenizer::O200k => O200K
                 .get_or_init(|| tiktoken_rs::o200k_base().ok())
                 .as_ref(),
+            Tokenizer::HuggingFace(hf) => return hf.count(text, approximate),
         };
         match bpe {
             Some(bpe) => bpe.encode_ordinary(text).len() as u64,
-            None => (text.chars().count() as u64).div_ceil(CHARS_PER_TOKEN),
+            None => approximate(text),
         }
     }
+}
+
+/// The fallback: [`CHARS_PER_TOKEN`] characters per token, rounded up.
+fn approximate(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(CHARS_PER_TOKEN)
 }
 
 fn collect_text<'a>(v: &'a Value, out: &mut Vec<std::borrow::Cow<'a, str>>) {
@@ -158,11 +193,11 @@ fn collect_text<'a>(v: &'a Value, out: &mut Vec<std::borrow::Cow<'a, str>>) {
 /// Estimated prompt tokens of a chat, completion or embeddings request,
 /// with the approximate tokenizer.
 pub fn estimate_prompt_tokens(fields: &Map<String, Value>) -> u64 {
-    estimate_prompt_tokens_with(fields, Tokenizer::Approximate)
+    estimate_prompt_tokens_with(fields, &Tokenizer::Approximate)
 }
 
 /// Estimated prompt tokens of a request with the given tokenizer.
-pub fn estimate_prompt_tokens_with(fields: &Map<String, Value>, tokenizer: Tokenizer) -> u64 {
+pub fn estimate_prompt_tokens_with(fields: &Map<String, Value>, tokenizer: &Tokenizer) -> u64 {
     let mut pieces: Vec<std::borrow::Cow<'_, str>> = Vec::new();
     let mut messages = 0u64;
     if let Some(Value::Array(list)) = fields.get("messages") {
@@ -330,7 +365,7 @@ mod tests {
         assert_eq!(Tokenizer::Cl100k.count("hello world"), 2);
         let req = json!({"messages": [{"role": "user", "content": "hello world"}]});
         assert_eq!(
-            estimate_prompt_tokens_with(req.as_object().unwrap(), Tokenizer::O200k),
+            estimate_prompt_tokens_with(req.as_object().unwrap(), &Tokenizer::O200k),
             2 + TOKENS_PER_MESSAGE
         );
     }

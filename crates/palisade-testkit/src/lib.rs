@@ -17,9 +17,18 @@
 //! - `torn`: sends one event, then half an event, then ends the body.
 //! - `delay-N`: a normal completion after N milliseconds (a busy model).
 //!
+//! For the stores behind the gateway it starts real servers from Debian's
+//! packages on loopback ports: [`RedisServer`] and [`PostgresServer`]
+//! (which can be restarted in place).
+//!
 //! Test-only crate: it is never linked into the gateway binary.
 
 #![forbid(unsafe_code)]
+
+#[cfg(unix)]
+mod postgres;
+#[cfg(unix)]
+pub use postgres::PostgresServer;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

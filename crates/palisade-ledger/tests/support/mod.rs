@@ -2,7 +2,6 @@
 //! different subset, hence the `dead_code` allowance.
 #![allow(dead_code)] // not every test binary uses every helper
 
-pub mod pg;
 pub mod scenarios;
 
 use palisade_ledger::{LedgerEntry, Outcome, UsageSource};
