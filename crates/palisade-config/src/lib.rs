@@ -79,8 +79,43 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The token ledger: one row per request that reached an upstream.
     pub ledger: LedgerConfig,
+    /// The safety policy: gates, thresholds and actions.
+    pub policy: PolicyConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// Where the safety policy comes from. With no file, the built-in policy
+/// applies (blocks high-confidence injections in user input and in
+/// retrieved or tool content, redacts secrets in output, neutralizes
+/// exfiltration links and hidden markup, blocks canary leaks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// A policy file (TOML); reloaded when it changes.
+    pub file: Option<String>,
+    /// A candidate policy evaluated beside the active one on every request,
+    /// never enforced; where the two disagree, the audit log says so.
+    pub shadow_file: Option<String>,
+    /// How often the files are checked for changes.
+    pub reload_interval_ms: u64,
+    /// Turn the safety gates off entirely (admission control still runs).
+    pub disabled: bool,
+    /// Where every gate decision is recorded: `sqlite:PATH` or a PostgreSQL
+    /// URL. Absent: decisions go to the log only.
+    pub audit_url: Option<String>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            file: None,
+            shadow_file: None,
+            reload_interval_ms: 2_000,
+            disabled: false,
+            audit_url: None,
+        }
+    }
 }
 
 /// Admission limits. Every field is optional: an absent limit is no limit,
@@ -979,6 +1014,12 @@ impl Config {
         }
         if self.limits.redis_timeout_ms == 0 {
             return Err(invalid("limits.redis_timeout_ms", "must be greater than 0"));
+        }
+        if self.policy.reload_interval_ms == 0 {
+            return Err(invalid(
+                "policy.reload_interval_ms",
+                "must be greater than 0",
+            ));
         }
         self.validate_spend_controls()?;
         for (scope, limits) in std::iter::once(("limits".to_owned(), &self.limits.default)).chain(

@@ -3,7 +3,9 @@
 //!
 //! `GET /admin/usage?by=tenant|model|day&tenant=T&days=N` reports token
 //! usage and cost from the ledger, the same figures as `palisade usage`.
-//! `GET /admin/quotas` shows this month's standing of every tenant seen this
+//! `GET /admin/policy` shows the active policy version (and the shadow
+//! candidate and rollback history); `POST /admin/policy/rollback` returns to
+//! the previous version. `GET /admin/quotas` shows this month's standing of every tenant seen this
 //! month against its quotas and budgets, and who the spend breaker holds.
 
 use std::sync::Arc;
@@ -109,4 +111,50 @@ pub async fn quotas(
         None => Vec::new(),
     };
     Json(serde_json::json!({ "tenants": tenants })).into_response()
+}
+
+fn policy_state(state: &GatewayState) -> serde_json::Value {
+    let describe = |s: &palisade_policy::Snapshot| {
+        serde_json::json!({"version": s.version().to_string(), "label": s.label()})
+    };
+    let store = &state.policy;
+    serde_json::json!({
+        "enabled": state.gates_enabled,
+        "active": describe(&store.active()),
+        "shadow": store.shadow().as_deref().map(describe),
+        "history": store.history(),
+    })
+}
+
+/// `GET /admin/policy`
+pub async fn policy(
+    State(state): State<Arc<GatewayState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    match state.auth.authenticate_admin(&headers) {
+        Ok(_) => Json(policy_state(&state)).into_response(),
+        Err(err) => error_response(&err, Some(&request_id)),
+    }
+}
+
+/// `POST /admin/policy/rollback`
+pub async fn policy_rollback(
+    State(state): State<Arc<GatewayState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(err) = state.auth.authenticate_admin(&headers) {
+        return error_response(&err, Some(&request_id));
+    }
+    match state.policy.rollback() {
+        Some(_) => Json(policy_state(&state)).into_response(),
+        None => error_response(
+            &ApiError::new(
+                ErrorCode::NoPreviousPolicy,
+                "there is no earlier policy version on this replica to roll back to",
+            ),
+            Some(&request_id),
+        ),
+    }
 }

@@ -28,13 +28,16 @@
 pub mod accounting;
 pub mod admin;
 pub mod admission;
+pub(crate) mod audit;
 pub mod auth;
 pub mod breaker;
 pub(crate) mod budgets;
 pub mod error;
+pub(crate) mod gates;
 pub mod guard;
 pub mod metrics;
 pub mod models;
+pub mod policy;
 pub mod proxy;
 pub mod readiness;
 pub mod request_id;

@@ -45,6 +45,10 @@ pub const SHED: &str = "palisade_backend_shed_total";
 pub const OFFENDERS_BLOCKED: &str = "palisade_limits_offenders_blocked_total";
 /// Shared limits backend (Redis) calls that failed or timed out.
 pub const LIMITS_BACKEND_ERRORS: &str = "palisade_limits_backend_errors_total";
+/// Safety-gate decisions, by gate and enforced action.
+pub const GATE_DECISIONS: &str = "palisade_gate_decisions_total";
+/// Gate decisions where the shadow policy disagreed with the active one.
+pub const SHADOW_DIVERGENCES: &str = "palisade_policy_shadow_divergences_total";
 /// Alerts raised (budget thresholds, spend-rate trips), by kind.
 pub const ALERTS: &str = "palisade_alerts_total";
 /// Alerts the webhook did not accept after retries.
@@ -127,6 +131,14 @@ fn describe() {
     );
     describe_gauge!(STREAMS_OPEN, "Streams currently open.");
     describe_counter!(STREAMS_ENDED, "Streams ended, by outcome.");
+    describe_counter!(
+        GATE_DECISIONS,
+        "Safety-gate decisions, by gate and enforced action (allow, flag, redact, block)."
+    );
+    describe_counter!(
+        SHADOW_DIVERGENCES,
+        "Gate decisions where the shadow policy's action differed from the active policy's."
+    );
     describe_counter!(
         ALERTS,
         "Alerts raised: monthly budget thresholds and spend-rate trips, by kind."

@@ -57,6 +57,8 @@ pub struct RequestRecord {
     pub(crate) ledger: Option<LedgerRow>,
     /// The request's place at a backend with a downstream budget.
     _backend_slot: Option<crate::scheduler::BackendSlot>,
+    /// What the request gates decided that the output gate needs.
+    pub(crate) gates: Option<crate::gates::GatePlan>,
     /// The request span, re-entered for the access-log line: a stream ends
     /// after the handler returned, outside the span.
     span: tracing::Span,
@@ -81,6 +83,7 @@ impl RequestRecord {
             tokens: None,
             ledger: None,
             _backend_slot: None,
+            gates: None,
             span: tracing::Span::current(),
             _in_flight: InFlight::enter(),
             done: false,
@@ -277,6 +280,28 @@ async fn send_upstream(
         )
         .with_param("model")
     })?;
+    // The input and context gates: judge each message on its channel, then
+    // rewrite as the policy asks (redaction, spotlighting, a canary).
+    let mut gates_rewrote = false;
+    if state.gates_enabled && endpoint == Endpoint::ChatCompletions {
+        let subject = crate::gates::GateSubject {
+            request_id: record.internal_id.clone(),
+            tenant: principal.tenant.to_string(),
+            route: route.public_name.to_string(),
+            model: route
+                .upstream_model
+                .as_deref()
+                .unwrap_or(request.model())
+                .to_owned(),
+        };
+        let retrieved = retrieved_indexes(headers);
+        let (plan, changed) =
+            crate::gates::inspect_request(state, subject, request.fields_mut(), &retrieved)
+                .inspect_err(|_| state.admission.offend(&principal, 1))?;
+        record.gates = Some(plan);
+        gates_rewrote = changed;
+    }
+
     // Graceful degradation: a saturated backend sheds work to a cheaper
     // model, or generates less.
     let saturated = |r: &crate::routing::Route| {
@@ -296,7 +321,7 @@ async fn send_upstream(
             }
         }
     }
-    let mut rewritten = degraded.is_some();
+    let mut rewritten = degraded.is_some() || gates_rewrote;
     if let Some(cap) = route.overload_max_tokens.filter(|_| saturated(route)) {
         let asked = palisade_openai::usage::requested_max_tokens(request.fields());
         if asked.is_none_or(|m| m > cap) && endpoint != Endpoint::Embeddings {
@@ -445,6 +470,22 @@ async fn send_upstream(
         deadline,
         client_wants_stream: request.is_stream(),
     })
+}
+
+/// Message indexes the client marks as retrieved content with the
+/// `x-palisade-retrieved: 2,5` header (the other ways are in-body marks; see
+/// `palisade_openai::channels`). Malformed entries are ignored.
+fn retrieved_indexes(headers: &HeaderMap) -> Vec<usize> {
+    headers
+        .get("x-palisade-retrieved")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(',')
+                .filter_map(|i| i.trim().parse().ok())
+                .take(1024)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Phase 6: relay the upstream's answer. Finishes `record`, or hands it to

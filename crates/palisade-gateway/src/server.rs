@@ -58,6 +58,9 @@ pub enum GatewayError {
         #[source]
         source: palisade_ledger::LedgerError,
     },
+    /// The policy file could not be loaded.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyLoadError),
     /// The server loop failed.
     #[error("server error")]
     Serve(#[source] std::io::Error),
@@ -79,6 +82,9 @@ pub struct GatewayState {
     pub(crate) ledger: std::sync::OnceLock<Arc<palisade_ledger::Ledger>>,
     pub(crate) prices: Arc<palisade_ledger::PriceTable>,
     pub(crate) inject_max_tokens: bool,
+    /// The safety policy; `None` when the gates are disabled.
+    pub(crate) policy: Arc<crate::policy::PolicyStore>,
+    pub(crate) gates_enabled: bool,
     readiness: Readiness,
     metrics: Option<PrometheusHandle>,
 }
@@ -121,6 +127,10 @@ impl Gateway {
         // (~100 ms); pay that before readiness, not on a user's request.
         let _ = detector.scan(&palisade_detect::ScanInput::user("warm up"));
         detector_ready.set(true);
+        // The replica holds its policy before it takes traffic.
+        let policy_ready = readiness.register("policy");
+        let policy = Arc::new(crate::policy::PolicyStore::load(&config.policy)?);
+        policy_ready.set(true);
         let serving = readiness.register("listener");
         let prices = Arc::new(crate::accounting::price_table(&config.ledger));
         let state = Arc::new(GatewayState {
@@ -136,6 +146,8 @@ impl Gateway {
             ledger: std::sync::OnceLock::new(),
             prices,
             inject_max_tokens: config.limits.inject_max_tokens,
+            policy,
+            gates_enabled: !config.policy.disabled,
             readiness,
             metrics: crate::metrics::install(),
         });
@@ -196,6 +208,7 @@ impl Gateway {
         }
         self.state.admission.spawn_backend(&self.state.readiness);
         self.state.admission.spawn_alerts();
+        self.state.policy.spawn_reload();
         serving.set(true);
         let task = tokio::spawn(async move {
             let mut drain_rx = stop_rx.clone();
@@ -289,6 +302,8 @@ fn router(state: Arc<GatewayState>) -> Router {
         .route("/v1/guard/scan", post(crate::guard::scan))
         .route("/admin/usage", get(crate::admin::usage))
         .route("/admin/quotas", get(crate::admin::quotas))
+        .route("/admin/policy", get(crate::admin::policy))
+        .route("/admin/policy/rollback", post(crate::admin::policy_rollback))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -724,9 +724,10 @@ fn with_max_tokens(model: &str, text: &str, max_tokens: u64) -> Value {
 #[tokio::test]
 async fn token_budget_reserves_then_reconciles_with_upstream_usage() {
     let h = Harness::start(
-        "[limits]\ntokens_per_minute = 100\n[backends.main]\nbase_url = \"@UPSTREAM@\"",
+        "[limits]\ntokens_per_minute = 100\n[policy]\ndisabled = true\n[backends.main]\nbase_url = \"@UPSTREAM@\"",
     )
     .await;
+    // (Gates off: the canary they add to the system prompt would count.)
     // Prompt "hi": 1 token by the 4-chars rule + 4 for the message = 5;
     // reservation 5 + 50 = 55 of 100.
     let first = h

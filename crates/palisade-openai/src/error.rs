@@ -74,6 +74,16 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// Blocked for repeated offences.
     BlockedOffender,
+    /// `POST /admin/policy/rollback` with no earlier version to return to.
+    NoPreviousPolicy,
+    /// A safety gate refused the request (an injection in the input, in a
+    /// retrieved document or tool result). On the wire the code is the
+    /// policy's reason code (`prompt_injection`, `indirect_injection`, …).
+    PolicyBlocked,
+    /// The upstream's completion failed a blocking output check (for
+    /// example a `response_format` schema); the code on the wire is the
+    /// reason code (`schema_violation`).
+    OutputRejected,
     /// The tenant's spend rate is far above its baseline (a leaked key, a
     /// runaway loop): paused for a cooldown; `Retry-After` says how long.
     SpendRateExceeded,
@@ -99,6 +109,8 @@ impl ErrorCode {
             Self::PermissionDenied => 403,
             Self::ModelNotFound | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::PolicyBlocked => 400,
+            Self::NoPreviousPolicy => 409,
             Self::RequestTooLarge => 413,
             Self::RateLimited
             | Self::ConcurrencyLimited
@@ -106,7 +118,10 @@ impl ErrorCode {
             | Self::QuotaExceeded
             | Self::SpendRateExceeded
             | Self::BlockedOffender => 429,
-            Self::UpstreamUnavailable | Self::UpstreamProtocol | Self::UpstreamError => 502,
+            Self::UpstreamUnavailable
+            | Self::UpstreamProtocol
+            | Self::UpstreamError
+            | Self::OutputRejected => 502,
             Self::ShuttingDown
             | Self::LimitsUnavailable
             | Self::UpstreamOverloaded
@@ -120,6 +135,7 @@ impl ErrorCode {
     pub const fn kind(self) -> ErrorKind {
         match self {
             Self::InvalidRequest
+            | Self::NoPreviousPolicy
             | Self::RequestTooLarge
             | Self::MethodNotAllowed
             | Self::ShuttingDown => ErrorKind::InvalidRequestError,
@@ -132,6 +148,7 @@ impl ErrorCode {
             | Self::SpendRateExceeded
             | Self::BlockedOffender => ErrorKind::RateLimitError,
             Self::ModelNotFound | Self::NotFound => ErrorKind::NotFoundError,
+            Self::PolicyBlocked | Self::OutputRejected => ErrorKind::PolicyViolation,
             Self::UpstreamUnavailable
             | Self::UpstreamTimeout
             | Self::UpstreamProtocol
@@ -164,6 +181,9 @@ impl ErrorCode {
             Self::QuotaExceeded => "quota_exceeded",
             Self::BlockedOffender => "blocked_offender",
             Self::SpendRateExceeded => "spend_rate_exceeded",
+            Self::PolicyBlocked => "policy_blocked",
+            Self::NoPreviousPolicy => "no_previous_policy",
+            Self::OutputRejected => "output_rejected",
             Self::LimitsUnavailable => "limits_unavailable",
             Self::UpstreamOverloaded => "upstream_overloaded",
             Self::CircuitOpen => "circuit_open",
@@ -184,6 +204,9 @@ pub struct ApiError {
     pub param: Option<String>,
     /// Seconds after which retrying may succeed (the `Retry-After` header).
     pub retry_after: Option<u64>,
+    /// The policy reason code that replaces [`ErrorCode::as_str`] on the
+    /// wire for policy errors (`prompt_injection`, `schema_violation`).
+    pub reason: Option<&'static str>,
 }
 
 impl ApiError {
@@ -194,6 +217,16 @@ impl ApiError {
             message: message.into(),
             param: None,
             retry_after: None,
+            reason: None,
+        }
+    }
+
+    /// A safety-policy refusal: `code` decides the status and type, `reason`
+    /// is the `error.code` clients see.
+    pub fn policy(code: ErrorCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason: Some(reason),
+            ..Self::new(code, message)
         }
     }
 
@@ -235,7 +268,7 @@ impl ApiError {
             error: Inner {
                 message: &self.message,
                 kind: self.code.kind(),
-                code: self.code.as_str(),
+                code: self.reason.unwrap_or(self.code.as_str()),
                 param: self.param.as_deref(),
                 request_id,
             },
@@ -247,7 +280,7 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code.as_str(), self.message)
+        write!(f, "{}: {}", self.reason.unwrap_or(self.code.as_str()), self.message)
     }
 }
 
@@ -267,6 +300,16 @@ mod tests {
         assert_eq!(v["error"]["message"], "no such model: x");
         assert_eq!(v["error"]["request_id"], "req-1");
         assert_eq!(err.status(), 404);
+    }
+
+    #[test]
+    fn policy_errors_carry_the_reason_code() {
+        let err = ApiError::policy(ErrorCode::PolicyBlocked, "prompt_injection", "blocked");
+        let v: serde_json::Value = serde_json::from_slice(&err.to_json(Some("r"))).unwrap();
+        assert_eq!(v["error"]["type"], "policy_violation");
+        assert_eq!(v["error"]["code"], "prompt_injection");
+        assert_eq!(err.status(), 400);
+        assert_eq!(err.to_string(), "prompt_injection: blocked");
     }
 
     #[test]
@@ -300,6 +343,9 @@ mod tests {
             ErrorCode::QuotaExceeded,
             ErrorCode::BlockedOffender,
             ErrorCode::SpendRateExceeded,
+            ErrorCode::PolicyBlocked,
+            ErrorCode::NoPreviousPolicy,
+            ErrorCode::OutputRejected,
             ErrorCode::LimitsUnavailable,
             ErrorCode::UpstreamOverloaded,
             ErrorCode::CircuitOpen,

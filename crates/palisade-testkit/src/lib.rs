@@ -16,6 +16,10 @@
 //! - `endless`: streams an event every 10 ms until the client disconnects.
 //! - `torn`: sends one event, then half an event, then ends the body.
 //! - `delay-N`: a normal completion after N milliseconds (a busy model).
+//! - `chunks-N`: streams the echo in N-byte pieces (cut on character
+//!   boundaries), so a secret or link arrives split across events.
+//! - `leak-system`: answers with the system prompt (a model talked into
+//!   revealing it).
 //!
 //! For the stores behind the gateway it starts real servers from Debian's
 //! packages on loopback ports: [`RedisServer`] and [`PostgresServer`]
@@ -140,6 +144,15 @@ fn record(shared: &Shared, path: &str, headers: &HeaderMap, body: &Value) {
         });
 }
 
+fn system_text(body: &Value) -> String {
+    body.get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.iter().find(|m| m["role"] == "system"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
 fn last_user_text(body: &Value) -> String {
     if let Some(prompt) = body.get("prompt").and_then(Value::as_str) {
         return prompt.to_owned();
@@ -220,7 +233,13 @@ async fn chat(
             }
         }
     }
-    let text = last_user_text(&body);
+    // `leak-system` answers with the system prompt, like a model talked
+    // into revealing it (for canary tests); the rest echo the user.
+    let text = if model == "leak-system" {
+        system_text(&body)
+    } else {
+        last_user_text(&body)
+    };
     let words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
     let (prompt_tokens, completion_tokens) = (words.len() + 3, words.len());
     if !stream {
@@ -270,6 +289,21 @@ async fn chat(
                 let _ = send(Bytes::from_static(b"data: {\"partial")).await;
                 watch.done = true;
                 return;
+            }
+            m if m.starts_with("chunks-") => {
+                let size = m["chunks-".len()..].parse::<usize>().unwrap_or(4).max(1);
+                let mut rest = text.as_str();
+                while !rest.is_empty() {
+                    let mut cut = size.min(rest.len());
+                    while !rest.is_char_boundary(cut) {
+                        cut += 1;
+                    }
+                    let (piece, tail) = rest.split_at(cut);
+                    rest = tail;
+                    if !send(sse(&chunk(&model, json!({"content": piece}), None))).await {
+                        return;
+                    }
+                }
             }
             _ => {
                 for (i, word) in words.iter().enumerate() {

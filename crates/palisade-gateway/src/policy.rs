@@ -1,0 +1,181 @@
+//! The active safety policy of this replica: swapped atomically, reloaded
+//! from its file, rolled back on request, with an optional shadow candidate.
+//!
+//! Readers take the current [`Snapshot`] with one atomic load (`arc-swap`)
+//! and keep it for the whole request, so a request is judged by one policy
+//! version even when a reload lands in the middle of it, and a reload never
+//! blocks a request. A replica holds its policy before it takes traffic: the
+//! first load happens in [`PolicyStore::load`], before the listener is ready,
+//! and a file that does not compile stops the start (a later bad edit is
+//! logged and the running policy kept).
+//!
+//! Shadow mode: a candidate snapshot is decided beside the active one on
+//! every gate; where they disagree the audit record carries both, and
+//! `palisade_policy_shadow_divergences_total` counts it. The candidate never
+//! changes what the client gets.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use palisade_policy::Snapshot;
+
+/// How many earlier versions are kept for rollback.
+const HISTORY: usize = 16;
+
+/// Errors loading a policy file.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyLoadError {
+    /// The file could not be read.
+    #[error("cannot read policy file {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid policy.
+    #[error("policy file {path} is invalid: {source}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The first problem, naming its key.
+        #[source]
+        source: palisade_policy::PolicyError,
+    },
+}
+
+fn read_snapshot(path: &str) -> Result<(Snapshot, Option<SystemTime>), PolicyLoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PolicyLoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let snapshot = Snapshot::from_toml(&text).map_err(|source| PolicyLoadError::Invalid {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok((snapshot, modified))
+}
+
+/// The replica's policy.
+#[derive(Debug)]
+pub struct PolicyStore {
+    active: ArcSwap<Snapshot>,
+    shadow: ArcSwapOption<Snapshot>,
+    /// Earlier active versions, newest last.
+    history: Mutex<Vec<Arc<Snapshot>>>,
+    file: Option<PathBuf>,
+    shadow_file: Option<PathBuf>,
+    interval: Duration,
+}
+
+impl PolicyStore {
+    /// Loads the configured policy (the built-in one without a file) and the
+    /// shadow candidate.
+    ///
+    /// # Errors
+    /// A file that cannot be read or compiled.
+    pub fn load(config: &palisade_config::PolicyConfig) -> Result<Self, PolicyLoadError> {
+        let active = match &config.file {
+            Some(path) => read_snapshot(path)?.0,
+            None => Snapshot::builtin(),
+        };
+        let shadow = match &config.shadow_file {
+            Some(path) => Some(Arc::new(read_snapshot(path)?.0)),
+            None => None,
+        };
+        tracing::info!(version = %active.version(), label = active.label(), "policy loaded");
+        Ok(Self {
+            active: ArcSwap::from_pointee(active),
+            shadow: ArcSwapOption::new(shadow),
+            history: Mutex::new(Vec::new()),
+            file: config.file.as_ref().map(PathBuf::from),
+            shadow_file: config.shadow_file.as_ref().map(PathBuf::from),
+            interval: Duration::from_millis(config.reload_interval_ms),
+        })
+    }
+
+    /// The policy in force now.
+    pub fn active(&self) -> Arc<Snapshot> {
+        self.active.load_full()
+    }
+
+    /// The shadow candidate, if any.
+    pub fn shadow(&self) -> Option<Arc<Snapshot>> {
+        self.shadow.load_full()
+    }
+
+    /// Makes `next` the active policy (unless it is the same version),
+    /// keeping the current one for rollback. Returns whether it changed.
+    pub fn install(&self, next: Snapshot) -> bool {
+        if next.version() == self.active.load().version() {
+            return false;
+        }
+        let previous = self.active.swap(Arc::new(next));
+        let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        history.push(previous);
+        if history.len() > HISTORY {
+            history.remove(0);
+        }
+        let now = self.active.load();
+        tracing::warn!(version = %now.version(), label = now.label(), "policy activated");
+        true
+    }
+
+    /// Returns to the previous version; `None` when there is none.
+    pub fn rollback(&self) -> Option<Arc<Snapshot>> {
+        let previous = self
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()?;
+        self.active.store(previous.clone());
+        tracing::warn!(version = %previous.version(), label = previous.label(), "policy rolled back");
+        Some(previous)
+    }
+
+    /// The versions kept for rollback, oldest first.
+    pub fn history(&self) -> Vec<String> {
+        self.history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|s| s.version().to_string())
+            .collect()
+    }
+
+    /// Polls the policy files and installs changed versions. A file that no
+    /// longer compiles is logged and ignored: the running policy stays.
+    pub fn spawn_reload(self: &Arc<Self>) {
+        if self.file.is_none() && self.shadow_file.is_none() {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut seen = [None, None];
+            let mut tick = tokio::time::interval(store.interval);
+            loop {
+                tick.tick().await;
+                for (slot, path) in [&store.file, &store.shadow_file].into_iter().enumerate() {
+                    let Some(path) = path else { continue };
+                    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+                    if modified.is_none() || modified == seen[slot] {
+                        continue;
+                    }
+                    seen[slot] = modified;
+                    let Some(path) = path.to_str() else { continue };
+                    match read_snapshot(path) {
+                        Ok((snapshot, _)) if slot == 0 => {
+                            store.install(snapshot);
+                        }
+                        Ok((snapshot, _)) => store.shadow.store(Some(Arc::new(snapshot))),
+                        Err(e) => tracing::error!(error = %e, "policy reload failed; keeping the running policy"),
+                    }
+                }
+            }
+        });
+    }
+}
