@@ -1,5 +1,6 @@
 //! `kill -9` the gateway under load: every response that completed has its
-//! ledger row when the ledger is reopened (a real SQLite file).
+//! ledger row when the ledger is reopened (a real SQLite file, and a real
+//! PostgreSQL server).
 
 mod support;
 
@@ -7,21 +8,33 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade_ledger::{Ledger, WriteOptions};
-use palisade_testkit::ScriptedUpstream;
+use palisade_testkit::{PostgresServer, ScriptedUpstream};
 use serde_json::json;
 use support::Palisade;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completed_responses_survive_kill_9() {
-    let upstream = ScriptedUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger.db");
+    kill_9_under_load(&format!("sqlite:{}", db.display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_responses_survive_kill_9_with_postgres() {
+    let pg = PostgresServer::start();
+    kill_9_under_load(&pg.url()).await;
+}
+
+/// Loads a gateway writing its ledger to `url`, kills it with SIGKILL, and
+/// checks every completed response's row is in the store.
+async fn kill_9_under_load(url: &str) {
+    let upstream = ScriptedUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("palisade.toml");
     std::fs::write(
         &config,
         format!(
-            "[ledger]\nurl = \"sqlite:{}\"\n[backends.main]\nbase_url = \"{}\"\n",
-            db.display(),
+            "[ledger]\nurl = \"{url}\"\n[backends.main]\nbase_url = \"{}\"\n",
             upstream.base_url()
         ),
     )
@@ -72,9 +85,7 @@ async fn completed_responses_survive_kill_9() {
         completed.len()
     );
 
-    let ledger = Ledger::open(&format!("sqlite:{}", db.display()), WriteOptions::default())
-        .await
-        .unwrap();
+    let ledger = Ledger::open(url, WriteOptions::default()).await.unwrap();
     let mut out = Vec::new();
     ledger.export_jsonl(&mut out).await.unwrap();
     let stored: std::collections::HashSet<String> = String::from_utf8(out)
@@ -92,7 +103,8 @@ async fn completed_responses_survive_kill_9() {
         .filter(|id| !stored.contains(*id))
         .collect();
     eprintln!(
-        "kill -9: {} completed, {} rows stored, {} missing",
+        "kill -9 ({}): {} completed, {} rows stored, {} missing",
+        url.split(':').next().unwrap_or(""),
         completed.len(),
         stored.len(),
         missing.len()

@@ -177,8 +177,10 @@ async fn three_replicas_share_one_token_budget_under_concurrent_streams() {
         tasks.push(tokio::spawn(async move {
             let resp = client
                 .post(&url)
-                .json(&json!({"model": "delay-1500", "stream": true, "max_tokens": 20,
-                              "messages": [{"role": "user", "content": "a b c d e"}]}))
+                .json(
+                    &json!({"model": "delay-1500", "stream": true, "max_tokens": 20,
+                              "messages": [{"role": "user", "content": "a b c d e"}]}),
+                )
                 .send()
                 .await
                 .unwrap();
@@ -203,7 +205,10 @@ async fn three_replicas_share_one_token_budget_under_concurrent_streams() {
         }
     }
     eprintln!("shared token budget: admitted {admitted}, refused {refused} (limit {limit} tokens)");
-    assert!(admitted >= 10, "the budget admits while it has room: {admitted}");
+    assert!(
+        admitted >= 10,
+        "the budget admits while it has room: {admitted}"
+    );
     assert!(
         admitted <= limit / 20,
         "{admitted} streams admitted at once exceed the shared budget"

@@ -104,6 +104,12 @@ pub struct PolicyConfig {
     /// Where every gate decision is recorded: `sqlite:PATH` or a PostgreSQL
     /// URL. Absent: decisions go to the log only.
     pub audit_url: Option<String>,
+    /// Most bytes of a streamed completion the output gate holds back
+    /// while it waits for a sentence or line boundary (at least 256). The
+    /// bound on the delay it adds: a secret or link is judged whole before
+    /// any of it is sent, and text without boundaries waits at most this
+    /// long.
+    pub stream_hold_bytes: usize,
 }
 
 impl Default for PolicyConfig {
@@ -114,6 +120,7 @@ impl Default for PolicyConfig {
             reload_interval_ms: 2_000,
             disabled: false,
             audit_url: None,
+            stream_hold_bytes: 512,
         }
     }
 }
@@ -666,6 +673,12 @@ pub struct RouteConfig {
     /// `max_tokens` at this value.
     #[serde(default)]
     pub overload_max_tokens: Option<u64>,
+    /// A Hugging Face `tokenizer.json` for this route's model, used to
+    /// estimate prompt tokens at admission (token budgets, quotas). Without
+    /// it, OpenAI model names use their bundled vocabularies and other
+    /// models ~4 characters per token.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
 }
 
 /// Log output.
@@ -763,6 +776,7 @@ impl Config {
                 deadline_ms: None,
                 overload_model: None,
                 overload_max_tokens: None,
+                tokenizer: None,
             });
         }
     }
@@ -1014,6 +1028,12 @@ impl Config {
         }
         if self.limits.redis_timeout_ms == 0 {
             return Err(invalid("limits.redis_timeout_ms", "must be greater than 0"));
+        }
+        if self.policy.stream_hold_bytes < 256 {
+            return Err(invalid(
+                "policy.stream_hold_bytes",
+                "must be at least 256 (a URL or key must fit whole)",
+            ));
         }
         if self.policy.reload_interval_ms == 0 {
             return Err(invalid(

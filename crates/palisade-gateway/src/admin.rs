@@ -114,9 +114,7 @@ pub async fn quotas(
 }
 
 fn policy_state(state: &GatewayState) -> serde_json::Value {
-    let describe = |s: &palisade_policy::Snapshot| {
-        serde_json::json!({"version": s.version().to_string(), "label": s.label()})
-    };
+    let describe = |s: &palisade_policy::Snapshot| serde_json::json!({"version": s.version().to_string(), "label": s.label()});
     let store = &state.policy;
     serde_json::json!({
         "enabled": state.gates_enabled,

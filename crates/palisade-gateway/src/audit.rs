@@ -8,17 +8,20 @@
 
 use palisade_policy::AuditRecord;
 
-use crate::server::GatewayState;
+/// The destination of audit records; cheap to clone into each request.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AuditSink {}
 
-/// Records one gate decision.
-pub(crate) fn write(state: &GatewayState, record: &AuditRecord) {
-    let line = match record.to_json_line() {
-        Ok(line) => line,
-        Err(e) => {
-            tracing::error!(error = %e, "audit record did not serialize");
-            return;
-        }
-    };
-    tracing::info!(target: "palisade::audit", record = %line, "gate decision");
-    let _ = state;
+impl AuditSink {
+    /// Records one gate decision.
+    pub(crate) fn write(&self, record: &AuditRecord) {
+        let line = match record.to_json_line() {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::error!(error = %e, "audit record did not serialize");
+                return;
+            }
+        };
+        tracing::info!(target: "palisade::audit", record = %line, "gate decision");
+    }
 }

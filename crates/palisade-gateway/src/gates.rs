@@ -52,11 +52,23 @@ pub(crate) struct GatePlan {
     pub(crate) subject: GateSubject,
     /// The canary placed in the system prompt, if the tier asks for one.
     pub(crate) canary: Option<Canary>,
+    /// The `response_format` JSON schema the completion must match.
+    pub(crate) response_schema: Option<Arc<Value>>,
+    /// Where decisions are recorded.
+    pub(crate) sink: crate::audit::AuditSink,
+    /// The output gate's hold-back bound for streams.
+    pub(crate) stream_hold_bytes: usize,
+}
+
+impl GatePlan {
+    /// The policy subject.
+    pub(crate) fn subject_ref(&self) -> Subject<'_> {
+        self.subject.subject()
+    }
 }
 
 /// Records a gate decision: the audit store when configured, the log always.
 pub(crate) fn audit(
-    state: &GatewayState,
     plan: &GatePlan,
     evidence: Evidence,
     decision: &Decision,
@@ -86,13 +98,12 @@ pub(crate) fn audit(
         "action" => decision.enforced_action.as_str()
     )
     .increment(1);
-    crate::audit::write(state, &record);
+    plan.sink.write(&record);
 }
 
 /// Decides `gate` on `evidence` under the plan's snapshot (and shadow),
 /// records it, and returns the enforced decision.
 pub(crate) fn decide(
-    state: &GatewayState,
     plan: &GatePlan,
     gate: Gate,
     evidence: Evidence,
@@ -104,7 +115,7 @@ pub(crate) fn decide(
         .shadow
         .as_ref()
         .map(|s| s.decide(gate, &subject, &evidence));
-    audit(state, plan, evidence, &decision, shadow.as_ref(), started);
+    audit(plan, evidence, &decision, shadow.as_ref(), started);
     decision
 }
 
@@ -175,6 +186,9 @@ pub(crate) fn inspect_request(
         snapshot,
         subject,
         canary: None,
+        response_schema: crate::output_gate::response_schema(fields),
+        sink: state.audit.clone(),
+        stream_hold_bytes: state.stream_hold_bytes,
     };
     let segments = channels::segments(fields, retrieved_by_header);
     let mut changed = false;
@@ -209,7 +223,7 @@ pub(crate) fn inspect_request(
         if scans.is_empty() {
             continue;
         }
-        let decision = decide(state, &plan, gate, evidence, started);
+        let decision = decide(&plan, gate, evidence, started);
         match decision.enforced_action {
             Action::Block => {
                 return Err(blocked(&decision, gate.as_str()));

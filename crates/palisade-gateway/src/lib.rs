@@ -37,6 +37,7 @@ pub(crate) mod gates;
 pub mod guard;
 pub mod metrics;
 pub mod models;
+pub(crate) mod output_gate;
 pub mod policy;
 pub mod proxy;
 pub mod readiness;

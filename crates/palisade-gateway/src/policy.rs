@@ -172,7 +172,9 @@ impl PolicyStore {
                             store.install(snapshot);
                         }
                         Ok((snapshot, _)) => store.shadow.store(Some(Arc::new(snapshot))),
-                        Err(e) => tracing::error!(error = %e, "policy reload failed; keeping the running policy"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "policy reload failed; keeping the running policy")
+                        }
                     }
                 }
             }

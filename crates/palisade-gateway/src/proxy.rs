@@ -371,7 +371,10 @@ async fn send_upstream(
             .admission
             .prepare_spend(&principal.tenant, ledger)
             .await;
-        let tokenizer = palisade_openai::usage::Tokenizer::for_model(request.model());
+        let tokenizer = route
+            .tokenizer
+            .clone()
+            .unwrap_or_else(|| palisade_openai::usage::Tokenizer::for_model(request.model()));
         let prompt_estimate =
             palisade_openai::usage::estimate_prompt_tokens_with(request.fields(), &tokenizer);
         let max_completion = if endpoint == Endpoint::Embeddings {
@@ -552,6 +555,17 @@ async fn respond(
     if let Some(tokens) = &mut record.tokens {
         if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) {
             tokens.tally.observe_response(&value);
+        }
+    }
+    // The output gate: sanitize the completion, or refuse it.
+    let mut body = body;
+    if status.is_success() {
+        if let Some(plan) = &record.gates {
+            match crate::output_gate::gate_body(plan, &body) {
+                Ok(Some(gated)) => body = gated,
+                Ok(None) => {}
+                Err(err) => return Err((err, record)),
+            }
         }
     }
     // The ledger row is committed before the client gets the response, so

@@ -25,6 +25,8 @@ pub struct Route {
     pub overload_model: Option<Arc<str>>,
     /// `max_tokens` cap while this route's backend is saturated.
     pub overload_max_tokens: Option<u64>,
+    /// The configured tokenizer for prompt estimates, if any.
+    pub tokenizer: Option<palisade_openai::usage::Tokenizer>,
 }
 
 /// The compiled routing table.
@@ -39,7 +41,12 @@ pub struct RouteTable {
 impl RouteTable {
     /// Compiles the routes of a validated config. `backend_index` maps a
     /// backend name to its position in the gateway's backend list.
-    pub fn compile(config: &Config, backend_index: impl Fn(&str) -> usize) -> Self {
+    /// `tokenizers` holds the loaded `tokenizer.json` files by path.
+    pub fn compile(
+        config: &Config,
+        backend_index: impl Fn(&str) -> usize,
+        tokenizers: &HashMap<String, palisade_openai::usage::Tokenizer>,
+    ) -> Self {
         let mut table = Self::default();
         for route in &config.routes {
             let backend = backend_index(&route.backend);
@@ -50,6 +57,10 @@ impl RouteTable {
                 deadline: route.deadline_ms.map(Duration::from_millis),
                 overload_model: route.overload_model.as_deref().map(Into::into),
                 overload_max_tokens: route.overload_max_tokens,
+                tokenizer: route
+                    .tokenizer
+                    .as_ref()
+                    .and_then(|path| tokenizers.get(path).cloned()),
             };
             if route.model == WILDCARD_MODEL {
                 table.wildcard = Some(compiled);
@@ -97,7 +108,11 @@ mod tests {
         })
         .unwrap();
         let names: Vec<String> = config.backends.keys().cloned().collect();
-        RouteTable::compile(&config, |n| names.iter().position(|x| x == n).unwrap())
+        RouteTable::compile(
+            &config,
+            |n| names.iter().position(|x| x == n).unwrap(),
+            &HashMap::new(),
+        )
     }
 
     const TWO_BACKENDS: &str = r#"

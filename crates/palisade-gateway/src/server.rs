@@ -58,6 +58,14 @@ pub enum GatewayError {
         #[source]
         source: palisade_ledger::LedgerError,
     },
+    /// A route's `tokenizer.json` could not be loaded.
+    #[error("cannot load tokenizer {path}: {message}")]
+    Tokenizer {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
     /// The policy file could not be loaded.
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyLoadError),
@@ -85,6 +93,8 @@ pub struct GatewayState {
     /// The safety policy; `None` when the gates are disabled.
     pub(crate) policy: Arc<crate::policy::PolicyStore>,
     pub(crate) gates_enabled: bool,
+    pub(crate) audit: crate::audit::AuditSink,
+    pub(crate) stream_hold_bytes: usize,
     readiness: Readiness,
     metrics: Option<PrometheusHandle>,
 }
@@ -118,7 +128,21 @@ impl Gateway {
             index.insert(name.clone(), backends.len());
             backends.push(Backend::new(name, backend, &env)?);
         }
-        let routes = RouteTable::compile(&config, |name| index[name]);
+        let mut tokenizers = HashMap::new();
+        for path in config.routes.iter().filter_map(|r| r.tokenizer.as_ref()) {
+            let loaded = std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    palisade_openai::usage::Tokenizer::from_json_bytes(&bytes)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|message| GatewayError::Tokenizer {
+                    path: path.clone(),
+                    message,
+                })?;
+            tokenizers.insert(path.clone(), loaded);
+        }
+        let routes = RouteTable::compile(&config, |name| index[name], &tokenizers);
         let readiness = Readiness::default();
         readiness.register("routes").set(true);
         let detector_ready = readiness.register("detector");
@@ -148,6 +172,8 @@ impl Gateway {
             inject_max_tokens: config.limits.inject_max_tokens,
             policy,
             gates_enabled: !config.policy.disabled,
+            audit: crate::audit::AuditSink::default(),
+            stream_hold_bytes: config.policy.stream_hold_bytes,
             readiness,
             metrics: crate::metrics::install(),
         });
@@ -303,7 +329,10 @@ fn router(state: Arc<GatewayState>) -> Router {
         .route("/admin/usage", get(crate::admin::usage))
         .route("/admin/quotas", get(crate::admin::quotas))
         .route("/admin/policy", get(crate::admin::policy))
-        .route("/admin/policy/rollback", post(crate::admin::policy_rollback))
+        .route(
+            "/admin/policy/rollback",
+            post(crate::admin::policy_rollback),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

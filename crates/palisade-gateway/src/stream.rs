@@ -22,6 +22,7 @@ use palisade_openai::usage::ChunkKind;
 use palisade_openai::{ApiError, ErrorCode};
 
 use crate::metrics::{STREAMS_ENDED, STREAMS_OPEN, STREAM_GAP, STREAM_TTFT};
+use crate::output_gate::EventAction as OutputAction;
 use crate::proxy::RequestRecord;
 
 /// How a stream ended.
@@ -35,6 +36,9 @@ enum Outcome {
     UpstreamError,
     /// Idle timeout or end-to-end deadline.
     Timeout,
+    /// The output gate stopped the completion (`finish_reason:
+    /// "content_filter"`).
+    ContentFilter,
 }
 
 impl Outcome {
@@ -44,6 +48,7 @@ impl Outcome {
             Self::ClientGone => "client_disconnected",
             Self::UpstreamError => "upstream_error",
             Self::Timeout => "timeout",
+            Self::ContentFilter => "content_filter",
         }
     }
 }
@@ -75,6 +80,10 @@ struct Relay {
     /// record.
     held_done: Option<Bytes>,
     gap_histogram: Option<metrics::Histogram>,
+    /// The output gate, when the policy has output rules.
+    output: Option<crate::output_gate::StreamGate>,
+    /// The output gate stopped the stream; the ledger row goes first.
+    stopping: bool,
 }
 
 impl Drop for Relay {
@@ -124,21 +133,35 @@ impl Relay {
                             }
                         }
                     }
+                    let mut gated: Option<Bytes> = None;
+                    if let Some(gate) = &mut self.output {
+                        if event.is_done() {
+                            // Text still held goes out before the end.
+                            if let Some(tail) = gate.finish() {
+                                append(&mut batch, &mut single, tail);
+                            }
+                        } else if let Some(data) = event.data() {
+                            match gate.on_data(&data) {
+                                OutputAction::Forward => {}
+                                OutputAction::Replace(bytes) => gated = Some(bytes),
+                                OutputAction::Hold => continue,
+                                OutputAction::Stop(bytes) => {
+                                    append(&mut batch, &mut single, bytes);
+                                    self.finished = true;
+                                    self.stopping = true;
+                                    self.outcome = Outcome::ContentFilter;
+                                    counter!(crate::metrics::STREAMS_FILTERED).increment(1);
+                                    break;
+                                }
+                            }
+                        }
+                    }
                     if self.record.has_ledger() && event.is_done() {
                         self.held_done = Some(event.into_raw());
                         continue;
                     }
-                    let raw = event.into_raw();
-                    match (&mut batch, single.take()) {
-                        (Some(b), _) => b.extend_from_slice(&raw),
-                        (None, Some(first)) => {
-                            let mut b = BytesMut::with_capacity(first.len() + raw.len());
-                            b.extend_from_slice(&first);
-                            b.extend_from_slice(&raw);
-                            batch = Some(b);
-                        }
-                        (None, None) => single = Some(raw),
-                    }
+                    let raw = gated.unwrap_or_else(|| event.into_raw());
+                    append(&mut batch, &mut single, raw);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -158,7 +181,15 @@ impl Relay {
                 return None;
             }
             match self.drain_events() {
-                Ok(Some(bytes)) => return Some(bytes),
+                Ok(Some(bytes)) => {
+                    if std::mem::take(&mut self.stopping) {
+                        // The filtered stream ends here: its row first.
+                        self.record
+                            .write_ledger_now(200, Some(self.outcome.label()))
+                            .await;
+                    }
+                    return Some(bytes);
+                }
                 Ok(None) => {}
                 Err(err) => return Some(self.fail(Outcome::UpstreamError, &err)),
             }
@@ -181,8 +212,17 @@ impl Relay {
                     self.record
                         .write_ledger_now(200, Some(self.outcome.label()))
                         .await;
-                    // Forward an unterminated tail as is rather than drop it.
-                    let tail = self.framer.finish();
+                    // Forward an unterminated tail as is rather than drop it,
+                    // after any text the output gate still holds.
+                    let held = self.output.as_mut().and_then(|g| g.finish());
+                    let tail = match (held, self.framer.finish()) {
+                        (Some(h), Some(t)) => {
+                            let mut b = BytesMut::from(&h[..]);
+                            b.extend_from_slice(&t);
+                            Some(b.freeze())
+                        }
+                        (h, t) => h.or(t),
+                    };
                     return match (self.held_done.take(), tail) {
                         (Some(done), Some(tail)) => {
                             let mut out = BytesMut::with_capacity(done.len() + tail.len());
@@ -217,6 +257,20 @@ impl Relay {
     }
 }
 
+/// Adds `raw` to the events going out in one write.
+fn append(batch: &mut Option<BytesMut>, single: &mut Option<Bytes>, raw: Bytes) {
+    match (batch.as_mut(), single.take()) {
+        (Some(b), _) => b.extend_from_slice(&raw),
+        (None, Some(first)) => {
+            let mut b = BytesMut::with_capacity(first.len() + raw.len());
+            b.extend_from_slice(&first);
+            b.extend_from_slice(&raw);
+            *batch = Some(b);
+        }
+        (None, None) => *single = Some(raw),
+    }
+}
+
 /// Turns an upstream SSE response into the client's body stream.
 pub fn relay(
     upstream: reqwest::Response,
@@ -225,6 +279,10 @@ pub fn relay(
     record: RequestRecord,
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
     gauge!(STREAMS_OPEN).increment(1.0);
+    let output = record
+        .gates
+        .as_ref()
+        .and_then(crate::output_gate::StreamGate::new);
     let relay = Relay {
         upstream: Box::pin(upstream.bytes_stream()),
         framer: SseFramer::new(limits.max_event_bytes),
@@ -237,6 +295,8 @@ pub fn relay(
         last_data_at: None,
         held_done: None,
         gap_histogram: None,
+        output,
+        stopping: false,
     };
     futures_util::stream::unfold(relay, |mut relay| async move {
         relay.next_chunk().await.map(|bytes| (Ok(bytes), relay))

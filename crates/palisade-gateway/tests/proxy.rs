@@ -100,7 +100,12 @@ async fn sse_data(resp: reqwest::Response) -> Vec<String> {
         .collect()
 }
 
+/// Proxy mechanics, gates off: the output gate holds streamed text back to
+/// sentence boundaries, which the scripted `endless` stream never has (the
+/// gates are tested with streams in `tests/gates.rs`).
 const NAMED_ROUTES: &str = r#"
+    [policy]
+    disabled = true
     [backends.main]
     base_url = "@UPSTREAM@"
     api_key_env = "TEST_UPSTREAM_KEY"
@@ -1097,4 +1102,62 @@ async fn a_failing_backend_trips_its_circuit_breaker_and_recovers() {
             .status(),
         200
     );
+}
+
+#[tokio::test]
+async fn a_routes_tokenizer_json_counts_prompts_for_its_budget() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../palisade-openai/tests/fixtures/tiny-bpe.tokenizer.json"
+    );
+    let h = Harness::start(&format!(
+        "[limits]\ntokens_per_minute = 100000\n[policy]\ndisabled = true\n[backends.main]\nbase_url = \"@UPSTREAM@\"\n[[routes]]\nmodel = \"hf\"\nbackend = \"main\"\ntokenizer = \"{fixture}\"\n[[routes]]\nmodel = \"plain\"\nbackend = \"main\""
+    ))
+    .await;
+    let text = "pub fn estimate_prompt_tokens_with(fields: &Map<String, Value>) -> u64 { 0 }";
+    let remaining = |resp: reqwest::Response| -> u64 {
+        resp.headers()["x-ratelimit-remaining-tokens"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let body = with_max_tokens("hf", text, 10);
+    let before = 100_000;
+    let after_hf = remaining(h.post("/v1/chat/completions", body.clone()).await);
+    let tokenizer =
+        palisade_openai::usage::Tokenizer::from_json_bytes(&std::fs::read(fixture).unwrap())
+            .unwrap();
+    let expected =
+        palisade_openai::usage::estimate_prompt_tokens_with(body.as_object().unwrap(), &tokenizer);
+    assert_eq!(
+        before - after_hf,
+        expected + 10,
+        "reserved with the route's tokenizer"
+    );
+    let approx = palisade_openai::usage::estimate_prompt_tokens_with(
+        body.as_object().unwrap(),
+        &palisade_openai::usage::Tokenizer::Approximate,
+    );
+    assert_ne!(
+        expected, approx,
+        "the fixture counts differently from the fallback"
+    );
+}
+
+#[test]
+fn a_bad_tokenizer_file_stops_the_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("tokenizer.json");
+    std::fs::write(&bad, "{\"not\": \"a tokenizer\"}").unwrap();
+    let config = Config::load(&Sources {
+        toml: Some(&format!(
+            "[backends.main]\nbase_url = \"http://127.0.0.1:9/v1\"\n[[routes]]\nmodel = \"m\"\nbackend = \"main\"\ntokenizer = \"{}\"",
+            bad.display()
+        )),
+        ..Sources::default()
+    })
+    .unwrap();
+    let err = Gateway::with_env(config, |_| None).unwrap_err();
+    assert!(err.to_string().contains("tokenizer.json"), "{err}");
 }

@@ -1,0 +1,424 @@
+//! The output gate: a completion is sanitized (secrets, PII, exfiltration
+//! links, hidden markup, leaked canaries) and checked against the request's
+//! `response_format` schema before the client sees it — whole for ordinary
+//! responses, and per semantic chunk for streams, where
+//! `palisade_output::StreamGuard` holds text back until it can be judged so a
+//! secret or link split across upstream events is never emitted in part.
+//!
+//! A blocking finding ends the completion with `finish_reason:
+//! "content_filter"` (a stream also stops reading the upstream); a schema
+//! violation the policy blocks is a 502 `schema_violation`. Every completion
+//! gets one audit record for the output gate.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use palisade_openai::{ApiError, ErrorCode};
+use palisade_output::{
+    Applied, Class, ClassSet, GuardOptions, LinkAllow, SanitizeOptions, StreamGuard,
+};
+use palisade_policy::{Action, DetectorKind, Effect, Evidence, Gate};
+use serde_json::Value;
+
+use crate::gates::GatePlan;
+
+/// What the tier's output rules ask of the sanitizer.
+#[derive(Debug, Clone)]
+pub(crate) struct OutputPolicy {
+    sanitize: SanitizeOptions,
+    block: ClassSet,
+}
+
+/// The rule's enforced action at the output gate, if any.
+fn enforced(plan: &GatePlan, detector: DetectorKind) -> Option<Action> {
+    let tier = plan.snapshot.tier_for(&plan.subject_ref());
+    match tier.gate(Gate::Output).rule(detector)?.effect {
+        Effect::Enforce(a) => Some(a),
+        Effect::Shadow(_) => None,
+    }
+}
+
+impl OutputPolicy {
+    /// The sanitizer settings for `plan`'s tier; `None` when the output gate
+    /// has nothing to do.
+    pub(crate) fn of(plan: &GatePlan) -> Option<Self> {
+        let mut block = ClassSet::EMPTY;
+        let mut on = |detector: DetectorKind, class: Class| match enforced(plan, detector) {
+            Some(Action::Block) => {
+                block = block.with(class);
+                true
+            }
+            Some(Action::Redact) => true,
+            _ => false,
+        };
+        let secrets = on(DetectorKind::Secrets, Class::Secret);
+        let pii = on(DetectorKind::Pii, Class::Pii);
+        let links = on(DetectorKind::Links, Class::Link);
+        let hidden = on(DetectorKind::HiddenMarkup, Class::Hidden);
+        let canaries = match (&plan.canary, enforced(plan, DetectorKind::Canary)) {
+            (Some(c), Some(a)) if a >= Action::Flag => vec![c.clone()],
+            _ => Vec::new(),
+        };
+        let schema = plan.response_schema.is_some();
+        if !(secrets || pii || links || hidden || !canaries.is_empty() || schema) {
+            return None;
+        }
+        let snapshot = plan.snapshot.clone();
+        Some(Self {
+            sanitize: SanitizeOptions {
+                secrets,
+                pii,
+                links,
+                hidden,
+                allow: LinkAllow::predicate(move |host| snapshot.link_allowed(host)),
+                canaries,
+            },
+            block,
+        })
+    }
+}
+
+/// Adds what the sanitizer did to the gate's evidence.
+fn absorb(evidence: &mut Evidence, actions: &[Applied], canary_leaked: bool) {
+    let bump = |map: &mut BTreeMap<String, u32>, rule: &str| {
+        let n = map.entry(rule.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+    };
+    for a in actions {
+        match a.class {
+            Class::Secret => bump(&mut evidence.secrets, a.rule),
+            Class::Pii => bump(&mut evidence.pii, a.rule),
+            Class::Link => evidence.disallowed_links = evidence.disallowed_links.saturating_add(1),
+            Class::Hidden | Class::Overflow => evidence.hidden_markup = true,
+            Class::Canary => evidence.canary_leaked = true,
+            _ => {}
+        }
+    }
+    evidence.canary_leaked |= canary_leaked;
+}
+
+/// The first way `text` fails `schema`, as `pointer: keyword` (never the
+/// value, which may be anything the model wrote).
+fn schema_violation(schema: &Value, text: &str) -> Option<String> {
+    let Ok(instance) = serde_json::from_str::<Value>(text) else {
+        return Some("/: not valid JSON".to_owned());
+    };
+    let validator = match jsonschema::validator_for(schema) {
+        Ok(v) => v,
+        Err(_) => return Some("/: the request's schema does not compile".to_owned()),
+    };
+    let first = validator.iter_errors(&instance).next().map(|e| {
+        let pointer = e.instance_path().to_string();
+        let keyword = format!("{:?}", e.kind())
+            .split(|c: char| !c.is_alphanumeric() && c != '_')
+            .next()
+            .unwrap_or("invalid")
+            .to_ascii_lowercase();
+        format!(
+            "{}: {keyword}",
+            if pointer.is_empty() { "/" } else { &pointer }
+        )
+    });
+    first
+}
+
+/// The output gate over a whole (non-streamed) chat completion body. Returns
+/// the body to send (`None`: unchanged) or a blocking schema error.
+pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, ApiError> {
+    let Some(policy) = OutputPolicy::of(plan) else {
+        return Ok(None);
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
+        return Ok(None);
+    };
+    let started = Instant::now();
+    let mut evidence = Evidence::default();
+    let mut changed = false;
+    let mut blocked_choices = Vec::new();
+    if let Some(Value::Array(choices)) = value.get_mut("choices") {
+        for (i, choice) in choices.iter_mut().enumerate() {
+            let Some(Value::String(content)) = choice.pointer_mut("/message/content") else {
+                continue;
+            };
+            let s = palisade_output::sanitize(content, &policy.sanitize);
+            absorb(&mut evidence, &s.actions, s.canary_leaked);
+            if s.blocked_by(policy.block) {
+                blocked_choices.push(i);
+            } else if let std::borrow::Cow::Owned(text) = s.text {
+                *content = text;
+                changed = true;
+            }
+            if let (Some(schema), Some(Value::String(text))) =
+                (&plan.response_schema, choice.pointer("/message/content"))
+            {
+                if evidence.schema_violation.is_none() {
+                    evidence.schema_violation = schema_violation(schema, text);
+                }
+            }
+        }
+    }
+    let decision = crate::gates::decide(plan, Gate::Output, evidence.clone(), started);
+    if decision.enforced_action == Action::Block || !blocked_choices.is_empty() {
+        if evidence.schema_violation.is_some()
+            && decision
+                .reasons
+                .iter()
+                .any(|r| r.as_str() == "schema_violation")
+        {
+            return Err(ApiError::policy(
+                ErrorCode::OutputRejected,
+                "schema_violation",
+                format!(
+                    "the model's answer does not match the requested response_format schema ({})",
+                    evidence.schema_violation.as_deref().unwrap_or("")
+                ),
+            ));
+        }
+        let all = decision.enforced_action == Action::Block;
+        if let Some(Value::Array(choices)) = value.get_mut("choices") {
+            for (i, choice) in choices.iter_mut().enumerate() {
+                if all || blocked_choices.contains(&i) {
+                    filter_choice(choice);
+                }
+            }
+        }
+        changed = true;
+    }
+    Ok(changed.then(|| Bytes::from(value.to_string())))
+}
+
+/// Withholds a choice's content: `finish_reason: "content_filter"`.
+fn filter_choice(choice: &mut Value) {
+    if let Some(message) = choice.get_mut("message").and_then(Value::as_object_mut) {
+        message.insert("content".to_owned(), Value::String(String::new()));
+        message.remove("tool_calls");
+    }
+    if let Some(obj) = choice.as_object_mut() {
+        obj.insert(
+            "finish_reason".to_owned(),
+            Value::String("content_filter".to_owned()),
+        );
+    }
+}
+
+/// What to do with one streamed event.
+#[derive(Debug)]
+pub(crate) enum EventAction {
+    /// Forward the event as it came.
+    Forward,
+    /// Forward this instead.
+    Replace(Bytes),
+    /// Nothing to forward yet (text held back).
+    Hold,
+    /// A blocking finding: send this (the released text, then a
+    /// `content_filter` chunk) and end the stream.
+    Stop(Bytes),
+}
+
+/// The output gate over one streamed completion.
+#[derive(Debug)]
+pub(crate) struct StreamGate {
+    plan: GatePlan,
+    options: GuardOptions,
+    guards: BTreeMap<u64, StreamGuard>,
+    evidence: Evidence,
+    /// Time spent in the gate, for the audit record.
+    spent: std::time::Duration,
+    /// A template chunk (id, model, created) for chunks the gate writes.
+    template: Option<Value>,
+    done: bool,
+}
+
+fn sse(value: &Value) -> String {
+    format!("data: {value}\n\n")
+}
+
+impl StreamGate {
+    /// A gate for a stream under `plan`; `None` when there is nothing to do.
+    pub(crate) fn new(plan: &GatePlan) -> Option<Self> {
+        let policy = OutputPolicy::of(plan)?;
+        Some(Self {
+            plan: plan.clone(),
+            options: GuardOptions {
+                sanitize: policy.sanitize,
+                block: policy.block,
+                max_hold_bytes: plan.stream_hold_bytes,
+                ..GuardOptions::default()
+            },
+            guards: BTreeMap::new(),
+            evidence: Evidence::default(),
+            spent: std::time::Duration::ZERO,
+            template: None,
+            done: false,
+        })
+    }
+
+    fn guard(&mut self, index: u64) -> Option<&mut StreamGuard> {
+        if !self.guards.contains_key(&index) {
+            let guard = StreamGuard::new(self.options.clone()).ok()?;
+            self.guards.insert(index, guard);
+        }
+        self.guards.get_mut(&index)
+    }
+
+    /// A chunk carrying `text` for choice `index` (and `finish_reason`).
+    fn chunk(&self, index: u64, text: &str, finish: Option<&str>) -> String {
+        let mut v = self
+            .template
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({}));
+        let mut delta = serde_json::Map::new();
+        if !text.is_empty() {
+            delta.insert("content".to_owned(), Value::String(text.to_owned()));
+        }
+        v["choices"] = serde_json::json!([{
+            "index": index,
+            "delta": delta,
+            "finish_reason": finish,
+        }]);
+        sse(&v)
+    }
+
+    /// Judges one `data:` payload.
+    pub(crate) fn on_data(&mut self, data: &str) -> EventAction {
+        if self.done {
+            return EventAction::Hold;
+        }
+        let started = Instant::now();
+        let action = self.judge(data);
+        self.spent += started.elapsed();
+        action
+    }
+
+    fn judge(&mut self, data: &str) -> EventAction {
+        let Ok(mut value) = serde_json::from_str::<Value>(data) else {
+            return EventAction::Forward;
+        };
+        if self.template.is_none() {
+            let mut t = value.clone();
+            if let Some(obj) = t.as_object_mut() {
+                obj.remove("choices");
+                obj.remove("usage");
+            }
+            self.template = Some(t);
+        }
+        let Some(Value::Array(choices)) = value.get_mut("choices") else {
+            return EventAction::Forward;
+        };
+        let mut changed = false;
+        let mut empty = true;
+        let mut stop: Option<(u64, String)> = None;
+        for choice in choices.iter_mut() {
+            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let finishing = choice.get("finish_reason").is_some_and(|f| !f.is_null());
+            let delta_text = choice
+                .pointer("/delta/content")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let Some(guard) = self.guard(index) else {
+                continue;
+            };
+            let mut released = match &delta_text {
+                Some(text) => guard.push(text),
+                None => palisade_output::Released::default(),
+            };
+            if finishing && !released.stop {
+                let tail = guard.finish();
+                released.text.push_str(&tail.text);
+                released.violations.extend(tail.violations);
+                released.stop |= tail.stop;
+            }
+            absorb(&mut self.evidence, &released.violations, false);
+            if released.violations.iter().any(|a| a.class == Class::Canary) {
+                self.evidence.canary_leaked = true;
+            }
+            if released.stop {
+                stop = Some((index, released.text));
+                break;
+            }
+            if (delta_text.is_some() || finishing)
+                && delta_text.as_deref() != Some(released.text.as_str())
+            {
+                changed = true;
+                if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
+                    if released.text.is_empty() {
+                        delta.remove("content");
+                    } else {
+                        delta.insert("content".to_owned(), Value::String(released.text));
+                    }
+                }
+            }
+            let delta_has_more = choice
+                .get("delta")
+                .and_then(Value::as_object)
+                .is_some_and(|d| d.keys().any(|k| k != "content" || d["content"] != ""));
+            if delta_has_more || finishing {
+                empty = false;
+            }
+        }
+        if let Some((index, text)) = stop {
+            self.done = true;
+            let mut out = String::new();
+            if !text.is_empty() {
+                out.push_str(&self.chunk(index, &text, None));
+            }
+            out.push_str(&self.chunk(index, "", Some("content_filter")));
+            out.push_str("data: [DONE]\n\n");
+            return EventAction::Stop(Bytes::from(out));
+        }
+        let has_usage = value.get("usage").is_some_and(|u| !u.is_null());
+        if empty && !has_usage {
+            return EventAction::Hold;
+        }
+        if changed {
+            EventAction::Replace(Bytes::from(sse(&value)))
+        } else {
+            EventAction::Forward
+        }
+    }
+
+    /// The upstream ended: anything still held (a stream without a
+    /// `finish_reason`), as chunks to send before `[DONE]`.
+    pub(crate) fn finish(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        self.done = true;
+        let mut out = String::new();
+        let indexes: Vec<u64> = self.guards.keys().copied().collect();
+        for index in indexes {
+            let Some(released) = self.guards.get_mut(&index).map(StreamGuard::finish) else {
+                continue;
+            };
+            absorb(&mut self.evidence, &released.violations, false);
+            if released.stop {
+                out.push_str(&self.chunk(index, "", Some("content_filter")));
+            } else if !released.text.is_empty() {
+                out.push_str(&self.chunk(index, &released.text, None));
+            }
+        }
+        (!out.is_empty()).then(|| Bytes::from(out))
+    }
+}
+
+impl Drop for StreamGate {
+    /// One audit record per streamed completion, however it ended.
+    fn drop(&mut self) {
+        let started = Instant::now()
+            .checked_sub(self.spent)
+            .unwrap_or_else(Instant::now);
+        let evidence = std::mem::take(&mut self.evidence);
+        let _ = crate::gates::decide(&self.plan, Gate::Output, evidence, started);
+    }
+}
+
+/// The schema of a request's `response_format`, when it asks for one.
+pub(crate) fn response_schema(fields: &serde_json::Map<String, Value>) -> Option<Arc<Value>> {
+    let format = fields.get("response_format")?;
+    match format.get("type").and_then(Value::as_str) {
+        Some("json_schema") => format.pointer("/json_schema/schema").cloned().map(Arc::new),
+        _ => None,
+    }
+}

@@ -1,0 +1,585 @@
+//! The stream guard: releases a streamed completion only once what is released can no
+//! longer turn into (part of) a secret, a URL or a canary.
+//!
+//! The guard keeps one buffer: a lookback of released text, then the held text. After a
+//! delta that completes a semantic boundary (or fills the hold bound) it analyzes the whole
+//! buffer with the sanitizer, in "more may come" mode, and releases the held text up to
+//! the latest safe cut, with the sanitizer's edits applied. A cut is safe when:
+//!
+//! * it follows a newline, a `.`/`!`/`?` and a whitespace character, or a CJK full stop;
+//! * no parsed construct (link, image, tag, URL, PEM block, comment) and no edit spans it,
+//!   and no construct the window ended inside of starts before it;
+//! * it is not inside the last token (which may still grow);
+//! * the line before a newline does not end in a digit or `)` (a phone number continues
+//!   across a line break) or a JSON `"type":` key;
+//! * no canary's alphanumeric skeleton could run across it.
+//!
+//! Windows always start at an earlier cut, so every window is parsed exactly as the whole
+//! text would be from there, which is what makes the released text equal `sanitize` of the
+//! whole completion (see the crate docs for the precise statement).
+
+use std::borrow::Cow;
+
+use crate::detectors::{pem_end, PEM_END_MAX};
+use crate::edit::render;
+use crate::error::OutputError;
+use crate::options::{Class, GuardOptions, MIN_MAX_HOLD_BYTES};
+use crate::sanitize::{analyze, Analysis, Applied, Open};
+
+/// How much of a dropped token is kept to recognize a `-----BEGIN` or `<!--` that
+/// straddles two deltas (one byte less than the longer opener).
+const SKIP_TAIL: usize = 9;
+
+/// What one call of [`StreamGuard::push`] or [`StreamGuard::finish`] lets through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Sanitized text to forward now (may be empty). Never repeats earlier text.
+    pub text: String,
+    /// What was neutralized in `text`, and on a stop, what caused it. Spans are byte
+    /// offsets into the whole completion as pushed.
+    pub violations: Vec<Applied>,
+    /// A blocking finding: end the stream now with `finish_reason: "content_filter"`.
+    /// Nothing of the segment holding the finding is released, and every later call
+    /// releases nothing and repeats `stop`.
+    pub stop: bool,
+}
+
+impl Released {
+    /// Nothing to forward and nothing to report.
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty() && self.violations.is_empty() && !self.stop
+    }
+}
+
+#[derive(Debug)]
+enum Mode {
+    Open,
+    /// Inside an HTML comment longer than the hold bound: dropping until `-->`.
+    SkipComment {
+        tail: Vec<u8>,
+        start: usize,
+    },
+    /// Inside a PEM private key longer than the hold bound: dropping until its END line.
+    SkipPem {
+        tail: String,
+        start: usize,
+    },
+    /// Inside a token longer than the hold bound: dropping until whitespace, or until the
+    /// start of a PEM block or comment (which must not lose its opener). `tail` is the end
+    /// of what was dropped, in case such an opener straddles two deltas.
+    SkipToken {
+        tail: String,
+    },
+    Stopped,
+    Finished,
+}
+
+/// Guards one streamed completion. Feed it every content delta in order with
+/// [`push`](Self::push), then call [`finish`](Self::finish) when the upstream ends; forward
+/// each [`Released::text`] as it comes.
+///
+/// ```
+/// use palisade_output::{GuardOptions, StreamGuard};
+/// let mut g = StreamGuard::new(GuardOptions::default()).unwrap();
+/// let mut out = String::new();
+/// for delta in ["Your key is AKIAZ7Q2", "LM4XK3PT6WRB. Keep", " it safe."] {
+///     out += &g.push(delta).text;
+/// }
+/// out += &g.finish().text;
+/// assert_eq!(out, "Your key is [REDACTED:aws-access-token]. Keep it safe.");
+/// ```
+#[derive(Debug)]
+pub struct StreamGuard {
+    opts: GuardOptions,
+    /// Lookback (released) followed by held (not yet released) text, raw.
+    buf: String,
+    /// Where the held text starts in `buf`.
+    held_at: usize,
+    /// Offset of `buf[held_at]` in the whole completion.
+    held_abs: usize,
+    /// Earlier release points in `buf`: where the lookback may be trimmed to.
+    clean: Vec<usize>,
+    /// From where in `buf` to look for a new boundary.
+    check_from: usize,
+    mode: Mode,
+    /// Releases forced by the hold bound (including dropped oversized constructs).
+    forced: u64,
+}
+
+impl StreamGuard {
+    /// A guard for one completion.
+    ///
+    /// # Errors
+    /// [`OutputError::HoldTooSmall`] if `max_hold_bytes` is below [`MIN_MAX_HOLD_BYTES`].
+    pub fn new(opts: GuardOptions) -> Result<Self, OutputError> {
+        if opts.max_hold_bytes < MIN_MAX_HOLD_BYTES {
+            return Err(OutputError::HoldTooSmall {
+                got: opts.max_hold_bytes,
+                min: MIN_MAX_HOLD_BYTES,
+            });
+        }
+        Ok(StreamGuard {
+            opts,
+            buf: String::new(),
+            held_at: 0,
+            held_abs: 0,
+            clean: vec![0],
+            check_from: 0,
+            mode: Mode::Open,
+            forced: 0,
+        })
+    }
+
+    /// Bytes received but not released yet (at most `max_hold_bytes` between calls).
+    pub fn held_bytes(&self) -> usize {
+        self.buf.len() - self.held_at
+    }
+
+    /// How many times the hold bound forced a release without a semantic boundary (worth a
+    /// metric: each one is a place where the output may differ from `sanitize` of the
+    /// whole completion, always by removing more).
+    pub fn forced_releases(&self) -> u64 {
+        self.forced
+    }
+
+    /// True once a blocking finding stopped the stream.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.mode, Mode::Stopped)
+    }
+
+    /// Takes the next delta of the completion.
+    pub fn push(&mut self, delta: &str) -> Released {
+        let mut out = Released::default();
+        match self.mode {
+            Mode::Stopped => {
+                out.stop = true;
+                return out;
+            }
+            Mode::Finished => return out,
+            _ => {}
+        }
+        let mut rest = delta;
+        // A huge delta is taken in slices of at most the hold bound, so that one analysis
+        // never covers more than the lookback and two bounds.
+        while !rest.is_empty() && !out.stop {
+            let take = floor_boundary(rest, self.opts.max_hold_bytes);
+            let (slice, r) = rest.split_at(take);
+            rest = r;
+            self.feed(slice, &mut out);
+        }
+        out
+    }
+
+    /// Ends the completion: releases everything still held, sanitized as the end of text.
+    pub fn finish(&mut self) -> Released {
+        let mut out = Released::default();
+        match std::mem::replace(&mut self.mode, Mode::Finished) {
+            Mode::Stopped => {
+                self.mode = Mode::Stopped;
+                out.stop = true;
+            }
+            Mode::Finished | Mode::SkipToken { .. } => {}
+            Mode::SkipComment { start, .. } => out.violations.push(Applied {
+                class: Class::Hidden,
+                rule: "html-comment",
+                span_in_original: start..self.held_abs,
+            }),
+            Mode::SkipPem { start, .. } => out.violations.push(Applied {
+                class: Class::Secret,
+                rule: "private-key",
+                span_in_original: start..self.held_abs,
+            }),
+            Mode::Open => {
+                self.mode = Mode::Open;
+                self.release(true, &mut out);
+                if !out.stop {
+                    self.mode = Mode::Finished;
+                }
+            }
+        }
+        self.buf = String::new();
+        self.held_at = 0;
+        out
+    }
+
+    fn feed(&mut self, slice: &str, out: &mut Released) {
+        let s = self.skip(slice, out);
+        if s.is_empty() {
+            return;
+        }
+        self.buf.push_str(&s);
+        let boundary = has_boundary(&self.buf, self.check_from);
+        self.check_from = self.buf.len();
+        if boundary || self.held_bytes() >= self.opts.max_hold_bytes {
+            self.release(false, out);
+        }
+    }
+
+    /// In a skip mode, consumes `slice` up to the end of what is being dropped and returns
+    /// the rest.
+    fn skip<'s>(&mut self, slice: &'s str, out: &mut Released) -> Cow<'s, str> {
+        match &mut self.mode {
+            Mode::SkipComment { tail, start } => {
+                let mut hay = std::mem::take(tail);
+                let keep = hay.len();
+                hay.extend_from_slice(slice.as_bytes());
+                let end = [&b"-->"[..], &b"--!>"[..]]
+                    .iter()
+                    .filter_map(|pat| {
+                        hay.windows(pat.len())
+                            .position(|w| w == *pat)
+                            .map(|k| k + pat.len())
+                    })
+                    .min();
+                match end {
+                    Some(e) => {
+                        let used = e.saturating_sub(keep).min(slice.len());
+                        out.violations.push(Applied {
+                            class: Class::Hidden,
+                            rule: "html-comment",
+                            span_in_original: *start..self.held_abs + used,
+                        });
+                        self.held_abs += used;
+                        self.mode = Mode::Open;
+                        Cow::Borrowed(slice.get(used..).unwrap_or(""))
+                    }
+                    None => {
+                        *tail = hay[hay.len().saturating_sub(3)..].to_vec();
+                        self.held_abs += slice.len();
+                        Cow::Borrowed("")
+                    }
+                }
+            }
+            Mode::SkipPem { tail, start } => {
+                let mut hay = std::mem::take(tail);
+                let keep = hay.len();
+                hay.push_str(slice);
+                match pem_end(&hay) {
+                    Some(e) => {
+                        let used = e.saturating_sub(keep).min(slice.len());
+                        out.violations.push(Applied {
+                            class: Class::Secret,
+                            rule: "private-key",
+                            span_in_original: *start..self.held_abs + used,
+                        });
+                        self.held_abs += used;
+                        self.mode = Mode::Open;
+                        Cow::Borrowed(slice.get(used..).unwrap_or(""))
+                    }
+                    None => {
+                        let from = ceil_boundary(&hay, hay.len().saturating_sub(PEM_END_MAX));
+                        *tail = hay[from..].to_string();
+                        self.held_abs += slice.len();
+                        Cow::Borrowed("")
+                    }
+                }
+            }
+            Mode::SkipToken { tail } => {
+                let mut hay = std::mem::take(tail);
+                let keep = hay.len();
+                hay.push_str(slice);
+                let stop = [
+                    hay.find(|c: char| c.is_ascii_whitespace()),
+                    hay.find("-----BEGIN"),
+                    hay.find("<!--"),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                match stop {
+                    Some(k) => {
+                        // `hay[j]` is at completion offset `held_abs - keep + j`: the
+                        // kept tail was counted as dropped already.
+                        self.held_abs = (self.held_abs + k) - keep;
+                        self.mode = Mode::Open;
+                        Cow::Owned(hay[k..].to_string())
+                    }
+                    None => {
+                        let from = ceil_boundary(&hay, hay.len().saturating_sub(SKIP_TAIL));
+                        *tail = hay[from..].to_string();
+                        self.held_abs += slice.len();
+                        Cow::Borrowed("")
+                    }
+                }
+            }
+            _ => Cow::Borrowed(slice),
+        }
+    }
+
+    fn release(&mut self, at_eof: bool, out: &mut Released) {
+        loop {
+            let held = self.held_bytes();
+            if held == 0 {
+                return;
+            }
+            // The analysis borrows the buffer; collect what to do, then act.
+            let action = {
+                let a = analyze(&self.buf, &self.opts.sanitize, at_eof);
+                let blocking = a.blocking(self.held_at, self.opts.block);
+                if !blocking.is_empty() {
+                    Action::Stop(blocking)
+                } else {
+                    let cut = if at_eof {
+                        Some(self.buf.len())
+                    } else {
+                        a.semantic_cut(self.held_at)
+                    };
+                    match cut {
+                        Some(b) => self.segment(&a, b),
+                        None if held < self.opts.max_hold_bytes => return,
+                        None => {
+                            self.forced += 1;
+                            self.forced(&a)
+                        }
+                    }
+                }
+            };
+            match action {
+                Action::Stop(blocking) => {
+                    for f in blocking {
+                        out.violations.push(self.absolute(f));
+                    }
+                    out.stop = true;
+                    self.mode = Mode::Stopped;
+                    self.buf = String::new();
+                    self.held_at = 0;
+                    return;
+                }
+                Action::Emit {
+                    text,
+                    findings,
+                    cut,
+                } => {
+                    out.text.push_str(&text);
+                    for f in findings {
+                        out.violations.push(self.absolute(f));
+                    }
+                    self.advance(cut);
+                }
+                Action::Drop {
+                    marker,
+                    finding,
+                    mode,
+                } => {
+                    out.text.push_str(marker);
+                    let len = self.held_bytes();
+                    if let Some(f) = finding {
+                        out.violations.push(Applied {
+                            span_in_original: self.held_abs..self.held_abs + len,
+                            ..f
+                        });
+                    }
+                    let start = self.held_abs;
+                    // The terminator is looked for only after the opener (an earlier block's
+                    // END line in the same held text must not end this one).
+                    let n = self.buf.len();
+                    self.mode = match mode {
+                        DropMode::Comment(p) => Mode::SkipComment {
+                            tail: self.buf.as_bytes()[n.saturating_sub(3).max(p + 4).min(n)..]
+                                .to_vec(),
+                            start,
+                        },
+                        DropMode::Pem(p) => Mode::SkipPem {
+                            tail: self.buf
+                                [ceil_boundary(&self.buf, n.saturating_sub(PEM_END_MAX).max(p))..]
+                                .to_string(),
+                            start,
+                        },
+                        DropMode::Token => {
+                            let held = &self.buf[self.held_at..];
+                            let word = held
+                                .rfind(|c: char| c.is_ascii_whitespace())
+                                .map_or(0, |i| i + 1);
+                            let from =
+                                ceil_boundary(held, held.len().saturating_sub(SKIP_TAIL).max(word));
+                            Mode::SkipToken {
+                                tail: held[from..].to_string(),
+                            }
+                        }
+                        DropMode::None => Mode::Open,
+                    };
+                    self.held_abs += len;
+                    self.buf.truncate(self.held_at);
+                    self.check_from = self.buf.len();
+                    return;
+                }
+            }
+            if at_eof || self.held_bytes() < self.opts.max_hold_bytes {
+                return;
+            }
+        }
+    }
+
+    /// The held text up to `b`, sanitized, and the findings that start in it.
+    fn segment(&self, a: &Analysis<'_>, b: usize) -> Action {
+        let s = self.held_at;
+        let text = render(&self.buf, &a.edits, s..b).into_owned();
+        let findings = a
+            .findings
+            .iter()
+            .filter(|f| f.span_in_original.start >= s && f.span_in_original.start < b)
+            .cloned()
+            .collect();
+        Action::Emit {
+            text,
+            findings,
+            cut: b,
+        }
+    }
+
+    /// The hold bound is reached and there is no semantic boundary to cut at.
+    fn forced(&self, a: &Analysis<'_>) -> Action {
+        if let Some(b) = a.forced_cut(self.held_at, true) {
+            return self.segment(a, b);
+        }
+        match a.open_skip {
+            Some((p, Open::Comment)) if p == self.held_at => {
+                return Action::Drop {
+                    marker: "",
+                    finding: None,
+                    mode: DropMode::Comment(p),
+                }
+            }
+            Some((p, Open::Pem)) if p == self.held_at => {
+                return Action::Drop {
+                    marker: "[REDACTED:private-key]",
+                    finding: None,
+                    mode: DropMode::Pem(p),
+                }
+            }
+            _ => {}
+        }
+        // An incomplete link or tag longer than the bound: let its text go (its URL, if
+        // any, is still a token and still held).
+        if let Some(b) = a.forced_cut(self.held_at, false) {
+            return self.segment(a, b);
+        }
+        // One construct longer than the bound: it is dropped, never emitted in part.
+        let held = &self.buf[self.held_at..];
+        let mode = match a.open_skip {
+            Some((p, Open::Comment)) => DropMode::Comment(p),
+            Some((p, Open::Pem)) => DropMode::Pem(p),
+            _ if held.ends_with(|c: char| c.is_ascii_whitespace()) => DropMode::None,
+            _ => DropMode::Token,
+        };
+        Action::Drop {
+            marker: "[REDACTED:oversized-token]",
+            finding: Some(Applied {
+                class: Class::Overflow,
+                rule: "oversized-token",
+                span_in_original: 0..0,
+            }),
+            mode,
+        }
+    }
+
+    /// Marks `buf[..b]` released and trims the lookback to the latest release point that
+    /// leaves at least `lookback_bytes` of it.
+    fn advance(&mut self, b: usize) {
+        self.held_abs += b - self.held_at;
+        self.held_at = b;
+        if self.clean.last() != Some(&b) {
+            self.clean.push(b);
+        }
+        let lb = self.opts.lookback_bytes;
+        let idx = self.clean.partition_point(|&c| c + lb <= self.held_at);
+        let cut = if idx > 0 {
+            self.clean[idx - 1]
+        } else if self.held_at > lb + self.opts.max_hold_bytes {
+            // No release point far enough back (only after forced cuts through very long
+            // text): trim anyway to keep memory bounded.
+            ceil_boundary(&self.buf, self.held_at - lb)
+        } else {
+            0
+        };
+        if cut > 0 {
+            self.buf.drain(..cut);
+            self.held_at -= cut;
+            self.check_from = self.check_from.saturating_sub(cut);
+            self.clean.retain(|&c| c >= cut);
+            for c in &mut self.clean {
+                *c -= cut;
+            }
+            if self.clean.first() != Some(&0) {
+                self.clean.insert(0, 0);
+            }
+        }
+    }
+
+    /// A finding's span, from buffer to completion offsets.
+    fn absolute(&self, f: Applied) -> Applied {
+        let map = |p: usize| {
+            if p >= self.held_at {
+                self.held_abs + (p - self.held_at)
+            } else {
+                self.held_abs.saturating_sub(self.held_at - p)
+            }
+        };
+        let r = &f.span_in_original;
+        Applied {
+            span_in_original: map(r.start)..map(r.end),
+            ..f
+        }
+    }
+}
+
+enum Action {
+    Stop(Vec<Applied>),
+    Emit {
+        text: String,
+        findings: Vec<Applied>,
+        cut: usize,
+    },
+    Drop {
+        marker: &'static str,
+        finding: Option<Applied>,
+        mode: DropMode,
+    },
+}
+
+enum DropMode {
+    /// Skip to the end of the comment opened at this buffer position.
+    Comment(usize),
+    /// Skip to the END line of the PEM block opened at this buffer position.
+    Pem(usize),
+    Token,
+    None,
+}
+
+/// A semantic boundary ends at or after `from`.
+fn has_boundary(buf: &str, from: usize) -> bool {
+    let b = buf.as_bytes();
+    (from..b.len()).any(|i| match b[i] {
+        b'\n' => true,
+        c if c.is_ascii_whitespace() => i > 0 && matches!(b[i - 1], b'.' | b'!' | b'?'),
+        0xE3 | 0xEF => ["。", "！", "？"]
+            .iter()
+            .any(|s| b[i..].starts_with(s.as_bytes())),
+        _ => false,
+    })
+}
+
+/// The largest char boundary in `s` at or below `max`, but at least one character.
+fn floor_boundary(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    let mut k = max;
+    while k > 0 && !s.is_char_boundary(k) {
+        k -= 1;
+    }
+    if k == 0 {
+        s.chars().next().map_or(s.len(), char::len_utf8)
+    } else {
+        k
+    }
+}
+
+/// The smallest char boundary in `s` at or above `min`.
+fn ceil_boundary(s: &str, min: usize) -> usize {
+    let mut k = min.min(s.len());
+    while !s.is_char_boundary(k) {
+        k += 1;
+    }
+    k
+}

@@ -1,0 +1,380 @@
+//! What the output gate does: which classes it neutralizes, which link hosts it lets
+//! through, which canaries it looks for, and (for streams) which findings stop the stream.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use palisade_detect::Canary;
+
+use crate::error::OutputError;
+
+/// A class of finding the output gate acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Class {
+    /// A credential, key or token (palisade-detect's secret rules, plus PEM private-key
+    /// blocks without their END line).
+    Secret,
+    /// Personal data (palisade-detect's PII finders).
+    Pii,
+    /// A link, image or URL whose destination is not allowed, or that carries encoded data.
+    Link,
+    /// Markup a reader does not see: HTML comments, zero-width, tag, bidi and
+    /// variation-selector characters.
+    Hidden,
+    /// A planted canary token: proof that protected context leaked.
+    Canary,
+    /// Streaming only: a construct longer than the guard may hold, dropped unseen.
+    Overflow,
+}
+
+impl Class {
+    /// Stable snake_case name, for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Secret => "secret",
+            Class::Pii => "pii",
+            Class::Link => "link",
+            Class::Hidden => "hidden",
+            Class::Canary => "canary",
+            Class::Overflow => "overflow",
+        }
+    }
+
+    const fn bit(self) -> u8 {
+        match self {
+            Class::Secret => 1,
+            Class::Pii => 2,
+            Class::Link => 4,
+            Class::Hidden => 8,
+            Class::Canary => 16,
+            Class::Overflow => 32,
+        }
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of [`Class`]es (a small bit set, `Copy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ClassSet(u8);
+
+impl ClassSet {
+    /// No class.
+    pub const EMPTY: ClassSet = ClassSet(0);
+
+    /// This set plus `class`.
+    #[must_use]
+    pub const fn with(self, class: Class) -> ClassSet {
+        ClassSet(self.0 | class.bit())
+    }
+
+    /// True if `class` is in the set.
+    pub const fn contains(self, class: Class) -> bool {
+        self.0 & class.bit() != 0
+    }
+}
+
+impl FromIterator<Class> for ClassSet {
+    fn from_iter<I: IntoIterator<Item = Class>>(iter: I) -> Self {
+        iter.into_iter().fold(ClassSet::EMPTY, ClassSet::with)
+    }
+}
+
+/// Link hosts the gate lets through: exact names (`docs.rs`) and `*.suffix` patterns
+/// (`*.example.com` matches `a.example.com` and `a.b.example.com`, not `example.com`
+/// itself: list both when both are meant). A lone `*` allows every host, leaving only the
+/// scheme and exfiltration checks.
+///
+/// Hosts are compared after the gate's own normalization (lowercase, no port, no
+/// userinfo, percent-decoded, IDNA full stops mapped to `.`, no trailing dot).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostAllowlist {
+    any: bool,
+    exact: HashSet<String>,
+    suffixes: HashSet<String>,
+}
+
+impl HostAllowlist {
+    /// Builds an allowlist from patterns. Patterns are trimmed and lowercased.
+    ///
+    /// # Errors
+    /// [`OutputError::InvalidHostPattern`] for an entry that is empty, carries a scheme,
+    /// path, port, userinfo or whitespace, has an empty label, or has a `*` anywhere but as
+    /// the whole first label.
+    pub fn new<I, S>(patterns: I) -> Result<Self, OutputError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut list = HostAllowlist::default();
+        for raw in patterns {
+            let raw = raw.as_ref();
+            let p = raw.trim().to_lowercase();
+            let bad = |reason| OutputError::InvalidHostPattern {
+                pattern: raw.to_string(),
+                reason,
+            };
+            if p == "*" {
+                list.any = true;
+                continue;
+            }
+            let (wild, host) = match p.strip_prefix("*.") {
+                Some(rest) => (true, rest),
+                None => (false, p.as_str()),
+            };
+            if host.is_empty() {
+                return Err(bad("empty host"));
+            }
+            if host.contains("://") {
+                return Err(bad("a host, not a URL, is expected"));
+            }
+            if host
+                .chars()
+                .any(|c| matches!(c, '/' | '?' | '#' | '@' | ':' | '\\') || c.is_whitespace())
+            {
+                return Err(bad(
+                    "only a host name is allowed (no path, port or userinfo)",
+                ));
+            }
+            if host.contains('*') {
+                return Err(bad(
+                    "`*` is only allowed as the whole first label (`*.example.com`)",
+                ));
+            }
+            if host.split('.').any(str::is_empty) {
+                return Err(bad("empty label"));
+            }
+            if wild {
+                list.suffixes.insert(host.to_string());
+            } else {
+                list.exact.insert(host.to_string());
+            }
+        }
+        Ok(list)
+    }
+
+    /// True if `host` (already normalized by the gate) is allowed.
+    pub fn allows(&self, host: &str) -> bool {
+        if self.any || self.exact.contains(host) {
+            return true;
+        }
+        // Walk the host's proper suffixes at label boundaries: cost is the number of labels.
+        let mut rest = host;
+        while let Some(dot) = rest.find('.') {
+            rest = &rest[dot + 1..];
+            if self.suffixes.contains(rest) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// True if nothing is allowed.
+    pub fn is_empty(&self) -> bool {
+        !self.any && self.exact.is_empty() && self.suffixes.is_empty()
+    }
+}
+
+/// A caller-supplied host predicate.
+pub type HostPredicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Which link hosts pass. Whatever it says, `javascript:`/`vbscript:`/`data:` URLs, other
+/// non-web schemes, and URLs that carry long encoded data are always neutralized.
+#[derive(Clone)]
+pub enum LinkAllow {
+    /// A list of hosts and `*.suffix` patterns.
+    Hosts(HostAllowlist),
+    /// A caller-supplied predicate over the normalized host (e.g. backed by the tenant's
+    /// config). It must be cheap and pure: it runs once per URL.
+    Predicate(HostPredicate),
+}
+
+impl LinkAllow {
+    /// Allows no host: every absolute link and image is neutralized.
+    pub fn none() -> Self {
+        LinkAllow::Hosts(HostAllowlist::default())
+    }
+
+    /// Allows the given host patterns (see [`HostAllowlist`]).
+    ///
+    /// # Errors
+    /// [`OutputError::InvalidHostPattern`] for a malformed pattern.
+    pub fn hosts<I, S>(patterns: I) -> Result<Self, OutputError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        HostAllowlist::new(patterns).map(LinkAllow::Hosts)
+    }
+
+    /// Allows the hosts for which `f` returns true.
+    pub fn predicate(f: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        LinkAllow::Predicate(Arc::new(f))
+    }
+
+    /// True if the normalized `host` is allowed.
+    pub fn allows(&self, host: &str) -> bool {
+        match self {
+            LinkAllow::Hosts(list) => list.allows(host),
+            LinkAllow::Predicate(f) => f(host),
+        }
+    }
+}
+
+impl Default for LinkAllow {
+    fn default() -> Self {
+        LinkAllow::none()
+    }
+}
+
+impl fmt::Debug for LinkAllow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkAllow::Hosts(list) => f.debug_tuple("Hosts").field(list).finish(),
+            LinkAllow::Predicate(_) => f.write_str("Predicate(..)"),
+        }
+    }
+}
+
+/// What [`crate::sanitize`] neutralizes.
+///
+/// `Default` turns every class on with no allowed link host and no canary: the strict
+/// posture, because an image URL is the exfiltration channel of choice and an operator who
+/// wants links lists the hosts they trust.
+#[derive(Debug, Clone)]
+pub struct SanitizeOptions {
+    /// Redact credentials as `[REDACTED:<rule>]`.
+    pub secrets: bool,
+    /// Redact personal data as `[REDACTED:<kind>]`.
+    pub pii: bool,
+    /// Neutralize links, images and URLs whose destination is not allowed.
+    pub links: bool,
+    /// Remove hidden markup (HTML comments, invisible and bidi control characters).
+    pub hidden: bool,
+    /// Which link hosts pass when `links` is on.
+    pub allow: LinkAllow,
+    /// Canary tokens to look for; a hit is redacted as `[REDACTED:canary]` and reported in
+    /// [`crate::Sanitized::canary_leaked`]. Detection runs whenever this is non-empty.
+    pub canaries: Vec<Canary>,
+}
+
+impl Default for SanitizeOptions {
+    fn default() -> Self {
+        SanitizeOptions {
+            secrets: true,
+            pii: true,
+            links: true,
+            hidden: true,
+            allow: LinkAllow::none(),
+            canaries: Vec::new(),
+        }
+    }
+}
+
+impl SanitizeOptions {
+    /// Every class off and no canary: `sanitize` returns its input unchanged.
+    pub fn off() -> Self {
+        SanitizeOptions {
+            secrets: false,
+            pii: false,
+            links: false,
+            hidden: false,
+            allow: LinkAllow::none(),
+            canaries: Vec::new(),
+        }
+    }
+}
+
+/// Default for [`GuardOptions::max_hold_bytes`]. Big enough to hold the longest construct
+/// the sanitizer parses whole (a markdown link: 512 bytes of text, a 2,048-byte
+/// destination and a 512-byte title) and typical JWTs and PEM keys, so that in practice
+/// the bound is never what cuts a construct; small enough that a stalled hold costs about a
+/// thousand tokens of latency at worst.
+pub const DEFAULT_MAX_HOLD_BYTES: usize = 4096;
+/// The smallest accepted `max_hold_bytes`: below this a plain URL or a credential could not
+/// be held whole.
+pub const MIN_MAX_HOLD_BYTES: usize = 256;
+/// Default for [`GuardOptions::lookback_bytes`]: far more than any detector's left context
+/// (a key name before its value, a phone prefix, a canary split by separators), cheap to
+/// rescan at each release.
+pub const DEFAULT_LOOKBACK_BYTES: usize = 512;
+
+/// Options of a [`crate::StreamGuard`].
+#[derive(Debug, Clone)]
+pub struct GuardOptions {
+    /// At most this many bytes of completion text are held back at any time (checked when
+    /// `push` returns). See the crate docs for what happens at the bound.
+    pub max_hold_bytes: usize,
+    /// At least this much already-released text is rescanned with each release, so that a
+    /// finding whose context started earlier is still seen.
+    pub lookback_bytes: usize,
+    /// What to neutralize.
+    pub sanitize: SanitizeOptions,
+    /// Classes whose (enabled) findings stop the stream. A canary leak always stops it.
+    pub block: ClassSet,
+}
+
+impl Default for GuardOptions {
+    fn default() -> Self {
+        GuardOptions {
+            max_hold_bytes: DEFAULT_MAX_HOLD_BYTES,
+            lookback_bytes: DEFAULT_LOOKBACK_BYTES,
+            sanitize: SanitizeOptions::default(),
+            block: ClassSet::EMPTY,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns() {
+        let l = HostAllowlist::new(["docs.rs", "*.Example.com "]).unwrap();
+        assert!(l.allows("docs.rs"));
+        assert!(!l.allows("evil-docs.rs"));
+        assert!(l.allows("a.example.com"));
+        assert!(l.allows("a.b.example.com"));
+        assert!(!l.allows("example.com"));
+        assert!(!l.allows("example.com.evil.net"));
+        assert!(!l.allows("notexample.com"));
+        assert!(HostAllowlist::new(["*"]).unwrap().allows("anything.at.all"));
+    }
+
+    #[test]
+    fn bad_host_patterns_are_refused() {
+        for p in [
+            "",
+            "https://docs.rs",
+            "docs.rs/x",
+            "docs.rs:443",
+            "a.*.com",
+            "*example.com",
+            "a..b",
+            "u@docs.rs",
+        ] {
+            assert!(
+                matches!(
+                    HostAllowlist::new([p]),
+                    Err(OutputError::InvalidHostPattern { .. })
+                ),
+                "{p:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn class_set() {
+        let s: ClassSet = [Class::Secret, Class::Link].into_iter().collect();
+        assert!(s.contains(Class::Secret) && s.contains(Class::Link));
+        assert!(!s.contains(Class::Pii));
+        assert!(!ClassSet::EMPTY.contains(Class::Canary));
+    }
+}
