@@ -13,6 +13,9 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod audit_cmd;
+mod policy_cmd;
+
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,6 +89,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Validate, show, compare and simulate safety policies (offline).
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
+    /// Read the audit log of gate decisions: the newest records, or a JSONL
+    /// export.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
     /// Train the detector's model from a training directory (reproducible:
     /// fixed seed), writing the artifact and its TRAINING.md report.
     Train {
@@ -187,6 +197,8 @@ fn main() -> std::process::ExitCode {
             days,
             json,
         } => usage(ledger, config.as_deref(), &by, tenant, days, json),
+        Command::Policy(cmd) => policy_cmd::run(cmd),
+        Command::Audit(cmd) => audit_cmd::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -405,6 +405,10 @@ pub struct ServerConfig {
     /// is one token delta in practice; 1 MiB leaves ample room for tool-call
     /// arguments while bounding memory per stream.
     pub max_sse_event_bytes: usize,
+    /// While a stream's upstream is silent (a model thinking, the output
+    /// gate holding text), send an SSE comment this often so proxies and
+    /// clients do not drop the connection as idle. 0: never.
+    pub sse_heartbeat_ms: u64,
     /// On SIGTERM/SIGINT: how long in-flight requests and streams may run
     /// before they are cut. Kubernetes' default grace period is 30 s, so 25 s
     /// leaves time to exit cleanly before SIGKILL.
@@ -417,6 +421,7 @@ impl Default for ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("constant address parses"),
             max_body_bytes: 4 * 1024 * 1024,
             max_sse_event_bytes: 1024 * 1024,
+            sse_heartbeat_ms: 15_000,
             shutdown_grace_ms: 25_000,
         }
     }

@@ -1,19 +1,33 @@
 //! Where gate decisions go: one JSON line per decision, allowed or not, with
 //! the policy version and reason codes. Always to the log (target
-//! `palisade::audit`); to the audit store when `policy.audit_url` is set.
+//! `palisade::audit`); to the audit store (`policy.audit_url`: the ledger's
+//! append-only `audit` table, SQLite or PostgreSQL) when configured.
 //!
 //! Records hold scores, rule names and counts only — never the text that was
 //! judged — so the audit log can be kept and shipped without becoming a
 //! second copy of users' prompts or of the secrets the gates caught.
 
+use std::sync::{Arc, OnceLock};
+
+use palisade_ledger::{AuditEntry, Ledger};
 use palisade_policy::AuditRecord;
 
 /// The destination of audit records; cheap to clone into each request.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct AuditSink {}
+pub(crate) struct AuditSink {
+    /// The store, once opened by `Gateway::start`.
+    store: Arc<OnceLock<Arc<Ledger>>>,
+}
 
 impl AuditSink {
-    /// Records one gate decision.
+    /// Sends records to `store` from now on.
+    pub(crate) fn attach(&self, store: Arc<Ledger>) {
+        let _ = self.store.set(store);
+    }
+
+    /// Records one gate decision. Never waits: the store's writer commits it
+    /// with its next batch; a failure is logged and counted, never dropped
+    /// silently.
     pub(crate) fn write(&self, record: &AuditRecord) {
         let line = match record.to_json_line() {
             Ok(line) => line,
@@ -23,5 +37,23 @@ impl AuditSink {
             }
         };
         tracing::info!(target: "palisade::audit", record = %line, "gate decision");
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let entry = AuditEntry {
+            ts_ms: record.ts_ms,
+            request_id: record.request_id.clone(),
+            tenant: record.tenant.clone(),
+            route: record.route.clone(),
+            model: record.model.clone(),
+            gate: record.gate.as_str().to_owned(),
+            action: record.action.as_str().to_owned(),
+            policy_version: record.policy_version.to_string(),
+            json: line,
+        };
+        if let Err(e) = store.audit_nowait(entry) {
+            metrics::counter!(crate::metrics::AUDIT_ERRORS).increment(1);
+            tracing::error!(error = %e, request_id = %record.request_id, "audit write failed");
+        }
     }
 }

@@ -47,6 +47,10 @@ pub const OFFENDERS_BLOCKED: &str = "palisade_limits_offenders_blocked_total";
 pub const LIMITS_BACKEND_ERRORS: &str = "palisade_limits_backend_errors_total";
 /// Safety-gate decisions, by gate and enforced action.
 pub const GATE_DECISIONS: &str = "palisade_gate_decisions_total";
+/// Audit records the store refused (they are still in the log).
+pub const AUDIT_ERRORS: &str = "palisade_audit_write_errors_total";
+/// SSE keep-alive comments sent while an upstream was silent.
+pub const SSE_HEARTBEATS: &str = "palisade_sse_heartbeats_total";
 /// Streams the output gate ended with `finish_reason: "content_filter"`.
 pub const STREAMS_FILTERED: &str = "palisade_streams_content_filtered_total";
 /// Gate decisions where the shadow policy disagreed with the active one.

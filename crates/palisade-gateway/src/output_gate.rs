@@ -31,6 +31,31 @@ pub(crate) struct OutputPolicy {
     block: ClassSet,
 }
 
+/// Text of a streamed completion kept for the evidence of classes the
+/// sanitizer does not handle (flag-only rules, shadow policies); beyond this
+/// the rest is judged only by the sanitizer.
+const EVIDENCE_TEXT_CAP: usize = 256 * 1024;
+
+/// Secrets and PII the sanitizer was not asked to remove (the rule only
+/// flags, or only a shadow policy acts on them) still belong in the
+/// evidence, so the audit log and shadow decisions see them.
+fn observe_unsanitized(evidence: &mut Evidence, text: &str, opts: &SanitizeOptions) {
+    let bump = |map: &mut BTreeMap<String, u32>, rule: &str| {
+        let n = map.entry(rule.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+    };
+    if !opts.secrets {
+        for f in palisade_detect::find_secrets(text) {
+            bump(&mut evidence.secrets, f.rule);
+        }
+    }
+    if !opts.pii {
+        for f in palisade_detect::find_pii(text) {
+            bump(&mut evidence.pii, f.rule);
+        }
+    }
+}
+
 /// The rule's enforced action at the output gate, if any.
 fn enforced(plan: &GatePlan, detector: DetectorKind) -> Option<Action> {
     let tier = plan.snapshot.tier_for(&plan.subject_ref());
@@ -142,6 +167,7 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
             let Some(Value::String(content)) = choice.pointer_mut("/message/content") else {
                 continue;
             };
+            observe_unsanitized(&mut evidence, content, &policy.sanitize);
             let s = palisade_output::sanitize(content, &policy.sanitize);
             absorb(&mut evidence, &s.actions, s.canary_leaked);
             if s.blocked_by(policy.block) {
@@ -229,6 +255,9 @@ pub(crate) struct StreamGate {
     /// A template chunk (id, model, created) for chunks the gate writes.
     template: Option<Value>,
     done: bool,
+    /// Released text (up to [`EVIDENCE_TEXT_CAP`]) for the evidence of
+    /// classes the sanitizer leaves alone.
+    released: String,
 }
 
 fn sse(value: &Value) -> String {
@@ -252,6 +281,7 @@ impl StreamGate {
             spent: std::time::Duration::ZERO,
             template: None,
             done: false,
+            released: String::new(),
         })
     }
 
@@ -331,6 +361,9 @@ impl StreamGate {
                 released.stop |= tail.stop;
             }
             absorb(&mut self.evidence, &released.violations, false);
+            if self.released.len() + released.text.len() <= EVIDENCE_TEXT_CAP {
+                self.released.push_str(&released.text);
+            }
             if released.violations.iter().any(|a| a.class == Class::Canary) {
                 self.evidence.canary_leaked = true;
             }
@@ -406,10 +439,11 @@ impl StreamGate {
 impl Drop for StreamGate {
     /// One audit record per streamed completion, however it ended.
     fn drop(&mut self) {
-        let started = Instant::now()
-            .checked_sub(self.spent)
-            .unwrap_or_else(Instant::now);
-        let evidence = std::mem::take(&mut self.evidence);
+        let mut evidence = std::mem::take(&mut self.evidence);
+        let observing = Instant::now();
+        observe_unsanitized(&mut evidence, &self.released, &self.options.sanitize);
+        let spent = self.spent + observing.elapsed();
+        let started = Instant::now().checked_sub(spent).unwrap_or_else(Instant::now);
         let _ = crate::gates::decide(&self.plan, Gate::Output, evidence, started);
     }
 }

@@ -523,6 +523,7 @@ async fn respond(
             idle_timeout: backend.idle_timeout,
             deadline,
             max_event_bytes: state.max_sse_event_bytes,
+            heartbeat: state.sse_heartbeat,
         };
         let stream = relay(upstream, backend.name.as_str().into(), limits, record);
         let mut resp = Response::new(Body::from_stream(stream));

@@ -95,6 +95,7 @@ pub struct GatewayState {
     pub(crate) gates_enabled: bool,
     pub(crate) audit: crate::audit::AuditSink,
     pub(crate) stream_hold_bytes: usize,
+    pub(crate) sse_heartbeat: Option<Duration>,
     readiness: Readiness,
     metrics: Option<PrometheusHandle>,
 }
@@ -174,6 +175,8 @@ impl Gateway {
             gates_enabled: !config.policy.disabled,
             audit: crate::audit::AuditSink::default(),
             stream_hold_bytes: config.policy.stream_hold_bytes,
+            sse_heartbeat: (config.server.sse_heartbeat_ms > 0)
+                .then(|| Duration::from_millis(config.server.sse_heartbeat_ms)),
             readiness,
             metrics: crate::metrics::install(),
         });
@@ -208,6 +211,21 @@ impl Gateway {
                     })?;
             let _ = self.state.ledger.set(Arc::new(ledger));
             ready.set(true);
+        }
+        if let Some(url) = &self.config.policy.audit_url {
+            // The same store as the ledger shares its writer.
+            let store = match self.state.ledger.get() {
+                Some(ledger) if self.config.ledger.url.as_ref() == Some(url) => ledger.clone(),
+                _ => Arc::new(
+                    palisade_ledger::Ledger::open(url, palisade_ledger::WriteOptions::default())
+                        .await
+                        .map_err(|source| GatewayError::Ledger {
+                            url: url.clone(),
+                            source,
+                        })?,
+                ),
+            };
+            self.state.audit.attach(store);
         }
         let limits = &self.config.limits;
         let needs_tokens = self.config.ledger.url.is_some()

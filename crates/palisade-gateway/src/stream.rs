@@ -62,6 +62,8 @@ pub struct RelayLimits {
     pub deadline: Instant,
     /// Largest single event.
     pub max_event_bytes: usize,
+    /// Send `: keep-alive` after this much silence; `None`: never.
+    pub heartbeat: Option<Duration>,
 }
 
 type UpstreamBody = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
@@ -84,6 +86,9 @@ struct Relay {
     output: Option<crate::output_gate::StreamGate>,
     /// The output gate stopped the stream; the ledger row goes first.
     stopping: bool,
+    /// When the upstream last sent anything (for the idle timeout, which
+    /// heartbeats must not reset).
+    upstream_seen: Instant,
 }
 
 impl Drop for Relay {
@@ -195,9 +200,26 @@ impl Relay {
             }
             let now = Instant::now();
             let remaining = self.limits.deadline.saturating_duration_since(now);
-            let wait = self.limits.idle_timeout.min(remaining);
+            let idle_left = self
+                .limits
+                .idle_timeout
+                .saturating_sub(now.duration_since(self.upstream_seen));
+            let until_timeout = idle_left.min(remaining);
+            let wait = match self.limits.heartbeat {
+                Some(beat) => until_timeout.min(beat),
+                None => until_timeout,
+            };
             match tokio::time::timeout(wait, self.upstream.next()).await {
-                Ok(Some(Ok(chunk))) => self.framer.push(&chunk),
+                Ok(Some(Ok(chunk))) => {
+                    self.upstream_seen = Instant::now();
+                    self.framer.push(&chunk);
+                }
+                Err(_) if wait < until_timeout => {
+                    // Silent, but not yet past a timeout: keep the client's
+                    // connection alive.
+                    counter!(crate::metrics::SSE_HEARTBEATS).increment(1);
+                    return Some(Bytes::from_static(b": keep-alive\n\n"));
+                }
                 Ok(Some(Err(e))) => {
                     tracing::warn!(backend = %self.backend, error = %e, "upstream stream broke");
                     let err = ApiError::new(
@@ -234,7 +256,7 @@ impl Relay {
                     };
                 }
                 Err(_) => {
-                    let what = if wait < self.limits.idle_timeout {
+                    let what = if remaining < idle_left {
                         "exceeded its deadline"
                     } else {
                         "went silent past the idle timeout"
@@ -297,6 +319,7 @@ pub fn relay(
         gap_histogram: None,
         output,
         stopping: false,
+        upstream_seen: Instant::now(),
     };
     futures_util::stream::unfold(relay, |mut relay| async move {
         relay.next_chunk().await.map(|bytes| (Ok(bytes), relay))

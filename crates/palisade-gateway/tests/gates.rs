@@ -407,3 +407,78 @@ async fn a_schema_violation_is_reported_when_the_policy_blocks_it() {
         "never echoes the output: {message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_decision_is_audited_with_its_policy_version_and_shadow() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let shadow = dir.path().join("candidate.toml");
+    // The candidate would block PII in output; the built-in only flags it.
+    std::fs::write(
+        &shadow,
+        palisade_policy::BUILTIN_TOML.replacen(
+            "pii = { action = \"flag\" }",
+            "pii = { action = \"block\" }",
+            1,
+        ),
+    )
+    .unwrap();
+    let h = Harness::new(&format!(
+        "[policy]\naudit_url = \"sqlite:{}\"\nshadow_file = \"{}\"",
+        db.display(),
+        shadow.display()
+    ))
+    .await;
+    let (status, _) = h
+        .chat(json!({"model": "m", "messages": [{"role": "user", "content": INJECTION}]}))
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = h
+        .chat(json!({"model": "m", "messages": [{"role": "user", "content": "Write to jane.doe@example.com please"}]}))
+        .await;
+    assert_eq!(status, 200);
+    let ledger = palisade_ledger::Ledger::open(
+        &format!("sqlite:{}", db.display()),
+        palisade_ledger::WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = ledger
+            .audit_tail(50, &palisade_ledger::AuditFilter::default())
+            .await
+            .unwrap();
+        if rows.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let records: Vec<Value> = rows
+        .iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect();
+    // Blocked input; then allowed input and output for the second request.
+    assert_eq!(records.len(), 3, "{records:?}");
+    let version = palisade_policy::Snapshot::builtin().version().to_string();
+    for r in &records {
+        assert_eq!(r["policy_version"], version.as_str());
+        assert!(
+            !r.to_string().contains("jane.doe"),
+            "no text in the audit log"
+        );
+        assert!(
+            !r.to_string().contains("Ignore all"),
+            "no text in the audit log"
+        );
+    }
+    assert_eq!(records[0]["gate"], "input");
+    assert_eq!(records[0]["action"], "block");
+    assert_eq!(records[0]["reasons"][0], "prompt_injection");
+    let output = records.iter().find(|r| r["gate"] == "output").unwrap();
+    assert_eq!(output["action"], "flag", "{output}");
+    assert_eq!(
+        output["shadow"]["action"], "block",
+        "the divergence is on record: {output}"
+    );
+}

@@ -375,6 +375,23 @@ async fn stalled_stream_ends_with_an_in_band_timeout_error() {
 }
 
 #[tokio::test]
+async fn silent_streams_get_heartbeats_until_the_idle_timeout() {
+    let h = Harness::start(&format!("[server]\nsse_heartbeat_ms = 100\n{NAMED_ROUTES}")).await;
+    let mut body = chat("stall", "x");
+    body["stream"] = json!(true);
+    let resp = h.post("/v1/chat/completions", body).await;
+    let text = tokio::time::timeout(Duration::from_secs(5), resp.text())
+        .await
+        .expect("the idle timeout still ends the stream")
+        .unwrap();
+    // 400 ms of silence at one beat per 100 ms: about three beats, and the
+    // beats did not keep the stalled upstream alive.
+    let beats = text.matches(": keep-alive\n\n").count();
+    assert!((2..=4).contains(&beats), "{beats} heartbeats in {text:?}");
+    assert!(text.contains("upstream_timeout"), "{text}");
+}
+
+#[tokio::test]
 async fn route_deadline_cuts_a_stream_that_never_stalls() {
     let h = Harness::start(NAMED_ROUTES).await;
     let mut body = chat("short-deadline", "x");

@@ -1,7 +1,9 @@
 //! The token ledger: one accounting row per request, idempotent on the
 //! request id, in SQLite (the embedded default) or PostgreSQL (for fleets),
 //! with usage reports, the spend that seeds quotas at start, and a JSONL
-//! export.
+//! export; and beside it the [audit log](audit) of gate decisions
+//! ([`Ledger::audit`]), append-only, in the same database and written by the
+//! same writer.
 //!
 //! Both stores have the same API ([`SqliteLedger`], [`PostgresLedger`], and
 //! [`Ledger`] to choose one at run time), the same schema and the same
@@ -15,6 +17,8 @@
 //! - [`Ledger::record_nowait`] only queues (and fails at once when the queue
 //!   is full); such entries are durable once a later [`Ledger::flush`]
 //!   returns `Ok`, and `flush` reports any that failed.
+//! - [`Ledger::audit`] and [`Ledger::audit_nowait`] are the same two ways
+//!   to append an audit record; one `flush` covers both kinds.
 //!
 //! Idempotency: a second entry with a request id already recorded is
 //! ignored (`ON CONFLICT (request_id) DO NOTHING`) and reported as
@@ -32,6 +36,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 mod entry;
 mod postgres;
 mod price;
@@ -42,6 +47,7 @@ mod sqlite;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use audit::{AuditEntry, AuditFilter};
 pub use entry::{GroupBy, LedgerEntry, Month, Outcome, Spent, UsageQuery, UsageRow, UsageSource};
 pub use postgres::PostgresLedger;
 pub use price::{Price, PriceTable};
@@ -269,6 +275,51 @@ impl Ledger {
         match self {
             Self::Sqlite(l) => l.export_jsonl(out).await,
             Self::Postgres(l) => l.export_jsonl(out).await,
+        }
+    }
+
+    /// Appends an audit record; returns its `seq` once it is committed.
+    /// See the [`audit`] module doc.
+    pub async fn audit(&self, entry: AuditEntry) -> Result<u64, LedgerError> {
+        match self {
+            Self::Sqlite(l) => l.audit(entry).await,
+            Self::Postgres(l) => l.audit(entry).await,
+        }
+    }
+
+    /// Queues an audit record; durable once a later [`flush`](Self::flush)
+    /// returns `Ok`.
+    pub fn audit_nowait(&self, entry: AuditEntry) -> Result<(), LedgerError> {
+        match self {
+            Self::Sqlite(l) => l.audit_nowait(entry),
+            Self::Postgres(l) => l.audit_nowait(entry),
+        }
+    }
+
+    /// The newest `n` audit records matching `filter` as JSON lines (no
+    /// trailing newline), oldest first: the newest is last.
+    pub async fn audit_tail(
+        &self,
+        n: usize,
+        filter: &AuditFilter,
+    ) -> Result<Vec<String>, LedgerError> {
+        match self {
+            Self::Sqlite(l) => l.audit_tail(n, filter).await,
+            Self::Postgres(l) => l.audit_tail(n, filter).await,
+        }
+    }
+
+    /// Writes the audit records with `since_ms <= ts_ms < until_ms` as JSON
+    /// lines, in `seq` order, exactly as they were stored; returns how many.
+    pub async fn audit_export<W: std::io::Write + Send>(
+        &self,
+        out: &mut W,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<u64, LedgerError> {
+        match self {
+            Self::Sqlite(l) => l.audit_export(out, since_ms, until_ms).await,
+            Self::Postgres(l) => l.audit_export(out, since_ms, until_ms).await,
         }
     }
 

@@ -82,6 +82,64 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: "CREATE INDEX ledger_ts ON ledger (ts);
                    CREATE INDEX ledger_tenant_ts ON ledger (tenant, ts);",
     },
+    Migration {
+        version: 3,
+        name: "audit log",
+        // `seq` is assigned by the store and never reused (AUTOINCREMENT, an
+        // identity sequence), even after retention deletes old rows. The
+        // filter indexes end in `seq` because `audit_tail` reads the newest
+        // rows of one tenant, gate or action (in SQLite a plain index on
+        // `tenant` would carry the rowid anyway; PostgreSQL needs it said).
+        // The trigger makes the log append-only in the database too: an
+        // UPDATE is refused; DELETE stays possible for retention.
+        sqlite: "CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts_ms INTEGER NOT NULL,
+            request_id TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            route TEXT NOT NULL,
+            model TEXT NOT NULL,
+            gate TEXT NOT NULL,
+            action TEXT NOT NULL,
+            policy_version TEXT NOT NULL,
+            record TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX audit_ts_ms ON audit (ts_ms);
+        CREATE INDEX audit_request_id ON audit (request_id);
+        CREATE INDEX audit_tenant_seq ON audit (tenant, seq);
+        CREATE INDEX audit_gate_seq ON audit (gate, seq);
+        CREATE INDEX audit_action_seq ON audit (action, seq);
+        CREATE INDEX audit_policy_version_seq ON audit (policy_version, seq);
+        CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit
+        BEGIN
+            SELECT RAISE(ABORT, 'audit rows are append-only');
+        END;",
+        postgres: "CREATE TABLE audit (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            ts_ms BIGINT NOT NULL,
+            request_id TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            route TEXT NOT NULL,
+            model TEXT NOT NULL,
+            gate TEXT NOT NULL,
+            action TEXT NOT NULL,
+            policy_version TEXT NOT NULL,
+            record TEXT NOT NULL
+        );
+        CREATE INDEX audit_ts_ms ON audit (ts_ms);
+        CREATE INDEX audit_request_id ON audit (request_id);
+        CREATE INDEX audit_tenant_seq ON audit (tenant, seq);
+        CREATE INDEX audit_gate_seq ON audit (gate, seq);
+        CREATE INDEX audit_action_seq ON audit (action, seq);
+        CREATE INDEX audit_policy_version_seq ON audit (policy_version, seq);
+        CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'audit rows are append-only';
+        END
+        $$;
+        CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit
+            FOR EACH ROW EXECUTE FUNCTION audit_append_only();",
+    },
 ];
 
 /// The newest schema version this code knows.

@@ -22,12 +22,13 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::entry::{format_day, unsigned, Row, StoredRow, DAY_MS};
-use crate::queue::{self, Msg, Queue, Settler};
+use crate::audit::{self, AuditRow, AUDIT_PAGE};
+use crate::entry::{format_day, unsigned, StoredRow, DAY_MS};
+use crate::queue::{self, Msg, Queue, Rows, Settler, Written};
 use crate::schema::{self, latest_version};
 use crate::{
-    GroupBy, LedgerEntry, LedgerError, Recorded, Spent, Synchronous, UsageQuery, UsageRow,
-    WriteOptions, EXPORT_PAGE,
+    AuditEntry, AuditFilter, GroupBy, LedgerEntry, LedgerError, Recorded, Spent, Synchronous,
+    UsageQuery, UsageRow, WriteOptions, EXPORT_PAGE,
 };
 
 const INSERT: &str = "INSERT INTO ledger (request_id, ts, tenant, key_name, model, backend,
@@ -35,6 +36,12 @@ const INSERT: &str = "INSERT INTO ledger (request_id, ts, tenant, key_name, mode
     reasoning_tokens, tool_loop_tokens, estimated_tokens, usage_source, cost_micros, latency_ms)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
     ON CONFLICT (request_id) DO NOTHING";
+
+const AUDIT_INSERT: &str = "INSERT INTO audit (ts_ms, request_id, tenant, route, model, gate,
+    action, policy_version, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+const AUDIT_SELECT_PAGE: &str = "SELECT seq, record FROM audit
+    WHERE seq > ?1 AND ts_ms >= ?2 AND ts_ms < ?3 ORDER BY seq LIMIT ?4";
 
 /// The ledger in a SQLite file.
 #[derive(Debug)]
@@ -138,6 +145,45 @@ impl SqliteLedger {
             }
             after = last;
         }
+    }
+
+    /// Appends an audit record and returns its `seq` once it is committed,
+    /// in the same transaction as any ledger rows of its batch. Cancelling
+    /// the returned future does not cancel the write.
+    pub async fn audit(&self, entry: AuditEntry) -> Result<u64, LedgerError> {
+        self.queue.audit(entry).await
+    }
+
+    /// Queues an audit record without waiting; it is durable once a later
+    /// [`flush`](Self::flush) returns `Ok`. Fails at once when the queue is
+    /// full or the writer is gone.
+    pub fn audit_nowait(&self, entry: AuditEntry) -> Result<(), LedgerError> {
+        self.queue.audit_nowait(entry)
+    }
+
+    /// The newest `n` records matching `filter`, oldest first (newest last).
+    pub async fn audit_tail(
+        &self,
+        n: usize,
+        filter: &AuditFilter,
+    ) -> Result<Vec<String>, LedgerError> {
+        let filter = filter.clone();
+        self.read(move |conn| audit_tail(conn, n, &filter)).await
+    }
+
+    /// Writes the records with `since_ms <= ts_ms < until_ms` as JSON
+    /// lines, in `seq` order; returns how many. Reads in pages; the writes
+    /// to `out` are blocking.
+    pub async fn audit_export<W: std::io::Write + Send>(
+        &self,
+        out: &mut W,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<u64, LedgerError> {
+        audit::export_pages(out, |after| {
+            self.read(move |conn| audit_page(conn, after, since_ms, until_ms))
+        })
+        .await
     }
 
     /// The schema version of the open database.
@@ -256,20 +302,25 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Msg>, options: &Write
         }
         let (rows, slots) = queue::plan(&batch);
         let written = if rows.is_empty() {
-            Ok(Vec::new())
+            Written::nothing()
         } else {
-            write_batch(&mut conn, &rows)
+            Written::together(write_batch(&mut conn, &rows))
         };
         settler.settle(batch, slots, written);
     }
 }
 
-fn write_batch(conn: &mut Connection, rows: &[&Row]) -> Result<Vec<bool>, LedgerError> {
+/// Writes a batch's ledger and audit rows in one transaction; returns
+/// whether each ledger row was new and each audit row's `seq`.
+fn write_batch(
+    conn: &mut Connection,
+    rows: &Rows<'_>,
+) -> Result<(Vec<bool>, Vec<u64>), LedgerError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut inserted = Vec::with_capacity(rows.len());
-    {
+    let mut inserted = Vec::with_capacity(rows.ledger.len());
+    if !rows.ledger.is_empty() {
         let mut stmt = tx.prepare_cached(INSERT)?;
-        for r in rows {
+        for r in &rows.ledger {
             let n = stmt.execute(params![
                 r.request_id,
                 r.ts,
@@ -293,8 +344,65 @@ fn write_batch(conn: &mut Connection, rows: &[&Row]) -> Result<Vec<bool>, Ledger
             inserted.push(n == 1);
         }
     }
+    let seqs = write_audit(&tx, &rows.audit)?;
     tx.commit()?;
-    Ok(inserted)
+    Ok((inserted, seqs))
+}
+
+fn write_audit(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &[&AuditRow],
+) -> Result<Vec<u64>, LedgerError> {
+    let mut seqs = Vec::with_capacity(rows.len());
+    if rows.is_empty() {
+        return Ok(seqs);
+    }
+    let mut stmt = tx.prepare_cached(AUDIT_INSERT)?;
+    for r in rows {
+        let e = &r.entry;
+        stmt.execute(params![
+            r.ts_ms,
+            e.request_id,
+            e.tenant,
+            e.route,
+            e.model,
+            e.gate,
+            e.action,
+            e.policy_version,
+            e.json,
+        ])?;
+        seqs.push(unsigned("seq", tx.last_insert_rowid())?);
+    }
+    Ok(seqs)
+}
+
+fn audit_tail(
+    conn: &Connection,
+    n: usize,
+    filter: &AuditFilter,
+) -> Result<Vec<String>, LedgerError> {
+    let (sql, values) = audit::tail_query(filter, n, |i| format!("?{i}"));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut lines = stmt
+        .query_map(rusqlite::params_from_iter(values), |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    lines.reverse();
+    Ok(lines)
+}
+
+fn audit_page(
+    conn: &Connection,
+    after: i64,
+    since_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<(i64, String)>, LedgerError> {
+    let mut stmt = conn.prepare_cached(AUDIT_SELECT_PAGE)?;
+    let rows = stmt
+        .query_map(params![after, since_ms, until_ms, AUDIT_PAGE], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
 }
 
 fn usage(conn: &Connection, q: &UsageQuery) -> Result<Vec<UsageRow>, LedgerError> {

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use palisade_ledger::schema::latest_version;
@@ -16,19 +17,26 @@ async fn connect(pg: &PostgresServer) -> Ledger {
         .unwrap()
 }
 
-/// Each shared scenario on its own fresh server.
+/// Each shared scenario on its own fresh server (from `scenarios` unless a
+/// module is named).
 macro_rules! scenario {
-    ($name:ident) => {
-        scenario!($name, WriteOptions::default());
+    ($module:ident :: $name:ident) => {
+        scenario!($module::$name, WriteOptions::default());
     };
-    ($name:ident, $options:expr) => {
+    ($module:ident :: $name:ident, $options:expr) => {
         #[tokio::test]
         async fn $name() {
             let pg = PostgresServer::start();
             let ledger = Ledger::open(&pg.url(), $options).await.unwrap();
-            scenarios::$name(&ledger).await;
+            $module::$name(&ledger).await;
             ledger.close().await.unwrap();
         }
+    };
+    ($name:ident) => {
+        scenario!(scenarios::$name);
+    };
+    ($name:ident, $options:expr) => {
+        scenario!(scenarios::$name, $options);
     };
 }
 
@@ -271,4 +279,89 @@ async fn writes_fail_typed_while_the_server_is_down_then_resume() {
     // The failed entry was reported, not stored; the others are there.
     assert_eq!(ids(&export(&ledger).await), ["up", "back"]);
     ledger.close().await.unwrap();
+}
+
+mod audit {
+    use super::*;
+    use support::audit_scenarios;
+
+    scenario!(audit_scenarios::audit_appends_and_exports_in_order);
+    scenario!(audit_scenarios::audit_tail_filters_newest_last);
+    scenario!(audit_scenarios::audit_nowait_is_durable_after_flush);
+    scenario!(audit_scenarios::invalid_audit_entries_are_refused);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_audit_and_ledger_writes() {
+        let pg = PostgresServer::start();
+        let ledger = Ledger::open(&pg.url(), support::tiny_batches())
+            .await
+            .unwrap();
+        audit_scenarios::concurrent_audit_and_ledger_writes(Arc::new(ledger)).await;
+    }
+
+    /// Two replicas append to one log: each gets its own `seq`s, and the
+    /// database refuses to rewrite a stored decision.
+    #[tokio::test]
+    async fn replicas_share_the_log_and_rows_cannot_be_updated() {
+        let pg = PostgresServer::start();
+        let a = connect(&pg).await;
+        let b = connect(&pg).await;
+        let mut seqs = HashSet::new();
+        for i in 0..20_u64 {
+            let writer = if i % 2 == 0 { &a } else { &b };
+            let e = support::audit_entry(&format!("r{i}"), "acme", "input", "allow", i);
+            assert!(seqs.insert(writer.audit(e).await.unwrap()));
+        }
+        assert_eq!(support::audit_export(&a).await.len(), 20);
+        let err = client(&pg)
+            .await
+            .batch_execute("UPDATE audit SET action = 'block'")
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:?}").contains("append-only"),
+            "update was not refused: {err:?}"
+        );
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    }
+
+    /// Audit writes ride through a server restart like ledger writes, and
+    /// none is stored twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn audit_writes_resume_after_the_server_restarts() {
+        let mut pg = PostgresServer::start();
+        let ledger = connect(&pg).await;
+        let mut written = Vec::new();
+        let mut audit = |id: String| {
+            written.push(id.clone());
+            support::audit_entry(&id, "acme", "output", "redact", DAY0 as u64)
+        };
+        // Awaited writes before the first restart and after it, then
+        // queued ones after the second.
+        for phase in ["before", "after"] {
+            for i in 0..10 {
+                let e = audit(format!("{phase}-{i}"));
+                tokio::time::timeout(WRITE_BOUND, ledger.audit(e))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            blocking(|| pg.restart());
+        }
+        for i in 0..10 {
+            ledger.audit_nowait(audit(format!("queued-{i}"))).unwrap();
+        }
+        tokio::time::timeout(WRITE_BOUND, ledger.flush())
+            .await
+            .expect("flush within the bound")
+            .unwrap();
+        let stored: Vec<String> = support::audit_export(&ledger)
+            .await
+            .iter()
+            .map(|l| support::request_id_of(l))
+            .collect();
+        assert_eq!(stored, written);
+        ledger.close().await.unwrap();
+    }
 }

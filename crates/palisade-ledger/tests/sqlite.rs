@@ -5,7 +5,7 @@ mod support;
 use std::path::Path;
 use std::sync::Arc;
 
-use palisade_ledger::schema::{latest_version, MIGRATIONS};
+use palisade_ledger::schema::{latest_version, Migration, MIGRATIONS};
 use palisade_ledger::{Ledger, LedgerError, Recorded, SqliteLedger, Synchronous, WriteOptions};
 use support::{entry, export, scenarios, DAY0};
 
@@ -173,23 +173,31 @@ async fn migrations_apply_once_and_reopening_is_a_no_op() {
     );
 }
 
+/// A database as a build that knew only `migrations` left it.
+fn database_at(path: &Path, migrations: &[Migration]) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+         applied_at_ms INTEGER NOT NULL) STRICT;",
+    )
+    .unwrap();
+    for m in migrations {
+        conn.execute_batch(m.sqlite).unwrap();
+        conn.execute(
+            "INSERT INTO schema_version VALUES (?1, ?2, 0)",
+            rusqlite::params![m.version, m.name],
+        )
+        .unwrap();
+    }
+    conn
+}
+
 #[tokio::test]
 async fn an_old_database_is_upgraded_in_place() {
     let (_dir, path) = temp();
     {
         // A database left by a build that knew only migration 1, with a row.
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
-             applied_at_ms INTEGER NOT NULL) STRICT;",
-        )
-        .unwrap();
-        conn.execute_batch(MIGRATIONS[0].sqlite).unwrap();
-        conn.execute(
-            "INSERT INTO schema_version VALUES (1, 'ledger table', 0)",
-            [],
-        )
-        .unwrap();
+        let conn = database_at(&path, &MIGRATIONS[..1]);
         conn.execute(
             "INSERT INTO ledger (request_id, ts, tenant, key_name, model, backend, endpoint,
              status, outcome, prompt_tokens, completion_tokens, estimated_tokens, usage_source,
@@ -288,5 +296,76 @@ async fn measure_batched_write_speed() {
         scenarios::measure(label, Arc::clone(&ledger), 64, 300).await;
         // One task at a time: the latency an awaited `record` adds.
         scenarios::measure(&format!("{label}, sequential"), ledger, 1, 2000).await;
+    }
+}
+
+mod audit {
+    use super::*;
+    use support::audit_scenarios;
+
+    /// Each shared audit scenario on a fresh file.
+    macro_rules! audit_scenario {
+        ($name:ident) => {
+            #[tokio::test]
+            async fn $name() {
+                let (_dir, path) = temp();
+                audit_scenarios::$name(&open(&path).await).await;
+            }
+        };
+    }
+
+    audit_scenario!(audit_appends_and_exports_in_order);
+    audit_scenario!(audit_tail_filters_newest_last);
+    audit_scenario!(audit_nowait_is_durable_after_flush);
+    audit_scenario!(invalid_audit_entries_are_refused);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_audit_and_ledger_writes() {
+        let (_dir, path) = temp();
+        let ledger = SqliteLedger::open(&path, support::tiny_batches())
+            .await
+            .unwrap();
+        audit_scenarios::concurrent_audit_and_ledger_writes(Arc::new(Ledger::Sqlite(ledger))).await;
+    }
+
+    /// The database itself refuses to rewrite a stored decision; retention
+    /// may still delete old rows, and `seq` is not reused after that.
+    #[tokio::test]
+    async fn rows_cannot_be_updated_and_seq_is_never_reused() {
+        let (_dir, path) = temp();
+        let ledger = open(&path).await;
+        let e = support::audit_entry("r", "acme", "input", "block", 1);
+        let first = ledger.audit(e.clone()).await.unwrap();
+        let second = ledger.audit(e.clone()).await.unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let err = conn
+            .execute("UPDATE audit SET action = 'allow'", [])
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+        let deleted = conn
+            .execute("DELETE FROM audit WHERE seq = ?1", [second as i64])
+            .unwrap();
+        assert_eq!(deleted, 1);
+        let third = ledger.audit(e.clone()).await.unwrap();
+        assert!(third > second && second > first, "{first} {second} {third}");
+        let stored = support::audit_export(&ledger).await;
+        assert_eq!(stored, [e.json.clone(), e.json]);
+    }
+
+    /// Every row whose `audit` returned is there after the writer is gone
+    /// without `close`, and a ledger from before the audit log gains the
+    /// table when it is opened.
+    #[tokio::test]
+    async fn an_old_ledger_gains_the_audit_log_and_rows_survive_reopen() {
+        let (_dir, path) = temp();
+        drop(database_at(&path, &MIGRATIONS[..2]));
+        let ledger = open(&path).await;
+        assert_eq!(ledger.schema_version().await.unwrap(), latest_version());
+        let e = support::audit_entry("kept", "acme", "output", "redact", DAY0 as u64);
+        ledger.audit(e.clone()).await.unwrap();
+        drop(ledger);
+        let ledger = open(&path).await;
+        assert_eq!(support::audit_export(&ledger).await, [e.json]);
+        ledger.close().await.unwrap();
     }
 }

@@ -280,7 +280,12 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.reason.unwrap_or(self.code.as_str()), self.message)
+        write!(
+            f,
+            "{}: {}",
+            self.reason.unwrap_or(self.code.as_str()),
+            self.message
+        )
     }
 }
 
