@@ -49,6 +49,10 @@ pub const LIMITS_BACKEND_ERRORS: &str = "palisade_limits_backend_errors_total";
 pub const GATE_DECISIONS: &str = "palisade_gate_decisions_total";
 /// Audit records the store refused (they are still in the log).
 pub const AUDIT_ERRORS: &str = "palisade_audit_write_errors_total";
+/// Completions that carried the system prompt's canary.
+pub const CANARY_LEAKS: &str = "palisade_canary_leaks_total";
+/// Streams: how long the output gate held text back before releasing it.
+pub const STREAM_HOLDBACK: &str = "palisade_stream_holdback_seconds";
 /// SSE keep-alive comments sent while an upstream was silent.
 pub const SSE_HEARTBEATS: &str = "palisade_sse_heartbeats_total";
 /// Streams the output gate ended with `finish_reason: "content_filter"`.
@@ -137,6 +141,15 @@ fn describe() {
     );
     describe_gauge!(STREAMS_OPEN, "Streams currently open.");
     describe_counter!(STREAMS_ENDED, "Streams ended, by outcome.");
+    describe_counter!(
+        CANARY_LEAKS,
+        "Completions that carried the system prompt's canary (withheld)."
+    );
+    describe_histogram!(
+        STREAM_HOLDBACK,
+        Unit::Seconds,
+        "Streams: time the output gate held text back before releasing it."
+    );
     describe_counter!(
         GATE_DECISIONS,
         "Safety-gate decisions, by gate and enforced action (allow, flag, redact, block)."

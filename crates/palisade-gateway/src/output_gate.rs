@@ -186,6 +186,9 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
         }
     }
     let decision = crate::gates::decide(plan, Gate::Output, evidence.clone(), started);
+    if evidence.canary_leaked {
+        canary_alert(plan);
+    }
     if decision.enforced_action == Action::Block || !blocked_choices.is_empty() {
         if evidence.schema_violation.is_some()
             && decision
@@ -213,6 +216,20 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
         changed = true;
     }
     Ok(changed.then(|| Bytes::from(value.to_string())))
+}
+
+/// A canary in a completion means the system prompt leaked: beyond the
+/// audit record, an alert for operators (log target `palisade::alert`, and
+/// `palisade_canary_leaks_total`).
+fn canary_alert(plan: &GatePlan) {
+    metrics::counter!(crate::metrics::CANARY_LEAKS).increment(1);
+    tracing::error!(
+        target: "palisade::alert",
+        request_id = %plan.subject.request_id,
+        tenant = %plan.subject.tenant,
+        model = %plan.subject.model,
+        "canary leaked: the system prompt appeared in a completion; the completion was withheld"
+    );
 }
 
 /// Withholds a choice's content: `finish_reason: "content_filter"`.
@@ -258,6 +275,8 @@ pub(crate) struct StreamGate {
     /// Released text (up to [`EVIDENCE_TEXT_CAP`]) for the evidence of
     /// classes the sanitizer leaves alone.
     released: String,
+    /// Since when text has been held back (the oldest unreleased delta).
+    held_since: Option<Instant>,
 }
 
 fn sse(value: &Value) -> String {
@@ -282,6 +301,7 @@ impl StreamGate {
             template: None,
             done: false,
             released: String::new(),
+            held_since: None,
         })
     }
 
@@ -359,6 +379,17 @@ impl StreamGate {
                 released.text.push_str(&tail.text);
                 released.violations.extend(tail.violations);
                 released.stop |= tail.stop;
+            }
+            // Hold-back delay: from the oldest held delta to its release.
+            let still_held = guard.held_bytes() > 0;
+            if !released.text.is_empty() {
+                if let Some(since) = self.held_since.take() {
+                    metrics::histogram!(crate::metrics::STREAM_HOLDBACK)
+                        .record(since.elapsed().as_secs_f64());
+                }
+            }
+            if still_held && self.held_since.is_none() {
+                self.held_since = Some(Instant::now());
             }
             absorb(&mut self.evidence, &released.violations, false);
             if self.released.len() + released.text.len() <= EVIDENCE_TEXT_CAP {
@@ -443,8 +474,14 @@ impl Drop for StreamGate {
         let observing = Instant::now();
         observe_unsanitized(&mut evidence, &self.released, &self.options.sanitize);
         let spent = self.spent + observing.elapsed();
-        let started = Instant::now().checked_sub(spent).unwrap_or_else(Instant::now);
+        let started = Instant::now()
+            .checked_sub(spent)
+            .unwrap_or_else(Instant::now);
+        let leaked = evidence.canary_leaked;
         let _ = crate::gates::decide(&self.plan, Gate::Output, evidence, started);
+        if leaked {
+            canary_alert(&self.plan);
+        }
     }
 }
 
