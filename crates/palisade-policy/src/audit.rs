@@ -183,7 +183,10 @@ pub fn simulate(
 ) -> SimulationReport {
     let mut report = SimulationReport::default();
     for r in records {
-        let d = new.decide(r.gate, &r.subject(), &r.evidence);
+        let d = match r.gate {
+            Gate::Tool => new.decide_tool(&r.subject(), &r.evidence),
+            gate => new.decide(gate, &r.subject(), &r.evidence),
+        };
         report.total += 1;
         *report
             .by_transition

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::PolicyError;
+use crate::tools::{ToolGateSpec, ToolSpec};
 use crate::types::{Action, DetectorKind, Gate, RuleAction, Spotlight};
 
 /// A parsed policy document. See the crate documentation for the schema.
@@ -30,6 +31,10 @@ pub struct PolicyDocument {
     /// Tier assignments; the first matching entry wins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub assign: Vec<AssignSpec>,
+    /// The tool catalog: what each tool an agent may call does, and the JSON Schema of its
+    /// arguments. Which tools a request may use is the tier's `tool.allow`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tools: BTreeMap<String, ToolSpec>,
 }
 
 /// One risk tier: a rule set per gate.
@@ -45,6 +50,10 @@ pub struct TierSpec {
     /// Rules for completions.
     #[serde(default)]
     pub output: OutputSpec,
+    /// The tool gate: which tools the model may be offered and call, and what needs a
+    /// confirmation. Absent: tool calls pass unchecked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<ToolGateSpec>,
 }
 
 /// Rules of the input gate. An absent detector never triggers.
@@ -198,6 +207,8 @@ impl TierSpec {
                     g.schema.map(|r| (D::Schema, r)),
                 ]
             }
+            // The tool gate has settings, not detector rules (see `ToolGateSpec`).
+            Gate::Tool => Vec::new(),
         };
         all.into_iter().flatten().collect()
     }

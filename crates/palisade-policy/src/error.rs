@@ -96,6 +96,15 @@ pub enum PolicyError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A tool catalog entry or tool gate setting that cannot be used: a bad tool name, a
+    /// schema that does not compile, an action the tool gate cannot take.
+    #[error("{path}: {reason}")]
+    BadTool {
+        /// Key path, e.g. `tools.send_email.schema`.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A line of an audit log is not a valid [`AuditRecord`](crate::AuditRecord): a
     /// truncated write or a record from an incompatible version.
     #[error("audit record: {0}")]

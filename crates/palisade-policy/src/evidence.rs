@@ -108,6 +108,9 @@ pub struct Evidence {
     /// anything the model wrote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_violation: Option<String>,
+    /// At the tool gate: the call judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<crate::tools::ToolEvidence>,
 }
 
 fn is_false(b: &bool) -> bool {

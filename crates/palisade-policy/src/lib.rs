@@ -63,11 +63,18 @@
 //! | `input` | `injection`, `jailbreak`, `harmful`, `secrets`, `pii` |
 //! | `context` | `injection`, `secrets`, `pii`, `hidden_markup`; `spotlight` |
 //! | `output` | `secrets`, `pii`, `canary`, `links`, `hidden_markup`, `schema`; `canaries` |
+//! | `tool` | settings, not detector rules: `allow`, `irreversible`, `untrusted_egress`, caps |
+//!
+//! The tool gate and the tool catalog (`[tools.<name>]`) are described in [`ToolGateSpec`];
+//! a call is judged by [`Snapshot::decide_tool`] on a [`ToolEvidence`].
 //!
 //! Actions: `allow`, `flag` (log only), `redact` (only for `secrets`, `pii`, `links` and
-//! `hidden_markup`: the others have no span to remove), `block`, and `shadow` (enforce
-//! nothing, report `shadow_action`, default `block`, in [`Decision::shadowed`]). The most
-//! severe enforced action wins: `block > redact > flag > allow`.
+//! `hidden_markup`: the others have no span to remove), `quarantine` (only `injection` at
+//! the context gate: the offending document or tool result is replaced by a quoted, marked
+//! copy), `confirm` (tool gate only: hold the call for approval), `block`, and `shadow`
+//! (enforce nothing, report `shadow_action`, default `block`, in [`Decision::shadowed`]).
+//! The most severe enforced action wins: `block > confirm > quarantine > redact > flag >
+//! allow`.
 //!
 //! `injection` and `jailbreak` share the detector's one attack score; the evidence's category
 //! routes it: a `jailbreak` goes to the `jailbreak` rule when the gate has one, everything
@@ -102,6 +109,14 @@
 //! | `exfiltration_link` | `links` | output | a link or image to a non-allowlisted domain, a `data:` or `javascript:` URL |
 //! | `hidden_markup` | `hidden_markup` | context, output | HTML comments, zero-width or tag characters |
 //! | `schema_violation` | `schema` | output | the completion violates the `response_format` schema |
+//! | `tool_not_allowed` | `allow` | tool | the tool is not on the tier's allowlist |
+//! | `tool_arguments_invalid` | — | tool | the call's arguments are not valid JSON |
+//! | `tool_schema_violation` | schema | tool | the arguments fail the tool's JSON Schema |
+//! | `tool_irreversible` | `irreversible` | tool | a call of an irreversible tool |
+//! | `tool_egress_after_untrusted` | `untrusted_egress` | tool | an egress tool after untrusted content |
+//! | `tool_call_limit` | `max_calls_per_response` | tool | a call beyond the per-response cap |
+//! | `tool_round_limit` | `max_rounds` | tool | a tool round beyond the conversation's cap |
+//! | `tool_token_limit` | `max_loop_tokens` | tool | the conversation's tool loop spent too many tokens |
 //!
 //! # Example
 //!
@@ -128,6 +143,7 @@ mod error;
 mod evidence;
 mod matching;
 mod snapshot;
+mod tools;
 mod types;
 mod version;
 
@@ -141,6 +157,10 @@ pub use error::PolicyError;
 pub use evidence::{Category, Evidence};
 pub use snapshot::{
     Effect, GatePolicy, Rule, Snapshot, Subject, TierName, TierPolicy, BUILTIN_TOML,
+};
+pub use tools::{
+    first_schema_violation, ArgumentCheck, SideEffect, ToolCatalog, ToolEvidence, ToolGate,
+    ToolGateSpec, ToolInfo, ToolSpec, UnlistedOffer, UntrustedScope,
 };
 pub use types::{Action, DetectorKind, Gate, ReasonCode, RuleAction, Spotlight};
 pub use version::{ParseVersionError, PolicyVersion};

@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::document::{PolicyDocument, RuleSpec, TierSpec};
 use crate::error::PolicyError;
 use crate::matching::{glob_match, normalize_domain_pattern, DomainAllowlist};
+use crate::tools::{compile_catalog, ToolCatalog, ToolGate};
 use crate::types::{Action, DetectorKind, Gate, RuleAction, Spotlight};
 use crate::version::PolicyVersion;
 
@@ -114,8 +115,11 @@ impl GatePolicy {
 pub struct TierPolicy {
     name: TierName,
     gates: [GatePolicy; 3],
+    /// Empty: the tool gate has no detector rules.
+    no_rules: GatePolicy,
     spotlight: Spotlight,
     canaries: bool,
+    tool: Option<ToolGate>,
 }
 
 impl TierPolicy {
@@ -130,7 +134,13 @@ impl TierPolicy {
             Gate::Input => &self.gates[0],
             Gate::Context => &self.gates[1],
             Gate::Output => &self.gates[2],
+            Gate::Tool => &self.no_rules,
         }
+    }
+
+    /// The tool gate, when the tier has one (`[tiers.<name>.tool]`).
+    pub fn tool_gate(&self) -> Option<&ToolGate> {
+        self.tool.as_ref()
     }
 
     /// Prompt hardening for untrusted channels (`context.spotlight`).
@@ -172,6 +182,7 @@ pub struct Snapshot {
     default_tier: Arc<TierPolicy>,
     assignments: Vec<Assignment>,
     links: DomainAllowlist,
+    catalog: ToolCatalog,
 }
 
 impl Snapshot {
@@ -203,9 +214,10 @@ impl Snapshot {
         }
         let document = document.canonical();
         let version = PolicyVersion::of(&document)?;
+        let catalog = compile_catalog(&document.tools)?;
         let mut tiers = Vec::with_capacity(document.tiers.len());
         for (name, spec) in &document.tiers {
-            tiers.push(Arc::new(compile_tier(name, spec)?));
+            tiers.push(Arc::new(compile_tier(name, spec, &catalog)?));
         }
         let find = |name: &str| tiers.iter().find(|t| t.name.as_str() == name).cloned();
         let default_tier =
@@ -238,7 +250,13 @@ impl Snapshot {
             default_tier,
             assignments,
             links,
+            catalog,
         })
+    }
+
+    /// The tool catalog (`[tools.<name>]`).
+    pub fn tools(&self) -> &ToolCatalog {
+        &self.catalog
     }
 
     /// The content hash of the policy (see [`PolicyVersion`]).
@@ -288,7 +306,11 @@ fn valid_tier_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn compile_tier(name: &str, spec: &TierSpec) -> Result<TierPolicy, PolicyError> {
+fn compile_tier(
+    name: &str,
+    spec: &TierSpec,
+    catalog: &ToolCatalog,
+) -> Result<TierPolicy, PolicyError> {
     if !valid_tier_name(name) {
         return Err(PolicyError::BadTierName {
             path: format!("tiers.{name}"),
@@ -298,14 +320,33 @@ fn compile_tier(name: &str, spec: &TierSpec) -> Result<TierPolicy, PolicyError> 
     for (slot, gate) in gates.iter_mut().zip(Gate::ALL) {
         for (detector, rule) in spec.rules(gate) {
             let path = format!("tiers.{name}.{gate}.{detector}");
-            slot.rules[detector.index()] = Some(compile_rule(&path, detector, rule)?);
+            let compiled = compile_rule(&path, detector, rule)?;
+            // Quarantine rewrites an untrusted segment: only the context gate has one.
+            let quarantines = matches!(compiled.effect, Effect::Enforce(Action::Quarantine))
+                || matches!(compiled.effect, Effect::Shadow(Action::Quarantine));
+            if quarantines && gate != Gate::Context {
+                return Err(PolicyError::InvalidAction {
+                    path: format!("{path}.action"),
+                    action: RuleAction::Quarantine,
+                    detector,
+                    allowed: "allow, flag, block, shadow (quarantine is for the context gate)"
+                        .to_owned(),
+                });
+            }
+            slot.rules[detector.index()] = Some(compiled);
         }
     }
+    let tool = match &spec.tool {
+        Some(t) => Some(ToolGate::compile(&format!("tiers.{name}.tool"), t, catalog)?),
+        None => None,
+    };
     Ok(TierPolicy {
         name: TierName::from(name),
         gates,
+        no_rules: GatePolicy::default(),
         spotlight: spec.context.spotlight,
         canaries: spec.output.canaries,
+        tool,
     })
 }
 

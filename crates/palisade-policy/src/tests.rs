@@ -134,7 +134,7 @@ mod validation {
             "injection = { threshold = 0.90, action = \"block\" }",
             "injection = { threshold = 0.90, action = \"redact\" }",
             "tiers.standard.input.injection.action: redact is not valid for injection \
-             (expected one of: allow, flag, block, shadow)",
+             (expected one of: allow, flag, quarantine, block, shadow)",
         );
         check(
             "canary = { action = \"block\" }",
@@ -148,8 +148,8 @@ mod validation {
         );
         check(
             "pii = { action = \"allow\" }",
-            "pii = { action = \"quarantine\" }",
-            "unknown variant `quarantine`",
+            "pii = { action = \"obliterate\" }",
+            "unknown variant `obliterate`",
         );
         check(
             "schema = { action = \"shadow\" }",
@@ -872,5 +872,239 @@ mod builtin {
         let d = decide(Gate::Context, hidden);
         assert!(d.enforced_action >= Action::Redact, "{d:?}");
         assert!(d.reasons.contains(&ReasonCode::HiddenMarkup), "{d:?}");
+    }
+}
+
+mod tool_gate {
+    use crate::{
+        Action, ArgumentCheck, AuditContext, AuditRecord, Evidence, Gate, PolicyError,
+        ReasonCode, SideEffect, Snapshot, Subject, ToolEvidence,
+    };
+
+    const POLICY: &str = r#"
+        default_tier = "standard"
+        [tools.search_docs]
+        effect = "read_only"
+        schema = { type = "object", properties = { q = { type = "string", maxLength = 50 } }, required = ["q"], additionalProperties = false }
+        [tools.send_email]
+        egress = true
+        [tools.delete_file]
+        effect = "irreversible"
+
+        [tiers.standard.tool]
+        allow = ["search_docs", "send_email", "delete_file"]
+        max_calls_per_response = 2
+        max_rounds = 3
+        max_loop_tokens = 1000
+
+        [tiers.strict.tool]
+        allow = ["search_docs", "send_email"]
+        unlisted_offer = "refuse"
+        untrusted = "any"
+        untrusted_egress = "block"
+
+        [tiers.open]
+
+        [[assign]]
+        tenant = "bank"
+        tier = "strict"
+        [[assign]]
+        tenant = "lab"
+        tier = "open"
+    "#;
+
+    fn who(tenant: &str) -> Subject<'_> {
+        Subject {
+            tenant,
+            route: "chat",
+            model: "m",
+        }
+    }
+
+    fn call(name: &str) -> ToolEvidence {
+        ToolEvidence {
+            name: name.into(),
+            call_id: "c1".into(),
+            args_sha256: Some("00".into()),
+            args_json: true,
+            round: 1,
+            ..ToolEvidence::default()
+        }
+    }
+
+    fn decide(p: &Snapshot, tenant: &str, tool: ToolEvidence) -> (Action, Vec<ReasonCode>) {
+        let e = Evidence {
+            tool: Some(tool),
+            ..Evidence::default()
+        };
+        let d = p.decide_tool(&who(tenant), &e);
+        assert_eq!(d.gate, Gate::Tool);
+        assert_eq!(d.policy_version, p.version());
+        (d.enforced_action, d.reasons)
+    }
+
+    #[test]
+    fn allowlist_classes_and_caps() {
+        let p = Snapshot::from_toml(POLICY).unwrap();
+        assert_eq!(decide(&p, "acme", call("search_docs")), (Action::Allow, vec![]));
+        assert_eq!(
+            decide(&p, "acme", call("rm_rf")),
+            (Action::Block, vec![ReasonCode::ToolNotAllowed])
+        );
+        assert_eq!(
+            decide(&p, "acme", call("delete_file")),
+            (Action::Confirm, vec![ReasonCode::ToolIrreversible])
+        );
+        // Egress after flagged content: confirm; after merely untrusted content the
+        // default scope ("flagged") lets it through, the strict tier's ("any") blocks.
+        let mut egress = call("send_email");
+        egress.untrusted_context = true;
+        assert_eq!(decide(&p, "acme", egress.clone()).0, Action::Allow);
+        assert_eq!(
+            decide(&p, "bank", egress.clone()),
+            (Action::Block, vec![ReasonCode::ToolEgressAfterUntrusted])
+        );
+        egress.flagged_context = true;
+        assert_eq!(
+            decide(&p, "acme", egress),
+            (Action::Confirm, vec![ReasonCode::ToolEgressAfterUntrusted])
+        );
+        let mut third = call("search_docs");
+        third.position = 2;
+        third.round = 4;
+        third.loop_tokens = 1001;
+        third.args_json = false;
+        assert_eq!(
+            decide(&p, "acme", third),
+            (
+                Action::Block,
+                vec![
+                    ReasonCode::ToolArgumentsInvalid,
+                    ReasonCode::ToolCallLimit,
+                    ReasonCode::ToolRoundLimit,
+                    ReasonCode::ToolTokenLimit
+                ]
+            )
+        );
+        // A tier without a tool gate lets everything through.
+        assert_eq!(decide(&p, "lab", call("rm_rf")), (Action::Allow, vec![]));
+        let strict = p.tier_for(&who("bank")).tool_gate().unwrap();
+        assert!(strict.allows("send_email") && !strict.allows("delete_file"));
+    }
+
+    #[test]
+    fn arguments_against_catalog_or_declared_schema() {
+        let p = Snapshot::from_toml(POLICY).unwrap();
+        let tools = p.tools();
+        assert_eq!(tools.info("search_docs").effect, SideEffect::ReadOnly);
+        assert!(tools.info("send_email").egress);
+        assert!(!tools.info("unknown").catalogued);
+        let ok = tools.check_arguments("search_docs", r#"{"q": "rust"}"#, None);
+        assert_eq!(
+            ok,
+            ArgumentCheck {
+                json: true,
+                schema_violation: None
+            }
+        );
+        let extra = tools.check_arguments("search_docs", r#"{"q": "rust", "x": 1}"#, None);
+        assert_eq!(
+            extra.schema_violation.as_deref(),
+            Some("/: additionalproperties")
+        );
+        let long = format!(r#"{{"q": "{}"}}"#, "a".repeat(60));
+        assert_eq!(
+            tools
+                .check_arguments("search_docs", &long, None)
+                .schema_violation
+                .as_deref(),
+            Some("/q: maxlength")
+        );
+        assert!(!tools.check_arguments("search_docs", "{\"q\": ", None).json);
+        // Not catalogued with a schema: the client's declared schema applies.
+        let declared = serde_json::json!({"type": "object", "required": ["to"]});
+        assert!(tools
+            .check_arguments("send_email", "{}", Some(&declared))
+            .schema_violation
+            .is_some());
+        assert!(tools
+            .check_arguments("send_email", r#"{"to": "a"}"#, Some(&declared))
+            .schema_violation
+            .is_none());
+        // A broken declared schema does not block.
+        let broken = serde_json::json!({"type": 12});
+        assert!(tools
+            .check_arguments("send_email", "{}", Some(&broken))
+            .schema_violation
+            .is_none());
+    }
+
+    #[test]
+    fn bad_tool_settings_name_their_key() {
+        let cases = [
+            (
+                "default_tier = \"s\"\n[tiers.s]\n[tools.\"bad name\"]",
+                "tools.bad name",
+            ),
+            (
+                "default_tier = \"s\"\n[tiers.s]\n[tools.t]\nschema = { type = 12 }",
+                "tools.t.schema",
+            ),
+            (
+                "default_tier = \"s\"\n[tiers.s.tool]\nallow = [\"a b\"]",
+                "tiers.s.tool.allow[0]",
+            ),
+            (
+                "default_tier = \"s\"\n[tiers.s.tool]\nallow = []\nirreversible = \"redact\"",
+                "tiers.s.tool.irreversible",
+            ),
+            (
+                "default_tier = \"s\"\n[tiers.s.input]\ninjection = { threshold = 0.9, action = \"quarantine\" }",
+                "tiers.s.input.injection.action",
+            ),
+        ];
+        for (text, path) in cases {
+            let err = Snapshot::from_toml(text).unwrap_err();
+            assert!(
+                matches!(err, PolicyError::BadTool { .. } | PolicyError::InvalidAction { .. }),
+                "{err}"
+            );
+            assert!(err.to_string().starts_with(path), "{err} / {path}");
+        }
+        // Quarantine is fine at the context gate.
+        Snapshot::from_toml(
+            "default_tier = \"s\"\n[tiers.s.context]\ninjection = { threshold = 0.9, action = \"quarantine\" }",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn tool_records_simulate_under_a_new_allowlist() {
+        let live = Snapshot::from_toml(POLICY).unwrap();
+        let e = Evidence {
+            tool: Some(call("send_email")),
+            ..Evidence::default()
+        };
+        let d = live.decide_tool(&who("acme"), &e);
+        let ctx = AuditContext {
+            ts_ms: 1,
+            request_id: "r1",
+            subject: who("acme"),
+            latency_us: 3,
+        };
+        let record = AuditRecord::new(&ctx, e, &d);
+        let line = record.to_json_line().unwrap();
+        assert!(line.contains("\"gate\":\"tool\"") && !line.contains("arguments"), "{line}");
+        let back = AuditRecord::from_json_line(&line).unwrap();
+        let tighter = Snapshot::from_toml(&POLICY.replace(
+            "allow = [\"search_docs\", \"send_email\", \"delete_file\"]",
+            "allow = [\"search_docs\"]",
+        ))
+        .unwrap();
+        assert_ne!(tighter.version(), live.version());
+        let report = crate::simulate(&tighter, [back]);
+        assert_eq!(report.changed.len(), 1);
+        assert_eq!(report.changed[0].new_action, Action::Block);
+        assert_eq!(report.changed[0].new_reasons, vec![ReasonCode::ToolNotAllowed]);
     }
 }

@@ -37,11 +37,14 @@ pub enum Gate {
     Context,
     /// The model's completion, before it reaches the client.
     Output,
+    /// Each tool call the model emits, before it is released to the client (see
+    /// [`ToolGateSpec`](crate::ToolGateSpec)).
+    Tool,
 }
 
 impl Gate {
     /// Every gate, in request order.
-    pub const ALL: [Gate; 3] = [Gate::Input, Gate::Context, Gate::Output];
+    pub const ALL: [Gate; 4] = [Gate::Input, Gate::Context, Gate::Output, Gate::Tool];
 
     /// The stable snake_case name (same as serde and the TOML table name).
     pub fn as_str(self) -> &'static str {
@@ -49,12 +52,14 @@ impl Gate {
             Gate::Input => "input",
             Gate::Context => "context",
             Gate::Output => "output",
+            Gate::Tool => "tool",
         }
     }
 }
 
-/// An enforceable outcome. The derived order is severity, `Allow < Flag < Redact < Block`,
-/// so "the most severe action wins" is `max`.
+/// An enforceable outcome. The derived order is severity,
+/// `Allow < Flag < Redact < Quarantine < Confirm < Block`, so "the most severe action wins"
+/// is `max`.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]
@@ -67,13 +72,25 @@ pub enum Action {
     Flag,
     /// Let it through with the offending spans removed or neutralized.
     Redact,
+    /// Keep untrusted content out of the instructions: replace it with a quoted, marked
+    /// copy the model is told to treat as inert data (context gate, `injection` only).
+    Quarantine,
+    /// Hold a tool call until a human or an approval service confirms it (tool gate only).
+    Confirm,
     /// Stop it: the gateway refuses the request or withholds the content.
     Block,
 }
 
 impl Action {
     /// Every action, least severe first.
-    pub const ALL: [Action; 4] = [Action::Allow, Action::Flag, Action::Redact, Action::Block];
+    pub const ALL: [Action; 6] = [
+        Action::Allow,
+        Action::Flag,
+        Action::Redact,
+        Action::Quarantine,
+        Action::Confirm,
+        Action::Block,
+    ];
 
     /// The stable snake_case name (same as serde).
     pub fn as_str(self) -> &'static str {
@@ -81,6 +98,8 @@ impl Action {
             Action::Allow => "allow",
             Action::Flag => "flag",
             Action::Redact => "redact",
+            Action::Quarantine => "quarantine",
+            Action::Confirm => "confirm",
             Action::Block => "block",
         }
     }
@@ -98,6 +117,10 @@ pub enum RuleAction {
     Flag,
     /// See [`Action::Redact`].
     Redact,
+    /// See [`Action::Quarantine`].
+    Quarantine,
+    /// See [`Action::Confirm`].
+    Confirm,
     /// See [`Action::Block`].
     Block,
     /// Record what `shadow_action` (default `block`) would do, enforce nothing.
@@ -119,6 +142,8 @@ impl RuleAction {
             RuleAction::Allow => Some(Action::Allow),
             RuleAction::Flag => Some(Action::Flag),
             RuleAction::Redact => Some(Action::Redact),
+            RuleAction::Quarantine => Some(Action::Quarantine),
+            RuleAction::Confirm => Some(Action::Confirm),
             RuleAction::Block => Some(Action::Block),
             RuleAction::Shadow => None,
         }
@@ -131,6 +156,8 @@ impl From<Action> for RuleAction {
             Action::Allow => RuleAction::Allow,
             Action::Flag => RuleAction::Flag,
             Action::Redact => RuleAction::Redact,
+            Action::Quarantine => RuleAction::Quarantine,
+            Action::Confirm => RuleAction::Confirm,
             Action::Block => RuleAction::Block,
         }
     }
@@ -235,15 +262,19 @@ impl DetectorKind {
     /// to remove: a score, a category, a canary (the prompt around it has leaked too) or a
     /// schema violation have none, so `redact` there would silently mean `allow`.
     pub fn allowed_actions(self) -> &'static [Action] {
-        const ALL: &[Action] = &Action::ALL;
+        const SPANS: &[Action] = &[Action::Allow, Action::Flag, Action::Redact, Action::Block];
         const NO_REDACT: &[Action] = &[Action::Allow, Action::Flag, Action::Block];
+        // Quarantine replaces a whole untrusted segment; the compiler also checks that it
+        // is used at the context gate only.
+        const INJECTION: &[Action] =
+            &[Action::Allow, Action::Flag, Action::Quarantine, Action::Block];
         match self {
             DetectorKind::Secrets
             | DetectorKind::Pii
             | DetectorKind::Links
-            | DetectorKind::HiddenMarkup => ALL,
-            DetectorKind::Injection
-            | DetectorKind::Jailbreak
+            | DetectorKind::HiddenMarkup => SPANS,
+            DetectorKind::Injection => INJECTION,
+            DetectorKind::Jailbreak
             | DetectorKind::Harmful
             | DetectorKind::Canary
             | DetectorKind::Schema => NO_REDACT,
@@ -259,10 +290,10 @@ impl DetectorKind {
             (DetectorKind::Harmful, _) => ReasonCode::HarmfulRequest,
             (DetectorKind::Secrets, Gate::Input) => ReasonCode::SecretInInput,
             (DetectorKind::Secrets, Gate::Context) => ReasonCode::SecretInContext,
-            (DetectorKind::Secrets, Gate::Output) => ReasonCode::SecretInOutput,
+            (DetectorKind::Secrets, Gate::Output | Gate::Tool) => ReasonCode::SecretInOutput,
             (DetectorKind::Pii, Gate::Input) => ReasonCode::PiiInInput,
             (DetectorKind::Pii, Gate::Context) => ReasonCode::PiiInContext,
-            (DetectorKind::Pii, Gate::Output) => ReasonCode::PiiInOutput,
+            (DetectorKind::Pii, Gate::Output | Gate::Tool) => ReasonCode::PiiInOutput,
             (DetectorKind::Canary, _) => ReasonCode::CanaryLeak,
             (DetectorKind::Links, _) => ReasonCode::ExfiltrationLink,
             (DetectorKind::HiddenMarkup, _) => ReasonCode::HiddenMarkup,
@@ -305,6 +336,23 @@ pub enum ReasonCode {
     HiddenMarkup,
     /// `schema` at the output gate.
     SchemaViolation,
+    /// Tool gate: the tool is not on the tier's allowlist.
+    ToolNotAllowed,
+    /// Tool gate: the call's arguments are not valid JSON.
+    ToolArgumentsInvalid,
+    /// Tool gate: the call's arguments fail the tool's JSON Schema.
+    ToolSchemaViolation,
+    /// Tool gate: an irreversible tool.
+    ToolIrreversible,
+    /// Tool gate: a tool that sends data out, after untrusted content entered the
+    /// conversation.
+    ToolEgressAfterUntrusted,
+    /// Tool gate: more calls in one response than `max_calls_per_response`.
+    ToolCallLimit,
+    /// Tool gate: more tool rounds in the conversation than `max_rounds`.
+    ToolRoundLimit,
+    /// Tool gate: the conversation's tool loop spent more than `max_loop_tokens`.
+    ToolTokenLimit,
 }
 
 impl ReasonCode {
@@ -325,6 +373,14 @@ impl ReasonCode {
             ReasonCode::ExfiltrationLink => "exfiltration_link",
             ReasonCode::HiddenMarkup => "hidden_markup",
             ReasonCode::SchemaViolation => "schema_violation",
+            ReasonCode::ToolNotAllowed => "tool_not_allowed",
+            ReasonCode::ToolArgumentsInvalid => "tool_arguments_invalid",
+            ReasonCode::ToolSchemaViolation => "tool_schema_violation",
+            ReasonCode::ToolIrreversible => "tool_irreversible",
+            ReasonCode::ToolEgressAfterUntrusted => "tool_egress_after_untrusted",
+            ReasonCode::ToolCallLimit => "tool_call_limit",
+            ReasonCode::ToolRoundLimit => "tool_round_limit",
+            ReasonCode::ToolTokenLimit => "tool_token_limit",
         }
     }
 }
@@ -364,6 +420,8 @@ mod tests {
     fn severity_order() {
         assert!(Action::Allow < Action::Flag);
         assert!(Action::Flag < Action::Redact);
-        assert!(Action::Redact < Action::Block);
+        assert!(Action::Redact < Action::Quarantine);
+        assert!(Action::Quarantine < Action::Confirm);
+        assert!(Action::Confirm < Action::Block);
     }
 }

@@ -15,23 +15,37 @@ use proptest::sample::select;
 // Generators: small valid documents.
 // ---------------------------------------------------------------------------------------
 
-/// A valid `(action, shadow_action)` pair for `d`.
-fn rule_action(d: DetectorKind) -> impl Strategy<Value = (RuleAction, Option<Action>)> {
-    let allowed = d.allowed_actions().to_vec();
+/// A valid `(action, shadow_action)` pair for `d`; `quarantine` only where the gate has
+/// untrusted segments to quarantine (the context gate).
+fn rule_action(
+    d: DetectorKind,
+    quarantine_ok: bool,
+) -> impl Strategy<Value = (RuleAction, Option<Action>)> {
+    let allowed: Vec<Action> = d
+        .allowed_actions()
+        .iter()
+        .copied()
+        .filter(|a| quarantine_ok || *a != Action::Quarantine)
+        .collect();
     prop_oneof![
         3 => select(allowed.clone()).prop_map(|a| (RuleAction::from(a), None)),
         1 => proptest::option::of(select(allowed)).prop_map(|s| (RuleAction::Shadow, s)),
     ]
 }
 
-/// A rule for `d`: with a threshold exactly when `d` is scored.
+/// A rule for `d` outside the context gate.
 fn rule(d: DetectorKind) -> impl Strategy<Value = Option<RuleSpec>> {
+    rule_at(d, false)
+}
+
+/// A rule for `d`: with a threshold exactly when `d` is scored.
+fn rule_at(d: DetectorKind, quarantine_ok: bool) -> impl Strategy<Value = Option<RuleSpec>> {
     let threshold = if d.is_scored() {
         (0.0..=1.0f64).prop_map(Some).boxed()
     } else {
         Just(None).boxed()
     };
-    proptest::option::of((threshold, rule_action(d)).prop_map(
+    proptest::option::of((threshold, rule_action(d, quarantine_ok)).prop_map(
         |(threshold, (action, shadow_action))| RuleSpec {
             threshold,
             action,
@@ -57,7 +71,7 @@ fn tier_spec() -> impl Strategy<Value = TierSpec> {
             pii,
         });
     let context = (
-        rule(D::Injection),
+        rule_at(D::Injection, true),
         rule(D::Secrets),
         rule(D::Pii),
         rule(D::HiddenMarkup),
@@ -92,6 +106,7 @@ fn tier_spec() -> impl Strategy<Value = TierSpec> {
         input,
         context,
         output,
+        tool: None,
     })
 }
 
@@ -146,6 +161,7 @@ fn document() -> impl Strategy<Value = PolicyDocument> {
                         tier: name(tier),
                     })
                     .collect(),
+                tools: BTreeMap::new(),
             }
         })
 }
@@ -190,6 +206,7 @@ fn evidence() -> impl Strategy<Value = Evidence> {
                     disallowed_links,
                     hidden_markup,
                     schema_violation,
+                    tool: None,
                 }
             },
         )
@@ -371,7 +388,8 @@ fn render(doc: &PolicyDocument, seed: u64) -> String {
     let mut blocks: Vec<String> = Vec::new();
     for (name, tier) in &doc.tiers {
         let tier = serde_json::to_value(tier).expect("tier serializes");
-        for gate in Gate::ALL {
+        // The tool gate is settings, not rules, and the generator leaves it out.
+        for gate in [Gate::Input, Gate::Context, Gate::Output] {
             let table = tier[gate.as_str()].as_object().expect("gate is a table");
             let mut lines = gate_lines(table, &mut rng);
             if rng.coin() {
@@ -423,6 +441,7 @@ fn renderer_round_trips_a_fixed_document() {
         tiers: BTreeMap::from([("standard".to_owned(), TierSpec::default())]),
         links: LinksSpec::default(),
         assign: vec![],
+        tools: BTreeMap::new(),
     };
     let text = render(&doc, 7);
     assert_eq!(PolicyDocument::from_toml(&text).unwrap(), doc, "{text}");

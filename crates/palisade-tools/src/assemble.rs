@@ -134,9 +134,9 @@ impl CallAssembler {
         if call.id.is_empty() {
             call.id.push_str(id);
         }
-        if call.name.is_empty() {
-            call.name.push_str(name);
-        } else if !name.is_empty() && name != call.name {
+        // Names normally arrive whole in the first delta; a server that repeats the same
+        // name in later deltas is not appending to it.
+        if name != call.name {
             call.name.push_str(name);
         }
         call.arguments.push_str(&arguments);
