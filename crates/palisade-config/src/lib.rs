@@ -81,8 +81,62 @@ pub struct Config {
     pub ledger: LedgerConfig,
     /// The safety policy: gates, thresholds and actions.
     pub policy: PolicyConfig,
+    /// Tool-call security mechanics: capability-token signing, confirmations.
+    /// (Which tools are allowed is the policy's `[tools]` and tier `tool` gate.)
+    pub tools: ToolsConfig,
+    /// Per-tenant credentials, by environment variable name.
+    pub tenants: BTreeMap<String, TenantConfig>,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// How released tool calls are signed and held calls confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolsConfig {
+    /// A file holding the ed25519 signing seed as 64 hex digits
+    /// (`palisade tools keygen` writes one). Every replica needs the same
+    /// key, so that executors trust one public key. Absent: a key is drawn
+    /// at start (tokens then verify only against this process).
+    pub signing_key_file: Option<String>,
+    /// Lifetime of a capability token.
+    pub token_ttl_secs: u64,
+    /// How long a call waits for confirmation before it lapses.
+    pub confirmation_ttl_secs: u64,
+    /// Most calls waiting for confirmation at once (oldest lapse first).
+    pub max_pending: usize,
+    /// Most bytes of streamed tool-call names and arguments held per
+    /// response while the calls are assembled.
+    pub max_call_bytes: usize,
+    /// How long a conversation's tool-loop counters are kept after its
+    /// last request.
+    pub conversation_ttl_secs: u64,
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        Self {
+            signing_key_file: None,
+            token_ttl_secs: 300,
+            confirmation_ttl_secs: 900,
+            max_pending: 10_000,
+            max_call_bytes: 1024 * 1024,
+            conversation_ttl_secs: 3_600,
+        }
+    }
+}
+
+/// One tenant's credentials. Values are environment variable *names*: the
+/// secrets stay out of the config file, the model's context and the logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    /// Backend name → variable holding this tenant's API key for it, sent
+    /// upstream instead of the backend's own `api_key_env`.
+    pub upstream_api_key_env: BTreeMap<String, String>,
+    /// Tool name → variable holding the credential an executor needs for
+    /// it; `POST /v1/tools/verify` returns it with a valid capability token.
+    pub tool_credentials_env: BTreeMap<String, String>,
 }
 
 /// Where the safety policy comes from. With no file, the built-in policy
@@ -473,6 +527,11 @@ pub struct ApiKeyConfig {
     /// May call the `/admin/*` endpoints.
     #[serde(default)]
     pub admin: bool,
+    /// May confirm held tool calls of its tenant (`POST /v1/tools/confirm`).
+    /// Give it to the approval service or the human's console, not to the
+    /// agent: a key that can confirm its own calls makes confirmation moot.
+    #[serde(default)]
+    pub approver: bool,
     /// Priority class at saturated backends: `high` is served first,
     /// `low` is shed rather than queued.
     #[serde(default)]
@@ -787,6 +846,33 @@ impl Config {
     }
 
     /// Monthly quotas and budgets, alerts and the spend-rate breaker.
+    fn validate_tools(&self) -> Result<(), ConfigError> {
+        let t = &self.tools;
+        if t.token_ttl_secs == 0 || t.confirmation_ttl_secs == 0 || t.conversation_ttl_secs == 0 {
+            return Err(invalid(
+                "tools",
+                "token_ttl_secs, confirmation_ttl_secs and conversation_ttl_secs must be greater than 0",
+            ));
+        }
+        if t.max_pending == 0 {
+            return Err(invalid("tools.max_pending", "must be greater than 0"));
+        }
+        if t.max_call_bytes < 1024 {
+            return Err(invalid("tools.max_call_bytes", "must be at least 1024"));
+        }
+        for (tenant, cfg) in &self.tenants {
+            for backend in cfg.upstream_api_key_env.keys() {
+                if !self.backends.contains_key(backend) {
+                    return Err(invalid(
+                        format!("tenants.{tenant}.upstream_api_key_env.{backend}"),
+                        "names no backend under [backends]",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate_spend_controls(&self) -> Result<(), ConfigError> {
         let limits = &self.limits;
         let percents = &limits.budget_alert_percents;
@@ -1047,6 +1133,7 @@ impl Config {
             ));
         }
         self.validate_spend_controls()?;
+        self.validate_tools()?;
         for (scope, limits) in std::iter::once(("limits".to_owned(), &self.limits.default)).chain(
             self.limits
                 .tenants

@@ -26,6 +26,8 @@ pub struct Principal {
     /// May call `/admin/*` (admin keys, and everyone in open mode, which is
     /// loopback-only).
     pub admin: bool,
+    /// May confirm held tool calls of its tenant.
+    pub approver: bool,
     /// Priority class at saturated backends (0 high … 2 low).
     pub priority_class: usize,
 }
@@ -52,6 +54,7 @@ impl Authenticator {
                 tenant: OPEN_TENANT.into(),
                 key_name: "open".into(),
                 admin: true,
+                approver: true,
                 priority_class: palisade_config::Priority::Normal.class(),
             }),
             AuthMode::Keys => Self::Keys(
@@ -67,6 +70,7 @@ impl Authenticator {
                                 tenant: k.tenant.as_str().into(),
                                 key_name: k.name.as_str().into(),
                                 admin: k.admin,
+                                approver: k.approver,
                                 priority_class: k.priority.class(),
                             },
                         ))
@@ -134,6 +138,7 @@ mod tests {
                 tenant: "acme".into(),
                 sha256: hex::encode(hash_key("sk-good")),
                 admin: false,
+                approver: false,
                 priority: palisade_config::Priority::Normal,
             }],
         })

@@ -17,8 +17,9 @@
 //!    dropped (cancelling the upstream) when the client goes away.
 //!
 //! Errors from every phase become OpenAI-shaped bodies in one place,
-//! [`error::error_response`]. Later gates (detection, policy, limits) slot in
-//! between phases 4 and 5 and around 6.
+//! [`error::error_response`]. The safety gates slot in between phases 4 and
+//! 5 (input, context and the request side of the [`tools`] gate) and around
+//! 6 (output, and each tool call the model emits).
 //!
 //! This crate owns HTTP; it must not contain detection, policy or limit logic,
 //! which live in pure crates and are called from here.
@@ -47,6 +48,7 @@ pub mod scheduler;
 pub mod server;
 pub mod spend;
 pub mod stream;
+pub mod tools;
 pub mod upstream;
 
 pub use server::{Gateway, GatewayError, RunningGateway};

@@ -63,6 +63,12 @@ pub const SHADOW_DIVERGENCES: &str = "palisade_policy_shadow_divergences_total";
 pub const ALERTS: &str = "palisade_alerts_total";
 /// Alerts the webhook did not accept after retries.
 pub const ALERT_DELIVERY_FAILURES: &str = "palisade_alert_webhook_failures_total";
+/// Requests whose untrusted content the context gate quarantined.
+pub const QUARANTINED: &str = "palisade_context_quarantined_total";
+/// Tool calls judged, by outcome (released, withheld, pending).
+pub const TOOL_CALLS: &str = "palisade_tool_calls_total";
+/// Time spent judging one response's tool calls (schema, policy, signing).
+pub const TOOL_CHECK: &str = "palisade_tool_check_seconds";
 
 /// Latency buckets from 100 µs to 5 min: gateway overhead lives at the low
 /// end, LLM generation at the high end, and both must be readable.
@@ -161,6 +167,19 @@ fn describe() {
     describe_counter!(
         ALERTS,
         "Alerts raised: monthly budget thresholds and spend-rate trips, by kind."
+    );
+    describe_counter!(
+        QUARANTINED,
+        "Requests whose retrieved or tool content was quarantined by the context gate."
+    );
+    describe_counter!(
+        TOOL_CALLS,
+        "Tool calls the model emitted, by outcome: released, withheld, pending (confirmation)."
+    );
+    describe_histogram!(
+        TOOL_CHECK,
+        Unit::Seconds,
+        "Time to judge one response's tool calls: arguments, schema, policy, token signing."
     );
     describe_counter!(
         ALERT_DELIVERY_FAILURES,

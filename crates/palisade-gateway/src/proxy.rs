@@ -295,11 +295,13 @@ async fn send_upstream(
                 .to_owned(),
         };
         let retrieved = retrieved_indexes(headers);
-        let (plan, changed) =
+        let (mut plan, changed) =
             crate::gates::inspect_request(state, subject, request.fields_mut(), &retrieved)
                 .inspect_err(|_| state.admission.offend(&principal, 1))?;
+        let tools_changed =
+            crate::tools::inspect_request(state, &mut plan, request.fields_mut(), headers)?;
         record.gates = Some(plan);
-        gates_rewrote = changed;
+        gates_rewrote = changed || tools_changed;
     }
 
     // Graceful degradation: a saturated backend sheds work to a cheaper
@@ -452,7 +454,13 @@ async fn send_upstream(
     }
     let sent_at = Instant::now();
     let upstream = backend
-        .post_json(endpoint, upstream_body, record.request_id(), deadline)
+        .post_json(
+            endpoint,
+            upstream_body,
+            record.request_id(),
+            &principal.tenant,
+            deadline,
+        )
         .await;
     if let Some(breaker) = &backend.breaker {
         let ok = upstream
@@ -558,10 +566,14 @@ async fn respond(
             tokens.tally.observe_response(&value);
         }
     }
-    // The output gate: sanitize the completion, or refuse it.
+    // The tool gate, then the output gate: judge each tool call; sanitize
+    // the completion, or refuse it.
     let mut body = body;
     if status.is_success() {
         if let Some(plan) = &record.gates {
+            if let Some(gated) = crate::tools::gate_body(plan, &body) {
+                body = gated;
+            }
             match crate::output_gate::gate_body(plan, &body) {
                 Ok(Some(gated)) => body = gated,
                 Ok(None) => {}

@@ -69,6 +69,9 @@ pub enum GatewayError {
     /// The policy file could not be loaded.
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyLoadError),
+    /// The tool signing key or a tenant's tool credential is missing.
+    #[error(transparent)]
+    Tools(#[from] crate::tools::ToolSetupError),
     /// The server loop failed.
     #[error("server error")]
     Serve(#[source] std::io::Error),
@@ -96,6 +99,8 @@ pub struct GatewayState {
     pub(crate) audit: crate::audit::AuditSink,
     pub(crate) stream_hold_bytes: usize,
     pub(crate) sse_heartbeat: Option<Duration>,
+    /// Capability tokens, confirmations and tool-loop counters.
+    pub(crate) tools: Arc<crate::tools::ToolService>,
     readiness: Readiness,
     metrics: Option<PrometheusHandle>,
 }
@@ -127,7 +132,7 @@ impl Gateway {
         let mut index = HashMap::new();
         for (name, backend) in &config.backends {
             index.insert(name.clone(), backends.len());
-            backends.push(Backend::new(name, backend, &env)?);
+            backends.push(Backend::new(name, backend, &config.tenants, &env)?);
         }
         let mut tokenizers = HashMap::new();
         for path in config.routes.iter().filter_map(|r| r.tokenizer.as_ref()) {
@@ -157,6 +162,7 @@ impl Gateway {
         let policy = Arc::new(crate::policy::PolicyStore::load(&config.policy)?);
         policy_ready.set(true);
         let serving = readiness.register("listener");
+        let tools = Arc::new(crate::tools::ToolService::from_config(&config, &env)?);
         let prices = Arc::new(crate::accounting::price_table(&config.ledger));
         let state = Arc::new(GatewayState {
             auth: Authenticator::from_config(&config.auth),
@@ -177,6 +183,7 @@ impl Gateway {
             stream_hold_bytes: config.policy.stream_hold_bytes,
             sse_heartbeat: (config.server.sse_heartbeat_ms > 0)
                 .then(|| Duration::from_millis(config.server.sse_heartbeat_ms)),
+            tools,
             readiness,
             metrics: crate::metrics::install(),
         });
@@ -344,6 +351,10 @@ fn router(state: Arc<GatewayState>) -> Router {
         .route("/v1/embeddings", post(proxied(Endpoint::Embeddings)))
         .route("/v1/models", get(crate::models::list))
         .route("/v1/guard/scan", post(crate::guard::scan))
+        .route("/v1/tools/confirm", post(crate::tools::confirm))
+        .route("/v1/tools/pending", get(crate::tools::pending))
+        .route("/v1/tools/verify", post(crate::tools::verify))
+        .route("/v1/tools/public-key", get(crate::tools::public_key))
         .route("/admin/usage", get(crate::admin::usage))
         .route("/admin/quotas", get(crate::admin::quotas))
         .route("/admin/policy", get(crate::admin::policy))

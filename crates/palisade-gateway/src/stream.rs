@@ -23,6 +23,7 @@ use palisade_openai::{ApiError, ErrorCode};
 
 use crate::metrics::{STREAMS_ENDED, STREAMS_OPEN, STREAM_GAP, STREAM_TTFT};
 use crate::output_gate::EventAction as OutputAction;
+use crate::tools::ToolEvent;
 use crate::proxy::RequestRecord;
 
 /// How a stream ended.
@@ -84,6 +85,9 @@ struct Relay {
     gap_histogram: Option<metrics::Histogram>,
     /// The output gate, when the policy has output rules.
     output: Option<crate::output_gate::StreamGate>,
+    /// The tool gate, when the tier has one: tool-call deltas are held and
+    /// released whole once judged.
+    tools: Option<crate::tools::ToolStreamGate>,
     /// The output gate stopped the stream; the ledger row goes first.
     stopping: bool,
     /// When the upstream last sent anything (for the idle timeout, which
@@ -122,6 +126,47 @@ impl Relay {
         self.last_data_at = Some(now);
     }
 
+    /// Sends one data payload the tool gate produced through the output
+    /// gate. Returns true when the output gate stopped the stream.
+    fn emit_payload(
+        &mut self,
+        payload: &str,
+        batch: &mut Option<BytesMut>,
+        single: &mut Option<Bytes>,
+    ) -> bool {
+        let raw = Bytes::from(format!("data: {payload}\n\n"));
+        let Some(gate) = &mut self.output else {
+            append(batch, single, raw);
+            return false;
+        };
+        match gate.on_data(payload) {
+            OutputAction::Forward => append(batch, single, raw),
+            OutputAction::Replace(bytes) => append(batch, single, bytes),
+            OutputAction::Hold => {}
+            OutputAction::Stop(bytes) => {
+                append(batch, single, bytes);
+                self.finished = true;
+                self.stopping = true;
+                self.outcome = Outcome::ContentFilter;
+                counter!(crate::metrics::STREAMS_FILTERED).increment(1);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Sends payloads in order; true when the output gate stopped the stream.
+    fn emit_payloads(
+        &mut self,
+        payloads: Vec<String>,
+        batch: &mut Option<BytesMut>,
+        single: &mut Option<Bytes>,
+    ) -> bool {
+        payloads
+            .iter()
+            .any(|payload| self.emit_payload(payload, batch, single))
+    }
+
     /// Takes every complete event out of the framer as one buffer.
     fn drain_events(&mut self) -> Result<Option<Bytes>, ApiError> {
         let mut batch: Option<BytesMut> = None;
@@ -136,6 +181,28 @@ impl Relay {
                             if kind == ChunkKind::UsageOnly && tokens.strip_usage_chunk {
                                 continue; // asked for by the gateway, not the client
                             }
+                        }
+                    }
+                    if let Some(tools) = &mut self.tools {
+                        let payloads = if event.is_done() {
+                            tools.finish()
+                        } else if let Some(data) = event.data() {
+                            match tools.on_data(&data) {
+                                ToolEvent::Forward => Vec::new(),
+                                ToolEvent::Drop => continue,
+                                ToolEvent::Replace(payloads) => {
+                                    if self.emit_payloads(payloads, &mut batch, &mut single) {
+                                        break;
+                                    }
+                                    continue;
+                                }
+                            }
+                        } else {
+                            Vec::new()
+                        };
+                        // Calls still held when the stream ends go out before it.
+                        if self.emit_payloads(payloads, &mut batch, &mut single) {
+                            break;
                         }
                     }
                     let mut gated: Option<Bytes> = None;
@@ -234,9 +301,25 @@ impl Relay {
                     self.record
                         .write_ledger_now(200, Some(self.outcome.label()))
                         .await;
+                    // Tool calls still held (a stream cut before its finish
+                    // reason and `[DONE]`) are judged and sent first.
+                    let mut judged: Option<BytesMut> = None;
+                    let mut judged_single: Option<Bytes> = None;
+                    if let Some(payloads) = self.tools.as_mut().map(|t| t.finish()) {
+                        self.emit_payloads(payloads, &mut judged, &mut judged_single);
+                    }
+                    let judged = judged.map(BytesMut::freeze).or(judged_single);
                     // Forward an unterminated tail as is rather than drop it,
                     // after any text the output gate still holds.
                     let held = self.output.as_mut().and_then(|g| g.finish());
+                    let held = match (judged, held) {
+                        (Some(j), Some(h)) => {
+                            let mut b = BytesMut::from(&j[..]);
+                            b.extend_from_slice(&h);
+                            Some(b.freeze())
+                        }
+                        (j, h) => j.or(h),
+                    };
                     let tail = match (held, self.framer.finish()) {
                         (Some(h), Some(t)) => {
                             let mut b = BytesMut::from(&h[..]);
@@ -305,6 +388,10 @@ pub fn relay(
         .gates
         .as_ref()
         .and_then(crate::output_gate::StreamGate::new);
+    let tools = record
+        .gates
+        .as_ref()
+        .and_then(crate::tools::ToolStreamGate::new);
     let relay = Relay {
         upstream: Box::pin(upstream.bytes_stream()),
         framer: SseFramer::new(limits.max_event_bytes),
@@ -318,6 +405,7 @@ pub fn relay(
         held_done: None,
         gap_histogram: None,
         output,
+        tools,
         stopping: false,
         upstream_seen: Instant::now(),
     };

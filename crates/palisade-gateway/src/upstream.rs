@@ -54,6 +54,9 @@ pub struct Backend {
     base_url: String,
     endpoint_urls: [reqwest::Url; 3],
     api_key: Option<HeaderValue>,
+    /// Tenants' own keys for this backend (`[tenants.<t>.upstream_api_key_env]`),
+    /// sent instead of `api_key` for their requests.
+    tenant_keys: std::collections::HashMap<String, HeaderValue>,
     client: reqwest::Client,
     /// Time allowed from request start to response head.
     pub first_byte_timeout: Duration,
@@ -74,23 +77,29 @@ impl Backend {
     pub fn new(
         name: &str,
         config: &BackendConfig,
+        tenants: &std::collections::BTreeMap<String, palisade_config::TenantConfig>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, BackendError> {
-        let api_key = match &config.api_key_env {
-            None => None,
-            Some(var) => {
-                let key_error = |problem| BackendError::ApiKey {
-                    backend: name.to_owned(),
-                    var: var.clone(),
-                    problem,
-                };
-                let value = env(var).ok_or_else(|| key_error("not set"))?;
-                let mut header = HeaderValue::from_str(&format!("Bearer {value}"))
-                    .map_err(|_| key_error("not a valid header value"))?;
-                header.set_sensitive(true);
-                Some(header)
-            }
+        let bearer = |var: &str| {
+            let key_error = |problem| BackendError::ApiKey {
+                backend: name.to_owned(),
+                var: var.to_owned(),
+                problem,
+            };
+            let value = env(var).ok_or_else(|| key_error("not set"))?;
+            let mut header = HeaderValue::from_str(&format!("Bearer {value}"))
+                .map_err(|_| key_error("not a valid header value"))?;
+            // Marked sensitive: hyper and our debug output never print it.
+            header.set_sensitive(true);
+            Ok::<_, BackendError>(header)
         };
+        let api_key = config.api_key_env.as_deref().map(bearer).transpose()?;
+        let mut tenant_keys = std::collections::HashMap::new();
+        for (tenant, cfg) in tenants {
+            if let Some(var) = cfg.upstream_api_key_env.get(name) {
+                tenant_keys.insert(tenant.clone(), bearer(var)?);
+            }
+        }
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .tcp_nodelay(true)
@@ -125,6 +134,7 @@ impl Backend {
             base_url,
             endpoint_urls,
             api_key,
+            tenant_keys,
             client,
             first_byte_timeout: Duration::from_millis(config.first_byte_timeout_ms),
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
@@ -181,6 +191,7 @@ impl Backend {
         endpoint: Endpoint,
         body: Bytes,
         request_id: &str,
+        tenant: &str,
         deadline: Instant,
     ) -> Result<reqwest::Response, ApiError> {
         let mut req = self
@@ -189,7 +200,7 @@ impl Backend {
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(crate::request_id::HEADER, request_id)
             .body(body);
-        if let Some(key) = &self.api_key {
+        if let Some(key) = self.tenant_keys.get(tenant).or(self.api_key.as_ref()) {
             req = req.header(http::header::AUTHORIZATION, key.clone());
         }
         self.send(req, deadline).await

@@ -76,6 +76,9 @@ pub enum ErrorCode {
     BlockedOffender,
     /// `POST /admin/policy/rollback` with no earlier version to return to.
     NoPreviousPolicy,
+    /// 404: no tool call waits for confirmation under that id (unknown, already
+    /// decided, or lapsed).
+    ConfirmationNotFound,
     /// A safety gate refused the request (an injection in the input, in a
     /// retrieved document or tool result). On the wire the code is the
     /// policy's reason code (`prompt_injection`, `indirect_injection`, …).
@@ -107,7 +110,7 @@ impl ErrorCode {
             Self::InvalidRequest => 400,
             Self::MissingApiKey | Self::InvalidApiKey => 401,
             Self::PermissionDenied => 403,
-            Self::ModelNotFound | Self::NotFound => 404,
+            Self::ModelNotFound | Self::NotFound | Self::ConfirmationNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::PolicyBlocked => 400,
             Self::NoPreviousPolicy => 409,
@@ -147,7 +150,9 @@ impl ErrorCode {
             | Self::QuotaExceeded
             | Self::SpendRateExceeded
             | Self::BlockedOffender => ErrorKind::RateLimitError,
-            Self::ModelNotFound | Self::NotFound => ErrorKind::NotFoundError,
+            Self::ModelNotFound | Self::NotFound | Self::ConfirmationNotFound => {
+                ErrorKind::NotFoundError
+            }
             Self::PolicyBlocked | Self::OutputRejected => ErrorKind::PolicyViolation,
             Self::UpstreamUnavailable
             | Self::UpstreamTimeout
@@ -183,6 +188,7 @@ impl ErrorCode {
             Self::SpendRateExceeded => "spend_rate_exceeded",
             Self::PolicyBlocked => "policy_blocked",
             Self::NoPreviousPolicy => "no_previous_policy",
+            Self::ConfirmationNotFound => "confirmation_not_found",
             Self::OutputRejected => "output_rejected",
             Self::LimitsUnavailable => "limits_unavailable",
             Self::UpstreamOverloaded => "upstream_overloaded",
@@ -350,6 +356,7 @@ mod tests {
             ErrorCode::SpendRateExceeded,
             ErrorCode::PolicyBlocked,
             ErrorCode::NoPreviousPolicy,
+            ErrorCode::ConfirmationNotFound,
             ErrorCode::OutputRejected,
             ErrorCode::LimitsUnavailable,
             ErrorCode::UpstreamOverloaded,

@@ -1,0 +1,1151 @@
+//! The tool gate: agent tool calls between the model and whatever executes
+//! them.
+//!
+//! On the way in ([`inspect_request`]), tools the client offers that the
+//! tier does not allow are removed (or the request refused), and a
+//! conversation already past its loop caps is stopped. On the way out, every
+//! `tool_calls` entry the model emits — whole in a response
+//! ([`gate_body`]), or assembled from streamed deltas before any of it is
+//! sent ([`ToolStreamGate`]) — is judged by the policy
+//! ([`palisade_policy::Snapshot::decide_tool`]) and then:
+//!
+//! - **released**: left in the message, with a capability token (ed25519,
+//!   scoped to tenant, tool, argument hash, request and expiry) in the
+//!   response's `palisade.tool_calls` report;
+//! - **withheld**: removed, with the reason codes in the report;
+//! - **pending confirmation**: removed and parked under a confirmation id;
+//!   `POST /v1/tools/confirm` (an approver key) releases it with a token.
+//!
+//! Executors check tokens offline with the public key
+//! (`GET /v1/tools/public-key`) or with `POST /v1/tools/verify`, which also
+//! hands over the tenant's credential for the tool: credentials never enter
+//! the model's context or the logs.
+//!
+//! Every call's decision is audited with the policy version and reason codes
+//! (arguments only as their hash). Pending calls, single-use token records and
+//! conversation counters live in this process's memory.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Extension, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use http::HeaderMap;
+use palisade_openai::{ApiError, ErrorCode};
+use palisade_policy::{
+    Action, Decision, Evidence, ReasonCode, ToolEvidence, ToolGate, UnlistedOffer,
+};
+use palisade_tools::{
+    arguments_sha256, CallAssembler, CapabilityClaims, CapabilityError, CapabilitySigner,
+    CapabilityVerifier, Expected, ToolCall,
+};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::error::error_response;
+use crate::gates::GatePlan;
+use crate::request_id::RequestId;
+use crate::server::GatewayState;
+
+/// The header naming the conversation an agent request belongs to; the
+/// loop caps count per conversation.
+pub(crate) const CONVERSATION_HEADER: &str = "x-palisade-conversation";
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Why the tool service could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolSetupError {
+    /// The signing key file is unreadable or not 64 hex digits.
+    #[error("tools.signing_key_file {path}: {message}")]
+    SigningKey {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// A tool credential variable is unset.
+    #[error("tenants.{tenant}.tool_credentials_env.{tool}: environment variable {var} is not set")]
+    Credential {
+        /// Tenant.
+        tenant: String,
+        /// Tool.
+        tool: String,
+        /// Variable.
+        var: String,
+    },
+}
+
+/// A call parked until someone confirms it.
+#[derive(Debug, Clone)]
+struct PendingCall {
+    tenant: String,
+    request_id: String,
+    call: ToolCall,
+    evidence: ToolEvidence,
+    decision: Decision,
+    subject: crate::gates::GateSubject,
+    expires_at: u64,
+}
+
+/// A conversation's tool-loop counters.
+#[derive(Debug, Clone, Copy, Default)]
+struct Conversation {
+    rounds: u32,
+    loop_tokens: u64,
+    last_seen: u64,
+}
+
+/// Signing, confirmations, single-use tokens, conversation counters and
+/// tenant credentials: the tool gate's state, one per process.
+pub(crate) struct ToolService {
+    signer: CapabilitySigner,
+    verifier: CapabilityVerifier,
+    token_ttl: u64,
+    confirmation_ttl: u64,
+    max_pending: usize,
+    pub(crate) max_call_bytes: usize,
+    conversation_ttl: u64,
+    pending: Mutex<PendingStore>,
+    conversations: Mutex<HashMap<(String, String), Conversation>>,
+    /// Tokens spent with `consume: true`, until they expire.
+    consumed: Mutex<HashMap<String, u64>>,
+    /// tenant → tool → credential. Never logged, never sent upstream.
+    credentials: HashMap<String, HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for ToolService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolService")
+            .field("kid", &self.signer.key_id())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct PendingStore {
+    calls: HashMap<String, PendingCall>,
+    /// Insertion order, for evicting the oldest when full.
+    order: VecDeque<String>,
+}
+
+impl ToolService {
+    /// Builds from config, reading the signing key file and the tenants'
+    /// tool credentials from `env`.
+    pub(crate) fn from_config(
+        config: &palisade_config::Config,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<ToolService, ToolSetupError> {
+        let t = &config.tools;
+        let signer = match &t.signing_key_file {
+            Some(path) => {
+                let err = |message: String| ToolSetupError::SigningKey {
+                    path: path.clone(),
+                    message,
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+                CapabilitySigner::from_seed_hex(&text).map_err(|e| err(e.to_string()))?
+            }
+            None => {
+                let mut seed = [0u8; 32];
+                // The OS RNG failing is not recoverable; a fixed key would
+                // be worse than no start.
+                getrandom::fill(&mut seed).map_err(|e| ToolSetupError::SigningKey {
+                    path: "(none)".into(),
+                    message: format!("cannot draw a key: {e}"),
+                })?;
+                CapabilitySigner::from_seed(seed)
+            }
+        };
+        let mut credentials = HashMap::new();
+        for (tenant, cfg) in &config.tenants {
+            let mut tools = HashMap::new();
+            for (tool, var) in &cfg.tool_credentials_env {
+                let value = env(var).ok_or_else(|| ToolSetupError::Credential {
+                    tenant: tenant.clone(),
+                    tool: tool.clone(),
+                    var: var.clone(),
+                })?;
+                tools.insert(tool.clone(), value);
+            }
+            if !tools.is_empty() {
+                credentials.insert(tenant.clone(), tools);
+            }
+        }
+        if t.signing_key_file.is_none() {
+            tracing::info!(
+                kid = signer.key_id(),
+                "no tools.signing_key_file: capability tokens are signed with a key drawn at start; \
+                 replicas and restarts will not share it"
+            );
+        }
+        Ok(ToolService {
+            verifier: signer.verifier(),
+            signer,
+            token_ttl: t.token_ttl_secs,
+            confirmation_ttl: t.confirmation_ttl_secs,
+            max_pending: t.max_pending,
+            max_call_bytes: t.max_call_bytes,
+            conversation_ttl: t.conversation_ttl_secs,
+            pending: Mutex::new(PendingStore::default()),
+            conversations: Mutex::new(HashMap::new()),
+            consumed: Mutex::new(HashMap::new()),
+            credentials,
+        })
+    }
+
+    fn sign(&self, tenant: &str, request_id: &str, call: &ToolCall) -> (String, u64) {
+        let now = now_secs();
+        let exp = now + self.token_ttl;
+        let token = self.signer.sign(CapabilityClaims {
+            tenant: tenant.to_owned(),
+            tool: call.name.clone(),
+            // Only JSON arguments are ever released.
+            args_sha256: arguments_sha256(&call.arguments).unwrap_or_default(),
+            request_id: request_id.to_owned(),
+            call_id: call.id.clone(),
+            iat: now,
+            exp,
+            kid: String::new(),
+        });
+        (token, exp)
+    }
+
+    fn park(&self, pending: PendingCall) -> String {
+        let id = format!("pc_{}", uuid::Uuid::new_v4().simple());
+        let mut store = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now_secs();
+        // Lapsed calls first, then the oldest if still full.
+        store.calls.retain(|_, p| p.expires_at > now);
+        while store.calls.len() >= self.max_pending {
+            match store.order.pop_front() {
+                Some(old) => {
+                    if store.calls.remove(&old).is_some() {
+                        tracing::warn!(confirmation_id = %old, "pending tool call evicted: too many waiting");
+                    }
+                }
+                None => break,
+            }
+        }
+        let live: std::collections::HashSet<&String> = store.calls.keys().collect();
+        let order: VecDeque<String> = store
+            .order
+            .iter()
+            .filter(|id| live.contains(id))
+            .cloned()
+            .collect();
+        store.order = order;
+        store.order.push_back(id.clone());
+        store.calls.insert(id.clone(), pending);
+        id
+    }
+
+    fn take_pending(&self, id: &str) -> Option<PendingCall> {
+        let mut store = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let call = store.calls.remove(id)?;
+        (call.expires_at > now_secs()).then_some(call)
+    }
+
+    fn conversation(&self, tenant: &str, id: &str) -> Conversation {
+        let map = self.conversations.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(tenant.to_owned(), id.to_owned()))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Adds a finished response to its conversation's counters.
+    fn record_round(&self, tenant: &str, id: &str, had_calls: bool, tokens: u64) {
+        let now = now_secs();
+        let mut map = self.conversations.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 100_000 {
+            let ttl = self.conversation_ttl;
+            map.retain(|_, c| c.last_seen + ttl > now);
+        }
+        let c = map.entry((tenant.to_owned(), id.to_owned())).or_default();
+        c.rounds += u32::from(had_calls);
+        c.loop_tokens = c.loop_tokens.saturating_add(tokens);
+        c.last_seen = now;
+    }
+}
+
+/// What the tool gate needs of a request to judge its response.
+#[derive(Debug, Clone)]
+pub(crate) struct ToolPlan {
+    service: Arc<ToolService>,
+    /// The schemas the client declared, by tool name.
+    declared: Arc<HashMap<String, Value>>,
+    conversation: Option<String>,
+    /// Tool rounds before this request (the history's and the counters').
+    rounds_before: u32,
+    /// Tool-loop tokens before this request.
+    loop_tokens_before: u64,
+    /// This request continues a tool loop.
+    in_loop: bool,
+}
+
+fn tool_name(tool: &Value) -> &str {
+    tool.pointer("/function/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// The request side: filters offered tools, enforces the conversation caps,
+/// and leaves a [`ToolPlan`] in `plan` for the response. Returns whether the
+/// body changed.
+pub(crate) fn inspect_request(
+    state: &GatewayState,
+    plan: &mut GatePlan,
+    fields: &mut Map<String, Value>,
+    headers: &HeaderMap,
+) -> Result<bool, ApiError> {
+    let snapshot = plan.snapshot.clone();
+    let tier = snapshot.tier_for(&plan.subject_ref());
+    let Some(gate) = tier.tool_gate() else {
+        return Ok(false);
+    };
+    let started = Instant::now();
+    let mut changed = false;
+    let mut declared = HashMap::new();
+    let mut removed = Vec::new();
+    if let Some(Value::Array(tools)) = fields.get_mut("tools") {
+        tools.retain(|tool| {
+            let name = tool_name(tool).to_owned();
+            if gate.allows(&name) {
+                if let Some(params) = tool.pointer("/function/parameters") {
+                    declared.insert(name, params.clone());
+                }
+                true
+            } else {
+                removed.push(name);
+                false
+            }
+        });
+    }
+    for name in &removed {
+        let evidence = ToolEvidence {
+            name: name.clone(),
+            args_json: true,
+            ..ToolEvidence::default()
+        };
+        audit_tool(plan, evidence, started);
+    }
+    if !removed.is_empty() {
+        if gate.unlisted_offer() == UnlistedOffer::Refuse {
+            return Err(ApiError::policy(
+                ErrorCode::PolicyBlocked,
+                ReasonCode::ToolNotAllowed.as_str(),
+                format!(
+                    "tools not allowed on this route: {} (policy {})",
+                    removed.join(", "),
+                    plan.snapshot.version()
+                ),
+            )
+            .with_param("tools"));
+        }
+        changed = true;
+        let empty = fields
+            .get("tools")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty);
+        let forced = fields
+            .get("tool_choice")
+            .and_then(|c| c.pointer("/function/name"))
+            .and_then(Value::as_str)
+            .is_some_and(|n| removed.iter().any(|r| r == n));
+        if empty {
+            // An empty list (and a choice among nothing) is an upstream error.
+            fields.remove("tools");
+            fields.remove("tool_choice");
+            fields.remove("parallel_tool_calls");
+        } else if forced {
+            fields.insert("tool_choice".into(), json!("auto"));
+        }
+    }
+
+    // Rounds so far: the history says how many assistant turns called tools;
+    // the counters remember more when a client trims its history.
+    let messages = fields.get("messages").and_then(Value::as_array);
+    let history_rounds = messages.map_or(0, |m| {
+        m.iter()
+            .filter(|msg| {
+                msg.get("role").and_then(Value::as_str) == Some("assistant")
+                    && msg
+                        .get("tool_calls")
+                        .and_then(Value::as_array)
+                        .is_some_and(|c| !c.is_empty())
+            })
+            .count()
+    });
+    let history_rounds = u32::try_from(history_rounds).unwrap_or(u32::MAX);
+    let last_is_tool = messages
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        == Some("tool");
+    let conversation = headers
+        .get(CONVERSATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(128).collect::<String>())
+        .filter(|v| !v.is_empty());
+    let service = state.tools.clone();
+    let counters = conversation
+        .as_deref()
+        .map(|c| service.conversation(&plan.subject.tenant, c))
+        .unwrap_or_default();
+    let rounds_before = history_rounds.max(counters.rounds);
+    let in_loop = last_is_tool || rounds_before > 0;
+    check_caps(plan, gate, rounds_before, counters.loop_tokens, last_is_tool)?;
+    plan.tools = Some(ToolPlan {
+        service,
+        declared: Arc::new(declared),
+        conversation,
+        rounds_before,
+        loop_tokens_before: counters.loop_tokens,
+        in_loop,
+    });
+    Ok(changed)
+}
+
+/// Refuses a request that continues a tool loop already past its caps: the
+/// client ignored withheld calls, or replays history.
+fn check_caps(
+    plan: &GatePlan,
+    gate: &ToolGate,
+    rounds: u32,
+    loop_tokens: u64,
+    continuing: bool,
+) -> Result<(), ApiError> {
+    if !continuing {
+        return Ok(());
+    }
+    let stop = |reason: ReasonCode, what: String| {
+        Err(ApiError::policy(
+            ErrorCode::PolicyBlocked,
+            reason.as_str(),
+            format!(
+                "the tool loop is stopped: {what} (policy {}); start a new conversation",
+                plan.snapshot.version()
+            ),
+        ))
+    };
+    if let Some(cap) = gate.max_rounds().filter(|cap| rounds > *cap) {
+        return stop(
+            ReasonCode::ToolRoundLimit,
+            format!("{rounds} tool rounds, the limit is {cap}"),
+        );
+    }
+    if let Some(cap) = gate.max_loop_tokens().filter(|cap| loop_tokens >= *cap) {
+        return stop(
+            ReasonCode::ToolTokenLimit,
+            format!("{loop_tokens} tokens spent in this conversation's tool loop, the limit is {cap}"),
+        );
+    }
+    Ok(())
+}
+
+/// Judges one call and records the decision.
+fn audit_tool(plan: &GatePlan, evidence: ToolEvidence, started: Instant) -> Decision {
+    let e = Evidence {
+        tool: Some(evidence),
+        ..Evidence::default()
+    };
+    let subject = plan.subject_ref();
+    let decision = plan.snapshot.decide_tool(&subject, &e);
+    let shadow = plan.shadow.as_ref().map(|s| s.decide_tool(&subject, &e));
+    crate::gates::audit(plan, e, &decision, shadow.as_ref(), started);
+    decision
+}
+
+/// What became of one call.
+#[derive(Debug)]
+enum Fate {
+    Released { token: String, expires_at: u64 },
+    Withheld,
+    Pending { id: String, expires_at: u64 },
+}
+
+/// Judges a response's calls (one choice), in order.
+fn judge(plan: &GatePlan, tools: &ToolPlan, calls: Vec<ToolCall>, oversize: bool) -> Judged {
+    let started = Instant::now();
+    let mut out = Vec::with_capacity(calls.len());
+    for (position, call) in calls.into_iter().enumerate() {
+        let check = plan.snapshot.tools().check_arguments(
+            &call.name,
+            &call.arguments,
+            tools.declared.get(&call.name),
+        );
+        let evidence = ToolEvidence {
+            name: call.name.clone(),
+            call_id: call.id.clone(),
+            args_sha256: arguments_sha256(&call.arguments).ok(),
+            // Arguments cut short by the assembly bound are not the model's.
+            args_json: check.json && !oversize,
+            schema_violation: check.schema_violation.clone(),
+            untrusted_context: plan.untrusted_context,
+            flagged_context: plan.flagged_context,
+            position: u32::try_from(position).unwrap_or(u32::MAX),
+            round: tools.rounds_before.saturating_add(1),
+            loop_tokens: tools.loop_tokens_before,
+        };
+        let decision = audit_tool(plan, evidence.clone(), started);
+        let fate = match decision.enforced_action {
+            Action::Allow | Action::Flag => {
+                let (token, expires_at) =
+                    tools
+                        .service
+                        .sign(&plan.subject.tenant, &plan.subject.request_id, &call);
+                Fate::Released { token, expires_at }
+            }
+            Action::Confirm => {
+                let expires_at = now_secs() + tools.service.confirmation_ttl;
+                let id = tools.service.park(PendingCall {
+                    tenant: plan.subject.tenant.clone(),
+                    request_id: plan.subject.request_id.clone(),
+                    call: call.clone(),
+                    evidence,
+                    decision: decision.clone(),
+                    subject: plan.subject.clone(),
+                    expires_at,
+                });
+                Fate::Pending { id, expires_at }
+            }
+            _ => Fate::Withheld,
+        };
+        let outcome = match fate {
+            Fate::Released { .. } => "released",
+            Fate::Withheld => "withheld",
+            Fate::Pending { .. } => "pending",
+        };
+        metrics::counter!(crate::metrics::TOOL_CALLS, "outcome" => outcome).increment(1);
+        out.push((call, decision, check.schema_violation, fate));
+    }
+    metrics::histogram!(crate::metrics::TOOL_CHECK).record(started.elapsed().as_secs_f64());
+    Judged { calls: out }
+}
+
+struct Judged {
+    calls: Vec<(ToolCall, Decision, Option<String>, Fate)>,
+}
+
+impl Judged {
+    fn released(&self) -> impl Iterator<Item = &ToolCall> {
+        self.calls
+            .iter()
+            .filter(|(_, _, _, f)| matches!(f, Fate::Released { .. }))
+            .map(|(c, ..)| c)
+    }
+
+    /// The report entries (`palisade.tool_calls`).
+    fn report(&self) -> Vec<Value> {
+        self.calls
+            .iter()
+            .map(|(call, decision, violation, fate)| {
+                let reasons: Vec<&str> = decision.reasons.iter().map(|r| r.as_str()).collect();
+                let mut entry = json!({"id": call.id, "name": call.name, "reasons": reasons});
+                let obj = entry.as_object_mut().expect("object literal");
+                match fate {
+                    Fate::Released { token, expires_at } => {
+                        obj.insert("status".into(), json!("released"));
+                        obj.insert("capability".into(), json!(token));
+                        obj.insert("expires_at".into(), json!(expires_at));
+                    }
+                    Fate::Withheld => {
+                        obj.insert("status".into(), json!("withheld"));
+                        if let Some(v) = violation {
+                            obj.insert("detail".into(), json!(v));
+                        }
+                    }
+                    Fate::Pending { id, expires_at } => {
+                        obj.insert("status".into(), json!("pending_confirmation"));
+                        obj.insert("confirmation_id".into(), json!(id));
+                        obj.insert("expires_at".into(), json!(expires_at));
+                    }
+                }
+                entry
+            })
+            .collect()
+    }
+
+    /// A sentence for the client (and the agent's transcript) when nothing
+    /// was released.
+    fn note(&self) -> String {
+        let parts: Vec<String> = self
+            .calls
+            .iter()
+            .map(|(call, d, _, fate)| {
+                let reasons: Vec<&str> = d.reasons.iter().map(|r| r.as_str()).collect();
+                match fate {
+                    Fate::Pending { id, .. } => format!(
+                        "`{}` is waiting for confirmation ({id}; {})",
+                        call.name,
+                        reasons.join(", ")
+                    ),
+                    Fate::Withheld => {
+                        format!("`{}` was withheld ({})", call.name, reasons.join(", "))
+                    }
+                    Fate::Released { .. } => format!("`{}` was released", call.name),
+                }
+            })
+            .collect();
+        format!("[Palisade] Tool calls not released: {}.", parts.join("; "))
+    }
+}
+
+fn total_tokens(value: &Value) -> u64 {
+    value
+        .pointer("/usage/total_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// The tool gate over a whole chat completion: returns the body to send
+/// (`None`: unchanged).
+pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Option<Bytes> {
+    let tools = plan.tools.as_ref()?;
+    let mut value: Value = serde_json::from_slice(body).ok()?;
+    let mut report = Vec::new();
+    let mut had_calls = false;
+    if let Some(Value::Array(choices)) = value.get_mut("choices") {
+        for choice in choices.iter_mut() {
+            let Some(message) = choice.get_mut("message") else {
+                continue;
+            };
+            let calls = ToolCall::from_message(message);
+            if calls.is_empty() {
+                continue;
+            }
+            had_calls = true;
+            let judged = judge(plan, tools, calls, false);
+            report.extend(judged.report());
+            let released: Vec<Value> = judged.released().map(ToolCall::to_message_entry).collect();
+            let none_released = released.is_empty();
+            if let Some(msg) = message.as_object_mut() {
+                if none_released {
+                    msg.remove("tool_calls");
+                    let empty = msg
+                        .get("content")
+                        .is_none_or(|c| c.is_null() || c.as_str() == Some(""));
+                    if empty {
+                        msg.insert("content".into(), json!(judged.note()));
+                    }
+                } else {
+                    msg.insert("tool_calls".into(), Value::Array(released));
+                }
+            }
+            if none_released && choice.get("finish_reason") == Some(&json!("tool_calls")) {
+                choice["finish_reason"] = json!("stop");
+            }
+        }
+    }
+    if let Some(conv) = &tools.conversation {
+        let tokens = if tools.in_loop || had_calls {
+            total_tokens(&value)
+        } else {
+            0
+        };
+        tools
+            .service
+            .record_round(&plan.subject.tenant, conv, had_calls, tokens);
+    }
+    if !had_calls {
+        return None;
+    }
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert(
+            "palisade".into(),
+            json!({"policy_version": plan.snapshot.version(), "tool_calls": report}),
+        );
+    }
+    serde_json::to_vec(&value).ok().map(Bytes::from)
+}
+
+/// What the stream relay should do with one event.
+#[derive(Debug)]
+pub(crate) enum ToolEvent {
+    /// Send it unchanged.
+    Forward,
+    /// Drop it (it carried only tool-call deltas, now held).
+    Drop,
+    /// Send these data payloads instead, in order.
+    Replace(Vec<String>),
+}
+
+/// The tool gate over a stream: tool-call deltas are held and assembled;
+/// when a choice finishes, its calls are judged and the released ones sent
+/// whole in one delta, followed by the `palisade` report event.
+#[derive(Debug)]
+pub(crate) struct ToolStreamGate {
+    plan: GatePlan,
+    assembler: CallAssembler,
+    oversize: std::collections::BTreeSet<u32>,
+    /// `id`, `object`, `created`, `model` of the stream's chunks.
+    template: Option<Value>,
+    usage_tokens: u64,
+    had_calls: bool,
+    report: Vec<Value>,
+    recorded: bool,
+}
+
+impl ToolStreamGate {
+    /// The gate for a request whose plan has a tool plan.
+    pub(crate) fn new(plan: &GatePlan) -> Option<ToolStreamGate> {
+        let tools = plan.tools.as_ref()?;
+        Some(ToolStreamGate {
+            assembler: CallAssembler::new(tools.service.max_call_bytes),
+            plan: plan.clone(),
+            oversize: Default::default(),
+            template: None,
+            usage_tokens: 0,
+            had_calls: false,
+            report: Vec::new(),
+            recorded: false,
+        })
+    }
+
+    fn chunk(&self, choices: Value) -> Value {
+        let mut c = self.template.clone().unwrap_or_else(|| json!({}));
+        if let Some(obj) = c.as_object_mut() {
+            obj.insert("object".into(), json!("chat.completion.chunk"));
+            obj.insert("choices".into(), choices);
+        }
+        c
+    }
+
+    /// Judges the held calls of `choice`: the payload releasing them (if
+    /// any), and whether any was released.
+    fn release(&mut self, choice: u32) -> (Option<String>, bool) {
+        let calls = self.assembler.take(choice);
+        let oversize = self.oversize.remove(&choice);
+        if calls.is_empty() {
+            return (None, false);
+        }
+        self.had_calls = true;
+        let Some(tools) = self.plan.tools.clone() else {
+            return (None, false);
+        };
+        let judged = judge(&self.plan, &tools, calls, oversize);
+        self.report.extend(judged.report());
+        let released: Vec<Value> = judged
+            .released()
+            .enumerate()
+            .map(|(i, c)| c.to_delta_entry(u32::try_from(i).unwrap_or(u32::MAX)))
+            .collect();
+        if released.is_empty() {
+            let note = judged.note();
+            let payload = self.chunk(json!([{"index": choice, "delta": {"content": note}, "finish_reason": null}]));
+            return (Some(payload.to_string()), false);
+        }
+        let payload = self.chunk(json!([{"index": choice, "delta": {"tool_calls": released}, "finish_reason": null}]));
+        (Some(payload.to_string()), true)
+    }
+
+    fn report_event(&mut self) -> Option<String> {
+        if self.report.is_empty() {
+            return None;
+        }
+        let mut c = self.chunk(json!([]));
+        if let Some(obj) = c.as_object_mut() {
+            obj.insert(
+                "palisade".into(),
+                json!({"policy_version": self.plan.snapshot.version(), "tool_calls": std::mem::take(&mut self.report)}),
+            );
+        }
+        Some(c.to_string())
+    }
+
+    /// Handles one data payload.
+    pub(crate) fn on_data(&mut self, data: &str) -> ToolEvent {
+        let Ok(mut value) = serde_json::from_str::<Value>(data) else {
+            return ToolEvent::Forward;
+        };
+        if self.template.is_none() {
+            let mut t = value.clone();
+            if let Some(obj) = t.as_object_mut() {
+                obj.retain(|k, _| matches!(k.as_str(), "id" | "created" | "model"));
+            }
+            self.template = Some(t);
+        }
+        self.usage_tokens = self.usage_tokens.max(total_tokens(&value));
+        let mut changed = false;
+        let mut finishing = Vec::new();
+        if let Some(Value::Array(choices)) = value.get_mut("choices") {
+            for choice in choices.iter_mut() {
+                let index = choice
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .map_or(0, |i| u32::try_from(i).unwrap_or(u32::MAX));
+                if let Some(Value::Array(deltas)) = choice
+                    .get_mut("delta")
+                    .and_then(|d| d.as_object_mut())
+                    .and_then(|d| d.remove("tool_calls"))
+                {
+                    changed = true;
+                    for d in &deltas {
+                        if self.assembler.push(index, d).is_err() {
+                            self.oversize.insert(index);
+                        }
+                    }
+                }
+                let finish = choice.get("finish_reason").is_some_and(|f| !f.is_null());
+                if finish && (self.assembler.has(index) || self.oversize.contains(&index)) {
+                    finishing.push(index);
+                }
+            }
+        }
+        if finishing.is_empty() {
+            if !changed {
+                return ToolEvent::Forward;
+            }
+            return if carries_nothing(&value) {
+                ToolEvent::Drop
+            } else {
+                ToolEvent::Replace(vec![value.to_string()])
+            };
+        }
+        let mut out = Vec::new();
+        for index in finishing {
+            let (payload, any_released) = self.release(index);
+            out.extend(payload);
+            if !any_released {
+                if let Some(Value::Array(choices)) = value.get_mut("choices") {
+                    for choice in choices.iter_mut() {
+                        let same = choice.get("index").and_then(Value::as_u64)
+                            == Some(u64::from(index));
+                        if same && choice.get("finish_reason") == Some(&json!("tool_calls")) {
+                            choice["finish_reason"] = json!("stop");
+                        }
+                    }
+                }
+            }
+        }
+        out.push(value.to_string());
+        out.extend(self.report_event());
+        ToolEvent::Replace(out)
+    }
+
+    /// The stream ended (`[DONE]` or the body closed): calls never finished
+    /// by a `finish_reason` are judged now. Returns payloads to send first.
+    pub(crate) fn finish(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for choice in self.assembler.choices() {
+            out.extend(self.release(choice).0);
+        }
+        out.extend(self.report_event());
+        if !self.recorded {
+            self.recorded = true;
+            if let Some(tools) = &self.plan.tools {
+                if let Some(conv) = &tools.conversation {
+                    let tokens = if tools.in_loop || self.had_calls {
+                        self.usage_tokens
+                    } else {
+                        0
+                    };
+                    tools.service.record_round(
+                        &self.plan.subject.tenant,
+                        conv,
+                        self.had_calls,
+                        tokens,
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// True when a chunk has nothing left for the client: no usage, and every
+/// choice has an empty delta and no finish reason.
+fn carries_nothing(value: &Value) -> bool {
+    if value.get("usage").is_some_and(|u| !u.is_null()) {
+        return false;
+    }
+    value
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(|choices| {
+            choices.iter().all(|c| {
+                c.get("finish_reason").is_none_or(Value::is_null)
+                    && c.get("delta")
+                        .and_then(Value::as_object)
+                        .is_none_or(|d| {
+                            d.iter().all(|(k, v)| {
+                                v.is_null()
+                                    || (k == "content" && v.as_str() == Some(""))
+                                    || k == "role"
+                            })
+                        })
+            })
+        })
+}
+
+// ---------------------------------------------------------------------------
+// Endpoints
+// ---------------------------------------------------------------------------
+
+fn respond(result: Result<Value, ApiError>, request_id: &str) -> Response {
+    match result {
+        Ok(body) => Json(body).into_response(),
+        Err(err) => error_response(&err, Some(request_id)),
+    }
+}
+
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {e}")))
+}
+
+/// `POST /v1/tools/confirm` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmBody {
+    confirmation_id: String,
+    /// `true` (default) releases the call, `false` denies it.
+    #[serde(default = "yes")]
+    approve: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /v1/tools/confirm`: an approver releases (or denies) a held call.
+pub async fn confirm(
+    State(state): State<Arc<GatewayState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(run_confirm(&state, &headers, &body), &request_id)
+}
+
+fn run_confirm(state: &GatewayState, headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let principal = state.auth.authenticate(headers)?;
+    if !(principal.approver || principal.admin) {
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            "confirming tool calls needs an approver key ([[auth.keys]] approver = true)",
+        ));
+    }
+    let req: ConfirmBody = parse_body(body)?;
+    let service = &state.tools;
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::ConfirmationNotFound,
+            format!(
+                "no tool call waits for confirmation `{}` (unknown, already decided, or lapsed)",
+                req.confirmation_id
+            ),
+        )
+    };
+    // Peek at the tenant before taking it: another tenant's approver must
+    // not be able to consume (deny) a call it cannot see.
+    {
+        let store = service.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = store.calls.get(&req.confirmation_id).ok_or_else(not_found)?;
+        if !principal.admin && *pending.tenant != *principal.tenant {
+            return Err(not_found());
+        }
+    }
+    let pending = service
+        .take_pending(&req.confirmation_id)
+        .ok_or_else(not_found)?;
+    let mut decision = pending.decision.clone();
+    decision.enforced_action = if req.approve {
+        Action::Allow
+    } else {
+        Action::Block
+    };
+    decision.action = decision.enforced_action;
+    let plan_sink = state.audit.clone();
+    let ts_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let subject = palisade_policy::Subject {
+        tenant: &pending.subject.tenant,
+        route: &pending.subject.route,
+        model: &pending.subject.model,
+    };
+    let ctx = palisade_policy::AuditContext {
+        ts_ms,
+        request_id: &pending.request_id,
+        subject,
+        latency_us: 0,
+    };
+    let evidence = Evidence {
+        tool: Some(pending.evidence.clone()),
+        ..Evidence::default()
+    };
+    plan_sink.write(&palisade_policy::AuditRecord::new(&ctx, evidence, &decision));
+    tracing::info!(
+        confirmation_id = %req.confirmation_id,
+        tool = %pending.call.name,
+        approved = req.approve,
+        approver = %principal.key_name,
+        "tool call confirmation"
+    );
+    if !req.approve {
+        metrics::counter!(crate::metrics::TOOL_CALLS, "outcome" => "denied").increment(1);
+        return Ok(json!({"status": "denied", "confirmation_id": req.confirmation_id,
+                          "id": pending.call.id, "name": pending.call.name}));
+    }
+    metrics::counter!(crate::metrics::TOOL_CALLS, "outcome" => "confirmed").increment(1);
+    let (token, expires_at) = service.sign(&pending.tenant, &pending.request_id, &pending.call);
+    Ok(json!({
+        "status": "released",
+        "confirmation_id": req.confirmation_id,
+        "tool_call": pending.call.to_message_entry(),
+        "capability": token,
+        "expires_at": expires_at,
+    }))
+}
+
+/// `GET /v1/tools/pending`: the calls of the approver's tenant (every
+/// tenant's for admin keys) waiting for confirmation, with their arguments:
+/// an approver must see what it approves.
+pub async fn pending(
+    State(state): State<Arc<GatewayState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    let result = (|| {
+        let principal = state.auth.authenticate(&headers)?;
+        if !(principal.approver || principal.admin) {
+            return Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                "listing held tool calls needs an approver key",
+            ));
+        }
+        let now = now_secs();
+        let store = state.tools.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut items: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
+        for (id, p) in &store.calls {
+            if p.expires_at <= now || !(principal.admin || *p.tenant == *principal.tenant) {
+                continue;
+            }
+            let reasons: Vec<&str> = p.decision.reasons.iter().map(|r| r.as_str()).collect();
+            items.entry(p.expires_at).or_default().push(json!({
+                "confirmation_id": id, "tenant": p.tenant, "request_id": p.request_id,
+                "tool_call": p.call.to_message_entry(), "reasons": reasons,
+                "policy_version": p.decision.policy_version, "expires_at": p.expires_at,
+            }));
+        }
+        let data: Vec<Value> = items.into_values().flatten().collect();
+        Ok(json!({"object": "list", "data": data}))
+    })();
+    respond(result, &request_id)
+}
+
+/// `POST /v1/tools/verify` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    token: String,
+    tool: String,
+    /// The arguments as the executor will use them: a JSON string, or the
+    /// object itself.
+    arguments: Value,
+    /// Accept the token only once (for executors without their own replay
+    /// store).
+    #[serde(default)]
+    consume: bool,
+}
+
+/// `POST /v1/tools/verify`: checks a capability token against the call an
+/// executor is about to run; with a valid token of the caller's own tenant,
+/// returns the tenant's credential for the tool, if one is configured.
+pub async fn verify(
+    State(state): State<Arc<GatewayState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(run_verify(&state, &headers, &body), &request_id)
+}
+
+fn run_verify(state: &GatewayState, headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let principal = state.auth.authenticate(headers)?;
+    let req: VerifyBody = parse_body(body)?;
+    let arguments = match &req.arguments {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let service = &state.tools;
+    let now = now_secs();
+    let tenant = (!principal.admin).then_some(&*principal.tenant);
+    let refused = |e: CapabilityError| {
+        json!({"valid": false, "code": e.code(), "message": e.to_string()})
+    };
+    let claims = match service.verifier.verify_call(
+        &req.token,
+        Expected {
+            tool: &req.tool,
+            arguments: &arguments,
+            tenant,
+        },
+        now,
+    ) {
+        Ok(c) => c,
+        Err(e) => return Ok(refused(e)),
+    };
+    if req.consume {
+        let jti = format!("{}/{}/{}", claims.request_id, claims.call_id, claims.iat);
+        let mut used = service.consumed.lock().unwrap_or_else(|e| e.into_inner());
+        used.retain(|_, exp| *exp > now);
+        if used.insert(jti, claims.exp).is_some() {
+            return Ok(json!({"valid": false, "code": "token_already_used",
+                             "message": "this capability token was already consumed"}));
+        }
+    }
+    let credential = service
+        .credentials
+        .get(&claims.tenant)
+        .filter(|_| *principal.tenant == *claims.tenant)
+        .and_then(|tools| tools.get(&claims.tool));
+    let mut out = json!({"valid": true, "claims": claims});
+    if let Some(c) = credential {
+        out["credential"] = json!(c);
+    }
+    Ok(out)
+}
+
+/// `GET /v1/tools/public-key`: what executors verify tokens with. Public.
+pub async fn public_key(State(state): State<Arc<GatewayState>>) -> Response {
+    Json(json!({
+        "alg": "ed25519",
+        "kid": state.tools.signer.key_id(),
+        "public_key": state.tools.signer.public_key_hex(),
+        "token_format": "pcap1.<base64url claims JSON>.<base64url ed25519 signature over 'pcap1.<claims>'>",
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_with_only_held_deltas_carry_nothing() {
+        assert!(carries_nothing(
+            &json!({"choices": [{"index": 0, "delta": {}, "finish_reason": null}]})
+        ));
+        assert!(carries_nothing(
+            &json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+        ));
+        assert!(!carries_nothing(
+            &json!({"choices": [{"index": 0, "delta": {"content": "hi"}}]})
+        ));
+        assert!(!carries_nothing(
+            &json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        ));
+        assert!(!carries_nothing(
+            &json!({"choices": [], "usage": {"total_tokens": 3}})
+        ));
+    }
+}
