@@ -20,6 +20,13 @@
 //!   boundaries), so a secret or link arrives split across events.
 //! - `leak-system`: answers with the system prompt (a model talked into
 //!   revealing it).
+//! - `tool-calls`: an agent's model. The last user message is a script,
+//!   `CALLS [{"name": "send_email", "arguments": {...}}, ...]` (arguments an
+//!   object or a raw string, so malformed JSON can be scripted too); the
+//!   answer is an assistant message with those `tool_calls` and
+//!   `finish_reason: "tool_calls"`. Streamed, each call starts with its id
+//!   and name, and the arguments follow in 7-byte pieces, the calls
+//!   interleaved, as real servers do.
 //!
 //! For the stores behind the gateway it starts real servers from Debian's
 //! packages on loopback ports: [`RedisServer`] and [`PostgresServer`]
@@ -242,6 +249,11 @@ async fn chat(
     };
     let words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
     let (prompt_tokens, completion_tokens) = (words.len() + 3, words.len());
+    if model == "tool-calls" {
+        if let Some(calls) = scripted_calls(&text) {
+            return tool_call_response(&model, calls, stream, include_usage);
+        }
+    }
     if !stream {
         return (
             [("content-type", "application/json")],
@@ -331,6 +343,97 @@ async fn chat(
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
+    (
+        [("content-type", "text/event-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// The calls of a `CALLS [...]` script: `(id, name, arguments string)`.
+fn scripted_calls(text: &str) -> Option<Vec<(String, String, String)>> {
+    let script: Value = serde_json::from_str(text.trim().strip_prefix("CALLS")?.trim()).ok()?;
+    Some(
+        script
+            .as_array()?
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let args = match &c["arguments"] {
+                    Value::String(s) => s.clone(),
+                    Value::Null => "{}".to_owned(),
+                    other => other.to_string(),
+                };
+                (
+                    format!("call_{i}"),
+                    c["name"].as_str().unwrap_or("").to_owned(),
+                    args,
+                )
+            })
+            .collect(),
+    )
+}
+
+fn tool_call_response(
+    model: &str,
+    calls: Vec<(String, String, String)>,
+    stream: bool,
+    include_usage: bool,
+) -> Response {
+    let usage = json!({"prompt_tokens": 20, "completion_tokens": 10 * calls.len(),
+                       "total_tokens": 20 + 10 * calls.len()});
+    if !stream {
+        let entries: Vec<Value> = calls
+            .iter()
+            .map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}))
+            .collect();
+        return (
+            [("content-type", "application/json")],
+            json!({"id": "chatcmpl-scripted", "object": "chat.completion", "created": 0, "model": model,
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": entries},
+                                "finish_reason": "tool_calls"}],
+                   "usage": usage})
+            .to_string(),
+        )
+            .into_response();
+    }
+    let mut events = vec![sse(&chunk(model, json!({"role": "assistant", "content": null}), None))];
+    for (i, (id, name, _)) in calls.iter().enumerate() {
+        events.push(sse(&chunk(model, json!({"tool_calls": [{"index": i, "id": id, "type": "function",
+            "function": {"name": name, "arguments": ""}}]}), None)));
+    }
+    // Argument pieces, round-robin across calls.
+    let pieces: Vec<Vec<String>> = calls
+        .iter()
+        .map(|(_, _, args)| {
+            let mut out = Vec::new();
+            let mut rest = args.as_str();
+            while !rest.is_empty() {
+                let mut cut = 7.min(rest.len());
+                while !rest.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                out.push(rest[..cut].to_owned());
+                rest = &rest[cut..];
+            }
+            out
+        })
+        .collect();
+    let longest = pieces.iter().map(Vec::len).max().unwrap_or(0);
+    for round in 0..longest {
+        for (i, p) in pieces.iter().enumerate() {
+            if let Some(piece) = p.get(round) {
+                events.push(sse(&chunk(model, json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}), None)));
+            }
+        }
+    }
+    events.push(sse(&chunk(model, json!({}), Some("tool_calls"))));
+    if include_usage {
+        events.push(sse(&json!({"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0,
+                                "model": model, "choices": [], "usage": usage})));
+    }
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    let stream = futures_util::stream::iter(events.into_iter().map(Ok::<Bytes, Infallible>));
     (
         [("content-type", "text/event-stream")],
         Body::from_stream(stream),
