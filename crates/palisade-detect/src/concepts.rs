@@ -40,14 +40,8 @@ pub const OUTPUT_CONTROL: usize = 10;
 /// Reference to the assistant's own output ("in your response"): in a document, text that
 /// talks about the reader's answer is an instruction to the model.
 pub const YOUR_OUTPUT: usize = 11;
-/// Urgency and demands for attention ("time is of the essence", "immediately"): injected
-/// preambles that announce instructions to the model.
-pub const URGENCY: usize = 12;
-/// Professional, academic or historical framing ("as a historian studying ...", "for my
-/// research"): harmless alone, a classic wrapper around a harmful ask.
-pub const FRAME: usize = 13;
 /// Number of concepts.
-pub const N_CONCEPTS: usize = 14;
+pub const N_CONCEPTS: usize = 12;
 
 /// Concept names (for reports).
 pub const CONCEPT_NAMES: [&str; N_CONCEPTS] = [
@@ -63,8 +57,6 @@ pub const CONCEPT_NAMES: [&str; N_CONCEPTS] = [
     "agent_action",
     "output_control",
     "your_output",
-    "urgency",
-    "frame",
 ];
 
 const LEXICON: [&[&str]; N_CONCEPTS] = [
@@ -128,13 +120,6 @@ const LEXICON: [&[&str]; N_CONCEPTS] = [
     // INSTR_REF
     &[
         "instruction",
-        "mandate",
-        "new task",
-        "additional task",
-        "next task",
-        "following task",
-        "urgent task",
-        "secondary task",
         "rules",
         "guideline",
         "directive",
@@ -572,124 +557,6 @@ const LEXICON: [&[&str]; N_CONCEPTS] = [
         "あなたの回答",
         "당신의 답변",
     ],
-    // URGENCY
-    &[
-        "urgent",
-        "urgently",
-        "immediately",
-        "immediate",
-        "right now",
-        "without delay",
-        "attention",
-        "important",
-        "alert",
-        "critical",
-        "priority",
-        "paramount",
-        "pivotal",
-        "mandatory",
-        "essential",
-        "asap",
-        "as soon as possible",
-        "time-sensitive",
-        "time is of the essence",
-        "act now",
-        "warning",
-        "dringend",
-        "sofort",
-        "wichtig",
-        "achtung",
-        "urgente",
-        "inmediatamente",
-        "importante",
-        "atención",
-        "attenzione",
-        "immédiatement",
-        "срочно",
-        "немедленно",
-        "важно",
-        "внимание",
-        "紧急",
-        "立即",
-        "重要",
-        "注意",
-        "緊急",
-        "直ちに",
-        "긴급",
-        "즉시",
-        "तुरंत",
-        "ज़रूरी",
-        "عاجل",
-        "فورا",
-        "acil",
-        "hemen",
-        "pilne",
-        "natychmiast",
-    ],
-    // FRAME
-    &[
-        "historian",
-        "researcher",
-        "psychologist",
-        "criminologist",
-        "sociologist",
-        "anthropologist",
-        "journalist",
-        "novelist",
-        "screenwriter",
-        "professor",
-        "scholar",
-        "investigator",
-        "analyst",
-        "forensic",
-        "i am writing",
-        "i'm writing",
-        "for my novel",
-        "for my book",
-        "for my thesis",
-        "for my research",
-        "for a paper",
-        "research project",
-        "academic",
-        "studying",
-        "investigating",
-        "exploring how",
-        "historical",
-        "historically",
-        "case study",
-        "documentary",
-        "for a class",
-        "for training purposes",
-        "to understand how",
-        "historiker",
-        "forschung",
-        "forscher",
-        "historien",
-        "chercheur",
-        "recherche",
-        "historiador",
-        "investigador",
-        "investigación",
-        "ricerca",
-        "ricercatore",
-        "storico",
-        "pesquisa",
-        "историк",
-        "исследова",
-        "研究",
-        "历史学家",
-        "歴史家",
-        "연구",
-        "역사학자",
-        "शोध",
-        "इतिहासकार",
-        "بحث",
-        "مؤرخ",
-        "araştırma",
-        "tarihçi",
-        "onderzoek",
-        "badania",
-    ],
 ];
 
 struct Compiled {
@@ -894,7 +761,7 @@ pub struct Concepts {
 }
 
 /// Pairs whose co-occurrence in one segment is characteristic of attacks.
-pub const PAIRS: [(usize, usize); 9] = [
+pub const PAIRS: [(usize, usize); 7] = [
     (OVERRIDE, INSTR_REF),
     (IDENTITY, NO_LIMITS),
     (SECRET, REVEAL),
@@ -902,12 +769,10 @@ pub const PAIRS: [(usize, usize); 9] = [
     (AI_ADDRESS, AGENT_ACTION),
     (AI_ADDRESS, OUTPUT_CONTROL),
     (FICTION, NO_LIMITS),
-    (URGENCY, INSTR_REF),
-    (FRAME, NO_LIMITS),
 ];
 
 /// Pair names (for reports).
-pub const PAIR_NAMES: [&str; 9] = [
+pub const PAIR_NAMES: [&str; 7] = [
     "override+instr_ref",
     "identity+no_limits",
     "secret+reveal",
@@ -915,8 +780,6 @@ pub const PAIR_NAMES: [&str; 9] = [
     "ai_address+agent_action",
     "ai_address+output_control",
     "fiction+no_limits",
-    "urgency+instr_ref",
-    "frame+no_limits",
 ];
 
 fn concept_bits(text: &str) -> u16 {

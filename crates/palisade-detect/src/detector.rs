@@ -38,8 +38,6 @@ pub struct Analysis {
     pub jb_logit: f32,
     /// Highest attack-head logit over sentence segments.
     pub segment_max: f32,
-    /// Highest harmful-request-head logit over sentence segments.
-    pub harm_segment_max: f32,
     /// Dense signals.
     pub signals: Signals,
     /// Final-layer input.
@@ -148,18 +146,8 @@ impl Detector {
             .iter()
             .map(|v| m.attack.logit(v))
             .fold(attack_logit, f32::max);
-        let harm_segment_max = per_segment
-            .iter()
-            .map(|v| m.harm.logit(v))
-            .fold(harm_logit, f32::max);
         let signals = signals(input, &normalized, &combined, &m.lm);
-        let stage2 = stage2_vector(
-            &signals,
-            attack_logit,
-            segment_max,
-            harm_logit,
-            harm_segment_max,
-        );
+        let stage2 = stage2_vector(&signals, attack_logit, segment_max, harm_logit);
         let offset = if input.channel.is_data() {
             m.meta.data_offset
         } else {
@@ -191,7 +179,6 @@ impl Detector {
             harm_logit,
             jb_logit,
             segment_max,
-            harm_segment_max,
             signals,
             stage2,
             score,

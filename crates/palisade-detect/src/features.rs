@@ -11,8 +11,8 @@
 
 use crate::charlm::{CharLm, LmStats};
 use crate::concepts::{
-    concepts, imperative_count, imperative_ratio, Concepts, AGENT_ACTION, AI_ADDRESS, FICTION,
-    FRAME, PAIRS, URGENCY, YOUR_OUTPUT,
+    concepts, imperative_count, imperative_ratio, Concepts, AGENT_ACTION, AI_ADDRESS, PAIRS,
+    YOUR_OUTPUT,
 };
 use crate::hash::{hash_bytes, mix64};
 use crate::normalize::{canonical, Normalized};
@@ -190,8 +190,6 @@ pub struct Signals {
     pub imperative_count: usize,
     /// Highest fraction of "soup" tokens in any window of [`SOUP_WINDOW`] tokens.
     pub soup: f32,
-    /// Script-change and lone-punctuation soup statistics.
-    pub soup2: SoupStats,
 }
 
 /// Tokens per window for [`soup_score`].
@@ -250,124 +248,6 @@ pub fn soup_score(text: &str) -> f32 {
     best as f32 / w as f32
 }
 
-/// Coarse writing system of a letter (0 = not a letter).
-fn script_of(c: char) -> u8 {
-    match c as u32 {
-        _ if !c.is_alphabetic() => 0,
-        0x41..=0x5A | 0x61..=0x7A | 0xC0..=0x24F | 0x1E00..=0x1EFF => 1, // Latin
-        0x370..=0x3FF | 0x1F00..=0x1FFF => 2,                          // Greek
-        0x400..=0x52F => 3,                                            // Cyrillic
-        0x590..=0x5FF => 4,                                            // Hebrew
-        0x600..=0x6FF | 0x750..=0x77F => 5,                            // Arabic
-        0x900..=0xDFF => 6,                                            // Indic
-        0xE00..=0xEFF => 7,                                            // Thai, Lao
-        0x1100..=0x11FF | 0xAC00..=0xD7AF | 0x3130..=0x318F => 8,      // Hangul
-        0x3040..=0x30FF | 0x3400..=0x9FFF | 0xF900..=0xFAFF => 9,      // Kana, Han
-        _ => 10,
-    }
-}
-
-/// Token-window statistics of adversarial-suffix soup beyond [`soup_score`]: script changes
-/// between neighbouring tokens ("König Лу料kleproc"), tokens mixing scripts, lone punctuation
-/// tokens ("! ! ! !", "->", "{:") and glued punctuation ("!annotation", "Fill()[").
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct SoupStats {
-    /// Highest fraction of odd tokens in any window of [`SOUP_WINDOW`] tokens.
-    pub window: f32,
-    /// Number of tokens that mix two scripts inside the token.
-    pub mixed_tokens: usize,
-    /// Highest number of script changes between neighbouring word tokens in a window.
-    pub switches: usize,
-}
-
-/// Markdown and prose punctuation that stands alone in ordinary text.
-fn ordinary_lone(t: &str) -> bool {
-    matches!(
-        t,
-        "-" | "–" | "—" | "*" | "**" | "#" | "##" | "###" | "|" | "||" | "&" | "/" | "+" | "="
-            | ":" | "..." | "…" | "•" | "·" | ">" | "<" | "->" | "→" | "(" | ")" | "?" | "!"
-            | "," | "." | ";" | "\"" | "'" | "`" | "```" | "---" | "***" | "%" | "$" | "~"
-    )
-}
-
-/// Computes [`SoupStats`] over whitespace tokens of `text` (linear time).
-pub fn soup_stats(text: &str) -> SoupStats {
-    let mut odd: Vec<bool> = Vec::new();
-    let mut switch: Vec<bool> = Vec::new();
-    let mut prev_script = 0u8;
-    let mut mixed_tokens = 0usize;
-    let mut bang_run = 0usize;
-    let toks: Vec<&str> = text.split_whitespace().collect();
-    for (ti, &t) in toks.iter().enumerate() {
-        let mut first = 0u8;
-        let mut mixed = false;
-        let mut alnum = false;
-        let mut inner_odd = false;
-        let n = t.chars().count();
-        for (i, c) in t.chars().enumerate() {
-            let sc = script_of(c);
-            if sc != 0 {
-                if first == 0 {
-                    first = sc;
-                } else if sc != first {
-                    mixed = true;
-                }
-            }
-            if c.is_alphanumeric() {
-                alnum = true;
-            } else if i > 0
-                && i + 1 < n
-                && matches!(c, '!' | '[' | ']' | '{' | '}' | '(' | ')' | '^' | '%' | '<' | '>' | '\\' | '|' | '=' | '~' | '`')
-            {
-                inner_odd = true;
-            }
-        }
-        // "!" alone is prose; a run of three or more lone "!" tokens is the GCG initial suffix.
-        if t.chars().all(|c| c == '!') {
-            bang_run += 1;
-        } else {
-            bang_run = 0;
-        }
-        // A lone "!" or "?" ends a sentence in prose (French spacing: "Salut ! Ça va ?"), so
-        // the next token starts a new one; in soup anything follows.
-        let stray_bang = matches!(t, "!" | "?")
-            && toks
-                .get(ti + 1)
-                .is_some_and(|n| !n.chars().next().is_some_and(char::is_uppercase));
-        let lone = !alnum && (!ordinary_lone(t) || bang_run >= 3 || stray_bang);
-        let sw = first != 0 && prev_script != 0 && first != prev_script;
-        if first != 0 {
-            prev_script = first;
-        }
-        mixed_tokens += usize::from(mixed);
-        odd.push(mixed || lone || sw || (inner_odd && alnum) || soup_token(t));
-        switch.push(sw);
-    }
-    if odd.len() < 4 {
-        return SoupStats {
-            mixed_tokens,
-            ..SoupStats::default()
-        };
-    }
-    let w = SOUP_WINDOW.min(odd.len());
-    let mut c = odd[..w].iter().filter(|&&f| f).count();
-    let mut sc = switch[..w].iter().filter(|&&f| f).count();
-    let (mut best, mut best_sw) = (c, sc);
-    for i in w..odd.len() {
-        c += usize::from(odd[i]);
-        c -= usize::from(odd[i - w]);
-        sc += usize::from(switch[i]);
-        sc -= usize::from(switch[i - w]);
-        best = best.max(c);
-        best_sw = best_sw.max(sc);
-    }
-    SoupStats {
-        window: best as f32 / w as f32,
-        mixed_tokens,
-        switches: best_sw,
-    }
-}
-
 /// Words that address the reader/assistant in several languages. Used only as a density.
 const ADDRESS: &[&str] = &[
     "you",
@@ -412,7 +292,6 @@ pub fn signals(input: &ScanInput<'_>, norm: &Normalized, combined: &str, lm: &Ch
         imperative: imperative_ratio(combined),
         imperative_count: imperative_count(combined),
         soup: soup_score(text),
-        soup2: soup_stats(text),
         chars: text.chars().count(),
         channel: input.channel,
         ..Signals::default()
@@ -536,8 +415,6 @@ pub const STAGE2_NAMES: &[&str] = &[
     "p_ai_address+agent_action",
     "p_ai_address+output_control",
     "p_fiction+no_limits",
-    "p_urgency+instr_ref",
-    "p_frame+no_limits",
     "concept_count",
     "data_x_ai_address",
     "data_x_agent_pair",
@@ -547,23 +424,13 @@ pub const STAGE2_NAMES: &[&str] = &[
     "soup_window",
     "soup_excess",
     "data_x_your_output",
-    "soup2_window",
-    "soup2_excess",
-    "soup2_mixed_log",
-    "soup2_switches",
-    "soup2_high",
-    "harm_seg_max",
-    "harm_seg_x_soup2",
-    "harm_seg_x_attack",
-    "harm_seg_x_frame",
-    "data_x_urgency",
 ];
 
 /// Window surprise (bits/char) above which the LM signal starts counting.
 pub const LM_HINGE_BITS: f32 = 6.5;
 
 /// Number of final-layer inputs.
-pub const STAGE2_DIM: usize = 31 + PAIRS.len() + 19;
+pub const STAGE2_DIM: usize = 31 + PAIRS.len() + 9;
 
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
@@ -575,7 +442,6 @@ pub fn stage2_vector(
     attack_logit: f32,
     segment_max: f32,
     harm_logit: f32,
-    harm_segment_max: f32,
 ) -> [f32; STAGE2_DIM] {
     let a = attack_logit.clamp(-20.0, 20.0);
     let seg = segment_max.clamp(-20.0, 20.0).max(a);
@@ -638,20 +504,6 @@ pub fn stage2_vector(
     v[k + 6] = s.soup;
     v[k + 7] = (s.soup - 0.25).max(0.0);
     v[k + 8] = data * b(s.concepts.present & (1 << YOUR_OUTPUT) != 0);
-    v[k + 9] = s.soup2.window;
-    v[k + 10] = (s.soup2.window - 0.45).max(0.0);
-    v[k + 11] = (1.0 + s.soup2.mixed_tokens as f32).ln();
-    v[k + 12] = (s.soup2.switches as f32).min(12.0);
-    v[k + 13] = b(s.soup2.window >= 0.5);
-    // The harmful-request head on the most harmful sentence: a harmful ask followed by a
-    // suffix or wrapped in role play is diluted in the whole-text score.
-    let hs = harm_segment_max.clamp(-20.0, 20.0).max(h);
-    v[k + 14] = hs;
-    v[k + 15] = sigmoid(hs) * s.soup2.window;
-    v[k + 16] = sigmoid(hs) * sigmoid(a);
-    let framed = s.concepts.present & ((1 << FRAME) | (1 << FICTION)) != 0;
-    v[k + 17] = sigmoid(hs) * b(framed);
-    v[k + 18] = data * b(s.concepts.present & (1 << URGENCY) != 0);
     v
 }
 

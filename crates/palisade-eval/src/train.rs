@@ -27,10 +27,7 @@ use serde::Serialize;
 use crate::data::read_jsonl;
 use crate::eval::{auc, tpr_at_fpr};
 use crate::rng::Rng;
-use crate::synth::{
-    synthesize, synthesize_counterfactual, synthesize_framed, synthesize_more, synthesize_soup, Example,
-    Kind, Pools,
-};
+use crate::synth::{synthesize, synthesize_counterfactual, synthesize_more, Example, Kind, Pools};
 use crate::EvalError;
 
 /// log2 buckets of the attack head.
@@ -492,13 +489,13 @@ fn text_fold(text: &str) -> usize {
 }
 
 type Oof = (
-    Vec<(f32, f32, f32, f32, f32)>,
+    Vec<(f32, f32, f32, f32)>,
     Vec<palisade_detect::charlm::LmStats>,
 );
 
 fn oof_pass(prepared: &[Prepared], fold_of: impl Fn(&Prepared) -> usize, seed: u64) -> Oof {
     let n = prepared.len();
-    let mut oof = vec![(0.0f32, 0.0f32, 0.0f32, 0.0f32, 0.0f32); n];
+    let mut oof = vec![(0.0f32, 0.0f32, 0.0f32, 0.0f32); n];
     let mut oof_lm = vec![Default::default(); n];
     for k in 0..FOLDS {
         let heads = train_heads(
@@ -519,13 +516,7 @@ fn oof_pass(prepared: &[Prepared], fold_of: impl Fn(&Prepared) -> usize, seed: u
                 .iter()
                 .map(|v| heads.attack.logit(v))
                 .fold(a, f32::max);
-            let h = heads.harm.logit(&x.idx);
-            let hseg = x
-                .seg_idx
-                .iter()
-                .map(|v| heads.harm.logit(v))
-                .fold(h, f32::max);
-            oof[i] = (a, h, heads.jb.logit(&x.idx), seg, hseg);
+            oof[i] = (a, heads.harm.logit(&x.idx), heads.jb.logit(&x.idx), seg);
             let mut cut = x.ex.text.len().min(MAX_TRAIN_BYTES);
             while !x.ex.text.is_char_boundary(cut) {
                 cut -= 1;
@@ -585,18 +576,6 @@ pub fn train_model(train_dir: &Path, seed: u64) -> Result<(Model, TrainReport), 
         let mut v = synthesize(&pools, &mut rng);
         v.extend(synthesize_more(&pools, &mut rng));
         v.extend(synthesize_counterfactual(&pools, &mut rng));
-        // Own RNG stream: the generators above keep producing exactly the same examples.
-        let multilingual: Vec<&str> = examples
-            .iter()
-            .filter(|e| {
-                matches!(e.kind, Kind::BenignUser | Kind::Harmful) && e.channel == Channel::User
-            })
-            .map(|e| e.text.as_str())
-            .collect();
-        let mut rng2 = Rng::new(seed ^ 0x5009_5009);
-        v.extend(synthesize_soup(&pools, &multilingual, &mut rng2));
-        let mut rng3 = Rng::new(seed ^ 0xf4a3_ed00);
-        v.extend(synthesize_framed(&pools, &mut rng3));
         v
     };
     examples.extend(synth);
@@ -657,7 +636,7 @@ pub fn train_model(train_dir: &Path, seed: u64) -> Result<(Model, TrainReport), 
         let row = |oof: &Oof| {
             let mut s = x.signals.clone();
             s.lm = oof.1[i];
-            stage2_vector(&s, oof.0[i].0, oof.0[i].3, oof.0[i].1, oof.0[i].4)
+            stage2_vector(&s, oof.0[i].0, oof.0[i].3, oof.0[i].1)
         };
         if x.ex.channel.is_data() {
             // Both views for data rows, half weight each.
@@ -785,66 +764,6 @@ pub fn train_model(train_dir: &Path, seed: u64) -> Result<(Model, TrainReport), 
             fr * 100.0
         );
     }
-    // Finer view for model selection: every real train attack group (file, upstream source,
-    // subtype family) with at least 20 rows. User-channel groups are scored by heads that
-    // never saw the group (grouped folds); data-channel groups by text-hash folds.
-    let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, x) in prepared.iter().enumerate() {
-        if x.ex.kind == Kind::Attack && x.ex.source.starts_with("train/") {
-            groups.entry(x.ex.group.as_str()).or_default().push(i);
-        }
-    }
-    let mut groups: Vec<(&str, Vec<usize>)> =
-        groups.into_iter().filter(|(_, v)| v.len() >= 20).collect();
-    groups.sort();
-    let _ = writeln!(
-        md,
-        "\nOut-of-fold quality per real train attack group (at least 20 rows):\n\n\
-         | group | rows | OOF AUC vs benign | OOF TPR@1%FPR | OOF TPR@0.1%FPR |\n|---|---:|---:|---:|---:|"
-    );
-    let (mut sum_auc, mut sum_tpr, mut sum_tpr01) = (0.0f64, 0.0f64, 0.0f64);
-    for (g, rows) in &groups {
-        let s: Vec<f32> = rows.iter().map(|&i| scores[i]).collect();
-        let neg = if prepared[rows[0]].ex.channel.is_data() {
-            &benign_ctx
-        } else {
-            &benign_user
-        };
-        let (a, t, t01) = (
-            auc(&s, neg),
-            tpr_at_fpr(&s, neg, 0.01),
-            tpr_at_fpr(&s, neg, 0.001),
-        );
-        sum_auc += a;
-        sum_tpr += t;
-        sum_tpr01 += t01;
-        let _ = writeln!(
-            md,
-            "| {g} | {} | {a:.3} | {:.1}% | {:.1}% |",
-            rows.len(),
-            100.0 * t,
-            100.0 * t01
-        );
-    }
-    let ng = groups.len().max(1) as f64;
-    let real_benign_flag = {
-        let v: Vec<f32> = prepared
-            .iter()
-            .zip(&scores)
-            .filter(|(x, _)| x.ex.source == "train/benign")
-            .map(|(_, &s)| s)
-            .collect();
-        v.iter().filter(|&&s| s >= flag).count() as f64 / v.len().max(1) as f64
-    };
-    let _ = writeln!(
-        md,
-        "\n**Selection summary (OOF, real train attack groups):** macro AUC {:.3}, macro TPR@1%FPR {:.1}%, \
-         macro TPR@0.1%FPR {:.1}%; train/benign flag rate {:.1}%.",
-        sum_auc / ng,
-        100.0 * sum_tpr / ng,
-        100.0 * sum_tpr01 / ng,
-        100.0 * real_benign_flag
-    );
     let _ = writeln!(md, "\nThresholds (99th / 99.9th percentile of out-of-fold benign scores): flag {:.4}, block {:.4}; data-channel logit offset {:.3}.\n", flag, block, data_offset);
     let _ = writeln!(
         md,
