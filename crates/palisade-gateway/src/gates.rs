@@ -257,14 +257,13 @@ pub(crate) fn inspect_request(
         let decision = decide(&plan, gate, evidence, started);
         if gate == Gate::Context {
             plan.untrusted_context = true;
-            plan.flagged_context |= decision.reasons.iter().any(|r| {
-                matches!(
-                    r,
-                    ReasonCode::IndirectInjection | ReasonCode::HiddenMarkup
-                )
-            }) || scans
+            plan.flagged_context |= decision
+                .reasons
                 .iter()
-                .any(|(_, scan)| scan.verdict != palisade_detect::Verdict::Allow);
+                .any(|r| matches!(r, ReasonCode::IndirectInjection | ReasonCode::HiddenMarkup))
+                || scans
+                    .iter()
+                    .any(|(_, scan)| scan.verdict != palisade_detect::Verdict::Allow);
         }
         match decision.enforced_action {
             Action::Block => {

@@ -23,8 +23,8 @@ use palisade_openai::{ApiError, ErrorCode};
 
 use crate::metrics::{STREAMS_ENDED, STREAMS_OPEN, STREAM_GAP, STREAM_TTFT};
 use crate::output_gate::EventAction as OutputAction;
-use crate::tools::ToolEvent;
 use crate::proxy::RequestRecord;
+use crate::tools::ToolEvent;
 
 /// How a stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

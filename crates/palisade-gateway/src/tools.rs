@@ -401,7 +401,13 @@ pub(crate) fn inspect_request(
         .unwrap_or_default();
     let rounds_before = history_rounds.max(counters.rounds);
     let in_loop = last_is_tool || rounds_before > 0;
-    check_caps(plan, gate, rounds_before, counters.loop_tokens, last_is_tool)?;
+    check_caps(
+        plan,
+        gate,
+        rounds_before,
+        counters.loop_tokens,
+        last_is_tool,
+    )?;
     plan.tools = Some(ToolPlan {
         service,
         declared: Arc::new(declared),
@@ -444,7 +450,9 @@ fn check_caps(
     if let Some(cap) = gate.max_loop_tokens().filter(|cap| loop_tokens >= *cap) {
         return stop(
             ReasonCode::ToolTokenLimit,
-            format!("{loop_tokens} tokens spent in this conversation's tool loop, the limit is {cap}"),
+            format!(
+                "{loop_tokens} tokens spent in this conversation's tool loop, the limit is {cap}"
+            ),
         );
     }
     Ok(())
@@ -739,10 +747,14 @@ impl ToolStreamGate {
             .collect();
         if released.is_empty() {
             let note = judged.note();
-            let payload = self.chunk(json!([{"index": choice, "delta": {"content": note}, "finish_reason": null}]));
+            let payload = self.chunk(
+                json!([{"index": choice, "delta": {"content": note}, "finish_reason": null}]),
+            );
             return (Some(payload.to_string()), false);
         }
-        let payload = self.chunk(json!([{"index": choice, "delta": {"tool_calls": released}, "finish_reason": null}]));
+        let payload = self.chunk(
+            json!([{"index": choice, "delta": {"tool_calls": released}, "finish_reason": null}]),
+        );
         (Some(payload.to_string()), true)
     }
 
@@ -816,8 +828,8 @@ impl ToolStreamGate {
             if !any_released {
                 if let Some(Value::Array(choices)) = value.get_mut("choices") {
                     for choice in choices.iter_mut() {
-                        let same = choice.get("index").and_then(Value::as_u64)
-                            == Some(u64::from(index));
+                        let same =
+                            choice.get("index").and_then(Value::as_u64) == Some(u64::from(index));
                         if same && choice.get("finish_reason") == Some(&json!("tool_calls")) {
                             choice["finish_reason"] = json!("stop");
                         }
@@ -872,15 +884,11 @@ fn carries_nothing(value: &Value) -> bool {
         .is_some_and(|choices| {
             choices.iter().all(|c| {
                 c.get("finish_reason").is_none_or(Value::is_null)
-                    && c.get("delta")
-                        .and_then(Value::as_object)
-                        .is_none_or(|d| {
-                            d.iter().all(|(k, v)| {
-                                v.is_null()
-                                    || (k == "content" && v.as_str() == Some(""))
-                                    || k == "role"
-                            })
+                    && c.get("delta").and_then(Value::as_object).is_none_or(|d| {
+                        d.iter().all(|(k, v)| {
+                            v.is_null() || (k == "content" && v.as_str() == Some("")) || k == "role"
                         })
+                    })
             })
         })
 }
@@ -948,7 +956,10 @@ fn run_confirm(state: &GatewayState, headers: &HeaderMap, body: &[u8]) -> Result
     // not be able to consume (deny) a call it cannot see.
     {
         let store = service.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let pending = store.calls.get(&req.confirmation_id).ok_or_else(not_found)?;
+        let pending = store
+            .calls
+            .get(&req.confirmation_id)
+            .ok_or_else(not_found)?;
         if !principal.admin && *pending.tenant != *principal.tenant {
             return Err(not_found());
         }
@@ -982,7 +993,9 @@ fn run_confirm(state: &GatewayState, headers: &HeaderMap, body: &[u8]) -> Result
         tool: Some(pending.evidence.clone()),
         ..Evidence::default()
     };
-    plan_sink.write(&palisade_policy::AuditRecord::new(&ctx, evidence, &decision));
+    plan_sink.write(&palisade_policy::AuditRecord::new(
+        &ctx, evidence, &decision,
+    ));
     tracing::info!(
         confirmation_id = %req.confirmation_id,
         tool = %pending.call.name,
@@ -992,8 +1005,10 @@ fn run_confirm(state: &GatewayState, headers: &HeaderMap, body: &[u8]) -> Result
     );
     if !req.approve {
         metrics::counter!(crate::metrics::TOOL_CALLS, "outcome" => "denied").increment(1);
-        return Ok(json!({"status": "denied", "confirmation_id": req.confirmation_id,
-                          "id": pending.call.id, "name": pending.call.name}));
+        return Ok(
+            json!({"status": "denied", "confirmation_id": req.confirmation_id,
+                          "id": pending.call.id, "name": pending.call.name}),
+        );
     }
     metrics::counter!(crate::metrics::TOOL_CALLS, "outcome" => "confirmed").increment(1);
     let (token, expires_at) = service.sign(&pending.tenant, &pending.request_id, &pending.call);
@@ -1023,7 +1038,11 @@ pub async fn pending(
             ));
         }
         let now = now_secs();
-        let store = state.tools.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let store = state
+            .tools
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let mut items: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
         for (id, p) in &store.calls {
             if p.expires_at <= now || !(principal.admin || *p.tenant == *principal.tenant) {
@@ -1079,9 +1098,8 @@ fn run_verify(state: &GatewayState, headers: &HeaderMap, body: &[u8]) -> Result<
     let service = &state.tools;
     let now = now_secs();
     let tenant = (!principal.admin).then_some(&*principal.tenant);
-    let refused = |e: CapabilityError| {
-        json!({"valid": false, "code": e.code(), "message": e.to_string()})
-    };
+    let refused =
+        |e: CapabilityError| json!({"valid": false, "code": e.code(), "message": e.to_string()});
     let claims = match service.verifier.verify_call(
         &req.token,
         Expected {

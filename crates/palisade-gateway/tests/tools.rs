@@ -141,12 +141,14 @@ file = "{}"
         format!("http://{}{path}", self.gw.local_addr())
     }
 
-    async fn post(&self, path: &str, key: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut req = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(key)
-            .json(body);
+    async fn post(
+        &self,
+        path: &str,
+        key: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = self.http.post(self.url(path)).bearer_auth(key).json(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -198,7 +200,10 @@ fn script(calls: Value) -> Value {
 }
 
 fn report(body: &Value) -> Vec<Value> {
-    body["palisade"]["tool_calls"].as_array().cloned().unwrap_or_default()
+    body["palisade"]["tool_calls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn statuses(body: &Value) -> Vec<(String, String, Vec<String>)> {
@@ -328,8 +333,13 @@ async fn an_irreversible_call_waits_for_an_approver() {
     // The agent's own key cannot confirm, nor can another tenant's approver.
     let confirm = json!({"confirmation_id": id});
     let (status, err) = h.post("/v1/tools/confirm", "sk-agent", &confirm, &[]).await;
-    assert_eq!((status, err["error"]["code"].as_str()), (403, Some("permission_denied")));
-    let (status, err) = h.post("/v1/tools/confirm", "sk-globex", &confirm, &[]).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (403, Some("permission_denied"))
+    );
+    let (status, err) = h
+        .post("/v1/tools/confirm", "sk-globex", &confirm, &[])
+        .await;
     assert_eq!(
         (status, err["error"]["code"].as_str()),
         (404, Some("confirmation_not_found"))
@@ -351,7 +361,9 @@ async fn an_irreversible_call_waits_for_an_approver() {
         pending["data"][0]["tool_call"]["function"]["name"],
         "delete_file"
     );
-    let (status, released) = h.post("/v1/tools/confirm", "sk-approver", &confirm, &[]).await;
+    let (status, released) = h
+        .post("/v1/tools/confirm", "sk-approver", &confirm, &[])
+        .await;
     assert_eq!(status, 200, "{released}");
     assert_eq!(released["status"], "released");
     let call = &released["tool_call"];
@@ -372,7 +384,9 @@ async fn an_irreversible_call_waits_for_an_approver() {
         .unwrap();
     assert_eq!(claims.call_id, "call_0");
     // Decided once: a second confirmation finds nothing.
-    let (status, _) = h.post("/v1/tools/confirm", "sk-approver", &confirm, &[]).await;
+    let (status, _) = h
+        .post("/v1/tools/confirm", "sk-approver", &confirm, &[])
+        .await;
     assert_eq!(status, 404);
 }
 
@@ -400,14 +414,17 @@ async fn capability_tokens_cover_exactly_one_call_and_expire() {
         .as_str()
         .unwrap()
         .to_owned();
-    let verify = |tool: &str, arguments: Value, consume: bool| {
-        json!({"token": token, "tool": tool, "arguments": arguments, "consume": consume})
-    };
+    let verify = |tool: &str, arguments: Value, consume: bool| json!({"token": token, "tool": tool, "arguments": arguments, "consume": consume});
 
     // Valid: and the executor gets the tenant's SMTP credential, which the
     // model never saw.
     let (status, ok) = h
-        .post("/v1/tools/verify", "sk-agent", &verify("send_email", json!(arguments), false), &[])
+        .post(
+            "/v1/tools/verify",
+            "sk-agent",
+            &verify("send_email", json!(arguments), false),
+            &[],
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(ok["valid"], true, "{ok}");
@@ -420,7 +437,11 @@ async fn capability_tokens_cover_exactly_one_call_and_expire() {
         .post(
             "/v1/tools/verify",
             "sk-agent",
-            &verify("send_email", json!({"body": "the report", "to": "bob@example.com"}), false),
+            &verify(
+                "send_email",
+                json!({"body": "the report", "to": "bob@example.com"}),
+                false,
+            ),
             &[],
         )
         .await;
@@ -430,17 +451,34 @@ async fn capability_tokens_cover_exactly_one_call_and_expire() {
         .post(
             "/v1/tools/verify",
             "sk-agent",
-            &verify("send_email", json!({"to": "eve@evil.example", "body": "the report"}), false),
+            &verify(
+                "send_email",
+                json!({"to": "eve@evil.example", "body": "the report"}),
+                false,
+            ),
             &[],
         )
         .await;
-    assert_eq!((bad["valid"].as_bool(), bad["code"].as_str()), (Some(false), Some("token_wrong_arguments")));
+    assert_eq!(
+        (bad["valid"].as_bool(), bad["code"].as_str()),
+        (Some(false), Some("token_wrong_arguments"))
+    );
     let (_, bad) = h
-        .post("/v1/tools/verify", "sk-agent", &verify("delete_file", json!(arguments), false), &[])
+        .post(
+            "/v1/tools/verify",
+            "sk-agent",
+            &verify("delete_file", json!(arguments), false),
+            &[],
+        )
         .await;
     assert_eq!(bad["code"], "token_wrong_tool");
     let (_, bad) = h
-        .post("/v1/tools/verify", "sk-globex", &verify("send_email", json!(arguments), false), &[])
+        .post(
+            "/v1/tools/verify",
+            "sk-globex",
+            &verify("send_email", json!(arguments), false),
+            &[],
+        )
         .await;
     assert_eq!(bad["code"], "token_wrong_tenant");
     // A flipped bit in the signature.
@@ -459,16 +497,34 @@ async fn capability_tokens_cover_exactly_one_call_and_expire() {
     assert_eq!(bad["code"], "token_bad_signature");
     // Single use when asked.
     let (_, first) = h
-        .post("/v1/tools/verify", "sk-agent", &verify("send_email", json!(arguments), true), &[])
+        .post(
+            "/v1/tools/verify",
+            "sk-agent",
+            &verify("send_email", json!(arguments), true),
+            &[],
+        )
         .await;
     let (_, second) = h
-        .post("/v1/tools/verify", "sk-agent", &verify("send_email", json!(arguments), true), &[])
+        .post(
+            "/v1/tools/verify",
+            "sk-agent",
+            &verify("send_email", json!(arguments), true),
+            &[],
+        )
         .await;
-    assert_eq!((first["valid"].as_bool(), second["code"].as_str()), (Some(true), Some("token_already_used")));
+    assert_eq!(
+        (first["valid"].as_bool(), second["code"].as_str()),
+        (Some(true), Some("token_already_used"))
+    );
     // Expired after the 2 s lifetime.
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     let (_, late) = h
-        .post("/v1/tools/verify", "sk-agent", &verify("send_email", json!(arguments), false), &[])
+        .post(
+            "/v1/tools/verify",
+            "sk-agent",
+            &verify("send_email", json!(arguments), false),
+            &[],
+        )
         .await;
     assert_eq!(late["code"], "token_expired");
     // Offline, with the public key alone, the same verdicts.
@@ -514,7 +570,11 @@ async fn egress_is_blocked_after_an_injected_tool_result() {
         {"role": "user", "content": format!("CALLS {calls}")}
     ]);
     let (_, body) = h.chat(messages, offered(&ALL)).await;
-    assert_eq!(released_names(&body), ["send_email", "search_docs"], "{body}");
+    assert_eq!(
+        released_names(&body),
+        ["send_email", "search_docs"],
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -527,7 +587,12 @@ async fn injected_tool_output_is_quarantined_and_unlisted_offers_refused() {
         {"role": "tool", "tool_call_id": "call_w", "content": PLANTED},
     ]);
     let (status, body) = h
-        .chat_as("sk-guarded", messages.clone(), offered(&["search_docs"]), &[])
+        .chat_as(
+            "sk-guarded",
+            messages.clone(),
+            offered(&["search_docs"]),
+            &[],
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let sent = h.upstream.received().last().unwrap().body.clone();
@@ -536,7 +601,12 @@ async fn injected_tool_output_is_quarantined_and_unlisted_offers_refused() {
     assert!(tool_text.contains("> Weather in Paris"), "{tool_text}");
     // The quarantine tier refuses offers it does not allow.
     let (status, err) = h
-        .chat_as("sk-guarded", messages, offered(&["search_docs", "send_email"]), &[])
+        .chat_as(
+            "sk-guarded",
+            messages,
+            offered(&["search_docs", "send_email"]),
+            &[],
+        )
         .await;
     assert_eq!(status, 400);
     assert_eq!(err["error"]["code"], "tool_not_allowed");
@@ -611,9 +681,15 @@ async fn streamed_tool_calls_are_judged_whole_before_release() {
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
     // Nothing of the withheld call reached the client.
-    assert!(!text.contains("exfiltrate\"") || !text.contains("evil.example"), "{text}");
+    assert!(
+        !text.contains("exfiltrate\"") || !text.contains("evil.example"),
+        "{text}"
+    );
     assert!(!text.contains("evil.example"), "{text}");
-    assert!(!text.contains("/tmp/x"), "pending call's arguments leaked: {text}");
+    assert!(
+        !text.contains("/tmp/x"),
+        "pending call's arguments leaked: {text}"
+    );
     let events: Vec<Value> = text
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
@@ -629,8 +705,12 @@ async fn streamed_tool_calls_are_judged_whole_before_release() {
     let call = &deltas[0][0];
     assert_eq!(call["function"]["name"], "search_docs");
     assert_eq!(call["index"], 0);
-    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
-    assert_eq!(args["q"], "a query long enough to be split into many pieces");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        args["q"],
+        "a query long enough to be split into many pieces"
+    );
     // The report event says what became of each call.
     let report_event = events
         .iter()
@@ -638,7 +718,10 @@ async fn streamed_tool_calls_are_judged_whole_before_release() {
         .expect("report event");
     let s = statuses(report_event);
     assert_eq!(s[0].1, "released");
-    assert_eq!((s[1].1.as_str(), s[1].2.clone()), ("withheld", vec!["tool_not_allowed".to_owned()]));
+    assert_eq!(
+        (s[1].1.as_str(), s[1].2.clone()),
+        ("withheld", vec!["tool_not_allowed".to_owned()])
+    );
     assert_eq!(s[2].1, "pending_confirmation");
     assert!(report_event["palisade"]["tool_calls"][0]["capability"]
         .as_str()

@@ -337,7 +337,11 @@ fn compile_tier(
         }
     }
     let tool = match &spec.tool {
-        Some(t) => Some(ToolGate::compile(&format!("tiers.{name}.tool"), t, catalog)?),
+        Some(t) => Some(ToolGate::compile(
+            &format!("tiers.{name}.tool"),
+            t,
+            catalog,
+        )?),
         None => None,
     };
     Ok(TierPolicy {

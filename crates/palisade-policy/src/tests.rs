@@ -877,8 +877,8 @@ mod builtin {
 
 mod tool_gate {
     use crate::{
-        Action, ArgumentCheck, AuditContext, AuditRecord, Evidence, Gate, PolicyError,
-        ReasonCode, SideEffect, Snapshot, Subject, ToolEvidence,
+        Action, ArgumentCheck, AuditContext, AuditRecord, Evidence, Gate, PolicyError, ReasonCode,
+        SideEffect, Snapshot, Subject, ToolEvidence,
     };
 
     const POLICY: &str = r#"
@@ -946,7 +946,10 @@ mod tool_gate {
     #[test]
     fn allowlist_classes_and_caps() {
         let p = Snapshot::from_toml(POLICY).unwrap();
-        assert_eq!(decide(&p, "acme", call("search_docs")), (Action::Allow, vec![]));
+        assert_eq!(
+            decide(&p, "acme", call("search_docs")),
+            (Action::Allow, vec![])
+        );
         assert_eq!(
             decide(&p, "acme", call("rm_rf")),
             (Action::Block, vec![ReasonCode::ToolNotAllowed])
@@ -1066,7 +1069,10 @@ mod tool_gate {
         for (text, path) in cases {
             let err = Snapshot::from_toml(text).unwrap_err();
             assert!(
-                matches!(err, PolicyError::BadTool { .. } | PolicyError::InvalidAction { .. }),
+                matches!(
+                    err,
+                    PolicyError::BadTool { .. } | PolicyError::InvalidAction { .. }
+                ),
                 "{err}"
             );
             assert!(err.to_string().starts_with(path), "{err} / {path}");
@@ -1094,7 +1100,10 @@ mod tool_gate {
         };
         let record = AuditRecord::new(&ctx, e, &d);
         let line = record.to_json_line().unwrap();
-        assert!(line.contains("\"gate\":\"tool\"") && !line.contains("arguments"), "{line}");
+        assert!(
+            line.contains("\"gate\":\"tool\"") && !line.contains("arguments"),
+            "{line}"
+        );
         let back = AuditRecord::from_json_line(&line).unwrap();
         let tighter = Snapshot::from_toml(&POLICY.replace(
             "allow = [\"search_docs\", \"send_email\", \"delete_file\"]",
@@ -1105,6 +1114,9 @@ mod tool_gate {
         let report = crate::simulate(&tighter, [back]);
         assert_eq!(report.changed.len(), 1);
         assert_eq!(report.changed[0].new_action, Action::Block);
-        assert_eq!(report.changed[0].new_reasons, vec![ReasonCode::ToolNotAllowed]);
+        assert_eq!(
+            report.changed[0].new_reasons,
+            vec![ReasonCode::ToolNotAllowed]
+        );
     }
 }

@@ -203,7 +203,9 @@ fn valid_tool_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-pub(crate) fn compile_catalog(specs: &BTreeMap<String, ToolSpec>) -> Result<ToolCatalog, PolicyError> {
+pub(crate) fn compile_catalog(
+    specs: &BTreeMap<String, ToolSpec>,
+) -> Result<ToolCatalog, PolicyError> {
     let mut tools = BTreeMap::new();
     for (name, spec) in specs {
         if !valid_tool_name(name) {
@@ -214,12 +216,12 @@ pub(crate) fn compile_catalog(specs: &BTreeMap<String, ToolSpec>) -> Result<Tool
             });
         }
         let schema = match &spec.schema {
-            Some(s) => Some(Schema(Arc::new(jsonschema::validator_for(s).map_err(|e| {
-                PolicyError::BadTool {
+            Some(s) => Some(Schema(Arc::new(jsonschema::validator_for(s).map_err(
+                |e| PolicyError::BadTool {
                     path: format!("tools.{name}.schema"),
                     reason: format!("not a valid JSON Schema: {e}"),
-                }
-            })?))),
+                },
+            )?))),
             None => None,
         };
         tools.insert(

@@ -266,8 +266,12 @@ impl DetectorKind {
         const NO_REDACT: &[Action] = &[Action::Allow, Action::Flag, Action::Block];
         // Quarantine replaces a whole untrusted segment; the compiler also checks that it
         // is used at the context gate only.
-        const INJECTION: &[Action] =
-            &[Action::Allow, Action::Flag, Action::Quarantine, Action::Block];
+        const INJECTION: &[Action] = &[
+            Action::Allow,
+            Action::Flag,
+            Action::Quarantine,
+            Action::Block,
+        ];
         match self {
             DetectorKind::Secrets
             | DetectorKind::Pii

@@ -397,10 +397,18 @@ fn tool_call_response(
         )
             .into_response();
     }
-    let mut events = vec![sse(&chunk(model, json!({"role": "assistant", "content": null}), None))];
+    let mut events = vec![sse(&chunk(
+        model,
+        json!({"role": "assistant", "content": null}),
+        None,
+    ))];
     for (i, (id, name, _)) in calls.iter().enumerate() {
-        events.push(sse(&chunk(model, json!({"tool_calls": [{"index": i, "id": id, "type": "function",
-            "function": {"name": name, "arguments": ""}}]}), None)));
+        events.push(sse(&chunk(
+            model,
+            json!({"tool_calls": [{"index": i, "id": id, "type": "function",
+            "function": {"name": name, "arguments": ""}}]}),
+            None,
+        )));
     }
     // Argument pieces, round-robin across calls.
     let pieces: Vec<Vec<String>> = calls
@@ -423,14 +431,20 @@ fn tool_call_response(
     for round in 0..longest {
         for (i, p) in pieces.iter().enumerate() {
             if let Some(piece) = p.get(round) {
-                events.push(sse(&chunk(model, json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}), None)));
+                events.push(sse(&chunk(
+                    model,
+                    json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}),
+                    None,
+                )));
             }
         }
     }
     events.push(sse(&chunk(model, json!({}), Some("tool_calls"))));
     if include_usage {
-        events.push(sse(&json!({"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0,
-                                "model": model, "choices": [], "usage": usage})));
+        events.push(sse(
+            &json!({"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0,
+                                "model": model, "choices": [], "usage": usage}),
+        ));
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     let stream = futures_util::stream::iter(events.into_iter().map(Ok::<Bytes, Infallible>));

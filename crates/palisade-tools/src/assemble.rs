@@ -126,10 +126,13 @@ impl CallAssembler {
             });
         }
         self.bytes += added;
-        let call = self.calls.entry((choice, index)).or_insert_with(|| ToolCall {
-            index,
-            ..ToolCall::default()
-        });
+        let call = self
+            .calls
+            .entry((choice, index))
+            .or_insert_with(|| ToolCall {
+                index,
+                ..ToolCall::default()
+            });
         // The id and name arrive once; a server that repeats them repeats the same value.
         if call.id.is_empty() {
             call.id.push_str(id);
@@ -150,7 +153,10 @@ impl CallAssembler {
 
     /// Whether `choice` has calls held.
     pub fn has(&self, choice: u32) -> bool {
-        self.calls.range((choice, 0)..=(choice, u32::MAX)).next().is_some()
+        self.calls
+            .range((choice, 0)..=(choice, u32::MAX))
+            .next()
+            .is_some()
     }
 
     /// Removes and returns the calls of `choice`, in index order.
@@ -198,8 +204,11 @@ mod tests {
         for d in &deltas {
             a.push(0, d).unwrap();
         }
-        a.push(1, &json!({"id": "call_c", "function": {"name": "other", "arguments": {"k": 1}}}))
-            .unwrap();
+        a.push(
+            1,
+            &json!({"id": "call_c", "function": {"name": "other", "arguments": {"k": 1}}}),
+        )
+        .unwrap();
         assert_eq!(a.choices(), vec![0, 1]);
         let calls = a.take(0);
         assert_eq!(calls.len(), 2);
@@ -221,7 +230,9 @@ mod tests {
             .push(0, &json!({"function": {"arguments": "12345678901"}}))
             .is_err());
         assert!(a.push(0, &json!({"index": 500})).is_err());
-        assert!(a.push(0, &json!({"function": {"arguments": "123"}})).is_ok());
+        assert!(a
+            .push(0, &json!({"function": {"arguments": "123"}}))
+            .is_ok());
     }
 
     #[test]
