@@ -15,6 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod audit_cmd;
 mod policy_cmd;
+mod tools_cmd;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -96,6 +97,9 @@ enum Command {
     /// export.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Capability-token keys for tool calls, and offline token verification.
+    #[command(subcommand)]
+    Tools(tools_cmd::ToolsCommand),
     /// Train the detector's model from a training directory (reproducible:
     /// fixed seed), writing the artifact and its TRAINING.md report.
     Train {
@@ -199,6 +203,12 @@ fn main() -> std::process::ExitCode {
         } => usage(ledger, config.as_deref(), &by, tenant, days, json),
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Audit(cmd) => audit_cmd::run(cmd),
+        Command::Tools(cmd) => {
+            return tools_cmd::run(cmd).unwrap_or_else(|e| {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            })
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
