@@ -147,6 +147,9 @@ pub(crate) struct LedgerRow {
     backend: String,
     endpoint: &'static str,
     written: bool,
+    /// The request continues an agent's tool loop (its tokens are the
+    /// loop's: `tool_loop_tokens`).
+    pub(crate) tool_loop: bool,
 }
 
 impl LedgerRow {
@@ -166,6 +169,7 @@ impl LedgerRow {
             backend: backend.to_owned(),
             endpoint,
             written: false,
+            tool_loop: false,
         }
     }
 
@@ -207,7 +211,11 @@ impl LedgerRow {
             completion_tokens: actual.completion,
             cached_tokens: actual.cached,
             reasoning_tokens: actual.reasoning,
-            tool_loop_tokens: None,
+            // A request that continues an agent's tool loop: all of its
+            // tokens are the loop's.
+            tool_loop_tokens: self
+                .tool_loop
+                .then_some(actual.prompt.saturating_add(actual.completion)),
             estimated_tokens: estimated,
             usage_source: actual.source,
             cost_micros: 0,

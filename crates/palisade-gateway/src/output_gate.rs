@@ -127,26 +127,7 @@ fn absorb(evidence: &mut Evidence, actions: &[Applied], canary_leaked: bool) {
 /// The first way `text` fails `schema`, as `pointer: keyword` (never the
 /// value, which may be anything the model wrote).
 fn schema_violation(schema: &Value, text: &str) -> Option<String> {
-    let Ok(instance) = serde_json::from_str::<Value>(text) else {
-        return Some("/: not valid JSON".to_owned());
-    };
-    let validator = match jsonschema::validator_for(schema) {
-        Ok(v) => v,
-        Err(_) => return Some("/: the request's schema does not compile".to_owned()),
-    };
-    let first = validator.iter_errors(&instance).next().map(|e| {
-        let pointer = e.instance_path().to_string();
-        let keyword = format!("{:?}", e.kind())
-            .split(|c: char| !c.is_alphanumeric() && c != '_')
-            .next()
-            .unwrap_or("invalid")
-            .to_ascii_lowercase();
-        format!(
-            "{}: {keyword}",
-            if pointer.is_empty() { "/" } else { &pointer }
-        )
-    });
-    first
+    palisade_policy::first_schema_violation(schema, text)
 }
 
 /// The output gate over a whole (non-streamed) chat completion body. Returns

@@ -429,14 +429,20 @@ async fn send_upstream(
     }
 
     if let Some(ledger) = ledger {
-        record.ledger = Some(LedgerRow::new(
+        let mut row = LedgerRow::new(
             ledger.clone(),
             state.prices.clone(),
             &record.internal_id,
             &principal.key_name,
             &backend.name,
             endpoint.label(),
-        ));
+        );
+        row.tool_loop = record
+            .gates
+            .as_ref()
+            .and_then(|g| g.tools.as_ref())
+            .is_some_and(crate::tools::ToolPlan::in_loop);
+        record.ledger = Some(row);
     }
 
     // Phase 5: forward, unless the backend's circuit is open.

@@ -290,6 +290,14 @@ pub(crate) struct ToolPlan {
     in_loop: bool,
 }
 
+impl ToolPlan {
+    /// The request continues a tool loop: its last message is a tool result,
+    /// or the conversation has had tool rounds.
+    pub(crate) fn in_loop(&self) -> bool {
+        self.in_loop
+    }
+}
+
 fn tool_name(tool: &Value) -> &str {
     tool.pointer("/function/name")
         .and_then(Value::as_str)
