@@ -67,5 +67,50 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// One tool call judged: the arguments checked against the catalog's schema, then the
+/// decision. Both run once per emitted call on the response path.
+fn bench_tools(c: &mut Criterion) {
+    let p = match Snapshot::from_toml(
+        r#"
+default_tier = "agent"
+[tools.send_email]
+egress = true
+schema = { type = "object", properties = { to = { type = "string" }, subject = { type = "string" }, body = { type = "string" }, cc = { type = "array", items = { type = "string" } } }, required = ["to", "body"], additionalProperties = false }
+[tiers.agent.tool]
+allow = ["search_docs", "send_email"]
+max_calls_per_response = 8
+max_rounds = 16
+"#,
+    ) {
+        Ok(s) => s,
+        Err(e) => panic!("bench tool policy: {e}"),
+    };
+    let subject = Subject {
+        tenant: "acme",
+        route: "agent",
+        model: "gpt-4o",
+    };
+    let args = r#"{"to":"bob@example.com","subject":"Q3","body":"Hi Bob, revenue grew 4% quarter on quarter.","cc":["carol@example.com"]}"#;
+    let evidence = Evidence {
+        tool: Some(palisade_policy::ToolEvidence {
+            name: "send_email".into(),
+            call_id: "call_1".into(),
+            args_json: true,
+            untrusted_context: true,
+            round: 2,
+            ..Default::default()
+        }),
+        ..Evidence::default()
+    };
+    let mut g = c.benchmark_group("tool");
+    g.bench_function("check_arguments_schema", |b| {
+        b.iter(|| p.tools().check_arguments("send_email", black_box(args), None))
+    });
+    g.bench_function("decide_tool", |b| {
+        b.iter(|| p.decide_tool(black_box(&subject), black_box(&evidence)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_tools);
 criterion_main!(benches);
