@@ -201,6 +201,32 @@ impl ToolService {
         })
     }
 
+    /// Replaces the tenant's tool credentials wherever they appear in the
+    /// messages. Returns whether anything changed.
+    fn scrub_credentials(&self, tenant: &str, fields: &mut Map<String, Value>) -> bool {
+        let Some(secrets) = self.credentials.get(tenant) else {
+            return false;
+        };
+        // Short values would match ordinary text; real credentials are long.
+        let secrets: Vec<&String> = secrets.values().filter(|v| v.len() >= 8).collect();
+        if secrets.is_empty() {
+            return false;
+        }
+        let segments = palisade_openai::channels::segments(fields, &[]);
+        let mut changed = false;
+        for segment in &segments {
+            if secrets.iter().any(|s| segment.text.contains(s.as_str())) {
+                let mut text = segment.text.clone();
+                for s in &secrets {
+                    text = text.replace(s.as_str(), "[REDACTED:tool_credential]");
+                }
+                tracing::warn!(tenant, "a tool credential appeared in a message; redacted");
+                changed |= palisade_openai::channels::replace_text(fields, segment, text);
+            }
+        }
+        changed
+    }
+
     fn sign(&self, tenant: &str, request_id: &str, call: &ToolCall) -> (String, u64) {
         let now = now_secs();
         let exp = now + self.token_ttl;
@@ -313,13 +339,15 @@ pub(crate) fn inspect_request(
     fields: &mut Map<String, Value>,
     headers: &HeaderMap,
 ) -> Result<bool, ApiError> {
+    // A tenant's tool credentials never enter the model's context, even when
+    // an executor echoes one back in a tool result: whatever the tier says.
+    let mut changed = state.tools.scrub_credentials(&plan.subject.tenant, fields);
     let snapshot = plan.snapshot.clone();
     let tier = snapshot.tier_for(&plan.subject_ref());
     let Some(gate) = tier.tool_gate() else {
-        return Ok(false);
+        return Ok(changed);
     };
     let started = Instant::now();
-    let mut changed = false;
     let mut declared = HashMap::new();
     let mut removed = Vec::new();
     if let Some(Value::Array(tools)) = fields.get_mut("tools") {

@@ -432,6 +432,23 @@ async fn capability_tokens_cover_exactly_one_call_and_expire() {
     assert_eq!(ok["claims"]["tool"], "send_email");
     let upstream_saw = serde_json::to_string(&h.upstream.received().last().unwrap().body).unwrap();
     assert!(!upstream_saw.contains("smtp-secret-acme"));
+    // An executor that echoes the credential in its result does not put it
+    // in the model's context either.
+    let echoed = json!([
+        {"role": "user", "content": "send it"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_0", "type": "function", "function": {"name": "send_email", "arguments": arguments}}]},
+        {"role": "tool", "tool_call_id": "call_0", "content": "sent with auth smtp-secret-acme OK"}
+    ]);
+    let (status, _) = h.chat(echoed, offered(&ALL)).await;
+    assert_eq!(status, 200);
+    let upstream_saw = h.upstream.received().last().unwrap().body.clone();
+    let tool_text = upstream_saw["messages"][2]["content"].as_str().unwrap();
+    assert!(!tool_text.contains("smtp-secret-acme"), "{tool_text}");
+    assert!(
+        tool_text.contains("[REDACTED:tool_credential]"),
+        "{tool_text}"
+    );
     // Same arguments as an object, keys reordered: still the same call.
     let (_, ok) = h
         .post(
