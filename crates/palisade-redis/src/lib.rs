@@ -13,6 +13,8 @@
 //!   when their bucket is full again, so idle tenants cost no memory.
 //! - [`RedisTokenBudget`]: token budgets with reservations, mirroring
 //!   `palisade_limits::TokenBudget` (see the [`budget`] module).
+//! - [`RedisToolStore`]: tool calls held for confirmation, single-use
+//!   capability tokens and tool-loop counters, shared by every replica.
 //! - [`RedisConnection`]: the connection they share, every call bounded by a
 //!   timeout.
 //!
@@ -23,9 +25,11 @@
 
 pub mod budget;
 mod conn;
+mod tools;
 
 pub use budget::RedisTokenBudget;
 pub use conn::RedisConnection;
+pub use tools::RedisToolStore;
 
 use palisade_limits::{GcraConfig, GcraDecision, LimitError, Nanos};
 
