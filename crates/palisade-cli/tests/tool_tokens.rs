@@ -136,3 +136,147 @@ async fn replicas_sharing_a_key_verify_each_others_tokens() {
     a.terminate();
     b.terminate();
 }
+
+async fn wait_for_redis(client: &reqwest::Client, gw: &Palisade) {
+    for _ in 0..100 {
+        let body: Value = client
+            .get(gw.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["advisories"]["limits_backend"] == true {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("replica never connected to Redis");
+}
+
+/// With Redis, a call held at one replica is listed and released at another,
+/// exactly once, and a single-use token is refused at every replica after its
+/// first use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_held_at_one_replica_is_confirmed_at_another() {
+    let redis = palisade_testkit::RedisServer::start();
+    let upstream = ScriptedUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("tool-signing.key");
+    assert!(palisade(&["tools", "keygen", key.to_str().unwrap()])
+        .status
+        .success());
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "default_tier = \"agent\"\n[tools.delete_file]\neffect = \"irreversible\"\n[tiers.agent.tool]\nallow = [\"delete_file\", \"read_file\"]\n",
+    )
+    .unwrap();
+    let sha = |k: &str| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(k.as_bytes()))
+    };
+    let config = dir.path().join("palisade.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backends.main]\nbase_url = \"{}\"\n[limits]\nbackend = \"redis\"\nredis_url = \"{}\"\n[tools]\nsigning_key_file = \"{}\"\n[policy]\nfile = \"{}\"\n\
+             [[auth.keys]]\nname = \"agent\"\ntenant = \"acme\"\nsha256 = \"{}\"\n\
+             [[auth.keys]]\nname = \"approvals\"\ntenant = \"acme\"\nsha256 = \"{}\"\napprover = true\n",
+            upstream.base_url(),
+            redis.url(),
+            key.display(),
+            policy.display(),
+            sha("sk-agent"),
+            sha("sk-approver"),
+        ),
+    )
+    .unwrap();
+    let envs = [("PALISADE_LOG", "warn")];
+    let a = Palisade::serve(&["--config", config.to_str().unwrap()], &envs);
+    let b = Palisade::serve(&["--config", config.to_str().unwrap()], &envs);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    wait_for_redis(&http, &a).await;
+    wait_for_redis(&http, &b).await;
+
+    let script = r#"CALLS [{"name": "delete_file", "arguments": {"path": "/srv/old"}}, {"name": "read_file", "arguments": {"path": "/srv/new"}}]"#;
+    let body: Value = http
+        .post(a.url("/v1/chat/completions"))
+        .bearer_auth("sk-agent")
+        .json(&json!({"model": "tool-calls", "messages": [{"role": "user", "content": script}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let held = &body["palisade"]["tool_calls"][0];
+    assert_eq!(held["status"], "pending_confirmation", "{body}");
+    let id = held["confirmation_id"].as_str().unwrap().to_owned();
+
+    // Replica B lists it (the write to Redis is asynchronous: allow it a moment).
+    let mut listed = Value::Null;
+    for _ in 0..50 {
+        listed = http
+            .get(b.url("/v1/tools/pending"))
+            .bearer_auth("sk-approver")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if listed["data"].as_array().is_some_and(|d| !d.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        listed["data"][0]["confirmation_id"],
+        id.as_str(),
+        "{listed}"
+    );
+
+    // Both replicas are asked at once: exactly one releases it.
+    let confirm = |r: &Palisade| {
+        http.post(r.url("/v1/tools/confirm"))
+            .bearer_auth("sk-approver")
+            .json(&json!({"confirmation_id": id}))
+            .send()
+    };
+    let (ra, rb) = tokio::join!(confirm(&a), confirm(&b));
+    let mut statuses = [ra.unwrap().status().as_u16(), rb.unwrap().status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 404]);
+
+    // The released read_file token is single-use across replicas.
+    let released = &body["palisade"]["tool_calls"][1];
+    assert_eq!(released["status"], "released");
+    let verify = json!({"token": released["capability"], "tool": "read_file",
+                        "arguments": {"path": "/srv/new"}, "consume": true});
+    let first: Value = http
+        .post(a.url("/v1/tools/verify"))
+        .bearer_auth("sk-agent")
+        .json(&verify)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second: Value = http
+        .post(b.url("/v1/tools/verify"))
+        .bearer_auth("sk-agent")
+        .json(&verify)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["valid"], true, "{first}");
+    assert_eq!(second["code"], "token_already_used", "{second}");
+    a.terminate();
+    b.terminate();
+}

@@ -222,6 +222,12 @@ impl Admission {
         })
     }
 
+    /// The replica's Redis connection, when `backend = "redis"` and it is
+    /// connected (shared with other per-replica state, like held tool calls).
+    pub(crate) fn redis(&self) -> Option<palisade_redis::RedisConnection> {
+        self.shared.as_ref()?.conn().cloned()
+    }
+
     /// Connects the shared backend in the background (retrying), and keeps a
     /// readiness entry for it: gating in `deny` mode (a replica that would
     /// refuse everything must not take traffic), advisory in `local` mode.

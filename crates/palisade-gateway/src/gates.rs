@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 use crate::server::GatewayState;
 
 /// Who and what a request is, for tier selection and the audit log.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct GateSubject {
     pub(crate) request_id: String,
     pub(crate) tenant: String,

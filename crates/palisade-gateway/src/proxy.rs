@@ -299,7 +299,7 @@ async fn send_upstream(
             crate::gates::inspect_request(state, subject, request.fields_mut(), &retrieved)
                 .inspect_err(|_| state.admission.offend(&principal, 1))?;
         let tools_changed =
-            crate::tools::inspect_request(state, &mut plan, request.fields_mut(), headers)?;
+            crate::tools::inspect_request(state, &mut plan, request.fields_mut(), headers).await?;
         record.gates = Some(plan);
         gates_rewrote = changed || tools_changed;
     }

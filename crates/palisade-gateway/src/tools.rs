@@ -25,7 +25,7 @@
 //! (arguments only as their hash). Pending calls, single-use token records and
 //! conversation counters live in this process's memory.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +38,7 @@ use palisade_openai::{ApiError, ErrorCode};
 use palisade_policy::{
     Action, Decision, Evidence, ReasonCode, ToolEvidence, ToolGate, UnlistedOffer,
 };
+use palisade_redis::RedisToolStore;
 use palisade_tools::{
     arguments_sha256, CallAssembler, CapabilityClaims, CapabilityError, CapabilitySigner,
     CapabilityVerifier, Expected, ToolCall,
@@ -83,9 +84,11 @@ pub enum ToolSetupError {
     },
 }
 
-/// A call parked until someone confirms it.
-#[derive(Debug, Clone)]
+/// A call parked until someone confirms it (JSON in Redis, so any replica
+/// can release it).
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
 struct PendingCall {
+    confirmation_id: String,
     tenant: String,
     request_id: String,
     call: ToolCall,
@@ -244,8 +247,9 @@ impl ToolService {
         (token, exp)
     }
 
-    fn park(&self, pending: PendingCall) -> String {
-        let id = format!("pc_{}", uuid::Uuid::new_v4().simple());
+    /// Holds a call in this process.
+    fn park_local(&self, pending: PendingCall) {
+        let id = pending.confirmation_id.clone();
         let mut store = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let now = now_secs();
         // Lapsed calls first, then the oldest if still full.
@@ -269,14 +273,38 @@ impl ToolService {
             .collect();
         store.order = order;
         store.order.push_back(id.clone());
-        store.calls.insert(id.clone(), pending);
-        id
+        store.calls.insert(id, pending);
     }
 
-    fn take_pending(&self, id: &str) -> Option<PendingCall> {
-        let mut store = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let call = store.calls.remove(id)?;
-        (call.expires_at > now_secs()).then_some(call)
+    /// Holds a call where every replica can release it: Redis when the
+    /// replica has it (written in the background; this process keeps it if
+    /// Redis refuses), else this process.
+    fn park(self: &Arc<Self>, redis: Option<&RedisToolStore>, pending: PendingCall) {
+        let Some(redis) = redis.cloned() else {
+            self.park_local(pending);
+            return;
+        };
+        let service = self.clone();
+        tokio::spawn(async move {
+            let ttl = std::time::Duration::from_secs(service.confirmation_ttl);
+            let stored = match serde_json::to_string(&pending) {
+                Ok(json) => redis
+                    .park(
+                        &pending.tenant,
+                        &pending.confirmation_id,
+                        &json,
+                        pending.expires_at,
+                        ttl,
+                    )
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(error) = stored {
+                tracing::warn!(%error, "cannot hold the tool call in Redis; this replica keeps it");
+                service.park_local(pending);
+            }
+        });
     }
 
     fn conversation(&self, tenant: &str, id: &str) -> Conversation {
@@ -284,6 +312,31 @@ impl ToolService {
         map.get(&(tenant.to_owned(), id.to_owned()))
             .copied()
             .unwrap_or_default()
+    }
+
+    /// Adds a finished response to its conversation's counters, here and in
+    /// Redis when the replica has it.
+    fn record_round_shared(
+        &self,
+        redis: Option<&RedisToolStore>,
+        tenant: &str,
+        id: &str,
+        had_calls: bool,
+        tokens: u64,
+    ) {
+        self.record_round(tenant, id, had_calls, tokens);
+        if let Some(redis) = redis.cloned() {
+            let (tenant, id) = (tenant.to_owned(), id.to_owned());
+            let ttl = std::time::Duration::from_secs(self.conversation_ttl);
+            tokio::spawn(async move {
+                if let Err(error) = redis
+                    .add_round(&tenant, &id, u32::from(had_calls), tokens, ttl)
+                    .await
+                {
+                    tracing::warn!(%error, "cannot count the tool round in Redis");
+                }
+            });
+        }
     }
 
     /// Adds a finished response to its conversation's counters.
@@ -314,6 +367,8 @@ pub(crate) struct ToolPlan {
     loop_tokens_before: u64,
     /// This request continues a tool loop.
     in_loop: bool,
+    /// The replica's shared store, when limits live in Redis.
+    redis: Option<RedisToolStore>,
 }
 
 impl ToolPlan {
@@ -333,7 +388,7 @@ fn tool_name(tool: &Value) -> &str {
 /// The request side: filters offered tools, enforces the conversation caps,
 /// and leaves a [`ToolPlan`] in `plan` for the response. Returns whether the
 /// body changed.
-pub(crate) fn inspect_request(
+pub(crate) async fn inspect_request(
     state: &GatewayState,
     plan: &mut GatePlan,
     fields: &mut Map<String, Value>,
@@ -431,10 +486,27 @@ pub(crate) fn inspect_request(
         .map(|v| v.chars().take(128).collect::<String>())
         .filter(|v| !v.is_empty());
     let service = state.tools.clone();
-    let counters = conversation
+    let redis = state
+        .admission
+        .redis()
+        .map(|conn| RedisToolStore::new(conn, "palisade"));
+    let mut counters = conversation
         .as_deref()
         .map(|c| service.conversation(&plan.subject.tenant, c))
         .unwrap_or_default();
+    if let (Some(redis), Some(conv)) = (&redis, conversation.as_deref()) {
+        // Other replicas served this conversation too: their counts are in
+        // Redis. Unreachable Redis leaves this replica's own counts.
+        match redis.conversation(&plan.subject.tenant, conv).await {
+            Ok((rounds, tokens)) => {
+                counters.rounds = counters
+                    .rounds
+                    .max(u32::try_from(rounds).unwrap_or(u32::MAX));
+                counters.loop_tokens = counters.loop_tokens.max(tokens);
+            }
+            Err(error) => tracing::warn!(%error, "tool-loop counters: Redis unavailable"),
+        }
+    }
     let rounds_before = history_rounds.max(counters.rounds);
     let in_loop = last_is_tool || rounds_before > 0;
     check_caps(
@@ -451,6 +523,7 @@ pub(crate) fn inspect_request(
         rounds_before,
         loop_tokens_before: counters.loop_tokens,
         in_loop,
+        redis,
     });
     Ok(changed)
 }
@@ -549,15 +622,20 @@ fn judge(plan: &GatePlan, tools: &ToolPlan, calls: Vec<ToolCall>, oversize: bool
             }
             Action::Confirm => {
                 let expires_at = now_secs() + tools.service.confirmation_ttl;
-                let id = tools.service.park(PendingCall {
-                    tenant: plan.subject.tenant.clone(),
-                    request_id: plan.subject.request_id.clone(),
-                    call: call.clone(),
-                    evidence,
-                    decision: decision.clone(),
-                    subject: plan.subject.clone(),
-                    expires_at,
-                });
+                let id = format!("pc_{}", uuid::Uuid::new_v4().simple());
+                tools.service.park(
+                    tools.redis.as_ref(),
+                    PendingCall {
+                        confirmation_id: id.clone(),
+                        tenant: plan.subject.tenant.clone(),
+                        request_id: plan.subject.request_id.clone(),
+                        call: call.clone(),
+                        evidence,
+                        decision: decision.clone(),
+                        subject: plan.subject.clone(),
+                        expires_at,
+                    },
+                );
                 Fate::Pending { id, expires_at }
             }
             _ => Fate::Withheld,
@@ -694,9 +772,13 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Option<Bytes> {
         } else {
             0
         };
-        tools
-            .service
-            .record_round(&plan.subject.tenant, conv, had_calls, tokens);
+        tools.service.record_round_shared(
+            tools.redis.as_ref(),
+            &plan.subject.tenant,
+            conv,
+            had_calls,
+            tokens,
+        );
     }
     if !had_calls {
         return None;
@@ -895,7 +977,8 @@ impl ToolStreamGate {
                     } else {
                         0
                     };
-                    tools.service.record_round(
+                    tools.service.record_round_shared(
+                        tools.redis.as_ref(),
                         &self.plan.subject.tenant,
                         conv,
                         self.had_calls,
@@ -966,10 +1049,76 @@ pub async fn confirm(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    respond(run_confirm(&state, &headers, &body), &request_id)
+    respond(run_confirm(&state, &headers, &body).await, &request_id)
 }
 
-fn run_confirm(state: &GatewayState, headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+fn shared_store(state: &GatewayState) -> Option<RedisToolStore> {
+    state
+        .admission
+        .redis()
+        .map(|conn| RedisToolStore::new(conn, "palisade"))
+}
+
+fn unavailable(error: &dyn std::fmt::Display) -> ApiError {
+    tracing::warn!(%error, "tool store: Redis unavailable");
+    ApiError::new(
+        ErrorCode::LimitsUnavailable,
+        "held tool calls cannot be read right now",
+    )
+    .with_retry_after(Some(1))
+}
+
+/// Takes the held call `id` if `principal` may decide it: from this
+/// process, else from Redis. A call lives in exactly one of the two, so it
+/// is released at most once whichever replica is asked.
+async fn take_for(
+    state: &GatewayState,
+    principal: &crate::auth::Principal,
+    id: &str,
+) -> Result<Option<PendingCall>, ApiError> {
+    let may = |p: &PendingCall| principal.admin || *p.tenant == *principal.tenant;
+    {
+        let mut store = state
+            .tools
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = store.calls.get(id) {
+            // Another tenant's approver must not even consume (deny) it.
+            if !may(p) {
+                return Ok(None);
+            }
+            let p = store.calls.remove(id);
+            return Ok(p.filter(|p| p.expires_at > now_secs()));
+        }
+    }
+    let Some(redis) = shared_store(state) else {
+        return Ok(None);
+    };
+    let Some(json) = redis.get(id).await.map_err(|e| unavailable(&e))? else {
+        return Ok(None);
+    };
+    let Ok(peeked) = serde_json::from_str::<PendingCall>(&json) else {
+        tracing::warn!(confirmation_id = id, "unreadable held tool call in Redis");
+        return Ok(None);
+    };
+    if !may(&peeked) {
+        return Ok(None);
+    }
+    let taken = redis
+        .take(&peeked.tenant, id)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    Ok(taken
+        .and_then(|json| serde_json::from_str::<PendingCall>(&json).ok())
+        .filter(|p| p.expires_at > now_secs()))
+}
+
+async fn run_confirm(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, ApiError> {
     let principal = state.auth.authenticate(headers)?;
     if !(principal.approver || principal.admin) {
         return Err(ApiError::new(
@@ -979,30 +1128,17 @@ fn run_confirm(state: &GatewayState, headers: &HeaderMap, body: &[u8]) -> Result
     }
     let req: ConfirmBody = parse_body(body)?;
     let service = &state.tools;
-    let not_found = || {
-        ApiError::new(
-            ErrorCode::ConfirmationNotFound,
-            format!(
-                "no tool call waits for confirmation `{}` (unknown, already decided, or lapsed)",
-                req.confirmation_id
-            ),
-        )
-    };
-    // Peek at the tenant before taking it: another tenant's approver must
-    // not be able to consume (deny) a call it cannot see.
-    {
-        let store = service.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let pending = store
-            .calls
-            .get(&req.confirmation_id)
-            .ok_or_else(not_found)?;
-        if !principal.admin && *pending.tenant != *principal.tenant {
-            return Err(not_found());
-        }
-    }
-    let pending = service
-        .take_pending(&req.confirmation_id)
-        .ok_or_else(not_found)?;
+    let pending = take_for(state, &principal, &req.confirmation_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::ConfirmationNotFound,
+                format!(
+                    "no tool call waits for confirmation `{}` (unknown, already decided, or lapsed)",
+                    req.confirmation_id
+                ),
+            )
+        })?;
     let mut decision = pending.decision.clone();
     decision.enforced_action = if req.approve {
         Action::Allow
@@ -1010,7 +1146,6 @@ fn run_confirm(state: &GatewayState, headers: &HeaderMap, body: &[u8]) -> Result
         Action::Block
     };
     decision.action = decision.enforced_action;
-    let plan_sink = state.audit.clone();
     let ts_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -1029,7 +1164,7 @@ fn run_confirm(state: &GatewayState, headers: &HeaderMap, body: &[u8]) -> Result
         tool: Some(pending.evidence.clone()),
         ..Evidence::default()
     };
-    plan_sink.write(&palisade_policy::AuditRecord::new(
+    state.audit.write(&palisade_policy::AuditRecord::new(
         &ctx, evidence, &decision,
     ));
     tracing::info!(
@@ -1057,44 +1192,72 @@ fn run_confirm(state: &GatewayState, headers: &HeaderMap, body: &[u8]) -> Result
     }))
 }
 
+/// Most held calls one listing returns.
+const MAX_LISTED: usize = 1_000;
+
 /// `GET /v1/tools/pending`: the calls of the approver's tenant (every
 /// tenant's for admin keys) waiting for confirmation, with their arguments:
-/// an approver must see what it approves.
+/// an approver must see what it approves. This replica's and, with Redis,
+/// every replica's.
 pub async fn pending(
     State(state): State<Arc<GatewayState>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     headers: HeaderMap,
 ) -> Response {
-    let result = (|| {
-        let principal = state.auth.authenticate(&headers)?;
-        if !(principal.approver || principal.admin) {
-            return Err(ApiError::new(
-                ErrorCode::PermissionDenied,
-                "listing held tool calls needs an approver key",
-            ));
-        }
-        let now = now_secs();
+    respond(run_pending(&state, &headers).await, &request_id)
+}
+
+async fn run_pending(state: &GatewayState, headers: &HeaderMap) -> Result<Value, ApiError> {
+    let principal = state.auth.authenticate(headers)?;
+    if !(principal.approver || principal.admin) {
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            "listing held tool calls needs an approver key",
+        ));
+    }
+    let now = now_secs();
+    let visible =
+        |p: &PendingCall| p.expires_at > now && (principal.admin || *p.tenant == *principal.tenant);
+    let mut calls: Vec<PendingCall> = {
         let store = state
             .tools
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let mut items: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
-        for (id, p) in &store.calls {
-            if p.expires_at <= now || !(principal.admin || *p.tenant == *principal.tenant) {
-                continue;
-            }
+        store
+            .calls
+            .values()
+            .filter(|p| visible(p))
+            .cloned()
+            .collect()
+    };
+    if let Some(redis) = shared_store(state) {
+        let tenant = (!principal.admin).then_some(&*principal.tenant);
+        let shared = redis
+            .list(tenant, now, MAX_LISTED)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        calls.extend(
+            shared
+                .iter()
+                .filter_map(|json| serde_json::from_str::<PendingCall>(json).ok())
+                .filter(|p| visible(p)),
+        );
+    }
+    calls.sort_by_key(|p| p.expires_at);
+    calls.truncate(MAX_LISTED);
+    let data: Vec<Value> = calls
+        .iter()
+        .map(|p| {
             let reasons: Vec<&str> = p.decision.reasons.iter().map(|r| r.as_str()).collect();
-            items.entry(p.expires_at).or_default().push(json!({
-                "confirmation_id": id, "tenant": p.tenant, "request_id": p.request_id,
+            json!({
+                "confirmation_id": p.confirmation_id, "tenant": p.tenant, "request_id": p.request_id,
                 "tool_call": p.call.to_message_entry(), "reasons": reasons,
                 "policy_version": p.decision.policy_version, "expires_at": p.expires_at,
-            }));
-        }
-        let data: Vec<Value> = items.into_values().flatten().collect();
-        Ok(json!({"object": "list", "data": data}))
-    })();
-    respond(result, &request_id)
+            })
+        })
+        .collect();
+    Ok(json!({"object": "list", "data": data}))
 }
 
 /// `POST /v1/tools/verify` body.
@@ -1121,10 +1284,14 @@ pub async fn verify(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    respond(run_verify(&state, &headers, &body), &request_id)
+    respond(run_verify(&state, &headers, &body).await, &request_id)
 }
 
-fn run_verify(state: &GatewayState, headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+async fn run_verify(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, ApiError> {
     let principal = state.auth.authenticate(headers)?;
     let req: VerifyBody = parse_body(body)?;
     let arguments = match &req.arguments {
@@ -1150,9 +1317,22 @@ fn run_verify(state: &GatewayState, headers: &HeaderMap, body: &[u8]) -> Result<
     };
     if req.consume {
         let jti = format!("{}/{}/{}", claims.request_id, claims.call_id, claims.iat);
-        let mut used = service.consumed.lock().unwrap_or_else(|e| e.into_inner());
-        used.retain(|_, exp| *exp > now);
-        if used.insert(jti, claims.exp).is_some() {
+        let first = match shared_store(state) {
+            // Every replica must refuse the second use.
+            Some(redis) => {
+                let ttl = std::time::Duration::from_secs(claims.exp.saturating_sub(now).max(1));
+                redis
+                    .consume_once(&jti, ttl)
+                    .await
+                    .map_err(|e| unavailable(&e))?
+            }
+            None => {
+                let mut used = service.consumed.lock().unwrap_or_else(|e| e.into_inner());
+                used.retain(|_, exp| *exp > now);
+                used.insert(jti, claims.exp).is_none()
+            }
+        };
+        if !first {
             return Ok(json!({"valid": false, "code": "token_already_used",
                              "message": "this capability token was already consumed"}));
         }
