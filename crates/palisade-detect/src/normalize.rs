@@ -391,13 +391,17 @@ fn leet(c: char) -> Option<char> {
 /// Canonical form, iterated to a fixed point (each step can expose work for the next: a
 /// leetspeak or homoglyph mapping changes the script census, joined letters form new words).
 /// Two passes almost always suffice; the cap keeps the cost bounded.
+/// Extra canonicalization passes after the first (each one only runs when the previous one
+/// changed something; ordinary text stops after one or two).
+const MAX_CANON_PASSES: usize = 8;
+
 fn canonicalize(stripped: &str) -> (String, CanonFlags) {
     let (mut cur, mut flags) = canonicalize_once(stripped);
     // Fast path: for ASCII output with nothing mapped, one pass is already a fixed point.
     if cur.is_ascii() && !flags.homoglyph && !flags.spaced && !flags.leet {
         return (cur, flags);
     }
-    for _ in 0..3 {
+    for _ in 0..MAX_CANON_PASSES {
         let (next, f) = canonicalize_once(&cur);
         flags.homoglyph |= f.homoglyph;
         flags.spaced |= f.spaced;
@@ -448,7 +452,10 @@ fn canonicalize_once(stripped: &str) -> (String, CanonFlags) {
         }
     }
 
-    let s = join_spaced(&s, &mut flags);
+    // Whitespace is collapsed before letters are joined: "i\x0bg\x0cn..." must join in the
+    // same pass as "i g n ...", or the next pass (seeing plain spaces) joins it and the
+    // canonical form is not a fixed point.
+    let s = join_spaced(&collapse_ws(&s), &mut flags);
     let s = map_leet(&s, &mut flags);
     (collapse_ws(&s), flags)
 }
@@ -898,6 +905,22 @@ mod tests {
     #[test]
     fn fullwidth_and_math_letters() {
         check("ＩＧＮＯＲＥ 𝐩𝐫𝐞𝐯𝐢𝐨𝐮𝐬", "ignore previous", None);
+    }
+
+    #[test]
+    fn canonical_is_idempotent_on_fuzz_regression() {
+        // Spaced letters separated by vertical tab / form feed (found by the `normalize` fuzz
+        // target, kept in `fuzz/regressions/`).
+        let raw = include_bytes!("../fuzz/regressions/normalize-not-idempotent");
+        let s = std::str::from_utf8(raw).unwrap();
+        let c = canonical(s);
+        assert_eq!(canonical(&c), c);
+        for sep in ["\u{b}", "\u{c}", "\t", "\u{b}\t\u{c}", "\u{85}", "\u{2003}"] {
+            let t = ["i", "g", "n", "o", "r", "e"].join(sep);
+            let c = canonical(&t);
+            assert_eq!(canonical(&c), c, "{t:?}");
+            assert!(c.contains("ignore"), "{t:?} -> {c:?}");
+        }
     }
 
     #[test]

@@ -107,7 +107,10 @@ const RULES: &[Rule] = &[
     },
     Rule {
         id: "private-key",
-        re: r"(?s)(-----BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----.{64,}?-----END[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----)",
+        // Neither the labels nor the body may contain a `-----` run, so two adjacent PEM blocks
+        // are two findings (a lazy `.{64,}?` ran over a short first block into the next one's
+        // END line, and a `[ A-Z0-9_-]` label ran from one END line into the next BEGIN line).
+        re: r"(?s)(-----BEGIN(?:[ A-Z0-9_]|-[ A-Z0-9_]){0,100}PRIVATE KEY(?: BLOCK)?-----(?:[^-]|-{1,4}[^-]){32,}?-----END(?:[ A-Z0-9_]|-[ A-Z0-9_]){0,100}PRIVATE KEY(?: BLOCK)?-----)",
         entropy: 0.0,
     },
     Rule {
@@ -117,7 +120,7 @@ const RULES: &[Rule] = &[
     },
     Rule {
         id: "generic-api-key",
-        re: r#"(?i)(?:api[_-]?key|apikey|secret|token|passw(?:or)?d|pwd|credentials?|auth[_-]?key|access[_-]?key|private[_-]?key|client[_-]?secret)[\w.-]{0,20}["']?\s{0,5}(?:=|:|=>|:=)\s{0,5}["']?([A-Za-z0-9_\-+/=.~]{16,200})"#,
+        re: r#"(?i)(?:api[_-]?key|apikey|secret|token|passw(?:or)?d|pwd|credentials?|auth[_-]?key|access[_-]?key|private[_-]?key|client[_-]?secret)[\w.-]{0,20}["']?\s{0,5}(?:=|:|=>|:=)\s{0,5}["']?([A-Za-z0-9_\-+/=.~]{16,})"#,
         entropy: 3.5,
     },
 ];
@@ -157,13 +160,22 @@ pub fn shannon_entropy(s: &str) -> f32 {
         .sum()
 }
 
+/// Most findings reported per rule (after the entropy and shape filters).
+pub const MAX_PER_RULE: usize = 64;
+
 /// Finds secrets in `text`. Spans are byte ranges of the secret value in `text`.
 pub fn find_secrets(text: &str) -> Vec<Finding> {
     let c = &*COMPILED;
     let mut out: Vec<Finding> = Vec::new();
     for idx in c.set.matches(text).iter() {
         let rule = &RULES[idx];
-        for caps in c.res[idx].captures_iter(text).take(64) {
+        // The per-rule cap counts accepted findings only: low-entropy look-alikes (decoys)
+        // are filtered first, so they cannot use up the cap and hide a real key after them.
+        let mut accepted = 0usize;
+        for caps in c.res[idx].captures_iter(text) {
+            if accepted >= MAX_PER_RULE {
+                break;
+            }
             let Some(m) = caps.get(1).or_else(|| caps.get(0)) else {
                 continue;
             };
@@ -180,6 +192,7 @@ pub fn find_secrets(text: &str) -> Vec<Finding> {
             {
                 continue;
             }
+            accepted += 1;
             out.push(Finding {
                 kind: FindingKind::Secret,
                 rule: rule.id,
@@ -261,6 +274,67 @@ mod tests {
             "MIIEow".repeat(20)
         );
         check(&format!("x\n{key}\ny"), "private-key", &key);
+    }
+
+    #[test]
+    fn adjacent_private_keys_are_separate_findings() {
+        // A short first block used to let the lazy body run into the second block's END line.
+        let a = format!(
+            "-----BEGIN EC PRIVATE KEY-----\n{}\n-----END EC PRIVATE KEY-----",
+            "MHcCAQEEIB3k9f8H2jL5mN7pQ1rS4tV6wX8y"
+        );
+        let b = format!(
+            "-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----",
+            "MIIEow".repeat(20)
+        );
+        let text = format!("{a}\n{b}\n");
+        let f: Vec<_> = find_secrets(&text)
+            .into_iter()
+            .filter(|f| f.rule == "private-key")
+            .collect();
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(&text[f[0].span.clone()], a);
+        assert_eq!(&text[f[1].span.clone()], b);
+        // Two long blocks, back to back without a newline.
+        let text = format!("{b}{b}");
+        let n = find_secrets(&text)
+            .iter()
+            .filter(|f| f.rule == "private-key")
+            .count();
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn decoys_do_not_exhaust_the_cap() {
+        // 100 low-entropy look-alikes before a real key: the cap counts accepted findings.
+        let mut text = String::new();
+        for _ in 0..100 {
+            text.push_str("api_key = \"aaaaaaaaaaaaaaaaaaaaaaaa\"\n");
+        }
+        text.push_str("api_key = \"q8Zr2LmX91vTb7Kd4Hs0\"\n");
+        let f = find_secrets(&text);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(&text[f[0].span.clone()], "q8Zr2LmX91vTb7Kd4Hs0");
+        // The cap itself still holds for real findings.
+        let mut many = String::new();
+        for i in 0..(MAX_PER_RULE + 10) {
+            many.push_str(&format!("token: q8Zr2LmX91vTb7Kd{i:04}\n"));
+        }
+        let n = find_secrets(&many).len();
+        assert_eq!(n, MAX_PER_RULE);
+    }
+
+    #[test]
+    fn long_generic_secret_is_spanned_whole() {
+        // Values longer than the old 200-character cap were cut, leaving the tail unredacted.
+        let value: String = (0..300)
+            .map(|i| {
+                let a = b"Zq8r2LmX91vTb7Kd4Hs0pWnYcE5gJ3uA";
+                a[(i * 7 + i / 5) % a.len()] as char
+            })
+            .collect();
+        let text = format!("client_secret=\"{value}\" rest");
+        check(&text, "generic-api-key", &value);
     }
 
     #[test]

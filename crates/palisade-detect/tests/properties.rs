@@ -26,7 +26,13 @@ fn tricky() -> impl Strategy<Value = String> {
                 '%',
                 '1',
                 '0',
-                '\n'
+                '\n',
+                '\u{b}',
+                '\u{c}',
+                '\t',
+                'g',
+                'r',
+                '#'
             ]),
         ],
         0..400,
@@ -34,8 +40,43 @@ fn tricky() -> impl Strategy<Value = String> {
     .prop_map(|v| v.into_iter().collect())
 }
 
+/// Single letters with short runs of separators, including the whitespace that collapses to a
+/// space (vertical tab, form feed, tab, NEL, em space): the shape of spaced-letter obfuscation.
+fn spaced_soup() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            prop::sample::select(vec!["i", "g", "n", "o", "r", "e", "а", "J", "1", "!", "3"]),
+            prop::sample::select(vec![
+                " ",
+                "  ",
+                "\u{b}",
+                "\u{c}",
+                "\t",
+                "\u{b}\t\u{c}\u{c}",
+                "\u{85}",
+                "\u{2003}",
+                ".",
+                "-",
+                "#",
+                "*",
+                "\n",
+                "\u{200B}",
+            ]),
+        ],
+        0..120,
+    )
+    .prop_map(|v| v.concat())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn canonical_is_idempotent_on_spaced_letters(s in spaced_soup()) {
+        let once = canonical(&s);
+        prop_assert_eq!(canonical(&once), once.clone());
+        prop_assert_eq!(normalize(&s).text, once);
+    }
 
     #[test]
     fn canonical_is_idempotent(s in tricky()) {
