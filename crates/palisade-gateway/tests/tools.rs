@@ -746,3 +746,105 @@ async fn streamed_tool_calls_are_judged_whole_before_release() {
         .starts_with("pcap1."));
     assert!(text.trim_end().ends_with("data: [DONE]"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_decisions_and_confirmations_are_audited_without_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let h = Harness::new(&format!("audit_url = \"sqlite:{}\"", db.display())).await;
+    let (_, body) = h
+        .chat(
+            script(json!([
+                {"name": "exfiltrate", "arguments": {"secret_arg": "hunter2-value"}},
+                {"name": "delete_file", "arguments": {"path": "/srv/secret-path"}}
+            ])),
+            offered(&ALL),
+        )
+        .await;
+    let id = report(&body)[1]["confirmation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = h
+        .post(
+            "/v1/tools/confirm",
+            "sk-approver",
+            &json!({"confirmation_id": id, "approve": false}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let store = palisade_ledger::Ledger::open(
+        &format!("sqlite:{}", db.display()),
+        palisade_ledger::WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut records: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        records = store
+            .audit_tail(50, &palisade_ledger::AuditFilter::default())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_str(r).unwrap())
+            .filter(|r: &Value| r["gate"] == "tool")
+            .collect();
+        // The offer removal, two calls, the denial.
+        if records.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let summary: Vec<(String, String, Value)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["evidence"]["tool"]["name"].as_str().unwrap().to_owned(),
+                r["action"].as_str().unwrap().to_owned(),
+                r["reasons"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "exfiltrate".to_owned(),
+                "block".to_owned(),
+                json!(["tool_not_allowed"])
+            ),
+            (
+                "exfiltrate".to_owned(),
+                "block".to_owned(),
+                json!(["tool_not_allowed"])
+            ),
+            (
+                "delete_file".to_owned(),
+                "confirm".to_owned(),
+                json!(["tool_irreversible"])
+            ),
+            (
+                "delete_file".to_owned(),
+                "block".to_owned(),
+                json!(["tool_irreversible"])
+            ),
+        ],
+        "offer removed, call withheld, call held, then denied"
+    );
+    for r in &records {
+        assert!(r["policy_version"].as_str().unwrap().starts_with("sha256:"));
+        let text = r.to_string();
+        assert!(
+            !text.contains("hunter2") && !text.contains("secret-path"),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        records[2]["evidence"]["tool"]["args_sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+}
