@@ -104,7 +104,10 @@ max_rounds = 16
     };
     let mut g = c.benchmark_group("tool");
     g.bench_function("check_arguments_schema", |b| {
-        b.iter(|| p.tools().check_arguments("send_email", black_box(args), None))
+        b.iter(|| {
+            p.tools()
+                .check_arguments("send_email", black_box(args), None)
+        })
     });
     g.bench_function("decide_tool", |b| {
         b.iter(|| p.decide_tool(black_box(&subject), black_box(&evidence)))

@@ -157,7 +157,11 @@ impl RedisToolStore {
     ///
     /// # Errors
     /// As [`RedisToolStore::park`].
-    pub async fn consume_once(&self, token_id: &str, ttl: Duration) -> Result<bool, RedisLimitError> {
+    pub async fn consume_once(
+        &self,
+        token_id: &str,
+        ttl: Duration,
+    ) -> Result<bool, RedisLimitError> {
         let script = Script::new(ONCE_LUA);
         let mut inv = script.prepare_invoke();
         inv.key(format!("{}:used:{token_id}", self.prefix))

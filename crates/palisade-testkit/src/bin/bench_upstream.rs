@@ -73,7 +73,10 @@ async fn chat(body: Bytes) -> Response {
     let wants_stream = contains(&body, b"\"stream\":true") || contains(&body, b"\"stream\": true");
     if contains(&body, b"\"bench-tools\"") {
         if wants_stream {
-            let events = tool_stream_events().iter().cloned().map(Ok::<_, Infallible>);
+            let events = tool_stream_events()
+                .iter()
+                .cloned()
+                .map(Ok::<_, Infallible>);
             return (
                 [("content-type", "text/event-stream")],
                 Body::from_stream(futures_util::stream::iter(events)),
