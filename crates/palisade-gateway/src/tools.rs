@@ -403,6 +403,21 @@ pub(crate) async fn inspect_request(
         return Ok(changed);
     };
     let started = Instant::now();
+    // The deprecated functions API would carry calls past the gate: fail
+    // closed rather than let a client choose an unchecked path.
+    if let Some(legacy) = ["functions", "function_call"]
+        .into_iter()
+        .find(|k| fields.contains_key(*k))
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "`{legacy}` (the deprecated functions API) is not accepted where tool calls are \
+                 checked; offer the functions as `tools` instead"
+            ),
+        )
+        .with_param(legacy));
+    }
     let mut declared = HashMap::new();
     let mut removed = Vec::new();
     if let Some(Value::Array(tools)) = fields.get_mut("tools") {

@@ -277,6 +277,16 @@ async fn disallowed_offers_are_removed_and_disallowed_calls_withheld() {
         ]
     );
     assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    // The deprecated functions API cannot be used to go around the gate.
+    let legacy = json!({"model": "tool-calls", "messages": [{"role": "user", "content": "hi"}],
+                        "functions": [{"name": "exfiltrate", "parameters": {"type": "object"}}]});
+    let (status, err) = h
+        .post("/v1/chat/completions", "sk-agent", &legacy, &[])
+        .await;
+    assert_eq!(
+        (status, err["error"]["param"].as_str()),
+        (400, Some("functions"))
+    );
     assert!(body["palisade"]["policy_version"]
         .as_str()
         .unwrap()
