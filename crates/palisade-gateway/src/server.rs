@@ -351,6 +351,7 @@ fn router(state: Arc<GatewayState>) -> Router {
         .route("/v1/embeddings", post(proxied(Endpoint::Embeddings)))
         .route("/v1/models", get(crate::models::list))
         .route("/v1/guard/scan", post(crate::guard::scan))
+        .route("/v1/guard/tool_calls", post(crate::tools::guard))
         .route("/v1/tools/confirm", post(crate::tools::confirm))
         .route("/v1/tools/pending", get(crate::tools::pending))
         .route("/v1/tools/verify", post(crate::tools::verify))

@@ -1275,6 +1275,89 @@ async fn run_pending(state: &GatewayState, headers: &HeaderMap) -> Result<Value,
     Ok(json!({"object": "list", "data": data}))
 }
 
+/// `POST /v1/guard/tool_calls`: the tool gate as an API, with no upstream,
+/// for agent runtimes that call their model some other way. The body is the
+/// conversation so far (`messages`, optional), the tools offered (`tools`,
+/// optional: their declared schemas) and the calls the model emitted
+/// (`tool_calls`, as in an assistant message); `model` picks the tier as a
+/// route would. The answer is the same report a proxied response carries:
+/// each call released with a capability token, withheld, or held for
+/// confirmation. The conversation passes the input and context gates first,
+/// so an injected tool result taints egress here as it would in the proxy.
+pub async fn guard(
+    State(state): State<Arc<GatewayState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    respond(run_guard(&state, &headers, body).await, &request_id)
+}
+
+async fn run_guard(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<Value, ApiError> {
+    let principal = state.auth.authenticate(headers)?;
+    let _admitted = state
+        .admission
+        .admit(&principal)
+        .await
+        .map_err(|refusal| refusal.error)?;
+    let bytes = crate::proxy::read_body(headers, body, state.max_body_bytes).await?;
+    let mut fields: Map<String, Value> = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {e}")))?;
+    let calls = match fields.remove("tool_calls") {
+        Some(Value::Array(calls)) => ToolCall::from_message(&json!({"tool_calls": calls})),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "`tool_calls` (an array of calls as in an assistant message) is required",
+            )
+            .with_param("tool_calls"))
+        }
+    };
+    if !fields.contains_key("messages") {
+        fields.insert("messages".into(), json!([]));
+    }
+    let model = fields
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let subject = crate::gates::GateSubject {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        tenant: principal.tenant.to_string(),
+        route: model.clone(),
+        model,
+    };
+    let (mut plan, _) = crate::gates::inspect_request(state, subject, &mut fields, &[])?;
+    inspect_request(state, &mut plan, &mut fields, headers).await?;
+    let Some(tools) = plan.tools.clone() else {
+        return Ok(
+            json!({"policy_version": plan.snapshot.version(), "tool_gate": false,
+                          "tool_calls": calls.iter().map(|c| json!({"id": c.id, "name": c.name,
+                          "status": "unchecked", "reasons": []})).collect::<Vec<_>>()}),
+        );
+    };
+    let had_calls = !calls.is_empty();
+    let judged = judge(&plan, &tools, calls, false);
+    if let Some(conv) = &tools.conversation {
+        tools.service.record_round_shared(
+            tools.redis.as_ref(),
+            &plan.subject.tenant,
+            conv,
+            had_calls,
+            0,
+        );
+    }
+    Ok(json!({
+        "policy_version": plan.snapshot.version(),
+        "tool_gate": true,
+        "tool_calls": judged.report(),
+    }))
+}
+
 /// `POST /v1/tools/verify` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
