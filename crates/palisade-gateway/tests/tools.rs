@@ -903,7 +903,11 @@ async fn the_guard_api_judges_tool_calls_with_no_upstream() {
                 json!(["tool_irreversible"])
             ),
             ("released".to_owned(), json!([])),
-            ("withheld".to_owned(), json!(["tool_not_allowed"])),
+            // The policy's max_calls_per_response is 3: the fourth is over it too.
+            (
+                "withheld".to_owned(),
+                json!(["tool_not_allowed", "tool_call_limit"])
+            ),
         ]
     );
     assert!(verdict["tool_calls"][2]["capability"]
