@@ -928,3 +928,40 @@ async fn the_guard_api_judges_tool_calls_with_no_upstream() {
         (400, Some("tool_calls"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_rows_of_a_tool_loop_carry_its_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    // `extra` lands in [policy]; a new table starts after it.
+    let h = Harness::new(&format!("[ledger]\nurl = \"sqlite:{}\"", db.display())).await;
+    let one = json!([{"name": "search_docs", "arguments": {"q": "x"}}]);
+    // A first request (no loop yet), then one that continues the loop.
+    let (status, _) = h.chat(script(one.clone()), offered(&ALL)).await;
+    assert_eq!(status, 200);
+    let continuing = json!([
+        {"role": "user", "content": format!("CALLS {one}")},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "c0", "type": "function", "function": {"name": "search_docs", "arguments": "{\"q\":\"x\"}"}}]},
+        {"role": "tool", "tool_call_id": "c0", "content": "result"}
+    ]);
+    let (status, _) = h.chat(continuing, offered(&ALL)).await;
+    assert_eq!(status, 200);
+    let ledger = palisade_ledger::Ledger::open(
+        &format!("sqlite:{}", db.display()),
+        palisade_ledger::WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    ledger.export_jsonl(&mut out).await.unwrap();
+    let rows: Vec<Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[0]["tool_loop_tokens"].is_null(), "{:?}", rows[0]);
+    // The scripted upstream reports 20 prompt + 10 completion tokens.
+    assert_eq!(rows[1]["tool_loop_tokens"], 30, "{:?}", rows[1]);
+}
