@@ -8,7 +8,7 @@ use std::process::Command;
 
 use palisade_testkit::ScriptedUpstream;
 use serde_json::{json, Value};
-use support::Palisade;
+use support::{get_json, post_json, Palisade};
 
 fn palisade(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_palisade"))
@@ -54,33 +54,17 @@ async fn replicas_sharing_a_key_verify_each_others_tokens() {
 
     // Both replicas publish the key that was generated.
     for r in [&a, &b] {
-        let k: Value = http
-            .get(r.url("/v1/tools/public-key"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let k = get_json(&http, &r.url("/v1/tools/public-key"), None).await;
         assert_eq!(k["public_key"], public.as_str());
     }
 
     // The built-in policy's tool gate: any declared tool, arguments checked.
     let args = r#"{"path": "/srv/report.pdf"}"#;
     let script = format!("CALLS [{{\"name\": \"read_file\", \"arguments\": {args}}}]");
-    let body: Value = http
-        .post(a.url("/v1/chat/completions"))
-        .json(
-            &json!({"model": "tool-calls", "messages": [{"role": "user", "content": script}],
-                      "tools": [{"type": "function", "function": {"name": "read_file",
-                                 "parameters": {"type": "object", "required": ["path"]}}}]}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let request = json!({"model": "tool-calls", "messages": [{"role": "user", "content": script}],
+                         "tools": [{"type": "function", "function": {"name": "read_file",
+                                    "parameters": {"type": "object", "required": ["path"]}}}]});
+    let body = post_json(&http, &a.url("/v1/chat/completions"), None, &request).await;
     let entry = &body["palisade"]["tool_calls"][0];
     assert_eq!(entry["status"], "released", "{body}");
     let token = entry["capability"].as_str().unwrap();
@@ -89,15 +73,8 @@ async fn replicas_sharing_a_key_verify_each_others_tokens() {
         .unwrap();
 
     // Replica B accepts replica A's token.
-    let verdict: Value = http
-        .post(b.url("/v1/tools/verify"))
-        .json(&json!({"token": token, "tool": "read_file", "arguments": arguments}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let check = json!({"token": token, "tool": "read_file", "arguments": arguments});
+    let verdict = post_json(&http, &b.url("/v1/tools/verify"), None, &check).await;
     assert_eq!(verdict["valid"], true, "{verdict}");
 
     // Offline: exit 0 for the call, 1 for a tampered one.
@@ -139,14 +116,7 @@ async fn replicas_sharing_a_key_verify_each_others_tokens() {
 
 async fn wait_for_redis(client: &reqwest::Client, gw: &Palisade) {
     for _ in 0..100 {
-        let body: Value = client
-            .get(gw.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = get_json(client, &gw.url("/readyz"), None).await;
         if body["advisories"]["limits_backend"] == true {
             return;
         }
@@ -201,16 +171,14 @@ async fn a_call_held_at_one_replica_is_confirmed_at_another() {
     wait_for_redis(&http, &b).await;
 
     let script = r#"CALLS [{"name": "delete_file", "arguments": {"path": "/srv/old"}}, {"name": "read_file", "arguments": {"path": "/srv/new"}}]"#;
-    let body: Value = http
-        .post(a.url("/v1/chat/completions"))
-        .bearer_auth("sk-agent")
-        .json(&json!({"model": "tool-calls", "messages": [{"role": "user", "content": script}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let request = json!({"model": "tool-calls", "messages": [{"role": "user", "content": script}]});
+    let body = post_json(
+        &http,
+        &a.url("/v1/chat/completions"),
+        Some("sk-agent"),
+        &request,
+    )
+    .await;
     let held = &body["palisade"]["tool_calls"][0];
     assert_eq!(held["status"], "pending_confirmation", "{body}");
     let id = held["confirmation_id"].as_str().unwrap().to_owned();
@@ -218,15 +186,7 @@ async fn a_call_held_at_one_replica_is_confirmed_at_another() {
     // Replica B lists it (the write to Redis is asynchronous: allow it a moment).
     let mut listed = Value::Null;
     for _ in 0..50 {
-        listed = http
-            .get(b.url("/v1/tools/pending"))
-            .bearer_auth("sk-approver")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        listed = get_json(&http, &b.url("/v1/tools/pending"), Some("sk-approver")).await;
         if listed["data"].as_array().is_some_and(|d| !d.is_empty()) {
             break;
         }
@@ -255,26 +215,8 @@ async fn a_call_held_at_one_replica_is_confirmed_at_another() {
     assert_eq!(released["status"], "released");
     let verify = json!({"token": released["capability"], "tool": "read_file",
                         "arguments": {"path": "/srv/new"}, "consume": true});
-    let first: Value = http
-        .post(a.url("/v1/tools/verify"))
-        .bearer_auth("sk-agent")
-        .json(&verify)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let second: Value = http
-        .post(b.url("/v1/tools/verify"))
-        .bearer_auth("sk-agent")
-        .json(&verify)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first = post_json(&http, &a.url("/v1/tools/verify"), Some("sk-agent"), &verify).await;
+    let second = post_json(&http, &b.url("/v1/tools/verify"), Some("sk-agent"), &verify).await;
     assert_eq!(first["valid"], true, "{first}");
     assert_eq!(second["code"], "token_already_used", "{second}");
     a.terminate();

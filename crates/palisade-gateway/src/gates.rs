@@ -82,13 +82,33 @@ pub(crate) fn audit(
     shadow: Option<&Decision>,
     started: Instant,
 ) {
+    record_decision(
+        &plan.sink,
+        &plan.subject,
+        evidence,
+        decision,
+        shadow,
+        started,
+    );
+}
+
+/// Records a decision taken for `subject` (also outside a request, e.g. an
+/// approver confirming a held tool call): metrics, the log and the store.
+pub(crate) fn record_decision(
+    sink: &crate::audit::AuditSink,
+    subject: &GateSubject,
+    evidence: Evidence,
+    decision: &Decision,
+    shadow: Option<&Decision>,
+    started: Instant,
+) {
     let ts_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let ctx = AuditContext {
         ts_ms,
-        request_id: &plan.subject.request_id,
-        subject: plan.subject.subject(),
+        request_id: &subject.request_id,
+        subject: subject.subject(),
         latency_us: started.elapsed().as_micros() as u64,
     };
     let mut record = AuditRecord::new(&ctx, evidence, decision);
@@ -105,7 +125,7 @@ pub(crate) fn audit(
         "action" => decision.enforced_action.as_str()
     )
     .increment(1);
-    plan.sink.write(&record);
+    sink.write(&record);
 }
 
 /// Decides `gate` on `evidence` under the plan's snapshot (and shadow),

@@ -255,20 +255,37 @@ pub async fn scan(
     }
 }
 
-async fn run(
+/// The front of every guard API request: authenticate, pass the rate gate
+/// (checks cost CPU, so the guard APIs are rate-limited like the proxy; the
+/// in-flight slot is held while the returned `Admitted` lives), read the body.
+pub(crate) async fn admit_and_read(
     state: &GatewayState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<GuardResponse, ApiError> {
+) -> Result<
+    (
+        crate::auth::Principal,
+        crate::admission::Admitted,
+        bytes::Bytes,
+    ),
+    ApiError,
+> {
     let principal = state.auth.authenticate(headers)?;
-    // Scans cost CPU: the guard API is rate-limited like the proxy. The
-    // in-flight slot is held until the scan is done.
-    let _admitted = state
+    let admitted = state
         .admission
         .admit(&principal)
         .await
         .map_err(|refusal| refusal.error)?;
     let bytes = crate::proxy::read_body(headers, body, state.max_body_bytes).await?;
+    Ok((principal, admitted, bytes))
+}
+
+async fn run(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<GuardResponse, ApiError> {
+    let (_principal, _admitted, bytes) = admit_and_read(state, headers, body).await?;
     let req: GuardRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidRequest,

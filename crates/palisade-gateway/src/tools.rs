@@ -90,7 +90,6 @@ pub enum ToolSetupError {
 struct PendingCall {
     confirmation_id: String,
     tenant: String,
-    request_id: String,
     call: ToolCall,
     evidence: ToolEvidence,
     decision: Decision,
@@ -251,27 +250,24 @@ impl ToolService {
     fn park_local(&self, pending: PendingCall) {
         let id = pending.confirmation_id.clone();
         let mut store = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let now = now_secs();
-        // Lapsed calls first, then the oldest if still full.
-        store.calls.retain(|_, p| p.expires_at > now);
+        // Only a full store pays for a sweep: lapsed calls first, then the
+        // oldest. `order` may name calls already decided; they are skipped.
+        if store.calls.len() >= self.max_pending {
+            let now = now_secs();
+            store.calls.retain(|_, p| p.expires_at > now);
+        }
         while store.calls.len() >= self.max_pending {
-            match store.order.pop_front() {
-                Some(old) => {
-                    if store.calls.remove(&old).is_some() {
-                        tracing::warn!(confirmation_id = %old, "pending tool call evicted: too many waiting");
-                    }
-                }
-                None => break,
+            let Some(old) = store.order.pop_front() else {
+                break;
+            };
+            if store.calls.remove(&old).is_some() {
+                tracing::warn!(confirmation_id = %old, "pending tool call evicted: too many waiting");
             }
         }
-        let live: std::collections::HashSet<&String> = store.calls.keys().collect();
-        let order: VecDeque<String> = store
-            .order
-            .iter()
-            .filter(|id| live.contains(id))
-            .cloned()
-            .collect();
-        store.order = order;
+        if store.order.len() >= 2 * self.max_pending {
+            let PendingStore { calls, order } = &mut *store;
+            order.retain(|id| calls.contains_key(id));
+        }
         store.order.push_back(id.clone());
         store.calls.insert(id, pending);
     }
@@ -501,10 +497,7 @@ pub(crate) async fn inspect_request(
         .map(|v| v.chars().take(128).collect::<String>())
         .filter(|v| !v.is_empty());
     let service = state.tools.clone();
-    let redis = state
-        .admission
-        .redis()
-        .map(|conn| RedisToolStore::new(conn, "palisade"));
+    let redis = shared_store(state);
     let mut counters = conversation
         .as_deref()
         .map(|c| service.conversation(&plan.subject.tenant, c))
@@ -643,7 +636,6 @@ fn judge(plan: &GatePlan, tools: &ToolPlan, calls: Vec<ToolCall>, oversize: bool
                     PendingCall {
                         confirmation_id: id.clone(),
                         tenant: plan.subject.tenant.clone(),
-                        request_id: plan.subject.request_id.clone(),
                         call: call.clone(),
                         evidence,
                         decision: decision.clone(),
@@ -685,27 +677,29 @@ impl Judged {
             .iter()
             .map(|(call, decision, violation, fate)| {
                 let reasons: Vec<&str> = decision.reasons.iter().map(|r| r.as_str()).collect();
-                let mut entry = json!({"id": call.id, "name": call.name, "reasons": reasons});
-                let obj = entry.as_object_mut().expect("object literal");
+                let mut entry = Map::new();
+                entry.insert("id".into(), json!(call.id));
+                entry.insert("name".into(), json!(call.name));
+                entry.insert("reasons".into(), json!(reasons));
                 match fate {
                     Fate::Released { token, expires_at } => {
-                        obj.insert("status".into(), json!("released"));
-                        obj.insert("capability".into(), json!(token));
-                        obj.insert("expires_at".into(), json!(expires_at));
+                        entry.insert("status".into(), json!("released"));
+                        entry.insert("capability".into(), json!(token));
+                        entry.insert("expires_at".into(), json!(expires_at));
                     }
                     Fate::Withheld => {
-                        obj.insert("status".into(), json!("withheld"));
+                        entry.insert("status".into(), json!("withheld"));
                         if let Some(v) = violation {
-                            obj.insert("detail".into(), json!(v));
+                            entry.insert("detail".into(), json!(v));
                         }
                     }
                     Fate::Pending { id, expires_at } => {
-                        obj.insert("status".into(), json!("pending_confirmation"));
-                        obj.insert("confirmation_id".into(), json!(id));
-                        obj.insert("expires_at".into(), json!(expires_at));
+                        entry.insert("status".into(), json!("pending_confirmation"));
+                        entry.insert("confirmation_id".into(), json!(id));
+                        entry.insert("expires_at".into(), json!(expires_at));
                     }
                 }
-                entry
+                Value::Object(entry)
             })
             .collect()
     }
@@ -735,6 +729,10 @@ impl Judged {
     }
 }
 
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 fn total_tokens(value: &Value) -> u64 {
     value
         .pointer("/usage/total_tokens")
@@ -746,6 +744,12 @@ fn total_tokens(value: &Value) -> u64 {
 /// (`None`: unchanged).
 pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Option<Bytes> {
     let tools = plan.tools.as_ref()?;
+    // Most completions carry no call: skip the parse unless there may be one,
+    // or the conversation's loop tokens need counting.
+    let counting = tools.conversation.is_some() && tools.in_loop;
+    if !counting && !contains(body, b"\"tool_calls\"") {
+        return None;
+    }
     let mut value: Value = serde_json::from_slice(body).ok()?;
     let mut report = Vec::new();
     let mut had_calls = false;
@@ -907,6 +911,16 @@ impl ToolStreamGate {
 
     /// Handles one data payload.
     pub(crate) fn on_data(&mut self, data: &str) -> ToolEvent {
+        // Plain text deltas with no call held need no parse here (the output
+        // gate parses them anyway).
+        let quiet = self.template.is_some()
+            && self.assembler.is_empty()
+            && self.oversize.is_empty()
+            && !data.contains("\"tool_calls\"")
+            && !data.contains("\"usage\"");
+        if quiet {
+            return ToolEvent::Forward;
+        }
         let Ok(mut value) = serde_json::from_str::<Value>(data) else {
             return ToolEvent::Forward;
         };
@@ -1161,27 +1175,18 @@ async fn run_confirm(
         Action::Block
     };
     decision.action = decision.enforced_action;
-    let ts_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let subject = palisade_policy::Subject {
-        tenant: &pending.subject.tenant,
-        route: &pending.subject.route,
-        model: &pending.subject.model,
-    };
-    let ctx = palisade_policy::AuditContext {
-        ts_ms,
-        request_id: &pending.request_id,
-        subject,
-        latency_us: 0,
-    };
     let evidence = Evidence {
         tool: Some(pending.evidence.clone()),
         ..Evidence::default()
     };
-    state.audit.write(&palisade_policy::AuditRecord::new(
-        &ctx, evidence, &decision,
-    ));
+    crate::gates::record_decision(
+        &state.audit,
+        &pending.subject,
+        evidence,
+        &decision,
+        None,
+        Instant::now(),
+    );
     tracing::info!(
         confirmation_id = %req.confirmation_id,
         tool = %pending.call.name,
@@ -1197,7 +1202,8 @@ async fn run_confirm(
         );
     }
     metrics::counter!(crate::metrics::TOOL_CALLS, "outcome" => "confirmed").increment(1);
-    let (token, expires_at) = service.sign(&pending.tenant, &pending.request_id, &pending.call);
+    let (token, expires_at) =
+        service.sign(&pending.tenant, &pending.subject.request_id, &pending.call);
     Ok(json!({
         "status": "released",
         "confirmation_id": req.confirmation_id,
@@ -1266,7 +1272,7 @@ async fn run_pending(state: &GatewayState, headers: &HeaderMap) -> Result<Value,
         .map(|p| {
             let reasons: Vec<&str> = p.decision.reasons.iter().map(|r| r.as_str()).collect();
             json!({
-                "confirmation_id": p.confirmation_id, "tenant": p.tenant, "request_id": p.request_id,
+                "confirmation_id": p.confirmation_id, "tenant": p.tenant, "request_id": p.subject.request_id,
                 "tool_call": p.call.to_message_entry(), "reasons": reasons,
                 "policy_version": p.decision.policy_version, "expires_at": p.expires_at,
             })
@@ -1298,13 +1304,7 @@ async fn run_guard(
     headers: &HeaderMap,
     body: axum::body::Body,
 ) -> Result<Value, ApiError> {
-    let principal = state.auth.authenticate(headers)?;
-    let _admitted = state
-        .admission
-        .admit(&principal)
-        .await
-        .map_err(|refusal| refusal.error)?;
-    let bytes = crate::proxy::read_body(headers, body, state.max_body_bytes).await?;
+    let (principal, _admitted, bytes) = crate::guard::admit_and_read(state, headers, body).await?;
     let mut fields: Map<String, Value> = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {e}")))?;
     let calls = match fields.remove("tool_calls") {
@@ -1426,7 +1426,9 @@ async fn run_verify(
             }
             None => {
                 let mut used = service.consumed.lock().unwrap_or_else(|e| e.into_inner());
-                used.retain(|_, exp| *exp > now);
+                if used.len() >= 10_000 {
+                    used.retain(|_, exp| *exp > now);
+                }
                 used.insert(jti, claims.exp).is_none()
             }
         };

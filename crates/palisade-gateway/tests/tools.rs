@@ -424,19 +424,19 @@ async fn capability_tokens_cover_exactly_one_call_and_expire() {
         .as_str()
         .unwrap()
         .to_owned();
-    let verify = |tool: &str, arguments: Value, consume: bool| json!({"token": token, "tool": tool, "arguments": arguments, "consume": consume});
+    // What /v1/tools/verify says about `token` for a call, asked with `key`.
+    let verify =
+        |key: &'static str, token: &str, tool: &'static str, arguments: Value, consume: bool| {
+            let body =
+                json!({"token": token, "tool": tool, "arguments": arguments, "consume": consume});
+            let h = &h;
+            async move { h.post("/v1/tools/verify", key, &body, &[]).await.1 }
+        };
+    let same = || json!(arguments);
 
     // Valid: and the executor gets the tenant's SMTP credential, which the
     // model never saw.
-    let (status, ok) = h
-        .post(
-            "/v1/tools/verify",
-            "sk-agent",
-            &verify("send_email", json!(arguments), false),
-            &[],
-        )
-        .await;
-    assert_eq!(status, 200);
+    let ok = verify("sk-agent", &token, "send_email", same(), false).await;
     assert_eq!(ok["valid"], true, "{ok}");
     assert_eq!(ok["credential"], "smtp-secret-acme");
     assert_eq!(ok["claims"]["tool"], "send_email");
@@ -460,101 +460,65 @@ async fn capability_tokens_cover_exactly_one_call_and_expire() {
         "{tool_text}"
     );
     // Same arguments as an object, keys reordered: still the same call.
-    let (_, ok) = h
-        .post(
-            "/v1/tools/verify",
-            "sk-agent",
-            &verify(
-                "send_email",
-                json!({"body": "the report", "to": "bob@example.com"}),
-                false,
-            ),
-            &[],
-        )
-        .await;
-    assert_eq!(ok["valid"], true);
-    // Tampered arguments, another tool, another tenant.
-    let (_, bad) = h
-        .post(
-            "/v1/tools/verify",
-            "sk-agent",
-            &verify(
-                "send_email",
-                json!({"to": "eve@evil.example", "body": "the report"}),
-                false,
-            ),
-            &[],
-        )
-        .await;
+    let relaid = json!({"body": "the report", "to": "bob@example.com"});
     assert_eq!(
-        (bad["valid"].as_bool(), bad["code"].as_str()),
-        (Some(false), Some("token_wrong_arguments"))
+        verify("sk-agent", &token, "send_email", relaid, false).await["valid"],
+        true
     );
-    let (_, bad) = h
-        .post(
-            "/v1/tools/verify",
-            "sk-agent",
-            &verify("delete_file", json!(arguments), false),
-            &[],
-        )
-        .await;
-    assert_eq!(bad["code"], "token_wrong_tool");
-    let (_, bad) = h
-        .post(
-            "/v1/tools/verify",
-            "sk-globex",
-            &verify("send_email", json!(arguments), false),
-            &[],
-        )
-        .await;
-    assert_eq!(bad["code"], "token_wrong_tenant");
-    // A flipped bit in the signature.
+    // Tampered arguments, another tool, another tenant, a flipped signature bit.
+    let tampered = json!({"to": "eve@evil.example", "body": "the report"});
     let mut forged = token.clone().into_bytes();
     let last = forged.len() - 2;
     forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
     let forged = String::from_utf8(forged).unwrap();
-    let (_, bad) = h
-        .post(
-            "/v1/tools/verify",
+    for (key, token, tool, arguments, code) in [
+        (
             "sk-agent",
-            &json!({"token": forged, "tool": "send_email", "arguments": arguments}),
-            &[],
-        )
-        .await;
-    assert_eq!(bad["code"], "token_bad_signature");
+            &token,
+            "send_email",
+            tampered,
+            "token_wrong_arguments",
+        ),
+        (
+            "sk-agent",
+            &token,
+            "delete_file",
+            same(),
+            "token_wrong_tool",
+        ),
+        (
+            "sk-globex",
+            &token,
+            "send_email",
+            same(),
+            "token_wrong_tenant",
+        ),
+        (
+            "sk-agent",
+            &forged,
+            "send_email",
+            same(),
+            "token_bad_signature",
+        ),
+    ] {
+        let bad = verify(key, token, tool, arguments, false).await;
+        assert_eq!(
+            (bad["valid"].as_bool(), bad["code"].as_str()),
+            (Some(false), Some(code))
+        );
+    }
     // Single use when asked.
-    let (_, first) = h
-        .post(
-            "/v1/tools/verify",
-            "sk-agent",
-            &verify("send_email", json!(arguments), true),
-            &[],
-        )
-        .await;
-    let (_, second) = h
-        .post(
-            "/v1/tools/verify",
-            "sk-agent",
-            &verify("send_email", json!(arguments), true),
-            &[],
-        )
-        .await;
+    let first = verify("sk-agent", &token, "send_email", same(), true).await;
+    let second = verify("sk-agent", &token, "send_email", same(), true).await;
     assert_eq!(
         (first["valid"].as_bool(), second["code"].as_str()),
         (Some(true), Some("token_already_used"))
     );
     // Expired after the 2 s lifetime.
     tokio::time::sleep(Duration::from_millis(2_100)).await;
-    let (_, late) = h
-        .post(
-            "/v1/tools/verify",
-            "sk-agent",
-            &verify("send_email", json!(arguments), false),
-            &[],
-        )
-        .await;
+    let late = verify("sk-agent", &token, "send_email", same(), false).await;
     assert_eq!(late["code"], "token_expired");
-    // Offline, with the public key alone, the same verdicts.
+    // Offline, with the public key alone, the same verdict.
     let v = h.verifier().await;
     assert!(v.verify(&token, now()).is_err());
 }

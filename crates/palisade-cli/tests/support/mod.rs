@@ -14,6 +14,30 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// GETs `url` (with a bearer `key`, if any) and parses the JSON body.
+pub async fn get_json(http: &::reqwest::Client, url: &str, key: Option<&str>) -> serde_json::Value {
+    let mut req = http.get(url);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// POSTs `body` as JSON to `url` (with a bearer `key`, if any) and parses the
+/// JSON answer, whatever the status.
+pub async fn post_json(
+    http: &::reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let mut req = http.post(url).json(body);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 /// A `palisade serve` child process, killed on drop.
 pub struct Palisade {
     pub child: Child,
