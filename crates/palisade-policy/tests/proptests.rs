@@ -337,7 +337,8 @@ fn scalar(v: &serde_json::Value, rng: &mut Rng) -> String {
         Some(f) => {
             // `{:?}` is the shortest representation that reads back to the same f64.
             let mut s = format!("{f:?}");
-            if rng.coin() && s.contains('.') {
+            // A zero after an exponent would change the value (e-5 → e-50).
+            if rng.coin() && s.contains('.') && !s.contains(['e', 'E']) {
                 s.push('0');
             }
             s
