@@ -191,6 +191,16 @@ file = "{}"
     }
 }
 
+/// The SQLite store (ledger and audit table) at `db`.
+async fn open_sqlite(db: &std::path::Path) -> palisade_ledger::Ledger {
+    palisade_ledger::Ledger::open(
+        &format!("sqlite:{}", db.display()),
+        palisade_ledger::WriteOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
 fn offered(names: &[&str]) -> Value {
     Value::Array(
         names
@@ -738,12 +748,7 @@ async fn tool_decisions_and_confirmations_are_audited_without_arguments() {
         )
         .await;
     assert_eq!(status, 200);
-    let store = palisade_ledger::Ledger::open(
-        &format!("sqlite:{}", db.display()),
-        palisade_ledger::WriteOptions::default(),
-    )
-    .await
-    .unwrap();
+    let store = open_sqlite(&db).await;
     let mut records: Vec<Value> = Vec::new();
     for _ in 0..100 {
         records = store
@@ -901,12 +906,7 @@ async fn ledger_rows_of_a_tool_loop_carry_its_tokens() {
     ]);
     let (status, _) = h.chat(continuing, offered(&ALL)).await;
     assert_eq!(status, 200);
-    let ledger = palisade_ledger::Ledger::open(
-        &format!("sqlite:{}", db.display()),
-        palisade_ledger::WriteOptions::default(),
-    )
-    .await
-    .unwrap();
+    let ledger = open_sqlite(&db).await;
     let mut out = Vec::new();
     ledger.export_jsonl(&mut out).await.unwrap();
     let rows: Vec<Value> = String::from_utf8(out)
