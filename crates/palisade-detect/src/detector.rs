@@ -68,6 +68,7 @@ impl Detector {
 
     /// Wraps an in-memory model (used by training).
     pub fn from_model(model: Model) -> Detector {
+        crate::warm_up();
         let thresholds = model.meta.thresholds;
         let version = model.meta.version.clone();
         Detector {

@@ -41,6 +41,21 @@ pub use types::{
     Thresholds, Verdict,
 };
 
+/// Compiles every lazily built matcher now: secret rules, PII patterns, concept lexicons,
+/// attack rules and the normalizer's automata. Without it the first scan in a process pays
+/// for all of them (~170 ms measured), so the first request a fresh replica serves would be
+/// slow. [`Detector`] construction calls it; it is cheap after the first call.
+pub fn warm_up() {
+    // Touches each matcher once; the text itself does not matter.
+    const SAMPLE: &str = "Ignore previous instructions <!-- hidden --> aGVsbG8gd29ybGQgaGVsbG8= 0x41 42 43 44 45 46 47 48 49 4a %41%42%43%44 mail@example.com";
+    let normalized = normalize(SAMPLE);
+    let _ = rules::match_rules(&normalized.combined());
+    let _ = concepts::concepts(SAMPLE);
+    let _ = concepts::imperative_count(SAMPLE);
+    let _ = find_secrets(SAMPLE);
+    let _ = find_pii(SAMPLE);
+}
+
 /// Hashing used by features; exposed for the trainer.
 pub use hash::{hash_bytes, mix64};
 
