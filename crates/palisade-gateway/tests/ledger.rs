@@ -96,8 +96,16 @@ async fn every_upstream_request_gets_one_row_with_its_usage() {
         .to_str()
         .unwrap()
         .to_owned();
+    // Leave once some generated text has arrived (not just the role chunk),
+    // so there is something to count.
     let mut s = resp.bytes_stream();
-    s.next().await.unwrap().unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        seen.extend_from_slice(&s.next().await.unwrap().unwrap());
+        if seen.windows(3).any(|w| w == b" w1") {
+            break;
+        }
+    }
     drop(s);
     // A request the upstream refuses.
     let resp = client
