@@ -65,6 +65,8 @@ pub(crate) struct GatePlan {
     pub(crate) flagged_context: bool,
     /// What the tool gate needs to judge the response's tool calls.
     pub(crate) tools: Option<crate::tools::ToolPlan>,
+    /// The response shape the output gate reads.
+    pub(crate) shape: crate::output_gate::ResponseShape,
 }
 
 impl GatePlan {
@@ -224,9 +226,18 @@ fn quarantined(source: Source, text: &str) -> String {
 pub(crate) fn inspect_request(
     state: &GatewayState,
     subject: GateSubject,
+    shape: crate::output_gate::ResponseShape,
     fields: &mut Map<String, Value>,
     retrieved_by_header: &[usize],
 ) -> Result<(GatePlan, bool), ApiError> {
+    // Fail closed: token ids would carry any text past the input gate.
+    if !channels::prompt_is_text(fields) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the safety gates read text prompts only; send `prompt` as a string or an array of strings, not token ids",
+        )
+        .with_param("prompt"));
+    }
     let snapshot = state.policy.active();
     let plan = GatePlan {
         shadow: state.policy.shadow(),
@@ -239,6 +250,7 @@ pub(crate) fn inspect_request(
         untrusted_context: false,
         flagged_context: false,
         tools: None,
+        shape,
     };
     let mut plan = plan;
     let segments = channels::segments(fields, retrieved_by_header);
@@ -368,7 +380,8 @@ pub(crate) fn inspect_request(
     }
     // The marks go last: spotlighting above still needs them.
     changed |= channels::strip_marks(fields);
-    if tier.canaries() {
+    // A legacy completion has no system prompt to plant a canary in.
+    if tier.canaries() && shape == crate::output_gate::ResponseShape::Chat {
         let canary = Canary::from_random(uuid::Uuid::new_v4().as_bytes());
         channels::append_to_system(
             fields,

@@ -24,6 +24,32 @@ use serde_json::Value;
 
 use crate::gates::GatePlan;
 
+/// Which OpenAI response shape the output gate reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResponseShape {
+    /// `/v1/chat/completions`: `choices[].message.content`, streamed as
+    /// `choices[].delta.content`.
+    Chat,
+    /// `/v1/completions`: `choices[].text`, whole or streamed.
+    Completion,
+}
+
+impl ResponseShape {
+    fn body_text(self) -> &'static str {
+        match self {
+            Self::Chat => "/message/content",
+            Self::Completion => "/text",
+        }
+    }
+
+    fn event_text(self) -> &'static str {
+        match self {
+            Self::Chat => "/delta/content",
+            Self::Completion => "/text",
+        }
+    }
+}
+
 /// What the tier's output rules ask of the sanitizer.
 #[derive(Debug, Clone)]
 pub(crate) struct OutputPolicy {
@@ -145,7 +171,7 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
     let mut blocked_choices = Vec::new();
     if let Some(Value::Array(choices)) = value.get_mut("choices") {
         for (i, choice) in choices.iter_mut().enumerate() {
-            let Some(Value::String(content)) = choice.pointer_mut("/message/content") else {
+            let Some(Value::String(content)) = choice.pointer_mut(plan.shape.body_text()) else {
                 continue;
             };
             observe_unsanitized(&mut evidence, content, &policy.sanitize);
@@ -157,9 +183,10 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
                 *content = text;
                 changed = true;
             }
-            if let (Some(schema), Some(Value::String(text))) =
-                (&plan.response_schema, choice.pointer("/message/content"))
-            {
+            if let (Some(schema), Some(Value::String(text))) = (
+                &plan.response_schema,
+                choice.pointer(plan.shape.body_text()),
+            ) {
                 if evidence.schema_violation.is_none() {
                     evidence.schema_violation = schema_violation(schema, text);
                 }
@@ -218,6 +245,9 @@ fn filter_choice(choice: &mut Value) {
     if let Some(message) = choice.get_mut("message").and_then(Value::as_object_mut) {
         message.insert("content".to_owned(), Value::String(String::new()));
         message.remove("tool_calls");
+    }
+    if let Some(text) = choice.get_mut("text") {
+        *text = Value::String(String::new());
     }
     if let Some(obj) = choice.as_object_mut() {
         obj.insert(
@@ -300,15 +330,18 @@ impl StreamGate {
             .template
             .clone()
             .unwrap_or_else(|| serde_json::json!({}));
-        let mut delta = serde_json::Map::new();
-        if !text.is_empty() {
-            delta.insert("content".to_owned(), Value::String(text.to_owned()));
-        }
-        v["choices"] = serde_json::json!([{
-            "index": index,
-            "delta": delta,
-            "finish_reason": finish,
-        }]);
+        v["choices"] = match self.plan.shape {
+            ResponseShape::Chat => {
+                let mut delta = serde_json::Map::new();
+                if !text.is_empty() {
+                    delta.insert("content".to_owned(), Value::String(text.to_owned()));
+                }
+                serde_json::json!([{"index": index, "delta": delta, "finish_reason": finish}])
+            }
+            ResponseShape::Completion => {
+                serde_json::json!([{"index": index, "text": text, "finish_reason": finish}])
+            }
+        };
         sse(&v)
     }
 
@@ -345,7 +378,7 @@ impl StreamGate {
             let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
             let finishing = choice.get("finish_reason").is_some_and(|f| !f.is_null());
             let delta_text = choice
-                .pointer("/delta/content")
+                .pointer(self.plan.shape.event_text())
                 .and_then(Value::as_str)
                 .map(str::to_owned);
             let Some(guard) = self.guard(index) else {
@@ -387,18 +420,33 @@ impl StreamGate {
                 && delta_text.as_deref() != Some(released.text.as_str())
             {
                 changed = true;
-                if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
-                    if released.text.is_empty() {
-                        delta.remove("content");
-                    } else {
-                        delta.insert("content".to_owned(), Value::String(released.text));
+                match self.plan.shape {
+                    ResponseShape::Chat => {
+                        if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut)
+                        {
+                            if released.text.is_empty() {
+                                delta.remove("content");
+                            } else {
+                                delta.insert("content".to_owned(), Value::String(released.text));
+                            }
+                        }
+                    }
+                    // A completion chunk's text is its whole payload; an
+                    // empty one is dropped below unless it finishes.
+                    ResponseShape::Completion => {
+                        if let Some(obj) = choice.as_object_mut() {
+                            obj.insert("text".to_owned(), Value::String(released.text));
+                        }
                     }
                 }
             }
-            let delta_has_more = choice
-                .get("delta")
-                .and_then(Value::as_object)
-                .is_some_and(|d| d.keys().any(|k| k != "content" || d["content"] != ""));
+            let delta_has_more = match self.plan.shape {
+                ResponseShape::Chat => choice
+                    .get("delta")
+                    .and_then(Value::as_object)
+                    .is_some_and(|d| d.keys().any(|k| k != "content" || d["content"] != "")),
+                ResponseShape::Completion => choice.get("text").is_some_and(|t| t != ""),
+            };
             if delta_has_more || finishing {
                 empty = false;
             }

@@ -283,7 +283,13 @@ async fn send_upstream(
     // The input and context gates: judge each message on its channel, then
     // rewrite as the policy asks (redaction, spotlighting, a canary).
     let mut gates_rewrote = false;
-    if state.gates_enabled && endpoint == Endpoint::ChatCompletions {
+    let shape = match endpoint {
+        Endpoint::ChatCompletions => Some(crate::output_gate::ResponseShape::Chat),
+        Endpoint::Completions => Some(crate::output_gate::ResponseShape::Completion),
+        // Embeddings generate no text and carry no instructions a model follows.
+        _ => None,
+    };
+    if let Some(shape) = shape.filter(|_| state.gates_enabled) {
         let subject = crate::gates::GateSubject {
             request_id: record.internal_id.clone(),
             tenant: principal.tenant.to_string(),
@@ -296,10 +302,11 @@ async fn send_upstream(
         };
         let retrieved = retrieved_indexes(headers);
         let (mut plan, changed) =
-            crate::gates::inspect_request(state, subject, request.fields_mut(), &retrieved)
+            crate::gates::inspect_request(state, subject, shape, request.fields_mut(), &retrieved)
                 .inspect_err(|_| state.admission.offend(&principal, 1))?;
-        let tools_changed =
-            crate::tools::inspect_request(state, &mut plan, request.fields_mut(), headers).await?;
+        let tools_changed = shape == crate::output_gate::ResponseShape::Chat
+            && crate::tools::inspect_request(state, &mut plan, request.fields_mut(), headers)
+                .await?;
         record.gates = Some(plan);
         gates_rewrote = changed || tools_changed;
     }

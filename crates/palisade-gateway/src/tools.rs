@@ -1331,7 +1331,13 @@ async fn run_guard(
         route: model.clone(),
         model,
     };
-    let (mut plan, _) = crate::gates::inspect_request(state, subject, &mut fields, &[])?;
+    let (mut plan, _) = crate::gates::inspect_request(
+        state,
+        subject,
+        crate::output_gate::ResponseShape::Chat,
+        &mut fields,
+        &[],
+    )?;
     inspect_request(state, &mut plan, &mut fields, headers).await?;
     let Some(tools) = plan.tools.clone() else {
         return Ok(
@@ -1494,6 +1500,7 @@ allow = ["search", "send"]
             stream_hold_bytes: 512,
             untrusted_context: false,
             flagged_context: false,
+            shape: crate::output_gate::ResponseShape::Chat,
             tools: Some(ToolPlan {
                 service: Arc::new(service),
                 declared: Arc::new(HashMap::new()),

@@ -482,3 +482,69 @@ async fn every_decision_is_audited_with_its_policy_version_and_shadow() {
         "the divergence is on record: {output}"
     );
 }
+
+/// The `text` of every `choices[0]` in a completion stream, and whether it
+/// ended with `[DONE]`.
+fn streamed_completion(raw: &str) -> (String, Option<String>) {
+    let mut text = String::new();
+    let mut finish = None;
+    for data in raw.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        let Ok(event) = serde_json::from_str::<Value>(data) else {
+            continue;
+        };
+        let choice = &event["choices"][0];
+        text.push_str(choice["text"].as_str().unwrap_or(""));
+        if let Some(f) = choice["finish_reason"].as_str() {
+            finish = Some(f.to_owned());
+        }
+    }
+    (text, finish)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_completions_pass_the_same_gates() {
+    let h = Harness::new("").await;
+    let post = |body: Value| {
+        let req = h.http.post(h.url("/v1/completions")).json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    // The input gate reads the prompt, alone or as one of several.
+    for prompt in [json!(INJECTION), json!(["What is 2 + 2?", INJECTION])] {
+        let (status, body) = post(json!({"model": "m", "prompt": prompt})).await;
+        assert_eq!(status, 400, "{body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"]["code"], "prompt_injection");
+    }
+    // Token ids cannot be read, so they are refused rather than waved through.
+    let (status, body) = post(json!({"model": "m", "prompt": [9906, 11, 1917]})).await;
+    assert_eq!(status, 400, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["param"], "prompt");
+    assert!(
+        h.upstream.received().is_empty(),
+        "nothing reached the model"
+    );
+
+    // The output gate reads `choices[].text`: a key the model repeats is redacted.
+    let text = format!("Here is the key you asked for: {KEY}. Keep it safe.");
+    let redacted = "Here is the key you asked for: [REDACTED:aws-access-token]. Keep it safe.";
+    let (status, body) = post(json!({"model": "m", "prompt": text})).await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["choices"][0]["text"], redacted);
+    // No system prompt to plant a canary in: the prompt goes up as it came.
+    assert_eq!(h.last_sent()["prompt"], json!(text));
+    assert!(h.last_sent().get("messages").is_none());
+
+    // Streamed, in 3-byte pieces: no piece of the key is ever emitted.
+    let (status, raw) = post(json!({"model": "chunks-3", "stream": true, "prompt": text})).await;
+    assert_eq!(status, 200, "{raw}");
+    assert!(!raw.contains("Z7Q2"), "no piece of the key: {raw}");
+    let (out, finish) = streamed_completion(&raw);
+    assert_eq!(out, redacted);
+    assert_eq!(finish.as_deref(), Some("stop"));
+    assert!(raw.ends_with("data: [DONE]\n\n"));
+}

@@ -45,13 +45,27 @@ impl Source {
     }
 }
 
+/// Where a segment's text sits in the request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// `messages[message].content`, or its `part`-th content part when the
+    /// content is an array.
+    Message {
+        /// Index in `messages`.
+        message: usize,
+        /// Index in the message's content parts.
+        part: Option<usize>,
+    },
+    /// A legacy completion's `prompt`: the string itself (`None`) or one
+    /// element of an array of strings.
+    Prompt(Option<usize>),
+}
+
 /// One piece of text in the request and where it sits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
-    /// Index in `messages`.
-    pub message: usize,
-    /// Index in the message's content parts, when the content is an array.
-    pub part: Option<usize>,
+    /// Where the text is.
+    pub place: Place,
     /// Its channel.
     pub source: Source,
     /// The text.
@@ -79,7 +93,27 @@ fn role_source(role: &str) -> Source {
 /// The text segments of a chat request's `messages`, each with its channel.
 /// `retrieved` lists message indexes the client marked as retrieved by
 /// header. Non-text parts (images, audio) are skipped.
+///
+/// A legacy completion request's `prompt` (a string or an array of strings)
+/// is the user's: each string is one [`Source::User`] segment. Token-id
+/// prompts carry no text; see [`prompt_is_text`].
 pub fn segments(fields: &Map<String, Value>, retrieved: &[usize]) -> Vec<Segment> {
+    let user = |place, text: &str| Segment {
+        place,
+        source: Source::User,
+        text: text.to_owned(),
+    };
+    match fields.get("prompt") {
+        Some(Value::String(text)) => return vec![user(Place::Prompt(None), text)],
+        Some(Value::Array(prompts)) => {
+            return prompts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| Some(user(Place::Prompt(Some(i)), p.as_str()?)))
+                .collect()
+        }
+        _ => {}
+    }
     let Some(Value::Array(messages)) = fields.get("messages") else {
         return Vec::new();
     };
@@ -92,8 +126,10 @@ pub fn segments(fields: &Map<String, Value>, retrieved: &[usize]) -> Vec<Segment
         }
         match message.get("content") {
             Some(Value::String(text)) => out.push(Segment {
-                message: i,
-                part: None,
+                place: Place::Message {
+                    message: i,
+                    part: None,
+                },
                 source,
                 text: text.clone(),
             }),
@@ -108,8 +144,10 @@ pub fn segments(fields: &Map<String, Value>, retrieved: &[usize]) -> Vec<Segment
                         source
                     };
                     out.push(Segment {
-                        message: i,
-                        part: Some(j),
+                        place: Place::Message {
+                            message: i,
+                            part: Some(j),
+                        },
                         source: part_source,
                         text: text.to_owned(),
                     });
@@ -119,6 +157,18 @@ pub fn segments(fields: &Map<String, Value>, retrieved: &[usize]) -> Vec<Segment
         }
     }
     out
+}
+
+/// Whether a completion request's `prompt` is text the gates can read: a
+/// string or an array of strings. Token ids (an array of numbers, or of
+/// arrays) cannot be judged without the model's tokenizer. A chat request
+/// (no `prompt`) is text.
+pub fn prompt_is_text(fields: &Map<String, Value>) -> bool {
+    match fields.get("prompt") {
+        None | Some(Value::String(_)) => true,
+        Some(Value::Array(prompts)) => prompts.iter().all(Value::is_string),
+        Some(_) => false,
+    }
 }
 
 /// Removes the `palisade` channel marks (upstreams reject unknown fields).
@@ -145,15 +195,30 @@ pub fn strip_marks(fields: &mut Map<String, Value>) -> bool {
 /// Replaces the text of `segment`'s place in the request with `text`.
 /// Returns whether the place still existed.
 pub fn replace_text(fields: &mut Map<String, Value>, segment: &Segment, text: String) -> bool {
+    let (message, part) = match segment.place {
+        Place::Message { message, part } => (message, part),
+        Place::Prompt(index) => {
+            let slot = match (index, fields.get_mut("prompt")) {
+                (None, Some(slot @ Value::String(_))) => slot,
+                (Some(i), Some(Value::Array(prompts))) => match prompts.get_mut(i) {
+                    Some(slot @ Value::String(_)) => slot,
+                    _ => return false,
+                },
+                _ => return false,
+            };
+            *slot = Value::String(text);
+            return true;
+        }
+    };
     let Some(message) = fields
         .get_mut("messages")
         .and_then(Value::as_array_mut)
-        .and_then(|m| m.get_mut(segment.message))
+        .and_then(|m| m.get_mut(message))
         .and_then(Value::as_object_mut)
     else {
         return false;
     };
-    match (segment.part, message.get_mut("content")) {
+    match (part, message.get_mut("content")) {
         (None, Some(content @ Value::String(_))) => {
             *content = Value::String(text);
             true
@@ -284,7 +349,10 @@ mod tests {
         let s = segments(&f, &[6]);
         let got: Vec<(usize, Option<usize>, Source, &str)> = s
             .iter()
-            .map(|s| (s.message, s.part, s.source, s.text.as_str()))
+            .map(|s| match s.place {
+                Place::Message { message, part } => (message, part, s.source, s.text.as_str()),
+                Place::Prompt(_) => panic!("a chat request has no prompt"),
+            })
             .collect();
         assert_eq!(
             got,
@@ -316,10 +384,45 @@ mod tests {
         assert_eq!(f["messages"][0]["content"], "A");
         assert_eq!(f["messages"][1]["content"][0]["text"], "B");
         let gone = Segment {
-            message: 9,
+            place: Place::Message {
+                message: 9,
+                part: None,
+            },
             ..s[0].clone()
         };
         assert!(!replace_text(&mut f, &gone, "C".into()));
+    }
+
+    #[test]
+    fn completion_prompts_are_user_segments_replaced_in_place() {
+        let mut one = fields(json!({"prompt": "tell me"}));
+        let s = segments(&one, &[]);
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            (s[0].place, s[0].source),
+            (Place::Prompt(None), Source::User)
+        );
+        assert!(replace_text(&mut one, &s[0], "X".into()));
+        assert_eq!(one["prompt"], "X");
+
+        let mut many = fields(json!({"prompt": ["a", "b"]}));
+        let s = segments(&many, &[]);
+        assert_eq!(
+            s.iter().map(|s| s.text.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(replace_text(&mut many, &s[1], "B".into()));
+        assert_eq!(many["prompt"], json!(["a", "B"]));
+        assert!(prompt_is_text(&many));
+
+        for tokens in [
+            json!({"prompt": [1, 2, 3]}),
+            json!({"prompt": [[1], [2]]}),
+            json!({"prompt": ["a", 2]}),
+        ] {
+            assert!(!prompt_is_text(&fields(tokens)));
+        }
+        assert!(prompt_is_text(&fields(json!({"messages": []}))));
     }
 
     #[test]

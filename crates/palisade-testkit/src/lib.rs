@@ -254,6 +254,19 @@ async fn chat(
             return tool_call_response(&model, calls, stream, include_usage);
         }
     }
+    // `/v1/completions` answers in the legacy shape: `choices[].text`.
+    let completion = uri.path() == "/v1/completions";
+    if !stream && completion {
+        return (
+            [("content-type", "application/json")],
+            json!({"id": "cmpl-scripted", "object": "text_completion", "created": 0, "model": model,
+                   "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                             "total_tokens": prompt_tokens + completion_tokens}})
+            .to_string(),
+        )
+            .into_response();
+    }
     if !stream {
         return (
             [("content-type", "application/json")],
@@ -276,9 +289,21 @@ async fn chat(
             let tx = tx.clone();
             async move { tx.send(Ok(b)).await.is_ok() }
         };
-        let role = chunk(&model, json!({"role": "assistant", "content": ""}), None);
-        if !send(sse(&role)).await {
-            return;
+        // Chat chunks; a completion stream carries `choices[].text` instead.
+        let chunk = |model: &str, delta: Value, finish: Option<&str>| {
+            if completion {
+                let text = delta["content"].as_str().unwrap_or("");
+                json!({"id": "cmpl-scripted", "object": "text_completion", "created": 0, "model": model,
+                       "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}]})
+            } else {
+                chunk(model, delta, finish)
+            }
+        };
+        if !completion {
+            let role = chunk(&model, json!({"role": "assistant", "content": ""}), None);
+            if !send(sse(&role)).await {
+                return;
+            }
         }
         match model.as_str() {
             "stall" => {
