@@ -158,7 +158,7 @@ fn describe() {
     );
     describe_counter!(
         GATE_DECISIONS,
-        "Safety-gate decisions, by gate and enforced action (allow, flag, redact, block)."
+        "Safety-gate decisions, by gate and enforced action (allow, flag, redact, quarantine, confirm, block)."
     );
     describe_counter!(
         SHADOW_DIVERGENCES,
