@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
-use palisade_policy::{simulate, AuditRecord, SimulationReport, Snapshot};
+use palisade_policy::{signature, simulate, AuditRecord, SimulationReport, Snapshot};
 use serde_json::json;
 
 /// The name that stands for the built-in policy wherever a policy file is
@@ -68,6 +68,32 @@ pub(crate) enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Generate a policy signing key: writes the seed (64 hex digits) to
+    /// FILE with owner-only permissions and prints the public key to list
+    /// in `policy.trusted_keys` on every replica.
+    Keygen {
+        /// Where to write the seed; refuses to overwrite.
+        out: PathBuf,
+    },
+    /// Sign a policy file: checks that it compiles, then writes FILE.sig
+    /// (a detached ed25519 signature of its exact bytes). Replicas with
+    /// `policy.trusted_keys` enforce only signed files.
+    Sign {
+        /// The policy file.
+        file: PathBuf,
+        /// The signing seed file (`palisade policy keygen`).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Check FILE.sig against FILE and the given public keys, as a replica
+    /// would; exits 1 with the reason when it would be refused.
+    Verify {
+        /// The policy file.
+        file: PathBuf,
+        /// A trusted public key (64 hex digits); repeat for several.
+        #[arg(long = "public-key", required = true)]
+        public_keys: Vec<String>,
+    },
 }
 
 pub(crate) fn run(cmd: PolicyCommand) -> Result<()> {
@@ -76,7 +102,59 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<()> {
         PolicyCommand::Show { file } => show(file.as_deref()),
         PolicyCommand::Diff { old, new } => diff(&old, &new),
         PolicyCommand::Simulate { new, replay, json } => simulate_replay(&new, &replay, json),
+        PolicyCommand::Keygen { out } => {
+            let seed = crate::tools_cmd::write_new_seed(&out)?;
+            println!("{}", signature::public_key_of(&hex::encode(seed))?);
+            eprintln!(
+                "wrote the policy signing seed to {}; list the line above in policy.trusted_keys",
+                out.display()
+            );
+            Ok(())
+        }
+        PolicyCommand::Sign { file, key } => sign(&file, &key),
+        PolicyCommand::Verify { file, public_keys } => verify(&file, &public_keys),
     }
+}
+
+fn signature_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
+}
+
+fn sign(file: &Path, key: &Path) -> Result<()> {
+    // Never sign what a replica would refuse to compile.
+    let p = load(file)?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let seed =
+        std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+    let line = signature::sign_document(&seed, &bytes)
+        .with_context(|| format!("{} is not a signing seed", key.display()))?;
+    let out = signature_path(file);
+    std::fs::write(&out, &line).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "signed {} ({}) -> {}",
+        file.display(),
+        describe(&p),
+        out.display()
+    );
+    Ok(())
+}
+
+fn verify(file: &Path, public_keys: &[String]) -> Result<()> {
+    let trusted = public_keys
+        .iter()
+        .map(|k| signature::TrustedKey::from_hex(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let sig_path = signature_path(file);
+    let line = std::fs::read_to_string(&sig_path)
+        .with_context(|| format!("reading {}", sig_path.display()))?;
+    let kid = signature::verify_document(&trusted, &bytes, &line)
+        .with_context(|| format!("{} would be refused", file.display()))?;
+    let p = load(file)?;
+    println!("ok: {} signed by key {kid}", describe(&p));
+    Ok(())
 }
 
 /// Reads a file, or standard input for `-`.

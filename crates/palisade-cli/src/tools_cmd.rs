@@ -47,23 +47,30 @@ pub(crate) enum ToolsCommand {
     },
 }
 
+/// Draws a new ed25519 seed and writes it (64 hex digits) to `out`, which
+/// must not exist, readable by its owner only.
+pub(crate) fn write_new_seed(out: &std::path::Path) -> Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("cannot draw a key: {e}"))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(out)
+        .with_context(|| format!("cannot create {} (it must not exist)", out.display()))?;
+    writeln!(file, "{}", hex::encode(seed))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(seed)
+}
+
 pub(crate) fn run(cmd: ToolsCommand) -> Result<std::process::ExitCode> {
     match cmd {
         ToolsCommand::Keygen { out } => {
-            let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("cannot draw a key: {e}"))?;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut file = options
-                .open(&out)
-                .with_context(|| format!("cannot create {} (it must not exist)", out.display()))?;
-            writeln!(file, "{}", hex::encode(seed))
-                .with_context(|| format!("cannot write {}", out.display()))?;
+            let seed = write_new_seed(&out)?;
             let signer = CapabilitySigner::from_seed(seed);
             println!("{}", signer.public_key_hex());
             eprintln!(

@@ -559,3 +559,47 @@ fn the_audit_store_comes_from_the_flag_or_the_config() {
     assert!(err.contains("no audit store at"), "{err}");
     assert!(!absent.exists());
 }
+
+#[test]
+fn policies_are_signed_and_verified_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("policy.key");
+    let file = dir.path().join("policy.toml");
+    std::fs::write(&file, BASE).unwrap();
+    let (key_s, file_s) = (key.to_str().unwrap(), file.to_str().unwrap());
+
+    let out = palisade(&["policy", "keygen", key_s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let public = stdout(&out).trim().to_owned();
+    assert_eq!(public.len(), 64, "{public}");
+    assert!(
+        !palisade(&["policy", "keygen", key_s]).status.success(),
+        "never overwrites a key"
+    );
+
+    // A file that does not compile is never signed.
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "label = 3").unwrap();
+    let out = palisade(&["policy", "sign", broken.to_str().unwrap(), "--key", key_s]);
+    assert!(!out.status.success());
+    assert!(!dir.path().join("broken.toml.sig").exists());
+
+    let out = palisade(&["policy", "sign", file_s, "--key", key_s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("policy.toml.sig").exists());
+    let out = palisade(&["policy", "verify", file_s, "--public-key", &public]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("ok: sha256:"), "{}", stdout(&out));
+
+    // Edited after signing, or checked against another key: refused, exit 1.
+    std::fs::write(&file, strict()).unwrap();
+    let out = palisade(&["policy", "verify", file_s, "--public-key", &public]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
+    let other = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
+    let out = palisade(&["policy", "sign", file_s, "--key", key_s]);
+    assert!(out.status.success());
+    let out = palisade(&["policy", "verify", file_s, "--public-key", other]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("does not trust"), "{}", stderr(&out));
+}

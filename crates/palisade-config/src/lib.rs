@@ -164,6 +164,12 @@ pub struct PolicyConfig {
     /// any of it is sent, and text without boundaries waits at most this
     /// long.
     pub stream_hold_bytes: usize,
+    /// Public keys (64 hex digits each) whose signatures this replica
+    /// accepts. When any is set, `file` and `shadow_file` must each have a
+    /// valid detached signature beside them (`FILE.sig`, written by
+    /// `palisade policy sign`): an unsigned or edited file stops the start
+    /// and, on reload, is refused while the running policy stays.
+    pub trusted_keys: Vec<String>,
 }
 
 impl Default for PolicyConfig {
@@ -175,6 +181,7 @@ impl Default for PolicyConfig {
             disabled: false,
             audit_url: None,
             stream_hold_bytes: 512,
+            trusted_keys: Vec::new(),
         }
     }
 }

@@ -47,6 +47,8 @@ pub const OFFENDERS_BLOCKED: &str = "palisade_limits_offenders_blocked_total";
 pub const LIMITS_BACKEND_ERRORS: &str = "palisade_limits_backend_errors_total";
 /// Safety-gate decisions, by gate and enforced action.
 pub const GATE_DECISIONS: &str = "palisade_gate_decisions_total";
+/// Policy file changes that were not installed (invalid, or not signed by a trusted key).
+pub const POLICY_RELOAD_REFUSED: &str = "palisade_policy_reload_refused_total";
 /// Audit records the store refused (they are still in the log).
 pub const AUDIT_ERRORS: &str = "palisade_audit_write_errors_total";
 /// Completions that carried the system prompt's canary.
@@ -159,6 +161,10 @@ fn describe() {
     describe_counter!(
         GATE_DECISIONS,
         "Safety-gate decisions, by gate and enforced action (allow, flag, redact, quarantine, confirm, block)."
+    );
+    describe_counter!(
+        POLICY_RELOAD_REFUSED,
+        "Policy file changes refused on reload (invalid, or not signed by a trusted key); the running policy stays."
     );
     describe_counter!(
         SHADOW_DIVERGENCES,

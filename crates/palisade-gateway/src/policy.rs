@@ -14,11 +14,12 @@
 //! `palisade_policy_shadow_divergences_total` counts it. The candidate never
 //! changes what the client gets.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use palisade_policy::signature::{verify_document, SignatureError, TrustedKey};
 use palisade_policy::Snapshot;
 
 /// How many earlier versions are kept for rollback.
@@ -45,19 +46,71 @@ pub enum PolicyLoadError {
         #[source]
         source: palisade_policy::PolicyError,
     },
+    /// A configured trusted key is not a public key.
+    #[error("policy.trusted_keys[{index}]: {source}")]
+    TrustedKey {
+        /// Its position in the list.
+        index: usize,
+        /// Why.
+        #[source]
+        source: SignatureError,
+    },
+    /// Trusted keys are configured and the file's signature is missing or wrong.
+    #[error("policy file {path} is not signed by a trusted key: {reason}")]
+    Unsigned {
+        /// The file.
+        path: String,
+        /// Why (no `.sig` file, another key, edited after signing ...).
+        reason: String,
+    },
 }
 
-fn read_snapshot(path: &str) -> Result<(Snapshot, Option<SystemTime>), PolicyLoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PolicyLoadError::Read {
+/// The detached signature of a policy file.
+pub fn signature_path(path: &str) -> String {
+    format!("{path}.sig")
+}
+
+/// Reads and compiles a policy file; with trusted keys, only if its exact
+/// bytes carry a valid signature from one of them.
+fn read_snapshot(path: &str, trusted: &[TrustedKey]) -> Result<Snapshot, PolicyLoadError> {
+    let bytes = std::fs::read(path).map_err(|source| PolicyLoadError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut signed_by = None;
+    if !trusted.is_empty() {
+        let unsigned = |reason: String| PolicyLoadError::Unsigned {
+            path: path.to_owned(),
+            reason,
+        };
+        let sig_path = signature_path(path);
+        let signature = std::fs::read_to_string(&sig_path)
+            .map_err(|e| unsigned(format!("cannot read {sig_path}: {e}")))?;
+        let key =
+            verify_document(trusted, &bytes, &signature).map_err(|e| unsigned(e.to_string()))?;
+        signed_by = Some(key.to_owned());
+    }
+    let text = String::from_utf8(bytes).map_err(|e| PolicyLoadError::Read {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })?;
     let snapshot = Snapshot::from_toml(&text).map_err(|source| PolicyLoadError::Invalid {
         path: path.to_owned(),
         source,
     })?;
-    Ok((snapshot, modified))
+    if let Some(key) = signed_by {
+        tracing::info!(path, key, version = %snapshot.version(), "policy signature verified");
+    }
+    Ok(snapshot)
+}
+
+/// When a policy file (or its signature) last changed: a new signature
+/// written after its file is a change too.
+fn modified(path: &Path) -> Option<SystemTime> {
+    let at = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let file = at(path)?;
+    let sig = at(Path::new(&signature_path(&path.to_string_lossy())));
+    Some(sig.map_or(file, |s| s.max(file)))
 }
 
 /// The replica's policy.
@@ -70,6 +123,7 @@ pub struct PolicyStore {
     file: Option<PathBuf>,
     shadow_file: Option<PathBuf>,
     interval: Duration,
+    trusted: Vec<TrustedKey>,
 }
 
 impl PolicyStore {
@@ -79,12 +133,22 @@ impl PolicyStore {
     /// # Errors
     /// A file that cannot be read or compiled.
     pub fn load(config: &palisade_config::PolicyConfig) -> Result<Self, PolicyLoadError> {
+        let trusted = config
+            .trusted_keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| {
+                TrustedKey::from_hex(key)
+                    .map_err(|source| PolicyLoadError::TrustedKey { index, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // The built-in policy is part of the binary and needs no signature.
         let active = match &config.file {
-            Some(path) => read_snapshot(path)?.0,
+            Some(path) => read_snapshot(path, &trusted)?,
             None => Snapshot::builtin(),
         };
         let shadow = match &config.shadow_file {
-            Some(path) => Some(Arc::new(read_snapshot(path)?.0)),
+            Some(path) => Some(Arc::new(read_snapshot(path, &trusted)?)),
             None => None,
         };
         tracing::info!(version = %active.version(), label = active.label(), "policy loaded");
@@ -95,6 +159,7 @@ impl PolicyStore {
             file: config.file.as_ref().map(PathBuf::from),
             shadow_file: config.shadow_file.as_ref().map(PathBuf::from),
             interval: Duration::from_millis(config.reload_interval_ms),
+            trusted,
         })
     }
 
@@ -161,18 +226,19 @@ impl PolicyStore {
                 tick.tick().await;
                 for (slot, path) in [&store.file, &store.shadow_file].into_iter().enumerate() {
                     let Some(path) = path else { continue };
-                    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+                    let modified = modified(path);
                     if modified.is_none() || modified == seen[slot] {
                         continue;
                     }
                     seen[slot] = modified;
                     let Some(path) = path.to_str() else { continue };
-                    match read_snapshot(path) {
-                        Ok((snapshot, _)) if slot == 0 => {
+                    match read_snapshot(path, &store.trusted) {
+                        Ok(snapshot) if slot == 0 => {
                             store.install(snapshot);
                         }
-                        Ok((snapshot, _)) => store.shadow.store(Some(Arc::new(snapshot))),
+                        Ok(snapshot) => store.shadow.store(Some(Arc::new(snapshot))),
                         Err(e) => {
+                            metrics::counter!(crate::metrics::POLICY_RELOAD_REFUSED).increment(1);
                             tracing::error!(error = %e, "policy reload failed; keeping the running policy")
                         }
                     }

@@ -548,3 +548,102 @@ async fn legacy_completions_pass_the_same_gates() {
     assert_eq!(finish.as_deref(), Some("stop"));
     assert!(raw.ends_with("data: [DONE]\n\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_trusted_keys_only_signed_policy_files_are_enforced() {
+    use palisade_policy::signature::{public_key_of, sign_document};
+    const SEED: &str = "4c6f6e672d6c69766564207369676e696e67207365656420666f722074657374";
+    let public = public_key_of(SEED).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    let sig = dir.path().join("policy.toml.sig");
+    let sign = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        std::fs::write(&sig, sign_document(SEED, text.as_bytes()).unwrap()).unwrap();
+    };
+    let config = |keys: &str| {
+        format!(
+            "[[auth.keys]]\nname = \"ops\"\ntenant = \"ops\"\nsha256 = \"{}\"\nadmin = true\n[policy]\nfile = \"{}\"\nreload_interval_ms = 50\ntrusted_keys = [{keys}]",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"sk-ops-0123456789")),
+            file.display()
+        )
+    };
+    let upstream = ScriptedUpstream::start().await;
+    let gateway = |extra: String| {
+        let toml = format!(
+            "[backends.main]\nbase_url = \"{}\"\n{extra}",
+            upstream.base_url()
+        );
+        async move {
+            let config = Config::load(&Sources {
+                toml: Some(&toml),
+                ..Sources::default()
+            })
+            .unwrap();
+            match Gateway::with_env(config, |_| None) {
+                Ok(g) => g
+                    .start(Some("127.0.0.1:0".parse().unwrap()))
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+
+    // An unsigned file, and one edited after signing, stop the start.
+    std::fs::write(&file, palisade_policy::BUILTIN_TOML).unwrap();
+    let err = gateway(config(&format!("\"{public}\"")))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.contains("not signed"), "{err}");
+    sign(palisade_policy::BUILTIN_TOML);
+    std::fs::write(
+        &file,
+        format!("{}\n# edited", palisade_policy::BUILTIN_TOML),
+    )
+    .unwrap();
+    let err = gateway(config(&format!("\"{public}\"")))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.contains("does not match"), "{err}");
+    // A key that is not a key is a configuration error, named.
+    let err = gateway(config("\"abc\"")).await.err().unwrap();
+    assert!(err.contains("trusted_keys[0]"), "{err}");
+
+    // Signed: it starts and enforces the file.
+    let lenient =
+        palisade_policy::BUILTIN_TOML.replace("label = \"builtin default\"", "label = \"lenient\"");
+    assert_ne!(lenient, palisade_policy::BUILTIN_TOML);
+    sign(&lenient);
+    let gw = gateway(config(&format!("\"{public}\""))).await.unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let label = || {
+        let req = http
+            .get(format!("http://{}/admin/policy", gw.local_addr()))
+            .bearer_auth("sk-ops-0123456789");
+        async move {
+            let v: Value = req.send().await.unwrap().json().await.unwrap();
+            v["active"]["label"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    assert_eq!(label().await, "lenient");
+
+    // An unsigned edit is refused on reload; the running policy stays.
+    let edited = lenient.replace("label = \"lenient\"", "label = \"unsigned edit\"");
+    std::fs::write(&file, &edited).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(label().await, "lenient", "an unsigned edit is not enforced");
+    // Signing the same edit (only the .sig changes) installs it.
+    std::fs::write(&sig, sign_document(SEED, edited.as_bytes()).unwrap()).unwrap();
+    let mut now = String::new();
+    for _ in 0..100 {
+        now = label().await;
+        if now == "unsigned edit" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(now, "unsigned edit", "the signed edit is installed");
+}

@@ -142,6 +142,7 @@ mod document;
 mod error;
 mod evidence;
 mod matching;
+pub mod signature;
 mod snapshot;
 mod tools;
 mod types;
