@@ -180,8 +180,8 @@ async fn a_policy_file_is_enforced_reloaded_rolled_back_and_shadowed() {
     let active = dir.path().join("policy.toml");
     let shadow = dir.path().join("candidate.toml");
     let lenient = palisade_policy::BUILTIN_TOML.replace(
-        "injection = { threshold = 0.9694, action = \"block\" }",
-        "injection = { threshold = 0.9694, action = \"flag\" }",
+        "injection = { threshold = 0.9703, action = \"block\" }",
+        "injection = { threshold = 0.9703, action = \"flag\" }",
     );
     assert_ne!(lenient, palisade_policy::BUILTIN_TOML, "the edit applied");
     std::fs::write(&active, &lenient).unwrap();
