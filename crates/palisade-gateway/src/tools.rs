@@ -365,6 +365,9 @@ pub(crate) struct ToolPlan {
     in_loop: bool,
     /// The replica's shared store, when limits live in Redis.
     redis: Option<RedisToolStore>,
+    /// The gateway asked the upstream for a stream's usage chunk (the
+    /// loop-token cap needs it) and the client did not: keep it from them.
+    strip_usage_chunk: bool,
 }
 
 impl ToolPlan {
@@ -524,6 +527,11 @@ pub(crate) async fn inspect_request(
         counters.loop_tokens,
         last_is_tool,
     )?;
+    // The loop-token cap counts a streamed answer by its usage chunk, which
+    // an upstream sends only when asked: ask, even with no ledger or budget.
+    let strip_usage_chunk = gate.max_loop_tokens().is_some()
+        && matches!(fields.get("stream"), Some(Value::Bool(true)))
+        && palisade_openai::ensure_stream_usage(fields);
     plan.tools = Some(ToolPlan {
         service,
         declared: Arc::new(declared),
@@ -532,8 +540,9 @@ pub(crate) async fn inspect_request(
         loop_tokens_before: counters.loop_tokens,
         in_loop,
         redis,
+        strip_usage_chunk,
     });
-    Ok(changed)
+    Ok(changed || strip_usage_chunk)
 }
 
 /// Refuses a request that continues a tool loop already past its caps: the
@@ -932,6 +941,19 @@ impl ToolStreamGate {
             self.template = Some(t);
         }
         self.usage_tokens = self.usage_tokens.max(total_tokens(&value));
+        let usage_only = value
+            .get("choices")
+            .is_none_or(|c| c.as_array().is_some_and(Vec::is_empty))
+            && value.get("usage").is_some_and(|u| !u.is_null());
+        if usage_only
+            && self
+                .plan
+                .tools
+                .as_ref()
+                .is_some_and(|t| t.strip_usage_chunk)
+        {
+            return ToolEvent::Drop;
+        }
         let mut changed = false;
         let mut finishing = Vec::new();
         if let Some(Value::Array(choices)) = value.get_mut("choices") {
@@ -1509,6 +1531,7 @@ allow = ["search", "send"]
                 loop_tokens_before: 0,
                 in_loop: false,
                 redis: None,
+                strip_usage_chunk: false,
             }),
         }
     }

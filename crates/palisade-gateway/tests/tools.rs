@@ -47,9 +47,17 @@ injection = { threshold = 0.8609, action = "quarantine" }
 allow = ["search_docs"]
 unlisted_offer = "refuse"
 
+[tiers.metered.tool]
+allow = ["search_docs"]
+max_loop_tokens = 5
+
 [[assign]]
 tenant = "guarded"
 tier = "quarantine"
+
+[[assign]]
+tenant = "metered"
+tier = "metered"
 "#;
 
 /// An injection planted in a tool result (a fetched web page).
@@ -99,6 +107,11 @@ name = "guarded"
 tenant = "guarded"
 sha256 = "{}"
 
+[[auth.keys]]
+name = "metered"
+tenant = "metered"
+sha256 = "{}"
+
 [tenants.acme]
 upstream_api_key_env = {{ main = "ACME_UPSTREAM_KEY" }}
 tool_credentials_env = {{ send_email = "ACME_SMTP_TOKEN" }}
@@ -112,6 +125,7 @@ file = "{}"
             sha("sk-approver"),
             sha("sk-globex"),
             sha("sk-guarded"),
+            sha("sk-metered"),
             policy.display()
         );
         let config = Config::load(&Sources {
@@ -918,4 +932,47 @@ async fn ledger_rows_of_a_tool_loop_carry_its_tokens() {
     assert!(rows[0]["tool_loop_tokens"].is_null(), "{:?}", rows[0]);
     // The scripted upstream reports 20 prompt + 10 completion tokens.
     assert_eq!(rows[1]["tool_loop_tokens"], 30, "{:?}", rows[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_loops_count_their_tokens_without_a_ledger() {
+    // No ledger and no token budget: only the tool gate's loop-token cap
+    // needs the streamed answer's usage.
+    let h = Harness::new("").await;
+    let conv = [("x-palisade-conversation", "conv-streamed")];
+    let one_call = json!([{"name": "search_docs", "arguments": {"q": "weather"}}]);
+    let body = json!({"model": "tool-calls", "stream": true, "messages": script(one_call.clone()),
+                      "tools": offered(&["search_docs"])});
+    let resp = h
+        .http
+        .post(h.url("/v1/chat/completions"))
+        .bearer_auth("sk-metered")
+        .header(conv[0].0, conv[0].1)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("search_docs"), "the call is released: {text}");
+    // The gateway asked for usage; the client, which did not, never sees it.
+    let sent = h.upstream.received().last().unwrap().body.clone();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    assert!(!text.contains("\"usage\""), "{text}");
+
+    // The next round of the same conversation is past the 5-token cap.
+    let mut messages = script(one_call).as_array().unwrap().clone();
+    messages.push(json!({"role": "assistant", "content": null, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "search_docs", "arguments": "{\"q\":\"weather\"}"}}]}));
+    messages.push(json!({"role": "tool", "tool_call_id": "c1", "content": "18C, light rain"}));
+    let (status, err) = h
+        .chat_as(
+            "sk-metered",
+            Value::Array(messages),
+            offered(&["search_docs"]),
+            &conv,
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["code"], "tool_token_limit");
 }

@@ -25,5 +25,5 @@ pub mod sse;
 pub mod usage;
 
 pub use error::{ApiError, ErrorCode, ErrorKind};
-pub use request::{InspectError, RequestBody};
+pub use request::{ensure_stream_usage, InspectError, RequestBody};
 pub use sse::{SseEvent, SseFramer};

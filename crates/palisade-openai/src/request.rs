@@ -161,19 +161,7 @@ impl RequestBody {
     /// (`stream_options.include_usage`). Returns true when the client had not
     /// asked for it itself, so the gateway knows to keep that chunk from it.
     pub fn ensure_stream_usage(&mut self) -> bool {
-        let options = self
-            .fields
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !options.is_object() {
-            *options = Value::Object(Map::new());
-        }
-        let Value::Object(options) = options else {
-            return false;
-        };
-        let asked = matches!(options.get("include_usage"), Some(Value::Bool(true)));
-        options.insert("include_usage".to_owned(), Value::Bool(true));
-        !asked
+        ensure_stream_usage(&mut self.fields)
     }
 
     /// Sets `max_tokens` when the client gave no completion limit.
@@ -201,6 +189,25 @@ impl RequestBody {
         // A Map of Values always serializes.
         serde_json::to_vec(&self.fields).unwrap_or_default()
     }
+}
+
+/// Asks the upstream to end a stream with a usage chunk
+/// (`stream_options.include_usage`) in a request's fields. Returns true when
+/// the client had not asked for it itself, so the gateway knows to keep that
+/// chunk from it.
+pub fn ensure_stream_usage(fields: &mut Map<String, Value>) -> bool {
+    let options = fields
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !options.is_object() {
+        *options = Value::Object(Map::new());
+    }
+    let Value::Object(options) = options else {
+        return false;
+    };
+    let asked = matches!(options.get("include_usage"), Some(Value::Bool(true)));
+    options.insert("include_usage".to_owned(), Value::Bool(true));
+    !asked
 }
 
 #[cfg(test)]
