@@ -78,17 +78,20 @@ async fn replicas_sharing_a_key_verify_each_others_tokens() {
     assert_eq!(verdict["valid"], true, "{verdict}");
 
     // Offline: exit 0 for the call, 1 for a tampered one.
-    let ok = palisade(&[
-        "tools",
-        "verify",
-        token,
-        "--public-key",
-        &public,
-        "--tool",
-        "read_file",
-        "--arguments",
-        arguments,
-    ]);
+    let verify_offline = |arguments: &str| {
+        palisade(&[
+            "tools",
+            "verify",
+            token,
+            "--public-key",
+            &public,
+            "--tool",
+            "read_file",
+            "--arguments",
+            arguments,
+        ])
+    };
+    let ok = verify_offline(arguments);
     assert!(
         ok.status.success(),
         "{}",
@@ -96,17 +99,7 @@ async fn replicas_sharing_a_key_verify_each_others_tokens() {
     );
     let claims: Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(claims["tool"], "read_file");
-    let tampered = palisade(&[
-        "tools",
-        "verify",
-        token,
-        "--public-key",
-        &public,
-        "--tool",
-        "read_file",
-        "--arguments",
-        r#"{"path": "/etc/shadow"}"#,
-    ]);
+    let tampered = verify_offline(r#"{"path": "/etc/shadow"}"#);
     assert_eq!(tampered.status.code(), Some(1));
     let why: Value = serde_json::from_slice(&tampered.stdout).unwrap();
     assert_eq!(why["code"], "token_wrong_arguments");

@@ -171,6 +171,14 @@ file = "{}"
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Posts `body` and returns the status with the error's `field`
+    /// (`code` or `param`).
+    async fn refusal(&self, path: &str, key: &str, body: &Value, field: &str) -> (u16, String) {
+        let (status, err) = self.post(path, key, body, &[]).await;
+        let value = err["error"][field].as_str().unwrap_or_default().to_owned();
+        (status, value)
+    }
+
     async fn chat(&self, messages: Value, tools: Value) -> (u16, Value) {
         self.chat_as("sk-agent", messages, tools, &[]).await
     }
@@ -306,12 +314,10 @@ async fn disallowed_offers_are_removed_and_disallowed_calls_withheld() {
     // The deprecated functions API cannot be used to go around the gate.
     let legacy = json!({"model": "tool-calls", "messages": [{"role": "user", "content": "hi"}],
                         "functions": [{"name": "exfiltrate", "parameters": {"type": "object"}}]});
-    let (status, err) = h
-        .post("/v1/chat/completions", "sk-agent", &legacy, &[])
-        .await;
     assert_eq!(
-        (status, err["error"]["param"].as_str()),
-        (400, Some("functions"))
+        h.refusal("/v1/chat/completions", "sk-agent", &legacy, "param")
+            .await,
+        (400, "functions".to_owned())
     );
     assert!(body["palisade"]["policy_version"]
         .as_str()
@@ -362,17 +368,15 @@ async fn an_irreversible_call_waits_for_an_approver() {
 
     // The agent's own key cannot confirm, nor can another tenant's approver.
     let confirm = json!({"confirmation_id": id});
-    let (status, err) = h.post("/v1/tools/confirm", "sk-agent", &confirm, &[]).await;
     assert_eq!(
-        (status, err["error"]["code"].as_str()),
-        (403, Some("permission_denied"))
+        h.refusal("/v1/tools/confirm", "sk-agent", &confirm, "code")
+            .await,
+        (403, "permission_denied".to_owned())
     );
-    let (status, err) = h
-        .post("/v1/tools/confirm", "sk-globex", &confirm, &[])
-        .await;
     assert_eq!(
-        (status, err["error"]["code"].as_str()),
-        (404, Some("confirmation_not_found"))
+        h.refusal("/v1/tools/confirm", "sk-globex", &confirm, "code")
+            .await,
+        (404, "confirmation_not_found".to_owned())
     );
 
     // The approver sees it, with its arguments, and releases it.
@@ -888,17 +892,11 @@ async fn the_guard_api_judges_tool_calls_with_no_upstream() {
         .unwrap()
         .starts_with("pcap1."));
     assert_eq!(h.upstream.received().len(), before, "no upstream involved");
-    let (status, err) = h
-        .post(
-            "/v1/guard/tool_calls",
-            "sk-agent",
-            &json!({"messages": []}),
-            &[],
-        )
-        .await;
+    let empty = json!({"messages": []});
     assert_eq!(
-        (status, err["error"]["param"].as_str()),
-        (400, Some("tool_calls"))
+        h.refusal("/v1/guard/tool_calls", "sk-agent", &empty, "param")
+            .await,
+        (400, "tool_calls".to_owned())
     );
 }
 
