@@ -36,6 +36,8 @@
 
 #![forbid(unsafe_code)]
 
+mod hostile;
+pub use hostile::{HostileUpstream, RawResponse};
 #[cfg(unix)]
 mod postgres;
 #[cfg(unix)]
