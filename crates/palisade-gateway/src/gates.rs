@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use palisade_detect::{Canary, Channel, ScanInput};
-use palisade_openai::channels::{self, Source, Spotlight};
+use palisade_openai::channels::{self, Segment, Source, Spotlight, TextKind};
 use palisade_openai::{ApiError, ErrorCode};
 use palisade_policy::{
     Action, AuditContext, AuditRecord, Decision, DetectorKind, Effect, Evidence, Gate, ReasonCode,
-    Snapshot, Subject,
+    Snapshot, Subject, TextRole,
 };
 use serde_json::{Map, Value};
 
@@ -176,7 +176,24 @@ fn channel_of(source: Source) -> Channel {
         Source::Retrieved => Channel::Retrieved,
         Source::Tool => Channel::ToolOutput,
         Source::System => Channel::System,
-        Source::User | Source::Assistant => Channel::User,
+        Source::User | Source::Assistant | Source::Definitions => Channel::User,
+    }
+}
+
+/// The input gate's passes, one per author role, user text first.
+const INPUT_ROLES: [TextRole; TextRole::COUNT] = TextRole::ALL;
+
+/// Whose text a segment is at the input gate; `None` for data, which only
+/// the context gate judges. User text the client marked as retrieved is
+/// still the user's: it is judged here as well as at the context gate.
+fn input_role(segment: &Segment) -> Option<TextRole> {
+    match segment.source {
+        Source::User => Some(TextRole::User),
+        Source::Retrieved if segment.marked => Some(TextRole::User),
+        Source::System => Some(TextRole::System),
+        Source::Assistant => Some(TextRole::Assistant),
+        Source::Definitions => Some(TextRole::ToolDefinitions),
+        Source::Retrieved | Source::Tool => None,
     }
 }
 
@@ -253,7 +270,14 @@ pub(crate) fn inspect_request(
         shape,
     };
     let mut plan = plan;
-    let segments = channels::segments(fields, retrieved_by_header);
+    let kind = match shape {
+        crate::output_gate::ResponseShape::Chat => TextKind::Chat,
+        crate::output_gate::ResponseShape::Completion => TextKind::Completion,
+    };
+    // Every text the model reads, or a 400: a shape the gates cannot read
+    // completely is refused, never forwarded half-read.
+    let segments = channels::segments(fields, kind, retrieved_by_header)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.message).with_param(e.param))?;
     let mut changed = false;
     let system_prompt: String = segments
         .iter()
@@ -263,22 +287,43 @@ pub(crate) fn inspect_request(
         .join("\n");
     let system = (!system_prompt.is_empty()).then_some(system_prompt.as_str());
 
-    for gate in [Gate::Input, Gate::Context] {
+    // The input gate judges each author role apart (user text first), so a
+    // role's own thresholds apply to its text alone; then the context gate.
+    let judgements = INPUT_ROLES
+        .iter()
+        .map(|&role| (Gate::Input, Some(role)))
+        .chain(std::iter::once((Gate::Context, None)));
+    for (gate, role) in judgements {
         let started = Instant::now();
-        let mut evidence = Evidence::default();
+        let mut evidence = Evidence {
+            role: role.filter(|r| *r != TextRole::User),
+            ..Evidence::default()
+        };
         let mut scans = Vec::new();
         for segment in &segments {
-            let wanted = match gate {
-                Gate::Input => segment.source == Source::User,
-                _ => segment.source.is_untrusted(),
+            let wanted = match role {
+                Some(role) => input_role(segment) == Some(role),
+                None => segment.source.is_untrusted(),
             };
             if !wanted {
                 continue;
             }
+            // Text judged at the input gate is scored on the user channel
+            // whatever its role: the channel the detector was calibrated on,
+            // and the strictest (a client mark must never lower a score).
+            let channel = if gate == Gate::Input {
+                Channel::User
+            } else {
+                channel_of(segment.source)
+            };
             let scan = state.detector.scan(&ScanInput {
                 text: &segment.text,
-                channel: channel_of(segment.source),
-                system_prompt: system,
+                channel,
+                system_prompt: if segment.source == Source::System {
+                    None
+                } else {
+                    system
+                },
             });
             evidence.absorb(&scan);
             scans.push((segment, scan));
@@ -355,7 +400,8 @@ pub(crate) fn inspect_request(
     }
     // Spotlighting: untrusted data is marked as data, with a boundary the
     // data itself cannot know.
-    let untrusted: Vec<_> = channels::segments(fields, retrieved_by_header)
+    let untrusted: Vec<_> = channels::segments(fields, kind, retrieved_by_header)
+        .unwrap_or_default()
         .into_iter()
         .filter(|s| s.source.is_untrusted())
         .collect();

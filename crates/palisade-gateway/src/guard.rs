@@ -7,11 +7,15 @@
 //!
 //! For a conversation each message is scanned on the channel its role implies
 //! (`system`/`developer` → system, `user` → user, `tool`/`function` →
-//! tool_output); a content part annotated `"palisade": {"channel":
-//! "retrieved"}` is scanned as retrieved content. System messages are also
-//! passed as the `system_prompt` the other messages are judged against.
-//! Assistant messages are the model's own words and are not scanned here.
-//! The top-level verdict is the most severe one.
+//! tool_output, `assistant` → user: a client can forge earlier turns); a
+//! content part of a user message annotated `"palisade": {"channel":
+//! "retrieved"}` is scanned as retrieved content *and* as user text, and the
+//! more severe verdict counts: a client's mark only ever makes judgement
+//! stricter. `system` is never a channel a client may choose for a text or a
+//! part (it is the operator's, and judged most leniently). Unknown roles
+//! (`User`, `human`) are refused, as in the proxy. System messages are also
+//! passed as the `system_prompt` the other messages are judged against. The
+//! top-level verdict is the most severe one.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,6 +72,20 @@ struct Item {
     role: String,
     channel: Channel,
     text: String,
+    /// The client marked user text as data: also judged as user text.
+    also_user: bool,
+}
+
+/// A channel the client names, which may never be `system`.
+fn client_channel(name: &str, param: &str) -> Result<Channel, ApiError> {
+    match name.parse::<Channel>() {
+        Ok(Channel::System) => Err(invalid(
+            "`system` is not a channel a client can choose; send system prompts as `system_prompt` or a system message",
+            param,
+        )),
+        Ok(channel) => Ok(channel),
+        Err(_) => Err(invalid(format!("unknown channel `{}`", name.chars().take(32).collect::<String>()), param)),
+    }
 }
 
 fn invalid(message: impl Into<String>, param: &str) -> ApiError {
@@ -90,6 +108,7 @@ fn content_items(
             role: role.to_owned(),
             channel,
             text: s.clone(),
+            also_user: false,
         }),
         Value::Array(parts) => {
             let mut plain = String::new();
@@ -100,14 +119,7 @@ fn content_items(
                 let annotated = part
                     .pointer("/palisade/channel")
                     .and_then(Value::as_str)
-                    .map(|c| {
-                        c.parse::<Channel>().map_err(|_| {
-                            invalid(
-                                format!("unknown palisade channel `{c}`"),
-                                &format!("messages[{index}].content"),
-                            )
-                        })
-                    })
+                    .map(|c| client_channel(c, &format!("messages[{index}].content")))
                     .transpose()?;
                 match annotated {
                     Some(ch) => out.push(Item {
@@ -115,6 +127,7 @@ fn content_items(
                         role: role.to_owned(),
                         channel: ch,
                         text: text.to_owned(),
+                        also_user: channel == Channel::User,
                     }),
                     None => {
                         if !plain.is_empty() {
@@ -130,6 +143,7 @@ fn content_items(
                     role: role.to_owned(),
                     channel,
                     text: plain,
+                    also_user: false,
                 });
             }
         }
@@ -143,11 +157,13 @@ fn content_items(
     Ok(())
 }
 
-/// The channel a chat role's content arrives on; `None` for roles not scanned.
+/// The channel a chat role's content is scanned on; `None` for a string
+/// that is not a chat role.
 pub fn role_channel(role: &str) -> Option<Channel> {
     match role {
         "system" | "developer" => Some(Channel::System),
-        "user" => Some(Channel::User),
+        // Earlier assistant turns come from the client, which can forge them.
+        "user" | "assistant" => Some(Channel::User),
         "tool" | "function" => Some(Channel::ToolOutput),
         _ => None,
     }
@@ -158,15 +174,14 @@ fn plan(req: GuardRequest) -> Result<(Vec<Item>, Option<String>, bool), ApiError
         (Some(text), None) => {
             let channel = match req.channel.as_deref() {
                 None => Channel::User,
-                Some(c) => c
-                    .parse()
-                    .map_err(|_| invalid(format!("unknown channel `{c}`"), "channel"))?,
+                Some(c) => client_channel(c, "channel")?,
             };
             let item = Item {
                 index: 0,
                 role: String::new(),
                 channel,
                 text,
+                also_user: false,
             };
             Ok((vec![item], req.system_prompt, false))
         }
@@ -182,15 +197,22 @@ fn plan(req: GuardRequest) -> Result<(Vec<Item>, Option<String>, bool), ApiError
                         &format!("messages[{index}].role"),
                     )
                 })?;
-                if let Some(channel) = role_channel(role) {
-                    content_items(
-                        index,
-                        role,
-                        channel,
-                        m.get("content").unwrap_or(&Value::Null),
-                        &mut items,
-                    )?;
-                }
+                let Some(channel) = role_channel(role) else {
+                    return Err(invalid(
+                        format!(
+                            "unknown role `{}`; expected system, developer, user, assistant or tool",
+                            role.chars().take(32).collect::<String>()
+                        ),
+                        &format!("messages[{index}].role"),
+                    ));
+                };
+                content_items(
+                    index,
+                    role,
+                    channel,
+                    m.get("content").unwrap_or(&Value::Null),
+                    &mut items,
+                )?;
             }
             let system: Vec<&str> = items
                 .iter()
@@ -214,16 +236,24 @@ fn scan_all(detector: &Detector, items: &[Item], system_prompt: Option<&str>) ->
     items
         .iter()
         .map(|item| {
-            detector.scan(&ScanInput {
-                text: &item.text,
-                channel: item.channel,
-                // The system prompt is the reference, not judged against itself.
-                system_prompt: if item.channel == Channel::System {
-                    None
-                } else {
-                    system_prompt
-                },
-            })
+            let scan = |channel| {
+                detector.scan(&ScanInput {
+                    text: &item.text,
+                    channel,
+                    // The system prompt is the reference, not judged against itself.
+                    system_prompt: if channel == Channel::System {
+                        None
+                    } else {
+                        system_prompt
+                    },
+                })
+            };
+            let marked = scan(item.channel);
+            if item.also_user {
+                most_severe(&[marked, scan(Channel::User)])
+            } else {
+                marked
+            }
         })
         .collect()
 }

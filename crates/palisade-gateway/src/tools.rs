@@ -214,7 +214,12 @@ impl ToolService {
         if secrets.is_empty() {
             return false;
         }
-        let segments = palisade_openai::channels::segments(fields, &[]);
+        let segments = palisade_openai::channels::segments(
+            fields,
+            palisade_openai::channels::TextKind::Chat,
+            &[],
+        )
+        .unwrap_or_default();
         let mut changed = false;
         for segment in &segments {
             if secrets.iter().any(|s| segment.text.contains(s.as_str())) {

@@ -138,7 +138,14 @@ async fn an_injection_in_a_tool_result_or_retrieved_document_is_blocked() {
             )
             .await;
         assert_eq!(status, 400, "{body}");
-        assert_eq!(body["error"]["code"], "indirect_injection");
+        // User text the client marked is judged as user text too (a mark
+        // only makes judgement stricter), so the input gate may refuse it
+        // before the context gate does.
+        let code = body["error"]["code"].as_str().unwrap_or("");
+        assert!(
+            ["indirect_injection", "prompt_injection"].contains(&code),
+            "{body}"
+        );
     }
     assert!(h.upstream.received().is_empty());
 }

@@ -61,6 +61,11 @@ pub enum InspectError {
     /// A required field is absent.
     #[error("missing required field `{0}`")]
     Missing(&'static str),
+    /// A field that belongs to another endpoint (`prompt` in a chat request,
+    /// `messages` in a completions request): the gates read each endpoint's
+    /// own fields, so a body carrying both is refused rather than half read.
+    #[error("field `{0}` does not belong to this endpoint")]
+    Foreign(&'static str),
     /// A field has the wrong JSON type.
     #[error("field `{field}` must be {expected}")]
     WrongType {
@@ -75,7 +80,7 @@ impl InspectError {
     /// The request field at fault, if any.
     pub fn param(&self) -> Option<&'static str> {
         match self {
-            Self::Missing(f) => Some(f),
+            Self::Missing(f) | Self::Foreign(f) => Some(f),
             Self::WrongType { field, .. } => Some(field),
             Self::Malformed(_) | Self::NotAnObject => None,
         }
@@ -116,6 +121,14 @@ impl RequestBody {
                     expected: "a boolean",
                 })
             }
+        }
+        let foreign = match endpoint {
+            Endpoint::ChatCompletions => Some("prompt"),
+            Endpoint::Completions => Some("messages"),
+            Endpoint::Embeddings => None,
+        };
+        if let Some(f) = foreign.filter(|f| fields.contains_key(*f)) {
+            return Err(InspectError::Foreign(f));
         }
         let required = endpoint.required_field();
         match (endpoint, fields.get(required)) {
@@ -246,6 +259,15 @@ mod tests {
             r#"{"model":"m","messages":[{}],"stream":"yes"}"#,
             Some("stream"),
         );
+        check(
+            r#"{"model":"m","messages":[{}],"prompt":[]}"#,
+            Some("prompt"),
+        );
+        let completion = RequestBody::parse(
+            Endpoint::Completions,
+            br#"{"model":"m","prompt":"p","messages":[]}"#,
+        );
+        assert_eq!(completion.unwrap_err().param(), Some("messages"));
     }
 
     #[test]

@@ -99,8 +99,18 @@ impl Snapshot {
         let score = evidence.score();
         let mut d = Decision::allow(gate, tier.name(), self.version());
         d.scores = Scores { injection: score };
-        for (detector, rule) in policy.rules() {
-            if !triggered(detector, rule, policy, score, evidence) {
+        // Text of a role with its own scored rules is judged by those; every other detector
+        // by the gate's rules.
+        let scored = evidence
+            .role
+            .and_then(|r| policy.role_rules(r))
+            .unwrap_or(policy);
+        for detector in DetectorKind::ALL {
+            let rules = if detector.is_scored() { scored } else { policy };
+            let Some(rule) = rules.rule(detector) else {
+                continue;
+            };
+            if !triggered(detector, rule, rules, score, evidence) {
                 continue;
             }
             let reason = detector.reason(gate);

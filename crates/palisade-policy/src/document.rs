@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::PolicyError;
 use crate::tools::{ToolGateSpec, ToolSpec};
-use crate::types::{Action, DetectorKind, Gate, RuleAction, Spotlight};
+use crate::types::{Action, DetectorKind, Gate, RuleAction, Spotlight, TextRole};
 
 /// A parsed policy document. See the crate documentation for the schema.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,6 +75,24 @@ pub struct InputSpec {
     /// Personal data in the user's messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pii: Option<RuleSpec>,
+    /// The scored rules (`injection`, `jailbreak`) for text of other roles: `system`,
+    /// `assistant`, `tool_definitions`. A role listed here is judged by its own scored rules
+    /// (an absent one never triggers); a role not listed is judged like user text. The
+    /// other detectors (`harmful`, `secrets`, `pii`) apply to every role as above.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<TextRole, RoleRulesSpec>,
+}
+
+/// The scored rules of one role at the input gate.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRulesSpec {
+    /// Injection score rule for this role's text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injection: Option<RuleSpec>,
+    /// Jailbreak rule for this role's text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jailbreak: Option<RuleSpec>,
 }
 
 /// Rules of the context gate (untrusted data).

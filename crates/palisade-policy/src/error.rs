@@ -96,6 +96,13 @@ pub enum PolicyError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// `[tiers.<t>.input.roles.user]`: user text is judged by the input gate's own rules,
+    /// so a second set would be ambiguous.
+    #[error("{path}: user text is judged by the input gate's own rules; set them there")]
+    UserRoleRules {
+        /// Key path, e.g. `tiers.standard.input.roles.user`.
+        path: String,
+    },
     /// A tool catalog entry or tool gate setting that cannot be used: a bad tool name, a
     /// schema that does not compile, an action the tool gate cannot take.
     #[error("{path}: {reason}")]

@@ -108,6 +108,10 @@ pub struct Evidence {
     /// anything the model wrote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_violation: Option<String>,
+    /// At the input gate: whose text this evidence is about, when not the user's (see
+    /// [`TextRole`](crate::TextRole)); the role's own scored rules apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::types::TextRole>,
     /// At the tool gate: the call judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<crate::tools::ToolEvidence>,

@@ -163,7 +163,7 @@ pub use tools::{
     first_schema_violation, ArgumentCheck, SideEffect, ToolCatalog, ToolEvidence, ToolGate,
     ToolGateSpec, ToolInfo, ToolSpec, UnlistedOffer, UntrustedScope,
 };
-pub use types::{Action, DetectorKind, Gate, ReasonCode, RuleAction, Spotlight};
+pub use types::{Action, DetectorKind, Gate, ReasonCode, RuleAction, Spotlight, TextRole};
 pub use version::{ParseVersionError, PolicyVersion};
 
 #[cfg(test)]

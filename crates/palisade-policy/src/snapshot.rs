@@ -11,7 +11,7 @@ use crate::document::{PolicyDocument, RuleSpec, TierSpec};
 use crate::error::PolicyError;
 use crate::matching::{glob_match, normalize_domain_pattern, DomainAllowlist};
 use crate::tools::{compile_catalog, ToolCatalog, ToolGate};
-use crate::types::{Action, DetectorKind, Gate, RuleAction, Spotlight};
+use crate::types::{Action, DetectorKind, Gate, RuleAction, Spotlight, TextRole};
 use crate::version::PolicyVersion;
 
 /// The built-in policy, `policies/default.toml`: what Palisade enforces with no policy file.
@@ -93,12 +93,21 @@ pub struct Rule {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GatePolicy {
     rules: [Option<Rule>; DetectorKind::COUNT],
+    /// Input gate: the scored rules of roles that have their own
+    /// (`[tiers.<t>.input.roles.<role>]`), indexed by [`TextRole`]; each holds only
+    /// `injection` and `jailbreak` rules.
+    roles: [Option<Box<GatePolicy>>; TextRole::COUNT],
 }
 
 impl GatePolicy {
     /// The rule for `detector`, if the gate has one.
     pub fn rule(&self, detector: DetectorKind) -> Option<&Rule> {
         self.rules.get(detector.index()).and_then(Option::as_ref)
+    }
+
+    /// The scored rules for text of `role`, when the role has its own (input gate only).
+    pub fn role_rules(&self, role: TextRole) -> Option<&GatePolicy> {
+        self.roles.get(role as usize).and_then(Option::as_deref)
     }
 
     /// Every rule present, in [`DetectorKind::ALL`] order.
@@ -334,6 +343,25 @@ fn compile_tier(
                 });
             }
             slot.rules[detector.index()] = Some(compiled);
+        }
+    }
+    for (role, rules) in &spec.input.roles {
+        let base = format!("tiers.{name}.input.roles.{role}");
+        if *role == TextRole::User {
+            return Err(PolicyError::UserRoleRules { path: base });
+        }
+        let mut compiled = GatePolicy::default();
+        for (detector, rule) in [
+            (DetectorKind::Injection, rules.injection),
+            (DetectorKind::Jailbreak, rules.jailbreak),
+        ] {
+            if let Some(rule) = rule {
+                let path = format!("{base}.{detector}");
+                compiled.rules[detector.index()] = Some(compile_rule(&path, detector, rule)?);
+            }
+        }
+        if let Some(slot) = gates[0].roles.get_mut(*role as usize) {
+            *slot = Some(Box::new(compiled));
         }
     }
     let tool = match &spec.tool {

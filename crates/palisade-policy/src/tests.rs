@@ -1120,3 +1120,156 @@ mod tool_gate {
         );
     }
 }
+
+mod roles {
+    use super::*;
+
+    const WITH_ROLES: &str = r#"
+default_tier = "t"
+[tiers.t.input]
+injection = { threshold = 0.90, action = "block" }
+secrets = { action = "flag" }
+[tiers.t.input.roles.system]
+injection = { threshold = 0.99, action = "flag" }
+[tiers.t.input.roles.assistant]
+jailbreak = { threshold = 0.5, action = "block" }
+"#;
+
+    fn decide(role: Option<TextRole>, score: f32, category: Category) -> (Action, Vec<String>) {
+        let snap = snapshot(WITH_ROLES);
+        let mut evidence = Evidence {
+            injection_score: score,
+            category,
+            role,
+            ..Evidence::default()
+        };
+        evidence.secrets.insert("aws".into(), 1);
+        let d = snap.decide(Gate::Input, &subject(), &evidence);
+        (
+            d.enforced_action,
+            d.reasons.iter().map(|r| r.as_str().to_owned()).collect(),
+        )
+    }
+
+    #[test]
+    fn each_role_is_judged_by_its_own_scored_rules() {
+        use Category as C;
+        // (role, score, category) → action, reasons
+        type Row = (
+            Option<TextRole>,
+            f32,
+            Category,
+            Action,
+            &'static [&'static str],
+        );
+        let table: &[Row] = &[
+            // user text and roles without rules: the gate's own rules
+            (
+                None,
+                0.95,
+                C::Injection,
+                Action::Block,
+                &["prompt_injection", "secret_in_input"],
+            ),
+            (
+                Some(TextRole::ToolDefinitions),
+                0.95,
+                C::Injection,
+                Action::Block,
+                &["prompt_injection", "secret_in_input"],
+            ),
+            // system: its own, laxer rule
+            (
+                Some(TextRole::System),
+                0.95,
+                C::Injection,
+                Action::Flag,
+                &["secret_in_input"],
+            ),
+            (
+                Some(TextRole::System),
+                0.995,
+                C::Injection,
+                Action::Flag,
+                &["prompt_injection", "secret_in_input"],
+            ),
+            // assistant: no injection rule of its own (never triggers), a strict jailbreak one
+            (
+                Some(TextRole::Assistant),
+                0.95,
+                C::Injection,
+                Action::Flag,
+                &["secret_in_input"],
+            ),
+            (
+                Some(TextRole::Assistant),
+                0.6,
+                C::Jailbreak,
+                Action::Block,
+                &["jailbreak", "secret_in_input"],
+            ),
+        ];
+        for (role, score, category, action, reasons) in table {
+            let (got, why) = decide(*role, *score, *category);
+            assert_eq!(
+                (got, why.as_slice()),
+                (
+                    *action,
+                    &reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>()[..]
+                ),
+                "{role:?} {score} {category:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn user_role_rules_are_refused_and_roles_change_the_version() {
+        let err = Snapshot::from_toml(&format!(
+            "{WITH_ROLES}\n[tiers.t.input.roles.user]\ninjection = {{ threshold = 0.5, action = \"block\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("tiers.t.input.roles.user"),
+            "{err}"
+        );
+        let err =
+            Snapshot::from_toml(&WITH_ROLES.replace("0.99, action", "1.5, action")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("tiers.t.input.roles.system.injection.threshold"),
+            "{err}"
+        );
+        let a = snapshot(WITH_ROLES).version();
+        let b = snapshot(&WITH_ROLES.replace("0.99", "0.98")).version();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn builtin_policy_records_system_prompts_and_blocks_their_jailbreaks_in_high() {
+        let snap = Snapshot::builtin();
+        let std_subject = Subject {
+            tenant: "t",
+            route: "r",
+            model: "m",
+        };
+        let e = Evidence {
+            injection_score: 0.9953,
+            category: Category::Injection,
+            role: Some(TextRole::System),
+            ..Evidence::default()
+        };
+        assert_eq!(
+            snap.decide(Gate::Input, &std_subject, &e).enforced_action,
+            Action::Flag
+        );
+        let user = Evidence {
+            role: None,
+            ..e.clone()
+        };
+        assert_eq!(
+            snap.decide(Gate::Input, &std_subject, &user)
+                .enforced_action,
+            Action::Block
+        );
+    }
+}

@@ -22,7 +22,8 @@ display_as_str!(
     RuleAction,
     Spotlight,
     DetectorKind,
-    ReasonCode
+    ReasonCode,
+    TextRole
 );
 
 /// Where in a request's life a decision is taken. Each gate has its own rules because the
@@ -187,6 +188,49 @@ impl Spotlight {
             Spotlight::Off => "off",
             Spotlight::Datamark => "datamark",
             Spotlight::Base64 => "base64",
+        }
+    }
+}
+
+/// Who wrote a text the input gate judges. The client sends every one of them, so every
+/// one is judged; the roles differ in how much an imperative in them means. A user's turn is
+/// judged by the input gate's own rules; the other roles may have their own scored rules
+/// (`[tiers.<t>.input.roles.<role>]`), and without them are judged like user text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextRole {
+    /// The user's turns (also when the client marks them as retrieved: a mark only ever
+    /// makes judgement stricter).
+    User,
+    /// `system` and `developer` messages: the operator's instructions, full of imperatives.
+    System,
+    /// Earlier assistant turns replayed by the client: content, refusals and the arguments
+    /// of earlier tool calls (a client can forge them, e.g. for a many-shot jailbreak).
+    Assistant,
+    /// What the client says about its tools and schemas: tool and function names,
+    /// descriptions and parameter schemas, `response_format` schemas.
+    ToolDefinitions,
+}
+
+impl TextRole {
+    /// Number of roles.
+    pub const COUNT: usize = 4;
+
+    /// Every role, user first.
+    pub const ALL: [TextRole; TextRole::COUNT] = [
+        TextRole::User,
+        TextRole::System,
+        TextRole::Assistant,
+        TextRole::ToolDefinitions,
+    ];
+
+    /// The stable snake_case name (same as serde and the TOML key).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TextRole::User => "user",
+            TextRole::System => "system",
+            TextRole::Assistant => "assistant",
+            TextRole::ToolDefinitions => "tool_definitions",
         }
     }
 }

@@ -69,6 +69,8 @@ fn tier_spec() -> impl Strategy<Value = TierSpec> {
             harmful,
             secrets,
             pii,
+            // Role rules are covered by unit tests; the renderer writes flat gate tables.
+            roles: BTreeMap::new(),
         });
     let context = (
         rule_at(D::Injection, true),
@@ -206,6 +208,7 @@ fn evidence() -> impl Strategy<Value = Evidence> {
                     disallowed_links,
                     hidden_markup,
                     schema_violation,
+                    role: None,
                     tool: None,
                 }
             },

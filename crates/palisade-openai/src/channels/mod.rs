@@ -23,6 +23,9 @@
 
 use serde_json::{Map, Value};
 
+mod extract;
+pub use extract::{segments, ShapeError, TextKind};
+
 /// The channel a piece of text arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Source {
@@ -36,6 +39,10 @@ pub enum Source {
     Retrieved,
     /// Results of tool calls (`tool`, `function` roles).
     Tool,
+    /// What the client says about its tools and output: tool and function
+    /// definitions (names, descriptions, parameter schemas) and the
+    /// `response_format` schema. The model reads them as instructions.
+    Definitions,
 }
 
 impl Source {
@@ -46,7 +53,7 @@ impl Source {
 }
 
 /// Where a segment's text sits in the request body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Place {
     /// `messages[message].content`, or its `part`-th content part when the
     /// content is an array.
@@ -59,6 +66,13 @@ pub enum Place {
     /// A legacy completion's `prompt`: the string itself (`None`) or one
     /// element of an array of strings.
     Prompt(Option<usize>),
+    /// Any other string in the body, by JSON pointer from the top
+    /// (`/messages/2/tool_calls/0/function/arguments`, `/suffix`).
+    Field(String),
+    /// Text gathered from a whole structure (a tool definition, a schema),
+    /// judged as one piece and never rewritten in place; the pointer names
+    /// the structure.
+    Whole(String),
 }
 
 /// One piece of text in the request and where it sits.
@@ -70,94 +84,13 @@ pub struct Segment {
     pub source: Source,
     /// The text.
     pub text: String,
+    /// The client marked this user text as retrieved (by the `palisade`
+    /// field or the `x-palisade-retrieved` header). It is judged on both
+    /// channels: a mark only ever makes judgement stricter.
+    pub marked: bool,
 }
 
-const MARK: &str = "palisade";
-
-fn marked_retrieved(v: &Value) -> bool {
-    v.get(MARK)
-        .and_then(|m| m.get("channel"))
-        .and_then(Value::as_str)
-        .is_some_and(|c| c == "retrieved")
-}
-
-fn role_source(role: &str) -> Source {
-    match role {
-        "system" | "developer" => Source::System,
-        "assistant" => Source::Assistant,
-        "tool" | "function" => Source::Tool,
-        _ => Source::User,
-    }
-}
-
-/// The text segments of a chat request's `messages`, each with its channel.
-/// `retrieved` lists message indexes the client marked as retrieved by
-/// header. Non-text parts (images, audio) are skipped.
-///
-/// A legacy completion request's `prompt` (a string or an array of strings)
-/// is the user's: each string is one [`Source::User`] segment. Token-id
-/// prompts carry no text; see [`prompt_is_text`].
-pub fn segments(fields: &Map<String, Value>, retrieved: &[usize]) -> Vec<Segment> {
-    let user = |place, text: &str| Segment {
-        place,
-        source: Source::User,
-        text: text.to_owned(),
-    };
-    match fields.get("prompt") {
-        Some(Value::String(text)) => return vec![user(Place::Prompt(None), text)],
-        Some(Value::Array(prompts)) => {
-            return prompts
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| Some(user(Place::Prompt(Some(i)), p.as_str()?)))
-                .collect()
-        }
-        _ => {}
-    }
-    let Some(Value::Array(messages)) = fields.get("messages") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (i, message) in messages.iter().enumerate() {
-        let role = message.get("role").and_then(Value::as_str).unwrap_or("");
-        let mut source = role_source(role);
-        if source == Source::User && (marked_retrieved(message) || retrieved.contains(&i)) {
-            source = Source::Retrieved;
-        }
-        match message.get("content") {
-            Some(Value::String(text)) => out.push(Segment {
-                place: Place::Message {
-                    message: i,
-                    part: None,
-                },
-                source,
-                text: text.clone(),
-            }),
-            Some(Value::Array(parts)) => {
-                for (j, part) in parts.iter().enumerate() {
-                    let Some(text) = part.get("text").and_then(Value::as_str) else {
-                        continue;
-                    };
-                    let part_source = if source == Source::User && marked_retrieved(part) {
-                        Source::Retrieved
-                    } else {
-                        source
-                    };
-                    out.push(Segment {
-                        place: Place::Message {
-                            message: i,
-                            part: Some(j),
-                        },
-                        source: part_source,
-                        text: text.to_owned(),
-                    });
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
+pub(crate) const MARK: &str = "palisade";
 
 /// Whether a completion request's `prompt` is text the gates can read: a
 /// string or an array of strings. Token ids (an array of numbers, or of
@@ -195,10 +128,20 @@ pub fn strip_marks(fields: &mut Map<String, Value>) -> bool {
 /// Replaces the text of `segment`'s place in the request with `text`.
 /// Returns whether the place still existed.
 pub fn replace_text(fields: &mut Map<String, Value>, segment: &Segment, text: String) -> bool {
-    let (message, part) = match segment.place {
-        Place::Message { message, part } => (message, part),
+    let (message, part) = match &segment.place {
+        Place::Message { message, part } => (*message, *part),
+        Place::Field(pointer) => {
+            return match pointer_mut(fields, pointer) {
+                Some(slot @ Value::String(_)) => {
+                    *slot = Value::String(text);
+                    true
+                }
+                _ => false,
+            };
+        }
+        Place::Whole(_) => return false,
         Place::Prompt(index) => {
-            let slot = match (index, fields.get_mut("prompt")) {
+            let slot = match (*index, fields.get_mut("prompt")) {
                 (None, Some(slot @ Value::String(_))) => slot,
                 (Some(i), Some(Value::Array(prompts))) => match prompts.get_mut(i) {
                     Some(slot @ Value::String(_)) => slot,
@@ -233,6 +176,22 @@ pub fn replace_text(fields: &mut Map<String, Value>, segment: &Segment, text: St
             }
         }
         _ => false,
+    }
+}
+
+/// The value at a JSON pointer into the body object.
+fn pointer_mut<'a>(fields: &'a mut Map<String, Value>, pointer: &str) -> Option<&'a mut Value> {
+    let rest = pointer.strip_prefix('/')?;
+    let (first, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let key = first.replace("~1", "/").replace("~0", "~");
+    let value = fields.get_mut(&key)?;
+    if tail.is_empty() {
+        Some(value)
+    } else {
+        value.pointer_mut(tail)
     }
 }
 
@@ -346,12 +305,12 @@ mod tests {
             {"role": "tool", "tool_call_id": "c1", "content": "result"},
             {"role": "user", "content": "by header"}
         ]}));
-        let s = segments(&f, &[6]);
+        let s = segments(&f, TextKind::Chat, &[6]).unwrap();
         let got: Vec<(usize, Option<usize>, Source, &str)> = s
             .iter()
             .map(|s| match s.place {
                 Place::Message { message, part } => (message, part, s.source, s.text.as_str()),
-                Place::Prompt(_) => panic!("a chat request has no prompt"),
+                _ => panic!("only message content here"),
             })
             .collect();
         assert_eq!(
@@ -375,7 +334,7 @@ mod tests {
             {"role": "user", "content": "doc", "palisade": {"channel": "retrieved"}},
             {"role": "user", "content": [{"type": "text", "text": "p", "palisade": {"channel": "retrieved"}}]}
         ]}));
-        let s = segments(&f, &[]);
+        let s = segments(&f, TextKind::Chat, &[]).unwrap();
         assert!(strip_marks(&mut f));
         assert!(!strip_marks(&mut f));
         assert!(!serde_json::to_string(&f).unwrap().contains("palisade"));
@@ -396,17 +355,17 @@ mod tests {
     #[test]
     fn completion_prompts_are_user_segments_replaced_in_place() {
         let mut one = fields(json!({"prompt": "tell me"}));
-        let s = segments(&one, &[]);
+        let s = segments(&one, TextKind::Completion, &[]).unwrap();
         assert_eq!(s.len(), 1);
         assert_eq!(
-            (s[0].place, s[0].source),
+            (s[0].place.clone(), s[0].source),
             (Place::Prompt(None), Source::User)
         );
         assert!(replace_text(&mut one, &s[0], "X".into()));
         assert_eq!(one["prompt"], "X");
 
         let mut many = fields(json!({"prompt": ["a", "b"]}));
-        let s = segments(&many, &[]);
+        let s = segments(&many, TextKind::Completion, &[]).unwrap();
         assert_eq!(
             s.iter().map(|s| s.text.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
