@@ -439,6 +439,17 @@ pub(crate) fn inspect_request(
         plan.canary = Some(canary);
         changed = true;
     }
+    // A client printing `n` streamed choices in order reassembles what the
+    // per-choice stream guards judged apart: refused under an output gate.
+    let streamed = matches!(fields.get("stream"), Some(Value::Bool(true)));
+    let n = fields.get("n").and_then(Value::as_u64).unwrap_or(1);
+    if streamed && n > 1 && crate::output_gate::OutputPolicy::of(&plan).is_some() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "`n` > 1 cannot be streamed through the output gate; ask for one choice per stream, or do not stream",
+        )
+        .with_param("n"));
+    }
     Ok((plan, changed))
 }
 

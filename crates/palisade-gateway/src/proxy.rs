@@ -531,7 +531,13 @@ async fn respond(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+        // Media types are case-insensitive: `Text/Event-Stream` is a stream,
+        // and must not slip down the buffered path unjudged.
+        .is_some_and(|v| {
+            v.trim_start()
+                .get(..17)
+                .is_some_and(|t| t.eq_ignore_ascii_case("text/event-stream"))
+        });
     let mut resp_headers = HeaderMap::new();
     passthrough_headers(upstream.headers(), &mut resp_headers);
     record.stamp(&mut resp_headers);
@@ -582,16 +588,21 @@ async fn respond(
     // The tool gate, then the output gate: judge each tool call; sanitize
     // the completion, or refuse it.
     let mut body = body;
-    if status.is_success() {
-        if let Some(plan) = &record.gates {
+    if let Some(plan) = &record.gates {
+        let gated = if status.is_success() {
             if let Some(gated) = crate::tools::gate_body(plan, &body) {
                 body = gated;
             }
-            match crate::output_gate::gate_body(plan, &body) {
-                Ok(Some(gated)) => body = gated,
-                Ok(None) => {}
-                Err(err) => return Err((err, record)),
-            }
+            crate::output_gate::gate_body(plan, &body)
+        } else {
+            // Error bodies reach the application too (SDKs put the message
+            // into the exception it logs or shows).
+            crate::output_gate::gate_error_body(plan, &body)
+        };
+        match gated {
+            Ok(Some(gated)) => body = gated,
+            Ok(None) => {}
+            Err(err) => return Err((err, record)),
         }
     }
     // The ledger row is committed before the client gets the response, so

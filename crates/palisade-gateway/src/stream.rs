@@ -90,6 +90,11 @@ struct Relay {
     tools: Option<crate::tools::ToolStreamGate>,
     /// The output gate stopped the stream; the ledger row goes first.
     stopping: bool,
+    /// An event the gates cannot judge: the stream ends with this error
+    /// after what was already judged.
+    failing: Option<ApiError>,
+    /// The upstream closed its body.
+    upstream_done: bool,
     /// When the upstream last sent anything (for the idle timeout, which
     /// heartbeats must not reset).
     upstream_seen: Instant,
@@ -151,8 +156,18 @@ impl Relay {
                 counter!(crate::metrics::STREAMS_FILTERED).increment(1);
                 return true;
             }
+            OutputAction::Fail(err) => {
+                self.failing = Some(err);
+                return true;
+            }
         }
         false
+    }
+
+    /// Whether the gates judge this stream's events (then an event that does
+    /// not parse is refused, never relayed).
+    fn gated(&self) -> bool {
+        self.output.is_some() || self.tools.is_some()
     }
 
     /// Sends payloads in order; true when the output gate stopped the stream.
@@ -180,6 +195,19 @@ impl Relay {
                             let kind = tokens.tally.observe(&data);
                             if kind == ChunkKind::UsageOnly && tokens.strip_usage_chunk {
                                 continue; // asked for by the gateway, not the client
+                            }
+                        }
+                    }
+                    // Fail closed: with only a tool gate, nothing else parses
+                    // every event.
+                    if self.tools.is_some() && self.output.is_none() && !event.is_done() {
+                        if let Some(data) = event.data() {
+                            if !serde_json::from_str::<serde_json::Value>(&data)
+                                .is_ok_and(|v| v.is_object())
+                            {
+                                self.failing =
+                                    Some(crate::output_gate::invalid_upstream("a stream event"));
+                                break;
                             }
                         }
                     }
@@ -225,6 +253,10 @@ impl Relay {
                                     counter!(crate::metrics::STREAMS_FILTERED).increment(1);
                                     break;
                                 }
+                                OutputAction::Fail(err) => {
+                                    self.failing = Some(err);
+                                    break;
+                                }
                             }
                         }
                     }
@@ -252,7 +284,25 @@ impl Relay {
             if self.finished {
                 return None;
             }
-            match self.drain_events() {
+            let drained = self.drain_events();
+            if let Some(err) = self.failing.take() {
+                // What was judged goes out, then the error; nothing after.
+                let error = self.fail(Outcome::UpstreamError, &err);
+                let mut out = BytesMut::new();
+                if let Ok(Some(bytes)) = drained {
+                    out.extend_from_slice(&bytes);
+                }
+                out.extend_from_slice(&error);
+                return Some(out.freeze());
+            }
+            if self.upstream_done {
+                return match drained {
+                    Ok(Some(bytes)) => Some(bytes),
+                    Ok(None) => self.end_of_upstream().await,
+                    Err(err) => Some(self.fail(Outcome::UpstreamError, &err)),
+                };
+            }
+            match drained {
                 Ok(Some(bytes)) => {
                     if std::mem::take(&mut self.stopping) {
                         // The filtered stream ends here: its row first.
@@ -296,47 +346,15 @@ impl Relay {
                     return Some(self.fail(Outcome::UpstreamError, &err));
                 }
                 Ok(None) => {
-                    self.finished = true;
-                    self.outcome = Outcome::Completed;
-                    self.record
-                        .write_ledger_now(200, Some(self.outcome.label()))
-                        .await;
-                    // Tool calls still held (a stream cut before its finish
-                    // reason and `[DONE]`) are judged and sent first.
-                    let mut judged: Option<BytesMut> = None;
-                    let mut judged_single: Option<Bytes> = None;
-                    if let Some(payloads) = self.tools.as_mut().map(|t| t.finish()) {
-                        self.emit_payloads(payloads, &mut judged, &mut judged_single);
+                    self.upstream_done = true;
+                    // Under the gates an unterminated last event is judged
+                    // like any other (clients deliver it): terminate it and
+                    // drain once more.
+                    if self.gated() && self.framer.pending() > 0 {
+                        self.framer.push(b"\n\n");
+                        continue;
                     }
-                    let judged = judged.map(BytesMut::freeze).or(judged_single);
-                    // Forward an unterminated tail as is rather than drop it,
-                    // after any text the output gate still holds.
-                    let held = self.output.as_mut().and_then(|g| g.finish());
-                    let held = match (judged, held) {
-                        (Some(j), Some(h)) => {
-                            let mut b = BytesMut::from(&j[..]);
-                            b.extend_from_slice(&h);
-                            Some(b.freeze())
-                        }
-                        (j, h) => j.or(h),
-                    };
-                    let tail = match (held, self.framer.finish()) {
-                        (Some(h), Some(t)) => {
-                            let mut b = BytesMut::from(&h[..]);
-                            b.extend_from_slice(&t);
-                            Some(b.freeze())
-                        }
-                        (h, t) => h.or(t),
-                    };
-                    return match (self.held_done.take(), tail) {
-                        (Some(done), Some(tail)) => {
-                            let mut out = BytesMut::with_capacity(done.len() + tail.len());
-                            out.extend_from_slice(&done);
-                            out.extend_from_slice(&tail);
-                            Some(out.freeze())
-                        }
-                        (done, tail) => done.or(tail),
-                    };
+                    return self.end_of_upstream().await;
                 }
                 Err(_) => {
                     let what = if remaining < idle_left {
@@ -351,6 +369,52 @@ impl Relay {
                     return Some(self.fail(Outcome::Timeout, &err));
                 }
             }
+        }
+    }
+
+    /// The upstream closed its body: the ledger row, then what the gates
+    /// still hold, then `[DONE]`.
+    async fn end_of_upstream(&mut self) -> Option<Bytes> {
+        self.finished = true;
+        self.outcome = Outcome::Completed;
+        self.record
+            .write_ledger_now(200, Some(self.outcome.label()))
+            .await;
+        // Tool calls still held (a stream cut before its finish
+        // reason and `[DONE]`) are judged and sent first.
+        let mut judged: Option<BytesMut> = None;
+        let mut judged_single: Option<Bytes> = None;
+        if let Some(payloads) = self.tools.as_mut().map(|t| t.finish()) {
+            self.emit_payloads(payloads, &mut judged, &mut judged_single);
+        }
+        let judged = judged.map(BytesMut::freeze).or(judged_single);
+        // Forward an unterminated tail as is rather than drop it,
+        // after any text the output gate still holds.
+        let held = self.output.as_mut().and_then(|g| g.finish());
+        let held = match (judged, held) {
+            (Some(j), Some(h)) => {
+                let mut b = BytesMut::from(&j[..]);
+                b.extend_from_slice(&h);
+                Some(b.freeze())
+            }
+            (j, h) => j.or(h),
+        };
+        let tail = match (held, self.framer.finish()) {
+            (Some(h), Some(t)) => {
+                let mut b = BytesMut::from(&h[..]);
+                b.extend_from_slice(&t);
+                Some(b.freeze())
+            }
+            (h, t) => h.or(t),
+        };
+        match (self.held_done.take(), tail) {
+            (Some(done), Some(tail)) => {
+                let mut out = BytesMut::with_capacity(done.len() + tail.len());
+                out.extend_from_slice(&done);
+                out.extend_from_slice(&tail);
+                Some(out.freeze())
+            }
+            (done, tail) => done.or(tail),
         }
     }
 
@@ -407,6 +471,8 @@ pub fn relay(
         output,
         tools,
         stopping: false,
+        failing: None,
+        upstream_done: false,
         upstream_seen: Instant::now(),
     };
     futures_util::stream::unfold(relay, |mut relay| async move {

@@ -615,6 +615,13 @@ fn judge(plan: &GatePlan, tools: &ToolPlan, calls: Vec<ToolCall>, oversize: bool
     let started = Instant::now();
     let mut out = Vec::with_capacity(calls.len());
     for (position, call) in calls.into_iter().enumerate() {
+        // Model output like any other: a call whose arguments carry a key,
+        // the canary or a data-smuggling URL is withheld whole.
+        if let Some(leak) = crate::output_gate::tool_call_leaks(plan, &call.name, &call.arguments) {
+            metrics::counter!(crate::metrics::TOOL_CALLS, "outcome" => "withheld").increment(1);
+            out.push((call, leak, None, Fate::Withheld));
+            continue;
+        }
         let check = plan.snapshot.tools().check_arguments(
             &call.name,
             &call.arguments,

@@ -61,6 +61,10 @@ pub enum ErrorCode {
     /// The upstream answered with something we cannot relay (an oversized
     /// body or event).
     UpstreamProtocol,
+    /// Under an output or tool gate, the upstream answered with a body or an
+    /// event the gate cannot parse (not JSON, `NaN`, a truncated object): it
+    /// is never relayed unjudged.
+    UpstreamInvalidResponse,
     /// The upstream answered with a 5xx. Its body is logged, not relayed:
     /// server errors carry tracebacks and internal paths.
     UpstreamError,
@@ -123,6 +127,7 @@ impl ErrorCode {
             | Self::BlockedOffender => 429,
             Self::UpstreamUnavailable
             | Self::UpstreamProtocol
+            | Self::UpstreamInvalidResponse
             | Self::UpstreamError
             | Self::OutputRejected => 502,
             Self::ShuttingDown
@@ -157,6 +162,7 @@ impl ErrorCode {
             Self::UpstreamUnavailable
             | Self::UpstreamTimeout
             | Self::UpstreamProtocol
+            | Self::UpstreamInvalidResponse
             | Self::UpstreamError
             | Self::CircuitOpen => ErrorKind::UpstreamError,
             Self::InternalError | Self::LimitsUnavailable | Self::UpstreamOverloaded => {
@@ -179,6 +185,7 @@ impl ErrorCode {
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamProtocol => "upstream_protocol",
+            Self::UpstreamInvalidResponse => "upstream_invalid_response",
             Self::UpstreamError => "upstream_error",
             Self::RateLimited => "rate_limited",
             Self::ConcurrencyLimited => "concurrency_limited",
@@ -347,6 +354,7 @@ mod tests {
             ErrorCode::UpstreamUnavailable,
             ErrorCode::UpstreamTimeout,
             ErrorCode::UpstreamProtocol,
+            ErrorCode::UpstreamInvalidResponse,
             ErrorCode::UpstreamError,
             ErrorCode::RateLimited,
             ErrorCode::ConcurrencyLimited,

@@ -117,6 +117,10 @@ pub struct SseFramer {
     /// Start of the line being scanned, relative to `buf`.
     line_start: usize,
     max_event_bytes: usize,
+    /// No byte has been taken yet: a UTF-8 byte-order mark here is not part
+    /// of the stream (browsers and SDK parsers strip it, so the gate must
+    /// see the events behind it).
+    at_start: bool,
 }
 
 impl SseFramer {
@@ -127,12 +131,23 @@ impl SseFramer {
             scan_from: 0,
             line_start: 0,
             max_event_bytes,
+            at_start: true,
         }
     }
 
     /// Appends bytes read from the upstream.
     pub fn push(&mut self, chunk: &[u8]) {
         self.buf.extend_from_slice(chunk);
+        if self.at_start {
+            const BOM: &[u8] = b"\xEF\xBB\xBF";
+            let n = self.buf.len().min(BOM.len());
+            if self.buf[..n] != BOM[..n] {
+                self.at_start = false;
+            } else if n == BOM.len() {
+                let _ = self.buf.split_to(BOM.len());
+                self.at_start = false;
+            }
+        }
     }
 
     /// The next complete event, if the buffer holds one.
@@ -185,6 +200,20 @@ impl SseFramer {
         }
     }
 
+    /// The unterminated last event when the upstream closed, as an event of
+    /// its own (its lines as they came, then a blank line). Clients such as
+    /// the OpenAI SDK deliver such a tail, so a gate must judge it like any
+    /// other event rather than relay it raw.
+    pub fn finish_event(&mut self) -> Option<SseEvent> {
+        let tail = self.finish()?;
+        let mut raw = BytesMut::from(&tail[..]);
+        if !raw.ends_with(b"\n") && !raw.ends_with(b"\r") {
+            raw.extend_from_slice(b"\n");
+        }
+        raw.extend_from_slice(b"\n");
+        Some(SseEvent { raw: raw.freeze() })
+    }
+
     /// Bytes buffered but not yet returned as an event.
     pub fn pending(&self) -> usize {
         self.buf.len()
@@ -195,6 +224,37 @@ impl SseFramer {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_leading_byte_order_mark_is_not_part_of_the_stream() {
+        for cut in 0..=4 {
+            let whole: &[u8] = b"\xEF\xBB\xBFdata: a\n\n";
+            let (events, _) = frame_all(&[&whole[..cut], &whole[cut..]]);
+            assert_eq!(events.len(), 1, "cut {cut}");
+            assert_eq!(events[0].data().as_deref(), Some("a"), "cut {cut}");
+        }
+        // Only at the start: a later BOM is data.
+        let (events, _) = frame_all(&[b"data: a\n\n\xEF\xBB\xBFdata: b\n\n"]);
+        assert_eq!(events.len(), 2);
+    }
+
+    #[test]
+    fn an_unterminated_tail_becomes_an_event() {
+        for tail in [
+            &b"data: {\"x\": 1}"[..],
+            b"data: {\"x\": 1}\r",
+            b"data: {\"x\": 1}\n",
+        ] {
+            let mut f = SseFramer::new(1 << 20);
+            f.push(b"data: a\n\n");
+            f.push(tail);
+            assert!(f.next_event().unwrap().is_some());
+            assert!(f.next_event().unwrap().is_none());
+            let last = f.finish_event().expect("the tail");
+            assert_eq!(last.data().as_deref(), Some("{\"x\": 1}"));
+            assert!(f.finish_event().is_none());
+        }
+    }
 
     fn frame_all(chunks: &[&[u8]]) -> (Vec<SseEvent>, Option<Bytes>) {
         let mut f = SseFramer::new(1 << 20);

@@ -1,0 +1,172 @@
+//! The output gate: a completion is sanitized (secrets, PII, exfiltration
+//! links, hidden markup, leaked canaries) and checked against the request's
+//! `response_format` schema before the client sees it — whole for ordinary
+//! responses, and per semantic chunk for streams, where
+//! `palisade_output::StreamGuard` holds text back until it can be judged so a
+//! secret or link split across upstream events is never emitted in part.
+//!
+//! A blocking finding ends the completion with `finish_reason:
+//! "content_filter"` (a stream also stops reading the upstream); a schema
+//! violation the policy blocks is a 502 `schema_violation`. Every completion
+//! gets one audit record for the output gate.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use palisade_output::{Applied, Class, ClassSet, LinkAllow, SanitizeOptions};
+use palisade_policy::{Action, DetectorKind, Effect, Evidence, Gate};
+use serde_json::Value;
+
+use crate::gates::GatePlan;
+
+mod body;
+mod fields;
+mod stream;
+mod tool_args;
+
+pub(crate) use body::{gate_body, gate_error_body, invalid_upstream};
+pub(crate) use stream::{EventAction, StreamGate};
+pub(crate) use tool_args::tool_call_leaks;
+
+/// Which OpenAI response shape the output gate reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResponseShape {
+    /// `/v1/chat/completions`: `choices[].message.content`, streamed as
+    /// `choices[].delta.content`.
+    Chat,
+    /// `/v1/completions`: `choices[].text`, whole or streamed.
+    Completion,
+}
+
+impl ResponseShape {
+    fn body_text(self) -> &'static str {
+        match self {
+            Self::Chat => "/message/content",
+            Self::Completion => "/text",
+        }
+    }
+}
+
+/// What the tier's output rules ask of the sanitizer.
+#[derive(Debug, Clone)]
+pub(crate) struct OutputPolicy {
+    sanitize: SanitizeOptions,
+    block: ClassSet,
+}
+
+/// Secrets and PII the sanitizer was not asked to remove (the rule only
+/// flags, or only a shadow policy acts on them) still belong in the
+/// evidence, so the audit log and shadow decisions see them.
+fn observe_unsanitized(evidence: &mut Evidence, text: &str, opts: &SanitizeOptions) {
+    let bump = |map: &mut BTreeMap<String, u32>, rule: &str| {
+        let n = map.entry(rule.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+    };
+    if !opts.secrets {
+        for f in palisade_detect::find_secrets(text) {
+            bump(&mut evidence.secrets, f.rule);
+        }
+    }
+    if !opts.pii {
+        for f in palisade_detect::find_pii(text) {
+            bump(&mut evidence.pii, f.rule);
+        }
+    }
+}
+
+/// The rule's enforced action at the output gate, if any.
+fn enforced(plan: &GatePlan, detector: DetectorKind) -> Option<Action> {
+    let tier = plan.snapshot.tier_for(&plan.subject_ref());
+    match tier.gate(Gate::Output).rule(detector)?.effect {
+        Effect::Enforce(a) => Some(a),
+        Effect::Shadow(_) => None,
+    }
+}
+
+impl OutputPolicy {
+    /// The sanitizer settings for `plan`'s tier; `None` when the output gate
+    /// has nothing to do.
+    pub(crate) fn of(plan: &GatePlan) -> Option<Self> {
+        let mut block = ClassSet::EMPTY;
+        let mut on = |detector: DetectorKind, class: Class| match enforced(plan, detector) {
+            Some(Action::Block) => {
+                block = block.with(class);
+                true
+            }
+            Some(Action::Redact) => true,
+            _ => false,
+        };
+        let secrets = on(DetectorKind::Secrets, Class::Secret);
+        let pii = on(DetectorKind::Pii, Class::Pii);
+        let links = on(DetectorKind::Links, Class::Link);
+        let hidden = on(DetectorKind::HiddenMarkup, Class::Hidden);
+        let canaries = match (&plan.canary, enforced(plan, DetectorKind::Canary)) {
+            (Some(c), Some(a)) if a >= Action::Flag => vec![c.clone()],
+            _ => Vec::new(),
+        };
+        let schema = plan.response_schema.is_some();
+        if !(secrets || pii || links || hidden || !canaries.is_empty() || schema) {
+            return None;
+        }
+        let snapshot = plan.snapshot.clone();
+        Some(Self {
+            sanitize: SanitizeOptions {
+                secrets,
+                pii,
+                links,
+                hidden,
+                allow: LinkAllow::predicate(move |host| snapshot.link_allowed(host)),
+                canaries,
+            },
+            block,
+        })
+    }
+}
+
+/// Adds what the sanitizer did to the gate's evidence.
+fn absorb(evidence: &mut Evidence, actions: &[Applied], canary_leaked: bool) {
+    let bump = |map: &mut BTreeMap<String, u32>, rule: &str| {
+        let n = map.entry(rule.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+    };
+    for a in actions {
+        match a.class {
+            Class::Secret => bump(&mut evidence.secrets, a.rule),
+            Class::Pii => bump(&mut evidence.pii, a.rule),
+            Class::Link => evidence.disallowed_links = evidence.disallowed_links.saturating_add(1),
+            Class::Hidden | Class::Overflow => evidence.hidden_markup = true,
+            Class::Canary => evidence.canary_leaked = true,
+            _ => {}
+        }
+    }
+    evidence.canary_leaked |= canary_leaked;
+}
+
+/// The first way `text` fails `schema`, as `pointer: keyword` (never the
+/// value, which may be anything the model wrote).
+fn schema_violation(schema: &Value, text: &str) -> Option<String> {
+    palisade_policy::first_schema_violation(schema, text)
+}
+
+/// A canary in a completion means the system prompt leaked: beyond the
+/// audit record, an alert for operators (log target `palisade::alert`, and
+/// `palisade_canary_leaks_total`).
+fn canary_alert(plan: &GatePlan) {
+    metrics::counter!(crate::metrics::CANARY_LEAKS).increment(1);
+    tracing::error!(
+        target: "palisade::alert",
+        request_id = %plan.subject.request_id,
+        tenant = %plan.subject.tenant,
+        model = %plan.subject.model,
+        "canary leaked: the system prompt appeared in a completion; the completion was withheld"
+    );
+}
+
+/// The schema of a request's `response_format`, when it asks for one.
+pub(crate) fn response_schema(fields: &serde_json::Map<String, Value>) -> Option<Arc<Value>> {
+    let format = fields.get("response_format")?;
+    match format.get("type").and_then(Value::as_str) {
+        Some("json_schema") => format.pointer("/json_schema/schema").cloned().map(Arc::new),
+        _ => None,
+    }
+}
