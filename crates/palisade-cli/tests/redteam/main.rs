@@ -16,3 +16,4 @@
 
 mod harness;
 mod input_gates;
+mod side_fields;
