@@ -485,3 +485,28 @@ async fn a_tool_call_that_leaks_is_withheld() {
     let (_, v) = h.client.chat(&ask).await;
     assert_eq!(v["palisade"]["tool_calls"][0]["status"], "released", "{v}");
 }
+
+/// The streamed tool report (capability tokens, confirmation ids) is a
+/// chunk with empty `choices`; the output gate held it back as "nothing to
+/// send" when the stream carried no usage chunk, so a client never got its
+/// tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streamed_tool_report_reaches_the_client() {
+    let h = crate::harness::Scripted::new("").await;
+    let tools = json!([{"type": "function", "function": {"name": "search_docs", "parameters": {"type": "object"}}}]);
+    let body = json!({"model": "tool-calls", "stream": true, "tools": tools, "messages": [
+        {"role": "user", "content": "CALLS [{\"name\": \"search_docs\", \"arguments\": {\"q\": \"refunds\"}}]"}]});
+    let (status, text) = h.client.post_raw("/v1/chat/completions", &body, &[]).await;
+    assert_eq!(status, 200, "{text}");
+    let report = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|v| v.get("palisade").is_some())
+        .unwrap_or_else(|| panic!("no report chunk: {text}"));
+    assert_eq!(
+        report["palisade"]["tool_calls"][0]["status"], "released",
+        "{report}"
+    );
+    assert!(report["palisade"]["tool_calls"][0]["capability"].is_string());
+}

@@ -78,6 +78,9 @@ pub(crate) struct StreamGate {
     held_since: Option<Instant>,
     /// `logprobs` were withheld and the client was told.
     logprobs_noted: bool,
+    /// Top-level fields of earlier events that passed unchanged (`id`,
+    /// `model`, … repeat in every chunk): judged once, not once per event.
+    passed: Map<String, Value>,
 }
 
 fn sse(value: &Value) -> String {
@@ -120,6 +123,7 @@ impl StreamGate {
             released: String::new(),
             held_since: None,
             logprobs_noted: false,
+            passed: Map::new(),
         })
     }
 
@@ -243,10 +247,15 @@ impl StreamGate {
         // vendor fields), event by event; the gate's own report is left alone.
         if let Some(obj) = value.as_object_mut() {
             for (key, field) in obj.iter_mut() {
-                if matches!(key.as_str(), "choices" | "palisade" | "usage") {
+                if matches!(key.as_str(), "choices" | "palisade" | "usage")
+                    || self.passed.get(key) == Some(field)
+                {
                     continue;
                 }
                 let outcome = judge_tree(field, &policy, &mut self.evidence, &|_| false);
+                if !outcome.changed && !outcome.blocked && self.passed.len() < 16 {
+                    self.passed.insert(key.clone(), field.clone());
+                }
                 changed |= outcome.changed;
                 if outcome.blocked {
                     *field = if key == "error" {
