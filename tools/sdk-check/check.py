@@ -41,6 +41,30 @@ assert ids, ids
 emb = client.embeddings.create(model=model, input="vector")
 assert len(emb.data[0].embedding) == 3, emb
 
+if len(sys.argv) == 3:
+    # Open mode routes any model: the scripted agent model emits a tool call,
+    # streamed, through the built-in policy's tool gate. The SDK's stream
+    # helper must rebuild the assistant message (its role went with a chunk
+    # the gate dropped), and the gate's report chunk (capability tokens) must
+    # arrive even though no usage chunk was asked for.
+    tools = [{"type": "function", "function": {"name": "search_docs",
+              "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
+    script = 'CALLS [{"name": "search_docs", "arguments": {"q": "refunds"}}]'
+    reports = []
+    with client.chat.completions.stream(
+        model="tool-calls", tools=tools, messages=[{"role": "user", "content": script}]
+    ) as s:
+        for event in s:
+            extra = getattr(getattr(event, "chunk", None), "model_extra", None) or {}
+            if "palisade" in extra:
+                reports.append(extra["palisade"])
+        final = s.get_final_completion()
+    message = final.choices[0].message
+    assert message.role == "assistant", message
+    assert message.tool_calls and message.tool_calls[0].function.name == "search_docs", message
+    assert reports and reports[0]["tool_calls"][0]["status"] == "released", reports
+    assert reports[0]["tool_calls"][0]["capability"].startswith("pcap1."), reports
+
 if len(sys.argv) > 3:
     # The keyed configuration routes named models only.
     try:

@@ -857,6 +857,9 @@ pub(crate) struct ToolStreamGate {
     had_calls: bool,
     report: Vec<Value>,
     recorded: bool,
+    /// Choices whose `role` went with a dropped chunk (its only other
+    /// content was held call deltas): the first delta sent for them carries it.
+    role_owed: std::collections::BTreeSet<u32>,
 }
 
 impl ToolStreamGate {
@@ -872,6 +875,7 @@ impl ToolStreamGate {
             had_calls: false,
             report: Vec::new(),
             recorded: false,
+            role_owed: Default::default(),
         })
     }
 
@@ -903,17 +907,17 @@ impl ToolStreamGate {
             .enumerate()
             .map(|(i, c)| c.to_delta_entry(u32::try_from(i).unwrap_or(u32::MAX)))
             .collect();
-        if released.is_empty() {
-            let note = judged.note();
-            let payload = self.chunk(
-                json!([{"index": choice, "delta": {"content": note}, "finish_reason": null}]),
-            );
-            return (Some(payload.to_string()), false);
+        let any_released = !released.is_empty();
+        let mut delta = if any_released {
+            json!({"tool_calls": released})
+        } else {
+            json!({"content": judged.note()})
+        };
+        if self.role_owed.remove(&choice) {
+            delta["role"] = json!("assistant");
         }
-        let payload = self.chunk(
-            json!([{"index": choice, "delta": {"tool_calls": released}, "finish_reason": null}]),
-        );
-        (Some(payload.to_string()), true)
+        let payload = self.chunk(json!([{"index": choice, "delta": delta, "finish_reason": null}]));
+        (Some(payload.to_string()), any_released)
     }
 
     fn report_event(&mut self) -> Option<String> {
@@ -997,6 +1001,13 @@ impl ToolStreamGate {
                 return ToolEvent::Forward;
             }
             return if carries_nothing(&value) {
+                for choice in value["choices"].as_array().into_iter().flatten() {
+                    if choice.pointer("/delta/role").is_some_and(|r| !r.is_null()) {
+                        let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        self.role_owed
+                            .insert(u32::try_from(index).unwrap_or(u32::MAX));
+                    }
+                }
                 ToolEvent::Drop
             } else {
                 ToolEvent::Replace(vec![value.to_string()])

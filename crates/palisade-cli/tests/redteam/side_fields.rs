@@ -510,3 +510,44 @@ async fn the_streamed_tool_report_reaches_the_client() {
     );
     assert!(report["palisade"]["tool_calls"][0]["capability"].is_string());
 }
+
+/// As OpenAI streams a tool call: the role rides on the chunk that starts
+/// the call, which the tool gate holds; the released call must carry it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_role_survives_a_held_tool_call() {
+    let chunk = |delta: Value, finish: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        )
+    };
+    let body = [
+        chunk(json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+            "function": {"name": "search_docs", "arguments": ""}}]}), Value::Null),
+        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"q\": \"refunds\"}"}}]}), Value::Null),
+        chunk(json!({}), json!("tool_calls")),
+        "data: [DONE]\n\n".to_owned(),
+    ]
+    .concat();
+    let h = Hostile::new(RawResponse::sse(body), "").await;
+    let tools = json!([{"type": "function", "function": {"name": "search_docs", "parameters": {"type": "object"}}}]);
+    let (status, text) = h
+        .client
+        .post_raw(
+            "/v1/chat/completions",
+            &json!({"model": "m", "stream": true, "tools": tools,
+            "messages": [{"role": "user", "content": "find refunds"}]}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let first = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|v| v["choices"][0].get("delta").is_some())
+        .unwrap_or_else(|| panic!("no delta: {text}"));
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant", "{text}");
+    assert!(text.contains("call_1"), "{text}");
+}
