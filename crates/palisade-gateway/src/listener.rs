@@ -66,6 +66,10 @@ pub(crate) async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let graceful = GracefulShutdown::new();
+    // Connections still being sniffed are not watched by `graceful` yet:
+    // they learn of shutdown here, and close instead of waiting out the
+    // header timeout.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let tcp = tokio::select! {
@@ -93,13 +97,14 @@ pub(crate) async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let (app, watcher) = (app.clone(), graceful.watcher());
+        let (app, watcher, stopping) = (app.clone(), graceful.watcher(), stopping.clone());
         tokio::spawn(async move {
-            serve_connection(tcp, app, limits, watcher).await;
+            serve_connection(tcp, app, limits, watcher, stopping).await;
             drop(slot);
         });
     }
     drop(listener);
+    let _ = stopping_tx.send(true);
     graceful.shutdown().await;
 }
 
@@ -163,8 +168,18 @@ async fn sniff_h2(tcp: &TcpStream) -> std::io::Result<bool> {
     }
 }
 
-async fn serve_connection(tcp: TcpStream, app: Router, limits: ConnLimits, watcher: Watcher) {
-    let h2 = match tokio::time::timeout(limits.header_read_timeout, sniff_h2(&tcp)).await {
+async fn serve_connection(
+    tcp: TcpStream,
+    app: Router,
+    limits: ConnLimits,
+    watcher: Watcher,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let sniffed = tokio::select! {
+        sniffed = tokio::time::timeout(limits.header_read_timeout, sniff_h2(&tcp)) => sniffed,
+        _ = stopping.wait_for(|stop| *stop) => return,
+    };
+    let h2 = match sniffed {
         Ok(Ok(h2)) => h2,
         // Silent past the timeout, or gone: nothing to answer.
         _ => return,
