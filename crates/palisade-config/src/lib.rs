@@ -474,6 +474,28 @@ pub struct ServerConfig {
     /// before they are cut. Kubernetes' default grace period is 30 s, so 25 s
     /// leaves time to exit cleanly before SIGKILL.
     pub shutdown_grace_ms: u64,
+    /// How long a client may take to send a request head (HTTP/1), counted
+    /// from when the connection is ready for one (idle keep-alive included);
+    /// past it the connection is closed. Headers trickled a byte at a time
+    /// would otherwise hold a connection forever. 10 s is ample on any link.
+    pub header_read_timeout_ms: u64,
+    /// How long a client may take to send a request body, counted from the
+    /// end of its head; past it the request gets 408 `request_timeout`. A
+    /// 4 MiB body needs ~1.1 Mbit/s to arrive in 30 s.
+    pub body_read_timeout_ms: u64,
+    /// Connections held at once. Beyond it a new connection is answered
+    /// `503 overloaded` (with `Retry-After`) and closed rather than queued:
+    /// a queue would hide the overload from load balancers. Each proxied
+    /// request also holds an upstream connection, so keep `ulimit -n` above
+    /// twice this.
+    pub max_connections: usize,
+    /// Threads of the pool that runs CPU-heavy checks (detector scans of
+    /// large inputs, client JSON Schemas, tokenization) off the async
+    /// workers, so `/healthz` and streams stay responsive. 0: one per core.
+    pub cpu_workers: usize,
+    /// How long a request waits for a thread of that pool before it gets
+    /// `503 overloaded` with `Retry-After`. The check is never skipped.
+    pub cpu_queue_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -484,6 +506,11 @@ impl Default for ServerConfig {
             max_sse_event_bytes: 1024 * 1024,
             sse_heartbeat_ms: 15_000,
             shutdown_grace_ms: 25_000,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            max_connections: 1024,
+            cpu_workers: 0,
+            cpu_queue_timeout_ms: 2_000,
         }
     }
 }
@@ -956,6 +983,21 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             return Err(invalid("server.max_body_bytes", "must be greater than 0"));
         }
+        for (key, value) in [
+            (
+                "server.header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
+            ),
+            (
+                "server.body_read_timeout_ms",
+                self.server.body_read_timeout_ms,
+            ),
+            ("server.max_connections", self.server.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
         if self.server.max_sse_event_bytes < 1024 {
             return Err(invalid(
                 "server.max_sse_event_bytes",
@@ -1275,6 +1317,26 @@ mod tests {
             "[backends.a]\nbase_url = \"http://x/v1\"\ntimeout = 3",
             "timeout",
         );
+    }
+
+    #[test]
+    fn slow_client_bounds_have_defaults_and_refuse_zero() {
+        let c = load("").unwrap();
+        assert_eq!(
+            (
+                c.server.header_read_timeout_ms,
+                c.server.body_read_timeout_ms,
+                c.server.max_connections
+            ),
+            (10_000, 30_000, 1024)
+        );
+        for key in [
+            "header_read_timeout_ms",
+            "body_read_timeout_ms",
+            "max_connections",
+        ] {
+            assert_invalid(&format!("[server]\n{key} = 0"), key);
+        }
     }
 
     #[test]

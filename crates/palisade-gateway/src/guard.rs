@@ -34,10 +34,6 @@ use crate::error::error_response;
 use crate::request_id::RequestId;
 use crate::server::GatewayState;
 
-/// Texts longer than this are scanned on the blocking pool so a huge input
-/// cannot stall the async workers serving other requests.
-const INLINE_SCAN_BYTES: usize = 16 * 1024;
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GuardRequest {
@@ -326,17 +322,15 @@ async fn run(
     let detector = state.detector.clone();
     let total: usize = items.iter().map(|i| i.text.len()).sum();
     let started = Instant::now();
-    let (items, scans) = if total > INLINE_SCAN_BYTES {
-        tokio::task::spawn_blocking(move || {
+    // Large texts are scanned on the bounded CPU pool, so a huge input (or
+    // many) cannot stall the async workers serving other requests.
+    let (items, scans) = state
+        .cpu
+        .run_or_inline(total <= crate::cpu::INLINE_BYTES, move || {
             let scans = scan_all(&detector, &items, system_prompt.as_deref());
             (items, scans)
         })
-        .await
-        .map_err(|_| ApiError::new(ErrorCode::InternalError, "scan failed"))?
-    } else {
-        let scans = scan_all(&detector, &items, system_prompt.as_deref());
-        (items, scans)
-    };
+        .await?;
     let latency_us = started.elapsed().as_micros() as u64;
     let top = most_severe(&scans);
     let messages = if is_conversation {

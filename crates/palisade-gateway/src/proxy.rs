@@ -40,6 +40,10 @@ pub struct RequestRecord {
     pub(crate) internal_id: String,
     tenant: Option<Arc<str>>,
     model_label: Arc<str>,
+    /// `model_label` may label metrics: a routed name, or a wildcard name the
+    /// upstream served. Until then a client's name is counted as `other`, so
+    /// made-up names never become (permanent) series.
+    labelled: bool,
     started: Instant,
     /// Rate-limit headers for the response, set by the rate gate.
     limit_headers: palisade_limits::RateLimitHeaders,
@@ -74,6 +78,7 @@ impl RequestRecord {
             internal_id: uuid::Uuid::new_v4().to_string(),
             tenant: None,
             model_label: "none".into(),
+            labelled: true,
             started,
             limit_headers: palisade_limits::RateLimitHeaders::default(),
             warned: false,
@@ -172,7 +177,12 @@ impl RequestRecord {
                 elapsed,
             });
         }
-        crate::metrics::request_done(self.route, &self.model_label, status, elapsed);
+        let metric_label = if self.labelled {
+            &*self.model_label
+        } else {
+            "other"
+        };
+        crate::metrics::request_done(self.route, metric_label, status, elapsed);
         let _entered = self.span.enter();
         tracing::info!(
             status,
@@ -230,7 +240,7 @@ struct Sent {
 
 /// Phases 2 to 5: authenticate, read, route, forward.
 async fn send_upstream(
-    state: &GatewayState,
+    state: &Arc<GatewayState>,
     headers: &HeaderMap,
     body: Body,
     endpoint: Endpoint,
@@ -270,16 +280,10 @@ async fn send_upstream(
     }
 
     // Phase 4: route.
-    let route = state.routes.resolve(request.model()).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::ModelNotFound,
-            format!(
-                "the model `{}` does not exist or is not routed by this gateway",
-                truncate(request.model(), 128)
-            ),
-        )
-        .with_param("model")
-    })?;
+    let route = state
+        .routes
+        .resolve(request.model())
+        .ok_or_else(|| crate::routing::model_not_found(request.model()))?;
     // The input and context gates: judge each message on its channel, then
     // rewrite as the policy asks (redaction, spotlighting, a canary).
     let mut gates_rewrote = false;
@@ -301,9 +305,18 @@ async fn send_upstream(
                 .to_owned(),
         };
         let retrieved = retrieved_indexes(headers);
-        let (mut plan, changed) =
-            crate::gates::inspect_request(state, subject, shape, request.fields_mut(), &retrieved)
-                .inspect_err(|_| state.admission.offend(&principal, 1))?;
+        // On the CPU pool unless small: scans and client schemas can take
+        // long enough to stall the async workers.
+        let verdict = crate::cpu::gate_request(
+            state,
+            subject,
+            shape,
+            request.fields_mut(),
+            retrieved,
+            bytes.len(),
+        )
+        .await?;
+        let (mut plan, changed) = verdict.inspect_err(|_| state.admission.offend(&principal, 1))?;
         let tools_changed = shape == crate::output_gate::ResponseShape::Chat
             && crate::tools::inspect_request(state, &mut plan, request.fields_mut(), headers)
                 .await?;
@@ -361,11 +374,15 @@ async fn send_upstream(
         .admission
         .admit_model(&principal, &public_model, &mut record.limit_headers)
         .await?;
-    record.model_label = if &*route.public_name == palisade_config::WILDCARD_MODEL {
-        state.model_labels.label(request.model())
+    // A wildcard name is the client's until the upstream serves it (see
+    // `respond`); it still prices the reservation below.
+    let wildcard = &*route.public_name == palisade_config::WILDCARD_MODEL;
+    record.model_label = if wildcard {
+        request.model().into()
     } else {
         route.public_name.clone()
     };
+    record.labelled = !wildcard;
     if let Some(name) = &route.upstream_model {
         request.set_model(name);
         rewritten = true;
@@ -385,7 +402,7 @@ async fn send_upstream(
             .clone()
             .unwrap_or_else(|| palisade_openai::usage::Tokenizer::for_model(request.model()));
         let prompt_estimate =
-            palisade_openai::usage::estimate_prompt_tokens_with(request.fields(), &tokenizer);
+            estimate_prompt(state, request.fields_mut(), tokenizer, bytes.len()).await?;
         let max_completion = if endpoint == Endpoint::Embeddings {
             0
         } else {
@@ -512,10 +529,30 @@ fn retrieved_indexes(headers: &HeaderMap) -> Vec<usize> {
         .unwrap_or_default()
 }
 
+/// The prompt estimate for token accounting. Bounded (the tokenizer sees at
+/// most 64 KiB), and on the CPU pool for a large prompt.
+async fn estimate_prompt(
+    state: &GatewayState,
+    fields: &mut serde_json::Map<String, serde_json::Value>,
+    tokenizer: palisade_openai::usage::Tokenizer,
+    body_bytes: usize,
+) -> Result<u64, ApiError> {
+    let owned = std::mem::take(fields);
+    let (estimate, owned) = state
+        .cpu
+        .run_or_inline(body_bytes <= crate::cpu::INLINE_BYTES, move || {
+            let n = palisade_openai::usage::estimate_prompt_tokens_with(&owned, &tokenizer);
+            (n, owned)
+        })
+        .await?;
+    *fields = owned;
+    Ok(estimate)
+}
+
 /// Phase 6: relay the upstream's answer. Finishes `record`, or hands it to
 /// the stream, which finishes it when the stream ends.
 async fn respond(
-    state: &GatewayState,
+    state: &Arc<GatewayState>,
     sent: Sent,
     mut record: RequestRecord,
 ) -> Result<Response, (ApiError, RequestRecord)> {
@@ -541,6 +578,12 @@ async fn respond(
     let mut resp_headers = HeaderMap::new();
     passthrough_headers(upstream.headers(), &mut resp_headers);
     record.stamp(&mut resp_headers);
+    if status.is_success() && !record.labelled {
+        // The upstream serves this wildcard name: a real model, so it may
+        // label metrics (up to the label cap).
+        record.model_label = state.model_labels.label(&record.model_label);
+        record.labelled = true;
+    }
 
     if client_wants_stream && status.is_success() && is_sse {
         resp_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -588,21 +631,31 @@ async fn respond(
     // The tool gate, then the output gate: judge each tool call; sanitize
     // the completion, or refuse it.
     let mut body = body;
-    if let Some(plan) = &record.gates {
-        let gated = if status.is_success() {
-            if let Some(gated) = crate::tools::gate_body(plan, &body) {
-                body = gated;
+    if let Some(plan) = record.gates.clone() {
+        // On the CPU pool unless small: schema checks and scans of a
+        // large completion would hold an async worker.
+        let inline = body.len() <= crate::cpu::INLINE_BYTES && plan.response_schema.is_none();
+        let success = status.is_success();
+        let job = move || {
+            if !success {
+                // Error bodies reach the application too (SDKs put the
+                // message into the exception it logs or shows).
+                return match crate::output_gate::gate_error_body(&plan, &body) {
+                    Ok(Some(gated)) => Ok(gated),
+                    Ok(None) => Ok(body),
+                    Err(err) => Err(err),
+                };
             }
-            crate::output_gate::gate_body(plan, &body)
-        } else {
-            // Error bodies reach the application too (SDKs put the message
-            // into the exception it logs or shows).
-            crate::output_gate::gate_error_body(plan, &body)
+            let body = crate::tools::gate_body(&plan, &body).unwrap_or(body);
+            match crate::output_gate::gate_body(&plan, &body) {
+                Ok(Some(gated)) => Ok(gated),
+                Ok(None) => Ok(body),
+                Err(err) => Err(err),
+            }
         };
-        match gated {
-            Ok(Some(gated)) => body = gated,
-            Ok(None) => {}
-            Err(err) => return Err((err, record)),
+        match state.cpu.run_or_inline(inline, job).await {
+            Ok(Ok(gated)) => body = gated,
+            Ok(Err(err)) | Err(err) => return Err((err, record)),
         }
     }
     // The ledger row is committed before the client gets the response, so
@@ -625,14 +678,8 @@ fn status_class(status: StatusCode) -> &'static str {
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
-/// Reads the request body, refusing anything over `limit` with 413.
+/// Reads the request body, refusing anything over `limit` with 413, and a
+/// body still arriving at its deadline (see [`crate::body_deadline`]) with 408.
 pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
@@ -655,6 +702,9 @@ pub(crate) async fn read_body(
         }
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if crate::body_deadline::is_timeout(&e) {
+            return crate::body_deadline::timed_out();
+        }
         let is_limit = std::error::Error::source(&e)
             .is_some_and(|s| s.to_string().contains("length limit exceeded"))
             || e.to_string().contains("length limit exceeded");

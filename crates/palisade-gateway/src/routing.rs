@@ -96,6 +96,20 @@ impl RouteTable {
     }
 }
 
+/// The refusal for a name the table does not route (404, param `model`).
+/// The name is quoted cut to 128 characters: it is the client's text.
+pub(crate) fn model_not_found(model: &str) -> palisade_openai::ApiError {
+    let shown = match model.char_indices().nth(128) {
+        Some((i, _)) => &model[..i],
+        None => model,
+    };
+    palisade_openai::ApiError::new(
+        palisade_openai::ErrorCode::ModelNotFound,
+        format!("the model `{shown}` does not exist or is not routed by this gateway"),
+    )
+    .with_param("model")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,6 +101,10 @@ pub struct GatewayState {
     pub(crate) sse_heartbeat: Option<Duration>,
     /// Capability tokens, confirmations and tool-loop counters.
     pub(crate) tools: Arc<crate::tools::ToolService>,
+    /// The bounded pool for CPU-heavy checks.
+    pub(crate) cpu: crate::cpu::CpuPool,
+    /// How long a request body may take to arrive.
+    pub(crate) body_read_timeout: Duration,
     readiness: Readiness,
     metrics: Option<PrometheusHandle>,
 }
@@ -184,6 +188,11 @@ impl Gateway {
             sse_heartbeat: (config.server.sse_heartbeat_ms > 0)
                 .then(|| Duration::from_millis(config.server.sse_heartbeat_ms)),
             tools,
+            cpu: crate::cpu::CpuPool::new(
+                config.server.cpu_workers,
+                Duration::from_millis(config.server.cpu_queue_timeout_ms),
+            ),
+            body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
             readiness,
             metrics: crate::metrics::install(),
         });
@@ -252,6 +261,10 @@ impl Gateway {
         let local_addr = listener.local_addr().map_err(GatewayError::Serve)?;
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);
+        let limits = crate::listener::ConnLimits {
+            header_read_timeout: Duration::from_millis(self.config.server.header_read_timeout_ms),
+            max_connections: self.config.server.max_connections,
+        };
         let app = self.router();
         let serving = self.serving.clone();
         if let Some(handle) = &self.state.metrics {
@@ -269,20 +282,11 @@ impl Gateway {
                 serving.set(false);
                 tracing::info!(grace_ms = grace.as_millis() as u64, "draining");
             };
-            // Streams are many small writes: without TCP_NODELAY, Nagle's
-            // algorithm holds each token until the client's delayed ACK
-            // (~40 ms), turning a fast stream into a trickle.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
-            let server = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .into_future();
+            // Slow clients are bounded there: connection cap, head timeout.
+            let server = crate::listener::serve(listener, app, limits, shutdown);
             tokio::pin!(server);
             tokio::select! {
-                result = &mut server => result.map_err(GatewayError::Serve),
+                () = &mut server => Ok(()),
                 () = async {
                     let _ = stop_rx.wait_for(|stop| *stop).await;
                     tokio::time::sleep(grace).await;
@@ -330,8 +334,6 @@ impl RunningGateway {
     }
 }
 
-use std::future::IntoFuture;
-
 fn router(state: Arc<GatewayState>) -> Router {
     // One handler serves every proxied endpoint; the route binds which.
     let proxied = |endpoint: Endpoint| {
@@ -368,6 +370,10 @@ fn router(state: Arc<GatewayState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::body_deadline::layer,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(middleware::from_fn(crate::request_id::layer))
         .with_state(state)

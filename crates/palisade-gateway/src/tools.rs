@@ -1345,7 +1345,7 @@ pub async fn guard(
 }
 
 async fn run_guard(
-    state: &GatewayState,
+    state: &Arc<GatewayState>,
     headers: &HeaderMap,
     body: axum::body::Body,
 ) -> Result<Value, ApiError> {
@@ -1365,24 +1365,40 @@ async fn run_guard(
     if !fields.contains_key("messages") {
         fields.insert("messages".into(), json!([]));
     }
-    let model = fields
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
+    // The tier comes from the route table, as in the proxy: the name is
+    // bounded, and a name the table does not route has no tier to borrow.
+    let model = match fields.get("model") {
+        Some(Value::String(m)) => m.clone(),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "`model` (a routed model name; its route picks the policy tier) is required",
+            )
+            .with_param("model"))
+        }
+    };
+    palisade_openai::request::check_model(&model)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()).with_param("model"))?;
+    let route = state
+        .routes
+        .resolve(&model)
+        .ok_or_else(|| crate::routing::model_not_found(&model))?;
     let subject = crate::gates::GateSubject {
         request_id: uuid::Uuid::new_v4().to_string(),
         tenant: principal.tenant.to_string(),
-        route: model.clone(),
-        model,
+        route: route.public_name.to_string(),
+        model: route.upstream_model.as_deref().unwrap_or(&model).to_owned(),
     };
-    let (mut plan, _) = crate::gates::inspect_request(
+    let body_bytes = bytes.len();
+    let (mut plan, _) = crate::cpu::gate_request(
         state,
         subject,
         crate::output_gate::ResponseShape::Chat,
         &mut fields,
-        &[],
-    )?;
+        Vec::new(),
+        body_bytes,
+    )
+    .await??;
     inspect_request(state, &mut plan, &mut fields, headers).await?;
     let Some(tools) = plan.tools.clone() else {
         return Ok(
@@ -1392,7 +1408,14 @@ async fn run_guard(
         );
     };
     let had_calls = !calls.is_empty();
-    let judged = judge(&plan, &tools, calls, false);
+    // Arguments are checked against client schemas: on the CPU pool unless small.
+    let (job_plan, job_tools) = (plan.clone(), tools.clone());
+    let judged = state
+        .cpu
+        .run_or_inline(body_bytes <= crate::cpu::INLINE_BYTES, move || {
+            judge(&job_plan, &job_tools, calls, false)
+        })
+        .await?;
     if let Some(conv) = &tools.conversation {
         tools.service.record_round_shared(
             tools.redis.as_ref(),

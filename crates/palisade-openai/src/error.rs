@@ -42,6 +42,9 @@ pub enum ErrorCode {
     InvalidRequest,
     /// The body exceeded `server.max_body_bytes`.
     RequestTooLarge,
+    /// The body did not arrive within `server.body_read_timeout_ms` (a client
+    /// trickling its upload would otherwise hold a connection and a task).
+    RequestTimeout,
     /// No `Authorization: Bearer` header.
     MissingApiKey,
     /// A key that hashes to no configured tenant.
@@ -103,6 +106,10 @@ pub enum ErrorCode {
     UpstreamOverloaded,
     /// The gateway is draining for shutdown.
     ShuttingDown,
+    /// The gateway's own capacity is spent: its pool for CPU-heavy checks
+    /// stayed full past `server.cpu_queue_timeout_ms`, or it holds
+    /// `server.max_connections` connections. `Retry-After` says when to retry.
+    Overloaded,
     /// An internal error; never carries details to the client.
     InternalError,
 }
@@ -119,6 +126,7 @@ impl ErrorCode {
             Self::PolicyBlocked => 400,
             Self::NoPreviousPolicy => 409,
             Self::RequestTooLarge => 413,
+            Self::RequestTimeout => 408,
             Self::RateLimited
             | Self::ConcurrencyLimited
             | Self::TokensExhausted
@@ -133,6 +141,7 @@ impl ErrorCode {
             Self::ShuttingDown
             | Self::LimitsUnavailable
             | Self::UpstreamOverloaded
+            | Self::Overloaded
             | Self::CircuitOpen => 503,
             Self::UpstreamTimeout => 504,
             Self::InternalError => 500,
@@ -145,6 +154,7 @@ impl ErrorCode {
             Self::InvalidRequest
             | Self::NoPreviousPolicy
             | Self::RequestTooLarge
+            | Self::RequestTimeout
             | Self::MethodNotAllowed
             | Self::ShuttingDown => ErrorKind::InvalidRequestError,
             Self::MissingApiKey | Self::InvalidApiKey => ErrorKind::AuthenticationError,
@@ -165,9 +175,10 @@ impl ErrorCode {
             | Self::UpstreamInvalidResponse
             | Self::UpstreamError
             | Self::CircuitOpen => ErrorKind::UpstreamError,
-            Self::InternalError | Self::LimitsUnavailable | Self::UpstreamOverloaded => {
-                ErrorKind::ServerError
-            }
+            Self::InternalError
+            | Self::LimitsUnavailable
+            | Self::UpstreamOverloaded
+            | Self::Overloaded => ErrorKind::ServerError,
         }
     }
 
@@ -176,6 +187,7 @@ impl ErrorCode {
         match self {
             Self::InvalidRequest => "invalid_request",
             Self::RequestTooLarge => "request_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::MissingApiKey => "missing_api_key",
             Self::InvalidApiKey => "invalid_api_key",
             Self::PermissionDenied => "permission_denied",
@@ -201,6 +213,7 @@ impl ErrorCode {
             Self::UpstreamOverloaded => "upstream_overloaded",
             Self::CircuitOpen => "circuit_open",
             Self::ShuttingDown => "shutting_down",
+            Self::Overloaded => "overloaded",
             Self::InternalError => "internal_error",
         }
     }
@@ -345,6 +358,7 @@ mod tests {
         for code in [
             ErrorCode::InvalidRequest,
             ErrorCode::RequestTooLarge,
+            ErrorCode::RequestTimeout,
             ErrorCode::MissingApiKey,
             ErrorCode::InvalidApiKey,
             ErrorCode::PermissionDenied,
@@ -370,6 +384,7 @@ mod tests {
             ErrorCode::UpstreamOverloaded,
             ErrorCode::CircuitOpen,
             ErrorCode::ShuttingDown,
+            ErrorCode::Overloaded,
             ErrorCode::InternalError,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());

@@ -95,7 +95,10 @@ impl HfTokenizer {
 }
 
 /// Splits text into pieces of at most [`CHUNK_BYTES`] (see the module doc).
-struct Pieces<'a>(&'a str);
+/// The bundled tiktoken vocabularies are fed the same pieces: their
+/// pre-tokenizer regex runs on a backtracking engine too, and it fails (a
+/// panic inside tiktoken-rs) on a run of ~1 MB of whitespace.
+pub(crate) struct Pieces<'a>(pub(crate) &'a str);
 
 impl<'a> Iterator for Pieces<'a> {
     type Item = &'a str;

@@ -7,6 +7,12 @@
 
 use serde_json::{Map, Value};
 
+/// Longest `model` accepted, in bytes. Real model names are well under 100
+/// bytes; the name is written into every log line, audit record and ledger
+/// row of the request, so an unbounded one multiplies into hundreds of
+/// megabytes per request.
+pub const MAX_MODEL_BYTES: usize = 256;
+
 /// Which OpenAI endpoint a body is for; decides the required fields.
 /// The discriminants are dense so adapters can index per-endpoint tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +80,14 @@ pub enum InspectError {
         /// What it should have been, in words.
         expected: &'static str,
     },
+    /// A string field is longer than the gateway accepts.
+    #[error("field `{field}` is longer than {max} bytes")]
+    TooLong {
+        /// The field at fault.
+        field: &'static str,
+        /// The limit, in bytes.
+        max: usize,
+    },
 }
 
 impl InspectError {
@@ -81,10 +95,29 @@ impl InspectError {
     pub fn param(&self) -> Option<&'static str> {
         match self {
             Self::Missing(f) | Self::Foreign(f) => Some(f),
-            Self::WrongType { field, .. } => Some(field),
+            Self::WrongType { field, .. } | Self::TooLong { field, .. } => Some(field),
             Self::Malformed(_) | Self::NotAnObject => None,
         }
     }
+}
+
+/// Checks a client's `model` string: non-empty and at most
+/// [`MAX_MODEL_BYTES`]. Every endpoint that takes a `model` (the guard APIs
+/// too) checks it before the name is logged, labelled or routed.
+pub fn check_model(model: &str) -> Result<(), InspectError> {
+    if model.is_empty() {
+        return Err(InspectError::WrongType {
+            field: "model",
+            expected: "a non-empty string",
+        });
+    }
+    if model.len() > MAX_MODEL_BYTES {
+        return Err(InspectError::TooLong {
+            field: "model",
+            max: MAX_MODEL_BYTES,
+        });
+    }
+    Ok(())
 }
 
 /// A validated request body: a JSON object with a string `model` and the
@@ -105,7 +138,7 @@ impl RequestBody {
         };
         match fields.get("model") {
             None => return Err(InspectError::Missing("model")),
-            Some(Value::String(m)) if !m.is_empty() => {}
+            Some(Value::String(m)) => check_model(m)?,
             Some(_) => {
                 return Err(InspectError::WrongType {
                     field: "model",
@@ -252,6 +285,10 @@ mod tests {
         check(r#"{"messages":[{}]}"#, Some("model"));
         check(r#"{"model":3,"messages":[{}]}"#, Some("model"));
         check(r#"{"model":"","messages":[{}]}"#, Some("model"));
+        let long = format!(r#"{{"model":"{}","messages":[{{}}]}}"#, "m".repeat(257));
+        check(&long, Some("model"));
+        let longest = format!(r#"{{"model":"{}","messages":[{{}}]}}"#, "m".repeat(256));
+        assert!(chat(&longest).is_ok());
         check(r#"{"model":"m"}"#, Some("messages"));
         check(r#"{"model":"m","messages":[]}"#, Some("messages"));
         check(r#"{"model":"m","messages":"hi"}"#, Some("messages"));

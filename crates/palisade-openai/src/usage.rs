@@ -13,6 +13,12 @@
 //! for English with OpenAI's and Llama's BPE vocabularies. All add a fixed
 //! overhead per message for the chat template. The fallback over-counts code
 //! and under-counts CJK text; reconciliation corrects the budget either way.
+//!
+//! Counting is bounded: text is handed to a tokenizer in pieces of at most
+//! 4 KiB (see `hf`), and a request's estimate tokenizes at most
+//! [`EXACT_TOKENIZE_BYTES`]; the rest is extrapolated. An estimate only sizes
+//! a reservation that the upstream's own count reconciles, so spending
+//! seconds of CPU to make it exact for a megabyte prompt buys nothing.
 
 use std::sync::Arc;
 
@@ -24,6 +30,10 @@ pub use crate::hf::{HfTokenizer, TokenizerError};
 pub const CHARS_PER_TOKEN: u64 = 4;
 /// Tokens a chat template adds per message (role markers, separators).
 pub const TOKENS_PER_MESSAGE: u64 = 4;
+/// Bytes of a request's text counted with the real tokenizer; beyond them
+/// the estimate extrapolates. 64 KiB is ~16k tokens, more than most prompts,
+/// and a few milliseconds of BPE.
+pub const EXACT_TOKENIZE_BYTES: usize = 64 * 1024;
 
 /// Token counts of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -144,7 +154,10 @@ impl Tokenizer {
         let _ = Tokenizer::O200k.count("");
     }
 
-    /// Tokens in `text`. Linear in its length for every variant.
+    /// Tokens in `text`. Linear in its length for every variant: text is
+    /// tokenized in pieces of at most 4 KiB (BPE merging inside one long
+    /// "word" is superlinear, and tiktoken's regex gives up, with a panic, on
+    /// a megabyte of whitespace).
     pub fn count(&self, text: &str) -> u64 {
         use std::sync::OnceLock;
         static CL100K: OnceLock<Option<tiktoken_rs::CoreBPE>> = OnceLock::new();
@@ -160,7 +173,9 @@ impl Tokenizer {
             Tokenizer::HuggingFace(hf) => return hf.count(text, approximate),
         };
         match bpe {
-            Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+            Some(bpe) => crate::hf::Pieces(text)
+                .map(|piece| bpe.encode_ordinary(piece).len() as u64)
+                .sum(),
             None => approximate(text),
         }
     }
@@ -227,9 +242,46 @@ pub fn estimate_prompt_tokens_with(fields: &Map<String, Value>, tokenizer: &Toke
             .map(|p| p.chars().count() as u64)
             .sum::<u64>()
             .div_ceil(CHARS_PER_TOKEN),
-        exact => pieces.iter().map(|p| exact.count(p)).sum(),
+        exact => count_capped(exact, &pieces, EXACT_TOKENIZE_BYTES),
     };
     tokens + messages * TOKENS_PER_MESSAGE
+}
+
+/// Tokens in `pieces`, tokenizing at most `cap` bytes of them. The rest is
+/// extrapolated at the rate measured on what was tokenized, but never below
+/// the [`CHARS_PER_TOKEN`] fallback: text that tokenizes cheaply up front
+/// (a run of spaces) must not make a dense tail look free.
+fn count_capped(tokenizer: &Tokenizer, pieces: &[std::borrow::Cow<'_, str>], cap: usize) -> u64 {
+    let mut budget = cap;
+    let (mut tokens, mut counted_chars, mut rest_chars) = (0u64, 0u64, 0u64);
+    for piece in pieces {
+        let head_len = floor_char_boundary(piece, piece.len().min(budget));
+        let (head, tail) = piece.split_at(head_len);
+        if !head.is_empty() {
+            tokens += tokenizer.count(head);
+            counted_chars += head.chars().count() as u64;
+            budget -= head.len();
+        }
+        rest_chars += tail.chars().count() as u64;
+    }
+    if rest_chars == 0 {
+        return tokens;
+    }
+    let extrapolated = if counted_chars == 0 {
+        0
+    } else {
+        // u128: chars × tokens of a 4 MiB body fits, but say so in the types.
+        (u128::from(rest_chars) * u128::from(tokens)).div_ceil(u128::from(counted_chars)) as u64
+    };
+    tokens + extrapolated.max(rest_chars.div_ceil(CHARS_PER_TOKEN))
+}
+
+/// The largest character boundary of `s` at or below `i` (`i <= s.len()`).
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 /// The completion limit the client asked for (`max_completion_tokens`, the
@@ -366,6 +418,46 @@ mod tests {
         let req = json!({"messages": [{"role": "user", "content": "hello world"}]});
         assert_eq!(
             estimate_prompt_tokens_with(req.as_object().unwrap(), &Tokenizer::O200k),
+            2 + TOKENS_PER_MESSAGE
+        );
+    }
+
+    #[test]
+    fn long_whitespace_and_long_words_count_without_panicking() {
+        // 1 MB of spaces made tiktoken's regex give up (a panic, then a 500);
+        // 100k of one letter is one "word" whose BPE merging is superlinear.
+        for text in [" ".repeat(1_100_000), "a".repeat(100_000)] {
+            for tok in [Tokenizer::O200k, Tokenizer::Cl100k] {
+                assert!(tok.count(&text) > 0);
+            }
+        }
+        // A request's estimate tokenizes a bounded prefix whatever its size.
+        let fields = json!({"messages": [{"role": "user", "content": " ".repeat(4_000_000)}]});
+        let started = std::time::Instant::now();
+        let est = estimate_prompt_tokens_with(fields.as_object().unwrap(), &Tokenizer::O200k);
+        assert!(est >= 4_000_000 / CHARS_PER_TOKEN - 16_384, "{est}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn estimates_beyond_the_cap_extrapolate_and_never_fall_below_the_fallback() {
+        let words = "hello world ".repeat(20_000); // 240 KB, 2 tokens per 12 bytes
+        let fields = json!({"messages": [{"role": "user", "content": words}]});
+        let fields = fields.as_object().unwrap();
+        let est = estimate_prompt_tokens_with(fields, &Tokenizer::O200k) - TOKENS_PER_MESSAGE;
+        // Exact would be 40,000: 64 KiB are counted (10,923 tokens), the
+        // remaining 174,464 characters at the fallback rate, which is higher
+        // than the measured one here (43,616): over-reserving is the safe side.
+        assert_eq!(est, 10_923 + 43_616);
+        // Cheap text first does not make a dense tail free.
+        let cheap_then_dense = format!("{}{}", " ".repeat(70_000), "é".repeat(40_000));
+        let fields = json!({"messages": [{"role": "user", "content": cheap_then_dense}]});
+        let est = estimate_prompt_tokens_with(fields.as_object().unwrap(), &Tokenizer::O200k);
+        assert!(est >= 10_000, "{est}");
+        // Under the cap the count is exact.
+        let small = json!({"messages": [{"role": "user", "content": "hello world"}]});
+        assert_eq!(
+            estimate_prompt_tokens_with(small.as_object().unwrap(), &Tokenizer::Cl100k),
             2 + TOKENS_PER_MESSAGE
         );
     }

@@ -142,6 +142,7 @@ mod document;
 mod error;
 mod evidence;
 mod matching;
+pub mod schema;
 pub mod signature;
 mod snapshot;
 mod tools;
@@ -156,6 +157,7 @@ pub use document::{
 };
 pub use error::PolicyError;
 pub use evidence::{Category, Evidence};
+pub use schema::{check_client_schema, ClientSchemaError};
 pub use snapshot::{
     Effect, GatePolicy, Rule, Snapshot, Subject, TierName, TierPolicy, BUILTIN_TOML,
 };

@@ -254,13 +254,18 @@ fn first_violation(validator: &jsonschema::Validator, instance: &Value) -> Optio
 }
 
 /// The first way the JSON `text` fails `schema` (`pointer: keyword`), `/: not valid JSON`
-/// when it does not parse, or a note when the schema itself does not compile. `None` when
-/// it conforms.
+/// when it does not parse, or a note when the schema itself does not compile or `text` is
+/// over [`MAX_CHECKED_BYTES`](crate::schema::MAX_CHECKED_BYTES). `None` when it conforms.
+/// `schema` is the client's: its patterns run on the linear-time engine (see
+/// [`crate::schema`]).
 pub fn first_schema_violation(schema: &Value, text: &str) -> Option<String> {
+    if text.len() > crate::schema::MAX_CHECKED_BYTES {
+        return Some(crate::schema::too_large());
+    }
     let Ok(instance) = serde_json::from_str::<Value>(text) else {
         return Some("/: not valid JSON".to_owned());
     };
-    match jsonschema::validator_for(schema) {
+    match crate::schema::client_validator(schema) {
         Ok(v) => first_violation(&v, &instance),
         Err(_) => Some("/: the schema does not compile".to_owned()),
     }
@@ -288,22 +293,32 @@ impl ToolCatalog {
     /// Checks a call's `arguments` (a JSON-encoded string) against the catalog's schema,
     /// or else `declared` (the client's `function.parameters`), or else only that it is a
     /// JSON object... or any JSON value, as the API does not require objects.
+    /// Arguments over [`MAX_CHECKED_BYTES`](crate::schema::MAX_CHECKED_BYTES) are not
+    /// parsed: they count as a schema violation where a schema applies.
     pub fn check_arguments(
         &self,
         name: &str,
         arguments: &str,
         declared: Option<&Value>,
     ) -> ArgumentCheck {
+        let catalogued = self.tools.get(name).and_then(|t| t.schema.as_ref());
+        if arguments.len() > crate::schema::MAX_CHECKED_BYTES {
+            return ArgumentCheck {
+                json: true,
+                schema_violation: (catalogued.is_some() || declared.is_some())
+                    .then(crate::schema::too_large),
+            };
+        }
         let Ok(instance) = serde_json::from_str::<Value>(arguments) else {
             return ArgumentCheck {
                 json: false,
                 schema_violation: None,
             };
         };
-        let schema_violation = match self.tools.get(name).and_then(|t| t.schema.as_ref()) {
+        let schema_violation = match catalogued {
             Some(schema) => first_violation(&schema.0, &instance),
             None => match declared {
-                Some(schema) => match jsonschema::validator_for(schema) {
+                Some(schema) => match crate::schema::client_validator(schema) {
                     Ok(v) => first_violation(&v, &instance),
                     // The client's own schema is broken: it cannot vouch for anything,
                     // and refusing would punish the user for the developer's mistake.

@@ -17,3 +17,4 @@
 mod harness;
 mod input_gates;
 mod side_fields;
+mod starvation;
