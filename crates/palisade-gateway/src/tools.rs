@@ -615,12 +615,15 @@ fn judge(plan: &GatePlan, tools: &ToolPlan, calls: Vec<ToolCall>, oversize: bool
             &call.arguments,
             tools.declared.get(&call.name),
         );
+        // Arguments with no canonical form (duplicate names, lone surrogates) would
+        // mean different calls to different parsers: judged as not JSON, never signed.
+        let args_sha256 = arguments_sha256(&call.arguments).ok();
         let evidence = ToolEvidence {
             name: call.name.clone(),
             call_id: call.id.clone(),
-            args_sha256: arguments_sha256(&call.arguments).ok(),
             // Arguments cut short by the assembly bound are not the model's.
-            args_json: check.json && !oversize,
+            args_json: check.json && !oversize && args_sha256.is_some(),
+            args_sha256,
             schema_violation: check.schema_violation.clone(),
             untrusted_context: plan.untrusted_context,
             flagged_context: plan.flagged_context,
