@@ -36,6 +36,7 @@ pub(crate) mod budgets;
 pub mod error;
 pub(crate) mod gates;
 pub mod guard;
+pub(crate) mod held_calls;
 pub mod metrics;
 pub mod models;
 pub(crate) mod output_gate;
@@ -48,6 +49,7 @@ pub mod scheduler;
 pub mod server;
 pub mod spend;
 pub mod stream;
+pub(crate) mod tool_bounds;
 pub mod tools;
 pub mod upstream;
 

@@ -28,5 +28,5 @@ pub use canonical::{
     arguments_sha256, canonical_json, canonical_text, value_sha256, CanonicalError,
 };
 pub use capability::{
-    CapabilityClaims, CapabilityError, CapabilitySigner, CapabilityVerifier, Expected,
+    CapabilityClaims, CapabilityError, CapabilitySigner, CapabilityVerifier, Expected, TokenSource,
 };
