@@ -109,9 +109,9 @@ pub struct ToolsConfig {
     /// When it is reached, a new call is withheld rather than another
     /// tenant's call evicted.
     pub max_pending: usize,
-    /// Most calls one tenant may have waiting for confirmation; past it the
-    /// tenant's own oldest call lapses. One tenant parking calls can never
-    /// evict another tenant's.
+    /// Most calls one tenant may have waiting for confirmation (at most
+    /// `max_pending`); past it the tenant's own oldest call lapses. One
+    /// tenant parking calls can never evict another tenant's.
     pub max_pending_per_tenant: usize,
     /// Most bytes of streamed tool-call names and arguments held per
     /// response while the calls are assembled.
@@ -890,10 +890,12 @@ impl Config {
         if t.max_pending == 0 {
             return Err(invalid("tools.max_pending", "must be greater than 0"));
         }
-        if t.max_pending_per_tenant == 0 || t.max_pending_per_tenant > t.max_pending {
+        // Above max_pending it is max_pending (a config that lowers only the
+        // total stays valid).
+        if t.max_pending_per_tenant == 0 {
             return Err(invalid(
                 "tools.max_pending_per_tenant",
-                "must be greater than 0 and at most tools.max_pending",
+                "must be greater than 0",
             ));
         }
         if t.max_conversations_per_tenant == 0 {

@@ -192,7 +192,7 @@ impl ToolService {
             token_ttl: t.token_ttl_secs,
             confirmation_ttl: t.confirmation_ttl_secs,
             hold_limits: HoldLimits {
-                per_tenant: t.max_pending_per_tenant,
+                per_tenant: t.max_pending_per_tenant.min(t.max_pending),
                 total: t.max_pending,
             },
             max_call_bytes: t.max_call_bytes,
