@@ -508,7 +508,9 @@ async fn an_older_or_shadow_signed_policy_cannot_replace_the_active_one() {
             .map_err(|e| e.to_string())
     };
     // A replica told the fleet runs serial 6 or later does not start on serial 5.
-    let err = start(config(6)).await.err().expect("refused");
+    let Err(err) = start(config(6)).await else {
+        panic!("a serial below policy.min_serial started");
+    };
     assert!(err.contains("serial 5"), "{err}");
     let client = Client::new(start(config(0)).await.expect("starts"));
     let label = || async {
