@@ -14,6 +14,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod audit_cmd;
+mod keys_cmd;
 mod policy_cmd;
 mod tools_cmd;
 
@@ -49,7 +50,7 @@ enum Command {
     Config(ConfigCommand),
     /// Create and hash API keys.
     #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys(keys_cmd::KeysCommand),
     /// Scan text for prompt injection, jailbreaks, secrets and PII (no
     /// upstream needed).
     ///
@@ -165,31 +166,12 @@ enum ConfigCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum KeysCommand {
-    /// Generate a new random API key and print it with its config entry.
-    Generate {
-        /// Tenant the key acts for.
-        #[arg(long)]
-        tenant: String,
-        /// A label for logs and metrics.
-        #[arg(long, default_value = "default")]
-        name: String,
-    },
-    /// Print the SHA-256 of a key (read from standard input when omitted, so
-    /// it stays out of shell history).
-    Hash {
-        /// The key.
-        key: Option<String>,
-    },
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Config(ConfigCommand::Check { file, print }) => config_check(&file, print),
-        Command::Keys(cmd) => keys(cmd),
+        Command::Keys(cmd) => keys_cmd::run(cmd),
         Command::Scan(args) => scan(args),
         Command::Eval { dir } => eval(&dir),
         Command::Train { data, out, seed } => train(&data, &out, seed),
@@ -341,40 +323,6 @@ fn config_check(file: &std::path::Path, print: bool) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn keys(cmd: KeysCommand) -> Result<()> {
-    use sha2::{Digest, Sha256};
-    match cmd {
-        KeysCommand::Generate { tenant, name } => {
-            let mut raw = [0u8; 24];
-            getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-            let key = format!("pk-{}", hex::encode(raw));
-            let hash = hex::encode(Sha256::digest(key.as_bytes()));
-            println!("# API key (shown once; give it to the client):\n# {key}\n");
-            println!(
-                "[[auth.keys]]\nname = \"{name}\"\ntenant = \"{tenant}\"\nsha256 = \"{hash}\""
-            );
-            Ok(())
-        }
-        KeysCommand::Hash { key } => {
-            let key = match key {
-                Some(k) => k,
-                None => {
-                    let mut s = String::new();
-                    std::io::stdin()
-                        .read_to_string(&mut s)
-                        .context("reading the key from standard input")?;
-                    s.trim().to_owned()
-                }
-            };
-            if key.is_empty() {
-                bail!("empty key");
-            }
-            println!("{}", hex::encode(Sha256::digest(key.as_bytes())));
-            Ok(())
-        }
-    }
 }
 
 fn scan(args: ScanArgs) -> Result<()> {

@@ -76,14 +76,23 @@ pub(crate) enum PolicyCommand {
         out: PathBuf,
     },
     /// Sign a policy file: checks that it compiles, then writes FILE.sig
-    /// (a detached ed25519 signature of its exact bytes). Replicas with
-    /// `policy.trusted_keys` enforce only signed files.
+    /// (a detached ed25519 signature of its exact bytes, its serial and its
+    /// role). Replicas with `policy.trusted_keys` enforce only files signed
+    /// for the role they load them as, and refuse a serial lower than the
+    /// one they run.
     Sign {
         /// The policy file.
         file: PathBuf,
         /// The signing seed file (`palisade policy keygen`).
         #[arg(long)]
         key: PathBuf,
+        /// The serial number: higher for every newer policy. Default: the
+        /// current Unix time in seconds, which grows by itself.
+        #[arg(long)]
+        serial: Option<u64>,
+        /// `active` (for `policy.file`) or `shadow` (for `policy.shadow_file`).
+        #[arg(long, default_value = "active", value_parser = parse_role)]
+        role: signature::Role,
     },
     /// Check FILE.sig against FILE and the given public keys, as a replica
     /// would; exits 1 with the reason when it would be refused.
@@ -93,6 +102,12 @@ pub(crate) enum PolicyCommand {
         /// A trusted public key (64 hex digits); repeat for several.
         #[arg(long = "public-key", required = true)]
         public_keys: Vec<String>,
+        /// The role the file is to be loaded as.
+        #[arg(long, default_value = "active", value_parser = parse_role)]
+        role: signature::Role,
+        /// Refuse a serial lower than this (the serial the fleet runs).
+        #[arg(long, default_value_t = 0)]
+        min_serial: u64,
     },
 }
 
@@ -111,9 +126,24 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<()> {
             );
             Ok(())
         }
-        PolicyCommand::Sign { file, key } => sign(&file, &key),
-        PolicyCommand::Verify { file, public_keys } => verify(&file, &public_keys),
+        PolicyCommand::Sign {
+            file,
+            key,
+            serial,
+            role,
+        } => sign(&file, &key, serial, role),
+        PolicyCommand::Verify {
+            file,
+            public_keys,
+            role,
+            min_serial,
+        } => verify(&file, &public_keys, role, min_serial),
     }
+}
+
+fn parse_role(text: &str) -> Result<signature::Role, String> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not a role: use `active` or `shadow`"))
 }
 
 fn signature_path(file: &Path) -> PathBuf {
@@ -122,18 +152,25 @@ fn signature_path(file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn sign(file: &Path, key: &Path) -> Result<()> {
+fn sign(file: &Path, key: &Path, serial: Option<u64>, role: signature::Role) -> Result<()> {
     // Never sign what a replica would refuse to compile.
     let p = load(file)?;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let seed =
         std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
-    let line = signature::sign_document(&seed, &bytes)
+    let serial = match serial {
+        Some(s) => s,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .context("system clock before 1970: pass --serial")?
+            .as_secs(),
+    };
+    let line = signature::sign_document(&seed, &bytes, serial, role)
         .with_context(|| format!("{} is not a signing seed", key.display()))?;
     let out = signature_path(file);
     std::fs::write(&out, &line).with_context(|| format!("writing {}", out.display()))?;
     println!(
-        "signed {} ({}) -> {}",
+        "signed {} ({}) as the {role} policy, serial {serial} -> {}",
         file.display(),
         describe(&p),
         out.display()
@@ -141,7 +178,12 @@ fn sign(file: &Path, key: &Path) -> Result<()> {
     Ok(())
 }
 
-fn verify(file: &Path, public_keys: &[String]) -> Result<()> {
+fn verify(
+    file: &Path,
+    public_keys: &[String],
+    role: signature::Role,
+    min_serial: u64,
+) -> Result<()> {
     let trusted = public_keys
         .iter()
         .map(|k| signature::TrustedKey::from_hex(k))
@@ -150,10 +192,22 @@ fn verify(file: &Path, public_keys: &[String]) -> Result<()> {
     let sig_path = signature_path(file);
     let line = std::fs::read_to_string(&sig_path)
         .with_context(|| format!("reading {}", sig_path.display()))?;
-    let kid = signature::verify_document(&trusted, &bytes, &line)
+    let signed = signature::verify_document(&trusted, &bytes, &line, role)
         .with_context(|| format!("{} would be refused", file.display()))?;
+    if signed.serial < min_serial {
+        bail!(
+            "{} would be refused: serial {} is lower than {min_serial}",
+            file.display(),
+            signed.serial
+        );
+    }
     let p = load(file)?;
-    println!("ok: {} signed by key {kid}", describe(&p));
+    println!(
+        "ok: {} signed by key {} as the {role} policy, serial {}",
+        describe(&p),
+        signed.key_id,
+        signed.serial
+    );
     Ok(())
 }
 

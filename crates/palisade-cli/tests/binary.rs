@@ -116,10 +116,13 @@ fn keys_generate_produces_a_hash_that_keys_hash_reproduces() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    let key = text
+    // The key goes to standard error, never into the config entry.
+    let key = String::from_utf8_lossy(&out.stderr)
         .lines()
-        .find_map(|l| l.strip_prefix("# pk-").map(|k| format!("pk-{k}")))
-        .expect("key printed");
+        .find(|l| l.starts_with("pk-"))
+        .expect("key printed")
+        .to_owned();
+    assert!(!text.contains(&key));
     let hash = text
         .lines()
         .find_map(|l| {

@@ -22,6 +22,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod stores;
+
 /// vLLM's default address: the most common thing to put Palisade in front of.
 pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:8000/v1";
 /// Loopback only by default: an unconfigured gateway must not be reachable
@@ -103,14 +105,23 @@ pub struct ToolsConfig {
     pub token_ttl_secs: u64,
     /// How long a call waits for confirmation before it lapses.
     pub confirmation_ttl_secs: u64,
-    /// Most calls waiting for confirmation at once (oldest lapse first).
+    /// Most calls waiting for confirmation at once, all tenants together.
+    /// When it is reached, a new call is withheld rather than another
+    /// tenant's call evicted.
     pub max_pending: usize,
+    /// Most calls one tenant may have waiting for confirmation (at most
+    /// `max_pending`); past it the tenant's own oldest call lapses. One
+    /// tenant parking calls can never evict another tenant's.
+    pub max_pending_per_tenant: usize,
     /// Most bytes of streamed tool-call names and arguments held per
     /// response while the calls are assembled.
     pub max_call_bytes: usize,
     /// How long a conversation's tool-loop counters are kept after its
     /// last request.
     pub conversation_ttl_secs: u64,
+    /// Most conversations whose tool-loop counters one tenant keeps in a
+    /// replica's memory; past it the least recently counted is forgotten.
+    pub max_conversations_per_tenant: usize,
 }
 
 impl Default for ToolsConfig {
@@ -120,8 +131,10 @@ impl Default for ToolsConfig {
             token_ttl_secs: 300,
             confirmation_ttl_secs: 900,
             max_pending: 10_000,
+            max_pending_per_tenant: 1_000,
             max_call_bytes: 1024 * 1024,
             conversation_ttl_secs: 3_600,
+            max_conversations_per_tenant: 10_000,
         }
     }
 }
@@ -170,6 +183,12 @@ pub struct PolicyConfig {
     /// `palisade policy sign`): an unsigned or edited file stops the start
     /// and, on reload, is refused while the running policy stays.
     pub trusted_keys: Vec<String>,
+    /// The lowest policy serial (`palisade policy sign --serial`) this
+    /// replica accepts, at start as on reload. A replica already refuses a
+    /// serial lower than the one it runs; raise this after a rollout so a
+    /// restarted replica refuses older signed files too. Needs
+    /// `trusted_keys`.
+    pub min_serial: u64,
 }
 
 impl Default for PolicyConfig {
@@ -182,6 +201,7 @@ impl Default for PolicyConfig {
             audit_url: None,
             stream_hold_bytes: 512,
             trusted_keys: Vec::new(),
+            min_serial: 0,
         }
     }
 }
@@ -566,6 +586,12 @@ pub struct ApiKeyConfig {
     /// agent: a key that can confirm its own calls makes confirmation moot.
     #[serde(default)]
     pub approver: bool,
+    /// Runs tool calls: `POST /v1/tools/verify` hands this key the tenant's
+    /// tool credentials (`[tenants.NAME] tool_credentials_env`). Other keys
+    /// of the tenant can verify tokens but never receive a credential: an
+    /// agent key must not be able to collect them.
+    #[serde(default)]
+    pub executor: bool,
     /// Priority class at saturated backends: `high` is served first,
     /// `low` is shed rather than queued.
     #[serde(default)]
@@ -891,6 +917,20 @@ impl Config {
         if t.max_pending == 0 {
             return Err(invalid("tools.max_pending", "must be greater than 0"));
         }
+        // Above max_pending it is max_pending (a config that lowers only the
+        // total stays valid).
+        if t.max_pending_per_tenant == 0 {
+            return Err(invalid(
+                "tools.max_pending_per_tenant",
+                "must be greater than 0",
+            ));
+        }
+        if t.max_conversations_per_tenant == 0 {
+            return Err(invalid(
+                "tools.max_conversations_per_tenant",
+                "must be greater than 0",
+            ));
+        }
         if t.max_call_bytes < 1024 {
             return Err(invalid("tools.max_call_bytes", "must be at least 1024"));
         }
@@ -1113,15 +1153,15 @@ impl Config {
             }
         }
         if self.limits.backend == LimitsBackend::Redis {
-            match &self.limits.redis_url {
-                Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {}
-                _ => {
-                    return Err(invalid(
-                        "limits.redis_url",
-                        "backend = \"redis\" needs a redis:// or rediss:// URL",
-                    ))
-                }
-            }
+            stores::validate_redis_url(self.limits.redis_url.as_deref())?;
+        }
+        stores::validate_postgres_tls("ledger.url", self.ledger.url.as_deref())?;
+        stores::validate_postgres_tls("policy.audit_url", self.policy.audit_url.as_deref())?;
+        if self.policy.min_serial > 0 && self.policy.trusted_keys.is_empty() {
+            return Err(invalid(
+                "policy.min_serial",
+                "a serial is only checked on signed policies: set policy.trusted_keys",
+            ));
         }
         if let Some(url) = &self.ledger.url {
             let known = ["sqlite:", "postgres://", "postgresql://"];

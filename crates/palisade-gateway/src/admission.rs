@@ -289,7 +289,9 @@ impl Admission {
         rate: &RateGate,
         headers: &mut RateLimitHeaders,
     ) -> Result<(), (ApiError, RateLimitHeaders)> {
-        let key = format!("{scope}:{name}");
+        // The key names a Redis key too: the name is escaped so a `:` in it
+        // cannot make two scopes' keys meet.
+        let key = format!("{scope}:{}", palisade_redis::key_part(name));
         let decision = self
             .rate_decision(&key, &rate.config, &rate.local)
             .await
@@ -649,7 +651,8 @@ impl Admission {
         };
         let mut info = None;
         if let Some(budget) = &gate.tokens {
-            let (granted, held) = budget.reserve(tenant, id, amount).await.map_err(|e| match e {
+            let key = palisade_redis::key_part(tenant);
+            let (granted, held) = budget.reserve(&key, id, amount).await.map_err(|e| match e {
                 ReserveError::Limit(palisade_limits::LimitError::CostExceedsCapacity {
                     capacity,
                     ..

@@ -28,6 +28,9 @@ pub struct Principal {
     pub admin: bool,
     /// May confirm held tool calls of its tenant.
     pub approver: bool,
+    /// Runs tool calls: receives the tenant's tool credentials from
+    /// `POST /v1/tools/verify`.
+    pub executor: bool,
     /// Priority class at saturated backends (0 high … 2 low).
     pub priority_class: usize,
 }
@@ -55,6 +58,7 @@ impl Authenticator {
                 key_name: "open".into(),
                 admin: true,
                 approver: true,
+                executor: true,
                 priority_class: palisade_config::Priority::Normal.class(),
             }),
             AuthMode::Keys => Self::Keys(
@@ -71,6 +75,7 @@ impl Authenticator {
                                 key_name: k.name.as_str().into(),
                                 admin: k.admin,
                                 approver: k.approver,
+                                executor: k.executor,
                                 priority_class: k.priority.class(),
                             },
                         ))
@@ -139,6 +144,7 @@ mod tests {
                 sha256: hex::encode(hash_key("sk-good")),
                 admin: false,
                 approver: false,
+                executor: false,
                 priority: palisade_config::Priority::Normal,
             }],
         })

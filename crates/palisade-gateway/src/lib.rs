@@ -38,6 +38,7 @@ pub(crate) mod cpu;
 pub mod error;
 pub(crate) mod gates;
 pub mod guard;
+pub(crate) mod held_calls;
 pub(crate) mod listener;
 pub mod metrics;
 pub mod models;
@@ -51,6 +52,7 @@ pub mod scheduler;
 pub mod server;
 pub mod spend;
 pub mod stream;
+pub(crate) mod tool_bounds;
 pub mod tools;
 pub mod upstream;
 

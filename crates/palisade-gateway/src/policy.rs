@@ -13,13 +13,20 @@
 //! every gate; where they disagree the audit record carries both, and
 //! `palisade_policy_shadow_divergences_total` counts it. The candidate never
 //! changes what the client gets.
+//!
+//! Signed policies (`policy.trusted_keys`): each file must be signed for its
+//! role (the active file as `active`, the shadow file as `shadow`), and a
+//! reload refuses a serial lower than the highest this replica has run for
+//! that role, or than `policy.min_serial` (at start too), so an older signed
+//! policy or the shadow candidate cannot be copied over the active file. The
+//! mark only rises: an admin rollback does not lower it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use palisade_policy::signature::{verify_document, SignatureError, TrustedKey};
+use palisade_policy::signature::{verify_document, Role, SignatureError, TrustedKey};
 use palisade_policy::Snapshot;
 
 /// How many earlier versions are kept for rollback.
@@ -60,8 +67,22 @@ pub enum PolicyLoadError {
     Unsigned {
         /// The file.
         path: String,
-        /// Why (no `.sig` file, another key, edited after signing ...).
+        /// Why (no `.sig` file, another key, edited after signing, signed
+        /// for the other role ...).
         reason: String,
+    },
+    /// Validly signed, but with a serial lower than this replica accepts.
+    #[error(
+        "policy file {path} is signed with serial {serial}, lower than {running} (the serial \
+         this replica runs, or policy.min_serial): an older policy is not reinstated"
+    )]
+    OlderSerial {
+        /// The file.
+        path: String,
+        /// Its serial.
+        serial: u64,
+        /// The lowest serial accepted.
+        running: u64,
     },
 }
 
@@ -71,8 +92,14 @@ pub fn signature_path(path: &str) -> String {
 }
 
 /// Reads and compiles a policy file; with trusted keys, only if its exact
-/// bytes carry a valid signature from one of them.
-fn read_snapshot(path: &str, trusted: &[TrustedKey]) -> Result<Snapshot, PolicyLoadError> {
+/// bytes carry a valid signature from one of them for `role`, with a serial
+/// of at least `min_serial`. Returns the snapshot and the signed serial.
+fn read_snapshot(
+    path: &str,
+    trusted: &[TrustedKey],
+    role: Role,
+    min_serial: u64,
+) -> Result<(Snapshot, Option<u64>), PolicyLoadError> {
     let bytes = std::fs::read(path).map_err(|source| PolicyLoadError::Read {
         path: path.to_owned(),
         source,
@@ -86,9 +113,16 @@ fn read_snapshot(path: &str, trusted: &[TrustedKey]) -> Result<Snapshot, PolicyL
         let sig_path = signature_path(path);
         let signature = std::fs::read_to_string(&sig_path)
             .map_err(|e| unsigned(format!("cannot read {sig_path}: {e}")))?;
-        let key =
-            verify_document(trusted, &bytes, &signature).map_err(|e| unsigned(e.to_string()))?;
-        signed_by = Some(key.to_owned());
+        let signed = verify_document(trusted, &bytes, &signature, role)
+            .map_err(|e| unsigned(e.to_string()))?;
+        if signed.serial < min_serial {
+            return Err(PolicyLoadError::OlderSerial {
+                path: path.to_owned(),
+                serial: signed.serial,
+                running: min_serial,
+            });
+        }
+        signed_by = Some((signed.key_id.to_owned(), signed.serial));
     }
     let text = String::from_utf8(bytes).map_err(|e| PolicyLoadError::Read {
         path: path.to_owned(),
@@ -98,10 +132,10 @@ fn read_snapshot(path: &str, trusted: &[TrustedKey]) -> Result<Snapshot, PolicyL
         path: path.to_owned(),
         source,
     })?;
-    if let Some(key) = signed_by {
-        tracing::info!(path, key, version = %snapshot.version(), "policy signature verified");
+    if let Some((key, serial)) = &signed_by {
+        tracing::info!(path, key, serial, %role, version = %snapshot.version(), "policy signature verified");
     }
-    Ok(snapshot)
+    Ok((snapshot, signed_by.map(|(_, serial)| serial)))
 }
 
 /// When a policy file (or its signature) last changed: a new signature
@@ -124,6 +158,9 @@ pub struct PolicyStore {
     shadow_file: Option<PathBuf>,
     interval: Duration,
     trusted: Vec<TrustedKey>,
+    /// The lowest serial a reload accepts, per role (active, shadow): the
+    /// highest run so far, and at least `policy.min_serial`.
+    serials: Mutex<[u64; 2]>,
 }
 
 impl PolicyStore {
@@ -142,13 +179,23 @@ impl PolicyStore {
                     .map_err(|source| PolicyLoadError::TrustedKey { index, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let min = config.min_serial;
+        let mut serials = [min; 2];
         // The built-in policy is part of the binary and needs no signature.
         let active = match &config.file {
-            Some(path) => read_snapshot(path, &trusted)?,
+            Some(path) => {
+                let (snapshot, serial) = read_snapshot(path, &trusted, Role::Active, min)?;
+                serials[0] = serial.unwrap_or(min).max(min);
+                snapshot
+            }
             None => Snapshot::builtin(),
         };
         let shadow = match &config.shadow_file {
-            Some(path) => Some(Arc::new(read_snapshot(path, &trusted)?)),
+            Some(path) => {
+                let (snapshot, serial) = read_snapshot(path, &trusted, Role::Shadow, min)?;
+                serials[1] = serial.unwrap_or(min).max(min);
+                Some(Arc::new(snapshot))
+            }
             None => None,
         };
         tracing::info!(version = %active.version(), label = active.label(), "policy loaded");
@@ -160,6 +207,7 @@ impl PolicyStore {
             shadow_file: config.shadow_file.as_ref().map(PathBuf::from),
             interval: Duration::from_millis(config.reload_interval_ms),
             trusted,
+            serials: Mutex::new(serials),
         })
     }
 
@@ -212,6 +260,24 @@ impl PolicyStore {
             .collect()
     }
 
+    /// Reads the file of `slot` (0 active, 1 shadow) for a reload: signed
+    /// for its role, with a serial no lower than the one running (which it
+    /// then raises).
+    fn reload(&self, path: &str, slot: usize) -> Result<Snapshot, PolicyLoadError> {
+        let role = if slot == 0 {
+            Role::Active
+        } else {
+            Role::Shadow
+        };
+        let floor = self.serials.lock().unwrap_or_else(PoisonError::into_inner)[slot];
+        let (snapshot, serial) = read_snapshot(path, &self.trusted, role, floor)?;
+        if let Some(serial) = serial {
+            let mut serials = self.serials.lock().unwrap_or_else(PoisonError::into_inner);
+            serials[slot] = serials[slot].max(serial);
+        }
+        Ok(snapshot)
+    }
+
     /// Polls the policy files and installs changed versions. A file that no
     /// longer compiles is logged and ignored: the running policy stays.
     pub fn spawn_reload(self: &Arc<Self>) {
@@ -232,7 +298,7 @@ impl PolicyStore {
                     }
                     seen[slot] = modified;
                     let Some(path) = path.to_str() else { continue };
-                    match read_snapshot(path, &store.trusted) {
+                    match store.reload(path, slot) {
                         Ok(snapshot) if slot == 0 => {
                             store.install(snapshot);
                         }

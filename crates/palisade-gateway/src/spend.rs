@@ -252,8 +252,11 @@ impl SpendControls {
         self.tenants.get(tenant).unwrap_or(&self.default)
     }
 
+    /// The counter's key, in memory and in Redis: the tenant escaped as every
+    /// Redis key part is (unchanged for ordinary names, so counters survive
+    /// the upgrade).
     fn month_key(tenant: &str, month: Month) -> String {
-        format!("{tenant}@{}", month.label())
+        format!("{}@{}", palisade_redis::key_part(tenant), month.label())
     }
 
     fn this_month() -> Month {

@@ -18,14 +18,17 @@
 //!
 //! Executors check tokens offline with the public key
 //! (`GET /v1/tools/public-key`) or with `POST /v1/tools/verify`, which also
-//! hands over the tenant's credential for the tool: credentials never enter
-//! the model's context or the logs.
+//! hands an executor key (`executor = true`) the tenant's credential for the
+//! tool: credentials never enter the model's context or the logs, and agent
+//! keys never receive them. Tokens minted by the guard API carry
+//! `src: "guard"`, so executors can tell them from proxied ones.
 //!
 //! Every call's decision is audited with the policy version and reason codes
 //! (arguments only as their hash). Pending calls, single-use token records and
-//! conversation counters live in this process's memory.
+//! conversation counters live in this process's memory, bounded per tenant
+//! ([`crate::held_calls`]), and in Redis when the replica shares limits.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,16 +41,17 @@ use palisade_openai::{ApiError, ErrorCode};
 use palisade_policy::{
     Action, Decision, Evidence, ReasonCode, ToolEvidence, ToolGate, UnlistedOffer,
 };
-use palisade_redis::RedisToolStore;
+use palisade_redis::{HoldLimits, Parked, RedisToolStore};
 use palisade_tools::{
     arguments_sha256, CallAssembler, CapabilityClaims, CapabilityError, CapabilitySigner,
-    CapabilityVerifier, Expected, ToolCall,
+    CapabilityVerifier, Expected, TokenSource, ToolCall,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::error_response;
 use crate::gates::GatePlan;
+use crate::held_calls::{Conversation, Conversations, Hold, Lapses, PendingStore};
 use crate::request_id::RequestId;
 use crate::server::GatewayState;
 
@@ -95,14 +99,15 @@ struct PendingCall {
     decision: Decision,
     subject: crate::gates::GateSubject,
     expires_at: u64,
+    /// How the call reached the gateway; its token says so once confirmed.
+    #[serde(default)]
+    source: TokenSource,
 }
 
-/// A conversation's tool-loop counters.
-#[derive(Debug, Clone, Copy, Default)]
-struct Conversation {
-    rounds: u32,
-    loop_tokens: u64,
-    last_seen: u64,
+impl Lapses for PendingCall {
+    fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
 }
 
 /// Signing, confirmations, single-use tokens, conversation counters and
@@ -112,11 +117,11 @@ pub(crate) struct ToolService {
     verifier: CapabilityVerifier,
     token_ttl: u64,
     confirmation_ttl: u64,
-    max_pending: usize,
+    hold_limits: HoldLimits,
     pub(crate) max_call_bytes: usize,
     conversation_ttl: u64,
-    pending: Mutex<PendingStore>,
-    conversations: Mutex<HashMap<(String, String), Conversation>>,
+    pending: Mutex<PendingStore<PendingCall>>,
+    conversations: Mutex<Conversations>,
     /// Tokens spent with `consume: true`, until they expire.
     consumed: Mutex<HashMap<String, u64>>,
     /// tenant → tool → credential. Never logged, never sent upstream.
@@ -129,13 +134,6 @@ impl std::fmt::Debug for ToolService {
             .field("kid", &self.signer.key_id())
             .finish_non_exhaustive()
     }
-}
-
-#[derive(Debug, Default)]
-struct PendingStore {
-    calls: HashMap<String, PendingCall>,
-    /// Insertion order, for evicting the oldest when full.
-    order: VecDeque<String>,
 }
 
 impl ToolService {
@@ -193,11 +191,17 @@ impl ToolService {
             signer,
             token_ttl: t.token_ttl_secs,
             confirmation_ttl: t.confirmation_ttl_secs,
-            max_pending: t.max_pending,
+            hold_limits: HoldLimits {
+                per_tenant: t.max_pending_per_tenant.min(t.max_pending),
+                total: t.max_pending,
+            },
             max_call_bytes: t.max_call_bytes,
             conversation_ttl: t.conversation_ttl_secs,
-            pending: Mutex::new(PendingStore::default()),
-            conversations: Mutex::new(HashMap::new()),
+            pending: Mutex::new(PendingStore::new(t.max_pending_per_tenant, t.max_pending)),
+            conversations: Mutex::new(Conversations::new(
+                t.max_conversations_per_tenant,
+                t.conversation_ttl_secs,
+            )),
             consumed: Mutex::new(HashMap::new()),
             credentials,
         })
@@ -234,7 +238,13 @@ impl ToolService {
         changed
     }
 
-    fn sign(&self, tenant: &str, request_id: &str, call: &ToolCall) -> (String, u64) {
+    fn sign(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        call: &ToolCall,
+        source: TokenSource,
+    ) -> (String, u64) {
         let now = now_secs();
         let exp = now + self.token_ttl;
         let token = self.signer.sign(CapabilityClaims {
@@ -247,47 +257,47 @@ impl ToolService {
             iat: now,
             exp,
             kid: String::new(),
+            src: source,
         });
         (token, exp)
     }
 
-    /// Holds a call in this process.
-    fn park_local(&self, pending: PendingCall) {
+    /// Holds a call in this process, within the tenant's cap. False when the
+    /// store is full with other tenants' calls: the call is not held.
+    fn park_local(&self, pending: PendingCall) -> bool {
         let id = pending.confirmation_id.clone();
-        let mut store = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        // Only a full store pays for a sweep: lapsed calls first, then the
-        // oldest. `order` may name calls already decided; they are skipped.
-        if store.calls.len() >= self.max_pending {
-            let now = now_secs();
-            store.calls.retain(|_, p| p.expires_at > now);
-        }
-        while store.calls.len() >= self.max_pending {
-            let Some(old) = store.order.pop_front() else {
-                break;
-            };
-            if store.calls.remove(&old).is_some() {
-                tracing::warn!(confirmation_id = %old, "pending tool call evicted: too many waiting");
+        let tenant = pending.tenant.clone();
+        let hold = self.pending.lock().unwrap_or_else(|e| e.into_inner()).park(
+            &tenant,
+            id,
+            pending,
+            now_secs(),
+        );
+        match hold {
+            Hold::Held { evicted } => {
+                for old in evicted {
+                    tracing::warn!(confirmation_id = %old, %tenant,
+                        "pending tool call evicted: the tenant has too many waiting");
+                }
+                true
+            }
+            Hold::Full => {
+                tracing::warn!(%tenant, "tool call not held: tools.max_pending calls are waiting");
+                false
             }
         }
-        if store.order.len() >= 2 * self.max_pending {
-            let PendingStore { calls, order } = &mut *store;
-            order.retain(|id| calls.contains_key(id));
-        }
-        store.order.push_back(id.clone());
-        store.calls.insert(id, pending);
     }
 
     /// Holds a call where every replica can release it: Redis when the
     /// replica has it (written in the background; this process keeps it if
-    /// Redis refuses), else this process.
-    fn park(self: &Arc<Self>, redis: Option<&RedisToolStore>, pending: PendingCall) {
+    /// Redis fails or is full), else this process. False when it could not
+    /// be held here (no Redis, and the store is full).
+    fn park(self: &Arc<Self>, redis: Option<&RedisToolStore>, pending: PendingCall) -> bool {
         let Some(redis) = redis.cloned() else {
-            self.park_local(pending);
-            return;
+            return self.park_local(pending);
         };
         let service = self.clone();
         tokio::spawn(async move {
-            let ttl = std::time::Duration::from_secs(service.confirmation_ttl);
             let stored = match serde_json::to_string(&pending) {
                 Ok(json) => redis
                     .park(
@@ -295,24 +305,36 @@ impl ToolService {
                         &pending.confirmation_id,
                         &json,
                         pending.expires_at,
-                        ttl,
+                        now_secs(),
+                        service.hold_limits,
                     )
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
-            if let Err(error) = stored {
-                tracing::warn!(%error, "cannot hold the tool call in Redis; this replica keeps it");
-                service.park_local(pending);
+            match stored {
+                Ok(Parked::Held { evicted }) => {
+                    if evicted > 0 {
+                        tracing::warn!(tenant = %pending.tenant, evicted,
+                            "pending tool calls evicted: the tenant has too many waiting");
+                    }
+                }
+                Ok(Parked::Full) => {
+                    tracing::warn!("the shared tool store is full; this replica keeps the call");
+                    service.park_local(pending);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot hold the tool call in Redis; this replica keeps it");
+                    service.park_local(pending);
+                }
             }
         });
+        true
     }
 
     fn conversation(&self, tenant: &str, id: &str) -> Conversation {
         let map = self.conversations.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&(tenant.to_owned(), id.to_owned()))
-            .copied()
-            .unwrap_or_default()
+        map.get(tenant, id, now_secs())
     }
 
     /// Adds a finished response to its conversation's counters, here and in
@@ -342,16 +364,10 @@ impl ToolService {
 
     /// Adds a finished response to its conversation's counters.
     fn record_round(&self, tenant: &str, id: &str, had_calls: bool, tokens: u64) {
-        let now = now_secs();
-        let mut map = self.conversations.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > 100_000 {
-            let ttl = self.conversation_ttl;
-            map.retain(|_, c| c.last_seen + ttl > now);
-        }
-        let c = map.entry((tenant.to_owned(), id.to_owned())).or_default();
-        c.rounds += u32::from(had_calls);
-        c.loop_tokens = c.loop_tokens.saturating_add(tokens);
-        c.last_seen = now;
+        self.conversations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(tenant, id, had_calls, tokens, now_secs());
     }
 }
 
@@ -373,6 +389,8 @@ pub(crate) struct ToolPlan {
     /// The gateway asked the upstream for a stream's usage chunk (the
     /// loop-token cap needs it) and the client did not: keep it from them.
     strip_usage_chunk: bool,
+    /// How the calls reach the gateway (the guard API sets `Guard`).
+    source: TokenSource,
 }
 
 impl ToolPlan {
@@ -546,6 +564,7 @@ pub(crate) async fn inspect_request(
         in_loop,
         redis,
         strip_usage_chunk,
+        source: TokenSource::Proxy,
     });
     Ok(changed || strip_usage_chunk)
 }
@@ -627,12 +646,15 @@ fn judge(plan: &GatePlan, tools: &ToolPlan, calls: Vec<ToolCall>, oversize: bool
             &call.arguments,
             tools.declared.get(&call.name),
         );
+        // Arguments with no canonical form (duplicate names, lone surrogates) would
+        // mean different calls to different parsers: judged as not JSON, never signed.
+        let args_sha256 = arguments_sha256(&call.arguments).ok();
         let evidence = ToolEvidence {
             name: call.name.clone(),
             call_id: call.id.clone(),
-            args_sha256: arguments_sha256(&call.arguments).ok(),
             // Arguments cut short by the assembly bound are not the model's.
-            args_json: check.json && !oversize,
+            args_json: check.json && !oversize && args_sha256.is_some(),
+            args_sha256,
             schema_violation: check.schema_violation.clone(),
             untrusted_context: plan.untrusted_context,
             flagged_context: plan.flagged_context,
@@ -641,18 +663,26 @@ fn judge(plan: &GatePlan, tools: &ToolPlan, calls: Vec<ToolCall>, oversize: bool
             loop_tokens: tools.loop_tokens_before,
         };
         let decision = audit_tool(plan, evidence.clone(), started);
+        let mut violation = check.schema_violation;
+        if oversize {
+            violation = Some(crate::tool_bounds::oversize_detail(
+                tools.service.max_call_bytes,
+            ));
+        }
         let fate = match decision.enforced_action {
             Action::Allow | Action::Flag => {
-                let (token, expires_at) =
-                    tools
-                        .service
-                        .sign(&plan.subject.tenant, &plan.subject.request_id, &call);
+                let (token, expires_at) = tools.service.sign(
+                    &plan.subject.tenant,
+                    &plan.subject.request_id,
+                    &call,
+                    tools.source,
+                );
                 Fate::Released { token, expires_at }
             }
             Action::Confirm => {
                 let expires_at = now_secs() + tools.service.confirmation_ttl;
                 let id = format!("pc_{}", uuid::Uuid::new_v4().simple());
-                tools.service.park(
+                let held = tools.service.park(
                     tools.redis.as_ref(),
                     PendingCall {
                         confirmation_id: id.clone(),
@@ -662,9 +692,16 @@ fn judge(plan: &GatePlan, tools: &ToolPlan, calls: Vec<ToolCall>, oversize: bool
                         decision: decision.clone(),
                         subject: plan.subject.clone(),
                         expires_at,
+                        source: tools.source,
                     },
                 );
-                Fate::Pending { id, expires_at }
+                if held {
+                    Fate::Pending { id, expires_at }
+                } else {
+                    // Nowhere to wait: withheld (fail closed), never released.
+                    violation = Some(crate::tool_bounds::NO_ROOM.to_owned());
+                    Fate::Withheld
+                }
             }
             _ => Fate::Withheld,
         };
@@ -674,7 +711,7 @@ fn judge(plan: &GatePlan, tools: &ToolPlan, calls: Vec<ToolCall>, oversize: bool
             Fate::Pending { .. } => "pending",
         };
         metrics::counter!(crate::metrics::TOOL_CALLS, "outcome" => outcome).increment(1);
-        out.push((call, decision, check.schema_violation, fate));
+        out.push((call, decision, violation, fate));
     }
     metrics::histogram!(crate::metrics::TOOL_CHECK).record(started.elapsed().as_secs_f64());
     Judged { calls: out }
@@ -774,6 +811,9 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Option<Bytes> {
     let mut value: Value = serde_json::from_slice(body).ok()?;
     let mut report = Vec::new();
     let mut had_calls = false;
+    // The same bound as a stream's assembler: calls past it are not judged
+    // as the model's, whichever path they came by.
+    let oversize = crate::tool_bounds::response_oversize(&value, tools.service.max_call_bytes);
     if let Some(Value::Array(choices)) = value.get_mut("choices") {
         for choice in choices.iter_mut() {
             let Some(message) = choice.get_mut("message") else {
@@ -784,7 +824,7 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Option<Bytes> {
                 continue;
             }
             had_calls = true;
-            let judged = judge(plan, tools, calls, false);
+            let judged = judge(plan, tools, calls, oversize);
             report.extend(judged.report());
             let released: Vec<Value> = judged.released().map(ToolCall::to_message_entry).collect();
             let none_released = released.is_empty();
@@ -1157,12 +1197,12 @@ async fn take_for(
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = store.calls.get(id) {
+        if let Some(p) = store.get(id) {
             // Another tenant's approver must not even consume (deny) it.
             if !may(p) {
                 return Ok(None);
             }
-            let p = store.calls.remove(id);
+            let p = store.remove(id);
             return Ok(p.filter(|p| p.expires_at > now_secs()));
         }
     }
@@ -1247,8 +1287,12 @@ async fn run_confirm(
         );
     }
     metrics::counter!(crate::metrics::TOOL_CALLS, "outcome" => "confirmed").increment(1);
-    let (token, expires_at) =
-        service.sign(&pending.tenant, &pending.subject.request_id, &pending.call);
+    let (token, expires_at) = service.sign(
+        &pending.tenant,
+        &pending.subject.request_id,
+        &pending.call,
+        pending.source,
+    );
     Ok(json!({
         "status": "released",
         "confirmation_id": req.confirmation_id,
@@ -1290,12 +1334,7 @@ async fn run_pending(state: &GatewayState, headers: &HeaderMap) -> Result<Value,
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        store
-            .calls
-            .values()
-            .filter(|p| visible(p))
-            .cloned()
-            .collect()
+        store.values().filter(|p| visible(p)).cloned().collect()
     };
     if let Some(redis) = shared_store(state) {
         let tenant = (!principal.admin).then_some(&*principal.tenant);
@@ -1400,6 +1439,11 @@ async fn run_guard(
     )
     .await??;
     inspect_request(state, &mut plan, &mut fields, headers).await?;
+    // Tokens minted here say so: the caller chose the conversation they
+    // were judged in (`src: "guard"`).
+    if let Some(tools) = plan.tools.as_mut() {
+        tools.source = TokenSource::Guard;
+    }
     let Some(tools) = plan.tools.clone() else {
         return Ok(
             json!({"policy_version": plan.snapshot.version(), "tool_gate": false,
@@ -1409,11 +1453,12 @@ async fn run_guard(
     };
     let had_calls = !calls.is_empty();
     // Arguments are checked against client schemas: on the CPU pool unless small.
+    let oversize = crate::tool_bounds::calls_bytes(&calls) > tools.service.max_call_bytes;
     let (job_plan, job_tools) = (plan.clone(), tools.clone());
     let judged = state
         .cpu
         .run_or_inline(body_bytes <= crate::cpu::INLINE_BYTES, move || {
-            judge(&job_plan, &job_tools, calls, false)
+            judge(&job_plan, &job_tools, calls, oversize)
         })
         .await?;
     if let Some(conv) = &tools.conversation {
@@ -1439,8 +1484,9 @@ struct VerifyBody {
     token: String,
     tool: String,
     /// The arguments as the executor will use them: a JSON string, or the
-    /// object itself.
-    arguments: Value,
+    /// object itself. Kept raw: parsing it into a `Value` would collapse
+    /// duplicate names and round big numbers before the hash is taken.
+    arguments: Box<serde_json::value::RawValue>,
     /// Accept the token only once (for executors without their own replay
     /// store).
     #[serde(default)]
@@ -1448,8 +1494,10 @@ struct VerifyBody {
 }
 
 /// `POST /v1/tools/verify`: checks a capability token against the call an
-/// executor is about to run; with a valid token of the caller's own tenant,
-/// returns the tenant's credential for the tool, if one is configured.
+/// executor is about to run. The answer names the token's `source`
+/// (`proxy` or `guard`); to an executor key (`executor = true`) of the
+/// token's own tenant it also hands the tenant's credential for the tool,
+/// if one is configured.
 pub async fn verify(
     State(state): State<Arc<GatewayState>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
@@ -1466,10 +1514,7 @@ async fn run_verify(
 ) -> Result<Value, ApiError> {
     let principal = state.auth.authenticate(headers)?;
     let req: VerifyBody = parse_body(body)?;
-    let arguments = match &req.arguments {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let arguments = crate::tool_bounds::raw_arguments(&req.arguments)?;
     let service = &state.tools;
     let now = now_secs();
     let tenant = (!principal.admin).then_some(&*principal.tenant);
@@ -1488,7 +1533,9 @@ async fn run_verify(
         Err(e) => return Ok(refused(e)),
     };
     if req.consume {
-        let jti = format!("{}/{}/{}", claims.request_id, claims.call_id, claims.iat);
+        // The token's identity is its signed claims: ids joined with `/` could
+        // be made to collide by a client choosing its request id.
+        let jti = crate::tool_bounds::token_id(&req.token);
         let first = match shared_store(state) {
             // Every replica must refuse the second use.
             Some(redis) => {
@@ -1516,9 +1563,14 @@ async fn run_verify(
         .get(&claims.tenant)
         .filter(|_| *principal.tenant == *claims.tenant)
         .and_then(|tools| tools.get(&claims.tool));
-    let mut out = json!({"valid": true, "claims": claims});
-    if let Some(c) = credential {
-        out["credential"] = json!(c);
+    let mut out = json!({"valid": true, "source": claims.src.as_str(), "claims": claims});
+    match credential {
+        Some(c) if principal.executor => out["credential"] = json!(c),
+        Some(_) => {
+            // Say why, not what: the key may be an agent's.
+            out["credential_withheld"] = json!("not_executor");
+        }
+        None => {}
     }
     Ok(out)
 }
@@ -1578,6 +1630,7 @@ allow = ["search", "send"]
                 in_loop: false,
                 redis: None,
                 strip_usage_chunk: false,
+                source: TokenSource::Proxy,
             }),
         }
     }

@@ -558,7 +558,7 @@ async fn legacy_completions_pass_the_same_gates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_trusted_keys_only_signed_policy_files_are_enforced() {
-    use palisade_policy::signature::{public_key_of, sign_document};
+    use palisade_policy::signature::{public_key_of, sign_document, Role};
     const SEED: &str = "4c6f6e672d6c69766564207369676e696e67207365656420666f722074657374";
     let public = public_key_of(SEED).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -566,7 +566,11 @@ async fn with_trusted_keys_only_signed_policy_files_are_enforced() {
     let sig = dir.path().join("policy.toml.sig");
     let sign = |text: &str| {
         std::fs::write(&file, text).unwrap();
-        std::fs::write(&sig, sign_document(SEED, text.as_bytes()).unwrap()).unwrap();
+        std::fs::write(
+            &sig,
+            sign_document(SEED, text.as_bytes(), 1, Role::Active).unwrap(),
+        )
+        .unwrap();
     };
     let config = |keys: &str| {
         format!(
@@ -643,7 +647,11 @@ async fn with_trusted_keys_only_signed_policy_files_are_enforced() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(label().await, "lenient", "an unsigned edit is not enforced");
     // Signing the same edit (only the .sig changes) installs it.
-    std::fs::write(&sig, sign_document(SEED, edited.as_bytes()).unwrap()).unwrap();
+    std::fs::write(
+        &sig,
+        sign_document(SEED, edited.as_bytes(), 2, Role::Active).unwrap(),
+    )
+    .unwrap();
     let mut now = String::new();
     for _ in 0..100 {
         now = label().await;

@@ -97,6 +97,12 @@ sha256 = "{}"
 approver = true
 
 [[auth.keys]]
+name = "executor"
+tenant = "acme"
+sha256 = "{}"
+executor = true
+
+[[auth.keys]]
 name = "other-approver"
 tenant = "globex"
 sha256 = "{}"
@@ -123,6 +129,7 @@ file = "{}"
             upstream.base_url(),
             sha("sk-agent"),
             sha("sk-approver"),
+            sha("sk-executor"),
             sha("sk-globex"),
             sha("sk-guarded"),
             sha("sk-metered"),
@@ -456,10 +463,14 @@ async fn capability_tokens_cover_exactly_one_call_and_expire() {
     let same = || json!(arguments);
 
     // Valid: and the executor gets the tenant's SMTP credential, which the
-    // model never saw.
-    let ok = verify("sk-agent", &token, "send_email", same(), false).await;
+    // model never saw; the agent's own key does not.
+    let ok = verify("sk-executor", &token, "send_email", same(), false).await;
     assert_eq!(ok["valid"], true, "{ok}");
     assert_eq!(ok["credential"], "smtp-secret-acme");
+    assert_eq!(ok["source"], "proxy");
+    let agent = verify("sk-agent", &token, "send_email", same(), false).await;
+    assert_eq!(agent["valid"], true, "{agent}");
+    assert!(agent.get("credential").is_none(), "{agent}");
     assert_eq!(ok["claims"]["tool"], "send_email");
     let upstream_saw = serde_json::to_string(&h.upstream.received().last().unwrap().body).unwrap();
     assert!(!upstream_saw.contains("smtp-secret-acme"));

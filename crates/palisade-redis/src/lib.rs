@@ -18,6 +18,10 @@
 //! - [`RedisConnection`]: the connection they share, every call bounded by a
 //!   timeout.
 //!
+//! Names the gateway does not choose (tenants, key labels, conversation ids)
+//! go into keys through [`key_part`], so `:` in a name cannot make two keys
+//! collide.
+//!
 //! This crate does network I/O to Redis and nothing else; it holds no limit
 //! policy (which key, which rate): the gateway decides that.
 
@@ -25,11 +29,13 @@
 
 pub mod budget;
 mod conn;
+mod keys;
 mod tools;
 
 pub use budget::RedisTokenBudget;
 pub use conn::RedisConnection;
-pub use tools::RedisToolStore;
+pub use keys::key_part;
+pub use tools::{HoldLimits, Parked, RedisToolStore};
 
 use palisade_limits::{GcraConfig, GcraDecision, LimitError, Nanos};
 

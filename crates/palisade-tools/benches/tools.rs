@@ -2,7 +2,7 @@
 //! signing a capability token, verifying one.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use palisade_tools::{arguments_sha256, CapabilityClaims, CapabilitySigner};
+use palisade_tools::{arguments_sha256, CapabilityClaims, CapabilitySigner, TokenSource};
 use std::hint::black_box;
 
 const ARGS: &str = r#"{"to":"bob@example.com","subject":"Quarterly report","body":"Hi Bob, please find the numbers attached. Revenue grew 4% quarter on quarter.","cc":["carol@example.com"],"priority":"normal"}"#;
@@ -19,6 +19,7 @@ fn bench(c: &mut Criterion) {
         iat: 1_000,
         exp: 1_300,
         kid: String::new(),
+        src: TokenSource::Proxy,
     };
     let token = signer.sign(claims.clone());
     c.bench_function("arguments_sha256", |b| {

@@ -10,6 +10,14 @@
 //! (tool and SHA-256 of the canonical arguments, optionally the tenant). So a stolen token
 //! is worth one call, of one tool, with the exact arguments that were checked, for a few
 //! minutes.
+//!
+//! A token also says how the call reached the gateway ([`TokenSource`], the `src` claim):
+//! judged in a proxied model response (no `src`), or submitted to the guard API by the
+//! caller (`"src": "guard"`), where the caller chose the conversation the call was judged
+//! in. An executor that only runs calls judged on a model's real output refuses `guard`.
+//! Proxy tokens carry no `src` at all, so verifiers that predate the claim still accept
+//! them, and refuse guard tokens (their claims schema denies unknown fields): old
+//! executors fail closed.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -45,6 +53,37 @@ pub struct CapabilityClaims {
     /// Which signing key: the first 8 bytes of the public key, hex. Lets an executor that
     /// trusts several keys (during a rotation) pick the right one.
     pub kid: String,
+    /// How the call reached the gateway. Absent from the JSON for [`TokenSource::Proxy`].
+    #[serde(default, skip_serializing_if = "TokenSource::is_proxy")]
+    pub src: TokenSource,
+}
+
+/// How a released call reached the gateway: the `src` claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// In a model response the gateway proxied (or a held one of those, confirmed).
+    #[default]
+    Proxy,
+    /// Submitted by the caller to `POST /v1/guard/tool_calls` (or a held one of those,
+    /// confirmed): judged in the conversation the caller sent, which may not be the one
+    /// the model saw.
+    Guard,
+}
+
+impl TokenSource {
+    /// `proxy` or `guard`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenSource::Proxy => "proxy",
+            TokenSource::Guard => "guard",
+        }
+    }
+
+    /// True for [`TokenSource::Proxy`] (the claim is then left out).
+    pub fn is_proxy(&self) -> bool {
+        *self == TokenSource::Proxy
+    }
 }
 
 /// Why a token was refused. Each variant is a stable `code()`.
@@ -278,6 +317,7 @@ mod tests {
             iat: 1_000,
             exp,
             kid: String::new(),
+            src: TokenSource::Proxy,
         }
     }
 
@@ -361,6 +401,34 @@ mod tests {
             );
         }
         assert!(verifier.verify(&"a".repeat(10_000), 0).is_err());
+    }
+
+    #[test]
+    fn the_source_claim_tells_guard_tokens_apart() {
+        let signer = CapabilitySigner::from_seed([7; 32]);
+        let verifier = signer.verifier();
+        let proxy = signer.sign(claims(ARGS, 1_300));
+        let guard = signer.sign(CapabilityClaims {
+            src: TokenSource::Guard,
+            ..claims(ARGS, 1_300)
+        });
+        let decode = |t: &str| {
+            let part = t.split('.').nth(1).unwrap();
+            serde_json::from_slice::<serde_json::Value>(&URL_SAFE_NO_PAD.decode(part).unwrap())
+                .unwrap()
+        };
+        // Proxy tokens keep the claims an older verifier knows; guard tokens say so.
+        assert!(decode(&proxy).get("src").is_none());
+        assert_eq!(decode(&guard)["src"], "guard");
+        let call = call("send_email", ARGS);
+        assert_eq!(
+            verifier.verify_call(&proxy, call, 1_100).unwrap().src,
+            TokenSource::Proxy
+        );
+        assert_eq!(
+            verifier.verify_call(&guard, call, 1_100).unwrap().src,
+            TokenSource::Guard
+        );
     }
 
     #[test]

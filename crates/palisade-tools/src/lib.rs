@@ -1,8 +1,9 @@
 //! The mechanics of agent tool calls, shared by the gateway and the CLI.
 //!
-//! - [`canonical`]: one byte form per JSON value (sorted keys, no whitespace), and the
-//!   SHA-256 of a call's canonical arguments, so "the same arguments" means the same
-//!   thing to the gateway that signs a call and the executor that runs it.
+//! - [`canonical`]: one byte form per JSON value (RFC 8785 / JCS, numbers kept exact,
+//!   duplicate names refused), and the SHA-256 of a call's canonical arguments, so "the
+//!   same arguments" means the same thing to the gateway that signs a call and the
+//!   executor that runs it, in whatever language.
 //! - [`capability`]: short-lived ed25519-signed capability tokens. A token names the
 //!   tenant, the tool, the hash of the exact arguments, the request and an expiry; an
 //!   executor verifies it offline with the public key, and it cannot be replayed for
@@ -23,7 +24,9 @@ pub mod canonical;
 pub mod capability;
 
 pub use assemble::{AssembleError, CallAssembler, ToolCall};
-pub use canonical::{arguments_sha256, canonical_json, value_sha256, CanonicalError};
+pub use canonical::{
+    arguments_sha256, canonical_json, canonical_text, value_sha256, CanonicalError,
+};
 pub use capability::{
-    CapabilityClaims, CapabilityError, CapabilitySigner, CapabilityVerifier, Expected,
+    CapabilityClaims, CapabilityError, CapabilitySigner, CapabilityVerifier, Expected, TokenSource,
 };

@@ -18,3 +18,4 @@ mod harness;
 mod input_gates;
 mod side_fields;
 mod starvation;
+mod tokens_keys;
