@@ -17,6 +17,7 @@
 //! ```
 
 pub mod canary;
+pub mod chars;
 pub mod charlm;
 pub mod concepts;
 mod detector;
@@ -35,7 +36,7 @@ pub use detector::{content_hash, Analysis, Detector};
 pub use error::DetectError;
 pub use normalize::{normalize, Normalized, Payload};
 pub use pii::find_pii;
-pub use secrets::find_secrets;
+pub use secrets::{find_secrets, find_secrets_glued};
 pub use types::{
     Category, Channel, Finding, FindingKind, ParseChannelError, Reason, Scan, ScanInput,
     Thresholds, Verdict,
