@@ -65,6 +65,7 @@
 mod detectors;
 mod edit;
 mod error;
+mod fold;
 mod guard;
 mod hidden;
 mod markup;
@@ -75,8 +76,9 @@ mod url;
 pub use error::OutputError;
 pub use guard::{Released, StreamGuard};
 pub use options::{
-    Class, ClassSet, GuardOptions, HostAllowlist, HostPredicate, LinkAllow, SanitizeOptions,
-    DEFAULT_LOOKBACK_BYTES, DEFAULT_MAX_HOLD_BYTES, MIN_MAX_HOLD_BYTES,
+    BareDomains, Class, ClassSet, GuardOptions, HostAllowlist, HostPredicate, LinkAllow,
+    SanitizeOptions, DEFAULT_LOOKBACK_BYTES, DEFAULT_MAX_HOLD_BYTES, DEFAULT_MAX_HOLD_TIME,
+    MIN_MAX_HOLD_BYTES, MIN_SAFE_HOLD_BYTES,
 };
 pub use palisade_detect::Canary;
 pub use sanitize::{sanitize, Applied, Sanitized};

@@ -13,6 +13,7 @@ use std::ops::Range;
 
 use crate::detectors;
 use crate::edit::{render, resolve, Edit, OffsetMap};
+use crate::fold::fold;
 use crate::hidden::{strip, Stripped};
 use crate::markup;
 use crate::options::{Class, ClassSet, SanitizeOptions};
@@ -139,7 +140,14 @@ pub(crate) struct Analysis<'a> {
     pub open_skip: Option<(usize, Open)>,
     /// Spans a cut must not fall strictly inside (original coordinates, sorted, merged).
     nocut: Vec<Range<usize>>,
-    cores: Vec<String>,
+    /// Canary cores (lowercase skeletons), forwards and reversed.
+    cores: Vec<Vec<u8>>,
+    /// The text's canary skeleton: lowercase ASCII alphanumerics of the folded text, with
+    /// their stripped positions (only when there are canaries).
+    skel: Vec<(usize, u8)>,
+    /// The skeleton of what came before the window (the stream guard's memory of text it
+    /// no longer holds): a canary may have started there.
+    pre_skel: Vec<u8>,
     at_eof: bool,
     /// Start (stripped coordinates) of the last, possibly incomplete, token.
     trailing: usize,
@@ -159,11 +167,16 @@ pub(crate) fn analyze<'a>(text: &'a str, opts: &SanitizeOptions, at_eof: bool) -
         open: comment_open,
     } = stripped;
     let t: &str = &t1;
+    // Credentials, PII and canaries are matched with compatibility forms folded to ASCII
+    // (fullwidth, mathematical, enclosed); their spans map back to `t`.
+    let need_fold = opts.secrets || opts.pii || !opts.canaries.is_empty();
+    let folded = fold(if need_fold { t } else { "" });
+    let f_text: &str = if need_fold { &folded.text } else { t };
     let mut p2 = Phase2::default();
     let mut pem_open = None;
     if opts.secrets {
-        for f in detectors::secrets(t) {
-            p2.redact(Class::Secret, f.rule, f.span, f.rule);
+        for f in detectors::secrets(f_text) {
+            p2.redact(Class::Secret, f.rule, folded.span(&f.span), f.rule);
         }
         let (blocks, open) = detectors::pem_blocks(t, at_eof);
         for b in blocks {
@@ -172,8 +185,8 @@ pub(crate) fn analyze<'a>(text: &'a str, opts: &SanitizeOptions, at_eof: bool) -
         pem_open = open;
     }
     if opts.pii {
-        for f in detectors::pii(t) {
-            p2.redact(Class::Pii, f.rule, f.span, f.rule);
+        for f in detectors::pii(f_text) {
+            p2.redact(Class::Pii, f.rule, folded.span(&f.span), f.rule);
         }
     }
     // Canaries are looked for in the stripped text (where hiding characters cannot split
@@ -181,17 +194,27 @@ pub(crate) fn analyze<'a>(text: &'a str, opts: &SanitizeOptions, at_eof: bool) -
     // HTML comment never reaches the reader, but it still proves the leak.
     let mut canary_leaked = false;
     let mut raw_canaries: Vec<Applied> = Vec::new();
+    // The skeleton canaries are matched in (folded text, positions in `t`).
+    let f_skel = if opts.canaries.is_empty() {
+        Vec::new()
+    } else {
+        detectors::skeleton(f_text)
+    };
     for c in &opts.canaries {
-        for f in detectors::canary_hits(c, t) {
+        let hits = detectors::canary_hits(c, f_text)
+            .into_iter()
+            .chain(detectors::reversed_hits(c, f_text, &f_skel));
+        for f in hits {
             canary_leaked = true;
-            if f.rule == "canary-token" {
-                p2.redact(Class::Canary, f.rule, f.span, "canary");
+            let span = folded.span(&f.span);
+            if f.rule == "canary-token" || f.rule == "canary-token-reversed" {
+                p2.redact(Class::Canary, f.rule, span, "canary");
             } else {
                 // Encoded somewhere in the text: nothing precise to cut out.
                 p2.findings.push(Applied {
                     class: Class::Canary,
                     rule: f.rule,
-                    span_in_original: f.span,
+                    span_in_original: span,
                 });
             }
         }
@@ -207,7 +230,7 @@ pub(crate) fn analyze<'a>(text: &'a str, opts: &SanitizeOptions, at_eof: bool) -
         }
     }
     if opts.links {
-        markup::scan(t, at_eof, &opts.allow, &mut p2);
+        markup::scan(t, at_eof, &opts.allow, opts.bare_domains, &mut p2);
         markup::marker_tails(t, at_eof, &opts.allow, &mut p2);
     }
 
@@ -259,11 +282,16 @@ pub(crate) fn analyze<'a>(text: &'a str, opts: &SanitizeOptions, at_eof: bool) -
     }
 
     let trailing = if at_eof { t.len() } else { trailing_token(t) };
-    let cores = if at_eof {
-        Vec::new()
-    } else {
-        opts.canaries.iter().map(detectors::canary_core).collect()
-    };
+    let cores: Vec<Vec<u8>> = opts
+        .canaries
+        .iter()
+        .map(detectors::canary_core)
+        .flat_map(|c| [c.bytes().collect(), c.bytes().rev().collect()])
+        .collect();
+    let skel = f_skel
+        .iter()
+        .map(|&(p, c)| (folded.to_source(p), c))
+        .collect();
     Analysis {
         text,
         stripped: t1,
@@ -275,10 +303,16 @@ pub(crate) fn analyze<'a>(text: &'a str, opts: &SanitizeOptions, at_eof: bool) -
         open_skip,
         nocut: merged,
         cores,
+        skel,
+        pre_skel: Vec::new(),
         at_eof,
         trailing,
     }
 }
+
+/// How many skeleton characters around a cut the canary check looks at (more than any
+/// canary core).
+const CORE_WINDOW: usize = 32;
 
 /// Ends of a sentence or clause in CJK text (no space follows them).
 const CJK_STOPS: &[char] = &['。', '！', '？'];
@@ -354,40 +388,58 @@ impl Analysis<'_> {
         !key.ends_with("\"type\"")
     }
 
-    /// No canary could run across stripped position `p`: the alphanumeric skeleton before
-    /// it does not end in a prefix of a canary core that the text after it continues (or,
-    /// at the window's end, might still continue).
+    /// Tells the analysis what the canary skeleton was before the window (the last
+    /// characters of text the guard no longer holds).
+    pub fn set_pre_skeleton(&mut self, pre: &[u8]) {
+        self.pre_skel = pre.to_vec();
+    }
+
+    /// A canary that started before the window and completes inside it: the skeleton the
+    /// guard remembers, followed by the window's, holds a core that begins in the former.
+    pub fn canary_across(&self) -> bool {
+        if self.cores.is_empty() || self.pre_skel.is_empty() {
+            return false;
+        }
+        let pre = &self.pre_skel;
+        let head: Vec<u8> = pre
+            .iter()
+            .copied()
+            .chain(self.skel.iter().map(|&(_, c)| c).take(CORE_WINDOW))
+            .collect();
+        self.cores.iter().any(|core| {
+            !core.is_empty()
+                && head
+                    .windows(core.len())
+                    .take(pre.len())
+                    .any(|w| w == core.as_slice())
+        })
+    }
+
+    /// No canary could run across stripped position `p`: the skeleton before it (however
+    /// far back, into what the guard remembers of earlier text) does not end in a prefix
+    /// of a canary core (forwards or reversed) that the skeleton after it continues (or, at
+    /// the window's end, might still continue).
     fn canary_ok(&self, p: usize) -> bool {
         if self.cores.is_empty() {
             return true;
         }
-        const REACH: usize = 256;
-        let b = self.stripped.as_bytes();
-        let before: Vec<u8> = b[p.saturating_sub(REACH)..p]
-            .iter()
-            .rev()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .take(32)
-            .map(u8::to_ascii_lowercase)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        let window_end = (p + REACH).min(b.len());
-        let after: Vec<u8> = b[p..window_end]
-            .iter()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .take(32)
-            .map(u8::to_ascii_lowercase)
-            .collect();
-        let open_end = window_end == b.len() && !self.at_eof;
+        let k = self.skel.partition_point(|&(q, _)| q < p);
+        let lo = k.saturating_sub(CORE_WINDOW);
+        let mut before: Vec<u8> = Vec::with_capacity(CORE_WINDOW);
+        if k - lo < CORE_WINDOW {
+            let need = CORE_WINDOW - (k - lo);
+            before.extend_from_slice(&self.pre_skel[self.pre_skel.len().saturating_sub(need)..]);
+        }
+        before.extend(self.skel[lo..k].iter().map(|&(_, c)| c));
+        let hi = (k + CORE_WINDOW).min(self.skel.len());
+        let after: Vec<u8> = self.skel[k..hi].iter().map(|&(_, c)| c).collect();
+        let open_end = hi == self.skel.len() && !self.at_eof;
         for core in &self.cores {
-            let core = core.as_bytes();
-            for k in 1..core.len().min(before.len() + 1) {
-                if !before.ends_with(&core[..k]) {
+            for n in 1..core.len().min(before.len() + 1) {
+                if !before.ends_with(&core[..n]) {
                     continue;
                 }
-                let need = &core[k..];
+                let need = &core[n..];
                 if after.len() >= need.len() {
                     if &after[..need.len()] == need {
                         return false;
@@ -463,6 +515,35 @@ impl Analysis<'_> {
         None
     }
 
+    /// The latest cut after `from` from which nothing could still complete across it, at
+    /// any token boundary: safe as for [`Self::forced_cut`], and also not after a short
+    /// code-like group (a card, phone number or IBAN written in groups may go on) nor after
+    /// a JSON `"type":` key. A release here keeps the output exactly `sanitize` of the
+    /// whole text, which is what lets a stream be released by time.
+    pub fn quiet_cut(&self, from: usize) -> Option<usize> {
+        let limit = self.hold_limit(true);
+        let t = &*self.stripped;
+        let b = t.as_bytes();
+        let lo = self.to_stripped(from);
+        let mut p = self.to_stripped(limit).min(b.len());
+        while p > lo {
+            let boundary = b[p - 1].is_ascii_whitespace()
+                || (t.is_char_boundary(p)
+                    && t[..p]
+                        .chars()
+                        .next_back()
+                        .is_some_and(|c| CJK_BREAKS.contains(&c)));
+            if boundary && !after_group(b, p) && !after_type_key(&t[..p]) {
+                let o = self.map.end(p);
+                if self.cut_ok(p, o, from, limit) {
+                    return Some(o);
+                }
+            }
+            p -= 1;
+        }
+        None
+    }
+
     /// True if a finding in `[from, ..)` is final (no more text can change it) and must
     /// stop the stream: any canary, or a class in `block` that ends before the hold limit.
     pub fn blocking(&self, from: usize, block: ClassSet) -> Vec<Applied> {
@@ -505,6 +586,36 @@ fn numeric_backoff(b: &[u8], mut p: usize) -> usize {
         }
         p = start;
     }
+}
+
+/// True if the text before `p` (which follows a whitespace character) ends in a short
+/// code-like group: at most 8 bytes of digits, capitals and `+()-./`. A PII finder reads
+/// `4111 1111 1111 1111`, `+1 (415) 555 0134` and `GB82 WEST 1234 5698 7654 32` as one.
+fn after_group(b: &[u8], p: usize) -> bool {
+    let end = p - 1;
+    let lo = end.saturating_sub(9);
+    let start = match b[lo..end].iter().rposition(u8::is_ascii_whitespace) {
+        Some(i) => lo + i + 1,
+        None if lo == 0 => 0,
+        None => return false,
+    };
+    let tok = &b[start..end];
+    !tok.is_empty()
+        && tok.len() <= 8
+        && tok
+            .iter()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase() || b"+()-./".contains(c))
+}
+
+/// True if `before` ends in a JSON `"type"` key (and its colon): the
+/// `gcp-service-account` rule continues across the whitespace after it.
+fn after_type_key(before: &str) -> bool {
+    let key = before.trim_end_matches(|c: char| c.is_ascii_whitespace());
+    let key = key
+        .strip_suffix(':')
+        .unwrap_or(key)
+        .trim_end_matches(|c: char| c.is_ascii_whitespace());
+    key.ends_with("\"type\"")
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ fn options() -> GuardOptions {
 
 /// Runs `deltas` through a guard; returns every release and the concatenated text.
 fn run(opts: GuardOptions, deltas: &[&str]) -> (Vec<Released>, String) {
-    let max = opts.max_hold_bytes;
     let mut g = StreamGuard::new(opts).unwrap();
+    let max = g.max_hold_bytes();
     let mut all = Vec::new();
     for d in deltas {
         all.push(g.push(d));
@@ -236,8 +236,13 @@ fn oversized_constructs_are_dropped_never_emitted_in_part() {
         max_hold_bytes: 256,
         ..options()
     };
+    // The bound in use is never below the longest construct the sanitizer parses.
+    assert_eq!(
+        StreamGuard::new(opts.clone()).unwrap().max_hold_bytes(),
+        4096
+    );
     // A token longer than the bound.
-    let blob = format!("https://evil.example/{}", "Ab1".repeat(200));
+    let blob = format!("https://evil.example/{}", "Ab1".repeat(1500));
     let text = format!("See {blob} after.\n");
     let (rel, out) = run(opts.clone(), &every(&text, 16));
     assert_eq!(out, "See [REDACTED:oversized-token] after.\n");
@@ -246,13 +251,13 @@ fn oversized_constructs_are_dropped_never_emitted_in_part() {
         .flat_map(|r| &r.violations)
         .any(|v| v.class == Class::Overflow));
     // A comment longer than the bound.
-    let text = format!("A.\n<!-- {} -->B.\n", "hidden words ".repeat(60));
+    let text = format!("A.\n<!-- {} -->B.\n", "hidden words ".repeat(400));
     let (_, out) = run(opts.clone(), &every(&text, 10));
     assert_eq!(out, "A.\nB.\n");
     // A private key longer than the bound.
     let key = format!(
         "-----BEGIN PRIVATE KEY-----\n{}-----END PRIVATE KEY-----",
-        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n".repeat(10)
+        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n".repeat(80)
     );
     let text = format!("Key:\n{key}\nDone.\n");
     let (_, out) = run(opts, &every(&text, 9));

@@ -54,8 +54,8 @@ struct Run {
 }
 
 fn run(opts: GuardOptions, deltas: &[String]) -> Run {
-    let max = opts.max_hold_bytes;
     let mut g = StreamGuard::new(opts).unwrap();
+    let max = g.max_hold_bytes();
     let mut text = String::new();
     let mut stopped = false;
     let mut overflowed = false;
