@@ -17,8 +17,8 @@
 //! ```
 
 pub mod canary;
-pub mod chars;
 pub mod charlm;
+pub mod chars;
 pub mod concepts;
 mod detector;
 mod error;

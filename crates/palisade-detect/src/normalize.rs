@@ -16,9 +16,7 @@ use base64::Engine as _;
 use regex::Regex;
 use unicode_normalization::UnicodeNormalization;
 
-use crate::chars::{
-    is_bidi_control, is_tag, is_variation_selector, is_zero_width, percent_decode,
-};
+use crate::chars::{is_bidi_control, is_tag, is_variation_selector, is_zero_width, percent_decode};
 use crate::types::Reason;
 
 /// At most this many decoded payloads are kept per input (over all depths).

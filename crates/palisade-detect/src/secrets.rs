@@ -230,11 +230,10 @@ static GLUED: LazyLock<Vec<(&'static Rule, Regex)>> = LazyLock::new(|| {
         .iter()
         .filter(|r| PREFIXED.contains(&r.id))
         .map(|r| {
-            let re = r
-                .re
-                .replace(r"(?-u:\b)", "")
-                .replace(r"(?:[^0-9A-Za-z_-]|$)", "")
-                .replace(r"(?:[^0-9a-zA-Z_-]|$)", "");
+            let re =
+                r.re.replace(r"(?-u:\b)", "")
+                    .replace(r"(?:[^0-9A-Za-z_-]|$)", "")
+                    .replace(r"(?:[^0-9a-zA-Z_-]|$)", "");
             (r, Regex::new(&re).expect("static secret rule compiles"))
         })
         .collect()
@@ -413,7 +412,11 @@ mod tests {
     #[test]
     fn glued_tokens_are_found_by_the_unanchored_rules() {
         for (text, rule, secret) in [
-            ("xAKIAZ7Q2LM4XK3PT6WRB", "aws-access-token", "AKIAZ7Q2LM4XK3PT6WRB"),
+            (
+                "xAKIAZ7Q2LM4XK3PT6WRB",
+                "aws-access-token",
+                "AKIAZ7Q2LM4XK3PT6WRB",
+            ),
             (
                 "ghp_1234567890abcdefghijklmnopqrstuvwxyzZ",
                 "github-pat",
