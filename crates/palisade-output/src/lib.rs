@@ -62,6 +62,7 @@
 //! randomness. It never re-emits released text and never holds more than the bound. It does
 //! not decide HTTP statuses or wire formats: the gateway maps `stop` to `content_filter`.
 
+mod cuts;
 mod detectors;
 mod edit;
 mod error;

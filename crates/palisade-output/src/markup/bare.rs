@@ -8,8 +8,11 @@ use super::{Phase2, Scan, Step};
 use crate::options::BareDomains;
 use crate::url::Src;
 
-/// Top-level domains a linkifier turns a bare `name.tld` into a link for, besides every
-/// two-letter country code: linkify-it's default list and the common generic ones.
+/// The delegated two-letter country-code top-level domains.
+const CCTLDS: &str = "ac ad ae af ag ai al am ao aq ar as at au aw ax az ba bb bd be bf bg bh bi bj bm bn bo br bs bt bw by bz ca cc cd cf cg ch ci ck cl cm cn co cr cu cv cw cx cy cz de dj dk dm do dz ec ee eg er es et eu fi fj fk fm fo fr ga gd ge gf gg gh gi gl gm gn gp gq gr gs gt gu gw gy hk hm hn hr ht hu id ie il im in io iq ir is it je jm jo jp ke kg kh ki km kn kp kr kw ky kz la lb lc li lk lr ls lt lu lv ly ma mc md me mg mh mk ml mm mn mo mp mq mr ms mt mu mv mw mx my mz na nc ne nf ng ni nl no np nr nu nz om pa pe pf pg ph pk pl pm pn pr ps pt pw py qa re ro rs ru rw sa sb sc sd se sg sh si sk sl sm sn so sr ss st su sv sx sy sz tc td tf tg th tj tk tl tm tn to tr tt tv tw tz ua ug uk us uy uz va vc ve vg vi vn vu wf ws ye yt za zm zw";
+
+/// Top-level domains a linkifier turns a bare `name.tld` into a link for, besides the
+/// country codes: linkify-it's default list and the common generic ones.
 const TLDS: &[&str] = &[
     "app", "art", "asia", "biz", "blog", "cloud", "club", "com", "coop", "dev", "edu", "email",
     "fun", "gov", "info", "link", "live", "mil", "museum", "name", "net", "news", "online", "org",
@@ -41,8 +44,8 @@ fn is_url_end(c: u8) -> bool {
 
 /// A top-level domain a linkifier accepts.
 fn linkable_tld(label: &str) -> bool {
-    (label.len() == 2 && label.bytes().all(|c| c.is_ascii_alphabetic()))
-        || TLDS.iter().any(|t| t.eq_ignore_ascii_case(label))
+    let lower = label.to_ascii_lowercase();
+    (lower.len() == 2 && CCTLDS.split(' ').any(|c| c == lower)) || TLDS.iter().any(|t| *t == lower)
 }
 
 impl Scan<'_, '_> {
@@ -134,7 +137,7 @@ impl Scan<'_, '_> {
         if !tail_ok {
             return skip;
         }
-        self.bare_url(i, h, end, true, out)
+        self.bare_url(i, i, end, true, out)
     }
 
     /// A bare URL from `i`, whose prefix ends at `from`: runs to its GFM end and is judged

@@ -457,6 +457,15 @@ impl Scan<'_, '_> {
         }
     }
 
+    /// Where a destination starts as written: at its `<` in the `<…>` form.
+    fn dest_from(&self, dest: &Range<usize>) -> usize {
+        if dest.start > 0 && self.b[dest.start - 1] == b'<' {
+            dest.start - 1
+        } else {
+            dest.start
+        }
+    }
+
     /// The verdict on a tail: `None` to leave it, or the rule and label to remove it with.
     fn tail_verdict(&self, tail: &Tail) -> Option<(&'static str, String)> {
         match tail {
@@ -589,7 +598,7 @@ impl Scan<'_, '_> {
     /// A reference definition from `i` with its parsed tail.
     fn definition(&self, i: usize, tail: Tail, out: &mut Phase2) -> Step {
         let (e, dest_start) = match &tail {
-            Tail::Whole { end, dest } | Tail::Cut { end, dest } => (*end, dest.start),
+            Tail::Whole { end, dest } | Tail::Cut { end, dest } => (*end, self.dest_from(dest)),
             Tail::Overlong { end, dest_start } => (*end, dest_start.unwrap_or(*end)),
         };
         let dest_start = dest_start.min(e);
@@ -638,7 +647,7 @@ impl Scan<'_, '_> {
             P::More => return Step::Open,
         };
         let (e, from) = match &tail {
-            Tail::Whole { end, dest } | Tail::Cut { end, dest } => (*end, dest.start),
+            Tail::Whole { end, dest } | Tail::Cut { end, dest } => (*end, self.dest_from(dest)),
             Tail::Overlong { end, .. } => (*end, i + 1),
         };
         let e = e.max(i + 2);
@@ -646,6 +655,9 @@ impl Scan<'_, '_> {
         if let Some((rule, label)) = self.tail_verdict(&tail) {
             let (from, with) = if inline {
                 (i + 1, format!(" (link removed: {label})"))
+            } else if from == i + 1 {
+                // Over a limit before the destination: the `:` stays, what was read goes.
+                ((i + 2).min(e), format!(" (link removed: {label})"))
             } else {
                 (from.min(e), format!("(link removed: {label})"))
             };
@@ -662,7 +674,7 @@ impl Scan<'_, '_> {
             P::Yes(tail) => {
                 let (end, from) = match &tail {
                     Tail::Whole { end, dest } | Tail::Cut { end, dest } => {
-                        (*end, if inline { e } else { dest.start })
+                        (*end, if inline { e } else { self.dest_from(dest) })
                     }
                     Tail::Overlong { end, .. } => (*end, e),
                 };

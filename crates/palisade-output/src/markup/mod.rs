@@ -17,6 +17,8 @@
 mod bare;
 mod html;
 mod markdown;
+#[cfg(test)]
+mod tests;
 
 use std::ops::Range;
 
