@@ -125,6 +125,11 @@ pub struct StreamGuard {
     arrivals: VecDeque<(usize, Duration)>,
     /// Bytes of completion pushed so far.
     total: usize,
+    /// After an analysis that could release nothing from a long hold (a canary prefix, an
+    /// open construct), the buffer length below which another is not worth running: the
+    /// hold must grow by a quarter first, so re-analysis of a long hold costs amortized
+    /// linear time (the output does not depend on where cuts fall).
+    stalled: usize,
 }
 
 impl StreamGuard {
@@ -157,6 +162,7 @@ impl StreamGuard {
             pre_skel: Vec::new(),
             arrivals: VecDeque::new(),
             total: 0,
+            stalled: 0,
         })
     }
 
@@ -307,7 +313,9 @@ impl StreamGuard {
         self.buf.push_str(&s);
         let boundary = has_boundary(&self.buf, self.check_from);
         self.check_from = self.buf.len();
-        if boundary || self.held_bytes() >= self.opts.max_hold_bytes {
+        if self.held_bytes() >= self.opts.max_hold_bytes
+            || (boundary && self.buf.len() >= self.stalled)
+        {
             self.release(false, out);
         }
     }
@@ -440,7 +448,10 @@ impl StreamGuard {
                         };
                         match cut {
                             Some(b) => self.segment(&a, b),
-                            None if held < self.opts.max_hold_bytes => return,
+                            None if held < self.opts.max_hold_bytes => {
+                                self.stall();
+                                return;
+                            }
                             None => {
                                 self.forced += 1;
                                 self.forced(&a)
@@ -460,7 +471,7 @@ impl StreamGuard {
 
     /// The hold time ran out: releases up to the latest quiet cut, if there is one.
     fn release_timed(&mut self, out: &mut Released) {
-        if self.held_bytes() == 0 {
+        if self.held_bytes() == 0 || self.buf.len() < self.stalled {
             return;
         }
         let action = {
@@ -473,12 +484,25 @@ impl StreamGuard {
                     .or_else(|| a.quiet_cut(self.held_at))
                 {
                     Some(b) => self.segment(&a, b),
-                    None => return,
+                    None => {
+                        self.stall();
+                        return;
+                    }
                 },
             }
         };
         self.timed += 1;
         self.apply(action, out);
+    }
+
+    /// Records a fruitless analysis of a long hold (see `stalled`).
+    fn stall(&mut self) {
+        let held = self.held_bytes();
+        self.stalled = if held >= 512 {
+            self.buf.len() + held / 4
+        } else {
+            0
+        };
     }
 
     /// Carries out `action`; false when nothing more can be released now.
@@ -548,12 +572,20 @@ impl StreamGuard {
                     }
                     DropMode::None => Mode::Open,
                 };
-                if !matches!(mode, DropMode::Comment(_)) {
-                    let dropped = self.buf[self.held_at..].to_string();
-                    remember(&mut self.pre_skel, &dropped);
-                }
                 self.held_abs += len;
-                self.buf.truncate(self.held_at);
+                if matches!(mode, DropMode::Comment(_)) {
+                    // A comment is hidden: the text after it follows the lookback.
+                    self.buf.truncate(self.held_at);
+                } else {
+                    // The dropped text stood between the lookback and what comes next: both
+                    // leave the buffer (in order, into the canary memory), so nothing after
+                    // the drop is read as adjacent to text before it.
+                    remember(&mut self.pre_skel, &self.buf);
+                    self.buf.clear();
+                    self.held_at = 0;
+                    self.clean = vec![0];
+                }
+                self.stalled = 0;
                 self.check_from = self.buf.len();
                 false
             }
@@ -624,6 +656,7 @@ impl StreamGuard {
     /// Marks `buf[..b]` released and trims the lookback to the latest release point that
     /// leaves at least `lookback_bytes` of it.
     fn advance(&mut self, b: usize) {
+        self.stalled = 0;
         self.held_abs += b - self.held_at;
         self.held_at = b;
         // Arrival times of deltas wholly released are no longer needed.
