@@ -286,23 +286,30 @@ fn numeric_backoff(b: &[u8], mut p: usize) -> usize {
     }
 }
 
-/// True if the text before `p` (which follows a whitespace character) ends in a short
-/// code-like group: at most 8 bytes of digits, capitals and `+()-./`. A PII finder reads
-/// `4111 1111 1111 1111`, `+1 (415) 555 0134` and `GB82 WEST 1234 5698 7654 32` as one.
+/// True if the text before `p` (which follows a whitespace character) may be the start
+/// of a number a PII finder reads across whitespace: the token ends in a run of digits,
+/// capitals and `+()-./` with a digit in it that is not simply glued to a word (`+1`,
+/// `(415)`, `x+44`, `-415`: the phone pattern may start inside a token; `word12` is
+/// fine), or the whole token is such a run of at most 8 bytes (`GB82`, `WEST`). `4111 1111 1111 1111`, `+1 (415) 555 0134` and `GB82 WEST 1234 5698` are one
+/// finding each.
 fn after_group(b: &[u8], p: usize) -> bool {
     let end = p - 1;
+    let group = |c: &u8| c.is_ascii_digit() || c.is_ascii_uppercase() || b"+()-./".contains(c);
     let lo = end.saturating_sub(9);
-    let start = match b[lo..end].iter().rposition(u8::is_ascii_whitespace) {
-        Some(i) => lo + i + 1,
-        None if lo == 0 => 0,
-        None => return false,
-    };
-    let tok = &b[start..end];
-    !tok.is_empty()
-        && tok.len() <= 8
-        && tok
-            .iter()
-            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase() || b"+()-./".contains(c))
+    let run = b[lo..end].iter().rev().take_while(|c| group(c)).count();
+    if run == 0 {
+        return false;
+    }
+    let start = end - run;
+    let tail = &b[start..end];
+    if tail.iter().any(u8::is_ascii_digit) {
+        // Digits glued to a word (`word12`) start no number: the finders need a word
+        // boundary, except the phone pattern's `+` (and `(`, `-`, `.` make boundaries).
+        let glued = start > 0 && (b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_');
+        return !glued || !tail.iter().all(u8::is_ascii_alphanumeric);
+    }
+    // A capitals-only run counts when it is the whole token.
+    run <= 8 && (start == 0 || b[start - 1].is_ascii_whitespace())
 }
 
 /// True if `before` ends in a JSON `"type"` key (and its colon): the

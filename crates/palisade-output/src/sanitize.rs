@@ -201,6 +201,9 @@ pub(crate) fn analyze<'a>(text: &'a str, opts: &SanitizeOptions, at_eof: bool) -
     } else {
         detectors::skeleton(f_text)
     };
+    // The original text too (a canary in a comment still proves the leak), with
+    // compatibility forms folded so both views read the same characters.
+    let raw_folded = (matches!(t1, Cow::Owned(_)) && !opts.canaries.is_empty()).then(|| fold(text));
     for c in &opts.canaries {
         let hits = detectors::canary_hits(c, f_text)
             .into_iter()
@@ -219,8 +222,9 @@ pub(crate) fn analyze<'a>(text: &'a str, opts: &SanitizeOptions, at_eof: bool) -
                 });
             }
         }
-        if matches!(t1, Cow::Owned(_)) {
-            for f in detectors::canary_hits(c, text) {
+        if let Some(raw) = &raw_folded {
+            for mut f in detectors::canary_hits(c, &raw.text) {
+                f.span = raw.span(&f.span);
                 canary_leaked = true;
                 raw_canaries.push(Applied {
                     class: Class::Canary,
