@@ -69,6 +69,7 @@ mod error;
 mod fold;
 mod guard;
 mod hidden;
+mod json;
 mod markup;
 mod options;
 mod sanitize;
@@ -76,6 +77,7 @@ mod url;
 
 pub use error::OutputError;
 pub use guard::{Released, StreamGuard};
+pub use json::{sanitize_json, JsonStreamGuard};
 pub use options::{
     BareDomains, Class, ClassSet, GuardOptions, HostAllowlist, HostPredicate, LinkAllow,
     SanitizeOptions, DEFAULT_LOOKBACK_BYTES, DEFAULT_MAX_HOLD_BYTES, DEFAULT_MAX_HOLD_TIME,

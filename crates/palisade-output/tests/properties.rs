@@ -523,3 +523,75 @@ proptest! {
         prop_assert_eq!(streamed, whole);
     }
 }
+
+/// JSON text made of pieces: strings with escapes (also split escapes and surrogates),
+/// numbers, punctuation, keys and values holding what the gate neutralizes.
+fn json_text() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        proptest::sample::select(vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            " ",
+            "\n",
+            "\"",
+            "\"key\"",
+            "\"a b\"",
+            "1",
+            "-2.5e3",
+            "true",
+            "null",
+            "\\",
+            "\\\"",
+            "\\\\",
+            "\\n",
+            "\\/",
+            "\\u0041",
+            "\\u004b\\u0049",
+            "\\u0041KIAZ7Q2LM4XK3PT6WRB",
+            "\\ud83d\\ude00",
+            "\\ud83d",
+            "\\u200b",
+            "\\q",
+            "![x](\\/\\/evil.example\\/p.png)",
+            "https://evil.example/x",
+            "AKIAZ7Q2LM4XK3PT6WRB",
+            "jane.doe@corp.net",
+            "<!-- x -->",
+            ". ",
+            "word",
+            "日本",
+        ]),
+        0..60,
+    )
+    .prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    /// JSON mode: any split of a JSON completion releases exactly `sanitize_json` of it.
+    #[test]
+    fn json_streamed_equals_whole(text in json_text(),
+                                  cuts in proptest::collection::vec(any::<usize>(), 0..30)) {
+        let opts = guard_options(DEFAULT_MAX_HOLD_BYTES);
+        let whole = palisade_output::sanitize_json(&text, &opts.sanitize);
+        let mut g = palisade_output::JsonStreamGuard::new(opts).unwrap();
+        let mut out = String::new();
+        let mut stopped = false;
+        for d in split(&text, &cuts) {
+            let r = g.push(&d);
+            out.push_str(&r.text);
+            stopped |= r.stop;
+        }
+        let r = g.finish();
+        out.push_str(&r.text);
+        stopped |= r.stop;
+        prop_assert!(!stopped);
+        prop_assert_eq!(&out, &whole.text);
+        prop_assert!(!out.contains("AKIAZ7Q2"));
+    }
+}
