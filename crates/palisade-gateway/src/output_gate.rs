@@ -17,7 +17,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use palisade_openai::{ApiError, ErrorCode};
 use palisade_output::{
-    Applied, Class, ClassSet, GuardOptions, LinkAllow, SanitizeOptions, StreamGuard,
+    Applied, Class, ClassSet, GuardOptions, JsonStreamGuard, LinkAllow, Released, SanitizeOptions,
+    StreamGuard,
 };
 use palisade_policy::{Action, DetectorKind, Effect, Evidence, Gate};
 use serde_json::Value;
@@ -176,7 +177,12 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
                 continue;
             };
             observe_unsanitized(&mut evidence, content, &policy.sanitize);
-            let s = palisade_output::sanitize(content, &policy.sanitize);
+            // A client that parses the content as JSON sees its decoded string values.
+            let s = if plan.response_schema.is_some() || parses_as_json(content) {
+                palisade_output::sanitize_json(content, &policy.sanitize)
+            } else {
+                palisade_output::sanitize(content, &policy.sanitize)
+            };
             absorb(&mut evidence, &s.actions, s.canary_leaked);
             if s.blocked_by(policy.block) {
                 blocked_choices.push(i);
@@ -225,6 +231,43 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
         changed = true;
     }
     Ok(changed.then(|| Bytes::from(value.to_string())))
+}
+
+/// True if `text` is a JSON object or array (what a client may `JSON.parse`).
+fn parses_as_json(text: &str) -> bool {
+    text.trim_start().starts_with(['{', '['])
+        && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+}
+
+/// One choice's guard: plain text, or JSON mode when the request asked for a JSON
+/// schema (string values are judged decoded).
+#[derive(Debug)]
+enum ChoiceGuard {
+    Text(StreamGuard),
+    Json(JsonStreamGuard),
+}
+
+impl ChoiceGuard {
+    fn push_at(&mut self, text: &str, now: std::time::Duration) -> Released {
+        match self {
+            Self::Text(g) => g.push_at(text, now),
+            Self::Json(g) => g.push_at(text, now),
+        }
+    }
+
+    fn finish(&mut self) -> Released {
+        match self {
+            Self::Text(g) => g.finish(),
+            Self::Json(g) => g.finish(),
+        }
+    }
+
+    fn held_bytes(&self) -> usize {
+        match self {
+            Self::Text(g) => g.held_bytes(),
+            Self::Json(g) => g.held_bytes(),
+        }
+    }
 }
 
 /// A canary in a completion means the system prompt leaked: beyond the
@@ -277,7 +320,10 @@ pub(crate) enum EventAction {
 pub(crate) struct StreamGate {
     plan: GatePlan,
     options: GuardOptions,
-    guards: BTreeMap<u64, StreamGuard>,
+    guards: BTreeMap<u64, ChoiceGuard>,
+    /// The stream's start: the guards' clock (text held longer than the
+    /// hold time is released as later events arrive).
+    opened: Instant,
     evidence: Evidence,
     /// Time spent in the gate, for the audit record.
     spent: std::time::Duration,
@@ -308,6 +354,7 @@ impl StreamGate {
                 ..GuardOptions::default()
             },
             guards: BTreeMap::new(),
+            opened: Instant::now(),
             evidence: Evidence::default(),
             spent: std::time::Duration::ZERO,
             template: None,
@@ -317,9 +364,13 @@ impl StreamGate {
         })
     }
 
-    fn guard(&mut self, index: u64) -> Option<&mut StreamGuard> {
+    fn guard(&mut self, index: u64) -> Option<&mut ChoiceGuard> {
         if !self.guards.contains_key(&index) {
-            let guard = StreamGuard::new(self.options.clone()).ok()?;
+            let guard = if self.plan.response_schema.is_some() {
+                ChoiceGuard::Json(JsonStreamGuard::new(self.options.clone()).ok()?)
+            } else {
+                ChoiceGuard::Text(StreamGuard::new(self.options.clone()).ok()?)
+            };
             self.guards.insert(index, guard);
         }
         self.guards.get_mut(&index)
@@ -382,13 +433,12 @@ impl StreamGate {
                 .pointer(self.plan.shape.event_text())
                 .and_then(Value::as_str)
                 .map(str::to_owned);
+            let now = self.opened.elapsed();
             let Some(guard) = self.guard(index) else {
                 continue;
             };
-            let mut released = match &delta_text {
-                Some(text) => guard.push(text),
-                None => palisade_output::Released::default(),
-            };
+            // Any event (even one without text) releases what waited too long.
+            let mut released = guard.push_at(delta_text.as_deref().unwrap_or(""), now);
             if finishing && !released.stop {
                 let tail = guard.finish();
                 released.text.push_str(&tail.text);
@@ -417,12 +467,15 @@ impl StreamGate {
                 stop = Some((index, released.text));
                 break;
             }
-            if (delta_text.is_some() || finishing)
+            if (delta_text.is_some() || finishing || !released.text.is_empty())
                 && delta_text.as_deref() != Some(released.text.as_str())
             {
                 changed = true;
                 match self.plan.shape {
                     ResponseShape::Chat => {
+                        if let Some(obj) = choice.as_object_mut() {
+                            obj.entry("delta").or_insert_with(|| serde_json::json!({}));
+                        }
                         if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut)
                         {
                             if released.text.is_empty() {
@@ -483,7 +536,7 @@ impl StreamGate {
         let mut out = String::new();
         let indexes: Vec<u64> = self.guards.keys().copied().collect();
         for index in indexes {
-            let Some(released) = self.guards.get_mut(&index).map(StreamGuard::finish) else {
+            let Some(released) = self.guards.get_mut(&index).map(ChoiceGuard::finish) else {
                 continue;
             };
             absorb(&mut self.evidence, &released.violations, false);

@@ -507,6 +507,10 @@ impl JsonStreamGuard {
         if !self.stopped {
             self.push_content(&delta[from..], now, &mut out);
         }
+        if let (Some(t), false) = (now, self.stopped) {
+            let r = self.cur.release_due(t);
+            self.take(r, &mut out);
+        }
         out
     }
 
