@@ -15,3 +15,4 @@
 //! gateway with the built-in policy, and a scripted or hostile upstream.
 
 mod harness;
+mod output_gate;
