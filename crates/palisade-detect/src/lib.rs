@@ -54,6 +54,7 @@ pub fn warm_up() {
     let _ = concepts::concepts(SAMPLE);
     let _ = concepts::imperative_count(SAMPLE);
     let _ = find_secrets(SAMPLE);
+    let _ = find_secrets_glued(SAMPLE);
     let _ = find_pii(SAMPLE);
 }
 

@@ -224,9 +224,14 @@ const PREFIXED: &[&str] = &[
 ];
 
 /// The prefixed rules with their word-boundary anchors removed (same rule table, same
-/// entropy filters).
-static GLUED: LazyLock<Vec<(&'static Rule, Regex)>> = LazyLock::new(|| {
-    RULES
+/// entropy filters), with a `RegexSet` prefilter as for the anchored rules.
+struct Glued {
+    set: RegexSet,
+    rules: Vec<(&'static Rule, Regex)>,
+}
+
+static GLUED: LazyLock<Glued> = LazyLock::new(|| {
+    let rules: Vec<(&'static Rule, Regex)> = RULES
         .iter()
         .filter(|r| PREFIXED.contains(&r.id))
         .map(|r| {
@@ -236,7 +241,12 @@ static GLUED: LazyLock<Vec<(&'static Rule, Regex)>> = LazyLock::new(|| {
                     .replace(r"(?:[^0-9a-zA-Z_-]|$)", "");
             (r, Regex::new(&re).expect("static secret rule compiles"))
         })
-        .collect()
+        .collect();
+    Glued {
+        set: RegexSet::new(rules.iter().map(|(_, re)| re.as_str()))
+            .expect("static secret rules compile"),
+        rules,
+    }
 });
 
 /// Like [`find_secrets`] for the token rules with a fixed prefix, but without the word
@@ -246,7 +256,9 @@ static GLUED: LazyLock<Vec<(&'static Rule, Regex)>> = LazyLock::new(|| {
 /// Output-side only: a key glued to a word is still a key a reader can cut out.
 pub fn find_secrets_glued(text: &str) -> Vec<Finding> {
     let mut out: Vec<Finding> = Vec::new();
-    for (rule, re) in GLUED.iter() {
+    let glued = &*GLUED;
+    for idx in glued.set.matches(text).iter() {
+        let (rule, re) = &glued.rules[idx];
         let mut accepted = 0usize;
         for caps in re.captures_iter(text) {
             if accepted >= MAX_PER_RULE {

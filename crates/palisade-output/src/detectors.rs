@@ -28,6 +28,11 @@ fn split_point(b: &[u8], p: usize) -> bool {
     p == 0 || p == b.len() || b[p - 1].is_ascii_whitespace() || SPLIT_AFTER.contains(&b[p - 1])
 }
 
+/// A run of word characters (and `-`, `.`) longer than this may hold a glued token: the
+/// shortest token rule match (`xoxb-` and ten characters) is 15 bytes, and glued means at
+/// least one more.
+const GLUED_MIN_RUN: usize = 15;
+
 /// The pieces `text` is scanned in: at most [`PIECE_BYTES`] unless one unsplittable run
 /// is longer, overlapping by [`PIECE_OVERLAP`].
 struct Pieces<'a> {
@@ -84,13 +89,29 @@ pub(crate) fn secrets(text: &str) -> Vec<Finding> {
             f.span = f.span.start + piece.start..f.span.end + piece.start;
             out.push(f);
         }
-        for mut f in find_secrets_glued(part) {
-            f.span = f.span.start + piece.start..f.span.end + piece.start;
-            glued.push(f);
+    }
+    // Glued keys live inside long word-like runs (every token rule's match is at least 16
+    // bytes): only those are searched, so prose costs nothing here.
+    let b = text.as_bytes();
+    let run_byte = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.');
+    let mut i = 0;
+    while i < b.len() {
+        if !run_byte(b[i]) {
+            i += 1;
+            continue;
         }
+        let len = b[i..].iter().take_while(|&&c| run_byte(c)).count();
+        // A run that is exactly a key the anchored rules found holds nothing glued.
+        let known = out.iter().any(|k| k.span == (i..i + len));
+        if len > GLUED_MIN_RUN && !known {
+            for mut f in find_secrets_glued(&text[i..i + len]) {
+                f.span = f.span.start + i..f.span.end + i;
+                glued.push(f);
+            }
+        }
+        i += len;
     }
     // A key glued to word characters (`xAKIA…`, `ghp_…Z`) takes the whole word with it.
-    let b = text.as_bytes();
     let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
     for mut f in glued {
         if out

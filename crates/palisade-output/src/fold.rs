@@ -57,6 +57,12 @@ pub(crate) fn fold_char(c: char) -> Option<char> {
 
 /// Folds `text`; borrows it when nothing folds.
 pub(crate) fn fold(text: &str) -> Folded<'_> {
+    if text.is_ascii() {
+        return Folded {
+            text: Cow::Borrowed(text),
+            shrink: Vec::new(),
+        };
+    }
     let mut out: Option<String> = None;
     let mut shrink = Vec::new();
     let mut copied = 0;

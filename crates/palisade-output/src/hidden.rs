@@ -150,7 +150,17 @@ pub(crate) fn strip(text: &str, at_eof: bool) -> Stripped<'_> {
     // The last character kept, and whether it was a variation selector.
     let mut prev: Option<char> = None;
     let mut i = 0;
-    while let Some(c) = text[i..].chars().next() {
+    let bytes = text.as_bytes();
+    while i < bytes.len() {
+        // Fast path: an ASCII character other than `<` is never hidden markup.
+        if bytes[i] < 0x80 && bytes[i] != b'<' {
+            prev = Some(bytes[i] as char);
+            i += 1;
+            continue;
+        }
+        let Some(c) = text[i..].chars().next() else {
+            break;
+        };
         let len = c.len_utf8();
         if c == '<' && !at_eof && text.len() - i < 4 && "<!--".starts_with(&text[i..]) {
             // `<`, `<!` or `<!-` at the end of a window may open a comment, and what the

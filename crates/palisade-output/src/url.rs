@@ -216,6 +216,13 @@ fn normalize_host(host: &str) -> String {
     } else {
         host.to_string()
     };
+    if decoded.is_ascii() {
+        let mut h = decoded.to_ascii_lowercase();
+        while h.ends_with('.') {
+            h.pop();
+        }
+        return h;
+    }
     let mut h: String = decoded
         .chars()
         .map(|c| match c {

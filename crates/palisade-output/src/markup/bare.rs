@@ -52,6 +52,9 @@ impl Scan<'_, '_> {
     /// A bare URL at `i` (see the module docs).
     pub(super) fn bare(&self, i: usize, end: usize, out: &mut Phase2) -> Step {
         let b = self.b;
+        if !matches!(b[i].to_ascii_lowercase(), b'h' | b'f' | b'm' | b'w' | b'/') {
+            return self.bare_domain(i, end, out);
+        }
         let rest = &b[i..end];
         let starts = |p: &[u8]| rest.len() >= p.len() && rest[..p.len()].eq_ignore_ascii_case(p);
         // (bytes of the prefix, whether to judge it as `http://` + the text)
@@ -112,7 +115,15 @@ impl Scan<'_, '_> {
         let Some((h, dots)) = self.host_run(i, end) else {
             return Step::Open;
         };
-        let skip = Step::Next;
+        // On failure the scan goes on after the letters and digits at `i` (none of which
+        // can start anything: each follows a letter or digit).
+        let skip = Step::Jump(
+            i + b[i..h]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .count()
+                .max(1),
+        );
         if dots == 0 {
             return skip;
         }
