@@ -33,7 +33,7 @@ pub(super) enum Tail {
 
 /// A backtick run inside a link text.
 #[derive(Debug)]
-struct Run {
+pub(super) struct Run {
     start: usize,
     len: usize,
     /// False if the run touches the end of what was looked at (it may be longer).
@@ -139,37 +139,36 @@ impl Scan<'_, '_> {
         }
     }
 
-    /// The backtick runs in `[from, stop)`, each with the run that closes it as a code span
-    /// (the next run of the same length). A run that touches `stop` may be longer than
-    /// seen, so it neither opens nor closes anything.
-    fn backtick_runs(&self, from: usize, stop: usize, end: usize) -> Vec<Run> {
-        let b = self.b;
-        let mut runs = Vec::new();
-        let mut k = from;
-        while k < stop {
-            if b[k] != b'`' {
-                k += 1;
-                continue;
+    /// The text's backtick runs, each with the run that closes it as a code span (the
+    /// next run of the same length), computed once per scan. A run at the end of a window
+    /// that may still grow neither opens nor closes anything.
+    fn backtick_runs(&self) -> &[Run] {
+        self.runs.get_or_init(|| {
+            let b = self.b;
+            let mut runs = Vec::new();
+            let mut k = 0;
+            while let Some(p) = b[k..].iter().position(|&c| c == b'`') {
+                let start = k + p;
+                let len = b[start..].iter().take_while(|&&c| c == b'`').count();
+                runs.push(Run {
+                    start,
+                    len,
+                    known: !(start + len == b.len() && !self.at_eof),
+                    close: None,
+                });
+                k = start + len;
             }
-            let len = b[k..stop].iter().take_while(|&&c| c == b'`').count();
-            let open_end = stop < end || self.more_possible(end);
-            runs.push(Run {
-                start: k,
-                len,
-                known: !(k + len == stop && open_end),
-                close: None,
-            });
-            k += len;
-        }
-        let mut next: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
-        for r in (0..runs.len()).rev() {
-            if !runs[r].known {
-                continue;
+            let mut next: std::collections::HashMap<usize, usize> =
+                std::collections::HashMap::new();
+            for r in (0..runs.len()).rev() {
+                if !runs[r].known {
+                    continue;
+                }
+                runs[r].close = next.get(&runs[r].len).copied();
+                next.insert(runs[r].len, r);
             }
-            runs[r].close = next.get(&runs[r].len).copied();
-            next.insert(runs[r].len, r);
-        }
-        runs
+            runs
+        })
     }
 
     /// `[` at `open` to its matching `]` (nested brackets balanced, escapes and code spans
@@ -180,7 +179,6 @@ impl Scan<'_, '_> {
         let stop = end.min(open + 1 + MAX_LINK_TEXT);
         let mut depth = 1usize;
         let mut j = open + 1;
-        let mut runs: Option<Vec<Run>> = None;
         while j < stop {
             match b[j] {
                 b'\\' => {
@@ -188,7 +186,7 @@ impl Scan<'_, '_> {
                     continue;
                 }
                 b'`' => {
-                    let runs = runs.get_or_insert_with(|| self.backtick_runs(j, stop, end));
+                    let runs = self.backtick_runs();
                     let r = runs.partition_point(|r| r.start + r.len <= j);
                     let Some(run) = runs.get(r) else {
                         j += 1;
@@ -199,11 +197,14 @@ impl Scan<'_, '_> {
                         j = run.start + run.len;
                         continue;
                     }
-                    match run.close {
-                        Some(c) => j = runs[c].start + runs[c].len,
+                    match run.close.map(|c| &runs[c]) {
+                        // A code span inside the link text: skipped whole.
+                        Some(c) if c.start + c.len <= stop => j = c.start + c.len,
                         // The closing run may still come (or the run may still grow).
-                        None if stop == end && self.more_possible(end) => return P::More,
-                        None => j += run.len,
+                        None if !run.known || (stop == end && self.more_possible(end)) => {
+                            return P::More
+                        }
+                        _ => j += run.len,
                     }
                     continue;
                 }

@@ -79,6 +79,8 @@ struct Scan<'t, 'o> {
     at_eof: bool,
     allow: &'o LinkAllow,
     domains: BareDomains,
+    /// Backtick runs (code spans), computed when a link text first needs them.
+    runs: std::cell::OnceCell<Vec<markdown::Run>>,
 }
 
 impl Scan<'_, '_> {
@@ -133,6 +135,7 @@ pub(crate) fn scan(
         at_eof,
         allow,
         domains,
+        runs: std::cell::OnceCell::new(),
     };
     let b = s.b;
     let n = b.len();
@@ -191,6 +194,7 @@ pub(crate) fn marker_tails(t: &str, at_eof: bool, allow: &LinkAllow, out: &mut P
         at_eof,
         allow,
         domains: BareDomains::Off,
+        runs: std::cell::OnceCell::new(),
     };
     let n = t.len();
     let markers = std::mem::take(&mut out.markers);
