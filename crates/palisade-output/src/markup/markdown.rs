@@ -153,7 +153,7 @@ impl Scan<'_, '_> {
                 runs.push(Run {
                     start,
                     len,
-                    known: !(start + len == b.len() && !self.at_eof),
+                    known: start + len != b.len() || self.at_eof,
                     close: None,
                 });
                 k = start + len;
