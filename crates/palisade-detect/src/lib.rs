@@ -18,6 +18,7 @@
 
 pub mod canary;
 pub mod charlm;
+pub mod chars;
 pub mod concepts;
 mod detector;
 mod error;
@@ -35,7 +36,7 @@ pub use detector::{content_hash, Analysis, Detector};
 pub use error::DetectError;
 pub use normalize::{normalize, Normalized, Payload};
 pub use pii::find_pii;
-pub use secrets::find_secrets;
+pub use secrets::{find_secrets, find_secrets_glued};
 pub use types::{
     Category, Channel, Finding, FindingKind, ParseChannelError, Reason, Scan, ScanInput,
     Thresholds, Verdict,
@@ -53,6 +54,7 @@ pub fn warm_up() {
     let _ = concepts::concepts(SAMPLE);
     let _ = concepts::imperative_count(SAMPLE);
     let _ = find_secrets(SAMPLE);
+    let _ = find_secrets_glued(SAMPLE);
     let _ = find_pii(SAMPLE);
 }
 

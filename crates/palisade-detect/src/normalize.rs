@@ -16,6 +16,7 @@ use base64::Engine as _;
 use regex::Regex;
 use unicode_normalization::UnicodeNormalization;
 
+use crate::chars::{is_bidi_control, is_tag, is_variation_selector, is_zero_width, percent_decode};
 use crate::types::Reason;
 
 /// At most this many decoded payloads are kept per input (over all depths).
@@ -215,26 +216,6 @@ struct Invisible {
     vs_payload: String,
 }
 
-fn is_zero_width(c: char) -> bool {
-    matches!(
-        c,
-        '\u{200B}'..='\u{200D}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{FEFF}'
-            | '\u{180E}'
-            | '\u{00AD}'
-            | '\u{034F}'
-            | '\u{115F}'
-            | '\u{1160}'
-            | '\u{3164}'
-            | '\u{FFA0}'
-    )
-}
-
-fn is_bidi(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
-
 fn is_pictographic(c: char) -> bool {
     matches!(c as u32, 0x2600..=0x27BF | 0x1F000..=0x1FAFF | 0x2B00..=0x2BFF | 0xFE0F)
 }
@@ -257,7 +238,7 @@ fn strip_invisible(text: &str) -> Invisible {
     let mut vs_bytes: Vec<u8> = Vec::new();
     for (i, c) in text.char_indices() {
         let cp = c as u32;
-        if (0xE0000..=0xE007F).contains(&cp) {
+        if is_tag(c) {
             // Emoji tag sequences (subdivision flags: black flag + tag letters + cancel tag)
             // are legitimate; everything else in this block is a hidden ASCII channel.
             // Subdivision codes are at most 6 tag letters; longer runs after a flag are smuggling.
@@ -278,7 +259,7 @@ fn strip_invisible(text: &str) -> Invisible {
             continue;
         }
         // Variation selectors used as a byte channel (emoji smuggling).
-        if (0xFE00..=0xFE0F).contains(&cp) || (0xE0100..=0xE01EF).contains(&cp) {
+        if is_variation_selector(c) {
             let b = if cp <= 0xFE0F {
                 cp - 0xFE00
             } else {
@@ -311,7 +292,7 @@ fn strip_invisible(text: &str) -> Invisible {
             }
             continue;
         }
-        if is_bidi(c) {
+        if is_bidi_control(c) {
             out.bidi += 1;
             continue;
         }
@@ -794,7 +775,7 @@ fn find_encoded(
         }
     }
     for m in URL_RE.find_iter(original).take(32) {
-        let bytes = percent_decode(m.as_str());
+        let bytes = percent_decode(m.as_str(), true);
         if let Ok(t) = String::from_utf8(bytes) {
             if t.chars().filter(|c| c.is_alphabetic()).count() >= 4 {
                 push("url_encoded_payload", "url", t, Some(m.range()), reasons);
@@ -841,28 +822,6 @@ fn rot13(c: char) -> char {
         'n'..='z' | 'N'..='Z' => ((c as u8) - 13) as char,
         _ => c,
     }
-}
-
-fn hexval(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hexval(b[i + 1]), hexval(b[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    out
 }
 
 #[cfg(test)]

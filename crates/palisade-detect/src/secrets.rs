@@ -204,6 +204,90 @@ pub fn find_secrets(text: &str) -> Vec<Finding> {
     out
 }
 
+/// Rules whose secret starts with a fixed prefix (`AKIA`, `ghp_`, `sk-ant-`, …): only these
+/// can be recognized when glued to other word characters.
+const PREFIXED: &[&str] = &[
+    "aws-access-token",
+    "gcp-api-key",
+    "github-pat",
+    "github-fine-grained-pat",
+    "gitlab-pat",
+    "slack-token",
+    "stripe-access-token",
+    "openai-api-key",
+    "anthropic-api-key",
+    "sendgrid-api-token",
+    "npm-access-token",
+    "google-oauth-token",
+    "huggingface-token",
+    "jwt",
+];
+
+/// The prefixed rules with their word-boundary anchors removed (same rule table, same
+/// entropy filters), with a `RegexSet` prefilter as for the anchored rules.
+struct Glued {
+    set: RegexSet,
+    rules: Vec<(&'static Rule, Regex)>,
+}
+
+static GLUED: LazyLock<Glued> = LazyLock::new(|| {
+    let rules: Vec<(&'static Rule, Regex)> = RULES
+        .iter()
+        .filter(|r| PREFIXED.contains(&r.id))
+        .map(|r| {
+            let re =
+                r.re.replace(r"(?-u:\b)", "")
+                    .replace(r"(?:[^0-9A-Za-z_-]|$)", "")
+                    .replace(r"(?:[^0-9a-zA-Z_-]|$)", "");
+            (r, Regex::new(&re).expect("static secret rule compiles"))
+        })
+        .collect();
+    Glued {
+        set: RegexSet::new(rules.iter().map(|(_, re)| re.as_str()))
+            .expect("static secret rules compile"),
+        rules,
+    }
+});
+
+/// Like [`find_secrets`] for the token rules with a fixed prefix, but without the word
+/// boundaries around the token: `xAKIA…` or `ghp_…Z` (a key glued to other word
+/// characters, which defeats the anchored rules) is found too. The span is the token as
+/// the rule shapes it; the caller decides how much of the surrounding word goes with it.
+/// Output-side only: a key glued to a word is still a key a reader can cut out.
+pub fn find_secrets_glued(text: &str) -> Vec<Finding> {
+    let mut out: Vec<Finding> = Vec::new();
+    let glued = &*GLUED;
+    for idx in glued.set.matches(text).iter() {
+        let (rule, re) = &glued.rules[idx];
+        let mut accepted = 0usize;
+        for caps in re.captures_iter(text) {
+            if accepted >= MAX_PER_RULE {
+                break;
+            }
+            let Some(m) = caps.get(1).or_else(|| caps.get(0)) else {
+                continue;
+            };
+            if rule.entropy > 0.0 && shannon_entropy(m.as_str()) < rule.entropy {
+                continue;
+            }
+            if out
+                .iter()
+                .any(|f| f.span.start < m.end() && m.start() < f.span.end)
+            {
+                continue;
+            }
+            accepted += 1;
+            out.push(Finding {
+                kind: FindingKind::Secret,
+                rule: rule.id,
+                span: m.range(),
+            });
+        }
+    }
+    out.sort_by_key(|f| f.span.start);
+    out
+}
+
 /// Rejects words, paths and placeholders in the generic rule: a key mixes character classes.
 fn looks_like_key(s: &str) -> bool {
     let digits = s.bytes().any(|b| b.is_ascii_digit());
@@ -335,6 +419,37 @@ mod tests {
             .collect();
         let text = format!("client_secret=\"{value}\" rest");
         check(&text, "generic-api-key", &value);
+    }
+
+    #[test]
+    fn glued_tokens_are_found_by_the_unanchored_rules() {
+        for (text, rule, secret) in [
+            (
+                "xAKIAZ7Q2LM4XK3PT6WRB",
+                "aws-access-token",
+                "AKIAZ7Q2LM4XK3PT6WRB",
+            ),
+            (
+                "ghp_1234567890abcdefghijklmnopqrstuvwxyzZ",
+                "github-pat",
+                "ghp_1234567890abcdefghijklmnopqrstuvwxyz",
+            ),
+            (
+                "keyAIzaSyD3k9f8H2jL5mN7pQ1rS4tV6wX8yZ0aBcDx",
+                "gcp-api-key",
+                "AIzaSyD3k9f8H2jL5mN7pQ1rS4tV6wX8yZ0aBcD",
+            ),
+        ] {
+            assert!(
+                find_secrets(text).is_empty(),
+                "the anchored rule misses {text:?}"
+            );
+            let f = find_secrets_glued(text);
+            assert_eq!(f.len(), 1, "{text:?}: {f:?}");
+            assert_eq!(f[0].rule, rule);
+            assert_eq!(&text[f[0].span.clone()], secret);
+        }
+        assert!(find_secrets_glued("AKIAAAAAAAAAAAAAAAAA and prose").is_empty());
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub(crate) struct GatePlan {
     pub(crate) canary: Option<Canary>,
     /// The `response_format` JSON schema the completion must match.
     pub(crate) response_schema: Option<Arc<Value>>,
+    /// The request asked for JSON (`response_format` `json_object` or
+    /// `json_schema`): streamed content is judged by its decoded strings.
+    pub(crate) json_mode: bool,
     /// Where decisions are recorded.
     pub(crate) sink: crate::audit::AuditSink,
     /// The output gate's hold-back bound for streams.
@@ -262,6 +265,11 @@ pub(crate) fn inspect_request(
         subject,
         canary: None,
         response_schema: crate::output_gate::response_schema(fields),
+        json_mode: fields
+            .get("response_format")
+            .and_then(|f| f.get("type"))
+            .and_then(Value::as_str)
+            .is_some_and(|t| t == "json_object" || t == "json_schema"),
         sink: state.audit.clone(),
         stream_hold_bytes: state.stream_hold_bytes,
         untrusted_context: false,

@@ -322,11 +322,35 @@ impl Relay {
                 .idle_timeout
                 .saturating_sub(now.duration_since(self.upstream_seen));
             let until_timeout = idle_left.min(remaining);
-            let wait = match self.limits.heartbeat {
+            let beat_wait = match self.limits.heartbeat {
                 Some(beat) => until_timeout.min(beat),
                 None => until_timeout,
             };
+            // Text the output gate holds goes out when its time bound is
+            // reached, even while the upstream is silent.
+            let hold_due = self.output.as_ref().and_then(|g| g.next_due());
+            let hold_wait = hold_due.map(|due| due.saturating_duration_since(now));
+            let wait = hold_wait.map_or(beat_wait, |h| h.min(beat_wait));
             match tokio::time::timeout(wait, self.upstream.next()).await {
+                Err(_) if hold_wait.is_some_and(|h| h <= wait) && wait < until_timeout => {
+                    let action = match self.output.as_mut() {
+                        Some(gate) => gate.release_due(),
+                        None => OutputAction::Hold,
+                    };
+                    match action {
+                        OutputAction::Replace(bytes) => return Some(bytes),
+                        OutputAction::Stop(bytes) => {
+                            self.finished = true;
+                            self.outcome = Outcome::ContentFilter;
+                            counter!(crate::metrics::STREAMS_FILTERED).increment(1);
+                            self.record
+                                .write_ledger_now(200, Some(self.outcome.label()))
+                                .await;
+                            return Some(bytes);
+                        }
+                        _ => continue,
+                    }
+                }
                 Ok(Some(Ok(chunk))) => {
                     self.upstream_seen = Instant::now();
                     self.framer.push(&chunk);

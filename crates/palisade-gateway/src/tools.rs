@@ -1616,6 +1616,7 @@ allow = ["search", "send"]
             },
             canary: None,
             response_schema: None,
+            json_mode: false,
             sink: crate::audit::AuditSink::default(),
             stream_hold_bytes: 512,
             untrusted_context: false,

@@ -2,13 +2,14 @@
 //!
 //! The finders themselves are palisade-detect's; this module only decides how they are run:
 //! secrets piece by piece (so the detector's per-rule cap of 64 matches per call cannot be
-//! exhausted by padding), PEM private-key blocks with or without their END line, and every
-//! occurrence of each canary rather than the first.
+//! exhausted by padding), token-shaped keys also when glued to other word characters (the
+//! whole word is redacted), PEM private-key blocks with or without their END line, and
+//! every occurrence of each canary rather than the first, forwards or reversed.
 
 use std::ops::Range;
 use std::sync::LazyLock;
 
-use palisade_detect::{find_pii, find_secrets, Canary, Finding};
+use palisade_detect::{find_pii, find_secrets, find_secrets_glued, Canary, Finding};
 use regex::Regex;
 
 /// Secrets are scanned in pieces of at most this many bytes. palisade-detect stops each
@@ -26,6 +27,11 @@ const SPLIT_AFTER: &[u8] = b",;|&\"'()<>[]{}";
 fn split_point(b: &[u8], p: usize) -> bool {
     p == 0 || p == b.len() || b[p - 1].is_ascii_whitespace() || SPLIT_AFTER.contains(&b[p - 1])
 }
+
+/// A run of word characters (and `-`, `.`) longer than this may hold a glued token: the
+/// shortest token rule match (`xoxb-` and ten characters) is 15 bytes, and glued means at
+/// least one more.
+const GLUED_MIN_RUN: usize = 15;
 
 /// The pieces `text` is scanned in: at most [`PIECE_BYTES`] unless one unsplittable run
 /// is longer, overlapping by [`PIECE_OVERLAP`].
@@ -68,6 +74,7 @@ pub(crate) fn secrets(text: &str) -> Vec<Finding> {
         b: text.as_bytes(),
         start: Some(0),
     };
+    let mut glued: Vec<Finding> = Vec::new();
     for piece in pieces {
         // Pieces start and end after ASCII bytes, so they are char boundaries.
         let Some(part) = text.get(piece.clone()) else {
@@ -80,6 +87,48 @@ pub(crate) fn secrets(text: &str) -> Vec<Finding> {
                 continue;
             }
             f.span = f.span.start + piece.start..f.span.end + piece.start;
+            out.push(f);
+        }
+    }
+    // Glued keys live inside long word-like runs (every token rule's match is at least 16
+    // bytes): only those are searched, so prose costs nothing here.
+    let b = text.as_bytes();
+    let run_byte = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.');
+    let mut i = 0;
+    while i < b.len() {
+        if !run_byte(b[i]) {
+            i += 1;
+            continue;
+        }
+        let len = b[i..].iter().take_while(|&&c| run_byte(c)).count();
+        // A run that is exactly a key the anchored rules found holds nothing glued.
+        let known = out.iter().any(|k| k.span == (i..i + len));
+        if len > GLUED_MIN_RUN && !known {
+            for mut f in find_secrets_glued(&text[i..i + len]) {
+                f.span = f.span.start + i..f.span.end + i;
+                glued.push(f);
+            }
+        }
+        i += len;
+    }
+    // A key glued to word characters (`xAKIA…`, `ghp_…Z`) takes the whole word with it.
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    for mut f in glued {
+        if out
+            .iter()
+            .any(|k| k.span.start < f.span.end && f.span.start < k.span.end)
+        {
+            continue;
+        }
+        let (mut s, mut e) = (f.span.start, f.span.end);
+        if (s > 0 && word(b[s - 1])) || (e < b.len() && word(b[e])) {
+            while s > 0 && word(b[s - 1]) {
+                s -= 1;
+            }
+            while e < b.len() && word(b[e]) {
+                e += 1;
+            }
+            f.span = s..e;
             out.push(f);
         }
     }
@@ -155,6 +204,54 @@ pub(crate) fn pii(text: &str) -> Vec<Finding> {
 /// At most this many occurrences of one canary are located (each search rescans the rest
 /// of the text); any hit already stops a stream and marks the text as leaked.
 const MAX_CANARY_HITS: usize = 16;
+
+/// The lowercase ASCII-alphanumeric skeleton of `text`, each character with its byte
+/// offset: what canaries are matched in (any other character may separate a canary's).
+pub(crate) fn skeleton(text: &str) -> Vec<(usize, u8)> {
+    text.bytes()
+        .enumerate()
+        .filter(|(_, c)| c.is_ascii_alphanumeric())
+        .map(|(i, c)| (i, c.to_ascii_lowercase()))
+        .collect()
+}
+
+/// Occurrences of `canary` written backwards (in its skeleton): `tzh3dv8c…` for
+/// `…c8vd3hzt`. At most [`MAX_CANARY_HITS`].
+pub(crate) fn reversed_hits(canary: &Canary, text: &str, skel: &[(usize, u8)]) -> Vec<Finding> {
+    let rev: Vec<u8> = canary_core(canary).bytes().rev().collect();
+    let mut out = Vec::new();
+    if rev.is_empty() || skel.len() < rev.len() {
+        return out;
+    }
+    let chars: Vec<u8> = skel.iter().map(|&(_, c)| c).collect();
+    let mut from = 0;
+    while out.len() < MAX_CANARY_HITS {
+        let Some(k) = find(&chars[from..], &rev) else {
+            break;
+        };
+        let s = skel[from + k].0;
+        let e = skel[from + k + rev.len() - 1].0 + 1;
+        let e = (e..=text.len())
+            .find(|&e| text.is_char_boundary(e))
+            .unwrap_or(text.len());
+        out.push(Finding {
+            kind: palisade_detect::FindingKind::Canary,
+            rule: "canary-token-reversed",
+            span: s..e,
+        });
+        from += k + rev.len();
+    }
+    out
+}
+
+/// First occurrence of `needle` in `hay` (linear for the short needles used here: a canary
+/// core is 16 bytes).
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
 
 /// Every occurrence of `canary` in `text`. An encoded occurrence (base64, hex, …) cannot be
 /// located by palisade-detect: it is reported with a span covering the text searched.

@@ -19,12 +19,22 @@
 //! whole completion (see the crate docs for the precise statement).
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::time::Duration;
 
 use crate::detectors::{pem_end, PEM_END_MAX};
 use crate::edit::render;
 use crate::error::OutputError;
-use crate::options::{Class, GuardOptions, MIN_MAX_HOLD_BYTES};
+use crate::fold::fold_char;
+use crate::markup::MAX_CONSTRUCT_BYTES;
+use crate::options::{Class, GuardOptions, MIN_MAX_HOLD_BYTES, MIN_SAFE_HOLD_BYTES};
 use crate::sanitize::{analyze, Analysis, Applied, Open};
+
+const _: () = assert!(MAX_CONSTRUCT_BYTES < MIN_SAFE_HOLD_BYTES);
+
+/// How many canary-skeleton characters of text no longer held are remembered (more than
+/// any canary core).
+const PRE_SKELETON: usize = 32;
 
 /// How much of a dropped token is kept to recognize a `-----BEGIN` or `<!--` that
 /// straddles two deltas (one byte less than the longer opener).
@@ -104,6 +114,22 @@ pub struct StreamGuard {
     mode: Mode,
     /// Releases forced by the hold bound (including dropped oversized constructs).
     forced: u64,
+    /// Releases forced by the hold time.
+    timed: u64,
+    /// The canary skeleton (lowercase ASCII alphanumerics, compatibility forms folded) of
+    /// the last text that left the buffer, released or dropped: a canary spread thinly
+    /// enough (long whitespace runs between its characters) may have started there.
+    pre_skel: Vec<u8>,
+    /// When each delta arrived (the caller's clock): the completion offset of its first
+    /// byte and the time. Only deltas that may still be held are kept.
+    arrivals: VecDeque<(usize, Duration)>,
+    /// Bytes of completion pushed so far.
+    total: usize,
+    /// After an analysis that could release nothing from a long hold (a canary prefix, an
+    /// open construct), the buffer length below which another is not worth running: the
+    /// hold must grow by a quarter first, so re-analysis of a long hold costs amortized
+    /// linear time (the output does not depend on where cuts fall).
+    stalled: usize,
 }
 
 impl StreamGuard {
@@ -111,13 +137,18 @@ impl StreamGuard {
     ///
     /// # Errors
     /// [`OutputError::HoldTooSmall`] if `max_hold_bytes` is below [`MIN_MAX_HOLD_BYTES`].
-    pub fn new(opts: GuardOptions) -> Result<Self, OutputError> {
+    ///
+    /// A `max_hold_bytes` below [`MIN_SAFE_HOLD_BYTES`] is raised to it (see
+    /// [`Self::max_hold_bytes`]): a smaller bound would force cuts through links the
+    /// sanitizer could still judge whole.
+    pub fn new(mut opts: GuardOptions) -> Result<Self, OutputError> {
         if opts.max_hold_bytes < MIN_MAX_HOLD_BYTES {
             return Err(OutputError::HoldTooSmall {
                 got: opts.max_hold_bytes,
                 min: MIN_MAX_HOLD_BYTES,
             });
         }
+        opts.max_hold_bytes = opts.max_hold_bytes.max(MIN_SAFE_HOLD_BYTES);
         Ok(StreamGuard {
             opts,
             buf: String::new(),
@@ -127,7 +158,24 @@ impl StreamGuard {
             check_from: 0,
             mode: Mode::Open,
             forced: 0,
+            timed: 0,
+            pre_skel: Vec::new(),
+            arrivals: VecDeque::new(),
+            total: 0,
+            stalled: 0,
         })
+    }
+
+    /// The hold bound in use: `max_hold_bytes` as configured, or [`MIN_SAFE_HOLD_BYTES`] if
+    /// that is larger.
+    pub fn max_hold_bytes(&self) -> usize {
+        self.opts.max_hold_bytes
+    }
+
+    /// How many releases the hold time forced ([`Self::push_at`], [`Self::release_due`]).
+    /// Unlike byte-forced releases, they never change the output.
+    pub fn timed_releases(&self) -> u64 {
+        self.timed
     }
 
     /// Bytes received but not released yet (at most `max_hold_bytes` between calls).
@@ -158,6 +206,7 @@ impl StreamGuard {
             Mode::Finished => return out,
             _ => {}
         }
+        self.total += delta.len();
         let mut rest = delta;
         // A huge delta is taken in slices of at most the hold bound, so that one analysis
         // never covers more than the lookback and two bounds.
@@ -168,6 +217,60 @@ impl StreamGuard {
             self.feed(slice, &mut out);
         }
         out
+    }
+
+    /// Takes the next delta, which arrived at `now` (any monotonic clock of the caller's:
+    /// the guard reads none), then releases what has been held longer than
+    /// [`GuardOptions::max_hold_time`] as [`Self::release_due`] does.
+    pub fn push_at(&mut self, delta: &str, now: Duration) -> Released {
+        if !delta.is_empty() && matches!(self.mode, Mode::Open | Mode::SkipToken { .. }) {
+            self.arrivals.push_back((self.total, now));
+        }
+        let mut out = self.push(delta);
+        if !out.stop {
+            let due = self.release_due(now);
+            out.text.push_str(&due.text);
+            out.violations.extend(due.violations);
+            out.stop |= due.stop;
+        }
+        out
+    }
+
+    /// Releases held text that has waited longer than [`GuardOptions::max_hold_time`] at
+    /// `now`: up to the last position from which no secret, link, canary or markup pattern
+    /// could still complete (the end of a sentence if there is one, otherwise a token
+    /// boundary that no finder, construct or canary prefix spans). What stays held is a
+    /// pattern that may still complete (the last token, an open link or tag, a canary
+    /// prefix). The released text is exactly what [`crate::sanitize`] of the whole
+    /// completion has there. Call it from a timer when no delta arrives;
+    /// [`Self::next_due`] says when.
+    pub fn release_due(&mut self, now: Duration) -> Released {
+        let mut out = Released::default();
+        match self.mode {
+            Mode::Stopped => {
+                out.stop = true;
+                return out;
+            }
+            Mode::Open => {}
+            _ => return out,
+        }
+        if self.next_due().is_some_and(|due| due <= now) {
+            self.release_timed(&mut out);
+        }
+        out
+    }
+
+    /// When the oldest held text will have waited [`GuardOptions::max_hold_time`] (by the
+    /// clock given to [`Self::push_at`]); `None` when nothing timed is held.
+    pub fn next_due(&self) -> Option<Duration> {
+        if self.held_bytes() == 0 || !matches!(self.mode, Mode::Open) {
+            return None;
+        }
+        let k = self
+            .arrivals
+            .partition_point(|&(off, _)| off <= self.held_abs);
+        let (_, at) = self.arrivals.get(k.checked_sub(1)?)?;
+        Some(at.saturating_add(self.opts.max_hold_time))
     }
 
     /// Ends the completion: releases everything still held, sanitized as the end of text.
@@ -210,7 +313,9 @@ impl StreamGuard {
         self.buf.push_str(&s);
         let boundary = has_boundary(&self.buf, self.check_from);
         self.check_from = self.buf.len();
-        if boundary || self.held_bytes() >= self.opts.max_hold_bytes {
+        if self.held_bytes() >= self.opts.max_hold_bytes
+            || (boundary && self.buf.len() >= self.stalled)
+        {
             self.release(false, out);
         }
     }
@@ -270,6 +375,7 @@ impl StreamGuard {
                         let from = ceil_boundary(&hay, hay.len().saturating_sub(PEM_END_MAX));
                         *tail = hay[from..].to_string();
                         self.held_abs += slice.len();
+                        remember(&mut self.pre_skel, slice);
                         Cow::Borrowed("")
                     }
                 }
@@ -292,18 +398,34 @@ impl StreamGuard {
                         // kept tail was counted as dropped already.
                         self.held_abs = (self.held_abs + k) - keep;
                         self.mode = Mode::Open;
+                        remember(&mut self.pre_skel, &hay[keep.min(k)..k]);
                         Cow::Owned(hay[k..].to_string())
                     }
                     None => {
                         let from = ceil_boundary(&hay, hay.len().saturating_sub(SKIP_TAIL));
                         *tail = hay[from..].to_string();
                         self.held_abs += slice.len();
+                        remember(&mut self.pre_skel, slice);
                         Cow::Borrowed("")
                     }
                 }
             }
             _ => Cow::Borrowed(slice),
         }
+    }
+
+    /// A blocking finding in the analysis: any canary (also one that started in text no
+    /// longer held), or a finding of a blocking class.
+    fn stop_for(&self, a: &Analysis<'_>) -> Option<Action> {
+        let mut blocking = a.blocking(self.held_at, self.opts.block);
+        if blocking.is_empty() && a.canary_across() {
+            blocking.push(Applied {
+                class: Class::Canary,
+                rule: "canary-token",
+                span_in_original: 0..self.buf.len(),
+            });
+        }
+        (!blocking.is_empty()).then_some(Action::Stop(blocking))
     }
 
     fn release(&mut self, at_eof: bool, out: &mut Released) {
@@ -314,98 +436,158 @@ impl StreamGuard {
             }
             // The analysis borrows the buffer; collect what to do, then act.
             let action = {
-                let a = analyze(&self.buf, &self.opts.sanitize, at_eof);
-                let blocking = a.blocking(self.held_at, self.opts.block);
-                if !blocking.is_empty() {
-                    Action::Stop(blocking)
-                } else {
-                    let cut = if at_eof {
-                        Some(self.buf.len())
-                    } else {
-                        a.semantic_cut(self.held_at)
-                    };
-                    match cut {
-                        Some(b) => self.segment(&a, b),
-                        None if held < self.opts.max_hold_bytes => return,
-                        None => {
-                            self.forced += 1;
-                            self.forced(&a)
+                let mut a = analyze(&self.buf, &self.opts.sanitize, at_eof);
+                a.set_pre_skeleton(&self.pre_skel);
+                match self.stop_for(&a) {
+                    Some(stop) => stop,
+                    None => {
+                        let cut = if at_eof {
+                            Some(self.buf.len())
+                        } else {
+                            a.semantic_cut(self.held_at)
+                        };
+                        match cut {
+                            Some(b) => self.segment(&a, b),
+                            None if held < self.opts.max_hold_bytes => {
+                                self.stall();
+                                return;
+                            }
+                            None => {
+                                self.forced += 1;
+                                self.forced(&a)
+                            }
                         }
                     }
                 }
             };
-            match action {
-                Action::Stop(blocking) => {
-                    for f in blocking {
-                        out.violations.push(self.absolute(f));
-                    }
-                    out.stop = true;
-                    self.mode = Mode::Stopped;
-                    self.buf = String::new();
-                    self.held_at = 0;
-                    return;
-                }
-                Action::Emit {
-                    text,
-                    findings,
-                    cut,
-                } => {
-                    out.text.push_str(&text);
-                    for f in findings {
-                        out.violations.push(self.absolute(f));
-                    }
-                    self.advance(cut);
-                }
-                Action::Drop {
-                    marker,
-                    finding,
-                    mode,
-                } => {
-                    out.text.push_str(marker);
-                    let len = self.held_bytes();
-                    if let Some(f) = finding {
-                        out.violations.push(Applied {
-                            span_in_original: self.held_abs..self.held_abs + len,
-                            ..f
-                        });
-                    }
-                    let start = self.held_abs;
-                    // The terminator is looked for only after the opener (an earlier block's
-                    // END line in the same held text must not end this one).
-                    let n = self.buf.len();
-                    self.mode = match mode {
-                        DropMode::Comment(p) => Mode::SkipComment {
-                            tail: self.buf.as_bytes()[n.saturating_sub(3).max(p + 4).min(n)..]
-                                .to_vec(),
-                            start,
-                        },
-                        DropMode::Pem(p) => Mode::SkipPem {
-                            tail: self.buf
-                                [ceil_boundary(&self.buf, n.saturating_sub(PEM_END_MAX).max(p))..]
-                                .to_string(),
-                            start,
-                        },
-                        DropMode::Token => {
-                            let held = &self.buf[self.held_at..];
-                            let word = held
-                                .rfind(|c: char| c.is_ascii_whitespace())
-                                .map_or(0, |i| i + 1);
-                            let from =
-                                ceil_boundary(held, held.len().saturating_sub(SKIP_TAIL).max(word));
-                            Mode::SkipToken {
-                                tail: held[from..].to_string(),
-                            }
-                        }
-                        DropMode::None => Mode::Open,
-                    };
-                    self.held_abs += len;
-                    self.buf.truncate(self.held_at);
-                    self.check_from = self.buf.len();
-                    return;
-                }
+            if !self.apply(action, out) {
+                return;
             }
             if at_eof || self.held_bytes() < self.opts.max_hold_bytes {
                 return;
+            }
+        }
+    }
+
+    /// The hold time ran out: releases up to the latest quiet cut, if there is one.
+    fn release_timed(&mut self, out: &mut Released) {
+        if self.held_bytes() == 0 || self.buf.len() < self.stalled {
+            return;
+        }
+        let action = {
+            let mut a = analyze(&self.buf, &self.opts.sanitize, false);
+            a.set_pre_skeleton(&self.pre_skel);
+            match self.stop_for(&a) {
+                Some(stop) => stop,
+                None => match a
+                    .semantic_cut(self.held_at)
+                    .or_else(|| a.quiet_cut(self.held_at))
+                {
+                    Some(b) => self.segment(&a, b),
+                    None => {
+                        self.stall();
+                        return;
+                    }
+                },
+            }
+        };
+        self.timed += 1;
+        self.apply(action, out);
+    }
+
+    /// Records a fruitless analysis of a long hold (see `stalled`).
+    fn stall(&mut self) {
+        let held = self.held_bytes();
+        self.stalled = if held >= 512 {
+            self.buf.len() + held / 4
+        } else {
+            0
+        };
+    }
+
+    /// Carries out `action`; false when nothing more can be released now.
+    fn apply(&mut self, action: Action, out: &mut Released) -> bool {
+        match action {
+            Action::Stop(blocking) => {
+                for f in blocking {
+                    out.violations.push(self.absolute(f));
+                }
+                out.stop = true;
+                self.mode = Mode::Stopped;
+                self.buf = String::new();
+                self.held_at = 0;
+                self.arrivals.clear();
+                false
+            }
+            Action::Emit {
+                text,
+                findings,
+                cut,
+            } => {
+                out.text.push_str(&text);
+                for f in findings {
+                    out.violations.push(self.absolute(f));
+                }
+                self.advance(cut);
+                true
+            }
+            Action::Drop {
+                marker,
+                finding,
+                mode,
+            } => {
+                out.text.push_str(marker);
+                let len = self.held_bytes();
+                if let Some(f) = finding {
+                    out.violations.push(Applied {
+                        span_in_original: self.held_abs..self.held_abs + len,
+                        ..f
+                    });
+                }
+                let start = self.held_abs;
+                // The terminator is looked for only after the opener (an earlier block's
+                // END line in the same held text must not end this one).
+                let n = self.buf.len();
+                self.mode = match mode {
+                    DropMode::Comment(p) => Mode::SkipComment {
+                        tail: self.buf.as_bytes()[n.saturating_sub(3).max(p + 4).min(n)..].to_vec(),
+                        start,
+                    },
+                    DropMode::Pem(p) => Mode::SkipPem {
+                        tail: self.buf
+                            [ceil_boundary(&self.buf, n.saturating_sub(PEM_END_MAX).max(p))..]
+                            .to_string(),
+                        start,
+                    },
+                    DropMode::Token => {
+                        let held = &self.buf[self.held_at..];
+                        let word = held
+                            .rfind(|c: char| c.is_ascii_whitespace())
+                            .map_or(0, |i| i + 1);
+                        let from =
+                            ceil_boundary(held, held.len().saturating_sub(SKIP_TAIL).max(word));
+                        Mode::SkipToken {
+                            tail: held[from..].to_string(),
+                        }
+                    }
+                    DropMode::None => Mode::Open,
+                };
+                self.held_abs += len;
+                if matches!(mode, DropMode::Comment(_)) {
+                    // A comment is hidden: the text after it follows the lookback.
+                    self.buf.truncate(self.held_at);
+                } else {
+                    // The dropped text stood between the lookback and what comes next: both
+                    // leave the buffer (in order, into the canary memory), so nothing after
+                    // the drop is read as adjacent to text before it.
+                    remember(&mut self.pre_skel, &self.buf);
+                    self.buf.clear();
+                    self.held_at = 0;
+                    self.clean = vec![0];
+                }
+                self.stalled = 0;
+                self.check_from = self.buf.len();
+                false
             }
         }
     }
@@ -449,11 +631,9 @@ impl StreamGuard {
             }
             _ => {}
         }
-        // An incomplete link or tag longer than the bound: let its text go (its URL, if
-        // any, is still a token and still held).
-        if let Some(b) = a.forced_cut(self.held_at, false) {
-            return self.segment(a, b);
-        }
+        // No safe cut: an open link or tag never reaches here (the bound is at least the
+        // longest construct the sanitizer reads before deciding), so what is held is one
+        // construct longer than the bound. It is dropped, never emitted in part.
         // One construct longer than the bound: it is dropped, never emitted in part.
         let held = &self.buf[self.held_at..];
         let mode = match a.open_skip {
@@ -476,8 +656,13 @@ impl StreamGuard {
     /// Marks `buf[..b]` released and trims the lookback to the latest release point that
     /// leaves at least `lookback_bytes` of it.
     fn advance(&mut self, b: usize) {
+        self.stalled = 0;
         self.held_abs += b - self.held_at;
         self.held_at = b;
+        // Arrival times of deltas wholly released are no longer needed.
+        while self.arrivals.len() > 1 && self.arrivals[1].0 <= self.held_abs {
+            self.arrivals.pop_front();
+        }
         if self.clean.last() != Some(&b) {
             self.clean.push(b);
         }
@@ -493,6 +678,8 @@ impl StreamGuard {
             0
         };
         if cut > 0 {
+            let gone = &self.buf[..cut];
+            remember(&mut self.pre_skel, gone);
             self.buf.drain(..cut);
             self.held_at -= cut;
             self.check_from = self.check_from.saturating_sub(cut);
@@ -544,6 +731,19 @@ enum DropMode {
     Pem(usize),
     Token,
     None,
+}
+
+/// Appends the canary skeleton of `text` to `skel`, keeping the last [`PRE_SKELETON`].
+fn remember(skel: &mut Vec<u8>, text: &str) {
+    for c in text.chars() {
+        let c = fold_char(c).unwrap_or(c);
+        if c.is_ascii_alphanumeric() {
+            skel.push(c.to_ascii_lowercase() as u8);
+        }
+    }
+    if skel.len() > PRE_SKELETON {
+        skel.drain(..skel.len() - PRE_SKELETON);
+    }
 }
 
 /// A semantic boundary ends at or after `from`.

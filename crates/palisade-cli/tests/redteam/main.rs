@@ -16,6 +16,7 @@
 
 mod harness;
 mod input_gates;
+mod output_gate;
 mod side_fields;
 mod starvation;
 mod tokens_keys;

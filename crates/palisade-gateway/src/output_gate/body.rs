@@ -74,11 +74,35 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
             if let Some(text) = main_text(choice, plan.shape) {
                 observe_unsanitized(&mut evidence, &text, &policy.sanitize);
             }
+            // JSON content is judged as a client that parses it sees it: by
+            // its decoded string values (`\u0041KIA…` is a key).
+            let mut outcome = Outcome::default();
+            let json_path: &[&str] = match plan.shape {
+                ResponseShape::Chat => &["message", "content"],
+                ResponseShape::Completion => &["text"],
+            };
+            let json_mode = match choice.pointer_mut(plan.shape.body_text()) {
+                Some(Value::String(content))
+                    if plan.response_schema.is_some() || parses_as_json(content) =>
+                {
+                    let s = palisade_output::sanitize_json(content, &policy.sanitize);
+                    super::absorb(&mut evidence, &s.actions, s.canary_leaked);
+                    outcome.blocked |= s.blocked_by(policy.block) || s.canary_leaked;
+                    if let std::borrow::Cow::Owned(text) = s.text {
+                        *content = text;
+                        outcome.changed = true;
+                    }
+                    true
+                }
+                _ => false,
+            };
             // Every string of the choice but its logprobs (judged below) and
             // the calls the tool gate released (judged there, and bound to
             // their capability tokens).
-            let outcome = judge_tree(choice, &policy, &mut evidence, &|path| {
-                path == ["logprobs"] || (tool_gate && path == ["message", "tool_calls"])
+            outcome |= judge_tree(choice, &policy, &mut evidence, &|path| {
+                path == ["logprobs"]
+                    || (tool_gate && path == ["message", "tool_calls"])
+                    || (json_mode && path == json_path)
             });
             changed |= outcome.changed;
             let mut logprobs_ok = !outcome.changed && !outcome.blocked;
@@ -167,6 +191,12 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
         );
     }
     Ok(changed.then(|| Bytes::from(value.to_string())))
+}
+
+/// True if `text` is a JSON object or array (what a client may `JSON.parse`).
+fn parses_as_json(text: &str) -> bool {
+    text.trim_start().starts_with(['{', '['])
+        && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
 }
 
 /// Adds the output gate's note to the body's `palisade` object.

@@ -117,6 +117,7 @@ impl OutputPolicy {
                 hidden,
                 allow: LinkAllow::predicate(move |host| snapshot.link_allowed(host)),
                 canaries,
+                ..SanitizeOptions::default()
             },
             block,
         })

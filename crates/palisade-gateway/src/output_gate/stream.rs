@@ -13,11 +13,11 @@
 //! Must not: forward a string it did not judge, or re-emit released text.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use palisade_openai::ApiError;
-use palisade_output::{Class, GuardOptions, Released, StreamGuard};
+use palisade_output::{Class, GuardOptions, JsonStreamGuard, Released, StreamGuard};
 use palisade_policy::{Evidence, Gate};
 use serde_json::{json, Map, Value};
 
@@ -56,16 +56,64 @@ enum Field {
     FunctionCall(&'static str),
 }
 
+/// One field's guard: plain text, or JSON mode for content the request
+/// asked to match a JSON schema (string values judged decoded).
+#[derive(Debug)]
+enum Guard {
+    Text(StreamGuard),
+    Json(JsonStreamGuard),
+}
+
+impl Guard {
+    fn push_at(&mut self, text: &str, now: Duration) -> Released {
+        match self {
+            Self::Text(g) => g.push_at(text, now),
+            Self::Json(g) => g.push_at(text, now),
+        }
+    }
+
+    fn release_due(&mut self, now: Duration) -> Released {
+        match self {
+            Self::Text(g) => g.release_due(now),
+            Self::Json(g) => g.release_due(now),
+        }
+    }
+
+    fn next_due(&self) -> Option<Duration> {
+        match self {
+            Self::Text(g) => g.next_due(),
+            Self::Json(g) => g.next_due(),
+        }
+    }
+
+    fn finish(&mut self) -> Released {
+        match self {
+            Self::Text(g) => g.finish(),
+            Self::Json(g) => g.finish(),
+        }
+    }
+
+    fn held_bytes(&self) -> usize {
+        match self {
+            Self::Text(g) => g.held_bytes(),
+            Self::Json(g) => g.held_bytes(),
+        }
+    }
+}
+
 /// The output gate over one streamed completion.
 #[derive(Debug)]
 pub(crate) struct StreamGate {
     plan: GatePlan,
     policy: OutputPolicy,
     options: GuardOptions,
-    guards: BTreeMap<Field, StreamGuard>,
+    guards: BTreeMap<Field, Guard>,
+    /// The stream's start: the guards' clock (text held longer than the hold
+    /// time is released on the next event or on the relay's timer).
+    opened: Instant,
     evidence: Evidence,
     /// Time spent in the gate, for the audit record.
-    spent: std::time::Duration,
+    spent: Duration,
     /// A template chunk (id, model, created) for chunks the gate writes.
     template: Option<Value>,
     /// The one choice index this stream may carry.
@@ -115,8 +163,9 @@ impl StreamGate {
             policy,
             options,
             guards: BTreeMap::new(),
+            opened: Instant::now(),
             evidence: Evidence::default(),
-            spent: std::time::Duration::ZERO,
+            spent: Duration::ZERO,
             template: None,
             choice: None,
             done: false,
@@ -129,7 +178,14 @@ impl StreamGate {
 
     fn push(&mut self, field: Field, text: &str) -> Released {
         if !self.guards.contains_key(&field) {
-            match StreamGuard::new(self.options.clone()) {
+            let json = self.plan.json_mode
+                && matches!(&field, Field::Delta(k) if k == "content" || k == "text");
+            let made = if json {
+                JsonStreamGuard::new(self.options.clone()).map(Guard::Json)
+            } else {
+                StreamGuard::new(self.options.clone()).map(Guard::Text)
+            };
+            match made {
                 Ok(g) => {
                     self.guards.insert(field.clone(), g);
                 }
@@ -146,7 +202,7 @@ impl StreamGate {
         let Some(guard) = self.guards.get_mut(&field) else {
             return Released::default();
         };
-        let released = guard.push(text);
+        let released = guard.push_at(text, self.opened.elapsed());
         self.account(&released);
         released
     }
@@ -177,7 +233,7 @@ impl StreamGate {
         let mut stop = false;
         let fields: Vec<Field> = self.guards.keys().cloned().collect();
         for field in fields {
-            let Some(released) = self.guards.get_mut(&field).map(StreamGuard::finish) else {
+            let Some(released) = self.guards.get_mut(&field).map(Guard::finish) else {
                 continue;
             };
             self.account(&released);
@@ -461,6 +517,53 @@ impl StreamGate {
             }
         }
         out
+    }
+
+    /// When held text will have waited its time bound (by the relay's
+    /// clock: time since the stream opened), if any is held.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        if self.done {
+            return None;
+        }
+        let due = self.guards.values().filter_map(Guard::next_due).min()?;
+        Some(self.opened + due)
+    }
+
+    /// Releases what has waited past its time bound while the upstream is
+    /// silent, as a chunk (or the stop, on a blocking finding).
+    pub(crate) fn release_due(&mut self) -> EventAction {
+        if self.done {
+            return EventAction::Hold;
+        }
+        let now = self.opened.elapsed();
+        let index = self.choice.unwrap_or(0);
+        let fields: Vec<Field> = self.guards.keys().cloned().collect();
+        let mut out = Vec::new();
+        let mut stop = false;
+        for field in fields {
+            let Some(released) = self.guards.get_mut(&field).map(|g| g.release_due(now)) else {
+                continue;
+            };
+            self.account(&released);
+            stop |= released.stop;
+            if !released.text.is_empty() {
+                out.push((field, released.text));
+            }
+        }
+        if stop {
+            self.done = true;
+            let mut bytes = String::new();
+            if !out.is_empty() {
+                bytes.push_str(&self.chunk(index, &out, None));
+            }
+            bytes.push_str(&self.chunk(index, &[], Some("content_filter")));
+            bytes.push_str("data: [DONE]\n\n");
+            return EventAction::Stop(Bytes::from(bytes));
+        }
+        if out.is_empty() {
+            return EventAction::Hold;
+        }
+        EventAction::Replace(Bytes::from(self.chunk(index, &out, None)))
     }
 
     /// The upstream ended: anything still held (a stream without a

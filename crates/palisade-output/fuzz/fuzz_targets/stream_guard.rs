@@ -1,6 +1,7 @@
-//! Any text, cut into deltas at fuzzer-chosen points: the guard never panics, never holds
-//! more than its bound, and, with a bound the input cannot reach, releases exactly what
-//! `sanitize` makes of the whole text.
+//! Any text, cut into deltas at fuzzer-chosen points (each arriving one hold time after the
+//! last, so time-forced releases happen): the guard never panics, never holds more than its
+//! bound, and, with a bound the input cannot reach, releases exactly what `sanitize` makes
+//! of the whole text.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -28,8 +29,9 @@ fuzz_target!(|data: &[u8]| {
             while !text.is_char_boundary(end) {
                 end += 1;
             }
-            out.push_str(&g.push(&text[at..end]).text);
-            assert!(g.held_bytes() < max_hold_bytes);
+            let now = std::time::Duration::from_millis(250 * at as u64);
+            out.push_str(&g.push_at(&text[at..end], now).text);
+            assert!(g.held_bytes() < g.max_hold_bytes());
             at = end;
         }
         out.push_str(&g.finish().text);
