@@ -1,0 +1,243 @@
+//! The request side of the tool gate: offered tools filtered by the tier's
+//! allowlist, and a conversation past its loop caps stopped.
+//!
+//! Must not: judge emitted calls.
+
+use super::*;
+
+/// What the tool gate needs of a request to judge its response.
+#[derive(Debug, Clone)]
+pub(crate) struct ToolPlan {
+    pub(super) service: Arc<ToolService>,
+    /// The schemas the client declared, by tool name.
+    pub(super) declared: Arc<HashMap<String, Value>>,
+    pub(super) conversation: Option<String>,
+    /// Tool rounds before this request (the history's and the counters').
+    pub(super) rounds_before: u32,
+    /// Tool-loop tokens before this request.
+    pub(super) loop_tokens_before: u64,
+    /// This request continues a tool loop.
+    pub(super) in_loop: bool,
+    /// The replica's shared store, when limits live in Redis.
+    pub(super) redis: Option<RedisToolStore>,
+    /// The gateway asked the upstream for a stream's usage chunk (the
+    /// loop-token cap needs it) and the client did not: keep it from them.
+    pub(super) strip_usage_chunk: bool,
+    /// How the calls reach the gateway (the guard API sets `Guard`).
+    pub(super) source: TokenSource,
+}
+
+impl ToolPlan {
+    /// The request continues a tool loop: its last message is a tool result,
+    /// or the conversation has had tool rounds.
+    pub(crate) fn in_loop(&self) -> bool {
+        self.in_loop
+    }
+}
+
+pub(super) fn tool_name(tool: &Value) -> &str {
+    tool.pointer("/function/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// The request side: filters offered tools, enforces the conversation caps,
+/// and leaves a [`ToolPlan`] in `plan` for the response. Returns whether the
+/// body changed.
+pub(crate) async fn inspect_request(
+    state: &GatewayState,
+    plan: &mut GatePlan,
+    fields: &mut Map<String, Value>,
+    headers: &HeaderMap,
+) -> Result<bool, ApiError> {
+    // A tenant's tool credentials never enter the model's context, even when
+    // an executor echoes one back in a tool result: whatever the tier says.
+    let mut changed = state.tools.scrub_credentials(&plan.subject.tenant, fields);
+    let snapshot = plan.snapshot.clone();
+    let tier = snapshot.tier_for(&plan.subject_ref());
+    let Some(gate) = tier.tool_gate() else {
+        return Ok(changed);
+    };
+    let started = Instant::now();
+    // The deprecated functions API would carry calls past the gate: fail
+    // closed rather than let a client choose an unchecked path.
+    if let Some(legacy) = ["functions", "function_call"]
+        .into_iter()
+        .find(|k| fields.contains_key(*k))
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "`{legacy}` (the deprecated functions API) is not accepted where tool calls are \
+                 checked; offer the functions as `tools` instead"
+            ),
+        )
+        .with_param(legacy));
+    }
+    let mut declared = HashMap::new();
+    let mut removed = Vec::new();
+    if let Some(Value::Array(tools)) = fields.get_mut("tools") {
+        tools.retain(|tool| {
+            let name = tool_name(tool).to_owned();
+            if gate.allows(&name) {
+                if let Some(params) = tool.pointer("/function/parameters") {
+                    declared.insert(name, params.clone());
+                }
+                true
+            } else {
+                removed.push(name);
+                false
+            }
+        });
+    }
+    for name in &removed {
+        let evidence = ToolEvidence {
+            name: name.clone(),
+            args_json: true,
+            ..ToolEvidence::default()
+        };
+        audit_tool(plan, evidence, started);
+    }
+    if !removed.is_empty() {
+        if gate.unlisted_offer() == UnlistedOffer::Refuse {
+            return Err(ApiError::policy(
+                ErrorCode::PolicyBlocked,
+                ReasonCode::ToolNotAllowed.as_str(),
+                format!(
+                    "tools not allowed on this route: {} (policy {})",
+                    removed.join(", "),
+                    plan.snapshot.version()
+                ),
+            )
+            .with_param("tools"));
+        }
+        changed = true;
+        let empty = fields
+            .get("tools")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty);
+        let forced = fields
+            .get("tool_choice")
+            .and_then(|c| c.pointer("/function/name"))
+            .and_then(Value::as_str)
+            .is_some_and(|n| removed.iter().any(|r| r == n));
+        if empty {
+            // An empty list (and a choice among nothing) is an upstream error.
+            fields.remove("tools");
+            fields.remove("tool_choice");
+            fields.remove("parallel_tool_calls");
+        } else if forced {
+            fields.insert("tool_choice".into(), json!("auto"));
+        }
+    }
+
+    // Rounds so far: the history says how many assistant turns called tools;
+    // the counters remember more when a client trims its history.
+    let messages = fields.get("messages").and_then(Value::as_array);
+    let history_rounds = messages.map_or(0, |m| {
+        m.iter()
+            .filter(|msg| {
+                msg.get("role").and_then(Value::as_str) == Some("assistant")
+                    && msg
+                        .get("tool_calls")
+                        .and_then(Value::as_array)
+                        .is_some_and(|c| !c.is_empty())
+            })
+            .count()
+    });
+    let history_rounds = u32::try_from(history_rounds).unwrap_or(u32::MAX);
+    let last_is_tool = messages
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        == Some("tool");
+    let conversation = headers
+        .get(CONVERSATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(128).collect::<String>())
+        .filter(|v| !v.is_empty());
+    let service = state.tools.clone();
+    let redis = shared_store(state);
+    let mut counters = conversation
+        .as_deref()
+        .map(|c| service.conversation(&plan.subject.tenant, c))
+        .unwrap_or_default();
+    if let (Some(redis), Some(conv)) = (&redis, conversation.as_deref()) {
+        // Other replicas served this conversation too: their counts are in
+        // Redis. Unreachable Redis leaves this replica's own counts.
+        match redis.conversation(&plan.subject.tenant, conv).await {
+            Ok((rounds, tokens)) => {
+                counters.rounds = counters
+                    .rounds
+                    .max(u32::try_from(rounds).unwrap_or(u32::MAX));
+                counters.loop_tokens = counters.loop_tokens.max(tokens);
+            }
+            Err(error) => tracing::warn!(%error, "tool-loop counters: Redis unavailable"),
+        }
+    }
+    let rounds_before = history_rounds.max(counters.rounds);
+    let in_loop = last_is_tool || rounds_before > 0;
+    check_caps(
+        plan,
+        gate,
+        rounds_before,
+        counters.loop_tokens,
+        last_is_tool,
+    )?;
+    // The loop-token cap counts a streamed answer by its usage chunk, which
+    // an upstream sends only when asked: ask, even with no ledger or budget.
+    let strip_usage_chunk = gate.max_loop_tokens().is_some()
+        && matches!(fields.get("stream"), Some(Value::Bool(true)))
+        && palisade_openai::ensure_stream_usage(fields);
+    plan.tools = Some(ToolPlan {
+        service,
+        declared: Arc::new(declared),
+        conversation,
+        rounds_before,
+        loop_tokens_before: counters.loop_tokens,
+        in_loop,
+        redis,
+        strip_usage_chunk,
+        source: TokenSource::Proxy,
+    });
+    Ok(changed || strip_usage_chunk)
+}
+
+/// Refuses a request that continues a tool loop already past its caps: the
+/// client ignored withheld calls, or replays history.
+pub(super) fn check_caps(
+    plan: &GatePlan,
+    gate: &ToolGate,
+    rounds: u32,
+    loop_tokens: u64,
+    continuing: bool,
+) -> Result<(), ApiError> {
+    if !continuing {
+        return Ok(());
+    }
+    let stop = |reason: ReasonCode, what: String| {
+        Err(ApiError::policy(
+            ErrorCode::PolicyBlocked,
+            reason.as_str(),
+            format!(
+                "the tool loop is stopped: {what} (policy {}); start a new conversation",
+                plan.snapshot.version()
+            ),
+        ))
+    };
+    if let Some(cap) = gate.max_rounds().filter(|cap| rounds > *cap) {
+        return stop(
+            ReasonCode::ToolRoundLimit,
+            format!("{rounds} tool rounds, the limit is {cap}"),
+        );
+    }
+    if let Some(cap) = gate.max_loop_tokens().filter(|cap| loop_tokens >= *cap) {
+        return stop(
+            ReasonCode::ToolTokenLimit,
+            format!(
+                "{loop_tokens} tokens spent in this conversation's tool loop, the limit is {cap}"
+            ),
+        );
+    }
+    Ok(())
+}
