@@ -1,0 +1,216 @@
+//! `[backends.*]`, `[[routes]]` and `[log]`: where requests go and how the
+//! gateway logs.
+
+use super::*;
+
+/// An OpenAI-compatible upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Base URL including the API prefix, e.g. `http://10.0.0.5:8000/v1`.
+    pub base_url: String,
+    /// Environment variable holding the upstream's API key, sent as
+    /// `Authorization: Bearer`. The client's own credentials are never
+    /// forwarded.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// TCP (and TLS) connect timeout.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time from sending the request to receiving the response head. A cold
+    /// model server with a long prompt can take tens of seconds to prefill.
+    #[serde(default = "defaults::first_byte_timeout_ms")]
+    pub first_byte_timeout_ms: u64,
+    /// Longest silence allowed between two reads of a streamed body.
+    #[serde(default = "defaults::idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// End-to-end deadline for one request, stream included, unless a route
+    /// sets its own.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Whether `GET /v1/models` asks this backend for its models when a
+    /// wildcard route points at it.
+    #[serde(default = "defaults::yes")]
+    pub list_models: bool,
+    /// Most requests at this backend at once (its downstream budget). More
+    /// wait in a fair queue across tenants. Unset: no limit.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    /// Requests one tenant may have waiting for this backend; more are
+    /// refused with 503 `upstream_overloaded`.
+    #[serde(default = "defaults::max_queued_per_tenant")]
+    pub max_queued_per_tenant: u32,
+    /// Longest wait in that queue (also bounded by the request's deadline).
+    #[serde(default = "defaults::queue_timeout_ms")]
+    pub queue_timeout_ms: u64,
+    /// Tokens (the queued requests' reservations: prompt estimate plus
+    /// `max_tokens`) that may wait for this backend in all, across tenants;
+    /// more are refused with 503 `upstream_overloaded`. Bounds the work
+    /// queued in front of a model server, not just the number of requests.
+    /// Unset: no token bound.
+    #[serde(default)]
+    pub max_queued_tokens: Option<u64>,
+    /// Move the in-flight limit between `min_in_flight` and `max_in_flight`
+    /// by AIMD on the backend's latency and 429/503 answers.
+    #[serde(default)]
+    pub adaptive_concurrency: bool,
+    /// Floor of the adaptive limit.
+    #[serde(default = "defaults::min_in_flight")]
+    pub min_in_flight: u32,
+    /// Response heads slower than this count as overload (adaptive only).
+    #[serde(default = "defaults::target_latency_ms")]
+    pub target_latency_ms: u64,
+    /// Circuit breaker on this backend's error rate. Absent: off.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+}
+
+/// Open the circuit when a backend keeps failing.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreakerConfig {
+    /// Share of failed requests (connect errors, timeouts, 5xx) that opens it.
+    pub error_rate: f64,
+    /// Recent requests considered.
+    pub window: u32,
+    /// Requests needed before the rate is trusted.
+    pub min_requests: u32,
+    /// How long it stays open before one probe request is let through.
+    pub cooldown_ms: u64,
+}
+
+impl Default for CircuitBreakerConfig {
+    /// Rationale: half of the last 20 failing is no blip; 10 requests keep
+    /// one bad second from tripping it; 5 s lets a restarting model server
+    /// come back without being hammered.
+    fn default() -> Self {
+        Self {
+            error_rate: 0.5,
+            window: 20,
+            min_requests: 10,
+            cooldown_ms: 5_000,
+        }
+    }
+}
+
+impl BackendConfig {
+    /// A backend at `base_url` with default timeouts.
+    pub fn with_url(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api_key_env: None,
+            connect_timeout_ms: defaults::connect_timeout_ms(),
+            first_byte_timeout_ms: defaults::first_byte_timeout_ms(),
+            idle_timeout_ms: defaults::idle_timeout_ms(),
+            request_timeout_ms: defaults::request_timeout_ms(),
+            list_models: true,
+            max_in_flight: None,
+            max_queued_per_tenant: defaults::max_queued_per_tenant(),
+            queue_timeout_ms: defaults::queue_timeout_ms(),
+            max_queued_tokens: None,
+            adaptive_concurrency: false,
+            min_in_flight: defaults::min_in_flight(),
+            target_latency_ms: defaults::target_latency_ms(),
+            circuit_breaker: None,
+        }
+    }
+}
+
+mod defaults {
+    pub(super) fn connect_timeout_ms() -> u64 {
+        2_000
+    }
+    pub(super) fn first_byte_timeout_ms() -> u64 {
+        120_000
+    }
+    pub(super) fn idle_timeout_ms() -> u64 {
+        60_000
+    }
+    pub(super) fn request_timeout_ms() -> u64 {
+        600_000
+    }
+    pub(super) fn yes() -> bool {
+        true
+    }
+    /// Absorbs a client's burst while the backend is saturated; beyond that,
+    /// waiting only turns into timeouts.
+    pub(super) fn max_queued_per_tenant() -> u32 {
+        64
+    }
+    /// Long enough to ride out a burst, short enough that clients retry
+    /// elsewhere before their own timeouts.
+    pub(super) fn queue_timeout_ms() -> u64 {
+        10_000
+    }
+    pub(super) fn min_in_flight() -> u32 {
+        1
+    }
+    /// Time to the response head covers queueing and prefill at the model
+    /// server; a few seconds is where interactive users start to notice.
+    pub(super) fn target_latency_ms() -> u64 {
+        5_000
+    }
+}
+
+/// One routing-table entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Public model name, or `*` for every model not routed by name.
+    pub model: String,
+    /// Backend name from `[backends]`.
+    pub backend: String,
+    /// Name sent upstream, when it differs from the public name.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// Other public names for the same route.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// End-to-end deadline for this route, overriding the backend's.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    /// Graceful degradation: while this route's backend is saturated (at
+    /// its `max_in_flight` with requests queued), send requests to this
+    /// (cheaper, routed) model instead.
+    #[serde(default)]
+    pub overload_model: Option<String>,
+    /// Graceful degradation: while the backend is saturated, cap
+    /// `max_tokens` at this value.
+    #[serde(default)]
+    pub overload_max_tokens: Option<u64>,
+    /// A Hugging Face `tokenizer.json` for this route's model, used to
+    /// estimate prompt tokens at admission (token budgets, quotas). Without
+    /// it, OpenAI model names use their bundled vocabularies and other
+    /// models ~4 characters per token.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `palisade_gateway=debug`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}

@@ -1,0 +1,271 @@
+//! `[limits]`: admission limits, token budgets, spend rates, the escalation
+//! ladder and per-tenant overrides.
+
+use super::*;
+
+/// Admission limits. Every field is optional: an absent limit is no limit,
+/// so a config without `[limits]` admits everything (the local default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Where request-rate state lives: `memory` (this process) or `redis`
+    /// (shared by every replica, exact across them).
+    pub backend: LimitsBackend,
+    /// Redis URL for `backend = "redis"`, e.g. `redis://10.0.0.7:6379/0`.
+    pub redis_url: Option<String>,
+    /// Longest wait for Redis per decision. Limits sit on every request's
+    /// path: a slow Redis must degrade to the fallback, not stall traffic.
+    pub redis_timeout_ms: u64,
+    /// When Redis cannot answer: `local` falls back to this replica's
+    /// in-memory limiter (limits stay enforced, per replica); `deny`
+    /// refuses requests with 503 (strict quotas that must never be exceeded).
+    pub on_backend_error: OnBackendError,
+    /// Completion tokens reserved for a request that sets no `max_tokens`.
+    pub default_max_tokens: u64,
+    /// Also send that `max_tokens` upstream when the client set none, so the
+    /// reservation is a true bound (otherwise it is an estimate, and any
+    /// excess is charged at reconciliation and counted as overshoot).
+    pub inject_max_tokens: bool,
+    /// Defaults applied to every tenant.
+    #[serde(flatten)]
+    pub default: TenantLimits,
+    /// Per-tenant overrides; a field left out falls back to the default.
+    pub tenants: BTreeMap<String, TenantLimits>,
+    /// The escalation ladder for repeat offenders (per API key). Absent: off.
+    pub escalation: Option<EscalationConfig>,
+    /// Request rates per API key (by key name), on top of the tenant's.
+    pub keys: BTreeMap<String, RateConfig>,
+    /// Request rates per public model name (all tenants together): protects
+    /// a scarce model.
+    pub models: BTreeMap<String, RateConfig>,
+    /// Percentages of a monthly budget (or quota) at which an alert is
+    /// raised, once each per tenant and month.
+    pub budget_alert_percents: Vec<u32>,
+    /// Where alerts (budget thresholds, spend-rate trips) are POSTed as JSON,
+    /// besides the log and metrics. Absent: log and metrics only.
+    pub alert_webhook_url: Option<String>,
+    /// The circuit breaker on each tenant's spend rate. Absent: off.
+    pub spend_rate: Option<SpendRateSettings>,
+}
+
+/// Pause a tenant whose tokens per minute jump far above its baseline (a
+/// leaked key, a runaway agent loop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpendRateSettings {
+    /// Trip at this multiple of the tenant's baseline tokens per minute.
+    pub factor: u64,
+    /// Never trip below this many tokens in a minute (new tenants have no
+    /// baseline yet: this is their ceiling until one is learned).
+    pub floor_tokens_per_minute: u64,
+    /// The baseline remembers roughly this many minutes; at start it is
+    /// seeded from the ledger's average over the last day.
+    pub baseline_minutes: u64,
+    /// How long a tripped tenant is refused (429 `spend_rate_exceeded`).
+    pub cooldown_secs: u64,
+}
+
+impl Default for SpendRateSettings {
+    fn default() -> Self {
+        Self {
+            factor: 10,
+            floor_tokens_per_minute: 100_000,
+            baseline_minutes: 60,
+            cooldown_secs: 300,
+        }
+    }
+}
+
+/// A request rate with burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    /// Requests per minute.
+    pub requests_per_minute: u64,
+    /// Requests at once after idling; default one second's worth (≥ 1).
+    #[serde(default)]
+    pub burst: Option<u64>,
+}
+
+impl RateConfig {
+    /// The burst in force.
+    pub fn effective_burst(&self) -> u64 {
+        self.burst.unwrap_or((self.requests_per_minute / 60).max(1))
+    }
+}
+
+/// Warn → slow → block for keys that keep hitting limits. Each refusal by a
+/// limit is one point; points decay with `half_life_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EscalationConfig {
+    /// Score at which responses carry an `x-palisade-warning` header.
+    pub warn_at: f64,
+    /// Score at which requests are delayed by `slow_delay_ms` first.
+    pub slow_at: f64,
+    /// Score which blocks the key for `block_secs` (429 `blocked_offender`).
+    pub block_at: f64,
+    /// Time for a score to halve.
+    pub half_life_secs: u64,
+    /// Delay on the slow rung.
+    pub slow_delay_ms: u64,
+    /// Length of a block.
+    pub block_secs: u64,
+}
+
+impl Default for EscalationConfig {
+    /// Rationale: clients that honour `Retry-After` rarely collect more than
+    /// a few refusals a minute; a script hammering through 429s collects
+    /// dozens. Ten points warn, twenty-five slow it by a second, fifty block
+    /// it for five minutes; a two-minute half-life forgets a burst quickly.
+    fn default() -> Self {
+        Self {
+            warn_at: 10.0,
+            slow_at: 25.0,
+            block_at: 50.0,
+            half_life_secs: 120,
+            slow_delay_ms: 1000,
+            block_secs: 300,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            backend: LimitsBackend::Memory,
+            redis_url: None,
+            redis_timeout_ms: 50,
+            on_backend_error: OnBackendError::Local,
+            default_max_tokens: 1024,
+            inject_max_tokens: false,
+            default: TenantLimits::default(),
+            tenants: BTreeMap::new(),
+            escalation: None,
+            keys: BTreeMap::new(),
+            models: BTreeMap::new(),
+            budget_alert_percents: vec![50, 80, 100],
+            alert_webhook_url: None,
+            spend_rate: None,
+        }
+    }
+}
+
+/// The token ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// `sqlite:PATH` (embedded; WAL) or `postgres://user@host/db` (fleets).
+    /// Absent: no ledger.
+    pub url: Option<String>,
+    /// Prices in US dollars per million tokens, by public model name; the
+    /// entry `default` applies to every other model. Costs are stored as
+    /// integer micro-dollars.
+    pub prices: BTreeMap<String, PriceConfig>,
+}
+
+/// The price of one model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    /// Dollars per million prompt tokens.
+    pub input_usd_per_mtok: f64,
+    /// Dollars per million completion tokens.
+    pub output_usd_per_mtok: f64,
+}
+
+/// Where limit state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitsBackend {
+    /// In this process only.
+    #[default]
+    Memory,
+    /// In Redis, shared by all replicas.
+    Redis,
+}
+
+/// What to do when the shared limits backend is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBackendError {
+    /// Enforce the same limits per replica, in memory.
+    #[default]
+    Local,
+    /// Refuse requests (503 `limits_unavailable`).
+    Deny,
+}
+
+/// The limits of one tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantLimits {
+    /// Requests per minute for the tenant as a whole (all its keys), GCRA.
+    pub requests_per_minute: Option<u64>,
+    /// Requests that may arrive at once after idling. Defaults to one
+    /// second's worth of the rate (at least 1): a steady client is never
+    /// refused, a sudden flood is.
+    pub burst: Option<u64>,
+    /// Requests (streams until they end) in flight per API key.
+    pub max_in_flight_per_key: Option<u32>,
+    /// Streams open at once per API key (a subset of the in-flight limit,
+    /// since a stream holds its connection for the whole generation).
+    pub max_streams_per_key: Option<u32>,
+    /// Tokens (prompt + completion) per minute for the tenant. Each request
+    /// reserves its estimated prompt plus its `max_tokens` before it is sent
+    /// and is reconciled with the real usage afterwards, so concurrent
+    /// requests cannot overshoot the budget by more than they reserved.
+    pub tokens_per_minute: Option<u64>,
+    /// Hard quota: tokens per calendar month (UTC). Reserved like the
+    /// per-minute budget, seeded from the ledger at start; when used up,
+    /// 429 `quota_exceeded` until the month turns.
+    pub monthly_token_quota: Option<u64>,
+    /// Hard quota: US dollars per calendar month, priced with
+    /// `[ledger.prices]` (each request reserves the cost of its prompt
+    /// estimate plus `max_tokens`).
+    pub monthly_cost_quota_usd: Option<f64>,
+    /// Soft budget: tokens per month. Crossing each of
+    /// `limits.budget_alert_percents` raises one alert (log, metric,
+    /// webhook); nothing is refused.
+    pub monthly_token_budget: Option<u64>,
+    /// Soft budget in US dollars per month, alerting like the token budget.
+    pub monthly_cost_budget_usd: Option<f64>,
+}
+
+impl TenantLimits {
+    /// `self`, with absent fields taken from `fallback`.
+    pub fn or(self, fallback: TenantLimits) -> TenantLimits {
+        TenantLimits {
+            requests_per_minute: self.requests_per_minute.or(fallback.requests_per_minute),
+            burst: self.burst.or(fallback.burst),
+            max_in_flight_per_key: self
+                .max_in_flight_per_key
+                .or(fallback.max_in_flight_per_key),
+            tokens_per_minute: self.tokens_per_minute.or(fallback.tokens_per_minute),
+            max_streams_per_key: self.max_streams_per_key.or(fallback.max_streams_per_key),
+            monthly_token_quota: self.monthly_token_quota.or(fallback.monthly_token_quota),
+            monthly_cost_quota_usd: self
+                .monthly_cost_quota_usd
+                .or(fallback.monthly_cost_quota_usd),
+            monthly_token_budget: self.monthly_token_budget.or(fallback.monthly_token_budget),
+            monthly_cost_budget_usd: self
+                .monthly_cost_budget_usd
+                .or(fallback.monthly_cost_budget_usd),
+        }
+    }
+
+    /// Whether any monthly quota or budget is set (so spend must be tracked
+    /// per month).
+    pub fn has_monthly(&self) -> bool {
+        self.monthly_token_quota.is_some()
+            || self.monthly_cost_quota_usd.is_some()
+            || self.monthly_token_budget.is_some()
+            || self.monthly_cost_budget_usd.is_some()
+    }
+
+    /// The burst in force: explicit, or one second's worth of the rate.
+    pub fn effective_burst(&self) -> Option<u64> {
+        self.requests_per_minute
+            .map(|rpm| self.burst.unwrap_or((rpm / 60).max(1)))
+    }
+}
