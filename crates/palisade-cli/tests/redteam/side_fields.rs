@@ -28,6 +28,17 @@ fn ask(stream: bool) -> Value {
     json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "Say something."}]})
 }
 
+/// One streamed chunk's JSON for choice `index`.
+fn chunk_json(index: u64, delta: Value, finish: Value) -> Value {
+    json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+           "choices": [{"index": index, "delta": delta, "finish_reason": finish}]})
+}
+
+/// One SSE event carrying a chunk for choice 0.
+fn sse_chunk(delta: Value, finish: Value) -> String {
+    format!("data: {}\n\n", chunk_json(0, delta, finish))
+}
+
 /// The leaks a test looks for in what the client received.
 fn assert_clean(what: &str, text: &str) {
     assert!(!text.contains(AWS_KEY), "{what}: the key leaked: {text}");
@@ -223,8 +234,7 @@ async fn a_secret_split_across_choices_is_caught() {
         .map(|(i, p)| {
             format!(
                 "data: {}\n\n",
-                json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
-            "choices": [{"index": i, "delta": {"content": p}, "finish_reason": null}]})
+                chunk_json(i as u64, json!({"content": p}), Value::Null)
             )
         })
         .collect();
@@ -273,10 +283,9 @@ async fn what_the_gate_cannot_parse_is_refused() {
         assert!(!text.contains("delete_everything"), "{name}: {text}");
     }
     // Streams: an in-band error and a clean end, nothing after.
-    let good = format!(
-        "data: {}\n\n",
-        json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
-        "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hello. "}, "finish_reason": null}]})
+    let good = sse_chunk(
+        json!({"role": "assistant", "content": "Hello. "}),
+        Value::Null,
     );
     let bad = format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{AWS_KEY}\"}}}}],\"x\":NaN}}\n\n");
     h.upstream.script(RawResponse::sse(format!(
@@ -308,8 +317,7 @@ async fn malformed_stream_framing_does_not_bypass_the_gate() {
     let event = |content: &str, eol: &str| {
         format!(
             "data: {}{eol}",
-            json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
-            "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]})
+            chunk_json(0, json!({"content": content}), Value::Null)
         )
     };
     let leak = format!("The key is {AWS_KEY} ok.");
@@ -373,13 +381,7 @@ async fn malformed_stream_framing_does_not_bypass_the_gate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_side_fields_and_error_bodies_are_judged() {
     let h = Hostile::new(RawResponse::json("{}"), "").await;
-    let chunk = |delta: Value| {
-        format!(
-            "data: {}\n\n",
-            json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": null}]})
-        )
-    };
+    let chunk = |delta: Value| sse_chunk(delta, Value::Null);
     let halves = [&AWS_KEY[..9], &AWS_KEY[9..]];
     for field in ["refusal", "reasoning_content", "vendor_text"] {
         let body = format!(
@@ -515,13 +517,7 @@ async fn the_streamed_tool_report_reaches_the_client() {
 /// the call, which the tool gate holds; the released call must carry it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_role_survives_a_held_tool_call() {
-    let chunk = |delta: Value, finish: Value| {
-        format!(
-            "data: {}\n\n",
-            json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-        )
-    };
+    let chunk = sse_chunk;
     let body = [
         chunk(json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
             "function": {"name": "search_docs", "arguments": ""}}]}), Value::Null),
