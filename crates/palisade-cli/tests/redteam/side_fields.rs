@@ -547,3 +547,31 @@ async fn the_role_survives_a_held_tool_call() {
     assert_eq!(first["choices"][0]["delta"]["role"], "assistant", "{text}");
     assert!(text.contains("call_1"), "{text}");
 }
+
+/// `tool_calls` in a shape the tool gate does not read (an object, not an
+/// array) must not ride past both gates as "the tool gate's business".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_in_an_unread_shape_are_still_judged() {
+    let odd =
+        json!({"0": {"function": {"name": "f", "arguments": format!("{{\"k\": \"{AWS_KEY}\"}}")}}});
+    let whole = completion(
+        json!({"role": "assistant", "content": "ok", "tool_calls": odd}),
+        json!({}),
+    );
+    let h = Hostile::new(RawResponse::json(whole), "").await;
+    let (_, text) = h
+        .client
+        .post_raw("/v1/chat/completions", &ask(false), &[])
+        .await;
+    assert_clean("object tool_calls, whole", &text);
+    h.upstream.script(RawResponse::sse(format!(
+        "{}{}data: [DONE]\n\n",
+        sse_chunk(json!({"tool_calls": odd}), Value::Null),
+        sse_chunk(json!({}), json!("stop"))
+    )));
+    let (_, text) = h
+        .client
+        .post_raw("/v1/chat/completions", &ask(true), &[])
+        .await;
+    assert_clean("object tool_calls, streamed", &text);
+}

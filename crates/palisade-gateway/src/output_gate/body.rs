@@ -99,9 +99,14 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
             // Every string of the choice but its logprobs (judged below) and
             // the calls the tool gate released (judged there, and bound to
             // their capability tokens).
+            // Only an array of calls is what the tool gate read.
+            let calls_judged = tool_gate
+                && choice
+                    .pointer("/message/tool_calls")
+                    .is_some_and(Value::is_array);
             outcome |= judge_tree(choice, &policy, &mut evidence, &|path| {
                 path == ["logprobs"]
-                    || (tool_gate && path == ["message", "tool_calls"])
+                    || (calls_judged && path == ["message", "tool_calls"])
                     || (json_mode && path == json_path)
             });
             changed |= outcome.changed;

@@ -478,8 +478,10 @@ impl StreamGate {
                 continue;
             };
             match (key.as_str(), value) {
-                // Judged whole by the tool gate, which released it.
-                ("tool_calls", _) if tool_gate => {}
+                // Judged whole by the tool gate, which released it (an
+                // array; any other shape the tool gate did not read and is
+                // judged below like any other value).
+                ("tool_calls", Value::Array(_)) if tool_gate => {}
                 ("role", _) => {}
                 (_, Value::String(s)) => {
                     out.push((Field::Delta(key.clone()), std::mem::take(s)));
