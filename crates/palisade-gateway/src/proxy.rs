@@ -646,6 +646,7 @@ async fn respond(
                     Err(err) => Err(err),
                 };
             }
+            let body = crate::output_gate::without_foreign_report(&body).map_or(body, Bytes::from);
             let body = crate::tools::gate_body(&plan, &body).unwrap_or(body);
             match crate::output_gate::gate_body(&plan, &body) {
                 Ok(Some(gated)) => Ok(gated),

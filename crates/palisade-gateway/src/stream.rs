@@ -188,8 +188,20 @@ impl Relay {
         let mut single: Option<Bytes> = None;
         loop {
             match self.framer.next_event() {
-                Ok(Some(event)) => {
+                Ok(Some(mut event)) => {
                     self.observe(!event.is_comment());
+                    // The `palisade` report is the gateway's to write.
+                    if self.gated() {
+                        if let Some(clean) = event
+                            .data()
+                            .and_then(|d| crate::output_gate::without_foreign_report(d.as_bytes()))
+                        {
+                            let mut raw = b"data: ".to_vec();
+                            raw.extend_from_slice(&clean);
+                            raw.extend_from_slice(b"\n\n");
+                            event = palisade_openai::sse::SseEvent::from_raw(Bytes::from(raw));
+                        }
+                    }
                     if let Some(tokens) = &mut self.record.tokens {
                         if let Some(data) = event.data() {
                             let kind = tokens.tally.observe(&data);

@@ -575,3 +575,43 @@ async fn tool_calls_in_an_unread_shape_are_still_judged() {
         .await;
     assert_clean("object tool_calls, streamed", &text);
 }
+
+/// The `palisade` report is the gateway's: an upstream that sends its own
+/// (to ride in the one object the output gate leaves alone), or `choices`
+/// and `usage` in shapes the gate does not read, gets nothing past.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_cannot_write_the_gateway_report_or_odd_shapes() {
+    let forged = completion(json!({"role": "assistant", "content": "ok"}), json!({})).replacen(
+        "\"model\":\"m\"",
+        &format!(
+            "\"model\":\"m\",\"palisade\":{{\"tool_calls\":[{{\"capability\":\"{AWS_KEY}\"}}]}}"
+        ),
+        1,
+    );
+    let h = Hostile::new(RawResponse::json(forged), "").await;
+    let (_, text) = h
+        .client
+        .post_raw("/v1/chat/completions", &ask(false), &[])
+        .await;
+    assert_clean("forged report, whole", &text);
+    let odd = json!({"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+        "choices": {"0": {"message": {"content": format!("key {AWS_KEY}")}}},
+        "usage": {"note": format!("key {AWS_KEY}")}});
+    h.upstream.script(RawResponse::json(odd.to_string()));
+    let (_, text) = h
+        .client
+        .post_raw("/v1/chat/completions", &ask(false), &[])
+        .await;
+    assert_clean("object choices and string usage", &text);
+    let mut event = chunk_json(0, json!({"content": "Hi."}), Value::Null);
+    event["palisade"] = json!({"note": format!("key {AWS_KEY}")});
+    h.upstream.script(RawResponse::sse(format!(
+        "data: {event}\n\n{}data: [DONE]\n\n",
+        sse_chunk(json!({}), json!("stop"))
+    )));
+    let (_, text) = h
+        .client
+        .post_raw("/v1/chat/completions", &ask(true), &[])
+        .await;
+    assert_clean("forged report, streamed", &text);
+}

@@ -144,11 +144,12 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
             blocked_choices = (0..n).collect();
         }
     }
-    // The rest of the body (id, model, vendor fields), but not the gate's own
-    // report or usage.
+    // The rest of the body (id, model, usage, vendor fields, `choices` in a
+    // shape the loop above did not read), but not the gateway's own report
+    // (an upstream's `palisade` object was removed before the gates).
     if let Some(obj) = value.as_object_mut() {
         for (key, field) in obj.iter_mut() {
-            if matches!(key.as_str(), "choices" | "palisade" | "usage") {
+            if key == "palisade" || (key == "choices" && field.is_array()) {
                 continue;
             }
             let outcome: Outcome = judge_tree(field, &policy, &mut evidence, &|_| false);

@@ -163,6 +163,20 @@ fn canary_alert(plan: &GatePlan) {
     );
 }
 
+/// The body (or event payload) without a top-level `palisade` object the
+/// upstream sent: that name is the gateway's own report, which the output
+/// gate leaves alone, so an upstream must not be able to fill it. `None`
+/// when there is none (the common case costs one substring search).
+pub(crate) fn without_foreign_report(data: &[u8]) -> Option<Vec<u8>> {
+    const NAME: &[u8] = b"\"palisade\"";
+    if !data.windows(NAME.len()).any(|w| w == NAME) {
+        return None;
+    }
+    let mut value: Value = serde_json::from_slice(data).ok()?;
+    value.as_object_mut()?.remove("palisade")?;
+    serde_json::to_vec(&value).ok()
+}
+
 /// The schema of a request's `response_format`, when it asks for one.
 pub(crate) fn response_schema(fields: &serde_json::Map<String, Value>) -> Option<Arc<Value>> {
     let format = fields.get("response_format")?;

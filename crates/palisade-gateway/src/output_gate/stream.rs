@@ -303,7 +303,8 @@ impl StreamGate {
         // vendor fields), event by event; the gate's own report is left alone.
         if let Some(obj) = value.as_object_mut() {
             for (key, field) in obj.iter_mut() {
-                if matches!(key.as_str(), "choices" | "palisade" | "usage")
+                if key == "palisade"
+                    || (key == "choices" && field.is_array())
                     || self.passed.get(key) == Some(field)
                 {
                     continue;
