@@ -23,8 +23,8 @@ use palisade_limits::{
 };
 use palisade_openai::{ApiError, ErrorCode};
 
-use crate::auth::Principal;
 use crate::budgets::{BudgetStore, Held, ReserveError, SharedBackend};
+use crate::http::auth::Principal;
 
 /// One request-rate limit: its rate (for messages), its config (for Redis)
 /// and the in-memory limiter (primary, or the fallback when Redis is out).

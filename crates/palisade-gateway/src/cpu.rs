@@ -20,9 +20,9 @@ use palisade_openai::{ApiError, ErrorCode};
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
+use crate::gates::output::ResponseShape;
 use crate::gates::{GatePlan, GateSubject};
-use crate::output_gate::ResponseShape;
-use crate::server::GatewayState;
+use crate::state::GatewayState;
 
 /// Inputs at most this large (bytes) are checked on the async worker.
 pub(crate) const INLINE_BYTES: usize = 16 * 1024;

@@ -26,34 +26,23 @@
 
 #![forbid(unsafe_code)]
 
-pub mod accounting;
-pub mod admin;
-pub mod admission;
-pub(crate) mod audit;
-pub mod auth;
-pub(crate) mod body_deadline;
-pub mod breaker;
+pub(crate) mod accounting;
+pub(crate) mod admission;
+pub(crate) mod api;
+pub(crate) mod breaker;
 pub(crate) mod budgets;
 pub(crate) mod cpu;
-pub mod error;
 pub(crate) mod gates;
-pub mod guard;
-pub(crate) mod held_calls;
-pub(crate) mod listener;
-pub mod metrics;
-pub mod models;
-pub(crate) mod output_gate;
-pub mod policy;
-pub mod proxy;
-pub mod readiness;
-pub mod request_id;
-pub mod routing;
-pub mod scheduler;
-pub mod server;
-pub mod spend;
-pub mod stream;
-pub(crate) mod tool_bounds;
-pub mod tools;
-pub mod upstream;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod pipeline;
+pub(crate) mod readiness;
+pub(crate) mod router;
+pub(crate) mod routing;
+pub(crate) mod scheduler;
+pub(crate) mod server;
+pub(crate) mod spend;
+pub(crate) mod state;
+pub(crate) mod upstream;
 
 pub use server::{Gateway, GatewayError, RunningGateway};

@@ -198,7 +198,7 @@ impl Backend {
             .client
             .post(self.endpoint_url(endpoint))
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header(crate::request_id::HEADER, request_id)
+            .header(crate::http::request_id::HEADER, request_id)
             .body(body);
         if let Some(key) = self.tenant_keys.get(tenant).or(self.api_key.as_ref()) {
             req = req.header(http::header::AUTHORIZATION, key.clone());

@@ -8,23 +8,23 @@ use super::*;
 /// What the tool gate needs of a request to judge its response.
 #[derive(Debug, Clone)]
 pub(crate) struct ToolPlan {
-    pub(super) service: Arc<ToolService>,
+    pub(crate) service: Arc<ToolService>,
     /// The schemas the client declared, by tool name.
-    pub(super) declared: Arc<HashMap<String, Value>>,
-    pub(super) conversation: Option<String>,
+    pub(crate) declared: Arc<HashMap<String, Value>>,
+    pub(crate) conversation: Option<String>,
     /// Tool rounds before this request (the history's and the counters').
-    pub(super) rounds_before: u32,
+    pub(crate) rounds_before: u32,
     /// Tool-loop tokens before this request.
-    pub(super) loop_tokens_before: u64,
+    pub(crate) loop_tokens_before: u64,
     /// This request continues a tool loop.
-    pub(super) in_loop: bool,
+    pub(crate) in_loop: bool,
     /// The replica's shared store, when limits live in Redis.
-    pub(super) redis: Option<RedisToolStore>,
+    pub(crate) redis: Option<RedisToolStore>,
     /// The gateway asked the upstream for a stream's usage chunk (the
     /// loop-token cap needs it) and the client did not: keep it from them.
-    pub(super) strip_usage_chunk: bool,
+    pub(crate) strip_usage_chunk: bool,
     /// How the calls reach the gateway (the guard API sets `Guard`).
-    pub(super) source: TokenSource,
+    pub(crate) source: TokenSource,
 }
 
 impl ToolPlan {
@@ -35,7 +35,7 @@ impl ToolPlan {
     }
 }
 
-pub(super) fn tool_name(tool: &Value) -> &str {
+pub(crate) fn tool_name(tool: &Value) -> &str {
     tool.pointer("/function/name")
         .and_then(Value::as_str)
         .unwrap_or("")
@@ -205,7 +205,7 @@ pub(crate) async fn inspect_request(
 
 /// Refuses a request that continues a tool loop already past its caps: the
 /// client ignored withheld calls, or replays history.
-pub(super) fn check_caps(
+pub(crate) fn check_caps(
     plan: &GatePlan,
     gate: &ToolGate,
     rounds: u32,

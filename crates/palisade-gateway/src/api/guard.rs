@@ -30,9 +30,9 @@ use palisade_openai::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::error_response;
-use crate::request_id::RequestId;
-use crate::server::GatewayState;
+use crate::http::error::error_response;
+use crate::http::request_id::RequestId;
+use crate::state::GatewayState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -290,7 +290,7 @@ pub(crate) async fn admit_and_read(
     body: Body,
 ) -> Result<
     (
-        crate::auth::Principal,
+        crate::http::auth::Principal,
         crate::admission::Admitted,
         bytes::Bytes,
     ),
@@ -302,7 +302,7 @@ pub(crate) async fn admit_and_read(
         .admit(&principal)
         .await
         .map_err(|refusal| refusal.error)?;
-    let bytes = crate::proxy::read_body(headers, body, state.max_body_bytes).await?;
+    let bytes = crate::pipeline::read_body(headers, body, state.max_body_bytes).await?;
     Ok((principal, admitted, bytes))
 }
 

@@ -21,10 +21,10 @@ use palisade_openai::sse::SseFramer;
 use palisade_openai::usage::ChunkKind;
 use palisade_openai::{ApiError, ErrorCode};
 
+use crate::gates::output::EventAction as OutputAction;
+use crate::gates::tools::ToolEvent;
 use crate::metrics::{STREAMS_ENDED, STREAMS_OPEN, STREAM_GAP, STREAM_TTFT};
-use crate::output_gate::EventAction as OutputAction;
-use crate::proxy::RequestRecord;
-use crate::tools::ToolEvent;
+use crate::pipeline::RequestRecord;
 
 /// How a stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,10 +84,10 @@ struct Relay {
     held_done: Option<Bytes>,
     gap_histogram: Option<metrics::Histogram>,
     /// The output gate, when the policy has output rules.
-    output: Option<crate::output_gate::StreamGate>,
+    output: Option<crate::gates::output::StreamGate>,
     /// The tool gate, when the tier has one: tool-call deltas are held and
     /// released whole once judged.
-    tools: Option<crate::tools::ToolStreamGate>,
+    tools: Option<crate::gates::tools::ToolStreamGate>,
     /// The output gate stopped the stream; the ledger row goes first.
     stopping: bool,
     /// An event the gates cannot judge: the stream ends with this error
@@ -192,10 +192,9 @@ impl Relay {
                     self.observe(!event.is_comment());
                     // The `palisade` report is the gateway's to write.
                     if self.gated() {
-                        if let Some(clean) = event
-                            .data()
-                            .and_then(|d| crate::output_gate::without_foreign_report(d.as_bytes()))
-                        {
+                        if let Some(clean) = event.data().and_then(|d| {
+                            crate::gates::output::without_foreign_report(d.as_bytes())
+                        }) {
                             let mut raw = b"data: ".to_vec();
                             raw.extend_from_slice(&clean);
                             raw.extend_from_slice(b"\n\n");
@@ -218,7 +217,7 @@ impl Relay {
                                 .is_ok_and(|v| v.is_object())
                             {
                                 self.failing =
-                                    Some(crate::output_gate::invalid_upstream("a stream event"));
+                                    Some(crate::gates::output::invalid_upstream("a stream event"));
                                 break;
                             }
                         }
@@ -458,7 +457,7 @@ impl Relay {
         self.finished = true;
         self.outcome = outcome;
         crate::metrics::upstream_error(&self.backend, err.code.as_str());
-        crate::error::error_event(err, Some(self.record.request_id()))
+        crate::http::error::error_event(err, Some(self.record.request_id()))
     }
 }
 
@@ -487,11 +486,11 @@ pub fn relay(
     let output = record
         .gates
         .as_ref()
-        .and_then(crate::output_gate::StreamGate::new);
+        .and_then(crate::gates::output::StreamGate::new);
     let tools = record
         .gates
         .as_ref()
-        .and_then(crate::tools::ToolStreamGate::new);
+        .and_then(crate::gates::tools::ToolStreamGate::new);
     let relay = Relay {
         upstream: Box::pin(upstream.bytes_stream()),
         framer: SseFramer::new(limits.max_event_bytes),

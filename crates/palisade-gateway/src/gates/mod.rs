@@ -23,7 +23,12 @@ use palisade_policy::{
 };
 use serde_json::{Map, Value};
 
-use crate::server::GatewayState;
+use crate::state::GatewayState;
+
+pub(crate) mod audit;
+pub(crate) mod output;
+pub(crate) mod policy;
+pub(crate) mod tools;
 
 /// Who and what a request is, for tier selection and the audit log.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -58,7 +63,7 @@ pub(crate) struct GatePlan {
     /// `json_schema`): streamed content is judged by its decoded strings.
     pub(crate) json_mode: bool,
     /// Where decisions are recorded.
-    pub(crate) sink: crate::audit::AuditSink,
+    pub(crate) sink: audit::AuditSink,
     /// The output gate's hold-back bound for streams.
     pub(crate) stream_hold_bytes: usize,
     /// Retrieved content or tool output is in the conversation.
@@ -67,9 +72,9 @@ pub(crate) struct GatePlan {
     /// it, or quarantined it.
     pub(crate) flagged_context: bool,
     /// What the tool gate needs to judge the response's tool calls.
-    pub(crate) tools: Option<crate::tools::ToolPlan>,
+    pub(crate) tools: Option<tools::ToolPlan>,
     /// The response shape the output gate reads.
-    pub(crate) shape: crate::output_gate::ResponseShape,
+    pub(crate) shape: output::ResponseShape,
 }
 
 impl GatePlan {
@@ -100,7 +105,7 @@ pub(crate) fn audit(
 /// Records a decision taken for `subject` (also outside a request, e.g. an
 /// approver confirming a held tool call): metrics, the log and the store.
 pub(crate) fn record_decision(
-    sink: &crate::audit::AuditSink,
+    sink: &audit::AuditSink,
     subject: &GateSubject,
     evidence: Evidence,
     decision: &Decision,
@@ -246,7 +251,7 @@ fn quarantined(source: Source, text: &str) -> String {
 pub(crate) fn inspect_request(
     state: &GatewayState,
     subject: GateSubject,
-    shape: crate::output_gate::ResponseShape,
+    shape: output::ResponseShape,
     fields: &mut Map<String, Value>,
     retrieved_by_header: &[usize],
 ) -> Result<(GatePlan, bool), ApiError> {
@@ -264,7 +269,7 @@ pub(crate) fn inspect_request(
         snapshot,
         subject,
         canary: None,
-        response_schema: crate::output_gate::response_schema(fields),
+        response_schema: output::response_schema(fields),
         json_mode: fields
             .get("response_format")
             .and_then(|f| f.get("type"))
@@ -279,8 +284,8 @@ pub(crate) fn inspect_request(
     };
     let mut plan = plan;
     let kind = match shape {
-        crate::output_gate::ResponseShape::Chat => TextKind::Chat,
-        crate::output_gate::ResponseShape::Completion => TextKind::Completion,
+        output::ResponseShape::Chat => TextKind::Chat,
+        output::ResponseShape::Completion => TextKind::Completion,
     };
     // Every text the model reads, or a 400: a shape the gates cannot read
     // completely is refused, never forwarded half-read.
@@ -435,7 +440,7 @@ pub(crate) fn inspect_request(
     // The marks go last: spotlighting above still needs them.
     changed |= channels::strip_marks(fields);
     // A legacy completion has no system prompt to plant a canary in.
-    if tier.canaries() && shape == crate::output_gate::ResponseShape::Chat {
+    if tier.canaries() && shape == output::ResponseShape::Chat {
         let canary = Canary::from_random(uuid::Uuid::new_v4().as_bytes());
         channels::append_to_system(
             fields,
@@ -451,7 +456,7 @@ pub(crate) fn inspect_request(
     // per-choice stream guards judged apart: refused under an output gate.
     let streamed = matches!(fields.get("stream"), Some(Value::Bool(true)));
     let n = fields.get("n").and_then(Value::as_u64).unwrap_or(1);
-    if streamed && n > 1 && crate::output_gate::OutputPolicy::of(&plan).is_some() {
+    if streamed && n > 1 && output::OutputPolicy::of(&plan).is_some() {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
             "`n` > 1 cannot be streamed through the output gate; ask for one choice per stream, or do not stream",

@@ -21,18 +21,18 @@ pub(crate) enum ToolEvent {
 /// whole in one delta, followed by the `palisade` report event.
 #[derive(Debug)]
 pub(crate) struct ToolStreamGate {
-    pub(super) plan: GatePlan,
-    pub(super) assembler: CallAssembler,
-    pub(super) oversize: std::collections::BTreeSet<u32>,
+    pub(crate) plan: GatePlan,
+    pub(crate) assembler: CallAssembler,
+    pub(crate) oversize: std::collections::BTreeSet<u32>,
     /// `id`, `object`, `created`, `model` of the stream's chunks.
-    pub(super) template: Option<Value>,
-    pub(super) usage_tokens: u64,
-    pub(super) had_calls: bool,
-    pub(super) report: Vec<Value>,
-    pub(super) recorded: bool,
+    pub(crate) template: Option<Value>,
+    pub(crate) usage_tokens: u64,
+    pub(crate) had_calls: bool,
+    pub(crate) report: Vec<Value>,
+    pub(crate) recorded: bool,
     /// Choices whose `role` went with a dropped chunk (its only other
     /// content was held call deltas): the first delta sent for them carries it.
-    pub(super) role_owed: std::collections::BTreeSet<u32>,
+    pub(crate) role_owed: std::collections::BTreeSet<u32>,
 }
 
 impl ToolStreamGate {
@@ -52,7 +52,7 @@ impl ToolStreamGate {
         })
     }
 
-    pub(super) fn chunk(&self, choices: Value) -> Value {
+    pub(crate) fn chunk(&self, choices: Value) -> Value {
         let mut c = self.template.clone().unwrap_or_else(|| json!({}));
         if let Some(obj) = c.as_object_mut() {
             obj.insert("object".into(), json!("chat.completion.chunk"));
@@ -63,7 +63,7 @@ impl ToolStreamGate {
 
     /// Judges the held calls of `choice`: the payload releasing them (if
     /// any), and whether any was released.
-    pub(super) fn release(&mut self, choice: u32) -> (Option<String>, bool) {
+    pub(crate) fn release(&mut self, choice: u32) -> (Option<String>, bool) {
         let calls = self.assembler.take(choice);
         let oversize = self.oversize.remove(&choice);
         if calls.is_empty() {
@@ -93,7 +93,7 @@ impl ToolStreamGate {
         (Some(payload.to_string()), any_released)
     }
 
-    pub(super) fn report_event(&mut self) -> Option<String> {
+    pub(crate) fn report_event(&mut self) -> Option<String> {
         if self.report.is_empty() {
             return None;
         }
@@ -240,7 +240,7 @@ impl ToolStreamGate {
 
 /// True when a chunk has nothing left for the client: no usage, and every
 /// choice has an empty delta and no finish reason.
-pub(super) fn carries_nothing(value: &Value) -> bool {
+pub(crate) fn carries_nothing(value: &Value) -> bool {
     if value.get("usage").is_some_and(|u| !u.is_null()) {
         return false;
     }

@@ -29,11 +29,11 @@ fn plan() -> GatePlan {
         canary: None,
         response_schema: None,
         json_mode: false,
-        sink: crate::audit::AuditSink::default(),
+        sink: crate::gates::audit::AuditSink::default(),
         stream_hold_bytes: 512,
         untrusted_context: false,
         flagged_context: false,
-        shape: crate::output_gate::ResponseShape::Chat,
+        shape: crate::gates::output::ResponseShape::Chat,
         tools: Some(ToolPlan {
             service: Arc::new(service),
             declared: Arc::new(HashMap::new()),

@@ -2,7 +2,7 @@
 //!
 //! [`handle`] runs the phases listed in the crate docs in order; each phase
 //! returns `Result<_, ApiError>` and the first error ends the request through
-//! [`crate::error::error_response`].
+//! [`crate::http::error::error_response`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,12 +17,14 @@ use palisade_openai::{ApiError, ErrorCode};
 
 use crate::accounting::{LedgerRow, RowFacts, TokenAccounting};
 use crate::admission::apply_headers;
-use crate::auth::Principal;
-use crate::error::error_response;
+use crate::http::auth::Principal;
+use crate::http::error::error_response;
+use crate::http::request_id::RequestId;
 use crate::metrics::InFlight;
-use crate::request_id::RequestId;
-use crate::server::GatewayState;
-use crate::stream::{relay, RelayLimits};
+use crate::pipeline::stream::{relay, RelayLimits};
+use crate::state::GatewayState;
+
+pub(crate) mod stream;
 use crate::upstream::passthrough_headers;
 
 /// Largest non-streamed upstream body we buffer. A chat completion is a few
@@ -288,8 +290,8 @@ async fn send_upstream(
     // rewrite as the policy asks (redaction, spotlighting, a canary).
     let mut gates_rewrote = false;
     let shape = match endpoint {
-        Endpoint::ChatCompletions => Some(crate::output_gate::ResponseShape::Chat),
-        Endpoint::Completions => Some(crate::output_gate::ResponseShape::Completion),
+        Endpoint::ChatCompletions => Some(crate::gates::output::ResponseShape::Chat),
+        Endpoint::Completions => Some(crate::gates::output::ResponseShape::Completion),
         // Embeddings generate no text and carry no instructions a model follows.
         _ => None,
     };
@@ -317,9 +319,14 @@ async fn send_upstream(
         )
         .await?;
         let (mut plan, changed) = verdict.inspect_err(|_| state.admission.offend(&principal, 1))?;
-        let tools_changed = shape == crate::output_gate::ResponseShape::Chat
-            && crate::tools::inspect_request(state, &mut plan, request.fields_mut(), headers)
-                .await?;
+        let tools_changed = shape == crate::gates::output::ResponseShape::Chat
+            && crate::gates::tools::inspect_request(
+                state,
+                &mut plan,
+                request.fields_mut(),
+                headers,
+            )
+            .await?;
         record.gates = Some(plan);
         gates_rewrote = changed || tools_changed;
     }
@@ -465,7 +472,7 @@ async fn send_upstream(
             .gates
             .as_ref()
             .and_then(|g| g.tools.as_ref())
-            .is_some_and(crate::tools::ToolPlan::in_loop);
+            .is_some_and(crate::gates::tools::ToolPlan::in_loop);
         record.ledger = Some(row);
     }
 
@@ -640,15 +647,16 @@ async fn respond(
             if !success {
                 // Error bodies reach the application too (SDKs put the
                 // message into the exception it logs or shows).
-                return match crate::output_gate::gate_error_body(&plan, &body) {
+                return match crate::gates::output::gate_error_body(&plan, &body) {
                     Ok(Some(gated)) => Ok(gated),
                     Ok(None) => Ok(body),
                     Err(err) => Err(err),
                 };
             }
-            let body = crate::output_gate::without_foreign_report(&body).map_or(body, Bytes::from);
-            let body = crate::tools::gate_body(&plan, &body).unwrap_or(body);
-            match crate::output_gate::gate_body(&plan, &body) {
+            let body =
+                crate::gates::output::without_foreign_report(&body).map_or(body, Bytes::from);
+            let body = crate::gates::tools::gate_body(&plan, &body).unwrap_or(body);
+            match crate::gates::output::gate_body(&plan, &body) {
                 Ok(Some(gated)) => Ok(gated),
                 Ok(None) => Ok(body),
                 Err(err) => Err(err),
@@ -680,7 +688,7 @@ fn status_class(status: StatusCode) -> &'static str {
 }
 
 /// Reads the request body, refusing anything over `limit` with 413, and a
-/// body still arriving at its deadline (see [`crate::body_deadline`]) with 408.
+/// body still arriving at its deadline (see [`crate::http::body_deadline`]) with 408.
 pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
@@ -703,8 +711,8 @@ pub(crate) async fn read_body(
         }
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if crate::body_deadline::is_timeout(&e) {
-            return crate::body_deadline::timed_out();
+        if crate::http::body_deadline::is_timeout(&e) {
+            return crate::http::body_deadline::timed_out();
         }
         let is_limit = std::error::Error::source(&e)
             .is_some_and(|s| s.to_string().contains("length limit exceeded"))

@@ -8,7 +8,7 @@
 //!
 //! The deadline is total, not per chunk: a trickle of one byte just inside
 //! any idle timeout would otherwise never end. Handlers that read through
-//! [`crate::proxy::read_body`] turn the failure into the 408 themselves (so
+//! [`crate::pipeline::read_body`] turn the failure into the 408 themselves (so
 //! their metrics and logs say 408); for handlers that use axum's extractors,
 //! the middleware replaces whatever they answered.
 
@@ -27,9 +27,9 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use palisade_openai::{ApiError, ErrorCode};
 use tokio::time::{Instant, Sleep};
 
-use crate::error::error_response;
-use crate::request_id::RequestId;
-use crate::server::GatewayState;
+use crate::http::error::error_response;
+use crate::http::request_id::RequestId;
+use crate::state::GatewayState;
 
 /// The error a body read fails with once its deadline has passed.
 #[derive(Debug, thiserror::Error)]

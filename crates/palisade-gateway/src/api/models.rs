@@ -14,9 +14,9 @@ use axum::Json;
 use http::HeaderMap;
 use serde::Serialize;
 
-use crate::error::error_response;
-use crate::request_id::RequestId;
-use crate::server::GatewayState;
+use crate::http::error::error_response;
+use crate::http::request_id::RequestId;
+use crate::state::GatewayState;
 
 /// How long the listing waits for a backend's own model list.
 const LIST_TIMEOUT: Duration = Duration::from_secs(2);

@@ -31,17 +31,17 @@ pub enum ToolSetupError {
 /// A call parked until someone confirms it (JSON in Redis, so any replica
 /// can release it).
 #[derive(Debug, Clone, serde::Serialize, Deserialize)]
-pub(super) struct PendingCall {
-    pub(super) confirmation_id: String,
-    pub(super) tenant: String,
-    pub(super) call: ToolCall,
-    pub(super) evidence: ToolEvidence,
-    pub(super) decision: Decision,
-    pub(super) subject: crate::gates::GateSubject,
-    pub(super) expires_at: u64,
+pub(crate) struct PendingCall {
+    pub(crate) confirmation_id: String,
+    pub(crate) tenant: String,
+    pub(crate) call: ToolCall,
+    pub(crate) evidence: ToolEvidence,
+    pub(crate) decision: Decision,
+    pub(crate) subject: crate::gates::GateSubject,
+    pub(crate) expires_at: u64,
     /// How the call reached the gateway; its token says so once confirmed.
     #[serde(default)]
-    pub(super) source: TokenSource,
+    pub(crate) source: TokenSource,
 }
 
 impl Lapses for PendingCall {
@@ -53,19 +53,19 @@ impl Lapses for PendingCall {
 /// Signing, confirmations, single-use tokens, conversation counters and
 /// tenant credentials: the tool gate's state, one per process.
 pub(crate) struct ToolService {
-    pub(super) signer: CapabilitySigner,
-    pub(super) verifier: CapabilityVerifier,
-    pub(super) token_ttl: u64,
-    pub(super) confirmation_ttl: u64,
-    pub(super) hold_limits: HoldLimits,
+    pub(crate) signer: CapabilitySigner,
+    pub(crate) verifier: CapabilityVerifier,
+    pub(crate) token_ttl: u64,
+    pub(crate) confirmation_ttl: u64,
+    pub(crate) hold_limits: HoldLimits,
     pub(crate) max_call_bytes: usize,
-    pub(super) conversation_ttl: u64,
-    pub(super) pending: Mutex<PendingStore<PendingCall>>,
-    pub(super) conversations: Mutex<Conversations>,
+    pub(crate) conversation_ttl: u64,
+    pub(crate) pending: Mutex<PendingStore<PendingCall>>,
+    pub(crate) conversations: Mutex<Conversations>,
     /// Tokens spent with `consume: true`, until they expire.
-    pub(super) consumed: Mutex<HashMap<String, u64>>,
+    pub(crate) consumed: Mutex<HashMap<String, u64>>,
     /// tenant → tool → credential. Never logged, never sent upstream.
-    pub(super) credentials: HashMap<String, HashMap<String, String>>,
+    pub(crate) credentials: HashMap<String, HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for ToolService {
@@ -149,7 +149,7 @@ impl ToolService {
 
     /// Replaces the tenant's tool credentials wherever they appear in the
     /// messages. Returns whether anything changed.
-    pub(super) fn scrub_credentials(&self, tenant: &str, fields: &mut Map<String, Value>) -> bool {
+    pub(crate) fn scrub_credentials(&self, tenant: &str, fields: &mut Map<String, Value>) -> bool {
         let Some(secrets) = self.credentials.get(tenant) else {
             return false;
         };
@@ -178,7 +178,7 @@ impl ToolService {
         changed
     }
 
-    pub(super) fn sign(
+    pub(crate) fn sign(
         &self,
         tenant: &str,
         request_id: &str,
@@ -204,7 +204,7 @@ impl ToolService {
 
     /// Holds a call in this process, within the tenant's cap. False when the
     /// store is full with other tenants' calls: the call is not held.
-    pub(super) fn park_local(&self, pending: PendingCall) -> bool {
+    pub(crate) fn park_local(&self, pending: PendingCall) -> bool {
         let id = pending.confirmation_id.clone();
         let tenant = pending.tenant.clone();
         let hold = self.pending.lock().unwrap_or_else(|e| e.into_inner()).park(
@@ -232,7 +232,7 @@ impl ToolService {
     /// replica has it (written in the background; this process keeps it if
     /// Redis fails or is full), else this process. False when it could not
     /// be held here (no Redis, and the store is full).
-    pub(super) fn park(
+    pub(crate) fn park(
         self: &Arc<Self>,
         redis: Option<&RedisToolStore>,
         pending: PendingCall,
@@ -276,14 +276,14 @@ impl ToolService {
         true
     }
 
-    pub(super) fn conversation(&self, tenant: &str, id: &str) -> Conversation {
+    pub(crate) fn conversation(&self, tenant: &str, id: &str) -> Conversation {
         let map = self.conversations.lock().unwrap_or_else(|e| e.into_inner());
         map.get(tenant, id, now_secs())
     }
 
     /// Adds a finished response to its conversation's counters, here and in
     /// Redis when the replica has it.
-    pub(super) fn record_round_shared(
+    pub(crate) fn record_round_shared(
         &self,
         redis: Option<&RedisToolStore>,
         tenant: &str,
@@ -307,10 +307,72 @@ impl ToolService {
     }
 
     /// Adds a finished response to its conversation's counters.
-    pub(super) fn record_round(&self, tenant: &str, id: &str, had_calls: bool, tokens: u64) {
+    pub(crate) fn record_round(&self, tenant: &str, id: &str, had_calls: bool, tokens: u64) {
         self.conversations
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .record(tenant, id, had_calls, tokens, now_secs());
     }
+}
+
+pub(crate) fn shared_store(state: &GatewayState) -> Option<RedisToolStore> {
+    state
+        .admission
+        .redis()
+        .map(|conn| RedisToolStore::new(conn, "palisade"))
+}
+
+pub(crate) fn unavailable(error: &dyn std::fmt::Display) -> ApiError {
+    tracing::warn!(%error, "tool store: Redis unavailable");
+    ApiError::new(
+        ErrorCode::LimitsUnavailable,
+        "held tool calls cannot be read right now",
+    )
+    .with_retry_after(Some(1))
+}
+
+/// Takes the held call `id` if `principal` may decide it: from this
+/// process, else from Redis. A call lives in exactly one of the two, so it
+/// is released at most once whichever replica is asked.
+pub(crate) async fn take_for(
+    state: &GatewayState,
+    principal: &crate::http::auth::Principal,
+    id: &str,
+) -> Result<Option<PendingCall>, ApiError> {
+    let may = |p: &PendingCall| principal.admin || *p.tenant == *principal.tenant;
+    {
+        let mut store = state
+            .tools
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = store.get(id) {
+            // Another tenant's approver must not even consume (deny) it.
+            if !may(p) {
+                return Ok(None);
+            }
+            let p = store.remove(id);
+            return Ok(p.filter(|p| p.expires_at > now_secs()));
+        }
+    }
+    let Some(redis) = shared_store(state) else {
+        return Ok(None);
+    };
+    let Some(json) = redis.get(id).await.map_err(|e| unavailable(&e))? else {
+        return Ok(None);
+    };
+    let Ok(peeked) = serde_json::from_str::<PendingCall>(&json) else {
+        tracing::warn!(confirmation_id = id, "unreadable held tool call in Redis");
+        return Ok(None);
+    };
+    if !may(&peeked) {
+        return Ok(None);
+    }
+    let taken = redis
+        .take(&peeked.tenant, id)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    Ok(taken
+        .and_then(|json| serde_json::from_str::<PendingCall>(&json).ok())
+        .filter(|p| p.expires_at > now_secs()))
 }

@@ -19,9 +19,9 @@ use palisade_ledger::{GroupBy, UsageQuery};
 use palisade_openai::{ApiError, ErrorCode};
 use serde::Deserialize;
 
-use crate::error::error_response;
-use crate::request_id::RequestId;
-use crate::server::GatewayState;
+use crate::http::error::error_response;
+use crate::http::request_id::RequestId;
+use crate::state::GatewayState;
 
 /// Query parameters of `/admin/usage`.
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,7 @@
 use super::*;
 
 /// Judges one call and records the decision.
-pub(super) fn audit_tool(plan: &GatePlan, evidence: ToolEvidence, started: Instant) -> Decision {
+pub(crate) fn audit_tool(plan: &GatePlan, evidence: ToolEvidence, started: Instant) -> Decision {
     let e = Evidence {
         tool: Some(evidence),
         ..Evidence::default()
@@ -21,14 +21,14 @@ pub(super) fn audit_tool(plan: &GatePlan, evidence: ToolEvidence, started: Insta
 
 /// What became of one call.
 #[derive(Debug)]
-pub(super) enum Fate {
+pub(crate) enum Fate {
     Released { token: String, expires_at: u64 },
     Withheld,
     Pending { id: String, expires_at: u64 },
 }
 
 /// Judges a response's calls (one choice), in order.
-pub(super) fn judge(
+pub(crate) fn judge(
     plan: &GatePlan,
     tools: &ToolPlan,
     calls: Vec<ToolCall>,
@@ -39,7 +39,8 @@ pub(super) fn judge(
     for (position, call) in calls.into_iter().enumerate() {
         // Model output like any other: a call whose arguments carry a key,
         // the canary or a data-smuggling URL is withheld whole.
-        if let Some(leak) = crate::output_gate::tool_call_leaks(plan, &call.name, &call.arguments) {
+        if let Some(leak) = crate::gates::output::tool_call_leaks(plan, &call.name, &call.arguments)
+        {
             metrics::counter!(crate::metrics::TOOL_CALLS, "outcome" => "withheld").increment(1);
             out.push((call, leak, None, Fate::Withheld));
             continue;
@@ -68,9 +69,7 @@ pub(super) fn judge(
         let decision = audit_tool(plan, evidence.clone(), started);
         let mut violation = check.schema_violation;
         if oversize {
-            violation = Some(crate::tool_bounds::oversize_detail(
-                tools.service.max_call_bytes,
-            ));
+            violation = Some(bounds::oversize_detail(tools.service.max_call_bytes));
         }
         let fate = match decision.enforced_action {
             Action::Allow | Action::Flag => {
@@ -102,7 +101,7 @@ pub(super) fn judge(
                     Fate::Pending { id, expires_at }
                 } else {
                     // Nowhere to wait: withheld (fail closed), never released.
-                    violation = Some(crate::tool_bounds::NO_ROOM.to_owned());
+                    violation = Some(bounds::NO_ROOM.to_owned());
                     Fate::Withheld
                 }
             }
@@ -120,12 +119,12 @@ pub(super) fn judge(
     Judged { calls: out }
 }
 
-pub(super) struct Judged {
-    pub(super) calls: Vec<(ToolCall, Decision, Option<String>, Fate)>,
+pub(crate) struct Judged {
+    pub(crate) calls: Vec<(ToolCall, Decision, Option<String>, Fate)>,
 }
 
 impl Judged {
-    pub(super) fn released(&self) -> impl Iterator<Item = &ToolCall> {
+    pub(crate) fn released(&self) -> impl Iterator<Item = &ToolCall> {
         self.calls
             .iter()
             .filter(|(_, _, _, f)| matches!(f, Fate::Released { .. }))
@@ -133,7 +132,7 @@ impl Judged {
     }
 
     /// The report entries (`palisade.tool_calls`).
-    pub(super) fn report(&self) -> Vec<Value> {
+    pub(crate) fn report(&self) -> Vec<Value> {
         self.calls
             .iter()
             .map(|(call, decision, violation, fate)| {
@@ -167,7 +166,7 @@ impl Judged {
 
     /// A sentence for the client (and the agent's transcript) when nothing
     /// was released.
-    pub(super) fn note(&self) -> String {
+    pub(crate) fn note(&self) -> String {
         let parts: Vec<String> = self
             .calls
             .iter()
@@ -190,11 +189,11 @@ impl Judged {
     }
 }
 
-pub(super) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-pub(super) fn total_tokens(value: &Value) -> u64 {
+pub(crate) fn total_tokens(value: &Value) -> u64 {
     value
         .pointer("/usage/total_tokens")
         .and_then(Value::as_u64)
@@ -216,7 +215,7 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Option<Bytes> {
     let mut had_calls = false;
     // The same bound as a stream's assembler: calls past it are not judged
     // as the model's, whichever path they came by.
-    let oversize = crate::tool_bounds::response_oversize(&value, tools.service.max_call_bytes);
+    let oversize = bounds::response_oversize(&value, tools.service.max_call_bytes);
     if let Some(Value::Array(choices)) = value.get_mut("choices") {
         for choice in choices.iter_mut() {
             let Some(message) = choice.get_mut("message") else {

@@ -26,15 +26,12 @@
 //! Every call's decision is audited with the policy version and reason codes
 //! (arguments only as their hash). Pending calls, single-use token records and
 //! conversation counters live in this process's memory, bounded per tenant
-//! ([`crate::held_calls`]), and in Redis when the replica shares limits.
+//! ([`crate::gates::tools::held`]), and in Redis when the replica shares limits.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Extension, State};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use bytes::Bytes;
 use http::HeaderMap;
 use palisade_openai::{ApiError, ErrorCode};
@@ -43,19 +40,18 @@ use palisade_policy::{
 };
 use palisade_redis::{HoldLimits, Parked, RedisToolStore};
 use palisade_tools::{
-    arguments_sha256, CallAssembler, CapabilityClaims, CapabilityError, CapabilitySigner,
-    CapabilityVerifier, Expected, TokenSource, ToolCall,
+    arguments_sha256, CallAssembler, CapabilityClaims, CapabilitySigner, CapabilityVerifier,
+    TokenSource, ToolCall,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::error::error_response;
+use crate::gates::tools::held::{Conversation, Conversations, Hold, Lapses, PendingStore};
 use crate::gates::GatePlan;
-use crate::held_calls::{Conversation, Conversations, Hold, Lapses, PendingStore};
-use crate::request_id::RequestId;
-use crate::server::GatewayState;
+use crate::state::GatewayState;
 
-mod handlers;
+pub(crate) mod bounds;
+pub(crate) mod held;
 mod judge;
 mod request;
 mod service;
@@ -63,7 +59,6 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use handlers::*;
 pub(crate) use judge::*;
 pub(crate) use request::*;
 pub(crate) use service::*;
@@ -73,7 +68,7 @@ pub(crate) use stream::*;
 /// loop caps count per conversation.
 pub(crate) const CONVERSATION_HEADER: &str = "x-palisade-conversation";
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

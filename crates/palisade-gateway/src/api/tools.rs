@@ -3,16 +3,36 @@
 //!
 //! Must not: hold judging logic of its own (it calls `judge`).
 
-use super::*;
+use std::sync::Arc;
 
-pub(super) fn respond(result: Result<Value, ApiError>, request_id: &str) -> Response {
+use axum::extract::{Extension, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use http::HeaderMap;
+use palisade_openai::{ApiError, ErrorCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use std::time::Instant;
+
+use palisade_policy::{Action, Evidence};
+use palisade_tools::{CapabilityError, Expected, TokenSource, ToolCall};
+use serde_json::Map;
+
+use crate::gates::tools::*;
+use crate::http::error::error_response;
+use crate::http::request_id::RequestId;
+use crate::state::GatewayState;
+
+pub(crate) fn respond(result: Result<Value, ApiError>, request_id: &str) -> Response {
     match result {
         Ok(body) => Json(body).into_response(),
         Err(err) => error_response(&err, Some(request_id)),
     }
 }
 
-pub(super) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {e}")))
 }
@@ -20,14 +40,14 @@ pub(super) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T,
 /// `POST /v1/tools/confirm` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ConfirmBody {
-    pub(super) confirmation_id: String,
+pub(crate) struct ConfirmBody {
+    pub(crate) confirmation_id: String,
     /// `true` (default) releases the call, `false` denies it.
     #[serde(default = "yes")]
-    pub(super) approve: bool,
+    pub(crate) approve: bool,
 }
 
-pub(super) fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 
@@ -41,69 +61,7 @@ pub async fn confirm(
     respond(run_confirm(&state, &headers, &body).await, &request_id)
 }
 
-pub(super) fn shared_store(state: &GatewayState) -> Option<RedisToolStore> {
-    state
-        .admission
-        .redis()
-        .map(|conn| RedisToolStore::new(conn, "palisade"))
-}
-
-pub(super) fn unavailable(error: &dyn std::fmt::Display) -> ApiError {
-    tracing::warn!(%error, "tool store: Redis unavailable");
-    ApiError::new(
-        ErrorCode::LimitsUnavailable,
-        "held tool calls cannot be read right now",
-    )
-    .with_retry_after(Some(1))
-}
-
-/// Takes the held call `id` if `principal` may decide it: from this
-/// process, else from Redis. A call lives in exactly one of the two, so it
-/// is released at most once whichever replica is asked.
-pub(super) async fn take_for(
-    state: &GatewayState,
-    principal: &crate::auth::Principal,
-    id: &str,
-) -> Result<Option<PendingCall>, ApiError> {
-    let may = |p: &PendingCall| principal.admin || *p.tenant == *principal.tenant;
-    {
-        let mut store = state
-            .tools
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = store.get(id) {
-            // Another tenant's approver must not even consume (deny) it.
-            if !may(p) {
-                return Ok(None);
-            }
-            let p = store.remove(id);
-            return Ok(p.filter(|p| p.expires_at > now_secs()));
-        }
-    }
-    let Some(redis) = shared_store(state) else {
-        return Ok(None);
-    };
-    let Some(json) = redis.get(id).await.map_err(|e| unavailable(&e))? else {
-        return Ok(None);
-    };
-    let Ok(peeked) = serde_json::from_str::<PendingCall>(&json) else {
-        tracing::warn!(confirmation_id = id, "unreadable held tool call in Redis");
-        return Ok(None);
-    };
-    if !may(&peeked) {
-        return Ok(None);
-    }
-    let taken = redis
-        .take(&peeked.tenant, id)
-        .await
-        .map_err(|e| unavailable(&e))?;
-    Ok(taken
-        .and_then(|json| serde_json::from_str::<PendingCall>(&json).ok())
-        .filter(|p| p.expires_at > now_secs()))
-}
-
-pub(super) async fn run_confirm(
+pub(crate) async fn run_confirm(
     state: &GatewayState,
     headers: &HeaderMap,
     body: &[u8],
@@ -178,7 +136,7 @@ pub(super) async fn run_confirm(
 }
 
 /// Most held calls one listing returns.
-pub(super) const MAX_LISTED: usize = 1_000;
+pub(crate) const MAX_LISTED: usize = 1_000;
 
 /// `GET /v1/tools/pending`: the calls of the approver's tenant (every
 /// tenant's for admin keys) waiting for confirmation, with their arguments:
@@ -192,7 +150,7 @@ pub async fn pending(
     respond(run_pending(&state, &headers).await, &request_id)
 }
 
-pub(super) async fn run_pending(
+pub(crate) async fn run_pending(
     state: &GatewayState,
     headers: &HeaderMap,
 ) -> Result<Value, ApiError> {
@@ -261,12 +219,13 @@ pub async fn guard(
     respond(run_guard(&state, &headers, body).await, &request_id)
 }
 
-pub(super) async fn run_guard(
+pub(crate) async fn run_guard(
     state: &Arc<GatewayState>,
     headers: &HeaderMap,
     body: axum::body::Body,
 ) -> Result<Value, ApiError> {
-    let (principal, _admitted, bytes) = crate::guard::admit_and_read(state, headers, body).await?;
+    let (principal, _admitted, bytes) =
+        crate::api::guard::admit_and_read(state, headers, body).await?;
     let mut fields: Map<String, Value> = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {e}")))?;
     let calls = match fields.remove("tool_calls") {
@@ -310,7 +269,7 @@ pub(super) async fn run_guard(
     let (mut plan, _) = crate::cpu::gate_request(
         state,
         subject,
-        crate::output_gate::ResponseShape::Chat,
+        crate::gates::output::ResponseShape::Chat,
         &mut fields,
         Vec::new(),
         body_bytes,
@@ -331,7 +290,7 @@ pub(super) async fn run_guard(
     };
     let had_calls = !calls.is_empty();
     // Arguments are checked against client schemas: on the CPU pool unless small.
-    let oversize = crate::tool_bounds::calls_bytes(&calls) > tools.service.max_call_bytes;
+    let oversize = bounds::calls_bytes(&calls) > tools.service.max_call_bytes;
     let (job_plan, job_tools) = (plan.clone(), tools.clone());
     let judged = state
         .cpu
@@ -358,17 +317,17 @@ pub(super) async fn run_guard(
 /// `POST /v1/tools/verify` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct VerifyBody {
-    pub(super) token: String,
-    pub(super) tool: String,
+pub(crate) struct VerifyBody {
+    pub(crate) token: String,
+    pub(crate) tool: String,
     /// The arguments as the executor will use them: a JSON string, or the
     /// object itself. Kept raw: parsing it into a `Value` would collapse
     /// duplicate names and round big numbers before the hash is taken.
-    pub(super) arguments: Box<serde_json::value::RawValue>,
+    pub(crate) arguments: Box<serde_json::value::RawValue>,
     /// Accept the token only once (for executors without their own replay
     /// store).
     #[serde(default)]
-    pub(super) consume: bool,
+    pub(crate) consume: bool,
 }
 
 /// `POST /v1/tools/verify`: checks a capability token against the call an
@@ -385,14 +344,14 @@ pub async fn verify(
     respond(run_verify(&state, &headers, &body).await, &request_id)
 }
 
-pub(super) async fn run_verify(
+pub(crate) async fn run_verify(
     state: &GatewayState,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Value, ApiError> {
     let principal = state.auth.authenticate(headers)?;
     let req: VerifyBody = parse_body(body)?;
-    let arguments = crate::tool_bounds::raw_arguments(&req.arguments)?;
+    let arguments = bounds::raw_arguments(&req.arguments)?;
     let service = &state.tools;
     let now = now_secs();
     let tenant = (!principal.admin).then_some(&*principal.tenant);
@@ -413,7 +372,7 @@ pub(super) async fn run_verify(
     if req.consume {
         // The token's identity is its signed claims: ids joined with `/` could
         // be made to collide by a client choosing its request id.
-        let jti = crate::tool_bounds::token_id(&req.token);
+        let jti = bounds::token_id(&req.token);
         let first = match shared_store(state) {
             // Every replica must refuse the second use.
             Some(redis) => {

@@ -1,0 +1,13 @@
+//! The gateway's own endpoints, beside the proxied ones: the guard APIs,
+//! the tool-confirmation APIs, `/v1/models`, the admin endpoints and the
+//! probes.
+//!
+//! Each handler starts with the same front as the proxy
+//! ([`crate::pipeline::front`]: authenticate, rate gate, read) and calls the
+//! gates; none of them forwards to an upstream except `/v1/models`.
+
+pub(crate) mod admin;
+pub(crate) mod guard;
+pub(crate) mod models;
+pub(crate) mod probes;
+pub(crate) mod tools;

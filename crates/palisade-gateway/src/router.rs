@@ -1,0 +1,62 @@
+//! Which handler serves which path, and the layers every request passes
+//! (request id, panic guard, body deadline).
+//!
+//! The router only binds paths to handlers; it must not decide anything.
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, State};
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::Router;
+use palisade_openai::request::Endpoint;
+
+use crate::http::request_id::RequestId;
+use crate::state::GatewayState;
+
+pub(crate) fn router(state: Arc<GatewayState>) -> Router {
+    // One handler serves every proxied endpoint; the route binds which.
+    let proxied = |endpoint: Endpoint| {
+        move |state: State<Arc<GatewayState>>,
+              id: Extension<RequestId>,
+              headers: http::HeaderMap,
+              body: axum::body::Body| {
+            crate::pipeline::handle(state, id, headers, body, endpoint)
+        }
+    };
+    Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(proxied(Endpoint::ChatCompletions)),
+        )
+        .route("/v1/completions", post(proxied(Endpoint::Completions)))
+        .route("/v1/embeddings", post(proxied(Endpoint::Embeddings)))
+        .route("/v1/models", get(crate::api::models::list))
+        .route("/v1/guard/scan", post(crate::api::guard::scan))
+        .route("/v1/guard/tool_calls", post(crate::api::tools::guard))
+        .route("/v1/tools/confirm", post(crate::api::tools::confirm))
+        .route("/v1/tools/pending", get(crate::api::tools::pending))
+        .route("/v1/tools/verify", post(crate::api::tools::verify))
+        .route("/v1/tools/public-key", get(crate::api::tools::public_key))
+        .route("/admin/usage", get(crate::api::admin::usage))
+        .route("/admin/quotas", get(crate::api::admin::quotas))
+        .route("/admin/policy", get(crate::api::admin::policy))
+        .route(
+            "/admin/policy/rollback",
+            post(crate::api::admin::policy_rollback),
+        )
+        .route("/healthz", get(crate::api::probes::healthz))
+        .route("/readyz", get(crate::api::probes::readyz))
+        .route("/metrics", get(crate::api::probes::metrics))
+        .fallback(crate::api::probes::not_found)
+        .method_not_allowed_fallback(crate::api::probes::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::body_deadline::layer,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            crate::api::probes::on_panic,
+        ))
+        .layer(middleware::from_fn(crate::http::request_id::layer))
+        .with_state(state)
+}

@@ -1,0 +1,184 @@
+//! The gateway's shared state: everything a request reads that outlives it
+//! (keys, routes, backends, detector, policy, limits, ledger), built once
+//! from config, and the errors building or running it.
+//!
+//! Per-request state lives in [`crate::context`]; this module must not hold
+//! any, nor any request-path logic.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use palisade_config::Config;
+
+use crate::http::auth::Authenticator;
+use crate::metrics::ModelLabels;
+use crate::readiness::{Condition, Readiness};
+use crate::routing::RouteTable;
+use crate::upstream::{Backend, BackendError};
+
+/// Errors starting or running the gateway.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// A backend could not be built (missing API key variable, TLS setup).
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause (in use, permission).
+        #[source]
+        source: std::io::Error,
+    },
+    /// The embedded detector model failed to load (a corrupt build).
+    #[error("cannot load the detector model")]
+    Detector(#[from] palisade_detect::DetectError),
+    /// The configured limits could not be compiled.
+    #[error(transparent)]
+    Admission(#[from] crate::admission::AdmissionError),
+    /// The ledger store could not be opened (bad path, database down,
+    /// schema newer than this build).
+    #[error("cannot open the ledger at {url}")]
+    Ledger {
+        /// The configured URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: palisade_ledger::LedgerError,
+    },
+    /// A route's `tokenizer.json` could not be loaded.
+    #[error("cannot load tokenizer {path}: {message}")]
+    Tokenizer {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The policy file could not be loaded.
+    #[error(transparent)]
+    Policy(#[from] crate::gates::policy::PolicyLoadError),
+    /// The tool signing key or a tenant's tool credential is missing.
+    #[error(transparent)]
+    Tools(#[from] crate::gates::tools::ToolSetupError),
+    /// The server loop failed.
+    #[error("server error")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Shared, immutable per-process state the handlers read.
+#[derive(Debug)]
+pub struct GatewayState {
+    pub(crate) auth: Authenticator,
+    pub(crate) routes: RouteTable,
+    pub(crate) backends: Vec<Backend>,
+    pub(crate) model_labels: ModelLabels,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_sse_event_bytes: usize,
+    pub(crate) detector: Arc<palisade_detect::Detector>,
+    pub(crate) admission: crate::admission::Admission,
+    pub(crate) default_max_tokens: u64,
+    /// The ledger, once opened by `start` (when `ledger.url` is set).
+    pub(crate) ledger: std::sync::OnceLock<Arc<palisade_ledger::Ledger>>,
+    pub(crate) prices: Arc<palisade_ledger::PriceTable>,
+    pub(crate) inject_max_tokens: bool,
+    /// The safety policy; `None` when the gates are disabled.
+    pub(crate) policy: Arc<crate::gates::policy::PolicyStore>,
+    pub(crate) gates_enabled: bool,
+    pub(crate) audit: crate::gates::audit::AuditSink,
+    pub(crate) stream_hold_bytes: usize,
+    pub(crate) sse_heartbeat: Option<Duration>,
+    /// Capability tokens, confirmations and tool-loop counters.
+    pub(crate) tools: Arc<crate::gates::tools::ToolService>,
+    /// The bounded pool for CPU-heavy checks.
+    pub(crate) cpu: crate::cpu::CpuPool,
+    /// How long a request body may take to arrive.
+    pub(crate) body_read_timeout: Duration,
+    pub(crate) readiness: Readiness,
+    pub(crate) metrics: Option<PrometheusHandle>,
+}
+
+/// Most model names a wildcard route turns into metric label values.
+const MODEL_LABEL_CAP: usize = 64;
+
+impl GatewayState {
+    /// Builds the state from a validated config, looking environment
+    /// variables (backend and tenant keys) up with `env`. Returns the
+    /// listener's readiness condition, which the server sets once it serves.
+    pub(crate) fn from_config(
+        config: &Config,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(Self, Condition), GatewayError> {
+        let mut backends = Vec::with_capacity(config.backends.len());
+        let mut index = HashMap::new();
+        for (name, backend) in &config.backends {
+            index.insert(name.clone(), backends.len());
+            backends.push(Backend::new(name, backend, &config.tenants, &env)?);
+        }
+        let mut tokenizers = HashMap::new();
+        for path in config.routes.iter().filter_map(|r| r.tokenizer.as_ref()) {
+            let loaded = std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    palisade_openai::usage::Tokenizer::from_json_bytes(&bytes)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|message| GatewayError::Tokenizer {
+                    path: path.clone(),
+                    message,
+                })?;
+            tokenizers.insert(path.clone(), loaded);
+        }
+        let routes = RouteTable::compile(&config, |name| index[name], &tokenizers);
+        let readiness = Readiness::default();
+        readiness.register("routes").set(true);
+        let detector_ready = readiness.register("detector");
+        let detector = Arc::new(palisade_detect::Detector::embedded()?);
+        // The first scan builds the detector's lazily compiled matchers
+        // (~100 ms); pay that before readiness, not on a user's request.
+        let _ = detector.scan(&palisade_detect::ScanInput::user("warm up"));
+        detector_ready.set(true);
+        // The replica holds its policy before it takes traffic.
+        let policy_ready = readiness.register("policy");
+        let policy = Arc::new(crate::gates::policy::PolicyStore::load(&config.policy)?);
+        policy_ready.set(true);
+        let serving = readiness.register("listener");
+        let tools = Arc::new(crate::gates::tools::ToolService::from_config(
+            &config, &env,
+        )?);
+        let prices = Arc::new(crate::accounting::price_table(&config.ledger));
+        let state = GatewayState {
+            auth: Authenticator::from_config(&config.auth),
+            routes,
+            backends,
+            model_labels: ModelLabels::new(MODEL_LABEL_CAP),
+            max_body_bytes: config.server.max_body_bytes,
+            max_sse_event_bytes: config.server.max_sse_event_bytes,
+            detector,
+            admission: crate::admission::Admission::from_config(&config.limits, prices.clone())?,
+            default_max_tokens: config.limits.default_max_tokens,
+            ledger: std::sync::OnceLock::new(),
+            prices,
+            inject_max_tokens: config.limits.inject_max_tokens,
+            policy,
+            gates_enabled: !config.policy.disabled,
+            audit: crate::gates::audit::AuditSink::default(),
+            stream_hold_bytes: config.policy.stream_hold_bytes,
+            sse_heartbeat: (config.server.sse_heartbeat_ms > 0)
+                .then(|| Duration::from_millis(config.server.sse_heartbeat_ms)),
+            tools,
+            cpu: crate::cpu::CpuPool::new(
+                config.server.cpu_workers,
+                Duration::from_millis(config.server.cpu_queue_timeout_ms),
+            ),
+            body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
+            readiness,
+            metrics: crate::metrics::install(),
+        };
+        Ok((state, serving))
+    }
+}
