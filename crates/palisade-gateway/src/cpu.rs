@@ -17,12 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_openai::{ApiError, ErrorCode};
-use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
-
-use crate::gates::output::ResponseShape;
-use crate::gates::{GatePlan, GateSubject};
-use crate::state::GatewayState;
 
 /// Inputs at most this large (bytes) are checked on the async worker.
 pub(crate) const INLINE_BYTES: usize = 16 * 1024;
@@ -108,103 +103,9 @@ impl CpuPool {
     }
 }
 
-/// The client's `response_format` schema, if the request declares one.
-fn response_format_schema(fields: &Map<String, Value>) -> Option<&Value> {
-    let format = fields.get("response_format")?;
-    (format.get("type").and_then(Value::as_str) == Some("json_schema"))
-        .then(|| format.pointer("/json_schema/schema"))
-        .flatten()
-}
-
-/// Whether the request declares schemas the gateway will check responses
-/// against (a `response_format` schema, tool parameters).
-pub(crate) fn declares_schemas(fields: &Map<String, Value>) -> bool {
-    response_format_schema(fields).is_some()
-        || fields
-            .get("tools")
-            .and_then(Value::as_array)
-            .is_some_and(|t| {
-                t.iter()
-                    .any(|t| t.pointer("/function/parameters").is_some())
-            })
-}
-
-/// Refuses (400) a client schema the gateway would check responses against
-/// but cannot in linear time: the `response_format` schema always (the
-/// output gate checks it), tool parameters when the tier has a tool gate.
-pub(crate) fn check_client_schemas(
-    fields: &Map<String, Value>,
-    tool_gate: bool,
-) -> Result<(), ApiError> {
-    let refuse = |param: String, e: palisade_policy::ClientSchemaError| {
-        ApiError::new(ErrorCode::InvalidRequest, e.to_string()).with_param(param)
-    };
-    if let Some(schema) = response_format_schema(fields) {
-        palisade_policy::check_client_schema(schema)
-            .map_err(|e| refuse("response_format".to_owned(), e))?;
-    }
-    if !tool_gate {
-        return Ok(());
-    }
-    if let Some(Value::Array(tools)) = fields.get("tools") {
-        for (i, tool) in tools.iter().enumerate() {
-            if let Some(schema) = tool.pointer("/function/parameters") {
-                palisade_policy::check_client_schema(schema)
-                    .map_err(|e| refuse(format!("tools[{i}].function.parameters"), e))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// What [`gate_request`] decided: the gates' verdict (an `Err` is the
-/// client's offence, e.g. an injection) once the request could be judged.
-pub(crate) type GateVerdict = Result<(GatePlan, bool), ApiError>;
-
-/// Checks the client's schemas, then runs the input and context gates
-/// ([`crate::gates::inspect_request`]) on the pool unless the request is
-/// small and declares no schema. The outer error is a refusal that is not
-/// an offence (an unsupported schema, a full pool); the inner one is the
-/// gates' verdict.
-pub(crate) async fn gate_request(
-    state: &Arc<GatewayState>,
-    subject: GateSubject,
-    shape: ResponseShape,
-    fields: &mut Map<String, Value>,
-    retrieved: Vec<usize>,
-    body_bytes: usize,
-) -> Result<GateVerdict, ApiError> {
-    let inline = body_bytes <= INLINE_BYTES && !declares_schemas(fields);
-    let job_state = state.clone();
-    let mut owned = std::mem::take(fields);
-    let (verdict, owned) = state
-        .cpu
-        .run_or_inline(inline, move || {
-            let tool_gate = {
-                let snapshot = job_state.policy.active();
-                let policy_subject = palisade_policy::Subject {
-                    tenant: &subject.tenant,
-                    route: &subject.route,
-                    model: &subject.model,
-                };
-                snapshot.tier_for(&policy_subject).tool_gate().is_some()
-            };
-            if let Err(e) = check_client_schemas(&owned, tool_gate) {
-                return (Err(e), owned);
-            }
-            let verdict =
-                crate::gates::inspect_request(&job_state, subject, shape, &mut owned, &retrieved);
-            (Ok(verdict), owned)
-        })
-        .await?;
-    *fields = owned;
-    verdict
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[tokio::test]
     async fn a_full_pool_refuses_after_the_queue_timeout() {
@@ -230,24 +131,5 @@ mod tests {
         release_tx.send(()).unwrap();
         busy.await.unwrap().unwrap();
         assert_eq!(pool.run(|| 7).await.unwrap(), 7);
-    }
-
-    #[test]
-    fn schemas_are_found_and_refused_by_param() {
-        let fields = json!({
-            "response_format": {"type": "json_schema", "json_schema": {"schema": {"pattern": "(?=a)"}}},
-            "tools": [{"function": {"name": "t", "parameters": {"pattern": "(a)\\1"}}}]
-        });
-        let fields = fields.as_object().unwrap();
-        assert!(declares_schemas(fields));
-        let err = check_client_schemas(fields, true).unwrap_err();
-        assert_eq!(err.param.as_deref(), Some("response_format"));
-        let mut tools_only = fields.clone();
-        tools_only.remove("response_format");
-        let err = check_client_schemas(&tools_only, true).unwrap_err();
-        assert_eq!(err.param.as_deref(), Some("tools[0].function.parameters"));
-        // Without a tool gate the gateway never checks tool arguments.
-        assert!(check_client_schemas(&tools_only, false).is_ok());
-        assert!(!declares_schemas(&Map::new()));
     }
 }

@@ -84,7 +84,7 @@ impl Gateway {
                         })?,
                 ),
             };
-            self.state.audit.attach(store);
+            self.state.gates.audit.attach(store);
         }
         let limits = &self.config.limits;
         let needs_tokens = self.config.ledger.url.is_some()
@@ -115,7 +115,7 @@ impl Gateway {
         }
         self.state.admission.spawn_backend(&self.state.readiness);
         self.state.admission.spawn_alerts();
-        self.state.policy.spawn_reload();
+        self.state.gates.policy.spawn_reload();
         serving.set(true);
         let task = tokio::spawn(async move {
             let mut drain_rx = stop_rx.clone();

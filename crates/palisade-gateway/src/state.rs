@@ -13,6 +13,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 use palisade_config::Config;
 
+use crate::gates::Gates;
 use crate::http::auth::Authenticator;
 use crate::metrics::ModelLabels;
 use crate::readiness::{Condition, Readiness};
@@ -79,21 +80,15 @@ pub struct GatewayState {
     pub(crate) model_labels: ModelLabels,
     pub(crate) max_body_bytes: usize,
     pub(crate) max_sse_event_bytes: usize,
-    pub(crate) detector: Arc<palisade_detect::Detector>,
     pub(crate) admission: crate::admission::Admission,
     pub(crate) default_max_tokens: u64,
     /// The ledger, once opened by `start` (when `ledger.url` is set).
     pub(crate) ledger: std::sync::OnceLock<Arc<palisade_ledger::Ledger>>,
     pub(crate) prices: Arc<palisade_ledger::PriceTable>,
     pub(crate) inject_max_tokens: bool,
-    /// The safety policy; `None` when the gates are disabled.
-    pub(crate) policy: Arc<crate::gates::policy::PolicyStore>,
-    pub(crate) gates_enabled: bool,
-    pub(crate) audit: crate::gates::audit::AuditSink,
-    pub(crate) stream_hold_bytes: usize,
+    /// The safety gates: detector, policy, audit sink, tool service.
+    pub(crate) gates: Arc<Gates>,
     pub(crate) sse_heartbeat: Option<Duration>,
-    /// Capability tokens, confirmations and tool-loop counters.
-    pub(crate) tools: Arc<crate::gates::tools::ToolService>,
     /// The bounded pool for CPU-heavy checks.
     pub(crate) cpu: crate::cpu::CpuPool,
     /// How long a request body may take to arrive.
@@ -158,19 +153,21 @@ impl GatewayState {
             model_labels: ModelLabels::new(MODEL_LABEL_CAP),
             max_body_bytes: config.server.max_body_bytes,
             max_sse_event_bytes: config.server.max_sse_event_bytes,
-            detector,
             admission: crate::admission::Admission::from_config(&config.limits, prices.clone())?,
             default_max_tokens: config.limits.default_max_tokens,
             ledger: std::sync::OnceLock::new(),
             prices,
             inject_max_tokens: config.limits.inject_max_tokens,
-            policy,
-            gates_enabled: !config.policy.disabled,
-            audit: crate::gates::audit::AuditSink::default(),
-            stream_hold_bytes: config.policy.stream_hold_bytes,
+            gates: Arc::new(Gates {
+                detector,
+                policy,
+                audit: crate::gates::audit::AuditSink::default(),
+                tools,
+                stream_hold_bytes: config.policy.stream_hold_bytes,
+                enabled: !config.policy.disabled,
+            }),
             sse_heartbeat: (config.server.sse_heartbeat_ms > 0)
                 .then(|| Duration::from_millis(config.server.sse_heartbeat_ms)),
-            tools,
             cpu: crate::cpu::CpuPool::new(
                 config.server.cpu_workers,
                 Duration::from_millis(config.server.cpu_queue_timeout_ms),
@@ -180,5 +177,13 @@ impl GatewayState {
             metrics: crate::metrics::install(),
         };
         Ok((state, serving))
+    }
+
+    /// The replica's shared tool store (held calls, single-use tokens, loop
+    /// counters), once the shared limits backend is connected.
+    pub(crate) fn tool_store(&self) -> Option<palisade_redis::RedisToolStore> {
+        self.admission
+            .redis()
+            .map(|conn| palisade_redis::RedisToolStore::new(conn, "palisade"))
     }
 }

@@ -115,9 +115,9 @@ pub async fn quotas(
 
 fn policy_state(state: &GatewayState) -> serde_json::Value {
     let describe = |s: &palisade_policy::Snapshot| serde_json::json!({"version": s.version().to_string(), "label": s.label()});
-    let store = &state.policy;
+    let store = &state.gates.policy;
     serde_json::json!({
-        "enabled": state.gates_enabled,
+        "enabled": state.gates.enabled,
         "active": describe(&store.active()),
         "shadow": store.shadow().as_deref().map(describe),
         "history": store.history(),
@@ -145,7 +145,7 @@ pub async fn policy_rollback(
     if let Err(err) = state.auth.authenticate_admin(&headers) {
         return error_response(&err, Some(&request_id));
     }
-    match state.policy.rollback() {
+    match state.gates.policy.rollback() {
         Some(_) => Json(policy_state(&state)).into_response(),
         None => error_response(
             &ApiError::new(

@@ -319,7 +319,7 @@ async fn run(
         )
     })?;
     let (items, system_prompt, is_conversation) = plan(req)?;
-    let detector = state.detector.clone();
+    let detector = state.gates.detector.clone();
     let total: usize = items.iter().map(|i| i.text.len()).sum();
     let started = Instant::now();
     // Large texts are scanned on the bounded CPU pool, so a huge input (or
@@ -350,7 +350,7 @@ async fn run(
     Ok(GuardResponse {
         scan: top,
         latency_us,
-        detector_version: state.detector.version().to_owned(),
+        detector_version: state.gates.detector.version().to_owned(),
         messages,
     })
 }

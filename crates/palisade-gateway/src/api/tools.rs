@@ -74,18 +74,23 @@ pub(crate) async fn run_confirm(
         ));
     }
     let req: ConfirmBody = parse_body(body)?;
-    let service = &state.tools;
-    let pending = take_for(state, &principal, &req.confirmation_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::ConfirmationNotFound,
-                format!(
-                    "no tool call waits for confirmation `{}` (unknown, already decided, or lapsed)",
-                    req.confirmation_id
-                ),
-            )
-        })?;
+    let service = &state.gates.tools;
+    let pending = take_for(
+        &state.gates.tools,
+        state.tool_store(),
+        &principal,
+        &req.confirmation_id,
+    )
+    .await?
+    .ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::ConfirmationNotFound,
+            format!(
+                "no tool call waits for confirmation `{}` (unknown, already decided, or lapsed)",
+                req.confirmation_id
+            ),
+        )
+    })?;
     let mut decision = pending.decision.clone();
     decision.enforced_action = if req.approve {
         Action::Allow
@@ -98,7 +103,7 @@ pub(crate) async fn run_confirm(
         ..Evidence::default()
     };
     crate::gates::record_decision(
-        &state.audit,
+        &state.gates.audit,
         &pending.subject,
         evidence,
         &decision,
@@ -166,13 +171,14 @@ pub(crate) async fn run_pending(
         |p: &PendingCall| p.expires_at > now && (principal.admin || *p.tenant == *principal.tenant);
     let mut calls: Vec<PendingCall> = {
         let store = state
+            .gates
             .tools
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         store.values().filter(|p| visible(p)).cloned().collect()
     };
-    if let Some(redis) = shared_store(state) {
+    if let Some(redis) = state.tool_store() {
         let tenant = (!principal.admin).then_some(&*principal.tenant);
         let shared = redis
             .list(tenant, now, MAX_LISTED)
@@ -266,16 +272,24 @@ pub(crate) async fn run_guard(
         model: route.upstream_model.as_deref().unwrap_or(&model).to_owned(),
     };
     let body_bytes = bytes.len();
-    let (mut plan, _) = crate::cpu::gate_request(
-        state,
+    let (mut plan, _) = crate::gates::input::gate_request(
+        &state.gates,
+        &state.cpu,
         subject,
-        crate::gates::output::ResponseShape::Chat,
+        crate::gates::ResponseShape::Chat,
         &mut fields,
         Vec::new(),
         body_bytes,
     )
     .await??;
-    inspect_request(state, &mut plan, &mut fields, headers).await?;
+    inspect_request(
+        &state.gates.tools,
+        state.tool_store(),
+        &mut plan,
+        &mut fields,
+        headers,
+    )
+    .await?;
     // Tokens minted here say so: the caller chose the conversation they
     // were judged in (`src: "guard"`).
     if let Some(tools) = plan.tools.as_mut() {
@@ -352,7 +366,7 @@ pub(crate) async fn run_verify(
     let principal = state.auth.authenticate(headers)?;
     let req: VerifyBody = parse_body(body)?;
     let arguments = bounds::raw_arguments(&req.arguments)?;
-    let service = &state.tools;
+    let service = &state.gates.tools;
     let now = now_secs();
     let tenant = (!principal.admin).then_some(&*principal.tenant);
     let refused =
@@ -373,7 +387,7 @@ pub(crate) async fn run_verify(
         // The token's identity is its signed claims: ids joined with `/` could
         // be made to collide by a client choosing its request id.
         let jti = bounds::token_id(&req.token);
-        let first = match shared_store(state) {
+        let first = match state.tool_store() {
             // Every replica must refuse the second use.
             Some(redis) => {
                 let ttl = std::time::Duration::from_secs(claims.exp.saturating_sub(now).max(1));
@@ -416,8 +430,8 @@ pub(crate) async fn run_verify(
 pub async fn public_key(State(state): State<Arc<GatewayState>>) -> Response {
     Json(json!({
         "alg": "ed25519",
-        "kid": state.tools.signer.key_id(),
-        "public_key": state.tools.signer.public_key_hex(),
+        "kid": state.gates.tools.signer.key_id(),
+        "public_key": state.gates.tools.signer.public_key_hex(),
         "token_format": "pcap1.<base64url claims JSON>.<base64url ed25519 signature over 'pcap1.<claims>'>",
     }))
     .into_response()

@@ -290,12 +290,12 @@ async fn send_upstream(
     // rewrite as the policy asks (redaction, spotlighting, a canary).
     let mut gates_rewrote = false;
     let shape = match endpoint {
-        Endpoint::ChatCompletions => Some(crate::gates::output::ResponseShape::Chat),
-        Endpoint::Completions => Some(crate::gates::output::ResponseShape::Completion),
+        Endpoint::ChatCompletions => Some(crate::gates::ResponseShape::Chat),
+        Endpoint::Completions => Some(crate::gates::ResponseShape::Completion),
         // Embeddings generate no text and carry no instructions a model follows.
         _ => None,
     };
-    if let Some(shape) = shape.filter(|_| state.gates_enabled) {
+    if let Some(shape) = shape.filter(|_| state.gates.enabled) {
         let subject = crate::gates::GateSubject {
             request_id: record.internal_id.clone(),
             tenant: principal.tenant.to_string(),
@@ -309,8 +309,9 @@ async fn send_upstream(
         let retrieved = retrieved_indexes(headers);
         // On the CPU pool unless small: scans and client schemas can take
         // long enough to stall the async workers.
-        let verdict = crate::cpu::gate_request(
-            state,
+        let verdict = crate::gates::input::gate_request(
+            &state.gates,
+            &state.cpu,
             subject,
             shape,
             request.fields_mut(),
@@ -319,9 +320,10 @@ async fn send_upstream(
         )
         .await?;
         let (mut plan, changed) = verdict.inspect_err(|_| state.admission.offend(&principal, 1))?;
-        let tools_changed = shape == crate::gates::output::ResponseShape::Chat
+        let tools_changed = shape == crate::gates::ResponseShape::Chat
             && crate::gates::tools::inspect_request(
-                state,
+                &state.gates.tools,
+                state.tool_store(),
                 &mut plan,
                 request.fields_mut(),
                 headers,

@@ -14,8 +14,9 @@ use palisade_policy::{Action, Evidence, Gate};
 use serde_json::{json, Value};
 
 use super::fields::{finds_anything, judge_string, judge_tree, logprob_texts, Outcome};
-use super::{canary_alert, observe_unsanitized, schema_violation, OutputPolicy, ResponseShape};
+use super::{canary_alert, observe_unsanitized, schema_violation, OutputPolicy};
 use crate::gates::GatePlan;
+use crate::gates::ResponseShape;
 
 /// A body the gate cannot judge: fail closed.
 pub(crate) fn invalid_upstream(what: &str) -> ApiError {

@@ -28,25 +28,6 @@ pub(crate) use body::{gate_body, gate_error_body, invalid_upstream};
 pub(crate) use stream::{EventAction, StreamGate};
 pub(crate) use tool_args::tool_call_leaks;
 
-/// Which OpenAI response shape the output gate reads and writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ResponseShape {
-    /// `/v1/chat/completions`: `choices[].message.content`, streamed as
-    /// `choices[].delta.content`.
-    Chat,
-    /// `/v1/completions`: `choices[].text`, whole or streamed.
-    Completion,
-}
-
-impl ResponseShape {
-    fn body_text(self) -> &'static str {
-        match self {
-            Self::Chat => "/message/content",
-            Self::Completion => "/text",
-        }
-    }
-}
-
 /// What the tier's output rules ask of the sanitizer.
 #[derive(Debug, Clone)]
 pub(crate) struct OutputPolicy {

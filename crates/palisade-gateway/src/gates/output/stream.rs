@@ -23,8 +23,9 @@ use serde_json::{json, Map, Value};
 
 use super::body::invalid_upstream;
 use super::fields::judge_tree;
-use super::{absorb, canary_alert, observe_unsanitized, OutputPolicy, ResponseShape};
+use super::{absorb, canary_alert, observe_unsanitized, OutputPolicy};
 use crate::gates::GatePlan;
+use crate::gates::ResponseShape;
 
 /// Text of a streamed completion kept for the evidence of classes the
 /// sanitizer does not handle (flag-only rules, shadow policies); beyond this

@@ -48,7 +48,6 @@ use serde_json::{json, Map, Value};
 
 use crate::gates::tools::held::{Conversation, Conversations, Hold, Lapses, PendingStore};
 use crate::gates::GatePlan;
-use crate::state::GatewayState;
 
 pub(crate) mod bounds;
 pub(crate) mod held;

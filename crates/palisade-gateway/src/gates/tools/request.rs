@@ -45,14 +45,15 @@ pub(crate) fn tool_name(tool: &Value) -> &str {
 /// and leaves a [`ToolPlan`] in `plan` for the response. Returns whether the
 /// body changed.
 pub(crate) async fn inspect_request(
-    state: &GatewayState,
+    service: &Arc<ToolService>,
+    shared: Option<RedisToolStore>,
     plan: &mut GatePlan,
     fields: &mut Map<String, Value>,
     headers: &HeaderMap,
 ) -> Result<bool, ApiError> {
     // A tenant's tool credentials never enter the model's context, even when
     // an executor echoes one back in a tool result: whatever the tier says.
-    let mut changed = state.tools.scrub_credentials(&plan.subject.tenant, fields);
+    let mut changed = service.scrub_credentials(&plan.subject.tenant, fields);
     let snapshot = plan.snapshot.clone();
     let tier = snapshot.tier_for(&plan.subject_ref());
     let Some(gate) = tier.tool_gate() else {
@@ -156,8 +157,8 @@ pub(crate) async fn inspect_request(
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(128).collect::<String>())
         .filter(|v| !v.is_empty());
-    let service = state.tools.clone();
-    let redis = shared_store(state);
+    let service = service.clone();
+    let redis = shared;
     let mut counters = conversation
         .as_deref()
         .map(|c| service.conversation(&plan.subject.tenant, c))

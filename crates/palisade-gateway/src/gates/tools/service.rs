@@ -315,13 +315,6 @@ impl ToolService {
     }
 }
 
-pub(crate) fn shared_store(state: &GatewayState) -> Option<RedisToolStore> {
-    state
-        .admission
-        .redis()
-        .map(|conn| RedisToolStore::new(conn, "palisade"))
-}
-
 pub(crate) fn unavailable(error: &dyn std::fmt::Display) -> ApiError {
     tracing::warn!(%error, "tool store: Redis unavailable");
     ApiError::new(
@@ -335,17 +328,14 @@ pub(crate) fn unavailable(error: &dyn std::fmt::Display) -> ApiError {
 /// process, else from Redis. A call lives in exactly one of the two, so it
 /// is released at most once whichever replica is asked.
 pub(crate) async fn take_for(
-    state: &GatewayState,
+    service: &ToolService,
+    shared: Option<RedisToolStore>,
     principal: &crate::http::auth::Principal,
     id: &str,
 ) -> Result<Option<PendingCall>, ApiError> {
     let may = |p: &PendingCall| principal.admin || *p.tenant == *principal.tenant;
     {
-        let mut store = state
-            .tools
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut store = service.pending.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = store.get(id) {
             // Another tenant's approver must not even consume (deny) it.
             if !may(p) {
@@ -355,7 +345,7 @@ pub(crate) async fn take_for(
             return Ok(p.filter(|p| p.expires_at > now_secs()));
         }
     }
-    let Some(redis) = shared_store(state) else {
+    let Some(redis) = shared else {
         return Ok(None);
     };
     let Some(json) = redis.get(id).await.map_err(|e| unavailable(&e))? else {

@@ -33,7 +33,7 @@ fn plan() -> GatePlan {
         stream_hold_bytes: 512,
         untrusted_context: false,
         flagged_context: false,
-        shape: crate::gates::output::ResponseShape::Chat,
+        shape: crate::gates::ResponseShape::Chat,
         tools: Some(ToolPlan {
             service: Arc::new(service),
             declared: Arc::new(HashMap::new()),

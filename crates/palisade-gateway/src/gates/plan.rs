@@ -1,0 +1,88 @@
+//! The gates' per-request types: who the request is for ([`GateSubject`]),
+//! what the request gates decided that the response gates need
+//! ([`GatePlan`]), and which response shape they read ([`ResponseShape`]).
+//!
+//! Plain data: no gate logic, no I/O. The request keeps its plan from the
+//! input gate to the last streamed event, so one policy version judges both.
+
+use std::sync::Arc;
+
+use palisade_detect::Canary;
+use palisade_policy::{Snapshot, Subject};
+use serde_json::Value;
+
+use super::audit::AuditSink;
+use super::tools::ToolPlan;
+
+/// Who and what a request is, for tier selection and the audit log.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct GateSubject {
+    pub(crate) request_id: String,
+    pub(crate) tenant: String,
+    pub(crate) route: String,
+    pub(crate) model: String,
+}
+
+impl GateSubject {
+    pub(crate) fn subject(&self) -> Subject<'_> {
+        Subject {
+            tenant: &self.tenant,
+            route: &self.route,
+            model: &self.model,
+        }
+    }
+}
+
+/// What the request gates decided that the output gate needs.
+#[derive(Debug, Clone)]
+pub(crate) struct GatePlan {
+    pub(crate) snapshot: Arc<Snapshot>,
+    pub(crate) shadow: Option<Arc<Snapshot>>,
+    pub(crate) subject: GateSubject,
+    /// The canary placed in the system prompt, if the tier asks for one.
+    pub(crate) canary: Option<Canary>,
+    /// The `response_format` JSON schema the completion must match.
+    pub(crate) response_schema: Option<Arc<Value>>,
+    /// The request asked for JSON (`response_format` `json_object` or
+    /// `json_schema`): streamed content is judged by its decoded strings.
+    pub(crate) json_mode: bool,
+    /// Where decisions are recorded.
+    pub(crate) sink: AuditSink,
+    /// The output gate's hold-back bound for streams.
+    pub(crate) stream_hold_bytes: usize,
+    /// Retrieved content or tool output is in the conversation.
+    pub(crate) untrusted_context: bool,
+    /// The context gate (or the detector's own flag threshold) flagged some of
+    /// it, or quarantined it.
+    pub(crate) flagged_context: bool,
+    /// What the tool gate needs to judge the response's tool calls.
+    pub(crate) tools: Option<ToolPlan>,
+    /// The response shape the output gate reads.
+    pub(crate) shape: ResponseShape,
+}
+
+impl GatePlan {
+    /// The policy subject.
+    pub(crate) fn subject_ref(&self) -> Subject<'_> {
+        self.subject.subject()
+    }
+}
+
+/// Which OpenAI response shape the output gate reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResponseShape {
+    /// `/v1/chat/completions`: `choices[].message.content`, streamed as
+    /// `choices[].delta.content`.
+    Chat,
+    /// `/v1/completions`: `choices[].text`, whole or streamed.
+    Completion,
+}
+
+impl ResponseShape {
+    pub(crate) fn body_text(self) -> &'static str {
+        match self {
+            Self::Chat => "/message/content",
+            Self::Completion => "/text",
+        }
+    }
+}
