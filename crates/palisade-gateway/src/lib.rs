@@ -31,6 +31,7 @@ pub(crate) mod admission;
 pub(crate) mod api;
 pub(crate) mod breaker;
 pub(crate) mod budgets;
+pub(crate) mod context;
 pub(crate) mod cpu;
 pub(crate) mod gates;
 pub(crate) mod http;

@@ -281,38 +281,13 @@ pub async fn scan(
     }
 }
 
-/// The front of every guard API request: authenticate, pass the rate gate
-/// (checks cost CPU, so the guard APIs are rate-limited like the proxy; the
-/// in-flight slot is held while the returned `Admitted` lives), read the body.
-pub(crate) async fn admit_and_read(
-    state: &GatewayState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<
-    (
-        crate::http::auth::Principal,
-        crate::admission::Admitted,
-        bytes::Bytes,
-    ),
-    ApiError,
-> {
-    let principal = state.auth.authenticate(headers)?;
-    let admitted = state
-        .admission
-        .admit(&principal)
-        .await
-        .map_err(|refusal| refusal.error)?;
-    let bytes = crate::pipeline::read_body(headers, body, state.max_body_bytes).await?;
-    Ok((principal, admitted, bytes))
-}
-
 async fn run(
     state: &GatewayState,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<GuardResponse, ApiError> {
-    let (_principal, _admitted, bytes) = admit_and_read(state, headers, body).await?;
-    let req: GuardRequest = serde_json::from_slice(&bytes).map_err(|e| {
+    let front = crate::pipeline::front::front(state, headers, Some(body)).await?;
+    let req: GuardRequest = serde_json::from_slice(&front.body).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidRequest,
             format!("invalid guard request: {e}"),

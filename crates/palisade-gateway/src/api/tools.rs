@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::Bytes;
 use http::HeaderMap;
 use palisade_openai::{ApiError, ErrorCode};
 use serde::Deserialize;
@@ -23,6 +23,7 @@ use serde_json::Map;
 use crate::gates::tools::*;
 use crate::http::error::error_response;
 use crate::http::request_id::RequestId;
+use crate::pipeline::front::front;
 use crate::state::GatewayState;
 
 pub(crate) fn respond(result: Result<Value, ApiError>, request_id: &str) -> Response {
@@ -56,24 +57,25 @@ pub async fn confirm(
     State(state): State<Arc<GatewayState>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    respond(run_confirm(&state, &headers, &body).await, &request_id)
+    respond(run_confirm(&state, &headers, body).await, &request_id)
 }
 
 pub(crate) async fn run_confirm(
     state: &GatewayState,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
 ) -> Result<Value, ApiError> {
-    let principal = state.auth.authenticate(headers)?;
+    let front = front(state, headers, Some(body)).await?;
+    let principal = front.principal;
     if !(principal.approver || principal.admin) {
         return Err(ApiError::new(
             ErrorCode::PermissionDenied,
             "confirming tool calls needs an approver key ([[auth.keys]] approver = true)",
         ));
     }
-    let req: ConfirmBody = parse_body(body)?;
+    let req: ConfirmBody = parse_body(&front.body)?;
     let service = &state.gates.tools;
     let pending = take_for(
         &state.gates.tools,
@@ -159,7 +161,7 @@ pub(crate) async fn run_pending(
     state: &GatewayState,
     headers: &HeaderMap,
 ) -> Result<Value, ApiError> {
-    let principal = state.auth.authenticate(headers)?;
+    let principal = front(state, headers, None).await?.principal;
     if !(principal.approver || principal.admin) {
         return Err(ApiError::new(
             ErrorCode::PermissionDenied,
@@ -220,7 +222,7 @@ pub async fn guard(
     State(state): State<Arc<GatewayState>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     headers: HeaderMap,
-    body: axum::body::Body,
+    body: Body,
 ) -> Response {
     respond(run_guard(&state, &headers, body).await, &request_id)
 }
@@ -228,10 +230,10 @@ pub async fn guard(
 pub(crate) async fn run_guard(
     state: &Arc<GatewayState>,
     headers: &HeaderMap,
-    body: axum::body::Body,
+    body: Body,
 ) -> Result<Value, ApiError> {
-    let (principal, _admitted, bytes) =
-        crate::api::guard::admit_and_read(state, headers, body).await?;
+    let front = front(state, headers, Some(body)).await?;
+    let (principal, bytes) = (front.principal, front.body);
     let mut fields: Map<String, Value> = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {e}")))?;
     let calls = match fields.remove("tool_calls") {
@@ -353,18 +355,19 @@ pub async fn verify(
     State(state): State<Arc<GatewayState>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    respond(run_verify(&state, &headers, &body).await, &request_id)
+    respond(run_verify(&state, &headers, body).await, &request_id)
 }
 
 pub(crate) async fn run_verify(
     state: &GatewayState,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
 ) -> Result<Value, ApiError> {
-    let principal = state.auth.authenticate(headers)?;
-    let req: VerifyBody = parse_body(body)?;
+    let front = front(state, headers, Some(body)).await?;
+    let principal = front.principal;
+    let req: VerifyBody = parse_body(&front.body)?;
     let arguments = bounds::raw_arguments(&req.arguments)?;
     let service = &state.gates.tools;
     let now = now_secs();

@@ -1,4 +1,5 @@
-//! Phase 6 for streams: relay server-sent events as they arrive.
+//! **Respond**, for streams: relay server-sent events as they arrive, each
+//! through the response filters ([`super::filters`]).
 //!
 //! The relay is a pull-based stream: hyper polls it only when the client's
 //! socket can take more, and it reads the upstream only when polled, so a slow
@@ -21,10 +22,10 @@ use palisade_openai::sse::SseFramer;
 use palisade_openai::usage::ChunkKind;
 use palisade_openai::{ApiError, ErrorCode};
 
+use super::filters::{Outgoing, Step, StreamFilters};
+use crate::context::RequestCtx;
 use crate::gates::output::EventAction as OutputAction;
-use crate::gates::tools::ToolEvent;
 use crate::metrics::{STREAMS_ENDED, STREAMS_OPEN, STREAM_GAP, STREAM_TTFT};
-use crate::pipeline::RequestRecord;
 
 /// How a stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +74,7 @@ struct Relay {
     upstream: UpstreamBody,
     framer: SseFramer,
     limits: RelayLimits,
-    record: RequestRecord,
+    record: RequestCtx,
     backend: Arc<str>,
     outcome: Outcome,
     finished: bool,
@@ -83,11 +84,8 @@ struct Relay {
     /// record.
     held_done: Option<Bytes>,
     gap_histogram: Option<metrics::Histogram>,
-    /// The output gate, when the policy has output rules.
-    output: Option<crate::gates::output::StreamGate>,
-    /// The tool gate, when the tier has one: tool-call deltas are held and
-    /// released whole once judged.
-    tools: Option<crate::gates::tools::ToolStreamGate>,
+    /// The response filters (tool gate, then output gate).
+    filters: StreamFilters,
     /// The output gate stopped the stream; the ledger row goes first.
     stopping: bool,
     /// An event the gates cannot judge: the stream ends with this error
@@ -131,76 +129,15 @@ impl Relay {
         self.last_data_at = Some(now);
     }
 
-    /// Sends one data payload the tool gate produced through the output
-    /// gate. Returns true when the output gate stopped the stream.
-    fn emit_payload(
-        &mut self,
-        payload: &str,
-        batch: &mut Option<BytesMut>,
-        single: &mut Option<Bytes>,
-    ) -> bool {
-        let raw = Bytes::from(format!("data: {payload}\n\n"));
-        let Some(gate) = &mut self.output else {
-            append(batch, single, raw);
-            return false;
-        };
-        match gate.on_data(payload) {
-            OutputAction::Forward => append(batch, single, raw),
-            OutputAction::Replace(bytes) => append(batch, single, bytes),
-            OutputAction::Hold => {}
-            OutputAction::Stop(bytes) => {
-                append(batch, single, bytes);
-                self.finished = true;
-                self.stopping = true;
-                self.outcome = Outcome::ContentFilter;
-                counter!(crate::metrics::STREAMS_FILTERED).increment(1);
-                return true;
-            }
-            OutputAction::Fail(err) => {
-                self.failing = Some(err);
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Whether the gates judge this stream's events (then an event that does
-    /// not parse is refused, never relayed).
-    fn gated(&self) -> bool {
-        self.output.is_some() || self.tools.is_some()
-    }
-
-    /// Sends payloads in order; true when the output gate stopped the stream.
-    fn emit_payloads(
-        &mut self,
-        payloads: Vec<String>,
-        batch: &mut Option<BytesMut>,
-        single: &mut Option<Bytes>,
-    ) -> bool {
-        payloads
-            .iter()
-            .any(|payload| self.emit_payload(payload, batch, single))
-    }
-
-    /// Takes every complete event out of the framer as one buffer.
+    /// Takes every complete event out of the framer as one buffer, each
+    /// through the response filters.
     fn drain_events(&mut self) -> Result<Option<Bytes>, ApiError> {
-        let mut batch: Option<BytesMut> = None;
-        let mut single: Option<Bytes> = None;
+        let mut out = Outgoing::default();
         loop {
             match self.framer.next_event() {
-                Ok(Some(mut event)) => {
+                Ok(Some(event)) => {
                     self.observe(!event.is_comment());
-                    // The `palisade` report is the gateway's to write.
-                    if self.gated() {
-                        if let Some(clean) = event.data().and_then(|d| {
-                            crate::gates::output::without_foreign_report(d.as_bytes())
-                        }) {
-                            let mut raw = b"data: ".to_vec();
-                            raw.extend_from_slice(&clean);
-                            raw.extend_from_slice(b"\n\n");
-                            event = palisade_openai::sse::SseEvent::from_raw(Bytes::from(raw));
-                        }
-                    }
+                    let event = self.filters.without_foreign_report(event);
                     if let Some(tokens) = &mut self.record.tokens {
                         if let Some(data) = event.data() {
                             let kind = tokens.tally.observe(&data);
@@ -209,74 +146,23 @@ impl Relay {
                             }
                         }
                     }
-                    // Fail closed: with only a tool gate, nothing else parses
-                    // every event.
-                    if self.tools.is_some() && self.output.is_none() && !event.is_done() {
-                        if let Some(data) = event.data() {
-                            if !serde_json::from_str::<serde_json::Value>(&data)
-                                .is_ok_and(|v| v.is_object())
-                            {
-                                self.failing =
-                                    Some(crate::gates::output::invalid_upstream("a stream event"));
-                                break;
-                            }
-                        }
-                    }
-                    if let Some(tools) = &mut self.tools {
-                        let payloads = if event.is_done() {
-                            tools.finish()
-                        } else if let Some(data) = event.data() {
-                            match tools.on_data(&data) {
-                                ToolEvent::Forward => Vec::new(),
-                                ToolEvent::Drop => continue,
-                                ToolEvent::Replace(payloads) => {
-                                    if self.emit_payloads(payloads, &mut batch, &mut single) {
-                                        break;
-                                    }
-                                    continue;
-                                }
-                            }
-                        } else {
-                            Vec::new()
-                        };
-                        // Calls still held when the stream ends go out before it.
-                        if self.emit_payloads(payloads, &mut batch, &mut single) {
+                    let gated = match self.filters.on_event(&event, &mut out) {
+                        Step::Pass(gated) => gated,
+                        Step::Skip => continue,
+                        Step::Stop => {
+                            self.stop_filtered();
                             break;
                         }
-                    }
-                    let mut gated: Option<Bytes> = None;
-                    if let Some(gate) = &mut self.output {
-                        if event.is_done() {
-                            // Text still held goes out before the end.
-                            if let Some(tail) = gate.finish() {
-                                append(&mut batch, &mut single, tail);
-                            }
-                        } else if let Some(data) = event.data() {
-                            match gate.on_data(&data) {
-                                OutputAction::Forward => {}
-                                OutputAction::Replace(bytes) => gated = Some(bytes),
-                                OutputAction::Hold => continue,
-                                OutputAction::Stop(bytes) => {
-                                    append(&mut batch, &mut single, bytes);
-                                    self.finished = true;
-                                    self.stopping = true;
-                                    self.outcome = Outcome::ContentFilter;
-                                    counter!(crate::metrics::STREAMS_FILTERED).increment(1);
-                                    break;
-                                }
-                                OutputAction::Fail(err) => {
-                                    self.failing = Some(err);
-                                    break;
-                                }
-                            }
+                        Step::Fail(err) => {
+                            self.failing = Some(err);
+                            break;
                         }
-                    }
+                    };
                     if self.record.has_ledger() && event.is_done() {
                         self.held_done = Some(event.into_raw());
                         continue;
                     }
-                    let raw = gated.unwrap_or_else(|| event.into_raw());
-                    append(&mut batch, &mut single, raw);
+                    out.push(gated.unwrap_or_else(|| event.into_raw()));
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -287,7 +173,15 @@ impl Relay {
                 }
             }
         }
-        Ok(batch.map(BytesMut::freeze).or(single))
+        Ok(out.take())
+    }
+
+    /// The output gate stopped the stream; its ledger row goes first.
+    fn stop_filtered(&mut self) {
+        self.finished = true;
+        self.stopping = true;
+        self.outcome = Outcome::ContentFilter;
+        counter!(crate::metrics::STREAMS_FILTERED).increment(1);
     }
 
     async fn next_chunk(&mut self) -> Option<Bytes> {
@@ -339,12 +233,12 @@ impl Relay {
             };
             // Text the output gate holds goes out when its time bound is
             // reached, even while the upstream is silent.
-            let hold_due = self.output.as_ref().and_then(|g| g.next_due());
+            let hold_due = self.filters.output_mut().and_then(|g| g.next_due());
             let hold_wait = hold_due.map(|due| due.saturating_duration_since(now));
             let wait = hold_wait.map_or(beat_wait, |h| h.min(beat_wait));
             match tokio::time::timeout(wait, self.upstream.next()).await {
                 Err(_) if hold_wait.is_some_and(|h| h <= wait) && wait < until_timeout => {
-                    let action = match self.output.as_mut() {
+                    let action = match self.filters.output_mut() {
                         Some(gate) => gate.release_due(),
                         None => OutputAction::Hold,
                     };
@@ -385,7 +279,7 @@ impl Relay {
                     // Under the gates an unterminated last event is judged
                     // like any other (clients deliver it): terminate it and
                     // drain once more.
-                    if self.gated() && self.framer.pending() > 0 {
+                    if self.filters.is_active() && self.framer.pending() > 0 {
                         self.framer.push(b"\n\n");
                         continue;
                     }
@@ -415,25 +309,12 @@ impl Relay {
         self.record
             .write_ledger_now(200, Some(self.outcome.label()))
             .await;
-        // Tool calls still held (a stream cut before its finish
-        // reason and `[DONE]`) are judged and sent first.
-        let mut judged: Option<BytesMut> = None;
-        let mut judged_single: Option<Bytes> = None;
-        if let Some(payloads) = self.tools.as_mut().map(|t| t.finish()) {
-            self.emit_payloads(payloads, &mut judged, &mut judged_single);
-        }
-        let judged = judged.map(BytesMut::freeze).or(judged_single);
-        // Forward an unterminated tail as is rather than drop it,
-        // after any text the output gate still holds.
-        let held = self.output.as_mut().and_then(|g| g.finish());
-        let held = match (judged, held) {
-            (Some(j), Some(h)) => {
-                let mut b = BytesMut::from(&j[..]);
-                b.extend_from_slice(&h);
-                Some(b.freeze())
-            }
-            (j, h) => j.or(h),
-        };
+        // Tool calls still held (a stream cut before its finish reason and
+        // `[DONE]`) are judged and sent first, then text the output gate
+        // holds; an unterminated tail is forwarded as is rather than dropped.
+        let mut judged = Outgoing::default();
+        self.filters.finish(&mut judged);
+        let held = judged.take();
         let tail = match (held, self.framer.finish()) {
             (Some(h), Some(t)) => {
                 let mut b = BytesMut::from(&h[..]);
@@ -461,36 +342,15 @@ impl Relay {
     }
 }
 
-/// Adds `raw` to the events going out in one write.
-fn append(batch: &mut Option<BytesMut>, single: &mut Option<Bytes>, raw: Bytes) {
-    match (batch.as_mut(), single.take()) {
-        (Some(b), _) => b.extend_from_slice(&raw),
-        (None, Some(first)) => {
-            let mut b = BytesMut::with_capacity(first.len() + raw.len());
-            b.extend_from_slice(&first);
-            b.extend_from_slice(&raw);
-            *batch = Some(b);
-        }
-        (None, None) => *single = Some(raw),
-    }
-}
-
 /// Turns an upstream SSE response into the client's body stream.
-pub fn relay(
+pub(crate) fn relay(
     upstream: reqwest::Response,
     backend: Arc<str>,
     limits: RelayLimits,
-    record: RequestRecord,
+    record: RequestCtx,
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
     gauge!(STREAMS_OPEN).increment(1.0);
-    let output = record
-        .gates
-        .as_ref()
-        .and_then(crate::gates::output::StreamGate::new);
-    let tools = record
-        .gates
-        .as_ref()
-        .and_then(crate::gates::tools::ToolStreamGate::new);
+    let filters = StreamFilters::new(record.gates.as_ref());
     let relay = Relay {
         upstream: Box::pin(upstream.bytes_stream()),
         framer: SseFramer::new(limits.max_event_bytes),
@@ -503,8 +363,7 @@ pub fn relay(
         last_data_at: None,
         held_done: None,
         gap_histogram: None,
-        output,
-        tools,
+        filters,
         stopping: false,
         failing: None,
         upstream_done: false,

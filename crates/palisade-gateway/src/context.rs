@@ -1,0 +1,196 @@
+//! The per-request context ([`RequestCtx`]) the pipeline's phases carry.
+//!
+//! The gates' own per-request types ([`GatePlan`], [`crate::gates::GateSubject`],
+//! [`crate::gates::ResponseShape`]) live in [`crate::gates::plan`], beside
+//! the gates that fill them; this context holds the plan once the input gate
+//! made it. Nothing here decides anything: phases read and write it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderValue};
+
+use crate::accounting::{LedgerRow, RowFacts, TokenAccounting};
+use crate::admission::apply_headers;
+use crate::gates::GatePlan;
+use crate::metrics::InFlight;
+
+/// One request's context, carried through every phase of
+/// [`crate::pipeline`] and, for a stream, until its last event: who asked,
+/// what the limits granted (slots, reservation, headers), what the gates
+/// decided ([`GatePlan`]), and where its ledger row goes. Finishing it (or
+/// dropping it unfinished) writes metrics, the access-log line and the ledger
+/// row exactly once.
+#[derive(Debug)]
+pub(crate) struct RequestCtx {
+    pub(crate) route: &'static str,
+    pub(crate) request_id: Arc<str>,
+    /// Minted here, never taken from the client: keys the token reservation
+    /// and the ledger row, where a client-chosen id could collide.
+    pub(crate) internal_id: String,
+    pub(crate) tenant: Option<Arc<str>>,
+    pub(crate) model_label: Arc<str>,
+    /// `model_label` may label metrics: a routed name, or a wildcard name the
+    /// upstream served. Until then a client's name is counted as `other`, so
+    /// made-up names never become (permanent) series.
+    pub(crate) labelled: bool,
+    pub(crate) started: Instant,
+    /// Rate-limit headers for the response, set by the rate gate.
+    pub(crate) limit_headers: palisade_limits::RateLimitHeaders,
+    /// The key is on the escalation ladder's warning rung.
+    pub(crate) warned: bool,
+    /// How the request was degraded under overload, if it was.
+    pub(crate) degraded: Option<String>,
+    /// The in-flight slot, released when the request (or stream) ends.
+    pub(crate) _slot: Option<crate::admission::InFlightSlot>,
+    /// The stream slot, for streaming requests under a stream limit.
+    pub(crate) _stream_slot: Option<crate::admission::InFlightSlot>,
+    /// Token accounting, when a token budget or the ledger needs it.
+    pub(crate) tokens: Option<TokenAccounting>,
+    /// Where the request's ledger row goes, and what the row needs to know.
+    pub(crate) ledger: Option<LedgerRow>,
+    /// The request's place at a backend with a downstream budget.
+    pub(crate) _backend_slot: Option<crate::scheduler::BackendSlot>,
+    /// What the request gates decided that the output gate needs.
+    pub(crate) gates: Option<GatePlan>,
+    /// The request span, re-entered for the access-log line: a stream ends
+    /// after the handler returned, outside the span.
+    pub(crate) span: tracing::Span,
+    pub(crate) _in_flight: InFlight,
+    pub(crate) done: bool,
+}
+
+impl RequestCtx {
+    pub(crate) fn new(route: &'static str, request_id: &str, started: Instant) -> Self {
+        Self {
+            route,
+            request_id: request_id.into(),
+            internal_id: uuid::Uuid::new_v4().to_string(),
+            tenant: None,
+            model_label: "none".into(),
+            labelled: true,
+            started,
+            limit_headers: palisade_limits::RateLimitHeaders::default(),
+            warned: false,
+            degraded: None,
+            _slot: None,
+            _stream_slot: None,
+            tokens: None,
+            ledger: None,
+            _backend_slot: None,
+            gates: None,
+            span: tracing::Span::current(),
+            _in_flight: InFlight::enter(),
+            done: false,
+        }
+    }
+
+    /// The request id.
+    pub(crate) fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// The bounded model label.
+    pub(crate) fn model_label(&self) -> &Arc<str> {
+        &self.model_label
+    }
+
+    /// When the request head arrived.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Commits the ledger row now (awaiting the store), if there is a ledger.
+    pub(crate) async fn write_ledger_now(
+        &mut self,
+        status: u16,
+        stream_outcome: Option<&'static str>,
+    ) {
+        if let Some(row) = &mut self.ledger {
+            row.write(RowFacts {
+                tenant: self.tenant.as_deref().unwrap_or("-"),
+                model: &self.model_label,
+                status,
+                stream_outcome,
+                tokens: self.tokens.as_ref(),
+                elapsed: self.started.elapsed(),
+            })
+            .await;
+        }
+    }
+
+    /// Whether this request has a ledger row to write.
+    pub(crate) fn has_ledger(&self) -> bool {
+        self.ledger.is_some()
+    }
+
+    /// Adds the admission headers (`x-ratelimit-*`, the ladder's warning).
+    pub(crate) fn stamp(&self, headers: &mut HeaderMap) {
+        apply_headers(&self.limit_headers, headers);
+        if self.ledger.is_some() {
+            // The ledger row's key, so a client or operator can find it.
+            if let Ok(v) = HeaderValue::from_str(&self.internal_id) {
+                headers.insert("x-palisade-ledger-id", v);
+            }
+        }
+        if let Some(d) = &self.degraded {
+            if let Ok(v) = HeaderValue::from_str(d) {
+                headers.insert("x-palisade-degraded", v);
+            }
+        }
+        if self.warned {
+            headers.insert(
+                "x-palisade-warning",
+                HeaderValue::from_static(
+                    "repeated limit violations: further ones slow, then block, this key",
+                ),
+            );
+        }
+    }
+
+    /// Records metrics and the access-log line.
+    pub(crate) fn finish(&mut self, status: u16, stream_outcome: Option<&'static str>) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        if let Some(tokens) = &mut self.tokens {
+            tokens.settle(status);
+        }
+        if let Some(row) = &mut self.ledger {
+            row.write_nowait(RowFacts {
+                tenant: self.tenant.as_deref().unwrap_or("-"),
+                model: &self.model_label,
+                status,
+                stream_outcome,
+                tokens: self.tokens.as_ref(),
+                elapsed,
+            });
+        }
+        let metric_label = if self.labelled {
+            &*self.model_label
+        } else {
+            "other"
+        };
+        crate::metrics::request_done(self.route, metric_label, status, elapsed);
+        let _entered = self.span.enter();
+        tracing::info!(
+            status,
+            tenant = self.tenant.as_deref().unwrap_or("-"),
+            model = %self.model_label,
+            latency_us = elapsed.as_micros() as u64,
+            stream = stream_outcome.unwrap_or("-"),
+            "served"
+        );
+    }
+}
+
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        // A request future dropped before it finished: the client went away
+        // while we waited on the upstream. 499 is the de-facto code for it.
+        if !self.done {
+            self.finish(499, None);
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! **Response filters**: one chain, the tool gate and then the output gate,
+//! for whole bodies ([`filter_body`]) and streams ([`StreamFilters`]) alike,
+//! so a streamed answer is judged exactly as the same answer whole.
+//!
+//! Order matters: the tool gate first rewrites tool calls (withheld calls
+//! removed, the `palisade` report added), and the output gate judges what
+//! the client would actually receive, report included. An upstream's own
+//! `palisade` object is removed before either: the report is the gateway's.
+//!
+//! Must not: hold gate logic (that is [`crate::gates`]) or touch the socket.
+
+use bytes::{Bytes, BytesMut};
+use palisade_openai::sse::SseEvent;
+use palisade_openai::ApiError;
+
+use crate::gates::output::{self, EventAction, StreamGate};
+use crate::gates::tools::{self, ToolEvent, ToolStreamGate};
+use crate::gates::GatePlan;
+
+/// Filters a whole response body. `success`: the upstream answered 2xx;
+/// an error body is judged too (SDKs show its message), but carries no
+/// tool calls. `Err` is the output gate's refusal (or an unreadable body).
+pub(crate) fn filter_body(plan: &GatePlan, success: bool, body: Bytes) -> Result<Bytes, ApiError> {
+    if !success {
+        return Ok(output::gate_error_body(plan, &body)?.unwrap_or(body));
+    }
+    let body = output::without_foreign_report(&body).map_or(body, Bytes::from);
+    let body = tools::gate_body(plan, &body).unwrap_or(body);
+    Ok(output::gate_body(plan, &body)?.unwrap_or(body))
+}
+
+/// Events going out to the client in one write.
+#[derive(Debug, Default)]
+pub(crate) struct Outgoing {
+    batch: Option<BytesMut>,
+    single: Option<Bytes>,
+}
+
+impl Outgoing {
+    /// Adds `raw` after what is already going out.
+    pub(crate) fn push(&mut self, raw: Bytes) {
+        match (self.batch.as_mut(), self.single.take()) {
+            (Some(b), _) => b.extend_from_slice(&raw),
+            (None, Some(first)) => {
+                let mut b = BytesMut::with_capacity(first.len() + raw.len());
+                b.extend_from_slice(&first);
+                b.extend_from_slice(&raw);
+                self.batch = Some(b);
+            }
+            (None, None) => self.single = Some(raw),
+        }
+    }
+
+    /// Everything pushed, as one buffer; `None` if nothing was.
+    pub(crate) fn take(&mut self) -> Option<Bytes> {
+        self.batch
+            .take()
+            .map(BytesMut::freeze)
+            .or_else(|| self.single.take())
+    }
+}
+
+/// What the chain made of one upstream event.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Send the event: as it came (`None`) or rewritten.
+    Pass(Option<Bytes>),
+    /// Send nothing for it (held, or already sent as rewritten payloads).
+    Skip,
+    /// The output gate stopped the stream (its closing events are pushed).
+    Stop,
+    /// The event cannot be judged: end the stream with this error.
+    Fail(ApiError),
+}
+
+/// The response filters of one stream.
+pub(crate) struct StreamFilters {
+    tools: Option<ToolStreamGate>,
+    output: Option<StreamGate>,
+}
+
+impl StreamFilters {
+    /// The chain for a request's plan; empty without one (gates disabled,
+    /// or embeddings).
+    pub(crate) fn new(plan: Option<&GatePlan>) -> Self {
+        Self {
+            tools: plan.and_then(ToolStreamGate::new),
+            output: plan.and_then(StreamGate::new),
+        }
+    }
+
+    /// Whether any gate judges this stream's events (then an event that
+    /// does not parse is refused, never relayed).
+    pub(crate) fn is_active(&self) -> bool {
+        self.output.is_some() || self.tools.is_some()
+    }
+
+    /// The event without an upstream's own `palisade` object.
+    pub(crate) fn without_foreign_report(&self, event: SseEvent) -> SseEvent {
+        if !self.is_active() {
+            return event;
+        }
+        match event
+            .data()
+            .and_then(|d| output::without_foreign_report(d.as_bytes()))
+        {
+            Some(clean) => {
+                let mut raw = b"data: ".to_vec();
+                raw.extend_from_slice(&clean);
+                raw.extend_from_slice(b"\n\n");
+                SseEvent::from_raw(Bytes::from(raw))
+            }
+            None => event,
+        }
+    }
+
+    /// The output gate's relay timer: when held text is due out.
+    pub(crate) fn output_mut(&mut self) -> Option<&mut StreamGate> {
+        self.output.as_mut()
+    }
+
+    /// Runs one event (a data event, or `[DONE]`) through the tool gate and
+    /// then the output gate; what they emit on the way is pushed to `out`.
+    pub(crate) fn on_event(&mut self, event: &SseEvent, out: &mut Outgoing) -> Step {
+        // Fail closed: with only a tool gate, nothing else parses every event.
+        if self.tools.is_some() && self.output.is_none() && !event.is_done() {
+            if let Some(data) = event.data() {
+                if !serde_json::from_str::<serde_json::Value>(&data).is_ok_and(|v| v.is_object()) {
+                    return Step::Fail(output::invalid_upstream("a stream event"));
+                }
+            }
+        }
+        if let Some(tools) = &mut self.tools {
+            let payloads = if event.is_done() {
+                tools.finish()
+            } else if let Some(data) = event.data() {
+                match tools.on_data(&data) {
+                    ToolEvent::Forward => Vec::new(),
+                    ToolEvent::Drop => return Step::Skip,
+                    ToolEvent::Replace(payloads) => {
+                        return self.emit_payloads(payloads, out).unwrap_or(Step::Skip);
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            // Calls still held when the stream ends go out before it.
+            if let Some(step) = self.emit_payloads(payloads, out) {
+                return step;
+            }
+        }
+        let Some(gate) = &mut self.output else {
+            return Step::Pass(None);
+        };
+        if event.is_done() {
+            // Text still held goes out before the end.
+            if let Some(tail) = gate.finish() {
+                out.push(tail);
+            }
+            return Step::Pass(None);
+        }
+        let Some(data) = event.data() else {
+            return Step::Pass(None);
+        };
+        match gate.on_data(&data) {
+            EventAction::Forward => Step::Pass(None),
+            EventAction::Replace(bytes) => Step::Pass(Some(bytes)),
+            EventAction::Hold => Step::Skip,
+            EventAction::Stop(bytes) => {
+                out.push(bytes);
+                Step::Stop
+            }
+            EventAction::Fail(err) => Step::Fail(err),
+        }
+    }
+
+    /// The upstream ended without `[DONE]`: tool calls still held are judged
+    /// and sent, then any text the output gate still holds.
+    pub(crate) fn finish(&mut self, out: &mut Outgoing) {
+        if let Some(payloads) = self.tools.as_mut().map(ToolStreamGate::finish) {
+            let _ = self.emit_payloads(payloads, out);
+        }
+        if let Some(held) = self.output.as_mut().and_then(StreamGate::finish) {
+            out.push(held);
+        }
+    }
+
+    /// Sends payloads the tool gate produced through the output gate, in
+    /// order. `Some` when the output gate stopped or failed the stream.
+    fn emit_payloads(&mut self, payloads: Vec<String>, out: &mut Outgoing) -> Option<Step> {
+        payloads
+            .iter()
+            .find_map(|payload| self.emit_payload(payload, out))
+    }
+
+    fn emit_payload(&mut self, payload: &str, out: &mut Outgoing) -> Option<Step> {
+        let raw = Bytes::from(format!("data: {payload}\n\n"));
+        let Some(gate) = &mut self.output else {
+            out.push(raw);
+            return None;
+        };
+        match gate.on_data(payload) {
+            EventAction::Forward => out.push(raw),
+            EventAction::Replace(bytes) => out.push(bytes),
+            EventAction::Hold => {}
+            EventAction::Stop(bytes) => {
+                out.push(bytes);
+                return Some(Step::Stop);
+            }
+            EventAction::Fail(err) => return Some(Step::Fail(err)),
+        }
+        None
+    }
+}

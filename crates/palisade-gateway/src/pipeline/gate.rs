@@ -1,0 +1,93 @@
+//! **Request gates**: the input and context gates judge every text of the
+//! request on its channel, then the tool gate filters the offered tools and
+//! checks the loop caps. The request is rewritten as the policy asks.
+//!
+//! Must not: hold gate logic; it runs [`crate::gates`] on the request.
+
+use http::HeaderMap;
+use palisade_openai::request::{Endpoint, RequestBody};
+use palisade_openai::ApiError;
+
+use crate::context::RequestCtx;
+use crate::http::auth::Principal;
+use crate::routing::Route;
+use crate::state::GatewayState;
+
+/// Runs the request gates (chat and completions; embeddings carry no
+/// instructions a model follows). `Ok(true)`: the body was rewritten;
+/// the plan for the response gates is on `ctx.gates`. `Err`: the request is
+/// refused (an offence counts against the key's escalation ladder).
+pub(crate) async fn inspect(
+    state: &GatewayState,
+    ctx: &mut RequestCtx,
+    principal: &Principal,
+    endpoint: Endpoint,
+    route: &Route,
+    request: &mut RequestBody,
+    headers: &HeaderMap,
+    body_bytes: usize,
+) -> Result<bool, ApiError> {
+    // Judge each message on its channel, then rewrite as the policy asks
+    // (redaction, spotlighting, a canary).
+    let mut gates_rewrote = false;
+    let shape = match endpoint {
+        Endpoint::ChatCompletions => Some(crate::gates::ResponseShape::Chat),
+        Endpoint::Completions => Some(crate::gates::ResponseShape::Completion),
+        // Embeddings generate no text and carry no instructions a model follows.
+        _ => None,
+    };
+    if let Some(shape) = shape.filter(|_| state.gates.enabled) {
+        let subject = crate::gates::GateSubject {
+            request_id: ctx.internal_id.clone(),
+            tenant: principal.tenant.to_string(),
+            route: route.public_name.to_string(),
+            model: route
+                .upstream_model
+                .as_deref()
+                .unwrap_or(request.model())
+                .to_owned(),
+        };
+        let retrieved = retrieved_indexes(headers);
+        // On the CPU pool unless small: scans and client schemas can take
+        // long enough to stall the async workers.
+        let verdict = crate::gates::input::gate_request(
+            &state.gates,
+            &state.cpu,
+            subject,
+            shape,
+            request.fields_mut(),
+            retrieved,
+            body_bytes,
+        )
+        .await?;
+        let (mut plan, changed) = verdict.inspect_err(|_| state.admission.offend(principal, 1))?;
+        let tools_changed = shape == crate::gates::ResponseShape::Chat
+            && crate::gates::tools::inspect_request(
+                &state.gates.tools,
+                state.tool_store(),
+                &mut plan,
+                request.fields_mut(),
+                headers,
+            )
+            .await?;
+        ctx.gates = Some(plan);
+        gates_rewrote = changed || tools_changed;
+    }
+    Ok(gates_rewrote)
+}
+
+/// Message indexes the client marks as retrieved content with the
+/// `x-palisade-retrieved: 2,5` header (the other ways are in-body marks; see
+/// `palisade_openai::channels`). Malformed entries are ignored.
+fn retrieved_indexes(headers: &HeaderMap) -> Vec<usize> {
+    headers
+        .get("x-palisade-retrieved")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(',')
+                .filter_map(|i| i.trim().parse().ok())
+                .take(1024)
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,114 @@
+//! **Route**: the model name → backend and upstream name, the graceful
+//! degradation of a saturated backend (a cheaper model, fewer tokens), and
+//! the model's own rate limit once the model is known.
+//!
+//! Must not: forward; [`super::forward`] does.
+
+use palisade_openai::request::{Endpoint, RequestBody};
+use palisade_openai::ApiError;
+
+use crate::context::RequestCtx;
+use crate::http::auth::Principal;
+use crate::routing::Route;
+use crate::state::GatewayState;
+
+/// Resolves the request's model. `Err` is 404 `model_not_found`.
+pub(crate) fn resolve<'s>(
+    state: &'s GatewayState,
+    request: &RequestBody,
+) -> Result<&'s Route, ApiError> {
+    state
+        .routes
+        .resolve(request.model())
+        .ok_or_else(|| crate::routing::model_not_found(request.model()))
+}
+
+/// Sheds work from a saturated backend: to the route's cheaper model, and
+/// to its `overload_max_tokens`. Returns the route to use and whether the
+/// body was rewritten; how it degraded is on `ctx` (for the
+/// `x-palisade-degraded` header).
+pub(crate) fn degrade<'s>(
+    state: &'s GatewayState,
+    route: &'s Route,
+    endpoint: Endpoint,
+    request: &mut RequestBody,
+    ctx: &mut RequestCtx,
+) -> (&'s Route, bool) {
+    // Graceful degradation: a saturated backend sheds work to a cheaper
+    // model, or generates less.
+    let saturated = |r: &Route| {
+        state.backends[r.backend]
+            .scheduler
+            .as_ref()
+            .is_some_and(|s| s.is_saturated())
+    };
+    let mut route = route;
+    let mut degraded: Option<String> = None;
+    if saturated(route) {
+        if let Some(cheaper) = route.overload_model.clone() {
+            if let Some(alt) = state.routes.resolve(&cheaper) {
+                request.set_model(&cheaper);
+                degraded = Some(format!("routed to {cheaper}"));
+                route = alt;
+            }
+        }
+    }
+    let mut rewritten = degraded.is_some();
+    if let Some(cap) = route.overload_max_tokens.filter(|_| saturated(route)) {
+        let asked = palisade_openai::usage::requested_max_tokens(request.fields());
+        if asked.is_none_or(|m| m > cap) && endpoint != Endpoint::Embeddings {
+            request.fields_mut().remove("max_completion_tokens");
+            request
+                .fields_mut()
+                .insert("max_tokens".to_owned(), cap.into());
+            rewritten = true;
+            let note = format!("max_tokens capped to {cap}");
+            degraded = Some(match degraded {
+                Some(d) => format!("{d}; {note}"),
+                None => note,
+            });
+        }
+    }
+    if let Some(d) = degraded {
+        metrics::counter!(crate::metrics::DEGRADED).increment(1);
+        ctx.degraded = Some(d);
+    }
+    (route, rewritten)
+}
+
+/// The model's own rate (all tenants together), then the request's model
+/// label for metrics and the upstream's model name. `Ok(true)`: the body
+/// names another model now. `Err` is 429 from the model's limit.
+pub(crate) async fn admit_model(
+    state: &GatewayState,
+    principal: &Principal,
+    route: &Route,
+    request: &mut RequestBody,
+    ctx: &mut RequestCtx,
+) -> Result<bool, ApiError> {
+    let mut rewritten = false;
+    // The model's own rate (all tenants together), now that it is known.
+    let public_model = if &*route.public_name == palisade_config::WILDCARD_MODEL {
+        request.model().to_owned()
+    } else {
+        route.public_name.to_string()
+    };
+    state
+        .admission
+        .admit_model(principal, &public_model, &mut ctx.limit_headers)
+        .await?;
+    // A wildcard name is the client's until the upstream serves it (see
+    // `respond`); it still prices the reservation below.
+    let wildcard = &*route.public_name == palisade_config::WILDCARD_MODEL;
+    ctx.model_label = if wildcard {
+        request.model().into()
+    } else {
+        route.public_name.clone()
+    };
+    ctx.labelled = !wildcard;
+    if let Some(name) = &route.upstream_model {
+        request.set_model(name);
+        rewritten = true;
+    }
+    Ok(rewritten)
+}
