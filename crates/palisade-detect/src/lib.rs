@@ -29,6 +29,7 @@ pub mod normalize;
 pub mod pii;
 pub mod rules;
 pub mod secrets;
+mod segment;
 mod types;
 
 pub use canary::Canary;

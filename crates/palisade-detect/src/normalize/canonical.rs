@@ -1,0 +1,352 @@
+//! Canonical text: NFKC, lowercase, look-alike letters, spaced-out letters and leetspeak
+//! mapped back, whitespace collapsed. Genuine non-Latin text and ordinary digits in words
+//! ("mp3") are left alone; only what spells a trigger word (or text written wholly in
+//! leetspeak) is mapped.
+//!
+//! Every pass is linear; the fixed-point loop is capped at `MAX_CANON_PASSES`.
+
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use unicode_normalization::UnicodeNormalization;
+
+/// Which tricks canonicalization undid.
+#[derive(Default)]
+pub(super) struct CanonFlags {
+    pub homoglyph: bool,
+    pub spaced: bool,
+    pub leet: bool,
+}
+
+/// Maps common Cyrillic/Greek/other look-alikes to the Latin letter they imitate.
+/// Applied only inside words that mix scripts, or to whole look-alike words inside
+/// mostly-Latin text, so genuine Russian or Greek text is left alone.
+fn confusable(c: char) -> Option<char> {
+    Some(match c {
+        'а' | 'α' | 'ɑ' => 'a',
+        'в' | 'β' => 'b',
+        'с' | 'ϲ' | 'ⅽ' => 'c',
+        'ԁ' | 'ⅾ' => 'd',
+        'е' | 'ё' | 'ε' | 'ҽ' => 'e',
+        'ɡ' | 'ց' => 'g',
+        'һ' | 'н' => 'h',
+        'і' | 'ι' | 'ı' | 'ӏ' | 'ⅰ' => 'i',
+        'ј' | 'ϳ' => 'j',
+        'κ' | 'к' => 'k',
+        'ⅼ' | 'ℓ' => 'l',
+        'м' | 'ⅿ' => 'm',
+        'η' | 'п' | 'ո' => 'n',
+        'о' | 'ο' | 'σ' | 'օ' => 'o',
+        'р' | 'ρ' => 'p',
+        'ԛ' => 'q',
+        'г' => 'r',
+        'ѕ' => 's',
+        'т' | 'τ' => 't',
+        'υ' | 'ս' => 'u',
+        'ν' | 'ѵ' | 'ⅴ' => 'v',
+        'ѡ' | 'ω' | 'ԝ' => 'w',
+        'х' | 'χ' | 'ⅹ' => 'x',
+        'у' | 'γ' => 'y',
+        'ʐ' => 'z',
+        _ => return None,
+    })
+}
+
+fn leet(c: char) -> Option<char> {
+    Some(match c {
+        '0' => 'o',
+        '1' | '!' | '|' => 'i',
+        '3' => 'e',
+        '4' | '@' => 'a',
+        '5' | '$' => 's',
+        '7' | '+' => 't',
+        '8' => 'b',
+        _ => return None,
+    })
+}
+
+/// Canonical form, iterated to a fixed point (each step can expose work for the next: a
+/// leetspeak or homoglyph mapping changes the script census, joined letters form new words).
+/// Two passes almost always suffice; the cap keeps the cost bounded.
+/// Extra canonicalization passes after the first (each one only runs when the previous one
+/// changed something; ordinary text stops after one or two).
+const MAX_CANON_PASSES: usize = 8;
+
+pub(super) fn canonicalize(stripped: &str) -> (String, CanonFlags) {
+    let (mut cur, mut flags) = canonicalize_once(stripped);
+    // Fast path: for ASCII output with nothing mapped, one pass is already a fixed point.
+    if cur.is_ascii() && !flags.homoglyph && !flags.spaced && !flags.leet {
+        return (cur, flags);
+    }
+    for _ in 0..MAX_CANON_PASSES {
+        let (next, f) = canonicalize_once(&cur);
+        flags.homoglyph |= f.homoglyph;
+        flags.spaced |= f.spaced;
+        flags.leet |= f.leet;
+        if next == cur {
+            break;
+        }
+        cur = next;
+    }
+    (cur, flags)
+}
+
+fn canonicalize_once(stripped: &str) -> (String, CanonFlags) {
+    let mut flags = CanonFlags::default();
+    // NFKC folds full-width, mathematical alphanumerics, ligatures and the like; lowercase
+    // folds case so "IGNORE" and "ignore" share features.
+    let nfkc: String = stripped.nfkc().flat_map(char::to_lowercase).collect();
+
+    // Script census: decides whether whole look-alike words are imitations of Latin.
+    let (mut latin, mut letters) = (0usize, 0usize);
+    for c in nfkc.chars() {
+        if c.is_alphabetic() {
+            letters += 1;
+            if c.is_ascii_alphabetic() {
+                latin += 1;
+            }
+        }
+    }
+    let mostly_latin = letters > 0 && latin * 10 >= letters * 6;
+
+    let mut s = String::with_capacity(nfkc.len());
+    // Homoglyph skeleton per word.
+    for word in split_keep(&nfkc) {
+        let is_word = word.chars().next().is_some_and(char::is_alphabetic);
+        if !is_word {
+            s.push_str(word);
+            continue;
+        }
+        let has_ascii = word.chars().any(|c| c.is_ascii_alphabetic());
+        let n_conf = word.chars().filter(|&c| confusable(c).is_some()).count();
+        let n = word.chars().count();
+        let map = n_conf > 0 && ((has_ascii && n >= 2) || (mostly_latin && n_conf == n && n >= 3));
+        if map {
+            flags.homoglyph = true;
+            s.extend(word.chars().map(|c| confusable(c).unwrap_or(c)));
+        } else {
+            s.push_str(word);
+        }
+    }
+
+    // Whitespace is collapsed before letters are joined: "i\x0bg\x0cn..." must join in the
+    // same pass as "i g n ...", or the next pass (seeing plain spaces) joins it and the
+    // canonical form is not a fixed point.
+    let s = join_spaced(&collapse_ws(&s), &mut flags);
+    let s = map_leet(&s, &mut flags);
+    (collapse_ws(&s), flags)
+}
+
+/// Splits into alternating alphabetic runs and other runs, keeping everything.
+fn split_keep(s: &str) -> impl Iterator<Item = &str> {
+    let mut rest = s;
+    std::iter::from_fn(move || {
+        let first = rest.chars().next()?;
+        let alpha = first.is_alphabetic();
+        let end = rest
+            .char_indices()
+            .find(|&(_, c)| c.is_alphabetic() != alpha)
+            .map_or(rest.len(), |(i, _)| i);
+        let (head, tail) = rest.split_at(end);
+        rest = tail;
+        Some(head)
+    })
+}
+
+fn is_spacer(c: char) -> bool {
+    matches!(c, ' ' | '.' | '-' | '_' | '*' | '|' | '/' | '+' | '~')
+}
+
+/// Joins runs like "i g n o r e" or "i.g.n.o.r.e" (at least five single letters with one
+/// separator between each). Two or more separators keep a word break.
+fn join_spaced(s: &str, flags: &mut CanonFlags) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let n = chars.len();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    let single_at = |i: usize| -> bool {
+        chars[i].is_alphanumeric()
+            && (i == 0 || !chars[i - 1].is_alphanumeric())
+            && (i + 1 >= n || !chars[i + 1].is_alphanumeric())
+    };
+    while i < n {
+        if single_at(i) && chars[i].is_alphabetic() {
+            // Extend a run: letter, separator(s), letter...
+            let mut letters = vec![(i, false)];
+            let mut j = i;
+            loop {
+                let mut k = j + 1;
+                let mut seps = 0;
+                while k < n && is_spacer(chars[k]) && seps < 4 {
+                    k += 1;
+                    seps += 1;
+                }
+                if seps >= 1 && k < n && single_at(k) {
+                    letters.push((k, seps >= 3 || (seps >= 2 && chars[j + 1] == ' ')));
+                    j = k;
+                } else {
+                    break;
+                }
+            }
+            if letters.len() >= 5 {
+                flags.spaced = true;
+                for (idx, (pos, brk)) in letters.iter().enumerate() {
+                    if *brk && idx > 0 {
+                        out.push(' ');
+                    }
+                    out.push(chars[*pos]);
+                }
+                i = j + 1;
+                continue;
+            }
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
+}
+
+static TRIGGERS: &[&str] = &[
+    "ignore",
+    "disregard",
+    "forget",
+    "previous",
+    "instruction",
+    "instructions",
+    "system",
+    "prompt",
+    "password",
+    "secret",
+    "reveal",
+    "bypass",
+    "override",
+    "jailbreak",
+    "pretend",
+    "unrestricted",
+    "unfiltered",
+    "developer",
+    "admin",
+    "confidential",
+    "hack",
+    "exploit",
+    "malware",
+    "bomb",
+    "weapon",
+    "kill",
+    "drugs",
+    "steal",
+    "rules",
+    "restrictions",
+    "policy",
+    "filter",
+    "censor",
+    "illegal",
+];
+
+static TRIGGER_AC: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasickBuilder::new()
+        .match_kind(MatchKind::LeftmostLongest)
+        .build(TRIGGERS)
+        .expect("static trigger list compiles")
+});
+
+pub(super) fn count_triggers(s: &str) -> usize {
+    TRIGGER_AC.find_iter(s).count()
+}
+
+/// Maps leetspeak inside tokens that mix letters with leet digits/symbols ("1gn0r3"),
+/// but only if the result spells a trigger word, so "mp3" or "b2b" stay as they are.
+///
+/// In text *written* in leetspeak (at least three words, and a quarter of all words, mix
+/// letters with leet digits) every such word is mapped: the words around the trigger
+/// ("4ll pr3v10u5") carry the meaning the classifier needs, and ordinary text never has
+/// that density.
+fn map_leet(s: &str, flags: &mut CanonFlags) -> String {
+    let tokens: Vec<&str> = s.split_inclusive(char::is_whitespace).collect();
+    let words = tokens.iter().filter(|t| !t.trim().is_empty()).count();
+    let leet_words = tokens
+        .iter()
+        .filter(|t| leet_word(t.trim_end_matches(char::is_whitespace)).is_some())
+        .count();
+    let dense = leet_words >= 3 && leet_words * 4 >= words;
+    let mut out = String::with_capacity(s.len());
+    for tok in tokens {
+        let body = tok.trim_end_matches(char::is_whitespace);
+        let tail = &tok[body.len()..];
+        let letters = body.chars().filter(|c| c.is_alphabetic()).count();
+        let leets = body.chars().filter(|&c| leet(c).is_some()).count();
+        if letters >= 2 && leets >= 1 && body.len() <= 40 {
+            // Sentence punctuation after the word stays ("pr0mpt!" is "prompt!"); a leet
+            // symbol inside or in front of it is a letter ("$y$tem", "!gnore").
+            let word = body.trim_end_matches(|c: char| c.is_ascii_punctuation());
+            let mut mapped: String = word.chars().map(|c| leet(c).unwrap_or(c)).collect();
+            let core = mapped.trim_matches(|c: char| !c.is_alphabetic());
+            if core.chars().all(char::is_alphabetic) && count_triggers(core) > 0 {
+                flags.leet = true;
+                mapped.push_str(&body[word.len()..]);
+                out.push_str(&mapped);
+                out.push_str(tail);
+                continue;
+            }
+        }
+        if dense {
+            if let Some(mapped) = leet_word(body) {
+                flags.leet = true;
+                out.push_str(&mapped);
+                out.push_str(tail);
+                continue;
+            }
+        }
+        out.push_str(tok);
+    }
+    out
+}
+
+/// A word that mixes letters with leet *digits* ("pr3v10u5"; surrounding punctuation kept
+/// as it is), mapped to letters; `None` for anything else ("mp3" maps too, so callers only
+/// use this where the text is dense with such words).
+fn leet_word(body: &str) -> Option<String> {
+    let inner = body.trim_matches(|c: char| c.is_ascii_punctuation());
+    if inner.is_empty() || inner.len() > 40 {
+        return None;
+    }
+    let has_letter = inner.chars().any(char::is_alphabetic);
+    let has_digit = inner
+        .chars()
+        .any(|c| c.is_ascii_digit() && leet(c).is_some());
+    let all_mappable = inner
+        .chars()
+        .all(|c| c.is_alphabetic() || (c.is_ascii_digit() && leet(c).is_some()));
+    if !(has_letter && has_digit && all_mappable) {
+        return None;
+    }
+    let start = body.len()
+        - body
+            .trim_start_matches(|c: char| c.is_ascii_punctuation())
+            .len();
+    let mut out = String::with_capacity(body.len());
+    out.push_str(&body[..start]);
+    out.extend(inner.chars().map(|c| leet(c).unwrap_or(c)));
+    out.push_str(&body[start + inner.len()..]);
+    Some(out)
+}
+
+fn collapse_ws(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut ws = false;
+    for c in s.chars() {
+        if c.is_whitespace() {
+            if !ws && !out.is_empty() {
+                out.push(if c == '\n' { '\n' } else { ' ' });
+            }
+            ws = true;
+        } else {
+            ws = false;
+            out.push(c);
+        }
+    }
+    while out.ends_with(char::is_whitespace) {
+        out.pop();
+    }
+    out
+}

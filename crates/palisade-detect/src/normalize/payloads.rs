@@ -1,0 +1,180 @@
+//! Encoded payloads: base64, hex, percent-encoding, rot13, HTML comments and hidden markup
+//! found in the text, decoded when they read as text. Decoding depth and volume are bounded
+//! (`MAX_DEPTH`, `MAX_PAYLOADS`, `MAX_PAYLOAD_BYTES`).
+
+use std::ops::Range;
+use std::sync::LazyLock;
+
+use base64::Engine as _;
+use regex::Regex;
+
+use super::canonical::count_triggers;
+use super::{truncate, MAX_PAYLOADS, MAX_PAYLOAD_BYTES};
+use crate::chars::percent_decode;
+use crate::types::Reason;
+
+static B64_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[A-Za-z0-9+/_-]{20,}={0,2}").expect("static regex"));
+static HEX_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?:(?:\\x|0x)?[0-9a-fA-F]{2}[ :]?){10,}").expect("static regex"));
+static URL_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?:%[0-9a-fA-F]{2}[^%\s]{0,3}){4,}").expect("static regex"));
+static COMMENT_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?s)<!--(.{0,4000}?)-->").expect("static regex"));
+static HIDDEN_RE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0(?:px|pt|em)?\b|opacity\s*:\s*0(?:\.0+)?\s*[;\x22']|color\s*:\s*(?:white|#fff(?:fff)?)\b|<[a-z]+[^>]{0,200}\shidden[\s>=]",
+    )
+    .expect("static regex")
+});
+
+fn printable_text(bytes: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(bytes).ok()?;
+    let total = s.chars().count();
+    if total < 6 {
+        return None;
+    }
+    let good = s
+        .chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t' | '\r'))
+        .count();
+    let letters = s.chars().filter(|c| c.is_alphabetic()).count();
+    if good * 100 >= total * 95 && letters * 2 >= total && s.contains(' ') {
+        Some(s.to_string())
+    } else {
+        None
+    }
+}
+
+pub(super) fn find_encoded(
+    original: &str,
+    canon: &str,
+    payloads: &mut Vec<(&'static str, String, Option<Range<usize>>)>,
+    reasons: &mut Vec<Reason>,
+) {
+    let mut push = |code: &'static str,
+                    kind: &'static str,
+                    text: String,
+                    span: Option<Range<usize>>,
+                    reasons: &mut Vec<Reason>| {
+        if payloads.len() >= MAX_PAYLOADS {
+            return;
+        }
+        if !reasons.iter().any(|r| r.code == code) {
+            reasons.push(Reason {
+                code,
+                detail: Some(truncate(&text, 80)),
+                span: span.clone(),
+            });
+        }
+        payloads.push((kind, text, span));
+    };
+    let eng_std = base64::engine::general_purpose::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let eng_url = base64::engine::general_purpose::GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    for m in B64_RE.find_iter(original).take(64) {
+        let s = m.as_str();
+        // Plain identifiers and words are not base64 payloads.
+        if !s
+            .bytes()
+            .any(|b| b.is_ascii_digit() || b == b'+' || b == b'/' || b == b'=')
+            && !s.bytes().any(|b| b.is_ascii_uppercase())
+        {
+            continue;
+        }
+        let trimmed = s.trim_end_matches('=');
+        let usable = &trimmed[..trimmed.len() - trimmed.len() % 4];
+        let dec = eng_std
+            .decode(trimmed)
+            .or_else(|_| eng_url.decode(trimmed))
+            .or_else(|_| eng_std.decode(usable));
+        if let Ok(bytes) = dec {
+            let nested = bytes.len() >= 20
+                && bytes.iter().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
+                });
+            let text = if nested {
+                String::from_utf8(bytes).ok()
+            } else {
+                printable_text(&bytes)
+            };
+            if let Some(t) = text {
+                push("base64_payload", "base64", t, Some(m.range()), reasons);
+            }
+        }
+    }
+    for m in HEX_RE.find_iter(original).take(32) {
+        let digits: String = m
+            .as_str()
+            .replace("\\x", "")
+            .replace("0x", "")
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .collect();
+        if digits.len() & 1 == 1 {
+            continue;
+        }
+        if let Ok(bytes) = hex::decode(&digits) {
+            if let Some(t) = printable_text(&bytes) {
+                push("hex_payload", "hex", t, Some(m.range()), reasons);
+            }
+        }
+    }
+    for m in URL_RE.find_iter(original).take(32) {
+        let bytes = percent_decode(m.as_str(), true);
+        if let Ok(t) = String::from_utf8(bytes) {
+            if t.chars().filter(|c| c.is_alphabetic()).count() >= 4 {
+                push("url_encoded_payload", "url", t, Some(m.range()), reasons);
+            }
+        }
+    }
+    for c in COMMENT_RE.captures_iter(original).take(16) {
+        let body = c.get(1).map_or("", |m| m.as_str()).trim();
+        if body.chars().filter(|c| c.is_alphabetic()).count() >= 3 {
+            let span = c.get(0).map(|m| m.range());
+            push(
+                "html_comment",
+                "html_comment",
+                body.to_string(),
+                span,
+                reasons,
+            );
+        }
+    }
+    if let Some(m) = HIDDEN_RE.find(original) {
+        reasons.push(Reason::with_span("hidden_markup", m.range()));
+    }
+    // ROT13: only worth reporting when the rotated text spells several trigger words the
+    // plain text does not.
+    let ascii_letters = canon.bytes().filter(u8::is_ascii_alphabetic).count();
+    if ascii_letters >= 12 {
+        let limit = canon.len().min(MAX_PAYLOAD_BYTES);
+        let mut end = limit;
+        while !canon.is_char_boundary(end) {
+            end -= 1;
+        }
+        let rot: String = canon[..end].chars().map(rot13).collect();
+        let plain = count_triggers(canon);
+        let rotated = count_triggers(&rot);
+        if rotated >= 2 && rotated > plain * 2 {
+            push("rot13_payload", "rot13", rot, None, reasons);
+        }
+    }
+}
+
+fn rot13(c: char) -> char {
+    match c {
+        'a'..='m' | 'A'..='M' => ((c as u8) + 13) as char,
+        'n'..='z' | 'N'..='Z' => ((c as u8) - 13) as char,
+        _ => c,
+    }
+}
