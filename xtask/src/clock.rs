@@ -4,7 +4,9 @@
 //! its tests need no sleeping. The check is textual, with a deliberately
 //! simple heuristic:
 //! - everything after a line that is exactly `#[cfg(test)]` is test code and
-//!   is ignored (test modules sit at the end of a file by convention);
+//!   is ignored (inline test modules sit at the end of a file by convention),
+//!   except when the item it gates is one line ending in `;` (an out-of-line
+//!   `mod tests;`, a `use`): then only that line is skipped;
 //! - files named `tests.rs`, or under `tests/` or `benches/`, are ignored;
 //! - comment lines (starting with `//`) are ignored, so docs may name the
 //!   calls they warn about.
@@ -26,10 +28,19 @@ pub const CLOCK_READS: &[&str] = &["Instant::now", "SystemTime::now", "Utc::now"
 /// The clock reads in one source file's text, outside test code.
 pub fn clock_reads(path: &Path, text: &str) -> Vec<Violation> {
     let mut out = Vec::new();
-    for (index, line) in text.lines().enumerate() {
+    let mut lines = text.lines().enumerate().peekable();
+    while let Some((index, line)) = lines.next() {
         let trimmed = line.trim();
         if trimmed == "#[cfg(test)]" {
-            break;
+            // Attributes and blank lines between the gate and its item.
+            while lines
+                .next_if(|(_, l)| l.trim().is_empty() || l.trim().starts_with("#["))
+                .is_some()
+            {}
+            match lines.next() {
+                Some((_, item)) if item.trim_end().ends_with(';') => continue,
+                _ => break,
+            }
         }
         if trimmed.starts_with("//") {
             continue;
@@ -89,6 +100,14 @@ mod tests {
     fn text_after_cfg_test_and_comments_are_ignored() {
         let text = "/// Never call `Instant::now` here.\n// Instant::now\nfn a() {}\n#[cfg(test)]\nmod tests { fn t() { Instant::now(); } }\n";
         assert!(lines_of(text).is_empty());
+    }
+
+    #[test]
+    fn an_out_of_line_test_module_gates_only_its_declaration() {
+        let text = "//! M.\n#[cfg(test)]\nmod tests;\n\nfn a() { Instant::now(); }\n";
+        assert_eq!(lines_of(text), vec![5]);
+        let text = "#[cfg(test)]\n#[path = \"t.rs\"]\nmod t;\nfn a() { Instant::now(); }\n";
+        assert_eq!(lines_of(text), vec![4]);
     }
 
     #[test]
