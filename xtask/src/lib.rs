@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 
 /// The crates that hold pure logic: no I/O framework, no clock reads (the
 /// caller passes time in), so they stay deterministic and testable.
+/// `palisade-eval` is not one: it is detection's I/O side (it reads the
+/// datasets, writes artifacts and times scans).
 pub const PURE_CRATES: &[&str] = &[
     "palisade-detect",
     "palisade-policy",
@@ -28,7 +30,6 @@ pub const PURE_CRATES: &[&str] = &[
     "palisade-output",
     "palisade-openai",
     "palisade-config",
-    "palisade-eval",
 ];
 
 /// One broken rule at one place.
