@@ -41,6 +41,7 @@
 //! (it lives in another process) and of the database server or host.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -54,6 +55,7 @@ use crate::audit::{self, AuditRow, AUDIT_PAGE};
 use crate::entry::{format_day, unsigned, Row, StoredRow, DAY_MS};
 use crate::queue::{self, Msg, Queue, Settler, Written};
 use crate::schema::{self, latest_version};
+use crate::store::{BoxFuture, LedgerStore};
 use crate::{
     AuditEntry, AuditFilter, GroupBy, LedgerEntry, LedgerError, Recorded, Spent, UsageQuery,
     UsageRow, WriteOptions, EXPORT_PAGE,
@@ -143,171 +145,188 @@ impl PostgresLedger {
         Ok(self.link.usable().await?.client)
     }
 
-    /// Records an entry and returns once it is committed. Idempotent on
-    /// `request_id` (`ON CONFLICT DO NOTHING`: the first row wins).
-    /// Cancelling the returned future does not cancel the write.
-    pub async fn record(&self, entry: &LedgerEntry) -> Result<Recorded, LedgerError> {
-        self.queue.record(entry).await
+    /// Commits what is queued, then stops the writer and the connection.
+    pub async fn close(self) -> Result<(), LedgerError> {
+        let flushed = self.queue.flush().await;
+        drop(self.queue);
+        let _ = self.writer.await;
+        // The writer's handle on the link is gone with it: this is the last.
+        if let Ok(link) = Arc::try_unwrap(self.link) {
+            link.shut_down().await;
+        }
+        flushed
+    }
+}
+
+/// Writes go through the shared queue to the writer task; reads use the
+/// current connection, reconnecting first if it was lost.
+impl LedgerStore for PostgresLedger {
+    fn store_name(&self) -> &'static str {
+        "postgres"
     }
 
-    /// Queues an entry without waiting; it is durable once a later
-    /// [`flush`](Self::flush) returns `Ok`.
-    pub fn record_nowait(&self, entry: LedgerEntry) -> Result<(), LedgerError> {
+    /// Committed means flushed to the server's WAL (see the module doc).
+    fn record<'a>(
+        &'a self,
+        entry: &'a LedgerEntry,
+    ) -> BoxFuture<'a, Result<Recorded, LedgerError>> {
+        Box::pin(self.queue.record(entry))
+    }
+
+    fn record_nowait(&self, entry: LedgerEntry) -> Result<(), LedgerError> {
         self.queue.record_nowait(entry)
     }
 
-    /// Waits until every entry queued before this call is committed; reports
-    /// queued entries that failed since the last flush.
-    pub async fn flush(&self) -> Result<(), LedgerError> {
-        self.queue.flush().await
+    fn flush(&self) -> BoxFuture<'_, Result<(), LedgerError>> {
+        Box::pin(self.queue.flush())
     }
 
-    /// A usage report.
-    pub async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, LedgerError> {
-        let key = match q.group_by {
-            GroupBy::Tenant => "tenant".to_owned(),
-            GroupBy::Model => "model".to_owned(),
-            GroupBy::Day => format!("ts / {DAY_MS}"),
-        };
-        let tenant_filter = if q.tenant.is_some() {
-            " AND tenant = $3"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "SELECT {key} AS k, COUNT(*), COALESCE(SUM(prompt_tokens), 0)::int8,
-                    COALESCE(SUM(completion_tokens), 0)::int8, COALESCE(SUM(cost_micros), 0)::int8
-             FROM ledger WHERE ts >= $1 AND ts < $2{tenant_filter}
-             GROUP BY k ORDER BY k"
-        );
-        let client = self.client().await?;
-        let rows = match &q.tenant {
-            Some(t) => client.query(&sql, &[&q.since_ms, &q.until_ms, t]).await?,
-            None => client.query(&sql, &[&q.since_ms, &q.until_ms]).await?,
-        };
-        rows.iter()
-            .map(|r| {
-                let group = match q.group_by {
-                    GroupBy::Day => format_day(r.try_get::<_, i64>(0)?),
-                    _ => r.try_get::<_, String>(0)?,
-                };
-                crate::usage_row((
-                    group,
-                    r.try_get(1)?,
-                    r.try_get(2)?,
-                    r.try_get(3)?,
-                    r.try_get(4)?,
-                ))
-            })
-            .collect()
-    }
-
-    /// What `tenant` has used since `since_ms` (inclusive).
-    pub async fn spent(&self, tenant: &str, since_ms: i64) -> Result<Spent, LedgerError> {
-        let r = self
-            .client()
-            .await?
-            .query_one(
-                "SELECT COUNT(*), COALESCE(SUM(prompt_tokens + completion_tokens), 0)::int8,
-                        COALESCE(SUM(cost_micros), 0)::int8
-                 FROM ledger WHERE tenant = $1 AND ts >= $2",
-                &[&tenant, &since_ms],
-            )
-            .await?;
-        Ok(Spent {
-            requests: unsigned("count", r.try_get(0)?)?,
-            tokens: unsigned("tokens", r.try_get(1)?)?,
-            cost_micros: r.try_get(2)?,
+    fn usage<'a>(&'a self, q: &'a UsageQuery) -> BoxFuture<'a, Result<Vec<UsageRow>, LedgerError>> {
+        Box::pin(async move {
+            let key = match q.group_by {
+                GroupBy::Tenant => "tenant".to_owned(),
+                GroupBy::Model => "model".to_owned(),
+                GroupBy::Day => format!("ts / {DAY_MS}"),
+            };
+            let tenant_filter = if q.tenant.is_some() {
+                " AND tenant = $3"
+            } else {
+                ""
+            };
+            let sql = format!(
+                "SELECT {key} AS k, COUNT(*), COALESCE(SUM(prompt_tokens), 0)::int8,
+                        COALESCE(SUM(completion_tokens), 0)::int8, COALESCE(SUM(cost_micros), 0)::int8
+                 FROM ledger WHERE ts >= $1 AND ts < $2{tenant_filter}
+                 GROUP BY k ORDER BY k"
+            );
+            let client = self.client().await?;
+            let rows = match &q.tenant {
+                Some(t) => client.query(&sql, &[&q.since_ms, &q.until_ms, t]).await?,
+                None => client.query(&sql, &[&q.since_ms, &q.until_ms]).await?,
+            };
+            rows.iter()
+                .map(|r| {
+                    let group = match q.group_by {
+                        GroupBy::Day => format_day(r.try_get::<_, i64>(0)?),
+                        _ => r.try_get::<_, String>(0)?,
+                    };
+                    crate::usage_row((
+                        group,
+                        r.try_get(1)?,
+                        r.try_get(2)?,
+                        r.try_get(3)?,
+                        r.try_get(4)?,
+                    ))
+                })
+                .collect()
         })
     }
 
-    /// Writes every entry as one JSON object per line, in insertion order;
-    /// returns how many. Reads in pages; the writes to `out` are blocking.
-    pub async fn export_jsonl<W: std::io::Write + Send>(
-        &self,
-        out: &mut W,
-    ) -> Result<u64, LedgerError> {
-        let mut after = 0_i64;
-        let mut count = 0_u64;
-        loop {
-            let rows = self
+    fn spent<'a>(
+        &'a self,
+        tenant: &'a str,
+        since_ms: i64,
+    ) -> BoxFuture<'a, Result<Spent, LedgerError>> {
+        Box::pin(async move {
+            let r = self
                 .client()
                 .await?
-                .query(SELECT_PAGE, &[&after, &EXPORT_PAGE])
+                .query_one(
+                    "SELECT COUNT(*), COALESCE(SUM(prompt_tokens + completion_tokens), 0)::int8,
+                            COALESCE(SUM(cost_micros), 0)::int8
+                     FROM ledger WHERE tenant = $1 AND ts >= $2",
+                    &[&tenant, &since_ms],
+                )
                 .await?;
-            if rows.is_empty() {
-                return Ok(count);
-            }
-            for r in &rows {
-                after = r.try_get(0)?;
-                let entry = StoredRow {
-                    request_id: r.try_get(1)?,
-                    ts: r.try_get(2)?,
-                    tenant: r.try_get(3)?,
-                    key_name: r.try_get(4)?,
-                    model: r.try_get(5)?,
-                    backend: r.try_get(6)?,
-                    endpoint: r.try_get(7)?,
-                    status: i64::from(r.try_get::<_, i32>(8)?),
-                    outcome: r.try_get(9)?,
-                    prompt_tokens: r.try_get(10)?,
-                    completion_tokens: r.try_get(11)?,
-                    cached_tokens: r.try_get(12)?,
-                    reasoning_tokens: r.try_get(13)?,
-                    tool_loop_tokens: r.try_get(14)?,
-                    estimated_tokens: r.try_get(15)?,
-                    usage_source: r.try_get(16)?,
-                    cost_micros: r.try_get(17)?,
-                    latency_ms: r.try_get(18)?,
+            Ok(Spent {
+                requests: unsigned("count", r.try_get(0)?)?,
+                tokens: unsigned("tokens", r.try_get(1)?)?,
+                cost_micros: r.try_get(2)?,
+            })
+        })
+    }
+
+    fn export_jsonl<'a>(
+        &'a self,
+        out: &'a mut (dyn Write + Send),
+    ) -> BoxFuture<'a, Result<u64, LedgerError>> {
+        Box::pin(async move {
+            let mut after = 0_i64;
+            let mut count = 0_u64;
+            loop {
+                let rows = self
+                    .client()
+                    .await?
+                    .query(SELECT_PAGE, &[&after, &EXPORT_PAGE])
+                    .await?;
+                if rows.is_empty() {
+                    return Ok(count);
                 }
-                .into_entry()?;
-                serde_json::to_writer(&mut *out, &entry).map_err(LedgerError::Json)?;
-                out.write_all(b"\n").map_err(LedgerError::Io)?;
-                count += 1;
+                for r in &rows {
+                    after = r.try_get(0)?;
+                    let entry = StoredRow {
+                        request_id: r.try_get(1)?,
+                        ts: r.try_get(2)?,
+                        tenant: r.try_get(3)?,
+                        key_name: r.try_get(4)?,
+                        model: r.try_get(5)?,
+                        backend: r.try_get(6)?,
+                        endpoint: r.try_get(7)?,
+                        status: i64::from(r.try_get::<_, i32>(8)?),
+                        outcome: r.try_get(9)?,
+                        prompt_tokens: r.try_get(10)?,
+                        completion_tokens: r.try_get(11)?,
+                        cached_tokens: r.try_get(12)?,
+                        reasoning_tokens: r.try_get(13)?,
+                        tool_loop_tokens: r.try_get(14)?,
+                        estimated_tokens: r.try_get(15)?,
+                        usage_source: r.try_get(16)?,
+                        cost_micros: r.try_get(17)?,
+                        latency_ms: r.try_get(18)?,
+                    }
+                    .into_entry()?;
+                    serde_json::to_writer(&mut *out, &entry).map_err(LedgerError::Json)?;
+                    out.write_all(b"\n").map_err(LedgerError::Io)?;
+                    count += 1;
+                }
             }
-        }
+        })
     }
 
-    /// Appends an audit record and returns its `seq` once it is committed.
-    /// Cancelling the returned future does not cancel the write.
-    pub async fn audit(&self, entry: AuditEntry) -> Result<u64, LedgerError> {
-        self.queue.audit(entry).await
+    fn audit(&self, entry: AuditEntry) -> BoxFuture<'_, Result<u64, LedgerError>> {
+        Box::pin(self.queue.audit(entry))
     }
 
-    /// Queues an audit record without waiting; it is durable once a later
-    /// [`flush`](Self::flush) returns `Ok`.
-    pub fn audit_nowait(&self, entry: AuditEntry) -> Result<(), LedgerError> {
+    fn audit_nowait(&self, entry: AuditEntry) -> Result<(), LedgerError> {
         self.queue.audit_nowait(entry)
     }
 
-    /// The newest `n` records matching `filter`, oldest first (newest last).
-    pub async fn audit_tail(
-        &self,
+    fn audit_tail<'a>(
+        &'a self,
         n: usize,
-        filter: &AuditFilter,
-    ) -> Result<Vec<String>, LedgerError> {
-        let (sql, values) = audit::tail_query(filter, n, |i| format!("${i}"));
-        let params: Vec<&(dyn ToSql + Sync)> =
-            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        let rows = self.client().await?.query(&sql, &params).await?;
-        let mut lines = rows
-            .iter()
-            .map(|r| r.try_get::<_, String>(0))
-            .collect::<Result<Vec<_>, _>>()?;
-        lines.reverse();
-        Ok(lines)
+        filter: &'a AuditFilter,
+    ) -> BoxFuture<'a, Result<Vec<String>, LedgerError>> {
+        Box::pin(async move {
+            let (sql, values) = audit::tail_query(filter, n, |i| format!("${i}"));
+            let params: Vec<&(dyn ToSql + Sync)> =
+                values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+            let rows = self.client().await?.query(&sql, &params).await?;
+            let mut lines = rows
+                .iter()
+                .map(|r| r.try_get::<_, String>(0))
+                .collect::<Result<Vec<_>, _>>()?;
+            lines.reverse();
+            Ok(lines)
+        })
     }
 
-    /// Writes the records with `since_ms <= ts_ms < until_ms` as JSON
-    /// lines, in `seq` order; returns how many. Reads in pages; the writes
-    /// to `out` are blocking.
-    pub async fn audit_export<W: std::io::Write + Send>(
-        &self,
-        out: &mut W,
+    fn audit_export<'a>(
+        &'a self,
+        out: &'a mut (dyn Write + Send),
         since_ms: i64,
         until_ms: i64,
-    ) -> Result<u64, LedgerError> {
-        audit::export_pages(out, |after| async move {
+    ) -> BoxFuture<'a, Result<u64, LedgerError>> {
+        Box::pin(audit::export_pages(out, move |after| async move {
             let rows = self
                 .client()
                 .await?
@@ -319,25 +338,15 @@ impl PostgresLedger {
             rows.iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                 .collect()
-        })
-        .await
+        }))
     }
 
-    /// The schema version of the database.
-    pub async fn schema_version(&self) -> Result<u32, LedgerError> {
-        current_version(&*self.client().await?).await
+    fn schema_version(&self) -> BoxFuture<'_, Result<u32, LedgerError>> {
+        Box::pin(async move { current_version(&*self.client().await?).await })
     }
 
-    /// Commits what is queued, then stops the writer and the connection.
-    pub async fn close(self) -> Result<(), LedgerError> {
-        let flushed = self.queue.flush().await;
-        drop(self.queue);
-        let _ = self.writer.await;
-        // The writer's handle on the link is gone with it: this is the last.
-        if let Ok(link) = Arc::try_unwrap(self.link) {
-            link.shut_down().await;
-        }
-        flushed
+    fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), LedgerError>> {
+        Box::pin((*self).close())
     }
 }
 
