@@ -1,5 +1,8 @@
-//! `[backends.*]`, `[[routes]]` and `[log]`: where requests go and how the
-//! gateway logs.
+//! `[backends.*]`: the upstream model servers, their timeouts, queues and
+//! circuit breakers.
+//!
+//! Validation checks each backend on its own; it must not connect to one
+//! (the gateway does) nor read `api_key_env` (secrets are resolved at start).
 
 use super::*;
 
@@ -152,65 +155,81 @@ mod defaults {
     }
 }
 
-/// One routing-table entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Public model name, or `*` for every model not routed by name.
-    pub model: String,
-    /// Backend name from `[backends]`.
-    pub backend: String,
-    /// Name sent upstream, when it differs from the public name.
-    #[serde(default)]
-    pub upstream_model: Option<String>,
-    /// Other public names for the same route.
-    #[serde(default)]
-    pub aliases: Vec<String>,
-    /// End-to-end deadline for this route, overriding the backend's.
-    #[serde(default)]
-    pub deadline_ms: Option<u64>,
-    /// Graceful degradation: while this route's backend is saturated (at
-    /// its `max_in_flight` with requests queued), send requests to this
-    /// (cheaper, routed) model instead.
-    #[serde(default)]
-    pub overload_model: Option<String>,
-    /// Graceful degradation: while the backend is saturated, cap
-    /// `max_tokens` at this value.
-    #[serde(default)]
-    pub overload_max_tokens: Option<u64>,
-    /// A Hugging Face `tokenizer.json` for this route's model, used to
-    /// estimate prompt tokens at admission (token budgets, quotas). Without
-    /// it, OpenAI model names use their bundled vocabularies and other
-    /// models ~4 characters per token.
-    #[serde(default)]
-    pub tokenizer: Option<String>,
-}
-
-/// Log output.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `text` for people, `json` for log pipelines.
-    pub format: LogFormat,
-    /// A `tracing` filter such as `info` or `palisade_gateway=debug`.
-    pub filter: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            filter: "info".to_owned(),
+impl BackendConfig {
+    /// `name` is the backend's key under `[backends]`, for the error path.
+    pub(crate) fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("backends.{name}.{field}");
+        let url = self.base_url.as_str();
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        match rest {
+            Some(host) if !host.is_empty() && !host.starts_with('/') => {}
+            _ => {
+                return Err(invalid(
+                    key("base_url"),
+                    format!("`{url}` is not an http:// or https:// URL with a host"),
+                ))
+            }
         }
+        if self.max_in_flight == Some(0) {
+            return Err(invalid(
+                key("max_in_flight"),
+                "must be greater than 0 (leave it out for no limit)",
+            ));
+        }
+        if self.adaptive_concurrency {
+            match self.max_in_flight {
+                Some(max) if self.min_in_flight >= 1 && self.min_in_flight <= max => {}
+                _ => {
+                    return Err(invalid(
+                        key("adaptive_concurrency"),
+                        "needs max_in_flight and 1 <= min_in_flight <= max_in_flight",
+                    ))
+                }
+            }
+        }
+        if let Some(breaker) = &self.circuit_breaker {
+            if !breaker.is_sane() {
+                return Err(invalid(
+                    key("circuit_breaker"),
+                    "needs 0 < error_rate <= 1, 0 < min_requests <= window, cooldown_ms > 0",
+                ));
+            }
+        }
+        if self.max_queued_tokens == Some(0) {
+            return Err(invalid(key("max_queued_tokens"), "must be greater than 0"));
+        }
+        if self.max_queued_per_tenant == 0 {
+            return Err(invalid(
+                key("max_queued_per_tenant"),
+                "must be greater than 0",
+            ));
+        }
+        for (field, value) in [
+            ("queue_timeout_ms", self.queue_timeout_ms),
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("first_byte_timeout_ms", self.first_byte_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key(field), "must be greater than 0"));
+            }
+        }
+        Ok(())
     }
 }
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
+impl CircuitBreakerConfig {
+    /// The fields only make sense together: a rate is a share, the trusted
+    /// sample must fit in the window, and the breaker must close again.
+    fn is_sane(&self) -> bool {
+        self.error_rate > 0.0
+            && self.error_rate <= 1.0
+            && self.window > 0
+            && self.min_requests > 0
+            && self.min_requests <= self.window
+            && self.cooldown_ms > 0
+    }
 }

@@ -1,5 +1,9 @@
 //! `[limits]`: admission limits, token budgets, spend rates, the escalation
 //! ladder and per-tenant overrides.
+//!
+//! Validation checks values only; it must not connect to Redis. Whether a
+//! cost quota can be priced depends on `[ledger.prices]`, so
+//! [`Config::validate`] checks that.
 
 use super::*;
 
@@ -151,29 +155,6 @@ impl Default for LimitsConfig {
     }
 }
 
-/// The token ledger.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct LedgerConfig {
-    /// `sqlite:PATH` (embedded; WAL) or `postgres://user@host/db` (fleets).
-    /// Absent: no ledger.
-    pub url: Option<String>,
-    /// Prices in US dollars per million tokens, by public model name; the
-    /// entry `default` applies to every other model. Costs are stored as
-    /// integer micro-dollars.
-    pub prices: BTreeMap<String, PriceConfig>,
-}
-
-/// The price of one model.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PriceConfig {
-    /// Dollars per million prompt tokens.
-    pub input_usd_per_mtok: f64,
-    /// Dollars per million completion tokens.
-    pub output_usd_per_mtok: f64,
-}
-
 /// Where limit state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -267,5 +248,175 @@ impl TenantLimits {
     pub fn effective_burst(&self) -> Option<u64> {
         self.requests_per_minute
             .map(|rpm| self.burst.unwrap_or((rpm / 60).max(1)))
+    }
+}
+
+impl LimitsConfig {
+    /// The store is reachable by this build, every rate and bound admits
+    /// something, and the alerting and escalation settings are usable.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.backend == LimitsBackend::Redis {
+            stores::validate_redis_url(self.redis_url.as_deref())?;
+        }
+        if self.redis_timeout_ms == 0 {
+            return Err(invalid("limits.redis_timeout_ms", "must be greater than 0"));
+        }
+        for (scope, rates) in [("keys", &self.keys), ("models", &self.models)] {
+            for (name, rate) in rates {
+                rate.validate(&format!("limits.{scope}.{name}"))?;
+            }
+        }
+        if let Some(escalation) = &self.escalation {
+            escalation.validate()?;
+        }
+        let percents = &self.budget_alert_percents;
+        if percents.iter().any(|p| *p == 0 || *p > 1000) || !percents.is_sorted_by(|a, b| a < b) {
+            return Err(invalid(
+                "limits.budget_alert_percents",
+                "must be increasing percentages between 1 and 1000",
+            ));
+        }
+        if let Some(url) = &self.alert_webhook_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "limits.alert_webhook_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        if let Some(spend_rate) = &self.spend_rate {
+            spend_rate.validate()?;
+        }
+        for (scope, limits) in self.scopes() {
+            limits.validate(&scope)?;
+        }
+        Ok(())
+    }
+
+    /// The default limits (`limits`) and each tenant's
+    /// (`limits.tenants.NAME`), with their key paths.
+    pub(crate) fn scopes(&self) -> impl Iterator<Item = (String, &TenantLimits)> {
+        std::iter::once(("limits".to_owned(), &self.default)).chain(
+            self.tenants
+                .iter()
+                .map(|(tenant, limits)| (format!("limits.tenants.{tenant}"), limits)),
+        )
+    }
+}
+
+impl RateConfig {
+    /// `scope` is the rate's key path, e.g. `limits.keys.ci`.
+    fn validate(&self, scope: &str) -> Result<(), ConfigError> {
+        if self.requests_per_minute == 0 {
+            return Err(invalid(
+                format!("{scope}.requests_per_minute"),
+                "must be greater than 0",
+            ));
+        }
+        if self.burst == Some(0) {
+            return Err(invalid(format!("{scope}.burst"), "must be greater than 0"));
+        }
+        Ok(())
+    }
+}
+
+impl EscalationConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ordered =
+            self.warn_at > 0.0 && self.warn_at <= self.slow_at && self.slow_at <= self.block_at;
+        if !(ordered && self.block_at.is_finite()) {
+            return Err(invalid(
+                "limits.escalation",
+                "needs 0 < warn_at <= slow_at <= block_at",
+            ));
+        }
+        if self.half_life_secs == 0 {
+            return Err(invalid(
+                "limits.escalation.half_life_secs",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl SpendRateSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        // Below 2 an ordinary busy minute would trip the breaker.
+        if self.factor < 2 {
+            return Err(invalid("limits.spend_rate.factor", "must be at least 2"));
+        }
+        for (field, value) in [
+            ("floor_tokens_per_minute", self.floor_tokens_per_minute),
+            ("baseline_minutes", self.baseline_minutes),
+            ("cooldown_secs", self.cooldown_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(
+                    format!("limits.spend_rate.{field}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TenantLimits {
+    /// `scope` is `limits` or `limits.tenants.NAME`. An absent limit is no
+    /// limit, so a zero is refused rather than read as "refuse everything".
+    fn validate(&self, scope: &str) -> Result<(), ConfigError> {
+        for (field, value) in [
+            ("requests_per_minute", self.requests_per_minute),
+            (
+                "max_streams_per_key",
+                self.max_streams_per_key.map(u64::from),
+            ),
+            ("tokens_per_minute", self.tokens_per_minute),
+            (
+                "max_in_flight_per_key",
+                self.max_in_flight_per_key.map(u64::from),
+            ),
+        ] {
+            if value == Some(0) {
+                return Err(invalid(
+                    format!("{scope}.{field}"),
+                    "must be greater than 0 (leave it out for no limit)",
+                ));
+            }
+        }
+        for (field, value) in [
+            ("monthly_token_quota", self.monthly_token_quota),
+            ("monthly_token_budget", self.monthly_token_budget),
+        ] {
+            if value == Some(0) {
+                return Err(invalid(
+                    format!("{scope}.{field}"),
+                    "must be greater than 0 (leave it out for none)",
+                ));
+            }
+        }
+        if self.burst == Some(0) {
+            return Err(invalid(format!("{scope}.burst"), "must be greater than 0"));
+        }
+        for (field, usd) in self.cost_limits() {
+            if !(usd.is_finite() && usd > 0.0) {
+                return Err(invalid(
+                    format!("{scope}.{field}"),
+                    "must be a positive number of dollars",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The dollar quota and budget that are set, by field name.
+    pub(crate) fn cost_limits(&self) -> impl Iterator<Item = (&'static str, f64)> {
+        [
+            ("monthly_cost_quota_usd", self.monthly_cost_quota_usd),
+            ("monthly_cost_budget_usd", self.monthly_cost_budget_usd),
+        ]
+        .into_iter()
+        .filter_map(|(field, usd)| Some((field, usd?)))
     }
 }

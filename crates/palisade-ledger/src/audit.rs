@@ -153,7 +153,7 @@ pub(crate) fn tail_query(
 /// their own page query.
 pub(crate) async fn export_pages<W, F, Fut>(out: &mut W, mut page: F) -> Result<u64, LedgerError>
 where
-    W: Write + Send,
+    W: Write + Send + ?Sized,
     F: FnMut(i64) -> Fut,
     Fut: Future<Output = Result<Vec<(i64, String)>, LedgerError>>,
 {

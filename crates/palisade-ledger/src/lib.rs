@@ -5,9 +5,10 @@
 //! ([`Ledger::audit`]), append-only, in the same database and written by the
 //! same writer.
 //!
-//! Both stores have the same API ([`SqliteLedger`], [`PostgresLedger`], and
-//! [`Ledger`] to choose one at run time), the same schema and the same
-//! ordered [migrations](schema). Writes go through a queue to one writer that
+//! Both stores implement one trait, [`LedgerStore`] ([`SqliteLedger`],
+//! [`PostgresLedger`]; [`Ledger`] holds whichever one a location names, chosen
+//! at run time), and share the same schema and the same ordered
+//! [migrations](schema). Writes go through a queue to one writer that
 //! commits in batches (group commit), so the request path only enqueues:
 //!
 //! - [`Ledger::record`] returns once the entry is committed: after `kill -9`
@@ -43,6 +44,7 @@ mod price;
 mod queue;
 pub mod schema;
 mod sqlite;
+mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +54,7 @@ pub use entry::{GroupBy, LedgerEntry, Month, Outcome, Spent, UsageQuery, UsageRo
 pub use postgres::PostgresLedger;
 pub use price::{Price, PriceTable};
 pub use sqlite::SqliteLedger;
+pub use store::{BoxFuture, LedgerStore};
 
 /// Rows read per query by `export_jsonl`.
 const EXPORT_PAGE: i64 = 1000;
@@ -196,13 +199,12 @@ impl Default for WriteOptions {
     }
 }
 
-/// A ledger in either store, chosen at run time.
+/// A ledger in either store, chosen at run time: a thin handle on one
+/// [`LedgerStore`], with the store's operations as inherent methods so
+/// callers need not import the trait.
 #[derive(Debug)]
-pub enum Ledger {
-    /// An embedded SQLite file.
-    Sqlite(SqliteLedger),
-    /// A PostgreSQL database shared by replicas.
-    Postgres(PostgresLedger),
+pub struct Ledger {
+    store: Box<dyn LedgerStore>,
 }
 
 impl Ledger {
@@ -210,9 +212,7 @@ impl Ledger {
     /// `sqlite://PATH`) or a `postgres://` / `postgresql://` URL.
     pub async fn open(location: &str, options: WriteOptions) -> Result<Self, LedgerError> {
         if location.starts_with("postgres://") || location.starts_with("postgresql://") {
-            return Ok(Self::Postgres(
-                PostgresLedger::connect(location, options).await?,
-            ));
+            return Ok(Self::new(PostgresLedger::connect(location, options).await?));
         }
         match location.strip_prefix("sqlite:") {
             Some(path) => {
@@ -220,51 +220,48 @@ impl Ledger {
                 if path.is_empty() {
                     return Err(LedgerError::BadLocation(location.to_owned()));
                 }
-                Ok(Self::Sqlite(SqliteLedger::open(path, options).await?))
+                Ok(Self::new(SqliteLedger::open(path, options).await?))
             }
             None => Err(LedgerError::BadLocation(location.to_owned())),
         }
     }
 
+    /// A ledger over a store already opened.
+    pub fn new(store: impl LedgerStore + 'static) -> Self {
+        Self {
+            store: Box::new(store),
+        }
+    }
+
+    /// Which store this is: `sqlite` or `postgres`.
+    pub fn store_name(&self) -> &'static str {
+        self.store.store_name()
+    }
+
     /// Records an entry; returns once it is committed. See the crate doc.
     pub async fn record(&self, entry: &LedgerEntry) -> Result<Recorded, LedgerError> {
-        match self {
-            Self::Sqlite(l) => l.record(entry).await,
-            Self::Postgres(l) => l.record(entry).await,
-        }
+        self.store.record(entry).await
     }
 
     /// Queues an entry; durable once a later [`flush`](Self::flush) returns
     /// `Ok`. See the crate doc.
     pub fn record_nowait(&self, entry: LedgerEntry) -> Result<(), LedgerError> {
-        match self {
-            Self::Sqlite(l) => l.record_nowait(entry),
-            Self::Postgres(l) => l.record_nowait(entry),
-        }
+        self.store.record_nowait(entry)
     }
 
     /// Waits until every entry queued before the call is committed.
     pub async fn flush(&self) -> Result<(), LedgerError> {
-        match self {
-            Self::Sqlite(l) => l.flush().await,
-            Self::Postgres(l) => l.flush().await,
-        }
+        self.store.flush().await
     }
 
     /// A usage report, rows sorted by group.
     pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, LedgerError> {
-        match self {
-            Self::Sqlite(l) => l.usage(query).await,
-            Self::Postgres(l) => l.usage(query).await,
-        }
+        self.store.usage(query).await
     }
 
     /// What `tenant` has used since `since_ms` (inclusive), to seed quotas.
     pub async fn spent(&self, tenant: &str, since_ms: i64) -> Result<Spent, LedgerError> {
-        match self {
-            Self::Sqlite(l) => l.spent(tenant, since_ms).await,
-            Self::Postgres(l) => l.spent(tenant, since_ms).await,
-        }
+        self.store.spent(tenant, since_ms).await
     }
 
     /// Writes every entry as JSON lines, in insertion order; returns how many.
@@ -272,28 +269,19 @@ impl Ledger {
         &self,
         out: &mut W,
     ) -> Result<u64, LedgerError> {
-        match self {
-            Self::Sqlite(l) => l.export_jsonl(out).await,
-            Self::Postgres(l) => l.export_jsonl(out).await,
-        }
+        self.store.export_jsonl(out).await
     }
 
     /// Appends an audit record; returns its `seq` once it is committed.
     /// See the [`audit`] module doc.
     pub async fn audit(&self, entry: AuditEntry) -> Result<u64, LedgerError> {
-        match self {
-            Self::Sqlite(l) => l.audit(entry).await,
-            Self::Postgres(l) => l.audit(entry).await,
-        }
+        self.store.audit(entry).await
     }
 
     /// Queues an audit record; durable once a later [`flush`](Self::flush)
     /// returns `Ok`.
     pub fn audit_nowait(&self, entry: AuditEntry) -> Result<(), LedgerError> {
-        match self {
-            Self::Sqlite(l) => l.audit_nowait(entry),
-            Self::Postgres(l) => l.audit_nowait(entry),
-        }
+        self.store.audit_nowait(entry)
     }
 
     /// The newest `n` audit records matching `filter` as JSON lines (no
@@ -303,10 +291,7 @@ impl Ledger {
         n: usize,
         filter: &AuditFilter,
     ) -> Result<Vec<String>, LedgerError> {
-        match self {
-            Self::Sqlite(l) => l.audit_tail(n, filter).await,
-            Self::Postgres(l) => l.audit_tail(n, filter).await,
-        }
+        self.store.audit_tail(n, filter).await
     }
 
     /// Writes the audit records with `since_ms <= ts_ms < until_ms` as JSON
@@ -317,26 +302,17 @@ impl Ledger {
         since_ms: i64,
         until_ms: i64,
     ) -> Result<u64, LedgerError> {
-        match self {
-            Self::Sqlite(l) => l.audit_export(out, since_ms, until_ms).await,
-            Self::Postgres(l) => l.audit_export(out, since_ms, until_ms).await,
-        }
+        self.store.audit_export(out, since_ms, until_ms).await
     }
 
     /// The database's schema version.
     pub async fn schema_version(&self) -> Result<u32, LedgerError> {
-        match self {
-            Self::Sqlite(l) => l.schema_version().await,
-            Self::Postgres(l) => l.schema_version().await,
-        }
+        self.store.schema_version().await
     }
 
     /// Commits what is queued and stops the writer.
     pub async fn close(self) -> Result<(), LedgerError> {
-        match self {
-            Self::Sqlite(l) => l.close().await,
-            Self::Postgres(l) => l.close().await,
-        }
+        self.store.close().await
     }
 }
 

@@ -15,6 +15,7 @@
 //! commit (one fsync per *batch*, thanks to group commit) for deployments
 //! that must also survive power loss.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -26,6 +27,7 @@ use crate::audit::{self, AuditRow, AUDIT_PAGE};
 use crate::entry::{format_day, unsigned, StoredRow, DAY_MS};
 use crate::queue::{self, Msg, Queue, Rows, Settler, Written};
 use crate::schema::{self, latest_version};
+use crate::store::{BoxFuture, LedgerStore};
 use crate::{
     AuditEntry, AuditFilter, GroupBy, LedgerEntry, LedgerError, Recorded, Spent, Synchronous,
     UsageQuery, UsageRow, WriteOptions, EXPORT_PAGE,
@@ -91,106 +93,6 @@ impl SqliteLedger {
         &self.path
     }
 
-    /// Records an entry and returns once it is committed (see the module
-    /// doc for what committed means here). Idempotent on `request_id`: the
-    /// first row recorded wins. Cancelling the returned future does not
-    /// cancel the write.
-    pub async fn record(&self, entry: &LedgerEntry) -> Result<Recorded, LedgerError> {
-        self.queue.record(entry).await
-    }
-
-    /// Queues an entry without waiting; it is durable once a later
-    /// [`flush`](Self::flush) returns `Ok`. Fails at once when the queue is
-    /// full or the writer is gone.
-    pub fn record_nowait(&self, entry: LedgerEntry) -> Result<(), LedgerError> {
-        self.queue.record_nowait(entry)
-    }
-
-    /// Waits until every entry queued before this call is committed; reports
-    /// queued (`record_nowait`) entries that failed since the last flush.
-    pub async fn flush(&self) -> Result<(), LedgerError> {
-        self.queue.flush().await
-    }
-
-    /// A usage report.
-    pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, LedgerError> {
-        let query = query.clone();
-        self.read(move |conn| usage(conn, &query)).await
-    }
-
-    /// What `tenant` has used since `since_ms` (inclusive).
-    pub async fn spent(&self, tenant: &str, since_ms: i64) -> Result<Spent, LedgerError> {
-        let tenant = tenant.to_owned();
-        self.read(move |conn| spent(conn, &tenant, since_ms)).await
-    }
-
-    /// Writes every entry as one JSON object per line, in insertion order;
-    /// returns how many. Reads in pages, so memory stays bounded; the writes
-    /// to `out` are blocking.
-    pub async fn export_jsonl<W: std::io::Write + Send>(
-        &self,
-        out: &mut W,
-    ) -> Result<u64, LedgerError> {
-        let mut after = 0_i64;
-        let mut count = 0_u64;
-        loop {
-            let page = self.read(move |conn| page(conn, after)).await?;
-            let Some(&(last, _)) = page.last() else {
-                return Ok(count);
-            };
-            for (_, entry) in page {
-                serde_json::to_writer(&mut *out, &entry).map_err(LedgerError::Json)?;
-                out.write_all(b"\n").map_err(LedgerError::Io)?;
-                count += 1;
-            }
-            after = last;
-        }
-    }
-
-    /// Appends an audit record and returns its `seq` once it is committed,
-    /// in the same transaction as any ledger rows of its batch. Cancelling
-    /// the returned future does not cancel the write.
-    pub async fn audit(&self, entry: AuditEntry) -> Result<u64, LedgerError> {
-        self.queue.audit(entry).await
-    }
-
-    /// Queues an audit record without waiting; it is durable once a later
-    /// [`flush`](Self::flush) returns `Ok`. Fails at once when the queue is
-    /// full or the writer is gone.
-    pub fn audit_nowait(&self, entry: AuditEntry) -> Result<(), LedgerError> {
-        self.queue.audit_nowait(entry)
-    }
-
-    /// The newest `n` records matching `filter`, oldest first (newest last).
-    pub async fn audit_tail(
-        &self,
-        n: usize,
-        filter: &AuditFilter,
-    ) -> Result<Vec<String>, LedgerError> {
-        let filter = filter.clone();
-        self.read(move |conn| audit_tail(conn, n, &filter)).await
-    }
-
-    /// Writes the records with `since_ms <= ts_ms < until_ms` as JSON
-    /// lines, in `seq` order; returns how many. Reads in pages; the writes
-    /// to `out` are blocking.
-    pub async fn audit_export<W: std::io::Write + Send>(
-        &self,
-        out: &mut W,
-        since_ms: i64,
-        until_ms: i64,
-    ) -> Result<u64, LedgerError> {
-        audit::export_pages(out, |after| {
-            self.read(move |conn| audit_page(conn, after, since_ms, until_ms))
-        })
-        .await
-    }
-
-    /// The schema version of the open database.
-    pub async fn schema_version(&self) -> Result<u32, LedgerError> {
-        self.read(current_version).await
-    }
-
     /// Commits what is queued, stops the writer thread and waits for it.
     /// Dropping the ledger without `close` also commits what is queued, in
     /// the background.
@@ -221,6 +123,107 @@ impl SqliteLedger {
         })
         .await
         .map_err(|_| LedgerError::Closed)?
+    }
+}
+
+/// Writes go through the shared queue to the writer thread; reads run on
+/// the blocking pool with the one read connection.
+impl LedgerStore for SqliteLedger {
+    fn store_name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    /// Committed means in the WAL, which a process crash cannot lose (see
+    /// the module doc).
+    fn record<'a>(
+        &'a self,
+        entry: &'a LedgerEntry,
+    ) -> BoxFuture<'a, Result<Recorded, LedgerError>> {
+        Box::pin(self.queue.record(entry))
+    }
+
+    fn record_nowait(&self, entry: LedgerEntry) -> Result<(), LedgerError> {
+        self.queue.record_nowait(entry)
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), LedgerError>> {
+        Box::pin(self.queue.flush())
+    }
+
+    fn usage<'a>(
+        &'a self,
+        query: &'a UsageQuery,
+    ) -> BoxFuture<'a, Result<Vec<UsageRow>, LedgerError>> {
+        let query = query.clone();
+        Box::pin(self.read(move |conn| usage(conn, &query)))
+    }
+
+    fn spent<'a>(
+        &'a self,
+        tenant: &'a str,
+        since_ms: i64,
+    ) -> BoxFuture<'a, Result<Spent, LedgerError>> {
+        let tenant = tenant.to_owned();
+        Box::pin(self.read(move |conn| spent(conn, &tenant, since_ms)))
+    }
+
+    fn export_jsonl<'a>(
+        &'a self,
+        out: &'a mut (dyn Write + Send),
+    ) -> BoxFuture<'a, Result<u64, LedgerError>> {
+        Box::pin(async move {
+            let mut after = 0_i64;
+            let mut count = 0_u64;
+            loop {
+                let page = self.read(move |conn| page(conn, after)).await?;
+                let Some(&(last, _)) = page.last() else {
+                    return Ok(count);
+                };
+                for (_, entry) in page {
+                    serde_json::to_writer(&mut *out, &entry).map_err(LedgerError::Json)?;
+                    out.write_all(b"\n").map_err(LedgerError::Io)?;
+                    count += 1;
+                }
+                after = last;
+            }
+        })
+    }
+
+    /// In the same transaction as any ledger rows of its batch.
+    fn audit(&self, entry: AuditEntry) -> BoxFuture<'_, Result<u64, LedgerError>> {
+        Box::pin(self.queue.audit(entry))
+    }
+
+    fn audit_nowait(&self, entry: AuditEntry) -> Result<(), LedgerError> {
+        self.queue.audit_nowait(entry)
+    }
+
+    fn audit_tail<'a>(
+        &'a self,
+        n: usize,
+        filter: &'a AuditFilter,
+    ) -> BoxFuture<'a, Result<Vec<String>, LedgerError>> {
+        let filter = filter.clone();
+        Box::pin(self.read(move |conn| audit_tail(conn, n, &filter)))
+    }
+
+    fn audit_export<'a>(
+        &'a self,
+        out: &'a mut (dyn Write + Send),
+        since_ms: i64,
+        until_ms: i64,
+    ) -> BoxFuture<'a, Result<u64, LedgerError>> {
+        Box::pin(audit::export_pages(out, move |after| {
+            self.read(move |conn| audit_page(conn, after, since_ms, until_ms))
+        }))
+    }
+
+    fn schema_version(&self) -> BoxFuture<'_, Result<u32, LedgerError>> {
+        Box::pin(self.read(current_version))
+    }
+
+    fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), LedgerError>> {
+        Box::pin((*self).close())
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use palisade_ledger::schema::latest_version;
-use palisade_ledger::{Ledger, LedgerError, PostgresLedger, Recorded, WriteOptions};
+use palisade_ledger::{Ledger, LedgerError, LedgerStore, PostgresLedger, Recorded, WriteOptions};
 use palisade_testkit::PostgresServer;
 use support::{entry, export, scenarios, DAY0};
 

@@ -6,11 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use palisade_ledger::schema::{latest_version, Migration, MIGRATIONS};
-use palisade_ledger::{Ledger, LedgerError, Recorded, SqliteLedger, Synchronous, WriteOptions};
+use palisade_ledger::{
+    Ledger, LedgerError, LedgerStore, Recorded, SqliteLedger, Synchronous, WriteOptions,
+};
 use support::{entry, export, scenarios, DAY0};
 
 async fn open(path: &Path) -> Ledger {
-    Ledger::Sqlite(
+    Ledger::new(
         SqliteLedger::open(path, WriteOptions::default())
             .await
             .unwrap(),
@@ -62,7 +64,7 @@ async fn invalid_entries_are_refused() {
 #[tokio::test]
 async fn small_batches_with_linger() {
     let (_dir, path) = temp();
-    let ledger = Ledger::Sqlite(
+    let ledger = Ledger::new(
         SqliteLedger::open(&path, support::tiny_batches())
             .await
             .unwrap(),
@@ -73,7 +75,7 @@ async fn small_batches_with_linger() {
 #[tokio::test]
 async fn a_full_queue_is_reported_not_waited_on() {
     let (_dir, path) = temp();
-    let ledger = Ledger::Sqlite(
+    let ledger = Ledger::new(
         SqliteLedger::open(&path, support::tiny_queue())
             .await
             .unwrap(),
@@ -257,7 +259,7 @@ async fn locations_choose_the_store() {
     )
     .await
     .unwrap();
-    assert!(matches!(ledger, Ledger::Sqlite(_)));
+    assert_eq!(ledger.store_name(), "sqlite");
     for bad in ["mysql://x", "ledger.db", "sqlite:"] {
         assert!(
             matches!(
@@ -290,7 +292,7 @@ async fn measure_batched_write_speed() {
             synchronous,
             ..WriteOptions::default()
         };
-        let ledger = Arc::new(Ledger::Sqlite(
+        let ledger = Arc::new(Ledger::new(
             SqliteLedger::open(&path, options).await.unwrap(),
         ));
         scenarios::measure(label, Arc::clone(&ledger), 64, 300).await;
@@ -325,7 +327,7 @@ mod audit {
         let ledger = SqliteLedger::open(&path, support::tiny_batches())
             .await
             .unwrap();
-        audit_scenarios::concurrent_audit_and_ledger_writes(Arc::new(Ledger::Sqlite(ledger))).await;
+        audit_scenarios::concurrent_audit_and_ledger_writes(Arc::new(Ledger::new(ledger))).await;
     }
 
     /// The database itself refuses to rewrite a stored decision; retention

@@ -1,0 +1,109 @@
+//! `[[routes]]`: the routing table, public model names to backends.
+//!
+//! Each route checks its own fields, and [`validate_routing_table`] the
+//! rules between routes (names routed once, overload targets routed).
+//! Whether a route's backend exists spans sections: [`Config::validate`]
+//! checks it. Nothing here may look at a backend's own settings.
+
+use super::*;
+
+/// One routing-table entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Public model name, or `*` for every model not routed by name.
+    pub model: String,
+    /// Backend name from `[backends]`.
+    pub backend: String,
+    /// Name sent upstream, when it differs from the public name.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// Other public names for the same route.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// End-to-end deadline for this route, overriding the backend's.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    /// Graceful degradation: while this route's backend is saturated (at
+    /// its `max_in_flight` with requests queued), send requests to this
+    /// (cheaper, routed) model instead.
+    #[serde(default)]
+    pub overload_model: Option<String>,
+    /// Graceful degradation: while the backend is saturated, cap
+    /// `max_tokens` at this value.
+    #[serde(default)]
+    pub overload_max_tokens: Option<u64>,
+    /// A Hugging Face `tokenizer.json` for this route's model, used to
+    /// estimate prompt tokens at admission (token budgets, quotas). Without
+    /// it, OpenAI model names use their bundled vocabularies and other
+    /// models ~4 characters per token.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+}
+
+impl RouteConfig {
+    /// `i` is the route's index in `[[routes]]`, for the error path.
+    pub(crate) fn validate(&self, i: usize) -> Result<(), ConfigError> {
+        if self.deadline_ms == Some(0) {
+            return Err(invalid(
+                format!("routes[{i}].deadline_ms"),
+                "must be greater than 0",
+            ));
+        }
+        if self.overload_max_tokens == Some(0) {
+            return Err(invalid(
+                format!("routes[{i}].overload_max_tokens"),
+                "must be greater than 0",
+            ));
+        }
+        if self.model == WILDCARD_MODEL && !self.aliases.is_empty() {
+            return Err(invalid(
+                format!("routes[{i}].aliases"),
+                "a wildcard route cannot have aliases",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The route's public names with their keys: `model`, then each alias.
+    fn names(&self, i: usize) -> impl Iterator<Item = (String, &String)> {
+        std::iter::once((format!("routes[{i}].model"), &self.model)).chain(
+            self.aliases
+                .iter()
+                .enumerate()
+                .map(move |(j, alias)| (format!("routes[{i}].aliases[{j}]"), alias)),
+        )
+    }
+
+    fn answers_to(&self, name: &str) -> bool {
+        self.model == name || self.aliases.iter().any(|a| a == name)
+    }
+}
+
+/// Each route on its own, then the rules between routes: every public name
+/// is non-empty and routed once, and an overload target is another routed
+/// name.
+pub(crate) fn validate_routing_table(routes: &[RouteConfig]) -> Result<(), ConfigError> {
+    let mut names = HashSet::new();
+    for (i, route) in routes.iter().enumerate() {
+        route.validate(i)?;
+        for (key, name) in route.names(i) {
+            if name.is_empty() {
+                return Err(invalid(key, "empty model name"));
+            }
+            if !names.insert(name.as_str()) {
+                return Err(invalid(key, format!("model name `{name}` is routed twice")));
+            }
+        }
+        if let Some(target) = &route.overload_model {
+            let routed = routes.iter().any(|r| r.answers_to(target));
+            if !routed || target == &route.model {
+                return Err(invalid(
+                    format!("routes[{i}].overload_model"),
+                    format!("`{target}` must be another routed model name"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
