@@ -5,14 +5,19 @@
 //! or stream, and the settlement when the request ends. [`LedgerRow`] turns
 //! the same facts into one row of the token ledger, keyed by the gateway's
 //! own request id (never the client's, which could collide).
+//!
+//! It must not decide limits (the budgets settled into do), and it reads the
+//! wall clock only through its [`GatewayClock`].
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use palisade_ledger::{Ledger, LedgerEntry, Outcome, PriceTable, UsageSource};
 use palisade_openai::usage::StreamTally;
 
-use crate::admission::TokenReservation;
+use crate::clock::GatewayClock;
+use crate::reservation::TokenReservation;
+use crate::usage::ActualUsage;
 
 /// A request's token reservation and the running count of what it used.
 #[derive(Debug)]
@@ -92,35 +97,6 @@ impl TokenAccounting {
     }
 }
 
-/// Tokens a request used, as far as the gateway knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ActualUsage {
-    pub(crate) prompt: u64,
-    pub(crate) completion: u64,
-    pub(crate) cached: Option<u64>,
-    pub(crate) reasoning: Option<u64>,
-    pub(crate) source: UsageSource,
-}
-
-impl Default for ActualUsage {
-    fn default() -> Self {
-        Self {
-            prompt: 0,
-            completion: 0,
-            cached: None,
-            reasoning: None,
-            source: UsageSource::Estimated,
-        }
-    }
-}
-
-impl ActualUsage {
-    /// Prompt plus completion tokens.
-    pub(crate) fn total(&self) -> u64 {
-        self.prompt.saturating_add(self.completion)
-    }
-}
-
 /// The upstream refused or was never reached: no tokens were used.
 fn refused(status: u16) -> bool {
     (400..500).contains(&status) && status != 499 || status == 502
@@ -150,6 +126,8 @@ pub(crate) struct LedgerRow {
     /// The request continues an agent's tool loop (its tokens are the
     /// loop's: `tool_loop_tokens`).
     pub(crate) tool_loop: bool,
+    /// Stamps the row.
+    clock: GatewayClock,
 }
 
 impl LedgerRow {
@@ -170,6 +148,7 @@ impl LedgerRow {
             endpoint,
             written: false,
             tool_loop: false,
+            clock: GatewayClock::system(),
         }
     }
 
@@ -194,12 +173,9 @@ impl LedgerRow {
             Some(t) => (t.actual(status), t.reserved),
             None => (ActualUsage::default(), 0),
         };
-        let ts = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
         let mut entry = LedgerEntry {
             request_id: self.id.clone(),
-            ts,
+            ts: self.clock.unix_ms(),
             tenant: tenant.to_owned(),
             key_name: self.key_name.clone(),
             model: model.to_owned(),

@@ -9,22 +9,27 @@
 //! `/readyz` (or a gating condition in `deny` mode). In-flight limits are per
 //! replica by nature. The arithmetic is `palisade-limits`' (pure, clock
 //! injected); this module owns the locks, the clock and the mapping to HTTP
-//! (429, `Retry-After`, `x-ratelimit-*`).
+//! (429, `Retry-After`, `x-ratelimit-*`). It must not decide limits itself,
+//! nor read time except through its [`GatewayClock`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use palisade_config::{LimitsBackend, LimitsConfig, OnBackendError, TenantLimits};
 use palisade_limits::{
-    Acquire, BudgetConfig, ConcurrencyLimiter, EscalationLadder, GcraConfig, LadderConfig,
+    Acquire, BudgetConfig, Clock, ConcurrencyLimiter, EscalationLadder, GcraConfig, LadderConfig,
     MemoryGcra, Nanos, Permit, RateLimitHeaders, RateLimitInfo, Rung,
 };
 use palisade_openai::{ApiError, ErrorCode};
 
-use crate::budgets::{BudgetStore, Held, ReserveError, SharedBackend};
 use crate::http::auth::Principal;
+use crate::budgets::{BudgetStore, ReserveError, SharedBackend};
+use crate::clock::GatewayClock;
+use crate::spend::SpendControls;
+
+pub use crate::reservation::TokenReservation;
 
 /// One request-rate limit: its rate (for messages), its config (for Redis)
 /// and the in-memory limiter (primary, or the fallback when Redis is out).
@@ -59,8 +64,8 @@ struct TenantGate {
 /// The rate gate.
 #[derive(Debug)]
 pub struct Admission {
-    /// The process-local clock's origin; limits see nanoseconds since it.
-    origin: Instant,
+    /// Where every limit here reads its time.
+    clock: GatewayClock,
     default: TenantGate,
     tenants: HashMap<String, TenantGate>,
     in_flight: Arc<Mutex<ConcurrencyLimiter>>,
@@ -74,7 +79,7 @@ pub struct Admission {
     /// The shared limits backend (`backend = "redis"` only).
     shared: Option<Arc<SharedBackend>>,
     /// Monthly quotas and budgets, and the spend-rate breaker.
-    spend: Option<Arc<crate::spend::SpendControls>>,
+    spend: Option<Arc<SpendControls>>,
 }
 
 /// Errors compiling limits (the config validation makes these unreachable
@@ -86,7 +91,7 @@ pub struct AdmissionError(#[from] palisade_limits::LimitError);
 fn gate(
     limits: TenantLimits,
     shared: Option<&Arc<SharedBackend>>,
-    origin: Instant,
+    clock: &GatewayClock,
 ) -> Result<TenantGate, AdmissionError> {
     let rate = match (limits.requests_per_minute, limits.effective_burst()) {
         (Some(rpm), Some(burst)) => Some(RateGate::new(rpm, burst)?),
@@ -96,7 +101,7 @@ fn gate(
         Some(tpm) => Some(BudgetStore::new(
             BudgetConfig::windowed(tpm, Nanos::from_secs(60)),
             shared.map(|b| (b.clone(), "palisade:tpm")),
-            origin,
+            clock.clone(),
         )?),
         None => None,
     };
@@ -148,12 +153,20 @@ impl Drop for InFlightSlot {
 }
 
 impl Admission {
-    /// Compiles the configured limits.
+    /// Compiles the configured limits, on the system clock.
     pub fn from_config(
         config: &LimitsConfig,
         prices: Arc<palisade_ledger::PriceTable>,
     ) -> Result<Self, AdmissionError> {
-        let origin = Instant::now();
+        Self::from_config_with_clock(config, prices, GatewayClock::system())
+    }
+
+    /// Compiles the configured limits, reading time from `clock`.
+    pub fn from_config_with_clock(
+        config: &LimitsConfig,
+        prices: Arc<palisade_ledger::PriceTable>,
+        clock: GatewayClock,
+    ) -> Result<Self, AdmissionError> {
         let shared = (config.backend == LimitsBackend::Redis).then(|| {
             Arc::new(SharedBackend::new(
                 config.redis_url.clone().unwrap_or_default(),
@@ -167,7 +180,7 @@ impl Admission {
             .map(|(name, l)| {
                 Ok((
                     name.clone(),
-                    gate(l.or(config.default), shared.as_ref(), origin)?,
+                    gate(l.or(config.default), shared.as_ref(), &clock)?,
                 ))
             })
             .collect::<Result<_, AdmissionError>>()?;
@@ -175,8 +188,7 @@ impl Admission {
         // each acquire.
         let ceiling = u32::MAX;
         Ok(Self {
-            origin,
-            default: gate(config.default, shared.as_ref(), origin)?,
+            default: gate(config.default, shared.as_ref(), &clock)?,
             tenants,
             in_flight: Arc::new(Mutex::new(ConcurrencyLimiter::new(ceiling)?)),
             gcra: Arc::new(OnceLock::new()),
@@ -211,14 +223,10 @@ impl Admission {
                 })?)),
                 None => None,
             },
-            spend: crate::spend::SpendControls::from_config(
-                config,
-                prices,
-                shared.as_ref(),
-                origin,
-            )?
-            .map(Arc::new),
+            spend: SpendControls::from_config(config, prices, shared.as_ref(), &clock)?
+                .map(Arc::new),
             shared,
+            clock,
         })
     }
 
@@ -366,7 +374,7 @@ impl Admission {
     }
 
     fn now(&self) -> Nanos {
-        Nanos(self.origin.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64)
+        self.clock.now()
     }
 
     fn offender_key(principal: &Principal) -> String {
@@ -497,64 +505,6 @@ impl Admission {
     }
 }
 
-/// Tokens reserved for one request: on the tenant's per-minute budget and
-/// its monthly counters. Settle it with the real usage; if it is dropped
-/// unsettled (the request future was cancelled), the prompt estimate is
-/// charged: the upstream may well have processed the prompt.
-#[derive(Debug)]
-pub struct TokenReservation {
-    /// The per-minute budget's hold, when the tenant has one.
-    minute: Option<Held>,
-    monthly: Vec<crate::spend::MonthlyHold>,
-    spend: Option<Arc<crate::spend::SpendControls>>,
-    tenant: String,
-    model: String,
-    /// The prompt part of the reservation.
-    pub prompt_estimate: u64,
-    amount: u64,
-    settled: bool,
-}
-
-impl TokenReservation {
-    /// Tokens reserved (prompt estimate + completion allowance).
-    pub fn amount(&self) -> u64 {
-        self.amount
-    }
-
-    /// Charges what the request used and releases the rest.
-    pub(crate) fn reconcile(&mut self, actual: crate::accounting::ActualUsage) {
-        self.settle(Some(actual));
-    }
-
-    /// Releases the whole reservation: the request used no tokens.
-    pub fn cancel(&mut self) {
-        self.settle(None);
-    }
-
-    fn settle(&mut self, actual: Option<crate::accounting::ActualUsage>) {
-        if std::mem::replace(&mut self.settled, true) {
-            return;
-        }
-        if let Some(held) = self.minute.take() {
-            held.settle(actual.map(|a| a.total()), None);
-        }
-        let monthly = std::mem::take(&mut self.monthly);
-        if let Some(spend) = &self.spend {
-            spend.settle(&self.tenant, &self.model, monthly, actual);
-        }
-    }
-}
-
-impl Drop for TokenReservation {
-    fn drop(&mut self) {
-        let prompt = crate::accounting::ActualUsage {
-            prompt: self.prompt_estimate,
-            ..crate::accounting::ActualUsage::default()
-        };
-        self.reconcile(prompt);
-    }
-}
-
 impl Admission {
     /// Takes a stream slot for `principal`'s key, when streams are limited.
     pub fn admit_stream(&self, principal: &Principal) -> Result<Option<InFlightSlot>, ApiError> {
@@ -612,7 +562,7 @@ impl Admission {
     }
 
     /// Monthly quotas, budgets and the spend breaker, when configured.
-    pub(crate) fn spend(&self) -> Option<&crate::spend::SpendControls> {
+    pub(crate) fn spend(&self) -> Option<&SpendControls> {
         self.spend.as_deref()
     }
 
@@ -639,16 +589,8 @@ impl Admission {
             return Ok((None, None));
         }
         let amount = prompt_estimate.saturating_add(max_completion);
-        let mut reservation = TokenReservation {
-            minute: None,
-            monthly: Vec::new(),
-            spend: self.spend.clone(),
-            tenant: tenant.to_owned(),
-            model: model.to_owned(),
-            prompt_estimate,
-            amount,
-            settled: false,
-        };
+        let mut reservation =
+            TokenReservation::new(self.spend.clone(), tenant, model, prompt_estimate);
         let mut info = None;
         if let Some(budget) = &gate.tokens {
             let key = palisade_redis::key_part(tenant);
@@ -681,14 +623,14 @@ impl Admission {
                 )
                 .with_retry_after(secs));
             }
-            reservation.minute = Some(held);
+            reservation.hold_minute(held);
         }
         if let Some(spend) = &self.spend {
             match spend
                 .reserve(tenant, id, model, prompt_estimate, max_completion)
                 .await
             {
-                Ok(holds) => reservation.monthly = holds,
+                Ok(holds) => reservation.hold_monthly(holds),
                 Err(e) => {
                     reservation.cancel();
                     return Err(e);

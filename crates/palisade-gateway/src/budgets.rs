@@ -11,15 +11,23 @@
 //! When Redis cannot answer, `on_backend_error` decides: `local` falls back to
 //! this replica's in-memory budget (limits stay enforced, per replica), `deny`
 //! refuses (503 `limits_unavailable`).
+//!
+//! The budget arithmetic is `palisade-limits`'; this module must not decide
+//! anything itself. It owns the locks, the Redis round trips and the choice
+//! of store, and reads time only through its [`GatewayClock`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use palisade_config::OnBackendError;
-use palisade_limits::{BudgetConfig, BudgetUsage, LimitError, Nanos, Reservation, TokenBudget};
+use palisade_limits::{
+    BudgetConfig, BudgetUsage, Clock, LimitError, Nanos, Reservation, TokenBudget,
+};
 use palisade_openai::{ApiError, ErrorCode};
 use palisade_redis::{RedisConnection, RedisLimitError, RedisTokenBudget};
+
+use crate::clock::GatewayClock;
 
 /// A replica's connection to the shared limits backend.
 #[derive(Debug)]
@@ -91,7 +99,7 @@ pub(crate) enum ReserveError {
 pub(crate) struct BudgetStore {
     local: Arc<Mutex<TokenBudget>>,
     shared: Option<(Arc<SharedBackend>, &'static str)>,
-    origin: Instant,
+    clock: GatewayClock,
 }
 
 /// Where a reservation was granted, to settle it there.
@@ -108,17 +116,17 @@ impl BudgetStore {
     pub(crate) fn new(
         config: BudgetConfig,
         shared: Option<(Arc<SharedBackend>, &'static str)>,
-        origin: Instant,
+        clock: GatewayClock,
     ) -> Result<Self, LimitError> {
         Ok(Self {
             local: Arc::new(Mutex::new(TokenBudget::new(config)?)),
             shared,
-            origin,
+            clock,
         })
     }
 
     fn now(&self) -> Nanos {
-        Nanos(self.origin.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64)
+        self.clock.now()
     }
 
     fn config(&self) -> BudgetConfig {

@@ -20,20 +20,29 @@
 //! quotas and per-minute budgets are shared (see `admission`), while the
 //! breaker and alert bookkeeping stay per replica (each replica judges the
 //! spend it sees, and an alert may be raised once per replica).
+//!
+//! The decisions are `palisade-limits`': budgets, the spend-rate breaker,
+//! calendar months (`calendar`) and alert thresholds (`alerts`). This module
+//! must not decide anything itself: it owns the locks, the ledger seeding and
+//! alert delivery, and reads time only through its [`GatewayClock`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use palisade_config::{LimitsConfig, TenantLimits};
-use palisade_ledger::{Ledger, Month, PriceTable};
-use palisade_limits::{BudgetConfig, LimitError, Nanos, SpendRateBreaker, SpendRateConfig};
+use palisade_ledger::{Ledger, PriceTable};
+use palisade_limits::calendar::{self, Month};
+use palisade_limits::{
+    BudgetConfig, Clock, LimitError, Nanos, SpendRateBreaker, SpendRateConfig, ThresholdAlerts,
+};
 use palisade_openai::{ApiError, ErrorCode};
 use serde::Serialize;
 use tokio::sync::{mpsc, OnceCell};
 
-use crate::accounting::ActualUsage;
 use crate::budgets::{BudgetStore, Held, ReserveError, SharedBackend};
+use crate::clock::GatewayClock;
+use crate::usage::ActualUsage;
 
 /// Effectively unlimited (4.5e15 tokens or $4.5bn): the limit of a month
 /// that only has a soft budget (spend is tracked for alerts, nothing is
@@ -79,7 +88,7 @@ impl MonthCounter {
         let budget = BudgetStore::new(
             BudgetConfig::quota(quota.unwrap_or(UNLIMITED)),
             shared.0.map(|b| (b.clone(), prefix)),
-            shared.1,
+            shared.1.clone(),
         )?;
         Ok(Some(Self {
             unit,
@@ -99,8 +108,8 @@ fn usd_to_micros(usd: f64) -> u64 {
     (usd * 1_000_000.0).round() as u64
 }
 
-/// The shared backend (when limits live in Redis) and the clock origin.
-type Shared<'a> = (Option<&'a Arc<SharedBackend>>, Instant);
+/// The shared backend (when limits live in Redis) and the clock.
+type Shared<'a> = (Option<&'a Arc<SharedBackend>>, &'a GatewayClock);
 
 #[derive(Debug, Default)]
 struct TenantMonthly {
@@ -173,15 +182,15 @@ pub(crate) struct MonthlyHold {
 /// Monthly quotas, budgets and the spend-rate breaker.
 #[derive(Debug)]
 pub struct SpendControls {
-    origin: Instant,
+    clock: GatewayClock,
     default: TenantMonthly,
     tenants: HashMap<String, TenantMonthly>,
     breaker: Option<Mutex<SpendRateBreaker>>,
     cooldown_secs: u64,
-    percents: Vec<u32>,
     prices: Arc<PriceTable>,
-    /// `tenant@month/unit/percent` already raised.
-    alerted: Mutex<HashSet<String>>,
+    /// The alert percentages and those already crossed, per
+    /// `tenant@month/unit` counter.
+    alerted: Mutex<ThresholdAlerts>,
     /// Seeding from the ledger, once per `tenant@month`.
     seeded: Mutex<HashMap<String, Arc<OnceCell<()>>>>,
     alerts: mpsc::UnboundedSender<Alert>,
@@ -198,9 +207,9 @@ impl SpendControls {
         config: &LimitsConfig,
         prices: Arc<PriceTable>,
         shared: Option<&Arc<SharedBackend>>,
-        origin: Instant,
+        clock: &GatewayClock,
     ) -> Result<Option<Self>, LimitError> {
-        let shared = (shared, origin);
+        let shared = (shared, clock);
         let default = TenantMonthly::from_limits(&config.default, shared)?;
         let tenants = config
             .tenants
@@ -229,14 +238,13 @@ impl SpendControls {
         };
         let (alerts, alerts_rx) = mpsc::unbounded_channel();
         Ok(Some(Self {
-            origin,
+            clock: clock.clone(),
             default,
             tenants,
             breaker,
             cooldown_secs: config.spend_rate.map_or(0, |s| s.cooldown_secs),
-            percents: config.budget_alert_percents.clone(),
             prices,
-            alerted: Mutex::new(HashSet::new()),
+            alerted: Mutex::new(ThresholdAlerts::new(config.budget_alert_percents.clone())),
             seeded: Mutex::new(HashMap::new()),
             alerts,
             alerts_rx: Mutex::new(Some(alerts_rx)),
@@ -245,7 +253,7 @@ impl SpendControls {
     }
 
     fn now(&self) -> Nanos {
-        Nanos(self.origin.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64)
+        self.clock.now()
     }
 
     fn monthly(&self, tenant: &str) -> &TenantMonthly {
@@ -256,14 +264,11 @@ impl SpendControls {
     /// Redis key part is (unchanged for ordinary names, so counters survive
     /// the upgrade).
     fn month_key(tenant: &str, month: Month) -> String {
-        format!("{}@{}", palisade_redis::key_part(tenant), month.label())
+        calendar::month_key(&palisade_redis::key_part(tenant), month)
     }
 
-    fn this_month() -> Month {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        Month::of_unix_ms(ms)
+    fn this_month(&self) -> Month {
+        Month::of_unix_ms(self.clock.unix_ms())
     }
 
     /// Loads what `tenant` has already spent this month (and its recent
@@ -273,7 +278,7 @@ impl SpendControls {
         let Some(ledger) = ledger else {
             return;
         };
-        let month = Self::this_month();
+        let month = self.this_month();
         let key = Self::month_key(tenant, month);
         let cell = self
             .seeded
@@ -309,16 +314,17 @@ impl SpendControls {
             }
         }
         if let Some(breaker) = &self.breaker {
-            let day_ago = SystemTime::now()
-                .checked_sub(Duration::from_secs(86_400))
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_millis() as i64);
+            let day_ago = calendar::baseline_since_ms(self.clock.unix_ms());
             match ledger.spent(tenant, day_ago).await {
                 Ok(spent) => {
                     let now = self.now();
                     let mut breaker = breaker.lock().unwrap_or_else(PoisonError::into_inner);
                     if breaker.state(tenant, now).is_none() {
-                        breaker.seed_baseline(tenant, spent.tokens / 1440, now);
+                        breaker.seed_baseline(
+                            tenant,
+                            calendar::baseline_per_minute(spent.tokens),
+                            now,
+                        );
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, tenant, "cannot seed the spend baseline"),
@@ -330,14 +336,13 @@ impl SpendControls {
     /// reservations, quota and budget per counter, and whether the breaker
     /// holds the tenant (for `GET /admin/quotas`).
     pub(crate) async fn report(&self) -> Vec<serde_json::Value> {
-        let month = Self::this_month();
-        let suffix = format!("@{}", month.label());
+        let month = self.this_month();
         let mut tenants: Vec<String> = self
             .seeded
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .keys()
-            .filter_map(|k| k.strip_suffix(&suffix).map(str::to_owned))
+            .filter_map(|k| calendar::tenant_of_month_key(k, month).map(str::to_owned))
             .collect();
         tenants.sort();
         let now = self.now();
@@ -401,7 +406,7 @@ impl SpendControls {
         max_completion: u64,
     ) -> Result<Vec<MonthlyHold>, ApiError> {
         let monthly = self.monthly(tenant);
-        let key = Self::month_key(tenant, Self::this_month());
+        let key = Self::month_key(tenant, self.this_month());
         let mut holds: Vec<MonthlyHold> = Vec::with_capacity(monthly.counters.len());
         for (index, counter) in monthly.counters.iter().enumerate() {
             let amount = match counter.unit {
@@ -500,27 +505,23 @@ impl SpendControls {
             return;
         };
         let unit = unit_name(counter.unit);
-        for &percent in &self.percents {
-            let line = u128::from(base) * u128::from(percent);
-            if u128::from(spent) * 100 < line {
-                break;
-            }
-            let mark = format!("{key}/{unit}/{percent}");
-            let new = self
-                .alerted
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(mark);
-            if new && raise {
-                self.raise(Alert::BudgetThreshold {
-                    tenant: tenant.to_owned(),
-                    month: key.rsplit('@').next().unwrap_or_default().to_owned(),
-                    unit,
-                    percent,
-                    spent,
-                    budget: base,
-                });
-            }
+        let new = self
+            .alerted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cross(&format!("{key}/{unit}"), base, spent);
+        if !raise {
+            return;
+        }
+        for percent in new {
+            self.raise(Alert::BudgetThreshold {
+                tenant: tenant.to_owned(),
+                month: calendar::month_label_of_key(key).to_owned(),
+                unit,
+                percent,
+                spent,
+                budget: base,
+            });
         }
     }
 

@@ -10,6 +10,11 @@
 //! - [`ladder`]: the escalation ladder for repeat offenders (warn, slow, block) with decay.
 //! - [`spend`]: a circuit breaker on a tenant's spend rate against its learned baseline.
 //! - [`fair`]: the decision core of a weighted fair queue across tenants (VTC).
+//! - [`circuit`]: a circuit breaker on a backend's error rate (closed, open, half-open).
+//! - [`adaptive`]: an in-flight limit toward a backend that moves by AIMD on its latency.
+//! - [`calendar`]: UTC months for monthly quotas: which month a timestamp is in, when its
+//!   counters reset, how a tenant-month counter is named.
+//! - [`alerts`]: which budget alert thresholds a spend total crosses, each raised once.
 //! - [`decision`]: [`Decision`], [`LimitKind`] and its stable error codes, and the values of
 //!   `Retry-After` and the `x-ratelimit-*` headers.
 //!
@@ -46,7 +51,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod adaptive;
+pub mod alerts;
 pub mod budget;
+pub mod calendar;
+pub mod circuit;
 pub mod concurrency;
 pub mod decision;
 mod error;
@@ -57,9 +66,13 @@ pub mod spend;
 mod store;
 mod time;
 
+pub use adaptive::{is_overload, AdaptiveLimit};
+pub use alerts::ThresholdAlerts;
 pub use budget::{
     BudgetConfig, BudgetState, BudgetUsage, Reservation, SettleKind, Settlement, TokenBudget,
 };
+pub use calendar::Month;
+pub use circuit::{CircuitBreaker, CircuitChange, CircuitConfig};
 pub use concurrency::{Acquire, ConcurrencyLimiter, Permit};
 pub use decision::{format_reset, Decision, Denial, LimitKind, RateLimitHeaders, RateLimitInfo};
 pub use error::LimitError;
