@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue};
 
-use crate::accounting::{LedgerRow, RowFacts, TokenAccounting};
-use crate::admission::apply_headers;
 use crate::gates::GatePlan;
+use crate::limits::accounting::{LedgerRow, RowFacts, TokenAccounting};
+use crate::limits::admission::apply_headers;
 use crate::metrics::InFlight;
 
 /// One request's context, carried through every phase of
@@ -42,15 +42,15 @@ pub(crate) struct RequestCtx {
     /// How the request was degraded under overload, if it was.
     pub(crate) degraded: Option<String>,
     /// The in-flight slot, released when the request (or stream) ends.
-    pub(crate) _slot: Option<crate::admission::InFlightSlot>,
+    pub(crate) _slot: Option<crate::limits::admission::InFlightSlot>,
     /// The stream slot, for streaming requests under a stream limit.
-    pub(crate) _stream_slot: Option<crate::admission::InFlightSlot>,
+    pub(crate) _stream_slot: Option<crate::limits::admission::InFlightSlot>,
     /// Token accounting, when a token budget or the ledger needs it.
     pub(crate) tokens: Option<TokenAccounting>,
     /// Where the request's ledger row goes, and what the row needs to know.
     pub(crate) ledger: Option<LedgerRow>,
     /// The request's place at a backend with a downstream budget.
-    pub(crate) _backend_slot: Option<crate::scheduler::BackendSlot>,
+    pub(crate) _backend_slot: Option<crate::limits::scheduler::BackendSlot>,
     /// What the request gates decided that the output gate needs.
     pub(crate) gates: Option<GatePlan>,
     /// The request span, re-entered for the access-log line: a stream ends

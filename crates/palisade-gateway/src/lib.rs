@@ -26,27 +26,20 @@
 
 #![forbid(unsafe_code)]
 
-pub(crate) mod accounting;
-pub(crate) mod admission;
 pub(crate) mod api;
-pub(crate) mod breaker;
-pub(crate) mod budgets;
 pub(crate) mod clock;
 pub(crate) mod context;
 pub(crate) mod cpu;
 pub(crate) mod gates;
 pub(crate) mod http;
+pub(crate) mod limits;
 pub(crate) mod metrics;
 pub(crate) mod pipeline;
 pub(crate) mod readiness;
-pub(crate) mod reservation;
 pub(crate) mod router;
 pub(crate) mod routing;
-pub(crate) mod scheduler;
 pub(crate) mod server;
-pub(crate) mod spend;
 pub(crate) mod state;
 pub(crate) mod upstream;
-pub(crate) mod usage;
 
 pub use server::{Gateway, GatewayError, RunningGateway};

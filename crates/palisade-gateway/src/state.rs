@@ -41,7 +41,7 @@ pub enum GatewayError {
     Detector(#[from] palisade_detect::DetectError),
     /// The configured limits could not be compiled.
     #[error(transparent)]
-    Admission(#[from] crate::admission::AdmissionError),
+    Admission(#[from] crate::limits::admission::AdmissionError),
     /// The ledger store could not be opened (bad path, database down,
     /// schema newer than this build).
     #[error("cannot open the ledger at {url}")]
@@ -80,7 +80,7 @@ pub struct GatewayState {
     pub(crate) model_labels: ModelLabels,
     pub(crate) max_body_bytes: usize,
     pub(crate) max_sse_event_bytes: usize,
-    pub(crate) admission: crate::admission::Admission,
+    pub(crate) admission: crate::limits::admission::Admission,
     pub(crate) default_max_tokens: u64,
     /// The ledger, once opened by `start` (when `ledger.url` is set).
     pub(crate) ledger: std::sync::OnceLock<Arc<palisade_ledger::Ledger>>,
@@ -145,7 +145,7 @@ impl GatewayState {
         let tools = Arc::new(crate::gates::tools::ToolService::from_config(
             &config, &env,
         )?);
-        let prices = Arc::new(crate::accounting::price_table(&config.ledger));
+        let prices = Arc::new(crate::limits::accounting::price_table(&config.ledger));
         let state = GatewayState {
             auth: Authenticator::from_config(&config.auth),
             routes,
@@ -153,7 +153,10 @@ impl GatewayState {
             model_labels: ModelLabels::new(MODEL_LABEL_CAP),
             max_body_bytes: config.server.max_body_bytes,
             max_sse_event_bytes: config.server.max_sse_event_bytes,
-            admission: crate::admission::Admission::from_config(&config.limits, prices.clone())?,
+            admission: crate::limits::admission::Admission::from_config(
+                &config.limits,
+                prices.clone(),
+            )?,
             default_max_tokens: config.limits.default_max_tokens,
             ledger: std::sync::OnceLock::new(),
             prices,

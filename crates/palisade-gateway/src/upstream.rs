@@ -67,9 +67,9 @@ pub struct Backend {
     /// Whether the wildcard listing may ask this backend for its models.
     pub list_models: bool,
     /// The circuit breaker, when configured.
-    pub breaker: Option<crate::breaker::Breaker>,
+    pub breaker: Option<crate::limits::breaker::Breaker>,
     /// The downstream budget and fair queue, when `max_in_flight` is set.
-    pub scheduler: Option<std::sync::Arc<crate::scheduler::BackendScheduler>>,
+    pub scheduler: Option<std::sync::Arc<crate::limits::scheduler::BackendScheduler>>,
 }
 
 impl Backend {
@@ -141,7 +141,7 @@ impl Backend {
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             list_models: config.list_models,
             breaker: config.circuit_breaker.map(|b| {
-                crate::breaker::Breaker::new(crate::breaker::BreakerConfig {
+                crate::limits::breaker::Breaker::new(crate::limits::breaker::BreakerConfig {
                     error_rate: b.error_rate,
                     window: b.window as usize,
                     min_requests: b.min_requests as usize,
@@ -150,14 +150,14 @@ impl Backend {
             }),
             scheduler: match config.max_in_flight {
                 Some(max) => Some(std::sync::Arc::new(
-                    crate::scheduler::BackendScheduler::new(
+                    crate::limits::scheduler::BackendScheduler::new(
                         name,
                         max,
                         config.max_queued_per_tenant,
                         Duration::from_millis(config.queue_timeout_ms),
                         config
                             .adaptive_concurrency
-                            .then_some(crate::scheduler::Adaptive {
+                            .then_some(crate::limits::scheduler::Adaptive {
                                 min_in_flight: config.min_in_flight,
                                 target_latency: Duration::from_millis(config.target_latency_ms),
                             }),

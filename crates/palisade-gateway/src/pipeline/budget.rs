@@ -2,17 +2,17 @@
 //! allowance reserved against the tenant's token budgets, reconciled when the
 //! response ends), the backend's downstream queue, and the ledger row.
 //!
-//! Must not: hold limit logic; [`crate::admission`] and
-//! [`crate::scheduler`] decide, this phase asks them.
+//! Must not: hold limit logic; [`crate::limits::admission`] and
+//! [`crate::limits::scheduler`] decide, this phase asks them.
 
 use std::time::Instant;
 
 use palisade_openai::request::{Endpoint, RequestBody};
 use palisade_openai::ApiError;
 
-use crate::accounting::{LedgerRow, TokenAccounting};
 use crate::context::RequestCtx;
 use crate::http::auth::Principal;
+use crate::limits::accounting::{LedgerRow, TokenAccounting};
 use crate::routing::Route;
 use crate::state::GatewayState;
 use crate::upstream::Backend;

@@ -12,9 +12,9 @@ use http::{header, HeaderMap};
 use palisade_openai::request::{Endpoint, RequestBody};
 use palisade_openai::{ApiError, ErrorCode};
 
-use crate::admission::Admitted;
 use crate::context::RequestCtx;
 use crate::http::auth::Principal;
+use crate::limits::admission::Admitted;
 use crate::state::GatewayState;
 
 /// Authenticates the request's bearer key. `Err` is 401/403 (a missing,

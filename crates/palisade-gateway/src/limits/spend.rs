@@ -40,9 +40,9 @@ use palisade_openai::{ApiError, ErrorCode};
 use serde::Serialize;
 use tokio::sync::{mpsc, OnceCell};
 
-use crate::budgets::{BudgetStore, Held, ReserveError, SharedBackend};
 use crate::clock::GatewayClock;
-use crate::usage::ActualUsage;
+use crate::limits::budgets::{BudgetStore, Held, ReserveError, SharedBackend};
+use crate::limits::usage::ActualUsage;
 
 /// Effectively unlimited (4.5e15 tokens or $4.5bn): the limit of a month
 /// that only has a soft budget (spend is tracked for alerts, nothing is

@@ -16,8 +16,8 @@ use palisade_ledger::{Ledger, LedgerEntry, Outcome, PriceTable, UsageSource};
 use palisade_openai::usage::StreamTally;
 
 use crate::clock::GatewayClock;
-use crate::reservation::TokenReservation;
-use crate::usage::ActualUsage;
+use crate::limits::reservation::TokenReservation;
+use crate::limits::usage::ActualUsage;
 
 /// A request's token reservation and the running count of what it used.
 #[derive(Debug)]

@@ -24,12 +24,12 @@ use palisade_limits::{
 };
 use palisade_openai::{ApiError, ErrorCode};
 
-use crate::http::auth::Principal;
-use crate::budgets::{BudgetStore, ReserveError, SharedBackend};
 use crate::clock::GatewayClock;
-use crate::spend::SpendControls;
+use crate::http::auth::Principal;
+use crate::limits::budgets::{BudgetStore, ReserveError, SharedBackend};
+use crate::limits::spend::SpendControls;
 
-pub use crate::reservation::TokenReservation;
+pub use crate::limits::reservation::TokenReservation;
 
 /// One request-rate limit: its rate (for messages), its config (for Redis)
 /// and the in-memory limiter (primary, or the fallback when Redis is out).

@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
-use crate::budgets::Held;
-use crate::spend::{MonthlyHold, SpendControls};
-use crate::usage::ActualUsage;
+use crate::limits::budgets::Held;
+use crate::limits::spend::{MonthlyHold, SpendControls};
+use crate::limits::usage::ActualUsage;
 
 /// Tokens reserved for one request: on the tenant's per-minute budget and
 /// its monthly counters. Settle it with the real usage; if it is dropped
