@@ -51,7 +51,7 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
         .fallback(crate::api::probes::not_found)
         .method_not_allowed_fallback(crate::api::probes::method_not_allowed)
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            crate::http::body_deadline::BodyReadTimeout(state.body_read_timeout),
             crate::http::body_deadline::layer,
         ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

@@ -29,7 +29,6 @@ use tokio::time::{Instant, Sleep};
 
 use crate::http::error::error_response;
 use crate::http::request_id::RequestId;
-use crate::state::GatewayState;
 
 /// The error a body read fails with once its deadline has passed.
 #[derive(Debug, thiserror::Error)]
@@ -101,10 +100,14 @@ impl HttpBody for DeadlineBody {
     }
 }
 
+/// How long a request body may take to arrive (`server.body_read_timeout_ms`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyReadTimeout(pub(crate) std::time::Duration);
+
 /// Axum middleware: puts the deadline on the request body, and answers 408
 /// when a handler's read ran into it.
 pub(crate) async fn layer(
-    State(state): State<Arc<GatewayState>>,
+    State(BodyReadTimeout(timeout)): State<BodyReadTimeout>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -113,7 +116,7 @@ pub(crate) async fn layer(
     }
     let fired = Arc::new(AtomicBool::new(false));
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
-    let deadline = Instant::now() + state.body_read_timeout;
+    let deadline = Instant::now() + timeout;
     let watch = fired.clone();
     let req = req.map(|inner| {
         Body::new(DeadlineBody {
