@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue};
+use palisade_openai::request::Endpoint;
 
 use crate::gates::GatePlan;
 use crate::limits::accounting::{LedgerRow, RowFacts, TokenAccounting};
@@ -23,6 +24,8 @@ use crate::metrics::InFlight;
 /// row exactly once.
 #[derive(Debug)]
 pub(crate) struct RequestCtx {
+    /// The proxied endpoint.
+    pub(crate) endpoint: Endpoint,
     pub(crate) route: &'static str,
     pub(crate) request_id: Arc<str>,
     /// Minted here, never taken from the client: keys the token reservation
@@ -61,9 +64,10 @@ pub(crate) struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub(crate) fn new(route: &'static str, request_id: &str, started: Instant) -> Self {
+    pub(crate) fn new(endpoint: Endpoint, request_id: &str, started: Instant) -> Self {
         Self {
-            route,
+            endpoint,
+            route: endpoint.label(),
             request_id: request_id.into(),
             internal_id: uuid::Uuid::new_v4().to_string(),
             tenant: None,

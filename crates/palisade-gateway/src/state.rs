@@ -128,7 +128,7 @@ impl GatewayState {
                 })?;
             tokenizers.insert(path.clone(), loaded);
         }
-        let routes = RouteTable::compile(&config, |name| index[name], &tokenizers);
+        let routes = RouteTable::compile(config, |name| index[name], &tokenizers);
         let readiness = Readiness::default();
         readiness.register("routes").set(true);
         let detector_ready = readiness.register("detector");
@@ -142,9 +142,7 @@ impl GatewayState {
         let policy = Arc::new(crate::gates::policy::PolicyStore::load(&config.policy)?);
         policy_ready.set(true);
         let serving = readiness.register("listener");
-        let tools = Arc::new(crate::gates::tools::ToolService::from_config(
-            &config, &env,
-        )?);
+        let tools = Arc::new(crate::gates::tools::ToolService::from_config(config, &env)?);
         let prices = Arc::new(crate::limits::accounting::price_table(&config.ledger));
         let state = GatewayState {
             auth: Authenticator::from_config(&config.auth),

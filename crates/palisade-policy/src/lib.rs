@@ -66,7 +66,9 @@
 //! | `tool` | settings, not detector rules: `allow`, `irreversible`, `untrusted_egress`, caps |
 //!
 //! The tool gate and the tool catalog (`[tools.<name>]`) are described in [`ToolGateSpec`];
-//! a call is judged by [`Snapshot::decide_tool`] on a [`ToolEvidence`].
+//! a call is judged by [`Snapshot::decide_tool`] on a [`ToolEvidence`], and a request that
+//! continues a tool loop by [`Snapshot::decide_loop`] on a [`LoopEvidence`] (its caps on
+//! rounds and loop tokens).
 //!
 //! Actions: `allow`, `flag` (log only), `redact` (only for `secrets`, `pii`, `links` and
 //! `hidden_markup`: the others have no span to remove), `quarantine` (only `injection` at
@@ -141,6 +143,7 @@ mod diff;
 mod document;
 mod error;
 mod evidence;
+mod loop_caps;
 mod matching;
 pub mod schema;
 pub mod signature;
@@ -157,6 +160,7 @@ pub use document::{
 };
 pub use error::PolicyError;
 pub use evidence::{Category, Evidence};
+pub use loop_caps::LoopEvidence;
 pub use schema::{check_client_schema, ClientSchemaError};
 pub use snapshot::{
     Effect, GatePolicy, Rule, Snapshot, Subject, TierName, TierPolicy, BUILTIN_TOML,

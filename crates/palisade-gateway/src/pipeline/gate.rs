@@ -21,7 +21,6 @@ pub(crate) async fn inspect(
     state: &GatewayState,
     ctx: &mut RequestCtx,
     principal: &Principal,
-    endpoint: Endpoint,
     route: &Route,
     request: &mut RequestBody,
     headers: &HeaderMap,
@@ -30,7 +29,7 @@ pub(crate) async fn inspect(
     // Judge each message on its channel, then rewrite as the policy asks
     // (redaction, spotlighting, a canary).
     let mut gates_rewrote = false;
-    let shape = match endpoint {
+    let shape = match ctx.endpoint {
         Endpoint::ChatCompletions => Some(crate::gates::ResponseShape::Chat),
         Endpoint::Completions => Some(crate::gates::ResponseShape::Completion),
         // Embeddings generate no text and carry no instructions a model follows.

@@ -55,7 +55,7 @@ pub(crate) async fn handle(
     body: Body,
     endpoint: Endpoint,
 ) -> Response {
-    let mut ctx = RequestCtx::new(endpoint.label(), &request_id, Instant::now());
+    let mut ctx = RequestCtx::new(endpoint, &request_id, Instant::now());
     let result = match send_upstream(&state, &headers, body, endpoint, &mut ctx).await {
         Ok(sent) => respond::respond(&state, sent, ctx).await,
         Err(err) => Err((err, ctx)),
@@ -94,7 +94,6 @@ async fn send_upstream(
         state,
         ctx,
         &principal,
-        endpoint,
         route,
         &mut request,
         headers,

@@ -4,8 +4,13 @@
 //! whole response or a guard-API request could carry calls of any size, judged, signed and
 //! parked in memory. The same bound now applies to all three: calls past it are withheld
 //! as not the model's (like a stream cut by its bound), never released or held.
+//!
+//! The caps on a conversation's tool loop (rounds, loop tokens) are the policy's decision
+//! ([`Snapshot::decide_loop`]); here they only become the client's error. This module must
+//! not decide caps itself.
 
 use palisade_openai::{ApiError, ErrorCode};
+use palisade_policy::{LoopEvidence, ReasonCode, Snapshot, Subject};
 use palisade_tools::ToolCall;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -41,6 +46,40 @@ pub(crate) fn response_oversize(response: &Value, max: usize) -> bool {
         .map(|m| calls_bytes(&ToolCall::from_message(m)))
         .fold(0, usize::saturating_add);
     total > max
+}
+
+/// Refuses a request that continues a tool loop already past its caps (the client ignored
+/// withheld calls, or replays history), as the policy decides.
+pub(crate) fn check_loop_caps(
+    snapshot: &Snapshot,
+    subject: &Subject<'_>,
+    evidence: LoopEvidence,
+) -> Result<(), ApiError> {
+    let decision = snapshot.decide_loop(subject, &evidence);
+    let Some(&reason) = decision.reasons.first() else {
+        return Ok(());
+    };
+    let gate = snapshot.tier_for(subject).tool_gate();
+    let what = match reason {
+        ReasonCode::ToolRoundLimit => format!(
+            "{} tool rounds, the limit is {}",
+            evidence.rounds,
+            gate.and_then(|g| g.max_rounds()).unwrap_or_default()
+        ),
+        _ => format!(
+            "{} tokens spent in this conversation's tool loop, the limit is {}",
+            evidence.loop_tokens,
+            gate.and_then(|g| g.max_loop_tokens()).unwrap_or_default()
+        ),
+    };
+    Err(ApiError::policy(
+        ErrorCode::PolicyBlocked,
+        reason.as_str(),
+        format!(
+            "the tool loop is stopped: {what} (policy {}); start a new conversation",
+            decision.policy_version
+        ),
+    ))
 }
 
 /// The arguments an executor sent to `/v1/tools/verify`, as the text to hash: the string's
@@ -99,6 +138,48 @@ mod tests {
         );
         let raw: Box<RawValue> = serde_json::from_str(r#""{\"a\":1}""#).unwrap();
         assert_eq!(raw_arguments(&raw).unwrap(), r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn loop_caps_become_policy_errors() {
+        let snapshot = Snapshot::from_toml(
+            "default_tier = \"t\"\n[tiers.t.tool]\nallow = [\"*\"]\nmax_rounds = 3\nmax_loop_tokens = 1000",
+        )
+        .unwrap();
+        let subject = Subject {
+            tenant: "acme",
+            route: "chat",
+            model: "m",
+        };
+        let check = |rounds, loop_tokens, continuing| {
+            check_loop_caps(
+                &snapshot,
+                &subject,
+                LoopEvidence {
+                    rounds,
+                    loop_tokens,
+                    continuing,
+                },
+            )
+        };
+        assert!(check(3, 999, true).is_ok());
+        assert!(check(9, 9_999, false).is_ok(), "a new turn is not stopped");
+        let rounds = check(4, 5_000, true).unwrap_err();
+        assert_eq!(rounds.code, ErrorCode::PolicyBlocked);
+        assert!(
+            rounds.message.contains("4 tool rounds, the limit is 3"),
+            "{}",
+            rounds.message
+        );
+        let tokens = check(3, 1_000, true).unwrap_err();
+        assert!(
+            tokens.message.contains(&format!(
+                "1000 tokens spent in this conversation's tool loop, the limit is 1000 (policy {})",
+                snapshot.version()
+            )),
+            "{}",
+            tokens.message
+        );
     }
 
     #[test]

@@ -35,9 +35,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::HeaderMap;
 use palisade_openai::{ApiError, ErrorCode};
-use palisade_policy::{
-    Action, Decision, Evidence, ReasonCode, ToolEvidence, ToolGate, UnlistedOffer,
-};
+use palisade_policy::{Action, Decision, Evidence, ReasonCode, ToolEvidence, UnlistedOffer};
 use palisade_redis::{HoldLimits, Parked, RedisToolStore};
 use palisade_tools::{
     arguments_sha256, CallAssembler, CapabilityClaims, CapabilitySigner, CapabilityVerifier,

@@ -178,12 +178,14 @@ pub(crate) async fn inspect_request(
     }
     let rounds_before = history_rounds.max(counters.rounds);
     let in_loop = last_is_tool || rounds_before > 0;
-    check_caps(
-        plan,
-        gate,
-        rounds_before,
-        counters.loop_tokens,
-        last_is_tool,
+    bounds::check_loop_caps(
+        &snapshot,
+        &plan.subject_ref(),
+        palisade_policy::LoopEvidence {
+            rounds: rounds_before,
+            loop_tokens: counters.loop_tokens,
+            continuing: last_is_tool,
+        },
     )?;
     // The loop-token cap counts a streamed answer by its usage chunk, which
     // an upstream sends only when asked: ask, even with no ledger or budget.
@@ -202,43 +204,4 @@ pub(crate) async fn inspect_request(
         source: TokenSource::Proxy,
     });
     Ok(changed || strip_usage_chunk)
-}
-
-/// Refuses a request that continues a tool loop already past its caps: the
-/// client ignored withheld calls, or replays history.
-pub(crate) fn check_caps(
-    plan: &GatePlan,
-    gate: &ToolGate,
-    rounds: u32,
-    loop_tokens: u64,
-    continuing: bool,
-) -> Result<(), ApiError> {
-    if !continuing {
-        return Ok(());
-    }
-    let stop = |reason: ReasonCode, what: String| {
-        Err(ApiError::policy(
-            ErrorCode::PolicyBlocked,
-            reason.as_str(),
-            format!(
-                "the tool loop is stopped: {what} (policy {}); start a new conversation",
-                plan.snapshot.version()
-            ),
-        ))
-    };
-    if let Some(cap) = gate.max_rounds().filter(|cap| rounds > *cap) {
-        return stop(
-            ReasonCode::ToolRoundLimit,
-            format!("{rounds} tool rounds, the limit is {cap}"),
-        );
-    }
-    if let Some(cap) = gate.max_loop_tokens().filter(|cap| loop_tokens >= *cap) {
-        return stop(
-            ReasonCode::ToolTokenLimit,
-            format!(
-                "{loop_tokens} tokens spent in this conversation's tool loop, the limit is {cap}"
-            ),
-        );
-    }
-    Ok(())
 }
