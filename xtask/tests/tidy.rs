@@ -55,6 +55,25 @@ fn pure_crates_do_not_read_the_clock() {
     );
 }
 
+/// The gateway's limit wiring takes time from its `GatewayClock`
+/// (`crates/palisade-gateway/src/clock.rs`), so every limit decision is
+/// made on one injected clock.
+#[test]
+fn gateway_limit_wiring_does_not_read_the_clock() {
+    let root = root();
+    let dir = crate_dir("palisade-gateway").join("src").join("limits");
+    let mut found = Vec::new();
+    for file in rust_files(&root, &dir).unwrap() {
+        if !is_test_file(&file) {
+            found.extend(clock::clock_reads(&file, &read(&root.join(&file)).unwrap()));
+        }
+    }
+    assert_clean(
+        "The gateway's limits/ must not read the clock; it asks its GatewayClock.",
+        &found,
+    );
+}
+
 #[test]
 fn every_error_code_is_documented_in_the_readme() {
     let root = root();
