@@ -10,11 +10,13 @@
 //! not decide caps itself.
 
 use palisade_openai::{ApiError, ErrorCode};
-use palisade_policy::{LoopEvidence, ReasonCode, Snapshot, Subject};
+use palisade_policy::{LoopEvidence, ReasonCode};
 use palisade_tools::ToolCall;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+
+use crate::gates::GatePlan;
 
 /// The detail of a call that should have waited for confirmation but found no room.
 pub(crate) const NO_ROOM: &str =
@@ -50,16 +52,24 @@ pub(crate) fn response_oversize(response: &Value, max: usize) -> bool {
 
 /// Refuses a request that continues a tool loop already past its caps (the client ignored
 /// withheld calls, or replays history), as the policy decides.
-pub(crate) fn check_loop_caps(
-    snapshot: &Snapshot,
-    subject: &Subject<'_>,
-    evidence: LoopEvidence,
-) -> Result<(), ApiError> {
-    let decision = snapshot.decide_loop(subject, &evidence);
+pub(crate) fn check_loop_caps(plan: &GatePlan, evidence: LoopEvidence) -> Result<(), ApiError> {
+    let started = std::time::Instant::now();
+    let subject = plan.subject_ref();
+    let decision = plan.snapshot.decide_loop(&subject, &evidence);
     let Some(&reason) = decision.reasons.first() else {
         return Ok(());
     };
-    let gate = snapshot.tier_for(subject).tool_gate();
+    // A refusal is audited like every other gate decision (policy version,
+    // reason code); the evidence is the counters, which carry no text.
+    let shadow = plan.shadow.as_ref().map(|s| s.decide_loop(&subject, &evidence));
+    crate::gates::audit(
+        plan,
+        palisade_policy::Evidence::default(),
+        &decision,
+        shadow.as_ref(),
+        started,
+    );
+    let gate = plan.snapshot.tier_for(&subject).tool_gate();
     let what = match reason {
         ReasonCode::ToolRoundLimit => format!(
             "{} tool rounds, the limit is {}",

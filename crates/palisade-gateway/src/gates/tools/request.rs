@@ -179,8 +179,7 @@ pub(crate) async fn inspect_request(
     let rounds_before = history_rounds.max(counters.rounds);
     let in_loop = last_is_tool || rounds_before > 0;
     bounds::check_loop_caps(
-        &snapshot,
-        &plan.subject_ref(),
+        plan,
         palisade_policy::LoopEvidence {
             rounds: rounds_before,
             loop_tokens: counters.loop_tokens,
