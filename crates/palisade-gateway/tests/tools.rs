@@ -754,6 +754,48 @@ async fn streamed_tool_calls_are_judged_whole_before_release() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_cap_refusal_is_an_audited_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let h = Harness::new(&format!("audit_url = \"sqlite:{}\"", db.display())).await;
+    let round = |i: usize| {
+        vec![
+            json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": format!("c{i}"), "type": "function", "function": {"name": "search_docs", "arguments": "{\"q\":\"x\"}"}}]}),
+            json!({"role": "tool", "tool_call_id": format!("c{i}"), "content": "result"}),
+        ]
+    };
+    let mut history = vec![json!({"role": "user", "content": "CALLS []"})];
+    for i in 1..=3 {
+        history.extend(round(i));
+    }
+    let (status, err) = h.chat(Value::Array(history), offered(&ALL)).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["code"], "tool_round_limit");
+    let store = open_sqlite(&db).await;
+    let mut refusal = None;
+    for _ in 0..100 {
+        refusal = store
+            .audit_tail(50, &palisade_ledger::AuditFilter::default())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_str::<Value>(r).unwrap())
+            .find(|r| r["gate"] == "tool" && r["reasons"] == json!(["tool_round_limit"]));
+        if refusal.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refusal = refusal.expect("the loop-cap refusal is in the audit log");
+    assert_eq!(refusal["action"], "block", "{refusal}");
+    assert!(
+        refusal["policy_version"].as_str().is_some_and(|v| !v.is_empty()),
+        "{refusal}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tool_decisions_and_confirmations_are_audited_without_arguments() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("audit.db");
