@@ -77,22 +77,16 @@ pub(crate) async fn run_confirm(
     }
     let req: ConfirmBody = parse_body(&front.body)?;
     let service = &state.gates.tools;
-    let pending = take_for(
-        &state.gates.tools,
-        state.tool_store(),
-        &principal,
-        &req.confirmation_id,
-    )
-    .await?
-    .ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::ConfirmationNotFound,
-            format!(
-                "no tool call waits for confirmation `{}` (unknown, already decided, or lapsed)",
-                req.confirmation_id
-            ),
+    let held = service.held_calls(state.tool_store());
+    let taken = held
+        .take(
+            &req.confirmation_id,
+            Scope::of(&principal),
+            service.now_secs(),
         )
-    })?;
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let pending = taken.ok_or_else(|| confirmation_not_found(&req.confirmation_id))?;
     let mut decision = pending.decision.clone();
     decision.enforced_action = if req.approve {
         Action::Allow
@@ -142,6 +136,15 @@ pub(crate) async fn run_confirm(
     }))
 }
 
+fn confirmation_not_found(confirmation_id: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::ConfirmationNotFound,
+        format!(
+            "no tool call waits for confirmation `{confirmation_id}` (unknown, already decided, or lapsed)"
+        ),
+    )
+}
+
 /// Most held calls one listing returns.
 pub(crate) const MAX_LISTED: usize = 1_000;
 
@@ -168,33 +171,12 @@ pub(crate) async fn run_pending(
             "listing held tool calls needs an approver key",
         ));
     }
-    let now = now_secs();
-    let visible =
-        |p: &PendingCall| p.expires_at > now && (principal.admin || *p.tenant == *principal.tenant);
-    let mut calls: Vec<PendingCall> = {
-        let store = state
-            .gates
-            .tools
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        store.values().filter(|p| visible(p)).cloned().collect()
-    };
-    if let Some(redis) = state.tool_store() {
-        let tenant = (!principal.admin).then_some(&*principal.tenant);
-        let shared = redis
-            .list(tenant, now, MAX_LISTED)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        calls.extend(
-            shared
-                .iter()
-                .filter_map(|json| serde_json::from_str::<PendingCall>(json).ok())
-                .filter(|p| visible(p)),
-        );
-    }
-    calls.sort_by_key(|p| p.expires_at);
-    calls.truncate(MAX_LISTED);
+    let service = &state.gates.tools;
+    let calls = service
+        .held_calls(state.tool_store())
+        .list(Scope::of(&principal), service.now_secs(), MAX_LISTED)
+        .await
+        .map_err(|e| unavailable(&e))?;
     let data: Vec<Value> = calls
         .iter()
         .map(|p| {
@@ -370,7 +352,7 @@ pub(crate) async fn run_verify(
     let req: VerifyBody = parse_body(&front.body)?;
     let arguments = bounds::raw_arguments(&req.arguments)?;
     let service = &state.gates.tools;
-    let now = now_secs();
+    let now = service.now_secs();
     let tenant = (!principal.admin).then_some(&*principal.tenant);
     let refused =
         |e: CapabilityError| json!({"valid": false, "code": e.code(), "message": e.to_string()});

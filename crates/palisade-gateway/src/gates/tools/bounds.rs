@@ -61,7 +61,10 @@ pub(crate) fn check_loop_caps(plan: &GatePlan, evidence: LoopEvidence) -> Result
     };
     // A refusal is audited like every other gate decision (policy version,
     // reason code); the evidence is the counters, which carry no text.
-    let shadow = plan.shadow.as_ref().map(|s| s.decide_loop(&subject, &evidence));
+    let shadow = plan
+        .shadow
+        .as_ref()
+        .map(|s| s.decide_loop(&subject, &evidence));
     crate::gates::audit(
         plan,
         palisade_policy::Evidence::default(),
@@ -152,19 +155,32 @@ mod tests {
 
     #[test]
     fn loop_caps_become_policy_errors() {
-        let snapshot = Snapshot::from_toml(
+        let snapshot = palisade_policy::Snapshot::from_toml(
             "default_tier = \"t\"\n[tiers.t.tool]\nallow = [\"*\"]\nmax_rounds = 3\nmax_loop_tokens = 1000",
         )
         .unwrap();
-        let subject = Subject {
-            tenant: "acme",
-            route: "chat",
-            model: "m",
+        let plan = GatePlan {
+            snapshot: std::sync::Arc::new(snapshot),
+            shadow: None,
+            subject: crate::gates::GateSubject {
+                request_id: "r".into(),
+                tenant: "acme".into(),
+                route: "chat".into(),
+                model: "m".into(),
+            },
+            canary: None,
+            response_schema: None,
+            json_mode: false,
+            sink: crate::gates::audit::AuditSink::default(),
+            stream_hold_bytes: 512,
+            untrusted_context: false,
+            flagged_context: false,
+            shape: crate::gates::ResponseShape::Chat,
+            tools: None,
         };
         let check = |rounds, loop_tokens, continuing| {
             check_loop_caps(
-                &snapshot,
-                &subject,
+                &plan,
                 LoopEvidence {
                     rounds,
                     loop_tokens,
@@ -185,7 +201,7 @@ mod tests {
         assert!(
             tokens.message.contains(&format!(
                 "1000 tokens spent in this conversation's tool loop, the limit is 1000 (policy {})",
-                snapshot.version()
+                plan.snapshot.version()
             )),
             "{}",
             tokens.message

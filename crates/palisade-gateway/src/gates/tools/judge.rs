@@ -82,10 +82,10 @@ pub(crate) fn judge(
                 Fate::Released { token, expires_at }
             }
             Action::Confirm => {
-                let expires_at = now_secs() + tools.service.confirmation_ttl;
+                let now = tools.service.now_secs();
+                let expires_at = now + tools.service.confirmation_ttl;
                 let id = format!("pc_{}", uuid::Uuid::new_v4().simple());
-                let held = tools.service.park(
-                    tools.redis.as_ref(),
+                let held = tools.service.held_calls(tools.redis.clone()).park(
                     PendingCall {
                         confirmation_id: id.clone(),
                         tenant: plan.subject.tenant.clone(),
@@ -96,6 +96,7 @@ pub(crate) fn judge(
                         expires_at,
                         source: tools.source,
                     },
+                    now,
                 );
                 if held {
                     Fate::Pending { id, expires_at }

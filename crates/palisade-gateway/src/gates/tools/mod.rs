@@ -26,11 +26,13 @@
 //! Every call's decision is audited with the policy version and reason codes
 //! (arguments only as their hash). Pending calls, single-use token records and
 //! conversation counters live in this process's memory, bounded per tenant
-//! ([`crate::gates::tools::held`]), and in Redis when the replica shares limits.
+//! ([`crate::gates::tools::held`]), and in Redis when the replica shares limits;
+//! held calls are reached through [`HeldCalls`], whichever store holds them.
+//! Decisions read time from the [`ToolService`]'s clock, never the OS's.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -49,6 +51,7 @@ use crate::gates::GatePlan;
 
 pub(crate) mod bounds;
 pub(crate) mod held;
+mod held_calls;
 mod judge;
 mod request;
 mod service;
@@ -56,6 +59,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use held_calls::*;
 pub(crate) use judge::*;
 pub(crate) use request::*;
 pub(crate) use service::*;
@@ -64,9 +68,3 @@ pub(crate) use stream::*;
 /// The header naming the conversation an agent request belongs to; the
 /// loop caps count per conversation.
 pub(crate) const CONVERSATION_HEADER: &str = "x-palisade-conversation";
-
-pub(crate) fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}

@@ -1,9 +1,12 @@
 //! The tool service: signing key, held calls, single-use token records,
-//! conversation counters and tenant credentials, in memory or in Redis.
+//! conversation counters and tenant credentials, in memory or in Redis, and
+//! the clock the tool gate's decisions read.
 //!
-//! Must not: judge calls (that is `judge`) or speak HTTP.
+//! Must not: judge calls (that is `judge`), speak HTTP, or read the OS clock
+//! other than through its [`GatewayClock`].
 
 use super::*;
+use crate::clock::GatewayClock;
 
 /// Why the tool service could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +63,17 @@ pub(crate) struct ToolService {
     pub(crate) hold_limits: HoldLimits,
     pub(crate) max_call_bytes: usize,
     pub(crate) conversation_ttl: u64,
-    pub(crate) pending: Mutex<PendingStore<PendingCall>>,
+    /// Calls held in this process: all of them without Redis, and Redis's
+    /// fallback with it.
+    pub(crate) held: Arc<MemoryHeldCalls>,
     pub(crate) conversations: Mutex<Conversations>,
     /// Tokens spent with `consume: true`, until they expire.
     pub(crate) consumed: Mutex<HashMap<String, u64>>,
     /// tenant → tool → credential. Never logged, never sent upstream.
     pub(crate) credentials: HashMap<String, HashMap<String, String>>,
+    /// Token, held-call and conversation expiry are decisions: their time
+    /// comes from here.
+    clock: GatewayClock,
 }
 
 impl std::fmt::Debug for ToolService {
@@ -137,14 +145,43 @@ impl ToolService {
             },
             max_call_bytes: t.max_call_bytes,
             conversation_ttl: t.conversation_ttl_secs,
-            pending: Mutex::new(PendingStore::new(t.max_pending_per_tenant, t.max_pending)),
+            held: Arc::new(MemoryHeldCalls::new(
+                t.max_pending_per_tenant,
+                t.max_pending,
+            )),
             conversations: Mutex::new(Conversations::new(
                 t.max_conversations_per_tenant,
                 t.conversation_ttl_secs,
             )),
             consumed: Mutex::new(HashMap::new()),
             credentials,
+            clock: GatewayClock::system(),
         })
+    }
+
+    /// The same service on another clock.
+    #[cfg(test)]
+    pub(crate) fn with_clock(mut self, clock: GatewayClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Unix seconds on the service's clock (0 before 1970).
+    pub(crate) fn now_secs(&self) -> u64 {
+        u64::try_from(self.clock.unix_ms() / 1_000).unwrap_or(0)
+    }
+
+    /// Where this request's held calls wait: Redis when the replica has it
+    /// (`shared`), with this process as its fallback, else this process.
+    pub(crate) fn held_calls(&self, shared: Option<RedisToolStore>) -> Arc<dyn HeldCalls> {
+        match shared {
+            Some(shared) => Arc::new(RedisHeldCalls::new(
+                shared,
+                self.held.clone(),
+                self.hold_limits,
+            )),
+            None => self.held.clone(),
+        }
     }
 
     /// Replaces the tenant's tool credentials wherever they appear in the
@@ -185,7 +222,7 @@ impl ToolService {
         call: &ToolCall,
         source: TokenSource,
     ) -> (String, u64) {
-        let now = now_secs();
+        let now = self.now_secs();
         let exp = now + self.token_ttl;
         let token = self.signer.sign(CapabilityClaims {
             tenant: tenant.to_owned(),
@@ -202,83 +239,9 @@ impl ToolService {
         (token, exp)
     }
 
-    /// Holds a call in this process, within the tenant's cap. False when the
-    /// store is full with other tenants' calls: the call is not held.
-    pub(crate) fn park_local(&self, pending: PendingCall) -> bool {
-        let id = pending.confirmation_id.clone();
-        let tenant = pending.tenant.clone();
-        let hold = self.pending.lock().unwrap_or_else(|e| e.into_inner()).park(
-            &tenant,
-            id,
-            pending,
-            now_secs(),
-        );
-        match hold {
-            Hold::Held { evicted } => {
-                for old in evicted {
-                    tracing::warn!(confirmation_id = %old, %tenant,
-                        "pending tool call evicted: the tenant has too many waiting");
-                }
-                true
-            }
-            Hold::Full => {
-                tracing::warn!(%tenant, "tool call not held: tools.max_pending calls are waiting");
-                false
-            }
-        }
-    }
-
-    /// Holds a call where every replica can release it: Redis when the
-    /// replica has it (written in the background; this process keeps it if
-    /// Redis fails or is full), else this process. False when it could not
-    /// be held here (no Redis, and the store is full).
-    pub(crate) fn park(
-        self: &Arc<Self>,
-        redis: Option<&RedisToolStore>,
-        pending: PendingCall,
-    ) -> bool {
-        let Some(redis) = redis.cloned() else {
-            return self.park_local(pending);
-        };
-        let service = self.clone();
-        tokio::spawn(async move {
-            let stored = match serde_json::to_string(&pending) {
-                Ok(json) => redis
-                    .park(
-                        &pending.tenant,
-                        &pending.confirmation_id,
-                        &json,
-                        pending.expires_at,
-                        now_secs(),
-                        service.hold_limits,
-                    )
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match stored {
-                Ok(Parked::Held { evicted }) => {
-                    if evicted > 0 {
-                        tracing::warn!(tenant = %pending.tenant, evicted,
-                            "pending tool calls evicted: the tenant has too many waiting");
-                    }
-                }
-                Ok(Parked::Full) => {
-                    tracing::warn!("the shared tool store is full; this replica keeps the call");
-                    service.park_local(pending);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot hold the tool call in Redis; this replica keeps it");
-                    service.park_local(pending);
-                }
-            }
-        });
-        true
-    }
-
     pub(crate) fn conversation(&self, tenant: &str, id: &str) -> Conversation {
         let map = self.conversations.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(tenant, id, now_secs())
+        map.get(tenant, id, self.now_secs())
     }
 
     /// Adds a finished response to its conversation's counters, here and in
@@ -311,7 +274,7 @@ impl ToolService {
         self.conversations
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .record(tenant, id, had_calls, tokens, now_secs());
+            .record(tenant, id, had_calls, tokens, self.now_secs());
     }
 }
 
@@ -322,47 +285,4 @@ pub(crate) fn unavailable(error: &dyn std::fmt::Display) -> ApiError {
         "held tool calls cannot be read right now",
     )
     .with_retry_after(Some(1))
-}
-
-/// Takes the held call `id` if `principal` may decide it: from this
-/// process, else from Redis. A call lives in exactly one of the two, so it
-/// is released at most once whichever replica is asked.
-pub(crate) async fn take_for(
-    service: &ToolService,
-    shared: Option<RedisToolStore>,
-    principal: &crate::http::auth::Principal,
-    id: &str,
-) -> Result<Option<PendingCall>, ApiError> {
-    let may = |p: &PendingCall| principal.admin || *p.tenant == *principal.tenant;
-    {
-        let mut store = service.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = store.get(id) {
-            // Another tenant's approver must not even consume (deny) it.
-            if !may(p) {
-                return Ok(None);
-            }
-            let p = store.remove(id);
-            return Ok(p.filter(|p| p.expires_at > now_secs()));
-        }
-    }
-    let Some(redis) = shared else {
-        return Ok(None);
-    };
-    let Some(json) = redis.get(id).await.map_err(|e| unavailable(&e))? else {
-        return Ok(None);
-    };
-    let Ok(peeked) = serde_json::from_str::<PendingCall>(&json) else {
-        tracing::warn!(confirmation_id = id, "unreadable held tool call in Redis");
-        return Ok(None);
-    };
-    if !may(&peeked) {
-        return Ok(None);
-    }
-    let taken = redis
-        .take(&peeked.tenant, id)
-        .await
-        .map_err(|e| unavailable(&e))?;
-    Ok(taken
-        .and_then(|json| serde_json::from_str::<PendingCall>(&json).ok())
-        .filter(|p| p.expires_at > now_secs()))
 }
