@@ -790,7 +790,9 @@ async fn a_loop_cap_refusal_is_an_audited_decision() {
     let refusal = refusal.expect("the loop-cap refusal is in the audit log");
     assert_eq!(refusal["action"], "block", "{refusal}");
     assert!(
-        refusal["policy_version"].as_str().is_some_and(|v| !v.is_empty()),
+        refusal["policy_version"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()),
         "{refusal}"
     );
 }
