@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::PolicyError;
-use crate::tools::{ToolGateSpec, ToolSpec};
+use crate::tool_spec::{ToolGateSpec, ToolSpec};
 use crate::types::{Action, DetectorKind, Gate, RuleAction, Spotlight, TextRole};
 
 /// A parsed policy document. See the crate documentation for the schema.

@@ -114,7 +114,7 @@ pub struct Evidence {
     pub role: Option<crate::types::TextRole>,
     /// At the tool gate: the call judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool: Option<crate::tools::ToolEvidence>,
+    pub tool: Option<crate::tool_evidence::ToolEvidence>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -148,6 +148,9 @@ mod matching;
 pub mod schema;
 pub mod signature;
 mod snapshot;
+mod tool_catalog;
+mod tool_evidence;
+mod tool_spec;
 mod tools;
 mod types;
 mod version;
@@ -165,10 +168,9 @@ pub use schema::{check_client_schema, ClientSchemaError};
 pub use snapshot::{
     Effect, GatePolicy, Rule, Snapshot, Subject, TierName, TierPolicy, BUILTIN_TOML,
 };
-pub use tools::{
-    first_schema_violation, ArgumentCheck, SideEffect, ToolCatalog, ToolEvidence, ToolGate,
-    ToolGateSpec, ToolInfo, ToolSpec, UnlistedOffer, UntrustedScope,
-};
+pub use tool_catalog::{first_schema_violation, ArgumentCheck, ToolCatalog, ToolGate, ToolInfo};
+pub use tool_evidence::ToolEvidence;
+pub use tool_spec::{SideEffect, ToolGateSpec, ToolSpec, UnlistedOffer, UntrustedScope};
 pub use types::{Action, DetectorKind, Gate, ReasonCode, RuleAction, Spotlight, TextRole};
 pub use version::{ParseVersionError, PolicyVersion};
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::document::{PolicyDocument, RuleSpec, TierSpec};
 use crate::error::PolicyError;
 use crate::matching::{glob_match, normalize_domain_pattern, DomainAllowlist};
-use crate::tools::{compile_catalog, ToolCatalog, ToolGate};
+use crate::tool_catalog::{compile_catalog, ToolCatalog, ToolGate};
 use crate::types::{Action, DetectorKind, Gate, RuleAction, Spotlight, TextRole};
 use crate::version::PolicyVersion;
 
