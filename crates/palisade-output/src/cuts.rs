@@ -5,8 +5,8 @@
 //! quiet (any token boundary from which nothing could still complete: used when text has
 //! been held too long) and forced (the hold bound is full).
 
+use crate::findings::{Analysis, Applied};
 use crate::options::{Class, ClassSet};
-use crate::sanitize::{Analysis, Applied};
 
 /// How many skeleton characters around a cut the canary check looks at (more than any
 /// canary core).

@@ -25,10 +25,11 @@ use std::time::Duration;
 use crate::detectors::{pem_end, PEM_END_MAX};
 use crate::edit::render;
 use crate::error::OutputError;
+use crate::findings::{Analysis, Applied, Open};
 use crate::fold::fold_char;
 use crate::markup::MAX_CONSTRUCT_BYTES;
 use crate::options::{Class, GuardOptions, MIN_MAX_HOLD_BYTES, MIN_SAFE_HOLD_BYTES};
-use crate::sanitize::{analyze, Analysis, Applied, Open};
+use crate::sanitize::analyze;
 
 const _: () = assert!(MAX_CONSTRUCT_BYTES < MIN_SAFE_HOLD_BYTES);
 

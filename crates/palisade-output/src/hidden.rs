@@ -24,8 +24,8 @@ use palisade_detect::chars::{
 };
 
 use crate::edit::{Edit, OffsetMap};
+use crate::findings::Applied;
 use crate::options::Class;
-use crate::sanitize::Applied;
 
 /// The text with hidden markup deleted, and how to get back to the original.
 #[derive(Debug)]

@@ -22,10 +22,11 @@ use palisade_detect::Canary;
 
 use crate::detectors::canary_core;
 use crate::error::OutputError;
+use crate::findings::Applied;
 use crate::fold::fold_char;
 use crate::guard::{Released, StreamGuard};
 use crate::options::{Class, GuardOptions, SanitizeOptions};
-use crate::sanitize::{sanitize, Applied, Sanitized};
+use crate::sanitize::{sanitize, Sanitized};
 
 /// Writes `s` as the content of a JSON string: only `"`, `\` and control characters are
 /// escaped.

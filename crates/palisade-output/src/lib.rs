@@ -98,6 +98,7 @@ mod cuts;
 mod detectors;
 mod edit;
 mod error;
+mod findings;
 mod fold;
 mod guard;
 mod hidden;
@@ -108,6 +109,7 @@ mod sanitize;
 mod url;
 
 pub use error::OutputError;
+pub use findings::Applied;
 pub use guard::{Released, StreamGuard};
 pub use json::{sanitize_json, JsonStreamGuard};
 pub use options::{
@@ -116,7 +118,7 @@ pub use options::{
     MIN_MAX_HOLD_BYTES, MIN_SAFE_HOLD_BYTES,
 };
 pub use palisade_detect::Canary;
-pub use sanitize::{sanitize, Applied, Sanitized};
+pub use sanitize::{sanitize, Sanitized};
 
 #[cfg(test)]
 mod tests {

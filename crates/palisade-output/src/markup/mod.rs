@@ -22,8 +22,8 @@ mod tests;
 
 use std::ops::Range;
 
+use crate::findings::{Applied, Phase2};
 use crate::options::{BareDomains, Class, LinkAllow};
-use crate::sanitize::{Applied, Phase2};
 use crate::url::{judge, Src, Verdict, MAX_URL_BYTES};
 
 /// Longest link text (or image alt text, or reference label) parsed as such.
