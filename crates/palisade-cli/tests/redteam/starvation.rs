@@ -448,3 +448,29 @@ async fn connections_beyond_the_cap_are_refused_with_503() {
     assert!(refused.contains("\"overloaded\""), "{refused}");
     assert!(served.is_some(), "no slot came back after the holders left");
 }
+
+/// `/v1/models` asks a wildcard backend for its own list: a key past its
+/// request rate must not use it to keep hitting the gateway and the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_list_is_behind_the_rate_gate() {
+    let s = Scripted::new("[limits]\nrequests_per_minute = 3\nburst = 3\n").await;
+    let mut refused = None;
+    for _ in 0..10 {
+        let resp = s
+            .client
+            .http
+            .get(s.client.url("/v1/models"))
+            .send()
+            .await
+            .expect("gateway answers");
+        if resp.status().as_u16() == 429 {
+            refused = Some(resp);
+            break;
+        }
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    let resp = refused.expect("the fourth listing within a minute is refused");
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: Value = resp.json().await.expect("an OpenAI error body");
+    assert_eq!(code(&body), "rate_limited", "{body}");
+}

@@ -41,9 +41,12 @@ pub async fn list(
     Extension(RequestId(request_id)): Extension<RequestId>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(err) = state.auth.authenticate(&headers) {
-        return error_response(&err, Some(&request_id));
-    }
+    // Behind the rate gate like every route: a listing can fan out to a
+    // wildcard backend's own `/models`.
+    let _front = match crate::pipeline::front::front(&state, &headers, None).await {
+        Ok(front) => front,
+        Err(err) => return error_response(&err, Some(&request_id)),
+    };
     let mut seen = BTreeSet::new();
     let mut data = Vec::new();
     for (name, backend) in state.routes.listed() {

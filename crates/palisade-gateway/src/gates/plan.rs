@@ -62,6 +62,30 @@ pub(crate) struct GatePlan {
 }
 
 impl GatePlan {
+    /// A plan under `snapshot` for tenant `acme` (tests build on it).
+    #[cfg(test)]
+    pub(crate) fn for_test(snapshot: Snapshot) -> Self {
+        Self {
+            snapshot: Arc::new(snapshot),
+            shadow: None,
+            subject: GateSubject {
+                request_id: "r".into(),
+                tenant: "acme".into(),
+                route: "m".into(),
+                model: "m".into(),
+            },
+            canary: None,
+            response_schema: None,
+            json_mode: false,
+            sink: AuditSink::default(),
+            stream_hold_bytes: 512,
+            untrusted_context: false,
+            flagged_context: false,
+            shape: ResponseShape::Chat,
+            tools: None,
+        }
+    }
+
     /// The policy subject.
     pub(crate) fn subject_ref(&self) -> Subject<'_> {
         self.subject.subject()

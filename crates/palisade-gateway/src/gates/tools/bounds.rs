@@ -159,25 +159,7 @@ mod tests {
             "default_tier = \"t\"\n[tiers.t.tool]\nallow = [\"*\"]\nmax_rounds = 3\nmax_loop_tokens = 1000",
         )
         .unwrap();
-        let plan = GatePlan {
-            snapshot: std::sync::Arc::new(snapshot),
-            shadow: None,
-            subject: crate::gates::GateSubject {
-                request_id: "r".into(),
-                tenant: "acme".into(),
-                route: "chat".into(),
-                model: "m".into(),
-            },
-            canary: None,
-            response_schema: None,
-            json_mode: false,
-            sink: crate::gates::audit::AuditSink::default(),
-            stream_hold_bytes: 512,
-            untrusted_context: false,
-            flagged_context: false,
-            shape: crate::gates::ResponseShape::Chat,
-            tools: None,
-        };
+        let plan = GatePlan::for_test(snapshot);
         let check = |rounds, loop_tokens, continuing| {
             check_loop_caps(
                 &plan,

@@ -18,22 +18,6 @@ fn plan() -> GatePlan {
     let service = ToolService::from_config(&palisade_config::Config::default(), &|_| None)
         .expect("a tool service with a drawn key");
     GatePlan {
-        snapshot: Arc::new(palisade_policy::Snapshot::from_toml(POLICY).unwrap()),
-        shadow: None,
-        subject: crate::gates::GateSubject {
-            request_id: "r".into(),
-            tenant: "acme".into(),
-            route: "m".into(),
-            model: "m".into(),
-        },
-        canary: None,
-        response_schema: None,
-        json_mode: false,
-        sink: crate::gates::audit::AuditSink::default(),
-        stream_hold_bytes: 512,
-        untrusted_context: false,
-        flagged_context: false,
-        shape: crate::gates::ResponseShape::Chat,
         tools: Some(ToolPlan {
             service: Arc::new(service),
             declared: Arc::new(HashMap::new()),
@@ -45,6 +29,7 @@ fn plan() -> GatePlan {
             strip_usage_chunk: false,
             source: TokenSource::Proxy,
         }),
+        ..GatePlan::for_test(palisade_policy::Snapshot::from_toml(POLICY).unwrap())
     }
 }
 
