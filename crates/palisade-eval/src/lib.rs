@@ -7,6 +7,7 @@
 //! **Invariant:** detection logic lives in `palisade-detect`; this crate only feeds it and
 //! measures it. Training never reads `eval/`, and eval never feeds back into training.
 
+pub mod clean_docs;
 pub mod data;
 pub mod eval;
 pub mod rng;

@@ -101,6 +101,7 @@ pub fn train_model(train_dir: &Path, seed: u64) -> Result<(Model, TrainReport), 
     let mut rng = Rng::new(seed);
     let synthetic = dataset::synthetic_examples(&examples, &mut rng);
     examples.extend(synthetic);
+    examples.extend(dataset::clean_document_examples(seed)?);
     let prepared = dataset::prepare_all(examples);
 
     let mut layers = stacking::fit_final_layers(&prepared, seed);
