@@ -58,6 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let synthetic = synthesize_documents(&heldout, &mut Rng::new(7));
     let mut sources: Vec<&str> = synthetic.iter().map(|e| e.source.as_str()).collect();
+    sources.sort_unstable();
     sources.dedup();
     for source in sources {
         let rows: Vec<_> = synthetic.iter().filter(|e| e.source == source).collect();

@@ -77,9 +77,35 @@ pub fn provenance(path: &Path) -> Result<String, EvalError> {
         "Clean-document corpus: `crates/palisade-eval/data/clean_docs.jsonl.gz` (sha256 `{}`), \
          {} chunks of Debian man pages, READMEs and changelogs ({} in held-out packages, never \
          trained or calibrated on), built once by `{BUILD_COMMAND}`; packages and licences in \
-         `data/clean_docs_packages.tsv`, used as training statistics only.",
+         `data/clean_docs_packages.tsv`, used as training statistics only. Trained with it: \
+         append `--clean-docs` to the reproduce command.",
         hex::encode(Sha256::digest(&bytes)),
         docs.len(),
         heldout
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_corpus_reads_whole_with_both_splits() {
+        let docs = read_clean_docs(&default_path()).expect("committed corpus");
+        assert_eq!(docs.len(), 7402);
+        assert_eq!(docs.iter().filter(|d| d.is_heldout()).count(), 1324);
+        assert!(docs.iter().all(|d| d.source.starts_with("debian/")
+            && ["man", "readme", "changelog"].contains(&d.subtype.as_str())
+            && (300..=1500).contains(&d.text.chars().count())));
+        // A package is wholly in one split, so held-out packages are unseen by training.
+        let train: std::collections::HashSet<&str> = docs
+            .iter()
+            .filter(|d| !d.is_heldout())
+            .map(|d| d.source.as_str())
+            .collect();
+        assert!(docs
+            .iter()
+            .filter(|d| d.is_heldout())
+            .all(|d| !train.contains(d.source.as_str())));
+    }
 }

@@ -18,7 +18,9 @@ pub mod train;
 pub use data::{read_jsonl, read_rows, Row};
 pub use eval::{run_eval, score_dir};
 pub use scan::{run_scan, run_scan_with, scan_text, ScanLine, ScanOptions, ScanSummary};
-pub use train::{run_train, train_model, TrainReport};
+pub use train::{
+    run_train, run_train_with, train_model, train_model_with, TrainOptions, TrainReport,
+};
 
 /// Errors of the eval crate.
 #[derive(Debug, thiserror::Error)]

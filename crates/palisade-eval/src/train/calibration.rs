@@ -39,14 +39,15 @@ pub(super) fn calibrate(prepared: &[Prepared], scores: &mut [f32]) -> Calibratio
     // strictest pool sets the offset. Synthetic clean documents are easy and stay out.
     let ctx_q = REAL_DOCUMENT_POOLS
         .iter()
-        .map(|&pool| {
+        .filter_map(|&pool| {
             let s: Vec<f32> = prepared
                 .iter()
                 .zip(scores.iter())
                 .filter(|(x, _)| x.ex.kind == Kind::BenignContext && x.ex.source == pool)
                 .map(|(_, &s)| s)
                 .collect();
-            quantile(&s, 0.99)
+            // A pool absent from this training run (no corpus given) does not vote.
+            (!s.is_empty()).then(|| quantile(&s, 0.99))
         })
         .fold(0.0f32, f32::max)
         .clamp(1e-4, 1.0 - 1e-4);

@@ -1,7 +1,7 @@
 //! Training data: the train files as examples, the synthetic examples drawn from them, and
 //! every example prepared once (normalized, hashed n-grams, dense signals, CV fold).
 //!
-//! Reads only `train/`; never `eval/`.
+//! Reads only `train/` (and, when asked, the committed clean-document corpus); never `eval/`.
 
 use std::path::Path;
 
@@ -10,7 +10,7 @@ use palisade_detect::features::{hashed_segmented, signals, Signals};
 use palisade_detect::{normalize, Channel, ScanInput};
 
 use super::{ATTACK_BITS, FOLDS, MAX_TRAIN_BYTES};
-use crate::clean_docs::{default_path, read_clean_docs};
+use crate::clean_docs::read_clean_docs;
 use crate::data::read_jsonl;
 use crate::rng::Rng;
 use crate::synth::{
@@ -193,8 +193,8 @@ pub(super) const CLEAN_DOCS_SOURCE: &str = "debian/clean_docs";
 /// The train split of the committed clean-document corpus as clean documents (grouped by
 /// package), synthetic tool outputs with injected twins, and instructions planted in those
 /// chunks. Its own RNG, so the other synthetic data does not move.
-pub(super) fn clean_document_examples(seed: u64) -> Result<Vec<Example>, EvalError> {
-    let docs = read_clean_docs(&default_path())?;
+pub(super) fn clean_document_examples(corpus: &Path, seed: u64) -> Result<Vec<Example>, EvalError> {
+    let docs = read_clean_docs(corpus)?;
     let train: Vec<(&str, String)> = docs
         .iter()
         .filter(|d| !d.is_heldout())

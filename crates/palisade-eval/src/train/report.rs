@@ -19,6 +19,7 @@ pub(super) fn training_report(
     prepared: &[Prepared],
     layers: &FinalLayers,
     cal: &Calibration,
+    corpus_note: Option<&str>,
 ) -> (String, Vec<(String, usize)>) {
     let flag = cal.thresholds.flag;
     let mut md = String::new();
@@ -32,12 +33,9 @@ pub(super) fn training_report(
          Reproduce: `cargo run --release -p palisade-eval --example train -- ../shared/datasets/train \
          crates/palisade-detect/model/palisade-detect.model {seed}` (or `palisade train`).\n"
     );
-    let corpus = crate::clean_docs::provenance(&crate::clean_docs::default_path());
-    let _ = writeln!(
-        md,
-        "{}\n",
-        corpus.unwrap_or_else(|e| format!("Clean-document corpus: {e}"))
-    );
+    if let Some(note) = corpus_note {
+        let _ = writeln!(md, "{note}\n");
+    }
     let mut by_source: HashMap<String, usize> = HashMap::new();
     for x in prepared {
         *by_source.entry(x.ex.source.clone()).or_default() += 1;
