@@ -8,8 +8,8 @@ flag rate. What it must not do: read eval/, fetch anything, or be run at trainin
 (/usr/share differs between machines, so the output file is committed and the trainer reads
 only that file).
 
-Usage (from the workspace root, once; needs `man` from man-db and groff-base):
-    apt-get install -y man-db groff-base   # only if `man` is missing
+Usage (from the workspace root, once; needs `man` from man-db and groff-base, which the
+script installs with apt-get if `man` is missing):
     python3 crates/palisade-eval/scripts/build_clean_docs.py
 
 Deterministic for a given /usr/share: files are listed sorted, sampled by sha256 of their
@@ -27,7 +27,9 @@ import re
 import subprocess
 import sys
 
-OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
+# CLEAN_DOCS_OUT_DIR writes elsewhere (e.g. to check that a rebuild gives the same bytes).
+OUT_DIR = os.environ.get("CLEAN_DOCS_OUT_DIR") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "data")
 OUT = os.path.join(OUT_DIR, "clean_docs.jsonl.gz")
 MANIFEST = os.path.join(OUT_DIR, "clean_docs_packages.tsv")
 
@@ -128,7 +130,9 @@ def key(text):
 
 def main():
     if subprocess.run(["sh", "-c", "command -v man"], capture_output=True).returncode:
-        sys.exit("man not found: apt-get install -y man-db groff-base")
+        # Rendering needs man-db and groff; Debian's own packages, installed only if missing.
+        print("man not found: apt-get install -y man-db groff-base", file=sys.stderr)
+        subprocess.run(["apt-get", "install", "-y", "man-db", "groff-base"], check=True)
     owner = package_of_paths()
     sources = []  # (kind, path)
     english = sorted(glob.glob("/usr/share/man/man[1-8]/*.gz"))
