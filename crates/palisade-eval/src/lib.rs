@@ -7,6 +7,7 @@
 //! **Invariant:** detection logic lives in `palisade-detect`; this crate only feeds it and
 //! measures it. Training never reads `eval/`, and eval never feeds back into training.
 
+pub mod clean_docs;
 pub mod data;
 pub mod eval;
 pub mod rng;
@@ -17,7 +18,9 @@ pub mod train;
 pub use data::{read_jsonl, read_rows, Row};
 pub use eval::{run_eval, score_dir};
 pub use scan::{run_scan, run_scan_with, scan_text, ScanLine, ScanOptions, ScanSummary};
-pub use train::{run_train, train_model, TrainReport};
+pub use train::{
+    run_train, run_train_with, train_model, train_model_with, TrainOptions, TrainReport,
+};
 
 /// Errors of the eval crate.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,8 @@
 //! - [`obfuscation`]: the transforms attackers use to hide text;
 //! - `compose`: documents, planted instructions, token soup, defanged jailbreaks;
 //! - `generators`: one function per family of examples, run in a fixed order by
-//!   [`synthesize`], [`synthesize_more`] and [`synthesize_counterfactual`].
+//!   [`synthesize`], [`synthesize_more`] and [`synthesize_counterfactual`]; tool outputs
+//!   and documentation chunks with planted instructions by [`synthesize_documents`].
 //!
 //! **Invariant:** for a seed and the same pools the output is byte-identical: the shipped
 //! model is reproduced from it. Every draw from the [`Rng`] is part of that contract, so a
@@ -27,7 +28,9 @@ use palisade_detect::Channel;
 use crate::rng::Rng;
 
 pub use compose::{benign_doc, defang, plant, soup};
-pub use generators::{synthesize, synthesize_counterfactual, synthesize_more};
+pub use generators::{
+    synthesize, synthesize_counterfactual, synthesize_documents, synthesize_more,
+};
 pub use obfuscation::{obfuscate, obfuscate_as, OBFUSCATIONS};
 
 /// What an example is, for the final layer and calibration.

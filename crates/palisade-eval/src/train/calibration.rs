@@ -1,10 +1,14 @@
 //! Calibration: the flag and block thresholds from out-of-fold benign user scores, and the
-//! logit offset that gives clean real documents the same flag rate on data channels.
+//! logit offset that keeps every pool of real clean documents at that flag rate or below on
+//! data channels.
 
 use palisade_detect::Thresholds;
 
 use super::dataset::Prepared;
 use crate::synth::Kind;
+
+/// The clean-document sources the data-channel offset is calibrated on.
+const REAL_DOCUMENT_POOLS: &[&str] = &["train/benign_context", super::dataset::CLEAN_DOCS_SOURCE];
 
 /// The calibrated operating point, and the benign score pools the report measures against.
 pub(super) struct Calibration {
@@ -26,21 +30,28 @@ pub(super) fn calibrate(prepared: &[Prepared], scores: &mut [f32]) -> Calibratio
         .filter(|(x, _)| x.ex.kind == Kind::BenignUser)
         .map(|(_, &s)| s)
         .collect();
-    // Documents are calibrated on real clean documents only: the synthetic ones (templated
-    // prose, encyclopedia text, tool JSON) are easy, and pooling them in let real documents
-    // reach ~3% flagged out-of-fold where 1% was meant.
-    let real_benign_context: Vec<f32> = prepared
-        .iter()
-        .zip(scores.iter())
-        .filter(|(x, _)| x.ex.kind == Kind::BenignContext && !x.ex.source.starts_with("synth/"))
-        .map(|(_, &s)| s)
-        .collect();
     let flag = quantile(&benign_user, 0.99).clamp(0.05, 0.95);
     let block = quantile(&benign_user, 0.999)
         .max(flag + 0.5 * (1.0 - flag))
         .clamp(flag, 0.99);
-    // Shift data channels so clean real documents hit the same 1% flag rate.
-    let ctx_q = quantile(&real_benign_context, 0.99).clamp(1e-4, 1.0 - 1e-4);
+    // Shift data channels so each pool of real clean documents (train's own, and the Debian
+    // documentation chunks full of legitimate imperatives) is flagged at most 1%: the
+    // strictest pool sets the offset. Synthetic clean documents stay out: templated prose is
+    // easy, and pooling it in once let real documents reach ~3% where 1% was meant.
+    let ctx_q = REAL_DOCUMENT_POOLS
+        .iter()
+        .filter_map(|&pool| {
+            let s: Vec<f32> = prepared
+                .iter()
+                .zip(scores.iter())
+                .filter(|(x, _)| x.ex.kind == Kind::BenignContext && x.ex.source == pool)
+                .map(|(_, &s)| s)
+                .collect();
+            // A pool absent from this training run (no corpus given) does not vote.
+            (!s.is_empty()).then(|| quantile(&s, 0.99))
+        })
+        .fold(0.0f32, f32::max)
+        .clamp(1e-4, 1.0 - 1e-4);
     let data_offset = (logit(flag) - logit(ctx_q)).min(0.0);
     for (x, s) in prepared.iter().zip(scores.iter_mut()) {
         if x.ex.channel.is_data() {

@@ -1,7 +1,7 @@
 //! Training data: the train files as examples, the synthetic examples drawn from them, and
 //! every example prepared once (normalized, hashed n-grams, dense signals, CV fold).
 //!
-//! Reads only `train/`; never `eval/`.
+//! Reads only `train/` (and, when asked, the committed clean-document corpus); never `eval/`.
 
 use std::path::Path;
 
@@ -10,9 +10,13 @@ use palisade_detect::features::{hashed_segmented, signals, Signals};
 use palisade_detect::{normalize, Channel, ScanInput};
 
 use super::{ATTACK_BITS, FOLDS, MAX_TRAIN_BYTES};
+use crate::clean_docs::read_clean_docs;
 use crate::data::read_jsonl;
 use crate::rng::Rng;
-use crate::synth::{synthesize, synthesize_counterfactual, synthesize_more, Example, Kind, Pools};
+use crate::synth::{
+    synthesize, synthesize_counterfactual, synthesize_documents, synthesize_more, Example, Kind,
+    Pools,
+};
 use crate::EvalError;
 
 /// An example with its features extracted once (they do not change between folds).
@@ -181,6 +185,38 @@ pub(super) fn synthetic_examples(train: &[Example], rng: &mut Rng) -> Vec<Exampl
     v.extend(synthesize_more(&pools, rng));
     v.extend(synthesize_counterfactual(&pools, rng));
     v
+}
+
+/// Source tag of the committed Debian documentation chunks used for training.
+pub(super) const CLEAN_DOCS_SOURCE: &str = "debian/clean_docs";
+
+/// The train split of the committed clean-document corpus as clean documents (grouped by
+/// package), synthetic tool outputs with injected twins, and instructions planted in those
+/// chunks. Its own RNG, so the other synthetic data does not move.
+pub(super) fn clean_document_examples(corpus: &Path, seed: u64) -> Result<Vec<Example>, EvalError> {
+    let docs = read_clean_docs(corpus)?;
+    let train: Vec<(&str, String)> = docs
+        .iter()
+        .filter(|d| !d.is_heldout())
+        .map(|d| (d.text.as_str(), d.source.clone()))
+        .collect();
+    let mut out: Vec<Example> = train
+        .iter()
+        .enumerate()
+        .map(|(i, (text, group))| {
+            let channel = if i % 3 == 0 {
+                Channel::ToolOutput
+            } else {
+                Channel::Retrieved
+            };
+            let mut e = Example::new(*text, channel, Kind::BenignContext, CLEAN_DOCS_SOURCE);
+            e.group = group.clone();
+            e
+        })
+        .collect();
+    let pairs: Vec<(&str, &str)> = train.iter().map(|(t, g)| (*t, g.as_str())).collect();
+    out.extend(synthesize_documents(&pairs, &mut Rng::new(seed ^ 0xD0C5)));
+    Ok(out)
 }
 
 /// Prepares every example, in parallel over two halves (order kept).

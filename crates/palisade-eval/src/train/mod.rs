@@ -28,7 +28,7 @@ mod report;
 mod stacking;
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use palisade_detect::model::{Model, ModelMeta};
 use palisade_detect::{Detector, Thresholds};
@@ -61,13 +61,33 @@ pub struct TrainReport {
     pub markdown: String,
 }
 
+/// Training inputs beyond `train/` and the built-in synthetic data. The default reproduces
+/// the shipped artifact.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// The clean-document corpus ([`crate::clean_docs`]): its train split as clean documents,
+    /// synthetic tool outputs with injected twins, instructions planted in its chunks, and a
+    /// calibration pool for the data-channel offset.
+    pub clean_docs: Option<PathBuf>,
+}
+
 /// Trains from `train_dir`, writes the artifact to `out_artifact` and `TRAINING.md` beside it.
 pub fn run_train(
     train_dir: &Path,
     out_artifact: &Path,
     seed: u64,
 ) -> Result<TrainReport, EvalError> {
-    let (model, mut report) = train_model(train_dir, seed)?;
+    run_train_with(train_dir, out_artifact, seed, &TrainOptions::default())
+}
+
+/// [`run_train`] with extra training inputs.
+pub fn run_train_with(
+    train_dir: &Path,
+    out_artifact: &Path,
+    seed: u64,
+    options: &TrainOptions,
+) -> Result<TrainReport, EvalError> {
+    let (model, mut report) = train_model_with(train_dir, seed, options)?;
     let bytes = model.to_bytes()?;
     let io = |p: &Path, e| EvalError::Io {
         path: p.display().to_string(),
@@ -94,6 +114,15 @@ pub fn run_train(
 
 /// Trains the model in memory and returns it with a report (artifact size/version unset).
 pub fn train_model(train_dir: &Path, seed: u64) -> Result<(Model, TrainReport), EvalError> {
+    train_model_with(train_dir, seed, &TrainOptions::default())
+}
+
+/// [`train_model`] with extra training inputs.
+pub fn train_model_with(
+    train_dir: &Path,
+    seed: u64,
+    options: &TrainOptions,
+) -> Result<(Model, TrainReport), EvalError> {
     let mut examples = dataset::load(train_dir)?;
     if examples.is_empty() {
         return Err(EvalError::NoData(train_dir.display().to_string()));
@@ -101,11 +130,24 @@ pub fn train_model(train_dir: &Path, seed: u64) -> Result<(Model, TrainReport), 
     let mut rng = Rng::new(seed);
     let synthetic = dataset::synthetic_examples(&examples, &mut rng);
     examples.extend(synthetic);
+    let corpus_note = match &options.clean_docs {
+        Some(path) => {
+            examples.extend(dataset::clean_document_examples(path, seed)?);
+            Some(crate::clean_docs::provenance(path)?)
+        }
+        None => None,
+    };
     let prepared = dataset::prepare_all(examples);
 
     let mut layers = stacking::fit_final_layers(&prepared, seed);
     let calibration = calibration::calibrate(&prepared, &mut layers.scores);
-    let (markdown, by_source) = report::training_report(seed, &prepared, &layers, &calibration);
+    let (markdown, by_source) = report::training_report(
+        seed,
+        &prepared,
+        &layers,
+        &calibration,
+        corpus_note.as_deref(),
+    );
 
     // Final heads and LM on everything.
     let heads = heads::train_heads(&prepared, |_| true, seed.wrapping_add(1000));

@@ -19,6 +19,7 @@ pub(super) fn training_report(
     prepared: &[Prepared],
     layers: &FinalLayers,
     cal: &Calibration,
+    corpus_note: Option<&str>,
 ) -> (String, Vec<(String, usize)>) {
     let flag = cal.thresholds.flag;
     let mut md = String::new();
@@ -32,6 +33,9 @@ pub(super) fn training_report(
          Reproduce: `cargo run --release -p palisade-eval --example train -- ../shared/datasets/train \
          crates/palisade-detect/model/palisade-detect.model {seed}` (or `palisade train`).\n"
     );
+    if let Some(note) = corpus_note {
+        let _ = writeln!(md, "{note}\n");
+    }
     let mut by_source: HashMap<String, usize> = HashMap::new();
     for x in prepared {
         *by_source.entry(x.ex.source.clone()).or_default() += 1;

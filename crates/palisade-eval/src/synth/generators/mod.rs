@@ -7,6 +7,7 @@
 
 mod benign_prompts;
 mod data_channel;
+mod tool_documents;
 mod user_attacks;
 
 use palisade_detect::Channel;
@@ -52,6 +53,16 @@ pub fn synthesize_counterfactual(p: &Pools<'_>, rng: &mut Rng) -> Vec<Example> {
     user_attacks::redirect_hijacks(p, rng, &mut out);
     benign_prompts::defanged_jailbreaks(p, &mut out);
     data_channel::planted_tasks_and_encyclopedia(p, rng, &mut out);
+    out
+}
+
+/// Clean tool outputs of many kinds with their injected twins, and instructions planted in
+/// clean documentation chunks (`docs`: text and cross-validation group). Drawn after the
+/// three generators above, from its own RNG, so their data is unchanged.
+pub fn synthesize_documents(docs: &[(&str, &str)], rng: &mut Rng) -> Vec<Example> {
+    let mut out = Vec::new();
+    tool_documents::tool_documents(2000, rng, &mut out);
+    tool_documents::planted_in_documents(docs, 1500, rng, &mut out);
     out
 }
 

@@ -3,3 +3,4 @@
 
 pub(crate) mod attacks;
 pub(crate) mod benign;
+pub(crate) mod tool_docs;
