@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 mod auth;
 mod backends;
+mod detection;
 mod ledger;
 mod limits;
 mod log;
@@ -41,6 +42,7 @@ mod tools;
 
 pub use auth::*;
 pub use backends::*;
+pub use detection::*;
 pub use ledger::*;
 pub use limits::*;
 pub use log::*;
@@ -116,6 +118,8 @@ pub struct Config {
     pub tenants: BTreeMap<String, TenantConfig>,
     /// Logging.
     pub log: LogConfig,
+    /// The detection cascade's second stage.
+    pub detection: DetectionConfig,
 }
 
 /// Where a config comes from. Tests pass an explicit environment so they do
@@ -212,6 +216,7 @@ impl Config {
         self.ledger.validate()?;
         self.policy.validate()?;
         self.tools.validate()?;
+        self.detection.validate()?;
         self.validate_cost_limits_are_priced()?;
         self.validate_tenant_backends()?;
         self.validate_route_backends()?;

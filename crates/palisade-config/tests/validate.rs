@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 50;
+const RULE_SITES: usize = 51;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -137,6 +137,7 @@ fn every_rule_site_is_counted() {
     let sources = [
         include_str!("../src/auth.rs"),
         include_str!("../src/backends.rs"),
+        include_str!("../src/detection.rs"),
         include_str!("../src/ledger.rs"),
         include_str!("../src/lib.rs"),
         include_str!("../src/limits.rs"),
@@ -148,6 +149,19 @@ fn every_rule_site_is_counted() {
         include_str!("../src/tenants.rs"),
         include_str!("../src/tools.rs"),
     ];
+    // A new section file must join the list above (tests.rs holds no rules).
+    let files = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))
+        .expect("src/ is readable")
+        .filter(|e| {
+            let name = e.as_ref().expect("entry").file_name();
+            name != "tests.rs" && name.to_string_lossy().ends_with(".rs")
+        })
+        .count();
+    assert_eq!(
+        files,
+        sources.len(),
+        "a source file is missing from the list"
+    );
     let sites: usize = sources
         .iter()
         .map(|s| s.matches("Err(invalid(").count())
@@ -428,6 +442,8 @@ fn invalid_configs_name_the_key() {
             "[[routes]]\noverload_model = \"m\"",
             "routes[0].overload_model",
         ),
+        // [detection]
+        ("[detection]\nmodel_dir = \"\"", "detection.model_dir"),
     ];
     for (mutation, key) in rows {
         check_invalid(mutation, key);

@@ -1,6 +1,9 @@
 //! The [`Detector`]: runs normalization, rules, the trained model, secrets and PII on one
 //! input and returns a [`Scan`].
 
+use std::sync::Arc;
+
+use crate::cascade::{combine, SecondStage};
 use crate::error::DetectError;
 use crate::features::{hashed_segmented, signals, stage2_vector, Signals, STAGE2_DIM};
 use crate::model::Model;
@@ -23,6 +26,8 @@ pub struct Detector {
     model: Model,
     thresholds: Thresholds,
     version: String,
+    /// Consulted for inputs in the uncertain band (see [`crate::cascade`]).
+    second: Option<Arc<dyn SecondStage>>,
 }
 
 /// Everything computed for one input before the verdict (for training, debugging and eval).
@@ -75,6 +80,38 @@ impl Detector {
             model,
             thresholds,
             version,
+            second: None,
+        }
+    }
+
+    /// Adds a second stage, consulted for inputs whose first-stage score lies in its band.
+    pub fn with_second_stage(mut self, stage: Arc<dyn SecondStage>) -> Detector {
+        self.second = Some(stage);
+        self
+    }
+
+    /// The second stage, if one is attached.
+    pub fn second_stage(&self) -> Option<&dyn SecondStage> {
+        self.second.as_deref()
+    }
+
+    /// The first stage's score and, when the input falls in the second stage's band, the
+    /// cascade's score and the second stage's logit.
+    fn cascade_score(&self, input: &ScanInput<'_>, s1: f32, t: Thresholds) -> (f32, Option<f32>) {
+        let Some(stage) = &self.second else {
+            return (s1, None);
+        };
+        let cal = stage.calibration();
+        if !cal.consults(input.channel, s1, t.block) {
+            return (s1, None);
+        }
+        match stage.attack_logit(input.channel, input.text) {
+            Ok(logit) => (
+                combine(s1, logit, cal.scale(input.channel), self.thresholds),
+                Some(logit),
+            ),
+            // No opinion: the first stage decides, as it does without a second stage.
+            Err(_) => (s1, None),
         }
     }
 
@@ -189,11 +226,12 @@ impl Detector {
     /// Scans one input at the given thresholds.
     pub fn scan_with_thresholds(&self, input: &ScanInput<'_>, t: Thresholds) -> Scan {
         let a = self.analyze(input);
-        let score = if a.score.is_finite() {
+        let first = if a.score.is_finite() {
             a.score.clamp(0.0, 1.0)
         } else {
             1.0
         };
+        let (score, second_logit) = self.cascade_score(input, first, t);
         let mut verdict = t.verdict(score);
         let mut reasons = a.normalized.reasons;
         for &i in &a.signals.rules {
@@ -224,6 +262,12 @@ impl Detector {
                 "classifier",
                 format!("attack p={attack_p:.2}"),
             ));
+            if let Some(logit) = second_logit.filter(|_| t.verdict(first) < verdict) {
+                reasons.push(Reason::with_detail(
+                    "second_stage",
+                    format!("encoder logit={logit:.2}"),
+                ));
+            }
         }
 
         let mut findings = find_secrets(input.text);

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod canary;
+pub mod cascade;
 pub mod charlm;
 pub mod chars;
 pub mod concepts;
@@ -33,6 +34,7 @@ mod segment;
 mod types;
 
 pub use canary::Canary;
+pub use cascade::{CascadeCalibration, LogitScale, SecondStage, SecondStageError};
 pub use detector::{content_hash, Analysis, Detector};
 pub use error::DetectError;
 pub use normalize::{normalize, Normalized, Payload};

@@ -35,6 +35,7 @@ use palisade_detect::{Detector, Thresholds};
 use serde::Serialize;
 
 use crate::rng::Rng;
+use crate::synth::Example;
 use crate::EvalError;
 
 /// log2 buckets of the attack head.
@@ -112,6 +113,27 @@ pub fn run_train_with(
     Ok(report)
 }
 
+/// Every example training sees, in training order: the train files, the synthetic examples
+/// drawn from them and, when asked, the clean-document corpus with its synthetic tool outputs.
+/// The second-stage encoder trainer reads the same list (`examples/dump_examples.rs`).
+pub fn training_examples(
+    train_dir: &Path,
+    seed: u64,
+    options: &TrainOptions,
+) -> Result<Vec<Example>, EvalError> {
+    let mut examples = dataset::load(train_dir)?;
+    if examples.is_empty() {
+        return Err(EvalError::NoData(train_dir.display().to_string()));
+    }
+    let mut rng = Rng::new(seed);
+    let synthetic = dataset::synthetic_examples(&examples, &mut rng);
+    examples.extend(synthetic);
+    if let Some(path) = &options.clean_docs {
+        examples.extend(dataset::clean_document_examples(path, seed)?);
+    }
+    Ok(examples)
+}
+
 /// Trains the model in memory and returns it with a report (artifact size/version unset).
 pub fn train_model(train_dir: &Path, seed: u64) -> Result<(Model, TrainReport), EvalError> {
     train_model_with(train_dir, seed, &TrainOptions::default())
@@ -123,18 +145,9 @@ pub fn train_model_with(
     seed: u64,
     options: &TrainOptions,
 ) -> Result<(Model, TrainReport), EvalError> {
-    let mut examples = dataset::load(train_dir)?;
-    if examples.is_empty() {
-        return Err(EvalError::NoData(train_dir.display().to_string()));
-    }
-    let mut rng = Rng::new(seed);
-    let synthetic = dataset::synthetic_examples(&examples, &mut rng);
-    examples.extend(synthetic);
+    let examples = training_examples(train_dir, seed, options)?;
     let corpus_note = match &options.clean_docs {
-        Some(path) => {
-            examples.extend(dataset::clean_document_examples(path, seed)?);
-            Some(crate::clean_docs::provenance(path)?)
-        }
+        Some(path) => Some(crate::clean_docs::provenance(path)?),
         None => None,
     };
     let prepared = dataset::prepare_all(examples);
