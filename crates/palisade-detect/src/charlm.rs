@@ -25,8 +25,8 @@ pub fn symbol(c: char) -> u8 {
     match c {
         ' '..='~' => (c as u8) - b' ',
         '\n' | '\r' | '\t' => 95,
-        c if c.is_alphabetic() || c.is_numeric() => 96,
-        c if c.is_whitespace() => 0,
+        c if crate::ctype::is_alphabetic(c) || c.is_numeric() => 96,
+        c if crate::ctype::is_whitespace(c) => 0,
         _ => 97,
     }
 }

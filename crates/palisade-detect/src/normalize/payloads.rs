@@ -38,7 +38,7 @@ fn printable_text(bytes: &[u8]) -> Option<String> {
         .chars()
         .filter(|c| !c.is_control() || matches!(c, '\n' | '\t' | '\r'))
         .count();
-    let letters = s.chars().filter(|c| c.is_alphabetic()).count();
+    let letters = s.chars().filter(|&c| crate::ctype::is_alphabetic(c)).count();
     if good * 100 >= total * 95 && letters * 2 >= total && s.contains(' ') {
         Some(s.to_string())
     } else {
@@ -132,14 +132,14 @@ pub(super) fn find_encoded(
     for m in URL_RE.find_iter(original).take(32) {
         let bytes = percent_decode(m.as_str(), true);
         if let Ok(t) = String::from_utf8(bytes) {
-            if t.chars().filter(|c| c.is_alphabetic()).count() >= 4 {
+            if t.chars().filter(|&c| crate::ctype::is_alphabetic(c)).count() >= 4 {
                 push("url_encoded_payload", "url", t, Some(m.range()), reasons);
             }
         }
     }
     for c in COMMENT_RE.captures_iter(original).take(16) {
         let body = c.get(1).map_or("", |m| m.as_str()).trim();
-        if body.chars().filter(|c| c.is_alphabetic()).count() >= 3 {
+        if body.chars().filter(|&c| crate::ctype::is_alphabetic(c)).count() >= 3 {
             let span = c.get(0).map(|m| m.range());
             push(
                 "html_comment",
