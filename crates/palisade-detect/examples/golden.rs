@@ -34,7 +34,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         paths.sort();
         for p in paths {
-            let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let f = std::io::BufReader::new(std::fs::File::open(&p)?);
             for (i, line) in f.lines().enumerate() {
                 let line = line?;
@@ -79,7 +83,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 bits.extend(a.stage2.iter().map(|x| x.to_bits()));
                 let mut bits: Vec<String> = bits.iter().map(|b| format!("{b:08x}")).collect();
                 let norm = format!("{:?}", a.normalized);
-                bits.push(format!("norm:{:016x}", palisade_detect::hash_bytes(0, norm.as_bytes())));
+                bits.push(format!(
+                    "norm:{:016x}",
+                    palisade_detect::hash_bytes(0, norm.as_bytes())
+                ));
                 writeln!(
                     out,
                     "{name}:{}\t{:08x}\t{:.6}\t{:?}\t{:?}\t{}\t{}\t{}\t{:?}",

@@ -111,6 +111,7 @@ impl CharLm {
 
     /// Surprise statistics of `text` (linear time).
     pub fn stats(&self, text: &str) -> LmStats {
+        crate::work::add(crate::work::Unit::LmBytes, text.len());
         let syms: Vec<u8> = text.chars().map(symbol).collect();
         if syms.len() < 4 {
             return LmStats::default();

@@ -19,11 +19,12 @@ static TABLE: LazyLock<Box<[u8]>> = LazyLock::new(|| {
     (0u32..0x1_0000)
         .map(|u| {
             char::from_u32(u).map_or(0, |c| {
-                u8::from(c.is_alphabetic()) * ALPHA
-                    | u8::from(c.is_numeric()) * NUMERIC
-                    | u8::from(c.is_lowercase()) * LOWER
-                    | u8::from(c.is_uppercase()) * UPPER
-                    | u8::from(c.is_whitespace()) * WHITE
+                let bit = |yes: bool, flag: u8| if yes { flag } else { 0 };
+                bit(c.is_alphabetic(), ALPHA)
+                    | bit(c.is_numeric(), NUMERIC)
+                    | bit(c.is_lowercase(), LOWER)
+                    | bit(c.is_uppercase(), UPPER)
+                    | bit(c.is_whitespace(), WHITE)
             })
         })
         .collect()

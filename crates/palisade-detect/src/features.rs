@@ -32,6 +32,7 @@ const NS_DATA_BIGRAM: u64 = 5;
 /// Appends hashed feature indexes (with repetition = term frequency) of `text` to `out`.
 /// Indexes are in `0..(1 << bits)`.
 pub fn hashed(text: &str, channel: Channel, bits: u32, out: &mut Vec<u32>) {
+    crate::work::add(crate::work::Unit::FeatureBytes, text.len());
     let shift = 64 - bits;
     let data = channel.is_data();
     let idx = |h: u64| (h >> shift) as u32;

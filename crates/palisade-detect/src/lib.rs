@@ -31,6 +31,14 @@ pub mod pii;
 pub mod rules;
 pub mod secrets;
 mod segment;
+mod spans;
+mod work;
+
+#[cfg(test)]
+mod linearity;
+#[cfg(test)]
+#[path = "../tests/shapes/mod.rs"]
+mod shapes;
 mod types;
 
 pub use canary::Canary;

@@ -92,6 +92,7 @@ pub(super) fn canonicalize(stripped: &str) -> (String, CanonFlags) {
 }
 
 fn canonicalize_once(stripped: &str) -> (String, CanonFlags) {
+    crate::work::add(crate::work::Unit::CanonBytes, stripped.len());
     let mut flags = CanonFlags::default();
     // NFKC folds full-width, mathematical alphanumerics, ligatures and the like; lowercase
     // folds case so "IGNORE" and "ignore" share features.
@@ -251,6 +252,7 @@ static TRIGGER_AC: LazyLock<AhoCorasick> = LazyLock::new(|| {
 });
 
 pub(super) fn count_triggers(s: &str) -> usize {
+    crate::work::add(crate::work::Unit::SearchBytes, s.len());
     TRIGGER_AC.find_iter(s).count()
 }
 
@@ -273,7 +275,10 @@ fn map_leet(s: &str, flags: &mut CanonFlags) -> String {
     for tok in tokens {
         let body = tok.trim_end_matches(crate::ctype::is_whitespace);
         let tail = &tok[body.len()..];
-        let letters = body.chars().filter(|&c| crate::ctype::is_alphabetic(c)).count();
+        let letters = body
+            .chars()
+            .filter(|&c| crate::ctype::is_alphabetic(c))
+            .count();
         let leets = body.chars().filter(|&c| leet(c).is_some()).count();
         if letters >= 2 && leets >= 1 && body.len() <= 40 {
             // Sentence punctuation after the word stays ("pr0mpt!" is "prompt!"); a leet

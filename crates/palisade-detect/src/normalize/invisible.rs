@@ -24,6 +24,7 @@ fn is_pictographic(c: char) -> bool {
 }
 
 pub(super) fn strip_invisible(text: &str) -> Invisible {
+    crate::work::add(crate::work::Unit::StripBytes, text.len());
     let mut out = Invisible {
         text: String::with_capacity(text.len()),
         zero_width: 0,
