@@ -96,7 +96,12 @@ fn canonicalize_once(stripped: &str) -> (String, CanonFlags) {
     let mut flags = CanonFlags::default();
     // NFKC folds full-width, mathematical alphanumerics, ligatures and the like; lowercase
     // folds case so "IGNORE" and "ignore" share features.
-    let nfkc: String = stripped.nfkc().flat_map(char::to_lowercase).collect();
+    // ASCII is already in NFKC and lowercases to ASCII: skip the decomposition machinery.
+    let nfkc: String = if stripped.is_ascii() {
+        stripped.to_ascii_lowercase()
+    } else {
+        stripped.nfkc().flat_map(char::to_lowercase).collect()
+    };
 
     // Script census: decides whether whole look-alike words are imitations of Latin.
     let (mut latin, mut letters) = (0usize, 0usize);
@@ -114,7 +119,8 @@ fn canonicalize_once(stripped: &str) -> (String, CanonFlags) {
     // Homoglyph skeleton per word.
     for word in split_keep(&nfkc) {
         let is_word = word.chars().next().is_some_and(crate::ctype::is_alphabetic);
-        if !is_word {
+        // Every confusable is non-ASCII: an ASCII word has nothing to map.
+        if !is_word || word.is_ascii() {
             s.push_str(word);
             continue;
         }
