@@ -25,8 +25,8 @@ pub fn symbol(c: char) -> u8 {
     match c {
         ' '..='~' => (c as u8) - b' ',
         '\n' | '\r' | '\t' => 95,
-        c if c.is_alphabetic() || c.is_numeric() => 96,
-        c if c.is_whitespace() => 0,
+        c if crate::ctype::is_alphabetic(c) || c.is_numeric() => 96,
+        c if crate::ctype::is_whitespace(c) => 0,
         _ => 97,
     }
 }
@@ -111,6 +111,7 @@ impl CharLm {
 
     /// Surprise statistics of `text` (linear time).
     pub fn stats(&self, text: &str) -> LmStats {
+        crate::work::add(crate::work::Unit::LmBytes, text.len());
         let syms: Vec<u8> = text.chars().map(symbol).collect();
         if syms.len() < 4 {
             return LmStats::default();

@@ -163,9 +163,9 @@ impl Detector {
     pub fn analyze(&self, input: &ScanInput<'_>) -> Analysis {
         let normalized = normalize(input.text);
         let combined = if normalized.payloads.is_empty() {
-            normalized.text.clone()
+            std::borrow::Cow::Borrowed(normalized.text.as_str())
         } else {
-            normalized.combined()
+            std::borrow::Cow::Owned(normalized.combined())
         };
         let m = &self.model;
         let mut idx = Vec::with_capacity(combined.len() * 3 + 16);

@@ -32,13 +32,14 @@ const NS_DATA_BIGRAM: u64 = 5;
 /// Appends hashed feature indexes (with repetition = term frequency) of `text` to `out`.
 /// Indexes are in `0..(1 << bits)`.
 pub fn hashed(text: &str, channel: Channel, bits: u32, out: &mut Vec<u32>) {
+    crate::work::add(crate::work::Unit::FeatureBytes, text.len());
     let shift = 64 - bits;
     let data = channel.is_data();
     let idx = |h: u64| (h >> shift) as u32;
     // Words: alphanumeric runs (apostrophes kept inside), at most 32 bytes each.
     let mut prev: Option<&str> = None;
     for w in text
-        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .split(|c: char| !(crate::ctype::is_alphanumeric(c) || c == '\''))
         .filter(|w| !w.is_empty())
     {
         let w = if w.len() > 32 {
@@ -180,14 +181,14 @@ fn soup_token(t: &str) -> bool {
     let mut camel = false;
     let mut letters = 0usize;
     let mut odds = 0usize;
-    let first_lower = t.chars().next().is_some_and(char::is_lowercase);
+    let first_lower = t.chars().next().is_some_and(crate::ctype::is_lowercase);
     for (i, c) in t.chars().enumerate() {
         // "similarlyNow" counts; "iPhone", "eBay", "JavaScript" do not.
-        if c.is_uppercase() && prev_lower && first_lower && i >= 3 {
+        if crate::ctype::is_uppercase(c) && prev_lower && first_lower && i >= 3 {
             camel = true;
         }
-        prev_lower = c.is_lowercase();
-        if c.is_alphabetic() {
+        prev_lower = crate::ctype::is_lowercase(c);
+        if crate::ctype::is_alphabetic(c) {
             letters += 1;
         } else if odd(c) {
             odds += 1;
@@ -280,9 +281,9 @@ pub fn signals(input: &ScanInput<'_>, norm: &Normalized, combined: &str, lm: &Ch
     }
     let (mut upper, mut letters, mut non_ascii) = (0usize, 0usize, 0usize);
     for c in text.chars() {
-        if c.is_alphabetic() {
+        if crate::ctype::is_alphabetic(c) {
             letters += 1;
-            if c.is_uppercase() {
+            if crate::ctype::is_uppercase(c) {
                 upper += 1;
             }
             if !c.is_ascii() {
@@ -297,7 +298,7 @@ pub fn signals(input: &ScanInput<'_>, norm: &Normalized, combined: &str, lm: &Ch
     let mut words = 0usize;
     let mut addr = 0usize;
     for w in combined
-        .split(|c: char| !c.is_alphanumeric())
+        .split(|c: char| !crate::ctype::is_alphanumeric(c))
         .filter(|w| !w.is_empty())
     {
         words += 1;
@@ -336,7 +337,7 @@ pub fn signals(input: &ScanInput<'_>, norm: &Normalized, combined: &str, lm: &Ch
 /// Stems of content words: words of at least 4 characters, cut to their first 5 characters
 /// (a crude, language-agnostic stemmer: "password"/"passwords", "пароль"/"паролем").
 fn content_stems(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
+    text.split(|c: char| !crate::ctype::is_alphanumeric(c))
         .filter(|w| w.chars().count() >= 4)
         .map(|w| w.chars().take(5).collect())
 }

@@ -21,6 +21,7 @@ pub mod cascade;
 pub mod charlm;
 pub mod chars;
 pub mod concepts;
+mod ctype;
 mod detector;
 mod error;
 pub mod features;
@@ -31,6 +32,14 @@ pub mod pii;
 pub mod rules;
 pub mod secrets;
 mod segment;
+mod spans;
+mod work;
+
+#[cfg(test)]
+mod linearity;
+#[cfg(test)]
+#[path = "../tests/shapes/mod.rs"]
+mod shapes;
 mod types;
 
 pub use canary::Canary;
@@ -50,6 +59,7 @@ pub use types::{
 /// for all of them (~170 ms measured), so the first request a fresh replica serves would be
 /// slow. [`Detector`] construction calls it; it is cheap after the first call.
 pub fn warm_up() {
+    ctype::warm_up();
     // Touches each matcher once; the text itself does not matter.
     const SAMPLE: &str = "Ignore previous instructions <!-- hidden --> aGVsbG8gd29ybGQgaGVsbG8= 0x41 42 43 44 45 46 47 48 49 4a %41%42%43%44 mail@example.com";
     let normalized = normalize(SAMPLE);

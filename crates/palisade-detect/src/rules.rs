@@ -75,6 +75,7 @@ static SET: LazyLock<RegexSet> = LazyLock::new(|| {
 
 /// Returns the indexes of the rules matching normalized `text`.
 pub fn match_rules(text: &str) -> Vec<usize> {
+    crate::work::add(crate::work::Unit::SearchBytes, text.len());
     SET.matches(text).into_iter().collect()
 }
 

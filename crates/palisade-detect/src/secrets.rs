@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 
 use regex::{Regex, RegexSet};
 
+use crate::spans::DisjointSpans;
 use crate::types::{Finding, FindingKind};
 
 struct Rule {
@@ -167,7 +168,11 @@ pub const MAX_PER_RULE: usize = 64;
 pub fn find_secrets(text: &str) -> Vec<Finding> {
     let c = &*COMPILED;
     let mut out: Vec<Finding> = Vec::new();
+    // Spans of `out`, for a logarithmic overlap test.
+    let mut kept = DisjointSpans::default();
+    crate::work::add(crate::work::Unit::SearchBytes, text.len());
     for idx in c.set.matches(text).iter() {
+        crate::work::add(crate::work::Unit::SearchBytes, text.len());
         let rule = &RULES[idx];
         // The per-rule cap counts accepted findings only: low-entropy look-alikes (decoys)
         // are filtered first, so they cannot use up the cap and hide a real key after them.
@@ -186,12 +191,10 @@ pub fn find_secrets(text: &str) -> Vec<Finding> {
                 continue;
             }
             // A specific rule wins over the generic one on overlapping spans.
-            if out
-                .iter()
-                .any(|f| f.span.start < m.end() && m.start() < f.span.end)
-            {
+            if kept.overlaps(&m.range()) {
                 continue;
             }
+            kept.insert(&m.range());
             accepted += 1;
             out.push(Finding {
                 kind: FindingKind::Secret,
@@ -256,6 +259,7 @@ static GLUED: LazyLock<Glued> = LazyLock::new(|| {
 /// Output-side only: a key glued to a word is still a key a reader can cut out.
 pub fn find_secrets_glued(text: &str) -> Vec<Finding> {
     let mut out: Vec<Finding> = Vec::new();
+    let mut kept = DisjointSpans::default();
     let glued = &*GLUED;
     for idx in glued.set.matches(text).iter() {
         let (rule, re) = &glued.rules[idx];
@@ -270,12 +274,10 @@ pub fn find_secrets_glued(text: &str) -> Vec<Finding> {
             if rule.entropy > 0.0 && shannon_entropy(m.as_str()) < rule.entropy {
                 continue;
             }
-            if out
-                .iter()
-                .any(|f| f.span.start < m.end() && m.start() < f.span.end)
-            {
+            if kept.overlaps(&m.range()) {
                 continue;
             }
+            kept.insert(&m.range());
             accepted += 1;
             out.push(Finding {
                 kind: FindingKind::Secret,

@@ -13,6 +13,7 @@ pub const SEGMENT_BYTES: usize = 400;
 /// (longer sentences are cut). A short instruction planted in a long document dominates its
 /// own segment even when it is diluted in the whole text. Linear time.
 pub fn segments(text: &str) -> Vec<std::ops::Range<usize>> {
+    crate::work::add(crate::work::Unit::SegmentBytes, text.len());
     let mut out = Vec::new();
     let mut start = 0usize;
     let mut last_cut = 0usize;

@@ -1,4 +1,5 @@
-//! The `eval` report: per-file AUC, TPR at fixed FPR, flag rates and latency, in markdown.
+//! The `eval` report: per-file AUC, TPR at fixed FPR, flag rates and latency (p50/p95/p99 per
+//! row and p99 per 1,000 characters against [`BUDGET_US_PER_1K`]), in markdown.
 //!
 //! Scoring protocol (issue 4): direct attack files (`injection_*`, `jailbreak_*`) are scored
 //! against every `benign` row of the directory pooled (scanned as `user`); indirect files
@@ -24,6 +25,20 @@ pub struct Scored {
     pub flagged: bool,
     /// Latency in microseconds.
     pub us: f64,
+    /// Length of the scanned text in characters.
+    pub chars: usize,
+}
+
+/// Latency budget per 1,000 characters (issue 14): a row's latency divided by
+/// `max(1, chars / 1000)` must stay at or under this at the 99th percentile of every file.
+pub const BUDGET_US_PER_1K: f64 = 1_000.0;
+
+impl Scored {
+    /// Latency per 1,000 characters: the row's latency divided by `max(1, chars / 1000)`, so
+    /// short rows are held to the whole budget and long ones to a budget per character.
+    pub fn us_per_1k(&self) -> f64 {
+        self.us / (self.chars as f64 / 1000.0).max(1.0)
+    }
 }
 
 /// One file's results.
@@ -131,6 +146,7 @@ pub fn score_dir(dir: &Path, detector: &Detector) -> Result<Vec<FileResult>, Eva
                 score: s.score,
                 flagged: s.verdict != Verdict::Allow,
                 us,
+                chars: row.text.chars().count(),
             });
         }
         out.push(FileResult { name, rows: scored });
@@ -196,13 +212,20 @@ pub fn report(files: &[FileResult], detector: &Detector) -> String {
         benign.len(),
         context.len()
     );
-    let _ = writeln!(md, "| file | rows | scored as | flag rate | AUC | TPR@1%FPR | TPR@0.1%FPR | p50 µs | p95 µs | p99 µs |");
-    let _ = writeln!(md, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "| file | rows | scored as | flag rate | AUC | TPR@1%FPR | TPR@0.1%FPR | p50 µs | p95 µs | p99 µs | p99 µs/1k chars | ≤ {BUDGET_US_PER_1K:.0} µs/1k |");
+    let _ = writeln!(
+        md,
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
     let mut macro_ = (0.0, 0.0, 0.0, 0usize);
     let mut all_lat = Vec::new();
+    let mut all_per_1k = Vec::new();
     for f in files {
         let lat: Vec<f64> = f.rows.iter().map(|r| r.us).collect();
         all_lat.extend_from_slice(&lat);
+        let per_1k: Vec<f64> = f.rows.iter().map(Scored::us_per_1k).collect();
+        all_per_1k.extend_from_slice(&per_1k);
+        let p99_1k = percentile(&per_1k, 99.0);
         let attack_rows: Vec<&Scored> = f.rows.iter().filter(|r| is_attack(&r.label)).collect();
         let (what, flag, a, t1, t01) = if !attack_rows.is_empty() {
             let pos: Vec<f32> = attack_rows.iter().map(|r| r.score).collect();
@@ -235,7 +258,7 @@ pub fn report(files: &[FileResult], detector: &Detector) -> String {
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
             f.name,
             f.rows.len(),
             what,
@@ -245,7 +268,9 @@ pub fn report(files: &[FileResult], detector: &Detector) -> String {
             pct(t01),
             percentile(&lat, 50.0),
             percentile(&lat, 95.0),
-            percentile(&lat, 99.0)
+            percentile(&lat, 99.0),
+            p99_1k,
+            meets(p99_1k)
         );
         // Files that mix labels get an extra line per secondary label.
         for extra in ["harmful_request", "benign_context"] {
@@ -253,7 +278,7 @@ pub fn report(files: &[FileResult], detector: &Detector) -> String {
             if !rows.is_empty() && (extra == "harmful_request" || !attack_rows.is_empty()) {
                 let _ = writeln!(
                     md,
-                    "| {} ({extra} rows) | {} | {extra} | {} | | | | | | |",
+                    "| {} ({extra} rows) | {} | {extra} | {} | | | | | | | | |",
                     f.name,
                     rows.len(),
                     pct(flag_rate(&rows))
@@ -273,13 +298,13 @@ pub fn report(files: &[FileResult], detector: &Detector) -> String {
         .collect();
     let _ = writeln!(
         md,
-        "| **pooled benign (user)** | {} | benign rows | {} | | | | | | |",
+        "| **pooled benign (user)** | {} | benign rows | {} | | | | | | | | |",
         pooled.len(),
         pct(flag_rate(&pooled))
     );
     let _ = writeln!(
         md,
-        "| **pooled benign_context** | {} | retrieved | {} | | | | | | |",
+        "| **pooled benign_context** | {} | retrieved | {} | | | | | | | | |",
         ctx.len(),
         pct(flag_rate(&ctx))
     );
@@ -287,17 +312,27 @@ pub fn report(files: &[FileResult], detector: &Detector) -> String {
         let n = macro_.3 as f64;
         let _ = writeln!(
             md,
-            "| **macro-average ({} attack files)** | | | | **{}** | **{}** | **{}** | {:.0} | {:.0} | {:.0} |",
+            "| **macro-average ({} attack files)** | | | | **{}** | **{}** | **{}** | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
             macro_.3,
             num(macro_.0 / n),
             pct(macro_.1 / n),
             pct(macro_.2 / n),
             percentile(&all_lat, 50.0),
             percentile(&all_lat, 95.0),
-            percentile(&all_lat, 99.0)
+            percentile(&all_lat, 99.0),
+            percentile(&all_per_1k, 99.0),
+            meets(percentile(&all_per_1k, 99.0))
         );
     }
     md
+}
+
+fn meets(p99_per_1k: f64) -> &'static str {
+    if p99_per_1k <= BUDGET_US_PER_1K {
+        "yes"
+    } else {
+        "**no**"
+    }
 }
 
 #[cfg(test)]
@@ -313,5 +348,22 @@ mod tests {
         // 1% FPR on 100 negatives: one negative may be above; threshold is the 2nd highest (0.98).
         assert!((tpr_at_fpr(&[0.985, 0.5], &neg, 0.01) - 0.5).abs() < 1e-9);
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), 2.0);
+    }
+
+    #[test]
+    fn latency_per_1k_chars() {
+        let row = |us: f64, chars: usize| Scored {
+            label: "benign".into(),
+            score: 0.0,
+            flagged: false,
+            us,
+            chars,
+        };
+        // Short rows are held to the whole budget; long ones per 1,000 characters.
+        assert_eq!(row(300.0, 20).us_per_1k(), 300.0);
+        assert_eq!(row(300.0, 1_000).us_per_1k(), 300.0);
+        assert_eq!(row(3_000.0, 10_000).us_per_1k(), 300.0);
+        assert_eq!(meets(1_000.0), "yes");
+        assert_eq!(meets(1_000.5), "**no**");
     }
 }

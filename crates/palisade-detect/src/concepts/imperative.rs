@@ -145,15 +145,20 @@ fn imperative_counts(text: &str) -> (usize, usize) {
     let mut sentences = 0usize;
     let mut imperative = 0usize;
     for sent in text.split(['.', '!', '?', '\n', '。', '！', '？', ':', ';']) {
-        let t = sent.trim_start_matches(|c: char| !c.is_alphanumeric());
-        if t.chars().filter(|c| c.is_alphabetic()).count() < 3 {
+        let t = sent.trim_start_matches(|c: char| !crate::ctype::is_alphanumeric(c));
+        if t.chars()
+            .filter(|&c| crate::ctype::is_alphabetic(c))
+            .count()
+            < 3
+        {
             continue;
         }
         sentences += 1;
+        crate::work::add(crate::work::Unit::SearchBytes, t.len());
         let input = aho_corasick::Input::new(t).anchored(aho_corasick::Anchored::Yes);
         if let Some(m) = IMPERATIVE_AC.find(input) {
             let next = t[m.end()..].chars().next();
-            if next.is_none_or(|c| !c.is_alphanumeric())
+            if next.is_none_or(|c| !crate::ctype::is_alphanumeric(c))
                 || !t.is_char_boundary(m.end())
                 || !t[..m.end()].is_ascii()
             {

@@ -134,6 +134,7 @@ pub const PAIR_NAMES: [&str; 7] = [
 ];
 
 fn concept_bits(text: &str) -> u16 {
+    crate::work::add(crate::work::Unit::SearchBytes, text.len());
     let c = &*COMPILED;
     let mut bits = 0u16;
     for m in c.ac.find_iter(text) {
@@ -143,10 +144,13 @@ fn concept_bits(text: &str) -> u16 {
                 || text[..m.start()]
                     .chars()
                     .next_back()
-                    .is_none_or(|ch| !ch.is_alphanumeric());
+                    .is_none_or(|ch| !crate::ctype::is_alphanumeric(ch));
             // Allow short inflection suffixes ("instructions", "ignored", "revealing").
             let tail = &text[m.end()..];
-            let extra = tail.chars().take_while(|ch| ch.is_alphabetic()).count();
+            let extra = tail
+                .chars()
+                .take_while(|&ch| crate::ctype::is_alphabetic(ch))
+                .count();
             let plen = m.end() - m.start();
             let after_ok = if plen <= 4 { extra == 0 } else { extra <= 3 };
             if !(before_ok && after_ok) {

@@ -92,15 +92,21 @@ pub(super) fn canonicalize(stripped: &str) -> (String, CanonFlags) {
 }
 
 fn canonicalize_once(stripped: &str) -> (String, CanonFlags) {
+    crate::work::add(crate::work::Unit::CanonBytes, stripped.len());
     let mut flags = CanonFlags::default();
     // NFKC folds full-width, mathematical alphanumerics, ligatures and the like; lowercase
     // folds case so "IGNORE" and "ignore" share features.
-    let nfkc: String = stripped.nfkc().flat_map(char::to_lowercase).collect();
+    // ASCII is already in NFKC and lowercases to ASCII: skip the decomposition machinery.
+    let nfkc: String = if stripped.is_ascii() {
+        stripped.to_ascii_lowercase()
+    } else {
+        stripped.nfkc().flat_map(char::to_lowercase).collect()
+    };
 
     // Script census: decides whether whole look-alike words are imitations of Latin.
     let (mut latin, mut letters) = (0usize, 0usize);
     for c in nfkc.chars() {
-        if c.is_alphabetic() {
+        if crate::ctype::is_alphabetic(c) {
             letters += 1;
             if c.is_ascii_alphabetic() {
                 latin += 1;
@@ -112,8 +118,9 @@ fn canonicalize_once(stripped: &str) -> (String, CanonFlags) {
     let mut s = String::with_capacity(nfkc.len());
     // Homoglyph skeleton per word.
     for word in split_keep(&nfkc) {
-        let is_word = word.chars().next().is_some_and(char::is_alphabetic);
-        if !is_word {
+        let is_word = word.chars().next().is_some_and(crate::ctype::is_alphabetic);
+        // Every confusable is non-ASCII: an ASCII word has nothing to map.
+        if !is_word || word.is_ascii() {
             s.push_str(word);
             continue;
         }
@@ -142,10 +149,10 @@ fn split_keep(s: &str) -> impl Iterator<Item = &str> {
     let mut rest = s;
     std::iter::from_fn(move || {
         let first = rest.chars().next()?;
-        let alpha = first.is_alphabetic();
+        let alpha = crate::ctype::is_alphabetic(first);
         let end = rest
             .char_indices()
-            .find(|&(_, c)| c.is_alphabetic() != alpha)
+            .find(|&(_, c)| crate::ctype::is_alphabetic(c) != alpha)
             .map_or(rest.len(), |(i, _)| i);
         let (head, tail) = rest.split_at(end);
         rest = tail;
@@ -165,12 +172,12 @@ fn join_spaced(s: &str, flags: &mut CanonFlags) -> String {
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
     let single_at = |i: usize| -> bool {
-        chars[i].is_alphanumeric()
-            && (i == 0 || !chars[i - 1].is_alphanumeric())
-            && (i + 1 >= n || !chars[i + 1].is_alphanumeric())
+        crate::ctype::is_alphanumeric(chars[i])
+            && (i == 0 || !crate::ctype::is_alphanumeric(chars[i - 1]))
+            && (i + 1 >= n || !crate::ctype::is_alphanumeric(chars[i + 1]))
     };
     while i < n {
-        if single_at(i) && chars[i].is_alphabetic() {
+        if single_at(i) && crate::ctype::is_alphabetic(chars[i]) {
             // Extend a run: letter, separator(s), letter...
             let mut letters = vec![(i, false)];
             let mut j = i;
@@ -251,6 +258,7 @@ static TRIGGER_AC: LazyLock<AhoCorasick> = LazyLock::new(|| {
 });
 
 pub(super) fn count_triggers(s: &str) -> usize {
+    crate::work::add(crate::work::Unit::SearchBytes, s.len());
     TRIGGER_AC.find_iter(s).count()
 }
 
@@ -262,26 +270,29 @@ pub(super) fn count_triggers(s: &str) -> usize {
 /// ("4ll pr3v10u5") carry the meaning the classifier needs, and ordinary text never has
 /// that density.
 fn map_leet(s: &str, flags: &mut CanonFlags) -> String {
-    let tokens: Vec<&str> = s.split_inclusive(char::is_whitespace).collect();
+    let tokens: Vec<&str> = s.split_inclusive(crate::ctype::is_whitespace).collect();
     let words = tokens.iter().filter(|t| !t.trim().is_empty()).count();
     let leet_words = tokens
         .iter()
-        .filter(|t| leet_word(t.trim_end_matches(char::is_whitespace)).is_some())
+        .filter(|t| leet_word(t.trim_end_matches(crate::ctype::is_whitespace)).is_some())
         .count();
     let dense = leet_words >= 3 && leet_words * 4 >= words;
     let mut out = String::with_capacity(s.len());
     for tok in tokens {
-        let body = tok.trim_end_matches(char::is_whitespace);
+        let body = tok.trim_end_matches(crate::ctype::is_whitespace);
         let tail = &tok[body.len()..];
-        let letters = body.chars().filter(|c| c.is_alphabetic()).count();
+        let letters = body
+            .chars()
+            .filter(|&c| crate::ctype::is_alphabetic(c))
+            .count();
         let leets = body.chars().filter(|&c| leet(c).is_some()).count();
         if letters >= 2 && leets >= 1 && body.len() <= 40 {
             // Sentence punctuation after the word stays ("pr0mpt!" is "prompt!"); a leet
             // symbol inside or in front of it is a letter ("$y$tem", "!gnore").
             let word = body.trim_end_matches(|c: char| c.is_ascii_punctuation());
             let mut mapped: String = word.chars().map(|c| leet(c).unwrap_or(c)).collect();
-            let core = mapped.trim_matches(|c: char| !c.is_alphabetic());
-            if core.chars().all(char::is_alphabetic) && count_triggers(core) > 0 {
+            let core = mapped.trim_matches(|c: char| !crate::ctype::is_alphabetic(c));
+            if core.chars().all(crate::ctype::is_alphabetic) && count_triggers(core) > 0 {
                 flags.leet = true;
                 mapped.push_str(&body[word.len()..]);
                 out.push_str(&mapped);
@@ -310,13 +321,13 @@ fn leet_word(body: &str) -> Option<String> {
     if inner.is_empty() || inner.len() > 40 {
         return None;
     }
-    let has_letter = inner.chars().any(char::is_alphabetic);
+    let has_letter = inner.chars().any(crate::ctype::is_alphabetic);
     let has_digit = inner
         .chars()
         .any(|c| c.is_ascii_digit() && leet(c).is_some());
     let all_mappable = inner
         .chars()
-        .all(|c| c.is_alphabetic() || (c.is_ascii_digit() && leet(c).is_some()));
+        .all(|c| crate::ctype::is_alphabetic(c) || (c.is_ascii_digit() && leet(c).is_some()));
     if !(has_letter && has_digit && all_mappable) {
         return None;
     }
@@ -335,7 +346,7 @@ fn collapse_ws(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut ws = false;
     for c in s.chars() {
-        if c.is_whitespace() {
+        if crate::ctype::is_whitespace(c) {
             if !ws && !out.is_empty() {
                 out.push(if c == '\n' { '\n' } else { ' ' });
             }
@@ -345,7 +356,7 @@ fn collapse_ws(s: &str) -> String {
             out.push(c);
         }
     }
-    while out.ends_with(char::is_whitespace) {
+    while out.ends_with(crate::ctype::is_whitespace) {
         out.pop();
     }
     out

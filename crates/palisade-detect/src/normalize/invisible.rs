@@ -24,6 +24,7 @@ fn is_pictographic(c: char) -> bool {
 }
 
 pub(super) fn strip_invisible(text: &str) -> Invisible {
+    crate::work::add(crate::work::Unit::StripBytes, text.len());
     let mut out = Invisible {
         text: String::with_capacity(text.len()),
         zero_width: 0,
@@ -89,7 +90,7 @@ pub(super) fn strip_invisible(text: &str) -> Invisible {
             };
             if !legit {
                 out.zero_width += 1;
-                if prev.is_some_and(char::is_alphanumeric) {
+                if prev.is_some_and(crate::ctype::is_alphanumeric) {
                     pending_zw_after_letter = true;
                 }
             }
@@ -99,7 +100,7 @@ pub(super) fn strip_invisible(text: &str) -> Invisible {
             out.bidi += 1;
             continue;
         }
-        if pending_zw_after_letter && c.is_alphanumeric() {
+        if pending_zw_after_letter && crate::ctype::is_alphanumeric(c) {
             in_word_zw += 1;
         }
         pending_zw_after_letter = false;

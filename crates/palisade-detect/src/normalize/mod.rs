@@ -71,7 +71,7 @@ impl Normalized {
         }
         let extra: usize = self.payloads.iter().map(|p| p.text.len() + 1).sum();
         let mut s = String::with_capacity(self.text.len() + extra);
-        for tok in self.text.split_inclusive(char::is_whitespace) {
+        for tok in self.text.split_inclusive(crate::ctype::is_whitespace) {
             if !is_blob(tok.trim_end()) {
                 s.push_str(tok);
             }

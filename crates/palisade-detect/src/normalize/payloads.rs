@@ -38,7 +38,10 @@ fn printable_text(bytes: &[u8]) -> Option<String> {
         .chars()
         .filter(|c| !c.is_control() || matches!(c, '\n' | '\t' | '\r'))
         .count();
-    let letters = s.chars().filter(|c| c.is_alphabetic()).count();
+    let letters = s
+        .chars()
+        .filter(|&c| crate::ctype::is_alphabetic(c))
+        .count();
     if good * 100 >= total * 95 && letters * 2 >= total && s.contains(' ') {
         Some(s.to_string())
     } else {
@@ -81,6 +84,8 @@ pub(super) fn find_encoded(
             .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
             .with_decode_allow_trailing_bits(true),
     );
+    // Five regexes over the original text (B64, HEX, URL, COMMENT, HIDDEN).
+    crate::work::add(crate::work::Unit::SearchBytes, 5 * original.len());
     for m in B64_RE.find_iter(original).take(64) {
         let s = m.as_str();
         // Plain identifiers and words are not base64 payloads.
@@ -132,14 +137,23 @@ pub(super) fn find_encoded(
     for m in URL_RE.find_iter(original).take(32) {
         let bytes = percent_decode(m.as_str(), true);
         if let Ok(t) = String::from_utf8(bytes) {
-            if t.chars().filter(|c| c.is_alphabetic()).count() >= 4 {
+            if t.chars()
+                .filter(|&c| crate::ctype::is_alphabetic(c))
+                .count()
+                >= 4
+            {
                 push("url_encoded_payload", "url", t, Some(m.range()), reasons);
             }
         }
     }
     for c in COMMENT_RE.captures_iter(original).take(16) {
         let body = c.get(1).map_or("", |m| m.as_str()).trim();
-        if body.chars().filter(|c| c.is_alphabetic()).count() >= 3 {
+        if body
+            .chars()
+            .filter(|&c| crate::ctype::is_alphabetic(c))
+            .count()
+            >= 3
+        {
             let span = c.get(0).map(|m| m.range());
             push(
                 "html_comment",
