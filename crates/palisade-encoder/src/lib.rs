@@ -132,10 +132,9 @@ impl Encoder {
     /// scored window (at most `max_windows`).
     pub fn windows(&self, channel: &str, text: &str) -> Result<Vec<Window>, EncoderError> {
         let channel = Channel::parse(channel)?;
-        let index = Channel::ALL.iter().position(|c| *c == channel).unwrap_or(0);
-        let channel_ids = &self.channel_ids[index];
-        let width = windows::text_width(self.meta.max_tokens, channel_ids.len())
-            .ok_or_else(|| EncoderError::Channel(channel.as_str().to_owned()))?;
+        let channel_ids = &self.channel_ids[channel as usize];
+        // Checked for every channel in `from_bytes`.
+        let width = windows::text_width(self.meta.max_tokens, channel_ids.len()).unwrap_or(1);
         let text_ids = tokenize(&self.tokenizer, text)?;
         Ok(windows::format(
             channel_ids,

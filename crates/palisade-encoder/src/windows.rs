@@ -17,17 +17,18 @@ pub const SEP_ID: u32 = 102;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Channel {
     /// A user (or other author-role) message.
-    User,
+    User = 0,
     /// The system prompt.
-    System,
+    System = 1,
     /// A retrieved document.
-    Retrieved,
+    Retrieved = 2,
     /// A tool call's result.
-    ToolOutput,
+    ToolOutput = 3,
 }
 
 impl Channel {
-    /// Every channel, in the order of the Python mirror's `CHANNELS`.
+    /// Every channel, in the order of the Python mirror's `CHANNELS`
+    /// (`ALL[c as usize] == c`).
     pub const ALL: [Channel; 4] = [
         Channel::User,
         Channel::System,
@@ -172,8 +173,9 @@ mod tests {
 
     #[test]
     fn channels_are_exact_names() {
-        for channel in Channel::ALL {
+        for (i, channel) in Channel::ALL.into_iter().enumerate() {
             assert_eq!(Channel::parse(channel.as_str()).unwrap(), channel);
+            assert_eq!(channel as usize, i);
         }
         for bad in ["User", "tool", "tool-output", "", "assistant"] {
             assert!(matches!(Channel::parse(bad), Err(EncoderError::Channel(c)) if c == bad));
