@@ -313,6 +313,7 @@ impl Detector {
             category,
             reasons,
             findings,
+            second_stage: second_logit,
         }
     }
 }

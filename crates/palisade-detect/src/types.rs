@@ -206,6 +206,10 @@ pub struct Scan {
     pub reasons: Vec<Reason>,
     /// Secrets, PII and canaries with byte spans into the original text.
     pub findings: Vec<Finding>,
+    /// The second stage's attack logit, when the input fell in its band and it answered
+    /// (see `cascade`); `None` when the first stage decided alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub second_stage: Option<f32>,
 }
 
 /// Flag and block thresholds on [`Scan::score`].

@@ -28,6 +28,7 @@
 mod error;
 mod meta;
 mod model;
+mod stage;
 mod weights;
 mod windows;
 
@@ -37,6 +38,7 @@ use tokenizers::Tokenizer;
 
 pub use error::EncoderError;
 pub use meta::{EncoderMeta, FORMAT, MAX_POSITIONS};
+pub use stage::{EncoderStage, TUNED};
 pub use windows::{Channel, Window};
 
 /// A loaded encoder: tokenizer, weights and windowing. Immutable; share it

@@ -4,12 +4,15 @@
 //! after each channel's tokens is checked where the tokenizer is known
 //! (`Encoder::from_bytes`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::EncoderError;
 
 /// The only overlay format this crate reads.
 pub const FORMAT: &str = "palisade-encoder-1";
+
+/// The keys [`EncoderMeta`] has fields for.
+const KNOWN: [&str; 5] = ["format", "outputs", "max_tokens", "stride", "max_windows"];
 
 /// Positions the base model has embeddings for (BERT's 512): no window may be
 /// longer.
@@ -29,6 +32,8 @@ pub struct EncoderMeta {
     /// Windows scored per text at most; longer texts keep their first and
     /// last windows.
     pub max_windows: usize,
+    /// Every other key (training provenance, the cascade's calibration), as written.
+    pub extra: BTreeMap<String, String>,
 }
 
 impl EncoderMeta {
@@ -66,6 +71,11 @@ impl EncoderMeta {
             max_tokens,
             stride: number(meta, "stride")?,
             max_windows: number(meta, "max_windows")?,
+            extra: meta
+                .iter()
+                .filter(|(k, _)| !KNOWN.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 }

@@ -38,6 +38,7 @@ pub(crate) mod pipeline;
 pub(crate) mod readiness;
 pub(crate) mod router;
 pub(crate) mod routing;
+pub(crate) mod second_stage;
 pub(crate) mod server;
 pub(crate) mod state;
 pub(crate) mod upstream;

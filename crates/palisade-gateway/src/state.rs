@@ -39,6 +39,14 @@ pub enum GatewayError {
     /// The embedded detector model failed to load (a corrupt build).
     #[error("cannot load the detector model")]
     Detector(#[from] palisade_detect::DetectError),
+    /// `[detection] second_stage = "required"` and the encoder could not be loaded.
+    #[error("cannot load the detector's second stage from {dir}: {message}")]
+    SecondStage {
+        /// The configured model directory.
+        dir: String,
+        /// Why.
+        message: String,
+    },
     /// The configured limits could not be compiled.
     #[error(transparent)]
     Admission(#[from] crate::limits::admission::AdmissionError),
@@ -132,7 +140,23 @@ impl GatewayState {
         let readiness = Readiness::default();
         readiness.register("routes").set(true);
         let detector_ready = readiness.register("detector");
-        let detector = Arc::new(palisade_detect::Detector::embedded()?);
+        let mut detector = palisade_detect::Detector::embedded()?;
+        match crate::second_stage::load(&config.detection)? {
+            crate::second_stage::Outcome::Attached(stage) => {
+                tracing::info!(version = stage.version(), "detector second stage attached");
+                readiness
+                    .register_advisory("detector_second_stage")
+                    .set(true);
+                detector = detector.with_second_stage(stage);
+            }
+            crate::second_stage::Outcome::Missing(reason) => {
+                // Detection keeps working on the first stage; say so where operators look.
+                tracing::warn!(%reason, "detector second stage absent: first stage only");
+                readiness.register_advisory("detector_second_stage");
+            }
+            crate::second_stage::Outcome::Off => {}
+        }
+        let detector = Arc::new(detector);
         // The first scan builds the detector's lazily compiled matchers
         // (~100 ms); pay that before readiness, not on a user's request.
         let _ = detector.scan(&palisade_detect::ScanInput::user("warm up"));

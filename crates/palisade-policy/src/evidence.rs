@@ -215,6 +215,7 @@ mod tests {
             category,
             reasons: Vec::new(),
             findings: Vec::new(),
+            second_stage: None,
         }
     }
 

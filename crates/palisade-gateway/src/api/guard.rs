@@ -265,6 +265,7 @@ fn most_severe(scans: &[Scan]) -> Scan {
             category: palisade_detect::Category::None,
             reasons: Vec::new(),
             findings: Vec::new(),
+            second_stage: None,
         })
 }
 
@@ -296,12 +297,14 @@ async fn run(
     let (items, system_prompt, is_conversation) = plan(req)?;
     let detector = state.gates.detector.clone();
     let total: usize = items.iter().map(|i| i.text.len()).sum();
+    // The second stage can take tens of milliseconds: never on an async worker.
+    let inline = total <= crate::cpu::INLINE_BYTES && detector.second_stage().is_none();
     let started = Instant::now();
     // Large texts are scanned on the bounded CPU pool, so a huge input (or
     // many) cannot stall the async workers serving other requests.
     let (items, scans) = state
         .cpu
-        .run_or_inline(total <= crate::cpu::INLINE_BYTES, move || {
+        .run_or_inline(inline, move || {
             let scans = scan_all(&detector, &items, system_prompt.as_deref());
             (items, scans)
         })

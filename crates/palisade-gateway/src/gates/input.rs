@@ -419,7 +419,10 @@ pub(crate) async fn gate_request(
     retrieved: Vec<usize>,
     body_bytes: usize,
 ) -> Result<GateVerdict, ApiError> {
-    let inline = body_bytes <= INLINE_BYTES && !declares_schemas(fields);
+    // The second stage can take tens of milliseconds: never on an async worker.
+    let inline = body_bytes <= INLINE_BYTES
+        && !declares_schemas(fields)
+        && gates.detector.second_stage().is_none();
     let job_gates = gates.clone();
     let mut owned = std::mem::take(fields);
     let (verdict, owned) = cpu

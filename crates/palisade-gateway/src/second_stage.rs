@@ -1,0 +1,58 @@
+//! Loads the detector's second stage (the fine-tuned encoder) as `[detection]` asks: reads
+//! the base weights and tokenizer from `model_dir`, attaches the shipped overlay, and says
+//! plainly when it runs without one.
+//!
+//! This is the only place the gateway reads encoder files; it must not score anything.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use palisade_config::{DetectionConfig, SecondStageMode};
+use palisade_detect::SecondStage;
+
+use crate::state::GatewayError;
+
+/// What start-up found.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Loaded: the detector consults it.
+    Attached(Arc<dyn SecondStage>),
+    /// `auto` and the weights are missing or unreadable: first stage only, with the reason.
+    Missing(String),
+    /// `second_stage = "off"`.
+    Off,
+}
+
+/// Loads the second stage; an error only when it is `required` and cannot be loaded.
+pub(crate) fn load(config: &DetectionConfig) -> Result<Outcome, GatewayError> {
+    if config.second_stage == SecondStageMode::Off {
+        return Ok(Outcome::Off);
+    }
+    match read(&config.model_dir) {
+        Ok(stage) => Ok(Outcome::Attached(stage)),
+        Err(message) if config.second_stage == SecondStageMode::Auto => {
+            Ok(Outcome::Missing(message))
+        }
+        Err(message) => Err(GatewayError::SecondStage {
+            dir: config.model_dir.display().to_string(),
+            message,
+        }),
+    }
+}
+
+fn read(dir: &Path) -> Result<Arc<dyn SecondStage>, String> {
+    let file = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(|e| {
+            format!(
+                "{}: {e} (run scripts/fetch-encoder, or set detection.model_dir)",
+                path.display()
+            )
+        })
+    };
+    let base = file("model.safetensors")?;
+    let tokenizer = file("tokenizer.json")?;
+    let stage = palisade_encoder::EncoderStage::shipped(&base, &tokenizer)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(Arc::new(stage))
+}
