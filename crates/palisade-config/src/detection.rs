@@ -10,9 +10,11 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectionConfig {
-    /// `auto`: use the second stage when its weights are present, otherwise run the first
-    /// stage alone and say so at start and in `/readyz`; `required`: refuse to start without
-    /// it; `off`: first stage only.
+    /// `off` (the default): first stage only; `auto`: use the second stage when its weights
+    /// are present, otherwise run the first stage alone and say so at start and in `/readyz`;
+    /// `required`: refuse to start without it. Off by default because the shipped encoder
+    /// does not yet earn its place: on `eval/` it raised the benign flag rate from 1.8% to 4.9%
+    /// (see `crates/palisade-encoder/model/TRAINING.md`).
     pub second_stage: SecondStageMode,
     /// Directory holding the base encoder's `model.safetensors` and `tokenizer.json`
     /// (`scripts/fetch-encoder` puts them in `models/minilm-l6`). Relative paths are read
@@ -23,7 +25,7 @@ pub struct DetectionConfig {
 impl Default for DetectionConfig {
     fn default() -> Self {
         Self {
-            second_stage: SecondStageMode::Auto,
+            second_stage: SecondStageMode::Off,
             model_dir: PathBuf::from("models/minilm-l6"),
         }
     }

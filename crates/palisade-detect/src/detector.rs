@@ -85,7 +85,10 @@ impl Detector {
     }
 
     /// Adds a second stage, consulted for inputs whose first-stage score lies in its band.
+    /// The detector's version then names both stages (`first|second`), so audit records
+    /// say which weights judged.
     pub fn with_second_stage(mut self, stage: Arc<dyn SecondStage>) -> Detector {
+        self.version = format!("{}|{}", self.version, stage.version());
         self.second = Some(stage);
         self
     }

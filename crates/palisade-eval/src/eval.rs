@@ -401,6 +401,7 @@ mod tests {
             flagged: false,
             us,
             chars,
+            second_stage: false,
         };
         // Short rows are held to the whole budget; long ones per 1,000 characters.
         assert_eq!(row(300.0, 20).us_per_1k(), 300.0);

@@ -1,0 +1,54 @@
+"""Scores, with an exported overlay, the rows the encoder never trained on: every benign row
+of any fold not drawn for training (calibration of the benign thresholds) and the held-out
+fold 0 (transfer), writing JSON lines with the encoder logit."""
+import json, random, sys, os
+import numpy as np, torch
+from safetensors import safe_open
+from transformers import AutoTokenizer
+sys.path.insert(0, os.path.dirname(__file__))
+from train import Scorer, fold_of, score_examples, cap_by_source
+from encoder_ref import format_windows
+
+examples, base, tuned, out = sys.argv[1:5]
+seed = 42
+rng = random.Random(seed)
+tok = AutoTokenizer.from_pretrained(base)
+rows = [json.loads(l) for l in open(examples)]
+seen = set(); uniq = []
+for r in rows:
+    k = (r["text"], r["channel"])
+    if k in seen: continue
+    seen.add(k); uniq.append(r)
+rows = uniq
+for r in rows: r["fold"] = fold_of(r["group"])
+def train_cap(src):
+    if src.startswith("synth/"): return 300
+    if src.startswith("train/harmful"): return 600
+    return 1200
+train_rows = cap_by_source([r for r in rows if r["fold"] != 0], train_cap, rng)
+used = {(r["text"], r["channel"]) for r in train_rows}
+pick = [r for r in rows if (r["text"], r["channel"]) not in used and (r["fold"] == 0 or r["kind"] in ("benign_user", "benign_context"))]
+# bound the work: at most 600 rows per source
+by = {}
+for r in pick: by.setdefault(r["source"], []).append(r)
+rng2 = random.Random(7); pick = []
+for s, rs in sorted(by.items()):
+    rng2.shuffle(rs); pick.extend(rs[:600])
+print(len(pick), "rows to score", flush=True)
+torch.set_num_threads(int(os.environ.get("THREADS", "2")))
+model = Scorer(base)
+with safe_open(tuned, "pt") as f:
+    meta = f.metadata()
+    sd = model.bert.state_dict()
+    for k in f.keys():
+        t = f.get_tensor(k).to(torch.float32)
+        if k.startswith("head.dense."): getattr(model.dense, k.split(".")[-1]).data = t
+        elif k.startswith("head.out."): getattr(model.out, k.split(".")[-1]).data = t
+        else: sd[k].copy_(t)
+mt, st, mw = int(meta["max_tokens"]), int(meta["stride"]), int(meta["max_windows"])
+for r in pick: r["windows"] = format_windows(tok, r["channel"], r["text"], mt, st, mw)
+s = score_examples(model, pick)
+with open(out, "w") as f:
+    for r, v in zip(pick, s):
+        f.write(json.dumps({"text": r["text"], "channel": r["channel"], "system_prompt": r.get("system_prompt"), "kind": r["kind"],
+                            "source": r["source"], "fold": r["fold"], "encoder_logit": float(v)}) + "\n")
