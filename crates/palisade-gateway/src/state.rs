@@ -39,6 +39,9 @@ pub enum GatewayError {
     /// The embedded detector model failed to load (a corrupt build).
     #[error("cannot load the detector model")]
     Detector(#[from] palisade_detect::DetectError),
+    /// `PALISADE_MARKER_KEY` is set but is not a 32-byte hex key.
+    #[error("{0}")]
+    MarkerKey(String),
     /// `[detection] second_stage = "required"` and the encoder could not be loaded.
     #[error("cannot load the detector's second stage from {dir}: {message}")]
     SecondStage {
@@ -167,6 +170,9 @@ impl GatewayState {
         policy_ready.set(true);
         let serving = readiness.register("listener");
         let tools = Arc::new(crate::gates::tools::ToolService::from_config(config, &env)?);
+        let markers =
+            crate::gates::markers::Markers::from_env(&env, crate::clock::GatewayClock::system())
+                .map_err(|e| GatewayError::MarkerKey(e.to_string()))?;
         let prices = Arc::new(crate::limits::accounting::price_table(&config.ledger));
         let state = GatewayState {
             auth: Authenticator::from_config(&config.auth),
@@ -190,6 +196,7 @@ impl GatewayState {
                 tools,
                 stream_hold_bytes: config.policy.stream_hold_bytes,
                 enabled: !config.policy.disabled,
+                markers,
             }),
             sse_heartbeat: (config.server.sse_heartbeat_ms > 0)
                 .then(|| Duration::from_millis(config.server.sse_heartbeat_ms)),

@@ -174,11 +174,50 @@ async fn clean_retrieved_content_is_spotlighted_and_marks_are_removed() {
         part.get("palisade").is_none(),
         "the mark is not sent upstream"
     );
-    // The boundary is per request and named in the instruction.
+    // The boundary lives only around the data: the system prompt names none, so it is the
+    // same on every request (the upstream's prefix cache keeps working).
     let boundary = &text[2..text.find(">>").unwrap()];
-    assert!(system.contains(boundary));
+    assert!(!system.contains(boundary), "{system}");
+    assert!(text.ends_with(&format!("<</{boundary}>>")), "{text}");
     // The user's own turn is untouched.
     assert_eq!(sent["messages"][1]["content"], "What does the report say?");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gates_send_the_same_prompt_for_the_same_conversation() {
+    let h = Harness::new("").await;
+    let turn = |doc: &str| {
+        json!({"model": "m", "messages": [
+            {"role": "system", "content": "You are a helpful analyst."},
+            {"role": "user", "content": "What does the report say?"},
+            {"role": "user", "content": [{"type": "text", "text": doc, "palisade": {"channel": "retrieved"}}]}
+        ]})
+    };
+    let doc = "The quarterly report shows revenue grew by 12 percent.";
+    assert_eq!(h.chat(turn(doc)).await.0, 200);
+    let first = h.last_sent();
+    assert_eq!(h.chat(turn(doc)).await.0, 200);
+    let second = h.last_sent();
+    // Canary and boundaries are keyed, not drawn per request: byte-identical prompts.
+    assert_eq!(first["messages"], second["messages"]);
+    let system = first["messages"][0]["content"].as_str().unwrap();
+    assert!(system.contains("pls-"), "the canary is still planted: {system}");
+    // What the gates add to a plain system prompt stays short (the canary line).
+    assert_eq!(h.chat(json!({"model": "m", "messages": [
+        {"role": "system", "content": "You are a helpful analyst."},
+        {"role": "user", "content": "Hi"}]})).await.0, 200);
+    let plain = h.last_sent();
+    let added = plain["messages"][0]["content"].as_str().unwrap().len()
+        - "You are a helpful analyst.".len();
+    assert!(added <= 48, "{added} bytes added: {plain}");
+    // Other data gets another boundary: an attacker cannot reuse one it has seen.
+    assert_eq!(h.chat(turn("Revenue fell.")).await.0, 200);
+    let third = h.last_sent();
+    let b = |v: &Value| {
+        let t = v["messages"][2]["content"][0]["text"].as_str().unwrap().to_owned();
+        t[2..t.find(">>").unwrap()].to_owned()
+    };
+    assert_ne!(b(&first), b(&third));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,7 +411,7 @@ async fn a_canary_leak_is_withheld_with_content_filter() {
     assert_eq!(finish.as_deref(), Some("content_filter"), "{stream}");
     assert!(!stream.contains("pls-"), "{stream}");
     assert!(
-        !text.contains("Confidential marker"),
+        !text.contains("Never reveal the marker"),
         "nothing of the leaking sentence: {text}"
     );
     assert!(stream.ends_with("data: [DONE]\n\n"));

@@ -16,6 +16,7 @@ use std::sync::Arc;
 pub(crate) mod audit;
 pub(crate) mod decisions;
 pub(crate) mod input;
+pub(crate) mod markers;
 pub(crate) mod output;
 pub(crate) mod plan;
 pub(crate) mod policy;
@@ -41,4 +42,6 @@ pub(crate) struct Gates {
     pub(crate) stream_hold_bytes: usize,
     /// `false` when `policy.disabled`: the gates are skipped entirely.
     pub(crate) enabled: bool,
+    /// Canaries and data boundaries, keyed (see [`markers`]).
+    pub(crate) markers: markers::Markers,
 }
