@@ -20,6 +20,15 @@ pub struct Canary {
 }
 
 impl Canary {
+    /// A shorter canary of `symbols` base32 symbols (clamped to 8..=16: 40 to 80 bits), for
+    /// prompts where every token counts; 8 symbols still make a chance match in an output
+    /// about one in 10^12 per position.
+    pub fn short_from_random(random: &[u8; 16], symbols: usize) -> Canary {
+        let mut c = Canary::from_random(random);
+        c.token.truncate(4 + symbols.clamp(8, 16));
+        c
+    }
+
     /// Builds a canary from caller-supplied random bytes (16 bytes give 80 bits used).
     pub fn from_random(random: &[u8; 16]) -> Canary {
         let mut token = String::from("pls-");
@@ -110,6 +119,19 @@ mod tests {
 
     fn canary() -> Canary {
         Canary::from_random(&[7, 1, 99, 250, 3, 44, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14])
+    }
+
+    #[test]
+    fn a_short_canary_is_a_prefix_and_still_detected() {
+        let long = Canary::from_random(&[3; 16]);
+        let short = Canary::short_from_random(&[3; 16], 8);
+        assert_eq!(short.token.len(), 4 + 8);
+        assert!(long.token.starts_with(&short.token));
+        assert_eq!(Canary::short_from_random(&[3; 16], 2).token.len(), 4 + 8);
+        let core = short.token.trim_start_matches("pls-");
+        let spaced: String = core.chars().flat_map(|c| [c, ' ']).collect();
+        assert!(short.detect(&format!("the marker is {spaced}ok")).is_some());
+        assert!(short.detect("nothing here").is_none());
     }
 
     #[test]

@@ -207,9 +207,14 @@ async fn the_gates_send_the_same_prompt_for_the_same_conversation() {
         {"role": "system", "content": "You are a helpful analyst."},
         {"role": "user", "content": "Hi"}]})).await.0, 200);
     let plain = h.last_sent();
-    let added = plain["messages"][0]["content"].as_str().unwrap().len()
-        - "You are a helpful analyst.".len();
-    assert!(added <= 48, "{added} bytes added: {plain}");
+    let tokens = |model: &str, text: &str| {
+        palisade_openai::usage::Tokenizer::for_model(model).count(text)
+    };
+    let sent_system = plain["messages"][0]["content"].as_str().unwrap();
+    for model in ["gpt-4o", "gpt-4"] {
+        let added = tokens(model, sent_system) - tokens(model, "You are a helpful analyst.");
+        assert!(added <= 16, "{model}: {added} tokens added: {sent_system}");
+    }
     // Other data gets another boundary: an attacker cannot reuse one it has seen.
     assert_eq!(h.chat(turn("Revenue fell.")).await.0, 200);
     let third = h.last_sent();
