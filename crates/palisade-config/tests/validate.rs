@@ -443,7 +443,10 @@ fn invalid_configs_name_the_key() {
             "routes[0].overload_model",
         ),
         // [detection]
-        ("[detection]\nmodel_dir = \"\"", "detection.model_dir"),
+        (
+            "[detection]\nsecond_stage = \"auto\"\nmodel_dir = \"\"",
+            "detection.model_dir",
+        ),
     ];
     for (mutation, key) in rows {
         check_invalid(mutation, key);

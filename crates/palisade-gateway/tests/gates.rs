@@ -201,15 +201,22 @@ async fn the_gates_send_the_same_prompt_for_the_same_conversation() {
     // Canary and boundaries are keyed, not drawn per request: byte-identical prompts.
     assert_eq!(first["messages"], second["messages"]);
     let system = first["messages"][0]["content"].as_str().unwrap();
-    assert!(system.contains("pls-"), "the canary is still planted: {system}");
+    assert!(
+        system.contains("pls-"),
+        "the canary is still planted: {system}"
+    );
     // What the gates add to a plain system prompt stays short (the canary line).
-    assert_eq!(h.chat(json!({"model": "m", "messages": [
+    assert_eq!(
+        h.chat(json!({"model": "m", "messages": [
         {"role": "system", "content": "You are a helpful analyst."},
-        {"role": "user", "content": "Hi"}]})).await.0, 200);
+        {"role": "user", "content": "Hi"}]}))
+            .await
+            .0,
+        200
+    );
     let plain = h.last_sent();
-    let tokens = |model: &str, text: &str| {
-        palisade_openai::usage::Tokenizer::for_model(model).count(text)
-    };
+    let tokens =
+        |model: &str, text: &str| palisade_openai::usage::Tokenizer::for_model(model).count(text);
     let sent_system = plain["messages"][0]["content"].as_str().unwrap();
     for model in ["gpt-4o", "gpt-4"] {
         let added = tokens(model, sent_system) - tokens(model, "You are a helpful analyst.");
@@ -219,7 +226,10 @@ async fn the_gates_send_the_same_prompt_for_the_same_conversation() {
     assert_eq!(h.chat(turn("Revenue fell.")).await.0, 200);
     let third = h.last_sent();
     let b = |v: &Value| {
-        let t = v["messages"][2]["content"][0]["text"].as_str().unwrap().to_owned();
+        let t = v["messages"][2]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         t[2..t.find(">>").unwrap()].to_owned()
     };
     assert_ne!(b(&first), b(&third));
