@@ -197,6 +197,7 @@ impl GatewayState {
                 stream_hold_bytes: config.policy.stream_hold_bytes,
                 enabled: !config.policy.disabled,
                 markers,
+                scans: crate::gates::scan_cache::ScanCache::default(),
             }),
             sse_heartbeat: (config.server.sse_heartbeat_ms > 0)
                 .then(|| Duration::from_millis(config.server.sse_heartbeat_ms)),

@@ -195,7 +195,7 @@ pub(crate) fn inspect_request(
             } else {
                 channel_of(segment.source)
             };
-            let scan = gates.detector.scan(&ScanInput {
+            let input = ScanInput {
                 text: &segment.text,
                 channel,
                 system_prompt: if segment.source == Source::System {
@@ -203,7 +203,14 @@ pub(crate) fn inspect_request(
                 } else {
                     system
                 },
-            });
+            };
+            // Unchanged turns of a conversation come back on every request.
+            let scan = gates.scans.get_or_scan(
+                &plan.subject.tenant,
+                gates.detector.version(),
+                &input,
+                |input| gates.detector.scan(input),
+            );
             evidence.absorb(&scan);
             scans.push((segment, scan));
         }
@@ -279,11 +286,16 @@ pub(crate) fn inspect_request(
     }
     // Spotlighting: untrusted data is marked as data, with a boundary the
     // data itself cannot know.
-    let untrusted: Vec<_> = channels::segments(fields, kind, retrieved_by_header)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|s| s.source.is_untrusted())
-        .collect();
+    // Read again (the gates may have rewritten it), but only when there is any.
+    let untrusted: Vec<_> = if plan.untrusted_context {
+        channels::segments(fields, kind, retrieved_by_header)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s.source.is_untrusted())
+            .collect()
+    } else {
+        Vec::new()
+    };
     if !untrusted.is_empty() && tier.spotlight() != palisade_policy::Spotlight::Off {
         let base64 = tier.spotlight() == palisade_policy::Spotlight::Base64;
         let mut spot = Spotlight::new(String::new());

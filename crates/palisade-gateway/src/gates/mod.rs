@@ -20,6 +20,7 @@ pub(crate) mod markers;
 pub(crate) mod output;
 pub(crate) mod plan;
 pub(crate) mod policy;
+pub(crate) mod scan_cache;
 pub(crate) mod tools;
 
 pub(crate) use decisions::{audit, decide, record_decision};
@@ -44,4 +45,7 @@ pub(crate) struct Gates {
     pub(crate) enabled: bool,
     /// Canaries and data boundaries, keyed (see [`markers`]).
     pub(crate) markers: markers::Markers,
+    /// Scans of texts seen before (unchanged conversation turns), per tenant;
+    /// built with `detector` and living as long as it does.
+    pub(crate) scans: scan_cache::ScanCache,
 }
