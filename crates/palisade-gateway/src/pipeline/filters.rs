@@ -97,7 +97,8 @@ impl StreamFilters {
 
     /// The event without an upstream's own `palisade` object.
     pub(crate) fn without_foreign_report(&self, event: SseEvent) -> SseEvent {
-        if !self.is_active() {
+        // Most events cannot name the report: their data is not decoded here.
+        if !self.is_active() || !output::may_name_report(event.raw()) {
             return event;
         }
         match event
