@@ -44,3 +44,7 @@ pub(crate) mod state;
 pub(crate) mod upstream;
 
 pub use server::{Gateway, GatewayError, RunningGateway};
+
+/// The stream relay's per-event work, for the criterion benches only.
+#[doc(hidden)]
+pub use pipeline::filters::bench as stream_bench;

@@ -49,7 +49,13 @@ impl SseEvent {
                 None
             };
             if let Some(value) = value {
-                let value = String::from_utf8_lossy(value);
+                // Valid UTF-8 (every well-behaved upstream) is checked by
+                // the fast validator and copied once; only invalid bytes take
+                // the slower lossy path, with the same result.
+                let value = match std::str::from_utf8(value) {
+                    Ok(text) => std::borrow::Cow::Borrowed(text),
+                    Err(_) => String::from_utf8_lossy(value),
+                };
                 match &mut out {
                     None => out = Some(value.into_owned()),
                     Some(acc) => {
@@ -64,7 +70,11 @@ impl SseEvent {
 
     /// True for OpenAI's end-of-stream sentinel, `data: [DONE]`.
     pub fn is_done(&self) -> bool {
-        self.data().is_some_and(|d| d.trim() == "[DONE]")
+        // Called for every event: an event without the sentinel's bytes
+        // cannot be it, and is answered without decoding its data.
+        const DONE: &[u8] = b"[DONE]";
+        self.raw.windows(DONE.len()).any(|w| w == DONE)
+            && self.data().is_some_and(|d| d.trim() == "[DONE]")
     }
 
     /// True when the event carries no field at all (only `:` comments), as
@@ -253,6 +263,55 @@ mod tests {
             let last = f.finish_event().expect("the tail");
             assert_eq!(last.data().as_deref(), Some("{\"x\": 1}"));
             assert!(f.finish_event().is_none());
+        }
+    }
+
+    /// The definitions the fast paths must agree with.
+    fn data_reference(raw: &[u8]) -> Option<String> {
+        let mut out: Option<String> = None;
+        for line in lines(raw) {
+            let value = if line == b"data" {
+                Some(&b""[..])
+            } else {
+                line.strip_prefix(b"data:")
+                    .map(|rest| rest.strip_prefix(b" ").unwrap_or(rest))
+            };
+            if let Some(value) = value {
+                let value = String::from_utf8_lossy(value);
+                match &mut out {
+                    None => out = Some(value.into_owned()),
+                    Some(acc) => {
+                        acc.push('\n');
+                        acc.push_str(&value);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn data_and_done_agree_with_their_definitions_on_odd_events() {
+        for raw in [
+            &b"data: [DONE]\n\n"[..],
+            b"data:[DONE]\r\n\r\n",
+            b"data:\ndata: [DONE]\n\n",
+            b"data:  [DONE] \n\n",
+            b"data: [DONE]x\n\n",
+            b": [DONE]\n\n",
+            b"event: x\ndata: {\"a\":\"[DONE]\"}\n\n",
+            b"data: \xff\xfe[DONE]\n\n",
+            b"data: caf\xc3\xa9 \xc3\n\n",
+            b"data\n\n",
+        ] {
+            let e = SseEvent::from_raw(Bytes::copy_from_slice(raw));
+            let data = data_reference(raw);
+            assert_eq!(e.data(), data, "{raw:?}");
+            assert_eq!(
+                e.is_done(),
+                data.is_some_and(|d| d.trim() == "[DONE]"),
+                "{raw:?}"
+            );
         }
     }
 

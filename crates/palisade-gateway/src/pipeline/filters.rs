@@ -97,7 +97,8 @@ impl StreamFilters {
 
     /// The event without an upstream's own `palisade` object.
     pub(crate) fn without_foreign_report(&self, event: SseEvent) -> SseEvent {
-        if !self.is_active() {
+        // Most events cannot name the report: their data is not decoded here.
+        if !self.is_active() || !output::may_name_report(event.raw()) {
             return event;
         }
         match event
@@ -210,5 +211,78 @@ impl StreamFilters {
             EventAction::Fail(err) => return Some(Step::Fail(err)),
         }
         None
+    }
+}
+
+/// The stream relay's per-event work, for the criterion bench
+/// (`benches/stream.rs`): framer, foreign-report removal and the response
+/// filters under the built-in policy, as `super::stream` runs them, without
+/// the socket, the clock-driven releases or the metrics.
+#[doc(hidden)]
+pub mod bench {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use palisade_openai::sse::SseFramer;
+    use palisade_policy::Snapshot;
+
+    use super::{Outgoing, Step, StreamFilters};
+    use crate::gates::audit::AuditSink;
+    use crate::gates::{GatePlan, GateSubject, ResponseShape};
+
+    /// A request's plan under the built-in policy, with its canary.
+    #[derive(Debug)]
+    pub struct Plan(GatePlan);
+
+    impl Plan {
+        /// The built-in policy (parsed once), as the input gate leaves it for a
+        /// chat completion.
+        #[must_use]
+        pub fn builtin() -> Self {
+            let canary = palisade_detect::Canary::short_from_random(&[7; 16], 8);
+            Self(GatePlan {
+                snapshot: Arc::new(Snapshot::builtin()),
+                shadow: None,
+                subject: GateSubject {
+                    request_id: "bench".into(),
+                    tenant: "default".into(),
+                    route: "m".into(),
+                    model: "m".into(),
+                },
+                canary: Some(canary),
+                response_schema: None,
+                json_mode: false,
+                sink: AuditSink::default(),
+                stream_hold_bytes: 512,
+                untrusted_context: false,
+                flagged_context: false,
+                tools: None,
+                shape: ResponseShape::Chat,
+            })
+        }
+    }
+
+    /// Relays one stream (`reads`: the upstream's body as it arrived) through
+    /// the filters of `plan` (`None`: gates off); returns the bytes sent.
+    pub fn relay(plan: Option<&Plan>, reads: &[Bytes]) -> usize {
+        let mut filters = StreamFilters::new(plan.map(|p| &p.0));
+        let mut framer = SseFramer::new(1 << 20);
+        let mut sent = 0;
+        for read in reads {
+            framer.push(read);
+            let mut out = Outgoing::default();
+            while let Ok(Some(event)) = framer.next_event() {
+                let event = filters.without_foreign_report(event);
+                match filters.on_event(&event, &mut out) {
+                    Step::Pass(gated) => out.push(gated.unwrap_or_else(|| event.into_raw())),
+                    Step::Skip => {}
+                    Step::Stop | Step::Fail(_) => break,
+                }
+            }
+            sent += out.take().map_or(0, |b| b.len());
+        }
+        let mut out = Outgoing::default();
+        filters.finish(&mut out);
+        sent + out.take().map_or(0, |b| b.len())
     }
 }

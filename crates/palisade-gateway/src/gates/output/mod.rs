@@ -148,14 +148,24 @@ fn canary_alert(plan: &GatePlan) {
 /// upstream sent: that name is the gateway's own report, which the output
 /// gate leaves alone, so an upstream must not be able to fill it. `None`
 /// when there is none (the common case costs one substring search).
+///
+/// A key can spell `palisade` only literally or with a `\u` escape (JSON has
+/// no other escape for a letter), so text with neither cannot carry one;
+/// anything else is parsed, whatever its key order, duplicates or spacing.
 pub(crate) fn without_foreign_report(data: &[u8]) -> Option<Vec<u8>> {
-    const NAME: &[u8] = b"\"palisade\"";
-    if !data.windows(NAME.len()).any(|w| w == NAME) {
+    if !may_name_report(data) {
         return None;
     }
     let mut value: Value = serde_json::from_slice(data).ok()?;
     value.as_object_mut()?.remove("palisade")?;
     serde_json::to_vec(&value).ok()
+}
+
+/// Whether `data` may hold a key that decodes to `palisade`: it holds the
+/// name literally, or a `\u` escape that may spell part of it.
+pub(crate) fn may_name_report(data: &[u8]) -> bool {
+    const NAME: &[u8] = b"palisade";
+    data.windows(NAME.len()).any(|w| w == NAME) || data.windows(2).any(|w| w == b"\\u")
 }
 
 /// The schema of a request's `response_format`, when it asks for one.
@@ -164,5 +174,32 @@ pub(crate) fn response_schema(fields: &serde_json::Map<String, Value>) -> Option
     match format.get("type").and_then(Value::as_str) {
         Some("json_schema") => format.pointer("/json_schema/schema").cloned().map(Arc::new),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::without_foreign_report;
+
+    fn check(data: &str, expected: Option<&str>) {
+        let got = without_foreign_report(data.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(got.as_deref(), expected, "{data}");
+    }
+
+    #[test]
+    fn an_upstream_report_is_removed_however_its_key_is_spelled() {
+        check(r#"{"a":1}"#, None);
+        check(r#"{"a":"caf\u00e9"}"#, None);
+        check(r#"{"palisade":{"x":"s"},"a":1}"#, Some(r#"{"a":1}"#));
+        check(r#"{"a":1 , "palisade" :{"x":"s"}}"#, Some(r#"{"a":1}"#));
+        check(r#"{"p\u0061lisade":{"x":"s"},"a":1}"#, Some(r#"{"a":1}"#));
+        check(
+            r#"{"\u0070\u0061\u006c\u0069\u0073\u0061\u0064\u0065":1,"a":1}"#,
+            Some(r#"{"a":1}"#),
+        );
+        check(
+            r#"{"palisade":1,"a":1,"pal\u0069sade":2}"#,
+            Some(r#"{"a":1}"#),
+        );
     }
 }

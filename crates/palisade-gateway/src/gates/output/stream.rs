@@ -13,6 +13,7 @@
 //! Must not: forward a string it did not judge, or re-emit released text.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -106,7 +107,8 @@ impl Guard {
 #[derive(Debug)]
 pub(crate) struct StreamGate {
     plan: GatePlan,
-    policy: OutputPolicy,
+    /// Shared, so an event borrows it at the cost of a count, not a copy.
+    policy: Arc<OutputPolicy>,
     options: GuardOptions,
     guards: BTreeMap<Field, Guard>,
     /// The stream's start: the guards' clock (text held longer than the hold
@@ -161,7 +163,7 @@ impl StreamGate {
         };
         Some(Self {
             plan: plan.clone(),
-            policy,
+            policy: Arc::new(policy),
             options,
             guards: BTreeMap::new(),
             opened: Instant::now(),
@@ -298,7 +300,7 @@ impl StreamGate {
             }
             self.template = Some(t);
         }
-        let policy = self.policy.clone();
+        let policy = Arc::clone(&self.policy);
         let mut changed = false;
         // Everything outside the choices (an in-band error's message, ids,
         // vendor fields), event by event; the gate's own report is left alone.
