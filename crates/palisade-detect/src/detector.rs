@@ -100,8 +100,14 @@ impl Detector {
 
     /// The first stage's score and, when the input falls in the second stage's band, the
     /// cascade's score and the second stage's logit.
-    fn cascade_score(&self, input: &ScanInput<'_>, s1: f32, t: Thresholds) -> (f32, Option<f32>) {
-        let Some(stage) = &self.second else {
+    fn cascade_score(
+        &self,
+        input: &ScanInput<'_>,
+        s1: f32,
+        t: Thresholds,
+        second: bool,
+    ) -> (f32, Option<f32>) {
+        let Some(stage) = self.second.as_ref().filter(|_| second) else {
             return (s1, None);
         };
         let cal = stage.calibration();
@@ -228,13 +234,24 @@ impl Detector {
 
     /// Scans one input at the given thresholds.
     pub fn scan_with_thresholds(&self, input: &ScanInput<'_>, t: Thresholds) -> Scan {
+        self.scan_staged(input, t, true)
+    }
+
+    /// Scans with the first stage alone, whatever is attached: for callers that bound how
+    /// much second-stage work one request may cause (a request of many texts must not buy
+    /// seconds of encoder time).
+    pub fn scan_first_stage(&self, input: &ScanInput<'_>) -> Scan {
+        self.scan_staged(input, self.thresholds, false)
+    }
+
+    fn scan_staged(&self, input: &ScanInput<'_>, t: Thresholds, second: bool) -> Scan {
         let a = self.analyze(input);
         let first = if a.score.is_finite() {
             a.score.clamp(0.0, 1.0)
         } else {
             1.0
         };
-        let (score, second_logit) = self.cascade_score(input, first, t);
+        let (score, second_logit) = self.cascade_score(input, first, t, second);
         let mut verdict = t.verdict(score);
         let mut reasons = a.normalized.reasons;
         for &i in &a.signals.rules {

@@ -107,6 +107,19 @@ def format_windows(
     return out
 
 
+def batch_windows(windows: Sequence[Tuple[List[int], List[int]]]):
+    """Pads windows into (input_ids, token_type_ids, attention_mask) tensors."""
+    length = max(len(ids) for ids, _ in windows)
+    ids = torch.zeros(len(windows), length, dtype=torch.long)
+    types = torch.zeros_like(ids)
+    mask = torch.zeros_like(ids)
+    for row, (input_ids, type_ids) in enumerate(windows):
+        ids[row, : len(input_ids)] = torch.tensor(input_ids)
+        types[row, : len(type_ids)] = torch.tensor(type_ids)
+        mask[row, : len(input_ids)] = 1
+    return ids, types, mask
+
+
 def read_meta(tuned_path: str) -> Dict[str, object]:
     """The overlay's metadata, parsed as the Rust crate parses it."""
     with safe_open(tuned_path, "pt") as f:
@@ -181,15 +194,7 @@ class Scorer:
     @torch.no_grad()
     def window_logits(self, channel: str, text: str) -> torch.Tensor:
         """Logits per window, shape [windows, K]."""
-        windows = self.windows(channel, text)
-        length = max(len(ids) for ids, _ in windows)
-        ids = torch.zeros(len(windows), length, dtype=torch.long)
-        types = torch.zeros_like(ids)
-        mask = torch.zeros_like(ids)
-        for row, (input_ids, type_ids) in enumerate(windows):
-            ids[row, : len(input_ids)] = torch.tensor(input_ids)
-            types[row, : len(type_ids)] = torch.tensor(type_ids)
-            mask[row, : len(input_ids)] = 1
+        ids, types, mask = batch_windows(self.windows(channel, text))
         hidden = self.model(input_ids=ids, token_type_ids=types, attention_mask=mask).last_hidden_state
         weights = mask.unsqueeze(-1).float()
         pooled = (hidden * weights).sum(1) / weights.sum(1)

@@ -6,25 +6,15 @@ import numpy as np, torch
 from safetensors import safe_open
 from transformers import AutoTokenizer
 sys.path.insert(0, os.path.dirname(__file__))
-from train import Scorer, fold_of, score_examples, cap_by_source
+from train import Scorer, cap_by_source, fold_of, score_examples, train_cap, unique_rows
 from encoder_ref import format_windows
 
 examples, base, tuned, out = sys.argv[1:5]
 seed = 42
 rng = random.Random(seed)
 tok = AutoTokenizer.from_pretrained(base)
-rows = [json.loads(l) for l in open(examples)]
-seen = set(); uniq = []
-for r in rows:
-    k = (r["text"], r["channel"])
-    if k in seen: continue
-    seen.add(k); uniq.append(r)
-rows = uniq
+rows = unique_rows(examples)
 for r in rows: r["fold"] = fold_of(r["group"])
-def train_cap(src):
-    if src.startswith("synth/"): return 300
-    if src.startswith("train/harmful"): return 600
-    return 1200
 train_rows = cap_by_source([r for r in rows if r["fold"] != 0], train_cap, rng)
 used = {(r["text"], r["channel"]) for r in train_rows}
 pick = [r for r in rows if (r["text"], r["channel"]) not in used and (r["fold"] == 0 or r["kind"] in ("benign_user", "benign_context"))]

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from transformers import AutoTokenizer, BertModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from encoder_ref import format_windows  # noqa: E402  the Rust crate's mirror, pinned by its parity test
+from encoder_ref import batch_windows, format_windows  # noqa: E402  the Rust crate's mirror, pinned by its parity test
 
 FORMAT = "palisade-encoder-1"
 
@@ -36,18 +36,6 @@ class Scorer(torch.nn.Module):
         return self.out(torch.tanh(self.dense(pooled)))
 
 
-def batchify(windows):
-    L = max(len(w[0]) for w in windows)
-    ids = torch.zeros((len(windows), L), dtype=torch.long)
-    types = torch.zeros_like(ids)
-    mask = torch.zeros_like(ids)
-    for i, (a, t) in enumerate(windows):
-        ids[i, :len(a)] = torch.tensor(a)
-        types[i, :len(t)] = torch.tensor(t)
-        mask[i, :len(a)] = 1
-    return ids, types, mask
-
-
 def score_examples(model, items, batch_windows=64):
     """Max logit over each item's windows, forward only."""
     model.eval()
@@ -60,12 +48,33 @@ def score_examples(model, items, batch_windows=64):
     with torch.no_grad():
         for b in range(0, len(order), batch_windows):
             idx = order[b:b + batch_windows]
-            ids, types, mask = batchify([flat[j] for j in idx])
+            ids, types, mask = batch_windows([flat[j] for j in idx])
             logits[idx] = model(ids, types, mask)[:, 0].numpy()
     best = np.full(len(items), -1e9, dtype=np.float32)
     for j, i in enumerate(owner):
         best[i] = max(best[i], logits[j])
     return best
+
+
+def unique_rows(path):
+    """The examples file's rows, first of each (text, channel)."""
+    seen, out = set(), []
+    for line in open(path):
+        r = json.loads(line)
+        key = (r["text"], r["channel"])
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def train_cap(src):
+    """Rows per source the encoder trains on (synthetic sources are capped hardest)."""
+    if src.startswith("synth/"):
+        return 300
+    if src.startswith("train/harmful"):
+        return 600
+    return 1200
 
 
 def cap_by_source(rows, caps, rng):
@@ -96,20 +105,10 @@ def main():
     rng = random.Random(a.seed); torch.manual_seed(a.seed); np.random.seed(a.seed)
     torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     tok = AutoTokenizer.from_pretrained(a.base)
-    rows = [json.loads(l) for l in open(a.examples)]
-    seen = set(); uniq = []
-    for r in rows:
-        key = (r["text"], r["channel"])
-        if key in seen: continue
-        seen.add(key); uniq.append(r)
-    rows = uniq
+    rows = unique_rows(a.examples)
     for r in rows:
         r["fold"] = fold_of(r["group"])
         r["y"] = 1.0 if r["kind"] == "attack" else 0.0
-    def train_cap(src):
-        if src.startswith("synth/"): return 300
-        if src.startswith("train/harmful"): return 600
-        return 1200
     def val_cap(src):
         return 250
     train_rows = cap_by_source([r for r in rows if r["fold"] != 0], train_cap, rng)
@@ -144,7 +143,7 @@ def main():
         for k, i in enumerate(bidx):
             for w in train_rows[i]["windows"]:
                 flat.append(w); owner.append(k)
-        ids, types, mask = batchify(flat)
+        ids, types, mask = batch_windows(flat)
         logits = model(ids, types, mask)[:, 0]
         own = torch.tensor(owner)
         best = torch.full((len(bidx),), -1e9).scatter_reduce(0, own, logits, reduce="amax")

@@ -17,13 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "/work/shared/datasets/train".into());
     let out = args.pop().unwrap_or_else(|| "target/examples.jsonl".into());
     let seed: u64 = args.pop().map(|s| s.parse()).transpose()?.unwrap_or(42);
-    let mut options = palisade_eval::TrainOptions::default();
-    for flag in &flags {
-        match flag.as_str() {
-            "--clean-docs" => options.clean_docs = Some(palisade_eval::clean_docs::default_path()),
-            other => return Err(format!("unknown flag {other}").into()),
-        }
-    }
+    let options = palisade_eval::TrainOptions::from_flags(flags.iter().map(String::as_str))?;
     let examples = palisade_eval::training_examples(train.as_ref(), seed, &options)?;
     let mut w = std::io::BufWriter::new(std::fs::File::create(&out)?);
     for e in &examples {

@@ -15,13 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .pop()
         .unwrap_or_else(|| "crates/palisade-detect/model/palisade-detect.model".into());
     let seed: u64 = args.pop().map(|s| s.parse()).transpose()?.unwrap_or(42);
-    let mut options = palisade_eval::TrainOptions::default();
-    for flag in &flags {
-        match flag.as_str() {
-            "--clean-docs" => options.clean_docs = Some(palisade_eval::clean_docs::default_path()),
-            other => return Err(format!("unknown flag {other}").into()),
-        }
-    }
+    let options = palisade_eval::TrainOptions::from_flags(flags.iter().map(String::as_str))?;
     let t = std::time::Instant::now();
     let r = palisade_eval::run_train_with(train.as_ref(), out.as_ref(), seed, &options)?;
     println!("{}", r.markdown);

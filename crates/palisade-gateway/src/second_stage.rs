@@ -2,7 +2,8 @@
 //! the base weights and tokenizer from `model_dir`, attaches the shipped overlay, and says
 //! plainly when it runs without one.
 //!
-//! This is the only place the gateway reads encoder files; it must not score anything.
+//! This is the only place the gateway reads encoder files, and it holds the per-request
+//! bound on second-stage work; it must not score anything.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +12,11 @@ use palisade_config::{DetectionConfig, SecondStageMode};
 use palisade_detect::SecondStage;
 
 use crate::state::GatewayError;
+
+/// Texts per request the second stage may judge (each costs up to its window cap, ~12 ms
+/// per window on one core): a request of hundreds of texts must not hold a CPU worker for
+/// seconds. Later texts are judged by the first stage alone, as without a second stage.
+pub(crate) const SCANS_PER_REQUEST: usize = 8;
 
 /// What start-up found.
 #[derive(Debug)]

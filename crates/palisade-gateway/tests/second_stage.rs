@@ -135,3 +135,31 @@ async fn a_required_second_stage_without_weights_refuses_to_start() {
     let err = err.to_string();
     assert!(err.contains("second stage"), "{err}");
 }
+
+#[tokio::test]
+async fn a_request_of_many_texts_cannot_buy_unbounded_encoder_time() {
+    // Red-team: every text lands in the encoder's band, so without a bound each would cost
+    // encoder windows. Only the first eight get the second stage; the rest the first stage.
+    let on = start(&format!(
+        "[detection]\nsecond_stage = \"required\"\nmodel_dir = {:?}",
+        model_dir().display().to_string()
+    ))
+    .await;
+    let messages: Vec<Value> = (0..12)
+        .map(|i| json!({"role": "tool", "content": format!("{PLANTED} ({i})")}))
+        .collect();
+    let verdict = guard(&on, json!({ "messages": messages })).await;
+    let per_message = verdict["messages"]
+        .as_array()
+        .expect("per-message verdicts");
+    let judged = per_message
+        .iter()
+        .filter(|m| m.get("second_stage").is_some())
+        .count();
+    assert_eq!(judged, 8, "{verdict}");
+    assert_ne!(
+        verdict["verdict"], "allow",
+        "the bound never skips the scan: {verdict}"
+    );
+    on.shutdown();
+}

@@ -72,6 +72,20 @@ pub struct TrainOptions {
     pub clean_docs: Option<PathBuf>,
 }
 
+impl TrainOptions {
+    /// Options from command-line flags (`--clean-docs`); an unknown flag is an error naming it.
+    pub fn from_flags<'a>(flags: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut options = TrainOptions::default();
+        for flag in flags {
+            match flag {
+                "--clean-docs" => options.clean_docs = Some(crate::clean_docs::default_path()),
+                other => return Err(format!("unknown flag {other}")),
+            }
+        }
+        Ok(options)
+    }
+}
+
 /// Trains from `train_dir`, writes the artifact to `out_artifact` and `TRAINING.md` beside it.
 pub fn run_train(
     train_dir: &Path,

@@ -229,11 +229,13 @@ fn plan(req: GuardRequest) -> Result<(Vec<Item>, Option<String>, bool), ApiError
 }
 
 fn scan_all(detector: &Detector, items: &[Item], system_prompt: Option<&str>) -> Vec<Scan> {
+    // A request of many texts must not buy unbounded encoder time.
+    let budget = std::cell::Cell::new(crate::second_stage::SCANS_PER_REQUEST);
     items
         .iter()
         .map(|item| {
             let scan = |channel| {
-                detector.scan(&ScanInput {
+                let input = ScanInput {
                     text: &item.text,
                     channel,
                     // The system prompt is the reference, not judged against itself.
@@ -242,7 +244,13 @@ fn scan_all(detector: &Detector, items: &[Item], system_prompt: Option<&str>) ->
                     } else {
                         system_prompt
                     },
-                })
+                };
+                if budget.get() > 0 {
+                    budget.set(budget.get() - 1);
+                    detector.scan(&input)
+                } else {
+                    detector.scan_first_stage(&input)
+                }
             };
             let marked = scan(item.channel);
             if item.also_user {

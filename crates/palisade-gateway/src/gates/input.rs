@@ -22,6 +22,9 @@ use super::plan::{GatePlan, GateSubject, ResponseShape};
 use super::Gates;
 use crate::cpu::{CpuPool, INLINE_BYTES};
 
+/// The scan cache's version key for first-stage-only scans.
+const FIRST_STAGE_ONLY: &str = "first-stage-only";
+
 fn blocked(decision: &Decision, gate: &str) -> ApiError {
     let reason = decision
         .reasons
@@ -172,6 +175,8 @@ pub(crate) fn inspect_request(
         .iter()
         .map(|&role| (Gate::Input, Some(role)))
         .chain(std::iter::once((Gate::Context, None)));
+    // Second-stage (encoder) scans one request may cause; later texts get the first stage.
+    let mut second_stage_budget = crate::second_stage::SCANS_PER_REQUEST;
     for (gate, role) in judgements {
         let started = Instant::now();
         let mut evidence = Evidence {
@@ -205,12 +210,22 @@ pub(crate) fn inspect_request(
                 },
             };
             // Unchanged turns of a conversation come back on every request.
-            let scan = gates.scans.get_or_scan(
-                &plan.subject.tenant,
-                gates.detector.version(),
-                &input,
-                |input| gates.detector.scan(input),
-            );
+            let scan = if second_stage_budget > 0 || gates.detector.second_stage().is_none() {
+                second_stage_budget = second_stage_budget.saturating_sub(1);
+                gates.scans.get_or_scan(
+                    &plan.subject.tenant,
+                    gates.detector.version(),
+                    &input,
+                    |input| gates.detector.scan(input),
+                )
+            } else {
+                // Cached apart: a first-stage verdict must never answer for a full one.
+                gates
+                    .scans
+                    .get_or_scan(&plan.subject.tenant, FIRST_STAGE_ONLY, &input, |input| {
+                        gates.detector.scan_first_stage(input)
+                    })
+            };
             evidence.absorb(&scan);
             scans.push((segment, scan));
         }

@@ -27,7 +27,8 @@ const WINDOW_MS: i64 = 3_600_000;
 /// Derives canaries and data boundaries (see the module docs).
 #[derive(Clone)]
 pub(crate) struct Markers {
-    key: [u8; 32],
+    /// HMAC-SHA256 keyed once at start; cloned per derivation (no re-keying per request).
+    keyed: Hmac<Sha256>,
     clock: GatewayClock,
 }
 
@@ -59,13 +60,19 @@ impl Markers {
                 key
             }
         };
-        Ok(Self { key, clock })
+        Self::keyed(&key, clock)
+    }
+
+    /// Markers under `key`.
+    fn keyed(key: &[u8; 32], clock: GatewayClock) -> Result<Self, BadMarkerKey> {
+        let keyed = <Hmac<Sha256>>::new_from_slice(key).map_err(|_| BadMarkerKey)?;
+        Ok(Self { keyed, clock })
     }
 
     /// A fixed key, for tests.
     #[cfg(test)]
     pub(crate) fn with_key(key: [u8; 32], clock: GatewayClock) -> Self {
-        Self { key, clock }
+        Self::keyed(&key, clock).expect("HMAC accepts a 32-byte key")
     }
 
     fn window(&self) -> i64 {
@@ -73,7 +80,7 @@ impl Markers {
     }
 
     fn mac(&self, purpose: &str, tenant: &str, window: i64, text: &[u8]) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256>>::new_from_slice(&self.key).expect("HMAC takes any key");
+        let mut mac = self.keyed.clone();
         // Length-prefixed fields: no two (tenant, text) pairs share an input.
         for field in [purpose.as_bytes(), tenant.as_bytes()] {
             mac.update(&(field.len() as u64).to_le_bytes());

@@ -62,8 +62,8 @@ pub(crate) struct GatePlan {
 }
 
 impl GatePlan {
-    /// A plan under `snapshot` for tenant `acme` (tests build on it).
-    #[cfg(test)]
+    /// A plan for a request the input gate has not seen (tenant `acme`, chat, no canary):
+    /// for tests and the stream bench.
     pub(crate) fn for_test(snapshot: Snapshot) -> Self {
         Self {
             snapshot: Arc::new(snapshot),

@@ -220,15 +220,13 @@ impl StreamFilters {
 /// the socket, the clock-driven releases or the metrics.
 #[doc(hidden)]
 pub mod bench {
-    use std::sync::Arc;
 
     use bytes::Bytes;
     use palisade_openai::sse::SseFramer;
     use palisade_policy::Snapshot;
 
     use super::{Outgoing, Step, StreamFilters};
-    use crate::gates::audit::AuditSink;
-    use crate::gates::{GatePlan, GateSubject, ResponseShape};
+    use crate::gates::GatePlan;
 
     /// A request's plan under the built-in policy, with its canary.
     #[derive(Debug)]
@@ -240,25 +238,9 @@ pub mod bench {
         #[must_use]
         pub fn builtin() -> Self {
             let canary = palisade_detect::Canary::short_from_random(&[7; 16], 8);
-            Self(GatePlan {
-                snapshot: Arc::new(Snapshot::builtin()),
-                shadow: None,
-                subject: GateSubject {
-                    request_id: "bench".into(),
-                    tenant: "default".into(),
-                    route: "m".into(),
-                    model: "m".into(),
-                },
-                canary: Some(canary),
-                response_schema: None,
-                json_mode: false,
-                sink: AuditSink::default(),
-                stream_hold_bytes: 512,
-                untrusted_context: false,
-                flagged_context: false,
-                tools: None,
-                shape: ResponseShape::Chat,
-            })
+            let mut plan = GatePlan::for_test(Snapshot::builtin());
+            plan.canary = Some(canary);
+            Self(plan)
         }
     }
 
