@@ -5,6 +5,7 @@
 //!
 //! Every pass is linear; the fixed-point loop is capped at `MAX_CANON_PASSES`.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
@@ -103,6 +104,25 @@ fn canonicalize_once(stripped: &str) -> (String, CanonFlags) {
         stripped.nfkc().flat_map(char::to_lowercase).collect()
     };
 
+    // Every confusable is non-ASCII: ASCII text has no look-alike word to map.
+    let s = if nfkc.is_ascii() {
+        nfkc
+    } else {
+        map_homoglyph_words(&nfkc, &mut flags)
+    };
+
+    // Whitespace is collapsed before letters are joined: "i\x0bg\x0cn..." must join in the
+    // same pass as "i g n ...", or the next pass (seeing plain spaces) joins it and the
+    // canonical form is not a fixed point.
+    let s = collapse_ws(&s);
+    let s = join_spaced(&s, &mut flags);
+    let s = map_leet(&s, &mut flags);
+    (collapse_ws(&s).into_owned(), flags)
+}
+
+/// Maps look-alike letters back to Latin, per word: in words that mix scripts, or whole
+/// look-alike words inside mostly-Latin text (so genuine Russian or Greek text stays).
+fn map_homoglyph_words(nfkc: &str, flags: &mut CanonFlags) -> String {
     // Script census: decides whether whole look-alike words are imitations of Latin.
     let (mut latin, mut letters) = (0usize, 0usize);
     for c in nfkc.chars() {
@@ -116,10 +136,8 @@ fn canonicalize_once(stripped: &str) -> (String, CanonFlags) {
     let mostly_latin = letters > 0 && latin * 10 >= letters * 6;
 
     let mut s = String::with_capacity(nfkc.len());
-    // Homoglyph skeleton per word.
-    for word in split_keep(&nfkc) {
+    for word in split_keep(nfkc) {
         let is_word = word.chars().next().is_some_and(crate::ctype::is_alphabetic);
-        // Every confusable is non-ASCII: an ASCII word has nothing to map.
         if !is_word || word.is_ascii() {
             s.push_str(word);
             continue;
@@ -135,13 +153,7 @@ fn canonicalize_once(stripped: &str) -> (String, CanonFlags) {
             s.push_str(word);
         }
     }
-
-    // Whitespace is collapsed before letters are joined: "i\x0bg\x0cn..." must join in the
-    // same pass as "i g n ...", or the next pass (seeing plain spaces) joins it and the
-    // canonical form is not a fixed point.
-    let s = join_spaced(&collapse_ws(&s), &mut flags);
-    let s = map_leet(&s, &mut flags);
-    (collapse_ws(&s), flags)
+    s
 }
 
 /// Splits into alternating alphabetic runs and other runs, keeping everything.
@@ -166,7 +178,11 @@ fn is_spacer(c: char) -> bool {
 
 /// Joins runs like "i g n o r e" or "i.g.n.o.r.e" (at least five single letters with one
 /// separator between each). Two or more separators keep a word break.
-fn join_spaced(s: &str, flags: &mut CanonFlags) -> String {
+fn join_spaced<'a>(s: &'a str, flags: &mut CanonFlags) -> Cow<'a, str> {
+    // A run needs five lone characters: text with fewer has nothing to join (most prose).
+    if single_letters(s) < 5 {
+        return Cow::Borrowed(s);
+    }
     let chars: Vec<char> = s.chars().collect();
     let n = chars.len();
     let mut out = String::with_capacity(s.len());
@@ -210,7 +226,31 @@ fn join_spaced(s: &str, flags: &mut CanonFlags) -> String {
         out.push(chars[i]);
         i += 1;
     }
-    out
+    Cow::Owned(out)
+}
+
+/// How many letters or digits stand alone (no letter or digit on either side), up to five:
+/// a joinable run starts at a lone letter and continues over lone letters or digits.
+fn single_letters(s: &str) -> usize {
+    let mut count = 0;
+    let mut prev_alnum = false;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        let alnum = crate::ctype::is_alphanumeric(c);
+        if alnum
+            && !prev_alnum
+            && !chars
+                .peek()
+                .is_some_and(|&n| crate::ctype::is_alphanumeric(n))
+        {
+            count += 1;
+            if count >= 5 {
+                break;
+            }
+        }
+        prev_alnum = alnum;
+    }
+    count
 }
 
 static TRIGGERS: &[&str] = &[
@@ -269,7 +309,11 @@ pub(super) fn count_triggers(s: &str) -> usize {
 /// letters with leet digits) every such word is mapped: the words around the trigger
 /// ("4ll pr3v10u5") carry the meaning the classifier needs, and ordinary text never has
 /// that density.
-fn map_leet(s: &str, flags: &mut CanonFlags) -> String {
+fn map_leet<'a>(s: &'a str, flags: &mut CanonFlags) -> Cow<'a, str> {
+    // Both mappings below need a leet character in the word: text without one is unchanged.
+    if !s.chars().any(|c| leet(c).is_some()) {
+        return Cow::Borrowed(s);
+    }
     let tokens: Vec<&str> = s.split_inclusive(crate::ctype::is_whitespace).collect();
     let words = tokens.iter().filter(|t| !t.trim().is_empty()).count();
     let leet_words = tokens
@@ -310,7 +354,7 @@ fn map_leet(s: &str, flags: &mut CanonFlags) -> String {
         }
         out.push_str(tok);
     }
-    out
+    Cow::Owned(out)
 }
 
 /// A word that mixes letters with leet *digits* ("pr3v10u5"; surrounding punctuation kept
@@ -342,7 +386,15 @@ fn leet_word(body: &str) -> Option<String> {
     Some(out)
 }
 
-fn collapse_ws(s: &str) -> String {
+fn collapse_ws(s: &str) -> Cow<'_, str> {
+    if is_collapsed(s) {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(collapse_ws_owned(s))
+    }
+}
+
+fn collapse_ws_owned(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut ws = false;
     for c in s.chars() {
@@ -360,4 +412,53 @@ fn collapse_ws(s: &str) -> String {
         out.pop();
     }
     out
+}
+
+/// True when [`collapse_ws`] would change nothing: no leading or trailing whitespace, no
+/// whitespace run, and every whitespace character a plain space or newline.
+fn is_collapsed(s: &str) -> bool {
+    let mut prev_ws = true; // leading whitespace counts as a change
+    for c in s.chars() {
+        let ws = crate::ctype::is_whitespace(c);
+        if ws && (prev_ws || !matches!(c, ' ' | '\n')) {
+            return false;
+        }
+        prev_ws = ws;
+    }
+    !prev_ws || s.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Text built from the characters the shortcuts look at: letters, leet digits and
+    /// symbols, spacers and every kind of whitespace.
+    fn tricky() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop::sample::select(vec![
+                'a', 'b', 'i', 'g', 'Z', '0', '1', '3', '4', '9', '@', '$', '!', '|', '+', '.',
+                '-', '_', '*', '/', '~', ' ', ' ', '\n', '\t', '\r', '\u{a0}', 'é', 'а',
+            ]),
+            0..40,
+        )
+        .prop_map(|v| v.into_iter().collect())
+    }
+
+    proptest! {
+        /// The shortcuts (borrowed results) are taken only where the full pass changes
+        /// nothing, so canonical forms are exactly what they were without them.
+        #[test]
+        fn shortcuts_change_nothing(s in tricky()) {
+            let mut f = CanonFlags::default();
+            prop_assert_eq!(is_collapsed(&s), collapse_ws_owned(&s) == s);
+            if single_letters(&s) < 5 {
+                prop_assert_eq!(join_spaced(&s, &mut f), s.as_str());
+            }
+            if !s.chars().any(|c| leet(c).is_some()) {
+                prop_assert_eq!(map_leet(&s, &mut f), s.as_str());
+            }
+        }
+    }
 }
