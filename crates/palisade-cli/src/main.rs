@@ -14,6 +14,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod audit_cmd;
+mod fleet_cmd;
 mod keys_cmd;
 mod policy_cmd;
 mod tools_cmd;
@@ -101,6 +102,9 @@ enum Command {
     /// Capability-token keys for tool calls, and offline token verification.
     #[command(subcommand)]
     Tools(tools_cmd::ToolsCommand),
+    /// The fleet registry: every live replica, what it enforces, the version skew.
+    #[command(subcommand)]
+    Fleet(fleet_cmd::FleetCommand),
     /// Train the detector's model from a training directory (reproducible:
     /// fixed seed), writing the artifact and its TRAINING.md report.
     Train {
@@ -185,6 +189,7 @@ fn main() -> std::process::ExitCode {
         } => usage(ledger, config.as_deref(), &by, tenant, days, json),
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Audit(cmd) => audit_cmd::run(cmd),
+        Command::Fleet(cmd) => fleet_cmd::run(cmd),
         Command::Tools(cmd) => {
             return tools_cmd::run(cmd).unwrap_or_else(|e| {
                 eprintln!("error: {e:#}");

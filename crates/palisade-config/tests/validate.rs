@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 51;
+const RULE_SITES: usize = 55;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -138,6 +138,7 @@ fn every_rule_site_is_counted() {
         include_str!("../src/auth.rs"),
         include_str!("../src/backends.rs"),
         include_str!("../src/detection.rs"),
+        include_str!("../src/fleet.rs"),
         include_str!("../src/ledger.rs"),
         include_str!("../src/lib.rs"),
         include_str!("../src/limits.rs"),
@@ -446,6 +447,20 @@ fn invalid_configs_name_the_key() {
         (
             "[detection]\nsecond_stage = \"auto\"\nmodel_dir = \"\"",
             "detection.model_dir",
+        ),
+        // [fleet]
+        (
+            "[fleet]\nredis_url = \"rediss://r:6380\"",
+            "fleet.redis_url",
+        ),
+        ("[fleet]\nheartbeat_ms = 10", "fleet.heartbeat_ms"),
+        (
+            "[fleet]\nheartbeat_ms = 1000\nttl_ms = 1500",
+            "fleet.ttl_ms",
+        ),
+        (
+            "[fleet]\nevents_webhook_url = \"ftp://x\"",
+            "fleet.events_webhook_url",
         ),
     ];
     for (mutation, key) in rows {

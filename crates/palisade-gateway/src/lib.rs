@@ -30,6 +30,7 @@ pub(crate) mod api;
 pub(crate) mod clock;
 pub(crate) mod context;
 pub(crate) mod cpu;
+pub(crate) mod fleet;
 pub(crate) mod gates;
 pub(crate) mod http;
 pub(crate) mod limits;

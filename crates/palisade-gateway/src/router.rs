@@ -41,6 +41,7 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
         .route("/admin/usage", get(crate::api::admin::usage))
         .route("/admin/quotas", get(crate::api::admin::quotas))
         .route("/admin/policy", get(crate::api::admin::policy))
+        .route("/admin/fleet", get(crate::api::admin::fleet))
         .route(
             "/admin/policy/rollback",
             post(crate::api::admin::policy_rollback),

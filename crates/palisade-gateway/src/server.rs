@@ -117,6 +117,11 @@ impl Gateway {
         self.state.admission.spawn_alerts();
         self.state.gates.policy.spawn_reload();
         serving.set(true);
+        self.state.fleet.spawn(
+            self.state.gates.policy.clone(),
+            self.state.readiness.clone(),
+            stop_rx.clone(),
+        );
         let task = tokio::spawn(async move {
             let mut drain_rx = stop_rx.clone();
             let shutdown = async move {

@@ -106,6 +106,8 @@ pub struct GatewayState {
     pub(crate) body_read_timeout: Duration,
     pub(crate) readiness: Readiness,
     pub(crate) metrics: Option<PrometheusHandle>,
+    /// This replica's membership in the fleet registry.
+    pub(crate) fleet: Arc<crate::fleet::FleetMember>,
 }
 
 /// Most model names a wildcard route turns into metric label values.
@@ -208,6 +210,10 @@ impl GatewayState {
             body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
             readiness,
             metrics: crate::metrics::install(),
+            fleet: Arc::new(crate::fleet::FleetMember::new(
+                &config.fleet,
+                crate::clock::GatewayClock::system(),
+            )),
         };
         Ok((state, serving))
     }

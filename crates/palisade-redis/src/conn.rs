@@ -77,6 +77,15 @@ impl RedisConnection {
         Ok(())
     }
 
+    /// Runs a pipeline (atomic when built with `.atomic()`), within the call timeout.
+    pub(crate) async fn pipeline<T: FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, RedisLimitError> {
+        let mut conn = self.conn.clone();
+        bounded(self.timeout, pipe.query_async(&mut conn)).await
+    }
+
     /// Runs a script (loading it on first use), within the call timeout.
     pub(crate) async fn invoke<T: FromRedisValue>(
         &self,

@@ -1,5 +1,5 @@
-//! Redis adapter for Palisade's limits, so that any number of gateway
-//! replicas share one exact limit.
+//! Redis adapter for Palisade: shared limits, held tool calls and the fleet registry,
+//! so that any number of gateway replicas share one exact limit and one view of the fleet.
 //!
 //! Every decision is made inside Redis by a Lua script that reads a key's
 //! state, decides and writes it back atomically, on Redis' own clock
@@ -15,6 +15,7 @@
 //!   `palisade_limits::TokenBudget` (see the [`budget`] module).
 //! - [`RedisToolStore`]: tool calls held for confirmation, single-use
 //!   capability tokens and tool-loop counters, shared by every replica.
+//! - [`RedisFleet`]: the fleet registry (replica records with a time-to-live).
 //! - [`RedisConnection`]: the connection they share, every call bounded by a
 //!   timeout.
 //!
@@ -23,17 +24,19 @@
 //! collide.
 //!
 //! This crate does network I/O to Redis and nothing else; it holds no limit
-//! policy (which key, which rate): the gateway decides that.
+//! (or fleet) policy (which key, which rate): the gateway decides that.
 
 #![forbid(unsafe_code)]
 
 pub mod budget;
 mod conn;
+pub mod fleet;
 mod keys;
 mod tools;
 
 pub use budget::RedisTokenBudget;
 pub use conn::RedisConnection;
+pub use fleet::RedisFleet;
 pub use keys::key_part;
 pub use tools::{HoldLimits, Parked, RedisToolStore};
 

@@ -5,7 +5,8 @@
 //! usage and cost from the ledger, the same figures as `palisade usage`.
 //! `GET /admin/policy` shows the active policy version (and the shadow
 //! candidate and rollback history); `POST /admin/policy/rollback` returns to
-//! the previous version. `GET /admin/quotas` shows this month's standing of every tenant seen this
+//! the previous version. `GET /admin/fleet` shows every live replica of the fleet (what it
+//! enforces, since when, its last heartbeat) and the version skew. `GET /admin/quotas` shows this month's standing of every tenant seen this
 //! month against its quotas and budgets, and who the spend breaker holds.
 
 use std::sync::Arc;
@@ -155,4 +156,43 @@ pub async fn policy_rollback(
             Some(&request_id),
         ),
     }
+}
+
+/// `GET /admin/fleet`: the fleet as this replica last saw it (at most one heartbeat old).
+pub async fn fleet(
+    State(state): State<Arc<GatewayState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(err) = state.auth.authenticate_admin(&headers) {
+        return error_response(&err, Some(&request_id));
+    }
+    let snap = state.fleet.snapshot();
+    let replicas: Vec<serde_json::Value> = snap
+        .view
+        .replicas
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id,
+                "serial": r.serial,
+                "version": r.version,
+                "enforcing": r.enforcing(),
+                "behind": snap.view.behind(r),
+                "provisioning_ms": r.provisioning_ms(),
+                "heartbeat_age_ms": snap.seen_unix_ms.saturating_sub(r.heartbeat_unix_ms),
+                "started_unix_ms": r.started_unix_ms,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({
+        "replica": snap.replica,
+        "registry": snap.registry,
+        "registry_error": snap.registry_error,
+        "seen_unix_ms": snap.seen_unix_ms,
+        "fleet_serial": snap.view.fleet_serial,
+        "skew": snap.view.skew,
+        "replicas": replicas,
+    }))
+    .into_response()
 }

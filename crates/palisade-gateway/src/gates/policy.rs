@@ -211,6 +211,12 @@ impl PolicyStore {
         })
     }
 
+    /// The serial of the active role: the highest signed serial this replica has run (0
+    /// for unsigned policies), as the fleet registry reports it.
+    pub fn active_serial(&self) -> u64 {
+        self.serials.lock().unwrap_or_else(PoisonError::into_inner)[0]
+    }
+
     /// The policy in force now.
     pub fn active(&self) -> Arc<Snapshot> {
         self.active.load_full()
