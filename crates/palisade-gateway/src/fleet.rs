@@ -60,7 +60,10 @@ impl FleetMember {
     /// A member with `config`, started now.
     pub(crate) fn new(config: &FleetConfig, clock: GatewayClock) -> Self {
         let id = config.replica_id.clone().unwrap_or_else(default_id);
-        let started_unix_ms = unix_ms(&clock);
+        // The process's own start (config, detector and policy loading included), so the
+        // provisioning time is what an orchestrator waits, not just this constructor's share.
+        let now = unix_ms(&clock);
+        let started_unix_ms = process_started_unix_ms(now).unwrap_or(now);
         Self {
             last: Mutex::new(Snapshot {
                 replica: id.clone(),
@@ -257,6 +260,25 @@ fn unix_ms(clock: &GatewayClock) -> u64 {
     u64::try_from(clock.unix_ms()).unwrap_or(0)
 }
 
+/// When this process started (unix ms, 10 ms resolution): its age from `/proc` (field 22
+/// of `/proc/self/stat`, clock ticks after boot, against `/proc/uptime`: one clock, so no
+/// rounding of the boot time creeps in) subtracted from `now`. `None` off Linux.
+fn process_started_unix_ms(now_unix_ms: u64) -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after its end.
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    let start_ticks: u64 = after_comm.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // USER_HZ is 100 on every Linux ABI Rust targets.
+    let age_ms = (uptime * 1_000.0) as u64 - (start_ticks * 10).min((uptime * 1_000.0) as u64);
+    Some(now_unix_ms.saturating_sub(age_ms))
+}
+
 /// `$POD_NAME` (Kubernetes' downward API) or the host name, and the process id.
 fn default_id() -> String {
     let host = std::env::var("POD_NAME")
@@ -276,6 +298,17 @@ fn default_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_process_started_before_now() {
+        let now = unix_ms(&GatewayClock::system());
+        let started = process_started_unix_ms(now).expect("Linux /proc");
+        assert!(started <= now, "{started} > {now}");
+        assert!(
+            now - started < 3_600_000,
+            "a test process started this hour"
+        );
+    }
 
     #[test]
     fn each_event_has_one_reporter() {
