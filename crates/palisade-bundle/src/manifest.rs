@@ -6,6 +6,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::BundleError;
+
+/// Most characters of a TOML error repeated in a refusal.
+const MESSAGE_CAP: usize = 160;
+
+fn cap(message: String) -> String {
+    message.chars().take(MESSAGE_CAP).collect()
+}
+
 /// The manifest of a bundle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +41,46 @@ pub struct Manifest {
     /// Extra hosts the output gate's link check leaves alone, merged into
     /// the policy's `[links] allowed_domains`.
     pub link_allowlist: Vec<String>,
+}
+
+impl Manifest {
+    /// The policy document with the bundle's link allowlist merged into
+    /// `[links] allowed_domains`; compile it with `Snapshot::from_toml`.
+    ///
+    /// # Errors
+    /// [`BundleError::Invalid`] when the policy is not TOML or `[links]`
+    /// has an unexpected shape.
+    pub fn effective_policy_toml(&self) -> Result<String, BundleError> {
+        let m = self;
+        if m.link_allowlist.is_empty() {
+            return Ok(m.policy.toml.clone());
+        }
+        let mut doc: toml::Table = toml::from_str(&m.policy.toml)
+            .map_err(|e| BundleError::Invalid(cap(format!("policy: {e}"))))?;
+        let links = doc
+            .entry("links")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(links) = links else {
+            return Err(BundleError::Invalid(
+                "policy: [links] is not a table".to_owned(),
+            ));
+        };
+        let domains = links
+            .entry("allowed_domains")
+            .or_insert_with(|| toml::Value::Array(Vec::new()));
+        let toml::Value::Array(domains) = domains else {
+            return Err(BundleError::Invalid(
+                "policy: links.allowed_domains is not an array".to_owned(),
+            ));
+        };
+        for host in &m.link_allowlist {
+            let value = toml::Value::String(host.clone());
+            if !domains.contains(&value) {
+                domains.push(value);
+            }
+        }
+        toml::to_string(&doc).map_err(|e| BundleError::Invalid(cap(format!("policy: {e}"))))
+    }
 }
 
 /// The policy file of a bundle.

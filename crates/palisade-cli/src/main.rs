@@ -14,6 +14,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod audit_cmd;
+mod bundle_cmd;
 mod keys_cmd;
 mod policy_cmd;
 mod tools_cmd;
@@ -94,6 +95,9 @@ enum Command {
     /// Validate, show, compare and simulate safety policies (offline).
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
+    /// Build, sign, verify and inspect signed security bundles (offline).
+    #[command(subcommand)]
+    Bundle(bundle_cmd::BundleCommand),
     /// Read the audit log of gate decisions: the newest records, or a JSONL
     /// export.
     #[command(subcommand)]
@@ -185,6 +189,7 @@ fn main() -> std::process::ExitCode {
         } => usage(ledger, config.as_deref(), &by, tenant, days, json),
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Audit(cmd) => audit_cmd::run(cmd),
+        Command::Bundle(cmd) => bundle_cmd::run(cmd),
         Command::Tools(cmd) => {
             return tools_cmd::run(cmd).unwrap_or_else(|e| {
                 eprintln!("error: {e:#}");
