@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 mod auth;
 mod backends;
+mod bundle;
 mod detection;
 mod ledger;
 mod limits;
@@ -42,6 +43,7 @@ mod tools;
 
 pub use auth::*;
 pub use backends::*;
+pub use bundle::*;
 pub use detection::*;
 pub use ledger::*;
 pub use limits::*;
@@ -120,6 +122,9 @@ pub struct Config {
     pub log: LogConfig,
     /// The detection cascade's second stage.
     pub detection: DetectionConfig,
+    /// A signed security bundle as the policy's source (instead of
+    /// `policy.file`); absent: the policy file or the built-in policy.
+    pub bundle: Option<BundleConfig>,
 }
 
 /// Where a config comes from. Tests pass an explicit environment so they do
@@ -217,6 +222,15 @@ impl Config {
         self.policy.validate()?;
         self.tools.validate()?;
         self.detection.validate()?;
+        if let Some(bundle) = &self.bundle {
+            bundle.validate()?;
+            if self.policy.file.is_some() {
+                return Err(invalid(
+                    "policy.file",
+                    "a [bundle] carries the policy: remove policy.file (or [bundle])",
+                ));
+            }
+        }
         self.validate_cost_limits_are_priced()?;
         self.validate_tenant_backends()?;
         self.validate_route_backends()?;
