@@ -220,6 +220,8 @@ fn load_config(file: Option<&std::path::Path>, upstream: Option<&str>) -> Result
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
+    // The origin of palisade_security_provisioning_seconds.
+    palisade_gateway::mark_process_start();
     let mut config = load_config(args.config.as_deref(), args.upstream.as_deref())?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;

@@ -52,6 +52,12 @@ impl Gateway {
         &self.state.readiness
     }
 
+    /// The signed-bundle runtime (with `[bundle]`), for other bundle sources
+    /// to offer bundles to or wake the poller.
+    pub fn bundle(&self) -> Option<Arc<crate::bundle::BundleRuntime>> {
+        self.state.bundle.clone()
+    }
+
     /// The HTTP application.
     pub fn router(&self) -> Router {
         crate::router::router(self.state.clone())
@@ -116,6 +122,9 @@ impl Gateway {
         self.state.admission.spawn_backend(&self.state.readiness);
         self.state.admission.spawn_alerts();
         self.state.gates.policy.spawn_reload();
+        if let Some(bundle) = &self.state.bundle {
+            bundle.spawn();
+        }
         serving.set(true);
         let task = tokio::spawn(async move {
             let mut drain_rx = stop_rx.clone();

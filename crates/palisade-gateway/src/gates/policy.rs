@@ -20,8 +20,16 @@
 //! that role, or than `policy.min_serial` (at start too), so an older signed
 //! policy or the shadow candidate cannot be copied over the active file. The
 //! mark only rises: an admin rollback does not lower it.
+//!
+//! Bundles (`[bundle]`): the store starts *not enforcing*
+//! ([`PolicyStore::awaiting_bundle`]) and the request pipeline refuses
+//! traffic until `crate::bundle` activates a verified bundle through
+//! [`PolicyStore::activate_bundle`] (one atomic swap). Taking the active
+//! snapshot while not enforcing is a bug that the tripwire counter
+//! `palisade_requests_without_policy_total` reports.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -161,6 +169,9 @@ pub struct PolicyStore {
     /// The lowest serial a reload accepts, per role (active, shadow): the
     /// highest run so far, and at least `policy.min_serial`.
     serials: Mutex<[u64; 2]>,
+    /// Whether the active snapshot is a policy this replica may enforce:
+    /// always after [`PolicyStore::load`]; with a bundle, once one verified.
+    enforcing: AtomicBool,
 }
 
 impl PolicyStore {
@@ -208,11 +219,51 @@ impl PolicyStore {
             interval: Duration::from_millis(config.reload_interval_ms),
             trusted,
             serials: Mutex::new(serials),
+            enforcing: AtomicBool::new(true),
         })
+    }
+
+    /// A store whose policy comes from a signed bundle: not enforcing until
+    /// [`PolicyStore::activate_bundle`]. The placeholder snapshot it holds
+    /// meanwhile is never meant to judge a request (the pipeline refuses
+    /// first; the tripwire counts any that slips through). The shadow file,
+    /// if any, loads as usual.
+    ///
+    /// # Errors
+    /// As [`PolicyStore::load`], for the shadow file and the policy keys.
+    pub fn awaiting_bundle(
+        config: &palisade_config::PolicyConfig,
+    ) -> Result<Self, PolicyLoadError> {
+        let mut store = Self::load(config)?;
+        store.enforcing = AtomicBool::new(false);
+        Ok(store)
+    }
+
+    /// Whether a verified policy is in force (requests may be judged).
+    pub fn is_enforcing(&self) -> bool {
+        self.enforcing.load(Ordering::Acquire)
+    }
+
+    /// Makes a verified bundle's policy the active one, in one atomic swap,
+    /// and starts enforcing. Before the first bundle, the placeholder is
+    /// not kept for rollback (it was never enforced).
+    pub fn activate_bundle(&self, next: Snapshot) {
+        if self.is_enforcing() {
+            self.install(next);
+        } else {
+            self.active.store(Arc::new(next));
+            self.enforcing.store(true, Ordering::Release);
+        }
     }
 
     /// The policy in force now.
     pub fn active(&self) -> Arc<Snapshot> {
+        if !self.is_enforcing() {
+            // The pipeline refuses requests before this point while no
+            // verified policy is active; reaching here is the bug to see.
+            metrics::counter!(crate::metrics::REQUESTS_WITHOUT_POLICY).increment(1);
+            tracing::error!("a request was judged without an active verified policy");
+        }
         self.active.load_full()
     }
 

@@ -1,0 +1,71 @@
+//! The last verified bundle on local disk, so a replica restarted while
+//! the bundle store is down enforces it again.
+//!
+//! Written atomically (temporary file, fsync, rename, fsync of the
+//! directory): a crash leaves the old bundle or the new one, never half of
+//! one. Read back with the same size bound as any source, and verified
+//! again before use: the cache is as hostile as the store (anyone who can
+//! write the directory can put an old or forged bundle there).
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+
+use super::source::SourceError;
+
+/// The cached bundle's file name inside `bundle.cache_dir`.
+const FILE: &str = "last-verified.bundle";
+
+/// Reads at most `max` bytes of `path`; more is refused, not truncated.
+pub(crate) fn read_bounded(path: &Path, max: usize) -> Result<Vec<u8>, SourceError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| SourceError::Unavailable(format!("{}: {e}", path.display())))?;
+    let mut bytes = Vec::new();
+    file.take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| SourceError::Unavailable(format!("{}: {e}", path.display())))?;
+    if bytes.len() > max {
+        return Err(SourceError::TooLarge { max });
+    }
+    Ok(bytes)
+}
+
+/// The on-disk copy of the last verified bundle.
+#[derive(Debug, Clone)]
+pub struct BundleCache {
+    dir: PathBuf,
+    max_bytes: usize,
+}
+
+impl BundleCache {
+    /// A cache in `dir` (created on first write).
+    pub fn new(dir: &Path, max_bytes: usize) -> BundleCache {
+        BundleCache {
+            dir: dir.to_owned(),
+            max_bytes,
+        }
+    }
+
+    /// The cached bundle's path.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(FILE)
+    }
+
+    /// The cached bytes, unverified.
+    pub fn load(&self) -> Result<Vec<u8>, SourceError> {
+        read_bounded(&self.path(), self.max_bytes)
+    }
+
+    /// Replaces the cached bundle with `bytes`, atomically and durably.
+    pub fn store(&self, bytes: &[u8]) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let tmp = self.dir.join(format!("{FILE}.tmp"));
+        {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.path())?;
+        // The rename itself is durable only once the directory is synced.
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+}
