@@ -172,6 +172,8 @@ impl GatewayState {
         // The replica holds its policy before it takes traffic: loaded here,
         // or, with a bundle, once one verifies (the pipeline refuses until then).
         let started = crate::bundle::mark_process_start();
+        // Installed before the policy metrics below are first touched.
+        let metrics_handle = crate::metrics::install();
         let (policy, bundle) = match &config.bundle {
             None => {
                 let policy_ready = readiness.register("policy");
@@ -232,7 +234,7 @@ impl GatewayState {
             ),
             body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
             readiness,
-            metrics: crate::metrics::install(),
+            metrics: metrics_handle,
             bundle,
         };
         Ok((state, serving))

@@ -7,6 +7,11 @@
 //! polling, the disk cache at start, and (later) a push from Redis. It must
 //! not fetch anything itself. Activations are serialized by one lock held
 //! only for the check-compile-swap (no `.await` inside).
+//!
+//! The serial floor survives restarts: at start the cached bundle, once it
+//! verifies, sets the lowest serial the source may offer
+//! ([`Activator::remember_cached`]), so a compromised store cannot replay
+//! an older signed bundle to a freshly restarted replica.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
@@ -89,6 +94,8 @@ pub struct Activator {
     ready: Condition,
     started: Instant,
     running: Mutex<Option<Running>>,
+    /// The verified cached bundle at start: no older bundle is activated.
+    floor: Mutex<Option<Running>>,
 }
 
 fn unix_now() -> (u64, f64) {
@@ -115,6 +122,29 @@ impl Activator {
             ready,
             started,
             running: Mutex::new(None),
+            floor: Mutex::new(None),
+        }
+    }
+
+    /// Verifies the cached bundle (without activating it) and makes it the
+    /// floor for what the source may offer. Returns its serial.
+    pub fn remember_cached(&self, bytes: &[u8]) -> Option<u64> {
+        let (now, _) = unix_now();
+        match verify(bytes, &self.trust, now, self.max_bytes) {
+            Ok(verified) => {
+                let serial = verified.manifest().serial;
+                *self.floor.lock().unwrap_or_else(PoisonError::into_inner) = Some(Running {
+                    serial,
+                    digest: verified.digest().to_owned(),
+                });
+                Some(serial)
+            }
+            Err(e) => {
+                metrics::counter!(crate::metrics::BUNDLE_REFUSED, "reason" => Refusal::from(e.clone()).label())
+                    .increment(1);
+                tracing::error!(origin = "cache", reason = %e, "cached bundle refused");
+                None
+            }
         }
     }
 
@@ -151,7 +181,14 @@ impl Activator {
         let (now, now_f64) = unix_now();
         let verified = verify(bytes, &self.trust, now, self.max_bytes)?;
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        if check_successor(running.as_ref(), &verified)? == Succession::Unchanged {
+        let floor = self
+            .floor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let reference = running.as_ref().or(floor.as_ref());
+        // The cached bundle itself is "unchanged" against the floor, yet not running.
+        if check_successor(reference, &verified)? == Succession::Unchanged && running.is_some() {
             return Ok(Activated::Unchanged);
         }
         let policy = verified.effective_policy_toml()?;

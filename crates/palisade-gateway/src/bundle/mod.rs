@@ -135,19 +135,34 @@ async fn run(
     interval: Duration,
     wake: Arc<Notify>,
 ) {
-    fetch_and_offer(&activator, &mut source).await;
-    if activator.running_serial().is_none() {
-        if let Some(cache) = &cache {
-            let path = cache.path();
+    // The cache first sets the serial floor (a replayed older bundle from
+    // the store is refused), then the source is tried, then the cache used.
+    let cached = match &cache {
+        Some(cache) => {
             let cache = cache.clone();
             match tokio::task::spawn_blocking(move || cache.load()).await {
                 Ok(Ok(bytes)) => {
-                    tracing::warn!(path = %path.display(), "bundle source unavailable or refused; trying the cached bundle");
-                    offer(&activator, bytes, Origin::Cache).await;
+                    let check = activator.clone();
+                    let copy = bytes.clone();
+                    match tokio::task::spawn_blocking(move || check.remember_cached(&copy)).await {
+                        Ok(Some(_)) => Some(bytes),
+                        _ => None,
+                    }
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "no usable cached bundle"),
-                Err(e) => tracing::warn!(error = %e, "reading the cached bundle failed"),
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "no usable cached bundle");
+                    None
+                }
+                Err(_) => None,
             }
+        }
+        None => None,
+    };
+    fetch_and_offer(&activator, &mut source).await;
+    if activator.running_serial().is_none() {
+        if let Some(bytes) = cached {
+            tracing::warn!("bundle source unavailable or refused; enforcing the cached bundle");
+            offer(&activator, bytes, Origin::Cache).await;
         }
     }
     if activator.running_serial().is_none() {

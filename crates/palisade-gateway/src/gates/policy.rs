@@ -267,6 +267,12 @@ impl PolicyStore {
         self.active.load_full()
     }
 
+    /// The active snapshot for display (`/admin/policy`), not for judging:
+    /// no tripwire, since nothing is decided with it.
+    pub fn peek(&self) -> Arc<Snapshot> {
+        self.active.load_full()
+    }
+
     /// The shadow candidate, if any.
     pub fn shadow(&self) -> Option<Arc<Snapshot>> {
         self.shadow.load_full()
