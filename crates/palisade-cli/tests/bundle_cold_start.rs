@@ -205,7 +205,7 @@ impl Rig {
         let mut i = 0u64;
         while spawned.elapsed() < deadline {
             i += 1;
-            let marker = i % 2 == 0;
+            let marker = i.is_multiple_of(2);
             let content = if marker { MARKER } else { "hello there" };
             let sent = self
                 .http
