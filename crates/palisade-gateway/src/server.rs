@@ -78,6 +78,8 @@ impl Gateway {
             ready.set(true);
         }
         if let Some(url) = &self.config.policy.audit_url {
+            // Opened (migrated, so writable) before the replica is ready.
+            let audit_ready = self.state.readiness.register("audit_store");
             // The same store as the ledger shares its writer.
             let store = match self.state.ledger.get() {
                 Some(ledger) if self.config.ledger.url.as_ref() == Some(url) => ledger.clone(),
@@ -91,6 +93,7 @@ impl Gateway {
                 ),
             };
             self.state.gates.audit.attach(store);
+            audit_ready.set(true);
         }
         let limits = &self.config.limits;
         let needs_tokens = self.config.ledger.url.is_some()

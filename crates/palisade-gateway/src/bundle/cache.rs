@@ -69,3 +69,24 @@ impl BundleCache {
         std::fs::File::open(&self.dir)?.sync_all()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_replaces_the_bundle_whole_and_reads_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BundleCache::new(&dir.path().join("nested"), 8);
+        assert!(cache.load().is_err(), "nothing cached yet");
+        cache.store(b"first").unwrap();
+        cache.store(b"second!").unwrap();
+        assert_eq!(cache.load().unwrap(), b"second!");
+        assert!(
+            !dir.path().join("nested").join(format!("{FILE}.tmp")).exists(),
+            "no temporary file is left behind"
+        );
+        std::fs::write(cache.path(), b"123456789").unwrap();
+        assert!(matches!(cache.load(), Err(SourceError::TooLarge { max: 8 })));
+    }
+}

@@ -80,6 +80,19 @@ impl BundleRuntime {
         })
     }
 
+    /// Replaces the configured source (e.g. with a Redis one) before the
+    /// gateway starts; returns `false` once the fetch loop has taken it.
+    pub fn set_source(&self, source: Box<dyn BundleSource>) -> bool {
+        let mut slot = self.source.lock().unwrap_or_else(PoisonError::into_inner);
+        match slot.as_mut() {
+            Some(current) => {
+                *current = source;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The activator, for other sources (a push channel) to offer bundles to.
     pub fn activator(&self) -> Arc<Activator> {
         self.activator.clone()
