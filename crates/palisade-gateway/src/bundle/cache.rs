@@ -83,10 +83,16 @@ mod tests {
         cache.store(b"second!").unwrap();
         assert_eq!(cache.load().unwrap(), b"second!");
         assert!(
-            !dir.path().join("nested").join(format!("{FILE}.tmp")).exists(),
+            !dir.path()
+                .join("nested")
+                .join(format!("{FILE}.tmp"))
+                .exists(),
             "no temporary file is left behind"
         );
         std::fs::write(cache.path(), b"123456789").unwrap();
-        assert!(matches!(cache.load(), Err(SourceError::TooLarge { max: 8 })));
+        assert!(matches!(
+            cache.load(),
+            Err(SourceError::TooLarge { max: 8 })
+        ));
     }
 }

@@ -236,7 +236,9 @@ impl PolicyStore {
     ) -> Result<Self, PolicyLoadError> {
         let mut store = Self::load(config)?;
         store.enforcing = AtomicBool::new(false);
-        tracing::warn!("waiting for a verified signed bundle: /v1/* is refused until one is active");
+        tracing::warn!(
+            "waiting for a verified signed bundle: /v1/* is refused until one is active"
+        );
         Ok(store)
     }
 
