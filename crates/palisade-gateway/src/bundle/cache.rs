@@ -7,27 +7,13 @@
 //! again before use: the cache is as hostile as the store (anyone who can
 //! write the directory can put an old or forged bundle there).
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::source::SourceError;
+use super::source::{read_bounded, SourceError};
 
 /// The cached bundle's file name inside `bundle.cache_dir`.
 const FILE: &str = "last-verified.bundle";
-
-/// Reads at most `max` bytes of `path`; more is refused, not truncated.
-pub(crate) fn read_bounded(path: &Path, max: usize) -> Result<Vec<u8>, SourceError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| SourceError::Unavailable(format!("{}: {e}", path.display())))?;
-    let mut bytes = Vec::new();
-    file.take(max as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| SourceError::Unavailable(format!("{}: {e}", path.display())))?;
-    if bytes.len() > max {
-        return Err(SourceError::TooLarge { max });
-    }
-    Ok(bytes)
-}
 
 /// The on-disk copy of the last verified bundle.
 #[derive(Debug, Clone)]

@@ -8,7 +8,8 @@
 //! is cut off and refused, not buffered.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
@@ -41,6 +42,20 @@ pub enum SourceError {
         /// The bound.
         max: usize,
     },
+}
+
+/// Reads at most `max` bytes of `path`; more is refused, not truncated.
+pub(crate) fn read_bounded(path: &Path, max: usize) -> Result<Vec<u8>, SourceError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| SourceError::Unavailable(format!("{}: {e}", path.display())))?;
+    let mut bytes = Vec::new();
+    file.take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| SourceError::Unavailable(format!("{}: {e}", path.display())))?;
+    if bytes.len() > max {
+        return Err(SourceError::TooLarge { max });
+    }
+    Ok(bytes)
 }
 
 /// A place bundles are fetched from.
@@ -89,7 +104,7 @@ impl BundleSource for FileSource {
                 if seen == Some(stamp) {
                     return Ok((stamp, None));
                 }
-                let bytes = super::cache::read_bounded(&path, max)?;
+                let bytes = read_bounded(&path, max)?;
                 Ok((stamp, Some(bytes)))
             })
             .await
