@@ -373,3 +373,42 @@ impl PolicyStore {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tripped(handle: &metrics_exporter_prometheus::PrometheusHandle) -> u64 {
+        handle
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix("palisade_requests_without_policy_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn judging_before_a_bundle_trips_the_wire_and_activation_arms_the_store() {
+        let handle = crate::metrics::install().expect("the recorder installs");
+        let store =
+            PolicyStore::awaiting_bundle(&palisade_config::PolicyConfig::default()).unwrap();
+        assert!(!store.is_enforcing());
+        let before = tripped(&handle);
+        let _ = store.peek();
+        assert_eq!(tripped(&handle), before, "a display read is not a decision");
+        let _ = store.active();
+        assert_eq!(tripped(&handle), before + 1);
+        store.activate_bundle(Snapshot::builtin());
+        assert!(store.is_enforcing());
+        assert!(
+            store.history().is_empty(),
+            "the placeholder is never kept for rollback"
+        );
+        let _ = store.active();
+        assert_eq!(tripped(&handle), before + 1);
+        // A plain policy store enforces from the start.
+        assert!(PolicyStore::load(&palisade_config::PolicyConfig::default())
+            .unwrap()
+            .is_enforcing());
+    }
+}
