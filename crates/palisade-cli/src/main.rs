@@ -14,6 +14,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod audit_cmd;
+mod bundle_cmd;
 mod fleet_cmd;
 mod keys_cmd;
 mod policy_cmd;
@@ -95,6 +96,9 @@ enum Command {
     /// Validate, show, compare and simulate safety policies (offline).
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
+    /// Build, sign, verify and inspect signed security bundles (offline).
+    #[command(subcommand)]
+    Bundle(bundle_cmd::BundleCommand),
     /// Read the audit log of gate decisions: the newest records, or a JSONL
     /// export.
     #[command(subcommand)]
@@ -190,6 +194,7 @@ fn main() -> std::process::ExitCode {
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Fleet(cmd) => fleet_cmd::run(cmd),
+        Command::Bundle(cmd) => bundle_cmd::run(cmd),
         Command::Tools(cmd) => {
             return tools_cmd::run(cmd).unwrap_or_else(|e| {
                 eprintln!("error: {e:#}");
@@ -220,6 +225,8 @@ fn load_config(file: Option<&std::path::Path>, upstream: Option<&str>) -> Result
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
+    // The origin of palisade_security_provisioning_seconds.
+    palisade_gateway::mark_process_start();
     let mut config = load_config(args.config.as_deref(), args.upstream.as_deref())?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;

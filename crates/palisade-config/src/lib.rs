@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 mod auth;
 mod backends;
+mod bundle;
 mod detection;
 mod fleet;
 mod ledger;
@@ -43,6 +44,7 @@ mod tools;
 
 pub use auth::*;
 pub use backends::*;
+pub use bundle::*;
 pub use detection::*;
 pub use fleet::*;
 pub use ledger::*;
@@ -124,6 +126,9 @@ pub struct Config {
     pub detection: DetectionConfig,
     /// The fleet registry (replicas, skew, events).
     pub fleet: FleetConfig,
+    /// A signed security bundle as the policy's source (instead of
+    /// `policy.file`); absent: the policy file or the built-in policy.
+    pub bundle: Option<BundleConfig>,
 }
 
 /// Where a config comes from. Tests pass an explicit environment so they do
@@ -222,6 +227,15 @@ impl Config {
         self.tools.validate()?;
         self.detection.validate()?;
         self.fleet.validate()?;
+        if let Some(bundle) = &self.bundle {
+            bundle.validate()?;
+            if self.policy.file.is_some() {
+                return Err(invalid(
+                    "policy.file",
+                    "a [bundle] carries the policy: remove policy.file (or [bundle])",
+                ));
+            }
+        }
         self.validate_cost_limits_are_priced()?;
         self.validate_tenant_backends()?;
         self.validate_route_backends()?;

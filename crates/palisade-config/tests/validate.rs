@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 55;
+const RULE_SITES: usize = 59;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -137,6 +137,7 @@ fn every_rule_site_is_counted() {
     let sources = [
         include_str!("../src/auth.rs"),
         include_str!("../src/backends.rs"),
+        include_str!("../src/bundle.rs"),
         include_str!("../src/detection.rs"),
         include_str!("../src/fleet.rs"),
         include_str!("../src/ledger.rs"),
@@ -185,6 +186,23 @@ fn invalid_configs_name_the_key() {
     );
     let no_tenant = format!("[[auth.keys]]\nname = \"a\"\ntenant = \"\"\nsha256 = \"{HASH_A}\"");
     let rows: &[(&str, &str)] = &[
+        // [bundle]
+        (
+            "[bundle]\nsource = \"ftp://x\"\ntrusted_keys = [\"k\"]",
+            "bundle.source",
+        ),
+        (
+            "[bundle]\nsource = \"file:/b.json\"",
+            "bundle.trusted_keys",
+        ),
+        (
+            "[bundle]\nsource = \"file:/b.json\"\ntrusted_keys = [\"k\"]\npoll_interval_ms = 0",
+            "bundle.poll_interval_ms",
+        ),
+        (
+            "[bundle]\nsource = \"https://b/x\"\ntrusted_keys = [\"k\"]\n[policy]\nfile = \"p.toml\"",
+            "policy.file",
+        ),
         // [server]
         ("[server]\nmax_body_bytes = 0", "server.max_body_bytes"),
         (

@@ -28,7 +28,6 @@ use crate::readiness::Readiness;
 const EVENTS: &str = "palisade_fleet_events_total";
 const REPLICAS: &str = "palisade_fleet_replicas";
 const SKEW: &str = "palisade_fleet_serial_skew";
-const SERIAL: &str = "palisade_bundle_serial";
 
 /// The fleet as this replica last saw it.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -90,8 +89,9 @@ impl FleetMember {
             .clone()
     }
 
-    /// This replica's record now.
-    fn record(&self, policy: &PolicyStore, ready: bool, now: u64) -> Replica {
+    /// This replica's record now; `serial` is the running bundle's serial (or the
+    /// policy file's signed serial without bundles).
+    fn record(&self, policy: &PolicyStore, serial: u64, ready: bool, now: u64) -> Replica {
         let mut since = self
             .enforcing_since
             .lock()
@@ -103,7 +103,7 @@ impl FleetMember {
         }
         Replica {
             id: self.id.clone(),
-            serial: policy.active_serial(),
+            serial,
             version: policy.active().version().to_string(),
             started_unix_ms: self.started_unix_ms,
             enforcing_since_unix_ms: *since,
@@ -115,6 +115,7 @@ impl FleetMember {
     pub(crate) fn spawn(
         self: &Arc<Self>,
         policy: Arc<PolicyStore>,
+        bundle: Option<Arc<crate::bundle::BundleRuntime>>,
         readiness: Readiness,
         mut stop: watch::Receiver<bool>,
     ) {
@@ -131,8 +132,11 @@ impl FleetMember {
             loop {
                 let now = unix_ms(&me.clock);
                 let ready = readiness.is_ready();
-                let mine = me.record(&policy, ready, now);
-                metrics::gauge!(SERIAL).set(mine.serial as f64);
+                let serial = match &bundle {
+                    Some(b) => b.activator().running_serial().unwrap_or(0),
+                    None => policy.active_serial(),
+                };
+                let mine = me.record(&policy, serial, ready, now);
                 let (view, withdrawn, error) = match me.config.redis_url.as_deref() {
                     None => (
                         FleetView::at([mine.clone()], now, me.config.ttl_ms),

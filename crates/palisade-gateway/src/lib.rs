@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod api;
+pub mod bundle;
 pub(crate) mod clock;
 pub(crate) mod context;
 pub(crate) mod cpu;
@@ -44,6 +45,7 @@ pub(crate) mod server;
 pub(crate) mod state;
 pub(crate) mod upstream;
 
+pub use bundle::mark_process_start;
 pub use server::{Gateway, GatewayError, RunningGateway};
 
 /// The stream relay's per-event work, for the criterion benches only.

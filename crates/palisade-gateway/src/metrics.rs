@@ -71,6 +71,19 @@ pub const QUARANTINED: &str = "palisade_context_quarantined_total";
 pub const TOOL_CALLS: &str = "palisade_tool_calls_total";
 /// Time spent judging one response's tool calls (schema, policy, signing).
 pub const TOOL_CHECK: &str = "palisade_tool_check_seconds";
+/// Process start until this replica first enforced a verified policy (gauge).
+pub const SECURITY_PROVISIONING: &str = "palisade_security_provisioning_seconds";
+/// A bundle's signing time until it was active here (histogram).
+pub const BUNDLE_PROPAGATION: &str = "palisade_bundle_propagation_seconds";
+/// Requests that reached a policy decision with no active verified policy: a
+/// tripwire that must stay 0.
+pub const REQUESTS_WITHOUT_POLICY: &str = "palisade_requests_without_policy_total";
+/// The serial of the active bundle (gauge).
+pub const BUNDLE_SERIAL: &str = "palisade_bundle_serial";
+/// Bundles refused (bad signature, older serial, ...), by reason.
+pub const BUNDLE_REFUSED: &str = "palisade_bundle_refused_total";
+/// Requests refused with `not_ready` because no verified policy is active.
+pub const NOT_READY_REFUSED: &str = "palisade_not_ready_refused_total";
 
 /// Latency buckets from 100 µs to 5 min: gateway overhead lives at the low
 /// end, LLM generation at the high end, and both must be readable.
@@ -203,6 +216,26 @@ fn describe() {
     describe_counter!(
         OFFENDERS_BLOCKED,
         "Offences that put an API key on the escalation ladder's block rung."
+    );
+    describe_gauge!(
+        SECURITY_PROVISIONING,
+        Unit::Seconds,
+        "Process start until this replica first enforced a verified policy."
+    );
+    describe_histogram!(
+        BUNDLE_PROPAGATION,
+        Unit::Seconds,
+        "A bundle's signing time (created_at) until it was active on this replica."
+    );
+    describe_counter!(
+        REQUESTS_WITHOUT_POLICY,
+        "Requests that reached a policy decision without an active verified policy (must stay 0)."
+    );
+    describe_gauge!(BUNDLE_SERIAL, "Serial of the active signed bundle.");
+    describe_counter!(BUNDLE_REFUSED, "Bundles refused, by reason.");
+    describe_counter!(
+        NOT_READY_REFUSED,
+        "Requests refused with not_ready while no verified policy was active."
     );
     describe_counter!(
         LIMITS_BACKEND_ERRORS,

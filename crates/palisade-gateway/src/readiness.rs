@@ -1,8 +1,10 @@
 //! `/readyz` as a registry of named conditions.
 //!
 //! A replica must not take traffic until everything its config needs is in
-//! place: today the routing table and the listener; later the signed policy
-//! bundle and the detector models. Each component registers a condition at
+//! place: the routing table, the detector (warmed), the policy or the signed
+//! bundle (verified and active), the ledger and audit store (opened), the
+//! shared limits backend (gating in `deny` mode, advisory with the local
+//! fallback) and the listener. Each component registers a condition at
 //! start and flips it when ready, so adding a component never means editing
 //! the readiness endpoint. Draining for shutdown is one more condition.
 

@@ -55,6 +55,11 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
             crate::http::body_deadline::BodyReadTimeout(state.body_read_timeout),
             crate::http::body_deadline::layer,
         ))
+        // No traffic before policy: refuses /v1/* until a verified policy is active.
+        .layer(middleware::from_fn_with_state(
+            state.gates.policy.clone(),
+            crate::bundle::gate::layer,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             crate::api::probes::on_panic,
         ))

@@ -52,6 +52,12 @@ impl Gateway {
         &self.state.readiness
     }
 
+    /// The signed-bundle runtime (with `[bundle]`), for other bundle sources
+    /// to offer bundles to or wake the poller.
+    pub fn bundle(&self) -> Option<Arc<crate::bundle::BundleRuntime>> {
+        self.state.bundle.clone()
+    }
+
     /// The HTTP application.
     pub fn router(&self) -> Router {
         crate::router::router(self.state.clone())
@@ -72,6 +78,8 @@ impl Gateway {
             ready.set(true);
         }
         if let Some(url) = &self.config.policy.audit_url {
+            // Opened (migrated, so writable) before the replica is ready.
+            let audit_ready = self.state.readiness.register("audit_store");
             // The same store as the ledger shares its writer.
             let store = match self.state.ledger.get() {
                 Some(ledger) if self.config.ledger.url.as_ref() == Some(url) => ledger.clone(),
@@ -85,6 +93,7 @@ impl Gateway {
                 ),
             };
             self.state.gates.audit.attach(store);
+            audit_ready.set(true);
         }
         let limits = &self.config.limits;
         let needs_tokens = self.config.ledger.url.is_some()
@@ -116,9 +125,13 @@ impl Gateway {
         self.state.admission.spawn_backend(&self.state.readiness);
         self.state.admission.spawn_alerts();
         self.state.gates.policy.spawn_reload();
+        if let Some(bundle) = &self.state.bundle {
+            bundle.spawn();
+        }
         serving.set(true);
         self.state.fleet.spawn(
             self.state.gates.policy.clone(),
+            self.state.bundle.clone(),
             self.state.readiness.clone(),
             stop_rx.clone(),
         );

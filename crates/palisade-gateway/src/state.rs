@@ -74,6 +74,9 @@ pub enum GatewayError {
     /// The policy file could not be loaded.
     #[error(transparent)]
     Policy(#[from] crate::gates::policy::PolicyLoadError),
+    /// `[bundle]` is unusable (a malformed trusted key).
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleSetupError),
     /// The tool signing key or a tenant's tool credential is missing.
     #[error(transparent)]
     Tools(#[from] crate::gates::tools::ToolSetupError),
@@ -108,6 +111,8 @@ pub struct GatewayState {
     pub(crate) metrics: Option<PrometheusHandle>,
     /// This replica's membership in the fleet registry.
     pub(crate) fleet: Arc<crate::fleet::FleetMember>,
+    /// The signed-bundle runtime, with `[bundle]`: the policy comes from it.
+    pub(crate) bundle: Option<Arc<crate::bundle::BundleRuntime>>,
 }
 
 /// Most model names a wildcard route turns into metric label values.
@@ -166,10 +171,32 @@ impl GatewayState {
         // (~100 ms); pay that before readiness, not on a user's request.
         let _ = detector.scan(&palisade_detect::ScanInput::user("warm up"));
         detector_ready.set(true);
-        // The replica holds its policy before it takes traffic.
-        let policy_ready = readiness.register("policy");
-        let policy = Arc::new(crate::gates::policy::PolicyStore::load(&config.policy)?);
-        policy_ready.set(true);
+        // The replica holds its policy before it takes traffic: loaded here,
+        // or, with a bundle, once one verifies (the pipeline refuses until then).
+        let started = crate::bundle::mark_process_start();
+        // Installed before the policy metrics below are first touched.
+        let metrics_handle = crate::metrics::install();
+        let (policy, bundle) = match &config.bundle {
+            None => {
+                let policy_ready = readiness.register("policy");
+                let policy = Arc::new(crate::gates::policy::PolicyStore::load(&config.policy)?);
+                policy_ready.set(true);
+                metrics::gauge!(crate::metrics::SECURITY_PROVISIONING)
+                    .set(started.elapsed().as_secs_f64());
+                (policy, None)
+            }
+            Some(bundle_config) => {
+                let bundle_ready = readiness.register("bundle");
+                let policy = Arc::new(crate::gates::policy::PolicyStore::awaiting_bundle(
+                    &config.policy,
+                )?);
+                let runtime =
+                    crate::bundle::BundleRuntime::new(bundle_config, policy.clone(), bundle_ready)?;
+                (policy, Some(Arc::new(runtime)))
+            }
+        };
+        // Exported from the start, so "stays 0" is visible and alertable.
+        metrics::counter!(crate::metrics::REQUESTS_WITHOUT_POLICY).increment(0);
         let serving = readiness.register("listener");
         let tools = Arc::new(crate::gates::tools::ToolService::from_config(config, &env)?);
         let markers =
@@ -209,7 +236,8 @@ impl GatewayState {
             ),
             body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
             readiness,
-            metrics: crate::metrics::install(),
+            metrics: metrics_handle,
+            bundle,
             fleet: Arc::new(crate::fleet::FleetMember::new(
                 &config.fleet,
                 crate::clock::GatewayClock::system(),

@@ -106,6 +106,10 @@ pub enum ErrorCode {
     UpstreamOverloaded,
     /// The gateway is draining for shutdown.
     ShuttingDown,
+    /// The replica enforces no verified policy yet (its signed bundle has not
+    /// been fetched and verified): it refuses traffic rather than serve it
+    /// unjudged. `Retry-After` says when to retry (another replica).
+    NotReady,
     /// The gateway's own capacity is spent: its pool for CPU-heavy checks
     /// stayed full past `server.cpu_queue_timeout_ms`, or it holds
     /// `server.max_connections` connections. `Retry-After` says when to retry.
@@ -139,6 +143,7 @@ impl ErrorCode {
             | Self::UpstreamError
             | Self::OutputRejected => 502,
             Self::ShuttingDown
+            | Self::NotReady
             | Self::LimitsUnavailable
             | Self::UpstreamOverloaded
             | Self::Overloaded
@@ -157,6 +162,7 @@ impl ErrorCode {
             | Self::RequestTimeout
             | Self::MethodNotAllowed
             | Self::ShuttingDown => ErrorKind::InvalidRequestError,
+            Self::NotReady => ErrorKind::ServerError,
             Self::MissingApiKey | Self::InvalidApiKey => ErrorKind::AuthenticationError,
             Self::PermissionDenied => ErrorKind::PermissionError,
             Self::RateLimited
@@ -213,6 +219,7 @@ impl ErrorCode {
             Self::UpstreamOverloaded => "upstream_overloaded",
             Self::CircuitOpen => "circuit_open",
             Self::ShuttingDown => "shutting_down",
+            Self::NotReady => "not_ready",
             Self::Overloaded => "overloaded",
             Self::InternalError => "internal_error",
         }
@@ -384,6 +391,7 @@ mod tests {
             ErrorCode::UpstreamOverloaded,
             ErrorCode::CircuitOpen,
             ErrorCode::ShuttingDown,
+            ErrorCode::NotReady,
             ErrorCode::Overloaded,
             ErrorCode::InternalError,
         ] {

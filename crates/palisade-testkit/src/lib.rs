@@ -36,6 +36,8 @@
 
 #![forbid(unsafe_code)]
 
+mod bundle_store;
+pub use bundle_store::{BundleStore, StoreMode};
 mod hostile;
 pub use hostile::{HostileUpstream, RawResponse};
 #[cfg(unix)]

@@ -10,12 +10,15 @@
 //! - `tokens_keys`: capability tokens, canonical arguments, signatures, keys.
 //! - `output_gate`: the output gate's second round (links, streams,
 //!   encodings, holding back without holding up).
+//! - `bundle`: a hostile bundle store and disk (replayed older bundles,
+//!   untrusted and retired keys, a swapped cache, huge bundles).
 //! - `markers`: the keyed canary and data boundaries (no cross-tenant
 //!   canary, no closing a block with a boundary seen before).
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
 
+mod bundle;
 mod harness;
 mod input_gates;
 mod markers;

@@ -119,7 +119,8 @@ fn policy_state(state: &GatewayState) -> serde_json::Value {
     let store = &state.gates.policy;
     serde_json::json!({
         "enabled": state.gates.enabled,
-        "active": describe(&store.active()),
+        "active": describe(&store.peek()),
+        "enforcing": store.is_enforcing(),
         "shadow": store.shadow().as_deref().map(describe),
         "history": store.history(),
     })

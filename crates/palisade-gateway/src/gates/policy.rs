@@ -20,8 +20,16 @@
 //! that role, or than `policy.min_serial` (at start too), so an older signed
 //! policy or the shadow candidate cannot be copied over the active file. The
 //! mark only rises: an admin rollback does not lower it.
+//!
+//! Bundles (`[bundle]`): the store starts *not enforcing*
+//! ([`PolicyStore::awaiting_bundle`]) and the request pipeline refuses
+//! traffic until `crate::bundle` activates a verified bundle through
+//! [`PolicyStore::activate_bundle`] (one atomic swap). Taking the active
+//! snapshot while not enforcing is a bug that the tripwire counter
+//! `palisade_requests_without_policy_total` reports.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -161,6 +169,9 @@ pub struct PolicyStore {
     /// The lowest serial a reload accepts, per role (active, shadow): the
     /// highest run so far, and at least `policy.min_serial`.
     serials: Mutex<[u64; 2]>,
+    /// Whether the active snapshot is a policy this replica may enforce:
+    /// always after [`PolicyStore::load`]; with a bundle, once one verified.
+    enforcing: AtomicBool,
 }
 
 impl PolicyStore {
@@ -208,6 +219,7 @@ impl PolicyStore {
             interval: Duration::from_millis(config.reload_interval_ms),
             trusted,
             serials: Mutex::new(serials),
+            enforcing: AtomicBool::new(true),
         })
     }
 
@@ -217,8 +229,56 @@ impl PolicyStore {
         self.serials.lock().unwrap_or_else(PoisonError::into_inner)[0]
     }
 
+    /// A store whose policy comes from a signed bundle: not enforcing until
+    /// [`PolicyStore::activate_bundle`]. The placeholder snapshot it holds
+    /// meanwhile is never meant to judge a request (the pipeline refuses
+    /// first; the tripwire counts any that slips through). The shadow file,
+    /// if any, loads as usual.
+    ///
+    /// # Errors
+    /// As [`PolicyStore::load`], for the shadow file and the policy keys.
+    pub fn awaiting_bundle(
+        config: &palisade_config::PolicyConfig,
+    ) -> Result<Self, PolicyLoadError> {
+        let mut store = Self::load(config)?;
+        store.enforcing = AtomicBool::new(false);
+        tracing::warn!(
+            "waiting for a verified signed bundle: /v1/* is refused until one is active"
+        );
+        Ok(store)
+    }
+
+    /// Whether a verified policy is in force (requests may be judged).
+    pub fn is_enforcing(&self) -> bool {
+        self.enforcing.load(Ordering::Acquire)
+    }
+
+    /// Makes a verified bundle's policy the active one, in one atomic swap,
+    /// and starts enforcing. Before the first bundle, the placeholder is
+    /// not kept for rollback (it was never enforced).
+    pub fn activate_bundle(&self, next: Snapshot) {
+        if self.is_enforcing() {
+            self.install(next);
+        } else {
+            self.active.store(Arc::new(next));
+            self.enforcing.store(true, Ordering::Release);
+        }
+    }
+
     /// The policy in force now.
     pub fn active(&self) -> Arc<Snapshot> {
+        if !self.is_enforcing() {
+            // The pipeline refuses requests before this point while no
+            // verified policy is active; reaching here is the bug to see.
+            metrics::counter!(crate::metrics::REQUESTS_WITHOUT_POLICY).increment(1);
+            tracing::error!("a request was judged without an active verified policy");
+        }
+        self.active.load_full()
+    }
+
+    /// The active snapshot for display (`/admin/policy`), not for judging:
+    /// no tripwire, since nothing is decided with it.
+    pub fn peek(&self) -> Arc<Snapshot> {
         self.active.load_full()
     }
 
@@ -317,5 +377,44 @@ impl PolicyStore {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tripped(handle: &metrics_exporter_prometheus::PrometheusHandle) -> u64 {
+        handle
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix("palisade_requests_without_policy_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn judging_before_a_bundle_trips_the_wire_and_activation_arms_the_store() {
+        let handle = crate::metrics::install().expect("the recorder installs");
+        let store =
+            PolicyStore::awaiting_bundle(&palisade_config::PolicyConfig::default()).unwrap();
+        assert!(!store.is_enforcing());
+        let before = tripped(&handle);
+        let _ = store.peek();
+        assert_eq!(tripped(&handle), before, "a display read is not a decision");
+        let _ = store.active();
+        assert_eq!(tripped(&handle), before + 1);
+        store.activate_bundle(Snapshot::builtin());
+        assert!(store.is_enforcing());
+        assert!(
+            store.history().is_empty(),
+            "the placeholder is never kept for rollback"
+        );
+        let _ = store.active();
+        assert_eq!(tripped(&handle), before + 1);
+        // A plain policy store enforces from the start.
+        assert!(PolicyStore::load(&palisade_config::PolicyConfig::default())
+            .unwrap()
+            .is_enforcing());
     }
 }

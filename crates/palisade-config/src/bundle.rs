@@ -1,0 +1,80 @@
+//! `[bundle]`: where this replica gets its signed security bundle (the
+//! policy and detector settings, one signature and serial), which keys it
+//! trusts, where it keeps the last verified one, and how often it polls.
+//!
+//! Validation checks the form only; it must not fetch the bundle or parse
+//! the keys (the gateway does, at start, and refuses traffic until a bundle
+//! verifies).
+
+use super::*;
+
+/// A signed security bundle as the source of this replica's policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BundleConfig {
+    /// `file:PATH`, `http://…` or `https://…`. Polled every
+    /// `poll_interval_ms` (HTTP with `If-None-Match`).
+    pub source: String,
+    /// Public keys trusted to sign bundles (`palisade policy keygen`), each
+    /// `HEX` or `HEX not_after=UNIX_SECONDS` for a key being rotated out: a
+    /// bundle it signed after that time is refused, and past it the key
+    /// verifies nothing.
+    pub trusted_keys: Vec<String>,
+    /// Directory where the last verified bundle is kept (written atomically),
+    /// so a restart while the source is down enforces it again (after
+    /// verifying it again). Absent: nothing is kept.
+    pub cache_dir: Option<PathBuf>,
+    /// How often the source is polled for a newer bundle. 2 s: a new
+    /// bundle reaches a replica within about that, at one conditional GET
+    /// per replica per poll.
+    pub poll_interval_ms: u64,
+    /// Bound on one fetch (connect to last byte), so a slow store cannot
+    /// stall the poller.
+    pub fetch_timeout_ms: u64,
+    /// Largest bundle accepted, bytes (64 MiB: room for a detector model).
+    pub max_bytes: usize,
+}
+
+impl Default for BundleConfig {
+    fn default() -> Self {
+        Self {
+            source: String::new(),
+            trusted_keys: Vec::new(),
+            cache_dir: None,
+            poll_interval_ms: 2_000,
+            fetch_timeout_ms: 5_000,
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+impl BundleConfig {
+    /// A usable source, at least one key, positive intervals.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let source_ok = self
+            .source
+            .strip_prefix("file:")
+            .is_some_and(|p| !p.is_empty())
+            || self.source.starts_with("http://")
+            || self.source.starts_with("https://");
+        if !source_ok {
+            return Err(invalid(
+                "bundle.source",
+                "must be `file:PATH`, `http://…` or `https://…`",
+            ));
+        }
+        if self.trusted_keys.is_empty() {
+            return Err(invalid(
+                "bundle.trusted_keys",
+                "must list at least one public key (a bundle verifies against these only)",
+            ));
+        }
+        if self.poll_interval_ms == 0 || self.fetch_timeout_ms == 0 || self.max_bytes == 0 {
+            return Err(invalid(
+                "bundle.poll_interval_ms",
+                "poll_interval_ms, fetch_timeout_ms and max_bytes must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
