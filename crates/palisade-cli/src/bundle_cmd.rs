@@ -79,6 +79,19 @@ pub(crate) enum BundleCommand {
         #[arg(long, default_value_t = DEFAULT_MAX_BYTES)]
         max_bytes: usize,
     },
+    /// Publish a signed bundle to a fleet's Redis slot and announce it: every
+    /// replica with `bundle.source = "redis://…"` fetches it at once (and verifies
+    /// it before activating).
+    Publish {
+        /// The bundle (signed).
+        bundle: PathBuf,
+        /// The fleet's Redis (`redis://…`).
+        #[arg(long)]
+        redis: String,
+        /// The key prefix (`bundle.redis_prefix`).
+        #[arg(long, default_value = "palisade:bundle")]
+        prefix: String,
+    },
     /// Print a bundle's manifest (the policy by digest and size), signed or not.
     Inspect {
         /// The bundle.
@@ -242,6 +255,11 @@ pub(crate) fn run(cmd: BundleCommand) -> Result<()> {
             );
             Ok(())
         }
+        BundleCommand::Publish {
+            bundle,
+            redis,
+            prefix,
+        } => publish(&bundle, &redis, &prefix),
         BundleCommand::Inspect { bundle, json } => {
             let bytes = read_bounded(&bundle, DEFAULT_MAX_BYTES)?;
             let decoded = Bundle::decode(&bytes, DEFAULT_MAX_BYTES)
@@ -277,4 +295,37 @@ pub(crate) fn run(cmd: BundleCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Stores `bundle` in the Redis slot and announces it. Refuses an unsigned bundle or
+/// one that is not a bundle at all (replicas would refuse it anyway; a publisher should
+/// learn it here).
+fn publish(bundle: &Path, redis: &str, prefix: &str) -> Result<()> {
+    use sha2::Digest as _;
+    let bytes = read_bounded(bundle, DEFAULT_MAX_BYTES)?;
+    let decoded = Bundle::decode(&bytes, DEFAULT_MAX_BYTES)
+        .with_context(|| format!("{} is not a bundle", bundle.display()))?;
+    if !decoded.is_signed() {
+        bail!(
+            "{} is not signed: run `palisade bundle sign` first",
+            bundle.display()
+        );
+    }
+    let serial = decoded.manifest().serial;
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let timeout = std::time::Duration::from_secs(5);
+        let conn = palisade_redis::RedisConnection::connect(redis, timeout, timeout)
+            .await
+            .with_context(|| format!("connecting to {redis}"))?;
+        palisade_redis::RedisBundleStore::new(conn, prefix)
+            .publish(&bytes, &digest, serial)
+            .await
+            .context("publishing the bundle")
+    })?;
+    println!("published serial {serial} ({digest}) under {prefix} on {redis}");
+    Ok(())
 }

@@ -12,9 +12,13 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BundleConfig {
-    /// `file:PATH`, `http://…` or `https://…`. Polled every
-    /// `poll_interval_ms` (HTTP with `If-None-Match`).
+    /// `file:PATH`, `http://…`, `https://…` or `redis://…`. Polled every
+    /// `poll_interval_ms` (HTTP with `If-None-Match`; Redis by digest, and
+    /// woken at once by the publisher's announcement on pub/sub).
     pub source: String,
+    /// With a `redis://` source: the key prefix the bundle is published under
+    /// (`palisade bundle publish --prefix`).
+    pub redis_prefix: String,
     /// Public keys trusted to sign bundles (`palisade policy keygen`), each
     /// `HEX` or `HEX not_after=UNIX_SECONDS` for a key being rotated out: a
     /// bundle it signed after that time is refused, and past it the key
@@ -39,6 +43,7 @@ impl Default for BundleConfig {
     fn default() -> Self {
         Self {
             source: String::new(),
+            redis_prefix: "palisade:bundle".to_owned(),
             trusted_keys: Vec::new(),
             cache_dir: None,
             poll_interval_ms: 2_000,
@@ -56,11 +61,12 @@ impl BundleConfig {
             .strip_prefix("file:")
             .is_some_and(|p| !p.is_empty())
             || self.source.starts_with("http://")
-            || self.source.starts_with("https://");
+            || self.source.starts_with("https://")
+            || self.source.starts_with("redis://");
         if !source_ok {
             return Err(invalid(
                 "bundle.source",
-                "must be `file:PATH`, `http://…` or `https://…`",
+                "must be `file:PATH`, `http://…`, `https://…` or `redis://…`",
             ));
         }
         if self.trusted_keys.is_empty() {

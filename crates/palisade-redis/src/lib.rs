@@ -16,6 +16,8 @@
 //! - [`RedisToolStore`]: tool calls held for confirmation, single-use
 //!   capability tokens and tool-loop counters, shared by every replica.
 //! - [`RedisFleet`]: the fleet registry (replica records with a time-to-live).
+//! - [`RedisBundleStore`]: signed bundles distributed through Redis, announced on
+//!   pub/sub ([`watch_published`]) so replicas fetch a new one at once.
 //! - [`RedisConnection`]: the connection they share, every call bounded by a
 //!   timeout.
 //!
@@ -29,12 +31,14 @@
 #![forbid(unsafe_code)]
 
 pub mod budget;
+pub mod bundles;
 mod conn;
 pub mod fleet;
 mod keys;
 mod tools;
 
 pub use budget::RedisTokenBudget;
+pub use bundles::{watch_published, BundleFetch, RedisBundleStore};
 pub use conn::RedisConnection;
 pub use fleet::RedisFleet;
 pub use keys::key_part;

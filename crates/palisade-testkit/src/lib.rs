@@ -528,6 +528,11 @@ impl RedisServer {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free loopback port");
+        Self::start_on(port)
+    }
+
+    /// Starts the server on `port` (e.g. to restart one that was stopped).
+    pub fn start_on(port: u16) -> Self {
         let child = std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args([

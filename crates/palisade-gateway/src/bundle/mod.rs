@@ -1,5 +1,5 @@
 //! Signed security bundles on the replica: fetched from a source (file,
-//! HTTP(S) with ETag; Redis later as one more [`source::BundleSource`]),
+//! HTTP(S) with ETag, Redis with pub/sub announcements: [`redis_source`]),
 //! verified and activated ([`activate::Activator`]), persisted as the last
 //! verified bundle ([`cache::BundleCache`]), and the gate that refuses
 //! traffic until one is active ([`gate`]).
@@ -14,6 +14,7 @@
 pub mod activate;
 pub mod cache;
 pub(crate) mod gate;
+pub mod redis_source;
 pub mod source;
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -49,6 +50,8 @@ pub struct BundleRuntime {
     cache: Option<cache::BundleCache>,
     interval: Duration,
     wake: Arc<Notify>,
+    /// With a `redis://` source: the URL and prefix whose announcements wake the poller.
+    push: Option<(String, String)>,
 }
 
 impl BundleRuntime {
@@ -77,6 +80,10 @@ impl BundleRuntime {
             cache,
             interval: Duration::from_millis(config.poll_interval_ms),
             wake: Arc::new(Notify::new()),
+            push: config
+                .source
+                .starts_with("redis://")
+                .then(|| (config.source.clone(), config.redis_prefix.clone())),
         })
     }
 
@@ -117,6 +124,9 @@ impl BundleRuntime {
         let cache = self.cache.clone();
         let interval = self.interval;
         let wake = self.wake.clone();
+        if let Some((url, prefix)) = &self.push {
+            redis_source::spawn_push(url.clone(), prefix.clone(), wake.clone());
+        }
         tokio::spawn(run(activator, source, cache, interval, wake));
     }
 }

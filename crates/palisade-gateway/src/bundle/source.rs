@@ -1,6 +1,5 @@
-//! Where bundles come from: a local file or an HTTP(S) URL, behind one
-//! trait so another transport (Redis) plugs in as one more
-//! [`BundleSource`].
+//! Where bundles come from: a local file, an HTTP(S) URL or Redis
+//! ([`super::redis_source`]), behind one trait, [`BundleSource`].
 //!
 //! A source only fetches bytes, bounded in size and time; it never decides
 //! whether they are trusted (that is [`super::activate`]'s, after
@@ -69,6 +68,14 @@ pub trait BundleSource: Send + std::fmt::Debug {
 /// Builds the source named by `bundle.source`.
 pub fn from_config(config: &palisade_config::BundleConfig) -> Box<dyn BundleSource> {
     let timeout = Duration::from_millis(config.fetch_timeout_ms);
+    if config.source.starts_with("redis://") {
+        return Box::new(super::redis_source::RedisSource::new(
+            &config.source,
+            &config.redis_prefix,
+            timeout,
+            config.max_bytes,
+        ));
+    }
     match config.source.strip_prefix("file:") {
         Some(path) => Box::new(FileSource {
             path: PathBuf::from(path),
