@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 mod auth;
 mod backends;
 mod detection;
+mod extraction;
 mod ledger;
 mod limits;
 mod log;
@@ -43,6 +44,7 @@ mod tools;
 pub use auth::*;
 pub use backends::*;
 pub use detection::*;
+pub use extraction::*;
 pub use ledger::*;
 pub use limits::*;
 pub use log::*;
@@ -120,6 +122,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The detection cascade's second stage.
     pub detection: DetectionConfig,
+    /// Model-extraction defence: parameter hardening, telemetry, detectors.
+    pub extraction: ExtractionConfig,
 }
 
 /// Where a config comes from. Tests pass an explicit environment so they do
@@ -217,6 +221,7 @@ impl Config {
         self.policy.validate()?;
         self.tools.validate()?;
         self.detection.validate()?;
+        self.extraction.validate()?;
         self.validate_cost_limits_are_priced()?;
         self.validate_tenant_backends()?;
         self.validate_route_backends()?;

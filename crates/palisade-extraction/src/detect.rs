@@ -46,6 +46,9 @@ pub struct DetectorConfig {
     pub mmd_min_effect: f64,
     /// Permutations of the MMD test.
     pub mmd_permutations: usize,
+    /// Baseline points drawn (by the seed) into one MMD test; bounds its
+    /// cost at O((window + sample)² · permutations).
+    pub mmd_baseline_sample: usize,
     /// Words per coverage block.
     pub coverage_block_words: u32,
     /// Coverage fires above this type/token ratio.
@@ -68,10 +71,11 @@ impl Default for DetectorConfig {
             min_queries: 32,
             evaluate_every: 16,
             prada_p: 1e-6,
-            prada_w: 0.85,
+            prada_w: 0.70,
             mmd_p: 0.01,
-            mmd_min_effect: 0.12,
+            mmd_min_effect: 0.35,
             mmd_permutations: 99,
+            mmd_baseline_sample: 64,
             coverage_block_words: 600,
             coverage_ratio: 0.80,
             probe_rate: 0.30,
@@ -145,14 +149,16 @@ impl From<&Entry> for Point {
     }
 }
 
-/// The MMD kernel: Gaussian in SimHash distance, log length and entropy.
-/// Bandwidths put "unrelated natural prompts" (half the bits differ) at a
-/// kernel value of ~0.6, near duplicates at ~1.
+/// The MMD kernel: Gaussian in SimHash distance (bandwidth 0.25), with a
+/// weak term in entropy. Unrelated prompts (half the bits differ) sit near
+/// 0.02 and near duplicates near 1, so the statistic measures how much
+/// near-duplicate and template structure a window has beyond the
+/// baseline's. Length is left out on purpose: a user's topic sets their
+/// prompts' lengths, and a length test flags every specialised user.
 pub fn kernel(a: &Point, b: &Point) -> f64 {
-    let bits = f64::from((a.simhash ^ b.simhash).count_ones()) / 64.0;
-    let len = (f64::from(a.chars) + 1.0).ln() - (f64::from(b.chars) + 1.0).ln();
-    let ent = f64::from(a.entropy_bits - b.entropy_bits);
-    (-(bits * bits * 2.0 + len * len / 4.0 + ent * ent)).exp()
+    let bits = f64::from((a.simhash ^ b.simhash).count_ones()) / 64.0 / 0.25;
+    let ent = f64::from(a.entropy_bits - b.entropy_bits) / 2.0;
+    (-(bits * bits + ent * ent)).exp()
 }
 
 /// Runs every detector on `window` (enough entries assumed; see
@@ -165,9 +171,13 @@ pub fn evaluate(
     seed: u64,
 ) -> Vec<Signal> {
     let mut signals = Vec::with_capacity(5);
+    // Exact repeats (distance 0) are people re-asking and batch jobs
+    // looping, not synthetic perturbations (those are close but never
+    // identical); repeats are the sweep detector's business.
     let distances: Vec<f64> = window
         .entries()
         .filter_map(|e| e.min_distance.map(f64::from))
+        .filter(|d| *d > 0.0)
         .collect();
     if let Ok(sw) = shapiro_wilk(&distances) {
         signals.push(Signal {
@@ -188,8 +198,13 @@ pub fn evaluate(
         });
     }
     if !baseline.is_empty() {
-        let xs: Vec<Point> = window.entries().map(Point::from).collect();
-        let test = mmd_test(&xs, baseline, kernel, config.mmd_permutations, seed);
+        // Distinct prompts only: a repeat carries no new information for an
+        // extractor, and people and batch jobs repeat themselves.
+        let mut xs: Vec<Point> = window.entries().map(Point::from).collect();
+        xs.sort_by_key(|p| p.simhash);
+        xs.dedup_by_key(|p| p.simhash);
+        let ys = sample(baseline, config.mmd_baseline_sample, seed);
+        let test = mmd_test(&xs, &ys, kernel, config.mmd_permutations, seed);
         signals.push(Signal {
             kind: DetectorKind::Mmd,
             value: test.mmd2,
@@ -230,6 +245,22 @@ pub fn evaluate(
         fired: configs.len() >= config.sweep_configs && median <= config.sweep_max_distance,
     });
     signals
+}
+
+/// `count` points of `baseline` chosen by `seed` (a partial Fisher–Yates
+/// shuffle), or all of them when there are no more.
+fn sample(baseline: &[Point], count: usize, seed: u64) -> Vec<Point> {
+    let mut points = baseline.to_vec();
+    if points.len() <= count {
+        return points;
+    }
+    let mut rng = crate::stats::SplitMix::new(seed ^ 0x5eed);
+    for i in 0..count {
+        let j = i + rng.below(points.len() - i);
+        points.swap(i, j);
+    }
+    points.truncate(count);
+    points
 }
 
 #[cfg(test)]
