@@ -272,13 +272,7 @@ struct KeyResult {
     blocked_at: Option<u64>,
 }
 
-fn run(
-    events: &mut [Event],
-    tracker: &mut Tracker,
-) -> (
-    HashMap<String, KeyResult>,
-    Vec<(DetectorKind, f64, Option<f64>, bool)>,
-) {
+fn run(events: &mut [Event], tracker: &mut Tracker) -> (HashMap<String, KeyResult>, Vec<Stat>) {
     events.sort_by_key(|e| e.at_ms);
     let mut results: HashMap<String, KeyResult> = HashMap::new();
     let mut benign_stats = Vec::new();
@@ -338,7 +332,10 @@ fn quantiles(mut v: Vec<f64>) -> String {
     )
 }
 
-fn print_stats(stats: &[(DetectorKind, f64, Option<f64>, bool)]) {
+/// One detector result: kind, statistic, p-value, fired.
+type Stat = (DetectorKind, f64, Option<f64>, bool);
+
+fn print_stats(stats: &[Stat]) {
     for kind in [
         DetectorKind::Prada,
         DetectorKind::Mmd,

@@ -116,6 +116,11 @@ impl Gateway {
         self.state.admission.spawn_backend(&self.state.readiness);
         self.state.admission.spawn_alerts();
         self.state.gates.policy.spawn_reload();
+        self.state.extraction.spawn(
+            &self.config.extraction,
+            self.state.gates.audit.clone(),
+            self.state.gates.policy.clone(),
+        )?;
         serving.set(true);
         let task = tokio::spawn(async move {
             let mut drain_rx = stop_rx.clone();

@@ -77,6 +77,9 @@ pub enum GatewayError {
     /// The tool signing key or a tenant's tool credential is missing.
     #[error(transparent)]
     Tools(#[from] crate::gates::tools::ToolSetupError),
+    /// The extraction telemetry store could not be opened.
+    #[error(transparent)]
+    Extraction(#[from] crate::extraction::StoreError),
     /// The server loop failed.
     #[error("server error")]
     Serve(#[source] std::io::Error),
@@ -106,6 +109,8 @@ pub struct GatewayState {
     pub(crate) body_read_timeout: Duration,
     pub(crate) readiness: Readiness,
     pub(crate) metrics: Option<PrometheusHandle>,
+    /// Model-extraction defence: tiers, telemetry queue, published standings.
+    pub(crate) extraction: crate::extraction::Extraction,
 }
 
 /// Most model names a wildcard route turns into metric label values.
@@ -208,6 +213,7 @@ impl GatewayState {
             body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
             readiness,
             metrics: crate::metrics::install(),
+            extraction: crate::extraction::Extraction::from_config(&config.extraction),
         };
         Ok((state, serving))
     }
