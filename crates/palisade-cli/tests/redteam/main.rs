@@ -12,10 +12,13 @@
 //!   encodings, holding back without holding up).
 //! - `markers`: the keyed canary and data boundaries (no cross-tenant
 //!   canary, no closing a block with a boundary seen before).
+//! - `extraction`: logit-stealing parameter shapes past hardening, and a
+//!   flood against the extraction telemetry queue.
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
 
+mod extraction;
 mod harness;
 mod input_gates;
 mod markers;
