@@ -270,6 +270,8 @@ struct KeyResult {
     worst: Action,
     flagged_at: Option<u64>,
     blocked_at: Option<u64>,
+    /// Firings per detector, for the evidence of flagged keys.
+    fired: [u32; 6],
 }
 
 fn run(events: &mut [Event], tracker: &mut Tracker) -> (HashMap<String, KeyResult>, Vec<Stat>) {
@@ -297,6 +299,9 @@ fn run(events: &mut [Event], tracker: &mut Tracker) -> (HashMap<String, KeyResul
                 }
             }
             let r = results.entry(e.key.clone()).or_default();
+            for s in a.fired() {
+                r.fired[s.kind as usize] += 1;
+            }
             if a.action > r.worst {
                 r.worst = a.action;
             }
@@ -342,6 +347,7 @@ fn print_stats(stats: &[Stat]) {
         DetectorKind::Coverage,
         DetectorKind::Probing,
         DetectorKind::Sweep,
+        DetectorKind::Perturbation,
     ] {
         let values: Vec<f64> = stats.iter().filter(|s| s.0 == kind).map(|s| s.1).collect();
         let ps: Vec<f64> = stats
@@ -403,6 +409,11 @@ fn main() {
         results.values().filter(|r| r.worst >= Action::Slow).count(),
         100.0 * blocked as f64 / benign_keys.max(1) as f64,
     );
+    for (key, r) in &results {
+        if r.worst >= Action::Flag {
+            println!("  flagged benign key {key}: worst {}, detector firings [prada, mmd, coverage, probing, sweep, perturbation] = {:?}", r.worst.as_str(), r.fired);
+        }
+    }
     if options.calibrate {
         print_stats(&stats);
     }

@@ -14,6 +14,10 @@
 //!   input space do not.
 //! - **probing**: the share of requests a gate flagged or refused, or whose
 //!   parameters hardening refused.
+//! - **perturbation**: the share of queries that are one- or two-word edits
+//!   of an earlier query of the same length (PRADA's synthetic samples,
+//!   decision-boundary probing); templated product traffic varies whole
+//!   slots, not single words.
 //! - **sweep**: log-probability requests whose sampling configuration keeps
 //!   changing over near-identical prompts (a logprob or logit-bias sweep).
 //!
@@ -57,6 +61,10 @@ pub struct DetectorConfig {
     pub probe_rate: f64,
     /// …counting at least this many of them.
     pub probe_min: usize,
+    /// Perturbation fires above this share of small-edit queries…
+    pub perturbation_rate: f64,
+    /// …counting at least this many of them.
+    pub perturbation_min: usize,
     /// Sweep fires with at least this many distinct sampling configurations
     /// among log-probability requests…
     pub sweep_configs: usize,
@@ -80,6 +88,8 @@ impl Default for DetectorConfig {
             coverage_ratio: 0.80,
             probe_rate: 0.30,
             probe_min: 8,
+            perturbation_rate: 0.6,
+            perturbation_min: 12,
             sweep_configs: 8,
             sweep_max_distance: 0.08,
         }
@@ -100,6 +110,8 @@ pub enum DetectorKind {
     Probing,
     /// Sampling-parameter sweep.
     Sweep,
+    /// Small-edit perturbations.
+    Perturbation,
 }
 
 impl DetectorKind {
@@ -111,6 +123,7 @@ impl DetectorKind {
             Self::Coverage => "coverage",
             Self::Probing => "probing",
             Self::Sweep => "sweep",
+            Self::Perturbation => "perturbation",
         }
     }
 }
@@ -227,6 +240,14 @@ pub fn evaluate(
         value: rate,
         p_value: None,
         fired: probes >= config.probe_min && rate > config.probe_rate,
+    });
+    let perturbations = window.entries().filter(|e| e.perturbation).count();
+    let share = perturbations as f64 / window.len().max(1) as f64;
+    signals.push(Signal {
+        kind: DetectorKind::Perturbation,
+        value: share,
+        p_value: None,
+        fired: perturbations >= config.perturbation_min && share > config.perturbation_rate,
     });
     let logprob_entries: Vec<&Entry> = window.entries().filter(|e| e.logprobs).collect();
     let mut configs: Vec<u64> = logprob_entries.iter().map(|e| e.config_hash).collect();

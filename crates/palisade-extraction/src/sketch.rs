@@ -16,6 +16,9 @@ pub const MINHASH_SLOTS: usize = 16;
 /// costs no more than a long one.
 pub const MAX_WORDS: usize = 256;
 
+/// Position buckets of [`TextSketch::word_positions`].
+pub const POSITION_BUCKETS: usize = 32;
+
 /// Most characters read for the sketches; the tail of a huge prompt changes
 /// nothing about whether it is a near duplicate.
 pub const MAX_SKETCH_CHARS: usize = 4096;
@@ -33,6 +36,12 @@ pub struct TextSketch {
     pub minhash: [u32; MINHASH_SLOTS],
     /// 32-bit hashes of the first [`MAX_WORDS`] lower-cased words.
     pub word_hashes: Vec<u32>,
+    /// The word sequence in [`POSITION_BUCKETS`] position buckets (bucket =
+    /// position × 32 / words), each an 8-bit hash of its words: two
+    /// prompts of the same length that differ in k words differ in at most
+    /// k buckets, unrelated ones in nearly all. A perturbation extractor's
+    /// one-or-two-word edits show up here.
+    pub word_positions: [u8; POSITION_BUCKETS],
 }
 
 /// SplitMix64's finalizer: a fast, well-mixed 64-bit hash step.
@@ -96,19 +105,39 @@ pub fn sketch(text: &str) -> TextSketch {
             simhash |= 1 << bit;
         }
     }
-    let word_hashes = text
+    let word_hashes: Vec<u32> = text
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .take(MAX_WORDS)
         .map(|w| (hash_bytes(w.to_lowercase().as_bytes()) >> 32) as u32)
         .collect();
+    let word_positions = positions(&word_hashes);
     TextSketch {
         chars,
         entropy_bits,
         simhash,
         minhash,
         word_hashes,
+        word_positions,
     }
+}
+
+fn positions(words: &[u32]) -> [u8; POSITION_BUCKETS] {
+    let mut buckets = [0u64; POSITION_BUCKETS];
+    for (i, w) in words.iter().enumerate() {
+        let b = i * POSITION_BUCKETS / words.len();
+        buckets[b] = mix64(buckets[b] ^ u64::from(*w));
+    }
+    let mut out = [0u8; POSITION_BUCKETS];
+    for (o, b) in out.iter_mut().zip(buckets) {
+        *o = (b >> 56) as u8;
+    }
+    out
+}
+
+/// Buckets in which two position sketches differ.
+pub fn positions_differing(a: &[u8; POSITION_BUCKETS], b: &[u8; POSITION_BUCKETS]) -> usize {
+    a.iter().zip(b).filter(|(x, y)| x != y).count()
 }
 
 fn normalize(text: &str) -> String {
@@ -191,6 +220,22 @@ mod tests {
 
         assert!(minhash_similarity(&a.minhash, &b.minhash) > 0.5);
         assert!(minhash_similarity(&a.minhash, &c.minhash) < 0.3);
+    }
+
+    #[test]
+    fn one_word_edits_touch_one_position_bucket() {
+        let a = sketch(
+            "Classify the sentiment of this review: the delivery was quick and the box was intact",
+        );
+        let b = sketch(
+            "Classify the sentiment of this review: the delivery was slow and the box was intact",
+        );
+        let c = sketch(
+            "Write a short poem about the sea at night with stars reflecting on the waves below",
+        );
+        assert_eq!(a.word_hashes.len(), b.word_hashes.len());
+        assert_eq!(positions_differing(&a.word_positions, &b.word_positions), 1);
+        assert!(positions_differing(&a.word_positions, &c.word_positions) > 8);
     }
 
     #[test]

@@ -11,7 +11,11 @@ use std::collections::{HashSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::features::RequestFeatures;
-use crate::sketch::simhash_distance;
+use crate::sketch::{positions_differing, simhash_distance, POSITION_BUCKETS};
+
+/// Shortest query (in words) whose small edits count as perturbations:
+/// below it, two different short questions differ in few words anyway.
+const PERTURBATION_MIN_WORDS: u16 = 6;
 
 /// What a window keeps of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -33,6 +37,13 @@ pub struct Entry {
     pub logprobs: bool,
     /// Flagged or refused by a gate or by parameter hardening.
     pub probe: bool,
+    /// Words (up to the sketch's bound).
+    pub words: u16,
+    /// The word position sketch.
+    pub word_positions: [u8; POSITION_BUCKETS],
+    /// A small edit (one or two words swapped, same length) of an earlier
+    /// query in the window: a perturbation.
+    pub perturbation: bool,
 }
 
 /// Vocabulary seen in the current tumbling block of words.
@@ -94,6 +105,15 @@ impl KeyWindow {
             .map(|e| simhash_distance(e.simhash, sketch.simhash))
             .min_by(f64::total_cmp)
             .map(|d| d as f32);
+        let words = sketch.word_hashes.len().min(usize::from(u16::MAX)) as u16;
+        let perturbation = words >= PERTURBATION_MIN_WORDS
+            && self.entries.iter().any(|e| {
+                e.words == words
+                    && (1..=2).contains(&positions_differing(
+                        &e.word_positions,
+                        &sketch.word_positions,
+                    ))
+            });
         let entry = Entry {
             at_ms: features.at_ms,
             simhash: sketch.simhash,
@@ -103,6 +123,9 @@ impl KeyWindow {
             config_hash: features.sampling.config_hash,
             logprobs: features.sampling.logprobs,
             probe: features.outcome.is_probe(),
+            words,
+            word_positions: sketch.word_positions,
+            perturbation,
         };
         if self.entries.len() == self.capacity {
             self.entries.pop_front();
