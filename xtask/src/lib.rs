@@ -32,6 +32,7 @@ pub const PURE_CRATES: &[&str] = &[
     "palisade-config",
     "palisade-fleet",
     "palisade-bundle",
+    "palisade-extraction",
 ];
 
 /// One broken rule at one place.

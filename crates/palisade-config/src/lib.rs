@@ -31,6 +31,7 @@ mod auth;
 mod backends;
 mod bundle;
 mod detection;
+mod extraction;
 mod fleet;
 mod ledger;
 mod limits;
@@ -46,6 +47,7 @@ pub use auth::*;
 pub use backends::*;
 pub use bundle::*;
 pub use detection::*;
+pub use extraction::*;
 pub use fleet::*;
 pub use ledger::*;
 pub use limits::*;
@@ -129,6 +131,8 @@ pub struct Config {
     /// A signed security bundle as the policy's source (instead of
     /// `policy.file`); absent: the policy file or the built-in policy.
     pub bundle: Option<BundleConfig>,
+    /// Model-extraction defence: parameter hardening, telemetry, detectors.
+    pub extraction: ExtractionConfig,
 }
 
 /// Where a config comes from. Tests pass an explicit environment so they do
@@ -236,6 +240,7 @@ impl Config {
                 ));
             }
         }
+        self.extraction.validate()?;
         self.validate_cost_limits_are_priced()?;
         self.validate_tenant_backends()?;
         self.validate_route_backends()?;

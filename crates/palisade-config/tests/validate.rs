@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 59;
+const RULE_SITES: usize = 65;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -140,6 +140,7 @@ fn every_rule_site_is_counted() {
         include_str!("../src/bundle.rs"),
         include_str!("../src/detection.rs"),
         include_str!("../src/fleet.rs"),
+        include_str!("../src/extraction.rs"),
         include_str!("../src/ledger.rs"),
         include_str!("../src/lib.rs"),
         include_str!("../src/limits.rs"),
@@ -480,6 +481,25 @@ fn invalid_configs_name_the_key() {
             "[fleet]\nevents_webhook_url = \"ftp://x\"",
             "fleet.events_webhook_url",
         ),
+        // [extraction]
+        (
+            "[extraction]\ndefault_tier = \"nope\"",
+            "extraction.default_tier",
+        ),
+        (
+            "[extraction.tenant_tiers]\nacme = \"nope\"",
+            "extraction.tenant_tiers.acme",
+        ),
+        ("[extraction]\nstore = \"/tmp/x.db\"", "extraction.store"),
+        (
+            "[extraction]\nqueue_capacity = 0",
+            "extraction.queue_capacity",
+        ),
+        (
+            "[extraction.detectors]\nmin_queries = 200",
+            "extraction.detectors.window",
+        ),
+        ("[extraction.ladder]\nflag_at = 9.0", "extraction.ladder"),
     ];
     for (mutation, key) in rows {
         check_invalid(mutation, key);

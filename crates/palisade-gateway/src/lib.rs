@@ -31,6 +31,7 @@ pub mod bundle;
 pub(crate) mod clock;
 pub(crate) mod context;
 pub(crate) mod cpu;
+pub(crate) mod extraction;
 pub(crate) mod fleet;
 pub(crate) mod gates;
 pub(crate) mod http;
@@ -51,3 +52,7 @@ pub use server::{Gateway, GatewayError, RunningGateway};
 /// The stream relay's per-event work, for the criterion benches only.
 #[doc(hidden)]
 pub use pipeline::filters::bench as stream_bench;
+
+/// The extraction telemetry's request-path cost, for the criterion benches only.
+#[doc(hidden)]
+pub use extraction::bench as extraction_bench;

@@ -128,6 +128,11 @@ impl Gateway {
         if let Some(bundle) = &self.state.bundle {
             bundle.spawn();
         }
+        self.state.extraction.spawn(
+            &self.config.extraction,
+            self.state.gates.audit.clone(),
+            self.state.gates.policy.clone(),
+        )?;
         serving.set(true);
         self.state.fleet.spawn(
             self.state.gates.policy.clone(),

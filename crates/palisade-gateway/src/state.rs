@@ -80,6 +80,9 @@ pub enum GatewayError {
     /// The tool signing key or a tenant's tool credential is missing.
     #[error(transparent)]
     Tools(#[from] crate::gates::tools::ToolSetupError),
+    /// The extraction telemetry store could not be opened.
+    #[error(transparent)]
+    Extraction(#[from] crate::extraction::StoreError),
     /// The server loop failed.
     #[error("server error")]
     Serve(#[source] std::io::Error),
@@ -113,6 +116,8 @@ pub struct GatewayState {
     pub(crate) fleet: Arc<crate::fleet::FleetMember>,
     /// The signed-bundle runtime, with `[bundle]`: the policy comes from it.
     pub(crate) bundle: Option<Arc<crate::bundle::BundleRuntime>>,
+    /// Model-extraction defence: tiers, telemetry queue, published standings.
+    pub(crate) extraction: crate::extraction::Extraction,
 }
 
 /// Most model names a wildcard route turns into metric label values.
@@ -242,6 +247,7 @@ impl GatewayState {
                 &config.fleet,
                 crate::clock::GatewayClock::system(),
             )),
+            extraction: crate::extraction::Extraction::from_config(&config.extraction),
         };
         Ok((state, serving))
     }

@@ -14,11 +14,14 @@
 //!   untrusted and retired keys, a swapped cache, huge bundles).
 //! - `markers`: the keyed canary and data boundaries (no cross-tenant
 //!   canary, no closing a block with a boundary seen before).
+//! - `extraction`: logit-stealing parameter shapes past hardening, and a
+//!   flood against the extraction telemetry queue.
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
 
 mod bundle;
+mod extraction;
 mod harness;
 mod input_gates;
 mod markers;

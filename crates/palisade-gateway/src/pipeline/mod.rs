@@ -40,6 +40,7 @@ pub(crate) mod filters;
 pub(crate) mod forward;
 pub(crate) mod front;
 pub(crate) mod gate;
+pub(crate) mod params;
 pub(crate) mod respond;
 pub(crate) mod route;
 pub(crate) mod stream;
@@ -90,7 +91,15 @@ async fn send_upstream(
     }
 
     let route = route::resolve(state, &request)?;
-    let gates_rewrote = gate::inspect(
+    // Extraction defence: the key's ladder rung, then its tier's parameter
+    // hardening; the gates' outcome goes to the telemetry worker.
+    let ladder_deadline = ctx.started
+        + route
+            .deadline
+            .unwrap_or(state.backends[route.backend].request_timeout);
+    params::enforce_ladder(state, &principal, ladder_deadline).await?;
+    let hardened = params::harden(state, &principal, route, &mut request, ctx)?;
+    let gated = gate::inspect(
         state,
         ctx,
         &principal,
@@ -99,7 +108,14 @@ async fn send_upstream(
         headers,
         bytes.len(),
     )
-    .await?;
+    .await;
+    params::record(
+        state,
+        &principal,
+        &request,
+        params::outcome(&gated, hardened),
+    );
+    let gates_rewrote = gated?;
     let (route, degraded) = route::degrade(state, route, endpoint, &mut request, ctx);
     let renamed = route::admit_model(state, &principal, route, &mut request, ctx).await?;
     let reserved = budget::reserve_tokens(
@@ -112,7 +128,8 @@ async fn send_upstream(
         ctx,
     )
     .await?;
-    let upstream_body = if gates_rewrote || degraded || renamed || reserved {
+    let upstream_body = if gates_rewrote || degraded || renamed || reserved || hardened.reserialize
+    {
         Bytes::from(request.to_bytes())
     } else {
         // Unchanged: forward the client's bytes as they are (no re-encode).

@@ -1,0 +1,360 @@
+//! Model-extraction defence, the gateway's side: the request path hands each
+//! request's text and parameters to a background worker through a bounded
+//! channel (never waiting: a full channel drops the record and counts it),
+//! the worker computes the features, runs `palisade-extraction`'s tracker,
+//! persists features and standings (SQLite, with retention) and publishes
+//! each key's standing; the request path reads the published standing on
+//! the key's next request and applies the ladder's action.
+//!
+//! Must not: decide anything itself (the detectors and the ladder are in
+//! `palisade-extraction`), block a request on the worker or the store, or
+//! keep prompt text beyond the channel (the store holds hashes and counts).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use palisade_config::ExtractionConfig;
+use palisade_extraction::{
+    sampling_signature, Action, GateOutcome, LadderConfig, ParamPolicy, SamplingSignature,
+    Standing, TrackerConfig,
+};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use crate::clock::GatewayClock;
+use crate::gates::audit::AuditSink;
+
+mod store;
+mod worker;
+
+pub use store::StoreError;
+
+/// Records dropped because the worker's queue was full.
+const RECORDS_DROPPED: &str = "palisade_extraction_records_dropped_total";
+/// Requests the ladder slowed or refused, by action.
+const LADDER_ACTIONS: &str = "palisade_extraction_ladder_actions_total";
+
+/// Bytes of a prompt handed to the worker; its sketches read 4,096
+/// characters, so more would be copied for nothing.
+const MAX_TEXT_BYTES: usize = 16 * 1024;
+
+/// One request, as handed to the worker.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub(crate) at_ms: i64,
+    pub(crate) tenant: Arc<str>,
+    pub(crate) key: Arc<str>,
+    pub(crate) text: String,
+    pub(crate) sampling: SamplingSignature,
+    pub(crate) outcome: GateOutcome,
+}
+
+/// What the ladder says about a key's next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Serve (observe and flag act in the worker and the audit log only).
+    Serve,
+    /// Serve after this delay.
+    Slow(Duration),
+    /// Refuse until re-verified; retry after this many seconds.
+    Reverify(u64),
+    /// Refuse; retry after this many seconds.
+    Block(u64),
+}
+
+/// Standings of keys above `observe`, published by the worker.
+pub(crate) type Published = Arc<RwLock<HashMap<String, Standing>>>;
+
+/// The extraction defence's shared state.
+#[derive(Debug)]
+pub(crate) struct Extraction {
+    enabled: bool,
+    enforce: bool,
+    default_tier: (String, ParamPolicy),
+    tenant_tiers: HashMap<String, (String, ParamPolicy)>,
+    ladder: LadderConfig,
+    clock: GatewayClock,
+    sender: mpsc::Sender<Record>,
+    receiver: Mutex<Option<mpsc::Receiver<Record>>>,
+    published: Published,
+}
+
+impl Extraction {
+    /// Builds the state from a validated config (tiers resolved once).
+    pub(crate) fn from_config(config: &ExtractionConfig) -> Self {
+        let resolve = |name: &str| (name.to_owned(), config.tier(name).unwrap_or_default());
+        let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
+        Self {
+            enabled: config.enabled,
+            enforce: config.enforce,
+            default_tier: resolve(&config.default_tier),
+            tenant_tiers: config
+                .tenant_tiers
+                .iter()
+                .map(|(tenant, tier)| (tenant.clone(), resolve(tier)))
+                .collect(),
+            ladder: config.ladder.clone(),
+            clock: GatewayClock::system(),
+            sender,
+            receiver: Mutex::new(Some(receiver)),
+            published: Arc::new(RwLock::new(HashMap::new())),
+        }
+    }
+
+    /// The tier (name and policy) of `tenant`.
+    pub(crate) fn tier_of(&self, tenant: &str) -> &(String, ParamPolicy) {
+        self.tenant_tiers.get(tenant).unwrap_or(&self.default_tier)
+    }
+
+    /// Starts the worker (once): opens the store, restores standings.
+    pub(crate) fn spawn(
+        &self,
+        config: &ExtractionConfig,
+        audit: AuditSink,
+        policy: Arc<crate::gates::policy::PolicyStore>,
+    ) -> Result<(), StoreError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let Some(receiver) = self.receiver.lock().ok().and_then(|mut r| r.take()) else {
+            return Ok(());
+        };
+        let store = match &config.store {
+            Some(url) => Some(store::Store::open(
+                url,
+                config.retention_hours,
+                config.max_rows,
+            )?),
+            None => None,
+        };
+        let tracker = TrackerConfig {
+            detectors: config.detectors.clone(),
+            ladder: config.ladder.clone(),
+            max_keys: config.max_keys,
+            ..TrackerConfig::default()
+        };
+        worker::spawn(
+            receiver,
+            tracker,
+            store,
+            self.published.clone(),
+            audit,
+            policy,
+            self.clock.clone(),
+        );
+        Ok(())
+    }
+
+    /// Hands one request to the worker. Never waits: with the queue full
+    /// the record is dropped and counted.
+    pub(crate) fn record(
+        &self,
+        tenant: &Arc<str>,
+        key: &Arc<str>,
+        fields: &Map<String, Value>,
+        outcome: GateOutcome,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let record = Record {
+            at_ms: self.clock.unix_ms(),
+            tenant: tenant.clone(),
+            key: key.clone(),
+            text: query_text(fields),
+            sampling: sampling_signature(fields),
+            outcome,
+        };
+        if self.sender.try_send(record).is_err() {
+            metrics::counter!(RECORDS_DROPPED).increment(1);
+        }
+    }
+
+    /// The ladder's verdict on `key`'s next request. `Serve` when enforcement
+    /// is off or the key stands below `slow`.
+    pub(crate) fn verdict(&self, tenant: &str, key: &str) -> Verdict {
+        if !self.enabled || !self.enforce {
+            return Verdict::Serve;
+        }
+        let standing = {
+            let Ok(map) = self.published.read() else {
+                return Verdict::Serve;
+            };
+            match map.get(&worker::key_id(tenant, key)) {
+                Some(s) => *s,
+                None => return Verdict::Serve,
+            }
+        };
+        let now = self.clock.unix_ms();
+        let action = standing.action(now, &self.ladder);
+        let verdict = match action {
+            Action::Observe | Action::Flag => return Verdict::Serve,
+            Action::Slow => Verdict::Slow(Duration::from_millis(self.ladder.slow_delay_ms)),
+            Action::Reverify => {
+                Verdict::Reverify(standing.retry_after_secs(action, now, &self.ladder))
+            }
+            Action::Block => Verdict::Block(standing.retry_after_secs(action, now, &self.ladder)),
+        };
+        metrics::counter!(LADDER_ACTIONS, "action" => action.as_str()).increment(1);
+        verdict
+    }
+}
+
+/// The request's new input: the last user message of a chat, the prompt of
+/// a completion, the input of an embedding; at most [`MAX_TEXT_BYTES`].
+fn query_text(fields: &Map<String, Value>) -> String {
+    let text = if let Some(Value::Array(messages)) = fields.get("messages") {
+        messages
+            .iter()
+            .rev()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+            .and_then(|m| m.get("content"))
+            .map(content_text)
+            .unwrap_or_default()
+    } else {
+        fields
+            .get("prompt")
+            .or_else(|| fields.get("input"))
+            .map(content_text)
+            .unwrap_or_default()
+    };
+    truncate(text, MAX_TEXT_BYTES)
+}
+
+/// A string, or the text parts of an array (chat content parts, prompt lists).
+fn content_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s[..floor_boundary(s, MAX_TEXT_BYTES)].to_owned(),
+        Value::Array(parts) => {
+            let mut out = String::new();
+            for p in parts {
+                let s = match p {
+                    Value::String(s) => s.as_str(),
+                    Value::Object(o) => o.get("text").and_then(Value::as_str).unwrap_or(""),
+                    _ => "",
+                };
+                if s.is_empty() {
+                    continue;
+                }
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                out.push_str(
+                    &s[..floor_boundary(s, MAX_TEXT_BYTES - out.len().min(MAX_TEXT_BYTES))],
+                );
+                if out.len() >= MAX_TEXT_BYTES {
+                    break;
+                }
+            }
+            out
+        }
+        _ => String::new(),
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    let end = floor_boundary(&s, max);
+    s.truncate(end);
+    s
+}
+
+/// The largest char boundary of `s` at or below `max`.
+fn floor_boundary(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    let mut end = max;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
+/// The recording call's cost, for the criterion bench only.
+#[doc(hidden)]
+pub mod bench {
+    use super::*;
+
+    /// A recorder whose queue is drained by nobody (the bench measures the
+    /// request path's share: building the record and `try_send`).
+    #[derive(Debug)]
+    pub struct Recorder {
+        extraction: Extraction,
+        tenant: Arc<str>,
+        key: Arc<str>,
+        _drain: mpsc::Receiver<Record>,
+    }
+
+    impl Recorder {
+        /// A recorder with a queue large enough for one bench batch; the
+        /// queue is emptied by [`Recorder::drain`].
+        pub fn new() -> Self {
+            let mut extraction = Extraction::from_config(&ExtractionConfig {
+                queue_capacity: 1 << 20,
+                ..ExtractionConfig::default()
+            });
+            let drain = extraction
+                .receiver
+                .get_mut()
+                .ok()
+                .and_then(Option::take)
+                .unwrap_or_else(|| mpsc::channel(1).1);
+            Self {
+                extraction,
+                tenant: Arc::from("acme"),
+                key: Arc::from("key-1"),
+                _drain: drain,
+            }
+        }
+
+        /// Records one request body's fields, as the pipeline does.
+        pub fn record(&self, fields: &Map<String, Value>) {
+            self.extraction
+                .record(&self.tenant, &self.key, fields, GateOutcome::Passed);
+        }
+
+        /// Empties the queue (outside the measured loop).
+        pub fn drain(&mut self) {
+            while self._drain.try_recv().is_ok() {}
+        }
+
+        /// The ladder lookup on the request path.
+        pub fn verdict(&self) -> bool {
+            self.extraction.verdict("acme", "key-1") == Verdict::Serve
+        }
+    }
+
+    impl Default for Recorder {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_query_is_the_last_user_message() {
+        let body = json!({"messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": [{"type": "text", "text": "second"}, {"type": "image_url"}]}
+        ]});
+        assert_eq!(query_text(body.as_object().unwrap()), "second");
+        let body = json!({"prompt": "complete me"});
+        assert_eq!(query_text(body.as_object().unwrap()), "complete me");
+    }
+
+    #[test]
+    fn huge_prompts_are_cut_at_a_char_boundary() {
+        let s = "é".repeat(MAX_TEXT_BYTES);
+        let body = json!({ "prompt": s });
+        let text = query_text(body.as_object().unwrap());
+        assert!(text.len() <= MAX_TEXT_BYTES && text.chars().all(|c| c == 'é'));
+    }
+}
