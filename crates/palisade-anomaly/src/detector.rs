@@ -295,11 +295,10 @@ impl Detector {
     }
 
     fn count(&mut self, scope: ScopeKey, outcome: Outcome, now_ms: u64) {
-        if !self.baselines.contains_key(&scope) && self.baselines.len() >= self.params.max_scopes {
-            if !self.evict_idle(now_ms) {
-                self.dropped += 1;
-                return;
-            }
+        let full = self.baselines.len() >= self.params.max_scopes;
+        if full && !self.baselines.contains_key(&scope) && !self.evict_idle() {
+            self.dropped += 1;
+            return;
         }
         self.baselines
             .entry(scope.clone())
@@ -316,7 +315,7 @@ impl Detector {
 
     /// Drops the longest-unseen baseline that has nothing in the current
     /// window; `false` if every tracked scope is active now.
-    fn evict_idle(&mut self, _now_ms: u64) -> bool {
+    fn evict_idle(&mut self) -> bool {
         let victim = self
             .baselines
             .iter()
