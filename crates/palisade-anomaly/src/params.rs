@@ -123,7 +123,8 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_are_named() {
         Params::default().validate().unwrap();
-        let cases: [(fn(&mut Params), &str); 5] = [
+        type Case = (fn(&mut Params), &'static str);
+        let cases: [Case; 5] = [
             (|p| p.window_ms = 0, "window_ms"),
             (|p| p.alpha = 0.0, "alpha"),
             (|p| p.prior_rate = 1.5, "prior_rate"),
