@@ -116,6 +116,9 @@ impl Gateway {
         self.state.admission.spawn_backend(&self.state.readiness);
         self.state.admission.spawn_alerts();
         self.state.gates.policy.spawn_reload();
+        self.state
+            .anomaly
+            .spawn(self.config.limits.alert_webhook_url.clone());
         serving.set(true);
         let task = tokio::spawn(async move {
             let mut drain_rx = stop_rx.clone();

@@ -106,6 +106,8 @@ pub struct GatewayState {
     pub(crate) body_read_timeout: Duration,
     pub(crate) readiness: Readiness,
     pub(crate) metrics: Option<PrometheusHandle>,
+    /// Scaling-aware anomaly detection over gate outcomes.
+    pub(crate) anomaly: crate::anomaly::Anomaly,
 }
 
 /// Most model names a wildcard route turns into metric label values.
@@ -198,6 +200,11 @@ impl GatewayState {
                 enabled: !config.policy.disabled,
                 markers,
                 scans: crate::gates::scan_cache::ScanCache::default(),
+                pool: crate::gates::pool::DetectionPool::new(
+                    config.detection.pool_workers,
+                    config.detection.pool_queue,
+                    Duration::from_millis(config.detection.pool_wait_ms),
+                ),
             }),
             sse_heartbeat: (config.server.sse_heartbeat_ms > 0)
                 .then(|| Duration::from_millis(config.server.sse_heartbeat_ms)),
@@ -208,6 +215,7 @@ impl GatewayState {
             body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
             readiness,
             metrics: crate::metrics::install(),
+            anomaly: crate::anomaly::Anomaly::from_config(&config.detection.anomaly),
         };
         Ok((state, serving))
     }

@@ -565,7 +565,7 @@ impl SpendControls {
 
 /// POSTs one alert, retrying a few times with backoff; a webhook that stays
 /// down loses the alert from the webhook only (it is in the log and metrics).
-async fn deliver(client: &reqwest::Client, url: &str, json: &str) {
+pub(crate) async fn deliver(client: &reqwest::Client, url: &str, json: &str) {
     let mut backoff = Duration::from_millis(200);
     for attempt in 1..=3 {
         let sent = client
