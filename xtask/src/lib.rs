@@ -30,6 +30,7 @@ pub const PURE_CRATES: &[&str] = &[
     "palisade-output",
     "palisade-openai",
     "palisade-config",
+    "palisade-anomaly",
 ];
 
 /// One broken rule at one place.
