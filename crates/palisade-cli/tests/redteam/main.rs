@@ -12,6 +12,8 @@
 //!   encodings, holding back without holding up).
 //! - `markers`: the keyed canary and data boundaries (no cross-tenant
 //!   canary, no closing a block with a boundary seen before).
+//! - `saturation`: a flooded detection pool (judged or refused, never
+//!   skipped) and attempts to blind the anomaly detector with scale events.
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
@@ -20,6 +22,7 @@ mod harness;
 mod input_gates;
 mod markers;
 mod output_gate;
+mod saturation;
 mod side_fields;
 mod starvation;
 mod tokens_keys;
