@@ -138,7 +138,8 @@ impl Load {
         for t in 0..self.tenants {
             for i in 0..rate {
                 self.next += 1;
-                let attack = burst && t == 0 && i % 2 == 0;
+                // Runs of four, so the burst reaches every replica (round-robin).
+                let attack = burst && t == 0 && i % 8 < 4;
                 let (idx, messages) = if attack {
                     let idx = self.next % self.attacks.len();
                     (Some(idx), self.attacks[idx].clone())
