@@ -33,6 +33,7 @@ pub const PURE_CRATES: &[&str] = &[
     "palisade-fleet",
     "palisade-bundle",
     "palisade-extraction",
+    "palisade-anomaly",
 ];
 
 /// One broken rule at one place.

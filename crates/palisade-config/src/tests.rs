@@ -138,3 +138,43 @@ fn default_upstream_applies_only_without_backends() {
         "http://127.0.0.1:9/v1"
     );
 }
+
+#[test]
+fn detection_pool_and_anomaly_keys_have_defaults_and_are_checked() {
+    let c = load("").unwrap();
+    assert_eq!(
+        (
+            c.detection.pool_workers,
+            c.detection.pool_queue,
+            c.detection.pool_wait_ms
+        ),
+        (0, 256, 1_000)
+    );
+    assert!(c.detection.anomaly.enabled);
+    assert_eq!(c.detection.anomaly.replicas, 1);
+    let c = load(
+        "[detection]\npool_workers = 2\npool_queue = 0\n[detection.anomaly]\nreplicas = 3\nwindow_secs = 5",
+    )
+    .unwrap();
+    assert_eq!((c.detection.pool_workers, c.detection.pool_queue), (2, 0));
+    assert_eq!(
+        (
+            c.detection.anomaly.replicas,
+            c.detection.anomaly.window_secs
+        ),
+        (3, 5)
+    );
+    for (key, value) in [
+        ("replicas", "0"),
+        ("queue", "0"),
+        ("window_secs", "0"),
+        ("z_threshold", "0.0"),
+        ("surge_ratio", "1.0"),
+    ] {
+        assert_invalid(
+            &format!("[detection.anomaly]\n{key} = {value}"),
+            &format!("detection.anomaly.{key}"),
+        );
+    }
+    assert_invalid("[detection]\npool_threads = 2", "pool_threads");
+}

@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 65;
+const RULE_SITES: usize = 70;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -500,6 +500,24 @@ fn invalid_configs_name_the_key() {
             "extraction.detectors.window",
         ),
         ("[extraction.ladder]\nflag_at = 9.0", "extraction.ladder"),
+        // [detection.anomaly]
+        (
+            "[detection.anomaly]\nreplicas = 0",
+            "detection.anomaly.replicas",
+        ),
+        ("[detection.anomaly]\nqueue = 0", "detection.anomaly.queue"),
+        (
+            "[detection.anomaly]\nwindow_secs = 0",
+            "detection.anomaly.window_secs",
+        ),
+        (
+            "[detection.anomaly]\nz_threshold = -1.0",
+            "detection.anomaly.z_threshold",
+        ),
+        (
+            "[detection.anomaly]\nsurge_ratio = 0.5",
+            "detection.anomaly.surge_ratio",
+        ),
     ];
     for (mutation, key) in rows {
         check_invalid(mutation, key);

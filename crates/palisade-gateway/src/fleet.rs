@@ -117,6 +117,7 @@ impl FleetMember {
         policy: Arc<PolicyStore>,
         bundle: Option<Arc<crate::bundle::BundleRuntime>>,
         readiness: Readiness,
+        on_replicas: impl Fn(u32) + Send + 'static,
         mut stop: watch::Receiver<bool>,
     ) {
         let me = self.clone();
@@ -159,6 +160,11 @@ impl FleetMember {
                         }
                     }
                     metrics::gauge!(REPLICAS).set(view.replicas.len() as f64);
+                    // The anomaly detector normalizes per replica: tell it when the
+                    // registry's count changes (a scale event it did not have to be told).
+                    if me.config.redis_url.is_some() && view.replicas.len() != prev.replicas.len() {
+                        on_replicas(u32::try_from(view.replicas.len()).unwrap_or(u32::MAX));
+                    }
                     metrics::gauge!(SKEW).set(view.skew as f64);
                     prev = view.clone();
                 }

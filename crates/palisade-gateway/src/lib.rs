@@ -26,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+pub(crate) mod anomaly;
 pub(crate) mod api;
 pub mod bundle;
 pub(crate) mod clock;

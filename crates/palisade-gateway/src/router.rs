@@ -46,6 +46,11 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
             "/admin/policy/rollback",
             post(crate::api::admin::policy_rollback),
         )
+        .route(
+            "/admin/scaling-events",
+            post(crate::anomaly::admin::scaling_event),
+        )
+        .route("/admin/anomaly", get(crate::anomaly::admin::status))
         .route("/healthz", get(crate::api::probes::healthz))
         .route("/readyz", get(crate::api::probes::readyz))
         .route("/metrics", get(crate::api::probes::metrics))

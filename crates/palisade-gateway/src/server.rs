@@ -133,11 +133,16 @@ impl Gateway {
             self.state.gates.audit.clone(),
             self.state.gates.policy.clone(),
         )?;
+        self.state
+            .anomaly
+            .spawn(self.config.limits.alert_webhook_url.clone());
         serving.set(true);
+        let replicas_to = self.state.clone();
         self.state.fleet.spawn(
             self.state.gates.policy.clone(),
             self.state.bundle.clone(),
             self.state.readiness.clone(),
+            move |n| replicas_to.anomaly.set_replicas(n),
             stop_rx.clone(),
         );
         let task = tokio::spawn(async move {

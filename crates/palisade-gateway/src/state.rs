@@ -118,6 +118,8 @@ pub struct GatewayState {
     pub(crate) bundle: Option<Arc<crate::bundle::BundleRuntime>>,
     /// Model-extraction defence: tiers, telemetry queue, published standings.
     pub(crate) extraction: crate::extraction::Extraction,
+    /// Scaling-aware anomaly detection over gate outcomes.
+    pub(crate) anomaly: crate::anomaly::Anomaly,
 }
 
 /// Most model names a wildcard route turns into metric label values.
@@ -232,6 +234,11 @@ impl GatewayState {
                 enabled: !config.policy.disabled,
                 markers,
                 scans: crate::gates::scan_cache::ScanCache::default(),
+                pool: crate::gates::pool::DetectionPool::new(
+                    config.detection.pool_workers,
+                    config.detection.pool_queue,
+                    Duration::from_millis(config.detection.pool_wait_ms),
+                ),
             }),
             sse_heartbeat: (config.server.sse_heartbeat_ms > 0)
                 .then(|| Duration::from_millis(config.server.sse_heartbeat_ms)),
@@ -248,6 +255,7 @@ impl GatewayState {
                 crate::clock::GatewayClock::system(),
             )),
             extraction: crate::extraction::Extraction::from_config(&config.extraction),
+            anomaly: crate::anomaly::Anomaly::from_config(&config.detection.anomaly),
         };
         Ok((state, serving))
     }

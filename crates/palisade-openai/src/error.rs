@@ -114,6 +114,10 @@ pub enum ErrorCode {
     /// stayed full past `server.cpu_queue_timeout_ms`, or it holds
     /// `server.max_connections` connections. `Retry-After` says when to retry.
     Overloaded,
+    /// The detection pool stayed full (queue full or wait past its deadline) and the
+    /// request's tier fails closed (`on_detector_saturated = "closed"`): refused rather
+    /// than judged on less than the full cascade. `Retry-After` says when to retry.
+    DetectorSaturated,
     /// An internal error; never carries details to the client.
     InternalError,
 }
@@ -147,6 +151,7 @@ impl ErrorCode {
             | Self::LimitsUnavailable
             | Self::UpstreamOverloaded
             | Self::Overloaded
+            | Self::DetectorSaturated
             | Self::CircuitOpen => 503,
             Self::UpstreamTimeout => 504,
             Self::InternalError => 500,
@@ -184,7 +189,8 @@ impl ErrorCode {
             Self::InternalError
             | Self::LimitsUnavailable
             | Self::UpstreamOverloaded
-            | Self::Overloaded => ErrorKind::ServerError,
+            | Self::Overloaded
+            | Self::DetectorSaturated => ErrorKind::ServerError,
         }
     }
 
@@ -221,6 +227,7 @@ impl ErrorCode {
             Self::ShuttingDown => "shutting_down",
             Self::NotReady => "not_ready",
             Self::Overloaded => "overloaded",
+            Self::DetectorSaturated => "detector_saturated",
             Self::InternalError => "internal_error",
         }
     }
@@ -393,6 +400,7 @@ mod tests {
             ErrorCode::ShuttingDown,
             ErrorCode::NotReady,
             ErrorCode::Overloaded,
+            ErrorCode::DetectorSaturated,
             ErrorCode::InternalError,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());

@@ -83,6 +83,10 @@ pub struct AuditRecord {
     /// What a shadow policy would have decided, when one is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowOutcome>,
+    /// Why the evidence is less than the full cascade's, when it is: `detector_saturated`
+    /// (the detection pool was full and the tier degrades to the first stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
 }
 
 impl AuditRecord {
@@ -102,7 +106,14 @@ impl AuditRecord {
             reasons: decision.reasons.clone(),
             latency_us: ctx.latency_us,
             shadow: None,
+            degraded: None,
         }
+    }
+
+    /// Marks the record as decided on degraded evidence, with the reason code.
+    pub fn with_degraded(mut self, reason: &str) -> AuditRecord {
+        self.degraded = Some(reason.to_owned());
+        self
     }
 
     /// Adds what a shadow policy decided for the same evidence.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::PolicyError;
 use crate::tool_spec::{ToolGateSpec, ToolSpec};
-use crate::types::{Action, DetectorKind, Gate, RuleAction, Spotlight, TextRole};
+use crate::types::{Action, DetectorKind, Gate, RuleAction, SaturationMode, Spotlight, TextRole};
 
 /// A parsed policy document. See the crate documentation for the schema.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +54,11 @@ pub struct TierSpec {
     /// confirmation. Absent: tool calls pass unchecked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<ToolGateSpec>,
+    /// What a request of this tier gets when the detection pool is saturated:
+    /// `"closed"` (default: refused with `503 detector_saturated`) or `"degrade"` (first
+    /// stage only, audited as degraded).
+    #[serde(default, skip_serializing_if = "SaturationMode::is_closed")]
+    pub on_detector_saturated: SaturationMode,
 }
 
 /// Rules of the input gate. An absent detector never triggers.

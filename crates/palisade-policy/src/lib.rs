@@ -24,6 +24,9 @@
 //! label = "2026-11 default"          # human label (part of the version)
 //! default_tier = "standard"          # required; must name a tier
 //!
+//! [tiers.standard]
+//! on_detector_saturated = "degrade"  # pool full: "closed" (default, 503) | "degrade"
+//!
 //! [tiers.standard.input]             # gates: input, context, output
 //! injection = { threshold = 0.90, action = "block" }   # score >= threshold -> action
 //! jailbreak = { threshold = 0.90, action = "block" }
@@ -171,7 +174,9 @@ pub use snapshot::{
 pub use tool_catalog::{first_schema_violation, ArgumentCheck, ToolCatalog, ToolGate, ToolInfo};
 pub use tool_evidence::ToolEvidence;
 pub use tool_spec::{SideEffect, ToolGateSpec, ToolSpec, UnlistedOffer, UntrustedScope};
-pub use types::{Action, DetectorKind, Gate, ReasonCode, RuleAction, Spotlight, TextRole};
+pub use types::{
+    Action, DetectorKind, Gate, ReasonCode, RuleAction, SaturationMode, Spotlight, TextRole,
+};
 pub use version::{ParseVersionError, PolicyVersion};
 
 #[cfg(test)]

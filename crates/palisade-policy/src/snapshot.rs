@@ -11,7 +11,7 @@ use crate::document::{PolicyDocument, RuleSpec, TierSpec};
 use crate::error::PolicyError;
 use crate::matching::{glob_match, normalize_domain_pattern, DomainAllowlist};
 use crate::tool_catalog::{compile_catalog, ToolCatalog, ToolGate};
-use crate::types::{Action, DetectorKind, Gate, RuleAction, Spotlight, TextRole};
+use crate::types::{Action, DetectorKind, Gate, RuleAction, SaturationMode, Spotlight, TextRole};
 use crate::version::PolicyVersion;
 
 /// The built-in policy, `policies/default.toml`: what Palisade enforces with no policy file.
@@ -129,6 +129,7 @@ pub struct TierPolicy {
     spotlight: Spotlight,
     canaries: bool,
     tool: Option<ToolGate>,
+    on_detector_saturated: SaturationMode,
 }
 
 impl TierPolicy {
@@ -161,6 +162,12 @@ impl TierPolicy {
     /// (`output.canaries`).
     pub fn canaries(&self) -> bool {
         self.canaries
+    }
+
+    /// What a request gets when the detection pool is saturated
+    /// (`on_detector_saturated`).
+    pub fn on_detector_saturated(&self) -> SaturationMode {
+        self.on_detector_saturated
     }
 }
 
@@ -379,6 +386,7 @@ fn compile_tier(
         spotlight: spec.context.spotlight,
         canaries: spec.output.canaries,
         tool,
+        on_detector_saturated: spec.on_detector_saturated,
     })
 }
 

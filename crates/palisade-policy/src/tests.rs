@@ -1273,3 +1273,46 @@ jailbreak = { threshold = 0.5, action = "block" }
         );
     }
 }
+
+#[test]
+fn saturation_mode_defaults_closed_and_keeps_old_versions() {
+    let without = r#"
+default_tier = "t"
+[tiers.t.input]
+injection = { threshold = 0.9, action = "block" }
+"#;
+    let closed = format!("{without}\n[tiers.t]\non_detector_saturated = \"closed\"\n");
+    let degrade = format!("{without}\n[tiers.t]\non_detector_saturated = \"degrade\"\n");
+    let compile = |src: &str| Snapshot::from_toml(src).unwrap();
+    let (a, b, c) = (compile(without), compile(&closed), compile(&degrade));
+    let tier = |s: &Snapshot| {
+        s.tier_for(&Subject {
+            tenant: "x",
+            route: "r",
+            model: "m",
+        })
+        .on_detector_saturated()
+    };
+    assert_eq!(tier(&a), SaturationMode::Closed);
+    assert_eq!(tier(&c), SaturationMode::Degrade);
+    // The default is not part of the canonical form: a policy written before the key
+    // existed keeps its version; saying "degrade" changes it.
+    assert_eq!(a.version(), b.version());
+    assert_ne!(a.version(), c.version());
+    assert!(Snapshot::from_toml(&format!(
+        "{without}\n[tiers.t]\non_detector_saturated = \"open\"\n"
+    ))
+    .is_err());
+}
+
+#[test]
+fn builtin_policy_degrades_standard_and_closes_high() {
+    let s = Snapshot::builtin();
+    let tier_of = |tenant| {
+        s.tiers()
+            .find(|t| t.name().as_str() == tenant)
+            .map(|t| t.on_detector_saturated())
+    };
+    assert_eq!(tier_of("standard"), Some(SaturationMode::Degrade));
+    assert_eq!(tier_of("high"), Some(SaturationMode::Closed));
+}

@@ -192,6 +192,36 @@ impl Spotlight {
     }
 }
 
+/// What a tier does with a request whose scans cannot get the detection pool in time
+/// (`[tiers.<t>] on_detector_saturated`). Never a silent skip: `degrade` still runs the
+/// cheap first stage and marks every audit record of the request `degraded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SaturationMode {
+    /// Refuse the request (`503 detector_saturated`, `Retry-After`): the default, for
+    /// high-risk tiers where an unscanned-by-the-full-cascade request must not pass.
+    #[default]
+    Closed,
+    /// Judge the request on the first stage alone, inline, and audit it as degraded.
+    Degrade,
+}
+
+impl SaturationMode {
+    /// The stable snake_case name (same as serde).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaturationMode::Closed => "closed",
+            SaturationMode::Degrade => "degrade",
+        }
+    }
+
+    /// Whether this is the default (`closed`): left out of the canonical form, so
+    /// policies written before the key existed keep their version.
+    pub fn is_closed(&self) -> bool {
+        *self == SaturationMode::Closed
+    }
+}
+
 /// Who wrote a text the input gate judges. The client sends every one of them, so every
 /// one is judged; the roles differ in how much an imperative in them means. A user's turn is
 /// judged by the input gate's own rules; the other roles may have their own scored rules

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use palisade_policy::{
     Action, AssignSpec, Category, ContextSpec, DetectorKind, Effect, Evidence, Gate, InputSpec,
-    LinksSpec, OutputSpec, PolicyDocument, RuleAction, RuleSpec, Snapshot, Spotlight, Subject,
-    TierSpec,
+    LinksSpec, OutputSpec, PolicyDocument, RuleAction, RuleSpec, SaturationMode, Snapshot,
+    Spotlight, Subject, TierSpec,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -104,11 +104,16 @@ fn tier_spec() -> impl Strategy<Value = TierSpec> {
                 canaries,
             },
         );
-    (input, context, output).prop_map(|(input, context, output)| TierSpec {
+    (input, context, output, any::<bool>()).prop_map(|(input, context, output, degrade)| TierSpec {
         input,
         context,
         output,
         tool: None,
+        on_detector_saturated: if degrade {
+            SaturationMode::Degrade
+        } else {
+            SaturationMode::Closed
+        },
     })
 }
 
@@ -391,6 +396,13 @@ fn render(doc: &PolicyDocument, seed: u64) -> String {
     rng.shuffle(&mut top);
     let mut blocks: Vec<String> = Vec::new();
     for (name, tier) in &doc.tiers {
+        // The default may be written out or left implicit: same version either way.
+        if !tier.on_detector_saturated.is_closed() || rng.coin() {
+            blocks.push(format!(
+                "[tiers.{name}]\non_detector_saturated = {:?}\n",
+                tier.on_detector_saturated.as_str()
+            ));
+        }
         let tier = serde_json::to_value(tier).expect("tier serializes");
         // The tool gate is settings, not rules, and the generator leaves it out.
         for gate in [Gate::Input, Gate::Context, Gate::Output] {

@@ -16,6 +16,8 @@
 //!   canary, no closing a block with a boundary seen before).
 //! - `extraction`: logit-stealing parameter shapes past hardening, and a
 //!   flood against the extraction telemetry queue.
+//! - `saturation`: a flooded detection pool (judged or refused, never
+//!   skipped) and attempts to blind the anomaly detector with scale events.
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
@@ -26,6 +28,7 @@ mod harness;
 mod input_gates;
 mod markers;
 mod output_gate;
+mod saturation;
 mod side_fields;
 mod starvation;
 mod tokens_keys;

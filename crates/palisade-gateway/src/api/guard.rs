@@ -308,11 +308,14 @@ async fn run(
     // The second stage can take tens of milliseconds: never on an async worker.
     let inline = total <= crate::cpu::INLINE_BYTES && detector.second_stage().is_none();
     let started = Instant::now();
-    // Large texts are scanned on the bounded CPU pool, so a huge input (or
-    // many) cannot stall the async workers serving other requests.
+    // Large texts are scanned on the bounded detection pool, so a huge input
+    // (or many) cannot stall the async workers serving other requests; a
+    // saturated pool refuses (503 detector_saturated): there is no tier here
+    // to degrade by, and a scan API must not answer on half a scan.
     let (items, scans) = state
-        .cpu
-        .run_or_inline(inline, move || {
+        .gates
+        .pool
+        .run_or_refuse(inline, move || {
             let scans = scan_all(&detector, &items, system_prompt.as_deref());
             (items, scans)
         })

@@ -258,7 +258,6 @@ pub(crate) async fn run_guard(
     let body_bytes = bytes.len();
     let (mut plan, _) = crate::gates::input::gate_request(
         &state.gates,
-        &state.cpu,
         subject,
         crate::gates::ResponseShape::Chat,
         &mut fields,

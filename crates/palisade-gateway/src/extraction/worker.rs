@@ -182,6 +182,7 @@ fn audit_change(
         reasons: Vec::new(),
         latency_us: 0,
         shadow: None,
+        degraded: None,
     };
     audit.write(&record);
 }

@@ -19,13 +19,14 @@ pub(crate) fn audit(
     shadow: Option<&Decision>,
     started: Instant,
 ) {
-    record_decision(
+    record_decision_degraded(
         &plan.sink,
         &plan.subject,
         evidence,
         decision,
         shadow,
         started,
+        plan.degraded,
     );
 }
 
@@ -38,6 +39,20 @@ pub(crate) fn record_decision(
     decision: &Decision,
     shadow: Option<&Decision>,
     started: Instant,
+) {
+    record_decision_degraded(sink, subject, evidence, decision, shadow, started, None);
+}
+
+/// [`record_decision`], marking the record `degraded` with a reason code when
+/// the evidence came from less than the full cascade.
+fn record_decision_degraded(
+    sink: &AuditSink,
+    subject: &GateSubject,
+    evidence: Evidence,
+    decision: &Decision,
+    shadow: Option<&Decision>,
+    started: Instant,
+    degraded: Option<&str>,
 ) {
     let ts_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -55,6 +70,9 @@ pub(crate) fn record_decision(
                 .increment(1);
         }
         record = record.with_shadow(shadow);
+    }
+    if let Some(reason) = degraded {
+        record = record.with_degraded(reason);
     }
     metrics::counter!(
         crate::metrics::GATE_DECISIONS,

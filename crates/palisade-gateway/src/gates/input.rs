@@ -13,14 +13,14 @@ use palisade_detect::{Channel, ScanInput};
 use palisade_openai::channels::{self, Segment, Source, Spotlight, TextKind};
 use palisade_openai::{ApiError, ErrorCode};
 use palisade_policy::{
-    Action, Decision, DetectorKind, Effect, Evidence, Gate, ReasonCode, TextRole,
+    Action, Decision, DetectorKind, Effect, Evidence, Gate, ReasonCode, SaturationMode, TextRole,
 };
 use serde_json::{Map, Value};
 
 use super::decisions::decide;
 use super::plan::{GatePlan, GateSubject, ResponseShape};
 use super::Gates;
-use crate::cpu::{CpuPool, INLINE_BYTES};
+use crate::cpu::INLINE_BYTES;
 
 /// The scan cache's version key for first-stage-only scans.
 const FIRST_STAGE_ONLY: &str = "first-stage-only";
@@ -117,12 +117,15 @@ fn quarantined(source: Source, text: &str) -> String {
 /// Runs the input and context gates over a chat request's `messages`, and
 /// rewrites it as the policy asks (redaction, spotlighting, a canary).
 /// Returns the plan for the output gate and whether the body changed.
+/// `degraded` (a reason code): scan with the first stage only, and say so
+/// in every audit record.
 pub(crate) fn inspect_request(
     gates: &Gates,
     subject: GateSubject,
     shape: ResponseShape,
     fields: &mut Map<String, Value>,
     retrieved_by_header: &[usize],
+    degraded: Option<&'static str>,
 ) -> Result<(GatePlan, bool), ApiError> {
     // Fail closed: token ids would carry any text past the input gate.
     if !channels::prompt_is_text(fields) {
@@ -150,6 +153,8 @@ pub(crate) fn inspect_request(
         flagged_context: false,
         tools: None,
         shape,
+        degraded,
+        flagged: false,
     };
     let mut plan = plan;
     let kind = match shape {
@@ -176,7 +181,11 @@ pub(crate) fn inspect_request(
         .map(|&role| (Gate::Input, Some(role)))
         .chain(std::iter::once((Gate::Context, None)));
     // Second-stage (encoder) scans one request may cause; later texts get the first stage.
-    let mut second_stage_budget = crate::second_stage::SCANS_PER_REQUEST;
+    let mut second_stage_budget = if degraded.is_some() {
+        0
+    } else {
+        crate::second_stage::SCANS_PER_REQUEST
+    };
     for (gate, role) in judgements {
         let started = Instant::now();
         let mut evidence = Evidence {
@@ -210,7 +219,9 @@ pub(crate) fn inspect_request(
                 },
             };
             // Unchanged turns of a conversation come back on every request.
-            let scan = if second_stage_budget > 0 || gates.detector.second_stage().is_none() {
+            let full_cascade = degraded.is_none()
+                && (second_stage_budget > 0 || gates.detector.second_stage().is_none());
+            let scan = if full_cascade {
                 second_stage_budget = second_stage_budget.saturating_sub(1);
                 gates.scans.get_or_scan(
                     &plan.subject.tenant,
@@ -233,6 +244,7 @@ pub(crate) fn inspect_request(
             continue;
         }
         let decision = decide(&plan, gate, evidence, started);
+        plan.flagged |= decision.enforced_action != Action::Allow;
         if gate == Gate::Context {
             plan.untrusted_context = true;
             plan.flagged_context |= decision
@@ -434,13 +446,12 @@ pub(crate) fn check_client_schemas(
 pub(crate) type GateVerdict = Result<(GatePlan, bool), ApiError>;
 
 /// Checks the client's schemas, then runs the input and context gates
-/// ([`inspect_request`]) on the pool unless the request is
-/// small and declares no schema. The outer error is a refusal that is not
-/// an offence (an unsupported schema, a full pool); the inner one is the
-/// gates' verdict.
+/// ([`inspect_request`]) on the detection pool unless the request is small,
+/// declares no schema and there is no second stage. The outer error is a
+/// refusal that is not an offence (an unsupported schema, a saturated pool
+/// under a tier that fails closed); the inner one is the gates' verdict.
 pub(crate) async fn gate_request(
     gates: &Arc<Gates>,
-    cpu: &CpuPool,
     subject: GateSubject,
     shape: ResponseShape,
     fields: &mut Map<String, Value>,
@@ -451,24 +462,48 @@ pub(crate) async fn gate_request(
     let inline = body_bytes <= INLINE_BYTES
         && !declares_schemas(fields)
         && gates.detector.second_stage().is_none();
+    let (tool_gate, on_saturated) = {
+        let snapshot = gates.policy.active();
+        let tier = snapshot.tier_for(&subject.subject());
+        (tier.tool_gate().is_some(), tier.on_detector_saturated())
+    };
+    let judge = move |gates: &Gates,
+                      subject: GateSubject,
+                      owned: &mut Map<String, Value>,
+                      retrieved: &[usize],
+                      degraded: Option<&'static str>|
+          -> Result<GateVerdict, ApiError> {
+        check_client_schemas(owned, tool_gate)?;
+        Ok(inspect_request(
+            gates, subject, shape, owned, retrieved, degraded,
+        ))
+    };
+    if inline {
+        return judge(gates, subject, fields, &retrieved, None);
+    }
+    let slot = match gates.pool.acquire().await {
+        Ok(slot) => slot,
+        Err(reason) => {
+            return match on_saturated {
+                SaturationMode::Closed => {
+                    super::pool::count_saturation(reason, "closed");
+                    Err(super::pool::saturated_error())
+                }
+                SaturationMode::Degrade => {
+                    // The cheap stage, here and now; every audit record says so.
+                    super::pool::count_saturation(reason, "degraded");
+                    let degraded = Some(super::pool::DEGRADED_SATURATED);
+                    judge(gates, subject, fields, &retrieved, degraded)
+                }
+            };
+        }
+    };
     let job_gates = gates.clone();
     let mut owned = std::mem::take(fields);
-    let (verdict, owned) = cpu
-        .run_or_inline(inline, move || {
-            let tool_gate = {
-                let snapshot = job_gates.policy.active();
-                let policy_subject = palisade_policy::Subject {
-                    tenant: &subject.tenant,
-                    route: &subject.route,
-                    model: &subject.model,
-                };
-                snapshot.tier_for(&policy_subject).tool_gate().is_some()
-            };
-            if let Err(e) = check_client_schemas(&owned, tool_gate) {
-                return (Err(e), owned);
-            }
-            let verdict = inspect_request(&job_gates, subject, shape, &mut owned, &retrieved);
-            (Ok(verdict), owned)
+    let (verdict, owned) = slot
+        .run(move || {
+            let verdict = judge(&job_gates, subject, &mut owned, &retrieved, None);
+            (verdict, owned)
         })
         .await?;
     *fields = owned;

@@ -20,6 +20,7 @@ pub(crate) mod markers;
 pub(crate) mod output;
 pub(crate) mod plan;
 pub(crate) mod policy;
+pub(crate) mod pool;
 pub(crate) mod scan_cache;
 pub(crate) mod tools;
 
@@ -48,4 +49,6 @@ pub(crate) struct Gates {
     /// Scans of texts seen before (unchanged conversation turns), per tenant;
     /// built with `detector` and living as long as it does.
     pub(crate) scans: scan_cache::ScanCache,
+    /// Where scans of long texts (and second-stage scans) run, bounded.
+    pub(crate) pool: pool::DetectionPool,
 }

@@ -59,6 +59,13 @@ pub(crate) struct GatePlan {
     pub(crate) tools: Option<ToolPlan>,
     /// The response shape the output gate reads.
     pub(crate) shape: ResponseShape,
+    /// Why the request was judged on less than the full cascade (the
+    /// detection pool was saturated and the tier degrades): every audit
+    /// record of the request carries it.
+    pub(crate) degraded: Option<&'static str>,
+    /// A request gate's enforced action was not `allow` (for the anomaly
+    /// detector).
+    pub(crate) flagged: bool,
 }
 
 impl GatePlan {
@@ -83,6 +90,8 @@ impl GatePlan {
             flagged_context: false,
             shape: ResponseShape::Chat,
             tools: None,
+            degraded: None,
+            flagged: false,
         }
     }
 

@@ -6,7 +6,7 @@
 
 use http::HeaderMap;
 use palisade_openai::request::{Endpoint, RequestBody};
-use palisade_openai::ApiError;
+use palisade_openai::{ApiError, ErrorCode};
 
 use crate::context::RequestCtx;
 use crate::http::auth::Principal;
@@ -51,15 +51,15 @@ pub(crate) async fn inspect(
         // long enough to stall the async workers.
         let verdict = crate::gates::input::gate_request(
             &state.gates,
-            &state.cpu,
             subject,
             shape,
             request.fields_mut(),
             retrieved,
             body_bytes,
         )
-        .await?;
-        let (mut plan, changed) = verdict.inspect_err(|_| state.admission.offend(principal, 1))?;
+        .await;
+        observe(state, principal, &verdict);
+        let (mut plan, changed) = verdict?.inspect_err(|_| state.admission.offend(principal, 1))?;
         let tools_changed = shape == crate::gates::ResponseShape::Chat
             && crate::gates::tools::inspect_request(
                 &state.gates.tools,
@@ -73,6 +73,28 @@ pub(crate) async fn inspect(
         gates_rewrote = changed || tools_changed;
     }
     Ok(gates_rewrote)
+}
+
+/// Hands the request gates' outcome to the anomaly detector (never waits).
+fn observe(
+    state: &GatewayState,
+    principal: &Principal,
+    verdict: &Result<crate::gates::input::GateVerdict, ApiError>,
+) {
+    use palisade_anomaly::Outcome;
+    let outcome = match verdict {
+        Ok(Ok((plan, _))) if plan.flagged => Outcome::Flagged,
+        Ok(Ok(_)) => Outcome::Allowed,
+        Ok(Err(_)) => Outcome::Blocked,
+        Err(e) if matches!(e.code, ErrorCode::DetectorSaturated | ErrorCode::Overloaded) => {
+            Outcome::Refused
+        }
+        // A malformed request says nothing about the tenant's traffic.
+        Err(_) => return,
+    };
+    state
+        .anomaly
+        .observe(&principal.tenant, &principal.key_name, outcome);
 }
 
 /// Message indexes the client marks as retrieved content with the

@@ -108,6 +108,7 @@ pub(crate) fn harden(
             reasons: Vec::new(),
             latency_us: 0,
             shadow: None,
+            degraded: None,
         };
         state.gates.audit.write(&record);
     }
