@@ -31,6 +31,7 @@ pub const PURE_CRATES: &[&str] = &[
     "palisade-openai",
     "palisade-config",
     "palisade-fleet",
+    "palisade-routing",
 ];
 
 /// One broken rule at one place.

@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod api;
+pub(crate) mod balancer;
 pub(crate) mod clock;
 pub(crate) mod context;
 pub(crate) mod cpu;

@@ -117,6 +117,7 @@ impl Gateway {
         self.state.admission.spawn_alerts();
         self.state.gates.policy.spawn_reload();
         serving.set(true);
+        crate::balancer::probe::spawn(&self.state, stop_rx.clone());
         self.state.fleet.spawn(
             self.state.gates.policy.clone(),
             self.state.readiness.clone(),

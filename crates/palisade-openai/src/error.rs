@@ -101,6 +101,9 @@ pub enum ErrorCode {
     LimitsUnavailable,
     /// The backend's circuit breaker is open after repeated failures.
     CircuitOpen,
+    /// No deployment the tenant's and route's data-residency rules allow is
+    /// available: the gateway refuses rather than send the data elsewhere.
+    ResidencyUnavailable,
     /// The backend is at its in-flight limit and this request could not be
     /// queued (queue full) or waited past the queue timeout.
     UpstreamOverloaded,
@@ -142,7 +145,8 @@ impl ErrorCode {
             | Self::LimitsUnavailable
             | Self::UpstreamOverloaded
             | Self::Overloaded
-            | Self::CircuitOpen => 503,
+            | Self::CircuitOpen
+            | Self::ResidencyUnavailable => 503,
             Self::UpstreamTimeout => 504,
             Self::InternalError => 500,
         }
@@ -174,7 +178,8 @@ impl ErrorCode {
             | Self::UpstreamProtocol
             | Self::UpstreamInvalidResponse
             | Self::UpstreamError
-            | Self::CircuitOpen => ErrorKind::UpstreamError,
+            | Self::CircuitOpen
+            | Self::ResidencyUnavailable => ErrorKind::UpstreamError,
             Self::InternalError
             | Self::LimitsUnavailable
             | Self::UpstreamOverloaded
@@ -212,6 +217,7 @@ impl ErrorCode {
             Self::LimitsUnavailable => "limits_unavailable",
             Self::UpstreamOverloaded => "upstream_overloaded",
             Self::CircuitOpen => "circuit_open",
+            Self::ResidencyUnavailable => "residency_unavailable",
             Self::ShuttingDown => "shutting_down",
             Self::Overloaded => "overloaded",
             Self::InternalError => "internal_error",
@@ -383,6 +389,7 @@ mod tests {
             ErrorCode::LimitsUnavailable,
             ErrorCode::UpstreamOverloaded,
             ErrorCode::CircuitOpen,
+            ErrorCode::ResidencyUnavailable,
             ErrorCode::ShuttingDown,
             ErrorCode::Overloaded,
             ErrorCode::InternalError,

@@ -5,7 +5,8 @@
 //! Must not: choose a deployment outside the request's residency rule
 //! (tenant and route rules together, for fallback routes too), resend a
 //! request whose failure may have reached the model unless it is
-//! idempotent, plan past the deadline, or retry without a budget token.
+//! idempotent, plan past the deadline, or retry without a budget token
+//! (a retry after a failure that sent nothing is free: it adds no load).
 
 use crate::{pick, DeploymentState, Failure, FailureClass, Labels, Nanos, Residency, Rng};
 
@@ -274,7 +275,10 @@ impl<'a> Planner<'a> {
         if now.saturating_add(delay) >= self.deadline {
             return Err(GiveUp::Deadline);
         }
-        if !view.try_retry(backend) {
+        // A retry after a failure that sent nothing adds no load beyond the
+        // request's own: it is free. Every other retry is paid for.
+        let free = failure.class.safety() == crate::Safety::NotSent;
+        if !free && !view.try_retry(backend) {
             return Err(GiveUp::Budget);
         }
         Ok(self.record(route, backend, delay))

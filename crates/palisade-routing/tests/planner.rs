@@ -185,14 +185,24 @@ fn retry_after_the_deadline_or_budget_is_refused() {
         p.after(failure, 0, &mut view, &mut rng),
         Err(GiveUp::Deadline)
     );
-    // No budget: no retry.
+    // No budget: no retry, except after a failure that sent nothing.
     view.budget = 0;
     let mut p = Planner::new(&single, 0, Residency::default(), policy(3), false, 10 * SEC);
     p.first(0, &mut view, &mut rng).unwrap();
     assert_eq!(
-        p.after(Failure::of(FailureClass::Connect), 0, &mut view, &mut rng),
+        p.after(
+            Failure::of(FailureClass::Unavailable),
+            0,
+            &mut view,
+            &mut rng
+        ),
         Err(GiveUp::Budget)
     );
+    let mut p = Planner::new(&single, 0, Residency::default(), policy(3), false, 10 * SEC);
+    p.first(0, &mut view, &mut rng).unwrap();
+    assert!(p
+        .after(Failure::of(FailureClass::Connect), 0, &mut view, &mut rng)
+        .is_ok());
 }
 
 #[test]

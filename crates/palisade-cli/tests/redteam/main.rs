@@ -12,6 +12,8 @@
 //!   encodings, holding back without holding up).
 //! - `markers`: the keyed canary and data boundaries (no cross-tenant
 //!   canary, no closing a block with a boundary seen before).
+//! - `routing`: a hostile upstream steering retries and fallbacks (parking
+//!   requests, pushing data out of its residency region).
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
@@ -20,6 +22,7 @@ mod harness;
 mod input_gates;
 mod markers;
 mod output_gate;
+mod routing;
 mod side_fields;
 mod starvation;
 mod tokens_keys;

@@ -152,6 +152,12 @@ impl LedgerRow {
         }
     }
 
+    /// The backend that served the request, after a retry or fallback
+    /// moved it.
+    pub(crate) fn set_backend(&mut self, backend: &str) {
+        backend.clone_into(&mut self.backend);
+    }
+
     fn entry(&self, facts: RowFacts<'_>) -> LedgerEntry {
         let RowFacts {
             tenant,
