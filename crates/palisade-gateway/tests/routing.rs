@@ -99,8 +99,12 @@ fn key_hash(k: &str) -> String {
 #[tokio::test]
 async fn a_dead_deployment_fails_over_and_the_response_names_the_server() {
     let b = Fake::start("b", ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
     let gw = gateway(&format!(
         r#"
+        [ledger]
+        url = "sqlite:{}"
         [backends.a]
         base_url = "{}"
         [backends.b]
@@ -109,6 +113,7 @@ async fn a_dead_deployment_fails_over_and_the_response_names_the_server() {
         model = "m"
         deployments = [{{ backend = "a" }}, {{ backend = "b" }}]
         "#,
+        db.display(),
         Fake::dead_url().await,
         b.base_url()
     ))

@@ -224,8 +224,10 @@ fn give_up_label(reason: GiveUp) -> &'static str {
 
 fn served_by(ctx: &mut RequestCtx, backend: &crate::upstream::Backend) {
     ctx.served_by = Some(backend.name.as_str().into());
+    let attempts = ctx.attempts;
     if let Some(row) = &mut ctx.ledger {
         row.set_backend(&backend.name);
+        row.attempts = attempts;
     }
 }
 
