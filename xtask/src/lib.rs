@@ -34,6 +34,7 @@ pub const PURE_CRATES: &[&str] = &[
     "palisade-bundle",
     "palisade-extraction",
     "palisade-anomaly",
+    "palisade-routing",
 ];
 
 /// One broken rule at one place.

@@ -66,6 +66,36 @@ pub struct BackendConfig {
     /// Circuit breaker on this backend's error rate. Absent: off.
     #[serde(default)]
     pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// Where the backend runs, for residency rules (e.g. `eu-west`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Who runs it, for residency rules (e.g. `azure`, `self-hosted`).
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Data classes the backend is cleared for (e.g. `pii`).
+    #[serde(default)]
+    pub data_classes: Vec<String>,
+    /// How the key is sent: `bearer` (`Authorization: Bearer`) or `api-key`
+    /// (Azure OpenAI's `api-key` header).
+    #[serde(default)]
+    pub auth: BackendAuth,
+    /// Azure OpenAI's `api-version` query parameter, added to every call.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Active health check: GET this path (under `base_url`, e.g.
+    /// `/models`) every `probe_interval_ms`; a failure takes the backend
+    /// out of balancing until a probe passes. Absent: no active probe.
+    #[serde(default)]
+    pub probe_path: Option<String>,
+    /// Interval between active probes.
+    #[serde(default = "defaults::probe_interval_ms")]
+    pub probe_interval_ms: u64,
+    /// Retries to this backend stay within this budget.
+    #[serde(default)]
+    pub retry_budget: RetryBudgetConfig,
+    /// Eject the backend from balancing after failures in a row.
+    #[serde(default)]
+    pub passive_health: PassiveHealthConfig,
 }
 
 /// Open the circuit when a backend keeps failing.
@@ -115,6 +145,15 @@ impl BackendConfig {
             min_in_flight: defaults::min_in_flight(),
             target_latency_ms: defaults::target_latency_ms(),
             circuit_breaker: None,
+            region: None,
+            provider: None,
+            data_classes: Vec::new(),
+            auth: BackendAuth::Bearer,
+            api_version: None,
+            probe_path: None,
+            probe_interval_ms: defaults::probe_interval_ms(),
+            retry_budget: RetryBudgetConfig::default(),
+            passive_health: PassiveHealthConfig::default(),
         }
     }
 }
@@ -151,6 +190,10 @@ mod defaults {
     /// Time to the response head covers queueing and prefill at the model
     /// server; a few seconds is where interactive users start to notice.
     pub(super) fn target_latency_ms() -> u64 {
+        5_000
+    }
+    /// Often enough to notice a dead server within seconds; cheap for it.
+    pub(super) fn probe_interval_ms() -> u64 {
         5_000
     }
 }
@@ -206,7 +249,23 @@ impl BackendConfig {
                 "must be greater than 0",
             ));
         }
+        validate_budget(&key("retry_budget"), &self.retry_budget)?;
+        if let Some(path) = &self.probe_path {
+            if !path.starts_with('/') || path.contains("://") {
+                return Err(invalid(key("probe_path"), "must be a path starting with /"));
+            }
+        }
+        if let Some(v) = &self.api_version {
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            {
+                return Err(invalid(key("api_version"), "must be like 2024-10-21"));
+            }
+        }
         for (field, value) in [
+            ("probe_interval_ms", self.probe_interval_ms),
             ("queue_timeout_ms", self.queue_timeout_ms),
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("first_byte_timeout_ms", self.first_byte_timeout_ms),

@@ -38,6 +38,7 @@ mod limits;
 mod log;
 mod policy;
 mod routes;
+mod routing;
 mod server;
 mod stores;
 mod tenants;
@@ -54,6 +55,7 @@ pub use limits::*;
 pub use log::*;
 pub use policy::*;
 pub use routes::*;
+pub use routing::*;
 pub use server::*;
 pub use tenants::*;
 pub use tools::*;
@@ -202,6 +204,11 @@ impl Config {
                 overload_model: None,
                 overload_max_tokens: None,
                 tokenizer: None,
+                deployments: Vec::new(),
+                fallbacks: FallbacksConfig::default(),
+                retry: None,
+                residency: ResidencyConfig::default(),
+                idempotent: false,
             });
         }
     }
@@ -279,19 +286,41 @@ impl Config {
         Ok(())
     }
 
-    /// Every route must send its requests to a configured backend.
+    /// Every route must send its requests to configured backends, and its
+    /// fallbacks to routed names.
     fn validate_route_backends(&self) -> Result<(), ConfigError> {
+        let unknown = |key: String, name: &str| {
+            let known: Vec<&str> = self.backends.keys().map(String::as_str).collect();
+            invalid(
+                key,
+                format!(
+                    "unknown backend `{name}` (configured: {})",
+                    known.join(", ")
+                ),
+            )
+        };
         for (i, route) in self.routes.iter().enumerate() {
-            if !self.backends.contains_key(&route.backend) {
-                let known: Vec<&str> = self.backends.keys().map(String::as_str).collect();
-                return Err(invalid(
-                    format!("routes[{i}].backend"),
-                    format!(
-                        "unknown backend `{}` (configured: {})",
-                        route.backend,
-                        known.join(", ")
-                    ),
-                ));
+            if route.deployments.is_empty() && !self.backends.contains_key(&route.backend) {
+                return Err(unknown(format!("routes[{i}].backend"), &route.backend));
+            }
+            for (j, d) in route.deployments.iter().enumerate() {
+                if !self.backends.contains_key(&d.backend) {
+                    return Err(unknown(
+                        format!("routes[{i}].deployments[{j}].backend"),
+                        &d.backend,
+                    ));
+                }
+            }
+            for (key, name) in route.fallbacks.named() {
+                let routed = self.routes.iter().any(|r| {
+                    r.model != WILDCARD_MODEL && (&r.model == name || r.aliases.contains(name))
+                });
+                if !routed || name == &route.model {
+                    return Err(invalid(
+                        format!("routes[{i}].{key}"),
+                        format!("`{name}` must be another routed model name"),
+                    ));
+                }
             }
         }
         Ok(())

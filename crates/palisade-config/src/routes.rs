@@ -13,7 +13,9 @@ use super::*;
 pub struct RouteConfig {
     /// Public model name, or `*` for every model not routed by name.
     pub model: String,
-    /// Backend name from `[backends]`.
+    /// Backend name from `[backends]`; leave it out when `deployments`
+    /// lists the backends.
+    #[serde(default)]
     pub backend: String,
     /// Name sent upstream, when it differs from the public name.
     #[serde(default)]
@@ -39,9 +41,41 @@ pub struct RouteConfig {
     /// models ~4 characters per token.
     #[serde(default)]
     pub tokenizer: Option<String>,
+    /// Several backends serving this model, balanced by weight, load and
+    /// health; instead of `backend`.
+    #[serde(default)]
+    pub deployments: Vec<DeploymentConfig>,
+    /// Other routed models to try, per failure class, when this route's
+    /// deployments fail.
+    #[serde(default)]
+    pub fallbacks: FallbacksConfig,
+    /// Retries. Absent: 3 attempts when the route has several deployments
+    /// or fallbacks, 1 (no retry) otherwise.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+    /// Where this route's requests may go, on top of the tenant's rule.
+    #[serde(default)]
+    pub residency: ResidencyConfig,
+    /// The route's requests have no side effect at the model (no tools that
+    /// act), so a failure after the body was sent (timeout, 5xx, broken
+    /// connection) may be retried too. Embeddings always are.
+    #[serde(default)]
+    pub idempotent: bool,
 }
 
 impl RouteConfig {
+    /// The route's backends: its deployments, or its one `backend`.
+    pub fn backends(&self) -> Vec<&str> {
+        if self.deployments.is_empty() {
+            vec![self.backend.as_str()]
+        } else {
+            self.deployments
+                .iter()
+                .map(|d| d.backend.as_str())
+                .collect()
+        }
+    }
+
     /// `i` is the route's index in `[[routes]]`, for the error path.
     pub(crate) fn validate(&self, i: usize) -> Result<(), ConfigError> {
         if self.deadline_ms == Some(0) {
@@ -55,6 +89,27 @@ impl RouteConfig {
                 format!("routes[{i}].overload_max_tokens"),
                 "must be greater than 0",
             ));
+        }
+        match (self.backend.is_empty(), self.deployments.is_empty()) {
+            (true, true) => {
+                return Err(invalid(
+                    format!("routes[{i}].backend"),
+                    "a route needs `backend` or `deployments`",
+                ))
+            }
+            (false, false) => {
+                return Err(invalid(
+                    format!("routes[{i}].deployments"),
+                    "set either `backend` or `deployments`, not both",
+                ))
+            }
+            _ => {}
+        }
+        for (j, d) in self.deployments.iter().enumerate() {
+            validate_deployment(&format!("routes[{i}].deployments[{j}]"), d)?;
+        }
+        if let Some(retry) = &self.retry {
+            validate_retry(&format!("routes[{i}].retry"), retry)?;
         }
         if self.model == WILDCARD_MODEL && !self.aliases.is_empty() {
             return Err(invalid(

@@ -17,4 +17,7 @@ pub struct TenantConfig {
     /// Tool name → variable holding the credential an executor needs for
     /// it; `POST /v1/tools/verify` returns it with a valid capability token.
     pub tool_credentials_env: BTreeMap<String, String>,
+    /// Where this tenant's requests may go (regions, providers, data
+    /// classes), for every route and fallback.
+    pub residency: ResidencyConfig,
 }

@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 70;
+const RULE_SITES: usize = 79;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -147,6 +147,7 @@ fn every_rule_site_is_counted() {
         include_str!("../src/log.rs"),
         include_str!("../src/policy.rs"),
         include_str!("../src/routes.rs"),
+        include_str!("../src/routing.rs"),
         include_str!("../src/server.rs"),
         include_str!("../src/stores.rs"),
         include_str!("../src/tenants.rs"),
@@ -461,6 +462,56 @@ fn invalid_configs_name_the_key() {
         (
             "[[routes]]\noverload_model = \"m\"",
             "routes[0].overload_model",
+        ),
+        // Deployments, retries, fallbacks (routing.rs, routes.rs, lib.rs)
+        ("[[routes]]\nbackend = \"\"", "routes[0].backend"),
+        (
+            "[[routes]]\ndeployments = [{ backend = \"local\" }]",
+            "routes[0].deployments",
+        ),
+        (
+            "[[routes]]\nbackend = \"\"\ndeployments = [{ backend = \"nope\" }]",
+            "routes[0].deployments[0].backend",
+        ),
+        (
+            "[[routes]]\nbackend = \"\"\ndeployments = [{ backend = \"local\", weight = 0 }]",
+            "routes[0].deployments[0].weight",
+        ),
+        (
+            "[[routes]]\nbackend = \"\"\ndeployments = [{ backend = \"local\", labels = { zone = \"a\" } }]",
+            "routes[0].deployments[0].labels.zone",
+        ),
+        (
+            "[[routes]]\nretry = { max_attempts = 0 }",
+            "routes[0].retry.max_attempts",
+        ),
+        (
+            "[[routes]]\nretry = { base_backoff_ms = 0 }",
+            "routes[0].retry.base_backoff_ms",
+        ),
+        (
+            "[[routes]]\nfallbacks = { default = [\"nope\"] }",
+            "routes[0].fallbacks.default[0]",
+        ),
+        (
+            "[[routes]]\nfallbacks = { context_length = [\"m\"] }",
+            "routes[0].fallbacks.context_length[0]",
+        ),
+        (
+            "[backends.local]\nretry_budget = { ratio = 2.0 }",
+            "backends.local.retry_budget",
+        ),
+        (
+            "[backends.local]\nprobe_path = \"models\"",
+            "backends.local.probe_path",
+        ),
+        (
+            "[backends.local]\napi_version = \"a b\"",
+            "backends.local.api_version",
+        ),
+        (
+            "[backends.local]\nprobe_interval_ms = 0",
+            "backends.local.probe_interval_ms",
         ),
         // [detection]
         (

@@ -54,6 +54,13 @@ pub(crate) struct RequestCtx {
     pub(crate) ledger: Option<LedgerRow>,
     /// The request's place at a backend with a downstream budget.
     pub(crate) _backend_slot: Option<crate::limits::scheduler::BackendSlot>,
+    /// The backend that served the request (`x-palisade-backend`).
+    pub(crate) served_by: Option<Arc<str>>,
+    /// Upstream attempts made (`x-palisade-attempts`; more than 1 after a
+    /// retry or fallback).
+    pub(crate) attempts: u32,
+    /// The request counted as outstanding at its backend until it ends.
+    pub(crate) _outstanding: Option<crate::balancer::Outstanding>,
     /// What the request gates decided that the output gate needs.
     pub(crate) gates: Option<GatePlan>,
     /// The request span, re-entered for the access-log line: a stream ends
@@ -82,6 +89,9 @@ impl RequestCtx {
             tokens: None,
             ledger: None,
             _backend_slot: None,
+            served_by: None,
+            attempts: 0,
+            _outstanding: None,
             gates: None,
             span: tracing::Span::current(),
             _in_flight: InFlight::enter(),
@@ -136,6 +146,14 @@ impl RequestCtx {
             if let Ok(v) = HeaderValue::from_str(&self.internal_id) {
                 headers.insert("x-palisade-ledger-id", v);
             }
+        }
+        if let Some(b) = &self.served_by {
+            if let Ok(v) = HeaderValue::from_str(b) {
+                headers.insert("x-palisade-backend", v);
+            }
+        }
+        if self.attempts > 1 {
+            headers.insert("x-palisade-attempts", HeaderValue::from(self.attempts));
         }
         if let Some(d) = &self.degraded {
             if let Ok(v) = HeaderValue::from_str(d) {

@@ -28,6 +28,7 @@
 
 pub(crate) mod anomaly;
 pub(crate) mod api;
+pub(crate) mod balancer;
 pub mod bundle;
 pub(crate) mod clock;
 pub(crate) mod context;

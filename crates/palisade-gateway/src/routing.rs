@@ -13,8 +13,15 @@ use palisade_config::{Config, WILDCARD_MODEL};
 /// Where one public model name goes.
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// Index into the gateway's backend list.
+    /// The route's index in `[[routes]]` (its spec in [`RouteTable::specs`]).
+    pub id: usize,
+    /// Index into the gateway's backend list: the route's one backend, or
+    /// its first deployment (saturation and listing look here).
     pub backend: usize,
+    /// How often to retry, and how patiently.
+    pub retry: palisade_routing::RetryPolicy,
+    /// The route declared its requests free of side effects at the model.
+    pub idempotent: bool,
     /// The route's public name (the label used in metrics); `*` for wildcard.
     pub public_name: Arc<str>,
     /// Name to send upstream; `None` keeps the client's name.
@@ -36,6 +43,12 @@ pub struct RouteTable {
     wildcard: Option<Route>,
     /// Public names in config order, for `GET /v1/models`.
     listed: Vec<(String, usize)>,
+    /// Each route by id (its own public name, not an alias).
+    by_id: Vec<Route>,
+    /// Each route's deployments, fallbacks and residency, by id.
+    specs: Vec<palisade_routing::RouteSpec>,
+    /// Tenants' residency rules.
+    tenant_rules: HashMap<String, palisade_routing::Residency>,
 }
 
 impl RouteTable {
@@ -47,11 +60,22 @@ impl RouteTable {
         backend_index: impl Fn(&str) -> usize,
         tokenizers: &HashMap<String, palisade_openai::usage::Tokenizer>,
     ) -> Self {
-        let mut table = Self::default();
-        for route in &config.routes {
-            let backend = backend_index(&route.backend);
+        let mut table = Self {
+            specs: crate::balancer::spec::route_specs(config, &backend_index),
+            tenant_rules: config
+                .tenants
+                .iter()
+                .map(|(name, t)| (name.clone(), crate::balancer::spec::residency(&t.residency)))
+                .collect(),
+            ..Self::default()
+        };
+        for (id, route) in config.routes.iter().enumerate() {
+            let backend = table.specs[id].deployments.first().map_or(0, |d| d.backend);
             let compiled = Route {
+                id,
                 backend,
+                retry: crate::balancer::spec::retry_policy(route),
+                idempotent: route.idempotent,
                 public_name: route.model.as_str().into(),
                 upstream_model: route.upstream_model.as_deref().map(Into::into),
                 deadline: route.deadline_ms.map(Duration::from_millis),
@@ -62,6 +86,7 @@ impl RouteTable {
                     .as_ref()
                     .and_then(|path| tokenizers.get(path).cloned()),
             };
+            table.by_id.push(compiled.clone());
             if route.model == WILDCARD_MODEL {
                 table.wildcard = Some(compiled);
                 continue;
@@ -88,6 +113,21 @@ impl RouteTable {
     /// Explicitly routed public names with their backend index.
     pub fn listed(&self) -> &[(String, usize)] {
         &self.listed
+    }
+
+    /// A route by id (for fallbacks).
+    pub fn by_id(&self, id: usize) -> Option<&Route> {
+        self.by_id.get(id)
+    }
+
+    /// Every route's spec, by id.
+    pub fn specs(&self) -> &[palisade_routing::RouteSpec] {
+        &self.specs
+    }
+
+    /// A tenant's residency rule (open when it has none).
+    pub fn tenant_rule(&self, tenant: &str) -> palisade_routing::Residency {
+        self.tenant_rules.get(tenant).cloned().unwrap_or_default()
     }
 
     /// The wildcard route, if any.

@@ -138,6 +138,7 @@ impl Gateway {
             .spawn(self.config.limits.alert_webhook_url.clone());
         serving.set(true);
         let replicas_to = self.state.clone();
+        crate::balancer::probe::spawn(&self.state, stop_rx.clone());
         self.state.fleet.spawn(
             self.state.gates.policy.clone(),
             self.state.bundle.clone(),

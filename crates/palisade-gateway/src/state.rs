@@ -94,6 +94,8 @@ pub struct GatewayState {
     pub(crate) auth: Authenticator,
     pub(crate) routes: RouteTable,
     pub(crate) backends: Vec<Backend>,
+    /// Per-backend load, latency, health and retry budgets for routing.
+    pub(crate) balancer: Arc<crate::balancer::Balancer>,
     pub(crate) model_labels: ModelLabels,
     pub(crate) max_body_bytes: usize,
     pub(crate) max_sse_event_bytes: usize,
@@ -213,6 +215,27 @@ impl GatewayState {
         let state = GatewayState {
             auth: Authenticator::from_config(&config.auth),
             routes,
+            balancer: Arc::new(crate::balancer::Balancer::new(
+                &config
+                    .backends
+                    .values()
+                    .map(|b| {
+                        let budget = b.retry_budget;
+                        let passive = b.passive_health;
+                        (
+                            palisade_routing::RetryBudgetConfig {
+                                ratio: budget.ratio,
+                                reserve_per_sec: budget.reserve_per_sec,
+                                cap: budget.cap,
+                            },
+                            palisade_routing::PassiveHealthConfig {
+                                consecutive_failures: passive.consecutive_failures,
+                                ejection: passive.ejection_ms.saturating_mul(1_000_000),
+                            },
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )),
             backends,
             model_labels: ModelLabels::new(MODEL_LABEL_CAP),
             max_body_bytes: config.server.max_body_bytes,

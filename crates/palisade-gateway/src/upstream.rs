@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderValue};
 use palisade_config::BackendConfig;
 use palisade_openai::request::Endpoint;
 use palisade_openai::{ApiError, ErrorCode};
+use palisade_routing::FailureClass;
 
 /// Errors building a backend at start.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,8 @@ pub struct Backend {
     base_url: String,
     endpoint_urls: [reqwest::Url; 3],
     api_key: Option<HeaderValue>,
+    /// `authorization` (Bearer) or Azure's `api-key`.
+    auth_header: http::HeaderName,
     /// Tenants' own keys for this backend (`[tenants.<t>.upstream_api_key_env]`),
     /// sent instead of `api_key` for their requests.
     tenant_keys: std::collections::HashMap<String, HeaderValue>,
@@ -68,6 +71,8 @@ pub struct Backend {
     pub list_models: bool,
     /// The circuit breaker, when configured.
     pub breaker: Option<crate::limits::breaker::Breaker>,
+    /// Active probe: the path (under `base_url`) and interval.
+    pub probe: Option<(String, Duration)>,
     /// The downstream budget and fair queue, when `max_in_flight` is set.
     pub scheduler: Option<std::sync::Arc<crate::limits::scheduler::BackendScheduler>>,
 }
@@ -80,6 +85,7 @@ impl Backend {
         tenants: &std::collections::BTreeMap<String, palisade_config::TenantConfig>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, BackendError> {
+        let api_key_header = config.auth == palisade_config::BackendAuth::ApiKey;
         let bearer = |var: &str| {
             let key_error = |problem| BackendError::ApiKey {
                 backend: name.to_owned(),
@@ -87,8 +93,14 @@ impl Backend {
                 problem,
             };
             let value = env(var).ok_or_else(|| key_error("not set"))?;
-            let mut header = HeaderValue::from_str(&format!("Bearer {value}"))
-                .map_err(|_| key_error("not a valid header value"))?;
+            // Azure OpenAI takes the bare key in `api-key`.
+            let text = if api_key_header {
+                value
+            } else {
+                format!("Bearer {value}")
+            };
+            let mut header =
+                HeaderValue::from_str(&text).map_err(|_| key_error("not a valid header value"))?;
             // Marked sensitive: hyper and our debug output never print it.
             header.set_sensitive(true);
             Ok::<_, BackendError>(header)
@@ -117,12 +129,15 @@ impl Backend {
             })?;
         let base_url = config.base_url.trim_end_matches('/').to_owned();
         let parse = |endpoint: Endpoint| {
-            reqwest::Url::parse(&format!("{base_url}{}", endpoint.upstream_path())).map_err(|e| {
-                BackendError::Url {
-                    backend: name.to_owned(),
-                    message: e.to_string(),
-                }
-            })
+            let mut url = reqwest::Url::parse(&format!("{base_url}{}", endpoint.upstream_path()))
+                .map_err(|e| BackendError::Url {
+                backend: name.to_owned(),
+                message: e.to_string(),
+            })?;
+            if let Some(version) = &config.api_version {
+                url.query_pairs_mut().append_pair("api-version", version);
+            }
+            Ok::<_, BackendError>(url)
         };
         let endpoint_urls = [
             parse(Endpoint::ChatCompletions)?,
@@ -134,12 +149,21 @@ impl Backend {
             base_url,
             endpoint_urls,
             api_key,
+            auth_header: if api_key_header {
+                http::HeaderName::from_static("api-key")
+            } else {
+                http::header::AUTHORIZATION
+            },
             tenant_keys,
             client,
             first_byte_timeout: Duration::from_millis(config.first_byte_timeout_ms),
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             list_models: config.list_models,
+            probe: config
+                .probe_path
+                .clone()
+                .map(|p| (p, Duration::from_millis(config.probe_interval_ms))),
             breaker: config.circuit_breaker.map(|b| {
                 crate::limits::breaker::Breaker::new(crate::limits::breaker::BreakerConfig {
                     error_rate: b.error_rate,
@@ -185,7 +209,8 @@ impl Backend {
     }
 
     /// Sends a JSON POST and waits for the response head, bounded by the
-    /// first-byte timeout and the request's deadline.
+    /// first-byte timeout and the request's deadline. A failure carries its
+    /// class, which says whether the body may have reached the model.
     pub async fn post_json(
         &self,
         endpoint: Endpoint,
@@ -193,7 +218,7 @@ impl Backend {
         request_id: &str,
         tenant: &str,
         deadline: Instant,
-    ) -> Result<reqwest::Response, ApiError> {
+    ) -> Result<reqwest::Response, (ApiError, FailureClass)> {
         let mut req = self
             .client
             .post(self.endpoint_url(endpoint))
@@ -201,25 +226,27 @@ impl Backend {
             .header(crate::http::request_id::HEADER, request_id)
             .body(body);
         if let Some(key) = self.tenant_keys.get(tenant).or(self.api_key.as_ref()) {
-            req = req.header(http::header::AUTHORIZATION, key.clone());
+            req = req.header(self.auth_header.clone(), key.clone());
         }
-        self.send(req, deadline).await
+        self.send_classified(req, deadline).await
     }
 
     /// Sends a GET (used for the model list).
     pub async fn get(&self, path: &str, deadline: Instant) -> Result<reqwest::Response, ApiError> {
         let mut req = self.client.get(self.url(path));
         if let Some(key) = &self.api_key {
-            req = req.header(http::header::AUTHORIZATION, key.clone());
+            req = req.header(self.auth_header.clone(), key.clone());
         }
-        self.send(req, deadline).await
+        self.send_classified(req, deadline)
+            .await
+            .map_err(|(e, _)| e)
     }
 
-    async fn send(
+    async fn send_classified(
         &self,
         req: reqwest::RequestBuilder,
         deadline: Instant,
-    ) -> Result<reqwest::Response, ApiError> {
+    ) -> Result<reqwest::Response, (ApiError, FailureClass)> {
         let limit = self
             .first_byte_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
@@ -233,14 +260,21 @@ impl Backend {
         crate::metrics::upstream_response_head(&self.name, outcome, started.elapsed());
         match result {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(self.map_error(&e)),
-            Err(_) => Err(ApiError::new(
-                ErrorCode::UpstreamTimeout,
-                format!(
-                    "upstream `{}` sent no response within {} ms",
-                    self.name,
-                    limit.as_millis()
+            // Only a failed connect proves nothing was sent; any other
+            // failure may have delivered the body (see palisade_routing).
+            Ok(Err(e)) if e.is_connect() => Err((self.map_error(&e), FailureClass::Connect)),
+            Ok(Err(e)) if e.is_timeout() => Err((self.map_error(&e), FailureClass::Timeout)),
+            Ok(Err(e)) => Err((self.map_error(&e), FailureClass::Broken)),
+            Err(_) => Err((
+                ApiError::new(
+                    ErrorCode::UpstreamTimeout,
+                    format!(
+                        "upstream `{}` sent no response within {} ms",
+                        self.name,
+                        limit.as_millis()
+                    ),
                 ),
+                FailureClass::Timeout,
             )),
         }
     }

@@ -134,6 +134,14 @@ pub struct LedgerEntry {
     pub cost_micros: i64,
     /// Time from accepting the request to its end, in milliseconds.
     pub latency_ms: u64,
+    /// Upstream attempts (1 unless the request was retried or fell back;
+    /// `backend` is the one that answered). Absent in older exports: 1.
+    #[serde(default = "one_attempt")]
+    pub attempts: u32,
+}
+
+fn one_attempt() -> u32 {
+    1
 }
 
 impl LedgerEntry {
@@ -165,6 +173,7 @@ pub(crate) struct Row {
     pub usage_source: &'static str,
     pub cost_micros: i64,
     pub latency_ms: i64,
+    pub attempts: i64,
 }
 
 fn int(field: &'static str, v: u64) -> Result<i64, LedgerError> {
@@ -205,6 +214,7 @@ impl Row {
             usage_source: e.usage_source.as_str(),
             cost_micros: e.cost_micros,
             latency_ms: int("latency_ms", e.latency_ms)?,
+            attempts: i64::from(e.attempts),
             request_id: e.request_id,
             tenant: e.tenant,
             key_name: e.key_name,
@@ -236,6 +246,7 @@ pub(crate) struct StoredRow {
     pub usage_source: String,
     pub cost_micros: i64,
     pub latency_ms: i64,
+    pub attempts: i64,
 }
 
 pub(crate) fn corrupt(column: &'static str, value: impl ToString) -> LedgerError {
@@ -263,6 +274,8 @@ impl StoredRow {
             estimated_tokens: unsigned("estimated_tokens", self.estimated_tokens)?,
             usage_source: UsageSource::from_db(&self.usage_source)?,
             latency_ms: unsigned("latency_ms", self.latency_ms)?,
+            attempts: u32::try_from(self.attempts)
+                .map_err(|_| corrupt("attempts", self.attempts))?,
             request_id: self.request_id,
             ts: self.ts,
             tenant: self.tenant,

@@ -77,7 +77,8 @@ const AUDIT_SELECT_PAGE: &str = "SELECT seq, record FROM audit
 
 const SELECT_PAGE: &str = "SELECT id, request_id, ts, tenant, key_name, model, backend,
     endpoint, status, outcome, prompt_tokens, completion_tokens, cached_tokens,
-    reasoning_tokens, tool_loop_tokens, estimated_tokens, usage_source, cost_micros, latency_ms
+    reasoning_tokens, tool_loop_tokens, estimated_tokens, usage_source, cost_micros, latency_ms,
+    attempts
     FROM ledger WHERE id > $1 ORDER BY id LIMIT $2";
 
 /// The ledger in a PostgreSQL database.
@@ -256,6 +257,7 @@ impl LedgerStore for PostgresLedger {
                         usage_source: r.try_get(16)?,
                         cost_micros: r.try_get(17)?,
                         latency_ms: r.try_get(18)?,
+                        attempts: r.try_get(19)?,
                     }
                     .into_entry()?;
                     serde_json::to_writer(&mut *out, &entry).map_err(LedgerError::Json)?;

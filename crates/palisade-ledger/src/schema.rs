@@ -140,6 +140,14 @@ pub const MIGRATIONS: &[Migration] = &[
         CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit
             FOR EACH ROW EXECUTE FUNCTION audit_append_only();",
     },
+    Migration {
+        version: 4,
+        name: "ledger attempts",
+        // Upstream attempts per request (retries and fallbacks); rows from
+        // before routing retried count as one.
+        sqlite: "ALTER TABLE ledger ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;",
+        postgres: "ALTER TABLE ledger ADD COLUMN attempts BIGINT NOT NULL DEFAULT 1;",
+    },
 ];
 
 /// The newest schema version this code knows.

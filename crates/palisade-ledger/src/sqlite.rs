@@ -35,8 +35,9 @@ use crate::{
 
 const INSERT: &str = "INSERT INTO ledger (request_id, ts, tenant, key_name, model, backend,
     endpoint, status, outcome, prompt_tokens, completion_tokens, cached_tokens,
-    reasoning_tokens, tool_loop_tokens, estimated_tokens, usage_source, cost_micros, latency_ms)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+    reasoning_tokens, tool_loop_tokens, estimated_tokens, usage_source, cost_micros, latency_ms,
+    attempts)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
     ON CONFLICT (request_id) DO NOTHING";
 
 const AUDIT_INSERT: &str = "INSERT INTO audit (ts_ms, request_id, tenant, route, model, gate,
@@ -343,6 +344,7 @@ fn write_batch(
                 r.usage_source,
                 r.cost_micros,
                 r.latency_ms,
+                r.attempts,
             ])?;
             inserted.push(n == 1);
         }
@@ -463,7 +465,8 @@ fn page(conn: &Connection, after: i64) -> Result<Vec<(i64, LedgerEntry)>, Ledger
     let mut stmt = conn.prepare_cached(
         "SELECT id, request_id, ts, tenant, key_name, model, backend, endpoint, status, outcome,
                 prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens,
-                tool_loop_tokens, estimated_tokens, usage_source, cost_micros, latency_ms
+                tool_loop_tokens, estimated_tokens, usage_source, cost_micros, latency_ms,
+                attempts
          FROM ledger WHERE id > ?1 ORDER BY id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![after, EXPORT_PAGE], |r| {
@@ -488,6 +491,7 @@ fn page(conn: &Connection, after: i64) -> Result<Vec<(i64, LedgerEntry)>, Ledger
                 usage_source: r.get(16)?,
                 cost_micros: r.get(17)?,
                 latency_ms: r.get(18)?,
+                attempts: r.get(19)?,
             },
         ))
     })?;

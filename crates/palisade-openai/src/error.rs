@@ -101,6 +101,9 @@ pub enum ErrorCode {
     LimitsUnavailable,
     /// The backend's circuit breaker is open after repeated failures.
     CircuitOpen,
+    /// No deployment the tenant's and route's data-residency rules allow is
+    /// available: the gateway refuses rather than send the data elsewhere.
+    ResidencyUnavailable,
     /// The backend is at its in-flight limit and this request could not be
     /// queued (queue full) or waited past the queue timeout.
     UpstreamOverloaded,
@@ -152,7 +155,8 @@ impl ErrorCode {
             | Self::UpstreamOverloaded
             | Self::Overloaded
             | Self::DetectorSaturated
-            | Self::CircuitOpen => 503,
+            | Self::CircuitOpen
+            | Self::ResidencyUnavailable => 503,
             Self::UpstreamTimeout => 504,
             Self::InternalError => 500,
         }
@@ -185,7 +189,8 @@ impl ErrorCode {
             | Self::UpstreamProtocol
             | Self::UpstreamInvalidResponse
             | Self::UpstreamError
-            | Self::CircuitOpen => ErrorKind::UpstreamError,
+            | Self::CircuitOpen
+            | Self::ResidencyUnavailable => ErrorKind::UpstreamError,
             Self::InternalError
             | Self::LimitsUnavailable
             | Self::UpstreamOverloaded
@@ -224,6 +229,7 @@ impl ErrorCode {
             Self::LimitsUnavailable => "limits_unavailable",
             Self::UpstreamOverloaded => "upstream_overloaded",
             Self::CircuitOpen => "circuit_open",
+            Self::ResidencyUnavailable => "residency_unavailable",
             Self::ShuttingDown => "shutting_down",
             Self::NotReady => "not_ready",
             Self::Overloaded => "overloaded",
@@ -397,6 +403,7 @@ mod tests {
             ErrorCode::LimitsUnavailable,
             ErrorCode::UpstreamOverloaded,
             ErrorCode::CircuitOpen,
+            ErrorCode::ResidencyUnavailable,
             ErrorCode::ShuttingDown,
             ErrorCode::NotReady,
             ErrorCode::Overloaded,

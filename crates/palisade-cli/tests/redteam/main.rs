@@ -18,6 +18,8 @@
 //!   flood against the extraction telemetry queue.
 //! - `saturation`: a flooded detection pool (judged or refused, never
 //!   skipped) and attempts to blind the anomaly detector with scale events.
+//! - `routing`: a hostile upstream steering retries and fallbacks (parking
+//!   requests, pushing data out of its residency region).
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
@@ -28,6 +30,7 @@ mod harness;
 mod input_gates;
 mod markers;
 mod output_gate;
+mod routing;
 mod saturation;
 mod side_fields;
 mod starvation;

@@ -128,6 +128,8 @@ pub(crate) struct LedgerRow {
     pub(crate) tool_loop: bool,
     /// Stamps the row.
     clock: GatewayClock,
+    /// Upstream attempts (retries and fallbacks included).
+    pub(crate) attempts: u32,
 }
 
 impl LedgerRow {
@@ -149,7 +151,14 @@ impl LedgerRow {
             written: false,
             tool_loop: false,
             clock: GatewayClock::system(),
+            attempts: 1,
         }
+    }
+
+    /// The backend that served the request, after a retry or fallback
+    /// moved it.
+    pub(crate) fn set_backend(&mut self, backend: &str) {
+        backend.clone_into(&mut self.backend);
     }
 
     fn entry(&self, facts: RowFacts<'_>) -> LedgerEntry {
@@ -196,6 +205,7 @@ impl LedgerRow {
             usage_source: actual.source,
             cost_micros: 0,
             latency_ms: elapsed.as_millis() as u64,
+            attempts: self.attempts.max(1),
         };
         entry.cost_micros = self.prices.cost_of(&entry);
         entry

@@ -67,8 +67,7 @@ impl Breaker {
         }
     }
 
-    /// True while requests are refused.
-    #[cfg(test)]
+    /// True while requests are refused (the balancer steers around it).
     pub fn is_open(&self, now: Instant) -> bool {
         let now = self.clock.at(now);
         self.lock().is_open(now)

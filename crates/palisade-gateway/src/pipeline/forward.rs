@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use palisade_openai::request::Endpoint;
 use palisade_openai::{ApiError, ErrorCode};
+use palisade_routing::FailureClass;
 
 use crate::context::RequestCtx;
 use crate::upstream::Backend;
@@ -19,8 +20,9 @@ use crate::upstream::Backend;
 const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 
 /// Sends `body` to `backend`. `Ok` is the upstream's response head (any
-/// status); `Err` is 503 `circuit_open` (with `Retry-After`) or a transport
-/// failure mapped to `upstream_*`.
+/// status); `Err` is 503 `circuit_open` (with `Retry-After`; nothing was
+/// sent, so its class is `Connect`) or a transport failure mapped to
+/// `upstream_*`, with its class.
 pub(crate) async fn forward(
     backend: &Backend,
     endpoint: Endpoint,
@@ -28,17 +30,20 @@ pub(crate) async fn forward(
     tenant: &str,
     deadline: Instant,
     ctx: &RequestCtx,
-) -> Result<reqwest::Response, ApiError> {
+) -> Result<reqwest::Response, (ApiError, FailureClass)> {
     if let Some(breaker) = &backend.breaker {
         if let Err(wait) = breaker.allow(Instant::now()) {
-            return Err(ApiError::new(
-                ErrorCode::CircuitOpen,
-                format!(
-                    "backend `{}` is failing; requests are paused while it recovers",
-                    backend.name
-                ),
-            )
-            .with_retry_after(Some(wait.as_secs().max(1))));
+            return Err((
+                ApiError::new(
+                    ErrorCode::CircuitOpen,
+                    format!(
+                        "backend `{}` is failing; requests are paused while it recovers",
+                        backend.name
+                    ),
+                )
+                .with_retry_after(Some(wait.as_secs().max(1))),
+                FailureClass::Connect,
+            ));
         }
     }
     let sent_at = Instant::now();
@@ -56,7 +61,7 @@ pub(crate) async fn forward(
         let status = upstream.as_ref().ok().map(|r| r.status().as_u16());
         slot.observe(status, sent_at.elapsed());
     }
-    upstream.inspect_err(|e| crate::metrics::upstream_error(&backend.name, e.code.as_str()))
+    upstream.inspect_err(|(e, _)| crate::metrics::upstream_error(&backend.name, e.code.as_str()))
 }
 
 /// Reads a non-streamed upstream body under the idle timeout and deadline.

@@ -13,7 +13,9 @@
 //!    the model's own rate.
 //! 4. **request gates** ([`gate`]): input, context and tool gates.
 //! 5. **budget** ([`budget`]): token reservation, backend queue, ledger row.
-//! 6. **forward** ([`forward`]): breaker, upstream call, deadlines.
+//! 6. **forward** ([`crate::balancer::attempts`], [`forward`]): the
+//!    deployment, breaker, upstream call, deadlines; retries and fallbacks
+//!    while no byte went to the client.
 //! 7. **response filters** ([`filters`]): the tool gate, then the output
 //!    gate, for whole bodies ([`respond`]) and streams ([`stream`]) alike.
 //! 8. **account** ([`RequestCtx::finish`]): tokens reconciled, ledger row,
@@ -135,23 +137,14 @@ async fn send_upstream(
         // Unchanged: forward the client's bytes as they are (no re-encode).
         bytes
     };
-    let backend = &state.backends[route.backend];
-    let deadline = ctx.started + route.deadline.unwrap_or(backend.request_timeout);
-    budget::queue_and_open_row(state, &principal, backend, endpoint, deadline, ctx).await?;
-
-    let upstream = forward::forward(
-        backend,
+    crate::balancer::attempts::send(
+        state,
+        &principal,
+        route,
         endpoint,
+        &mut request,
         upstream_body,
-        &principal.tenant,
-        deadline,
         ctx,
     )
-    .await?;
-    Ok(Sent {
-        upstream,
-        backend: route.backend,
-        deadline,
-        client_wants_stream: request.is_stream(),
-    })
+    .await
 }

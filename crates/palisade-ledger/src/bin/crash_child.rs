@@ -31,6 +31,7 @@ fn entry(id: &str) -> LedgerEntry {
         usage_source: UsageSource::Upstream,
         cost_micros: 30,
         latency_ms: 42,
+        attempts: 1,
     }
 }
 

@@ -24,10 +24,11 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const INSERT: &str = "INSERT INTO ledger (request_id, ts, tenant, key_name, model, backend,
     endpoint, status, outcome, prompt_tokens, completion_tokens, cached_tokens,
-    reasoning_tokens, tool_loop_tokens, estimated_tokens, usage_source, cost_micros, latency_ms)
+    reasoning_tokens, tool_loop_tokens, estimated_tokens, usage_source, cost_micros, latency_ms,
+    attempts)
     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[],
         $7::text[], $8::int4[], $9::text[], $10::int8[], $11::int8[], $12::int8[], $13::int8[],
-        $14::int8[], $15::int8[], $16::text[], $17::int8[], $18::int8[])
+        $14::int8[], $15::int8[], $16::text[], $17::int8[], $18::int8[], $19::int8[])
     ON CONFLICT (request_id) DO NOTHING
     RETURNING request_id";
 
@@ -203,7 +204,8 @@ impl Attempt for LedgerWrite<'_> {
         let source = col(|r| r.usage_source);
         let cost = int(|r| r.cost_micros);
         let latency = int(|r| r.latency_ms);
-        let params: [&(dyn ToSql + Sync); 18] = [
+        let attempts = int(|r| r.attempts);
+        let params: [&(dyn ToSql + Sync); 19] = [
             &request_id,
             &ts,
             &tenant,
@@ -222,6 +224,7 @@ impl Attempt for LedgerWrite<'_> {
             &source,
             &cost,
             &latency,
+            &attempts,
         ];
         let returned = live.client.query(&stmt, &params).await?;
         let inserted: HashSet<String> = returned

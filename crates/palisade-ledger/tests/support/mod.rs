@@ -39,6 +39,7 @@ pub fn entry(
         usage_source: UsageSource::Upstream,
         cost_micros: i64::try_from(prompt + 2 * completion).unwrap(),
         latency_ms: 42,
+        attempts: 1,
     }
 }
 

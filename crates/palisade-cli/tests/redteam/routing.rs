@@ -1,0 +1,164 @@
+//! Routing under attack (issue #19): a hostile upstream steering retries
+//! and fallbacks — a `Retry-After` meant to park requests forever, a forged
+//! context-length refusal meant to push a tenant's data to a fallback
+//! outside its residency rule, endless 503s meant to multiply load.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use palisade_testkit::{HostileUpstream, RawResponse, ScriptedUpstream};
+use serde_json::json;
+
+use crate::harness::{start, Client};
+
+fn ask(model: &str) -> serde_json::Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hello"}]})
+}
+
+/// A loopback upstream that answers every request 429 with `Retry-After`
+/// of about 30 years, counting requests.
+async fn parking_upstream() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut seen = Vec::new();
+                // Read the head and the (small) body, then answer.
+                loop {
+                    let Ok(n) = tcp.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&seen[..i]).to_ascii_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if seen.len() >= i + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let body = r#"{"error":{"message":"slow down","type":"rate_limit","code":null}}"#;
+                let resp = format!(
+                    "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 999999999\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), hits)
+}
+
+/// An upstream answering 429 with a `Retry-After` of decades must not hold
+/// the request (or the backend) hostage: the wait would pass the deadline,
+/// so the 429 is relayed at once, without a retry.
+#[tokio::test]
+async fn a_huge_retry_after_does_not_park_the_request() {
+    let (url, hits) = parking_upstream().await;
+    let client = Client::new(
+        start(&format!(
+            r#"
+            [backends.main]
+            base_url = "{url}"
+            request_timeout_ms = 5000
+            [[routes]]
+            model = "m"
+            backend = "main"
+            retry = {{ max_attempts = 5 }}
+            "#
+        ))
+        .await,
+    );
+    let (status, body) = tokio::time::timeout(Duration::from_secs(4), client.chat(&ask("m")))
+        .await
+        .expect("answered at once, not parked until the deadline");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "no retry into the wait");
+}
+
+/// A forged context-length refusal from the tenant's allowed deployment
+/// must not carry the tenant's prompt to a fallback in a forbidden region.
+#[tokio::test]
+async fn a_forged_refusal_cannot_push_data_out_of_its_region() {
+    let eu = HostileUpstream::start(
+        RawResponse::json(
+            r#"{"error":{"message":"maximum context length exceeded","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
+        )
+        .with_status(400),
+    )
+    .await;
+    let us = ScriptedUpstream::start().await;
+    let key = "pk-eu-tenant";
+    let hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(key.as_bytes()))
+    };
+    let client = Client::new(
+        start(&format!(
+            r#"
+            [[auth.keys]]
+            name = "eu"
+            tenant = "eu-only"
+            sha256 = "{hash}"
+            [tenants.eu-only.residency]
+            regions = ["eu"]
+            [backends.eu]
+            base_url = "{}"
+            region = "eu"
+            [backends.us]
+            base_url = "{}"
+            region = "us"
+            [[routes]]
+            model = "m"
+            backend = "eu"
+            fallbacks = {{ context_length = ["big"], default = ["big"] }}
+            [[routes]]
+            model = "big"
+            backend = "us"
+            "#,
+            eu.base_url(),
+            us.base_url()
+        ))
+        .await,
+    );
+    for _ in 0..5 {
+        let (status, _) = client
+            .post(
+                "/v1/chat/completions",
+                &ask("m"),
+                &[("authorization", &format!("Bearer {key}"))],
+            )
+            .await;
+        assert_eq!(status, 400, "the refusal is relayed");
+    }
+    assert!(us.received().is_empty(), "nothing reached the us fallback");
+    // A direct request for the us-only model fails closed.
+    let (status, body) = client
+        .post(
+            "/v1/chat/completions",
+            &ask("big"),
+            &[("authorization", &format!("Bearer {key}"))],
+        )
+        .await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "residency_unavailable");
+    assert!(us.received().is_empty());
+}

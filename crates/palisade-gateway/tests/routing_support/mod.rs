@@ -1,0 +1,218 @@
+//! A raw HTTP/1.1 upstream for the routing tests: each connection serves
+//! one request (`Connection: close`), so "killed" means killed — the accept
+//! loop and every open connection end at once — and failures can be
+//! scripted at the byte level (close after reading the body, before or
+//! after the head).
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How the upstream answers.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// 200 with a completion naming this upstream, after `delay`.
+    Ok { delay: Duration },
+    /// This status with this JSON body and optional `Retry-After`.
+    Status {
+        status: u16,
+        body: String,
+        retry_after: Option<u64>,
+    },
+    /// Read the whole request, then close without a byte of response (the
+    /// body reached the model; the outcome is unknown).
+    DropAfterBody,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    received: Mutex<Vec<(Instant, Value)>>,
+}
+
+/// One fake deployment on a loopback port.
+pub struct Fake {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    mode: Arc<Mutex<Mode>>,
+    shared: Arc<Shared>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Fake {
+    pub async fn start(name: &'static str, mode: Mode) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mode = Arc::new(Mutex::new(mode));
+        let shared = Arc::new(Shared::default());
+        let (m, s) = (mode.clone(), shared.clone());
+        let task = tokio::spawn(async move {
+            // Owned here: aborting this task drops the set, which aborts
+            // every connection still open.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (m, s) = (m.clone(), s.clone());
+                conns.spawn(async move {
+                    let _ = serve(tcp, name, m, s).await;
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        Self {
+            name,
+            addr,
+            mode,
+            shared,
+            task: Some(task),
+        }
+    }
+
+    /// A URL where nothing listens (a deployment that is down).
+    pub async fn dead_url() -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        format!("http://{addr}/v1")
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn set(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    /// Stops accepting and cuts every open connection.
+    pub fn kill(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    pub fn received(&self) -> Vec<Value> {
+        self.shared
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    pub fn received_at(&self) -> Vec<Instant> {
+        self.shared
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    pub fn hits(&self) -> usize {
+        self.shared.received.lock().unwrap().len()
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn serve(
+    mut tcp: TcpStream,
+    name: &str,
+    mode: Arc<Mutex<Mode>>,
+    shared: Arc<Shared>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = tcp.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 1 << 20 {
+            return Ok(());
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = tcp.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body: Value =
+        serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or(Value::Null);
+    let is_get = head.starts_with("get ");
+    if !is_get {
+        shared
+            .received
+            .lock()
+            .unwrap()
+            .push((Instant::now(), body.clone()));
+    }
+    let mode = mode.lock().unwrap().clone();
+    let (status, text, retry_after) = match (is_get, mode) {
+        (true, Mode::Ok { .. }) => (200, r#"{"object":"list","data":[]}"#.to_owned(), None),
+        (_, Mode::Ok { delay }) => {
+            tokio::time::sleep(delay).await;
+            let model = body["model"].as_str().unwrap_or("");
+            let content = body["messages"]
+                .as_array()
+                .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or("");
+            let answer = serde_json::json!({
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("{name}: {content}")}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
+            });
+            let text = if body.get("input").is_some() {
+                serde_json::json!({"object": "list", "model": model, "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}], "usage": {"prompt_tokens": 1, "total_tokens": 1}}).to_string()
+            } else {
+                answer.to_string()
+            };
+            (200, text, None)
+        }
+        (
+            _,
+            Mode::Status {
+                status,
+                body,
+                retry_after,
+            },
+        ) => (status, body, retry_after),
+        (_, Mode::DropAfterBody) => return Ok(()),
+    };
+    let extra = retry_after
+        .map(|s| format!("retry-after: {s}\r\n"))
+        .unwrap_or_default();
+    let response = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{text}",
+        text.len()
+    );
+    tcp.write_all(response.as_bytes()).await?;
+    tcp.shutdown().await
+}
