@@ -1,72 +1,238 @@
-"""Calibrates the cascade and reports the held-out fold.
+"""Calibrates the cascade on rows neither stage trained on, reports the held-out fold, and
+(optionally) writes the calibration into the overlay's metadata (`cascade.*`).
 
-python calibrate.py UNSEEN.jsonl UNSEEN_STAGE1.jsonl CAL_OUT.json
+python calibrate.py EXAMPLES.jsonl OOF.jsonl EXAMPLES_STAGE1.jsonl CAL_OUT.json UNSEEN.jsonl [UNSEEN.jsonl ...]
+    [--overlay IN.safetensors OUT.safetensors]
 
-UNSEEN.jsonl: score_unseen.py's output; UNSEEN_STAGE1.jsonl: the same rows through the shipped
-first stage (`cargo run --release -p palisade-eval --example scan_stdin`).
-- consult: the first-stage score at the 90th percentile of benign rows the encoder never saw
-  (real train/benign prompts; real clean documents), so ~10% of benign traffic reaches it;
-- flag logit: among benign rows in the band, the encoder may add at most 0.5% of all benign
-  rows as new flags;
-- block logit: 0.5 above the highest benign logit seen.
+EXAMPLES.jsonl: dump_examples output (with --clean-docs). OOF.jsonl: the first stage's out-of-fold
+scores for the examples the shipped first stage trained on, in the same order (`palisade-eval
+--example oof_scores`, same flags as the shipped artifact: none); EXAMPLES_STAGE1.jsonl: every
+example through the shipped first stage (`scan_stdin`), used only for rows the first stage never
+trained on (the clean-document corpus and its synthetic twins). UNSEEN.jsonl: score_unseen.py
+outputs (encoder logits on rows the encoder never trained on).
+
+First-stage score of a row (`s1`): its out-of-fold score from heads that never saw its source
+family (`score_grouped`), never its in-sample score (the bug of the first calibration: in-sample
+scores of benign rows are low, so the band let in half of new benign prompts).
+
+- consult (per channel group): the lowest first-stage score such that every real benign pool
+  (train/benign source families with >= 100 rows; train/benign_context families with >= 100 rows;
+  the Debian clean-document corpus) has <= 10% of its rows in the band [consult, BLOCK) (the
+  strictest pool decides), on all rows of the pool: `s1` is out of sample for every one;
+- flag logit: the smallest logit at which, in every real benign pool, the encoder adds at most
+  0.5% of the pool's rows as new flags (rows in the band below the first stage's flag threshold);
+  pools are the encoder-unseen rows of each source family with >= 100 such rows;
+- block logit: 0.5 above the highest logit of any benign row the encoder never saw (synthetic
+  included), and at least 0.5 above the flag logit.
 FLAG/BLOCK are the shipped first stage's calibrated thresholds."""
-import json, sys, collections
+import argparse, collections, json, sys
 import numpy as np
-rows = [json.loads(l) for l in open(sys.argv[1])]
-s1 = [json.loads(l) for l in open(sys.argv[2])]
-FLAG, BLOCK = 0.859, 0.970
-for r, s in zip(rows, s1):
-    r["s1"] = s["score"]
+from scipy.stats import rankdata
+
+FLAG, BLOCK = 0.8592, 0.9703
+STAGE1 = "seed42+f001d6027e9b"
+CONSULT_SHARE, ADDED_FLAGS, MIN_POOL = 0.10, 0.005, 100
+DATA = ("retrieved", "tool_output")
+
+
+def group_of(channel):
+    return "data" if channel in DATA else "user"
+
+
+def real_benign_pool(r):
+    """The calibration pool of a real benign row (None: synthetic, attack or harmful)."""
+    if r["kind"] == "benign_user" and r["source"] == "train/benign":
+        return r["group"]
+    if r["kind"] == "benign_context" and r["source"] == "train/benign_context":
+        return r["group"]
+    if r["kind"] == "benign_context" and r["source"] == "debian/clean_docs":
+        return "debian/clean_docs"
+    return None
+
+
+def load_s1(examples, oof, scans):
+    """s1 per (text, channel): out-of-fold where the first stage trained on the row, else the
+    shipped first stage's scan (out of sample for it)."""
+    ex = [json.loads(l) for l in open(examples)]
+    of = [json.loads(l) for l in open(oof)]
+    sc = [json.loads(l)["score"] for l in open(scans)]
+    assert len(sc) == len(ex) and len(of) <= len(ex)
+    s1, origin = {}, {}
+    for i, r in enumerate(ex):
+        key = (r["text"], r["channel"])
+        if i < len(of):
+            o = of[i]
+            assert (o["source"], o["channel"], o["kind"]) == (r["source"], r["channel"], r["kind"]), i
+            if key not in s1 or origin[key] == "scan":
+                s1[key], origin[key] = o["score_grouped"], "oof"
+        elif key not in s1:
+            s1[key], origin[key] = sc[i], "scan"
+    return ex, s1, origin
+
+
 def auc(p, n):
-    p = np.asarray(p); n = np.asarray(n)
-    if len(p) == 0 or len(n) == 0: return float("nan")
-    allv = np.concatenate([p, n]); ranks = allv.argsort().argsort() + 1.0
-    # ties: average ranks
-    from scipy.stats import rankdata
-    ranks = rankdata(allv)
+    if len(p) == 0 or len(n) == 0:
+        return float("nan")
+    ranks = rankdata(np.concatenate([p, n]))
     return (ranks[:len(p)].sum() - len(p) * (len(p) + 1) / 2) / (len(p) * len(n))
+
+
 def tpr_at(p, n, fpr=0.01):
-    th = np.quantile(n, 1 - fpr); return float((np.asarray(p) > th).mean())
-user_benign = [r for r in rows if r["kind"] == "benign_user" and r["source"] == "train/benign"]
-data_benign = [r for r in rows if r["kind"] == "benign_context" and not r["source"].startswith("synth/")]
-print("calibration rows: user", len(user_benign), "data", len(data_benign))
-cal = {}
-for name, ben in (("user", user_benign), ("data", data_benign)):
-    s = np.array([r["s1"] for r in ben]); e = np.array([r["encoder_logit"] for r in ben])
-    consult = float(np.quantile(s, 0.90))
-    band = (s >= consult) & (s < FLAG)
-    # flag logit: the encoder adds at most 0.5% of benign rows as new flags
-    cands = np.sort(e[band])[::-1]
-    k = int(0.005 * len(ben))
-    lf = float(cands[k]) + 1e-3 if len(cands) > k else float(cands.min() if len(cands) else 0)
-    lb = float(e.max()) + 0.5
-    lb = max(lb, lf + 0.5)
-    cal[name] = dict(consult=consult, flag=lf, block=lb)
-    print(name, "consult", round(consult, 4), "flag logit", round(lf, 3), "block logit", round(lb, 3),
-          "benign s1 flag", round(float((s >= FLAG).mean()), 4), "e p99", round(float(np.quantile(e, .99)), 3))
+    th = np.quantile(n, 1 - fpr)
+    return float((np.asarray(p) > th).mean())
+
+
 def mapped(l, c):
     span = max(c["block"] - c["flag"], 1e-3)
-    if l < c["flag"]: return FLAG * np.exp(-(c["flag"] - l) / span)
-    if l <= c["block"]: return FLAG + (BLOCK - FLAG) * (l - c["flag"]) / span
+    if l < c["flag"]:
+        return FLAG * np.exp(-(c["flag"] - l) / span)
+    if l <= c["block"]:
+        return FLAG + (BLOCK - FLAG) * (l - c["flag"]) / span
     return 1 - (1 - BLOCK) * np.exp(-(l - c["block"]) / span)
-for r in rows:
-    c = cal["data" if r["channel"] in ("retrieved", "tool_output") else "user"]
-    r["consulted"] = r["s1"] >= c["consult"] and r["s1"] < BLOCK
-    r["cascade"] = max(r["s1"], mapped(r["encoder_logit"], c)) if r["consulted"] else r["s1"]
-    r["e_only"] = mapped(r["encoder_logit"], c)
-held = [r for r in rows if r["fold"] == 0]
-print(f"\nheld-out fold 0: {len(held)} rows")
-print(f"{'source':34} {'n':>5} {'s1 flag':>8} {'casc flag':>9} {'e-only flag':>11} {'consulted':>9}")
-by = collections.defaultdict(list)
-for r in held: by[(r["source"], r["kind"])].append(r)
-for (src, kind), rs in sorted(by.items()):
-    f1 = np.mean([r["s1"] >= FLAG for r in rs]); fc = np.mean([r["cascade"] >= FLAG for r in rs]); fe = np.mean([r["e_only"] >= FLAG for r in rs])
-    co = np.mean([r["consulted"] for r in rs])
-    print(f"{src[:26]+'/'+kind[:7]:34} {len(rs):5d} {f1:8.3f} {fc:9.3f} {fe:11.3f} {co:9.3f}")
-for grp, chans in (("user", ("user", "system")), ("data", ("retrieved", "tool_output"))):
-    att = [r for r in held if r["kind"] == "attack" and r["channel"] in chans]
-    ben = [r for r in held if r["kind"] in ("benign_user", "benign_context") and r["channel"] in chans]
-    for key in ("s1", "encoder_logit", "cascade"):
-        p = [r[key] for r in att]; n = [r[key] for r in ben]
-        print(grp, key, "AUC", round(auc(p, n), 3), "TPR@1%", round(tpr_at(p, n), 3), len(p), len(n))
-json.dump(cal, open(sys.argv[3], "w"), indent=1)
+
+
+def band_start(scores):
+    """The lowest consult score at which at most CONSULT_SHARE of `scores` fall in the band
+    [consult, BLOCK) (rows at or above BLOCK are blocked without a second opinion)."""
+    below = sorted(x for x in scores if x < BLOCK)
+    k = int(CONSULT_SHARE * len(scores))
+    if k >= len(below):
+        return 0.0
+    # Ties at the k-th largest would let more in: start just above them.
+    return float(np.nextafter(np.float32(below[len(below) - k - 1]), np.float32(1.0)))
+
+
+def calibrate(ex, s1, unseen):
+    cal = {}
+    for name in ("user", "data"):
+        # Band: every real benign pool (all its rows: s1 is out of sample for each) <= 10%.
+        pools = collections.defaultdict(list)
+        seen = set()
+        for r in ex:
+            key = (r["text"], r["channel"])
+            p = real_benign_pool(r)
+            if p and group_of(r["channel"]) == name and key not in seen:
+                seen.add(key)
+                pools[p].append(s1[key])
+        q = {p: band_start(v) for p, v in pools.items() if len(v) >= MIN_POOL}
+        consult = max(q.values())
+        print(f"{name} band: lowest start per pool", {p: round(v, 3) for p, v in sorted(q.items())})
+        # Flag logit: new flags <= 0.5% of each real pool's encoder-unseen rows.
+        epools = collections.defaultdict(list)
+        for r in unseen:
+            p = real_benign_pool(r)
+            if p and group_of(r["channel"]) == name:
+                epools[p].append(r)
+        lf = -1e9
+        for p, rs in sorted(epools.items()):
+            if len(rs) < MIN_POOL:
+                continue
+            band = sorted((r["encoder_logit"] for r in rs if consult <= r["s1"] < FLAG), reverse=True)
+            k = int(ADDED_FLAGS * len(rs))  # rows this pool may gain
+            need = band[k] + 1e-3 if len(band) > k else -1e9
+            print(f"  {name} pool {p[:60]}: {len(rs)} encoder-unseen rows, {len(band)} in band, "
+                  f"flag logit >= {need:.3f}")
+            lf = max(lf, need)
+        benign_logits = [r["encoder_logit"] for r in unseen
+                         if r["kind"] in ("benign_user", "benign_context") and group_of(r["channel"]) == name]
+        if lf < -1e8:  # no pool constrains it: the encoder's own benign 99th percentile
+            lf = float(np.quantile(benign_logits, 0.99))
+        lb = max(max(benign_logits) + 0.5, lf + 0.5)
+        cal[name] = dict(consult=consult, flag=lf, block=lb)
+        print(f"{name}: consult {consult:.4f} flag logit {lf:.3f} block logit {lb:.3f}")
+    return cal
+
+
+def report(unseen, cal):
+    for r in unseen:
+        c = cal[group_of(r["channel"])]
+        r["consulted"] = c["consult"] <= r["s1"] < BLOCK
+        r["cascade"] = max(r["s1"], mapped(r["encoder_logit"], c)) if r["consulted"] else r["s1"]
+    held = [r for r in unseen if r["fold"] == 0]
+    print(f"\nheld-out fold 0 (sources neither stage trained on): {len(held)} rows; s1 out of fold")
+    print("| source (fold 0) | rows | consulted | first stage | cascade | first stage in-sample |")
+    print("|---|---:|---:|---:|---:|---:|")
+    by = collections.defaultdict(list)
+    for r in held:
+        by[(r["source"], r["kind"])].append(r)
+    for (src, kind), rs in sorted(by.items(), key=lambda kv: (kv[0][1] != "attack", kv[0][0])):
+        f = lambda key: 100 * np.mean([r[key] >= FLAG for r in rs])
+        co = 100 * np.mean([r["consulted"] for r in rs])
+        ins = 100 * np.mean([r["s1_insample"] >= FLAG for r in rs])
+        label = "attack" if kind == "attack" else ("harmful" if kind == "harmful" else "benign")
+        print(f"| {src} ({label}) | {len(rs)} | {co:.1f}% | {f('s1'):.1f}% | {f('cascade'):.1f}% | {ins:.1f}% |")
+    for grp in ("user", "data"):
+        att = [r for r in held if r["kind"] == "attack" and group_of(r["channel"]) == grp]
+        ben = [r for r in held if r["kind"] in ("benign_user", "benign_context") and group_of(r["channel"]) == grp]
+        for key in ("s1", "encoder_logit", "cascade"):
+            p = np.array([r[key] for r in att]); n = np.array([r[key] for r in ben])
+            print(f"{grp} {key}: AUC {auc(p, n):.3f} TPR@1% {tpr_at(p, n):.3f} ({len(p)} attacks, {len(n)} benign)")
+    print("\nreal benign pools, all encoder-unseen rows (fold 0 and undrawn rows of folds 1-4):")
+    print("| pool | rows | consulted | first stage flag | cascade flag | added |")
+    print("|---|---:|---:|---:|---:|---:|")
+    pools = collections.defaultdict(list)
+    for r in unseen:
+        p = real_benign_pool(r)
+        if p:
+            pools[(group_of(r["channel"]), p)].append(r)
+    for (grp, p), rs in sorted(pools.items()):
+        f1 = 100 * np.mean([r["s1"] >= FLAG for r in rs]); fc = 100 * np.mean([r["cascade"] >= FLAG for r in rs])
+        co = 100 * np.mean([r["consulted"] for r in rs])
+        print(f"| {grp}: {p} | {len(rs)} | {co:.1f}% | {f1:.1f}% | {fc:.1f}% | {fc - f1:+.1f} pt |")
+
+
+def write_overlay(src, dst, cal):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    with safe_open(src, "pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta.update({
+        "cascade.consult_user": f"{cal['user']['consult']:.4f}",
+        "cascade.consult_data": f"{cal['data']['consult']:.4f}",
+        "cascade.user_flag": f"{cal['user']['flag']:.4f}",
+        "cascade.user_block": f"{cal['user']['block']:.4f}",
+        "cascade.data_flag": f"{cal['data']['flag']:.4f}",
+        "cascade.data_block": f"{cal['data']['block']:.4f}",
+        "cascade.stage1": STAGE1,
+        "cascade.calibrated_on": "first-stage out-of-fold scores (palisade-eval oof_scores), encoder-unseen rows",
+    })
+    save_file(tensors, dst, metadata=meta)
+    print("wrote", dst, {k: v for k, v in sorted(meta.items()) if k.startswith("cascade.")})
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("examples"); ap.add_argument("oof"); ap.add_argument("stage1"); ap.add_argument("out")
+    ap.add_argument("unseen", nargs="+")
+    ap.add_argument("--overlay", nargs=2, metavar=("IN", "OUT"))
+    a = ap.parse_args()
+    ex, s1, origin = load_s1(a.examples, a.oof, a.stage1)
+    insample = {(r["text"], r["channel"]): json.loads(l)["score"] for r, l in zip(ex, open(a.stage1))}
+    unseen, keys = [], set()
+    for path in a.unseen:
+        for l in open(path):
+            r = json.loads(l)
+            key = (r["text"], r["channel"])
+            if key in keys:
+                continue
+            keys.add(key)
+            if "group" not in r:  # older score_unseen output: recover the group
+                r["group"] = None
+            r["s1"], r["s1_origin"], r["s1_insample"] = s1[key], origin[key], insample[key]
+            unseen.append(r)
+    groups = {}
+    for r in ex:
+        groups.setdefault((r["text"], r["channel"]), r["group"])
+    for r in unseen:
+        r["group"] = r["group"] or groups[(r["text"], r["channel"])]
+    print(f"{len(unseen)} encoder-unseen rows; s1 from", dict(collections.Counter(r["s1_origin"] for r in unseen)))
+    cal = calibrate(ex, s1, unseen)
+    report(unseen, cal)
+    json.dump(cal, open(a.out, "w"), indent=1)
+    if a.overlay:
+        write_overlay(a.overlay[0], a.overlay[1], cal)
+
+
+if __name__ == "__main__":
+    main()

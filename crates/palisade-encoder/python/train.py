@@ -36,7 +36,7 @@ class Scorer(torch.nn.Module):
         return self.out(torch.tanh(self.dense(pooled)))
 
 
-def score_examples(model, items, batch_windows=64):
+def score_examples(model, items, batch_size=64):
     """Max logit over each item's windows, forward only."""
     model.eval()
     flat, owner = [], []
@@ -46,8 +46,8 @@ def score_examples(model, items, batch_windows=64):
     order = sorted(range(len(flat)), key=lambda j: len(flat[j][0]))
     logits = np.zeros(len(flat), dtype=np.float32)
     with torch.no_grad():
-        for b in range(0, len(order), batch_windows):
-            idx = order[b:b + batch_windows]
+        for b in range(0, len(order), batch_size):
+            idx = order[b:b + batch_size]
             ids, types, mask = batch_windows([flat[j] for j in idx])
             logits[idx] = model(ids, types, mask)[:, 0].numpy()
     best = np.full(len(items), -1e9, dtype=np.float32)

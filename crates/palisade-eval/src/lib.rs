@@ -19,8 +19,8 @@ pub use data::{read_jsonl, read_rows, Row};
 pub use eval::{run_eval, score_dir};
 pub use scan::{run_scan, run_scan_with, scan_text, ScanLine, ScanOptions, ScanSummary};
 pub use train::{
-    run_train, run_train_with, train_model, train_model_with, training_examples, TrainOptions,
-    TrainReport,
+    out_of_fold_scores, run_train, run_train_with, train_model, train_model_with,
+    training_examples, TrainOptions, TrainReport,
 };
 
 /// Errors of the eval crate.

@@ -13,7 +13,7 @@
 //! 5. retrain heads and LM on everything, write the artifact and `TRAINING.md`.
 //!
 //! Files: `dataset` (1–2), `heads` and `language_model` (what is trained), `stacking` (3–4),
-//! `calibration` (4), `report`; this file runs the pipeline and writes the files.
+//! `calibration` (4), `report`, `oof` (exports 3–4's out-of-fold scores); this file runs the pipeline and writes the files.
 //!
 //! **Invariant:** the same train files and seed give a byte-identical artifact (the shipped
 //! model is reproduced with `--example train`). The order of random draws, of floating-point
@@ -24,6 +24,7 @@ mod calibration;
 mod dataset;
 mod heads;
 mod language_model;
+mod oof;
 mod report;
 mod stacking;
 
@@ -37,6 +38,8 @@ use serde::Serialize;
 use crate::rng::Rng;
 use crate::synth::Example;
 use crate::EvalError;
+
+pub use oof::{out_of_fold_scores, OutOfFoldScore, OutOfFoldScores};
 
 /// log2 buckets of the attack head.
 pub const ATTACK_BITS: u32 = 18;

@@ -147,6 +147,10 @@ pub(super) struct FinalLayers {
     /// Out-of-fold probability per prepared example: grouped view for user rows, text-fold
     /// view for data rows.
     pub scores: Vec<f32>,
+    /// Out-of-fold probability per prepared example from the grouped view only (heads that
+    /// never saw the example's source family), for every channel: what a new source gets.
+    /// Not used for training or calibration; exported for the cascade's calibration.
+    pub scores_grouped: Vec<f32>,
 }
 
 /// Fits the final layers on out-of-fold signals (stacking).
@@ -205,6 +209,8 @@ pub(super) fn fit_final_layers(prepared: &[Prepared], seed: u64) -> FinalLayers 
             ws.push(weight(x, y));
         }
     }
+    // Grouped view of data rows, in row order (the `extra` rows hold it).
+    let grouped_data: Vec<[f32; STAGE2_DIM]> = extra.iter().map(|(v, _, _)| *v).collect();
     for (v, y, w) in extra {
         xs.push(v);
         ys.push(y);
@@ -228,5 +234,21 @@ pub(super) fn fit_final_layers(prepared: &[Prepared], seed: u64) -> FinalLayers 
         .zip(&row_is_data)
         .map(|(x, &d)| sigmoid(if d { data.logit(x) } else { user.logit(x) }))
         .collect();
-    FinalLayers { user, data, scores }
+    let mut grouped_data = grouped_data.iter();
+    let mut scores_grouped = Vec::with_capacity(n);
+    for (x, &d) in xs[..n].iter().zip(&row_is_data) {
+        let p = if d {
+            // One `extra` row was pushed per data row, in order.
+            sigmoid(data.logit(grouped_data.next().unwrap_or(x)))
+        } else {
+            sigmoid(user.logit(x))
+        };
+        scores_grouped.push(p);
+    }
+    FinalLayers {
+        user,
+        data,
+        scores,
+        scores_grouped,
+    }
 }
