@@ -104,7 +104,9 @@ impl FleetMember {
         Replica {
             id: self.id.clone(),
             serial,
-            version: policy.active().version().to_string(),
+            // `peek`, not `active`: describing the policy judges no request, so it must
+            // not trip the requests-without-policy wire before a bundle is active.
+            version: policy.peek().version().to_string(),
             started_unix_ms: self.started_unix_ms,
             enforcing_since_unix_ms: *since,
             heartbeat_unix_ms: now,

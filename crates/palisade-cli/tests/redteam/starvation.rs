@@ -166,7 +166,10 @@ async fn four_megabytes_of_spaces_are_counted_without_a_panic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_cpu_pool_answers_503_overloaded_with_retry_after() {
     // One pool thread and no patience: concurrent heavy scans cannot all run.
-    let s = Scripted::new("[server]\ncpu_workers = 1\ncpu_queue_timeout_ms = 1\n").await;
+    let s = Scripted::new(
+        "[server]\ncpu_workers = 1\ncpu_queue_timeout_ms = 1\n[detection]\npool_workers = 1\npool_queue = 0\npool_wait_ms = 0\n",
+    )
+    .await;
     let text = "please summarise the following report. ".repeat(25_000); // ~1 MB
     let body = json!({"text": text});
     let requests: Vec<_> = (0..6)
@@ -192,7 +195,12 @@ async fn a_saturated_cpu_pool_answers_503_overloaded_with_retry_after() {
         match status {
             200 => assert!(body["verdict"].is_string(), "{body}"),
             503 => {
-                assert_eq!(code(&body), "overloaded", "{body}");
+                // The CPU pool (`overloaded`) or the detection pool in front of it
+                // (`detector_saturated`, the guard API has no tier to degrade by).
+                assert!(
+                    matches!(code(&body), "overloaded" | "detector_saturated"),
+                    "{body}"
+                );
                 assert!(retry.is_some(), "503 without Retry-After");
                 overloaded += 1;
             }
