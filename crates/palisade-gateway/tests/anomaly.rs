@@ -10,12 +10,11 @@
 //! `/work/shared/datasets`), else from a small built-in list. The full-size
 //! replay is `crates/palisade-cli/examples/spike_replay.rs`.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use palisade_config::{Config, Sources};
 use palisade_gateway::{Gateway, RunningGateway};
-use palisade_testkit::ScriptedUpstream;
+use palisade_testkit::{ScriptedUpstream, WebhookRecorder};
 use serde_json::{json, Value};
 
 const ADMIN: &str = "sk-ops-0123456789";
@@ -66,47 +65,17 @@ fn messages(system: Option<&str>, user: &str) -> Value {
     Value::Array(m)
 }
 
-struct Webhook {
-    url: String,
-    received: Arc<Mutex<Vec<(Instant, Value)>>>,
-}
-
-impl Webhook {
-    async fn start() -> Self {
-        let received: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
-        let sink = received.clone();
-        let app = axum::Router::new().route(
-            "/alerts",
-            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-                let sink = sink.clone();
-                async move {
-                    sink.lock().unwrap().push((Instant::now(), body));
-                    "ok"
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/alerts", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { url, received }
-    }
-
-    fn alerts(&self) -> Vec<(Instant, Value)> {
-        self.received.lock().unwrap().clone()
-    }
-}
-
 struct Harness {
     _upstream: ScriptedUpstream,
     gw: RunningGateway,
     http: reqwest::Client,
-    webhook: Webhook,
+    webhook: WebhookRecorder,
 }
 
 impl Harness {
     async fn new() -> Self {
         let upstream = ScriptedUpstream::start().await;
-        let webhook = Webhook::start().await;
+        let webhook = WebhookRecorder::start().await;
         let mut toml = format!(
             "[backends.main]\nbase_url = \"{}\"\n\
              [[auth.keys]]\nname = \"ops\"\ntenant = \"ops\"\nsha256 = \"{}\"\nadmin = true\n",
@@ -122,7 +91,7 @@ impl Harness {
         toml.push_str(&format!(
             "[limits]\nalert_webhook_url = \"{}\"\n\
              [detection.anomaly]\nwindow_secs = 1\nmin_requests = 8\nhold_down_secs = 30\n",
-            webhook.url
+            webhook.url()
         ));
         let config = Config::load(&Sources {
             toml: Some(&toml),
@@ -239,7 +208,7 @@ async fn a_benign_spike_is_quiet_and_a_burst_inside_it_is_alerted() {
         .await;
     }
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let quiet = h.webhook.alerts();
+    let quiet = h.webhook.timed();
     assert!(
         quiet.len() <= 1,
         "a benign spike raised {} alerts: {quiet:?}",
@@ -268,7 +237,7 @@ async fn a_benign_spike_is_quiet_and_a_burst_inside_it_is_alerted() {
         burst.extend(out.into_iter().filter(|r| r.1));
     }
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let alerts = h.webhook.alerts();
+    let alerts = h.webhook.timed();
     let bursts: Vec<_> = alerts
         .iter()
         .filter(|(_, a)| a["kind"] == "injection_burst")

@@ -3,14 +3,13 @@
 //! reports departures), a crash is told from a clean shutdown, a replica behind the
 //! fleet's serial says so, and a registry that is down never stops a replica serving.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use palisade_config::{Config, Sources};
 use palisade_fleet::Replica;
 use palisade_gateway::{Gateway, RunningGateway};
 use palisade_redis::{RedisConnection, RedisFleet};
-use palisade_testkit::RedisServer;
+use palisade_testkit::{RedisServer, WebhookRecorder};
 use serde_json::Value;
 use sha2::Digest;
 
@@ -38,45 +37,17 @@ async fn start(toml: &str) -> RunningGateway {
         .unwrap()
 }
 
-/// A loopback server that records every JSON body POSTed to it.
-struct Webhook {
-    url: String,
-    received: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Webhook {
-    async fn start() -> Self {
-        let received: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let sink = received.clone();
-        let app = axum::Router::new().route(
-            "/events",
-            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-                let sink = sink.clone();
-                async move {
-                    sink.lock().unwrap().push(body);
-                    "ok"
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/events", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { url, received }
-    }
-
-    fn events(&self) -> Vec<(String, String)> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                (
-                    e["event"].as_str().unwrap_or("").to_owned(),
-                    e["id"].as_str().unwrap_or("").to_owned(),
-                )
-            })
-            .collect()
-    }
+/// `(event, id)` of every fleet event the webhook received.
+fn events(hook: &WebhookRecorder) -> Vec<(String, String)> {
+    hook.bodies()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or("").to_owned(),
+                e["id"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
 }
 
 async fn fleet_of(gw: &RunningGateway) -> Value {
@@ -113,9 +84,9 @@ fn count(events: &[(String, String)], kind: &str, id: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_see_each_other_and_each_event_is_reported_once() {
     let redis = RedisServer::start();
-    let hook = Webhook::start().await;
-    let a = start(&config(&redis.url(), "a", &hook.url)).await;
-    let b = start(&config(&redis.url(), "b", &hook.url)).await;
+    let hook = WebhookRecorder::start().await;
+    let a = start(&config(&redis.url(), "a", hook.url())).await;
+    let b = start(&config(&redis.url(), "b", hook.url())).await;
     eventually("a sees both replicas", async || {
         fleet_of(&a).await["replicas"].as_array().map(Vec::len) == Some(2)
     })
@@ -137,12 +108,12 @@ async fn replicas_see_each_other_and_each_event_is_reported_once() {
     })
     .await;
     eventually("the departure reaches the webhook", async || {
-        count(&hook.events(), "left", "b") >= 1
+        count(&events(&hook), "left", "b") >= 1
     })
     .await;
     // A few more heartbeats: nothing is reported twice.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let events = hook.events();
+    let events = events(&hook);
     for (kind, id) in [
         ("joined", "a"),
         ("enforcing", "a"),
@@ -153,12 +124,9 @@ async fn replicas_see_each_other_and_each_event_is_reported_once() {
         assert_eq!(count(&events, kind, id), 1, "{kind} {id} in {events:?}");
     }
     let left = hook
-        .received
-        .lock()
-        .unwrap()
-        .iter()
+        .bodies()
+        .into_iter()
         .find(|e| e["event"] == "left")
-        .cloned()
         .unwrap();
     assert_eq!(
         left["because"], "withdrew",
@@ -172,10 +140,10 @@ async fn replicas_see_each_other_and_each_event_is_reported_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_then_a_crash_expires() {
     let redis = RedisServer::start();
-    let hook = Webhook::start().await;
-    let a = start(&config(&redis.url(), "a", &hook.url)).await;
+    let hook = WebhookRecorder::start().await;
+    let a = start(&config(&redis.url(), "a", hook.url())).await;
     eventually("a is enforcing", async || {
-        count(&hook.events(), "enforcing", "a") == 1
+        count(&events(&hook), "enforcing", "a") == 1
     })
     .await;
 
@@ -216,7 +184,7 @@ async fn behind_then_a_crash_expires() {
         }
     });
     eventually("a reports it is behind", async || {
-        count(&hook.events(), "behind", "a") == 1
+        count(&events(&hook), "behind", "a") == 1
     })
     .await;
     eventually("a's view shows the skew", async || {
@@ -232,20 +200,17 @@ async fn behind_then_a_crash_expires() {
     .await;
     heartbeats.await.unwrap();
     eventually("the ghost expires", async || {
-        count(&hook.events(), "left", "ghost") == 1
+        count(&events(&hook), "left", "ghost") == 1
     })
     .await;
     eventually("a caught up", async || {
-        count(&hook.events(), "caught_up", "a") == 1
+        count(&events(&hook), "caught_up", "a") == 1
     })
     .await;
     let left = hook
-        .received
-        .lock()
-        .unwrap()
-        .iter()
+        .bodies()
+        .into_iter()
         .find(|e| e["event"] == "left")
-        .cloned()
         .unwrap();
     assert_eq!(left["because"], "expired");
 }

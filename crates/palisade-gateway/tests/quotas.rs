@@ -2,12 +2,11 @@
 //! breaker, through the gateway with a real SQLite ledger, a scripted
 //! upstream and a webhook receiver, all on loopback.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use palisade_config::{Config, Sources};
 use palisade_gateway::{Gateway, RunningGateway};
-use palisade_testkit::ScriptedUpstream;
+use palisade_testkit::{ScriptedUpstream, WebhookRecorder};
 use serde_json::{json, Value};
 use sha2::Digest;
 
@@ -36,45 +35,6 @@ async fn start(toml: &str) -> RunningGateway {
         .start(Some("127.0.0.1:0".parse().unwrap()))
         .await
         .unwrap()
-}
-
-/// A loopback server that records every JSON body POSTed to it.
-struct Webhook {
-    url: String,
-    received: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Webhook {
-    async fn start() -> Self {
-        let received: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let sink = received.clone();
-        let app = axum::Router::new().route(
-            "/alerts",
-            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-                let sink = sink.clone();
-                async move {
-                    sink.lock().unwrap().push(body);
-                    "ok"
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/alerts", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { url, received }
-    }
-
-    /// Waits (bounded) until `n` alerts arrived; returns them all.
-    async fn wait_for(&self, n: usize) -> Vec<Value> {
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            let got = self.received.lock().unwrap().clone();
-            if got.len() >= n || Instant::now() > until {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }
 
 struct Client {
@@ -243,13 +203,13 @@ async fn budget_alerts_fire_once_per_threshold_and_not_again_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger.db");
     let upstream = ScriptedUpstream::start().await;
-    let webhook = Webhook::start().await;
+    let webhook = WebhookRecorder::start().await;
     let toml = config(
         &db,
         &upstream,
         &format!(
             "[limits]\nalert_webhook_url = \"{}\"\nbudget_alert_percents = [50, 80, 100]\n[limits.tenants.a]\nmonthly_token_budget = 100",
-            webhook.url
+            webhook.url()
         ),
     );
     let gw = start(&toml).await;
@@ -282,11 +242,7 @@ async fn budget_alerts_fire_once_per_threshold_and_not_again_after_a_restart() {
     // Alerts are delivered within milliseconds on loopback; give a repeat
     // ample time to show up.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        webhook.received.lock().unwrap().len(),
-        3,
-        "no repeated alerts"
-    );
+    assert_eq!(webhook.bodies().len(), 3, "no repeated alerts");
     gw.shutdown();
     gw.wait().await.unwrap();
 }
@@ -296,13 +252,13 @@ async fn the_spend_rate_breaker_pauses_a_runaway_tenant_only() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger.db");
     let upstream = ScriptedUpstream::start().await;
-    let webhook = Webhook::start().await;
+    let webhook = WebhookRecorder::start().await;
     let toml = config(
         &db,
         &upstream,
         &format!(
             "[limits]\nalert_webhook_url = \"{}\"\n[limits.spend_rate]\nfactor = 10\nfloor_tokens_per_minute = 100\ncooldown_secs = 120",
-            webhook.url
+            webhook.url()
         ),
     );
     let gw = start(&toml).await;

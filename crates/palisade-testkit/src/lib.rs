@@ -42,8 +42,10 @@ mod hostile;
 pub use hostile::{HostileUpstream, RawResponse};
 #[cfg(unix)]
 mod postgres;
+mod webhook;
 #[cfg(unix)]
 pub use postgres::PostgresServer;
+pub use webhook::WebhookRecorder;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
