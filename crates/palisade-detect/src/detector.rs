@@ -61,6 +61,13 @@ impl Detector {
         Detector::from_model_bytes(EMBEDDED)
     }
 
+    /// The committed model artifact's bytes (what [`Detector::embedded`] loads), for callers
+    /// that must tell whether an artifact named only by its digest is this build's own
+    /// (a signed bundle may name the detector it expects without carrying it).
+    pub fn embedded_artifact() -> &'static [u8] {
+        EMBEDDED
+    }
+
     /// Loads a model artifact from bytes. An empty slice gives the rules-only detector.
     pub fn from_model_bytes(bytes: &[u8]) -> Result<Detector, DetectError> {
         if bytes.is_empty() {
@@ -96,6 +103,11 @@ impl Detector {
     /// The second stage, if one is attached.
     pub fn second_stage(&self) -> Option<&dyn SecondStage> {
         self.second.as_deref()
+    }
+
+    /// The second stage, shared, to attach it to another first stage.
+    pub fn second_stage_arc(&self) -> Option<Arc<dyn SecondStage>> {
+        self.second.clone()
     }
 
     /// The first stage's score and, when the input falls in the second stage's band, the

@@ -53,6 +53,20 @@ pub(crate) struct FleetMember {
     enforcing_since: Mutex<Option<u64>>,
     last: Mutex<Snapshot>,
     clock: GatewayClock,
+    /// The registry once connected, shared with [`FleetMember::claim`].
+    shared: Mutex<Option<RedisFleet>>,
+}
+
+/// Whether this replica delivers an event several replicas may raise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// First in the fleet: deliver it.
+    Mine,
+    /// Another replica claimed it within the window: do not deliver it again.
+    Taken,
+    /// No shared registry (none configured, or it did not answer): deliver it.
+    /// A duplicate page beats a lost one.
+    Unshared,
 }
 
 impl FleetMember {
@@ -78,6 +92,27 @@ impl FleetMember {
             started_unix_ms,
             enforcing_since: Mutex::new(None),
             clock,
+            shared: Mutex::new(None),
+        }
+    }
+
+    /// Claims the event `name` fleet-wide for `ttl` (see [`Claim`]).
+    pub(crate) async fn claim(&self, name: &str, ttl: Duration) -> Claim {
+        let registry = self
+            .shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(registry) = registry else {
+            return Claim::Unshared;
+        };
+        match registry.claim(name, &self.id, ttl).await {
+            Ok(true) => Claim::Mine,
+            Ok(false) => Claim::Taken,
+            Err(e) => {
+                tracing::warn!(target: "palisade::fleet", error = %e, name, "cannot claim a fleet event; delivering it here");
+                Claim::Unshared
+            }
         }
     }
 
@@ -221,7 +256,9 @@ impl FleetMember {
             let conn = RedisConnection::connect(url, timeout, timeout)
                 .await
                 .map_err(|e| e.to_string())?;
-            *registry = Some(RedisFleet::new(conn, &self.config.key_prefix));
+            let fleet = RedisFleet::new(conn, &self.config.key_prefix);
+            *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = Some(fleet.clone());
+            *registry = Some(fleet);
         }
         let Some(reg) = registry.as_ref() else {
             return Err("no registry".to_owned());

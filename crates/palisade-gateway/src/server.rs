@@ -133,9 +133,10 @@ impl Gateway {
             self.state.gates.audit.clone(),
             self.state.gates.policy.clone(),
         )?;
-        self.state
-            .anomaly
-            .spawn(self.config.limits.alert_webhook_url.clone());
+        self.state.anomaly.spawn(
+            self.config.limits.alert_webhook_url.clone(),
+            Some(self.state.fleet.clone()),
+        );
         serving.set(true);
         let replicas_to = self.state.clone();
         crate::balancer::probe::spawn(&self.state, stop_rx.clone());

@@ -175,10 +175,10 @@ impl GatewayState {
             }
             crate::second_stage::Outcome::Off => {}
         }
-        let detector = Arc::new(detector);
         // The first scan builds the detector's lazily compiled matchers
         // (~100 ms); pay that before readiness, not on a user's request.
         let _ = detector.scan(&palisade_detect::ScanInput::user("warm up"));
+        let detector = Arc::new(crate::gates::detectors::DetectorStore::new(detector));
         detector_ready.set(true);
         // The replica holds its policy before it takes traffic: loaded here,
         // or, with a bundle, once one verifies (the pipeline refuses until then).
@@ -199,8 +199,12 @@ impl GatewayState {
                 let policy = Arc::new(crate::gates::policy::PolicyStore::awaiting_bundle(
                     &config.policy,
                 )?);
-                let runtime =
-                    crate::bundle::BundleRuntime::new(bundle_config, policy.clone(), bundle_ready)?;
+                let runtime = crate::bundle::BundleRuntime::new(
+                    bundle_config,
+                    policy.clone(),
+                    detector.clone(),
+                    bundle_ready,
+                )?;
                 (policy, Some(Arc::new(runtime)))
             }
         };

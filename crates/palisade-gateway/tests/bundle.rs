@@ -302,3 +302,137 @@ async fn a_file_source_is_polled_for_newer_serials() {
     replica.wait_serial(2).await;
     assert_eq!(replica.chat().await.0, 200);
 }
+
+/// A bundle of the default policy with a detector part.
+fn with_detector(
+    serial: u64,
+    artifact: Option<Vec<u8>>,
+    named: Option<palisade_bundle::ArtifactRef>,
+    thresholds: Option<palisade_bundle::ThresholdOverrides>,
+) -> Vec<u8> {
+    Bundle::build(BuildInput {
+        serial,
+        policy_toml: DEFAULT_POLICY.to_owned(),
+        detector_artifact: artifact,
+        detector_ref: named,
+        thresholds,
+        ..BuildInput::default()
+    })
+    .unwrap()
+    .sign(SEED, now())
+    .unwrap()
+    .encode()
+}
+
+impl Replica {
+    /// The guard API's verdict and detector version for `text`.
+    async fn guard(&self, text: &str) -> (String, String) {
+        let body: Value = self
+            .http
+            .post(self.url("/v1/guard/scan"))
+            .json(&json!({ "text": text }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            body["verdict"].as_str().unwrap_or_default().to_owned(),
+            body["detector_version"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    }
+}
+
+/// Writes `bytes` to the file source through a rename (as `bundle sign` does).
+fn publish_file(path: &std::path::Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bundle_detector_and_thresholds_are_enforced_and_an_unknown_one_is_refused() {
+    let upstream = ScriptedUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bundle.json");
+    let benign = "What is a good recipe for banana bread?";
+    // A threshold of 0 blocks every text: the override is what the guard API answers by.
+    let everything = palisade_bundle::ThresholdOverrides {
+        flag: 0.0,
+        block: 0.0,
+    };
+    publish_file(&path, &with_detector(1, None, None, Some(everything)));
+    let replica = Replica::start(&upstream, &format!("file:{}", path.display()), None).await;
+    replica.wait_serial(1).await;
+    let embedded = palisade_detect::Detector::embedded().unwrap();
+    let (verdict, version) = replica.guard(benign).await;
+    assert_eq!(verdict, "block", "the bundle's thresholds are in force");
+    assert_eq!(version, embedded.version());
+
+    // A carried artifact replaces the first stage: the rules-only model here.
+    let untrained = palisade_detect::model::Model::untrained()
+        .to_bytes()
+        .unwrap();
+    let expected = palisade_detect::Detector::from_model_bytes(&untrained)
+        .unwrap()
+        .version()
+        .to_owned();
+    assert_ne!(expected, embedded.version());
+    publish_file(&path, &with_detector(2, Some(untrained), None, None));
+    replica.wait_serial(2).await;
+    let (verdict, version) = replica.guard(benign).await;
+    assert_eq!(version, expected, "the carried artifact judges");
+    assert_eq!(verdict, "allow", "its own calibrated thresholds are back");
+
+    // No detector part: the build's own detector again.
+    publish_file(&path, &bundle(3, SEED));
+    replica.wait_serial(3).await;
+    assert_eq!(
+        replica.guard(benign).await,
+        ("allow".to_owned(), embedded.version().to_owned())
+    );
+
+    // Named by a digest this replica does not have, and not carried: refused,
+    // the running bundle (policy and detector) stays.
+    let unknown = palisade_bundle::ArtifactRef {
+        sha256: "ab".repeat(32),
+        size: 1234,
+    };
+    publish_file(&path, &with_detector(4, None, Some(unknown), None));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(replica.serial(), Some(3));
+    assert_eq!(replica.guard(benign).await.1, embedded.version());
+    assert_eq!(replica.chat().await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_whose_detector_cannot_be_enforced_never_opens_the_gate() {
+    let upstream = ScriptedUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bundle.json");
+    let unknown = palisade_bundle::ArtifactRef {
+        sha256: "cd".repeat(32),
+        size: 99,
+    };
+    publish_file(&path, &with_detector(1, None, Some(unknown), None));
+    let replica = Replica::start(&upstream, &format!("file:{}", path.display()), None).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(replica.serial(), None);
+    let (status, _, body) = replica.chat().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "not_ready");
+    assert!(upstream.received().is_empty());
+    // The embedded model named by its digest is this build's own: enforced.
+    let embedded = palisade_detect::Detector::embedded_artifact();
+    let named = palisade_bundle::ArtifactRef {
+        sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(embedded)),
+        size: embedded.len() as u64,
+    };
+    publish_file(&path, &with_detector(2, None, Some(named), None));
+    replica.wait_serial(2).await;
+    assert_eq!(replica.chat().await.0, 200);
+}

@@ -160,6 +160,32 @@ impl RedisFleet {
         Ok(listing)
     }
 
+    /// Claims `name` for `owner` for `ttl`, fleet-wide: true for the first
+    /// claimant, false while another holds it. This is how one event seen by
+    /// several replicas (an alert each raises on its own evidence) is delivered
+    /// once: each replica claims it, only the winner delivers.
+    ///
+    /// # Errors
+    /// Redis unreachable or too slow.
+    pub async fn claim(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, RedisLimitError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(format!("{}:claim:{}", self.prefix, key_part(name)))
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms);
+        // `OK` when set, nil when the name is held.
+        let (set,): (Option<String>,) = self.conn.pipeline(&pipe).await?;
+        Ok(set.is_some())
+    }
+
     /// Publishes a fleet event (JSON) on `<prefix>:events`, for anyone subscribed.
     ///
     /// # Errors

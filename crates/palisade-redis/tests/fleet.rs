@@ -125,3 +125,27 @@ async fn ids_with_separators_do_not_collide() {
     assert_eq!(ids(&l.replicas), ["pod 1", "pod%3A1", "pod:1"]);
     assert_eq!(l.malformed, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_has_one_winner_until_it_expires() {
+    let redis = RedisServer::start();
+    let a = registry(&redis).await;
+    let b = registry(&redis).await;
+    let ttl = Duration::from_millis(300);
+    let (first, second) = tokio::join!(
+        a.claim("anomaly:load_surge:-", "a", ttl),
+        b.claim("anomaly:load_surge:-", "b", ttl)
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert!(
+        first ^ second,
+        "exactly one replica wins ({first}, {second})"
+    );
+    // Another name is another claim.
+    assert!(a.claim("anomaly:load_surge:t1", "a", ttl).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(
+        b.claim("anomaly:load_surge:-", "b", ttl).await.unwrap(),
+        "an expired claim can be taken again"
+    );
+}

@@ -6,6 +6,16 @@
 //! (`palisade_anomaly_alerts_total{kind}`) and the alert webhook
 //! (`limits.alert_webhook_url`, shared with spend alerts).
 //!
+//! Every replica judges its own share of the traffic, so a fleet-wide event
+//! (a spike, one tenant's burst spread over the replicas) is raised by each.
+//! With the fleet registry in Redis, an alert is claimed fleet-wide for the
+//! dedup window ([`crate::fleet::FleetMember::claim`]): the first replica
+//! delivers it, the others log it at `info`, count it in
+//! `palisade_anomaly_alerts_deduplicated_total` and list it in
+//! `GET /admin/anomaly` with `fleet_duplicate: true`. Without a registry (or
+//! when it does not answer) each replica delivers: a duplicate page beats a
+//! lost one.
+//!
 //! The fleet's replica count comes from `[detection.anomaly] replicas` until
 //! something better says otherwise: [`Anomaly::set_replicas`] (the fleet
 //! registry's setter) and `POST /admin/scaling-events` ([`admin`]).
@@ -25,10 +35,14 @@ use palisade_config::AnomalyConfig;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::fleet::Claim;
+
 /// Alerts raised, by `kind`.
 pub(crate) const ALERTS_TOTAL: &str = "palisade_anomaly_alerts_total";
 /// Observations dropped because the detector's queue was full.
 pub(crate) const DROPPED_TOTAL: &str = "palisade_anomaly_dropped_total";
+/// Alerts another replica already delivered (fleet-wide dedup), by `kind`.
+pub(crate) const DEDUPLICATED_TOTAL: &str = "palisade_anomaly_alerts_deduplicated_total";
 /// Scale events received, by `source`.
 pub(crate) const SCALE_EVENTS_TOTAL: &str = "palisade_scale_events_total";
 
@@ -52,6 +66,9 @@ pub(crate) struct Delivered {
     pub(crate) category: &'static str,
     /// Unix milliseconds when it was raised.
     pub(crate) ts_ms: u64,
+    /// Another replica delivered the same alert within the dedup window.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) fleet_duplicate: bool,
     #[serde(flatten)]
     pub(crate) alert: Alert,
 }
@@ -157,8 +174,13 @@ impl Anomaly {
             .clone()
     }
 
-    /// Starts the detector task (once; later calls do nothing).
-    pub(crate) fn spawn(&self, webhook: Option<String>) {
+    /// Starts the detector task (once; later calls do nothing). `fleet`
+    /// deduplicates alerts across replicas (see the module docs).
+    pub(crate) fn spawn(
+        &self,
+        webhook: Option<String>,
+        fleet: Option<Arc<crate::fleet::FleetMember>>,
+    ) {
         let Some(mut rx) = self
             .rx
             .lock()
@@ -169,6 +191,7 @@ impl Anomaly {
         };
         let mut detector = Detector::new(self.params.clone(), self.replicas);
         let report = self.report.clone();
+        let dedup = Duration::from_millis(self.params.dedup_ms.max(1_000));
         // Windows close on the tick even when no request arrives.
         let tick = Duration::from_millis((self.params.window_ms / 5).clamp(50, 1_000));
         tokio::spawn(async move {
@@ -189,7 +212,13 @@ impl Anomaly {
                     _ = interval.tick() => detector.tick(now_ms()),
                 };
                 let status = detector.status(now_ms());
-                let delivered: Vec<Delivered> = alerts.into_iter().map(delivered).collect();
+                let mut delivered: Vec<Delivered> = alerts.into_iter().map(delivered).collect();
+                if let Some(fleet) = &fleet {
+                    for d in &mut delivered {
+                        d.fleet_duplicate =
+                            fleet.claim(&claim_name(&d.alert), dedup).await == Claim::Taken;
+                    }
+                }
                 {
                     let mut r = report.lock().unwrap_or_else(PoisonError::into_inner);
                     r.status = Some(status);
@@ -201,6 +230,17 @@ impl Anomaly {
                     }
                 }
                 for d in delivered {
+                    if d.fleet_duplicate {
+                        metrics::counter!(DEDUPLICATED_TOTAL, "kind" => d.alert.kind.as_str())
+                            .increment(1);
+                        tracing::info!(
+                            target: "palisade::anomaly",
+                            kind = d.alert.kind.as_str(),
+                            tenant = d.alert.tenant.as_deref().unwrap_or("-"),
+                            "alert already delivered by another replica"
+                        );
+                        continue;
+                    }
                     publish(&d, webhook.as_deref(), client.as_ref()).await;
                 }
             }
@@ -239,6 +279,17 @@ fn handle(detector: &mut Detector, message: Message, now_ms: u64) -> Vec<Alert> 
     }
 }
 
+/// The fleet-wide identity of an alert: its kind and tenant. The windows of
+/// two replicas never line up, so the window is not part of it; the claim's
+/// time-to-live (the dedup window) is.
+fn claim_name(alert: &Alert) -> String {
+    format!(
+        "anomaly:{}:{}",
+        alert.kind.as_str(),
+        alert.tenant.as_deref().unwrap_or("-")
+    )
+}
+
 fn delivered(alert: Alert) -> Delivered {
     let ts_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -246,6 +297,7 @@ fn delivered(alert: Alert) -> Delivered {
     Delivered {
         category: "anomaly",
         ts_ms,
+        fleet_duplicate: false,
         alert,
     }
 }

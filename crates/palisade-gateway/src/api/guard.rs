@@ -303,7 +303,8 @@ async fn run(
         )
     })?;
     let (items, system_prompt, is_conversation) = plan(req)?;
-    let detector = state.gates.detector.clone();
+    let detector = state.gates.detector.current();
+    let detector_version = detector.version().to_owned();
     let total: usize = items.iter().map(|i| i.text.len()).sum();
     // The second stage can take tens of milliseconds: never on an async worker.
     let inline = total <= crate::cpu::INLINE_BYTES && detector.second_stage().is_none();
@@ -339,7 +340,7 @@ async fn run(
     Ok(GuardResponse {
         scan: top,
         latency_us,
-        detector_version: state.gates.detector.version().to_owned(),
+        detector_version,
         messages,
     })
 }

@@ -1,7 +1,10 @@
 //! Activation: a bundle's bytes become this replica's policy only after
 //! they verify (signature, trusted key inside its window, parts), follow
 //! the running bundle (higher serial, or the very same bundle) and compile.
-//! Then the policy is swapped in one atomic store and the replica enforces.
+//! The bundle's detector (its artifact and threshold overrides) is built and
+//! warmed next, and put in force *before* the policy: a request that sees
+//! the new policy also sees the detector the bundle vouches for. Then the
+//! policy is swapped in one atomic store and the replica enforces.
 //!
 //! This is the one entry point every source uses ([`Activator::offer`]):
 //! polling, the disk cache at start, and (later) a push from Redis. It must
@@ -19,6 +22,7 @@ use std::time::{Instant, SystemTime};
 use palisade_bundle::{check_successor, verify, BundleError, Running, Succession, TrustStore};
 
 use super::cache::BundleCache;
+use crate::gates::detectors::{DetectorRefusal, DetectorStore};
 use crate::gates::policy::PolicyStore;
 use crate::readiness::Condition;
 
@@ -61,6 +65,9 @@ pub enum Refusal {
     /// Verified, but its policy does not compile.
     #[error("the bundle's policy does not compile: {0}")]
     Policy(String),
+    /// Verified, but the detector it names cannot be enforced here.
+    #[error(transparent)]
+    Detector(#[from] DetectorRefusal),
 }
 
 impl Refusal {
@@ -68,6 +75,7 @@ impl Refusal {
     fn label(&self) -> &'static str {
         match self {
             Refusal::Policy(_) => "policy",
+            Refusal::Detector(_) => "detector",
             Refusal::Bundle(e) => match e {
                 BundleError::TooLarge { .. } => "too_large",
                 BundleError::Malformed(_) | BundleError::UnknownFormat(_) => "malformed",
@@ -90,6 +98,7 @@ pub struct Activator {
     trust: TrustStore,
     max_bytes: usize,
     policy: Arc<PolicyStore>,
+    detector: Arc<DetectorStore>,
     cache: Option<BundleCache>,
     ready: Condition,
     started: Instant,
@@ -110,6 +119,7 @@ impl Activator {
         trust: TrustStore,
         max_bytes: usize,
         policy: Arc<PolicyStore>,
+        detector: Arc<DetectorStore>,
         cache: Option<BundleCache>,
         ready: Condition,
         started: Instant,
@@ -118,6 +128,7 @@ impl Activator {
             trust,
             max_bytes,
             policy,
+            detector,
             cache,
             ready,
             started,
@@ -195,8 +206,16 @@ impl Activator {
         let snapshot = palisade_policy::Snapshot::from_toml(&policy)
             .map_err(|e| Refusal::Policy(e.to_string()))?;
         let manifest = verified.manifest();
+        let detector = self.detector.prepare(
+            manifest.detector.as_ref(),
+            verified.detector_artifact(),
+            manifest.thresholds,
+        )?;
+        let detector_version = detector.version().to_owned();
         let first = running.is_none();
         let version = snapshot.version().to_string();
+        // The detector first, so no request pairs this policy with the old one.
+        self.detector.install(detector);
         // The one atomic swap: requests take the new snapshot from here on.
         self.policy.activate_bundle(snapshot);
         *running = Some(Running {
@@ -216,19 +235,13 @@ impl Activator {
         let propagation = (now_f64 - manifest.created_at as f64).max(0.0);
         metrics::gauge!(crate::metrics::BUNDLE_SERIAL).set(manifest.serial as f64);
         metrics::histogram!(crate::metrics::BUNDLE_PROPAGATION).record(propagation);
-        if manifest.thresholds.is_some() || manifest.detector.is_some() {
-            tracing::warn!(
-                serial = manifest.serial,
-                "the bundle's detector artifact and threshold overrides are verified but not \
-                 applied by this build (the embedded detector runs)"
-            );
-        }
         tracing::warn!(
             serial = manifest.serial,
             key = %manifest.key_id,
             origin = origin.as_str(),
             digest = %verified.digest(),
             policy_version = %version,
+            detector_version = %detector_version,
             propagation_seconds = propagation,
             "bundle activated"
         );

@@ -58,6 +58,7 @@ impl BundleRuntime {
     pub(crate) fn new(
         config: &palisade_config::BundleConfig,
         policy: Arc<crate::gates::policy::PolicyStore>,
+        detector: Arc<crate::gates::detectors::DetectorStore>,
         ready: crate::readiness::Condition,
     ) -> Result<BundleRuntime, BundleSetupError> {
         let trust = palisade_bundle::TrustStore::parse(&config.trusted_keys)
@@ -70,6 +71,7 @@ impl BundleRuntime {
             trust,
             config.max_bytes,
             policy,
+            detector,
             cache.clone(),
             ready,
             mark_process_start(),

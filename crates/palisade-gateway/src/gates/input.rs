@@ -157,6 +157,8 @@ pub(crate) fn inspect_request(
         flagged: false,
     };
     let mut plan = plan;
+    // One detector judges every text of the request, even across a bundle swap.
+    let detector = gates.detector.current();
     let kind = match shape {
         ResponseShape::Chat => TextKind::Chat,
         ResponseShape::Completion => TextKind::Completion,
@@ -220,21 +222,20 @@ pub(crate) fn inspect_request(
             };
             // Unchanged turns of a conversation come back on every request.
             let full_cascade = degraded.is_none()
-                && (second_stage_budget > 0 || gates.detector.second_stage().is_none());
+                && (second_stage_budget > 0 || detector.second_stage().is_none());
             let scan = if full_cascade {
                 second_stage_budget = second_stage_budget.saturating_sub(1);
-                gates.scans.get_or_scan(
-                    &plan.subject.tenant,
-                    gates.detector.version(),
-                    &input,
-                    |input| gates.detector.scan(input),
-                )
+                gates
+                    .scans
+                    .get_or_scan(&plan.subject.tenant, detector.version(), &input, |input| {
+                        detector.scan(input)
+                    })
             } else {
                 // Cached apart: a first-stage verdict must never answer for a full one.
                 gates
                     .scans
                     .get_or_scan(&plan.subject.tenant, FIRST_STAGE_ONLY, &input, |input| {
-                        gates.detector.scan_first_stage(input)
+                        detector.scan_first_stage(input)
                     })
             };
             evidence.absorb(&scan);
@@ -461,7 +462,7 @@ pub(crate) async fn gate_request(
     // The second stage can take tens of milliseconds: never on an async worker.
     let inline = body_bytes <= INLINE_BYTES
         && !declares_schemas(fields)
-        && gates.detector.second_stage().is_none();
+        && gates.detector.current().second_stage().is_none();
     let (tool_gate, on_saturated) = {
         let snapshot = gates.policy.active();
         let tier = snapshot.tier_for(&subject.subject());

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 pub(crate) mod audit;
 pub(crate) mod decisions;
+pub(crate) mod detectors;
 pub(crate) mod input;
 pub(crate) mod markers;
 pub(crate) mod output;
@@ -32,8 +33,9 @@ pub(crate) use plan::{GatePlan, GateSubject, ResponseShape};
 /// a [`GatePlan`] from it at the input gate.
 #[derive(Debug)]
 pub(crate) struct Gates {
-    /// Scans text for injections, jailbreaks, secrets and PII.
-    pub(crate) detector: Arc<palisade_detect::Detector>,
+    /// Scans text for injections, jailbreaks, secrets and PII: the build's
+    /// detector, or the one the active bundle vouches for.
+    pub(crate) detector: Arc<detectors::DetectorStore>,
     /// The active (and shadow) policy snapshots, reloaded in place.
     pub(crate) policy: Arc<policy::PolicyStore>,
     /// Where decisions are recorded.
