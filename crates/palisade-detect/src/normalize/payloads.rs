@@ -28,6 +28,12 @@ static HIDDEN_RE: LazyLock<Regex> = LazyLock::new(|| {
     .expect("static regex")
 });
 
+/// True if `text` may hold a hex payload: the hex pattern matches somewhere (decoding and
+/// the printable check are not done, so this errs towards true). For the canary quick path.
+pub(crate) fn may_hold_hex(text: &str) -> bool {
+    HEX_RE.is_match(text)
+}
+
 fn printable_text(bytes: &[u8]) -> Option<String> {
     let s = std::str::from_utf8(bytes).ok()?;
     let total = s.chars().count();
