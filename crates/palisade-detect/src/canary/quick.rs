@@ -19,9 +19,8 @@
 //!   maps leetspeak characters one to one (`normalize::leet`): it never deletes an ASCII
 //!   letter or digit and never makes one out of anything but a leetspeak character;
 //! * nothing can be decoded: no `%` (URL encoding), no `<!--` (HTML comment), no base64
-//!   candidate (a run of 20 or more base64 characters holding a digit, `+`, `/` or an
-//!   uppercase letter, or followed by `=`: exactly the runs `find_encoded` tries to decode),
-//!   no match of the hex pattern, and no character that could carry a tag or
+//!   run that decodes to a payload (`find_encoded`'s own test, on every run rather than
+//!   its first 64), no match of the hex pattern, and no character that could carry a tag or
 //!   variation-selector payload (those are not inert). ROT13 is decoded only when the
 //!   rotated normalized text holds trigger words, that is when the normalized text holds the
 //!   ROT13 of a trigger word; the relaxed match below finds none;
@@ -35,7 +34,7 @@
 
 use std::sync::LazyLock;
 
-use crate::normalize::{leet, may_hold_hex, TRIGGERS};
+use crate::normalize::{leet, may_hold_base64, may_hold_hex, TRIGGERS};
 
 /// How a text byte takes part in the relaxed match.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -184,29 +183,6 @@ fn inert(c: char) -> bool {
     )
 }
 
-/// The text holds a base64 run `find_encoded` would try to decode.
-fn base64_candidate(b: &[u8]) -> bool {
-    let class = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'-');
-    let mut i = 0;
-    while i < b.len() {
-        if !class(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        let mut marked = false;
-        while i < b.len() && class(b[i]) {
-            marked |= b[i].is_ascii_digit() || b[i].is_ascii_uppercase() || b[i] == b'+';
-            marked |= b[i] == b'/';
-            i += 1;
-        }
-        if i - start >= 20 && (marked || b.get(i) == Some(&b'=')) {
-            return true;
-        }
-    }
-    false
-}
-
 /// False only if `text` provably cannot hold `core` (lowercase ASCII alphanumerics) for
 /// [`super::Canary::detect`]; see the module docs for why.
 pub(super) fn may_contain(text: &str, core: &str) -> bool {
@@ -214,7 +190,7 @@ pub(super) fn may_contain(text: &str, core: &str) -> bool {
     if !text.is_ascii() && !text.chars().all(|c| c.is_ascii() || inert(c)) {
         return true;
     }
-    if b.contains(&b'%') || text.contains("<!--") || base64_candidate(b) || may_hold_hex(text) {
+    if b.contains(&b'%') || text.contains("<!--") || may_hold_base64(text) || may_hold_hex(text) {
         return true;
     }
     let mut word = Word::new();
