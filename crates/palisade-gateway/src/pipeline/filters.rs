@@ -122,7 +122,15 @@ impl StreamFilters {
 
     /// Runs one event (a data event, or `[DONE]`) through the tool gate and
     /// then the output gate; what they emit on the way is pushed to `out`.
-    pub(crate) fn on_event(&mut self, event: &SseEvent, out: &mut Outgoing) -> Step {
+    /// `parsed`: the event's data as the relay already parsed it (for token
+    /// accounting), so the output gate does not parse it again; `None` if it
+    /// was not parsed (or did not parse: then the gate finds out itself).
+    pub(crate) fn on_event(
+        &mut self,
+        event: &SseEvent,
+        parsed: Option<serde_json::Value>,
+        out: &mut Outgoing,
+    ) -> Step {
         // Fail closed: with only a tool gate, nothing else parses every event.
         if self.tools.is_some() && self.output.is_none() && !event.is_done() {
             if let Some(data) = event.data() {
@@ -163,7 +171,7 @@ impl StreamFilters {
         let Some(data) = event.data() else {
             return Step::Pass(None);
         };
-        match gate.on_data(&data) {
+        match gate.on_data_parsed(&data, parsed) {
             EventAction::Forward => Step::Pass(None),
             EventAction::Replace(bytes) => Step::Pass(Some(bytes)),
             EventAction::Hold => Step::Skip,
@@ -321,7 +329,7 @@ pub mod bench {
             let mut out = Outgoing::default();
             while let Ok(Some(event)) = framer.next_event() {
                 let event = filters.without_foreign_report(event);
-                match filters.on_event(&event, &mut out) {
+                match filters.on_event(&event, None, &mut out) {
                     Step::Pass(gated) => out.push(gated.unwrap_or_else(|| event.into_raw())),
                     Step::Skip => {}
                     Step::Stop | Step::Fail(_) => break,
