@@ -168,10 +168,7 @@ mod tests {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             if let Some(gate) = &self.gate {
                 // Waits (once) for the test to open the gate; bounded so a broken test ends.
-                let _ = gate
-                    .lock()
-                    .unwrap()
-                    .recv_timeout(Duration::from_secs(20));
+                let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(20));
             }
             self.writes.fetch_add(1, Ordering::SeqCst);
             self.bytes.lock().unwrap().extend_from_slice(buf);

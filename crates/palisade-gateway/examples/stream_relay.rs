@@ -26,5 +26,8 @@ fn main() {
             std::hint::black_box(&reads),
         );
     }
-    println!("{mode}: {n} streams of {} events, {sent} bytes", reads.len());
+    println!(
+        "{mode}: {n} streams of {} events, {sent} bytes",
+        reads.len()
+    );
 }

@@ -31,9 +31,26 @@ fn free_port() -> u16 {
 async fn a_flood_with_a_stalled_log_reader_loses_no_audit_record() {
     let upstream = ScriptedUpstream::start().await;
     let port = free_port();
+    // Admission limits high enough that the whole flood is admitted and judged
+    // (and the extraction ladder only observes: the flood is repetitive).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("palisade.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backends.main]\nbase_url = \"{}\"\n[limits]\nrequests_per_minute = 1000000\nburst = 100000\nmax_in_flight_per_key = 1000\n[extraction]\nenforce = false\n",
+            upstream.base_url()
+        ),
+    )
+    .expect("config written");
     let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--upstream", &upstream.base_url(), "--log-format", "json"])
+        .args([
+            "--config",
+            &config.display().to_string(),
+            "--log-format",
+            "json",
+        ])
         .env_remove("PALISADE_CONFIG")
         .env("PALISADE_LOG", "info")
         .stdout(Stdio::piped())
@@ -65,7 +82,11 @@ async fn a_flood_with_a_stalled_log_reader_loses_no_audit_record() {
                         .send()
                 });
                 for r in futures_util::future::join_all(sends).await {
-                    ok += usize::from(r.is_ok_and(|r| r.status() == 200));
+                    match r {
+                        Ok(r) if r.status() == 200 => ok += 1,
+                        Ok(r) => eprintln!("refused: {}", r.status()),
+                        Err(e) => eprintln!("failed: {e}"),
+                    }
                 }
             }
             ok
@@ -80,7 +101,11 @@ async fn a_flood_with_a_stalled_log_reader_loses_no_audit_record() {
         all
     });
     let ok = flood.await.expect("flood task");
-    assert_eq!(ok, REQUESTS / 16 * 16, "every request of the flood answered");
+    assert_eq!(
+        ok,
+        REQUESTS / 16 * 16,
+        "every request of the flood answered"
+    );
 
     let metrics = http
         .get(format!("{base}/metrics"))
@@ -126,6 +151,13 @@ async fn a_flood_with_a_stalled_log_reader_loses_no_audit_record() {
     let n = REQUESTS / 16 * 16;
     // Access lines: the flood's, plus /readyz probes and /metrics.
     assert!(served >= n, "{served} access lines for {n} requests");
-    assert_eq!(decisions.get("input"), Some(&n), "{decisions:?}");
-    assert_eq!(decisions.get("output"), Some(&n), "{decisions:?}");
+    // At least one input and one output decision per request (a few requests
+    // carry more than one record of a gate).
+    for gate in ["input", "output"] {
+        let got = decisions.get(gate).copied().unwrap_or(0);
+        assert!(
+            got >= n,
+            "{got} {gate} records for {n} requests: {decisions:?}"
+        );
+    }
 }

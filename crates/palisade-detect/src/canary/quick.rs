@@ -243,7 +243,9 @@ mod tests {
 
     #[test]
     fn leet_sources_are_every_ascii_leet_character() {
-        let all: Vec<u8> = (0u8..128).filter(|&b| leet(char::from(b)).is_some()).collect();
+        let all: Vec<u8> = (0u8..128)
+            .filter(|&b| leet(char::from(b)).is_some())
+            .collect();
         let mut listed = LEET_SOURCES.to_vec();
         listed.sort_unstable();
         assert_eq!(all, listed);
@@ -267,13 +269,13 @@ mod tests {
                 !nfkc.bytes().any(|b| b.is_ascii_alphanumeric()),
                 "U+{cp:04X} -> {nfkc:?}"
             );
-            for text in [format!("q{c}z"), format!("{c}{c}{c}"), format!("qz {c} x y w")] {
+            for text in [
+                format!("q{c}z"),
+                format!("{c}{c}{c}"),
+                format!("qz {c} x y w"),
+            ] {
                 let n = normalize(&text);
-                let ascii: String = n
-                    .text
-                    .chars()
-                    .filter(char::is_ascii_alphanumeric)
-                    .collect();
+                let ascii: String = n.text.chars().filter(char::is_ascii_alphanumeric).collect();
                 let expect: String = text.chars().filter(char::is_ascii_alphanumeric).collect();
                 assert_eq!(ascii, expect, "U+{cp:04X} in {text:?} -> {:?}", n.text);
                 assert!(n.payloads.is_empty(), "U+{cp:04X}");
