@@ -326,7 +326,7 @@ impl StreamTally {
         let Some(chunk) = chunk else {
             return ChunkKind::Other;
         };
-        if let Some(usage) = Usage::from_response(&chunk) {
+        if let Some(usage) = Usage::from_response(chunk) {
             self.usage = Some(usage);
         }
         let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
