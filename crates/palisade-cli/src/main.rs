@@ -17,6 +17,7 @@ mod audit_cmd;
 mod bundle_cmd;
 mod fleet_cmd;
 mod keys_cmd;
+mod log_writer;
 mod policy_cmd;
 mod tools_cmd;
 
@@ -281,20 +282,20 @@ async fn shutdown_signal() {
     }
 }
 
-fn init_logging(config: &Config) -> Result<tracing_appender::non_blocking::WorkerGuard> {
+fn init_logging(config: &Config) -> Result<log_writer::WriterGuard> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("PALISADE_LOG")
         .or_else(|_| EnvFilter::try_new(&config.log.filter))
         .context("log.filter is not a valid tracing filter")?;
-    // Writing logs must never block a request: lines go through a bounded
-    // queue to a writer thread (lossy only if the queue overflows, which is
-    // counted by tracing-appender).
-    // The worker thread flushes whenever its queue runs dry, so buffering
-    // costs no latency when idle and saves a write(2) per line under load.
-    let (writer, guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
-        64 * 1024,
+    // Writing logs must never cost a request a system call: lines go through a bounded
+    // queue to one writer thread that writes them in batches (see `log_writer`; it never
+    // drops a line, a full queue makes the logging thread wait).
+    let (writer, guard) = log_writer::spawn(
         std::io::stdout(),
-    ));
+        log_writer::DEFAULT_CAPACITY,
+        log_writer::DEFAULT_LINGER,
+    )
+    .context("starting the log writer thread")?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))

@@ -51,6 +51,9 @@ pub const GATE_DECISIONS: &str = "palisade_gate_decisions_total";
 pub const POLICY_RELOAD_REFUSED: &str = "palisade_policy_reload_refused_total";
 /// Audit records the store refused (they are still in the log).
 pub const AUDIT_ERRORS: &str = "palisade_audit_write_errors_total";
+/// Log lines (access, audit) that found the log writer's queue full and waited
+/// for it (the writer is in the binary; lines are never dropped).
+pub const LOG_QUEUE_FULL: &str = "palisade_log_queue_full_total";
 /// Completions that carried the system prompt's canary.
 pub const CANARY_LEAKS: &str = "palisade_canary_leaks_total";
 /// Streams: how long the output gate held text back before releasing it.
@@ -131,6 +134,10 @@ pub fn spawn_upkeep(handle: PrometheusHandle) {
 }
 
 fn describe() {
+    describe_counter!(
+        LOG_QUEUE_FULL,
+        "Log lines that found the log writer's queue full and waited (never dropped)."
+    );
     describe_counter!(
         REQUESTS_TOTAL,
         "HTTP requests served, by route, model and status."

@@ -317,10 +317,16 @@ pub struct StreamTally {
 impl StreamTally {
     /// Observes one event's `data`.
     pub fn observe(&mut self, data: &str) -> ChunkKind {
-        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+        self.observe_parsed(serde_json::from_str::<Value>(data).ok().as_ref())
+    }
+
+    /// Observes one event's `data` already parsed (`None`: it did not parse), so
+    /// a relay that parses each event for its gates does not parse it twice.
+    pub fn observe_parsed(&mut self, chunk: Option<&Value>) -> ChunkKind {
+        let Some(chunk) = chunk else {
             return ChunkKind::Other;
         };
-        if let Some(usage) = Usage::from_response(&chunk) {
+        if let Some(usage) = Usage::from_response(chunk) {
             self.usage = Some(usage);
         }
         let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {

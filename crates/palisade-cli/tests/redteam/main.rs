@@ -18,6 +18,7 @@
 //!   flood against the extraction telemetry queue.
 //! - `saturation`: a flooded detection pool (judged or refused, never
 //!   skipped) and attempts to blind the anomaly detector with scale events.
+//! - `logs`: a flood while the log reader is stalled (no audit record lost).
 //! - `routing`: a hostile upstream steering retries and fallbacks (parking
 //!   requests, pushing data out of its residency region).
 //!
@@ -28,6 +29,7 @@ mod bundle;
 mod extraction;
 mod harness;
 mod input_gates;
+mod logs;
 mod markers;
 mod output_gate;
 mod routing;

@@ -53,7 +53,7 @@ fn confusable(c: char) -> Option<char> {
     })
 }
 
-fn leet(c: char) -> Option<char> {
+pub(crate) fn leet(c: char) -> Option<char> {
     Some(match c {
         '0' => 'o',
         '1' | '!' | '|' => 'i',
@@ -253,7 +253,7 @@ fn single_letters(s: &str) -> usize {
     count
 }
 
-static TRIGGERS: &[&str] = &[
+pub(crate) static TRIGGERS: &[&str] = &[
     "ignore",
     "disregard",
     "forget",

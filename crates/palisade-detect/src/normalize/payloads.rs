@@ -28,6 +28,74 @@ static HIDDEN_RE: LazyLock<Regex> = LazyLock::new(|| {
     .expect("static regex")
 });
 
+/// The two base64 alphabets payloads are decoded with, lenient about padding.
+struct Base64Engines {
+    std: base64::engine::general_purpose::GeneralPurpose,
+    url: base64::engine::general_purpose::GeneralPurpose,
+}
+
+impl Base64Engines {
+    fn new() -> Self {
+        let config = base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true);
+        Self {
+            std: base64::engine::general_purpose::GeneralPurpose::new(
+                &base64::alphabet::STANDARD,
+                config,
+            ),
+            url: base64::engine::general_purpose::GeneralPurpose::new(
+                &base64::alphabet::URL_SAFE,
+                config,
+            ),
+        }
+    }
+
+    /// The payload a match of `B64_RE` decodes to, if it is one: text, or nested base64.
+    fn payload(&self, s: &str) -> Option<String> {
+        // Plain identifiers and words are not base64 payloads.
+        if !s
+            .bytes()
+            .any(|b| b.is_ascii_digit() || b == b'+' || b == b'/' || b == b'=')
+            && !s.bytes().any(|b| b.is_ascii_uppercase())
+        {
+            return None;
+        }
+        let trimmed = s.trim_end_matches('=');
+        let usable = &trimmed[..trimmed.len() - trimmed.len() % 4];
+        let bytes = self
+            .std
+            .decode(trimmed)
+            .or_else(|_| self.url.decode(trimmed))
+            .or_else(|_| self.std.decode(usable))
+            .ok()?;
+        let nested = bytes.len() >= 20
+            && bytes.iter().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
+            });
+        if nested {
+            String::from_utf8(bytes).ok()
+        } else {
+            printable_text(&bytes)
+        }
+    }
+}
+
+/// True if `text` holds a base64 run that decodes to a payload (every run is tried, not
+/// only the first 64 `find_encoded` looks at). For the canary quick path.
+pub(crate) fn may_hold_base64(text: &str) -> bool {
+    let engines = Base64Engines::new();
+    B64_RE
+        .find_iter(text)
+        .any(|m| engines.payload(m.as_str()).is_some())
+}
+
+/// True if `text` may hold a hex payload: the hex pattern matches somewhere (decoding and
+/// the printable check are not done, so this errs towards true). For the canary quick path.
+pub(crate) fn may_hold_hex(text: &str) -> bool {
+    HEX_RE.is_match(text)
+}
+
 fn printable_text(bytes: &[u8]) -> Option<String> {
     let s = std::str::from_utf8(bytes).ok()?;
     let total = s.chars().count();
@@ -72,49 +140,12 @@ pub(super) fn find_encoded(
         }
         payloads.push((kind, text, span));
     };
-    let eng_std = base64::engine::general_purpose::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
-            .with_decode_allow_trailing_bits(true),
-    );
-    let eng_url = base64::engine::general_purpose::GeneralPurpose::new(
-        &base64::alphabet::URL_SAFE,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
-            .with_decode_allow_trailing_bits(true),
-    );
     // Five regexes over the original text (B64, HEX, URL, COMMENT, HIDDEN).
     crate::work::add(crate::work::Unit::SearchBytes, 5 * original.len());
+    let engines = Base64Engines::new();
     for m in B64_RE.find_iter(original).take(64) {
-        let s = m.as_str();
-        // Plain identifiers and words are not base64 payloads.
-        if !s
-            .bytes()
-            .any(|b| b.is_ascii_digit() || b == b'+' || b == b'/' || b == b'=')
-            && !s.bytes().any(|b| b.is_ascii_uppercase())
-        {
-            continue;
-        }
-        let trimmed = s.trim_end_matches('=');
-        let usable = &trimmed[..trimmed.len() - trimmed.len() % 4];
-        let dec = eng_std
-            .decode(trimmed)
-            .or_else(|_| eng_url.decode(trimmed))
-            .or_else(|_| eng_std.decode(usable));
-        if let Ok(bytes) = dec {
-            let nested = bytes.len() >= 20
-                && bytes.iter().all(|b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
-                });
-            let text = if nested {
-                String::from_utf8(bytes).ok()
-            } else {
-                printable_text(&bytes)
-            };
-            if let Some(t) = text {
-                push("base64_payload", "base64", t, Some(m.range()), reasons);
-            }
+        if let Some(t) = engines.payload(m.as_str()) {
+            push("base64_payload", "base64", t, Some(m.range()), reasons);
         }
     }
     for m in HEX_RE.find_iter(original).take(32) {

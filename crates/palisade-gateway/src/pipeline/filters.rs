@@ -122,7 +122,15 @@ impl StreamFilters {
 
     /// Runs one event (a data event, or `[DONE]`) through the tool gate and
     /// then the output gate; what they emit on the way is pushed to `out`.
-    pub(crate) fn on_event(&mut self, event: &SseEvent, out: &mut Outgoing) -> Step {
+    /// `parsed`: the event's data as the relay already parsed it (for token
+    /// accounting), so the output gate does not parse it again; `None` if it
+    /// was not parsed (or did not parse: then the gate finds out itself).
+    pub(crate) fn on_event(
+        &mut self,
+        event: &SseEvent,
+        parsed: Option<serde_json::Value>,
+        out: &mut Outgoing,
+    ) -> Step {
         // Fail closed: with only a tool gate, nothing else parses every event.
         if self.tools.is_some() && self.output.is_none() && !event.is_done() {
             if let Some(data) = event.data() {
@@ -163,7 +171,7 @@ impl StreamFilters {
         let Some(data) = event.data() else {
             return Step::Pass(None);
         };
-        match gate.on_data(&data) {
+        match gate.on_data_parsed(&data, parsed) {
             EventAction::Forward => Step::Pass(None),
             EventAction::Replace(bytes) => Step::Pass(Some(bytes)),
             EventAction::Hold => Step::Skip,
@@ -228,6 +236,72 @@ pub mod bench {
     use super::{Outgoing, Step, StreamFilters};
     use crate::gates::GatePlan;
 
+    /// Assistant prose as a model streams it: markdown, code spans, a link, lists.
+    const PROSE: &str = "Sure! Here is a short overview of how the borrow checker works in Rust. \
+    Every value has a single owner, and references borrow it either shared (`&T`) or exclusively \
+    (`&mut T`). The compiler rejects code where a mutable borrow overlaps any other borrow.\n\n\
+    - **Ownership** moves on assignment unless the type is `Copy`.\n\
+    - **Lifetimes** name how long a reference stays valid.\n\
+    - See [the book](https://doc.rust-lang.org/book/ch04-00-understanding-ownership.html) for more.\n\n\
+    In practice, most errors go away once you clone less and restructure loops a little. ";
+
+    const HEAD: &str = r#"{"id":"chatcmpl-AbC123xyz","object":"chat.completion.chunk","created":1733443200,"model":"gpt-4o-mini-2024-07-18","system_fingerprint":"fp_0ba0d124f1","choices":["#;
+
+    fn event(choice: &str, usage: &str) -> Bytes {
+        Bytes::from(format!("data: {HEAD}{choice}],\"usage\":{usage}}}\n\n"))
+    }
+
+    fn json_string(s: &str) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    /// A realistic chat-completion stream as the upstream's reads, one event
+    /// each: a role chunk, `words` one-word `delta.content` chunks of markdown
+    /// prose with a link, a `tool_calls` chunk, the finish chunk, a usage chunk
+    /// and `[DONE]`.
+    #[must_use]
+    pub fn sample_stream(words: usize) -> Vec<Bytes> {
+        let mut reads = vec![event(
+            r#"{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}"#,
+            "null",
+        )];
+        let pieces: Vec<&str> = PROSE.split_inclusive(' ').collect();
+        for i in 0..words {
+            let piece = pieces[i % pieces.len()];
+            reads.push(event(
+                &format!(
+                    r#"{{"index":0,"delta":{{"content":{}}},"logprobs":null,"finish_reason":null}}"#,
+                    json_string(piece)
+                ),
+                "null",
+            ));
+        }
+        reads.push(event(
+            r#"{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_Xy12","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\",\"unit\":\"celsius\"}"}}]},"logprobs":null,"finish_reason":null}"#,
+            "null",
+        ));
+        reads.push(event(
+            r#"{"index":0,"delta":{},"logprobs":null,"finish_reason":"tool_calls"}"#,
+            "null",
+        ));
+        reads.push(Bytes::from(format!(
+            "data: {HEAD}],\"usage\":{{\"prompt_tokens\":412,\"completion_tokens\":{words},\"total_tokens\":{}}}}}\n\n",
+            412 + words
+        )));
+        reads.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        reads
+    }
+
     /// A request's plan under the built-in policy, with its canary.
     #[derive(Debug)]
     pub struct Plan(GatePlan);
@@ -255,7 +329,7 @@ pub mod bench {
             let mut out = Outgoing::default();
             while let Ok(Some(event)) = framer.next_event() {
                 let event = filters.without_foreign_report(event);
-                match filters.on_event(&event, &mut out) {
+                match filters.on_event(&event, None, &mut out) {
                     Step::Pass(gated) => out.push(gated.unwrap_or_else(|| event.into_raw())),
                     Step::Skip => {}
                     Step::Stop | Step::Fail(_) => break,

@@ -138,15 +138,19 @@ impl Relay {
                 Ok(Some(event)) => {
                     self.observe(!event.is_comment());
                     let event = self.filters.without_foreign_report(event);
+                    // Parsed once, for the tally and the output gate both.
+                    let mut parsed = None;
                     if let Some(tokens) = &mut self.record.tokens {
                         if let Some(data) = event.data() {
-                            let kind = tokens.tally.observe(&data);
+                            let value = serde_json::from_str::<serde_json::Value>(&data).ok();
+                            let kind = tokens.tally.observe_parsed(value.as_ref());
                             if kind == ChunkKind::UsageOnly && tokens.strip_usage_chunk {
                                 continue; // asked for by the gateway, not the client
                             }
+                            parsed = value;
                         }
                     }
-                    let gated = match self.filters.on_event(&event, &mut out) {
+                    let gated = match self.filters.on_event(&event, parsed, &mut out) {
                         Step::Pass(gated) => gated,
                         Step::Skip => continue,
                         Step::Stop => {

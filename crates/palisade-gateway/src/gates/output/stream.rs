@@ -276,18 +276,25 @@ impl StreamGate {
 
     /// Judges one `data:` payload.
     pub(crate) fn on_data(&mut self, data: &str) -> EventAction {
+        self.on_data_parsed(data, None)
+    }
+
+    /// [`Self::on_data`] with `data` already parsed by the relay (`parsed`
+    /// must be `serde_json::from_str(data)`; `None`: parse it here).
+    pub(crate) fn on_data_parsed(&mut self, data: &str, parsed: Option<Value>) -> EventAction {
         if self.done {
             return EventAction::Hold;
         }
         let started = Instant::now();
-        let action = self.judge(data);
+        let parsed = parsed.or_else(|| serde_json::from_str::<Value>(data).ok());
+        let action = self.judge(parsed);
         self.spent += started.elapsed();
         action
     }
 
-    fn judge(&mut self, data: &str) -> EventAction {
-        let mut value = match serde_json::from_str::<Value>(data) {
-            Ok(v @ Value::Object(_)) => v,
+    fn judge(&mut self, parsed: Option<Value>) -> EventAction {
+        let mut value = match parsed {
+            Some(v @ Value::Object(_)) => v,
             _ => {
                 self.done = true;
                 return EventAction::Fail(invalid_upstream("a stream event"));

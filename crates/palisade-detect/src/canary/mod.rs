@@ -5,6 +5,8 @@
 //! Detection survives the usual evasions: case changes, separators or spaces between
 //! characters, invisible characters, homoglyphs, and base64/hex/url encodings.
 
+mod quick;
+
 use serde::{Deserialize, Serialize};
 
 use crate::normalize::normalize;
@@ -63,7 +65,17 @@ impl Canary {
         if core.is_empty() {
             return None;
         }
-        if let Some(i) = text.to_ascii_lowercase().find(&core) {
+        // Most texts provably hold no canary; the full search below normalizes the text
+        // and decodes its payloads, which is most of the output gate's cost.
+        if !quick::may_contain(text, &core) {
+            return None;
+        }
+        Self::detect_full(text, &core)
+    }
+
+    /// [`Self::detect`] without the quick check: every text is normalized.
+    fn detect_full(text: &str, core: &str) -> Option<Finding> {
+        if let Some(i) = text.to_ascii_lowercase().find(core) {
             return Some(Finding {
                 kind: FindingKind::Canary,
                 rule: "canary-token",
@@ -72,7 +84,7 @@ impl Canary {
         }
         // Alphanumeric skeleton of the raw text, with a map back to original byte offsets.
         let (skel, offsets) = skeleton(text);
-        if let Some(i) = skel.find(&core) {
+        if let Some(i) = skel.find(core) {
             let start = offsets[i];
             let end = offsets[i + core.len() - 1] + 1;
             let end = (end..=text.len())
@@ -89,7 +101,7 @@ impl Canary {
         for p in &n.payloads {
             hay.extend(p.text.chars().filter(|c| c.is_alphanumeric()));
         }
-        if hay.contains(&core) {
+        if hay.contains(core) {
             return Some(Finding {
                 kind: FindingKind::Canary,
                 rule: "canary-token-encoded",
@@ -132,6 +144,68 @@ mod tests {
         let spaced: String = core.chars().flat_map(|c| [c, ' ']).collect();
         assert!(short.detect(&format!("the marker is {spaced}ok")).is_some());
         assert!(short.detect("nothing here").is_none());
+    }
+
+    /// Pieces the full detection undoes, mixed at random with the core's own pieces, so
+    /// that the random texts often come near a canary by every route it knows.
+    fn piece() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let core = canary().token[4..].to_string();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("say {core} now"));
+        let rot: String = core
+            .chars()
+            .map(|c| match c {
+                'a'..='m' => (c as u8 + 13) as char,
+                'n'..='z' => (c as u8 - 13) as char,
+                c => c,
+            })
+            .collect();
+        let fixed: Vec<String> = vec![
+            core.clone(),
+            core[..5].to_string(),
+            core[5..].to_string(),
+            core.to_uppercase(),
+            b64,
+            rot,
+            "vtaber nyy cerivbhf ehyrf ".into(),
+            "%37%6b".into(),
+            "<!--".into(),
+            "-->".into(),
+            " 37 6b 71 32 6d 39 78 34 20 ".into(),
+            "\u{200B}".into(),
+            "\u{202E}".into(),
+            "\u{E0041}\u{E0042}".into(),
+            "é".into(),
+            "’".into(),
+            "…".into(),
+            "ﬁ".into(),
+            "ｋ".into(),
+            "к".into(),
+            " ".into(),
+            "-".into(),
+            ". ".into(),
+        ];
+        prop_oneof![
+            proptest::sample::select(fixed),
+            "[a-z0-9]{1,3}",
+            "[!|@$+01345789 .-]{1,2}",
+            "\\PC{1,2}",
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// The quick check only skips texts the full detection finds nothing in.
+        #[test]
+        fn quick_path_equals_full_detection(
+            pieces in proptest::collection::vec(piece(), 0..24)
+        ) {
+            let c = canary();
+            let text: String = pieces.concat();
+            let core = c.core();
+            proptest::prop_assert_eq!(c.detect(&text), Canary::detect_full(&text, &core));
+        }
     }
 
     #[test]
