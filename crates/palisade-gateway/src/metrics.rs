@@ -51,6 +51,10 @@ pub const GATE_DECISIONS: &str = "palisade_gate_decisions_total";
 pub const POLICY_RELOAD_REFUSED: &str = "palisade_policy_reload_refused_total";
 /// Audit records the store refused (they are still in the log).
 pub const AUDIT_ERRORS: &str = "palisade_audit_write_errors_total";
+/// Idempotency and cache lookups, by table and result.
+pub const REPLAY_LOOKUPS: &str = "palisade_replay_lookups_total";
+/// Responses offered to a replay table, by table and whether they were kept.
+pub const REPLAY_STORED: &str = "palisade_replay_stored_total";
 /// Completions that carried the system prompt's canary.
 pub const CANARY_LEAKS: &str = "palisade_canary_leaks_total";
 /// Streams: how long the output gate held text back before releasing it.
@@ -131,6 +135,14 @@ pub fn spawn_upkeep(handle: PrometheusHandle) {
 }
 
 fn describe() {
+    describe_counter!(
+        REPLAY_LOOKUPS,
+        "Replay-table lookups: table (idempotency, cache) and result (new, replay, in_flight, mismatch, full, hit, miss)."
+    );
+    describe_counter!(
+        REPLAY_STORED,
+        "Responses offered to a replay table, by table and stored (true, or false: too large or the key's lease was lost)."
+    );
     describe_counter!(
         REQUESTS_TOTAL,
         "HTTP requests served, by route, model and status."
@@ -351,4 +363,15 @@ mod tests {
         assert_eq!(&*labels.label("c"), "other");
         assert_eq!(&*labels.label("a"), "a");
     }
+}
+
+/// Counts one replay-table lookup (`table` and `result` are fixed strings).
+pub(crate) fn replay_lookup(table: &'static str, result: &'static str) {
+    counter!(REPLAY_LOOKUPS, "table" => table, "result" => result).increment(1);
+}
+
+/// Counts one response offered to a replay table.
+pub(crate) fn replay_stored(table: &'static str, kept: bool) {
+    counter!(REPLAY_STORED, "table" => table, "stored" => if kept { "true" } else { "false" })
+        .increment(1);
 }
