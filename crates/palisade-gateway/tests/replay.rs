@@ -225,7 +225,7 @@ async fn keys_are_scoped_to_tenant_and_api_key_and_failures_release_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_unique_keys_stays_within_the_tenants_quota() {
-    let h = H::new("[idempotency]\nmax_entries_per_tenant = 8\nmax_bytes_per_tenant = 65536").await;
+    let h = H::new("[idempotency]\nmax_entries_per_tenant = 8\nmax_bytes_per_tenant = 65536\nmax_entry_bytes = 8192").await;
     let (_, _, b) = h.call(KEY_B, Some("keep"), &chat("b's request")).await;
     for i in 0..40 {
         let (status, _, _) = h.call(KEY_A, Some(&format!("flood-{i}")), &chat("x")).await;
@@ -253,7 +253,7 @@ async fn cache_hits_skip_the_upstream_and_never_cross_tenants_or_policy_versions
         policy.display()
     ))
     .await;
-    let body = chat("cache me");
+    let body = chat("What is the capital of France?");
     let (_, replay, first) = h.call(KEY_A, None, &body).await;
     assert_eq!(replay, "");
     let (_, replay, again) = h.call(KEY_A, None, &body).await;
@@ -267,9 +267,9 @@ async fn cache_hits_skip_the_upstream_and_never_cross_tenants_or_policy_versions
     assert_eq!(replay, "");
     assert_eq!(h.hits(), 2);
     // Streams are cached as streams, apart from whole bodies.
-    let (_, replay, s1) = h.call(KEY_A, None, &chat_stream("cache me")).await;
+    let (_, replay, s1) = h.call(KEY_A, None, &chat_stream("What is the capital of France?")).await;
     assert_eq!(replay, "");
-    let (_, replay, s2) = h.call(KEY_A, None, &chat_stream("cache me")).await;
+    let (_, replay, s2) = h.call(KEY_A, None, &chat_stream("What is the capital of France?")).await;
     assert_eq!((replay.as_str(), &s2), ("cache", &s1));
     assert_eq!(h.hits(), 3);
     // No ledger row for a hit.

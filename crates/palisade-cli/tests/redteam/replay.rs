@@ -192,8 +192,8 @@ async fn an_eviction_flood_never_pushes_out_another_tenants_entries() {
     let upstream = ScriptedUpstream::start().await;
     let t = Tenants::new(
         &upstream.base_url(),
-        "[idempotency]\nmax_entries_per_tenant = 4\nmax_bytes_per_tenant = 16384\n\
-         [cache]\nenabled = true\nmax_entries_per_tenant = 4\nmax_bytes_per_tenant = 16384",
+        "[idempotency]\nmax_entries_per_tenant = 4\nmax_bytes_per_tenant = 16384\nmax_entry_bytes = 4096\n\
+         [cache]\nenabled = true\nmax_entries_per_tenant = 4\nmax_bytes_per_tenant = 16384\nmax_entry_bytes = 4096",
     )
     .await;
     let (_, _, victim_idem) = t.chat(VICTIM, Some("pay-1"), &ask("victim one")).await;

@@ -240,14 +240,25 @@ impl Replay {
         if let Some(plan) = &ctx.gates {
             // A flagged request is judged on its own every time; its answer
             // is never reused as if it had been allowed outright.
-            if plan.flagged || plan.flagged_context || plan.tools.is_some() {
+            if plan.flagged || plan.flagged_context {
                 return None;
             }
         }
         // Tool calls carry single-use capability tokens and may be held for
-        // confirmation: serving one twice would break exactly-once.
+        // confirmation, and a tool loop's rounds are counted: an agent's
+        // requests are never answered from the cache (nor are responses
+        // carrying tool calls stored: see the recorder).
         let fields = request.fields();
-        if fields.contains_key("tools") || fields.contains_key("functions") {
+        let tool_turn = fields
+            .get("messages")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|m| {
+                m.iter().any(|msg| {
+                    msg.get("role").and_then(serde_json::Value::as_str) == Some("tool")
+                        || msg.get("tool_calls").is_some()
+                })
+            });
+        if tool_turn || ["tools", "functions"].iter().any(|k| fields.contains_key(*k)) {
             return None;
         }
         let label = endpoint.label();
@@ -342,7 +353,7 @@ fn audit(state: &crate::state::GatewayState, stored: &Stored, kind: Kind, ctx: &
         return;
     };
     let record = AuditRecord {
-        ts_ms: u64::try_from(crate::clock::GatewayClock::system().unix_ms()).unwrap_or(0),
+        ts_ms: u64::try_from(GatewayClock::system().unix_ms()).unwrap_or(0),
         request_id: ctx.internal_id.clone(),
         tenant: ctx.tenant.as_deref().unwrap_or("-").to_owned(),
         route: ctx.route.to_owned(),
