@@ -71,7 +71,8 @@ fn bench(c: &mut Criterion) {
     group.bench_function("cache_hit", |b| {
         b.iter(|| runtime.block_on(post(cached.clone(), None)))
     });
-    let idem = json!({"model": "m", "user": "idem", "messages": [{"role": "user", "content": text}]});
+    let idem =
+        json!({"model": "m", "user": "idem", "messages": [{"role": "user", "content": text}]});
     runtime.block_on(post(idem.clone(), Some("bench-key".into())));
     group.bench_function("idempotent_replay", |b| {
         b.iter(|| runtime.block_on(post(idem.clone(), Some("bench-key".into()))))

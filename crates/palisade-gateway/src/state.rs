@@ -281,7 +281,10 @@ impl GatewayState {
             )),
             extraction: crate::extraction::Extraction::from_config(&config.extraction),
             anomaly: crate::anomaly::Anomaly::from_config(&config.detection.anomaly),
-            replay: crate::replay::Replay::from_config(config, crate::clock::GatewayClock::system()),
+            replay: crate::replay::Replay::from_config(
+                config,
+                crate::clock::GatewayClock::system(),
+            ),
         };
         Ok((state, serving))
     }

@@ -69,7 +69,10 @@ impl H {
     async fn send(&self, key: &str, idem: Option<&str>, body: &Value) -> reqwest::Response {
         let mut req = self
             .http
-            .post(format!("http://{}/v1/chat/completions", self.gw.local_addr()))
+            .post(format!(
+                "http://{}/v1/chat/completions",
+                self.gw.local_addr()
+            ))
             .bearer_auth(key)
             .json(body);
         if let Some(k) = idem {
@@ -95,9 +98,12 @@ impl H {
     }
 
     async fn ledger(&self) -> Ledger {
-        Ledger::open(&format!("sqlite:{}", self.db.display()), WriteOptions::default())
-            .await
-            .unwrap()
+        Ledger::open(
+            &format!("sqlite:{}", self.db.display()),
+            WriteOptions::default(),
+        )
+        .await
+        .unwrap()
     }
 
     async fn ledger_rows(&self) -> usize {
@@ -132,13 +138,21 @@ async fn idempotent_replays_are_byte_identical_reach_the_upstream_once_and_bill_
     assert_eq!(h.hits(), 1);
 
     // A stream: the relayed events, replayed with the same framing.
-    let (s1, _, first) = h.call(KEY_A, Some("k-2"), &chat_stream("four five six")).await;
+    let (s1, _, first) = h
+        .call(KEY_A, Some("k-2"), &chat_stream("four five six"))
+        .await;
     assert_eq!(s1, 200);
     assert!(first.ends_with(b"data: [DONE]\n\n"));
-    let resp = h.send(KEY_A, Some("k-2"), &chat_stream("four five six")).await;
+    let resp = h
+        .send(KEY_A, Some("k-2"), &chat_stream("four five six"))
+        .await;
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     assert_eq!(resp.headers()["x-palisade-replay"], "idempotency");
-    assert_eq!(resp.bytes().await.unwrap().to_vec(), first, "byte-identical stream");
+    assert_eq!(
+        resp.bytes().await.unwrap().to_vec(),
+        first,
+        "byte-identical stream"
+    );
     assert_eq!(h.hits(), 2);
 
     // Billed once: one ledger row per original, none for the replays.
@@ -179,7 +193,11 @@ async fn a_repeat_while_running_is_409_and_another_body_is_422() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let resp = h.send(KEY_A, Some("k"), &slow).await;
     assert_eq!(resp.status(), 409);
-    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=2).contains(&retry), "a poll interval: {retry}");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "idempotency_in_flight");
@@ -192,7 +210,10 @@ async fn a_repeat_while_running_is_409_and_another_body_is_422() {
     assert_eq!(again, first.to_vec());
     let (status, _, body) = h.call(KEY_A, Some("k"), &chat("something else")).await;
     let body: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("idempotency_key_reused")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
     assert_eq!(h.hits(), 1);
 }
 
@@ -267,9 +288,13 @@ async fn cache_hits_skip_the_upstream_and_never_cross_tenants_or_policy_versions
     assert_eq!(replay, "");
     assert_eq!(h.hits(), 2);
     // Streams are cached as streams, apart from whole bodies.
-    let (_, replay, s1) = h.call(KEY_A, None, &chat_stream("What is the capital of France?")).await;
+    let (_, replay, s1) = h
+        .call(KEY_A, None, &chat_stream("What is the capital of France?"))
+        .await;
     assert_eq!(replay, "");
-    let (_, replay, s2) = h.call(KEY_A, None, &chat_stream("What is the capital of France?")).await;
+    let (_, replay, s2) = h
+        .call(KEY_A, None, &chat_stream("What is the capital of France?"))
+        .await;
     assert_eq!((replay.as_str(), &s2), ("cache", &s1));
     assert_eq!(h.hits(), 3);
     // No ledger row for a hit.
@@ -293,5 +318,8 @@ async fn cache_hits_skip_the_upstream_and_never_cross_tenants_or_policy_versions
             break;
         }
     }
-    assert!(missed, "a new policy version must not be served the old one's entry");
+    assert!(
+        missed,
+        "a new policy version must not be served the old one's entry"
+    );
 }

@@ -19,7 +19,11 @@ impl Fingerprint {
     pub fn of_json(endpoint: &str, body: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(body).ok()?;
         let canonical = palisade_tools::canonical_text(text).ok()?;
-        Some(Self(digest(&[b"json", endpoint.as_bytes(), canonical.as_bytes()])))
+        Some(Self(digest(&[
+            b"json",
+            endpoint.as_bytes(),
+            canonical.as_bytes(),
+        ])))
     }
 
     /// The fingerprint of the exact bytes.
@@ -54,8 +58,14 @@ mod tests {
 
     #[test]
     fn key_order_and_whitespace_do_not_change_the_fingerprint() {
-        let a = Fingerprint::of_json("chat", br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
-        let b = Fingerprint::of_json("chat", b"{ \"messages\": [ {\"content\":\"hi\", \"role\":\"user\"} ], \"model\": \"m\" }");
+        let a = Fingerprint::of_json(
+            "chat",
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        let b = Fingerprint::of_json(
+            "chat",
+            b"{ \"messages\": [ {\"content\":\"hi\", \"role\":\"user\"} ], \"model\": \"m\" }",
+        );
         assert_eq!(a, b);
         assert!(a.is_some());
     }
@@ -71,7 +81,10 @@ mod tests {
 
     #[test]
     fn duplicate_names_are_not_canonical() {
-        assert_eq!(Fingerprint::of_json("chat", br#"{"model":"a","model":"b"}"#), None);
+        assert_eq!(
+            Fingerprint::of_json("chat", br#"{"model":"a","model":"b"}"#),
+            None
+        );
     }
 
     #[test]

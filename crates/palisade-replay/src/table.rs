@@ -135,9 +135,9 @@ impl Shard {
         }
         if self.order.len() > 2 * self.slots.len() + 32 {
             let slots = &self.slots;
-            self.order.retain(|(seq, key)| {
-                matches!(slots.get(key), Some(Slot::Done { seq: s, .. }) if s == seq)
-            });
+            self.order.retain(
+                |(seq, key)| matches!(slots.get(key), Some(Slot::Done { seq: s, .. }) if s == seq),
+            );
         }
     }
 

@@ -43,7 +43,9 @@ fn first_request_leases_repeats_wait_then_replay() {
     let l = lease(t.begin("a", k, fp("x"), 500, 0));
     assert_eq!(
         t.begin("a", k, fp("x"), 500, 100),
-        Begin::InFlight { retry_after_ms: 400 }
+        Begin::InFlight {
+            retry_after_ms: 400
+        }
     );
     assert_eq!(t.begin("a", k, fp("other"), 500, 100), Begin::Mismatch);
     assert!(t.complete("a", k, l, stored("answer"), 200));
@@ -53,7 +55,10 @@ fn first_request_leases_repeats_wait_then_replay() {
     }
     assert_eq!(t.begin("a", k, fp("other"), 500, 300), Begin::Mismatch);
     // After the TTL the key is new again.
-    assert!(matches!(t.begin("a", k, fp("other"), 500, 1_300), Begin::Fresh(_)));
+    assert!(matches!(
+        t.begin("a", k, fp("other"), 500, 1_300),
+        Begin::Fresh(_)
+    ));
 }
 
 #[test]
@@ -65,7 +70,10 @@ fn a_released_key_is_free_and_a_stale_lease_cannot_complete() {
     let second = lease(t.begin("a", k, fp("x"), 500, 10));
     // The first holder's lease is gone: it can neither release nor complete.
     t.release("a", k, first);
-    assert!(matches!(t.begin("a", k, fp("x"), 500, 20), Begin::InFlight { .. }));
+    assert!(matches!(
+        t.begin("a", k, fp("x"), 500, 20),
+        Begin::InFlight { .. }
+    ));
     assert!(!t.complete("a", k, first, stored("stale"), 30));
     // A lease that ran out (the holder crashed or hung) frees the key.
     let third = lease(t.begin("a", k, fp("x"), 500, 600));
@@ -82,7 +90,10 @@ fn tenants_never_see_each_others_entries() {
     assert!(t.put("a", k, stored("a's"), 0));
     assert_eq!(t.get("b", k, 1), None);
     assert!(matches!(t.begin("b", k, fp("x"), 500, 1), Begin::Fresh(_)));
-    assert_eq!(t.get("a", k, 2).map(|s| s.body.clone()), Some(b"a's".to_vec()));
+    assert_eq!(
+        t.get("a", k, 2).map(|s| s.body.clone()),
+        Some(b"a's".to_vec())
+    );
 }
 
 #[test]
@@ -90,7 +101,12 @@ fn a_flood_evicts_only_the_flooders_own_entries() {
     let mut t = Table::new(LIMITS);
     assert!(t.put("victim", key("victim", "v"), stored("keep"), 0));
     for i in 0..1_000u64 {
-        t.put("flood", key("flood", &i.to_string()), stored("spam"), i % 900);
+        t.put(
+            "flood",
+            key("flood", &i.to_string()),
+            stored("spam"),
+            i % 900,
+        );
         let (n, bytes) = t.usage("flood");
         assert!(n <= LIMITS.max_entries && bytes <= LIMITS.max_bytes);
     }
@@ -116,10 +132,19 @@ fn a_quota_full_of_live_leases_refuses_new_keys() {
     for i in 0..LIMITS.max_entries {
         lease(t.begin("a", key("a", &i.to_string()), fp("x"), 500, 0));
     }
-    assert_eq!(t.begin("a", key("a", "one more"), fp("x"), 500, 1), Begin::Full);
+    assert_eq!(
+        t.begin("a", key("a", "one more"), fp("x"), 500, 1),
+        Begin::Full
+    );
     // Another tenant is not affected, and expired leases make room.
-    assert!(matches!(t.begin("b", key("b", "k"), fp("x"), 500, 1), Begin::Fresh(_)));
-    assert!(matches!(t.begin("a", key("a", "one more"), fp("x"), 500, 501), Begin::Fresh(_)));
+    assert!(matches!(
+        t.begin("b", key("b", "k"), fp("x"), 500, 1),
+        Begin::Fresh(_)
+    ));
+    assert!(matches!(
+        t.begin("a", key("a", "one more"), fp("x"), 500, 501),
+        Begin::Fresh(_)
+    ));
 }
 
 #[derive(Debug, Clone)]

@@ -86,7 +86,11 @@ async fn a_tenant_cannot_plant_a_cache_entry_for_another() {
     }
     let planted_hits = upstream.received().len();
     let (status, replay, _) = t.chat(VICTIM, None, &body).await;
-    assert_eq!((status, replay.as_str()), (200, ""), "victim served from the attacker's entry");
+    assert_eq!(
+        (status, replay.as_str()),
+        (200, ""),
+        "victim served from the attacker's entry"
+    );
     assert_eq!(upstream.received().len(), planted_hits + 1);
     // The victim's own repeat is a hit: the cache works, just never across.
     let (_, replay, _) = t.chat(VICTIM, None, &body).await;
@@ -120,7 +124,10 @@ async fn blocked_and_flagged_requests_are_never_cached_as_allowed() {
     .expect("write");
     let t = Tenants::new(
         &upstream.base_url(),
-        &format!("[policy]\nfile = \"{}\"\n[cache]\nenabled = true", policy.display()),
+        &format!(
+            "[policy]\nfile = \"{}\"\n[cache]\nenabled = true",
+            policy.display()
+        ),
     )
     .await;
     for _ in 0..3 {
@@ -174,10 +181,26 @@ async fn an_idempotency_key_never_replays_another_tenants_response() {
     let (status, replay, _) = t.chat(ATTACKER, Some("order-42"), &slow).await;
     assert_eq!((status, replay.as_str()), (200, ""));
     assert_eq!(victim.await.expect("joined"), 200);
-    // After it finished: no replay, and no 422 for another body either.
-    let (status, replay, _) = t.chat(ATTACKER, Some("order-42"), &ask("anything")).await;
+    // A key whose victim request finished: no replay with the victim's body,
+    // no 422 with another.
+    let (status, _, _) = t
+        .chat(VICTIM, Some("order-43"), &ask("victim's invoice"))
+        .await;
+    assert_eq!(status, 200);
+    let (status, replay, body) = t
+        .chat(ATTACKER, Some("order-43"), &ask("victim's invoice"))
+        .await;
+    assert_eq!((status, replay.as_str()), (200, ""), "{body}");
+    let (status, replay, _) = t.chat(ATTACKER, Some("order-44"), &ask("anything")).await;
     assert_eq!((status, replay.as_str()), (200, ""));
-    assert_eq!(upstream.received().len(), 3);
+    let (status, _, _) = t
+        .chat(VICTIM, Some("order-44"), &ask("victim's other"))
+        .await;
+    assert_eq!(
+        status, 200,
+        "the attacker's use of a key never blocks the victim's"
+    );
+    assert_eq!(upstream.received().len(), 6);
     // The victim's key still replays the victim's own outcome.
     let (_, replay, body) = t.chat(VICTIM, Some("order-42"), &slow).await;
     assert_eq!(replay, "idempotency");
@@ -200,10 +223,16 @@ async fn an_eviction_flood_never_pushes_out_another_tenants_entries() {
     let (_, _, victim_cached) = t.chat(VICTIM, None, &ask("victim two")).await;
     for i in 0..60 {
         let (status, _, _) = t
-            .chat(ATTACKER, Some(&format!("f{i}")), &ask(&format!("flood {i}")))
+            .chat(
+                ATTACKER,
+                Some(&format!("f{i}")),
+                &ask(&format!("flood {i}")),
+            )
             .await;
         assert_eq!(status, 200);
-        let (status, _, _) = t.chat(ATTACKER, None, &ask(&format!("cache flood {i}"))).await;
+        let (status, _, _) = t
+            .chat(ATTACKER, None, &ask(&format!("cache flood {i}")))
+            .await;
         assert_eq!(status, 200);
     }
     let before = upstream.received().len();

@@ -113,9 +113,10 @@ async fn send_upstream(
         .deadline
         .unwrap_or(state.backends[route.backend].request_timeout);
     let deadline_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-    if let Some(stored) = state
-        .replay
-        .begin(&principal, headers, endpoint, &bytes, deadline_ms, ctx)?
+    if let Some(stored) =
+        state
+            .replay
+            .begin(&principal, headers, endpoint, &bytes, deadline_ms, ctx)?
     {
         return Ok(Upstream::Replayed(stored, crate::replay::Kind::Idempotency));
     }
@@ -146,10 +147,9 @@ async fn send_upstream(
     let gates_rewrote = gated?;
     // The cache: after the request gates allowed it, before anything is spent.
     let (tier, _) = state.extraction.tier_of(&principal.tenant);
-    if let Some(stored) =
-        state
-            .replay
-            .lookup(&principal, headers, endpoint, &bytes, &request, tier, ctx)
+    if let Some(stored) = state
+        .replay
+        .lookup(&principal, headers, endpoint, &bytes, &request, tier, ctx)
     {
         return Ok(Upstream::Replayed(stored, crate::replay::Kind::Cache));
     }

@@ -177,13 +177,15 @@ impl Replay {
             .ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::InvalidRequest,
-                    format!("Idempotency-Key must be 1 to {MAX_KEY_BYTES} visible ASCII characters"),
+                    format!(
+                        "Idempotency-Key must be 1 to {MAX_KEY_BYTES} visible ASCII characters"
+                    ),
                 )
                 .with_param("Idempotency-Key")
             })?;
         let label = endpoint.label();
-        let fp = Fingerprint::of_json(label, body)
-            .unwrap_or_else(|| Fingerprint::of_bytes(label, body));
+        let fp =
+            Fingerprint::of_json(label, body).unwrap_or_else(|| Fingerprint::of_bytes(label, body));
         let tenant = &*principal.tenant;
         let slot = scope_key(&[
             b"idempotency",
@@ -258,7 +260,11 @@ impl Replay {
                         || msg.get("tool_calls").is_some()
                 })
             });
-        if tool_turn || ["tools", "functions"].iter().any(|k| fields.contains_key(*k)) {
+        if tool_turn
+            || ["tools", "functions"]
+                .iter()
+                .any(|k| fields.contains_key(*k))
+        {
             return None;
         }
         let label = endpoint.label();
