@@ -351,6 +351,17 @@ impl ModelLabels {
     }
 }
 
+/// Counts one replay-table lookup (`table` and `result` are fixed strings).
+pub(crate) fn replay_lookup(table: &'static str, result: &'static str) {
+    counter!(REPLAY_LOOKUPS, "table" => table, "result" => result).increment(1);
+}
+
+/// Counts one response offered to a replay table.
+pub(crate) fn replay_stored(table: &'static str, kept: bool) {
+    counter!(REPLAY_STORED, "table" => table, "stored" => if kept { "true" } else { "false" })
+        .increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,15 +374,4 @@ mod tests {
         assert_eq!(&*labels.label("c"), "other");
         assert_eq!(&*labels.label("a"), "a");
     }
-}
-
-/// Counts one replay-table lookup (`table` and `result` are fixed strings).
-pub(crate) fn replay_lookup(table: &'static str, result: &'static str) {
-    counter!(REPLAY_LOOKUPS, "table" => table, "result" => result).increment(1);
-}
-
-/// Counts one response offered to a replay table.
-pub(crate) fn replay_stored(table: &'static str, kept: bool) {
-    counter!(REPLAY_STORED, "table" => table, "stored" => if kept { "true" } else { "false" })
-        .increment(1);
 }

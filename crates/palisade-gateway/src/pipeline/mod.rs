@@ -149,7 +149,7 @@ async fn send_upstream(
     let (tier, _) = state.extraction.tier_of(&principal.tenant);
     if let Some(stored) = state
         .replay
-        .lookup(&principal, headers, endpoint, &bytes, &request, tier, ctx)
+        .lookup(&principal, headers, &bytes, &request, tier, ctx)
     {
         return Ok(Upstream::Replayed(stored, crate::replay::Kind::Cache));
     }

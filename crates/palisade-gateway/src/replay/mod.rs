@@ -232,7 +232,6 @@ impl Replay {
         &self,
         principal: &Principal,
         headers: &HeaderMap,
-        endpoint: Endpoint,
         body: &[u8],
         request: &RequestBody,
         tier: &str,
@@ -267,7 +266,7 @@ impl Replay {
         {
             return None;
         }
-        let label = endpoint.label();
+        let label = ctx.endpoint.label();
         let fp = Fingerprint::of_json(label, body)?;
         let version = policy_version(ctx);
         let retrieved = headers
