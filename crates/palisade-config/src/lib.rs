@@ -37,6 +37,7 @@ mod ledger;
 mod limits;
 mod log;
 mod policy;
+mod replay;
 mod routes;
 mod routing;
 mod server;
@@ -54,6 +55,7 @@ pub use ledger::*;
 pub use limits::*;
 pub use log::*;
 pub use policy::*;
+pub use replay::*;
 pub use routes::*;
 pub use routing::*;
 pub use server::*;
@@ -135,6 +137,10 @@ pub struct Config {
     pub bundle: Option<BundleConfig>,
     /// Model-extraction defence: parameter hardening, telemetry, detectors.
     pub extraction: ExtractionConfig,
+    /// Idempotency keys: a repeated `Idempotency-Key` replays the first outcome.
+    pub idempotency: IdempotencyConfig,
+    /// The exact-match response cache (off by default).
+    pub cache: CacheConfig,
 }
 
 /// Where a config comes from. Tests pass an explicit environment so they do
@@ -238,6 +244,8 @@ impl Config {
         self.tools.validate()?;
         self.detection.validate()?;
         self.fleet.validate()?;
+        self.idempotency.validate()?;
+        self.cache.validate()?;
         if let Some(bundle) = &self.bundle {
             bundle.validate()?;
             if self.policy.file.is_some() {

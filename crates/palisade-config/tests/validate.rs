@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 79;
+const RULE_SITES: usize = 83;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -146,6 +146,7 @@ fn every_rule_site_is_counted() {
         include_str!("../src/limits.rs"),
         include_str!("../src/log.rs"),
         include_str!("../src/policy.rs"),
+        include_str!("../src/replay.rs"),
         include_str!("../src/routes.rs"),
         include_str!("../src/routing.rs"),
         include_str!("../src/server.rs"),
@@ -518,6 +519,18 @@ fn invalid_configs_name_the_key() {
             "[detection]\nsecond_stage = \"auto\"\nmodel_dir = \"\"",
             "detection.model_dir",
         ),
+        // [idempotency], [cache]
+        ("[idempotency]\nttl_secs = 0", "idempotency.ttl_secs"),
+        ("[idempotency]\nmax_entries_per_tenant = 0", "idempotency.max_entries_per_tenant"),
+        ("[idempotency]\nmax_bytes_per_tenant = 10", "idempotency.max_bytes_per_tenant"),
+        (
+            "[idempotency]\nmax_bytes_per_tenant = 4096\nmax_entry_bytes = 8192",
+            "idempotency.max_entry_bytes",
+        ),
+        ("[cache]\nttl_secs = 604801", "cache.ttl_secs"),
+        ("[cache]\nmax_entries_per_tenant = 0", "cache.max_entries_per_tenant"),
+        ("[cache]\nmax_bytes_per_tenant = 0", "cache.max_bytes_per_tenant"),
+        ("[cache]\nmax_entry_bytes = 10", "cache.max_entry_bytes"),
         // [fleet]
         (
             "[fleet]\nredis_url = \"rediss://r:6380\"",

@@ -63,6 +63,9 @@ pub(crate) struct RequestCtx {
     pub(crate) _outstanding: Option<crate::balancer::Outstanding>,
     /// What the request gates decided that the output gate needs.
     pub(crate) gates: Option<GatePlan>,
+    /// The idempotency key this request holds and the cache slot it may
+    /// fill; dropping it unfilled releases the key.
+    pub(crate) replay: Option<crate::replay::Recorder>,
     /// The request span, re-entered for the access-log line: a stream ends
     /// after the handler returned, outside the span.
     pub(crate) span: tracing::Span,
@@ -93,6 +96,7 @@ impl RequestCtx {
             attempts: 0,
             _outstanding: None,
             gates: None,
+            replay: None,
             span: tracing::Span::current(),
             _in_flight: InFlight::enter(),
             done: false,

@@ -41,6 +41,7 @@ pub(crate) mod limits;
 pub(crate) mod metrics;
 pub(crate) mod pipeline;
 pub(crate) mod readiness;
+pub(crate) mod replay;
 pub(crate) mod router;
 pub(crate) mod routing;
 pub(crate) mod second_stage;

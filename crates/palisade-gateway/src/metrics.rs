@@ -54,6 +54,10 @@ pub const AUDIT_ERRORS: &str = "palisade_audit_write_errors_total";
 /// Log lines (access, audit) that found the log writer's queue full and waited
 /// for it (the writer is in the binary; lines are never dropped).
 pub const LOG_QUEUE_FULL: &str = "palisade_log_queue_full_total";
+/// Idempotency and cache lookups, by table and result.
+pub const REPLAY_LOOKUPS: &str = "palisade_replay_lookups_total";
+/// Responses offered to a replay table, by table and whether they were kept.
+pub const REPLAY_STORED: &str = "palisade_replay_stored_total";
 /// Completions that carried the system prompt's canary.
 pub const CANARY_LEAKS: &str = "palisade_canary_leaks_total";
 /// Streams: how long the output gate held text back before releasing it.
@@ -137,6 +141,14 @@ fn describe() {
     describe_counter!(
         LOG_QUEUE_FULL,
         "Log lines that found the log writer's queue full and waited (never dropped)."
+    );
+    describe_counter!(
+        REPLAY_LOOKUPS,
+        "Replay-table lookups: table (idempotency, cache) and result (new, replay, in_flight, mismatch, full, hit, miss)."
+    );
+    describe_counter!(
+        REPLAY_STORED,
+        "Responses offered to a replay table, by table and stored (true, or false: too large or the key's lease was lost)."
     );
     describe_counter!(
         REQUESTS_TOTAL,
@@ -344,6 +356,17 @@ impl ModelLabels {
         seen.insert(label.clone());
         label
     }
+}
+
+/// Counts one replay-table lookup (`table` and `result` are fixed strings).
+pub(crate) fn replay_lookup(table: &'static str, result: &'static str) {
+    counter!(REPLAY_LOOKUPS, "table" => table, "result" => result).increment(1);
+}
+
+/// Counts one response offered to a replay table.
+pub(crate) fn replay_stored(table: &'static str, kept: bool) {
+    counter!(REPLAY_STORED, "table" => table, "stored" => if kept { "true" } else { "false" })
+        .increment(1);
 }
 
 #[cfg(test)]

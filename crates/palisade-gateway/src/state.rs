@@ -122,6 +122,8 @@ pub struct GatewayState {
     pub(crate) extraction: crate::extraction::Extraction,
     /// Scaling-aware anomaly detection over gate outcomes.
     pub(crate) anomaly: crate::anomaly::Anomaly,
+    /// Idempotency keys and the response cache.
+    pub(crate) replay: crate::replay::Replay,
 }
 
 /// Most model names a wildcard route turns into metric label values.
@@ -283,6 +285,10 @@ impl GatewayState {
             )),
             extraction: crate::extraction::Extraction::from_config(&config.extraction),
             anomaly: crate::anomaly::Anomaly::from_config(&config.detection.anomaly),
+            replay: crate::replay::Replay::from_config(
+                config,
+                crate::clock::GatewayClock::system(),
+            ),
         };
         Ok((state, serving))
     }

@@ -121,6 +121,12 @@ pub enum ErrorCode {
     /// request's tier fails closed (`on_detector_saturated = "closed"`): refused rather
     /// than judged on less than the full cascade. `Retry-After` says when to retry.
     DetectorSaturated,
+    /// The request's `Idempotency-Key` is held by an earlier request that is
+    /// still running; `Retry-After` says when to ask again.
+    IdempotencyInFlight,
+    /// The request's `Idempotency-Key` was used with a different request
+    /// body (or endpoint): the client reused a key for another request.
+    IdempotencyKeyReused,
     /// An internal error; never carries details to the client.
     InternalError,
 }
@@ -135,7 +141,8 @@ impl ErrorCode {
             Self::ModelNotFound | Self::NotFound | Self::ConfirmationNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::PolicyBlocked => 400,
-            Self::NoPreviousPolicy => 409,
+            Self::NoPreviousPolicy | Self::IdempotencyInFlight => 409,
+            Self::IdempotencyKeyReused => 422,
             Self::RequestTooLarge => 413,
             Self::RequestTimeout => 408,
             Self::RateLimited
@@ -167,6 +174,8 @@ impl ErrorCode {
         match self {
             Self::InvalidRequest
             | Self::NoPreviousPolicy
+            | Self::IdempotencyInFlight
+            | Self::IdempotencyKeyReused
             | Self::RequestTooLarge
             | Self::RequestTimeout
             | Self::MethodNotAllowed
@@ -234,6 +243,8 @@ impl ErrorCode {
             Self::NotReady => "not_ready",
             Self::Overloaded => "overloaded",
             Self::DetectorSaturated => "detector_saturated",
+            Self::IdempotencyInFlight => "idempotency_in_flight",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::InternalError => "internal_error",
         }
     }
@@ -408,6 +419,8 @@ mod tests {
             ErrorCode::NotReady,
             ErrorCode::Overloaded,
             ErrorCode::DetectorSaturated,
+            ErrorCode::IdempotencyInFlight,
+            ErrorCode::IdempotencyKeyReused,
             ErrorCode::InternalError,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());

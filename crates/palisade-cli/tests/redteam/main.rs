@@ -21,6 +21,9 @@
 //! - `logs`: a flood while the log reader is stalled (no audit record lost).
 //! - `routing`: a hostile upstream steering retries and fallbacks (parking
 //!   requests, pushing data out of its residency region).
+//! - `replay`: idempotency keys and the response cache (planted entries,
+//!   blocked or flagged requests served as allowed, another tenant's key,
+//!   a replay that skips the output gate, eviction floods).
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
@@ -32,6 +35,7 @@ mod input_gates;
 mod logs;
 mod markers;
 mod output_gate;
+mod replay;
 mod routing;
 mod saturation;
 mod side_fields;

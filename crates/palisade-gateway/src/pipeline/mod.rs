@@ -10,8 +10,11 @@
 //! 2. **authenticate**, **admit**, **read** ([`front`]): key → tenant; the
 //!    rate gate; the body under its size limit and deadline; parse.
 //! 3. **route** ([`route`]): model → backend; degradation under overload;
-//!    the model's own rate.
-//! 4. **request gates** ([`gate`]): input, context and tool gates.
+//!    the model's own rate. Then **idempotency** ([`crate::replay`]): a
+//!    repeated `Idempotency-Key` is answered with the first outcome here.
+//! 4. **request gates** ([`gate`]): input, context and tool gates. Then the
+//!    **cache** ([`crate::replay`]): an allowed, unflagged identical request
+//!    is answered from it here.
 //! 5. **budget** ([`budget`]): token reservation, backend queue, ledger row.
 //! 6. **forward** ([`crate::balancer::attempts`], [`forward`]): the
 //!    deployment, breaker, upstream call, deadlines; retries and fallbacks
@@ -60,7 +63,10 @@ pub(crate) async fn handle(
 ) -> Response {
     let mut ctx = RequestCtx::new(endpoint, &request_id, Instant::now());
     let result = match send_upstream(&state, &headers, body, endpoint, &mut ctx).await {
-        Ok(sent) => respond::respond(&state, sent, ctx).await,
+        Ok(Upstream::Sent(sent)) => respond::respond(&state, sent, ctx).await,
+        Ok(Upstream::Replayed(stored, kind)) => {
+            Ok(crate::replay::respond(&state, stored, kind, ctx))
+        }
         Err(err) => Err((err, ctx)),
     };
     result.unwrap_or_else(|(err, mut ctx)| {
@@ -74,14 +80,22 @@ pub(crate) async fn handle(
     })
 }
 
-/// Phases 2 to 6, up to the upstream's response head.
+/// How the request is answered: by the upstream, or from a replay table.
+enum Upstream {
+    /// The upstream's response head arrived.
+    Sent(Sent),
+    /// A stored response answers it (idempotency key or cache).
+    Replayed(Arc<palisade_replay::Stored>, crate::replay::Kind),
+}
+
+/// Phases 2 to 6, up to the upstream's response head (or a stored response).
 async fn send_upstream(
     state: &Arc<GatewayState>,
     headers: &HeaderMap,
     body: Body,
     endpoint: Endpoint,
     ctx: &mut RequestCtx,
-) -> Result<Sent, ApiError> {
+) -> Result<Upstream, ApiError> {
     // Authenticate and admit before reading the body, so unauthenticated or
     // refused callers cannot make us buffer megabytes.
     let principal = front::authenticate(state, headers, ctx)?;
@@ -93,6 +107,19 @@ async fn send_upstream(
     }
 
     let route = route::resolve(state, &request)?;
+    // Idempotency: before the gates, so a repeat replays the original
+    // outcome (judged when it was made) and never runs twice.
+    let timeout = route
+        .deadline
+        .unwrap_or(state.backends[route.backend].request_timeout);
+    let deadline_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    if let Some(stored) =
+        state
+            .replay
+            .begin(&principal, headers, endpoint, &bytes, deadline_ms, ctx)?
+    {
+        return Ok(Upstream::Replayed(stored, crate::replay::Kind::Idempotency));
+    }
     // Extraction defence: the key's ladder rung, then its tier's parameter
     // hardening; the gates' outcome goes to the telemetry worker.
     let ladder_deadline = ctx.started
@@ -118,6 +145,14 @@ async fn send_upstream(
         params::outcome(&gated, hardened),
     );
     let gates_rewrote = gated?;
+    // The cache: after the request gates allowed it, before anything is spent.
+    let (tier, _) = state.extraction.tier_of(&principal.tenant);
+    if let Some(stored) = state
+        .replay
+        .lookup(&principal, headers, &bytes, &request, tier, ctx)
+    {
+        return Ok(Upstream::Replayed(stored, crate::replay::Kind::Cache));
+    }
     let (route, degraded) = route::degrade(state, route, endpoint, &mut request, ctx);
     let renamed = route::admit_model(state, &principal, route, &mut request, ctx).await?;
     let reserved = budget::reserve_tokens(
@@ -147,4 +182,5 @@ async fn send_upstream(
         ctx,
     )
     .await
+    .map(Upstream::Sent)
 }

@@ -66,6 +66,9 @@ pub(crate) async fn respond(
         resp_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         // Tell nginx-style proxies in front of us not to buffer the stream.
         resp_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        if let Some(recorder) = &mut record.replay {
+            recorder.stream_head(&resp_headers);
+        }
         let limits = RelayLimits {
             idle_timeout: backend.idle_timeout,
             deadline,
@@ -122,6 +125,20 @@ pub(crate) async fn respond(
     // The ledger row is committed before the client gets the response, so
     // every completed response has its row even if the process dies now.
     record.write_ledger_now(status.as_u16(), None).await;
+    // Stored after the filters: a replay is exactly what this client got.
+    // Only successes: an upstream 4xx releases the idempotency key.
+    if let Some(recorder) = record.replay.take() {
+        if status.is_success() {
+            let version = crate::replay::policy_version(&record);
+            recorder.commit(
+                status.as_u16(),
+                &resp_headers,
+                &body,
+                &record.internal_id,
+                version,
+            );
+        }
+    }
     let mut resp = Response::new(Body::from(body));
     // Upstream 4xx errors pass through unchanged: they are OpenAI-shaped and
     // describe the client's own mistake (or the upstream's rate limit).

@@ -338,6 +338,27 @@ impl Relay {
         }
     }
 
+    /// Records what goes to the client for the replay tables, and stores it
+    /// once the stream ended as judged (completed, or stopped by the output
+    /// gate: that is the outcome too, but it is never cached). Any other end
+    /// drops the recorder with the context, releasing the idempotency key.
+    fn keep(&mut self, sent: Option<&Bytes>) {
+        let Some(recorder) = &mut self.record.replay else {
+            return;
+        };
+        if let Some(bytes) = sent {
+            recorder.push(bytes);
+        }
+        let judged = matches!(self.outcome, Outcome::Completed | Outcome::ContentFilter);
+        if self.finished && judged {
+            if let Some(recorder) = self.record.replay.take() {
+                let version = crate::replay::policy_version(&self.record);
+                let cacheable = self.outcome == Outcome::Completed;
+                recorder.finish_stream(&self.record.internal_id, version, cacheable);
+            }
+        }
+    }
+
     fn fail(&mut self, outcome: Outcome, err: &ApiError) -> Bytes {
         self.finished = true;
         self.outcome = outcome;
@@ -374,6 +395,8 @@ pub(crate) fn relay(
         upstream_seen: Instant::now(),
     };
     futures_util::stream::unfold(relay, |mut relay| async move {
-        relay.next_chunk().await.map(|bytes| (Ok(bytes), relay))
+        let next = relay.next_chunk().await;
+        relay.keep(next.as_ref());
+        next.map(|bytes| (Ok(bytes), relay))
     })
 }
