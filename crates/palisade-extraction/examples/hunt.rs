@@ -6,8 +6,13 @@
 //!
 //! ```text
 //! cargo run --release -p palisade-extraction --example hunt -- \
-//!     [--benign /work/shared/datasets/train/benign.jsonl] [--users 400] [--seed 1]
+//!     [--benign /work/shared/datasets/train/benign.jsonl] [--users 400] [--seed 1] \
+//!     [--baseline tenants|seeded]
 //! ```
+//!
+//! The baseline is by default the hunt's own (the request-weighted median
+//! of the tenants' means, what the gateway uses); `seeded` compares with
+//! the file's first 256 prompts instead.
 //!
 //! Per attack it prints: detected (a campaign at least half made of the
 //! attack's keys), the attack's keys clustered, the precision of the
@@ -19,6 +24,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
+use palisade_extraction::hunt::Baseline;
 use palisade_extraction::sketch::hash_bytes;
 use palisade_extraction::stats::SplitMix;
 use palisade_extraction::{hunt, sketch, HuntConfig, HuntRow, Marks, ProfileSet};
@@ -27,10 +33,11 @@ use palisade_extraction::{hunt, sketch, HuntConfig, HuntRow, Marks, ProfileSet};
 mod traffic;
 use traffic::*;
 
-fn parse_args() -> Result<(Vec<String>, usize, u64), String> {
+fn parse_args() -> Result<(Vec<String>, usize, u64, bool), String> {
     let mut files = Vec::new();
     let mut users = 400;
     let mut seed = 1;
+    let mut seeded = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -46,6 +53,13 @@ fn parse_args() -> Result<(Vec<String>, usize, u64), String> {
                     .next()
                     .and_then(|v| v.parse().ok())
                     .ok_or("--seed needs a number")?
+            }
+            "--baseline" => {
+                seeded = match args.next().as_deref() {
+                    Some("seeded") => true,
+                    Some("tenants") => false,
+                    _ => return Err("--baseline needs seeded or tenants".into()),
+                }
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -66,7 +80,7 @@ fn parse_args() -> Result<(Vec<String>, usize, u64), String> {
     if benign.len() < BASELINE_ROWS * 2 {
         return Err("need at least 512 benign prompts".into());
     }
-    Ok((benign, users, seed))
+    Ok((benign, users, seed, seeded))
 }
 
 fn to_row(e: &Event, fingerprint: u64) -> HuntRow {
@@ -153,6 +167,9 @@ fn attack_rows(
 
 struct Outcome {
     detected: bool,
+    /// Campaigns holding attack keys, and the keys of the largest.
+    fragments: usize,
+    largest: usize,
     clustered: usize,
     precision: f64,
     benign_flagged: usize,
@@ -161,7 +178,12 @@ struct Outcome {
     ms: u128,
 }
 
-fn evaluate(benign: &[HuntRow], attack: &[HuntRow], attack_keys: &BTreeSet<String>) -> Outcome {
+fn evaluate(
+    benign: &[HuntRow],
+    attack: &[HuntRow],
+    attack_keys: &BTreeSet<String>,
+    baseline: Option<&Baseline>,
+) -> Outcome {
     let config = HuntConfig {
         max_listed_keys: usize::MAX,
         top_k: usize::MAX,
@@ -172,17 +194,39 @@ fn evaluate(benign: &[HuntRow], attack: &[HuntRow], attack_keys: &BTreeSet<Strin
     for r in benign.iter().chain(attack) {
         set.add(r, &config);
     }
-    let report = hunt(&set, &Marks::default(), None, &config, 0);
+    let report = hunt(&set, &Marks::default(), baseline, &config, 0);
     let ms = started.elapsed().as_millis();
+    if std::env::var_os("HUNT_VERBOSE").is_some() {
+        for c in &report.campaigns {
+            let ev: Vec<String> = c
+                .evidence
+                .iter()
+                .map(|e| format!("{}:{}@{:.2}", e.kind.as_str(), e.edges, e.mean_score))
+                .collect();
+            eprintln!(
+                "  campaign {} keys, {} tenants, off {:.2}, span {} min, {}: {:?}",
+                c.key_count,
+                c.tenants.len(),
+                c.off_baseline,
+                (c.last_ms - c.first_ms) / 60_000,
+                ev.join(" "),
+                &c.keys[..c.keys.len().min(4)]
+            );
+        }
+    }
     let mut detected = false;
     let mut clustered = 0;
     let mut holding = 0;
     let mut benign_flagged = 0;
     let mut kinds = BTreeSet::new();
+    let mut fragments = 0;
+    let mut largest = 0;
     for c in &report.campaigns {
         let bad = c.keys.iter().filter(|k| attack_keys.contains(*k)).count();
         benign_flagged += c.key_count - bad;
         if bad > 0 {
+            fragments += 1;
+            largest = largest.max(bad);
             clustered += bad;
             holding += c.key_count;
             for e in &c.evidence {
@@ -195,6 +239,8 @@ fn evaluate(benign: &[HuntRow], attack: &[HuntRow], attack_keys: &BTreeSet<Strin
     }
     Outcome {
         detected,
+        fragments,
+        largest,
         clustered,
         precision: if holding == 0 {
             0.0
@@ -209,7 +255,7 @@ fn evaluate(benign: &[HuntRow], attack: &[HuntRow], attack_keys: &BTreeSet<Strin
 }
 
 fn main() {
-    let (prompts, users, seed) = match parse_args() {
+    let (prompts, users, seed, seeded) = match parse_args() {
         Ok(o) => o,
         Err(e) => {
             eprintln!("hunt: {e}");
@@ -222,8 +268,46 @@ fn main() {
     let benign_events = benign_traffic(replay, users, &mut rng);
     let benign = benign_rows(&benign_events, &mut rng);
     let benign_keys: BTreeSet<&str> = benign.iter().map(|r| r.key.as_str()).collect();
+    // The seeded baseline: the file's first rows, disjoint from the replay
+    // (as the per-key harness' MMD baseline); `--baseline tenants` uses the
+    // hunt's own fallback, the tenant-median of the hunted profiles.
+    let seed_rows: Vec<HuntRow> = prompts[..BASELINE_ROWS]
+        .iter()
+        .map(|t| {
+            let e = Event {
+                at_ms: 0,
+                key: "seed".into(),
+                tenant: "seed".into(),
+                text: t.clone(),
+                sampling: sampling(false, 0),
+                outcome: Default::default(),
+            };
+            to_row(&e, 0)
+        })
+        .collect();
+    let seeded_baseline = Baseline::from_rows(&seed_rows);
+    let baseline = if seeded {
+        seeded_baseline.as_ref()
+    } else {
+        None
+    };
+    println!(
+        "baseline: {}",
+        if seeded {
+            "seeded (first 256 rows)"
+        } else {
+            "tenant-median of the hunted keys"
+        }
+    );
 
-    let alone = evaluate(&benign, &[], &BTreeSet::new());
+    let alone = evaluate(&benign, &[], &BTreeSet::new(), baseline);
+    if std::env::var_os("HUNT_BENIGN_ONLY").is_some() {
+        println!(
+            "benign alone: {} campaigns, {} keys",
+            alone.campaigns, alone.benign_flagged
+        );
+        return;
+    }
     println!(
         "benign day alone: {} keys, {} requests; campaigns {}, benign keys in a campaign {} ({:.2}%), hunt {} ms",
         benign_keys.len(),
@@ -233,20 +317,22 @@ fn main() {
         100.0 * alone.benign_flagged as f64 / benign_keys.len().max(1) as f64,
         alone.ms
     );
-    println!("\n| attack | style | keys | queries | detected | attack keys clustered | precision | benign keys flagged | evidence | hunt ms |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("\n| attack | style | keys | queries | detected | attack keys clustered | campaigns (largest) | precision | benign keys flagged | evidence | hunt ms |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for attack in [Attack::RandomQuery, Attack::Perturbation] {
         for style in [Style::Plain, Style::Evasive] {
             for (keys, queries) in [(20, 4000), (100, 4000), (1000, 20000)] {
                 let rows = attack_rows(attack, keys, queries, style, replay, &vocab, &mut rng);
                 let attack_keys: BTreeSet<String> = rows.iter().map(|r| r.key.clone()).collect();
-                let o = evaluate(&benign, &rows, &attack_keys);
+                let o = evaluate(&benign, &rows, &attack_keys, baseline);
                 println!(
-                    "| {} | {} | {keys} | {queries} | {} | {}/{keys} | {:.3} | {}/{} ({:.2}%) | {} | {} |",
+                    "| {} | {} | {keys} | {queries} | {} | {}/{keys} | {} ({}) | {:.3} | {}/{} ({:.2}%) | {} | {} |",
                     attack.name(),
                     if style == Style::Plain { "plain" } else { "evasive" },
                     if o.detected { "yes" } else { "no" },
                     o.clustered,
+                    o.fragments,
+                    o.largest,
                     o.precision,
                     o.benign_flagged,
                     benign_keys.len(),

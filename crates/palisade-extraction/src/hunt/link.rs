@@ -1,8 +1,9 @@
 //! Which keys are linked, and by what: candidate pairs come from shared
 //! buckets (template bands per time slot, MinHash bands of activity sets,
-//! fingerprints, hyperplane signs of the deviation from the baseline), each
-//! candidate pair is then scored on every signal, and a pair whose evidence
-//! spans at least `min_signals` signal kinds becomes an edge.
+//! fingerprints), each candidate pair is then scored on the pairwise
+//! signals (timing, template, fingerprint). The distribution signal is a
+//! group test over keys linked by timing (in `mod.rs`): one key's few
+//! queries say too little about its distribution, a group's say enough.
 //!
 //! Bounded: a bucket holding more than `max_bucket` keys is not expanded
 //! pairwise (that is the quadratic blow-up); its keys, ordered by first
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::sketch::mix64;
 
-use super::profile::{KeyProfile, FEATURE_DIMS};
+use super::profile::KeyProfile;
 use super::HuntConfig;
 
 /// A signal that can link two keys.
@@ -30,7 +31,8 @@ pub enum LinkKind {
     Timing,
     /// Near-duplicate prompts (shared MinHash bands) in the same time slot.
     Template,
-    /// Query distributions off the baseline in the same direction.
+    /// A co-active group whose queries sit off the baseline, each key in
+    /// the same direction as the rest of the group.
     Distribution,
     /// A shared, non-generic client fingerprint.
     Fingerprint,
@@ -60,9 +62,9 @@ impl LinkKind {
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared<'a> {
     pub(crate) profile: &'a KeyProfile,
-    /// Standardized deviation from the baseline.
-    pub(crate) deviation: Vec<f64>,
-    /// `|deviation|² / dims`: about 1 for normal traffic.
+    /// Effect per dimension: `(mean − baseline) / sd`.
+    pub(crate) effect: Vec<f64>,
+    /// `n · |effect|² / dims`: about 1 for a key sending normal traffic.
     pub(crate) off_ratio: f64,
 }
 
@@ -78,11 +80,6 @@ pub(crate) struct Edge {
 /// Jaccard 0.5 collide with probability 0.82, at 0.7 with 0.98.
 const ACTIVITY_BANDS: usize = 6;
 const ACTIVITY_ROWS: usize = 2;
-/// Hyperplane bands over the deviation: 6 bands of 4 signs, so deviations
-/// at cosine 0.6 collide with probability ≈ 0.82.
-const PLANE_BANDS: usize = 6;
-const PLANE_BITS: usize = 4;
-
 /// Candidate pairs, deduplicated, each with the number of buckets sharing it.
 pub(crate) fn candidates(
     keys: &[Prepared<'_>],
@@ -114,16 +111,6 @@ pub(crate) fn candidates(
         for f in &p.fingerprints {
             if !generic_fingerprints.contains(f) {
                 buckets.entry(mix64(f ^ 0xf1)).or_default().push(i);
-            }
-        }
-        if k.off_ratio >= config.off_baseline_ratio {
-            for band in 0..PLANE_BANDS {
-                let mut h = 0xd157_u64 ^ band as u64;
-                for bit in 0..PLANE_BITS {
-                    let plane = band * PLANE_BITS + bit;
-                    h = mix64(h ^ (u64::from(project(&k.deviation, plane) > 0.0) << bit));
-                }
-                buckets.entry(h).or_default().push(i);
             }
         }
     }
@@ -162,42 +149,30 @@ pub(crate) fn candidates(
     (pairs.into_iter().collect(), truncated)
 }
 
-/// A fixed pseudo-random hyperplane's side: the sign pattern of the plane
-/// comes from a hash of its index, so every run draws the same planes.
-fn project(v: &[f64], plane: usize) -> f64 {
-    let mut s = 0.0;
-    for (d, x) in v.iter().enumerate().take(FEATURE_DIMS) {
-        let h = mix64(((plane as u64) << 32) | d as u64);
-        s += if h & 1 == 1 { *x } else { -*x };
-    }
-    s
-}
-
-/// Scores a candidate pair on every signal; `None` when fewer than
-/// `min_signals` kinds pass.
+/// Scores a candidate pair on the pairwise signals; returns those that
+/// passed with their scores.
 pub(crate) fn score(
     a: &Prepared<'_>,
     b: &Prepared<'_>,
     generic_fingerprints: &BTreeSet<u64>,
     config: &HuntConfig,
-) -> Option<Vec<(LinkKind, f64)>> {
+) -> Vec<(LinkKind, f64)> {
     let (pa, pb) = (a.profile, b.profile);
     let mut signals = Vec::new();
     let timing = jaccard(&pa.active, &pb.active);
     if timing >= config.timing_min_jaccard {
         signals.push((LinkKind::Timing, timing));
     }
-    let shared = pa.templates.intersection(&pb.templates).count();
+    let exact = pa.exact.intersection(&pb.exact).count();
+    let shared = pa
+        .templates
+        .intersection(&pb.templates)
+        .count()
+        .saturating_sub(exact * super::profile::TEMPLATE_BANDS);
     let smaller = pa.templates.len().min(pb.templates.len()).max(1);
     let template = shared as f64 / smaller as f64;
     if shared >= config.template_min_shared && template >= config.template_min_fraction {
         signals.push((LinkKind::Template, template));
-    }
-    if a.off_ratio >= config.off_baseline_ratio && b.off_ratio >= config.off_baseline_ratio {
-        let cos = cosine(&a.deviation, &b.deviation);
-        if cos >= config.distribution_min_cosine {
-            signals.push((LinkKind::Distribution, cos));
-        }
     }
     let fp = pa
         .fingerprints
@@ -208,7 +183,7 @@ pub(crate) fn score(
         let union = pa.fingerprints.union(&pb.fingerprints).count().max(1);
         signals.push((LinkKind::Fingerprint, fp as f64 / union as f64));
     }
-    (signals.len() >= config.min_signals).then_some(signals)
+    signals
 }
 
 fn jaccard<T: Ord>(a: &BTreeSet<T>, b: &BTreeSet<T>) -> f64 {
@@ -221,7 +196,7 @@ fn jaccard<T: Ord>(a: &BTreeSet<T>, b: &BTreeSet<T>) -> f64 {
     }
 }
 
-fn cosine(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn cosine(a: &[f64], b: &[f64]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();

@@ -7,15 +7,18 @@
 //! - **template**: near-duplicate prompts (a shared MinHash band) in the
 //!   same time slot, the shape of a perturbation extractor's seed groups
 //!   fanned out over keys;
-//! - **distribution**: both keys' query features sit off the baseline, in
-//!   the same direction (cosine of the standardized deviations);
+//! - **distribution**: a group of keys linked by timing alone whose pooled
+//!   query features sit off the baseline, each key's deviation pointing
+//!   the way the rest of the group's does (a group test: one key's twenty
+//!   queries say little about its distribution, a hundred keys' say a lot);
 //! - **fingerprint**: a shared client fingerprint that is not generic
 //!   (seen in at most `fingerprint_max_tenants` tenants).
 //!
-//! A pair becomes an edge when at least `min_signals` kinds pass (default
-//! two: one coincidence links nobody); campaigns are the connected
-//! components with at least `min_keys` keys, ranked by the kinds of
-//! evidence and their size.
+//! A pair becomes an edge when at least `min_signals` pairwise kinds pass
+//! (default two: one coincidence links nobody), or when it is a timing link
+//! inside a group that passes the distribution test; campaigns are the
+//! connected components with at least `min_keys` keys, ranked by the kinds
+//! of evidence and their size.
 //!
 //! Invariants (tests in `hunt/tests.rs`): the result does not depend on the
 //! order rows arrive in or keys are named in (below the caps); campaigns
@@ -59,9 +62,11 @@ pub struct HuntConfig {
     pub template_min_shared: usize,
     /// Shared fraction of the smaller key's template buckets needed.
     pub template_min_fraction: f64,
-    /// `|deviation|²/dims` at which a key's distribution is off baseline.
+    /// Pooled `n·|effect|²/dims` at which a co-active group's distribution
+    /// is off baseline (about 1 for normal traffic).
     pub off_baseline_ratio: f64,
-    /// Cosine of two off-baseline deviations for the distribution signal.
+    /// Mean cosine of each member's effect with the rest of its group's
+    /// for the distribution signal (unrelated keys: about 0).
     pub distribution_min_cosine: f64,
     /// A fingerprint seen in more tenants than this is generic (a popular
     /// SDK behind a big NAT) and links nobody.
@@ -292,11 +297,12 @@ pub fn hunt(
     let prepared: Vec<Prepared<'_>> = hunted
         .iter()
         .map(|p| {
-            let deviation = baseline.map_or_else(|| vec![0.0; FEATURE_DIMS], |b| b.deviation(p));
-            let off_ratio = deviation.iter().map(|z| z * z).sum::<f64>() / FEATURE_DIMS as f64;
+            let effect = baseline.map_or_else(|| vec![0.0; FEATURE_DIMS], |b| b.effect(p));
+            let off_ratio =
+                p.requests as f64 * effect.iter().map(|z| z * z).sum::<f64>() / FEATURE_DIMS as f64;
             Prepared {
                 profile: p,
-                deviation,
+                effect,
                 off_ratio,
             }
         })
@@ -320,10 +326,42 @@ pub fn hunt(
     let (pairs, truncated) = candidates(&prepared, &generic, config);
     let mut uf = UnionFind::new(prepared.len());
     let mut edges = Vec::new();
+    let mut co_active = UnionFind::new(prepared.len());
+    let mut timing_only = Vec::new();
     for &(a, b) in &pairs {
-        if let Some(signals) = score(&prepared[a], &prepared[b], &generic, config) {
+        let signals = score(&prepared[a], &prepared[b], &generic, config);
+        if signals.len() >= config.min_signals {
             uf.union(a, b);
             edges.push(link::Edge { a, b, signals });
+        } else if signals.iter().any(|(k, _)| *k == LinkKind::Timing) {
+            co_active.union(a, b);
+            timing_only.push(link::Edge { a, b, signals });
+        }
+    }
+    // The distribution test, per group of keys linked by timing alone.
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for e in &timing_only {
+        groups.entry(co_active.find(e.a)).or_default().push(e.a);
+        groups.entry(co_active.find(e.b)).or_default().push(e.b);
+    }
+    let mut passed: BTreeMap<usize, f64> = BTreeMap::new();
+    for (root, mut members) in groups {
+        members.sort_unstable();
+        members.dedup();
+        if members.len() < config.min_keys.max(2) {
+            continue;
+        }
+        if let Some(h) = group_distribution(&prepared, &members, config) {
+            passed.insert(root, h);
+        }
+    }
+    for mut e in timing_only {
+        if let Some(h) = passed.get(&co_active.find(e.a)) {
+            e.signals.push((LinkKind::Distribution, *h));
+            if e.signals.len() >= config.min_signals {
+                uf.union(e.a, e.b);
+                edges.push(e);
+            }
         }
     }
 
@@ -361,6 +399,45 @@ pub fn hunt(
         campaigns,
         campaigns_left_off: left_off,
     }
+}
+
+/// The group test: the members' pooled effect is off baseline and each
+/// member's effect points the way the rest of the group's does (mean
+/// leave-one-out cosine). `Some(mean cosine)` when both hold.
+fn group_distribution(
+    prepared: &[Prepared<'_>],
+    members: &[usize],
+    config: &HuntConfig,
+) -> Option<f64> {
+    let mut total = vec![0.0; FEATURE_DIMS];
+    let mut n = 0.0;
+    for &i in members {
+        let w = prepared[i].profile.requests as f64;
+        n += w;
+        for (t, e) in total.iter_mut().zip(&prepared[i].effect) {
+            *t += w * e;
+        }
+    }
+    if n == 0.0 {
+        return None;
+    }
+    let pooled: f64 =
+        total.iter().map(|t| (t / n) * (t / n)).sum::<f64>() * n / FEATURE_DIMS as f64;
+    if pooled < config.off_baseline_ratio {
+        return None;
+    }
+    let mut cos = 0.0;
+    for &i in members {
+        let w = prepared[i].profile.requests as f64;
+        let rest: Vec<f64> = total
+            .iter()
+            .zip(&prepared[i].effect)
+            .map(|(t, e)| t - w * e)
+            .collect();
+        cos += link::cosine(&prepared[i].effect, &rest);
+    }
+    let cos = cos / members.len() as f64;
+    (cos >= config.distribution_min_cosine).then_some(cos)
 }
 
 fn assemble(prepared: &[Prepared<'_>], members: &[usize], edges: &[&link::Edge]) -> Campaign {

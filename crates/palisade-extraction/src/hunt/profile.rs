@@ -86,6 +86,11 @@ pub struct KeyProfile {
     pub active: BTreeSet<i64>,
     /// Template buckets: (band hash, time slot) of each request.
     pub templates: BTreeSet<u64>,
+    /// Exact prompts: (whole MinHash, time slot) of each request. Two keys
+    /// sending the very same prompt share all its bands; that is a popular
+    /// prompt or a shared evaluation set, not a template with varying
+    /// slots, so the template signal discounts it.
+    pub exact: BTreeSet<u64>,
     /// Distinct client fingerprints (0 excluded).
     pub fingerprints: BTreeSet<u64>,
     /// Sum of the feature vectors in millionths: integers, so the sum
@@ -103,6 +108,7 @@ impl KeyProfile {
             last_ms: row.at_ms,
             active: BTreeSet::new(),
             templates: BTreeSet::new(),
+            exact: BTreeSet::new(),
             fingerprints: BTreeSet::new(),
             sum: vec![0; FEATURE_DIMS],
         }
@@ -125,6 +131,11 @@ impl KeyProfile {
                 }
                 self.templates.insert(h);
             }
+            let mut whole = mix64(slot ^ 0xe8ac7);
+            for v in &row.minhash {
+                whole = mix64(whole ^ u64::from(*v));
+            }
+            self.exact.insert(whole);
         }
         if row.fingerprint != 0 && self.fingerprints.len() < MAX_FINGERPRINTS {
             self.fingerprints.insert(row.fingerprint);
@@ -176,10 +187,12 @@ impl Baseline {
         Some(Self { mean, sd })
     }
 
-    /// The robust baseline of the profiles themselves: the coordinate-wise
-    /// median over tenants of each tenant's mean, so one account's thousand
-    /// keys count once. The spread is the binomial one for bits and the
-    /// median tenant spread for the two scalars.
+    /// The robust baseline of the profiles themselves: per dimension, the
+    /// median of the tenants' means weighted by their requests. A tenant's
+    /// thousand keys weigh what its requests weigh, and opening a thousand
+    /// small accounts does not move it: shifting it takes more traffic than
+    /// the legitimate tenants send together. The spread is the binomial
+    /// one for bits and a fixed typical one for the two scalars.
     pub fn from_profiles<'a>(profiles: impl IntoIterator<Item = &'a KeyProfile>) -> Option<Self> {
         let mut tenants: BTreeMap<&str, (u64, Vec<i64>)> = BTreeMap::new();
         for p in profiles {
@@ -194,19 +207,28 @@ impl Baseline {
         if tenants.is_empty() {
             return None;
         }
-        let means: Vec<Vec<f64>> = tenants
+        let means: Vec<(f64, Vec<f64>)> = tenants
             .values()
             .map(|(n, s)| {
-                let n = (*n).max(1) as f64 * MICRO;
-                s.iter().map(|v| *v as f64 / n).collect()
+                let w = (*n).max(1) as f64;
+                (w, s.iter().map(|v| *v as f64 / (w * MICRO)).collect())
             })
             .collect();
+        let total: f64 = means.iter().map(|(w, _)| w).sum();
         let mut mean = Vec::with_capacity(FEATURE_DIMS);
         let mut sd = Vec::with_capacity(FEATURE_DIMS);
         for d in 0..FEATURE_DIMS {
-            let mut col: Vec<f64> = means.iter().map(|m| m[d]).collect();
-            col.sort_by(f64::total_cmp);
-            let m = col[col.len() / 2];
+            let mut col: Vec<(f64, f64)> = means.iter().map(|(w, m)| (m[d], *w)).collect();
+            col.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut acc = 0.0;
+            let mut m = col[col.len() - 1].0;
+            for (v, w) in &col {
+                acc += w;
+                if acc * 2.0 >= total {
+                    m = *v;
+                    break;
+                }
+            }
             mean.push(m);
             // Bits are Bernoulli; for the two scalars only means are
             // held, so their per-request spread is the typical one of
@@ -220,17 +242,17 @@ impl Baseline {
         Some(Self { mean, sd })
     }
 
-    /// A key's standardized deviation from the baseline: per dimension
-    /// `(mean − baseline) · √n / sd`, ~N(0, 1) for a key that sends normal
-    /// traffic (spreads are floored so a constant dimension cannot explode).
-    pub fn deviation(&self, profile: &KeyProfile) -> Vec<f64> {
-        let n = (profile.requests as f64).sqrt();
+    /// A key's effect against the baseline: per dimension
+    /// `(mean − baseline) / sd` (times √n it is ~N(0, 1) for a key sending
+    /// normal traffic; spreads are floored so a constant dimension cannot
+    /// explode).
+    pub fn effect(&self, profile: &KeyProfile) -> Vec<f64> {
         profile
             .mean()
             .iter()
             .zip(&self.mean)
             .zip(&self.sd)
-            .map(|((m, b), sd)| (m - b) * n / sd.max(0.05))
+            .map(|((m, b), sd)| (m - b) / sd.max(0.05))
             .collect()
     }
 }

@@ -126,6 +126,63 @@ fn people_form_no_campaign_and_a_fanned_out_campaign_is_one() {
 }
 
 #[test]
+fn co_active_keys_off_the_baseline_the_same_way_are_a_campaign_and_people_are_not() {
+    // Twelve keys send random words in the same minutes, each with its own
+    // client and no shared template, among sixty people's day of prose.
+    // Only the distribution group test can link the twelve.
+    let mut rng = SplitMix::new(21);
+    let mut rows = people(60, &mut rng);
+    let vocab: Vec<String> = (0..400)
+        .map(|i| format!("w{}x{}", i * 7919 % 1000, i % 13))
+        .collect();
+    for k in 0..12 {
+        for i in 0..25 {
+            let n = 5 + rng.below(30);
+            let text: Vec<&str> = (0..n)
+                .map(|_| vocab[rng.below(vocab.len())].as_str())
+                .collect();
+            rows.push(row(
+                &format!("r{k}/k"),
+                &format!("r{k}"),
+                i * 40_000 + k * 1000,
+                &text.join(" "),
+                900 + k as u64,
+            ));
+        }
+    }
+    let report = run(&rows, &Marks::default());
+    assert_eq!(report.campaigns.len(), 1, "{:?}", report.campaigns);
+    let c = &report.campaigns[0];
+    assert_eq!(c.key_count, 12);
+    assert!(c.keys.iter().all(|k| k.starts_with('r')));
+    let kinds: Vec<LinkKind> = c.evidence.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, vec![LinkKind::Timing, LinkKind::Distribution]);
+}
+
+#[test]
+fn the_same_prompt_from_many_keys_is_not_a_template() {
+    // Ten keys send the very same five prompts in the same minutes (a
+    // shared evaluation set, a popular prompt): timing and exact copies,
+    // which the template signal discounts, so nobody is linked.
+    let mut rng = SplitMix::new(4);
+    let prompts: Vec<String> = (0..5).map(|_| prose(&mut rng)).collect();
+    let mut rows = Vec::new();
+    for k in 0..10 {
+        for (i, p) in prompts.iter().enumerate() {
+            rows.push(row(
+                &format!("t{k}/k"),
+                &format!("t{k}"),
+                i as i64 * 50_000 + k,
+                p,
+                300 + k as u64,
+            ));
+        }
+    }
+    let report = run(&rows, &Marks::default());
+    assert!(report.campaigns.is_empty(), "{:?}", report.campaigns);
+}
+
+#[test]
 fn one_signal_alone_links_nobody() {
     // Same fingerprint, different hours, unrelated prompts: fingerprint only.
     let mut rng = SplitMix::new(3);

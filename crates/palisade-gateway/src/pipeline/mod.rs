@@ -100,7 +100,9 @@ async fn send_upstream(
             .deadline
             .unwrap_or(state.backends[route.backend].request_timeout);
     params::enforce_ladder(state, &principal, ladder_deadline).await?;
-    let hardened = params::harden(state, &principal, route, &mut request, ctx)?;
+    // What the hunt can link keys by: hashed, computed once.
+    let fingerprint = crate::extraction::fingerprint(headers);
+    let hardened = params::harden(state, &principal, route, &mut request, ctx, fingerprint)?;
     let gated = gate::inspect(
         state,
         ctx,
@@ -116,6 +118,7 @@ async fn send_upstream(
         &principal,
         &request,
         params::outcome(&gated, hardened),
+        fingerprint,
     );
     let gates_rewrote = gated?;
     let (route, degraded) = route::degrade(state, route, endpoint, &mut request, ctx);
