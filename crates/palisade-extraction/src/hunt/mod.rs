@@ -17,8 +17,9 @@
 //! A pair becomes an edge when at least `min_signals` pairwise kinds pass
 //! (default two: one coincidence links nobody), or when it is a timing link
 //! inside a group that passes the distribution test; campaigns are the
-//! connected components with at least `min_keys` keys, ranked by the kinds
-//! of evidence and their size.
+//! connected components with at least `min_keys` keys (two campaigns
+//! linked by timing are joined: one operation run in lockstep), ranked by
+//! the kinds of evidence and their size.
 //!
 //! Invariants (tests in `hunt/tests.rs`): the result does not depend on the
 //! order rows arrive in or keys are named in (below the caps); campaigns
@@ -355,14 +356,39 @@ pub fn hunt(
             passed.insert(root, h);
         }
     }
+    let mut still_timing_only = Vec::new();
     for mut e in timing_only {
         if let Some(h) = passed.get(&co_active.find(e.a)) {
             e.signals.push((LinkKind::Distribution, *h));
             if e.signals.len() >= config.min_signals {
                 uf.union(e.a, e.b);
                 edges.push(e);
+                continue;
             }
         }
+        still_timing_only.push(e);
+    }
+    // Campaigns active in lockstep are one operation: a timing link joins
+    // two components that are each a campaign already on their own
+    // evidence (it never makes a campaign of keys that are not in one).
+    let mut sizes: BTreeMap<usize, usize> = BTreeMap::new();
+    for i in 0..prepared.len() {
+        *sizes.entry(uf.find(i)).or_default() += 1;
+    }
+    let min_keys = config.min_keys.max(2);
+    let mut joins = Vec::new();
+    for e in still_timing_only {
+        let (ra, rb) = (uf.find(e.a), uf.find(e.b));
+        if ra != rb
+            && sizes.get(&ra).copied().unwrap_or(0) >= min_keys
+            && sizes.get(&rb).copied().unwrap_or(0) >= min_keys
+        {
+            joins.push(e);
+        }
+    }
+    for e in joins {
+        uf.union(e.a, e.b);
+        edges.push(e);
     }
 
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
