@@ -328,7 +328,7 @@ proptest! {
         for r in &rows { set.add(r, &config); }
         let report = hunt(&set, &Marks::default(), None, &config, 0);
         prop_assert!(report.campaigns.len() <= 5);
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = BTreeSet::new();
         for c in &report.campaigns {
             prop_assert!(c.key_count >= config.min_keys);
             prop_assert!(c.listed(config.max_listed_keys).keys.len() <= 7);
