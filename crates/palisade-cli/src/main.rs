@@ -16,6 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod audit_cmd;
 mod bundle_cmd;
 mod fleet_cmd;
+mod hunt_cmd;
 mod keys_cmd;
 mod log_writer;
 mod policy_cmd;
@@ -110,6 +111,10 @@ enum Command {
     /// The fleet registry: every live replica, what it enforces, the version skew.
     #[command(subcommand)]
     Fleet(fleet_cmd::FleetCommand),
+    /// Threat hunting across keys and accounts over the extraction store:
+    /// find campaigns, list them, mark them confirmed or benign.
+    #[command(subcommand)]
+    Hunt(hunt_cmd::HuntCommand),
     /// Train the detector's model from a training directory (reproducible:
     /// fixed seed), writing the artifact and its TRAINING.md report.
     Train {
@@ -195,6 +200,7 @@ fn main() -> std::process::ExitCode {
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Fleet(cmd) => fleet_cmd::run(cmd),
+        Command::Hunt(cmd) => hunt_cmd::run(cmd),
         Command::Bundle(cmd) => bundle_cmd::run(cmd),
         Command::Tools(cmd) => {
             return tools_cmd::run(cmd).unwrap_or_else(|e| {

@@ -7,7 +7,7 @@
 //! that reads it. Validation checks names and bounds; it must not open the
 //! store (the gateway does, at start).
 
-use palisade_extraction::{DetectorConfig, LadderConfig, ParamPolicy};
+use palisade_extraction::{Action, DetectorConfig, HuntConfig, LadderConfig, ParamPolicy};
 
 use super::*;
 
@@ -50,6 +50,48 @@ pub struct ExtractionConfig {
     pub detectors: DetectorConfig,
     /// The action ladder.
     pub ladder: LadderConfig,
+    /// The cross-account threat hunt over the store.
+    pub hunt: HuntJobConfig,
+}
+
+/// `[extraction.hunt]`: the scheduled in-process hunt that clusters keys
+/// and accounts into campaigns from the store's rows (needs `store`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HuntJobConfig {
+    /// Run the job (only when `extraction.store` is set).
+    pub enabled: bool,
+    /// Seconds between hunts.
+    pub interval_secs: u64,
+    /// Hours of rows each hunt reads (at most `retention_hours`).
+    pub window_hours: u64,
+    /// Rows each hunt reads at most (the newest first).
+    pub max_rows: u64,
+    /// The rung a confirmed campaign's keys are held at, at least (`flag`
+    /// audits and shows them; `slow`, `reverify`, `block` act on requests).
+    pub confirmed_action: Action,
+    /// Send each new campaign to `limits.alert_webhook_url` once.
+    pub alert: bool,
+    /// The clustering's signals, thresholds and caps.
+    pub clustering: HuntConfig,
+}
+
+impl Default for HuntJobConfig {
+    /// Rationale: every five minutes over the last day finds a campaign
+    /// within minutes of it starting and reads a bounded slice of the
+    /// store; a confirmation flags by default, so a mistaken mark costs a
+    /// customer nothing until an operator chooses a stronger rung.
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 300,
+            window_hours: 24,
+            max_rows: 2_000_000,
+            confirmed_action: Action::Flag,
+            alert: true,
+            clustering: HuntConfig::default(),
+        }
+    }
 }
 
 impl Default for ExtractionConfig {
@@ -72,6 +114,7 @@ impl Default for ExtractionConfig {
             max_keys: 100_000,
             detectors: DetectorConfig::default(),
             ladder: LadderConfig::default(),
+            hunt: HuntJobConfig::default(),
         }
     }
 }
@@ -139,6 +182,46 @@ impl ExtractionConfig {
             return Err(invalid(
                 "extraction.ladder",
                 "need 0 < flag_at ≤ slow_at ≤ reverify_at ≤ block_at and half_life_ms > 0",
+            ));
+        }
+        self.validate_hunt()
+    }
+
+    fn validate_hunt(&self) -> Result<(), ConfigError> {
+        let h = &self.hunt;
+        if h.interval_secs == 0 || h.window_hours == 0 || h.window_hours > self.retention_hours {
+            return Err(invalid(
+                "extraction.hunt.window_hours",
+                "interval_secs ≥ 1 and 1 ≤ window_hours ≤ extraction.retention_hours",
+            ));
+        }
+        if h.confirmed_action == Action::Observe {
+            return Err(invalid(
+                "extraction.hunt.confirmed_action",
+                "must be flag, slow, reverify or block",
+            ));
+        }
+        let c = &h.clustering;
+        let unit = |v: f64| (0.0..=1.0).contains(&v);
+        let sane = c.timing_bucket_ms > 0
+            && c.template_slot_ms > 0
+            && (1..=4).contains(&c.min_signals)
+            && c.min_keys >= 2
+            && c.max_keys >= 1
+            && c.max_bucket >= 2
+            && c.chain >= 1
+            && c.max_pairs >= 1
+            && c.top_k >= 1
+            && c.max_listed_keys >= 1
+            && unit(c.timing_min_jaccard)
+            && unit(c.template_min_fraction)
+            && (-1.0..=1.0).contains(&c.distribution_min_cosine)
+            && c.off_baseline_ratio.is_finite()
+            && c.off_baseline_ratio > 0.0;
+        if !sane {
+            return Err(invalid(
+                "extraction.hunt.clustering",
+                "bucket widths > 0, 1 ≤ min_signals ≤ 4, min_keys ≥ 2, caps ≥ 1 (max_bucket ≥ 2), fractions in [0, 1], off_baseline_ratio > 0",
             ));
         }
         Ok(())

@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 83;
+const RULE_SITES: usize = 86;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -564,6 +564,18 @@ fn invalid_configs_name_the_key() {
             "extraction.detectors.window",
         ),
         ("[extraction.ladder]\nflag_at = 9.0", "extraction.ladder"),
+        (
+            "[extraction.hunt]\nwindow_hours = 1000",
+            "extraction.hunt.window_hours",
+        ),
+        (
+            "[extraction.hunt]\nconfirmed_action = \"observe\"",
+            "extraction.hunt.confirmed_action",
+        ),
+        (
+            "[extraction.hunt.clustering]\nmin_signals = 0",
+            "extraction.hunt.clustering",
+        ),
         // [detection.anomaly]
         (
             "[detection.anomaly]\nreplicas = 0",

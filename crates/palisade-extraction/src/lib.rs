@@ -2,7 +2,8 @@
 //! ([`params`]), per-request features and sketches ([`sketch`],
 //! [`features`]), per-key windows ([`window`]), the window detectors
 //! ([`detect`], on the statistics in [`stats`]), the action ladder
-//! ([`ladder`]) and the [`tracker`] that ties them together for many keys.
+//! ([`ladder`]), the [`tracker`] that ties them together for many keys, and
+//! the cross-account [`hunt`] that clusters keys into campaigns.
 //!
 //! Rate limits slow a model thief down; these make one visible: extraction
 //! traffic is systematically varied, near-duplicate, parameter-sweeping and
@@ -17,6 +18,7 @@
 
 pub mod detect;
 pub mod features;
+pub mod hunt;
 pub mod ladder;
 pub mod params;
 pub mod sketch;
@@ -26,6 +28,9 @@ pub mod window;
 
 pub use detect::{DetectorConfig, DetectorKind, Point, Signal};
 pub use features::{sampling_signature, GateOutcome, RequestFeatures, SamplingSignature};
+pub use hunt::{
+    hunt, Campaign, HuntConfig, HuntReport, HuntRow, Mark, Marks, PriorCampaign, ProfileSet,
+};
 pub use ladder::{Action, LadderConfig, Standing};
 pub use params::{harden, Hardening, ParamPolicy, ProbeAction, ProbeFinding, ProbeReason};
 pub use sketch::{sketch, TextSketch};

@@ -59,3 +59,5 @@ pub use pipeline::filters::bench as stream_bench;
 /// The extraction telemetry's request-path cost, for the criterion benches only.
 #[doc(hidden)]
 pub use extraction::bench as extraction_bench;
+/// The cross-account hunt over the extraction store, for `palisade hunt`.
+pub use extraction::hunt;

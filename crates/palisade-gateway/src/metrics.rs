@@ -160,6 +160,14 @@ fn describe() {
         "Time from request head to the end of the response body."
     );
     describe_gauge!(IN_FLIGHT, "Requests being served, open streams included.");
+    describe_gauge!(
+        "palisade_extraction_hunt_campaigns",
+        "Campaigns (groups of keys acting together) found by the last extraction hunt."
+    );
+    describe_counter!(
+        "palisade_extraction_hunt_alerts_total",
+        "Hunt campaigns alerted (once per campaign)."
+    );
     describe_histogram!(
         UPSTREAM_HEAD,
         Unit::Seconds,

@@ -51,6 +51,8 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
             post(crate::anomaly::admin::scaling_event),
         )
         .route("/admin/anomaly", get(crate::anomaly::admin::status))
+        .route("/admin/hunt", get(crate::extraction::admin::list))
+        .route("/admin/hunt/{id}", post(crate::extraction::admin::mark))
         .route("/healthz", get(crate::api::probes::healthz))
         .route("/readyz", get(crate::api::probes::readyz))
         .route("/metrics", get(crate::api::probes::metrics))

@@ -132,6 +132,7 @@ impl Gateway {
             &self.config.extraction,
             self.state.gates.audit.clone(),
             self.state.gates.policy.clone(),
+            self.config.limits.alert_webhook_url.clone(),
         )?;
         self.state.anomaly.spawn(
             self.config.limits.alert_webhook_url.clone(),

@@ -16,6 +16,9 @@
 //!   canary, no closing a block with a boundary seen before).
 //! - `extraction`: logit-stealing parameter shapes past hardening, and a
 //!   flood against the extraction telemetry queue.
+//! - `hunt`: a campaign spread over keys and accounts that rotates its
+//!   client fingerprint and jitters its pacing, against the cross-account
+//!   hunt (found, alerted once, confirmed, marked benign).
 //! - `saturation`: a flooded detection pool (judged or refused, never
 //!   skipped) and attempts to blind the anomaly detector with scale events.
 //! - `logs`: a flood while the log reader is stalled (no audit record lost).
@@ -31,6 +34,7 @@
 mod bundle;
 mod extraction;
 mod harness;
+mod hunt;
 mod input_gates;
 mod logs;
 mod markers;

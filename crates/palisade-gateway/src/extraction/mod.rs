@@ -6,9 +6,14 @@
 //! each key's standing; the request path reads the published standing on
 //! the key's next request and applies the ladder's action.
 //!
-//! Must not: decide anything itself (the detectors and the ladder are in
-//! `palisade-extraction`), block a request on the worker or the store, or
-//! keep prompt text beyond the channel (the store holds hashes and counts).
+//! The cross-account hunt ([`hunt`]) runs beside it on its own thread,
+//! reading the store; a campaign operators confirm holds its keys at
+//! `extraction.hunt.confirmed_action` or above (the `floors` read here).
+//!
+//! Must not: decide anything itself (the detectors, the ladder and the hunt
+//! are in `palisade-extraction`), block a request on the worker or the
+//! store, or keep prompt text or raw client data beyond the channel (the
+//! store holds hashes and counts).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -25,6 +30,9 @@ use tokio::sync::mpsc;
 use crate::clock::GatewayClock;
 use crate::gates::audit::AuditSink;
 
+pub(crate) mod admin;
+pub mod hunt;
+mod hunt_store;
 mod store;
 mod worker;
 
@@ -48,6 +56,7 @@ pub(crate) struct Record {
     pub(crate) text: String,
     pub(crate) sampling: SamplingSignature,
     pub(crate) outcome: GateOutcome,
+    pub(crate) fingerprint: u64,
 }
 
 /// What the ladder says about a key's next request.
@@ -78,6 +87,8 @@ pub(crate) struct Extraction {
     sender: mpsc::Sender<Record>,
     receiver: Mutex<Option<mpsc::Receiver<Record>>>,
     published: Published,
+    /// The hunt job's shared state (latest report, confirmed keys' floors).
+    pub(crate) hunt: Arc<hunt::HuntShared>,
 }
 
 impl Extraction {
@@ -99,6 +110,7 @@ impl Extraction {
             sender,
             receiver: Mutex::new(Some(receiver)),
             published: Arc::new(RwLock::new(HashMap::new())),
+            hunt: Arc::new(hunt::HuntShared::new(config)),
         }
     }
 
@@ -113,6 +125,7 @@ impl Extraction {
         config: &ExtractionConfig,
         audit: AuditSink,
         policy: Arc<crate::gates::policy::PolicyStore>,
+        webhook: Option<String>,
     ) -> Result<(), StoreError> {
         if !self.enabled {
             return Ok(());
@@ -143,6 +156,7 @@ impl Extraction {
             policy,
             self.clock.clone(),
         );
+        hunt::spawn(&self.hunt, webhook, self.clock.clone());
         Ok(())
     }
 
@@ -154,6 +168,7 @@ impl Extraction {
         key: &Arc<str>,
         fields: &Map<String, Value>,
         outcome: GateOutcome,
+        fingerprint: u64,
     ) {
         if !self.enabled {
             return;
@@ -165,6 +180,7 @@ impl Extraction {
             text: query_text(fields),
             sampling: sampling_signature(fields),
             outcome,
+            fingerprint,
         };
         if self.sender.try_send(record).is_err() {
             metrics::counter!(RECORDS_DROPPED).increment(1);
@@ -177,28 +193,80 @@ impl Extraction {
         if !self.enabled || !self.enforce {
             return Verdict::Serve;
         }
+        let id = worker::key_id(tenant, key);
         let standing = {
             let Ok(map) = self.published.read() else {
                 return Verdict::Serve;
             };
-            match map.get(&worker::key_id(tenant, key)) {
-                Some(s) => *s,
-                None => return Verdict::Serve,
-            }
+            map.get(&id).copied()
         };
+        let floor = self.hunt.floor(&id);
+        if standing.is_none() && floor.is_none() {
+            return Verdict::Serve;
+        }
         let now = self.clock.unix_ms();
-        let action = standing.action(now, &self.ladder);
+        let standing = standing.unwrap_or_default();
+        // A confirmed campaign holds the key at its floor; the ladder may
+        // still take it higher.
+        let action = standing
+            .action(now, &self.ladder)
+            .max(floor.unwrap_or_default());
         let verdict = match action {
             Action::Observe | Action::Flag => return Verdict::Serve,
             Action::Slow => Verdict::Slow(Duration::from_millis(self.ladder.slow_delay_ms)),
-            Action::Reverify => {
-                Verdict::Reverify(standing.retry_after_secs(action, now, &self.ladder))
-            }
-            Action::Block => Verdict::Block(standing.retry_after_secs(action, now, &self.ladder)),
+            Action::Reverify => Verdict::Reverify(
+                standing
+                    .retry_after_secs(action, now, &self.ladder)
+                    .max(hunt::FLOOR_RETRY_SECS),
+            ),
+            Action::Block => Verdict::Block(
+                standing
+                    .retry_after_secs(action, now, &self.ladder)
+                    .max(hunt::FLOOR_RETRY_SECS),
+            ),
         };
         metrics::counter!(LADDER_ACTIONS, "action" => action.as_str()).increment(1);
         verdict
     }
+}
+
+/// Most bytes of the user agent hashed (a longer one is no more telling).
+const MAX_UA_BYTES: usize = 256;
+/// Most header names hashed.
+const MAX_HEADER_NAMES: usize = 32;
+
+/// What the gateway can see of the client, hashed: the user agent, the
+/// header names in the order they arrived (values never, so no secret is
+/// read), and the client's IP prefix (/24 for IPv4, /48 for IPv6) from the
+/// first `X-Forwarded-For` hop when a proxy in front sets it. A hash for
+/// the hunt to compare, never stored raw; 0 is "nothing seen".
+pub(crate) fn fingerprint(headers: &http::HeaderMap) -> u64 {
+    use palisade_extraction::sketch::{hash_bytes, mix64};
+    let ua = headers
+        .get(http::header::USER_AGENT)
+        .map(|v| &v.as_bytes()[..v.len().min(MAX_UA_BYTES)])
+        .unwrap_or_default();
+    let mut h = hash_bytes(ua);
+    for name in headers.keys().take(MAX_HEADER_NAMES) {
+        h = mix64(h ^ hash_bytes(name.as_str().as_bytes()));
+    }
+    let prefix = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| match ip {
+            std::net::IpAddr::V4(v4) => {
+                let o = v4.octets();
+                format!("{}.{}.{}", o[0], o[1], o[2])
+            }
+            std::net::IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}", s[0], s[1], s[2])
+            }
+        })
+        .unwrap_or_default();
+    mix64(h ^ hash_bytes(prefix.as_bytes()).rotate_left(17)) | 1
 }
 
 /// The request's new input: the last user message of a chat, the prompt of
@@ -311,7 +379,7 @@ pub mod bench {
         /// Records one request body's fields, as the pipeline does.
         pub fn record(&self, fields: &Map<String, Value>) {
             self.extraction
-                .record(&self.tenant, &self.key, fields, GateOutcome::Passed);
+                .record(&self.tenant, &self.key, fields, GateOutcome::Passed, 0);
         }
 
         /// Empties the queue (outside the measured loop).
@@ -348,6 +416,46 @@ mod tests {
         assert_eq!(query_text(body.as_object().unwrap()), "second");
         let body = json!({"prompt": "complete me"});
         assert_eq!(query_text(body.as_object().unwrap()), "complete me");
+    }
+
+    #[test]
+    fn the_fingerprint_reads_agent_header_order_and_prefix_never_values() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, v.parse().unwrap());
+            }
+            h
+        };
+        let a = fingerprint(&headers(&[
+            ("user-agent", "sdk/1"),
+            ("authorization", "Bearer one"),
+            ("x-forwarded-for", "203.0.113.7, 10.0.0.1"),
+        ]));
+        // Another key, another host in the same /24: the same client.
+        let b = fingerprint(&headers(&[
+            ("user-agent", "sdk/1"),
+            ("authorization", "Bearer two"),
+            ("x-forwarded-for", "203.0.113.99"),
+        ]));
+        assert_eq!(a, b);
+        let other_ua = fingerprint(&headers(&[
+            ("user-agent", "sdk/2"),
+            ("authorization", "Bearer one"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ]));
+        let other_order = fingerprint(&headers(&[
+            ("authorization", "Bearer one"),
+            ("user-agent", "sdk/1"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ]));
+        let other_net = fingerprint(&headers(&[
+            ("user-agent", "sdk/1"),
+            ("authorization", "Bearer one"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ]));
+        assert!(a != other_ua && a != other_order && a != other_net);
+        assert_ne!(fingerprint(&http::HeaderMap::new()), 0);
     }
 
     #[test]

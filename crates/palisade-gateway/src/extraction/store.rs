@@ -2,9 +2,11 @@
 //!
 //! - `extraction_requests`: one row per request — time, tenant, key, length,
 //!   entropy, SimHash, MinHash, sampling-configuration hash, log-probability
-//!   flag, gate outcome. Hashes and counts only, never text: a hunt job
-//!   clusters keys on these (shared templates by MinHash, lockstep timing by
-//!   `ts_ms`, similar distributions by SimHash and length).
+//!   flag, gate outcome, client fingerprint (a hash of the user agent, the
+//!   header names in order and the client's IP prefix). Hashes and counts
+//!   only, never text: the hunt ([`super::hunt`]) clusters keys on these
+//!   (shared templates by MinHash, lockstep timing by `ts_ms`, similar
+//!   distributions by SimHash and length, shared clients by fingerprint).
 //! - `extraction_standings`: each key's ladder score with the evidence of
 //!   its last evaluation, so a restart does not clear a block.
 //!
@@ -25,7 +27,7 @@ pub struct StoreError {
     pub(crate) message: String,
 }
 
-const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS extraction_requests (
     ts_ms INTEGER NOT NULL,
     tenant TEXT NOT NULL,
@@ -36,7 +38,8 @@ CREATE TABLE IF NOT EXISTS extraction_requests (
     minhash TEXT NOT NULL,
     config_hash INTEGER NOT NULL,
     logprobs INTEGER NOT NULL,
-    outcome TEXT NOT NULL
+    outcome TEXT NOT NULL,
+    fingerprint INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS extraction_requests_ts ON extraction_requests (ts_ms);
 CREATE INDEX IF NOT EXISTS extraction_requests_key ON extraction_requests (key, ts_ms);
@@ -70,6 +73,7 @@ impl Store {
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&conn).map_err(err)?;
         Ok(Self {
             conn,
             retention_ms: i64::try_from(retention_hours.saturating_mul(3_600_000))
@@ -81,16 +85,16 @@ impl Store {
     /// Writes a batch of requests in one transaction.
     pub(crate) fn insert(
         &mut self,
-        rows: &[(String, String, RequestFeatures)],
+        rows: &[(String, String, RequestFeatures, u64)],
     ) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO extraction_requests
-                 (ts_ms, tenant, key, chars, entropy, simhash, minhash, config_hash, logprobs, outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 (ts_ms, tenant, key, chars, entropy, simhash, minhash, config_hash, logprobs, outcome, fingerprint)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
-            for (tenant, key, f) in rows {
+            for (tenant, key, f, fingerprint) in rows {
                 let minhash: String = f
                     .sketch
                     .minhash
@@ -109,6 +113,7 @@ impl Store {
                     f.sampling.config_hash as i64,
                     f.sampling.logprobs,
                     f.outcome.as_str(),
+                    *fingerprint as i64,
                 ])?;
             }
         }
@@ -168,4 +173,18 @@ impl Store {
         )?;
         Ok(deleted)
     }
+}
+
+/// Adds the `fingerprint` column to a store written before it existed
+/// (rows from then read as "no fingerprint").
+pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    if conn
+        .prepare("SELECT fingerprint FROM extraction_requests LIMIT 0")
+        .is_err()
+    {
+        conn.execute_batch(
+            "ALTER TABLE extraction_requests ADD COLUMN fingerprint INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
+    Ok(())
 }

@@ -60,7 +60,7 @@ pub(super) fn spawn(
     let spawned = std::thread::Builder::new()
         .name("palisade-extraction".into())
         .spawn(move || {
-            let mut batch: Vec<(String, String, RequestFeatures)> = Vec::with_capacity(BATCH);
+            let mut batch: Vec<(String, String, RequestFeatures, u64)> = Vec::with_capacity(BATCH);
             let mut inserted: u64 = 0;
             let mut last_action: HashMap<String, Action> = HashMap::new();
             while let Some(first) = receiver.blocking_recv() {
@@ -92,7 +92,7 @@ pub(super) fn spawn(
                         }
                     }
                     if store.is_some() {
-                        batch.push((record.tenant.to_string(), key, features));
+                        batch.push((record.tenant.to_string(), key, features, record.fingerprint));
                     }
                     if batch.len() < BATCH {
                         next = receiver.try_recv().ok();

@@ -127,7 +127,9 @@ async fn send_upstream(
             .deadline
             .unwrap_or(state.backends[route.backend].request_timeout);
     params::enforce_ladder(state, &principal, ladder_deadline).await?;
-    let hardened = params::harden(state, &principal, route, &mut request, ctx)?;
+    // What the hunt can link keys by: hashed, computed once.
+    let fingerprint = crate::extraction::fingerprint(headers);
+    let hardened = params::harden(state, &principal, route, &mut request, ctx, fingerprint)?;
     let gated = gate::inspect(
         state,
         ctx,
@@ -143,6 +145,7 @@ async fn send_upstream(
         &principal,
         &request,
         params::outcome(&gated, hardened),
+        fingerprint,
     );
     let gates_rewrote = gated?;
     // The cache: after the request gates allowed it, before anything is spent.

@@ -70,6 +70,7 @@ pub(crate) fn harden(
     route: &Route,
     request: &mut RequestBody,
     ctx: &RequestCtx,
+    fingerprint: u64,
 ) -> Result<Hardened, ApiError> {
     let (tier, policy) = state.extraction.tier_of(&principal.tenant);
     let verdict = palisade_extraction::harden(request.fields_mut(), policy);
@@ -113,7 +114,13 @@ pub(crate) fn harden(
         state.gates.audit.write(&record);
     }
     if let Some(refused) = refused {
-        record(state, principal, request, GateOutcome::ProbeRefused);
+        record(
+            state,
+            principal,
+            request,
+            GateOutcome::ProbeRefused,
+            fingerprint,
+        );
         return Err(ApiError::policy(
             ErrorCode::InvalidRequest,
             PROBE_REFUSED,
@@ -140,18 +147,21 @@ pub(crate) struct Hardened {
     pub(crate) probed: bool,
 }
 
-/// Hands the request to the telemetry worker with its gate outcome.
+/// Hands the request to the telemetry worker with its gate outcome and
+/// client fingerprint.
 pub(crate) fn record(
     state: &GatewayState,
     principal: &Principal,
     request: &RequestBody,
     outcome: GateOutcome,
+    fingerprint: u64,
 ) {
     state.extraction.record(
         &principal.tenant,
         &principal.key_name,
         request.fields(),
         outcome,
+        fingerprint,
     );
 }
 
