@@ -35,6 +35,7 @@ pub const PURE_CRATES: &[&str] = &[
     "palisade-extraction",
     "palisade-anomaly",
     "palisade-routing",
+    "palisade-watermark",
 ];
 
 /// One broken rule at one place.
