@@ -19,6 +19,7 @@ mod fleet_cmd;
 mod keys_cmd;
 mod policy_cmd;
 mod tools_cmd;
+mod watermark_cmd;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -109,6 +110,10 @@ enum Command {
     /// The fleet registry: every live replica, what it enforces, the version skew.
     #[command(subcommand)]
     Fleet(fleet_cmd::FleetCommand),
+    /// Output watermarks: detect a tenant's watermark in text, rank a key
+    /// history for forensics (offline).
+    #[command(subcommand)]
+    Watermark(watermark_cmd::WatermarkCommand),
     /// Train the detector's model from a training directory (reproducible:
     /// fixed seed), writing the artifact and its TRAINING.md report.
     Train {
@@ -195,6 +200,7 @@ fn main() -> std::process::ExitCode {
         Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Fleet(cmd) => fleet_cmd::run(cmd),
         Command::Bundle(cmd) => bundle_cmd::run(cmd),
+        Command::Watermark(cmd) => watermark_cmd::run(cmd),
         Command::Tools(cmd) => {
             return tools_cmd::run(cmd).unwrap_or_else(|e| {
                 eprintln!("error: {e:#}");

@@ -43,6 +43,7 @@ mod server;
 mod stores;
 mod tenants;
 mod tools;
+mod watermark;
 
 pub use auth::*;
 pub use backends::*;
@@ -59,6 +60,7 @@ pub use routing::*;
 pub use server::*;
 pub use tenants::*;
 pub use tools::*;
+pub use watermark::*;
 
 /// vLLM's default address: the most common thing to put Palisade in front of.
 pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:8000/v1";
@@ -135,6 +137,8 @@ pub struct Config {
     pub bundle: Option<BundleConfig>,
     /// Model-extraction defence: parameter hardening, telemetry, detectors.
     pub extraction: ExtractionConfig,
+    /// Output watermarking and its detector.
+    pub watermark: WatermarkConfig,
 }
 
 /// Where a config comes from. Tests pass an explicit environment so they do
@@ -248,6 +252,7 @@ impl Config {
             }
         }
         self.extraction.validate()?;
+        self.watermark.validate(&self.routes)?;
         self.validate_cost_limits_are_priced()?;
         self.validate_tenant_backends()?;
         self.validate_route_backends()?;

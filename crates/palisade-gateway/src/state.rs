@@ -83,6 +83,9 @@ pub enum GatewayError {
     /// The extraction telemetry store could not be opened.
     #[error(transparent)]
     Extraction(#[from] crate::extraction::StoreError),
+    /// `[watermark]` is enabled but its key is missing or malformed.
+    #[error(transparent)]
+    Watermark(#[from] crate::watermark::WatermarkSetupError),
     /// The server loop failed.
     #[error("server error")]
     Serve(#[source] std::io::Error),
@@ -122,6 +125,8 @@ pub struct GatewayState {
     pub(crate) extraction: crate::extraction::Extraction,
     /// Scaling-aware anomaly detection over gate outcomes.
     pub(crate) anomaly: crate::anomaly::Anomaly,
+    /// Output watermarking, with `[watermark] enabled`.
+    pub(crate) watermark: Option<crate::watermark::Watermark>,
 }
 
 /// Most model names a wildcard route turns into metric label values.
@@ -212,6 +217,11 @@ impl GatewayState {
             crate::gates::markers::Markers::from_env(&env, crate::clock::GatewayClock::system())
                 .map_err(|e| GatewayError::MarkerKey(e.to_string()))?;
         let prices = Arc::new(crate::limits::accounting::price_table(&config.ledger));
+        let watermark = crate::watermark::Watermark::from_config(
+            &config.watermark,
+            &env,
+            crate::clock::GatewayClock::system(),
+        )?;
         let state = GatewayState {
             auth: Authenticator::from_config(&config.auth),
             routes,
@@ -279,6 +289,7 @@ impl GatewayState {
             )),
             extraction: crate::extraction::Extraction::from_config(&config.extraction),
             anomaly: crate::anomaly::Anomaly::from_config(&config.detection.anomaly),
+            watermark,
         };
         Ok((state, serving))
     }

@@ -20,6 +20,9 @@
 //!   skipped) and attempts to blind the anomaly detector with scale events.
 //! - `routing`: a hostile upstream steering retries and fallbacks (parking
 //!   requests, pushing data out of its residency region).
+//! - `watermark`: learning the green list through the detect endpoint,
+//!   log-probabilities or the client's own `logit_bias`, and switching the
+//!   watermark off with it.
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
@@ -35,3 +38,4 @@ mod saturation;
 mod side_fields;
 mod starvation;
 mod tokens_keys;
+mod watermark;
