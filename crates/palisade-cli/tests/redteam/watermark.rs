@@ -262,7 +262,7 @@ async fn log_probabilities_of_a_watermarked_model_are_refused_in_any_container()
     for (extra, field) in [
         (json!({"logprobs": true, "top_logprobs": 5}), "logprobs"),
         (json!({"top_logprobs": 2}), "top_logprobs"),
-        (json!({"extra_body": {"n_probs": 5}}), "extra_body.n_probs"),
+        (json!({"extra_body": {"top_logprobs": 5}}), "extra_body.top_logprobs"),
         (json!({"nvext": {"logprobs": "yes"}}), "nvext.logprobs"),
     ] {
         let mut body = json!({"model": "wm", "messages": [{"role": "user", "content": "hi"}]});
@@ -277,4 +277,18 @@ async fn log_probabilities_of_a_watermarked_model_are_refused_in_any_container()
         assert_eq!(v["error"]["param"], field);
     }
     assert_eq!(t.upstream.received().len(), before, "nothing went upstream");
+    // Engine probes are stripped earlier (parameter hardening): served, but
+    // the upstream never hears them.
+    let (status, _, _) = t
+        .post(
+            "/v1/chat/completions",
+            ACME,
+            json!({"model": "wm", "messages": [{"role": "user", "content": "hi"}],
+                   "extra_body": {"n_probs": 5}, "post_sampling_probs": true})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let sent = t.upstream.received().last().expect("sent").body.to_string();
+    assert!(!sent.contains("probs"), "{sent}");
 }
