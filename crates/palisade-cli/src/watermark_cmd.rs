@@ -153,8 +153,13 @@ fn read_history(file: &Path) -> Result<Vec<KeyRef>> {
         if line.trim().is_empty() {
             continue;
         }
-        let key: KeyRef = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: expected {{\"tenant\", \"period\"}}", file.display(), i + 1))?;
+        let key: KeyRef = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{}:{}: expected {{\"tenant\", \"period\"}}",
+                file.display(),
+                i + 1
+            )
+        })?;
         keys.push(key);
         if keys.len() > MAX_KEYS {
             bail!("{}: more than {MAX_KEYS} keys", file.display());
@@ -171,7 +176,8 @@ fn read_history(file: &Path) -> Result<Vec<KeyRef>> {
 fn master_key(wm: &WatermarkConfig) -> Result<[u8; 32]> {
     let hex_key = std::env::var(&wm.key_env)
         .with_context(|| format!("{} is not set (the watermark master key)", wm.key_env))?;
-    let bytes = hex::decode(hex_key.trim()).with_context(|| format!("{} is not hex", wm.key_env))?;
+    let bytes =
+        hex::decode(hex_key.trim()).with_context(|| format!("{} is not hex", wm.key_env))?;
     <[u8; 32]>::try_from(bytes.as_slice())
         .map_err(|_| anyhow::anyhow!("{} must be 64 hex digits", wm.key_env))
 }
@@ -184,8 +190,8 @@ fn detect(
     json: bool,
 ) -> Result<()> {
     let master = master_key(wm)?;
-    let bytes = std::fs::read(tokenizer)
-        .with_context(|| format!("reading {}", tokenizer.display()))?;
+    let bytes =
+        std::fs::read(tokenizer).with_context(|| format!("reading {}", tokenizer.display()))?;
     let tokenizer = Tokenizer::from_json_bytes(&bytes)
         .with_context(|| format!("loading {}", tokenizer.display()))?;
     let vocab = tokenizer

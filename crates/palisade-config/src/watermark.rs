@@ -113,7 +113,10 @@ impl WatermarkConfig {
             return Ok(());
         }
         if self.key_env.is_empty() {
-            return Err(invalid("watermark.key_env", "names no environment variable"));
+            return Err(invalid(
+                "watermark.key_env",
+                "names no environment variable",
+            ));
         }
         if self.models.is_empty() {
             return Err(invalid(

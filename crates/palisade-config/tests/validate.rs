@@ -575,8 +575,14 @@ fn invalid_configs_name_the_key() {
     let watermark_rows = [
         ("[watermark]\ngamma = 1.0".to_owned(), "watermark.gamma"),
         ("[watermark]\ndelta = 0.0".to_owned(), "watermark.delta"),
-        ("[watermark]\nrotation_hours = 0".to_owned(), "watermark.rotation_hours"),
-        ("[watermark]\ndetect_periods = 5000".to_owned(), "watermark.detect_periods"),
+        (
+            "[watermark]\nrotation_hours = 0".to_owned(),
+            "watermark.rotation_hours",
+        ),
+        (
+            "[watermark]\ndetect_periods = 5000".to_owned(),
+            "watermark.detect_periods",
+        ),
         (
             format!("{tokenized}[watermark]\nenabled = true\nkey_env = \"\"\nmodels = [\"m\"]"),
             "watermark.key_env",

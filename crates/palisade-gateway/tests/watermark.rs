@@ -113,7 +113,10 @@ impl Harness {
 }
 
 fn now_period() -> u64 {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     period_of(ms, 168 * 3_600_000).unwrap()
 }
 
@@ -161,7 +164,10 @@ async fn the_upstream_gets_the_tenants_green_list_and_never_the_clients_bias() {
     let expected: BTreeSet<u32> = green("acme", period).green_ids().collect();
     // A period boundary between the two reads is the only other outcome.
     let previous: BTreeSet<u32> = green("acme", period - 1).green_ids().collect();
-    assert!(acme == expected || acme == previous, "not acme's green list");
+    assert!(
+        acme == expected || acme == previous,
+        "not acme's green list"
+    );
     assert_eq!(acme.len(), 50);
     assert!(body.get("logit_bias_type").is_none());
     assert_eq!(body["extra_body"], json!({"top_k": 2}));
@@ -201,7 +207,10 @@ async fn merge_adds_the_clients_map_and_refuse_names_its_field() {
         .post(
             "/v1/chat/completions",
             KEY_ACME,
-            chat("wm", json!({"logit_bias": {g.to_string(): 1.5, r.to_string(): -100}})),
+            chat(
+                "wm",
+                json!({"logit_bias": {g.to_string(): 1.5, r.to_string(): -100}}),
+            ),
         )
         .await;
     assert_eq!(status, 200);

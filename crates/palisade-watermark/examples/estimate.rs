@@ -38,7 +38,13 @@ fn main() {
     let marked: Vec<f64> = base
         .iter()
         .enumerate()
-        .map(|(t, p)| if list.is_green(t as u32) { p * delta.exp() } else { *p })
+        .map(|(t, p)| {
+            if list.is_green(t as u32) {
+                p * delta.exp()
+            } else {
+                *p
+            }
+        })
         .collect();
     let mz: f64 = marked.iter().sum();
     let marked: Vec<f64> = marked.iter().map(|p| p / mz).collect();

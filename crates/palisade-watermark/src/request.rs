@@ -192,13 +192,16 @@ pub fn apply(
             }
             for modifier in BIAS_MODIFIERS {
                 if inner.remove(modifier).is_some() {
-                    applied.client_fields.push(format!("{container}.{modifier}"));
+                    applied
+                        .client_fields
+                        .push(format!("{container}.{modifier}"));
                 }
             }
         }
     }
     // `null` and `{}` are what SDKs send for "no bias": not a client map.
-    client_maps.retain(|(_, v)| !matches!(v, Value::Null) && v.as_object().is_none_or(|m| !m.is_empty()));
+    client_maps
+        .retain(|(_, v)| !matches!(v, Value::Null) && v.as_object().is_none_or(|m| !m.is_empty()));
     applied
         .client_fields
         .extend(client_maps.iter().map(|(f, _)| f.clone()));
@@ -312,7 +315,10 @@ mod tests {
         let (out, _) = run(json!({"logit_bias": {"x": 1}}), ClientBias::Merge);
         assert!(out.is_err());
 
-        let (out, _) = run(json!({"nvext": {"logit_bias": {"1": 1}}}), ClientBias::Refuse);
+        let (out, _) = run(
+            json!({"nvext": {"logit_bias": {"1": 1}}}),
+            ClientBias::Refuse,
+        );
         assert_eq!(out, Err(Refusal::ClientBias("nvext.logit_bias".into())));
         // An SDK's empty map is not a client bias.
         let (out, _) = run(json!({"logit_bias": {}}), ClientBias::Refuse);
@@ -326,11 +332,16 @@ mod tests {
             (json!({"top_logprobs": 3}), "top_logprobs"),
             (json!({"logprobs": 5}), "logprobs"),
             (json!({"extra_body": {"n_probs": 10}}), "extra_body.n_probs"),
-            (json!({"vllm_xargs": {"prompt_logprobs": 1}}), "vllm_xargs.prompt_logprobs"),
+            (
+                json!({"vllm_xargs": {"prompt_logprobs": 1}}),
+                "vllm_xargs.prompt_logprobs",
+            ),
         ] {
             let (out, _) = run(body.clone(), ClientBias::Strip);
             assert_eq!(out, Err(Refusal::Logprobs(field.into())), "{body}");
-            let Value::Object(mut fields) = body else { panic!() };
+            let Value::Object(mut fields) = body else {
+                panic!()
+            };
             let marking = Marking {
                 delta: 2.0,
                 client_bias: ClientBias::Strip,
@@ -342,7 +353,10 @@ mod tests {
             assert!(!sent.contains("probs"), "{sent}");
         }
         // `false` and `0` ask for nothing.
-        let (out, _) = run(json!({"logprobs": false, "top_logprobs": 0}), ClientBias::Strip);
+        let (out, _) = run(
+            json!({"logprobs": false, "top_logprobs": 0}),
+            ClientBias::Strip,
+        );
         assert!(out.is_ok());
     }
 }

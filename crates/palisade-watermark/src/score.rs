@@ -166,7 +166,10 @@ mod tests {
     fn check(k: u64, n: u64, p: f64, expected: f64) {
         let got = binomial_sf(k, n, p);
         let rel = ((got - expected) / expected).abs();
-        assert!(rel < 1e-9, "P(X>={k}; {n}, {p}) = {got}, expected {expected}");
+        assert!(
+            rel < 1e-9,
+            "P(X>={k}; {n}, {p}) = {got}, expected {expected}"
+        );
     }
 
     #[test]

@@ -12,7 +12,12 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 fn list(seed: u8, vocab: u32, gamma: f64) -> GreenList {
-    GreenList::new(&derive_key(&[seed; 32], "tenant", u64::from(seed)), vocab, gamma).unwrap()
+    GreenList::new(
+        &derive_key(&[seed; 32], "tenant", u64::from(seed)),
+        vocab,
+        gamma,
+    )
+    .unwrap()
 }
 
 #[test]

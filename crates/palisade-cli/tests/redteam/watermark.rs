@@ -81,7 +81,10 @@ impl Target {
         Self {
             upstream,
             gw,
-            http: reqwest::Client::builder().no_proxy().build().expect("client"),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client"),
             _tokenizer: tokenizer,
         }
     }
@@ -126,7 +129,10 @@ async fn a_tenant_cannot_test_text_against_another_tenants_key() {
         assert_eq!(status, 403, "{victim}: {v}");
         assert_eq!(v["error"]["code"], "watermark_detect_forbidden");
         // The same message whether the tenant exists or not.
-        assert!(!v["error"]["message"].as_str().unwrap_or("").contains(victim));
+        assert!(!v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(victim));
     }
     // Its own tenant: a verdict.
     let (status, _, v) = t
@@ -222,7 +228,9 @@ async fn a_clients_own_logit_bias_never_reaches_the_upstream_in_any_shape() {
         format!(r#"{{{chat}, "logit_bias": {{"5": 100}}, "logit_bias": {{}}}}"#),
         format!(r#"{{{chat}, "logit_bias": {{}}, "logit_bias": {{"5": 100}}}}"#),
         format!(r#"{{{chat}, "logit_bias_type": "tokens"}}"#),
-        format!(r#"{{{chat}, "extra_body": {{"logit_bias": {{"5": 100}}, "logit_bias_type": "tokens"}}}}"#),
+        format!(
+            r#"{{{chat}, "extra_body": {{"logit_bias": {{"5": 100}}, "logit_bias_type": "tokens"}}}}"#
+        ),
         format!(r#"{{{chat}, "nvext": {{"logit_bias": {{"5": 100}}}}}}"#),
         format!(r#"{{{chat}, "vllm_xargs": {{"logit_bias": {{"5": 100}}}}}}"#),
         format!(r#"{{{chat}, "extra_params": {{"logit_bias": {{"5": 100}}}}}}"#),
@@ -262,16 +270,17 @@ async fn log_probabilities_of_a_watermarked_model_are_refused_in_any_container()
     for (extra, field) in [
         (json!({"logprobs": true, "top_logprobs": 5}), "logprobs"),
         (json!({"top_logprobs": 2}), "top_logprobs"),
-        (json!({"extra_body": {"top_logprobs": 5}}), "extra_body.top_logprobs"),
+        (
+            json!({"extra_body": {"top_logprobs": 5}}),
+            "extra_body.top_logprobs",
+        ),
         (json!({"nvext": {"logprobs": "yes"}}), "nvext.logprobs"),
     ] {
         let mut body = json!({"model": "wm", "messages": [{"role": "user", "content": "hi"}]});
         for (k, v) in extra.as_object().expect("object") {
             body[k] = v.clone();
         }
-        let (status, _, v) = t
-            .post("/v1/chat/completions", ACME, body.to_string())
-            .await;
+        let (status, _, v) = t.post("/v1/chat/completions", ACME, body.to_string()).await;
         assert_eq!(status, 400, "{extra}: {v}");
         assert_eq!(v["error"]["code"], "watermark_logprobs_refused");
         assert_eq!(v["error"]["param"], field);

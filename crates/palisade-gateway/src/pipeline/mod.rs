@@ -135,18 +135,13 @@ async fn send_upstream(
         ctx,
     )
     .await?;
-    let upstream_body = if gates_rewrote
-        || degraded
-        || renamed
-        || reserved
-        || hardened.reserialize
-        || marked
-    {
-        Bytes::from(request.to_bytes())
-    } else {
-        // Unchanged: forward the client's bytes as they are (no re-encode).
-        bytes
-    };
+    let upstream_body =
+        if gates_rewrote || degraded || renamed || reserved || hardened.reserialize || marked {
+            Bytes::from(request.to_bytes())
+        } else {
+            // Unchanged: forward the client's bytes as they are (no re-encode).
+            bytes
+        };
     crate::balancer::attempts::send(
         state,
         &principal,

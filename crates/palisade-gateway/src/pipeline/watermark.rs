@@ -83,7 +83,15 @@ pub(crate) async fn remark(
     };
     if wm.covers(&principal.tenant, &route.public_name) {
         // The map in the body is the gateway's own by now: replace it.
-        mark_with(state, principal, route, endpoint, request, ClientBias::Strip).await?;
+        mark_with(
+            state,
+            principal,
+            route,
+            endpoint,
+            request,
+            ClientBias::Strip,
+        )
+        .await?;
     } else {
         request.fields_mut().remove("logit_bias");
     }
@@ -128,7 +136,6 @@ async fn mark_with(
                 Refusal::ClientBias(f) | Refusal::Malformed(f) => (BIAS_REFUSED, f.clone()),
                 _ => (BIAS_REFUSED, "logit_bias".to_owned()),
             };
-            ApiError::policy(ErrorCode::InvalidRequest, code, refusal.to_string())
-                .with_param(field)
+            ApiError::policy(ErrorCode::InvalidRequest, code, refusal.to_string()).with_param(field)
         })
 }

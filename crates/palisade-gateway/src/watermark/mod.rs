@@ -75,7 +75,10 @@ impl Watermark {
         let hex_key = env(&config.key_env).ok_or_else(bad)?;
         let bytes = hex::decode(hex_key.trim()).map_err(|_| bad())?;
         let master = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| bad())?;
-        metrics::describe_counter!(MARKED, "Requests sent upstream with the watermark's logit_bias.");
+        metrics::describe_counter!(
+            MARKED,
+            "Requests sent upstream with the watermark's logit_bias."
+        );
         metrics::describe_counter!(
             CLIENT_BIAS,
             "Client logit_bias fields on watermarked models, by action (strip, merge, refuse)."
