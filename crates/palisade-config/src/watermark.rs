@@ -55,10 +55,12 @@ impl Default for WatermarkConfig {
     /// Rationale: off until an operator lists models whose upstreams take
     /// the map. gamma 0.25 and delta 2.0: the middle of Zhao et al.'s and
     /// Kirchenbauer et al.'s ranges, detected within ~100 tokens at a small
-    /// perplexity cost (docs/benchmarks.md, "Watermark"). Weekly keys: the
-    /// frequency attack needs far more of one tenant's outputs than a
-    /// week's typical traffic (same section), and forensics checks one key
-    /// per week. Tenants cannot query detect by default: each answer leaks
+    /// perplexity cost (docs/benchmarks.md, "Watermark"). Weekly keys: a
+    /// scrubbing attacker who knows the base token frequencies learns a
+    /// unigram list from ~10 outputs (same section), which no rotation
+    /// period outruns; rotation bounds what one leaked key exposes and
+    /// dates a stolen model's training data to a week, and forensics tries
+    /// one key per week. Tenants cannot query detect by default: each answer leaks
     /// a little of their green list (see README, "Watermarking").
     fn default() -> Self {
         Self {

@@ -7,9 +7,11 @@
 //! Unigram, not context-hashed (KGW): the list is the same at every
 //! position, which is what makes it robust to edits and paraphrase (a token
 //! keeps its colour wherever it moves) and lets it travel as one static
-//! `logit_bias` map. The price: it is learnable from enough outputs by
-//! counting token frequencies; rotate keys well before that (see
-//! `docs/benchmarks.md`, "Watermark").
+//! `logit_bias` map. The price: it is learnable by counting token
+//! frequencies, from few outputs for an attacker who knows the base
+//! distribution (`examples/estimate.rs`, `docs/benchmarks.md` "output
+//! watermarking"): it is a forensic mark against unscrubbed distillation,
+//! not a defence against an adaptive scrubber.
 //!
 //! Must not: tokenize, or hold anything but the key's derived bits.
 
