@@ -78,15 +78,15 @@ fn main() {
         }
         let believed = |t: usize| counts[t] as f64 / seen as f64 > base[t] * cut;
         let (mut right, mut green_mass, mut green_found) = (0.0, 0.0, 0.0);
-        for t in 0..VOCAB as usize {
+        for (t, &mass) in marked.iter().enumerate() {
             let green = list.is_green(t as u32);
             if believed(t) == green {
-                right += marked[t];
+                right += mass;
             }
             if green {
-                green_mass += marked[t];
+                green_mass += mass;
                 if believed(t) {
-                    green_found += marked[t];
+                    green_found += mass;
                 }
             }
         }

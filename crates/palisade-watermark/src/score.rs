@@ -82,10 +82,7 @@ pub fn from_counts(green: u64, n: u64, gamma: f64) -> Score {
 /// Candidate keys ranked by how strongly `tokens` carries each one: highest
 /// z first (ties by label). Forensics: which tenant and period a suspect
 /// model's outputs were learned from.
-pub fn rank<'a, L: Clone>(candidates: &'a [(L, GreenList)], tokens: &[u32]) -> Vec<(L, Score)>
-where
-    L: Ord + 'a,
-{
+pub fn rank<L: Clone + Ord>(candidates: &[(L, GreenList)], tokens: &[u32]) -> Vec<(L, Score)> {
     let mut out: Vec<(L, Score)> = candidates
         .iter()
         .map(|(label, list)| (label.clone(), score(list, tokens)))

@@ -42,12 +42,15 @@ pub enum WatermarkSetupError {
     Key(String),
 }
 
+/// Green lists by (tenant, period, vocabulary size).
+type ListCache = LruCache<(Arc<str>, u64, u32), Arc<GreenList>>;
+
 /// The watermark's state (present only with `[watermark] enabled`).
 pub(crate) struct Watermark {
     pub(crate) config: WatermarkConfig,
     master: [u8; 32],
     clock: GatewayClock,
-    lists: Mutex<LruCache<(Arc<str>, u64, u32), Arc<GreenList>>>,
+    lists: Mutex<ListCache>,
     /// Tenant → (UTC day, detect calls that day).
     detect_calls: Mutex<std::collections::HashMap<Arc<str>, (i64, u32)>>,
 }
@@ -148,9 +151,7 @@ impl Watermark {
         Ok(list)
     }
 
-    fn lock_lists(
-        &self,
-    ) -> std::sync::MutexGuard<'_, LruCache<(Arc<str>, u64, u32), Arc<GreenList>>> {
+    fn lock_lists(&self) -> std::sync::MutexGuard<'_, ListCache> {
         self.lists
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
