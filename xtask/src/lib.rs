@@ -36,6 +36,7 @@ pub const PURE_CRATES: &[&str] = &[
     "palisade-anomaly",
     "palisade-routing",
     "palisade-replay",
+    "palisade-watermark",
 ];
 
 /// One broken rule at one place.

@@ -21,6 +21,7 @@ mod keys_cmd;
 mod log_writer;
 mod policy_cmd;
 mod tools_cmd;
+mod watermark_cmd;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -115,6 +116,10 @@ enum Command {
     /// find campaigns, list them, mark them confirmed or benign.
     #[command(subcommand)]
     Hunt(hunt_cmd::HuntCommand),
+    /// Output watermarks: detect a tenant's watermark in text, rank a key
+    /// history for forensics (offline).
+    #[command(subcommand)]
+    Watermark(watermark_cmd::WatermarkCommand),
     /// Train the detector's model from a training directory (reproducible:
     /// fixed seed), writing the artifact and its TRAINING.md report.
     Train {
@@ -202,6 +207,7 @@ fn main() -> std::process::ExitCode {
         Command::Fleet(cmd) => fleet_cmd::run(cmd),
         Command::Hunt(cmd) => hunt_cmd::run(cmd),
         Command::Bundle(cmd) => bundle_cmd::run(cmd),
+        Command::Watermark(cmd) => watermark_cmd::run(cmd),
         Command::Tools(cmd) => {
             return tools_cmd::run(cmd).unwrap_or_else(|e| {
                 eprintln!("error: {e:#}");

@@ -172,3 +172,83 @@ async fn real_llama_cpp_server_through_palisade() {
         "no traceback leaks: {body}"
     );
 }
+
+/// The tiny model's `tokenizer.json`, written from its GGUF by
+/// `tools/watermark/tiny_tokenizer.py` with the tiny-llm virtualenv.
+fn tiny_tokenizer(dir: &std::path::Path) -> std::path::PathBuf {
+    let home = std::env::var("TINY_LLM_HOME")
+        .unwrap_or_else(|_| format!("{}/.cache/tiny-llm", std::env::var("HOME").unwrap()));
+    let out = dir.join("tokenizer.json");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tools/watermark/tiny_tokenizer.py"
+    );
+    let status = Command::new(format!("{home}/venv/bin/python"))
+        .arg(script)
+        .arg(format!("{home}/tiny.gguf"))
+        .arg(&out)
+        .status()
+        .expect("the tiny-llm python runs");
+    assert!(status.success(), "tiny_tokenizer.py failed");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermarked_generations_of_the_real_server_are_detected_and_plain_ones_are_not() {
+    let llm = TinyLlm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tokenizer = tiny_tokenizer(dir.path());
+    let config = dir.path().join("palisade.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backends.tiny]\nbase_url = \"{}\"\n\
+             [[routes]]\nmodel = \"tiny\"\nbackend = \"tiny\"\ntokenizer = \"{}\"\n\
+             [[routes]]\nmodel = \"plain\"\nbackend = \"tiny\"\nupstream_model = \"tiny\"\n\
+             [watermark]\nenabled = true\nmodels = [\"tiny\"]\n",
+            llm.base_url,
+            tokenizer.display()
+        ),
+    )
+    .unwrap();
+    let key = "cd".repeat(32);
+    let gw = Palisade::serve(
+        &["--config", config.to_str().unwrap()],
+        &[("PALISADE_WATERMARK_KEY", &key)],
+    );
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for (model, marked) in [("tiny", true), ("plain", false)] {
+        for seed in 0..3 {
+            let body: Value = client
+                .post(gw.url("/v1/completions"))
+                .json(&json!({"model": model, "prompt": "the water of people",
+                              "max_tokens": 200, "temperature": 1.0, "seed": seed}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let text = body["choices"][0]["text"].as_str().expect("a completion");
+            // Open mode: the caller is tenant `local` and an admin.
+            let verdict: Value = client
+                .post(gw.url("/v1/watermark/detect"))
+                .json(&json!({"model": "tiny", "text": text, "tenant": "local"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(verdict["detected"], marked, "{model} {seed}: {verdict}");
+        }
+    }
+    // The real server refuses nothing of the map, and logprobs are refused.
+    let resp = client
+        .post(gw.url("/v1/completions"))
+        .json(&json!({"model": "tiny", "prompt": "the", "max_tokens": 4, "logprobs": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}

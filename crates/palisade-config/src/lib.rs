@@ -44,6 +44,7 @@ mod server;
 mod stores;
 mod tenants;
 mod tools;
+mod watermark;
 
 pub use auth::*;
 pub use backends::*;
@@ -61,6 +62,7 @@ pub use routing::*;
 pub use server::*;
 pub use tenants::*;
 pub use tools::*;
+pub use watermark::*;
 
 /// vLLM's default address: the most common thing to put Palisade in front of.
 pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:8000/v1";
@@ -141,6 +143,8 @@ pub struct Config {
     pub idempotency: IdempotencyConfig,
     /// The exact-match response cache (off by default).
     pub cache: CacheConfig,
+    /// Output watermarking and its detector.
+    pub watermark: WatermarkConfig,
 }
 
 /// Where a config comes from. Tests pass an explicit environment so they do
@@ -256,6 +260,7 @@ impl Config {
             }
         }
         self.extraction.validate()?;
+        self.watermark.validate(&self.routes)?;
         self.validate_cost_limits_are_priced()?;
         self.validate_tenant_backends()?;
         self.validate_route_backends()?;

@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 86;
+const RULE_SITES: usize = 94;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -153,6 +153,7 @@ fn every_rule_site_is_counted() {
         include_str!("../src/stores.rs"),
         include_str!("../src/tenants.rs"),
         include_str!("../src/tools.rs"),
+        include_str!("../src/watermark.rs"),
     ];
     // A new section file must join the list above (tests.rs holds no rules).
     let files = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))
@@ -595,6 +596,35 @@ fn invalid_configs_name_the_key() {
             "detection.anomaly.surge_ratio",
         ),
     ];
+    let tokenized = "[[routes]]\nmodel = \"m\"\ntokenizer = \"/t.json\"\n";
+    let watermark_rows = [
+        ("[watermark]\ngamma = 1.0".to_owned(), "watermark.gamma"),
+        ("[watermark]\ndelta = 0.0".to_owned(), "watermark.delta"),
+        (
+            "[watermark]\nrotation_hours = 0".to_owned(),
+            "watermark.rotation_hours",
+        ),
+        (
+            "[watermark]\ndetect_periods = 5000".to_owned(),
+            "watermark.detect_periods",
+        ),
+        (
+            format!("{tokenized}[watermark]\nenabled = true\nkey_env = \"\"\nmodels = [\"m\"]"),
+            "watermark.key_env",
+        ),
+        ("[watermark]\nenabled = true".to_owned(), "watermark.models"),
+        (
+            "[watermark]\nenabled = true\nmodels = [\"m\"]".to_owned(),
+            "watermark.models[0]",
+        ),
+        (
+            format!("{tokenized}[watermark]\nenabled = true\nmodels = [\"m\", \"other\"]"),
+            "watermark.models[1]",
+        ),
+    ];
+    for (mutation, key) in &watermark_rows {
+        check_invalid(mutation, key);
+    }
     for (mutation, key) in rows {
         check_invalid(mutation, key);
     }

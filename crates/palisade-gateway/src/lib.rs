@@ -48,6 +48,7 @@ pub(crate) mod second_stage;
 pub(crate) mod server;
 pub(crate) mod state;
 pub(crate) mod upstream;
+pub(crate) mod watermark;
 
 pub use bundle::mark_process_start;
 pub use server::{Gateway, GatewayError, RunningGateway};

@@ -38,6 +38,7 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
         .route("/v1/tools/pending", get(crate::api::tools::pending))
         .route("/v1/tools/verify", post(crate::api::tools::verify))
         .route("/v1/tools/public-key", get(crate::api::tools::public_key))
+        .route("/v1/watermark/detect", post(crate::api::watermark::detect))
         .route("/admin/usage", get(crate::api::admin::usage))
         .route("/admin/quotas", get(crate::api::admin::quotas))
         .route("/admin/policy", get(crate::api::admin::policy))

@@ -83,6 +83,9 @@ pub enum GatewayError {
     /// The extraction telemetry store could not be opened.
     #[error(transparent)]
     Extraction(#[from] crate::extraction::StoreError),
+    /// `[watermark]` is enabled but its key is missing or malformed.
+    #[error(transparent)]
+    Watermark(#[from] crate::watermark::WatermarkSetupError),
     /// The server loop failed.
     #[error("server error")]
     Serve(#[source] std::io::Error),
@@ -124,6 +127,8 @@ pub struct GatewayState {
     pub(crate) anomaly: crate::anomaly::Anomaly,
     /// Idempotency keys and the response cache.
     pub(crate) replay: crate::replay::Replay,
+    /// Output watermarking, with `[watermark] enabled`.
+    pub(crate) watermark: Option<crate::watermark::Watermark>,
 }
 
 /// Most model names a wildcard route turns into metric label values.
@@ -218,6 +223,11 @@ impl GatewayState {
             crate::gates::markers::Markers::from_env(&env, crate::clock::GatewayClock::system())
                 .map_err(|e| GatewayError::MarkerKey(e.to_string()))?;
         let prices = Arc::new(crate::limits::accounting::price_table(&config.ledger));
+        let watermark = crate::watermark::Watermark::from_config(
+            &config.watermark,
+            &env,
+            crate::clock::GatewayClock::system(),
+        )?;
         let state = GatewayState {
             auth: Authenticator::from_config(&config.auth),
             routes,
@@ -289,6 +299,7 @@ impl GatewayState {
                 config,
                 crate::clock::GatewayClock::system(),
             ),
+            watermark,
         };
         Ok((state, serving))
     }

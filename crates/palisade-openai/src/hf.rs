@@ -94,6 +94,23 @@ impl HfTokenizer {
     }
 }
 
+impl HfTokenizer {
+    /// The token ids of `text`, without special tokens, in the same pieces
+    /// as [`HfTokenizer::count`] (so linear in the text). A piece the
+    /// tokenizer fails to encode contributes no ids: watermark detection
+    /// scores what it could read, and says how many tokens that was.
+    pub(crate) fn encode_ids(&self, text: &str) -> Vec<u32> {
+        Pieces(text)
+            .flat_map(|piece| {
+                self.inner
+                    .encode_fast(piece, false)
+                    .map(|e| e.get_ids().to_vec())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
 /// Splits text into pieces of at most [`CHUNK_BYTES`] (see the module doc).
 /// The bundled tiktoken vocabularies are fed the same pieces: their
 /// pre-tokenizer regex runs on a backtracking engine too, and it fails (a

@@ -181,6 +181,27 @@ impl Tokenizer {
     }
 }
 
+impl Tokenizer {
+    /// The token ids of `text` (no special tokens), for a Hugging Face
+    /// `tokenizer.json`; `None` for the other variants (watermark detection
+    /// needs the served model's own vocabulary). Linear in the text.
+    pub fn encode_ids(&self, text: &str) -> Option<Vec<u32>> {
+        match self {
+            Tokenizer::HuggingFace(hf) => Some(hf.encode_ids(text)),
+            _ => None,
+        }
+    }
+
+    /// Entries in a Hugging Face vocabulary (added tokens included); `None`
+    /// for the other variants.
+    pub fn vocab_size(&self) -> Option<u32> {
+        match self {
+            Tokenizer::HuggingFace(hf) => u32::try_from(hf.vocab_size()).ok(),
+            _ => None,
+        }
+    }
+}
+
 /// The fallback: [`CHARS_PER_TOKEN`] characters per token, rounded up.
 fn approximate(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(CHARS_PER_TOKEN)

@@ -27,6 +27,9 @@
 //! - `replay`: idempotency keys and the response cache (planted entries,
 //!   blocked or flagged requests served as allowed, another tenant's key,
 //!   a replay that skips the output gate, eviction floods).
+//! - `watermark`: learning the green list through the detect endpoint,
+//!   log-probabilities or the client's own `logit_bias`, and switching the
+//!   watermark off with it.
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
@@ -45,3 +48,4 @@ mod saturation;
 mod side_fields;
 mod starvation;
 mod tokens_keys;
+mod watermark;

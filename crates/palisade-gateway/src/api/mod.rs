@@ -11,3 +11,4 @@ pub(crate) mod guard;
 pub(crate) mod models;
 pub(crate) mod probes;
 pub(crate) mod tools;
+pub(crate) mod watermark;

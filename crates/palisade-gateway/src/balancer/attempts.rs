@@ -122,6 +122,9 @@ pub(crate) async fn send(
                     .clone()
                     .unwrap_or_else(|| fallback.public_name.clone());
                 request.set_model(&name);
+                // Another model, another vocabulary: its own watermark or none.
+                crate::pipeline::watermark::remark(state, principal, fallback, endpoint, request)
+                    .await?;
                 body = Bytes::from(request.to_bytes());
             }
             current_route = attempt.route;

@@ -15,13 +15,15 @@
 //! 4. **request gates** ([`gate`]): input, context and tool gates. Then the
 //!    **cache** ([`crate::replay`]): an allowed, unflagged identical request
 //!    is answered from it here.
-//! 5. **budget** ([`budget`]): token reservation, backend queue, ledger row.
-//! 6. **forward** ([`crate::balancer::attempts`], [`forward`]): the
+//! 5. **watermark** ([`watermark`]): the tenant's green list as the
+//!    upstream's `logit_bias` on watermarked models.
+//! 6. **budget** ([`budget`]): token reservation, backend queue, ledger row.
+//! 7. **forward** ([`crate::balancer::attempts`], [`forward`]): the
 //!    deployment, breaker, upstream call, deadlines; retries and fallbacks
 //!    while no byte went to the client.
-//! 7. **response filters** ([`filters`]): the tool gate, then the output
+//! 8. **response filters** ([`filters`]): the tool gate, then the output
 //!    gate, for whole bodies ([`respond`]) and streams ([`stream`]) alike.
-//! 8. **account** ([`RequestCtx::finish`]): tokens reconciled, ledger row,
+//! 9. **account** ([`RequestCtx::finish`]): tokens reconciled, ledger row,
 //!    metrics and access log, exactly once — also when the client leaves.
 
 use std::sync::Arc;
@@ -49,6 +51,7 @@ pub(crate) mod params;
 pub(crate) mod respond;
 pub(crate) mod route;
 pub(crate) mod stream;
+pub(crate) mod watermark;
 
 use respond::Sent;
 
@@ -158,6 +161,8 @@ async fn send_upstream(
     }
     let (route, degraded) = route::degrade(state, route, endpoint, &mut request, ctx);
     let renamed = route::admit_model(state, &principal, route, &mut request, ctx).await?;
+    // Watermark: the tenant's green list as the upstream's logit_bias.
+    let marked = watermark::mark(state, &principal, route, endpoint, &mut request).await?;
     let reserved = budget::reserve_tokens(
         state,
         &principal,
@@ -168,13 +173,13 @@ async fn send_upstream(
         ctx,
     )
     .await?;
-    let upstream_body = if gates_rewrote || degraded || renamed || reserved || hardened.reserialize
-    {
-        Bytes::from(request.to_bytes())
-    } else {
-        // Unchanged: forward the client's bytes as they are (no re-encode).
-        bytes
-    };
+    let upstream_body =
+        if gates_rewrote || degraded || renamed || reserved || hardened.reserialize || marked {
+            Bytes::from(request.to_bytes())
+        } else {
+            // Unchanged: forward the client's bytes as they are (no re-encode).
+            bytes
+        };
     crate::balancer::attempts::send(
         state,
         &principal,
