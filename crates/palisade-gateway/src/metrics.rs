@@ -92,6 +92,24 @@ pub const BUNDLE_REFUSED: &str = "palisade_bundle_refused_total";
 /// Requests refused with `not_ready` because no verified policy is active.
 pub const NOT_READY_REFUSED: &str = "palisade_not_ready_refused_total";
 
+/// 1, labelled with the build's version: which build each replica runs.
+pub const BUILD_INFO: &str = "palisade_build_info";
+/// Error answers the gateway gave, by their wire `error.code` (a fixed set:
+/// the error codes and the policy's reason codes).
+pub const REFUSALS: &str = "palisade_refusals_total";
+/// Tokens accounted in the ledger, by tenant, model and direction (input, output).
+pub const TOKENS: &str = "palisade_tokens_total";
+/// Cost accounted in the ledger, in micro-dollars, by tenant and model.
+pub const COST_MICRODOLLARS: &str = "palisade_cost_microdollars_total";
+/// 1 from a backend's circuit opening until a good probe closes it, by backend.
+pub const CIRCUIT_OPEN: &str = "palisade_backend_circuit_open";
+/// 1 while the shared limits backend (Redis) answers, 0 while its fallback is in use.
+pub const LIMITS_BACKEND_UP: &str = "palisade_limits_backend_up";
+
+/// How many distinct tenants and models become label values of the usage
+/// counters; the rest are counted under `other`.
+const USAGE_LABEL_CAP: usize = 256;
+
 /// Latency buckets from 100 µs to 5 min: gateway overhead lives at the low
 /// end, LLM generation at the high end, and both must be readable.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -119,6 +137,8 @@ pub fn install() -> Option<PrometheusHandle> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             describe();
+            gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            start_at_zero();
             Some(handle)
         })
         .clone()
@@ -137,7 +157,52 @@ pub fn spawn_upkeep(handle: PrometheusHandle) {
     });
 }
 
+/// Counters an alert rule watches with `increase()` start at 0: a series
+/// that first appears at 1 shows no increase, so the first event would
+/// never page.
+fn start_at_zero() {
+    for name in [
+        CANARY_LEAKS,
+        AUDIT_ERRORS,
+        LEDGER_ERRORS,
+        REQUESTS_WITHOUT_POLICY,
+    ] {
+        counter!(name).increment(0);
+    }
+    for reason in crate::bundle::activate::Refusal::LABELS {
+        counter!(BUNDLE_REFUSED, "reason" => *reason).increment(0);
+    }
+    for kind in [
+        palisade_anomaly::AlertKind::InjectionBurst,
+        palisade_anomaly::AlertKind::RefusalBurst,
+        palisade_anomaly::AlertKind::LoadSurge,
+    ] {
+        counter!(crate::anomaly::ALERTS_TOTAL, "kind" => kind.as_str()).increment(0);
+    }
+}
+
 fn describe() {
+    describe_gauge!(BUILD_INFO, "1, labelled with this build's version.");
+    describe_counter!(
+        REFUSALS,
+        "Error answers given, by wire error code (error codes and policy reason codes)."
+    );
+    describe_counter!(
+        TOKENS,
+        "Tokens accounted in the ledger, by tenant, model and direction (input, output)."
+    );
+    describe_counter!(
+        COST_MICRODOLLARS,
+        "Cost accounted in the ledger in micro-dollars (price table), by tenant and model."
+    );
+    describe_gauge!(
+        CIRCUIT_OPEN,
+        "1 from a backend's circuit opening until a good probe closes it."
+    );
+    describe_gauge!(
+        LIMITS_BACKEND_UP,
+        "1 while the shared limits backend answers; 0 while its fallback is in use."
+    );
     describe_counter!(
         LOG_QUEUE_FULL,
         "Log lines that found the log writer's queue full and waited (never dropped)."
@@ -363,6 +428,35 @@ impl ModelLabels {
         let label: Arc<str> = model.into();
         seen.insert(label.clone());
         label
+    }
+}
+
+/// Counts one error answer by its wire code.
+pub(crate) fn refusal(code: &'static str) {
+    counter!(REFUSALS, "code" => code).increment(1);
+}
+
+/// Counts a ledger row's tokens and cost. Tenants and models pass through
+/// capped label sets: runtime tenants and wildcard model names are the
+/// client's to choose.
+pub(crate) fn usage(tenant: &str, model: &str, input: u64, output: u64, cost_micros: i64) {
+    static TENANTS: OnceLock<ModelLabels> = OnceLock::new();
+    static MODELS: OnceLock<ModelLabels> = OnceLock::new();
+    let tenant = TENANTS
+        .get_or_init(|| ModelLabels::new(USAGE_LABEL_CAP))
+        .label(tenant);
+    let model = MODELS
+        .get_or_init(|| ModelLabels::new(USAGE_LABEL_CAP))
+        .label(model);
+    for (direction, n) in [("input", input), ("output", output)] {
+        if n > 0 {
+            counter!(TOKENS, "tenant" => tenant.to_string(), "model" => model.to_string(), "direction" => direction)
+                .increment(n);
+        }
+    }
+    if let Ok(cost @ 1..) = u64::try_from(cost_micros) {
+        counter!(COST_MICRODOLLARS, "tenant" => tenant.to_string(), "model" => model.to_string())
+            .increment(cost);
     }
 }
 

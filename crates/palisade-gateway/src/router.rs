@@ -32,6 +32,7 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
         .route("/v1/completions", post(proxied(Endpoint::Completions)))
         .route("/v1/embeddings", post(proxied(Endpoint::Embeddings)))
         .route("/v1/models", get(crate::api::models::list))
+        .route("/v1/models/{*id}", get(crate::api::models::retrieve))
         .route("/v1/guard/scan", post(crate::api::guard::scan))
         .route("/v1/guard/tool_calls", post(crate::api::tools::guard))
         .route("/v1/tools/confirm", post(crate::api::tools::confirm))

@@ -142,6 +142,9 @@ impl GatewayState {
         config: &Config,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<(Self, Condition), GatewayError> {
+        // Installed before anything touches a metric (breaker and pool
+        // gauges are set as their owners are built).
+        let metrics_handle = crate::metrics::install();
         let mut backends = Vec::with_capacity(config.backends.len());
         let mut index = HashMap::new();
         for (name, backend) in &config.backends {
@@ -190,8 +193,6 @@ impl GatewayState {
         // The replica holds its policy before it takes traffic: loaded here,
         // or, with a bundle, once one verifies (the pipeline refuses until then).
         let started = crate::bundle::mark_process_start();
-        // Installed before the policy metrics below are first touched.
-        let metrics_handle = crate::metrics::install();
         let (policy, bundle) = match &config.bundle {
             None => {
                 let policy_ready = readiness.register("policy");

@@ -165,12 +165,15 @@ impl Backend {
                 .clone()
                 .map(|p| (p, Duration::from_millis(config.probe_interval_ms))),
             breaker: config.circuit_breaker.map(|b| {
-                crate::limits::breaker::Breaker::new(crate::limits::breaker::BreakerConfig {
-                    error_rate: b.error_rate,
-                    window: b.window as usize,
-                    min_requests: b.min_requests as usize,
-                    cooldown: Duration::from_millis(b.cooldown_ms),
-                })
+                crate::limits::breaker::Breaker::new(
+                    name,
+                    crate::limits::breaker::BreakerConfig {
+                        error_rate: b.error_rate,
+                        window: b.window as usize,
+                        min_requests: b.min_requests as usize,
+                        cooldown: Duration::from_millis(b.cooldown_ms),
+                    },
+                )
             }),
             scheduler: match config.max_in_flight {
                 Some(max) => Some(std::sync::Arc::new(

@@ -169,6 +169,51 @@ impl ErrorCode {
         }
     }
 
+    /// Whether the same request, sent again later, may succeed: rendered as
+    /// `x-should-retry`, which the OpenAI SDKs obey over their own status
+    /// rules. `false` where a retry only repeats the refusal (bad input,
+    /// credentials, a policy verdict, a spent quota, a blocked offender) or
+    /// would resend what the upstream answered malformed.
+    pub const fn should_retry(self) -> bool {
+        match self {
+            Self::RequestTimeout
+            | Self::RateLimited
+            | Self::ConcurrencyLimited
+            | Self::TokensExhausted
+            | Self::SpendRateExceeded
+            | Self::UpstreamUnavailable
+            | Self::UpstreamTimeout
+            | Self::UpstreamError
+            | Self::LimitsUnavailable
+            | Self::UpstreamOverloaded
+            | Self::CircuitOpen
+            | Self::ResidencyUnavailable
+            | Self::ShuttingDown
+            | Self::NotReady
+            | Self::Overloaded
+            | Self::DetectorSaturated
+            | Self::IdempotencyInFlight
+            | Self::InternalError => true,
+            Self::InvalidRequest
+            | Self::RequestTooLarge
+            | Self::MissingApiKey
+            | Self::InvalidApiKey
+            | Self::PermissionDenied
+            | Self::ModelNotFound
+            | Self::NotFound
+            | Self::MethodNotAllowed
+            | Self::UpstreamProtocol
+            | Self::UpstreamInvalidResponse
+            | Self::QuotaExceeded
+            | Self::BlockedOffender
+            | Self::NoPreviousPolicy
+            | Self::ConfirmationNotFound
+            | Self::PolicyBlocked
+            | Self::OutputRejected
+            | Self::IdempotencyKeyReused => false,
+        }
+    }
+
     /// The `error.type` that goes with this code.
     pub const fn kind(self) -> ErrorKind {
         match self {
@@ -424,6 +469,41 @@ mod tests {
             ErrorCode::InternalError,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
+
+    #[test]
+    fn should_retry_follows_whether_waiting_can_help() {
+        // (code, retry?) — a table, so a new code's answer is a decision.
+        let table = [
+            (ErrorCode::RateLimited, true),
+            (ErrorCode::ConcurrencyLimited, true),
+            (ErrorCode::TokensExhausted, true),
+            (ErrorCode::NotReady, true),
+            (ErrorCode::ShuttingDown, true),
+            (ErrorCode::CircuitOpen, true),
+            (ErrorCode::UpstreamTimeout, true),
+            (ErrorCode::IdempotencyInFlight, true),
+            (ErrorCode::QuotaExceeded, false),
+            (ErrorCode::BlockedOffender, false),
+            (ErrorCode::PolicyBlocked, false),
+            (ErrorCode::InvalidApiKey, false),
+            (ErrorCode::InvalidRequest, false),
+            (ErrorCode::UpstreamInvalidResponse, false),
+            (ErrorCode::IdempotencyKeyReused, false),
+        ];
+        for (code, retry) in table {
+            assert_eq!(code.should_retry(), retry, "{}", code.as_str());
+        }
+        // Every status a client is told to come back to after `Retry-After`
+        // (429 rate/concurrency/token limits, 503 capacity) says retry,
+        // except the two refusals that waiting does not lift.
+        for code in [
+            ErrorCode::RateLimited,
+            ErrorCode::Overloaded,
+            ErrorCode::DetectorSaturated,
+        ] {
+            assert!(code.should_retry());
         }
     }
 }

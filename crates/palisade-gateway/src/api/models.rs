@@ -1,4 +1,4 @@
-//! `GET /v1/models`: what this gateway can route.
+//! `GET /v1/models` and `GET /v1/models/{id}`: what this gateway can route.
 //!
 //! Explicit routes and aliases are listed from config. A wildcard route
 //! forwards any name, so for it the backend is asked for its own list (with a
@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::HeaderMap;
@@ -79,6 +79,51 @@ pub async fn list(
         data,
     })
     .into_response()
+}
+
+/// `GET /v1/models/{id}`: one model, by the same rules as the listing (an
+/// id is found exactly when the listing would show it), 404
+/// `model_not_found` otherwise. Ids may hold `/` (`meta-llama/Llama-3-8B`),
+/// hence the catch-all path segment.
+pub async fn retrieve(
+    State(state): State<Arc<GatewayState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let _front = match crate::pipeline::front::front(&state, &headers, None).await {
+        Ok(front) => front,
+        Err(err) => return error_response(&err, Some(&request_id)),
+    };
+    let listed = state
+        .routes
+        .listed()
+        .iter()
+        .find(|(name, _)| *name == id)
+        .map(|(_, backend)| state.backends[*backend].name.clone());
+    let owner = match listed {
+        Some(owner) => Some(owner),
+        None => match state.routes.wildcard() {
+            Some(wildcard) if state.backends[wildcard.backend].list_models => {
+                let backend = &state.backends[wildcard.backend];
+                backend_models(backend)
+                    .await
+                    .contains(&id)
+                    .then(|| backend.name.clone())
+            }
+            _ => None,
+        },
+    };
+    match owner {
+        Some(owned_by) => Json(ModelEntry {
+            id,
+            object: "model",
+            created: 0,
+            owned_by,
+        })
+        .into_response(),
+        None => error_response(&crate::routing::model_not_found(&id), Some(&request_id)),
+    }
 }
 
 async fn backend_models(backend: &crate::upstream::Backend) -> Vec<String> {

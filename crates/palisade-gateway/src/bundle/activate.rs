@@ -72,6 +72,22 @@ pub enum Refusal {
 
 impl Refusal {
     /// A short, bounded label for the refusal metric.
+    /// Every value [`Refusal::label`] returns (the metric starts them at 0).
+    pub(crate) const LABELS: &'static [&'static str] = &[
+        "policy",
+        "detector",
+        "too_large",
+        "malformed",
+        "unsigned",
+        "untrusted_key",
+        "bad_signature",
+        "key_retired",
+        "invalid",
+        "older_serial",
+        "serial_reuse",
+        "other",
+    ];
+
     fn label(&self) -> &'static str {
         match self {
             Refusal::Policy(_) => "policy",

@@ -136,6 +136,8 @@ impl DetectionPool {
             0 => std::thread::available_parallelism().map_or(2, usize::from),
             n => n,
         };
+        // Exported from the start, so a dashboard shows 0, not "no data".
+        metrics::gauge!(QUEUE_DEPTH).set(0.0);
         Self {
             permits: Arc::new(Semaphore::new(workers)),
             workers,

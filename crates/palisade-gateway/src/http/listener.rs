@@ -132,7 +132,7 @@ async fn refuse(mut tcp: TcpStream) {
     .to_json(None);
     let head = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+         retry-after: 1\r\nx-should-retry: true\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
     let answer = async {

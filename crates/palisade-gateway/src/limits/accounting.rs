@@ -216,7 +216,15 @@ impl LedgerRow {
         if std::mem::replace(&mut self.written, true) {
             return None;
         }
-        Some(self.entry(facts))
+        let entry = self.entry(facts);
+        crate::metrics::usage(
+            &entry.tenant,
+            &entry.model,
+            entry.prompt_tokens,
+            entry.completion_tokens,
+            entry.cost_micros,
+        );
+        Some(entry)
     }
 
     fn failed(&self, e: &palisade_ledger::LedgerError) {

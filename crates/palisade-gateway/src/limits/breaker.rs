@@ -30,14 +30,18 @@ pub struct BreakerConfig {
 /// One backend's breaker.
 #[derive(Debug)]
 pub struct Breaker {
+    /// The backend's name: the `backend` label of the state gauge.
+    backend: std::sync::Arc<str>,
     clock: GatewayClock,
     state: Mutex<CircuitBreaker>,
 }
 
 impl Breaker {
     /// A closed breaker.
-    pub fn new(config: BreakerConfig) -> Self {
+    pub fn new(backend: &str, config: BreakerConfig) -> Self {
+        metrics::gauge!(crate::metrics::CIRCUIT_OPEN, "backend" => backend.to_owned()).set(0.0);
         Self {
+            backend: backend.into(),
             clock: GatewayClock::system(),
             state: Mutex::new(CircuitBreaker::new(CircuitConfig {
                 error_rate: config.error_rate,
@@ -62,8 +66,18 @@ impl Breaker {
     pub fn record(&self, now: Instant, ok: bool) {
         let now = self.clock.at(now);
         let change = self.lock().record(now, ok);
-        if let CircuitChange::Opened { failures, of } = change {
-            tracing::warn!(failures, of, "circuit opened");
+        let open = match change {
+            CircuitChange::Opened { failures, of } => {
+                tracing::warn!(failures, of, backend = %self.backend, "circuit opened");
+                Some(1.0)
+            }
+            CircuitChange::Reopened => Some(1.0),
+            CircuitChange::Closed => Some(0.0),
+            CircuitChange::None => None,
+        };
+        if let Some(open) = open {
+            metrics::gauge!(crate::metrics::CIRCUIT_OPEN, "backend" => self.backend.to_string())
+                .set(open);
         }
     }
 
@@ -82,12 +96,15 @@ mod tests {
 
     #[test]
     fn instants_in_durations_out() {
-        let b = Breaker::new(BreakerConfig {
-            error_rate: 0.5,
-            window: 10,
-            min_requests: 4,
-            cooldown: Duration::from_secs(5),
-        });
+        let b = Breaker::new(
+            "test",
+            BreakerConfig {
+                error_rate: 0.5,
+                window: 10,
+                min_requests: 4,
+                cooldown: Duration::from_secs(5),
+            },
+        );
         let t0 = Instant::now();
         for _ in 0..4 {
             b.record(t0, false);

@@ -49,6 +49,13 @@ impl SharedBackend {
             healthy: AtomicBool::new(false),
             conn: OnceLock::new(),
         }
+        .reported_down()
+    }
+
+    /// Starts the health gauge at 0: down until the first call answers.
+    fn reported_down(self) -> Self {
+        self.set_healthy(false);
+        self
     }
 
     /// The connection, once established.
@@ -67,6 +74,7 @@ impl SharedBackend {
 
     pub(crate) fn set_healthy(&self, ok: bool) {
         self.healthy.store(ok, Ordering::Release);
+        metrics::gauge!(crate::metrics::LIMITS_BACKEND_UP).set(if ok { 1.0 } else { 0.0 });
     }
 
     /// Records a failed call; the error for the client when the policy is to
