@@ -200,7 +200,7 @@ function drawChart(rows, metric) {
   rows.forEach((r, i) => {
     const v = Number(r[metric]) || 0;
     const y = i * rowH + 2;
-    chart.appendChild(svg("text", { x: 0, y: y + 15 }, scalar(r.group).slice(0, 28)));
+    chart.appendChild(svg("text", { x: 0, y: y + 15 }, scalar(r.group).slice(0, 24)));
     chart.appendChild(svg("rect", { class: "bar", x: labelW, y, height: rowH - 6, width: Math.max(1, (v / max) * barMax) }));
     chart.appendChild(svg("text", { x: labelW + Math.max(1, (v / max) * barMax) + 4, y: y + 15 }, metric === "cost_usd" ? v.toFixed(4) : v));
   });
