@@ -44,6 +44,7 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
         .route("/admin/policy", get(crate::api::admin::policy))
         .route("/admin/fleet", get(crate::api::admin::fleet))
         .route("/admin/audit", get(crate::api::admin_read::audit))
+        .route("/admin/limits", get(crate::api::admin_read::limits))
         .route(
             "/admin/policy/diff",
             get(crate::api::admin_read::policy_diff),

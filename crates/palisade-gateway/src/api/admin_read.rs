@@ -13,6 +13,11 @@
 //! history; by default from the newest kept version to the active one (or
 //! the active to the shadow, when there is no history but a shadow).
 //!
+//! `GET /admin/limits` shows each backend's routing state (healthy,
+//! outstanding, smoothed latency, circuit breaker, last probe) and where
+//! the limiter keeps its state (this process or Redis, and whether Redis is
+//! connected).
+//!
 //! Must not: write anything, or read an unbounded number of rows.
 
 use std::sync::Arc;
@@ -192,4 +197,48 @@ fn run_diff(
         "changes": changes,
         "lines": text,
     }))
+}
+
+/// `GET /admin/limits`
+pub async fn limits(
+    State(state): State<Arc<GatewayState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(err) = state.auth.authenticate_admin(&headers) {
+        return error_response(&err, Some(&request_id));
+    }
+    use palisade_routing::StateView;
+    let now = std::time::Instant::now();
+    let view = state.balancer.view(&state.backends, now);
+    let backends: Vec<Value> = state
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let s = view.state(i);
+            let breaker = match &b.breaker {
+                None => "none",
+                Some(br) if br.is_open(now) => "open",
+                Some(_) => "closed",
+            };
+            serde_json::json!({
+                "name": b.name,
+                "healthy": s.healthy,
+                "outstanding": s.outstanding,
+                "ewma_ms": s.ewma as f64 / 1e6,
+                "breaker": breaker,
+                "probe": state.balancer.probe_state(i),
+            })
+        })
+        .collect();
+    let shared = state.admission.is_shared();
+    Json(serde_json::json!({
+        "backends": backends,
+        "limiter": {
+            "backend": if shared { "redis" } else { "local" },
+            "redis_connected": shared.then(|| state.admission.redis().is_some()),
+        },
+    }))
+    .into_response()
 }

@@ -272,6 +272,7 @@ const PAGES = {
   usage: loadUsage,
   quotas: () => showJson("/admin/quotas", "quotas-view"),
   tools: loadTools,
+  limits: () => showJson("/admin/limits", "limits-view"),
   fleet: () => showJson("/admin/fleet", "fleet-view"),
   anomaly: () => showJson("/admin/anomaly", "anomaly-view"),
   hunt: () => showJson("/admin/hunt", "hunt-view"),
