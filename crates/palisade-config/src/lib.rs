@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 mod auth;
 mod backends;
 mod bundle;
+mod console;
 mod detection;
 mod extraction;
 mod fleet;
@@ -49,6 +50,7 @@ mod watermark;
 pub use auth::*;
 pub use backends::*;
 pub use bundle::*;
+pub use console::*;
 pub use detection::*;
 pub use extraction::*;
 pub use fleet::*;
@@ -145,6 +147,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Output watermarking and its detector.
     pub watermark: WatermarkConfig,
+    /// The admin web console (`/admin/ui`).
+    pub console: ConsoleConfig,
 }
 
 /// Where a config comes from. Tests pass an explicit environment so they do
@@ -250,6 +254,7 @@ impl Config {
         self.fleet.validate()?;
         self.idempotency.validate()?;
         self.cache.validate()?;
+        self.console.validate()?;
         if let Some(bundle) = &self.bundle {
             bundle.validate()?;
             if self.policy.file.is_some() {

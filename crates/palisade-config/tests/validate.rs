@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 94;
+const RULE_SITES: usize = 96;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -138,6 +138,7 @@ fn every_rule_site_is_counted() {
         include_str!("../src/auth.rs"),
         include_str!("../src/backends.rs"),
         include_str!("../src/bundle.rs"),
+        include_str!("../src/console.rs"),
         include_str!("../src/detection.rs"),
         include_str!("../src/fleet.rs"),
         include_str!("../src/extraction.rs"),
@@ -520,6 +521,9 @@ fn invalid_configs_name_the_key() {
             "[detection]\nsecond_stage = \"auto\"\nmodel_dir = \"\"",
             "detection.model_dir",
         ),
+        // [console]
+        ("[console]\nsession_ttl_secs = 0", "console.session_ttl_secs"),
+        ("[console]\nmax_sessions = 0", "console.max_sessions"),
         // [idempotency], [cache]
         ("[idempotency]\nttl_secs = 0", "idempotency.ttl_secs"),
         ("[idempotency]\nmax_entries_per_tenant = 0", "idempotency.max_entries_per_tenant"),

@@ -31,6 +31,7 @@ pub(crate) mod api;
 pub(crate) mod balancer;
 pub mod bundle;
 pub(crate) mod clock;
+pub(crate) mod console;
 pub(crate) mod context;
 pub(crate) mod cpu;
 pub(crate) mod extraction;

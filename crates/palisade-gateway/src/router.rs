@@ -44,6 +44,19 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
         .route("/admin/quotas", get(crate::api::admin::quotas))
         .route("/admin/policy", get(crate::api::admin::policy))
         .route("/admin/fleet", get(crate::api::admin::fleet))
+        .route("/admin/audit", get(crate::api::admin_read::audit))
+        .route("/admin/limits", get(crate::api::admin_read::limits))
+        .route(
+            "/admin/policy/diff",
+            get(crate::api::admin_read::policy_diff),
+        )
+        .route("/admin/ui", get(crate::console::root))
+        .route("/admin/ui/", get(crate::console::page))
+        .route("/admin/ui/app.js", get(crate::console::page))
+        .route("/admin/ui/app.css", get(crate::console::page))
+        .route("/admin/ui/login", post(crate::console::login))
+        .route("/admin/ui/logout", post(crate::console::logout))
+        .route("/admin/ui/session", get(crate::console::session))
         .route(
             "/admin/policy/rollback",
             post(crate::api::admin::policy_rollback),
@@ -60,6 +73,12 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
         .route("/metrics", get(crate::api::probes::metrics))
         .fallback(crate::api::probes::not_found)
         .method_not_allowed_fallback(crate::api::probes::method_not_allowed)
+        // Console sessions become their key's Authorization (CSRF-checked);
+        // security headers on every /admin answer.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::console::layer,
+        ))
         .layer(middleware::from_fn_with_state(
             crate::http::body_deadline::BodyReadTimeout(state.body_read_timeout),
             crate::http::body_deadline::layer,

@@ -129,6 +129,8 @@ pub struct GatewayState {
     pub(crate) replay: crate::replay::Replay,
     /// Output watermarking, with `[watermark] enabled`.
     pub(crate) watermark: Option<crate::watermark::Watermark>,
+    /// The admin web console's sessions, with `[console] enabled`.
+    pub(crate) console: Option<crate::console::Console>,
 }
 
 /// Most model names a wildcard route turns into metric label values.
@@ -230,6 +232,10 @@ impl GatewayState {
             crate::clock::GatewayClock::system(),
         )?;
         let state = GatewayState {
+            console: config
+                .console
+                .enabled
+                .then(|| crate::console::Console::from_config(&config.console)),
             auth: Authenticator::from_config(&config.auth),
             routes,
             balancer: Arc::new(crate::balancer::Balancer::new(

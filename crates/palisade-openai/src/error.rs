@@ -51,6 +51,9 @@ pub enum ErrorCode {
     InvalidApiKey,
     /// A valid key without the right for this endpoint (e.g. admin).
     PermissionDenied,
+    /// A console session's state-changing call without its CSRF token (the
+    /// `x-csrf-token` header): refused as a possible cross-site request.
+    CsrfTokenInvalid,
     /// The model is not in the routing table.
     ModelNotFound,
     /// No route at this path.
@@ -137,7 +140,7 @@ impl ErrorCode {
         match self {
             Self::InvalidRequest => 400,
             Self::MissingApiKey | Self::InvalidApiKey => 401,
-            Self::PermissionDenied => 403,
+            Self::PermissionDenied | Self::CsrfTokenInvalid => 403,
             Self::ModelNotFound | Self::NotFound | Self::ConfirmationNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::PolicyBlocked => 400,
@@ -227,7 +230,7 @@ impl ErrorCode {
             | Self::ShuttingDown => ErrorKind::InvalidRequestError,
             Self::NotReady => ErrorKind::ServerError,
             Self::MissingApiKey | Self::InvalidApiKey => ErrorKind::AuthenticationError,
-            Self::PermissionDenied => ErrorKind::PermissionError,
+            Self::PermissionDenied | Self::CsrfTokenInvalid => ErrorKind::PermissionError,
             Self::RateLimited
             | Self::ConcurrencyLimited
             | Self::TokensExhausted
@@ -262,6 +265,7 @@ impl ErrorCode {
             Self::MissingApiKey => "missing_api_key",
             Self::InvalidApiKey => "invalid_api_key",
             Self::PermissionDenied => "permission_denied",
+            Self::CsrfTokenInvalid => "csrf_token_invalid",
             Self::ModelNotFound => "model_not_found",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -438,6 +442,7 @@ mod tests {
             ErrorCode::MissingApiKey,
             ErrorCode::InvalidApiKey,
             ErrorCode::PermissionDenied,
+            ErrorCode::CsrfTokenInvalid,
             ErrorCode::ModelNotFound,
             ErrorCode::NotFound,
             ErrorCode::MethodNotAllowed,

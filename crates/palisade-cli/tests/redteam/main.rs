@@ -30,11 +30,15 @@
 //! - `watermark`: learning the green list through the detect endpoint,
 //!   log-probabilities or the client's own `logit_bias`, and switching the
 //!   watermark off with it.
+//! - `console`: the admin web console's sessions (CSRF without the token,
+//!   a planted session id, a tenant key logging in, expiry, a login flood)
+//!   and a page that never builds HTML from data.
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
 
 mod bundle;
+mod console;
 mod extraction;
 mod harness;
 mod hunt;

@@ -7,6 +7,7 @@
 //! gates; none of them forwards to an upstream except `/v1/models`.
 
 pub(crate) mod admin;
+pub(crate) mod admin_read;
 pub(crate) mod guard;
 pub(crate) mod models;
 pub(crate) mod probes;

@@ -153,6 +153,20 @@ impl Balancer {
         }
     }
 
+    /// The last active health probe's outcome of `backend`, for
+    /// `/admin/limits`: `ok`, `failed` or `unknown` (none yet, or no probe).
+    pub(crate) fn probe_state(&self, backend: usize) -> &'static str {
+        match self
+            .backends
+            .get(backend)
+            .map(|b| b.probe.load(Ordering::Relaxed))
+        {
+            Some(PROBE_OK) => "ok",
+            Some(PROBE_FAILED) => "failed",
+            _ => "unknown",
+        }
+    }
+
     /// The routing crate's view of the backends now.
     pub(crate) fn view<'a>(&'a self, backends: &'a [Backend], at: Instant) -> View<'a> {
         View {

@@ -25,6 +25,11 @@ impl AuditSink {
         let _ = self.store.set(store);
     }
 
+    /// The audit store, once attached (`/admin/audit` reads it).
+    pub(crate) fn store(&self) -> Option<&Arc<Ledger>> {
+        self.store.get()
+    }
+
     /// Records one gate decision. Never waits: the store's writer commits it
     /// with its next batch; a failure is logged and counted, never dropped
     /// silently.

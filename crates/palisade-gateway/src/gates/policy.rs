@@ -316,6 +316,27 @@ impl PolicyStore {
         Some(previous)
     }
 
+    /// The snapshot of `version` (`sha256:…`) among those this replica
+    /// holds (active, shadow, rollback history), for `/admin/policy/diff`.
+    pub fn find(&self, version: &str) -> Option<Arc<Snapshot>> {
+        let active = self.active.load_full();
+        if active.version().to_string() == version {
+            return Some(active);
+        }
+        if let Some(shadow) = self.shadow.load_full() {
+            if shadow.version().to_string() == version {
+                return Some(shadow);
+            }
+        }
+        self.history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .rev()
+            .find(|s| s.version().to_string() == version)
+            .cloned()
+    }
+
     /// The versions kept for rollback, oldest first.
     pub fn history(&self) -> Vec<String> {
         self.history

@@ -230,6 +230,11 @@ impl Admission {
         })
     }
 
+    /// Whether limits are shared through Redis (`limits.backend = "redis"`).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// The replica's Redis connection, when `backend = "redis"` and it is
     /// connected (shared with other per-replica state, like held tool calls).
     pub(crate) fn redis(&self) -> Option<palisade_redis::RedisConnection> {

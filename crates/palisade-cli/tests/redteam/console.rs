@@ -1,0 +1,307 @@
+//! Attacks on the admin web console's session layer (`/admin/ui`): a
+//! cross-site page riding the operator's cookie (CSRF), a planted session
+//! id (fixation), a tenant key logging in, a stale cookie, a login flood
+//! against the session table, and script injection through data the page
+//! shows (tenant names, audit reasons, tool arguments). The browser-side
+//! rendering is checked in a real Chromium by
+//! `crates/palisade-gateway/tests/console.rs`; here, the page's source is
+//! checked never to build HTML from strings.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::{start, Client};
+
+const ADMIN: &str = "sk-console-admin";
+const TENANT: &str = "sk-console-tenant";
+
+fn hash(key: &str) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()))
+}
+
+async fn gateway(console: &str) -> Client {
+    let toml = format!(
+        "[backends.main]\nbase_url = \"http://127.0.0.1:9\"\n\
+         [[auth.keys]]\nname = \"ops\"\ntenant = \"ops\"\nsha256 = \"{}\"\nadmin = true\n\
+         [[auth.keys]]\nname = \"eve\"\ntenant = \"eve\"\nsha256 = \"{}\"\n\
+         [console]\nsecure_cookie = false\n{console}",
+        hash(ADMIN),
+        hash(TENANT)
+    );
+    Client::new(start(&toml).await)
+}
+
+/// A login: the session cookie value (`None` when refused), the CSRF token, the status.
+struct Login {
+    status: u16,
+    cookie: Option<String>,
+    csrf: String,
+    set_cookie: String,
+}
+
+async fn login(c: &Client, key: &str, cookie: Option<&str>) -> Login {
+    let mut req = c
+        .http
+        .post(c.url("/admin/ui/login"))
+        .json(&json!({ "key": key }));
+    if let Some(v) = cookie {
+        req = req.header("cookie", format!("palisade_console={v}"));
+    }
+    let resp = req.send().await.expect("gateway answers");
+    let status = resp.status().as_u16();
+    let set_cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    let cookie = set_cookie
+        .strip_prefix("palisade_console=")
+        .and_then(|rest| rest.split(';').next())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned);
+    Login {
+        status,
+        cookie,
+        csrf: body["csrf_token"].as_str().unwrap_or_default().to_owned(),
+        set_cookie,
+    }
+}
+
+/// GET `path` with only the session cookie.
+async fn get_with_cookie(c: &Client, path: &str, cookie: &str) -> u16 {
+    c.http
+        .get(c.url(path))
+        .header("cookie", format!("palisade_console={cookie}"))
+        .send()
+        .await
+        .expect("gateway answers")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_site_post_without_the_csrf_token_is_refused() {
+    let c = gateway("").await;
+    let s = login(&c, ADMIN, None).await;
+    assert_eq!(s.status, 200);
+    let cookie = s.cookie.expect("a session cookie");
+    assert!(s.set_cookie.contains("HttpOnly"), "{}", s.set_cookie);
+    assert!(s.set_cookie.contains("SameSite=Strict"), "{}", s.set_cookie);
+    // What a hostile page's form post would send: the cookie (had the
+    // browser attached it), a foreign Origin, no token; then a wrong token.
+    for token in [None, Some("0".repeat(64)), Some(String::new())] {
+        let mut req = c
+            .http
+            .post(c.url("/admin/policy/rollback"))
+            .header("cookie", format!("palisade_console={cookie}"))
+            .header("origin", "https://evil.example")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("x=1");
+        if let Some(t) = &token {
+            req = req.header("x-csrf-token", t);
+        }
+        let resp = req.send().await.expect("gateway answers");
+        assert_eq!(resp.status().as_u16(), 403, "token {token:?}");
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "csrf_token_invalid");
+    }
+    // Approving a held tool call is state-changing too.
+    let resp = c
+        .http
+        .post(c.url("/v1/tools/confirm"))
+        .header("cookie", format!("palisade_console={cookie}"))
+        .json(&json!({"confirmation_id": "x"}))
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(resp.status().as_u16(), 403);
+    // Logout without the token does not log out.
+    let resp = c
+        .http
+        .post(c.url("/admin/ui/logout"))
+        .header("cookie", format!("palisade_console={cookie}"))
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(get_with_cookie(&c, "/admin/policy", &cookie).await, 200);
+    // With its token the same session may act (no earlier version: 409-ish, not 403).
+    let resp = c
+        .http
+        .post(c.url("/admin/policy/rollback"))
+        .header("cookie", format!("palisade_console={cookie}"))
+        .header("x-csrf-token", &s.csrf)
+        .send()
+        .await
+        .expect("gateway answers");
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "no_previous_policy", "{body}");
+    // A form-encoded login (what a cross-site form can send) is refused.
+    let (status, _) = c.post_raw("/admin/ui/login", &json!(ADMIN), &[]).await;
+    assert_eq!(status, 400, "a JSON string is not a login object");
+    let resp = c
+        .http
+        .post(c.url("/admin/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("key={ADMIN}"))
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(resp.status().as_u16(), 400);
+    assert!(resp.headers().get("set-cookie").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_session_id_is_never_promoted() {
+    let c = gateway("").await;
+    let planted = "attacker-chosen-session-id";
+    let s = login(&c, ADMIN, Some(planted)).await;
+    assert_eq!(s.status, 200);
+    let minted = s.cookie.expect("a session cookie");
+    assert_ne!(minted, planted);
+    assert_eq!(minted.len(), 64, "32 random bytes, hex");
+    assert_eq!(get_with_cookie(&c, "/admin/policy", planted).await, 401);
+    assert_eq!(get_with_cookie(&c, "/admin/policy", &minted).await, 200);
+    // Logging in again over a live session ends the old one.
+    let again = login(&c, ADMIN, Some(&minted)).await;
+    let fresh = again.cookie.expect("a session cookie");
+    assert_ne!(fresh, minted);
+    assert_eq!(get_with_cookie(&c, "/admin/policy", &minted).await, 401);
+    assert_eq!(get_with_cookie(&c, "/admin/policy", &fresh).await, 200);
+    // Logout ends it for good.
+    let resp = c
+        .http
+        .post(c.url("/admin/ui/logout"))
+        .header("cookie", format!("palisade_console={fresh}"))
+        .header("x-csrf-token", &again.csrf)
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(get_with_cookie(&c, "/admin/policy", &fresh).await, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_key_or_a_wrong_key_cannot_log_in() {
+    let c = gateway("").await;
+    let tenant = login(&c, TENANT, None).await;
+    assert_eq!(tenant.status, 403);
+    assert!(tenant.cookie.is_none(), "{}", tenant.set_cookie);
+    let wrong = login(&c, "sk-guess", None).await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.cookie.is_none());
+    // A tenant key's bearer cannot reach the session endpoint's data either.
+    let resp = c
+        .http
+        .get(c.url("/admin/ui/session"))
+        .bearer_auth(TENANT)
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(resp.status().as_u16(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_expires_at_its_fixed_lifetime() {
+    let c = gateway("session_ttl_secs = 1\n").await;
+    let cookie = login(&c, ADMIN, None).await.cookie.expect("cookie");
+    assert_eq!(get_with_cookie(&c, "/admin/policy", &cookie).await, 200);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(get_with_cookie(&c, "/admin/policy", &cookie).await, 401);
+    let resp = c
+        .http
+        .get(c.url("/admin/ui/session"))
+        .header("cookie", format!("palisade_console={cookie}"))
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(resp.status().as_u16(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_keeps_the_session_table_bounded() {
+    let c = gateway("max_sessions = 4\n").await;
+    let mut cookies = Vec::new();
+    for _ in 0..40 {
+        cookies.push(login(&c, ADMIN, None).await.cookie.expect("cookie"));
+    }
+    // Wrong keys open nothing, so they push no one out.
+    for i in 0..100 {
+        assert_eq!(login(&c, &format!("sk-wrong-{i}"), None).await.status, 401);
+    }
+    let mut live = 0;
+    for cookie in &cookies {
+        if get_with_cookie(&c, "/admin/policy", cookie).await == 200 {
+            live += 1;
+        }
+    }
+    assert_eq!(live, 4, "only max_sessions sessions are held");
+    for cookie in &cookies[36..] {
+        assert_eq!(get_with_cookie(&c, "/admin/policy", cookie).await, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_never_builds_html_from_strings() {
+    let c = gateway("").await;
+    let get = |path: &'static str| {
+        let c = &c;
+        async move {
+            let resp = c.http.get(c.url(path)).send().await.expect("answers");
+            let csp = resp
+                .headers()
+                .get("content-security-policy")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let nosniff = resp.headers().get("x-content-type-options").cloned();
+            (csp, nosniff, resp.text().await.unwrap_or_default())
+        }
+    };
+    let (csp, nosniff, js) = get("/admin/ui/app.js").await;
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(
+        nosniff.as_ref().map(|v| v.as_bytes()),
+        Some(&b"nosniff"[..])
+    );
+    assert!(js.contains("textContent"), "the real script was served");
+    // Code only: the header comment names the sinks it forbids.
+    let code: String = js
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+        "setTimeout(\"",
+        "DOMParser",
+        "createContextualFragment",
+    ] {
+        assert!(!code.contains(sink), "app.js uses {sink}");
+    }
+    let (_, _, html) = get("/admin/ui/").await;
+    assert!(html.contains("<script src=\"app.js\" defer></script>"));
+    // No inline script, style or event handler (the CSP would block them;
+    // none should exist to begin with).
+    assert_eq!(html.matches("<script").count(), 1);
+    for inline in [
+        "style=",
+        "<style",
+        " onclick",
+        " onerror",
+        " onload",
+        "javascript:",
+    ] {
+        assert!(!html.contains(inline), "index.html has {inline}");
+    }
+}

@@ -1,0 +1,351 @@
+// Palisade admin console. Plain JS, no libraries, no external assets.
+//
+// Invariant: data from the gateway (tenant names, audit reasons, tool
+// arguments) is only ever written with textContent or as SVG text nodes,
+// never as HTML: this file never assigns innerHTML or outerHTML, never
+// calls insertAdjacentHTML or document.write (a red-team test checks the
+// source for them).
+"use strict";
+
+let csrf = "";
+let auditOffset = 0;
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+
+function clear(node) {
+  while (node.firstChild) node.removeChild(node.firstChild);
+}
+
+function status(text, isError) {
+  const s = $("status");
+  s.textContent = text || "";
+  s.className = isError ? "error" : "";
+}
+
+// Every call is same-origin with the session cookie; state-changing ones
+// carry the CSRF token the login (or /admin/ui/session) returned.
+async function api(path, options) {
+  const opts = Object.assign({ credentials: "same-origin", headers: {} }, options || {});
+  if (opts.method && opts.method !== "GET") {
+    opts.headers["x-csrf-token"] = csrf;
+    opts.headers["content-type"] = "application/json";
+  }
+  const resp = await fetch(path, opts);
+  let body = null;
+  try { body = await resp.json(); } catch (_) { body = null; }
+  if (resp.status === 401) { showLogin(); }
+  if (!resp.ok) {
+    const msg = body && body.error ? body.error.code + ": " + body.error.message : "HTTP " + resp.status;
+    throw new Error(msg);
+  }
+  return body;
+}
+
+function scalar(v) {
+  if (v === null || v === undefined) return "";
+  if (typeof v === "object") return JSON.stringify(v);
+  return String(v);
+}
+
+// Renders any JSON value as nested tables, text only.
+function renderValue(v) {
+  if (Array.isArray(v)) {
+    if (v.length === 0) return el("p", "(none)", "hint");
+    if (v.every((x) => x && typeof x === "object" && !Array.isArray(x))) {
+      const keys = [];
+      v.forEach((x) => Object.keys(x).forEach((k) => { if (!keys.includes(k)) keys.push(k); }));
+      const table = el("table");
+      const head = el("tr");
+      keys.forEach((k) => head.appendChild(el("th", k)));
+      table.appendChild(el("thead")).appendChild(head);
+      const body = table.appendChild(el("tbody"));
+      v.forEach((x) => {
+        const tr = el("tr");
+        keys.forEach((k) => tr.appendChild(el("td", scalar(x[k]), "mono")));
+        body.appendChild(tr);
+      });
+      return table;
+    }
+    return el("p", v.map(scalar).join(", "), "mono");
+  }
+  if (v && typeof v === "object") {
+    const table = el("table");
+    const body = table.appendChild(el("tbody"));
+    Object.keys(v).forEach((k) => {
+      const tr = el("tr");
+      tr.appendChild(el("th", k));
+      const td = el("td");
+      const x = v[k];
+      if (x && typeof x === "object") td.appendChild(renderValue(x));
+      else td.textContent = scalar(x);
+      tr.appendChild(td);
+      body.appendChild(tr);
+    });
+    return table;
+  }
+  return el("p", scalar(v), "mono");
+}
+
+async function showJson(path, viewId) {
+  const view = $(viewId);
+  clear(view);
+  view.appendChild(renderValue(await api(path)));
+}
+
+// ---- policy ---------------------------------------------------------------
+
+async function loadPolicy() {
+  const p = await api("/admin/policy");
+  const rows = [["active", p.active.version, p.active.label]];
+  if (p.shadow) rows.push(["shadow", p.shadow.version, p.shadow.label]);
+  (p.history || []).slice().reverse().forEach((v, i) => rows.push(["previous " + (i + 1), v, ""]));
+  const body = $("policy-versions").tBodies[0];
+  clear(body);
+  rows.forEach((r) => {
+    const tr = el("tr");
+    tr.appendChild(el("td", r[0]));
+    tr.appendChild(el("td", r[1], "mono"));
+    tr.appendChild(el("td", r[2]));
+    body.appendChild(tr);
+  });
+  for (const id of ["diff-from", "diff-to"]) {
+    const sel = $(id);
+    clear(sel);
+    rows.forEach((r) => {
+      const o = el("option", r[0] + " " + r[1].slice(0, 19));
+      o.value = r[1];
+      sel.appendChild(o);
+    });
+  }
+  // Default: the newest kept version (or the active) against the active (or the shadow).
+  if (rows.length > 1) {
+    $("diff-from").value = rows[p.shadow && !(p.history || []).length ? 0 : rows.length - 1][1];
+    $("diff-to").value = rows[p.shadow && !(p.history || []).length ? 1 : 0][1];
+  }
+  $("rollback").disabled = !(p.history || []).length;
+  await runDiff();
+}
+
+async function runDiff() {
+  const q = new URLSearchParams({ from: $("diff-from").value, to: $("diff-to").value });
+  const d = await api("/admin/policy/diff?" + q);
+  const list = $("policy-diff");
+  clear(list);
+  if (!d.changes.length) list.appendChild(el("li", "no changes"));
+  d.changes.forEach((c, i) => list.appendChild(el("li", d.lines[i], c.kind)));
+}
+
+async function rollback() {
+  if (!window.confirm("Roll back to the previous policy version on this replica?")) return;
+  await api("/admin/policy/rollback", { method: "POST", body: "{}" });
+  status("rolled back");
+  await loadPolicy();
+}
+
+// ---- audit ----------------------------------------------------------------
+
+async function loadAudit(more) {
+  auditOffset = more ? auditOffset : 0;
+  const q = new URLSearchParams({ limit: "50", offset: String(auditOffset) });
+  const add = (k, id) => { const v = $(id).value.trim(); if (v) q.set(k, v); };
+  add("gate", "audit-gate");
+  add("tenant", "audit-tenant");
+  add("reason", "audit-reason");
+  add("policy_version", "audit-version");
+  const r = await api("/admin/audit?" + q);
+  const body = $("audit-rows");
+  if (!more) clear(body);
+  r.data.forEach((a) => {
+    const tr = el("tr");
+    tr.appendChild(el("td", new Date(a.ts_ms).toISOString()));
+    tr.appendChild(el("td", a.tenant));
+    tr.appendChild(el("td", a.gate, "gate"));
+    tr.appendChild(el("td", a.action));
+    tr.appendChild(el("td", (a.reasons || []).join(", ")));
+    tr.appendChild(el("td", a.model));
+    tr.appendChild(el("td", scalar(a.policy_version).slice(0, 19), "mono"));
+    tr.appendChild(el("td", a.request_id, "mono"));
+    body.appendChild(tr);
+  });
+  $("audit-more").hidden = r.next_offset === null || r.next_offset === undefined;
+  if (!$("audit-more").hidden) auditOffset = r.next_offset;
+}
+
+// ---- usage ----------------------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs, text) {
+  const e = document.createElementNS(SVG, tag);
+  Object.keys(attrs).forEach((k) => e.setAttribute(k, String(attrs[k])));
+  if (text !== undefined) e.textContent = String(text);
+  return e;
+}
+
+// A horizontal bar chart, one bar per group, drawn as SVG nodes.
+function drawChart(rows, metric) {
+  const box = $("usage-chart");
+  clear(box);
+  const rowH = 22, labelW = 180, width = 720, barMax = width - labelW - 90;
+  const max = Math.max(1e-9, ...rows.map((r) => Number(r[metric]) || 0));
+  const chart = svg("svg", { width, height: Math.max(rowH, rows.length * rowH + 4), role: "img", id: "usage-svg" });
+  chart.appendChild(svg("title", {}, "usage by " + $("usage-by").value + ": " + metric));
+  rows.forEach((r, i) => {
+    const v = Number(r[metric]) || 0;
+    const y = i * rowH + 2;
+    chart.appendChild(svg("text", { x: 0, y: y + 15 }, scalar(r.group).slice(0, 24)));
+    chart.appendChild(svg("rect", { class: "bar", x: labelW, y, height: rowH - 6, width: Math.max(1, (v / max) * barMax) }));
+    chart.appendChild(svg("text", { x: labelW + Math.max(1, (v / max) * barMax) + 4, y: y + 15 }, metric === "cost_usd" ? v.toFixed(4) : v));
+  });
+  box.appendChild(chart);
+}
+
+async function loadUsage() {
+  const q = new URLSearchParams({ by: $("usage-by").value, days: $("usage-days").value || "30" });
+  const r = await api("/admin/usage?" + q);
+  const body = $("usage-table").tBodies[0];
+  clear(body);
+  r.data.forEach((u) => {
+    const tr = el("tr");
+    [u.group, u.requests, u.prompt_tokens, u.completion_tokens, u.total_tokens, u.cost_usd.toFixed(6)]
+      .forEach((v) => tr.appendChild(el("td", v)));
+    body.appendChild(tr);
+  });
+  drawChart(r.data, $("usage-metric").value);
+}
+
+// ---- tool confirmations ---------------------------------------------------
+
+async function loadTools() {
+  const r = await api("/v1/tools/pending");
+  const body = $("tools-rows");
+  clear(body);
+  if (!r.data.length) {
+    const tr = el("tr");
+    const td = el("td", "no held calls", "hint");
+    td.colSpan = 6;
+    tr.appendChild(td);
+    body.appendChild(tr);
+  }
+  r.data.forEach((p) => {
+    const tr = el("tr");
+    const fn = (p.tool_call && p.tool_call.function) || {};
+    tr.appendChild(el("td", p.tenant));
+    tr.appendChild(el("td", fn.name));
+    tr.appendChild(el("td", scalar(fn.arguments), "mono args"));
+    tr.appendChild(el("td", (p.reasons || []).join(", ")));
+    tr.appendChild(el("td", p.request_id, "mono"));
+    const td = el("td");
+    const yes = el("button", "Approve", "approve");
+    const no = el("button", "Deny", "deny danger");
+    yes.type = no.type = "button";
+    yes.addEventListener("click", () => decide(p.confirmation_id, true));
+    no.addEventListener("click", () => decide(p.confirmation_id, false));
+    td.appendChild(yes);
+    td.appendChild(no);
+    tr.appendChild(td);
+    body.appendChild(tr);
+  });
+}
+
+async function decide(id, approve) {
+  const r = await api("/v1/tools/confirm", {
+    method: "POST",
+    body: JSON.stringify({ confirmation_id: id, approve }),
+  });
+  status((approve ? "approved: " : "denied: ") + scalar(r.status));
+  await loadTools();
+}
+
+// ---- navigation, login ----------------------------------------------------
+
+const PAGES = {
+  policy: loadPolicy,
+  audit: () => loadAudit(false),
+  usage: loadUsage,
+  quotas: () => showJson("/admin/quotas", "quotas-view"),
+  tools: loadTools,
+  limits: () => showJson("/admin/limits", "limits-view"),
+  fleet: () => showJson("/admin/fleet", "fleet-view"),
+  anomaly: () => showJson("/admin/anomaly", "anomaly-view"),
+  hunt: () => showJson("/admin/hunt", "hunt-view"),
+};
+
+async function show(page) {
+  document.querySelectorAll(".page").forEach((s) => { s.hidden = s.id !== "page-" + page; });
+  document.querySelectorAll("#nav button").forEach((b) => {
+    if (b.dataset.page === page) b.setAttribute("aria-current", "page");
+    else b.removeAttribute("aria-current");
+  });
+  status("");
+  try {
+    await PAGES[page]();
+    document.body.dataset.loaded = page;
+  } catch (e) {
+    status(e.message, true);
+    document.body.dataset.loaded = page + ":error";
+  }
+}
+
+function showLogin() {
+  csrf = "";
+  $("app").hidden = true;
+  $("login").hidden = false;
+  $("logout").hidden = true;
+  $("who").textContent = "";
+}
+
+function showApp(session) {
+  csrf = session.csrf_token;
+  $("who").textContent = session.key_name + " (" + session.tenant + ")";
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("logout").hidden = false;
+  show("policy");
+}
+
+async function login(ev) {
+  ev.preventDefault();
+  $("login-error").textContent = "";
+  const resp = await fetch("/admin/ui/login", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ key: $("login-key").value }),
+  });
+  const body = await resp.json().catch(() => null);
+  $("login-key").value = "";
+  if (!resp.ok) {
+    $("login-error").textContent = body && body.error ? body.error.message : "login failed";
+    return;
+  }
+  showApp(body);
+}
+
+async function logout() {
+  try { await api("/admin/ui/logout", { method: "POST", body: "{}" }); } catch (_) { /* shown below */ }
+  showLogin();
+  document.body.dataset.loaded = "logged-out";
+}
+
+document.addEventListener("DOMContentLoaded", async () => {
+  $("login-form").addEventListener("submit", login);
+  $("logout").addEventListener("click", logout);
+  document.querySelectorAll("#nav button").forEach((b) => b.addEventListener("click", () => show(b.dataset.page)));
+  $("diff-run").addEventListener("click", () => runDiff().catch((e) => status(e.message, true)));
+  $("rollback").addEventListener("click", () => rollback().catch((e) => status(e.message, true)));
+  $("audit-form").addEventListener("submit", (ev) => { ev.preventDefault(); show("audit"); });
+  $("audit-more").addEventListener("click", () => loadAudit(true).catch((e) => status(e.message, true)));
+  $("usage-run").addEventListener("click", () => show("usage"));
+  const resp = await fetch("/admin/ui/session", { credentials: "same-origin" });
+  if (resp.ok) showApp(await resp.json());
+  else showLogin();
+  document.body.dataset.ready = "1";
+});
