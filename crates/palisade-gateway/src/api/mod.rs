@@ -8,6 +8,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod guard;
+pub(crate) mod keys;
 pub(crate) mod models;
 pub(crate) mod probes;
 pub(crate) mod tools;
