@@ -30,6 +30,9 @@
 //! - `watermark`: learning the green list through the detect endpoint,
 //!   log-probabilities or the client's own `logit_bias`, and switching the
 //!   watermark off with it.
+//! - `runtime_keys`: `/admin/keys` and `palisade keys` (escalation by a
+//!   non-admin key, telling revoked from unknown keys, old secrets after a
+//!   rotation, creation floods, secrets leaking into logs, audit or lists).
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
@@ -44,6 +47,7 @@ mod markers;
 mod output_gate;
 mod replay;
 mod routing;
+mod runtime_keys;
 mod saturation;
 mod side_fields;
 mod starvation;
