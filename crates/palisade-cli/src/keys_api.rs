@@ -42,7 +42,12 @@ impl ApiArgs {
 
     /// Sends one admin request and returns the JSON body, or the gateway's
     /// error as an `Err`.
-    pub(crate) fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    pub(crate) fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let key = self.admin_key()?;
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -74,11 +79,16 @@ impl ApiArgs {
 /// Prints a new secret where it belongs: `--key-file` (new, owner-only) or
 /// standard output alone.
 pub(crate) fn deliver_secret(body: &Value, key_file: Option<&std::path::Path>) -> Result<()> {
-    let secret = body["key"].as_str().context("the gateway returned no key")?;
+    let secret = body["key"]
+        .as_str()
+        .context("the gateway returned no key")?;
     match key_file {
         Some(path) => {
             crate::keys_cmd::write_key_file(path, secret)?;
-            eprintln!("wrote the key to {} (shown once; not stored anywhere else)", path.display());
+            eprintln!(
+                "wrote the key to {} (shown once; not stored anywhere else)",
+                path.display()
+            );
         }
         None => println!("{secret}"),
     }
@@ -96,14 +106,25 @@ pub(crate) fn print_list(body: &Value, as_json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(body).context("json")?);
         return Ok(());
     }
-    println!("{:<22} {:<16} {:<16} {:<8} {:<6} MODELS", "ID", "TENANT", "NAME", "STATUS", "ROLES");
-    for k in body["keys"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    println!(
+        "{:<22} {:<16} {:<16} {:<8} {:<6} MODELS",
+        "ID", "TENANT", "NAME", "STATUS", "ROLES"
+    );
+    for k in body["keys"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         let roles: String = [("admin", 'A'), ("approver", 'P'), ("executor", 'E')]
             .iter()
             .map(|(f, c)| if k[*f] == true { *c } else { '-' })
             .collect();
         let models = match k["models"].as_array() {
-            Some(m) => m.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
+            Some(m) => m
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
             None => "*".to_owned(),
         };
         println!(

@@ -223,7 +223,8 @@ pub(crate) fn run(cmd: KeysCommand) -> Result<()> {
             reason,
             key_file,
         } => {
-            let body = serde_json::json!({"overlap_s": overlap_s, "reason": reason.unwrap_or_default()});
+            let body =
+                serde_json::json!({"overlap_s": overlap_s, "reason": reason.unwrap_or_default()});
             let rotated = api.call(
                 reqwest::Method::POST,
                 &format!("/admin/keys/{}/rotate", urlencode(&id)),

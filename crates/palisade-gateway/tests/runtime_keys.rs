@@ -54,10 +54,7 @@ async fn chat(gw: &RunningGateway, key: &str, model: &str) -> (u16, Option<Strin
         .unwrap();
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
-    (
-        status,
-        body["error"]["code"].as_str().map(str::to_owned),
-    )
+    (status, body["error"]["code"].as_str().map(str::to_owned))
 }
 
 async fn admin(gw: &RunningGateway, method: &str, path: &str, body: Value) -> (u16, Value) {
@@ -121,7 +118,13 @@ async fn across_replicas(ledger_url: &str) {
     assert!(!text.contains(&key) && !text.contains("sha256"), "{text}");
 
     // Widened on B (PATCH), expired on A: B answers key_expired.
-    let (status, _) = admin(&b, "PATCH", &format!("/admin/keys/{id}"), json!({"models": null})).await;
+    let (status, _) = admin(
+        &b,
+        "PATCH",
+        &format!("/admin/keys/{id}"),
+        json!({"models": null}),
+    )
+    .await;
     assert_eq!(status, 200);
     until(&a, &key, "other", 200).await;
     let (status, _) = admin(
@@ -163,7 +166,10 @@ async fn across_replicas(ledger_url: &str) {
         overlap_started.elapsed() < Duration::from_secs(1) + BOUND,
         "the old secret outlived its overlap"
     );
-    assert_eq!(chat(&b, &key, "m").await.1.as_deref(), Some("invalid_api_key"));
+    assert_eq!(
+        chat(&b, &key, "m").await.1.as_deref(),
+        Some("invalid_api_key")
+    );
 
     // Revoked on A: refused on B within the interval, as an unknown key.
     let (status, _) = admin(
@@ -208,7 +214,13 @@ async fn a_new_replica_starts_with_every_key() {
         &upstream.base_url(),
     );
     let a = start(&config).await;
-    let (_, created) = admin(&a, "POST", "/admin/keys", json!({"tenant": "t", "name": "n"})).await;
+    let (_, created) = admin(
+        &a,
+        "POST",
+        "/admin/keys",
+        json!({"tenant": "t", "name": "n"}),
+    )
+    .await;
     let key = created["key"].as_str().unwrap().to_owned();
     let b = start(&config).await;
     assert_eq!(chat(&b, &key, "m").await.0, 200);

@@ -51,8 +51,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use audit::{AuditEntry, AuditFilter};
-pub use keys::{KeyWrite, KeysVersion, StoredKey};
 pub use entry::{GroupBy, LedgerEntry, Month, Outcome, Spent, UsageQuery, UsageRow, UsageSource};
+pub use keys::{KeyWrite, KeysVersion, StoredKey};
 pub use postgres::PostgresLedger;
 pub use price::{Price, PriceTable};
 pub use sqlite::SqliteLedger;
@@ -318,7 +318,11 @@ impl Ledger {
     }
 
     /// Inserts a runtime key unless its tenant has `max_live` live keys.
-    pub async fn key_insert(&self, key: &StoredKey, max_live: u64) -> Result<KeyWrite, LedgerError> {
+    pub async fn key_insert(
+        &self,
+        key: &StoredKey,
+        max_live: u64,
+    ) -> Result<KeyWrite, LedgerError> {
         self.store.key_insert(key, max_live).await
     }
 

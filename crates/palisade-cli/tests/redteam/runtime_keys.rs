@@ -136,7 +136,12 @@ async fn runtime_keys_resist_escalation_enumeration_floods_and_leaks() {
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match served.http.get(format!("{}/readyz", served.base)).send().await {
+        match served
+            .http
+            .get(format!("{}/readyz", served.base))
+            .send()
+            .await
+        {
             Ok(r) if r.status() == 200 => break,
             _ => {
                 assert!(Instant::now() < deadline, "palisade did not become ready");
@@ -151,7 +156,9 @@ async fn runtime_keys_resist_escalation_enumeration_floods_and_leaks() {
     assert!(user.starts_with("pk-"), "{user}");
     assert_eq!(served.chat(&user).await.0, 200);
     secrets.push(user.clone());
-    let (_, list) = served.send("GET", "/admin/keys?tenant=acme", ADMIN, Value::Null).await;
+    let (_, list) = served
+        .send("GET", "/admin/keys?tenant=acme", ADMIN, Value::Null)
+        .await;
     let user_id = list["keys"][0]["id"].as_str().expect("listed").to_owned();
 
     // Escalation: neither a non-admin config key nor a non-admin runtime
@@ -159,21 +166,38 @@ async fn runtime_keys_resist_escalation_enumeration_floods_and_leaks() {
     for key in [PLAIN, user.as_str()] {
         for (method, path, body) in [
             ("GET", "/admin/keys".to_owned(), Value::Null),
-            ("POST", "/admin/keys".to_owned(), json!({"tenant": "acme", "name": "x", "admin": true})),
+            (
+                "POST",
+                "/admin/keys".to_owned(),
+                json!({"tenant": "acme", "name": "x", "admin": true}),
+            ),
             ("POST", format!("/admin/keys/{user_id}/rotate"), json!({})),
             ("POST", format!("/admin/keys/{user_id}/revoke"), json!({})),
-            ("PATCH", format!("/admin/keys/{user_id}"), json!({"admin": true})),
+            (
+                "PATCH",
+                format!("/admin/keys/{user_id}"),
+                json!({"admin": true}),
+            ),
         ] {
             let (status, body) = served.send(method, &path, key, body).await;
             assert_eq!(status, 403, "{method} {path}: {body}");
             assert_eq!(body["error"]["code"], "permission_denied");
         }
     }
-    assert_eq!(served.chat(&user).await.0, 200, "the key was not rotated or revoked");
+    assert_eq!(
+        served.chat(&user).await.0,
+        200,
+        "the key was not rotated or revoked"
+    );
 
     // Rotation without overlap: the old secret stops at once.
     let (status, rotated) = served
-        .send("POST", &format!("/admin/keys/{user_id}/rotate"), ADMIN, json!({"reason": "drill"}))
+        .send(
+            "POST",
+            &format!("/admin/keys/{user_id}/rotate"),
+            ADMIN,
+            json!({"reason": "drill"}),
+        )
         .await;
     assert_eq!(status, 200);
     let fresh = rotated["key"].as_str().expect("new secret").to_owned();
@@ -183,7 +207,12 @@ async fn runtime_keys_resist_escalation_enumeration_floods_and_leaks() {
 
     // Enumeration: revoked and never-existed look the same.
     let (status, _) = served
-        .send("POST", &format!("/admin/keys/{user_id}/revoke"), ADMIN, json!({"reason": "leaked"}))
+        .send(
+            "POST",
+            &format!("/admin/keys/{user_id}/revoke"),
+            ADMIN,
+            json!({"reason": "leaked"}),
+        )
         .await;
     assert_eq!(status, 200);
     let revoked = served.chat(&fresh).await;
@@ -207,13 +236,22 @@ async fn runtime_keys_resist_escalation_enumeration_floods_and_leaks() {
         )
     });
     let results = futures_util::future::join_all(sends).await;
-    let created: Vec<&Value> = results.iter().filter(|(s, _)| *s == 201).map(|(_, b)| b).collect();
+    let created: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == 201)
+        .map(|(_, b)| b)
+        .collect();
     assert_eq!(created.len(), CAP, "{results:?}");
     for (status, body) in results.iter().filter(|(s, _)| *s != 201) {
         assert_eq!(*status, 403);
         assert_eq!(body["error"]["code"], "key_limit_reached");
     }
-    secrets.extend(created.iter().filter_map(|b| b["key"].as_str()).map(str::to_owned));
+    secrets.extend(
+        created
+            .iter()
+            .filter_map(|b| b["key"].as_str())
+            .map(str::to_owned),
+    );
 
     // No secret in the list.
     let (_, all) = served.send("GET", "/admin/keys", ADMIN, Value::Null).await;
@@ -232,7 +270,10 @@ async fn runtime_keys_resist_escalation_enumeration_floods_and_leaks() {
     assert!(status.success());
     let _ = child.wait();
     let logs = std::fs::read_to_string(&log_path).expect("log readable");
-    assert!(logs.contains("key_revoke"), "the audit lines are in the log");
+    assert!(
+        logs.contains("key_revoke"),
+        "the audit lines are in the log"
+    );
     let ledger = Ledger::open(&format!("sqlite:{}", db.display()), WriteOptions::default())
         .await
         .expect("store opens");
@@ -247,13 +288,24 @@ async fn runtime_keys_resist_escalation_enumeration_floods_and_leaks() {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["gate"] == "admin")
         .collect();
-    let actions: Vec<&str> = admin_lines.iter().filter_map(|v| v["action"].as_str()).collect();
-    assert_eq!(actions.iter().filter(|a| **a == "key_create").count(), 1 + CAP);
+    let actions: Vec<&str> = admin_lines
+        .iter()
+        .filter_map(|v| v["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions.iter().filter(|a| **a == "key_create").count(),
+        1 + CAP
+    );
     assert!(actions.contains(&"key_rotate") && actions.contains(&"key_revoke"));
-    assert!(admin_lines.iter().all(|v| v["actor_key"] == "ops" && v["policy_version"].is_string()));
+    assert!(admin_lines
+        .iter()
+        .all(|v| v["actor_key"] == "ops" && v["policy_version"].is_string()));
     for s in &secrets {
         assert!(!logs.contains(s.as_str()), "a secret is in the logs");
-        assert!(!audit.contains(s.as_str()), "a secret is in the audit store");
+        assert!(
+            !audit.contains(s.as_str()),
+            "a secret is in the audit store"
+        );
     }
     ledger.close().await.expect("close");
 }

@@ -305,7 +305,10 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    respond(creating(&state, &headers, &body, &request_id).await, &request_id)
+    respond(
+        creating(&state, &headers, &body, &request_id).await,
+        &request_id,
+    )
 }
 
 async fn creating(
@@ -374,7 +377,15 @@ async fn creating(
         }
     }
     reload(keys, ledger).await;
-    audit(state, request_id, &admin, "key_create", &key, &reason(&map), now);
+    audit(
+        state,
+        request_id,
+        &admin,
+        "key_create",
+        &key,
+        &reason(&map),
+        now,
+    );
     let mut body = describe(&key, now);
     body["key"] = Value::String(secret);
     Ok((StatusCode::CREATED, body))

@@ -152,9 +152,8 @@ impl RuntimeKeys {
         let keys = ledger.keys_load().await?;
         self.table.store(Arc::new(Table::build(&keys)));
         *self.version.lock().unwrap_or_else(PoisonError::into_inner) = Some(version);
-        metrics::gauge!(crate::metrics::RUNTIME_KEYS).set(
-            keys.iter().filter(|k| k.revoked_ms.is_none()).count() as f64,
-        );
+        metrics::gauge!(crate::metrics::RUNTIME_KEYS)
+            .set(keys.iter().filter(|k| k.revoked_ms.is_none()).count() as f64);
         Ok(true)
     }
 
