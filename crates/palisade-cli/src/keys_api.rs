@@ -1,4 +1,4 @@
-//! `palisade keys create|list|rotate|revoke|update`: runtime keys, through a
+//! `palisade keys create|list|rotate|revoke`: runtime keys, through a
 //! running gateway's `/admin/keys` API (the gateway writes the store; every
 //! replica picks the change up within `auth.runtime.refresh_ms`).
 //!

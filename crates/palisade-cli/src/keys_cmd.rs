@@ -7,7 +7,7 @@
 //! (`--key-file`). It used to be printed on standard output as a comment, which put the
 //! plaintext credential in the config file, its backups and its history.
 //!
-//! `create`, `list`, `rotate`, `revoke` and `update` manage runtime keys
+//! `create`, `list`, `rotate` and `revoke` manage runtime keys
 //! through a running gateway's admin API (see [`crate::keys_api`]).
 
 use std::io::{Read, Write};
