@@ -6,6 +6,9 @@
 //! in the config: standard error, or a new file readable by its owner only
 //! (`--key-file`). It used to be printed on standard output as a comment, which put the
 //! plaintext credential in the config file, its backups and its history.
+//!
+//! `create`, `list`, `rotate` and `revoke` manage runtime keys
+//! through a running gateway's admin API (see [`crate::keys_api`]).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -38,6 +41,77 @@ pub(crate) enum KeysCommand {
         #[arg(long)]
         executor: bool,
     },
+    /// Create a runtime key through a running gateway (`/admin/keys`). The
+    /// key is printed alone on standard output (or to --key-file), once.
+    Create {
+        #[command(flatten)]
+        api: crate::keys_api::ApiArgs,
+        /// Tenant the key acts for.
+        #[arg(long)]
+        tenant: String,
+        /// A label for logs and metrics (unique among the tenant's live keys).
+        #[arg(long)]
+        name: String,
+        /// Allow only this model (repeat for several); every model when absent.
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Expire the key after this many seconds.
+        #[arg(long)]
+        expires_in_s: Option<u64>,
+        /// May call /admin/* (admin keys are global, across tenants).
+        #[arg(long)]
+        admin: bool,
+        /// May confirm held tool calls.
+        #[arg(long)]
+        approver: bool,
+        /// Receives tool credentials.
+        #[arg(long)]
+        executor: bool,
+        /// Why (kept in the audit record).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Write the key to this new file (mode 0600) instead of standard output.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// List runtime keys (no secrets).
+    List {
+        #[command(flatten)]
+        api: crate::keys_api::ApiArgs,
+        /// Only this tenant's keys.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a runtime key a new secret; with --overlap-s the old one keeps
+    /// working that long (at most 7 days).
+    Rotate {
+        #[command(flatten)]
+        api: crate::keys_api::ApiArgs,
+        /// The key's id (from `keys list`).
+        id: String,
+        /// Seconds the previous secret stays valid.
+        #[arg(long, default_value_t = 0)]
+        overlap_s: u64,
+        /// Why (kept in the audit record).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Write the new key to this new file (mode 0600).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// Revoke a runtime key for good (every replica within the refresh interval).
+    Revoke {
+        #[command(flatten)]
+        api: crate::keys_api::ApiArgs,
+        /// The key's id.
+        id: String,
+        /// Why (kept in the audit record).
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Print the SHA-256 of a key (read from standard input when omitted, so
     /// it stays out of shell history).
     Hash {
@@ -53,7 +127,7 @@ fn toml_string(s: &str) -> String {
 }
 
 /// Writes `key` to `path`, which must not exist, readable by its owner only.
-fn write_key_file(path: &Path, key: &str) -> Result<()> {
+pub(crate) fn write_key_file(path: &Path, key: &str) -> Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -109,6 +183,65 @@ pub(crate) fn run(cmd: KeysCommand) -> Result<()> {
             print!("{entry}");
             Ok(())
         }
+        KeysCommand::Create {
+            api,
+            tenant,
+            name,
+            models,
+            expires_in_s,
+            admin,
+            approver,
+            executor,
+            reason,
+            key_file,
+        } => {
+            let body = crate::keys_api::create_body(
+                &tenant,
+                &name,
+                &models,
+                expires_in_s,
+                admin,
+                approver,
+                executor,
+                reason.as_deref(),
+            );
+            let created = api.call(reqwest::Method::POST, "/admin/keys", Some(body))?;
+            crate::keys_api::deliver_secret(&created, key_file.as_deref())
+        }
+        KeysCommand::List { api, tenant, json } => {
+            let path = match &tenant {
+                Some(t) => format!("/admin/keys?tenant={}", urlencode(t)),
+                None => "/admin/keys".to_owned(),
+            };
+            let body = api.call(reqwest::Method::GET, &path, None)?;
+            crate::keys_api::print_list(&body, json)
+        }
+        KeysCommand::Rotate {
+            api,
+            id,
+            overlap_s,
+            reason,
+            key_file,
+        } => {
+            let body =
+                serde_json::json!({"overlap_s": overlap_s, "reason": reason.unwrap_or_default()});
+            let rotated = api.call(
+                reqwest::Method::POST,
+                &format!("/admin/keys/{}/rotate", urlencode(&id)),
+                Some(body),
+            )?;
+            crate::keys_api::deliver_secret(&rotated, key_file.as_deref())
+        }
+        KeysCommand::Revoke { api, id, reason } => {
+            let body = serde_json::json!({"reason": reason.unwrap_or_default()});
+            let revoked = api.call(
+                reqwest::Method::POST,
+                &format!("/admin/keys/{}/revoke", urlencode(&id)),
+                Some(body),
+            )?;
+            eprintln!("revoked {revoked}");
+            Ok(())
+        }
         KeysCommand::Hash { key } => {
             let key = match key {
                 Some(k) => k,
@@ -127,4 +260,17 @@ pub(crate) fn run(cmd: KeysCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Percent-encodes a path or query component (ids and tenants are plain,
+/// but a hostile value must not change the request's path).
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -17,6 +17,7 @@ mod audit_cmd;
 mod bundle_cmd;
 mod fleet_cmd;
 mod hunt_cmd;
+mod keys_api;
 mod keys_cmd;
 mod log_writer;
 mod policy_cmd;

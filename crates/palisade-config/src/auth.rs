@@ -23,6 +23,38 @@ pub struct AuthConfig {
     pub mode: Option<AuthMode>,
     /// API keys, stored as hashes. `palisade keys hash` prints one.
     pub keys: Vec<ApiKeyConfig>,
+    /// Runtime keys: created, rotated and revoked through `/admin/keys`,
+    /// kept (as hashes) in the ledger store, read back by every replica.
+    pub runtime: RuntimeKeysConfig,
+}
+
+/// `[auth.runtime]`: keys managed at run time in the ledger store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeKeysConfig {
+    /// Read keys from (and let `/admin/keys` write them to) the ledger
+    /// store, `ledger.url`. Needs keys mode: a config admin key is how the
+    /// first runtime key gets created.
+    pub enabled: bool,
+    /// How often each replica checks the store for key changes. A revoked
+    /// key stops working on every replica within about this long. 2 s: one
+    /// cheap aggregate query per replica per interval, and a revocation
+    /// that takes effect faster than an operator can switch windows.
+    pub refresh_ms: u64,
+    /// Most live (unrevoked) runtime keys one tenant may hold: a flood of
+    /// creations (a leaked admin key, a runaway script) stops here instead
+    /// of growing every replica's key table without bound.
+    pub max_keys_per_tenant: u64,
+}
+
+impl Default for RuntimeKeysConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            refresh_ms: 2_000,
+            max_keys_per_tenant: 100,
+        }
+    }
 }
 
 impl AuthConfig {
@@ -100,6 +132,25 @@ impl AuthConfig {
             return Err(invalid(
                 "auth.keys",
                 "auth.mode = \"keys\" needs at least one key",
+            ));
+        }
+        let runtime = &self.runtime;
+        if runtime.enabled && self.effective_mode() != AuthMode::Keys {
+            return Err(invalid(
+                "auth.runtime.enabled",
+                "runtime keys need keys mode: configure at least one admin key in [[auth.keys]]",
+            ));
+        }
+        if !(100..=60_000).contains(&runtime.refresh_ms) {
+            return Err(invalid(
+                "auth.runtime.refresh_ms",
+                "must be between 100 and 60000 (ms)",
+            ));
+        }
+        if !(1..=100_000).contains(&runtime.max_keys_per_tenant) {
+            return Err(invalid(
+                "auth.runtime.max_keys_per_tenant",
+                "must be between 1 and 100000",
             ));
         }
         let mut seen_hashes = HashSet::new();

@@ -243,6 +243,12 @@ impl Config {
             ));
         }
         self.auth.validate()?;
+        if self.auth.runtime.enabled && self.ledger.url.is_none() {
+            return Err(invalid(
+                "auth.runtime.enabled",
+                "runtime keys are kept in the ledger store: set ledger.url",
+            ));
+        }
         for (name, backend) in &self.backends {
             backend.validate(name)?;
         }

@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 96;
+const RULE_SITES: usize = 100;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -190,6 +190,12 @@ fn invalid_configs_name_the_key() {
         HASH_A.to_uppercase()
     );
     let no_tenant = format!("[[auth.keys]]\nname = \"a\"\ntenant = \"\"\nsha256 = \"{HASH_A}\"");
+    let runtime_ok = format!(
+        "[ledger]\nurl = \"sqlite:/tmp/l.db\"\n[[auth.keys]]\nname = \"a\"\ntenant = \"t\"\nsha256 = \"{HASH_A}\"\n[auth.runtime]\nenabled = true\n"
+    );
+    let runtime_no_ledger = format!(
+        "[[auth.keys]]\nname = \"a\"\ntenant = \"t\"\nsha256 = \"{HASH_A}\"\n[auth.runtime]\nenabled = true"
+    );
     let rows: &[(&str, &str)] = &[
         // [bundle]
         (
@@ -229,6 +235,10 @@ fn invalid_configs_name_the_key() {
         (&upper_hash, "auth.keys[0].sha256"),
         (&dup_keys, "auth.keys[1].sha256"),
         (&no_tenant, "auth.keys[0].tenant"),
+        ("[auth.runtime]\nenabled = true", "auth.runtime.enabled"),
+        (&runtime_no_ledger, "auth.runtime.enabled"),
+        (&format!("{runtime_ok}refresh_ms = 10"), "auth.runtime.refresh_ms"),
+        (&format!("{runtime_ok}max_keys_per_tenant = 0"), "auth.runtime.max_keys_per_tenant"),
         // [backends.*]
         (
             "[backends.local]\nbase_url = \"ftp://x/v1\"",

@@ -15,6 +15,12 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+/// Live runtime API keys in this replica's table (`[auth.runtime]`).
+pub const RUNTIME_KEYS: &str = "palisade_auth_runtime_keys";
+/// Runtime key table polls, by result (reloaded, unchanged, error).
+pub const RUNTIME_KEYS_REFRESH: &str = "palisade_auth_runtime_keys_refresh_total";
+/// Changes made through `/admin/keys`, by action and result.
+pub const KEY_ADMIN_ACTIONS: &str = "palisade_admin_key_actions_total";
 /// Requests served, by route, model and status.
 pub const REQUESTS_TOTAL: &str = "palisade_http_requests_total";
 /// Wall time from request head to the end of the response body.
@@ -202,6 +208,18 @@ fn describe() {
     describe_gauge!(
         LIMITS_BACKEND_UP,
         "1 while the shared limits backend answers; 0 while its fallback is in use."
+    );
+    describe_gauge!(
+        RUNTIME_KEYS,
+        "Live runtime API keys in this replica's key table."
+    );
+    describe_counter!(
+        RUNTIME_KEYS_REFRESH,
+        "Runtime key table polls of the store, by result (reloaded, unchanged, error)."
+    );
+    describe_counter!(
+        KEY_ADMIN_ACTIONS,
+        "Key changes through /admin/keys, by action (create, rotate, revoke, update) and result."
     );
     describe_counter!(
         LOG_QUEUE_FULL,

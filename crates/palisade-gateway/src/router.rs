@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::{Extension, State};
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::Router;
 use palisade_openai::request::Endpoint;
 
@@ -41,6 +41,16 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
         .route("/v1/tools/public-key", get(crate::api::tools::public_key))
         .route("/v1/watermark/detect", post(crate::api::watermark::detect))
         .route("/admin/usage", get(crate::api::admin::usage))
+        .route(
+            "/admin/keys",
+            get(crate::api::keys::list).post(crate::api::keys::create),
+        )
+        .route(
+            "/admin/keys/{id}",
+            patch(crate::api::keys::update).post(crate::api::keys::update),
+        )
+        .route("/admin/keys/{id}/rotate", post(crate::api::keys::rotate))
+        .route("/admin/keys/{id}/revoke", post(crate::api::keys::revoke))
         .route("/admin/quotas", get(crate::api::admin::quotas))
         .route("/admin/policy", get(crate::api::admin::policy))
         .route("/admin/fleet", get(crate::api::admin::fleet))

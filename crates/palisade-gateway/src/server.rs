@@ -74,7 +74,18 @@ impl Gateway {
                         url: url.clone(),
                         source,
                     })?;
-            let _ = self.state.ledger.set(Arc::new(ledger));
+            let ledger = Arc::new(ledger);
+            let _ = self.state.ledger.set(ledger.clone());
+            if let Some(keys) = &self.state.auth.runtime {
+                // The replica knows every runtime key before it takes traffic.
+                keys.refresh(&ledger)
+                    .await
+                    .map_err(|source| GatewayError::Ledger {
+                        url: url.clone(),
+                        source,
+                    })?;
+                keys.spawn(ledger);
+            }
             ready.set(true);
         }
         if let Some(url) = &self.config.policy.audit_url {

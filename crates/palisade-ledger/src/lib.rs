@@ -39,6 +39,7 @@
 
 pub mod audit;
 mod entry;
+pub mod keys;
 mod postgres;
 mod price;
 mod queue;
@@ -51,6 +52,7 @@ use std::time::Duration;
 
 pub use audit::{AuditEntry, AuditFilter};
 pub use entry::{GroupBy, LedgerEntry, Month, Outcome, Spent, UsageQuery, UsageRow, UsageSource};
+pub use keys::{KeyWrite, KeysVersion, StoredKey};
 pub use postgres::PostgresLedger;
 pub use price::{Price, PriceTable};
 pub use sqlite::SqliteLedger;
@@ -303,6 +305,30 @@ impl Ledger {
         until_ms: i64,
     ) -> Result<u64, LedgerError> {
         self.store.audit_export(out, since_ms, until_ms).await
+    }
+
+    /// The runtime key table's change marker.
+    pub async fn keys_version(&self) -> Result<KeysVersion, LedgerError> {
+        self.store.keys_version().await
+    }
+
+    /// Every runtime key row (hashes only), revoked ones included.
+    pub async fn keys_load(&self) -> Result<Vec<StoredKey>, LedgerError> {
+        self.store.keys_load().await
+    }
+
+    /// Inserts a runtime key unless its tenant has `max_live` live keys.
+    pub async fn key_insert(
+        &self,
+        key: &StoredKey,
+        max_live: u64,
+    ) -> Result<KeyWrite, LedgerError> {
+        self.store.key_insert(key, max_live).await
+    }
+
+    /// Replaces the mutable columns of the runtime key with `key.id`.
+    pub async fn key_update(&self, key: &StoredKey) -> Result<KeyWrite, LedgerError> {
+        self.store.key_update(key).await
     }
 
     /// The database's schema version.

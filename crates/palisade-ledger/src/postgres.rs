@@ -52,6 +52,7 @@ use tokio_postgres::{Client, Config, GenericClient, NoTls};
 
 use crate::audit::{self, AUDIT_PAGE};
 use crate::entry::{format_day, unsigned, StoredRow, DAY_MS};
+use crate::keys::{self, KeyWrite, KeysVersion, StoredKey};
 use crate::queue::Queue;
 use crate::schema::{self, latest_version};
 use crate::store::{BoxFuture, LedgerStore};
@@ -314,6 +315,29 @@ impl LedgerStore for PostgresLedger {
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                 .collect()
         }))
+    }
+
+    fn keys_version(&self) -> BoxFuture<'_, Result<KeysVersion, LedgerError>> {
+        Box::pin(async move { keys::pg_version(&*self.client().await?).await })
+    }
+
+    fn keys_load(&self) -> BoxFuture<'_, Result<Vec<StoredKey>, LedgerError>> {
+        Box::pin(async move { keys::pg_load(&*self.client().await?).await })
+    }
+
+    fn key_insert<'a>(
+        &'a self,
+        key: &'a StoredKey,
+        max_live: u64,
+    ) -> BoxFuture<'a, Result<KeyWrite, LedgerError>> {
+        Box::pin(async move { keys::pg_insert(&*self.client().await?, key, max_live).await })
+    }
+
+    fn key_update<'a>(
+        &'a self,
+        key: &'a StoredKey,
+    ) -> BoxFuture<'a, Result<KeyWrite, LedgerError>> {
+        Box::pin(async move { keys::pg_update(&*self.client().await?, key).await })
     }
 
     fn schema_version(&self) -> BoxFuture<'_, Result<u32, LedgerError>> {

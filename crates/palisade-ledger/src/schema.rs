@@ -148,6 +148,53 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "ALTER TABLE ledger ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;",
         postgres: "ALTER TABLE ledger ADD COLUMN attempts BIGINT NOT NULL DEFAULT 1;",
     },
+    Migration {
+        version: 5,
+        name: "runtime api keys",
+        // Keys created through `/admin/keys`: hashes only (`sha256`, and the
+        // previous secret's `old_sha256` during a rotation's overlap), never
+        // a key. `updated_seq` grows on every write, so a replica detects a
+        // change by reading `COUNT(*)` and `SUM(updated_seq)` (see
+        // `keys.rs`) instead of the whole table. A revoked row is kept (with
+        // `revoked_ms`) for the record; it never authenticates again.
+        sqlite: "CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            name TEXT NOT NULL,
+            sha256 TEXT NOT NULL UNIQUE,
+            old_sha256 TEXT,
+            old_until_ms INTEGER,
+            admin INTEGER NOT NULL,
+            approver INTEGER NOT NULL,
+            executor INTEGER NOT NULL,
+            models TEXT,
+            expires_ms INTEGER,
+            created_ms INTEGER NOT NULL,
+            rotated_ms INTEGER,
+            revoked_ms INTEGER,
+            updated_seq INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX api_keys_tenant ON api_keys (tenant);",
+        postgres: "CREATE SEQUENCE api_keys_seq;
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            name TEXT NOT NULL,
+            sha256 TEXT NOT NULL UNIQUE,
+            old_sha256 TEXT,
+            old_until_ms BIGINT,
+            admin BOOLEAN NOT NULL,
+            approver BOOLEAN NOT NULL,
+            executor BOOLEAN NOT NULL,
+            models TEXT,
+            expires_ms BIGINT,
+            created_ms BIGINT NOT NULL,
+            rotated_ms BIGINT,
+            revoked_ms BIGINT,
+            updated_seq BIGINT NOT NULL
+        );
+        CREATE INDEX api_keys_tenant ON api_keys (tenant);",
+    },
 ];
 
 /// The newest schema version this code knows.

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{self, AuditRow, AUDIT_PAGE};
 use crate::entry::{format_day, unsigned, StoredRow, DAY_MS};
+use crate::keys::{self, KeyWrite, KeysVersion, StoredKey};
 use crate::queue::{self, Msg, Queue, Rows, Settler, Written};
 use crate::schema::{self, latest_version};
 use crate::store::{BoxFuture, LedgerStore};
@@ -217,6 +218,43 @@ impl LedgerStore for SqliteLedger {
         Box::pin(audit::export_pages(out, move |after| {
             self.read(move |conn| audit_page(conn, after, since_ms, until_ms))
         }))
+    }
+
+    fn keys_version(&self) -> BoxFuture<'_, Result<KeysVersion, LedgerError>> {
+        Box::pin(self.read(keys::sqlite_version))
+    }
+
+    fn keys_load(&self) -> BoxFuture<'_, Result<Vec<StoredKey>, LedgerError>> {
+        Box::pin(self.read(keys::sqlite_load))
+    }
+
+    fn key_insert<'a>(
+        &'a self,
+        key: &'a StoredKey,
+        max_live: u64,
+    ) -> BoxFuture<'a, Result<KeyWrite, LedgerError>> {
+        let (path, key) = (self.path.clone(), key.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                keys::sqlite_insert(&keys::sqlite_writer(&path)?, &key, max_live)
+            })
+            .await
+            .map_err(|_| LedgerError::Closed)?
+        })
+    }
+
+    fn key_update<'a>(
+        &'a self,
+        key: &'a StoredKey,
+    ) -> BoxFuture<'a, Result<KeyWrite, LedgerError>> {
+        let (path, key) = (self.path.clone(), key.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                keys::sqlite_update(&keys::sqlite_writer(&path)?, &key)
+            })
+            .await
+            .map_err(|_| LedgerError::Closed)?
+        })
     }
 
     fn schema_version(&self) -> BoxFuture<'_, Result<u32, LedgerError>> {

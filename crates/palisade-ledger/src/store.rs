@@ -14,6 +14,7 @@ use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
 
+use crate::keys::{KeyWrite, KeysVersion, StoredKey};
 use crate::UsageRow;
 use crate::{AuditEntry, AuditFilter, LedgerEntry, LedgerError, Recorded, Spent, UsageQuery};
 
@@ -88,6 +89,26 @@ pub trait LedgerStore: Debug + Send + Sync {
         since_ms: i64,
         until_ms: i64,
     ) -> BoxFuture<'a, Result<u64, LedgerError>>;
+
+    /// The runtime key table's change marker: equal values mean nothing
+    /// changed since the last [`keys_load`](Self::keys_load).
+    fn keys_version(&self) -> BoxFuture<'_, Result<KeysVersion, LedgerError>>;
+
+    /// Every runtime key row (hashes only), revoked ones included.
+    fn keys_load(&self) -> BoxFuture<'_, Result<Vec<StoredKey>, LedgerError>>;
+
+    /// Inserts a runtime key unless its tenant already has `max_live`
+    /// unrevoked keys. Committed when it resolves.
+    fn key_insert<'a>(
+        &'a self,
+        key: &'a StoredKey,
+        max_live: u64,
+    ) -> BoxFuture<'a, Result<KeyWrite, LedgerError>>;
+
+    /// Replaces the mutable columns of the runtime key with `key.id`.
+    /// Committed when it resolves.
+    fn key_update<'a>(&'a self, key: &'a StoredKey)
+        -> BoxFuture<'a, Result<KeyWrite, LedgerError>>;
 
     /// The database's schema version.
     fn schema_version(&self) -> BoxFuture<'_, Result<u32, LedgerError>>;

@@ -130,6 +130,16 @@ pub enum ErrorCode {
     /// The request's `Idempotency-Key` was used with a different request
     /// body (or endpoint): the client reused a key for another request.
     IdempotencyKeyReused,
+    /// The API key is known but past its expiry: ask an admin for a new one
+    /// or to extend it (`PATCH /admin/keys/{id}`).
+    KeyExpired,
+    /// The API key may not call this model (its per-key model allowlist).
+    ModelNotAllowed,
+    /// The tenant already has as many live runtime keys as
+    /// `auth.runtime.max_keys_per_tenant` allows: revoke one first.
+    KeyLimitReached,
+    /// A live key of this tenant (runtime or config) already has that name.
+    KeyNameTaken,
     /// An internal error; never carries details to the client.
     InternalError,
 }
@@ -139,8 +149,12 @@ impl ErrorCode {
     pub const fn status(self) -> u16 {
         match self {
             Self::InvalidRequest => 400,
-            Self::MissingApiKey | Self::InvalidApiKey => 401,
-            Self::PermissionDenied | Self::CsrfTokenInvalid => 403,
+            Self::MissingApiKey | Self::InvalidApiKey | Self::KeyExpired => 401,
+            Self::PermissionDenied
+            | Self::CsrfTokenInvalid
+            | Self::ModelNotAllowed
+            | Self::KeyLimitReached => 403,
+            Self::KeyNameTaken => 409,
             Self::ModelNotFound | Self::NotFound | Self::ConfirmationNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::PolicyBlocked => 400,
@@ -213,7 +227,12 @@ impl ErrorCode {
             | Self::ConfirmationNotFound
             | Self::PolicyBlocked
             | Self::OutputRejected
-            | Self::IdempotencyKeyReused => false,
+            | Self::IdempotencyKeyReused
+            | Self::CsrfTokenInvalid
+            | Self::KeyExpired
+            | Self::ModelNotAllowed
+            | Self::KeyLimitReached
+            | Self::KeyNameTaken => false,
         }
     }
 
@@ -224,13 +243,19 @@ impl ErrorCode {
             | Self::NoPreviousPolicy
             | Self::IdempotencyInFlight
             | Self::IdempotencyKeyReused
+            | Self::KeyNameTaken
             | Self::RequestTooLarge
             | Self::RequestTimeout
             | Self::MethodNotAllowed
             | Self::ShuttingDown => ErrorKind::InvalidRequestError,
             Self::NotReady => ErrorKind::ServerError,
-            Self::MissingApiKey | Self::InvalidApiKey => ErrorKind::AuthenticationError,
-            Self::PermissionDenied | Self::CsrfTokenInvalid => ErrorKind::PermissionError,
+            Self::MissingApiKey | Self::InvalidApiKey | Self::KeyExpired => {
+                ErrorKind::AuthenticationError
+            }
+            Self::PermissionDenied
+            | Self::CsrfTokenInvalid
+            | Self::ModelNotAllowed
+            | Self::KeyLimitReached => ErrorKind::PermissionError,
             Self::RateLimited
             | Self::ConcurrencyLimited
             | Self::TokensExhausted
@@ -294,6 +319,10 @@ impl ErrorCode {
             Self::DetectorSaturated => "detector_saturated",
             Self::IdempotencyInFlight => "idempotency_in_flight",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::KeyExpired => "key_expired",
+            Self::ModelNotAllowed => "model_not_allowed",
+            Self::KeyLimitReached => "key_limit_reached",
+            Self::KeyNameTaken => "key_name_taken",
             Self::InternalError => "internal_error",
         }
     }
@@ -439,6 +468,10 @@ mod tests {
             ErrorCode::InvalidRequest,
             ErrorCode::RequestTooLarge,
             ErrorCode::RequestTimeout,
+            ErrorCode::KeyExpired,
+            ErrorCode::ModelNotAllowed,
+            ErrorCode::KeyLimitReached,
+            ErrorCode::KeyNameTaken,
             ErrorCode::MissingApiKey,
             ErrorCode::InvalidApiKey,
             ErrorCode::PermissionDenied,
@@ -496,6 +529,11 @@ mod tests {
             (ErrorCode::InvalidRequest, false),
             (ErrorCode::UpstreamInvalidResponse, false),
             (ErrorCode::IdempotencyKeyReused, false),
+            (ErrorCode::CsrfTokenInvalid, false),
+            (ErrorCode::KeyExpired, false),
+            (ErrorCode::ModelNotAllowed, false),
+            (ErrorCode::KeyLimitReached, false),
+            (ErrorCode::KeyNameTaken, false),
         ];
         for (code, retry) in table {
             assert_eq!(code.should_retry(), retry, "{}", code.as_str());

@@ -33,6 +33,9 @@
 //! - `console`: the admin web console's sessions (CSRF without the token,
 //!   a planted session id, a tenant key logging in, expiry, a login flood)
 //!   and a page that never builds HTML from data.
+//! - `runtime_keys`: `/admin/keys` and `palisade keys` (escalation by a
+//!   non-admin key, telling revoked from unknown keys, old secrets after a
+//!   rotation, creation floods, secrets leaking into logs, audit or lists).
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
@@ -48,6 +51,7 @@ mod markers;
 mod output_gate;
 mod replay;
 mod routing;
+mod runtime_keys;
 mod saturation;
 mod side_fields;
 mod starvation;

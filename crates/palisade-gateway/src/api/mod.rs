@@ -9,6 +9,7 @@
 pub(crate) mod admin;
 pub(crate) mod admin_read;
 pub(crate) mod guard;
+pub(crate) mod keys;
 pub(crate) mod models;
 pub(crate) mod probes;
 pub(crate) mod tools;

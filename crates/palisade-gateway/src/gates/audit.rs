@@ -61,4 +61,19 @@ impl AuditSink {
             tracing::error!(error = %e, request_id = %record.request_id, "audit write failed");
         }
     }
+
+    /// Records one admin action (a key change): to the log, and to the
+    /// store without waiting, like a gate decision. The record must hold no
+    /// secret: callers pass ids, names and reason codes only.
+    pub(crate) fn write_admin(&self, entry: AuditEntry) {
+        tracing::info!(target: "palisade::audit", record = %entry.json, "admin action");
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let request_id = entry.request_id.clone();
+        if let Err(e) = store.audit_nowait(entry) {
+            metrics::counter!(crate::metrics::AUDIT_ERRORS).increment(1);
+            tracing::error!(error = %e, request_id = %request_id, "audit write failed");
+        }
+    }
 }

@@ -4,6 +4,13 @@
 //! routing table) never holds a usable credential. Lookup hashes the presented
 //! key and probes a map; keys are high-entropy random strings, so a fast hash
 //! is the right tool (a password KDF would only add latency).
+//!
+//! Config keys (`[[auth.keys]]`) are looked up first; then, with
+//! `[auth.runtime]`, the runtime keys of the ledger store
+//! ([`super::runtime_keys`]). A hash is in at most one of the two in
+//! practice (keys are random), and on a name clash both keys work: names are
+//! labels, the hash is the credential. Creating a runtime key with a name a
+//! config key of the same tenant uses is refused, so labels stay unique.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,11 +40,38 @@ pub struct Principal {
     pub executor: bool,
     /// Priority class at saturated backends (0 high … 2 low).
     pub priority_class: usize,
+    /// The models this key may call (`None`: every routed model). Config
+    /// keys have no allowlist; runtime keys may.
+    pub models: Option<Arc<[String]>>,
+    /// The runtime key's id (`None` for config keys and open mode).
+    pub key_id: Option<Arc<str>>,
+}
+
+impl Principal {
+    /// Refuses a model outside the key's allowlist: 403 `model_not_allowed`.
+    pub(crate) fn check_model(&self, model: &str) -> Result<(), ApiError> {
+        match &self.models {
+            Some(models) if !models.iter().any(|m| m == model) => Err(ApiError::new(
+                ErrorCode::ModelNotAllowed,
+                "this API key may not call this model",
+            )
+            .with_param("model")),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Resolves credentials to principals.
 #[derive(Debug)]
-pub enum Authenticator {
+pub struct Authenticator {
+    mode: Mode,
+    /// The runtime key table, with `[auth.runtime] enabled`.
+    pub(crate) runtime: Option<Arc<super::runtime_keys::RuntimeKeys>>,
+}
+
+/// The config's keys.
+#[derive(Debug)]
+enum Mode {
     /// Everyone is [`OPEN_TENANT`]; config validation allows this on loopback only.
     Open(Principal),
     /// Hash of key → principal.
@@ -52,16 +86,20 @@ pub fn hash_key(key: &str) -> [u8; 32] {
 impl Authenticator {
     /// Builds from validated config.
     pub fn from_config(config: &AuthConfig) -> Self {
-        match config.effective_mode() {
-            AuthMode::Open => Self::Open(Principal {
+        let runtime = (config.runtime.enabled && config.effective_mode() == AuthMode::Keys)
+            .then(|| Arc::new(super::runtime_keys::RuntimeKeys::new(&config.runtime)));
+        let mode = match config.effective_mode() {
+            AuthMode::Open => Mode::Open(Principal {
                 tenant: OPEN_TENANT.into(),
                 key_name: "open".into(),
                 admin: true,
                 approver: true,
                 executor: true,
                 priority_class: palisade_config::Priority::Normal.class(),
+                models: None,
+                key_id: None,
             }),
-            AuthMode::Keys => Self::Keys(
+            AuthMode::Keys => Mode::Keys(
                 config
                     .keys
                     .iter()
@@ -77,11 +115,24 @@ impl Authenticator {
                                 approver: k.approver,
                                 executor: k.executor,
                                 priority_class: k.priority.class(),
+                                models: None,
+                                key_id: None,
                             },
                         ))
                     })
                     .collect(),
             ),
+        };
+        Self { mode, runtime }
+    }
+
+    /// Whether a config key of `tenant` is labelled `name`.
+    pub(crate) fn config_key_named(&self, tenant: &str, name: &str) -> bool {
+        match &self.mode {
+            Mode::Open(_) => false,
+            Mode::Keys(keys) => keys
+                .values()
+                .any(|p| &*p.tenant == tenant && &*p.key_name == name),
         }
     }
 
@@ -100,9 +151,9 @@ impl Authenticator {
 
     /// Authenticates a request by its headers.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
-        let keys = match self {
-            Self::Open(p) => return Ok(p.clone()),
-            Self::Keys(keys) => keys,
+        let keys = match &self.mode {
+            Mode::Open(p) => return Ok(p.clone()),
+            Mode::Keys(keys) => keys,
         };
         let header = headers
             .get(http::header::AUTHORIZATION)
@@ -124,9 +175,15 @@ impl Authenticator {
                     "malformed Authorization header: expected `Bearer <key>`",
                 )
             })?;
-        keys.get(&hash_key(key))
-            .cloned()
-            .ok_or_else(|| ApiError::new(ErrorCode::InvalidApiKey, "invalid API key"))
+        let hash = hash_key(key);
+        if let Some(p) = keys.get(&hash) {
+            return Ok(p.clone());
+        }
+        let now_ms = crate::clock::GatewayClock::system().unix_ms();
+        match self.runtime.as_ref().and_then(|r| r.lookup(&hash, now_ms)) {
+            Some(found) => found,
+            None => Err(ApiError::new(ErrorCode::InvalidApiKey, "invalid API key")),
+        }
     }
 }
 
@@ -138,6 +195,7 @@ mod tests {
     fn keys_auth() -> Authenticator {
         Authenticator::from_config(&AuthConfig {
             mode: None,
+            runtime: Default::default(),
             keys: vec![ApiKeyConfig {
                 name: "ci".into(),
                 tenant: "acme".into(),

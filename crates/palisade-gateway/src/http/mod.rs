@@ -9,3 +9,4 @@ pub(crate) mod body_deadline;
 pub(crate) mod error;
 pub(crate) mod listener;
 pub(crate) mod request_id;
+pub(crate) mod runtime_keys;

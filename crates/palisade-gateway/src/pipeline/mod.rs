@@ -109,6 +109,7 @@ async fn send_upstream(
         ctx._stream_slot = state.admission.admit_stream(&principal)?;
     }
 
+    principal.check_model(request.model())?;
     let route = route::resolve(state, &request)?;
     // Idempotency: before the gates, so a repeat replays the original
     // outcome (judged when it was made) and never runs twice.
