@@ -42,6 +42,7 @@ mod routes;
 mod routing;
 mod server;
 mod stores;
+mod telemetry;
 mod tenants;
 mod tools;
 mod watermark;
@@ -60,6 +61,7 @@ pub use replay::*;
 pub use routes::*;
 pub use routing::*;
 pub use server::*;
+pub use telemetry::*;
 pub use tenants::*;
 pub use tools::*;
 pub use watermark::*;
@@ -145,6 +147,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Output watermarking and its detector.
     pub watermark: WatermarkConfig,
+    /// OpenTelemetry trace export (off by default).
+    pub telemetry: TelemetryConfig,
 }
 
 /// Where a config comes from. Tests pass an explicit environment so they do
@@ -261,6 +265,7 @@ impl Config {
         }
         self.extraction.validate()?;
         self.watermark.validate(&self.routes)?;
+        self.telemetry.validate()?;
         self.validate_cost_limits_are_priced()?;
         self.validate_tenant_backends()?;
         self.validate_route_backends()?;

@@ -54,6 +54,11 @@ pub const AUDIT_ERRORS: &str = "palisade_audit_write_errors_total";
 /// Log lines (access, audit) that found the log writer's queue full and waited
 /// for it (the writer is in the binary; lines are never dropped).
 pub const LOG_QUEUE_FULL: &str = "palisade_log_queue_full_total";
+/// Spans dropped: the export queue was full, or the collector failed or
+/// timed out.
+pub const TRACE_SPANS_DROPPED: &str = "palisade_trace_spans_dropped_total";
+/// Spans the collector accepted.
+pub const TRACE_SPANS_EXPORTED: &str = "palisade_trace_spans_exported_total";
 /// Idempotency and cache lookups, by table and result.
 pub const REPLAY_LOOKUPS: &str = "palisade_replay_lookups_total";
 /// Responses offered to a replay table, by table and whether they were kept.
@@ -138,6 +143,14 @@ pub fn spawn_upkeep(handle: PrometheusHandle) {
 }
 
 fn describe() {
+    describe_counter!(
+        TRACE_SPANS_DROPPED,
+        "Trace spans dropped: the export queue was full, or the collector refused, failed or timed out."
+    );
+    describe_counter!(
+        TRACE_SPANS_EXPORTED,
+        "Trace spans the OTLP collector accepted."
+    );
     describe_counter!(
         LOG_QUEUE_FULL,
         "Log lines that found the log writer's queue full and waited (never dropped)."
@@ -389,4 +402,14 @@ mod tests {
         assert_eq!(&*labels.label("c"), "other");
         assert_eq!(&*labels.label("a"), "a");
     }
+}
+
+/// Counts trace spans dropped (full queue, failed export).
+pub(crate) fn trace_spans_dropped(n: u64) {
+    counter!(TRACE_SPANS_DROPPED).increment(n);
+}
+
+/// Counts trace spans exported.
+pub(crate) fn trace_spans_exported(n: u64) {
+    counter!(TRACE_SPANS_EXPORTED).increment(n);
 }

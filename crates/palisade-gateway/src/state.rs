@@ -129,6 +129,8 @@ pub struct GatewayState {
     pub(crate) replay: crate::replay::Replay,
     /// Output watermarking, with `[watermark] enabled`.
     pub(crate) watermark: Option<crate::watermark::Watermark>,
+    /// OpenTelemetry tracing: the trace context and the span exporter.
+    pub(crate) telemetry: crate::telemetry::Telemetry,
 }
 
 /// Most model names a wildcard route turns into metric label values.
@@ -300,6 +302,7 @@ impl GatewayState {
                 crate::clock::GatewayClock::system(),
             ),
             watermark,
+            telemetry: crate::telemetry::Telemetry::from_config(&config.telemetry),
         };
         Ok((state, serving))
     }
