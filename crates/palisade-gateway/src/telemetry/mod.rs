@@ -92,10 +92,13 @@ impl Telemetry {
             Some(parent) => parent.trace_id,
             None => new_trace_id(),
         };
-        let sampled = sampled && (incoming.is_some() || low_bits(&trace.trace_id) <= self.sample_below);
+        let sampled =
+            sampled && (incoming.is_some() || low_bits(&trace.trace_id) <= self.sample_below);
+        // Unsampled requests still get a span id: the upstream hears the
+        // trace (flagged unsampled), as OpenTelemetry's non-recording spans do.
+        trace.root = new_span_id();
         if sampled {
             trace.exporter = Some(exporter.clone());
-            trace.root = new_span_id();
             trace.spans.reserve(12);
         }
         trace
@@ -212,17 +215,23 @@ impl RequestTrace {
     }
 
     /// The trace-context headers for an upstream call made in `span`: the
-    /// gateway's span as the parent when recording; otherwise the client's
-    /// own context passed through unchanged (so an unrecorded hop does not
-    /// break the caller's trace); nothing when the client sent none.
+    /// gateway's span as the parent when recording; the trace, flagged
+    /// unsampled, when exporting but not sampled; with export off, the
+    /// client's own context passed through unchanged (so an unrecorded hop
+    /// does not break the caller's trace), and nothing if it sent none.
     pub(crate) fn upstream_headers(&self, span: &Open) -> Vec<(HeaderName, HeaderValue)> {
-        let parent = match (&self.exporter, &self.incoming) {
-            (Some(_), incoming) => {
-                let flags = incoming.map_or(SAMPLED, |p| p.flags | SAMPLED);
-                w3c::format_traceparent(&self.trace_id, &span.id, flags)
-            }
-            (None, Some(p)) => w3c::format_traceparent(&p.trace_id, &p.parent_id, p.flags),
-            (None, None) => return Vec::new(),
+        let parent = if self.recording() {
+            let flags = self.incoming.map_or(SAMPLED, |p| p.flags | SAMPLED);
+            w3c::format_traceparent(&self.trace_id, &span.id, flags)
+        } else if self.root != [0; 8] {
+            // Exporting, not sampled: the trace goes on, unsampled.
+            let flags = self.incoming.map_or(0, |p| p.flags & !SAMPLED);
+            w3c::format_traceparent(&self.trace_id, &self.root, flags)
+        } else if let Some(p) = &self.incoming {
+            // Not exporting at all: the client's context, unchanged.
+            w3c::format_traceparent(&p.trace_id, &p.parent_id, p.flags)
+        } else {
+            return Vec::new();
         };
         let mut out = Vec::with_capacity(2);
         if let Ok(v) = HeaderValue::from_str(&parent) {
