@@ -30,6 +30,9 @@
 //! - `watermark`: learning the green list through the detect endpoint,
 //!   log-probabilities or the client's own `logit_bias`, and switching the
 //!   watermark off with it.
+//! - `telemetry`: huge and malformed trace-context headers, attribute and
+//!   verdict injection, prompt text in spans, and a flood against the span
+//!   export queue.
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
@@ -47,5 +50,6 @@ mod routing;
 mod saturation;
 mod side_fields;
 mod starvation;
+mod telemetry;
 mod tokens_keys;
 mod watermark;
