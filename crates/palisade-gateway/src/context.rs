@@ -225,11 +225,14 @@ impl RequestCtx {
             self.trace.set("palisade.tenant", tenant.to_string());
         }
         if let Some(plan) = &self.gates {
-            self.trace
-                .set("palisade.policy.version", plan.snapshot.version().to_string());
+            self.trace.set(
+                "palisade.policy.version",
+                plan.snapshot.version().to_string(),
+            );
         }
         if let Some(usage) = self.tokens.as_ref().and_then(|t| t.tally.usage.as_ref()) {
-            self.trace.set("gen_ai.usage.input_tokens", usage.prompt_tokens);
+            self.trace
+                .set("gen_ai.usage.input_tokens", usage.prompt_tokens);
             self.trace
                 .set("gen_ai.usage.output_tokens", usage.completion_tokens);
         }

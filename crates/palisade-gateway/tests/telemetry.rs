@@ -66,9 +66,10 @@ impl Harness {
     }
 
     async fn chat(&self, text: &str, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut req = self.http.post(self.url("/v1/chat/completions")).json(
-            &json!({"model": "m", "messages": [{"role": "user", "content": text}]}),
-        );
+        let mut req = self
+            .http
+            .post(self.url("/v1/chat/completions"))
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": text}]}));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -117,7 +118,10 @@ async fn a_client_trace_is_joined_exported_per_phase_and_propagated_upstream() {
     let (status, body) = h
         .chat(
             "hello from zanzibarquux",
-            &[("traceparent", &traceparent), ("tracestate", "vendor=abc,other=1")],
+            &[
+                ("traceparent", &traceparent),
+                ("tracestate", "vendor=abc,other=1"),
+            ],
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -127,8 +131,14 @@ async fn a_client_trace_is_joined_exported_per_phase_and_propagated_upstream() {
     let root = named(&spans, "palisade.request");
     assert_eq!(root.len(), 1);
     let root = root[0];
-    assert_eq!(otlp_attr(&root["resource"], "service.name"), "palisade-test");
-    assert_eq!(root["parentSpanId"], CLIENT_PARENT, "child of the client's span");
+    assert_eq!(
+        otlp_attr(&root["resource"], "service.name"),
+        "palisade-test"
+    );
+    assert_eq!(
+        root["parentSpanId"], CLIENT_PARENT,
+        "child of the client's span"
+    );
     assert_eq!(root["kind"], 2, "a server span");
     assert_eq!(root["traceState"], "vendor=abc,other=1");
     for phase in [
@@ -143,15 +153,25 @@ async fn a_client_trace_is_joined_exported_per_phase_and_propagated_upstream() {
         assert_eq!(found.len(), 1, "one {phase} span in {spans:?}");
         assert_eq!(found[0]["parentSpanId"], root["spanId"], "{phase}");
         let (start, end) = (
-            found[0]["startTimeUnixNano"].as_str().unwrap().parse::<u64>().unwrap(),
-            found[0]["endTimeUnixNano"].as_str().unwrap().parse::<u64>().unwrap(),
+            found[0]["startTimeUnixNano"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
+            found[0]["endTimeUnixNano"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
         );
         assert!(start > 0 && start <= end, "{phase}: {start}..{end}");
     }
 
     // The upstream heard the same trace, with the attempt's span as parent.
     let upstream_span = named(&spans, "palisade.upstream")[0];
-    let tp = h.upstream_traceparent().expect("the upstream got a traceparent");
+    let tp = h
+        .upstream_traceparent()
+        .expect("the upstream got a traceparent");
     assert_eq!(tp[0], "00");
     assert_eq!(tp[1], CLIENT_TRACE);
     assert_eq!(upstream_span["spanId"], tp[2].as_str());
@@ -170,12 +190,18 @@ async fn a_client_trace_is_joined_exported_per_phase_and_propagated_upstream() {
     assert_eq!(attr(root, "gen_ai.system"), "openai");
     assert_eq!(attr(root, "gen_ai.request.model"), "m");
     assert_eq!(attr(root, "gen_ai.response.model"), body["model"]);
-    assert_eq!(attr(root, "gen_ai.usage.input_tokens"), body["usage"]["prompt_tokens"]);
+    assert_eq!(
+        attr(root, "gen_ai.usage.input_tokens"),
+        body["usage"]["prompt_tokens"]
+    );
     assert_eq!(
         attr(root, "gen_ai.usage.output_tokens"),
         body["usage"]["completion_tokens"]
     );
-    assert_eq!(attr(root, "gen_ai.response.finish_reasons"), json!(["stop"]));
+    assert_eq!(
+        attr(root, "gen_ai.response.finish_reasons"),
+        json!(["stop"])
+    );
     assert_eq!(attr(root, "palisade.verdict"), "allow");
     assert_eq!(attr(root, "palisade.tenant"), "local");
     assert_eq!(attr(root, "http.response.status_code"), 200);
@@ -195,7 +221,10 @@ async fn a_blocked_request_has_its_verdict_and_reason_code_and_no_upstream_span(
     let h = Harness::start(&format!("otlp_endpoint = \"{}\"", collector.url())).await;
     let trace = "11112222333344445555666677778888";
     let (status, body) = h
-        .chat(INJECTION, &[("traceparent", &format!("00-{trace}-1111222233334444-01"))])
+        .chat(
+            INJECTION,
+            &[("traceparent", &format!("00-{trace}-1111222233334444-01"))],
+        )
         .await;
     assert_eq!(status, 400, "{body}");
     let spans = collector.trace(trace).await;
@@ -211,7 +240,10 @@ async fn a_blocked_request_has_its_verdict_and_reason_code_and_no_upstream_span(
     assert_eq!(attr(root, "http.response.status_code"), 400);
     assert!(named(&spans, "palisade.upstream").is_empty());
     assert!(named(&spans, "palisade.relay").is_empty());
-    assert!(h.upstream.received().is_empty(), "nothing reached the upstream");
+    assert!(
+        h.upstream.received().is_empty(),
+        "nothing reached the upstream"
+    );
     assert!(!collector.raw().contains("Ignore all"), "no prompt text");
 }
 
@@ -224,13 +256,20 @@ async fn a_malformed_traceparent_starts_a_new_trace() {
     let long = format!("00-{CLIENT_TRACE}-{CLIENT_PARENT}-01-extra");
     for bad in [zero, upper, long, "garbage".to_owned()] {
         let (status, _) = h
-            .chat("hello", &[("traceparent", &bad), ("tracestate", "vendor=abc")])
+            .chat(
+                "hello",
+                &[("traceparent", &bad), ("tracestate", "vendor=abc")],
+            )
             .await;
         assert_eq!(status, 200, "never an error for {bad}");
         let tp = h.upstream_traceparent().expect("a new trace is propagated");
         assert_eq!(tp.len(), 4);
         assert_ne!(tp[1], "0".repeat(32));
-        assert_ne!(tp[1].to_lowercase(), CLIENT_TRACE, "not the client's: {bad}");
+        assert_ne!(
+            tp[1].to_lowercase(),
+            CLIENT_TRACE,
+            "not the client's: {bad}"
+        );
         assert_eq!(h.upstream_header("tracestate"), None, "dropped with it");
         let spans = collector.trace(&tp[1]).await;
         let root = named(&spans, "palisade.request")[0];
@@ -246,7 +285,10 @@ async fn with_telemetry_off_the_clients_context_passes_through_and_none_is_made_
     let h = Harness::start("").await;
     let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_PARENT}-01");
     let (status, _) = h
-        .chat("hello", &[("traceparent", &traceparent), ("tracestate", "a=1")])
+        .chat(
+            "hello",
+            &[("traceparent", &traceparent), ("tracestate", "a=1")],
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(h.upstream_header("traceparent"), Some(traceparent));
@@ -288,7 +330,11 @@ async fn sampling_follows_the_clients_flag_and_the_ratio_for_new_traces() {
         .iter()
         .map(|s| s["traceId"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(traces.len(), 1, "only the client's sampled trace: {traces:?}");
+    assert_eq!(
+        traces.len(),
+        1,
+        "only the client's sampled trace: {traces:?}"
+    );
 }
 
 /// **Invariant: telemetry never blocks the request path.** A collector that
@@ -320,7 +366,13 @@ async fn telemetry_never_blocks_the_request_path() {
         let started = Instant::now();
         for i in 0..REQUESTS {
             let (status, body) = h
-                .chat("hello", &[("traceparent", &format!("00-{CLIENT_TRACE}-{CLIENT_PARENT}-01"))])
+                .chat(
+                    "hello",
+                    &[(
+                        "traceparent",
+                        &format!("00-{CLIENT_TRACE}-{CLIENT_PARENT}-01"),
+                    )],
+                )
                 .await;
             assert_eq!(status, 200, "{name} request {i}: {body}");
         }

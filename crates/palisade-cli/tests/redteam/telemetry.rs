@@ -52,7 +52,15 @@ fn chat(text: &str) -> Value {
 
 fn upstream_header(s: &Scripted, name: &str) -> Option<String> {
     let received = s.upstream.received();
-    Some(received.last()?.headers.get(name)?.to_str().ok()?.to_owned())
+    Some(
+        received
+            .last()?
+            .headers
+            .get(name)?
+            .to_str()
+            .ok()?
+            .to_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +92,10 @@ async fn huge_and_malformed_trace_headers_are_dropped_never_an_error() {
         assert_eq!(status, 200, "{body}");
         let sent_tp = upstream_header(&s, "traceparent").expect("a traceparent upstream");
         assert_eq!(sent_tp.len(), 55, "a well-formed version-00 header");
-        assert!(upstream_header(&s, "tracestate").is_none(), "{ts:.40} dropped");
+        assert!(
+            upstream_header(&s, "tracestate").is_none(),
+            "{ts:.40} dropped"
+        );
         if tp == &good {
             assert!(sent_tp.contains(TRACE), "the valid parent is kept");
         } else {
@@ -97,7 +108,10 @@ async fn huge_and_malformed_trace_headers_are_dropped_never_an_error() {
         .http
         .post(s.client.url("/v1/chat/completions"))
         .header("traceparent", good.as_str())
-        .header("traceparent", format!("00-{}-00f067aa0ba902b7-01", "1".repeat(32)))
+        .header(
+            "traceparent",
+            format!("00-{}-00f067aa0ba902b7-01", "1".repeat(32)),
+        )
         .json(&chat("hello"))
         .send()
         .await
@@ -143,7 +157,10 @@ async fn a_client_cannot_inject_a_verdict_or_leak_its_prompt_into_spans() {
     assert!(requested.as_str().is_some_and(|m| m.chars().count() <= 128));
     let raw = collector.raw();
     assert!(!raw.contains("qqmarkerqq"), "no prompt text exported");
-    assert!(!raw.contains("Ignore all previous"), "no prompt text exported");
+    assert!(
+        !raw.contains("Ignore all previous"),
+        "no prompt text exported"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,7 +201,11 @@ async fn a_flood_of_sampled_requests_fills_the_queue_and_is_dropped_not_queued()
             let client = &s.client;
             async move {
                 client
-                    .post("/v1/chat/completions", &chat("hello"), &[("traceparent", &tp)])
+                    .post(
+                        "/v1/chat/completions",
+                        &chat("hello"),
+                        &[("traceparent", &tp)],
+                    )
                     .await
                     .0
             }

@@ -67,8 +67,10 @@ pub(crate) async fn handle(
     let mut ctx = RequestCtx::new(endpoint, &request_id, Instant::now());
     ctx.trace = state.telemetry.start(&headers);
     ctx.trace.set("gen_ai.system", "openai");
-    ctx.trace
-        .set("gen_ai.operation.name", crate::telemetry::operation(endpoint));
+    ctx.trace.set(
+        "gen_ai.operation.name",
+        crate::telemetry::operation(endpoint),
+    );
     let result = match send_upstream(&state, &headers, body, endpoint, &mut ctx).await {
         Ok(Upstream::Sent(sent)) => respond::respond(&state, sent, ctx).await,
         Ok(Upstream::Replayed(stored, kind)) => {
@@ -115,8 +117,10 @@ async fn send_upstream(
     admitted?;
     let bytes = front::read_body(headers, body, state.max_body_bytes).await?;
     let mut request = front::parse(endpoint, &bytes)?;
-    ctx.trace
-        .set("gen_ai.request.model", crate::telemetry::bounded(request.model()));
+    ctx.trace.set(
+        "gen_ai.request.model",
+        crate::telemetry::bounded(request.model()),
+    );
     if request.is_stream() {
         ctx._stream_slot = state.admission.admit_stream(&principal)?;
     }

@@ -19,10 +19,10 @@ mod phases;
 pub(crate) mod w3c;
 
 pub(crate) use export::{Attr, Kind};
+use export::{Exporter, SpanData};
 pub(crate) use phases::{
     attempt_span, bounded, gate_span, operation, output_span, phase, response_attrs,
 };
-use export::{Exporter, SpanData};
 use w3c::{SpanId, TraceId, TraceParent, SAMPLED};
 
 /// Most spans one request records: a retry storm or a long fallback chain

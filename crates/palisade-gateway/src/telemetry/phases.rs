@@ -49,7 +49,8 @@ pub(crate) fn phase(ctx: &mut RequestCtx, span: Open, name: &'static str, err: O
         return;
     }
     let attrs = err.map(refusal).unwrap_or_default();
-    ctx.trace.end(span, name, Kind::Internal, attrs, err.is_some());
+    ctx.trace
+        .end(span, name, Kind::Internal, attrs, err.is_some());
 }
 
 /// Ends the request-gates span (input, context and tool gates) with the
@@ -84,11 +85,18 @@ pub(crate) fn gate_span(
     ctx.trace.set("palisade.policy.version", version);
     ctx.trace.set("palisade.verdict", verdict);
     if let Err(err) = gated {
-        ctx.trace
-            .set("palisade.reason_code", err.reason.unwrap_or(err.code.as_str()));
+        ctx.trace.set(
+            "palisade.reason_code",
+            err.reason.unwrap_or(err.code.as_str()),
+        );
     }
-    ctx.trace
-        .end(span, "palisade.gate.input", Kind::Internal, attrs, gated.is_err());
+    ctx.trace.end(
+        span,
+        "palisade.gate.input",
+        Kind::Internal,
+        attrs,
+        gated.is_err(),
+    );
 }
 
 /// Ends one upstream attempt's span (a gen-ai client span).
@@ -128,15 +136,25 @@ pub(crate) fn output_span(ctx: &mut RequestCtx, span: Open, err: Option<&ApiErro
     if !ctx.trace.recording() {
         return;
     }
-    let mut attrs = vec![("palisade.verdict", Attr::from(if err.is_some() { "block" } else { "allow" }))];
+    let mut attrs = vec![(
+        "palisade.verdict",
+        Attr::from(if err.is_some() { "block" } else { "allow" }),
+    )];
     if let Some(err) = err {
         attrs.extend(refusal(err));
         ctx.trace.set("palisade.verdict", "block");
-        ctx.trace
-            .set("palisade.reason_code", err.reason.unwrap_or(err.code.as_str()));
+        ctx.trace.set(
+            "palisade.reason_code",
+            err.reason.unwrap_or(err.code.as_str()),
+        );
     }
-    ctx.trace
-        .end(span, "palisade.gate.output", Kind::Internal, attrs, err.is_some());
+    ctx.trace.end(
+        span,
+        "palisade.gate.output",
+        Kind::Internal,
+        attrs,
+        err.is_some(),
+    );
 }
 
 /// The gen-ai response attributes of a whole response body: the model that
@@ -165,7 +183,8 @@ pub(crate) fn response_attrs(ctx: &mut RequestCtx, body: &Value) {
             .set("gen_ai.response.finish_reasons", Attr::Strs(reasons));
     }
     if let Some(usage) = palisade_openai::usage::Usage::from_response(body) {
-        ctx.trace.set("gen_ai.usage.input_tokens", usage.prompt_tokens);
+        ctx.trace
+            .set("gen_ai.usage.input_tokens", usage.prompt_tokens);
         ctx.trace
             .set("gen_ai.usage.output_tokens", usage.completion_tokens);
     }
