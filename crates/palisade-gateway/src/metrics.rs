@@ -390,6 +390,16 @@ pub(crate) fn replay_stored(table: &'static str, kept: bool) {
         .increment(1);
 }
 
+/// Counts trace spans dropped (full queue, failed export).
+pub(crate) fn trace_spans_dropped(n: u64) {
+    counter!(TRACE_SPANS_DROPPED).increment(n);
+}
+
+/// Counts trace spans exported.
+pub(crate) fn trace_spans_exported(n: u64) {
+    counter!(TRACE_SPANS_EXPORTED).increment(n);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,14 +412,4 @@ mod tests {
         assert_eq!(&*labels.label("c"), "other");
         assert_eq!(&*labels.label("a"), "a");
     }
-}
-
-/// Counts trace spans dropped (full queue, failed export).
-pub(crate) fn trace_spans_dropped(n: u64) {
-    counter!(TRACE_SPANS_DROPPED).increment(n);
-}
-
-/// Counts trace spans exported.
-pub(crate) fn trace_spans_exported(n: u64) {
-    counter!(TRACE_SPANS_EXPORTED).increment(n);
 }
