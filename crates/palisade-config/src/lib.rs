@@ -43,6 +43,7 @@ mod routes;
 mod routing;
 mod server;
 mod stores;
+mod telemetry;
 mod tenants;
 mod tools;
 mod watermark;
@@ -62,6 +63,7 @@ pub use replay::*;
 pub use routes::*;
 pub use routing::*;
 pub use server::*;
+pub use telemetry::*;
 pub use tenants::*;
 pub use tools::*;
 pub use watermark::*;
@@ -149,6 +151,8 @@ pub struct Config {
     pub watermark: WatermarkConfig,
     /// The admin web console (`/admin/ui`).
     pub console: ConsoleConfig,
+    /// OpenTelemetry trace export (off by default).
+    pub telemetry: TelemetryConfig,
 }
 
 /// Where a config comes from. Tests pass an explicit environment so they do
@@ -272,6 +276,7 @@ impl Config {
         }
         self.extraction.validate()?;
         self.watermark.validate(&self.routes)?;
+        self.telemetry.validate()?;
         self.validate_cost_limits_are_priced()?;
         self.validate_tenant_backends()?;
         self.validate_route_backends()?;

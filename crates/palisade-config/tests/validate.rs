@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 100;
+const RULE_SITES: usize = 107;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -152,6 +152,7 @@ fn every_rule_site_is_counted() {
         include_str!("../src/routing.rs"),
         include_str!("../src/server.rs"),
         include_str!("../src/stores.rs"),
+        include_str!("../src/telemetry.rs"),
         include_str!("../src/tenants.rs"),
         include_str!("../src/tools.rs"),
         include_str!("../src/watermark.rs"),
@@ -637,6 +638,31 @@ fn invalid_configs_name_the_key() {
         ),
     ];
     for (mutation, key) in &watermark_rows {
+        check_invalid(mutation, key);
+    }
+    // [telemetry]
+    let telemetry_rows: &[(&str, &str)] = &[
+        (
+            "[telemetry]\notlp_endpoint = \"grpc://collector:4317\"",
+            "telemetry.otlp_endpoint",
+        ),
+        ("[telemetry]\nservice_name = \"\"", "telemetry.service_name"),
+        ("[telemetry]\nsample_ratio = 1.5", "telemetry.sample_ratio"),
+        (
+            "[telemetry.headers]\n\"x y\" = \"v\"",
+            "telemetry.headers.x y",
+        ),
+        (
+            "[telemetry.headers]\nx-api-key = \"a\\nb\"",
+            "telemetry.headers.x-api-key",
+        ),
+        (
+            "[telemetry]\nexport_timeout_ms = 0",
+            "telemetry.export_timeout_ms",
+        ),
+        ("[telemetry]\nqueue_size = 1", "telemetry.queue_size"),
+    ];
+    for (mutation, key) in telemetry_rows {
         check_invalid(mutation, key);
     }
     for (mutation, key) in rows {

@@ -69,6 +69,8 @@ pub(crate) struct RequestCtx {
     /// The request span, re-entered for the access-log line: a stream ends
     /// after the handler returned, outside the span.
     pub(crate) span: tracing::Span,
+    /// The request's OpenTelemetry trace: phase spans, exported at the end.
+    pub(crate) trace: crate::telemetry::RequestTrace,
     pub(crate) _in_flight: InFlight,
     pub(crate) done: bool,
 }
@@ -98,6 +100,7 @@ impl RequestCtx {
             gates: None,
             replay: None,
             span: tracing::Span::current(),
+            trace: crate::telemetry::RequestTrace::default(),
             _in_flight: InFlight::enter(),
             done: false,
         }
@@ -199,6 +202,7 @@ impl RequestCtx {
             "other"
         };
         crate::metrics::request_done(self.route, metric_label, status, elapsed);
+        self.finish_trace(status);
         let _entered = self.span.enter();
         tracing::info!(
             status,
@@ -208,6 +212,34 @@ impl RequestCtx {
             stream = stream_outcome.unwrap_or("-"),
             "served"
         );
+    }
+}
+
+impl RequestCtx {
+    /// The request span's closing attributes, then the export.
+    fn finish_trace(&mut self, status: u16) {
+        if !self.trace.recording() {
+            return;
+        }
+        if let Some(tenant) = &self.tenant {
+            self.trace.set("palisade.tenant", tenant.to_string());
+        }
+        if let Some(plan) = &self.gates {
+            self.trace.set(
+                "palisade.policy.version",
+                plan.snapshot.version().to_string(),
+            );
+        }
+        if let Some(usage) = self.tokens.as_ref().and_then(|t| t.tally.usage.as_ref()) {
+            self.trace
+                .set("gen_ai.usage.input_tokens", usage.prompt_tokens);
+            self.trace
+                .set("gen_ai.usage.output_tokens", usage.completion_tokens);
+        }
+        if let Some(backend) = &self.served_by {
+            self.trace.set("palisade.backend", backend.to_string());
+        }
+        self.trace.finish(self.route, status);
     }
 }
 

@@ -60,6 +60,11 @@ pub const AUDIT_ERRORS: &str = "palisade_audit_write_errors_total";
 /// Log lines (access, audit) that found the log writer's queue full and waited
 /// for it (the writer is in the binary; lines are never dropped).
 pub const LOG_QUEUE_FULL: &str = "palisade_log_queue_full_total";
+/// Spans dropped: the export queue was full, or the collector failed or
+/// timed out.
+pub const TRACE_SPANS_DROPPED: &str = "palisade_trace_spans_dropped_total";
+/// Spans the collector accepted.
+pub const TRACE_SPANS_EXPORTED: &str = "palisade_trace_spans_exported_total";
 /// Idempotency and cache lookups, by table and result.
 pub const REPLAY_LOOKUPS: &str = "palisade_replay_lookups_total";
 /// Responses offered to a replay table, by table and whether they were kept.
@@ -220,6 +225,14 @@ fn describe() {
     describe_counter!(
         KEY_ADMIN_ACTIONS,
         "Key changes through /admin/keys, by action (create, rotate, revoke, update) and result."
+    );
+    describe_counter!(
+        TRACE_SPANS_DROPPED,
+        "Trace spans dropped: the export queue was full, or the collector refused, failed or timed out."
+    );
+    describe_counter!(
+        TRACE_SPANS_EXPORTED,
+        "Trace spans the OTLP collector accepted."
     );
     describe_counter!(
         LOG_QUEUE_FULL,
@@ -487,6 +500,16 @@ pub(crate) fn replay_lookup(table: &'static str, result: &'static str) {
 pub(crate) fn replay_stored(table: &'static str, kept: bool) {
     counter!(REPLAY_STORED, "table" => table, "stored" => if kept { "true" } else { "false" })
         .increment(1);
+}
+
+/// Counts trace spans dropped (full queue, failed export).
+pub(crate) fn trace_spans_dropped(n: u64) {
+    counter!(TRACE_SPANS_DROPPED).increment(n);
+}
+
+/// Counts trace spans exported.
+pub(crate) fn trace_spans_exported(n: u64) {
+    counter!(TRACE_SPANS_EXPORTED).increment(n);
 }
 
 #[cfg(test)]

@@ -65,6 +65,7 @@ impl Gateway {
 
     /// Binds the listen address and starts serving in the background.
     pub async fn start(self, addr: Option<SocketAddr>) -> Result<RunningGateway, GatewayError> {
+        self.state.telemetry.spawn();
         if let Some(url) = &self.config.ledger.url {
             let ready = self.state.readiness.register("ledger");
             let ledger =

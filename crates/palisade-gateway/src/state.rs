@@ -131,6 +131,8 @@ pub struct GatewayState {
     pub(crate) watermark: Option<crate::watermark::Watermark>,
     /// The admin web console's sessions, with `[console] enabled`.
     pub(crate) console: Option<crate::console::Console>,
+    /// OpenTelemetry tracing: the trace context and the span exporter.
+    pub(crate) telemetry: crate::telemetry::Telemetry,
 }
 
 /// Most model names a wildcard route turns into metric label values.
@@ -307,6 +309,7 @@ impl GatewayState {
                 crate::clock::GatewayClock::system(),
             ),
             watermark,
+            telemetry: crate::telemetry::Telemetry::from_config(&config.telemetry),
         };
         Ok((state, serving))
     }

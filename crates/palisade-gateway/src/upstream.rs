@@ -212,8 +212,9 @@ impl Backend {
     }
 
     /// Sends a JSON POST and waits for the response head, bounded by the
-    /// first-byte timeout and the request's deadline. A failure carries its
-    /// class, which says whether the body may have reached the model.
+    /// first-byte timeout and the request's deadline, with `trace`'s
+    /// trace-context headers. A failure carries its class, which says
+    /// whether the body may have reached the model.
     pub async fn post_json(
         &self,
         endpoint: Endpoint,
@@ -221,6 +222,7 @@ impl Backend {
         request_id: &str,
         tenant: &str,
         deadline: Instant,
+        trace: &[(http::HeaderName, HeaderValue)],
     ) -> Result<reqwest::Response, (ApiError, FailureClass)> {
         let mut req = self
             .client
@@ -228,6 +230,11 @@ impl Backend {
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(crate::http::request_id::HEADER, request_id)
             .body(body);
+        // The W3C trace context (`traceparent`, `tracestate`), built by the
+        // gateway: a client's headers never reach the upstream verbatim.
+        for (name, value) in trace {
+            req = req.header(name.clone(), value.clone());
+        }
         if let Some(key) = self.tenant_keys.get(tenant).or(self.api_key.as_ref()) {
             req = req.header(self.auth_header.clone(), key.clone());
         }

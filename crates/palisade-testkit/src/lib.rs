@@ -40,6 +40,8 @@ mod bundle_store;
 pub use bundle_store::{BundleStore, StoreMode};
 mod hostile;
 pub use hostile::{HostileUpstream, RawResponse};
+mod otlp;
+pub use otlp::{otlp_attr, CollectorMode, OtlpCollector};
 #[cfg(unix)]
 mod postgres;
 mod webhook;

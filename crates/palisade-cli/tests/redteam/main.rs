@@ -36,6 +36,9 @@
 //! - `runtime_keys`: `/admin/keys` and `palisade keys` (escalation by a
 //!   non-admin key, telling revoked from unknown keys, old secrets after a
 //!   rotation, creation floods, secrets leaking into logs, audit or lists).
+//! - `telemetry`: huge and malformed trace-context headers, attribute and
+//!   verdict injection, prompt text in spans, and a flood against the span
+//!   export queue.
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
@@ -55,5 +58,6 @@ mod runtime_keys;
 mod saturation;
 mod side_fields;
 mod starvation;
+mod telemetry;
 mod tokens_keys;
 mod watermark;

@@ -132,6 +132,7 @@ pub(crate) async fn send(
         ctx.attempts = attempt.number;
         let outstanding = balancer.begin(attempt.backend, attempt.number == 1);
         let sent_at = Instant::now();
+        let span = ctx.trace.begin();
         let result = forward::forward(
             backend,
             endpoint,
@@ -139,8 +140,21 @@ pub(crate) async fn send(
             &principal.tenant,
             deadline,
             ctx,
+            &span,
         )
         .await;
+        let head = match &result {
+            Ok(resp) => Ok(resp.status().as_u16()),
+            Err((e, _)) => Err(e),
+        };
+        crate::telemetry::attempt_span(
+            ctx,
+            span,
+            &backend.name,
+            attempt.number,
+            request.model(),
+            head,
+        );
         let latency = sent_at.elapsed();
         let outcome = classify(state, route, backend, result, deadline).await;
         let (failure, last) = match outcome {
@@ -150,6 +164,7 @@ pub(crate) async fn send(
                     .increment(1);
                 served_by(ctx, backend);
                 ctx._outstanding = Some(outstanding);
+                ctx.trace.begin_relay();
                 return Ok(Sent {
                     upstream: resp,
                     backend: attempt.backend,

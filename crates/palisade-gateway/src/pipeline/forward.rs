@@ -30,6 +30,7 @@ pub(crate) async fn forward(
     tenant: &str,
     deadline: Instant,
     ctx: &RequestCtx,
+    span: &crate::telemetry::Open,
 ) -> Result<reqwest::Response, (ApiError, FailureClass)> {
     if let Some(breaker) = &backend.breaker {
         if let Err(wait) = breaker.allow(Instant::now()) {
@@ -48,7 +49,14 @@ pub(crate) async fn forward(
     }
     let sent_at = Instant::now();
     let upstream = backend
-        .post_json(endpoint, body, ctx.request_id(), tenant, deadline)
+        .post_json(
+            endpoint,
+            body,
+            ctx.request_id(),
+            tenant,
+            deadline,
+            &ctx.trace.upstream_headers(span),
+        )
         .await;
     if let Some(breaker) = &backend.breaker {
         let ok = upstream

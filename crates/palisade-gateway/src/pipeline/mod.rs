@@ -65,6 +65,12 @@ pub(crate) async fn handle(
     endpoint: Endpoint,
 ) -> Response {
     let mut ctx = RequestCtx::new(endpoint, &request_id, Instant::now());
+    ctx.trace = state.telemetry.start(&headers);
+    ctx.trace.set("gen_ai.system", "openai");
+    ctx.trace.set(
+        "gen_ai.operation.name",
+        crate::telemetry::operation(endpoint),
+    );
     let result = match send_upstream(&state, &headers, body, endpoint, &mut ctx).await {
         Ok(Upstream::Sent(sent)) => respond::respond(&state, sent, ctx).await,
         Ok(Upstream::Replayed(stored, kind)) => {
@@ -101,10 +107,20 @@ async fn send_upstream(
 ) -> Result<Upstream, ApiError> {
     // Authenticate and admit before reading the body, so unauthenticated or
     // refused callers cannot make us buffer megabytes.
-    let principal = front::authenticate(state, headers, ctx)?;
-    front::admit(state, &principal, ctx).await?;
+    let span = ctx.trace.begin();
+    let principal = front::authenticate(state, headers, ctx);
+    crate::telemetry::phase(ctx, span, "palisade.auth", principal.as_ref().err());
+    let principal = principal?;
+    let span = ctx.trace.begin();
+    let admitted = front::admit(state, &principal, ctx).await;
+    crate::telemetry::phase(ctx, span, "palisade.admission", admitted.as_ref().err());
+    admitted?;
     let bytes = front::read_body(headers, body, state.max_body_bytes).await?;
     let mut request = front::parse(endpoint, &bytes)?;
+    ctx.trace.set(
+        "gen_ai.request.model",
+        crate::telemetry::bounded(request.model()),
+    );
     if request.is_stream() {
         ctx._stream_slot = state.admission.admit_stream(&principal)?;
     }
@@ -134,6 +150,7 @@ async fn send_upstream(
     // What the hunt can link keys by: hashed, computed once.
     let fingerprint = crate::extraction::fingerprint(headers);
     let hardened = params::harden(state, &principal, route, &mut request, ctx, fingerprint)?;
+    let span = ctx.trace.begin();
     let gated = gate::inspect(
         state,
         ctx,
@@ -144,6 +161,7 @@ async fn send_upstream(
         bytes.len(),
     )
     .await;
+    crate::telemetry::gate_span(state, ctx, span, &gated);
     params::record(
         state,
         &principal,

@@ -103,9 +103,12 @@ pub(crate) async fn respond(
         );
         return Err((err, record));
     }
-    if let Some(tokens) = &mut record.tokens {
+    if record.tokens.is_some() || record.trace.recording() {
         if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) {
-            tokens.tally.observe_response(&value);
+            if let Some(tokens) = &mut record.tokens {
+                tokens.tally.observe_response(&value);
+            }
+            crate::telemetry::response_attrs(&mut record, &value);
         }
     }
     // The response filters: judge each tool call, then sanitize the
@@ -117,9 +120,16 @@ pub(crate) async fn respond(
         let inline = body.len() <= crate::cpu::INLINE_BYTES && plan.response_schema.is_none();
         let success = status.is_success();
         let job = move || super::filters::filter_body(&plan, success, body);
+        let span = record.trace.begin();
         match state.cpu.run_or_inline(inline, job).await {
-            Ok(Ok(gated)) => body = gated,
-            Ok(Err(err)) | Err(err) => return Err((err, record)),
+            Ok(Ok(gated)) => {
+                crate::telemetry::output_span(&mut record, span, None);
+                body = gated;
+            }
+            Ok(Err(err)) | Err(err) => {
+                crate::telemetry::output_span(&mut record, span, Some(&err));
+                return Err((err, record));
+            }
         }
     }
     // The ledger row is committed before the client gets the response, so
