@@ -155,6 +155,11 @@ struct ScanArgs {
     /// The system prompt the text is sent with (for TEXT).
     #[arg(long, requires = "text")]
     system_prompt: Option<String>,
+    /// Exit with code 1 when any scanned text reaches this verdict or a
+    /// stricter one (`flag`: flagged or blocked; `block`: blocked). The
+    /// verdict lines are printed in full either way. For CI gates.
+    #[arg(long, value_parser = ["flag", "block"])]
+    fail_on: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -192,7 +197,11 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args),
         Command::Config(ConfigCommand::Check { file, print }) => config_check(&file, print),
         Command::Keys(cmd) => keys_cmd::run(cmd),
-        Command::Scan(args) => scan(args),
+        Command::Scan(args) => match scan(args) {
+            Ok(true) => return std::process::ExitCode::FAILURE,
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        },
         Command::Eval { dir } => eval(&dir),
         Command::Train { data, out, seed } => train(&data, &out, seed),
         Command::Usage {
@@ -351,8 +360,15 @@ fn config_check(file: &std::path::Path, print: bool) -> Result<()> {
     Ok(())
 }
 
-fn scan(args: ScanArgs) -> Result<()> {
+/// Scans; `Ok(true)` when `--fail-on` was reached.
+fn scan(args: ScanArgs) -> Result<bool> {
     use std::io::Write;
+    // `block` trips on blocked rows only; `flag` on flagged or blocked ones.
+    let trips = |flag: usize, block: usize| match args.fail_on.as_deref() {
+        Some("flag") => flag + block > 0,
+        Some("block") => block > 0,
+        _ => false,
+    };
     let detector = palisade_detect::Detector::embedded().context("loading the detector model")?;
     let channel = args
         .channel
@@ -377,7 +393,12 @@ fn scan(args: ScanArgs) -> Result<()> {
         let mut out = stdout.lock();
         serde_json::to_writer(&mut out, &line).context("writing the verdict")?;
         writeln!(out).context("writing the verdict")?;
-        return Ok(());
+        let (flag, block) = match line.verdict {
+            palisade_detect::Verdict::Flag => (1, 0),
+            palisade_detect::Verdict::Block => (0, 1),
+            palisade_detect::Verdict::Allow => (0, 0),
+        };
+        return Ok(trips(flag, block));
     }
     let summary = match args.input.as_deref() {
         None => bail!("give TEXT or --input FILE (use `--input -` for standard input)"),
@@ -404,7 +425,7 @@ fn scan(args: ScanArgs) -> Result<()> {
             summary.errors, summary.rows
         );
     }
-    Ok(())
+    Ok(trips(summary.flag, summary.block))
 }
 
 fn eval(dir: &std::path::Path) -> Result<()> {
@@ -428,6 +449,23 @@ fn train(data: &std::path::Path, out: &std::path::Path, seed: u64) -> Result<()>
     Ok(())
 }
 
+/// A report must not create the database it reads: opening a mistyped SQLite
+/// path would make an empty ledger and report "no usage". Other URLs
+/// (PostgreSQL) fail to connect on their own.
+fn refuse_missing_sqlite(url: &str) -> Result<()> {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return Ok(());
+    };
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path == ":memory:" || std::path::Path::new(path).is_file() {
+        return Ok(());
+    }
+    bail!("no ledger database at {path}: check --ledger (a report never creates one)")
+}
+
 fn usage(
     ledger: Option<String>,
     config: Option<&std::path::Path>,
@@ -444,6 +482,7 @@ fn usage(
             .url
             .context("no ledger: pass --ledger URL or set ledger.url in the config")?,
     };
+    refuse_missing_sqlite(&url)?;
     let group_by = match by {
         "model" => GroupBy::Model,
         "day" => GroupBy::Day,

@@ -86,7 +86,7 @@ impl Default for SpendRateSettings {
 pub struct RateConfig {
     /// Requests per minute.
     pub requests_per_minute: u64,
-    /// Requests at once after idling; default one second's worth (≥ 1).
+    /// Requests at once after idling; default [`default_burst`].
     #[serde(default)]
     pub burst: Option<u64>,
 }
@@ -94,8 +94,23 @@ pub struct RateConfig {
 impl RateConfig {
     /// The burst in force.
     pub fn effective_burst(&self) -> u64 {
-        self.burst.unwrap_or((self.requests_per_minute / 60).max(1))
+        self.burst
+            .unwrap_or_else(|| default_burst(self.requests_per_minute))
     }
+}
+
+/// The smallest burst a per-minute rate gets when none is configured, capped by the rate.
+///
+/// Why a floor: "one second's worth" alone gives a 100 rpm client a burst of 1, so three
+/// back-to-back requests answer 200, 429, 429 while `x-ratelimit-remaining-requests`
+/// promised a per-minute budget; SDKs that fan out a handful of calls then back off for
+/// nothing. Five at once is still far below any rate an operator would call abusive.
+pub const MIN_DEFAULT_BURST: u64 = 5;
+
+/// The burst in force when none is configured: one second's worth of `rpm`, but at least
+/// [`MIN_DEFAULT_BURST`] (never more than `rpm` itself), and at least 1.
+pub fn default_burst(rpm: u64) -> u64 {
+    (rpm / 60).max(rpm.min(MIN_DEFAULT_BURST)).max(1)
 }
 
 /// Warn → slow → block for keys that keep hitting limits. Each refusal by a
@@ -244,10 +259,10 @@ impl TenantLimits {
             || self.monthly_cost_budget_usd.is_some()
     }
 
-    /// The burst in force: explicit, or one second's worth of the rate.
+    /// The burst in force: explicit, or [`default_burst`] of the rate.
     pub fn effective_burst(&self) -> Option<u64> {
         self.requests_per_minute
-            .map(|rpm| self.burst.unwrap_or((rpm / 60).max(1)))
+            .map(|rpm| self.burst.unwrap_or_else(|| default_burst(rpm)))
     }
 }
 

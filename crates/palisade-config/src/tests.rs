@@ -79,7 +79,8 @@ fn limits_fall_back_to_defaults_and_reject_zero() {
     assert_eq!(big.requests_per_minute, Some(6000));
     assert_eq!(big.effective_burst(), Some(10));
     assert_eq!(big.max_in_flight_per_key, Some(4));
-    assert_eq!(c.limits.default.effective_burst(), Some(2));
+    // 120 rpm is two per second, below the floor of five.
+    assert_eq!(c.limits.default.effective_burst(), Some(5));
     assert_invalid(
         "[limits]\nrequests_per_minute = 0",
         "limits.requests_per_minute",
@@ -177,4 +178,24 @@ fn detection_pool_and_anomaly_keys_have_defaults_and_are_checked() {
         );
     }
     assert_invalid("[detection]\npool_threads = 2", "pool_threads");
+}
+
+#[test]
+fn default_burst_table() {
+    use crate::limits::default_burst;
+    // (requests per minute, burst when none is configured)
+    let table = [
+        (0, 1), // never configured (validation refuses 0), still at least 1
+        (1, 1), // the floor is capped by the rate itself
+        (3, 3),
+        (5, 5),
+        (60, 5),  // one per second, lifted to the floor
+        (100, 5), // the case: 200, 429, 429 before the floor
+        (300, 5),
+        (600, 10), // one second's worth takes over above the floor
+        (6000, 100),
+    ];
+    for (rpm, burst) in table {
+        assert_eq!(default_burst(rpm), burst, "rpm {rpm}");
+    }
 }

@@ -262,6 +262,7 @@ async fn bad_requests_get_stable_codes() {
         .send()
         .await
         .unwrap();
+    assert_eq!(raw.headers()["x-should-retry"], "false");
     let request_id = raw.headers()["x-request-id"].to_str().unwrap().to_owned();
     let (status, code, body) = error_code(raw).await;
     assert_eq!((status, code.as_str()), (400, "invalid_request"));
@@ -512,6 +513,39 @@ async fn models_lists_routes_aliases_and_wildcard_backend_models() {
         .collect();
     assert_eq!(ids, ["llama", "fast", "scripted-a", "scripted-b"]);
     assert_eq!(body["object"], "list");
+    // Retrieval answers from the same listing: routes, aliases and the
+    // wildcard backend's own models, in the OpenAI shape.
+    for id in ["llama", "fast", "scripted-b"] {
+        let one: Value = h
+            .client
+            .get(h.url(&format!("/v1/models/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (one["id"].as_str(), one["object"].as_str()),
+            (Some(id), Some("model"))
+        );
+        assert_eq!(one["owned_by"], "main");
+    }
+    // A name the wildcard would forward but the listing does not show is not
+    // visible by id either; a slash in the id is part of the id.
+    for id in ["nope", "org/nope"] {
+        let resp = h
+            .client
+            .get(h.url(&format!("/v1/models/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["x-should-retry"], "false");
+        let (status, code, body) = error_code(resp).await;
+        assert_eq!((status, code.as_str()), (404, "model_not_found"));
+        assert_eq!(body["error"]["type"], "not_found_error");
+        assert!(body["error"]["message"].as_str().unwrap().contains(id));
+    }
 }
 
 #[tokio::test]
@@ -674,6 +708,7 @@ async fn request_rate_is_limited_per_tenant_with_retry_after_and_headers() {
         "one request per second refills: {retry_after}"
     );
     assert_eq!(refused.headers()["x-ratelimit-remaining-requests"], "0");
+    assert_eq!(refused.headers()["x-should-retry"], "true");
     let (_, code, body) = error_code(refused).await;
     assert_eq!(code, "rate_limited");
     assert_eq!(body["error"]["type"], "rate_limit_error");

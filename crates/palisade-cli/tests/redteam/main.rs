@@ -39,6 +39,7 @@
 //! - `telemetry`: huge and malformed trace-context headers, attribute and
 //!   verdict injection, prompt text in spans, and a flood against the span
 //!   export queue.
+//! - `ops`: 500 made-up model names do not blow up metric label cardinality.
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
@@ -51,6 +52,7 @@ mod hunt;
 mod input_gates;
 mod logs;
 mod markers;
+mod ops;
 mod output_gate;
 mod replay;
 mod routing;
