@@ -2,8 +2,8 @@
 //! blow up metric label cardinality. (That the dashboard and alert rules name
 //! only exported metrics is `palisade-gateway/tests/operations.rs`.)
 
-use std::collections::BTreeSet;
 use serde_json::json;
+use std::collections::BTreeSet;
 
 use crate::harness::{Client, Scripted};
 
