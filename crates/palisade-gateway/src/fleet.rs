@@ -26,6 +26,8 @@ use crate::readiness::Readiness;
 
 /// Metric names.
 const EVENTS: &str = "palisade_fleet_events_total";
+/// Tries of a fleet-wide claim before delivering locally (see `claim`).
+const CLAIM_ATTEMPTS: usize = 3;
 const REPLICAS: &str = "palisade_fleet_replicas";
 const SKEW: &str = "palisade_fleet_serial_skew";
 
@@ -106,14 +108,22 @@ impl FleetMember {
         let Some(registry) = registry else {
             return Claim::Unshared;
         };
-        match registry.claim(name, &self.id, ttl).await {
-            Ok(true) => Claim::Mine,
-            Ok(false) => Claim::Taken,
-            Err(e) => {
-                tracing::warn!(target: "palisade::fleet", error = %e, name, "cannot claim a fleet event; delivering it here");
-                Claim::Unshared
+        // The connection's timeout is the heartbeat's (short); a claim runs off
+        // the request path, so a slow Redis gets a few tries before this
+        // replica falls back to delivering on its own (a duplicate is better
+        // than a lost alert). Retrying is safe: the claim is idempotent per owner.
+        let mut last_error = None;
+        for _ in 0..CLAIM_ATTEMPTS {
+            match registry.claim(name, &self.id, ttl).await {
+                Ok(true) => return Claim::Mine,
+                Ok(false) => return Claim::Taken,
+                Err(e) => last_error = Some(e),
             }
         }
+        if let Some(e) = last_error {
+            tracing::warn!(target: "palisade::fleet", error = %e, name, "cannot claim a fleet event; delivering it here");
+        }
+        Claim::Unshared
     }
 
     /// The last view (refreshed every heartbeat).

@@ -160,10 +160,16 @@ impl RedisFleet {
         Ok(listing)
     }
 
-    /// Claims `name` for `owner` for `ttl`, fleet-wide: true for the first
-    /// claimant, false while another holds it. This is how one event seen by
-    /// several replicas (an alert each raises on its own evidence) is delivered
-    /// once: each replica claims it, only the winner delivers.
+    /// Claims `name` for `owner` for `ttl`, fleet-wide: true while `owner`
+    /// holds it (first claimant), false while another does. This is how one
+    /// event seen by several replicas (an alert each raises on its own
+    /// evidence) is delivered once: each replica claims it, only the winner
+    /// delivers.
+    ///
+    /// Idempotent per owner: the claim is read back in the same round trip,
+    /// so an owner that retries after a timed-out attempt (whose `SET` may
+    /// have landed) learns it already holds the claim, instead of seeing
+    /// "taken" and leaving the event undelivered by everyone.
     ///
     /// # Errors
     /// Redis unreachable or too slow.
@@ -174,16 +180,18 @@ impl RedisFleet {
         ttl: Duration,
     ) -> Result<bool, RedisLimitError> {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let key = format!("{}:claim:{}", self.prefix, key_part(name));
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
-            .arg(format!("{}:claim:{}", self.prefix, key_part(name)))
+            .arg(&key)
             .arg(owner)
             .arg("NX")
             .arg("PX")
-            .arg(ttl_ms);
-        // `OK` when set, nil when the name is held.
-        let (set,): (Option<String>,) = self.conn.pipeline(&pipe).await?;
-        Ok(set.is_some())
+            .arg(ttl_ms)
+            .ignore();
+        pipe.cmd("GET").arg(&key);
+        let (holder,): (Option<String>,) = self.conn.pipeline(&pipe).await?;
+        Ok(holder.as_deref() == Some(owner))
     }
 
     /// Publishes a fleet event (JSON) on `<prefix>:events`, for anyone subscribed.
