@@ -81,6 +81,9 @@ impl Detector {
     /// Wraps an in-memory model (used by training).
     pub fn from_model(model: Model) -> Detector {
         crate::warm_up();
+        if !model.tok.is_empty() {
+            crate::tokenlm::warm_up();
+        }
         let thresholds = model.meta.thresholds;
         let version = model.meta.version.clone();
         Detector {
@@ -205,7 +208,7 @@ impl Detector {
             .iter()
             .map(|v| m.attack.logit(v))
             .fold(attack_logit, f32::max);
-        let signals = signals(input, &normalized, &combined, &m.lm);
+        let signals = signals(input, &normalized, &combined, &m.lm, &m.tok);
         let stage2 = stage2_vector(&signals, attack_logit, segment_max, harm_logit);
         let offset = if input.channel.is_data() {
             m.meta.data_offset

@@ -5,7 +5,7 @@
 //!   linear heads; in data channels (`retrieved`, `tool_output`) word n-grams are emitted a
 //!   second time under a channel salt, so the model learns that an imperative addressed to the
 //!   assistant means something else inside a document;
-//! - **signals**: a small dense vector (head scores, character-LM surprise, rule hits,
+//! - **signals**: a small dense vector (head scores, character- and token-LM surprise, rule hits,
 //!   normalization findings, system-prompt overlap, channel) combined by the final calibrated
 //!   logistic layer.
 
@@ -17,6 +17,7 @@ use crate::concepts::{
 use crate::hash::{hash_bytes, mix64};
 use crate::normalize::{canonical, Normalized};
 use crate::rules::{match_rules, ATTACK_RULES};
+use crate::tokenlm::{TokStats, TokenLm};
 use crate::types::{Channel, ScanInput};
 
 /// Segmentation is shared with `concepts` and lives below both; re-exported here because
@@ -119,6 +120,8 @@ pub fn hashed_segmented(
 pub struct Signals {
     /// Character-LM surprise of the raw text.
     pub lm: LmStats,
+    /// Token-LM surprisal of the raw text.
+    pub tok: TokStats,
     /// Indexes into [`ATTACK_RULES`] that matched.
     pub rules: Vec<usize>,
     /// Length in characters of the input.
@@ -250,10 +253,17 @@ const ADDRESS: &[&str] = &[
 ];
 
 /// Computes the dense signals for one input.
-pub fn signals(input: &ScanInput<'_>, norm: &Normalized, combined: &str, lm: &CharLm) -> Signals {
+pub fn signals(
+    input: &ScanInput<'_>,
+    norm: &Normalized,
+    combined: &str,
+    lm: &CharLm,
+    tok: &TokenLm,
+) -> Signals {
     let text = input.text;
     let mut s = Signals {
         lm: lm.stats(text),
+        tok: tok.stats(text),
         rules: match_rules(combined),
         concepts: concepts(combined),
         imperative: imperative_ratio(combined),
