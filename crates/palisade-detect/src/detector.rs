@@ -231,7 +231,10 @@ impl Detector {
                 "unicode_tag_smuggling" | "variation_selector_smuggling"
             )
         });
-        if smuggled || signals.rules.iter().any(|&i| ATTACK_RULES[i].floor) {
+        // An optimizer-made suffix (GCG/DSN) is a known attack shape with its own calibrated
+        // rule (`crate::suffix`), silent when the artifact carries no token LM.
+        let suffix = signals.suffix.fires(crate::suffix::THRESHOLDS);
+        if suffix || smuggled || signals.rules.iter().any(|&i| ATTACK_RULES[i].floor) {
             let t = m.meta.thresholds;
             score = score.max(0.5 * (t.flag + t.block));
         }
@@ -271,6 +274,15 @@ impl Detector {
         let mut reasons = a.normalized.reasons;
         for &i in &a.signals.rules {
             reasons.push(Reason::code(ATTACK_RULES[i].code));
+        }
+        if a.signals.suffix.fires(crate::suffix::THRESHOLDS) {
+            reasons.push(Reason::with_detail(
+                "adversarial_suffix",
+                format!(
+                    "{:.1} bits/token window vs {:.1} elsewhere",
+                    a.signals.suffix.worst, a.signals.suffix.rest
+                ),
+            ));
         }
         let attack_p = sigmoid(a.attack_logit);
         let harm_p = sigmoid(a.harm_logit);

@@ -17,6 +17,7 @@ use crate::concepts::{
 use crate::hash::{hash_bytes, mix64};
 use crate::normalize::{canonical, Normalized};
 use crate::rules::{match_rules, ATTACK_RULES};
+use crate::suffix::{suffix_stats, SuffixStats};
 use crate::tokenlm::{TokStats, TokenLm};
 use crate::types::{Channel, ScanInput};
 
@@ -120,8 +121,11 @@ pub fn hashed_segmented(
 pub struct Signals {
     /// Character-LM surprise of the raw text.
     pub lm: LmStats,
-    /// Token-LM surprisal of the raw text.
+    /// Token-LM surprisal statistics, filled by the trainer from out-of-fold models (the
+    /// detector leaves them zero: no stage reads them, and tokenizing twice costs latency).
     pub tok: TokStats,
+    /// Windowed token surprisal behind the `adversarial_suffix` rule.
+    pub suffix: SuffixStats,
     /// Indexes into [`ATTACK_RULES`] that matched.
     pub rules: Vec<usize>,
     /// Length in characters of the input.
@@ -200,6 +204,12 @@ fn soup_token(t: &str) -> bool {
     camel || odds >= 2 && letters > 0 || (letters == 0 && odds >= 2)
 }
 
+/// Is a whitespace word soup-like (see `soup_token`)? Used by [`crate::suffix`] to find
+/// where in a long text to tokenize.
+pub fn soup_word(t: &str) -> bool {
+    soup_token(t)
+}
+
 /// Highest fraction of soup tokens over windows of [`SOUP_WINDOW`] whitespace tokens of the
 /// raw text (linear time).
 pub fn soup_score(text: &str) -> f32 {
@@ -263,7 +273,8 @@ pub fn signals(
     let text = input.text;
     let mut s = Signals {
         lm: lm.stats(text),
-        tok: tok.stats(text),
+        tok: TokStats::default(),
+        suffix: suffix_stats(tok, text),
         rules: match_rules(combined),
         concepts: concepts(combined),
         imperative: imperative_ratio(combined),

@@ -33,6 +33,7 @@ pub mod rules;
 pub mod secrets;
 mod segment;
 mod spans;
+pub mod suffix;
 pub mod tokenlm;
 mod work;
 

@@ -127,7 +127,7 @@ impl TokenLm {
 
     /// Bits for `cur` after `prev`.
     #[inline]
-    fn bits(&self, prev: u32, cur: u32) -> f32 {
+    pub fn bits(&self, prev: u32, cur: u32) -> f32 {
         let (slot, fp) = bigram_slot(prev, cur);
         let e = self.bi[slot];
         if e != 0 && (e >> 8) as u8 == fp {
@@ -137,6 +137,12 @@ impl TokenLm {
         // Ids outside the table (none today) cost as much as the rarest known token.
         let uni = self.uni.get(cur as usize).map_or(31.0, |&q| dq(q));
         back + uni
+    }
+
+    /// Bits of a sequence's first token, scored by its unigram cost alone.
+    #[inline]
+    pub fn first_bits(&self, cur: u32) -> f32 {
+        self.uni.get(cur as usize).map_or(31.0, |&q| dq(q))
     }
 
     /// Surprisal statistics of `text` (zeros for an untrained model or an empty text).

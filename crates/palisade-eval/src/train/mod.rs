@@ -28,6 +28,7 @@ mod oof;
 mod report;
 mod stacking;
 mod token_model;
+pub use token_model::train_token_lm;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

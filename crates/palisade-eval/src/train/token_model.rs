@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use palisade_detect::tokenlm::{bigram_entry, bigram_slot, quantize, TokenLm, BI_BITS, VOCAB};
 
 /// Witten-Bell interpolated bigram model over token-id sequences.
-pub(super) fn train_token_lm<'a>(seqs: impl Iterator<Item = &'a [u32]>) -> TokenLm {
+pub fn train_token_lm<'a>(seqs: impl Iterator<Item = &'a [u32]>) -> TokenLm {
     let mut c1 = vec![0u64; VOCAB];
     let mut c2: HashMap<u64, u64> = HashMap::new();
     for s in seqs {
