@@ -233,7 +233,7 @@ impl Detector {
         });
         // An optimizer-made suffix (GCG/DSN) is a known attack shape with its own calibrated
         // rule (`crate::suffix`), silent when the artifact carries no token LM.
-        let suffix = signals.suffix.fires(crate::suffix::THRESHOLDS);
+        let suffix = !input.channel.is_data() && signals.suffix.fires(crate::suffix::THRESHOLDS);
         if suffix || smuggled || signals.rules.iter().any(|&i| ATTACK_RULES[i].floor) {
             let t = m.meta.thresholds;
             score = score.max(0.5 * (t.flag + t.block));
@@ -275,7 +275,7 @@ impl Detector {
         for &i in &a.signals.rules {
             reasons.push(Reason::code(ATTACK_RULES[i].code));
         }
-        if a.signals.suffix.fires(crate::suffix::THRESHOLDS) {
+        if !input.channel.is_data() && a.signals.suffix.fires(crate::suffix::THRESHOLDS) {
             reasons.push(Reason::with_detail(
                 "adversarial_suffix",
                 format!(

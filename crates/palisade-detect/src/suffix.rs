@@ -19,6 +19,11 @@
 //! - **length**: no finding without [`MIN_REST`] fluent tokens besides the worst window, so
 //!   shortness is never the signal (the earlier attempt's failure: contrast as a length proxy).
 //!
+//! - **channel**: user and system text only. Optimizer suffixes are a direct jailbreak; clean
+//!   documents (tables, changelogs, code) reach such windows far more often (train's clean
+//!   contexts 1.3%, held-out Debian chunks 0.4% at the shipped thresholds), and the document
+//!   layer has its own calibration.
+//!
 //! Cost: at most three regions of [`REGION`] bytes are tokenized (head, tail, and the region
 //! around the densest run of soup-like words), so a suffix padded with fluent text on both
 //! sides is still read, and the cost is bounded on any input.
@@ -49,8 +54,8 @@ pub struct SuffixThresholds {
 /// on train's benign rows (token LM out-of-fold, folds grouped by source) and the Debian
 /// clean-document corpus (held-out packages): see `model/TRAINING.md`.
 pub const THRESHOLDS: SuffixThresholds = SuffixThresholds {
-    worst: 15.0,
-    contrast: 6.0,
+    worst: 18.5,
+    contrast: 3.0,
 };
 
 /// Windowed-surprisal statistics of one text.
@@ -64,6 +69,9 @@ pub struct SuffixStats {
     pub rest: f32,
     /// Number of those tokens.
     pub rest_tokens: usize,
+    /// Mean bits per token of the most fluent Latin-majority window that does not overlap
+    /// the worst one (0 when there is none).
+    pub best: f32,
 }
 
 impl SuffixStats {
@@ -167,9 +175,9 @@ fn notation_mask(region: &str) -> Vec<bool> {
         let off = w.as_ptr() as usize - region.as_ptr() as usize;
         let url = w.contains("://") || w.starts_with("www.");
         let blob = w.len() >= 20
-            && w
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-'));
+            && w.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-')
+            });
         if url || blob {
             mask[off..off + w.len()].iter_mut().for_each(|m| *m = true);
         }
@@ -198,10 +206,12 @@ fn score_region(lm: &TokenLm, region: &str, out: &mut Vec<Tok>) {
             None => lm.first_bits(id),
         };
         prev = Some(id);
-        if mask.get(a).copied().unwrap_or(false) {
+        let piece = &region[floor_boundary(region, a)..ceil_boundary(region, b)];
+        // Whitespace tokens carry no signal, and newlines or spaces sprinkled through a
+        // suffix would otherwise dilute its windows with cheap tokens.
+        if mask.get(a).copied().unwrap_or(false) || piece.trim().is_empty() {
             continue;
         }
-        let piece = &region[floor_boundary(region, a)..ceil_boundary(region, b)];
         out.push(Tok {
             bits,
             latin: !piece.chars().any(non_latin_letter),
@@ -247,6 +257,26 @@ pub fn suffix_stats(lm: &TokenLm, text: &str) -> SuffixStats {
             ..SuffixStats::default()
         };
     };
+    let mut best: Option<f32> = None;
+    for &(s, e) in &bounds {
+        if e - s < WINDOW {
+            continue;
+        }
+        let mut sum: f32 = toks[s..s + WINDOW].iter().map(|t| t.bits).sum();
+        let mut latin = toks[s..s + WINDOW].iter().filter(|t| t.latin).count();
+        for i in s + WINDOW..=e {
+            let overlaps = i - WINDOW < we && ws < i;
+            if 2 * latin >= WINDOW && !overlaps && best.is_none_or(|b| sum < b) {
+                best = Some(sum);
+            }
+            if i == e {
+                break;
+            }
+            sum += toks[i].bits - toks[i - WINDOW].bits;
+            latin += usize::from(toks[i].latin);
+            latin -= usize::from(toks[i - WINDOW].latin);
+        }
+    }
     let (mut rest, mut n) = (0.0f32, 0usize);
     for (i, t) in toks.iter().enumerate() {
         if t.latin && !(ws..we).contains(&i) {
@@ -259,6 +289,7 @@ pub fn suffix_stats(lm: &TokenLm, text: &str) -> SuffixStats {
         worst: sum / WINDOW as f32,
         rest: if n > 0 { rest / n as f32 } else { 0.0 },
         rest_tokens: n,
+        best: best.map_or(0.0, |b| b / WINDOW as f32),
     }
 }
 
@@ -299,6 +330,7 @@ mod tests {
             worst: 20.0,
             rest: 5.0,
             rest_tokens: MIN_REST - 1,
+            best: 4.0,
         };
         assert_eq!(s.contrast(), 0.0);
         assert!(!s.fires(THRESHOLDS));

@@ -16,8 +16,9 @@ use palisade_detect::model::Model;
 use palisade_detect::suffix::{suffix_stats, SuffixStats, SuffixThresholds, THRESHOLDS};
 use palisade_detect::tokenlm::{tokens, TokenLm};
 use palisade_eval::clean_docs::{default_path, read_clean_docs};
+use palisade_eval::read_jsonl;
 use palisade_eval::rng::Rng;
-use palisade_eval::{read_jsonl, train_token_lm};
+use palisade_eval::train::train_token_lm;
 
 const MARKUP: &[&str] = &[
     "](", "**", "\\!--", "}{", "==", "[[", ")}", "\\\\", "<>", "'.", "^{", "|\\", "--)", ".]",
@@ -29,9 +30,9 @@ fn gcg_suffix(rng: &mut Rng, printable: &[String]) -> String {
     let mut s = String::new();
     for _ in 0..n {
         if rng.chance(0.2) {
-            s.push_str(rng.pick(MARKUP));
+            s.push_str(*rng.pick(MARKUP));
         } else {
-            s.push_str(rng.pick(printable));
+            s.push_str(rng.pick(printable).as_str());
         }
     }
     s
@@ -60,7 +61,10 @@ fn fold_of(group: &str) -> usize {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let dir = Path::new(args.get(1).ok_or("usage: suffix TRAIN_DIR [OUT_ARTIFACT]")?);
+    let dir = Path::new(
+        args.get(1)
+            .ok_or("usage: suffix TRAIN_DIR [OUT_ARTIFACT]")?,
+    );
     // Benign pools: (text, group, pool name).
     let mut benign: Vec<(String, String, &str)> = Vec::new();
     for r in read_jsonl(&dir.join("benign.jsonl"))? {
@@ -99,12 +103,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    let full: TokenLm = train_token_lm(
-        benign_tok
-            .iter()
-            .chain(doc_train.iter())
-            .map(Vec::as_slice),
-    );
+    let full: TokenLm =
+        train_token_lm(benign_tok.iter().chain(doc_train.iter()).map(Vec::as_slice));
 
     let mut pools: Vec<(String, Vec<SuffixStats>, bool)> = Vec::new();
     let mut by_pool: HashMap<&str, Vec<SuffixStats>> = HashMap::new();
@@ -150,7 +150,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         gcg.push(suffix_stats(&full, &format!("{ask} {suf}")));
         let split: String = suf
             .char_indices()
-            .map(|(i, c)| if i % 17 == 16 { format!("\n{c}") } else { c.to_string() })
+            .map(|(i, c)| {
+                if i % 17 == 16 {
+                    format!("\n{c}")
+                } else {
+                    c.to_string()
+                }
+            })
             .collect();
         gcg_nl.push(suffix_stats(&full, &format!("{ask}\n{split}")));
         let pad = *rng.pick(&asks);
@@ -163,8 +169,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pools.push(("synth GCG-like, split by newlines".into(), gcg_nl, true));
     pools.push(("synth GCG-like, padded both sides".into(), gcg_padded, true));
 
-    let grid_w = [12.0f32, 13.0, 14.0, 15.0, 16.0];
-    let grid_c = [3.0f32, 4.0, 5.0, 6.0, 7.0, 8.0];
+    for (name, stats, _) in &pools {
+        let q = |f: &dyn Fn(&SuffixStats) -> f32| {
+            let mut v: Vec<f32> = stats.iter().map(f).collect();
+            v.sort_by(f32::total_cmp);
+            let at = |p: f64| v[((v.len() - 1) as f64 * p) as usize];
+            format!("{:.1}/{:.1}/{:.1}", at(0.5), at(0.9), at(0.99))
+        };
+        println!(
+            "{name}: worst {} rest {} best {} worst-best {}",
+            q(&|s| s.worst),
+            q(&|s| s.rest),
+            q(&|s| s.best),
+            q(&|s| if s.best > 0.0 { s.worst - s.best } else { 0.0 })
+        );
+    }
+    let grid_w = [17.0f32, 18.0, 18.5, 19.0];
+    let grid_c = [2.0f32, 3.0, 4.0, 5.0];
     print!("| pool | rows |");
     for w in grid_w {
         for c in grid_c {
@@ -176,13 +197,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         print!("| {name} | {} |", stats.len());
         for w in grid_w {
             for c in grid_c {
-                let t = SuffixThresholds { worst: w, contrast: c };
+                let t = SuffixThresholds {
+                    worst: w,
+                    contrast: c,
+                };
                 print!(" {:.2}% |", 100.0 * rate(stats, t));
             }
         }
         println!();
     }
-    println!("\nshipped thresholds worst {} / contrast {}:", THRESHOLDS.worst, THRESHOLDS.contrast);
+    println!(
+        "\nshipped thresholds worst {} / contrast {}:",
+        THRESHOLDS.worst, THRESHOLDS.contrast
+    );
     for (name, stats, attack) in &pools {
         println!(
             "  {name}: {:.2}% fire ({})",
