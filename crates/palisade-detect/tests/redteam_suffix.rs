@@ -12,8 +12,7 @@ use palisade_detect::{Channel, Detector, ScanInput, Verdict};
 /// --test redteam_suffix -- --include-ignored`).
 fn detector() -> Detector {
     match std::env::var("PALISADE_DETECT_MODEL") {
-        Ok(p) => Detector::from_model_bytes(&std::fs::read(p).expect("model file"))
-            .expect("model"),
+        Ok(p) => Detector::from_model_bytes(&std::fs::read(p).expect("model file")).expect("model"),
         Err(_) => Detector::embedded().expect("embedded model"),
     }
 }
