@@ -30,7 +30,7 @@ fn gcg_suffix(rng: &mut Rng, printable: &[String]) -> String {
     let mut s = String::new();
     for _ in 0..n {
         if rng.chance(0.2) {
-            let m: &str = rng.pick(MARKUP);
+            let m: &&str = rng.pick(MARKUP);
             s.push_str(m);
         } else {
             s.push_str(rng.pick(printable).as_str());
