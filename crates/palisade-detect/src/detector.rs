@@ -81,6 +81,9 @@ impl Detector {
     /// Wraps an in-memory model (used by training).
     pub fn from_model(model: Model) -> Detector {
         crate::warm_up();
+        if !model.tok.is_empty() {
+            crate::tokenlm::warm_up();
+        }
         let thresholds = model.meta.thresholds;
         let version = model.meta.version.clone();
         Detector {
@@ -205,7 +208,7 @@ impl Detector {
             .iter()
             .map(|v| m.attack.logit(v))
             .fold(attack_logit, f32::max);
-        let signals = signals(input, &normalized, &combined, &m.lm);
+        let signals = signals(input, &normalized, &combined, &m.lm, &m.tok);
         let stage2 = stage2_vector(&signals, attack_logit, segment_max, harm_logit);
         let offset = if input.channel.is_data() {
             m.meta.data_offset
@@ -228,7 +231,10 @@ impl Detector {
                 "unicode_tag_smuggling" | "variation_selector_smuggling"
             )
         });
-        if smuggled || signals.rules.iter().any(|&i| ATTACK_RULES[i].floor) {
+        // An optimizer-made suffix (GCG/DSN) is a known attack shape with its own calibrated
+        // rule (`crate::suffix`), silent when the artifact carries no token LM.
+        let suffix = !input.channel.is_data() && signals.suffix.fires(crate::suffix::THRESHOLDS);
+        if suffix || smuggled || signals.rules.iter().any(|&i| ATTACK_RULES[i].floor) {
             let t = m.meta.thresholds;
             score = score.max(0.5 * (t.flag + t.block));
         }
@@ -268,6 +274,15 @@ impl Detector {
         let mut reasons = a.normalized.reasons;
         for &i in &a.signals.rules {
             reasons.push(Reason::code(ATTACK_RULES[i].code));
+        }
+        if !input.channel.is_data() && a.signals.suffix.fires(crate::suffix::THRESHOLDS) {
+            reasons.push(Reason::with_detail(
+                "adversarial_suffix",
+                format!(
+                    "{:.1} bits/token window vs {:.1} elsewhere",
+                    a.signals.suffix.worst, a.signals.suffix.rest
+                ),
+            ));
         }
         let attack_p = sigmoid(a.attack_logit);
         let harm_p = sigmoid(a.harm_logit);

@@ -5,7 +5,7 @@
 //!   linear heads; in data channels (`retrieved`, `tool_output`) word n-grams are emitted a
 //!   second time under a channel salt, so the model learns that an imperative addressed to the
 //!   assistant means something else inside a document;
-//! - **signals**: a small dense vector (head scores, character-LM surprise, rule hits,
+//! - **signals**: a small dense vector (head scores, character- and token-LM surprise, rule hits,
 //!   normalization findings, system-prompt overlap, channel) combined by the final calibrated
 //!   logistic layer.
 
@@ -17,6 +17,8 @@ use crate::concepts::{
 use crate::hash::{hash_bytes, mix64};
 use crate::normalize::{canonical, Normalized};
 use crate::rules::{match_rules, ATTACK_RULES};
+use crate::suffix::{suffix_stats, SuffixStats};
+use crate::tokenlm::{TokStats, TokenLm};
 use crate::types::{Channel, ScanInput};
 
 /// Segmentation is shared with `concepts` and lives below both; re-exported here because
@@ -119,6 +121,11 @@ pub fn hashed_segmented(
 pub struct Signals {
     /// Character-LM surprise of the raw text.
     pub lm: LmStats,
+    /// Token-LM surprisal statistics, filled by the trainer from out-of-fold models (the
+    /// detector leaves them zero: no stage reads them, and tokenizing twice costs latency).
+    pub tok: TokStats,
+    /// Windowed token surprisal behind the `adversarial_suffix` rule.
+    pub suffix: SuffixStats,
     /// Indexes into [`ATTACK_RULES`] that matched.
     pub rules: Vec<usize>,
     /// Length in characters of the input.
@@ -197,6 +204,12 @@ fn soup_token(t: &str) -> bool {
     camel || odds >= 2 && letters > 0 || (letters == 0 && odds >= 2)
 }
 
+/// Is a whitespace word soup-like (see `soup_token`)? Used by [`crate::suffix`] to find
+/// where in a long text to tokenize.
+pub fn soup_word(t: &str) -> bool {
+    soup_token(t)
+}
+
 /// Highest fraction of soup tokens over windows of [`SOUP_WINDOW`] whitespace tokens of the
 /// raw text (linear time).
 pub fn soup_score(text: &str) -> f32 {
@@ -250,10 +263,18 @@ const ADDRESS: &[&str] = &[
 ];
 
 /// Computes the dense signals for one input.
-pub fn signals(input: &ScanInput<'_>, norm: &Normalized, combined: &str, lm: &CharLm) -> Signals {
+pub fn signals(
+    input: &ScanInput<'_>,
+    norm: &Normalized,
+    combined: &str,
+    lm: &CharLm,
+    tok: &TokenLm,
+) -> Signals {
     let text = input.text;
     let mut s = Signals {
         lm: lm.stats(text),
+        tok: TokStats::default(),
+        suffix: suffix_stats(tok, text),
         rules: match_rules(combined),
         concepts: concepts(combined),
         imperative: imperative_ratio(combined),

@@ -3,7 +3,7 @@
 //!
 //! It normalizes the text (reporting every obfuscation it undoes), runs short high-precision
 //! rules, a linear model over hashed n-grams trained in Rust (see `palisade-eval`), a
-//! character LM for adversarial token soup, and regex-based secret/PII finders with byte spans.
+//! character LM and a BPE-token LM for adversarial token soup, and regex-based secret/PII finders with byte spans.
 //!
 //! **Invariant:** this crate is pure. No I/O, no async, no threads, no randomness, no clock:
 //! the model artifact is compiled in with `include_bytes!`, canary randomness comes from the
@@ -33,6 +33,8 @@ pub mod rules;
 pub mod secrets;
 mod segment;
 mod spans;
+pub mod suffix;
+pub mod tokenlm;
 mod work;
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //!
 //! Layout (little-endian): magic `PLSDMDL1`, `u32` header length, JSON header
 //! ([`ModelMeta`]), then for each linear head `f32 scale` + `i16 × 2^bits` quantized weights,
-//! then the character-LM tables as raw bytes. Quantizing to i16 halves the size at no
+//! then the character-LM tables as raw bytes, then (when the header says `token_lm`) the
+//! token-LM tables: unigram and back-off bytes, then `u16` bigram entries. Quantizing to i16 halves the size at no
 //! measurable accuracy cost. The format is read here (pure) and written by `palisade-eval`.
 
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::charlm::{CharLm, QUAD_BITS, SYMBOLS, TRI_BITS};
 use crate::error::DetectError;
 use crate::features::{STAGE2_DIM, STAGE2_NAMES};
+use crate::tokenlm::{TokenLm, BI_BITS, VOCAB};
 use crate::types::Thresholds;
 
 const MAGIC: &[u8; 8] = b"PLSDMDL1";
@@ -103,6 +105,10 @@ pub struct ModelMeta {
     /// gives the calibrated false-positive rate on both benign prompts and clean documents.
     #[serde(default)]
     pub data_offset: f32,
+    /// The artifact carries token-LM tables (absent: the token signals are zero). Not
+    /// written when false, so artifacts without a token LM keep their bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub token_lm: bool,
 }
 
 /// Everything the detector needs from training.
@@ -118,6 +124,8 @@ pub struct Model {
     pub jb: Head,
     /// Character LM of benign text.
     pub lm: CharLm,
+    /// Token-level LM of benign text (empty when the artifact has none).
+    pub tok: TokenLm,
 }
 
 fn quantize_head(h: &Head, out: &mut Vec<u8>) {
@@ -190,6 +198,21 @@ impl Model {
         out.extend_from_slice(&self.lm.bi);
         out.extend_from_slice(&self.lm.tri);
         out.extend_from_slice(&self.lm.quad);
+        if self.meta.token_lm {
+            if self.tok.uni.len() != VOCAB
+                || self.tok.backoff.len() != VOCAB
+                || self.tok.bi.len() != 1 << BI_BITS
+            {
+                return Err(DetectError::BadHeader(
+                    "token LM tables have the wrong size".into(),
+                ));
+            }
+            out.extend_from_slice(&self.tok.uni);
+            out.extend_from_slice(&self.tok.backoff);
+            for e in &self.tok.bi {
+                out.extend_from_slice(&e.to_le_bytes());
+            }
+        }
         Ok(out)
     }
 
@@ -230,6 +253,19 @@ impl Model {
             tri: r.take(1 << TRI_BITS)?.to_vec(),
             quad: r.take(1 << QUAD_BITS)?.to_vec(),
         };
+        let tok = if meta.token_lm {
+            TokenLm {
+                uni: r.take(VOCAB)?.to_vec(),
+                backoff: r.take(VOCAB)?.to_vec(),
+                bi: r
+                    .take(2 << BI_BITS)?
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            }
+        } else {
+            TokenLm::empty()
+        };
         if r.pos != bytes.len() {
             return Err(DetectError::Truncated);
         }
@@ -239,6 +275,7 @@ impl Model {
             harm,
             jb,
             lm,
+            tok,
         })
     }
 
@@ -268,11 +305,13 @@ impl Model {
                 },
                 stage2_data: None,
                 data_offset: 0.0,
+                token_lm: false,
             },
             attack: Head::zero(4),
             harm: Head::zero(4),
             jb: Head::zero(4),
             lm: CharLm::empty(),
+            tok: TokenLm::empty(),
         }
     }
 }

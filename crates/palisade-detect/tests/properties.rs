@@ -1,5 +1,5 @@
 //! Property tests: normalization is idempotent, decoding is bounded, scanning never panics
-//! and stays in range, spans are valid.
+//! and stays in range, the token-LM signal is bounded, spans are valid.
 
 use palisade_detect::normalize::{canonical, MAX_PAYLOADS, MAX_PAYLOAD_BYTES};
 use palisade_detect::{find_pii, find_secrets, normalize, Channel, Detector, ScanInput};
@@ -104,6 +104,18 @@ proptest! {
         for f in &scan.findings {
             prop_assert!(f.span.end <= s.len() && s.is_char_boundary(f.span.start) && s.is_char_boundary(f.span.end));
         }
+    }
+
+    #[test]
+    fn token_lm_signal_is_total_and_bounded(s in tricky()) {
+        let d = Detector::embedded().unwrap();
+        let t = d.model().tok.stats(&s);
+        for x in [t.mean, t.max_window, t.tail_mean] {
+            // Each token costs at most back-off plus unigram bits (two quantized bytes).
+            prop_assert!(x.is_finite() && (0.0..=64.0).contains(&x), "{t:?}");
+        }
+        prop_assert!((0.0..=1.0).contains(&t.high_frac));
+        prop_assert!(t.tokens <= 2 * palisade_detect::tokenlm::MAX_SCAN_BYTES);
     }
 
     #[test]

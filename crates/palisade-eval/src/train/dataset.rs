@@ -7,6 +7,7 @@ use std::path::Path;
 
 use palisade_detect::charlm::CharLm;
 use palisade_detect::features::{hashed_segmented, signals, Signals};
+use palisade_detect::tokenlm::{tokens, TokenLm};
 use palisade_detect::{normalize, Channel, ScanInput};
 
 use super::{ATTACK_BITS, FOLDS, MAX_TRAIN_BYTES};
@@ -26,6 +27,8 @@ pub(super) struct Prepared {
     /// Per-segment features (empty when the text is a single segment).
     pub seg_idx: Vec<Vec<u32>>,
     pub signals: Signals,
+    /// BPE token ids of the training prefix (what the token LM learns from and scores).
+    pub tokens: Vec<u32>,
     pub fold: usize,
 }
 
@@ -123,7 +126,15 @@ fn prepare(ex: Example, bits: u32) -> Prepared {
         channel: ex.channel,
         system_prompt: ex.sp.as_deref(),
     };
-    let signals = signals(&input, &norm, &combined, &CharLm::empty());
+    // Both LMs are fitted per fold: their statistics are filled in out-of-fold.
+    let signals = signals(
+        &input,
+        &norm,
+        &combined,
+        &CharLm::empty(),
+        &TokenLm::empty(),
+    );
+    let tokens = tokens(text);
     // Folds by group (source family): out-of-fold scores then measure transfer to a source
     // the heads never saw, which is what eval (and production) asks of them.
     let group = palisade_detect::hash_bytes(98, ex.group.as_bytes());
@@ -133,6 +144,7 @@ fn prepare(ex: Example, bits: u32) -> Prepared {
         idx,
         seg_idx,
         signals,
+        tokens,
         fold,
     }
 }

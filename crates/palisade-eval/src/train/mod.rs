@@ -5,14 +5,14 @@
 //! 2. normalize every example and extract hashed n-gram features once;
 //! 3. 5-fold cross-validation, twice (folds grouped by source family, and folds by text hash):
 //!    per fold, train the three linear heads (attack, harmful request, jailbreak-vs-injection)
-//!    with AdaGrad logistic regression and a character LM on the fold's benign text, and
-//!    compute out-of-fold head scores and LM surprise. User-channel rows use the grouped view
+//!    with AdaGrad logistic regression, a character LM and a BPE-token LM on the fold's
+//!    benign text, and compute out-of-fold head scores and LM surprise. User-channel rows use the grouped view
 //!    (how far the heads transfer to unseen sources); data-channel rows contribute both views;
 //! 4. fit the final logistic layer on the out-of-fold signals (stacking) and calibrate the
 //!    flag/block thresholds on out-of-fold benign scores;
 //! 5. retrain heads and LM on everything, write the artifact and `TRAINING.md`.
 //!
-//! Files: `dataset` (1–2), `heads` and `language_model` (what is trained), `stacking` (3–4),
+//! Files: `dataset` (1–2), `heads`, `language_model` and `token_model` (what is trained), `stacking` (3–4),
 //! `calibration` (4), `report`, `oof` (exports 3–4's out-of-fold scores); this file runs the pipeline and writes the files.
 //!
 //! **Invariant:** the same train files and seed give a byte-identical artifact (the shipped
@@ -27,11 +27,14 @@ mod language_model;
 mod oof;
 mod report;
 mod stacking;
+mod token_model;
+pub use token_model::train_token_lm;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use palisade_detect::model::{Model, ModelMeta};
+use palisade_detect::tokenlm::TokenLm;
 use palisade_detect::{Detector, Thresholds};
 use serde::Serialize;
 
@@ -199,6 +202,9 @@ pub fn train_model_with(
         stage2: layers.user,
         stage2_data: Some(layers.data),
         data_offset: calibration.data_offset,
+        // The token LM is measured out-of-fold (see the report) but not shipped yet: with
+        // its surprisal in the final layer, translated overrides lost their flag.
+        token_lm: false,
     };
     let model = Model {
         meta,
@@ -206,6 +212,7 @@ pub fn train_model_with(
         harm: heads.harm,
         jb: heads.jb,
         lm,
+        tok: TokenLm::empty(),
     };
     let report = TrainReport {
         version: String::new(),

@@ -75,6 +75,7 @@ pub(super) fn training_report(
             fr * 100.0
         );
     }
+    token_lm_table(&mut md, prepared, layers, &by_source);
     let _ = writeln!(md, "\nThresholds (99th / 99.9th percentile of out-of-fold benign scores): flag {:.4}, block {:.4}; data-channel logit offset {:.3}.\n", flag, cal.thresholds.block, cal.data_offset);
     let _ = writeln!(
         md,
@@ -97,4 +98,52 @@ pub(super) fn training_report(
         layers.user.bias, layers.data.bias
     );
     (md, by_source)
+}
+
+/// Out-of-fold token-LM surprisal per source: where benign text sits (code and non-English
+/// prose are the hard negatives) against suffix attacks.
+fn token_lm_table(
+    md: &mut String,
+    prepared: &[Prepared],
+    layers: &FinalLayers,
+    by_source: &[(String, usize)],
+) {
+    let _ = writeln!(
+        md,
+        "\nToken-LM surprisal out-of-fold (grouped folds; bits/token; window {} tokens, tail {}):\n",
+        palisade_detect::tokenlm::WINDOW,
+        palisade_detect::tokenlm::TAIL
+    );
+    let _ = writeln!(
+        md,
+        "| source | max window p50 | p90 | p99 | tail p50 | tail p99 | high-window share > 0 |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
+    for (src, _) in by_source {
+        let rows: Vec<_> = prepared
+            .iter()
+            .zip(&layers.tok)
+            .filter(|(x, _)| &x.ex.source == src)
+            .map(|(_, t)| *t)
+            .collect();
+        let q = |f: &dyn Fn(&palisade_detect::tokenlm::TokStats) -> f32, p: f64| {
+            let mut v: Vec<f32> = rows.iter().map(f).collect();
+            v.sort_by(f32::total_cmp);
+            v.get(((p * (v.len().max(1) - 1) as f64).round()) as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let high =
+            rows.iter().filter(|t| t.high_frac > 0.0).count() as f64 / rows.len().max(1) as f64;
+        let _ = writeln!(
+            md,
+            "| {src} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1}% |",
+            q(&|t| t.max_window, 0.5),
+            q(&|t| t.max_window, 0.9),
+            q(&|t| t.max_window, 0.99),
+            q(&|t| t.tail_mean, 0.5),
+            q(&|t| t.tail_mean, 0.99),
+            100.0 * high
+        );
+    }
 }

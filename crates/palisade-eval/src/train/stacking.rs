@@ -7,11 +7,13 @@
 use palisade_detect::charlm::LmStats;
 use palisade_detect::features::{stage2_vector, STAGE2_DIM, STAGE2_NAMES};
 use palisade_detect::model::Stage2;
+use palisade_detect::tokenlm::TokStats;
 
 use super::calibration::sigmoid;
 use super::dataset::{text_fold, training_prefix, Prepared};
 use super::heads::train_heads;
 use super::language_model::{lm_text, train_lm};
+use super::token_model::train_token_lm;
 use super::FOLDS;
 use crate::synth::Kind;
 
@@ -93,6 +95,7 @@ pub(super) struct HeadLogits {
 pub(super) struct OutOfFold {
     pub heads: Vec<HeadLogits>,
     pub lm: Vec<LmStats>,
+    pub tok: Vec<TokStats>,
 }
 
 /// Trains heads and LM on all folds but one, `FOLDS` times, and scores each example with
@@ -105,6 +108,7 @@ fn out_of_fold(
     let n = prepared.len();
     let mut heads_oof = vec![HeadLogits::default(); n];
     let mut lm_oof = vec![LmStats::default(); n];
+    let mut tok_oof = vec![TokStats::default(); n];
     for k in 0..FOLDS {
         let heads = train_heads(
             prepared,
@@ -116,6 +120,12 @@ fn out_of_fold(
                 .iter()
                 .filter(|x| fold_of(x) != k && lm_text(x))
                 .map(|x| x.ex.text.as_str()),
+        );
+        let tok = train_token_lm(
+            prepared
+                .iter()
+                .filter(|x| fold_of(x) != k && lm_text(x))
+                .map(|x| x.tokens.as_slice()),
         );
         for (i, x) in prepared.iter().enumerate().filter(|(_, x)| fold_of(x) == k) {
             let attack = heads.attack.logit(&x.idx);
@@ -130,11 +140,13 @@ fn out_of_fold(
                 best_segment,
             };
             lm_oof[i] = lm.stats(training_prefix(&x.ex.text));
+            tok_oof[i] = tok.stats_of(&x.tokens);
         }
     }
     OutOfFold {
         heads: heads_oof,
         lm: lm_oof,
+        tok: tok_oof,
     }
 }
 
@@ -151,6 +163,8 @@ pub(super) struct FinalLayers {
     /// never saw the example's source family), for every channel: what a new source gets.
     /// Not used for training or calibration; exported for the cascade's calibration.
     pub scores_grouped: Vec<f32>,
+    /// Out-of-fold token-LM statistics per prepared example (grouped folds), for the report.
+    pub tok: Vec<TokStats>,
 }
 
 /// Fits the final layers on out-of-fold signals (stacking).
@@ -194,6 +208,7 @@ pub(super) fn fit_final_layers(prepared: &[Prepared], seed: u64) -> FinalLayers 
         let row = |oof: &OutOfFold| {
             let mut s = x.signals.clone();
             s.lm = oof.lm[i];
+            s.tok = oof.tok[i];
             let h = oof.heads[i];
             stage2_vector(&s, h.attack, h.best_segment, h.harm)
         };
@@ -250,5 +265,6 @@ pub(super) fn fit_final_layers(prepared: &[Prepared], seed: u64) -> FinalLayers 
         data,
         scores,
         scores_grouped,
+        tok: by_group.tok,
     }
 }
