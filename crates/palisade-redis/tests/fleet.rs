@@ -144,9 +144,15 @@ async fn a_claim_has_one_winner_until_it_expires() {
     // The winner claiming again (a retry after a timed-out attempt) still
     // holds it; the loser still does not.
     let (winner, loser) = if first { (&a, "a") } else { (&b, "b") };
-    assert!(winner.claim("anomaly:load_surge:-", loser, ttl).await.unwrap());
+    assert!(winner
+        .claim("anomaly:load_surge:-", loser, ttl)
+        .await
+        .unwrap());
     let (other, other_id) = if first { (&b, "b") } else { (&a, "a") };
-    assert!(!other.claim("anomaly:load_surge:-", other_id, ttl).await.unwrap());
+    assert!(!other
+        .claim("anomaly:load_surge:-", other_id, ttl)
+        .await
+        .unwrap());
     // Another name is another claim.
     assert!(a.claim("anomaly:load_surge:t1", "a", ttl).await.unwrap());
     tokio::time::sleep(Duration::from_millis(450)).await;

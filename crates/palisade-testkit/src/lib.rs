@@ -495,10 +495,15 @@ async fn embeddings(
 ) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     record(&shared, "/v1/embeddings", &headers, &body);
+    // One vector per input, as real servers answer a batch.
+    let inputs = body["input"].as_array().map_or(1, Vec::len);
+    let data: Vec<Value> = (0..inputs)
+        .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}))
+        .collect();
     (
         [("content-type", "application/json")],
         json!({"object": "list", "model": body["model"],
-               "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+               "data": data,
                "usage": {"prompt_tokens": 2, "total_tokens": 2}})
         .to_string(),
     )
