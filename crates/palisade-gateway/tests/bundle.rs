@@ -182,8 +182,16 @@ async fn no_traffic_before_a_verified_bundle_then_enforcing() {
 
     store.publish(bundle(1, SEED));
     replica.wait_serial(1).await;
-    let (status, body) = replica.ready().await;
-    assert_eq!(status, 200, "{body}");
+    // The serial is recorded a moment before readiness flips: poll (bounded).
+    let mut ready = replica.ready().await;
+    for _ in 0..100 {
+        if ready.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ready = replica.ready().await;
+    }
+    assert_eq!(ready.0, 200, "{}", ready.1);
     let (status, _, body) = replica.chat().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(upstream.received().len(), 1);

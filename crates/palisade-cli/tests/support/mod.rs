@@ -46,7 +46,8 @@ pub struct Palisade {
 
 impl Palisade {
     /// Starts `palisade serve` with `args` on a free port and waits until
-    /// `/readyz` answers 200 (at most 10 s).
+    /// `/readyz` answers 200 (at most 30 s: a loaded 2-core CI machine
+    /// starting several replicas at once is slow, a healthy start is not).
     pub fn serve(args: &[&str], envs: &[(&str, &str)]) -> Self {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
@@ -63,7 +64,7 @@ impl Palisade {
             .spawn()
             .expect("palisade binary starts");
         let mut me = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = me.child.try_wait() {
                 let mut stderr = String::new();
