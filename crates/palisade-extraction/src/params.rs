@@ -150,7 +150,8 @@ pub const MERGED_CONTAINERS: [&str; 4] = ["extra_body", "extra_params", "vllm_xa
 pub const ENGINE_PROBES: [&str; 3] = ["allowed_token_ids", "n_probs", "post_sampling_probs"];
 
 /// Every field hardening reads; present in any form, the body is re-encoded.
-const WATCHED: [&str; 8] = [
+const WATCHED: [&str; 9] = [
+    "include",
     "logit_bias",
     "logprobs",
     "top_logprobs",
@@ -171,8 +172,14 @@ pub fn harden(fields: &mut Map<String, Value>, policy: &ParamPolicy) -> Hardenin
     }
     verdict.reserialize = true;
     // The effective request: top level plus every merged container.
+    // The Responses API asks by `include: ["message.output_text.logprobs"]`.
     let asks_logprobs = |f: &Map<String, Value>| {
-        truthy(f.get("logprobs")) || f.get("top_logprobs").is_some_and(|v| !v.is_null())
+        truthy(f.get("logprobs"))
+            || f.get("top_logprobs").is_some_and(|v| !v.is_null())
+            || f.get("include").and_then(Value::as_array).is_some_and(|i| {
+                i.iter()
+                    .any(|v| v.as_str().is_some_and(|s| s.contains("logprobs")))
+            })
     };
     let mut wants_logprobs = asks_logprobs(fields);
     for c in MERGED_CONTAINERS {

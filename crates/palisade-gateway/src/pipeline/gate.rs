@@ -32,6 +32,7 @@ pub(crate) async fn inspect(
     let shape = match ctx.endpoint {
         Endpoint::ChatCompletions => Some(crate::gates::ResponseShape::Chat),
         Endpoint::Completions => Some(crate::gates::ResponseShape::Completion),
+        Endpoint::Responses => Some(crate::gates::ResponseShape::Responses),
         // Embeddings generate no text and carry no instructions a model follows.
         _ => None,
     };
@@ -60,6 +61,9 @@ pub(crate) async fn inspect(
         .await;
         observe(state, principal, &verdict);
         let (mut plan, changed) = verdict?.inspect_err(|_| state.admission.offend(principal, 1))?;
+        if shape == crate::gates::ResponseShape::Responses {
+            responses_tools(&plan, request.fields())?;
+        }
         let tools_changed = shape == crate::gates::ResponseShape::Chat
             && crate::gates::tools::inspect_request(
                 &state.gates.tools,
@@ -73,6 +77,34 @@ pub(crate) async fn inspect(
         gates_rewrote = changed || tools_changed;
     }
     Ok(gates_rewrote)
+}
+
+/// The tool gate judges chat `tool_calls`; a Responses `function_call` is
+/// not judged by it yet. Fail closed: where the tier has a tool gate, a
+/// Responses request that offers tools is refused rather than let calls out
+/// unjudged (chat completions carry them through the tool gate).
+fn responses_tools(
+    plan: &crate::gates::GatePlan,
+    fields: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), ApiError> {
+    let offers = fields
+        .get("tools")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|t| !t.is_empty());
+    let gated = plan
+        .snapshot
+        .tier_for(&plan.subject_ref())
+        .tool_gate()
+        .is_some();
+    if offers && gated {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "tool calls are checked on this route, and the tool gate does not judge /v1/responses \
+             function calls yet; offer tools through /v1/chat/completions",
+        )
+        .with_param("tools"));
+    }
+    Ok(())
 }
 
 /// Hands the request gates' outcome to the anomaly detector (never waits).
