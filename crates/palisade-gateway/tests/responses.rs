@@ -158,21 +158,30 @@ async fn injections_are_judged_on_their_channel_wherever_they_sit() {
         assert_eq!(status, 400, "{body}: {got}");
         assert_eq!(got["error"]["code"], code, "{body}: {got}");
     }
-    // Instructions are the system channel: judged by its own rules (an
-    // operator may write imperatives there), never skipped.
-    let (status, got) = c
-        .json(json!({"model": "m", "instructions": format!("{INJECTION} {PLANTED}"), "input": "hi"}))
-        .await;
-    assert!(
-        status == 400 || status == 200,
-        "instructions are read: {status} {got}"
+    // `instructions` and developer items are the system channel, judged by
+    // its own rule (flag in the built-in policy; block here): never skipped.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    let strict = palisade_policy::BUILTIN_TOML.replacen(
+        "injection = { threshold = 0.8592, action = \"flag\" }",
+        "injection = { threshold = 0.8592, action = \"block\" }",
+        2,
     );
-    assert!(
-        upstream.received().is_empty() || status == 200,
-        "nothing blocked reached the model"
-    );
-    let reached = upstream.received().len();
-    assert!(reached <= 1, "only a passing request reached it: {reached}");
+    std::fs::write(&file, strict).unwrap();
+    let c = Client::new(
+        &upstream.base_url(),
+        &format!("[policy]\nfile = \"{}\"", file.display()),
+    )
+    .await;
+    for body in [
+        json!({"model": "m", "instructions": INJECTION, "input": "hi"}),
+        json!({"model": "m", "input": [{"role": "developer", "content": INJECTION}, {"role": "user", "content": "hi"}]}),
+    ] {
+        let (status, got) = c.json(body.clone()).await;
+        assert_eq!(status, 400, "{body}: {got}");
+        assert_eq!(got["error"]["type"], "policy_violation", "{got}");
+    }
+    assert!(upstream.received().is_empty(), "nothing reached the model");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
