@@ -70,15 +70,16 @@ impl Usage {
         let int = |v: Option<&Value>| v.and_then(Value::as_u64);
         let either = |a: &str, b: &str| int(u.get(a)).or_else(|| int(u.get(b)));
         let detail = |a: &str, b: &str, key: &str| {
-            int(u
-                .get(a)
-                .or_else(|| u.get(b))
-                .and_then(|d| d.get(key)))
+            int(u.get(a).or_else(|| u.get(b)).and_then(|d| d.get(key)))
         };
         Some(Usage {
             prompt_tokens: either("prompt_tokens", "input_tokens").unwrap_or(0),
             completion_tokens: either("completion_tokens", "output_tokens").unwrap_or(0),
-            cached_tokens: detail("prompt_tokens_details", "input_tokens_details", "cached_tokens"),
+            cached_tokens: detail(
+                "prompt_tokens_details",
+                "input_tokens_details",
+                "cached_tokens",
+            ),
             reasoning_tokens: detail(
                 "completion_tokens_details",
                 "output_tokens_details",

@@ -56,7 +56,10 @@ fn pieces(text: &str, n: usize) -> Vec<String> {
 }
 
 fn event(data: &Value) -> String {
-    format!("event: {}\ndata: {data}\n\n", data["type"].as_str().unwrap_or(""))
+    format!(
+        "event: {}\ndata: {data}\n\n",
+        data["type"].as_str().unwrap_or("")
+    )
 }
 
 pub(crate) async fn responses(
@@ -72,7 +75,9 @@ pub(crate) async fn responses(
         all.extend(body["instructions"].as_str().map(str::to_owned));
         all.join("\n")
     } else {
-        texts(&body, &["user"]).pop().unwrap_or_else(|| "hello".to_owned())
+        texts(&body, &["user"])
+            .pop()
+            .unwrap_or_else(|| "hello".to_owned())
     };
     let item = json!({"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
                       "content": [{"type": "output_text", "text": text, "annotations": []}]});
@@ -92,14 +97,20 @@ pub(crate) async fn responses(
     out.push_str(&event(
         &json!({"type": "response.created", "response": response("in_progress", json!([]))}),
     ));
-    out.push_str(&event(&json!({"type": "response.output_item.added", "output_index": 0,
-        "item": {"type": "message", "id": "msg_1", "role": "assistant", "content": []}})));
+    out.push_str(&event(
+        &json!({"type": "response.output_item.added", "output_index": 0,
+        "item": {"type": "message", "id": "msg_1", "role": "assistant", "content": []}}),
+    ));
     for piece in pieces(&text, 5) {
-        out.push_str(&event(&json!({"type": "response.output_text.delta", "item_id": "msg_1",
-            "output_index": 0, "content_index": 0, "delta": piece})));
+        out.push_str(&event(
+            &json!({"type": "response.output_text.delta", "item_id": "msg_1",
+            "output_index": 0, "content_index": 0, "delta": piece}),
+        ));
     }
-    out.push_str(&event(&json!({"type": "response.output_text.done", "item_id": "msg_1",
-        "output_index": 0, "content_index": 0, "text": text})));
+    out.push_str(&event(
+        &json!({"type": "response.output_text.done", "item_id": "msg_1",
+        "output_index": 0, "content_index": 0, "text": text}),
+    ));
     out.push_str(&event(
         &json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
     ));

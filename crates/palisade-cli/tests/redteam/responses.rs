@@ -19,11 +19,26 @@ async fn hostile_input_shapes_are_read_or_refused_never_forwarded_unread() {
         .map(|_| json!({"role": "user", "content": "hi"}))
         .collect();
     for (input, param) in [
-        (json!([{"role": "user", "content": [[{"type": "input_text", "text": JAILBREAK}]]}]), "input[0].content[0]"),
-        (json!([{"role": "user", "content": [{"type": "input_text", "text": [JAILBREAK]}]}]), "input[0].content[0]"),
-        (json!([{"type": "computer_call_output", "output": {"text": JAILBREAK}}]), "input[0].type"),
-        (json!([{"type": "message", "role": "tool", "content": JAILBREAK}]), "input[0].role"),
-        (json!([{"type": "function_call_output", "call_id": "c", "output": {"nested": PLANTED}}]), "input[0].output"),
+        (
+            json!([{"role": "user", "content": [[{"type": "input_text", "text": JAILBREAK}]]}]),
+            "input[0].content[0]",
+        ),
+        (
+            json!([{"role": "user", "content": [{"type": "input_text", "text": [JAILBREAK]}]}]),
+            "input[0].content[0]",
+        ),
+        (
+            json!([{"type": "computer_call_output", "output": {"text": JAILBREAK}}]),
+            "input[0].type",
+        ),
+        (
+            json!([{"type": "message", "role": "tool", "content": JAILBREAK}]),
+            "input[0].role",
+        ),
+        (
+            json!([{"type": "function_call_output", "call_id": "c", "output": {"nested": PLANTED}}]),
+            "input[0].output",
+        ),
         (json!(many), "input"),
     ] {
         let (status, body) = s
@@ -47,26 +62,47 @@ async fn hostile_input_shapes_are_read_or_refused_never_forwarded_unread() {
         assert_eq!(status, 400, "{body}: {got}");
         assert_eq!(got["error"]["type"], "policy_violation", "{got}");
     }
-    assert!(s.upstream.received().is_empty(), "nothing reached the model");
+    assert!(
+        s.upstream.received().is_empty(),
+        "nothing reached the model"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_the_guard_does_not_know_never_carry_a_key_out() {
     let (a, b) = AWS_KEY.split_at(9);
-    let ev = |v: Value| format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap_or("x"));
+    let ev = |v: Value| {
+        format!(
+            "event: {}\ndata: {v}\n\n",
+            v["type"].as_str().unwrap_or("x")
+        )
+    };
     let mut sse = String::new();
     // An unknown delta type, split; an unknown event with text in a nested
     // field; a known event with an invented field; a type that is not a name.
-    sse.push_str(&ev(json!({"type": "response.vendor_thoughts.delta", "output_index": 0, "delta": a})));
-    sse.push_str(&ev(json!({"type": "response.vendor_thoughts.delta", "output_index": 0, "delta": b})));
-    sse.push_str(&ev(json!({"type": "response.vendor.note", "payload": {"deep": [AWS_KEY]}})));
+    sse.push_str(&ev(
+        json!({"type": "response.vendor_thoughts.delta", "output_index": 0, "delta": a}),
+    ));
+    sse.push_str(&ev(
+        json!({"type": "response.vendor_thoughts.delta", "output_index": 0, "delta": b}),
+    ));
+    sse.push_str(&ev(
+        json!({"type": "response.vendor.note", "payload": {"deep": [AWS_KEY]}}),
+    ));
     sse.push_str(&ev(json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": "ok", "extra": AWS_KEY})));
-    sse.push_str(&format!("data: {}\n\n", json!({"type": format!("x\ndata: {AWS_KEY}"), "delta": "y"})));
+    sse.push_str(&format!(
+        "data: {}\n\n",
+        json!({"type": format!("x\ndata: {AWS_KEY}"), "delta": "y"})
+    ));
     sse.push_str(&ev(json!({"type": "response.completed", "response": {"id": "r", "output": [], "status": "completed"}})));
     let h = Hostile::new(RawResponse::sse(sse), "").await;
     let (status, stream) = h
         .client
-        .post_raw("/v1/responses", &json!({"model": "m", "input": "hi", "stream": true}), &[])
+        .post_raw(
+            "/v1/responses",
+            &json!({"model": "m", "input": "hi", "stream": true}),
+            &[],
+        )
         .await;
     assert_eq!(status, 200, "{stream}");
     assert!(!stream.contains(AWS_KEY), "{stream}");
@@ -87,8 +123,16 @@ async fn events_the_guard_does_not_know_never_carry_a_key_out() {
     h.upstream.script(RawResponse::sse(flood));
     let (status, stream) = h
         .client
-        .post_raw("/v1/responses", &json!({"model": "m", "input": "hi", "stream": true}), &[])
+        .post_raw(
+            "/v1/responses",
+            &json!({"model": "m", "input": "hi", "stream": true}),
+            &[],
+        )
         .await;
     assert_eq!(status, 200);
-    assert!(stream.contains("upstream_invalid_response"), "{}", &stream[stream.len().saturating_sub(400)..]);
+    assert!(
+        stream.contains("upstream_invalid_response"),
+        "{}",
+        &stream[stream.len().saturating_sub(400)..]
+    );
 }

@@ -116,7 +116,10 @@ fn item_segments(
     out: &mut Vec<Segment>,
 ) -> Result<(), ShapeError> {
     let Value::Object(item) = item else {
-        return Err(refuse(format!("input[{i}]"), "each input item must be an object"));
+        return Err(refuse(
+            format!("input[{i}]"),
+            "each input item must be an object",
+        ));
     };
     let kind = match item.get("type") {
         // An item without a type is a message (the "easy" input message).
@@ -357,7 +360,8 @@ mod tests {
             (Source::Definitions, "SCHEMA"),
         ] {
             assert!(
-                got.iter().any(|s| s.source == source && s.text.contains(needle)),
+                got.iter()
+                    .any(|s| s.source == source && s.text.contains(needle)),
                 "{source:?} {needle}: {got:?}"
             );
         }
@@ -369,13 +373,31 @@ mod tests {
     #[test]
     fn unknown_shapes_are_refused_with_their_param() {
         for (body, param) in [
-            (json!({"input": [{"type": "web_search_call", "action": {"query": "x"}}]}), "input[0].type"),
+            (
+                json!({"input": [{"type": "web_search_call", "action": {"query": "x"}}]}),
+                "input[0].type",
+            ),
             (json!({"input": [{"type": 3}]}), "input[0].type"),
-            (json!({"input": [{"role": "tool", "content": "x"}]}), "input[0].role"),
-            (json!({"input": [{"role": "user", "content": [{"type": "input_secret", "text": "x"}]}]}), "input[0].content[0].type"),
-            (json!({"input": [{"role": "user", "content": [[{"type": "input_text", "text": "x"}]]}]}), "input[0].content[0]"),
-            (json!({"input": [{"role": "user", "content": {"text": "x"}}]}), "input[0].content"),
-            (json!({"input": [{"type": "function_call_output", "output": {"x": 1}}]}), "input[0].output"),
+            (
+                json!({"input": [{"role": "tool", "content": "x"}]}),
+                "input[0].role",
+            ),
+            (
+                json!({"input": [{"role": "user", "content": [{"type": "input_secret", "text": "x"}]}]}),
+                "input[0].content[0].type",
+            ),
+            (
+                json!({"input": [{"role": "user", "content": [[{"type": "input_text", "text": "x"}]]}]}),
+                "input[0].content[0]",
+            ),
+            (
+                json!({"input": [{"role": "user", "content": {"text": "x"}}]}),
+                "input[0].content",
+            ),
+            (
+                json!({"input": [{"type": "function_call_output", "output": {"x": 1}}]}),
+                "input[0].output",
+            ),
             (json!({"input": ["x"]}), "input[0]"),
             (json!({"input": 7}), "input"),
             (json!({"input": "x", "instructions": ["x"]}), "instructions"),
@@ -384,7 +406,9 @@ mod tests {
         ] {
             assert_eq!(segs(body.clone()).unwrap_err().param, param, "{body}");
         }
-        let many: Vec<Value> = (0..=MAX_INPUT_ITEMS).map(|_| json!({"role": "user", "content": "x"})).collect();
+        let many: Vec<Value> = (0..=MAX_INPUT_ITEMS)
+            .map(|_| json!({"role": "user", "content": "x"}))
+            .collect();
         assert_eq!(segs(json!({"input": many})).unwrap_err().param, "input");
     }
 

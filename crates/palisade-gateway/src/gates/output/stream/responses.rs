@@ -129,7 +129,11 @@ impl StreamGate {
 
     /// Delta events carrying released `fields`, or (with `finish`) the
     /// `response.incomplete` event that ends a stopped stream.
-    pub(super) fn response_events(&self, fields: &[(Field, String)], finish: Option<&str>) -> String {
+    pub(super) fn response_events(
+        &self,
+        fields: &[(Field, String)],
+        finish: Option<&str>,
+    ) -> String {
         let mut out = String::new();
         for (field, text) in fields {
             if let Field::Event(kind, output, part) = field {
