@@ -359,3 +359,60 @@ async fn an_upstream_without_the_endpoint_answers_404_and_bad_events_fail_closed
     assert!(!stream.contains(AWS_KEY), "{stream}");
     assert!(stream.contains("upstream_invalid_response"), "{stream}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_calls_pass_the_tool_gate_like_chat_tool_calls() {
+    let call = |id: &str, args: &str| {
+        json!({"type": "function_call", "id": format!("fc_{id}"), "call_id": id, "name": "lookup",
+               "arguments": args, "status": "completed"})
+    };
+    let body = json!({"id": "resp_t", "object": "response", "status": "completed", "model": "m",
+        "output": [call("good", r#"{"city":"Paris"}"#), call("bad", r#"{"city":"Paris""#),
+                   call("wrong", r#"{"town":3}"#)],
+        "usage": {"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}});
+    let upstream = HostileUpstream::start(RawResponse::json(body.to_string())).await;
+    let c = Client::new(&upstream.base_url(), "").await;
+    let lookup = json!({"type": "function", "name": "lookup", "parameters": {"type": "object",
+        "required": ["city"], "properties": {"city": {"type": "string"}}, "additionalProperties": false}});
+    let (status, got) = c
+        .json(json!({"model": "m", "input": "Weather in Paris?", "tools": [lookup]}))
+        .await;
+    assert_eq!(status, 200, "{got}");
+    let kept: Vec<&str> = got["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["call_id"].as_str())
+        .collect();
+    assert_eq!(kept, ["good"], "{got}");
+    let report = got["palisade"]["tool_calls"].as_array().unwrap();
+    let status_of = |id: &str| {
+        report
+            .iter()
+            .find(|r| r["id"] == id)
+            .map(|r| r["status"].clone())
+    };
+    assert_eq!(status_of("good"), Some(json!("released")), "{got}");
+    assert!(report
+        .iter()
+        .any(|r| r["id"] == "good" && r["capability"].is_string()));
+    assert_eq!(status_of("bad"), Some(json!("withheld")), "{got}");
+    assert_eq!(status_of("wrong"), Some(json!("withheld")), "{got}");
+
+    // Hosted tools run upstream, out of the gate's sight; streamed calls are
+    // not judged yet: both refused where calls are checked.
+    for (body, param) in [
+        (
+            json!({"model": "m", "input": "x", "tools": [lookup, {"type": "web_search"}]}),
+            "tools[1].type",
+        ),
+        (
+            json!({"model": "m", "input": "x", "stream": true, "tools": [lookup]}),
+            "tools",
+        ),
+    ] {
+        let (status, got) = c.json(body).await;
+        assert_eq!(status, 400, "{got}");
+        assert_eq!(got["error"]["param"], param, "{got}");
+    }
+}

@@ -64,7 +64,7 @@ pub(crate) async fn inspect(
         if shape == crate::gates::ResponseShape::Responses {
             responses_tools(&plan, request.fields())?;
         }
-        let tools_changed = shape == crate::gates::ResponseShape::Chat
+        let tools_changed = shape != crate::gates::ResponseShape::Completion
             && crate::gates::tools::inspect_request(
                 &state.gates.tools,
                 state.tool_store(),
@@ -79,10 +79,10 @@ pub(crate) async fn inspect(
     Ok(gates_rewrote)
 }
 
-/// The tool gate judges chat `tool_calls`; a Responses `function_call` is
-/// not judged by it yet. Fail closed: where the tier has a tool gate, a
-/// Responses request that offers tools is refused rather than let calls out
-/// unjudged (chat completions carry them through the tool gate).
+/// The tool gate judges a whole Responses body's `function_call` items, but
+/// not yet a Responses stream's. Fail closed: where the tier has a tool
+/// gate, a streamed Responses request that offers tools is refused rather
+/// than let calls out unjudged (chat streams carry them through the gate).
 fn responses_tools(
     plan: &crate::gates::GatePlan,
     fields: &serde_json::Map<String, serde_json::Value>,
@@ -96,11 +96,12 @@ fn responses_tools(
         .tier_for(&plan.subject_ref())
         .tool_gate()
         .is_some();
-    if offers && gated {
+    let streamed = matches!(fields.get("stream"), Some(serde_json::Value::Bool(true)));
+    if offers && gated && streamed {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
-            "tool calls are checked on this route, and the tool gate does not judge /v1/responses \
-             function calls yet; offer tools through /v1/chat/completions",
+            "tool calls are checked on this route, and the tool gate does not judge streamed \
+             /v1/responses function calls yet; do not stream, or use /v1/chat/completions",
         )
         .with_param("tools"));
     }
