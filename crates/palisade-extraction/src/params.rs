@@ -456,6 +456,26 @@ mod tests {
     }
 
     #[test]
+    fn the_responses_api_asks_for_logprobs_by_include() {
+        // `include` asks for log-probabilities: logit bias beside it is the probe.
+        let (fields, verdict) = run(
+            json!({"include": ["message.output_text.logprobs"], "top_logprobs": 20, "logit_bias": {"1": 5}}),
+            &ParamPolicy::default(),
+        );
+        assert_eq!(
+            verdict.refusal().unwrap().reason,
+            ProbeReason::LogitBiasWithLogprobs
+        );
+        assert_eq!(fields["top_logprobs"], 5);
+        // Other inclusions ask for nothing of the kind.
+        let (_, verdict) = run(
+            json!({"include": ["reasoning.encrypted_content"], "logit_bias": {"1": 5}}),
+            &ParamPolicy::default(),
+        );
+        assert!(verdict.refusal().is_none());
+    }
+
+    #[test]
     fn escaped_and_duplicate_keys_are_judged_as_serde_reads_them() {
         // The gateway parses with serde_json: escapes decode, the last duplicate wins.
         let raw = br#"{"logprobs": true, "logit\u005fbias": {"1": 100}}"#;
