@@ -150,7 +150,8 @@ pub const MERGED_CONTAINERS: [&str; 4] = ["extra_body", "extra_params", "vllm_xa
 pub const ENGINE_PROBES: [&str; 3] = ["allowed_token_ids", "n_probs", "post_sampling_probs"];
 
 /// Every field hardening reads; present in any form, the body is re-encoded.
-const WATCHED: [&str; 8] = [
+const WATCHED: [&str; 9] = [
+    "include",
     "logit_bias",
     "logprobs",
     "top_logprobs",
@@ -171,8 +172,14 @@ pub fn harden(fields: &mut Map<String, Value>, policy: &ParamPolicy) -> Hardenin
     }
     verdict.reserialize = true;
     // The effective request: top level plus every merged container.
+    // The Responses API asks by `include: ["message.output_text.logprobs"]`.
     let asks_logprobs = |f: &Map<String, Value>| {
-        truthy(f.get("logprobs")) || f.get("top_logprobs").is_some_and(|v| !v.is_null())
+        truthy(f.get("logprobs"))
+            || f.get("top_logprobs").is_some_and(|v| !v.is_null())
+            || f.get("include").and_then(Value::as_array).is_some_and(|i| {
+                i.iter()
+                    .any(|v| v.as_str().is_some_and(|s| s.contains("logprobs")))
+            })
     };
     let mut wants_logprobs = asks_logprobs(fields);
     for c in MERGED_CONTAINERS {
@@ -446,6 +453,26 @@ mod tests {
         assert!(!fields.contains_key("logit_bias"));
         assert_eq!(fields["top_logprobs"], 5);
         assert_eq!(fields["extra_body"], json!({}));
+    }
+
+    #[test]
+    fn the_responses_api_asks_for_logprobs_by_include() {
+        // `include` asks for log-probabilities: logit bias beside it is the probe.
+        let (fields, verdict) = run(
+            json!({"include": ["message.output_text.logprobs"], "top_logprobs": 20, "logit_bias": {"1": 5}}),
+            &ParamPolicy::default(),
+        );
+        assert_eq!(
+            verdict.refusal().unwrap().reason,
+            ProbeReason::LogitBiasWithLogprobs
+        );
+        assert_eq!(fields["top_logprobs"], 5);
+        // Other inclusions ask for nothing of the kind.
+        let (_, verdict) = run(
+            json!({"include": ["reasoning.encrypted_content"], "logit_bias": {"1": 5}}),
+            &ParamPolicy::default(),
+        );
+        assert!(verdict.refusal().is_none());
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
         )
         .route("/v1/completions", post(proxied(Endpoint::Completions)))
         .route("/v1/embeddings", post(proxied(Endpoint::Embeddings)))
+        .route("/v1/responses", post(proxied(Endpoint::Responses)))
         .route("/v1/models", get(crate::api::models::list))
         .route("/v1/models/{*id}", get(crate::api::models::retrieve))
         .route("/v1/guard/scan", post(crate::api::guard::scan))

@@ -53,7 +53,7 @@ pub struct Backend {
     /// Name from config; a metrics label.
     pub name: String,
     base_url: String,
-    endpoint_urls: [reqwest::Url; 3],
+    endpoint_urls: [reqwest::Url; 4],
     api_key: Option<HeaderValue>,
     /// `authorization` (Bearer) or Azure's `api-key`.
     auth_header: http::HeaderName,
@@ -143,6 +143,7 @@ impl Backend {
             parse(Endpoint::ChatCompletions)?,
             parse(Endpoint::Completions)?,
             parse(Endpoint::Embeddings)?,
+            parse(Endpoint::Responses)?,
         ];
         Ok(Self {
             name: name.to_owned(),

@@ -23,6 +23,8 @@ pub enum Endpoint {
     Completions = 1,
     /// `POST /v1/embeddings`: needs `input`.
     Embeddings = 2,
+    /// `POST /v1/responses` (the Responses API): needs `input`.
+    Responses = 3,
 }
 
 impl Endpoint {
@@ -32,6 +34,7 @@ impl Endpoint {
             Self::ChatCompletions => "/chat/completions",
             Self::Completions => "/completions",
             Self::Embeddings => "/embeddings",
+            Self::Responses => "/responses",
         }
     }
 
@@ -41,6 +44,15 @@ impl Endpoint {
             Self::ChatCompletions => "chat_completions",
             Self::Completions => "completions",
             Self::Embeddings => "embeddings",
+            Self::Responses => "responses",
+        }
+    }
+
+    /// The field that caps the completion's length on this endpoint.
+    pub const fn max_tokens_field(self) -> &'static str {
+        match self {
+            Self::Responses => "max_output_tokens",
+            _ => "max_tokens",
         }
     }
 
@@ -48,7 +60,7 @@ impl Endpoint {
         match self {
             Self::ChatCompletions => "messages",
             Self::Completions => "prompt",
-            Self::Embeddings => "input",
+            Self::Embeddings | Self::Responses => "input",
         }
     }
 }
@@ -155,12 +167,15 @@ impl RequestBody {
                 })
             }
         }
-        let foreign = match endpoint {
-            Endpoint::ChatCompletions => Some("prompt"),
-            Endpoint::Completions => Some("messages"),
-            Endpoint::Embeddings => None,
+        let foreign: &[&'static str] = match endpoint {
+            Endpoint::ChatCompletions => &["prompt"],
+            Endpoint::Completions => &["messages"],
+            Endpoint::Embeddings => &[],
+            // The gates read `input` and `instructions`; a chat or legacy
+            // field would be text an upstream might read and they would not.
+            Endpoint::Responses => &["messages", "prompt"],
         };
-        if let Some(f) = foreign.filter(|f| fields.contains_key(*f)) {
+        if let Some(f) = foreign.iter().find(|f| fields.contains_key(**f)) {
             return Err(InspectError::Foreign(f));
         }
         let required = endpoint.required_field();
@@ -171,6 +186,13 @@ impl RequestBody {
                 return Err(InspectError::WrongType {
                     field: "messages",
                     expected: "a non-empty array",
+                })
+            }
+            (Endpoint::Responses, Some(Value::String(_) | Value::Array(_))) => {}
+            (Endpoint::Responses, Some(_)) => {
+                return Err(InspectError::WrongType {
+                    field: "input",
+                    expected: "a string or an array of input items",
                 })
             }
             (_, Some(_)) => {}
@@ -206,18 +228,37 @@ impl RequestBody {
     /// Asks the upstream to end a stream with a usage chunk
     /// (`stream_options.include_usage`). Returns true when the client had not
     /// asked for it itself, so the gateway knows to keep that chunk from it.
+    /// A Responses stream always ends with its usage (`response.completed`)
+    /// and takes no `stream_options.include_usage`: nothing to ask there.
     pub fn ensure_stream_usage(&mut self) -> bool {
+        if self.endpoint == Endpoint::Responses {
+            return false;
+        }
         ensure_stream_usage(&mut self.fields)
     }
 
-    /// Sets `max_tokens` when the client gave no completion limit.
+    /// Sets the endpoint's completion limit (`max_tokens`, or
+    /// `max_output_tokens` for the Responses API) when the client gave none.
     pub fn set_max_tokens_if_absent(&mut self, max_tokens: u64) -> bool {
         if crate::usage::requested_max_tokens(&self.fields).is_some() {
             return false;
         }
-        self.fields
-            .insert("max_tokens".to_owned(), Value::from(max_tokens));
+        self.fields.insert(
+            self.endpoint.max_tokens_field().to_owned(),
+            Value::from(max_tokens),
+        );
         true
+    }
+
+    /// Lowers the completion limit to `cap` (every spelling of it goes, the
+    /// endpoint's own is set).
+    pub fn cap_max_tokens(&mut self, cap: u64) {
+        self.fields.remove("max_completion_tokens");
+        self.fields.remove("max_output_tokens");
+        self.fields.insert(
+            self.endpoint.max_tokens_field().to_owned(),
+            Value::from(cap),
+        );
     }
 
     /// The whole object, for later gates that read messages.

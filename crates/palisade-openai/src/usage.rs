@@ -54,21 +54,47 @@ impl Usage {
         self.prompt_tokens.saturating_add(self.completion_tokens)
     }
 
-    /// Reads the `usage` object of a response or chunk, if present.
+    /// Reads the `usage` object of a response or chunk, if present: chat
+    /// and completions name it `prompt_tokens`/`completion_tokens`, the
+    /// Responses API `input_tokens`/`output_tokens` (in a stream, on the
+    /// `response` object of its `response.completed` event).
     pub fn from_response(body: &Value) -> Option<Usage> {
-        let u = body.get("usage")?.as_object()?;
+        let u = match body.get("usage") {
+            Some(u) if !u.is_null() => u,
+            _ => body
+                .get("response")
+                .filter(|_| is_response_event(body))?
+                .get("usage")?,
+        };
+        let u = u.as_object()?;
         let int = |v: Option<&Value>| v.and_then(Value::as_u64);
+        let either = |a: &str, b: &str| int(u.get(a)).or_else(|| int(u.get(b)));
+        let detail = |a: &str, b: &str, key: &str| {
+            int(u.get(a).or_else(|| u.get(b)).and_then(|d| d.get(key)))
+        };
         Some(Usage {
-            prompt_tokens: int(u.get("prompt_tokens")).unwrap_or(0),
-            completion_tokens: int(u.get("completion_tokens")).unwrap_or(0),
-            cached_tokens: int(u
-                .get("prompt_tokens_details")
-                .and_then(|d| d.get("cached_tokens"))),
-            reasoning_tokens: int(u
-                .get("completion_tokens_details")
-                .and_then(|d| d.get("reasoning_tokens"))),
+            prompt_tokens: either("prompt_tokens", "input_tokens").unwrap_or(0),
+            completion_tokens: either("completion_tokens", "output_tokens").unwrap_or(0),
+            cached_tokens: detail(
+                "prompt_tokens_details",
+                "input_tokens_details",
+                "cached_tokens",
+            ),
+            reasoning_tokens: detail(
+                "completion_tokens_details",
+                "output_tokens_details",
+                "reasoning_tokens",
+            ),
         })
     }
+}
+
+/// Whether a streamed event is the Responses API's (`"type": "response.…"`).
+pub fn is_response_event(event: &Value) -> bool {
+    event
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.starts_with("response."))
 }
 
 fn text_chars(v: &Value) -> u64 {
@@ -215,8 +241,12 @@ fn collect_text<'a>(v: &'a Value, out: &mut Vec<std::borrow::Cow<'a, str>>) {
                 match p {
                     Value::String(s) => out.push(s.as_str().into()),
                     _ => {
-                        if let Some(t) = p.get("text") {
-                            collect_text(t, out);
+                        // A content part's `text`; a Responses input item's
+                        // `content` or a tool result's `output`.
+                        for key in ["text", "content", "output"] {
+                            if let Some(t) = p.get(key) {
+                                collect_text(t, out);
+                            }
                         }
                     }
                 }
@@ -248,7 +278,7 @@ pub fn estimate_prompt_tokens_with(fields: &Map<String, Value>, tokenizer: &Toke
             }
         }
     }
-    for field in ["prompt", "input"] {
+    for field in ["prompt", "input", "instructions"] {
         if let Some(v) = fields.get(field) {
             collect_text(v, &mut pieces);
         }
@@ -306,12 +336,12 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 }
 
 /// The completion limit the client asked for (`max_completion_tokens`, the
-/// newer name, wins over `max_tokens`).
+/// newer name, wins over `max_tokens`; the Responses API's is
+/// `max_output_tokens`).
 pub fn requested_max_tokens(fields: &Map<String, Value>) -> Option<u64> {
-    fields
-        .get("max_completion_tokens")
-        .and_then(Value::as_u64)
-        .or_else(|| fields.get("max_tokens").and_then(Value::as_u64))
+    ["max_completion_tokens", "max_output_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| fields.get(*k).and_then(Value::as_u64))
 }
 
 /// What one streamed event was, for the tally.
@@ -350,6 +380,14 @@ impl StreamTally {
         if let Some(usage) = Usage::from_response(chunk) {
             self.usage = Some(usage);
         }
+        if is_response_event(chunk) {
+            // Responses API: text arrives as `delta` strings of `*.delta`
+            // events (output text, call arguments, reasoning, refusals).
+            if let Some(Value::String(delta)) = chunk.get("delta") {
+                self.generated_chars += delta.chars().count() as u64;
+            }
+            return ChunkKind::Content;
+        }
         let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
             return ChunkKind::Other;
         };
@@ -379,6 +417,19 @@ impl StreamTally {
     /// Observes a complete (non-streamed) response body.
     pub fn observe_response(&mut self, body: &Value) {
         self.usage = Usage::from_response(body);
+        // Responses API: `output` items' text parts and call arguments.
+        if let Some(Value::Array(items)) = body.get("output") {
+            for item in items {
+                if let Some(Value::Array(parts)) = item.get("content") {
+                    self.generated_chars += parts
+                        .iter()
+                        .filter_map(|p| p.get("text"))
+                        .map(text_chars)
+                        .sum::<u64>();
+                }
+                self.generated_chars += item.get("arguments").map_or(0, text_chars);
+            }
+        }
         if let Some(Value::Array(choices)) = body.get("choices") {
             for choice in choices {
                 let content = choice

@@ -98,6 +98,7 @@ impl HostileUpstream {
             .route("/v1/chat/completions", post(answer))
             .route("/v1/completions", post(answer))
             .route("/v1/embeddings", post(answer))
+            .route("/v1/responses", post(answer))
             .route("/v1/models", get(|| async { "{\"data\": []}" }))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

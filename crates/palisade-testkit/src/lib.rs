@@ -28,6 +28,10 @@
 //!   and name, and the arguments follow in 7-byte pieces, the calls
 //!   interleaved, as real servers do.
 //!
+//! `POST /v1/responses` answers in the Responses API's shape (see
+//! `responses`): the echo, or the prompt for `leak-system`, streamed in
+//! 5-byte `response.output_text.delta` events.
+//!
 //! For the stores behind the gateway it starts real servers from Debian's
 //! packages on loopback ports: [`RedisServer`] and [`PostgresServer`]
 //! (which can be restarted in place).
@@ -41,6 +45,7 @@ pub use bundle_store::{BundleStore, StoreMode};
 mod hostile;
 pub use hostile::{HostileUpstream, RawResponse};
 mod otlp;
+mod responses;
 pub use otlp::{otlp_attr, CollectorMode, OtlpCollector};
 #[cfg(unix)]
 mod postgres;
@@ -97,6 +102,7 @@ impl ScriptedUpstream {
             .route("/v1/chat/completions", post(chat))
             .route("/v1/completions", post(chat))
             .route("/v1/embeddings", post(embeddings))
+            .route("/v1/responses", post(responses::responses))
             .route("/v1/models", get(models))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -39,6 +39,9 @@
 //! - `telemetry`: huge and malformed trace-context headers, attribute and
 //!   verdict injection, prompt text in spans, and a flood against the span
 //!   export queue.
+//! - `responses`: `POST /v1/responses` (injections in its item shapes,
+//!   nested and unknown items, input floods, upstream events the stream
+//!   guard does not know carrying a key, an output-part flood).
 //! - `ops`: 500 made-up model names do not blow up metric label cardinality.
 //!
 //! Everything runs on loopback against real processes or an in-process
@@ -55,6 +58,7 @@ mod markers;
 mod ops;
 mod output_gate;
 mod replay;
+mod responses;
 mod routing;
 mod runtime_keys;
 mod saturation;

@@ -109,6 +109,10 @@ pub(crate) enum ResponseShape {
     Chat,
     /// `/v1/completions`: `choices[].text`, whole or streamed.
     Completion,
+    /// `/v1/responses`: `output[]` items (`message` with `output_text`
+    /// parts, `function_call`, `reasoning`), streamed as typed events
+    /// (`response.output_text.delta`, …).
+    Responses,
 }
 
 impl ResponseShape {
@@ -116,6 +120,8 @@ impl ResponseShape {
         match self {
             Self::Chat => "/message/content",
             Self::Completion => "/text",
+            // Output items are read whole (`gates::output::responses`).
+            Self::Responses => "/content",
         }
     }
 }

@@ -57,10 +57,7 @@ pub(crate) fn degrade<'s>(
     if let Some(cap) = route.overload_max_tokens.filter(|_| saturated(route)) {
         let asked = palisade_openai::usage::requested_max_tokens(request.fields());
         if asked.is_none_or(|m| m > cap) && endpoint != Endpoint::Embeddings {
-            request.fields_mut().remove("max_completion_tokens");
-            request
-                .fields_mut()
-                .insert("max_tokens".to_owned(), cap.into());
+            request.cap_max_tokens(cap);
             rewritten = true;
             let note = format!("max_tokens capped to {cap}");
             degraded = Some(match degraded {

@@ -79,9 +79,9 @@ struct Relay {
     outcome: Outcome,
     finished: bool,
     last_data_at: Option<Instant>,
-    /// `data: [DONE]`, held back until the ledger row is committed, so a
-    /// client that saw the end of the stream is a client whose usage is on
-    /// record.
+    /// `data: [DONE]` (a Responses stream's `response.completed`), held
+    /// back until the ledger row is committed, so a client that saw the end
+    /// of the stream is a client whose usage is on record.
     held_done: Option<Bytes>,
     gap_histogram: Option<metrics::Histogram>,
     /// The response filters (tool gate, then output gate).
@@ -150,6 +150,13 @@ impl Relay {
                             parsed = value;
                         }
                     }
+                    // A Responses stream's last event plays `[DONE]`'s part.
+                    let last = parsed.as_ref().is_some_and(|v| {
+                        matches!(
+                            v.get("type").and_then(serde_json::Value::as_str),
+                            Some("response.completed" | "response.incomplete" | "response.failed")
+                        )
+                    });
                     let gated = match self.filters.on_event(&event, parsed, &mut out) {
                         Step::Pass(gated) => gated,
                         Step::Skip => continue,
@@ -162,8 +169,8 @@ impl Relay {
                             break;
                         }
                     };
-                    if self.record.has_ledger() && event.is_done() {
-                        self.held_done = Some(event.into_raw());
+                    if self.record.has_ledger() && (event.is_done() || last) {
+                        self.held_done = Some(gated.unwrap_or_else(|| event.into_raw()));
                         continue;
                     }
                     out.push(gated.unwrap_or_else(|| event.into_raw()));

@@ -21,7 +21,7 @@ const MAX_FINISH_REASONS: usize = 16;
 /// The gen-ai `operation.name` of an endpoint.
 pub(crate) fn operation(endpoint: Endpoint) -> &'static str {
     match endpoint {
-        Endpoint::ChatCompletions => "chat",
+        Endpoint::ChatCompletions | Endpoint::Responses => "chat",
         Endpoint::Completions => "text_completion",
         Endpoint::Embeddings => "embeddings",
     }

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use palisade_openai::request::{Endpoint, RequestBody};
 
 fuzz_target!(|data: &[u8]| {
-    for endpoint in [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings] {
+    for endpoint in [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Responses] {
         if let Ok(body) = RequestBody::parse(endpoint, data) {
             let again = RequestBody::parse(endpoint, &body.to_bytes()).expect("re-encoded body parses");
             assert_eq!(again.model(), body.model());

@@ -24,6 +24,9 @@ pub enum TextKind {
     Chat,
     /// `/v1/completions`: `prompt` and `suffix`.
     Completion,
+    /// `/v1/responses`: `instructions`, `input` items, `tools`, `text`
+    /// (see `super::responses`).
+    Responses,
 }
 
 /// A request whose texts cannot all be read: the client gets a 400 naming
@@ -37,7 +40,7 @@ pub struct ShapeError {
     pub message: String,
 }
 
-fn refuse(param: impl Into<String>, message: impl Into<String>) -> ShapeError {
+pub(super) fn refuse(param: impl Into<String>, message: impl Into<String>) -> ShapeError {
     ShapeError {
         param: param.into(),
         message: message.into(),
@@ -57,7 +60,7 @@ fn role_source(role: &str) -> Option<Source> {
 }
 
 /// Content part types that carry no text (media) or whose text is read below.
-const MEDIA_PARTS: &[&str] = &[
+pub(super) const MEDIA_PARTS: &[&str] = &[
     "image_url",
     "input_image",
     "image",
@@ -67,7 +70,7 @@ const MEDIA_PARTS: &[&str] = &[
     "file",
 ];
 
-fn marked_retrieved(v: &Value) -> bool {
+pub(super) fn marked_retrieved(v: &Value) -> bool {
     v.get(MARK)
         .and_then(|m| m.get("channel"))
         .and_then(Value::as_str)
@@ -93,6 +96,7 @@ pub fn segments(
 ) -> Result<Vec<Segment>, ShapeError> {
     let mut out = Vec::new();
     match kind {
+        TextKind::Responses => return super::responses::segments(fields, retrieved),
         TextKind::Completion => {
             if fields.contains_key("messages") {
                 return Err(refuse(
@@ -176,7 +180,7 @@ pub fn segments(
 }
 
 /// A top-level string field, when present.
-fn field_text(
+pub(super) fn field_text(
     fields: &Map<String, Value>,
     key: &str,
     source: Source,
@@ -198,7 +202,7 @@ fn field_text(
 }
 
 /// Every key and string of `value`, one per line, as one segment.
-fn whole(pointer: &str, value: &Value, source: Source, out: &mut Vec<Segment>) {
+pub(super) fn whole(pointer: &str, value: &Value, source: Source, out: &mut Vec<Segment>) {
     let mut text = String::new();
     gather(value, &mut text);
     if !text.is_empty() {

@@ -24,7 +24,9 @@
 use serde_json::{Map, Value};
 
 mod extract;
+mod responses;
 pub use extract::{segments, ShapeError, TextKind};
+pub use responses::{append_to_instructions, MAX_INPUT_ITEMS};
 
 /// The channel a piece of text arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,7 +109,13 @@ pub fn prompt_is_text(fields: &Map<String, Value>) -> bool {
 /// Removes the `palisade` channel marks (upstreams reject unknown fields).
 /// Returns whether anything was removed.
 pub fn strip_marks(fields: &mut Map<String, Value>) -> bool {
-    let Some(Value::Array(messages)) = fields.get_mut("messages") else {
+    // Chat's `messages`, or a Responses request's `input` items.
+    let list = if fields.contains_key("messages") {
+        fields.get_mut("messages")
+    } else {
+        fields.get_mut("input")
+    };
+    let Some(Value::Array(messages)) = list else {
         return false;
     };
     let mut changed = false;

@@ -63,6 +63,9 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
     let Some(policy) = policy else {
         return Ok(None);
     };
+    if plan.shape == ResponseShape::Responses {
+        return super::responses::gate_responses_body(plan, &policy, value);
+    }
     let started = Instant::now();
     let mut evidence = Evidence::default();
     let mut changed = false;
@@ -80,7 +83,7 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
             let mut outcome = Outcome::default();
             let json_path: &[&str] = match plan.shape {
                 ResponseShape::Chat => &["message", "content"],
-                ResponseShape::Completion => &["text"],
+                ResponseShape::Completion | ResponseShape::Responses => &["text"],
             };
             let json_mode = match choice.pointer_mut(plan.shape.body_text()) {
                 Some(Value::String(content))

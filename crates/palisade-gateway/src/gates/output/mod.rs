@@ -21,6 +21,7 @@ use crate::gates::GatePlan;
 
 mod body;
 mod fields;
+mod responses;
 mod stream;
 mod tool_args;
 

@@ -56,7 +56,12 @@ enum Field {
     Delta(String),
     ToolCall(u64, &'static str),
     FunctionCall(&'static str),
+    /// A Responses stream's `*.delta` event: its type, `output_index` and
+    /// part index (`content_index` or `summary_index`).
+    Event(String, u64, Option<(&'static str, u64)>),
 }
+
+mod responses;
 
 /// One field's guard: plain text, or JSON mode for content the request
 /// asked to match a JSON schema (string values judged decoded).
@@ -250,6 +255,9 @@ impl StreamGate {
 
     /// A chunk for choice `index` carrying `fields` (and `finish_reason`).
     fn chunk(&self, index: u64, fields: &[(Field, String)], finish: Option<&str>) -> String {
+        if self.plan.shape == ResponseShape::Responses {
+            return self.response_events(fields, finish);
+        }
         let mut v = self
             .template
             .clone()
@@ -262,7 +270,7 @@ impl StreamGate {
             ResponseShape::Chat => {
                 json!([{"index": index, "delta": delta, "finish_reason": finish}])
             }
-            ResponseShape::Completion => {
+            ResponseShape::Completion | ResponseShape::Responses => {
                 let text = delta
                     .get("text")
                     .or_else(|| delta.get("content"))
@@ -300,6 +308,9 @@ impl StreamGate {
                 return EventAction::Fail(invalid_upstream("a stream event"));
             }
         };
+        if self.plan.shape == ResponseShape::Responses {
+            return self.judge_event(value);
+        }
         if self.template.is_none() {
             let mut t = value.clone();
             if let Some(obj) = t.as_object_mut() {
@@ -337,7 +348,7 @@ impl StreamGate {
         let tool_gate = self.plan.tools.is_some();
         let text_key = match self.plan.shape {
             ResponseShape::Chat => "delta",
-            ResponseShape::Completion => "",
+            ResponseShape::Completion | ResponseShape::Responses => "",
         };
         let mut empty = true;
         let mut stop: Option<(u64, Vec<(Field, String)>)> = None;
@@ -367,7 +378,7 @@ impl StreamGate {
                 // The texts, through their guards.
                 let mut pieces: Vec<(Field, String)> = Vec::new();
                 match self.plan.shape {
-                    ResponseShape::Completion => {
+                    ResponseShape::Completion | ResponseShape::Responses => {
                         if let Some(Value::String(t)) = choice.get("text") {
                             pieces.push((Field::Delta("text".to_owned()), t.clone()));
                         }
@@ -405,7 +416,7 @@ impl StreamGate {
                 }
                 // Write the released texts back.
                 match self.plan.shape {
-                    ResponseShape::Completion => {
+                    ResponseShape::Completion | ResponseShape::Responses => {
                         let text: String = released_fields
                             .into_iter()
                             .map(|(_, t)| t)
@@ -429,7 +440,9 @@ impl StreamGate {
                         .get("delta")
                         .and_then(Value::as_object)
                         .is_some_and(|d| !d.is_empty()),
-                    ResponseShape::Completion => choice.get("text").is_some_and(|t| t != ""),
+                    ResponseShape::Completion | ResponseShape::Responses => {
+                        choice.get("text").is_some_and(|t| t != "")
+                    }
                 };
                 if has_more || finishing {
                     empty = false;
@@ -603,6 +616,8 @@ impl StreamGate {
 /// concatenate them).
 fn put(delta: &mut Map<String, Value>, field: &Field, text: &str) {
     match field {
+        // Written as events of their own (`responses::event`).
+        Field::Event(..) => {}
         Field::Delta(key) => {
             if text.is_empty() {
                 delta.remove(key);

@@ -205,6 +205,9 @@ pub(crate) fn total_tokens(value: &Value) -> u64 {
 /// (`None`: unchanged).
 pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Option<Bytes> {
     let tools = plan.tools.as_ref()?;
+    if plan.shape == crate::gates::ResponseShape::Responses {
+        return responses::gate_responses_body(plan, tools, body);
+    }
     // Most completions carry no call: skip the parse unless there may be one,
     // or the conversation's loop tokens need counting.
     let counting = tools.conversation.is_some() && tools.in_loop;

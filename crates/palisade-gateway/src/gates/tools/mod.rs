@@ -54,6 +54,7 @@ pub(crate) mod held;
 mod held_calls;
 mod judge;
 mod request;
+mod responses;
 mod service;
 mod stream;
 #[cfg(test)]

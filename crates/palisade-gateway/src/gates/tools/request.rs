@@ -35,10 +35,26 @@ impl ToolPlan {
     }
 }
 
-pub(crate) fn tool_name(tool: &Value) -> &str {
-    tool.pointer("/function/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
+/// Where a request keeps a tool's name and parameters: chat nests them under
+/// `function`, the Responses API puts them on the tool itself. Each shape is
+/// read its own way only: a tool carrying both is read as its upstream will.
+fn tool_fields(responses: bool) -> (&'static str, &'static str) {
+    if responses {
+        ("/name", "/parameters")
+    } else {
+        ("/function/name", "/function/parameters")
+    }
+}
+
+/// Responses API tools the gateway cannot judge the calls of: hosted tools
+/// (`web_search`, `file_search`, `code_interpreter`, `mcp`, …) run upstream
+/// and their calls never reach a tool gate. Refused where calls are checked.
+fn hosted_tool(fields: &Map<String, Value>) -> Option<usize> {
+    fields
+        .get("tools")?
+        .as_array()?
+        .iter()
+        .position(|t| t.get("type").and_then(Value::as_str) != Some("function"))
 }
 
 /// The request side: filters offered tools, enforces the conversation caps,
@@ -60,6 +76,16 @@ pub(crate) async fn inspect_request(
         return Ok(changed);
     };
     let started = Instant::now();
+    let responses = plan.shape == crate::gates::ResponseShape::Responses;
+    let (name_at, params_at) = tool_fields(responses);
+    if let Some(i) = hosted_tool(fields).filter(|_| responses) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "only `function` tools are accepted where tool calls are checked: a hosted tool's \
+             calls run upstream, out of the tool gate's sight",
+        )
+        .with_param(format!("tools[{i}].type")));
+    }
     // The deprecated functions API would carry calls past the gate: fail
     // closed rather than let a client choose an unchecked path.
     if let Some(legacy) = ["functions", "function_call"]
@@ -79,9 +105,13 @@ pub(crate) async fn inspect_request(
     let mut removed = Vec::new();
     if let Some(Value::Array(tools)) = fields.get_mut("tools") {
         tools.retain(|tool| {
-            let name = tool_name(tool).to_owned();
+            let name = tool
+                .pointer(name_at)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
             if gate.allows(&name) {
-                if let Some(params) = tool.pointer("/function/parameters") {
+                if let Some(params) = tool.pointer(params_at) {
                     declared.insert(name, params.clone());
                 }
                 true
@@ -119,7 +149,7 @@ pub(crate) async fn inspect_request(
             .is_some_and(Vec::is_empty);
         let forced = fields
             .get("tool_choice")
-            .and_then(|c| c.pointer("/function/name"))
+            .and_then(|c| c.pointer(name_at))
             .and_then(Value::as_str)
             .is_some_and(|n| removed.iter().any(|r| r == n));
         if empty {
@@ -134,24 +164,43 @@ pub(crate) async fn inspect_request(
 
     // Rounds so far: the history says how many assistant turns called tools;
     // the counters remember more when a client trims its history.
-    let messages = fields.get("messages").and_then(Value::as_array);
-    let history_rounds = messages.map_or(0, |m| {
-        m.iter()
-            .filter(|msg| {
-                msg.get("role").and_then(Value::as_str) == Some("assistant")
-                    && msg
-                        .get("tool_calls")
-                        .and_then(Value::as_array)
-                        .is_some_and(|c| !c.is_empty())
-            })
-            .count()
-    });
+    let (history_rounds, last_is_tool) = if responses {
+        // Responses items: a run of `function_call`s is one round.
+        let items = fields.get("input").and_then(Value::as_array);
+        let kind = |i: &Value| i.get("type").and_then(Value::as_str).map(str::to_owned);
+        let rounds = items.map_or(0, |items| {
+            items
+                .windows(2)
+                .filter(|w| {
+                    kind(&w[0]).as_deref() != Some("function_call")
+                        && kind(&w[1]).as_deref() == Some("function_call")
+                })
+                .count()
+                + usize::from(items.first().and_then(kind).as_deref() == Some("function_call"))
+        });
+        let last = items.and_then(|i| i.last()).and_then(kind);
+        (rounds, last.as_deref() == Some("function_call_output"))
+    } else {
+        let messages = fields.get("messages").and_then(Value::as_array);
+        let rounds = messages.map_or(0, |m| {
+            m.iter()
+                .filter(|msg| {
+                    msg.get("role").and_then(Value::as_str) == Some("assistant")
+                        && msg
+                            .get("tool_calls")
+                            .and_then(Value::as_array)
+                            .is_some_and(|c| !c.is_empty())
+                })
+                .count()
+        });
+        let last = messages
+            .and_then(|m| m.last())
+            .and_then(|m| m.get("role"))
+            .and_then(Value::as_str)
+            == Some("tool");
+        (rounds, last)
+    };
     let history_rounds = u32::try_from(history_rounds).unwrap_or(u32::MAX);
-    let last_is_tool = messages
-        .and_then(|m| m.last())
-        .and_then(|m| m.get("role"))
-        .and_then(Value::as_str)
-        == Some("tool");
     let conversation = headers
         .get(CONVERSATION_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -189,6 +238,7 @@ pub(crate) async fn inspect_request(
     // The loop-token cap counts a streamed answer by its usage chunk, which
     // an upstream sends only when asked: ask, even with no ledger or budget.
     let strip_usage_chunk = gate.max_loop_tokens().is_some()
+        && !responses
         && matches!(fields.get("stream"), Some(Value::Bool(true)))
         && palisade_openai::ensure_stream_usage(fields);
     plan.tools = Some(ToolPlan {

@@ -1,0 +1,167 @@
+//! The output gate over a Responses API stream (`POST /v1/responses` with
+//! `stream: true`): typed events instead of chat chunks.
+//!
+//! Every `*.delta` event's `delta` string (output text, function-call
+//! arguments, refusals, reasoning, and event types this gate does not know)
+//! runs through its own `StreamGuard`, keyed by event type, `output_index`
+//! and part index, so a canary or key split across deltas is caught before
+//! any of it is sent. Every other string of every event (the `*.done`
+//! events, `response.output_item.done`, `response.completed`, which repeat
+//! the whole text, and any field a hostile upstream invents) is judged whole,
+//! event by event: the sanitizer gives whole text the same result as the
+//! streamed pieces. Events are re-encoded from what was judged, never
+//! relayed as the upstream wrote them. A blocking finding ends the stream
+//! with the released text and a `response.incomplete` event
+//! (`incomplete_details.reason: "content_filter"`), the Responses API's
+//! counterpart of chat's `finish_reason: "content_filter"`.
+//!
+//! Must not: forward a string it did not judge, or re-emit released text.
+
+use super::*;
+
+/// Most guarded fields one stream may open: each holds up to the hold
+/// bound, so an upstream inventing output indexes would grow memory.
+const MAX_FIELDS: usize = 256;
+
+/// Events that end a Responses stream: held text goes out before them.
+fn terminal(kind: &str) -> bool {
+    matches!(
+        kind,
+        "response.completed" | "response.incomplete" | "response.failed"
+    )
+}
+
+/// `event: <type>` for the SSE frame, when the type is a plain name (an
+/// upstream's type never writes a line of its own).
+fn frame(value: &Value) -> String {
+    let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
+    let plain = !kind.is_empty()
+        && kind.len() <= 96
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_');
+    if plain {
+        format!("event: {kind}\ndata: {value}\n\n")
+    } else {
+        sse(value)
+    }
+}
+
+impl StreamGate {
+    /// Judges one Responses event (already parsed into an object).
+    pub(super) fn judge_event(&mut self, mut value: Value) -> EventAction {
+        let policy = Arc::clone(&self.policy);
+        let kind = value
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if self.template.is_none() {
+            if let Some(id) = value.pointer("/response/id").cloned() {
+                self.template = Some(json!({"id": id}));
+            }
+        }
+        let delta = match value.get_mut("delta") {
+            Some(Value::String(s)) if kind.ends_with(".delta") => Some(std::mem::take(s)),
+            _ => None,
+        };
+        // Tokens cannot be held back with the text they spell.
+        if value
+            .get("logprobs")
+            .is_some_and(|l| !l.is_null() && l.as_array().is_none_or(|a| !a.is_empty()))
+        {
+            value["logprobs"] = json!([]);
+            self.logprobs_noted = true;
+        }
+        let guarded = delta.is_some();
+        let outcome = judge_tree(&mut value, &policy, &mut self.evidence, &|path| {
+            guarded && path == ["delta"]
+        });
+        let mut stopped = outcome.blocked;
+        let mut released_text = None;
+        if let Some(text) = delta {
+            let output = value
+                .get("output_index")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let part = ["content_index", "summary_index"]
+                .into_iter()
+                .find_map(|k| Some((k, value.get(k)?.as_u64()?)));
+            let field = Field::Event(kind.clone(), output, part);
+            if !self.guards.contains_key(&field) && self.guards.len() >= MAX_FIELDS {
+                self.done = true;
+                return EventAction::Fail(invalid_upstream("more output parts than"));
+            }
+            let released = self.push(field, &text);
+            stopped |= released.stop;
+            released_text = Some(released.text);
+        }
+        let mut out = String::new();
+        if stopped {
+            self.done = true;
+            // What the guard released before the finding is clean text.
+            if let Some(text) = released_text.filter(|t| !t.is_empty()) {
+                value["delta"] = Value::String(text);
+                out.push_str(&frame(&value));
+            }
+            out.push_str(&self.response_events(&[], Some("content_filter")));
+            return EventAction::Stop(Bytes::from(out));
+        }
+        if terminal(&kind) {
+            // Text still held goes out before the stream's last event.
+            let (tails, stop) = self.drain();
+            if stop {
+                self.done = true;
+                return EventAction::Stop(Bytes::from(
+                    self.response_events(&[], Some("content_filter")),
+                ));
+            }
+            out.push_str(&self.response_events(&tails, None));
+        }
+        match released_text {
+            Some(text) if text.is_empty() => return EventAction::Hold,
+            Some(text) => value["delta"] = Value::String(text),
+            None => {}
+        }
+        out.push_str(&frame(&value));
+        EventAction::Replace(Bytes::from(out))
+    }
+
+    /// Delta events carrying released `fields`, or (with `finish`) the
+    /// `response.incomplete` event that ends a stopped stream.
+    pub(super) fn response_events(
+        &self,
+        fields: &[(Field, String)],
+        finish: Option<&str>,
+    ) -> String {
+        let mut out = String::new();
+        for (field, text) in fields {
+            if let Field::Event(kind, output, part) = field {
+                let mut v = json!({"type": kind, "output_index": output, "delta": text});
+                if let Some((key, index)) = part {
+                    v[*key] = json!(index);
+                }
+                out.push_str(&frame(&v));
+            }
+        }
+        if let Some(reason) = finish {
+            let id = self
+                .template
+                .as_ref()
+                .and_then(|t| t.get("id"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            out.push_str(&frame(&json!({
+                "type": "response.incomplete",
+                "response": {
+                    "id": id,
+                    "object": "response",
+                    "status": "incomplete",
+                    "incomplete_details": {"reason": reason},
+                    "output": [],
+                }
+            })));
+        }
+        out
+    }
+}

@@ -1,0 +1,121 @@
+//! `POST /v1/responses` on the scripted upstream: the Responses API's shape
+//! of the echo model.
+//!
+//! The answer is one `message` output item whose `output_text` echoes the
+//! last user text of `input` (or, for the model `leak-system`, every
+//! developer/system message and the `instructions`: a model talked into
+//! revealing its prompt). Streamed, the text goes out as
+//! `response.output_text.delta` events of 5 bytes (cut on character
+//! boundaries), so anything in it arrives split, then the `.done` events and
+//! `response.completed` with `usage` (`input_tokens` 11, `output_tokens` 7).
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::{record, Shared};
+
+fn texts(body: &Value, roles: &[&str]) -> Vec<String> {
+    match body.get("input") {
+        Some(Value::String(s)) if roles.contains(&"user") => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter(|i| i["role"].as_str().is_some_and(|r| roles.contains(&r)))
+            .filter_map(|i| match &i["content"] {
+                Value::String(s) => Some(s.clone()),
+                Value::Array(parts) => Some(
+                    parts
+                        .iter()
+                        .filter_map(|p| p["text"].as_str())
+                        .collect::<String>(),
+                ),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn pieces(text: &str, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for c in text.chars() {
+        if cur.len() + c.len_utf8() > n && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push(c);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn event(data: &Value) -> String {
+    format!(
+        "event: {}\ndata: {data}\n\n",
+        data["type"].as_str().unwrap_or("")
+    )
+}
+
+pub(crate) async fn responses(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    record(&shared, "/v1/responses", &headers, &body);
+    let model = body["model"].as_str().unwrap_or("m").to_owned();
+    let text = if model == "leak-system" {
+        let mut all = texts(&body, &["developer", "system"]);
+        all.extend(body["instructions"].as_str().map(str::to_owned));
+        all.join("\n")
+    } else {
+        texts(&body, &["user"])
+            .pop()
+            .unwrap_or_else(|| "hello".to_owned())
+    };
+    let item = json!({"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                      "content": [{"type": "output_text", "text": text, "annotations": []}]});
+    let response = |status: &str, output: Value| {
+        json!({"id": "resp_1", "object": "response", "created_at": 0, "status": status,
+               "model": model, "instructions": body["instructions"], "output": output,
+               "usage": {"input_tokens": 11, "output_tokens": 7, "total_tokens": 18}})
+    };
+    if body["stream"] != json!(true) {
+        return (
+            [("content-type", "application/json")],
+            response("completed", json!([item])).to_string(),
+        )
+            .into_response();
+    }
+    let mut out = String::new();
+    out.push_str(&event(
+        &json!({"type": "response.created", "response": response("in_progress", json!([]))}),
+    ));
+    out.push_str(&event(
+        &json!({"type": "response.output_item.added", "output_index": 0,
+        "item": {"type": "message", "id": "msg_1", "role": "assistant", "content": []}}),
+    ));
+    for piece in pieces(&text, 5) {
+        out.push_str(&event(
+            &json!({"type": "response.output_text.delta", "item_id": "msg_1",
+            "output_index": 0, "content_index": 0, "delta": piece}),
+        ));
+    }
+    out.push_str(&event(
+        &json!({"type": "response.output_text.done", "item_id": "msg_1",
+        "output_index": 0, "content_index": 0, "text": text}),
+    ));
+    out.push_str(&event(
+        &json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
+    ));
+    out.push_str(&event(
+        &json!({"type": "response.completed", "response": response("completed", json!([item]))}),
+    ));
+    ([("content-type", "text/event-stream")], Body::from(out)).into_response()
+}
