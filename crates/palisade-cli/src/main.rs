@@ -15,6 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod audit_cmd;
 mod bundle_cmd;
+mod check_cmd;
 mod fleet_cmd;
 mod hunt_cmd;
 mod keys_api;
@@ -181,13 +182,20 @@ struct ServeArgs {
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Validate a config file (`-` reads standard input) and exit non-zero
-    /// with a message naming the bad key if it is invalid.
+    /// with a message naming the bad key if it is invalid; then report what
+    /// `serve` would still fail on (unset environment variables the config
+    /// names, unreadable files, unwritable directories, unparsable URLs),
+    /// without starting anything.
     Check {
         /// The file.
         file: PathBuf,
         /// Print the effective config, defaults filled in.
         #[arg(long)]
         print: bool,
+        /// One JSON object: `ok`, `problems`, the environment variables the
+        /// config names and whether each is set (never their values).
+        #[arg(long, conflicts_with = "print")]
+        json: bool,
     },
 }
 
@@ -195,7 +203,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Config(ConfigCommand::Check { file, print }) => config_check(&file, print),
+        Command::Config(ConfigCommand::Check { file, print, json }) => {
+            config_check(&file, print, json)
+        }
         Command::Keys(cmd) => keys_cmd::run(cmd),
         Command::Scan(args) => match scan(args) {
             Ok(true) => return std::process::ExitCode::FAILURE,
@@ -320,7 +330,7 @@ fn init_logging(config: &Config) -> Result<log_writer::WriterGuard> {
     .context("starting the log writer thread")?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_ansi(colour_allowed())
         .with_writer(writer);
     match config.log.format {
         LogFormat::Json => builder
@@ -333,7 +343,16 @@ fn init_logging(config: &Config) -> Result<log_writer::WriterGuard> {
     Ok(guard)
 }
 
-fn config_check(file: &std::path::Path, print: bool) -> Result<()> {
+/// Whether output may carry ANSI colours: only on a terminal, and never
+/// with `NO_COLOR` set to anything non-empty (<https://no-color.org>).
+/// clap's help and error colours follow the same rules on their own
+/// (its `anstream` checks `NO_COLOR` and the terminal).
+fn colour_allowed() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+}
+
+fn config_check(file: &std::path::Path, print: bool, json: bool) -> Result<()> {
     let config = if file.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()
@@ -347,14 +366,42 @@ fn config_check(file: &std::path::Path, print: bool) -> Result<()> {
     } else {
         load_config(Some(file), None)?
     };
-    if print {
+    let found = check_cmd::preflight(&config, &|var| std::env::var(var).ok());
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": found.problems.is_empty(),
+                "backends": config.backends.len(),
+                "routes": config.routes.len(),
+                "auth_mode": format!("{:?}", config.auth.effective_mode()).to_lowercase(),
+                "env": found.env,
+                "problems": found.problems,
+            })
+        );
+    } else if print {
         print!("{}", config.to_toml());
     } else {
-        println!(
-            "ok: {} backend(s), {} route(s), auth mode {:?}",
-            config.backends.len(),
-            config.routes.len(),
-            config.auth.effective_mode()
+        for e in &found.env {
+            let state = if e.set { "set" } else { "NOT SET" };
+            println!("env {}: {state} (used by {})", e.var, e.used_by);
+        }
+        for problem in &found.problems {
+            println!("problem: {problem}");
+        }
+        if found.problems.is_empty() {
+            println!(
+                "ok: {} backend(s), {} route(s), auth mode {:?}",
+                config.backends.len(),
+                config.routes.len(),
+                config.auth.effective_mode()
+            );
+        }
+    }
+    if !found.problems.is_empty() {
+        bail!(
+            "{} problem(s) `palisade serve` would fail on",
+            found.problems.len()
         );
     }
     Ok(())
