@@ -16,6 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod audit_cmd;
 mod bundle_cmd;
 mod check_cmd;
+mod datasets;
 mod fleet_cmd;
 mod hunt_cmd;
 mod keys_api;
@@ -71,9 +72,12 @@ enum Command {
     /// markdown table per file (AUC, TPR at 1% and 0.1% FPR, flag rates,
     /// latency).
     Eval {
-        /// Directory of `*.jsonl` files.
-        #[arg(default_value = "../shared/datasets/eval")]
-        dir: PathBuf,
+        /// Directory of `*.jsonl` files (default: the shared `eval` set
+        /// beside the repository, `<repo>/../shared/datasets/eval`).
+        dir: Option<PathBuf>,
+        /// No progress line on stderr (it is shown only on a terminal).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Report token usage and cost from the ledger, grouped by tenant,
     /// model or day.
@@ -125,18 +129,20 @@ enum Command {
     /// Train the detector's model from a training directory (reproducible:
     /// fixed seed), writing the artifact and its TRAINING.md report.
     Train {
-        /// Directory of training `*.jsonl` files (never the eval set).
-        #[arg(long, default_value = "../shared/datasets/train")]
-        data: PathBuf,
-        /// Where to write the artifact.
-        #[arg(
-            long,
-            default_value = "crates/palisade-detect/model/palisade-detect.model"
-        )]
-        out: PathBuf,
+        /// Directory of training `*.jsonl` files (never the eval set;
+        /// default: `<repo>/../shared/datasets/train`).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Where to write the artifact (default:
+        /// `<repo>/crates/palisade-detect/model/palisade-detect.model`).
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Random seed.
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// No progress line on stderr (it is shown only on a terminal).
+        #[arg(long, short)]
+        quiet: bool,
     },
 }
 
@@ -212,8 +218,13 @@ fn main() -> std::process::ExitCode {
             Ok(false) => Ok(()),
             Err(e) => Err(e),
         },
-        Command::Eval { dir } => eval(&dir),
-        Command::Train { data, out, seed } => train(&data, &out, seed),
+        Command::Eval { dir, quiet } => eval(dir, quiet),
+        Command::Train {
+            data,
+            out,
+            seed,
+            quiet,
+        } => train(data, out, seed, quiet),
         Command::Usage {
             ledger,
             config,
@@ -475,23 +486,48 @@ fn scan(args: ScanArgs) -> Result<bool> {
     Ok(trips(summary.flag, summary.block))
 }
 
-fn eval(dir: &std::path::Path) -> Result<()> {
+fn eval(dir: Option<PathBuf>, quiet: bool) -> Result<()> {
+    let dir = datasets::dataset_dir(dir, "eval", "DIR")?;
     let detector = palisade_detect::Detector::embedded().context("loading the detector model")?;
-    let report = palisade_eval::run_eval(dir, &detector)
-        .with_context(|| format!("evaluating on {}", dir.display()))?;
-    print!("{report}");
+    let mut progress = datasets::Progress::new(quiet);
+    let started = std::time::Instant::now();
+    let files = palisade_eval::score_dir_with(&dir, &detector, &mut |i, n, name| {
+        progress.tick(&format!("eval: file {}/{n} {name}", i + 1));
+    })
+    .with_context(|| format!("evaluating on {}", dir.display()))?;
+    progress.done(&format!(
+        "eval: {} files scored in {:.1} s",
+        files.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    print!("{}", palisade_eval::report(&files, &detector));
     Ok(())
 }
 
-fn train(data: &std::path::Path, out: &std::path::Path, seed: u64) -> Result<()> {
+fn train(data: Option<PathBuf>, out: Option<PathBuf>, seed: u64, quiet: bool) -> Result<()> {
+    let data = datasets::dataset_dir(data, "train", "--data")?;
     if data.components().any(|c| c.as_os_str() == "eval") {
         bail!(
             "refusing to train on {}: the eval set is for measuring only",
             data.display()
         );
     }
-    let report = palisade_eval::run_train(data, out, seed)
+    let out = out.unwrap_or_else(|| {
+        datasets::repo_root().join("crates/palisade-detect/model/palisade-detect.model")
+    });
+    let mut progress = datasets::Progress::new(quiet);
+    let started = std::time::Instant::now();
+    progress.tick(&format!(
+        "train: fitting on {} (seed {seed})…",
+        data.display()
+    ));
+    let report = palisade_eval::run_train(&data, &out, seed)
         .with_context(|| format!("training from {}", data.display()))?;
+    progress.done(&format!(
+        "train: wrote {} in {:.1} s",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    ));
     print!("{}", report.markdown);
     Ok(())
 }
