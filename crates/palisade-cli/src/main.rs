@@ -202,6 +202,11 @@ enum ConfigCommand {
         /// config names and whether each is set (never their values).
         #[arg(long, conflicts_with = "print")]
         json: bool,
+        /// Only parse and validate: skip the checks of this machine's
+        /// environment, files and directories (for a config written for
+        /// another machine, e.g. a pod's, checked in CI).
+        #[arg(long)]
+        validate_only: bool,
     },
 }
 
@@ -209,9 +214,12 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Config(ConfigCommand::Check { file, print, json }) => {
-            config_check(&file, print, json)
-        }
+        Command::Config(ConfigCommand::Check {
+            file,
+            print,
+            json,
+            validate_only,
+        }) => config_check(&file, print, json, validate_only),
         Command::Keys(cmd) => keys_cmd::run(cmd),
         Command::Scan(args) => match scan(args) {
             Ok(true) => return std::process::ExitCode::FAILURE,
@@ -363,7 +371,12 @@ fn colour_allowed() -> bool {
         && std::io::IsTerminal::is_terminal(&std::io::stdout())
 }
 
-fn config_check(file: &std::path::Path, print: bool, json: bool) -> Result<()> {
+fn config_check(
+    file: &std::path::Path,
+    print: bool,
+    json: bool,
+    validate_only: bool,
+) -> Result<()> {
     let config = if file.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()
@@ -377,7 +390,11 @@ fn config_check(file: &std::path::Path, print: bool, json: bool) -> Result<()> {
     } else {
         load_config(Some(file), None)?
     };
-    let found = check_cmd::preflight(&config, &|var| std::env::var(var).ok());
+    let found = if validate_only {
+        check_cmd::Preflight::default()
+    } else {
+        check_cmd::preflight(&config, &|var| std::env::var(var).ok())
+    };
     if json {
         println!(
             "{}",
