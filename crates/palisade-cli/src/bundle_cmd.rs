@@ -78,6 +78,10 @@ pub(crate) enum BundleCommand {
         /// The size bound, bytes.
         #[arg(long, default_value_t = DEFAULT_MAX_BYTES)]
         max_bytes: usize,
+        /// One JSON object on stdout, `{"ok": true, …}` or
+        /// `{"ok": false, "reason": …}` (the exit code is the same).
+        #[arg(long)]
+        json: bool,
     },
     /// Publish a signed bundle to a fleet's Redis slot and announce it: every
     /// replica with `bundle.source = "redis://…"` fetches it at once (and verifies
@@ -227,32 +231,53 @@ pub(crate) fn run(cmd: BundleCommand) -> Result<()> {
             min_serial,
             now,
             max_bytes,
+            json,
         } => {
-            let trust = TrustStore::parse(&trusted_keys)?;
-            // Read one byte past the bound so an oversized file is named as such.
-            let bytes = read_bounded(&bundle, max_bytes.saturating_add(1))?;
-            let now = match now {
-                Some(t) => t,
-                None => unix_now()?,
-            };
-            let verified = verify(&bytes, &trust, now, max_bytes)
-                .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
-            let m = verified.manifest();
-            if m.serial < min_serial {
-                bail!(
-                    "refused: bundle serial {} is lower than {min_serial}",
-                    m.serial
-                );
+            let checked = (|| -> Result<serde_json::Value> {
+                let trust = TrustStore::parse(&trusted_keys)?;
+                // Read one byte past the bound so an oversized file is named as such.
+                let bytes = read_bounded(&bundle, max_bytes.saturating_add(1))?;
+                let now = match now {
+                    Some(t) => t,
+                    None => unix_now()?,
+                };
+                let verified = verify(&bytes, &trust, now, max_bytes)
+                    .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+                let m = verified.manifest();
+                if m.serial < min_serial {
+                    bail!(
+                        "refused: bundle serial {} is lower than {min_serial}",
+                        m.serial
+                    );
+                }
+                palisade_policy::Snapshot::from_toml(&verified.effective_policy_toml()?)
+                    .map_err(|e| anyhow::anyhow!("refused: the policy does not compile: {e}"))?;
+                Ok(serde_json::json!({
+                    "ok": true,
+                    "serial": m.serial,
+                    "key_id": m.key_id.clone(),
+                    "created_at": m.created_at,
+                    "digest": verified.digest().to_string(),
+                }))
+            })();
+            match (checked, json) {
+                (Ok(v), true) => println!("{v}"),
+                (Ok(v), false) => println!(
+                    "ok: serial {} signed by {} at {}, digest {}",
+                    v["serial"],
+                    v["key_id"].as_str().unwrap_or_default(),
+                    v["created_at"],
+                    v["digest"].as_str().unwrap_or_default()
+                ),
+                (Err(e), true) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"ok": false, "reason": format!("{e:#}")})
+                    );
+                    return Err(e);
+                }
+                (Err(e), false) => return Err(e),
             }
-            palisade_policy::Snapshot::from_toml(&verified.effective_policy_toml()?)
-                .map_err(|e| anyhow::anyhow!("refused: the policy does not compile: {e}"))?;
-            println!(
-                "ok: serial {} signed by {} at {}, digest {}",
-                m.serial,
-                m.key_id,
-                m.created_at,
-                verified.digest()
-            );
             Ok(())
         }
         BundleCommand::Publish {

@@ -110,10 +110,14 @@ pub(crate) fn print_list(body: &Value, as_json: bool) -> Result<()> {
         "{:<22} {:<16} {:<16} {:<8} {:<6} MODELS",
         "ID", "TENANT", "NAME", "STATUS", "ROLES"
     );
-    for k in body["keys"]
-        .as_array()
-        .map(Vec::as_slice)
+    // Config keys first (`[[auth.keys]]`: no id, always active, every
+    // model), then the runtime keys.
+    let config_keys = body["config_keys"].as_array().map(Vec::as_slice);
+    let runtime_keys = body["keys"].as_array().map(Vec::as_slice);
+    for k in config_keys
         .unwrap_or_default()
+        .iter()
+        .chain(runtime_keys.unwrap_or_default())
     {
         let roles: String = [("admin", 'A'), ("approver", 'P'), ("executor", 'E')]
             .iter()
@@ -129,10 +133,10 @@ pub(crate) fn print_list(body: &Value, as_json: bool) -> Result<()> {
         };
         println!(
             "{:<22} {:<16} {:<16} {:<8} {:<6} {models}",
-            k["id"].as_str().unwrap_or(""),
+            k["id"].as_str().unwrap_or("(config)"),
             k["tenant"].as_str().unwrap_or(""),
             k["name"].as_str().unwrap_or(""),
-            k["status"].as_str().unwrap_or(""),
+            k["status"].as_str().unwrap_or("active"),
             roles,
         );
     }

@@ -15,6 +15,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod audit_cmd;
 mod bundle_cmd;
+mod check_cmd;
+mod datasets;
 mod fleet_cmd;
 mod hunt_cmd;
 mod keys_api;
@@ -70,9 +72,12 @@ enum Command {
     /// markdown table per file (AUC, TPR at 1% and 0.1% FPR, flag rates,
     /// latency).
     Eval {
-        /// Directory of `*.jsonl` files.
-        #[arg(default_value = "../shared/datasets/eval")]
-        dir: PathBuf,
+        /// Directory of `*.jsonl` files (default: the shared `eval` set
+        /// beside the repository, `<repo>/../shared/datasets/eval`).
+        dir: Option<PathBuf>,
+        /// No progress line on stderr (it is shown only on a terminal).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Report token usage and cost from the ledger, grouped by tenant,
     /// model or day.
@@ -124,18 +129,20 @@ enum Command {
     /// Train the detector's model from a training directory (reproducible:
     /// fixed seed), writing the artifact and its TRAINING.md report.
     Train {
-        /// Directory of training `*.jsonl` files (never the eval set).
-        #[arg(long, default_value = "../shared/datasets/train")]
-        data: PathBuf,
-        /// Where to write the artifact.
-        #[arg(
-            long,
-            default_value = "crates/palisade-detect/model/palisade-detect.model"
-        )]
-        out: PathBuf,
+        /// Directory of training `*.jsonl` files (never the eval set;
+        /// default: `<repo>/../shared/datasets/train`).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Where to write the artifact (default:
+        /// `<repo>/crates/palisade-detect/model/palisade-detect.model`).
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Random seed.
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// No progress line on stderr (it is shown only on a terminal).
+        #[arg(long, short)]
+        quiet: bool,
     },
 }
 
@@ -181,13 +188,25 @@ struct ServeArgs {
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Validate a config file (`-` reads standard input) and exit non-zero
-    /// with a message naming the bad key if it is invalid.
+    /// with a message naming the bad key if it is invalid; then report what
+    /// `serve` would still fail on (unset environment variables the config
+    /// names, unreadable files, unwritable directories, unparsable URLs),
+    /// without starting anything.
     Check {
         /// The file.
         file: PathBuf,
         /// Print the effective config, defaults filled in.
         #[arg(long)]
         print: bool,
+        /// One JSON object: `ok`, `problems`, the environment variables the
+        /// config names and whether each is set (never their values).
+        #[arg(long, conflicts_with = "print")]
+        json: bool,
+        /// Only parse and validate: skip the checks of this machine's
+        /// environment, files and directories (for a config written for
+        /// another machine, e.g. a pod's, checked in CI).
+        #[arg(long)]
+        validate_only: bool,
     },
 }
 
@@ -195,15 +214,25 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Config(ConfigCommand::Check { file, print }) => config_check(&file, print),
+        Command::Config(ConfigCommand::Check {
+            file,
+            print,
+            json,
+            validate_only,
+        }) => config_check(&file, print, json, validate_only),
         Command::Keys(cmd) => keys_cmd::run(cmd),
         Command::Scan(args) => match scan(args) {
             Ok(true) => return std::process::ExitCode::FAILURE,
             Ok(false) => Ok(()),
             Err(e) => Err(e),
         },
-        Command::Eval { dir } => eval(&dir),
-        Command::Train { data, out, seed } => train(&data, &out, seed),
+        Command::Eval { dir, quiet } => eval(dir, quiet),
+        Command::Train {
+            data,
+            out,
+            seed,
+            quiet,
+        } => train(data, out, seed, quiet),
         Command::Usage {
             ledger,
             config,
@@ -320,7 +349,7 @@ fn init_logging(config: &Config) -> Result<log_writer::WriterGuard> {
     .context("starting the log writer thread")?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_ansi(colour_allowed())
         .with_writer(writer);
     match config.log.format {
         LogFormat::Json => builder
@@ -333,7 +362,21 @@ fn init_logging(config: &Config) -> Result<log_writer::WriterGuard> {
     Ok(guard)
 }
 
-fn config_check(file: &std::path::Path, print: bool) -> Result<()> {
+/// Whether output may carry ANSI colours: only on a terminal, and never
+/// with `NO_COLOR` set to anything non-empty (<https://no-color.org>).
+/// clap's help and error colours follow the same rules on their own
+/// (its `anstream` checks `NO_COLOR` and the terminal).
+fn colour_allowed() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+}
+
+fn config_check(
+    file: &std::path::Path,
+    print: bool,
+    json: bool,
+    validate_only: bool,
+) -> Result<()> {
     let config = if file.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()
@@ -347,14 +390,46 @@ fn config_check(file: &std::path::Path, print: bool) -> Result<()> {
     } else {
         load_config(Some(file), None)?
     };
-    if print {
+    let found = if validate_only {
+        check_cmd::Preflight::default()
+    } else {
+        check_cmd::preflight(&config, &|var| std::env::var(var).ok())
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": found.problems.is_empty(),
+                "backends": config.backends.len(),
+                "routes": config.routes.len(),
+                "auth_mode": format!("{:?}", config.auth.effective_mode()).to_lowercase(),
+                "env": found.env,
+                "problems": found.problems,
+            })
+        );
+    } else if print {
         print!("{}", config.to_toml());
     } else {
-        println!(
-            "ok: {} backend(s), {} route(s), auth mode {:?}",
-            config.backends.len(),
-            config.routes.len(),
-            config.auth.effective_mode()
+        for e in &found.env {
+            let state = if e.set { "set" } else { "NOT SET" };
+            println!("env {}: {state} (used by {})", e.var, e.used_by);
+        }
+        for problem in &found.problems {
+            println!("problem: {problem}");
+        }
+        if found.problems.is_empty() {
+            println!(
+                "ok: {} backend(s), {} route(s), auth mode {:?}",
+                config.backends.len(),
+                config.routes.len(),
+                config.auth.effective_mode()
+            );
+        }
+    }
+    if !found.problems.is_empty() {
+        bail!(
+            "{} problem(s) `palisade serve` would fail on",
+            found.problems.len()
         );
     }
     Ok(())
@@ -428,23 +503,48 @@ fn scan(args: ScanArgs) -> Result<bool> {
     Ok(trips(summary.flag, summary.block))
 }
 
-fn eval(dir: &std::path::Path) -> Result<()> {
+fn eval(dir: Option<PathBuf>, quiet: bool) -> Result<()> {
+    let dir = datasets::dataset_dir(dir, "eval", "DIR")?;
     let detector = palisade_detect::Detector::embedded().context("loading the detector model")?;
-    let report = palisade_eval::run_eval(dir, &detector)
-        .with_context(|| format!("evaluating on {}", dir.display()))?;
-    print!("{report}");
+    let mut progress = datasets::Progress::new(quiet);
+    let started = std::time::Instant::now();
+    let files = palisade_eval::score_dir_with(&dir, &detector, &mut |i, n, name| {
+        progress.tick(&format!("eval: file {}/{n} {name}", i + 1));
+    })
+    .with_context(|| format!("evaluating on {}", dir.display()))?;
+    progress.done(&format!(
+        "eval: {} files scored in {:.1} s",
+        files.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    print!("{}", palisade_eval::report(&files, &detector));
     Ok(())
 }
 
-fn train(data: &std::path::Path, out: &std::path::Path, seed: u64) -> Result<()> {
+fn train(data: Option<PathBuf>, out: Option<PathBuf>, seed: u64, quiet: bool) -> Result<()> {
+    let data = datasets::dataset_dir(data, "train", "--data")?;
     if data.components().any(|c| c.as_os_str() == "eval") {
         bail!(
             "refusing to train on {}: the eval set is for measuring only",
             data.display()
         );
     }
-    let report = palisade_eval::run_train(data, out, seed)
+    let out = out.unwrap_or_else(|| {
+        datasets::repo_root().join("crates/palisade-detect/model/palisade-detect.model")
+    });
+    let mut progress = datasets::Progress::new(quiet);
+    let started = std::time::Instant::now();
+    progress.tick(&format!(
+        "train: fitting on {} (seed {seed})…",
+        data.display()
+    ));
+    let report = palisade_eval::run_train(&data, &out, seed)
         .with_context(|| format!("training from {}", data.display()))?;
+    progress.done(&format!(
+        "train: wrote {} in {:.1} s",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    ));
     print!("{}", report.markdown);
     Ok(())
 }

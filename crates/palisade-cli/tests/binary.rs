@@ -96,9 +96,27 @@ fn config_check_names_the_bad_key_and_accepts_the_example() {
     assert!(stderr.contains("conect_timeout_ms"), "{stderr}");
 
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/palisade.toml");
+    // `serve` would refuse to start without the tenant's upstream key and
+    // tool credential the example names, so `config check` says so.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
         .args(["config", "check", example])
         .env("OPENAI_API_KEY", "sk-example")
+        .env_remove("ACME_OPENAI_API_KEY")
+        .env_remove("ACME_SMTP_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ACME_OPENAI_API_KEY is not set")
+            && stdout.contains("ACME_SMTP_TOKEN is not set"),
+        "{stdout}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["config", "check", example])
+        .env("OPENAI_API_KEY", "sk-example")
+        .env("ACME_OPENAI_API_KEY", "sk-acme")
+        .env("ACME_SMTP_TOKEN", "smtp-token")
         .output()
         .unwrap();
     assert!(

@@ -97,6 +97,29 @@ fn build_sign_verify_inspect_round_trip_and_refusals() {
         "1765000100",
     ]);
     assert!(verified.starts_with("ok: serial 7"), "{verified}");
+    let verified: serde_json::Value = serde_json::from_str(&ok(&[
+        "bundle",
+        "verify",
+        &p("b.json"),
+        "--trusted-key",
+        &new_key,
+        "--now",
+        "1765000100",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        (
+            &verified["ok"],
+            &verified["serial"],
+            &verified["created_at"]
+        ),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(7),
+            &serde_json::json!(1765000000)
+        )
+    );
     let inspect = ok(&["bundle", "inspect", &p("b.json")]);
     assert!(
         inspect.contains(&new_key[..16]) && inspect.contains("1765000000"),

@@ -114,6 +114,16 @@ fn eval_channel(row: &Row) -> Channel {
 
 /// Scans every `*.jsonl` file of `dir` (sorted by name).
 pub fn score_dir(dir: &Path, detector: &Detector) -> Result<Vec<FileResult>, EvalError> {
+    score_dir_with(dir, detector, &mut |_, _, _| {})
+}
+
+/// [`score_dir`], telling `progress` before each file: its index, the
+/// number of files, its name (the CLI's progress line).
+pub fn score_dir_with(
+    dir: &Path,
+    detector: &Detector,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<Vec<FileResult>, EvalError> {
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| EvalError::Io {
             path: dir.display().to_string(),
@@ -127,12 +137,14 @@ pub fn score_dir(dir: &Path, detector: &Detector) -> Result<Vec<FileResult>, Eva
         return Err(EvalError::NoData(dir.display().to_string()));
     }
     let mut out = Vec::new();
-    for p in paths {
-        let rows = read_jsonl(&p)?;
+    let total = paths.len();
+    for (i, p) in paths.into_iter().enumerate() {
         let name = p
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        progress(i, total, &name);
+        let rows = read_jsonl(&p)?;
         let mut scored = Vec::with_capacity(rows.len());
         for row in &rows {
             let input = ScanInput {

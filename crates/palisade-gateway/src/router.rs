@@ -57,6 +57,8 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
         .route("/admin/fleet", get(crate::api::admin::fleet))
         .route("/admin/audit", get(crate::api::admin_read::audit))
         .route("/admin/limits", get(crate::api::admin_read::limits))
+        .route("/admin/routes", get(crate::api::admin_views::routes))
+        .route("/admin/policy/shadow", get(crate::api::admin_views::shadow))
         .route(
             "/admin/policy/diff",
             get(crate::api::admin_read::policy_diff),

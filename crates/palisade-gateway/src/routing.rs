@@ -130,6 +130,18 @@ impl RouteTable {
         self.tenant_rules.get(tenant).cloned().unwrap_or_default()
     }
 
+    /// The aliases of route `id` (its other public names), sorted.
+    pub fn aliases_of(&self, id: usize) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .by_name
+            .iter()
+            .filter(|(name, r)| r.id == id && name.as_str() != &*r.public_name)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
     /// The wildcard route, if any.
     pub fn wildcard(&self) -> Option<&Route> {
         self.wildcard.as_ref()

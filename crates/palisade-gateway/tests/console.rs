@@ -1,8 +1,11 @@
 //! The admin web console (`/admin/ui`) in a real headless Chromium, driven
 //! over WebDriver (Debian's `chromium` and `chromium-driver`): wrong-key
 //! login, login, policy versions and their diff, the audit tail filtered
-//! by gate, the usage chart, approving a held tool call, logout; data
-//! carrying markup (a model name, tool arguments) shown as text, never run.
+//! by gate, the shadow policy's divergence, the usage chart, approving a
+//! held tool call, creating a runtime key (its secret shown once), seeing
+//! it listed and revoking it, the routes view, logout; data carrying
+//! markup (a model name, tool arguments, a key's tenant) shown as text,
+//! never run.
 //! Screenshots go to `<target>/console-screenshots/`.
 //!
 //! Without chromium the test fails with the reason (it does not pass):
@@ -25,6 +28,7 @@ const AGENT: &str = "sk-console-agent";
 /// Markup a hostile client can put where the console shows data.
 const XSS_MODEL: &str = "\"><img src=x onerror=\"window.__xss=1\">";
 const XSS_ARG: &str = "/tmp/<script>window.__xss=2</script>\"><img src=x onerror=window.__xss=3>";
+const XSS_TENANT: &str = "<script>window.__xss=4</script><img src=x onerror=window.__xss=5>";
 
 fn policy(threshold: &str) -> String {
     format!(
@@ -74,6 +78,17 @@ async fn the_console_drives_the_admin_api_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     let policy_file = dir.path().join("policy.toml");
     std::fs::write(&policy_file, policy("0.8609")).unwrap();
+    // The shadow candidate would also block PII in the input: it disagrees
+    // with the active policy on a prompt carrying an e-mail address.
+    let shadow_file = dir.path().join("candidate.toml");
+    std::fs::write(
+        &shadow_file,
+        format!(
+            "{}\n[tiers.agent.input]\npii = {{ action = \"block\" }}\n",
+            policy("0.75")
+        ),
+    )
+    .unwrap();
     let db = dir.path().join("ledger.db");
     let toml = format!(
         r#"
@@ -91,11 +106,16 @@ name = "agent"
 tenant = "acme"
 sha256 = "{}"
 
+[auth.runtime]
+enabled = true
+refresh_ms = 200
+
 [ledger]
 url = "sqlite:{db}"
 
 [policy]
 file = "{}"
+shadow_file = "{}"
 reload_interval_ms = 100
 audit_url = "sqlite:{db}"
 
@@ -106,6 +126,7 @@ secure_cookie = false
         sha(ADMIN),
         sha(AGENT),
         policy_file.display(),
+        shadow_file.display(),
         db = db.display(),
     );
     let config = Config::load(&Sources {
@@ -163,6 +184,17 @@ secure_cookie = false
             .unwrap();
         assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
     }
+    // Allowed by the active policy, blocked by the shadow: one divergence,
+    // under the hostile model name.
+    let resp = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(AGENT)
+        .json(&json!({"model": XSS_MODEL,
+            "messages": [{"role": "user", "content": "Write to jane.doe@example.com please"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
     let calls = json!([{"name": "delete_file", "arguments": {"path": XSS_ARG}}]);
     let held: Value = http
         .post(format!("{base}/v1/chat/completions"))
@@ -219,13 +251,35 @@ secure_cookie = false
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(versions.len(), 2, "{versions:?}");
-    assert_eq!(versions[1], v1["active"]["version"].as_str().unwrap());
+    // Active, shadow, the previous active.
+    assert_eq!(versions.len(), 3, "{versions:?}");
+    assert_eq!(versions[2], v1["active"]["version"].as_str().unwrap());
     let diff = b.js(CELL_TEXTS, json!(["#policy-diff li"])).await;
     let diff = diff.to_string();
     assert!(
         diff.contains("tiers.agent.context.injection.threshold") && diff.contains("0.75"),
         "{diff}"
+    );
+    // The shadow's disagreement: counted, with the example (its hostile
+    // model name as text).
+    let summary = b
+        .js(
+            "return document.getElementById('shadow-summary').textContent;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        summary.as_str().unwrap().contains("disagreed on 1 of"),
+        "{summary}"
+    );
+    let shadow = b.js(CELL_TEXTS, json!(["#shadow-rows td"])).await;
+    let shadow: Vec<String> = serde_json::from_value(shadow).unwrap();
+    assert!(shadow.iter().any(|t| t == XSS_MODEL), "{shadow:?}");
+    assert!(
+        shadow
+            .iter()
+            .any(|t| t.starts_with("block") && t.contains("pii_in_input")),
+        "{shadow:?}"
     );
     b.screenshot(&shots, "02-policy").await;
 
@@ -325,6 +379,106 @@ secure_cookie = false
         .await
         .unwrap();
     assert_eq!(pending["data"], json!([]), "{pending}");
+
+    // Keys: config keys listed; create a runtime key (tenant carrying
+    // markup), its secret shown once and working; listed; revoked.
+    b.click("#nav button[data-page=keys]").await;
+    b.wait_for(
+        "the keys page",
+        "return document.body.dataset.loaded === 'keys';",
+    )
+    .await;
+    let names = b.js(CELL_TEXTS, json!(["#keys-rows td.key-name"])).await;
+    assert_eq!(
+        names,
+        json!(["agent", "ops"]),
+        "config keys, sorted by tenant"
+    );
+    b.type_into("#key-tenant", XSS_TENANT).await;
+    b.type_into("#key-name", "ci-bot").await;
+    b.type_into("#key-models", "plain-model").await;
+    b.click("#key-create").await;
+    b.wait_for(
+        "the new key's secret",
+        "return !document.getElementById('key-secret-box').hidden \
+         && document.querySelectorAll('#keys-rows button.revoke').length === 1;",
+    )
+    .await;
+    let secret = b
+        .js(
+            "return document.getElementById('key-secret').textContent;",
+            json!([]),
+        )
+        .await;
+    let secret = secret.as_str().unwrap().to_owned();
+    assert!(secret.starts_with("pk-"), "{secret}");
+    let chat = |key: String, model: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}/v1/chat/completions");
+        async move {
+            http.post(url)
+                .bearer_auth(key)
+                .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(chat(secret.clone(), "plain-model").await, 200);
+    assert_eq!(chat(secret.clone(), "other-model").await, 403, "allowlist");
+    let rows = b.js(CELL_TEXTS, json!(["#keys-rows td"])).await;
+    let rows: Vec<String> = serde_json::from_value(rows).unwrap();
+    assert!(rows.iter().any(|t| t == XSS_TENANT), "{rows:?}");
+    assert!(rows.iter().any(|t| t == "plain-model"), "{rows:?}");
+    assert!(
+        !rows.iter().any(|t| t.contains(&secret)),
+        "no secret in the list"
+    );
+    b.screenshot(&shots, "06-keys-created").await;
+    // The secret goes when the operator is done with it.
+    b.click("#key-secret-done").await;
+    let gone = b
+        .js(
+            "return document.getElementById('key-secret').textContent;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(gone, "");
+    b.js("window.confirm = () => true;", json!([])).await;
+    b.click("#keys-rows button.revoke").await;
+    b.wait_for(
+        "the revocation",
+        "return document.getElementById('status').textContent === 'revoked ci-bot' \
+         && document.querySelectorAll('#keys-rows button.revoke').length === 0;",
+    )
+    .await;
+    let status = b.js(CELL_TEXTS, json!(["#keys-rows td.key-status"])).await;
+    assert_eq!(status, json!(["revoked"]));
+    assert_eq!(chat(secret.clone(), "plain-model").await, 401);
+    b.screenshot(&shots, "07-keys-revoked").await;
+
+    // Routes: the wildcard route, its deployment's live state.
+    b.click("#nav button[data-page=routes]").await;
+    b.wait_for(
+        "the routes page",
+        "return document.body.dataset.loaded === 'routes';",
+    )
+    .await;
+    let routes = b
+        .js(CELL_TEXTS, json!(["#routes-rows td.route-model"]))
+        .await;
+    assert_eq!(routes, json!(["*"]));
+    let deployments = b
+        .js(CELL_TEXTS, json!(["#routes-rows div.deployment"]))
+        .await;
+    let deployments = deployments.to_string();
+    assert!(
+        deployments.contains("main · weight 1 · healthy · breaker none"),
+        "{deployments}"
+    );
+    b.screenshot(&shots, "08-routes").await;
 
     // Nothing the data carried ran, and no element was made from it.
     let injected = b

@@ -305,3 +305,107 @@ async fn the_page_never_builds_html_from_strings() {
         assert!(!html.contains(inline), "index.html has {inline}");
     }
 }
+
+/// The Keys, Routes and shadow-divergence views: a tenant key cannot read
+/// them; a console session cannot create a key without its CSRF token; a
+/// flood of requests the shadow disagrees on, under hostile model names,
+/// keeps the examples bounded (50, names cut to 128 characters) and serves
+/// them as JSON data, never as markup; no view carries key material.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keys_routes_and_shadow_views_resist_tenants_csrf_and_floods() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = |label: &str, action: &str| {
+        format!("label = \"{label}\"\ndefault_tier = \"t\"\n[tiers.t.input]\npii = {{ action = \"{action}\" }}\n")
+    };
+    let active = dir.path().join("active.toml");
+    let shadow = dir.path().join("shadow.toml");
+    std::fs::write(&active, rules("active", "flag")).expect("write");
+    std::fs::write(&shadow, rules("candidate", "block")).expect("write");
+    let s = crate::harness::Scripted::new(&format!(
+        "[[auth.keys]]\nname = \"ops\"\ntenant = \"ops\"\nsha256 = \"{}\"\nadmin = true\n\
+         [[auth.keys]]\nname = \"eve\"\ntenant = \"eve\"\nsha256 = \"{}\"\n\
+         [console]\nsecure_cookie = false\n\
+         [policy]\nfile = \"{}\"\nshadow_file = \"{}\"\n",
+        hash(ADMIN),
+        hash(TENANT),
+        active.display(),
+        shadow.display()
+    ))
+    .await;
+    let c = &s.client;
+    let get = |path: &'static str, key: &'static str| async move {
+        let resp = c
+            .http
+            .get(c.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("gateway answers");
+        let status = resp.status().as_u16();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, ctype, resp.text().await.unwrap_or_default())
+    };
+    for path in ["/admin/keys", "/admin/routes", "/admin/policy/shadow"] {
+        let (status, _, body) = get(path, TENANT).await;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    // A session without its CSRF token creates nothing.
+    let session = login(c, ADMIN, None).await;
+    let cookie = session.cookie.expect("a session cookie");
+    let resp = c
+        .http
+        .post(c.url("/admin/keys"))
+        .header("cookie", format!("palisade_console={cookie}"))
+        .json(&json!({"tenant": "eve", "name": "planted", "admin": true}))
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(resp.status().as_u16(), 403);
+    // The flood: every request carries PII, so the shadow blocks what the
+    // active policy only flags; each under a long name full of markup.
+    let hostile = format!("<script>alert(1)</script>{}", "<img src=x>".repeat(12));
+    for i in 0..120 {
+        let resp = c
+            .http
+            .post(c.url("/v1/chat/completions"))
+            .bearer_auth(TENANT)
+            .json(&json!({"model": format!("{i}{hostile}"),
+                "messages": [{"role": "user", "content": "mail jane.doe@example.com"}]}))
+            .send()
+            .await
+            .expect("gateway answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "the active policy only flags: {text}");
+    }
+    let (status, ctype, body) = get("/admin/policy/shadow", ADMIN).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(ctype.starts_with("application/json"), "{ctype}");
+    let report: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(report["diverged"], 120, "{report}");
+    assert_eq!(report["by_change"]["flag→block"], 120, "{report}");
+    let recent = report["recent"].as_array().expect("examples");
+    assert_eq!(recent.len(), 50, "the ring is bounded");
+    assert_eq!(
+        recent[0]["model"]
+            .as_str()
+            .map(|m| m.starts_with("119<script>")),
+        Some(true)
+    );
+    assert!(recent.iter().all(|d| d["model"]
+        .as_str()
+        .is_some_and(|m| m.chars().count() <= 128)));
+    assert!(!body.contains("jane.doe"), "no judged text in the report");
+    // Routes and keys: JSON, no key material.
+    for path in ["/admin/routes", "/admin/keys", "/admin/limits"] {
+        let (status, ctype, body) = get(path, ADMIN).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(ctype.starts_with("application/json"), "{path}: {ctype}");
+        assert!(!body.contains(&hash(TENANT)), "{path} leaks a key hash");
+    }
+}

@@ -31,8 +31,10 @@
 //!   log-probabilities or the client's own `logit_bias`, and switching the
 //!   watermark off with it.
 //! - `console`: the admin web console's sessions (CSRF without the token,
-//!   a planted session id, a tenant key logging in, expiry, a login flood)
-//!   and a page that never builds HTML from data.
+//!   a planted session id, a tenant key logging in, expiry, a login flood),
+//!   a page that never builds HTML from data, and the Keys, Routes and
+//!   shadow-divergence views (tenant keys, CSRF, a flood of divergent
+//!   requests under hostile model names, key material in answers).
 //! - `runtime_keys`: `/admin/keys` and `palisade keys` (escalation by a
 //!   non-admin key, telling revoked from unknown keys, old secrets after a
 //!   rotation, creation floods, secrets leaking into logs, audit or lists).

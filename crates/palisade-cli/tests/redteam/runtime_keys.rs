@@ -260,6 +260,29 @@ async fn runtime_keys_resist_escalation_enumeration_floods_and_leaks() {
     for s in &secrets {
         assert!(!listed.contains(s.as_str()), "a secret is listed");
     }
+    // Config keys are listed beside them, by label only (no hash).
+    assert_eq!(
+        all["config_keys"].as_array().map(Vec::len),
+        Some(2),
+        "{all}"
+    );
+    assert!(!listed.contains(&sha(PLAIN)) && !listed.contains(&sha(ADMIN)));
+    let table = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["keys", "list"])
+        .env("PALISADE_URL", &served.base)
+        .env("PALISADE_ADMIN_KEY", ADMIN)
+        .output()
+        .expect("palisade keys list runs");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("(config)") && l.contains(" plain ")),
+        "{table}"
+    );
+    for s in &secrets {
+        assert!(!table.contains(s.as_str()), "a secret is listed");
+    }
 
     // Stop, then read the logs and the audit store.
     let mut child = served.child;

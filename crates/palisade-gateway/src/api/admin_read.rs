@@ -208,29 +208,10 @@ pub async fn limits(
     if let Err(err) = state.auth.authenticate_admin(&headers) {
         return error_response(&err, Some(&request_id));
     }
-    use palisade_routing::StateView;
     let now = std::time::Instant::now();
     let view = state.balancer.view(&state.backends, now);
-    let backends: Vec<Value> = state
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            let s = view.state(i);
-            let breaker = match &b.breaker {
-                None => "none",
-                Some(br) if br.is_open(now) => "open",
-                Some(_) => "closed",
-            };
-            serde_json::json!({
-                "name": b.name,
-                "healthy": s.healthy,
-                "outstanding": s.outstanding,
-                "ewma_ms": s.ewma as f64 / 1e6,
-                "breaker": breaker,
-                "probe": state.balancer.probe_state(i),
-            })
-        })
+    let backends: Vec<Value> = (0..state.backends.len())
+        .map(|i| super::admin_views::backend_state(&state, &view, i, now))
         .collect();
     let shared = state.admission.is_shared();
     Json(serde_json::json!({

@@ -2,7 +2,9 @@
 //!
 //! - `POST /admin/keys` creates a key and answers its secret, once: only
 //!   its SHA-256 is stored, so it cannot be shown again.
-//! - `GET /admin/keys[?tenant=T]` lists keys without secrets or hashes.
+//! - `GET /admin/keys[?tenant=T]` lists keys without secrets or hashes:
+//!   runtime keys in `keys`, `[[auth.keys]]` in `config_keys` (listed
+//!   also when runtime keys are off; `runtime_enabled` says which).
 //! - `POST /admin/keys/{id}/rotate` gives the key a new secret; with
 //!   `overlap_s` the previous one keeps working that long (at most 7 days).
 //! - `POST /admin/keys/{id}/revoke` revokes it for good.
@@ -399,21 +401,51 @@ pub async fn list(
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let result = async {
-        let (_, ledger, _) = context(&state, &headers)?;
+        // Config keys are listed even without runtime keys: the console's
+        // Keys page shows both.
+        state.auth.authenticate_admin(&headers)?;
         let Ok(Query(params)) = params else {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
                 "malformed query string",
             ));
         };
+        let wanted = |tenant: &str| params.tenant.as_ref().is_none_or(|t| t == tenant);
+        let config_keys: Vec<Value> = state
+            .auth
+            .config_keys()
+            .into_iter()
+            .filter(|p| wanted(&p.tenant))
+            .map(|p| {
+                json!({
+                    "tenant": &*p.tenant,
+                    "name": &*p.key_name,
+                    "source": "config",
+                    "admin": p.admin,
+                    "approver": p.approver,
+                    "executor": p.executor,
+                })
+            })
+            .collect();
         let now = now_ms();
-        let keys: Vec<Value> = load(ledger)
-            .await?
+        let runtime = match (state.auth.runtime.as_ref(), state.ledger.get()) {
+            (Some(_), Some(ledger)) => Some(load(ledger).await?),
+            _ => None,
+        };
+        let keys: Vec<Value> = runtime
             .iter()
-            .filter(|k| params.tenant.as_ref().is_none_or(|t| *t == k.tenant))
+            .flatten()
+            .filter(|k| wanted(&k.tenant))
             .map(|k| describe(k, now))
             .collect();
-        Ok((StatusCode::OK, json!({ "keys": keys })))
+        Ok((
+            StatusCode::OK,
+            json!({
+                "keys": keys,
+                "config_keys": config_keys,
+                "runtime_enabled": runtime.is_some(),
+            }),
+        ))
     }
     .await;
     respond(result, &request_id)

@@ -17,6 +17,8 @@ use palisade_policy::AuditRecord;
 pub(crate) struct AuditSink {
     /// The store, once opened by `Gateway::start`.
     store: Arc<OnceLock<Arc<Ledger>>>,
+    /// Shadow-vs-active disagreements seen in the records written here.
+    shadow: Arc<super::shadow_log::ShadowLog>,
 }
 
 impl AuditSink {
@@ -30,10 +32,16 @@ impl AuditSink {
         self.store.get()
     }
 
+    /// The shadow divergence counters (`/admin/policy/shadow` reads them).
+    pub(crate) fn shadow_log(&self) -> &super::shadow_log::ShadowLog {
+        &self.shadow
+    }
+
     /// Records one gate decision. Never waits: the store's writer commits it
     /// with its next batch; a failure is logged and counted, never dropped
     /// silently.
     pub(crate) fn write(&self, record: &AuditRecord) {
+        self.shadow.observe(record);
         let line = match record.to_json_line() {
             Ok(line) => line,
             Err(e) => {

@@ -23,6 +23,7 @@ pub(crate) mod plan;
 pub(crate) mod policy;
 pub(crate) mod pool;
 pub(crate) mod scan_cache;
+pub(crate) mod shadow_log;
 pub(crate) mod tools;
 
 pub(crate) use decisions::{audit, decide, record_decision};

@@ -136,6 +136,17 @@ impl Authenticator {
         }
     }
 
+    /// The config keys (`[[auth.keys]]`) as the API lists them: labels and
+    /// roles, never the hash. Sorted by tenant, then name.
+    pub(crate) fn config_keys(&self) -> Vec<&Principal> {
+        let mut keys: Vec<&Principal> = match &self.mode {
+            Mode::Open(_) => Vec::new(),
+            Mode::Keys(keys) => keys.values().collect(),
+        };
+        keys.sort_by(|a, b| (&a.tenant, &a.key_name).cmp(&(&b.tenant, &b.key_name)));
+        keys
+    }
+
     /// Authenticates an admin request: a valid key that is an admin key.
     pub fn authenticate_admin(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
         let principal = self.authenticate(headers)?;

@@ -131,6 +131,34 @@ async function loadPolicy() {
   }
   $("rollback").disabled = !(p.history || []).length;
   await runDiff();
+  await loadShadow();
+}
+
+// The shadow policy's disagreements with the active one (this replica).
+async function loadShadow() {
+  const r = await api("/admin/policy/shadow");
+  const body = $("shadow-rows");
+  clear(body);
+  if (!r.configured_shadow) {
+    $("shadow-summary").textContent = "No shadow policy is configured (policy.shadow_file).";
+    return;
+  }
+  const changes = Object.keys(r.by_change || {}).map((k) => k + " " + r.by_change[k]).join(", ");
+  const rate = r.evaluated ? ((100 * r.diverged) / r.evaluated).toFixed(1) : "0.0";
+  $("shadow-summary").textContent = "Shadow " + scalar(r.shadow_version).slice(0, 19) + " disagreed on " +
+    r.diverged + " of " + r.evaluated + " decisions (" + rate + "%)" + (changes ? ": " + changes : "") +
+    ". Newest " + r.max_examples + " kept.";
+  (r.recent || []).forEach((d) => {
+    const tr = el("tr");
+    tr.appendChild(el("td", new Date(d.ts_ms).toISOString()));
+    tr.appendChild(el("td", d.tenant));
+    tr.appendChild(el("td", d.model, "mono"));
+    tr.appendChild(el("td", d.gate));
+    tr.appendChild(el("td", d.active_action + " " + (d.active_reasons || []).join(", ")));
+    tr.appendChild(el("td", d.shadow_action + " " + (d.shadow_reasons || []).join(", "), "shadow-action"));
+    tr.appendChild(el("td", d.request_id, "mono"));
+    body.appendChild(tr);
+  });
 }
 
 async function runDiff() {
@@ -264,6 +292,174 @@ async function decide(id, approve) {
   await loadTools();
 }
 
+// ---- keys -----------------------------------------------------------------
+
+function when(ms) {
+  return ms === null || ms === undefined ? "never" : new Date(ms).toISOString().slice(0, 16).replace("T", " ");
+}
+
+function roles(k) {
+  return ["admin", "approver", "executor"].filter((r) => k[r]).join(", ");
+}
+
+function showSecret(secret) {
+  $("key-secret").textContent = secret;
+  $("key-secret-box").hidden = false;
+}
+
+async function copySecret() {
+  const text = $("key-secret").textContent;
+  try {
+    await navigator.clipboard.writeText(text);
+    status("key copied");
+  } catch (_) {
+    // No clipboard permission: select it for a manual copy.
+    const range = document.createRange();
+    range.selectNodeContents($("key-secret"));
+    const sel = window.getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+    status("select-and-copy: the key is highlighted");
+  }
+}
+
+function hideSecret() {
+  $("key-secret").textContent = "";
+  $("key-secret-box").hidden = true;
+}
+
+function keyButton(label, cls, action) {
+  const b = el("button", label, cls);
+  b.type = "button";
+  b.addEventListener("click", () => action().catch((e) => status(e.message, true)));
+  return b;
+}
+
+async function loadKeys() {
+  const r = await api("/admin/keys");
+  const body = $("keys-rows");
+  clear(body);
+  (r.config_keys || []).forEach((k) => {
+    const tr = el("tr");
+    [["config", ""], [k.tenant, ""], [k.name, "key-name"], ["active", ""], [roles(k), ""], ["all", ""], ["never", ""], ["", "mono"]]
+      .forEach(([v, c]) => tr.appendChild(el("td", v, c)));
+    tr.appendChild(el("td", "edit the config file", "hint"));
+    body.appendChild(tr);
+  });
+  (r.keys || []).forEach((k) => {
+    const tr = el("tr");
+    tr.dataset.id = k.id;
+    tr.appendChild(el("td", "runtime"));
+    tr.appendChild(el("td", k.tenant));
+    tr.appendChild(el("td", k.name, "key-name"));
+    const overlap = k.previous_secret_valid_until_ms ? " (old secret until " + when(k.previous_secret_valid_until_ms) + ")" : "";
+    tr.appendChild(el("td", k.status + overlap, "key-status"));
+    tr.appendChild(el("td", roles(k)));
+    tr.appendChild(el("td", k.models ? k.models.join(", ") : "all"));
+    tr.appendChild(el("td", when(k.expires_at_ms)));
+    tr.appendChild(el("td", k.id, "mono"));
+    const td = el("td");
+    if (k.status !== "revoked") {
+      td.appendChild(keyButton("Rotate", "rotate", () => rotateKey(k)));
+      td.appendChild(keyButton("Edit", "edit", () => editKey(k)));
+      td.appendChild(keyButton("Revoke", "revoke danger", () => revokeKey(k)));
+    }
+    tr.appendChild(td);
+    body.appendChild(tr);
+  });
+  $("keys-note").textContent = r.runtime_enabled
+    ? "Runtime keys take effect on every replica within auth.runtime.refresh_ms."
+    : "Runtime keys are off ([auth.runtime] enabled = true and ledger.url): only config keys are listed.";
+  $("key-form").hidden = !r.runtime_enabled;
+}
+
+function modelList(text) {
+  const models = text.split(",").map((m) => m.trim()).filter((m) => m);
+  return models.length ? models : null;
+}
+
+async function createKey(ev) {
+  ev.preventDefault();
+  const req = {
+    tenant: $("key-tenant").value.trim(),
+    name: $("key-name").value.trim(),
+    models: modelList($("key-models").value),
+    admin: $("key-admin").checked,
+    approver: $("key-approver").checked,
+  };
+  const days = Number($("key-days").value);
+  if (days > 0) req.expires_in_s = Math.round(days * 86400);
+  const r = await api("/admin/keys", { method: "POST", body: JSON.stringify(req) });
+  $("key-form").reset();
+  showSecret(r.key);
+  status("created " + r.name + " (" + r.tenant + ")");
+  await loadKeys();
+}
+
+async function rotateKey(k) {
+  const overlap = window.prompt("Keep the old secret working for how many seconds? (0: none, at most 604800)", "3600");
+  if (overlap === null) return;
+  const r = await api("/admin/keys/" + encodeURIComponent(k.id) + "/rotate", {
+    method: "POST",
+    body: JSON.stringify({ overlap_s: Number(overlap) || 0 }),
+  });
+  showSecret(r.key);
+  status("rotated " + r.name);
+  await loadKeys();
+}
+
+async function revokeKey(k) {
+  if (!window.confirm("Revoke the key " + k.name + " of " + k.tenant + "? It stops working on every replica.")) return;
+  await api("/admin/keys/" + encodeURIComponent(k.id) + "/revoke", { method: "POST", body: "{}" });
+  status("revoked " + k.name);
+  await loadKeys();
+}
+
+async function editKey(k) {
+  const models = window.prompt("Models this key may call (comma-separated; empty: all)", k.models ? k.models.join(", ") : "");
+  if (models === null) return;
+  const days = window.prompt("Expires in how many days? (empty: never)", "");
+  if (days === null) return;
+  const req = { models: modelList(models) };
+  if (Number(days) > 0) req.expires_in_s = Math.round(Number(days) * 86400);
+  else req.expires_at_ms = null;
+  await api("/admin/keys/" + encodeURIComponent(k.id), { method: "PATCH", body: JSON.stringify(req) });
+  status("updated " + k.name);
+  await loadKeys();
+}
+
+// ---- routes ---------------------------------------------------------------
+
+function deploymentText(d) {
+  const s = d.state || {};
+  return [d.backend, "weight " + d.weight, s.healthy ? "healthy" : "unhealthy", "breaker " + s.breaker,
+    s.outstanding + " in flight", Number(s.ewma_ms || 0).toFixed(1) + " ms"].join(" · ");
+}
+
+async function loadRoutes() {
+  const r = await api("/admin/routes");
+  const body = $("routes-rows");
+  clear(body);
+  r.routes.forEach((route) => {
+    const tr = el("tr");
+    tr.appendChild(el("td", route.model, "mono route-model"));
+    tr.appendChild(el("td", (route.aliases || []).join(", ")));
+    tr.appendChild(el("td", route.upstream_model || "(as requested)", "mono"));
+    const deps = el("td");
+    route.deployments.forEach((d) => deps.appendChild(el("div", deploymentText(d), d.state && d.state.healthy ? "deployment" : "deployment error")));
+    tr.appendChild(deps);
+    tr.appendChild(el("td", route.max_attempts));
+    const byClass = route.fallbacks.by_class || {};
+    const chains = Object.keys(byClass).filter((c) => byClass[c].length).map((c) => c + ": " + byClass[c].join(" → "));
+    if ((route.fallbacks.default || []).length) chains.unshift(route.fallbacks.default.join(" → "));
+    tr.appendChild(el("td", chains.join("; ") || "none"));
+    body.appendChild(tr);
+  });
+  const view = $("routes-backends");
+  clear(view);
+  view.appendChild(renderValue(r.backends));
+}
+
 // ---- navigation, login ----------------------------------------------------
 
 const PAGES = {
@@ -272,6 +468,8 @@ const PAGES = {
   usage: loadUsage,
   quotas: () => showJson("/admin/quotas", "quotas-view"),
   tools: loadTools,
+  keys: loadKeys,
+  routes: loadRoutes,
   limits: () => showJson("/admin/limits", "limits-view"),
   fleet: () => showJson("/admin/fleet", "fleet-view"),
   anomaly: () => showJson("/admin/anomaly", "anomaly-view"),
@@ -279,6 +477,7 @@ const PAGES = {
 };
 
 async function show(page) {
+  if (page !== "keys") hideSecret();
   document.querySelectorAll(".page").forEach((s) => { s.hidden = s.id !== "page-" + page; });
   document.querySelectorAll("#nav button").forEach((b) => {
     if (b.dataset.page === page) b.setAttribute("aria-current", "page");
@@ -344,6 +543,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("audit-form").addEventListener("submit", (ev) => { ev.preventDefault(); show("audit"); });
   $("audit-more").addEventListener("click", () => loadAudit(true).catch((e) => status(e.message, true)));
   $("usage-run").addEventListener("click", () => show("usage"));
+  $("key-form").addEventListener("submit", (ev) => createKey(ev).catch((e) => status(e.message, true)));
+  $("key-copy").addEventListener("click", copySecret);
+  $("key-secret-done").addEventListener("click", hideSecret);
   const resp = await fetch("/admin/ui/session", { credentials: "same-origin" });
   if (resp.ok) showApp(await resp.json());
   else showLogin();
