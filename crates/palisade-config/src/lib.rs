@@ -31,6 +31,7 @@ mod auth;
 mod backends;
 mod bundle;
 mod console;
+mod reload;
 mod detection;
 mod extraction;
 mod fleet;
@@ -52,6 +53,7 @@ pub use auth::*;
 pub use backends::*;
 pub use bundle::*;
 pub use console::*;
+pub use reload::*;
 pub use detection::*;
 pub use extraction::*;
 pub use fleet::*;
@@ -153,6 +155,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// OpenTelemetry trace export (off by default).
     pub telemetry: TelemetryConfig,
+    /// Watching the config file for edits (the hot sections of `[limits]`).
+    pub reload: ReloadConfig,
 }
 
 /// Where a config comes from. Tests pass an explicit environment so they do
@@ -265,6 +269,7 @@ impl Config {
         self.idempotency.validate()?;
         self.cache.validate()?;
         self.console.validate()?;
+        self.reload.validate()?;
         if let Some(bundle) = &self.bundle {
             bundle.validate()?;
             if self.policy.file.is_some() {
