@@ -56,6 +56,11 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
         .route("/admin/fleet", get(crate::api::admin::fleet))
         .route("/admin/audit", get(crate::api::admin_read::audit))
         .route("/admin/limits", get(crate::api::admin_read::limits))
+        .route("/admin/config", get(crate::api::admin_read::config))
+        .route(
+            "/admin/config/reload",
+            post(crate::api::admin_read::config_reload),
+        )
         .route(
             "/admin/policy/diff",
             get(crate::api::admin_read::policy_diff),
