@@ -39,12 +39,15 @@
 //! - `telemetry`: huge and malformed trace-context headers, attribute and
 //!   verdict injection, prompt text in spans, and a flood against the span
 //!   export queue.
+//! - `config_reload`: reload storms (no refilled limits, no dropped
+//!   requests in flight) and a half-written config file (never applied).
 //! - `ops`: 500 made-up model names do not blow up metric label cardinality.
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
 
 mod bundle;
+mod config_reload;
 mod console;
 mod extraction;
 mod harness;
