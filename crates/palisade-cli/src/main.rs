@@ -279,8 +279,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         for (name, backend) in &config.backends {
             tracing::info!(backend = %name, url = %backend.base_url, "backend");
         }
-        let mut gateway =
-            palisade_gateway::Gateway::new(config).context("building the gateway")?;
+        let mut gateway = palisade_gateway::Gateway::new(config).context("building the gateway")?;
         if let Some(path) = args.config.clone() {
             // A reload reads the file the way this start did: the same
             // environment overrides, default upstream and flags.

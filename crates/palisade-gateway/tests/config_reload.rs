@@ -75,7 +75,10 @@ impl Client {
             .unwrap();
         let status = resp.status().as_u16();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
-        (status, body["error"]["message"].as_str().unwrap_or("").to_owned())
+        (
+            status,
+            body["error"]["message"].as_str().unwrap_or("").to_owned(),
+        )
     }
 
     /// Requests admitted before the first refusal (at most `cap`).
@@ -134,9 +137,8 @@ async fn an_edited_rate_applies_without_restart_and_counters_survive_other_edits
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("palisade.toml");
     let base = base(&upstream, 100);
-    let limits = |a: &str, b: &str| {
-        format!("{base}[limits.tenants.a]\n{a}\n[limits.tenants.b]\n{b}\n")
-    };
+    let limits =
+        |a: &str, b: &str| format!("{base}[limits.tenants.a]\n{a}\n[limits.tenants.b]\n{b}\n");
     let rate = "requests_per_minute = 60\nburst = 5";
     std::fs::write(&path, limits(rate, rate)).unwrap();
     let gw = start(&path).await;
@@ -150,7 +152,10 @@ async fn an_edited_rate_applies_without_restart_and_counters_survive_other_edits
     // polling and does not refill a's bucket.
     std::fs::write(
         &path,
-        limits(rate, &format!("{rate}\n# edited\nmax_in_flight_per_key = 8")),
+        limits(
+            rate,
+            &format!("{rate}\n# edited\nmax_in_flight_per_key = 8"),
+        ),
     )
     .unwrap();
     let mut applied = false;
@@ -177,7 +182,12 @@ async fn an_edited_rate_applies_without_restart_and_counters_survive_other_edits
     let (status, message) = client.chat(KEY_B).await;
     assert_eq!(status, 429);
     assert!(message.contains("1 requests per minute"), "{message}");
-    assert!(client.metric("palisade_config_reload_total{result=\"applied\"}").await >= 2);
+    assert!(
+        client
+            .metric("palisade_config_reload_total{result=\"applied\"}")
+            .await
+            >= 2
+    );
     gw.shutdown();
 }
 

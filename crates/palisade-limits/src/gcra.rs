@@ -351,25 +351,28 @@ mod tests {
     #[test]
     fn reconfigured_keeps_the_used_share_of_the_burst() {
         let table: &[(u64, u64, u64, u64)] = &[
-            (0, 10, 3, 3),  // idle key: a full new burst, like an unseen key
-            (3, 10, 3, 0),  // same config: still empty
-            (3, 1, 2, 0),   // lowered rate and burst: still empty
+            (0, 10, 3, 3),   // idle key: a full new burst, like an unseen key
+            (3, 10, 3, 0),   // same config: still empty
+            (3, 1, 2, 0),    // lowered rate and burst: still empty
             (3, 100, 10, 0), // raised: empty too (the whole burst was used)
-            (1, 10, 3, 2),  // a third used: two of three left
-            (1, 10, 6, 4),  // a third of a burst of six used: four left
+            (1, 10, 3, 2),   // a third used: two of three left
+            (1, 10, 6, 4),   // a third of a burst of six used: four left
         ];
         for &(spent, rate, burst, expect) in table {
             let mut l = limiter();
             for _ in 0..spent {
                 assert!(l.check("k", Nanos::ZERO).allowed);
             }
-            let next = Gcra::new(GcraConfig::new(rate, Nanos::from_secs(1)).with_burst(burst))
-                .unwrap();
+            let next =
+                Gcra::new(GcraConfig::new(rate, Nanos::from_secs(1)).with_burst(burst)).unwrap();
             let mut r = l.reconfigured(next, Nanos::ZERO);
             let admitted = (0..burst + 1)
                 .filter(|_| r.check("k", Nanos::ZERO).allowed)
                 .count() as u64;
-            assert_eq!(admitted, expect, "spent {spent}, then {rate}/s burst {burst}");
+            assert_eq!(
+                admitted, expect,
+                "spent {spent}, then {rate}/s burst {burst}"
+            );
         }
     }
 

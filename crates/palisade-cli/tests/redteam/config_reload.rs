@@ -82,7 +82,11 @@ async fn a_reload_storm_neither_refills_limits_nor_drops_requests_in_flight() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     for task in slow {
-        assert_eq!(task.await.expect("joins"), 200, "a reload dropped a request in flight");
+        assert_eq!(
+            task.await.expect("joins"),
+            200,
+            "a reload dropped a request in flight"
+        );
     }
     // Burst 5 plus one per 10 s elapsed, whatever the number of reloads.
     let allowed = 5 + started.elapsed().as_secs() / 10 + 1;
@@ -155,6 +159,9 @@ async fn a_half_written_config_file_never_becomes_active() {
         .await
         .expect("json");
     let applied = status["config"]["reloads_applied"].as_u64().expect("count");
-    assert!(applied <= 4, "{applied} reloads applied for 4 complete edits: {status}");
+    assert!(
+        applied <= 4,
+        "{applied} reloads applied for 4 complete edits: {status}"
+    );
     gw.shutdown();
 }

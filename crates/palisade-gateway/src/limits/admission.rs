@@ -194,7 +194,10 @@ fn compile_rates(
         .iter()
         .map(|(name, l)| {
             let before = previous.map(|p| p.tenant(name));
-            Ok((name.clone(), gate(l.or(config.default), before, shared, clock)?))
+            Ok((
+                name.clone(),
+                gate(l.or(config.default), before, shared, clock)?,
+            ))
         })
         .collect::<Result<_, AdmissionError>>()?;
     let rates = |table: &std::collections::BTreeMap<String, palisade_config::RateConfig>,

@@ -125,17 +125,34 @@ mod tests {
     fn only_limit_rates_are_hot() {
         check("", &[]);
         check("requests_per_minute = 600 => requests_per_minute = 6", &[]);
-        check("requests_per_minute = 60 => requests_per_minute = 1\nburst = 1", &[]);
-        check("[limits.tenants.beta]\nrequests_per_minute = 5\nmax_in_flight_per_key = 2", &[]);
+        check(
+            "requests_per_minute = 60 => requests_per_minute = 1\nburst = 1",
+            &[],
+        );
+        check(
+            "[limits.tenants.beta]\nrequests_per_minute = 5\nmax_in_flight_per_key = 2",
+            &[],
+        );
         check("[limits.keys.k1]\nrequests_per_minute = 5", &[]);
         check("[limits.models.m]\nrequests_per_minute = 5", &[]);
-        check("monthly_token_quota = 1000 => monthly_token_quota = 9", &["limits.tenants"]);
-        check("[limits.tenants.beta]\nmonthly_token_quota = 5", &["limits.tenants"]);
-        check("[limits]\n => [limits]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:1\"\n",
-            &["limits.backend", "limits.redis_url"]);
+        check(
+            "monthly_token_quota = 1000 => monthly_token_quota = 9",
+            &["limits.tenants"],
+        );
+        check(
+            "[limits.tenants.beta]\nmonthly_token_quota = 5",
+            &["limits.tenants"],
+        );
+        check(
+            "[limits]\n => [limits]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:1\"\n",
+            &["limits.backend", "limits.redis_url"],
+        );
         check("[server]\nlisten = \"127.0.0.1:1\"", &["server"]);
         check("model = \"m\" => model = \"n\"", &["routes"]);
-        check("http://127.0.0.1:1/v1 => http://127.0.0.1:2/v1", &["backends"]);
+        check(
+            "http://127.0.0.1:1/v1 => http://127.0.0.1:2/v1",
+            &["backends"],
+        );
         check("[reload]\nconfig_poll_ms = 0", &["reload"]);
     }
 }
