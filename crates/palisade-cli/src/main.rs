@@ -276,10 +276,10 @@ fn load_config(file: Option<&std::path::Path>, upstream: Option<&str>) -> Result
     })
 }
 
-fn serve(args: ServeArgs) -> Result<()> {
-    // The origin of palisade_security_provisioning_seconds.
-    palisade_gateway::mark_process_start();
-    let mut config = load_config(args.config.as_deref(), args.upstream.as_deref())?;
+/// Applies `serve`'s flags over a loaded config and checks the safety rules
+/// again (flags can change the listen address). Used at start and on every
+/// reload, so a reload compares like with like.
+fn apply_flags(config: &mut Config, args: &ServeArgs) -> Result<()> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
@@ -290,8 +290,15 @@ fn serve(args: ServeArgs) -> Result<()> {
             LogFormat::Text
         };
     }
-    // Flags can change the listen address, so check the safety rules again.
     config.validate().context("invalid flags")?;
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    // The origin of palisade_security_provisioning_seconds.
+    palisade_gateway::mark_process_start();
+    let mut config = load_config(args.config.as_deref(), args.upstream.as_deref())?;
+    apply_flags(&mut config, &args)?;
     let _log_guard = init_logging(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -301,15 +308,55 @@ fn serve(args: ServeArgs) -> Result<()> {
         for (name, backend) in &config.backends {
             tracing::info!(backend = %name, url = %backend.base_url, "backend");
         }
-        let gateway = palisade_gateway::Gateway::new(config).context("building the gateway")?;
+        let mut gateway = palisade_gateway::Gateway::new(config).context("building the gateway")?;
+        if let Some(path) = args.config.clone() {
+            // A reload reads the file the way this start did: the same
+            // environment overrides, default upstream and flags.
+            let upstream = args.upstream.clone();
+            let flags = ServeArgs {
+                config: None,
+                listen: args.listen,
+                upstream: None,
+                log_format: args.log_format.clone(),
+            };
+            gateway = gateway.reload_from(path, move |text| {
+                let mut config = Config::load(&Sources {
+                    file: None,
+                    toml: Some(text),
+                    env: true,
+                    default_upstream: upstream.as_deref(),
+                })
+                .map_err(|e| e.to_string())?;
+                apply_flags(&mut config, &flags).map_err(|e| format!("{e:#}"))?;
+                Ok(config)
+            });
+        }
         let running = gateway.start(None).await.context("starting the listener")?;
-        shutdown_signal().await;
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = reload_on_sighup(&running) => {}
+        }
         tracing::info!("shutdown signal received");
         running.shutdown();
         running.wait().await.context("serving")?;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Reloads the config file on every `SIGHUP`; never returns (on other
+/// platforms, or if the handler cannot be installed, it just waits).
+async fn reload_on_sighup(running: &palisade_gateway::RunningGateway) {
+    #[cfg(unix)]
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        while hup.recv().await.is_some() {
+            let outcome = running.reload_config().await;
+            tracing::info!(result = outcome.label(), "SIGHUP: config reload");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = running;
+    std::future::pending::<()>().await
 }
 
 async fn shutdown_signal() {

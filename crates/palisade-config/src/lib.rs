@@ -38,6 +38,7 @@ mod ledger;
 mod limits;
 mod log;
 mod policy;
+mod reload;
 mod replay;
 mod routes;
 mod routing;
@@ -59,6 +60,7 @@ pub use ledger::*;
 pub use limits::*;
 pub use log::*;
 pub use policy::*;
+pub use reload::*;
 pub use replay::*;
 pub use routes::*;
 pub use routing::*;
@@ -153,6 +155,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// OpenTelemetry trace export (off by default).
     pub telemetry: TelemetryConfig,
+    /// Watching the config file for edits (the hot sections of `[limits]`).
+    pub reload: ReloadConfig,
 }
 
 /// Where a config comes from. Tests pass an explicit environment so they do
@@ -265,6 +269,7 @@ impl Config {
         self.idempotency.validate()?;
         self.cache.validate()?;
         self.console.validate()?;
+        self.reload.validate()?;
         if let Some(bundle) = &self.bundle {
             bundle.validate()?;
             if self.policy.file.is_some() {

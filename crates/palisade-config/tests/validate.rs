@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 107;
+const RULE_SITES: usize = 108;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -147,6 +147,7 @@ fn every_rule_site_is_counted() {
         include_str!("../src/limits.rs"),
         include_str!("../src/log.rs"),
         include_str!("../src/policy.rs"),
+        include_str!("../src/reload.rs"),
         include_str!("../src/replay.rs"),
         include_str!("../src/routes.rs"),
         include_str!("../src/routing.rs"),
@@ -535,6 +536,8 @@ fn invalid_configs_name_the_key() {
         // [console]
         ("[console]\nsession_ttl_secs = 0", "console.session_ttl_secs"),
         ("[console]\nmax_sessions = 0", "console.max_sessions"),
+        // [reload]
+        ("[reload]\nconfig_poll_ms = 5", "reload.config_poll_ms"),
         // [idempotency], [cache]
         ("[idempotency]\nttl_secs = 0", "idempotency.ttl_secs"),
         ("[idempotency]\nmax_entries_per_tenant = 0", "idempotency.max_entries_per_tenant"),

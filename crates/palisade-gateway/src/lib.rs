@@ -42,6 +42,7 @@ pub(crate) mod limits;
 pub(crate) mod metrics;
 pub(crate) mod pipeline;
 pub(crate) mod readiness;
+pub mod reload;
 pub(crate) mod replay;
 pub(crate) mod router;
 pub(crate) mod routing;
@@ -53,6 +54,7 @@ pub(crate) mod upstream;
 pub(crate) mod watermark;
 
 pub use bundle::mark_process_start;
+pub use reload::{ConfigLoader, Outcome as ReloadOutcome};
 pub use server::{Gateway, GatewayError, RunningGateway};
 
 /// The stream relay's per-event work, for the criterion benches only.

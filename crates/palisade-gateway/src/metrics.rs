@@ -183,6 +183,9 @@ fn start_at_zero() {
     for reason in crate::bundle::activate::Refusal::LABELS {
         counter!(BUNDLE_REFUSED, "reason" => *reason).increment(0);
     }
+    for result in crate::reload::Outcome::LABELS {
+        counter!(crate::reload::RELOADS, "result" => result).increment(0);
+    }
     for kind in [
         palisade_anomaly::AlertKind::InjectionBurst,
         palisade_anomaly::AlertKind::RefusalBurst,
@@ -194,6 +197,10 @@ fn start_at_zero() {
 
 fn describe() {
     describe_gauge!(BUILD_INFO, "1, labelled with this build's version.");
+    describe_counter!(
+        crate::reload::RELOADS,
+        "Config file reload attempts, by result (applied, unchanged, invalid, restart_required)."
+    );
     describe_counter!(
         REFUSALS,
         "Error answers given, by wire error code (error codes and policy reason codes)."

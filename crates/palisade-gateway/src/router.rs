@@ -59,6 +59,11 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
         .route("/admin/limits", get(crate::api::admin_read::limits))
         .route("/admin/routes", get(crate::api::admin_views::routes))
         .route("/admin/policy/shadow", get(crate::api::admin_views::shadow))
+        .route("/admin/config", get(crate::api::admin_read::config))
+        .route(
+            "/admin/config/reload",
+            post(crate::api::admin_read::config_reload),
+        )
         .route(
             "/admin/policy/diff",
             get(crate::api::admin_read::policy_diff),

@@ -46,6 +46,20 @@ impl Gateway {
         })
     }
 
+    /// Watches `path` (the file this config was read from) for edits, and
+    /// reads it again with `loader` (the same overrides `serve` applied).
+    /// Polled every `reload.config_poll_ms` once started; also on
+    /// [`RunningGateway::reload_config`] and `POST /admin/config/reload`.
+    #[must_use]
+    pub fn reload_from(
+        self,
+        path: impl Into<std::path::PathBuf>,
+        loader: impl Fn(&str) -> Result<Config, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.state.reload.watch(path.into(), Arc::new(loader));
+        self
+    }
+
     /// The readiness registry, for components that must be ready before the
     /// replica takes traffic.
     pub fn readiness(&self) -> &Readiness {
@@ -153,6 +167,7 @@ impl Gateway {
         serving.set(true);
         let replicas_to = self.state.clone();
         crate::balancer::probe::spawn(&self.state, stop_rx.clone());
+        crate::reload::Reloader::spawn_poll(self.state.clone(), stop_rx.clone());
         self.state.fleet.spawn(
             self.state.gates.policy.clone(),
             self.state.bundle.clone(),
@@ -184,6 +199,7 @@ impl Gateway {
         });
         tracing::info!(%local_addr, "palisade listening");
         Ok(RunningGateway {
+            state: self.state.clone(),
             local_addr,
             stop: stop_tx,
             task,
@@ -194,6 +210,7 @@ impl Gateway {
 /// A gateway that is serving.
 #[derive(Debug)]
 pub struct RunningGateway {
+    state: Arc<GatewayState>,
     local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), GatewayError>>,
@@ -203,6 +220,13 @@ impl RunningGateway {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Reads the config file again and applies its hot sections (what
+    /// `SIGHUP` does); the outcome is also counted, logged and shown by
+    /// `GET /admin/config`.
+    pub async fn reload_config(&self) -> crate::reload::Outcome {
+        self.state.reload.reload_now(&self.state).await
     }
 
     /// Starts draining: readiness fails, the listener closes, in-flight

@@ -133,6 +133,8 @@ pub struct GatewayState {
     pub(crate) console: Option<crate::console::Console>,
     /// OpenTelemetry tracing: the trace context and the span exporter.
     pub(crate) telemetry: crate::telemetry::Telemetry,
+    /// Config hot reload: the config in force, its version, the last error.
+    pub(crate) reload: crate::reload::Reloader,
 }
 
 /// Most model names a wildcard route turns into metric label values.
@@ -310,6 +312,7 @@ impl GatewayState {
             ),
             watermark,
             telemetry: crate::telemetry::Telemetry::from_config(&config.telemetry),
+            reload: crate::reload::Reloader::new(config),
         };
         Ok((state, serving))
     }

@@ -287,6 +287,36 @@ impl MemoryGcra {
         self.store.get(key).copied()
     }
 
+    /// A limiter applying `next` that starts from this one's state, each key
+    /// keeping the *fraction* of its burst it has used: a key that spent its
+    /// whole burst under the old rate has spent its whole burst under the new
+    /// one. A config reload therefore neither hands out a fresh burst nor
+    /// leaves a key owing more than the new burst allows. Idle keys (bucket
+    /// full) are dropped, which is the same as keeping them.
+    ///
+    /// The rescaled debt is rounded up, so a key is never credited by the
+    /// conversion.
+    pub fn reconfigured(&self, next: Gcra, now: Nanos) -> Self {
+        let mut out = Self::with_gcra(next);
+        let old = u128::from(self.gcra.tolerance.max(1));
+        let new = u128::from(next.tolerance);
+        for (key, state) in self.store.iter() {
+            let ahead = u128::from(state.tat.get().saturating_sub(now.get()));
+            if ahead == 0 {
+                continue;
+            }
+            let scaled = (ahead * new).div_ceil(old).min(new);
+            let scaled = u64::try_from(scaled).unwrap_or(u64::MAX);
+            out.store.put(
+                key,
+                GcraState {
+                    tat: Nanos(now.get().saturating_add(scaled)),
+                },
+            );
+        }
+        out
+    }
+
     /// Keys currently held, idle ones not yet swept included.
     pub fn len(&self) -> usize {
         self.store.len()
@@ -313,6 +343,37 @@ mod tests {
     /// 10 per second, burst 3: T = 100 ms, tolerance 300 ms.
     fn limiter() -> MemoryGcra {
         MemoryGcra::new(GcraConfig::new(10, Nanos::from_secs(1)).with_burst(3)).unwrap()
+    }
+
+    /// `(requests spent at 10/s burst 3 at t=0, next rpm-per-second, next
+    /// burst, expected admitted right after the switch)`: the share of the
+    /// burst a key used carries over, so a reload grants no fresh burst.
+    #[test]
+    fn reconfigured_keeps_the_used_share_of_the_burst() {
+        let table: &[(u64, u64, u64, u64)] = &[
+            (0, 10, 3, 3),   // idle key: a full new burst, like an unseen key
+            (3, 10, 3, 0),   // same config: still empty
+            (3, 1, 2, 0),    // lowered rate and burst: still empty
+            (3, 100, 10, 0), // raised: empty too (the whole burst was used)
+            (1, 10, 3, 2),   // a third used: two of three left
+            (1, 10, 6, 4),   // a third of a burst of six used: four left
+        ];
+        for &(spent, rate, burst, expect) in table {
+            let mut l = limiter();
+            for _ in 0..spent {
+                assert!(l.check("k", Nanos::ZERO).allowed);
+            }
+            let next =
+                Gcra::new(GcraConfig::new(rate, Nanos::from_secs(1)).with_burst(burst)).unwrap();
+            let mut r = l.reconfigured(next, Nanos::ZERO);
+            let admitted = (0..burst + 1)
+                .filter(|_| r.check("k", Nanos::ZERO).allowed)
+                .count() as u64;
+            assert_eq!(
+                admitted, expect,
+                "spent {spent}, then {rate}/s burst {burst}"
+            );
+        }
     }
 
     /// Runs `(at_ms, expected allowed, remaining, retry_after_ms)` against one key.

@@ -114,6 +114,12 @@ impl<S> KeyedStore<S> {
         self.slots.iter().map(|(_, s)| s)
     }
 
+    /// Every key with its state, in slot order. O(len): for migrating state
+    /// to a reconfigured limiter, not the request path.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &S)> {
+        self.slots.iter().map(|(k, s)| (&**k, s))
+    }
+
     /// Evicts every idle state now. O(len); for tests and explicit maintenance.
     pub(crate) fn sweep_all(&mut self, mut idle: impl FnMut(&mut S) -> bool) -> usize {
         let before = self.slots.len();

@@ -86,6 +86,9 @@ pub enum ErrorCode {
     BlockedOffender,
     /// `POST /admin/policy/rollback` with no earlier version to return to.
     NoPreviousPolicy,
+    /// 422: `POST /admin/config/reload` refused the config file (invalid, or
+    /// an edit to a section that needs a restart); the running config stays.
+    ConfigReloadRefused,
     /// 404: no tool call waits for confirmation under that id (unknown, already
     /// decided, or lapsed).
     ConfirmationNotFound,
@@ -159,7 +162,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => 405,
             Self::PolicyBlocked => 400,
             Self::NoPreviousPolicy | Self::IdempotencyInFlight => 409,
-            Self::IdempotencyKeyReused => 422,
+            Self::IdempotencyKeyReused | Self::ConfigReloadRefused => 422,
             Self::RequestTooLarge => 413,
             Self::RequestTimeout => 408,
             Self::RateLimited
@@ -224,6 +227,7 @@ impl ErrorCode {
             | Self::QuotaExceeded
             | Self::BlockedOffender
             | Self::NoPreviousPolicy
+            | Self::ConfigReloadRefused
             | Self::ConfirmationNotFound
             | Self::PolicyBlocked
             | Self::OutputRejected
@@ -241,6 +245,7 @@ impl ErrorCode {
         match self {
             Self::InvalidRequest
             | Self::NoPreviousPolicy
+            | Self::ConfigReloadRefused
             | Self::IdempotencyInFlight
             | Self::IdempotencyKeyReused
             | Self::KeyNameTaken
@@ -307,6 +312,7 @@ impl ErrorCode {
             Self::SpendRateExceeded => "spend_rate_exceeded",
             Self::PolicyBlocked => "policy_blocked",
             Self::NoPreviousPolicy => "no_previous_policy",
+            Self::ConfigReloadRefused => "config_reload_refused",
             Self::ConfirmationNotFound => "confirmation_not_found",
             Self::OutputRejected => "output_rejected",
             Self::LimitsUnavailable => "limits_unavailable",
@@ -492,6 +498,7 @@ mod tests {
             ErrorCode::SpendRateExceeded,
             ErrorCode::PolicyBlocked,
             ErrorCode::NoPreviousPolicy,
+            ErrorCode::ConfigReloadRefused,
             ErrorCode::ConfirmationNotFound,
             ErrorCode::OutputRejected,
             ErrorCode::LimitsUnavailable,

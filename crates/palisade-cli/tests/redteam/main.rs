@@ -44,12 +44,15 @@
 //! - `responses`: `POST /v1/responses` (injections in its item shapes,
 //!   nested and unknown items, input floods, upstream events the stream
 //!   guard does not know carrying a key, an output-part flood).
+//! - `config_reload`: reload storms (no refilled limits, no dropped
+//!   requests in flight) and a half-written config file (never applied).
 //! - `ops`: 500 made-up model names do not blow up metric label cardinality.
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
 
 mod bundle;
+mod config_reload;
 mod console;
 mod extraction;
 mod harness;

@@ -18,7 +18,13 @@
 //! the limiter keeps its state (this process or Redis, and whether Redis is
 //! connected).
 //!
-//! Must not: write anything, or read an unbounded number of rows.
+//! `GET /admin/config` shows the config in force: the file, its `sha256:`
+//! hash, when it was loaded, the last reload's result and error.
+//! `POST /admin/config/reload` reads the file again now (like `SIGHUP`);
+//! it is the one endpoint here that changes state, and only through the
+//! validating reloader.
+//!
+//! Must not: write anything else, or read an unbounded number of rows.
 
 use std::sync::Arc;
 
@@ -197,6 +203,57 @@ fn run_diff(
         "changes": changes,
         "lines": text,
     }))
+}
+
+/// `GET /admin/config`
+pub async fn config(
+    State(state): State<Arc<GatewayState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(err) = state.auth.authenticate_admin(&headers) {
+        return error_response(&err, Some(&request_id));
+    }
+    Json(serde_json::json!({
+        "config": state.reload.status(),
+        "hot": {
+            "limits": crate::reload::diff::HOT_TENANT_FIELDS,
+            "limits_tables": crate::reload::diff::HOT_LIMITS_TABLES,
+        },
+    }))
+    .into_response()
+}
+
+/// `POST /admin/config/reload`: 200 with the new status when applied or
+/// unchanged; 422 `config_reload_refused` with the reason otherwise.
+pub async fn config_reload(
+    State(state): State<Arc<GatewayState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(err) = state.auth.authenticate_admin(&headers) {
+        return error_response(&err, Some(&request_id));
+    }
+    let outcome = state.reload.reload_now(&state).await;
+    match &outcome {
+        crate::reload::Outcome::Applied | crate::reload::Outcome::Unchanged => {
+            Json(serde_json::json!({
+                "result": outcome.label(),
+                "config": state.reload.status(),
+            }))
+            .into_response()
+        }
+        crate::reload::Outcome::Invalid(_) | crate::reload::Outcome::RestartRequired(_) => {
+            let why = state.reload.status().last_error.unwrap_or_default();
+            error_response(
+                &ApiError::new(
+                    ErrorCode::ConfigReloadRefused,
+                    format!("config reload refused ({}): {why}", outcome.label()),
+                ),
+                Some(&request_id),
+            )
+        }
+    }
 }
 
 /// `GET /admin/limits`

@@ -51,14 +51,34 @@ impl RateGate {
     }
 }
 
-/// A tenant's compiled limits.
+/// A tenant's compiled limits. Shared (`Arc`) so a reload can keep the
+/// gates whose settings did not change, counters and all.
 #[derive(Debug)]
 struct TenantGate {
-    rate: Option<RateGate>,
+    /// The tenant's effective limits these were compiled from.
+    limits: TenantLimits,
+    rate: Option<Arc<RateGate>>,
     max_in_flight_per_key: Option<u32>,
     max_streams_per_key: Option<u32>,
     /// Tokens-per-minute budget with reservations.
     tokens: Option<BudgetStore>,
+}
+
+/// The limits a config reload may change: rates, bursts, in-flight and
+/// stream caps, tokens per minute. Swapped whole; each request reads one.
+#[derive(Debug)]
+struct Rates {
+    default: Arc<TenantGate>,
+    tenants: HashMap<String, Arc<TenantGate>>,
+    /// Rates per API key name and per public model name.
+    key_rates: HashMap<String, Arc<RateGate>>,
+    model_rates: HashMap<String, Arc<RateGate>>,
+}
+
+impl Rates {
+    fn tenant(&self, tenant: &str) -> &Arc<TenantGate> {
+        self.tenants.get(tenant).unwrap_or(&self.default)
+    }
 }
 
 /// The rate gate.
@@ -66,14 +86,11 @@ struct TenantGate {
 pub struct Admission {
     /// Where every limit here reads its time.
     clock: GatewayClock,
-    default: TenantGate,
-    tenants: HashMap<String, TenantGate>,
+    /// The hot-reloadable limits ([`Admission::reload`]).
+    rates: arc_swap::ArcSwap<Rates>,
     in_flight: Arc<Mutex<ConcurrencyLimiter>>,
     /// The shared GCRA, once the backend is connected (`backend = "redis"`).
     gcra: Arc<OnceLock<palisade_redis::RedisGcra>>,
-    /// Rates per API key name and per public model name.
-    key_rates: HashMap<String, RateGate>,
-    model_rates: HashMap<String, RateGate>,
     /// Repeat-offender ladder per API key, when configured.
     ladder: Option<Mutex<EscalationLadder>>,
     /// The shared limits backend (`backend = "redis"` only).
@@ -88,28 +105,119 @@ pub struct Admission {
 #[error("limits: {0}")]
 pub struct AdmissionError(#[from] palisade_limits::LimitError);
 
+/// A rate gate for `rpm`/`burst`: `previous` itself when its settings are
+/// the same (its counters untouched), else a new gate that starts from
+/// `previous`' counters rescaled ([`MemoryGcra::reconfigured`]), so a reload
+/// never hands a client a fresh burst.
+fn carry_rate(
+    previous: Option<&Arc<RateGate>>,
+    rpm: u64,
+    burst: u64,
+    now: Nanos,
+) -> Result<Arc<RateGate>, AdmissionError> {
+    if let Some(old) = previous {
+        if old.rpm == rpm && old.config.burst == burst {
+            return Ok(old.clone());
+        }
+    }
+    let fresh = RateGate::new(rpm, burst)?;
+    if let Some(old) = previous {
+        let mut local = fresh.local.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = *local.gcra();
+        *local = old
+            .local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reconfigured(next, now);
+    }
+    Ok(Arc::new(fresh))
+}
+
+/// Compiles a tenant's limits; with `previous` (the gate that served the
+/// tenant before a reload), keeps what did not change: the same gate when
+/// nothing did, else its rate counters (rescaled) and its token budget.
 fn gate(
     limits: TenantLimits,
+    previous: Option<&Arc<TenantGate>>,
     shared: Option<&Arc<SharedBackend>>,
     clock: &GatewayClock,
-) -> Result<TenantGate, AdmissionError> {
+) -> Result<Arc<TenantGate>, AdmissionError> {
+    if let Some(old) = previous {
+        if old.limits == limits {
+            return Ok(old.clone());
+        }
+    }
+    let now = clock.now();
     let rate = match (limits.requests_per_minute, limits.effective_burst()) {
-        (Some(rpm), Some(burst)) => Some(RateGate::new(rpm, burst)?),
+        (Some(rpm), Some(burst)) => Some(carry_rate(
+            previous.and_then(|p| p.rate.as_ref()),
+            rpm,
+            burst,
+            now,
+        )?),
         _ => None,
     };
-    let tokens = match limits.tokens_per_minute {
-        Some(tpm) => Some(BudgetStore::new(
+    // A per-minute token budget is kept while its size is unchanged; a new
+    // size starts a new window (at most one minute's worth more).
+    let kept_tokens = previous
+        .filter(|p| p.limits.tokens_per_minute == limits.tokens_per_minute)
+        .and_then(|p| p.tokens.clone());
+    let tokens = match (kept_tokens, limits.tokens_per_minute) {
+        (Some(kept), Some(_)) => Some(kept),
+        (_, Some(tpm)) => Some(BudgetStore::new(
             BudgetConfig::windowed(tpm, Nanos::from_secs(60)),
             shared.map(|b| (b.clone(), "palisade:tpm")),
             clock.clone(),
         )?),
-        None => None,
+        (_, None) => None,
     };
-    Ok(TenantGate {
+    Ok(Arc::new(TenantGate {
+        limits,
         rate,
         max_in_flight_per_key: limits.max_in_flight_per_key,
         max_streams_per_key: limits.max_streams_per_key,
         tokens,
+    }))
+}
+
+/// Compiles the hot part of `config`, keeping from `previous` every gate
+/// whose settings are unchanged (see [`gate`] and [`carry_rate`]).
+fn compile_rates(
+    config: &LimitsConfig,
+    previous: Option<&Rates>,
+    shared: Option<&Arc<SharedBackend>>,
+    clock: &GatewayClock,
+) -> Result<Rates, AdmissionError> {
+    let now = clock.now();
+    let tenants = config
+        .tenants
+        .iter()
+        .map(|(name, l)| {
+            let before = previous.map(|p| p.tenant(name));
+            Ok((
+                name.clone(),
+                gate(l.or(config.default), before, shared, clock)?,
+            ))
+        })
+        .collect::<Result<_, AdmissionError>>()?;
+    let rates = |table: &std::collections::BTreeMap<String, palisade_config::RateConfig>,
+                 before: Option<&HashMap<String, Arc<RateGate>>>| {
+        table
+            .iter()
+            .map(|(k, r)| {
+                let old = before.and_then(|b| b.get(k));
+                Ok((
+                    k.clone(),
+                    carry_rate(old, r.requests_per_minute, r.effective_burst(), now)?,
+                ))
+            })
+            .collect::<Result<HashMap<_, _>, AdmissionError>>()
+    };
+    Ok(Rates {
+        default: gate(config.default, previous.map(|p| &p.default), shared, clock)?,
+        tenants,
+        key_rates: rates(&config.keys, previous.map(|p| &p.key_rates))?,
+        model_rates: rates(&config.models, previous.map(|p| &p.model_rates))?,
     })
 }
 
@@ -174,44 +282,14 @@ impl Admission {
                 config.on_backend_error,
             ))
         });
-        let tenants = config
-            .tenants
-            .iter()
-            .map(|(name, l)| {
-                Ok((
-                    name.clone(),
-                    gate(l.or(config.default), shared.as_ref(), &clock)?,
-                ))
-            })
-            .collect::<Result<_, AdmissionError>>()?;
+        let rates = compile_rates(config, None, shared.as_ref(), &clock)?;
         // The limiter's own cap is a ceiling; per-key maxima are passed on
         // each acquire.
         let ceiling = u32::MAX;
         Ok(Self {
-            default: gate(config.default, shared.as_ref(), &clock)?,
-            tenants,
+            rates: arc_swap::ArcSwap::from_pointee(rates),
             in_flight: Arc::new(Mutex::new(ConcurrencyLimiter::new(ceiling)?)),
             gcra: Arc::new(OnceLock::new()),
-            key_rates: config
-                .keys
-                .iter()
-                .map(|(k, r)| {
-                    Ok((
-                        k.clone(),
-                        RateGate::new(r.requests_per_minute, r.effective_burst())?,
-                    ))
-                })
-                .collect::<Result<_, AdmissionError>>()?,
-            model_rates: config
-                .models
-                .iter()
-                .map(|(m, r)| {
-                    Ok((
-                        m.clone(),
-                        RateGate::new(r.requests_per_minute, r.effective_burst())?,
-                    ))
-                })
-                .collect::<Result<_, AdmissionError>>()?,
             ladder: match config.escalation {
                 Some(e) => Some(Mutex::new(EscalationLadder::new(LadderConfig {
                     warn_at: e.warn_at,
@@ -228,6 +306,20 @@ impl Admission {
             shared,
             clock,
         })
+    }
+
+    /// Swaps in the hot limits of `config` (rates, bursts, in-flight and
+    /// stream caps, tokens per minute), keeping every unchanged gate's
+    /// counters and carrying changed rates' counters over rescaled: an edit
+    /// elsewhere in the file resets nothing. Requests already admitted keep
+    /// their slots; in-flight caps are read per acquire, so a lowered cap
+    /// applies to the next request. The caller has checked that nothing
+    /// restart-only changed (backend, monthly quotas, the ladder ...).
+    pub(crate) fn reload(&self, config: &LimitsConfig) -> Result<(), AdmissionError> {
+        let previous = self.rates.load_full();
+        let next = compile_rates(config, Some(&previous), self.shared.as_ref(), &self.clock)?;
+        self.rates.store(Arc::new(next));
+        Ok(())
     }
 
     /// Whether limits are shared through Redis (`limits.backend = "redis"`).
@@ -340,7 +432,8 @@ impl Admission {
         model: &str,
         headers: &mut RateLimitHeaders,
     ) -> Result<(), ApiError> {
-        let Some(rate) = self.model_rates.get(model) else {
+        let rates = self.rates.load_full();
+        let Some(rate) = rates.model_rates.get(model) else {
             return Ok(());
         };
         let result = self.check_rate("model", model, rate, headers).await;
@@ -458,10 +551,8 @@ impl Admission {
         &self,
         principal: &Principal,
     ) -> Result<Admitted, (ApiError, RateLimitHeaders)> {
-        let gate = self
-            .tenants
-            .get(&*principal.tenant)
-            .unwrap_or(&self.default);
+        let rates = self.rates.load_full();
+        let gate = rates.tenant(&principal.tenant);
         let mut headers = RateLimitHeaders::default();
         if let Some(spend) = &self.spend {
             spend
@@ -472,7 +563,7 @@ impl Admission {
             self.check_rate("tenant", &principal.tenant, rate, &mut headers)
                 .await?;
         }
-        if let Some(rate) = self.key_rates.get(&*principal.key_name) {
+        if let Some(rate) = rates.key_rates.get(&*principal.key_name) {
             self.check_rate("key", &principal.key_name, rate, &mut headers)
                 .await?;
         }
@@ -513,11 +604,12 @@ impl Admission {
 impl Admission {
     /// Takes a stream slot for `principal`'s key, when streams are limited.
     pub fn admit_stream(&self, principal: &Principal) -> Result<Option<InFlightSlot>, ApiError> {
-        let gate = self
-            .tenants
-            .get(&*principal.tenant)
-            .unwrap_or(&self.default);
-        let Some(max) = gate.max_streams_per_key else {
+        let Some(max) = self
+            .rates
+            .load()
+            .tenant(&principal.tenant)
+            .max_streams_per_key
+        else {
             return Ok(None);
         };
         let key = format!("streams:{}/{}", principal.tenant, principal.key_name);
@@ -546,13 +638,7 @@ impl Admission {
     /// per-minute budget, a monthly quota or budget, the spend breaker), so
     /// the request path needs to estimate and count tokens at all.
     pub fn has_token_budget(&self, tenant: &str) -> bool {
-        self.spend.is_some()
-            || self
-                .tenants
-                .get(tenant)
-                .unwrap_or(&self.default)
-                .tokens
-                .is_some()
+        self.spend.is_some() || self.rates.load().tenant(tenant).tokens.is_some()
     }
 
     /// Loads `tenant`'s spend this month from the ledger, once per month.
@@ -589,7 +675,8 @@ impl Admission {
         prompt_estimate: u64,
         max_completion: u64,
     ) -> Result<(Option<TokenReservation>, Option<RateLimitInfo>), ApiError> {
-        let gate = self.tenants.get(tenant).unwrap_or(&self.default);
+        let rates = self.rates.load_full();
+        let gate = rates.tenant(tenant);
         if gate.tokens.is_none() && self.spend.is_none() {
             return Ok((None, None));
         }
