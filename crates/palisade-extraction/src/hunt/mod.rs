@@ -69,6 +69,12 @@ pub struct HuntConfig {
     /// Mean cosine of each member's effect with the rest of its group's
     /// for the distribution signal (unrelated keys: about 0).
     pub distribution_min_cosine: f64,
+    /// Keys with more requests in the hunted rows take no part in the
+    /// distribution test: the per-key window detectors have judged their
+    /// distribution many times over, and heavy legitimate jobs replaying
+    /// the same dataset at the same hours deviate alike (the test's false
+    /// positives). They still link by templates, fingerprints and timing.
+    pub distribution_max_key_requests: u64,
     /// A fingerprint seen in more tenants than this is generic (a popular
     /// SDK behind a big NAT) and links nobody.
     pub fingerprint_max_tenants: usize,
@@ -98,7 +104,9 @@ pub struct HuntConfig {
 
 impl Default for HuntConfig {
     /// Rationale: one-minute activity buckets survive seconds of jitter and
-    /// still separate keys active in different minutes; a 10-minute
+    /// still separate keys active in different minutes; a key past 512
+    /// requests has filled the per-key window (64) eight times, so the
+    /// group test is left to the thin keys it exists for; a 10-minute
     /// template slot is how long a seed group's perturbations take to fan
     /// out, while two people sending the same popular prompt rarely do it
     /// in the same ten minutes. The off-baseline ratio of 3 is three times
@@ -113,6 +121,7 @@ impl Default for HuntConfig {
             template_min_fraction: 0.1,
             off_baseline_ratio: 3.0,
             distribution_min_cosine: 0.5,
+            distribution_max_key_requests: 512,
             fingerprint_max_tenants: 16,
             min_signals: 2,
             min_keys: 3,
@@ -346,9 +355,11 @@ pub fn hunt(
         groups.entry(co_active.find(e.b)).or_default().push(e.b);
     }
     let mut passed: BTreeMap<usize, f64> = BTreeMap::new();
+    let thin = |i: usize| prepared[i].profile.requests <= config.distribution_max_key_requests;
     for (root, mut members) in groups {
         members.sort_unstable();
         members.dedup();
+        members.retain(|&i| thin(i));
         if members.len() < config.min_keys.max(2) {
             continue;
         }
@@ -358,7 +369,8 @@ pub fn hunt(
     }
     let mut still_timing_only = Vec::new();
     for mut e in timing_only {
-        if let Some(h) = passed.get(&co_active.find(e.a)) {
+        let tested = thin(e.a) && thin(e.b);
+        if let Some(h) = passed.get(&co_active.find(e.a)).filter(|_| tested) {
             e.signals.push((LinkKind::Distribution, *h));
             if e.signals.len() >= config.min_signals {
                 uf.union(e.a, e.b);
@@ -463,6 +475,16 @@ fn group_distribution(
         cos += link::cosine(&prepared[i].effect, &rest);
     }
     let cos = cos / members.len() as f64;
+    if std::env::var_os("HUNT_DEBUG").is_some() {
+        eprintln!(
+            "GROUP keys={} n={} pooled={:.2} rms={:.4} cos={:.3}",
+            members.len(),
+            n,
+            pooled,
+            (pooled / n).sqrt(),
+            cos
+        );
+    }
     (cos >= config.distribution_min_cosine).then_some(cos)
 }
 

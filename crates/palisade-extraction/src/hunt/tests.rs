@@ -125,18 +125,20 @@ fn people_form_no_campaign_and_a_fanned_out_campaign_is_one() {
     assert_eq!(c.requests, 900);
 }
 
-#[test]
-fn co_active_keys_off_the_baseline_the_same_way_are_a_campaign_and_people_are_not() {
-    // Twelve keys send random words in the same minutes, each with its own
-    // client and no shared template, among sixty people's day of prose.
-    // Only the distribution group test can link the twelve.
-    let mut rng = SplitMix::new(21);
-    let mut rows = people(60, &mut rng);
+/// `keys` keys sending `each` off-baseline texts (random words) every
+/// `spacing_ms` in the same minutes, each with its own client and no shared template.
+fn co_active_off_baseline(
+    keys: i64,
+    each: i64,
+    spacing_ms: i64,
+    rng: &mut SplitMix,
+) -> Vec<HuntRow> {
     let vocab: Vec<String> = (0..400)
         .map(|i| format!("w{}x{}", i * 7919 % 1000, i % 13))
         .collect();
-    for k in 0..12 {
-        for i in 0..25 {
+    let mut rows = Vec::new();
+    for k in 0..keys {
+        for i in 0..each {
             let n = 5 + rng.below(30);
             let text: Vec<&str> = (0..n)
                 .map(|_| vocab[rng.below(vocab.len())].as_str())
@@ -144,12 +146,23 @@ fn co_active_keys_off_the_baseline_the_same_way_are_a_campaign_and_people_are_no
             rows.push(row(
                 &format!("r{k}/k"),
                 &format!("r{k}"),
-                i * 40_000 + k * 1000,
+                i * spacing_ms + k * 1000,
                 &text.join(" "),
                 900 + k as u64,
             ));
         }
     }
+    rows
+}
+
+#[test]
+fn co_active_keys_off_the_baseline_the_same_way_are_a_campaign_and_people_are_not() {
+    // Twelve keys send random words in the same minutes, each with its own
+    // client and no shared template, among sixty people's day of prose.
+    // Only the distribution group test can link the twelve.
+    let mut rng = SplitMix::new(21);
+    let mut rows = people(60, &mut rng);
+    rows.extend(co_active_off_baseline(12, 25, 40_000, &mut rng));
     let report = run(&rows, &Marks::default());
     assert_eq!(report.campaigns.len(), 1, "{:?}", report.campaigns);
     let c = &report.campaigns[0];
@@ -157,6 +170,33 @@ fn co_active_keys_off_the_baseline_the_same_way_are_a_campaign_and_people_are_no
     assert!(c.keys.iter().all(|k| k.starts_with('r')));
     let kinds: Vec<LinkKind> = c.evidence.iter().map(|e| e.kind).collect();
     assert_eq!(kinds, vec![LinkKind::Timing, LinkKind::Distribution]);
+}
+
+#[test]
+fn heavy_keys_deviating_alike_are_left_to_the_per_key_detectors() {
+    // Four batch jobs replaying the same kind of data in the same hours
+    // deviate from the baseline alike: the group test's false positive on
+    // the simulated benign day. Keys that heavy have filled their per-key
+    // window many times, so the group test leaves them out; with the rule
+    // off they would be a campaign on timing + distribution alone.
+    let mut rng = SplitMix::new(33);
+    let mut rows = people(400, &mut rng);
+    rows.extend(co_active_off_baseline(4, 550, 2_000, &mut rng));
+    let mut set = ProfileSet::new();
+    let config = HuntConfig::default();
+    for r in &rows {
+        set.add(r, &config);
+    }
+    let report = hunt(&set, &Marks::default(), None, &config, 0);
+    assert!(report.campaigns.is_empty(), "{:?}", report.campaigns);
+
+    let off = HuntConfig {
+        distribution_max_key_requests: u64::MAX,
+        ..HuntConfig::default()
+    };
+    let report = hunt(&set, &Marks::default(), None, &off, 0);
+    assert_eq!(report.campaigns.len(), 1, "{:?}", report.campaigns);
+    assert_eq!(report.campaigns[0].key_count, 4);
 }
 
 #[test]
