@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use palisade_config::{Config, Sources};
 use palisade_gateway::{Gateway, RunningGateway};
@@ -231,6 +231,107 @@ async fn merge_adds_the_clients_map_and_refuse_names_its_field() {
     assert_eq!(err["error"]["code"], "watermark_logit_bias_refused");
     assert_eq!(err["error"]["param"], "extra_body.logit_bias");
     assert_eq!(h.upstream.received().len(), before, "nothing went upstream");
+}
+
+/// The audit records (newest first) whose reasons mention `needle`,
+/// waiting (bounded) for the audit writer to flush `want` of them.
+async fn audited(db: &std::path::Path, needle: &str, want: usize) -> Vec<Value> {
+    let ledger = palisade_ledger::Ledger::open(
+        &format!("sqlite:{}", db.display()),
+        palisade_ledger::WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        let rows = ledger
+            .audit_tail(100, &palisade_ledger::AuditFilter::default())
+            .await
+            .unwrap();
+        found = rows
+            .iter()
+            .map(|r| serde_json::from_str::<Value>(r).unwrap())
+            .filter(|r| r["evidence"].to_string().contains(needle))
+            .collect();
+        if found.len() >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    found
+}
+
+#[tokio::test]
+async fn every_refusal_strip_and_merge_of_the_clients_fields_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let audit = format!("[policy]\naudit_url = \"sqlite:{}\"\n", db.display());
+    // Refused: the field is named in the audit record, nothing went upstream.
+    let h = Harness::new(&format!("client_logit_bias = \"refuse\"\n{audit}")).await;
+    let (status, _) = h
+        .post(
+            "/v1/chat/completions",
+            KEY_ACME,
+            chat("wm", json!({"extra_body": {"logit_bias": {"5": 5}}})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = h
+        .post(
+            "/v1/chat/completions",
+            KEY_ACME,
+            chat("wm", json!({"logprobs": true})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let refused = audited(&db, "watermark_", 2).await;
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    for r in &refused {
+        assert_eq!(r["tier"], "watermark");
+        assert_eq!(r["action"], "block");
+        assert_eq!(r["tenant"], "acme");
+        assert_eq!(r["route"], "wm");
+    }
+    let reasons: Vec<Value> = refused
+        .iter()
+        .map(|r| r["evidence"]["detector_reasons"].clone())
+        .collect();
+    assert!(
+        reasons.contains(&json!([
+            "watermark_logit_bias_refused",
+            "param:extra_body.logit_bias"
+        ])),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r[0] == "watermark_logprobs_refused"),
+        "{reasons:?}"
+    );
+    drop(h);
+
+    // Stripped (the default): served, and the strip is on record.
+    let db2 = dir.path().join("audit2.db");
+    let h = Harness::new(&format!(
+        "[policy]\naudit_url = \"sqlite:{}\"\n",
+        db2.display()
+    ))
+    .await;
+    let (status, _) = h
+        .post(
+            "/v1/chat/completions",
+            KEY_GLOBEX,
+            chat("wm", json!({"logit_bias": {"3": -100}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let stripped = audited(&db2, "watermark_client_bias:strip", 1).await;
+    assert_eq!(stripped.len(), 1, "{stripped:?}");
+    assert_eq!(stripped[0]["action"], "redact");
+    assert_eq!(stripped[0]["tenant"], "globex");
+    assert_eq!(
+        stripped[0]["evidence"]["detector_reasons"],
+        json!(["watermark_client_bias:strip", "param:logit_bias"])
+    );
 }
 
 /// A text of `n` distinct words, all green under `list` when `green`.

@@ -181,7 +181,7 @@ async fn send_upstream(
     let (route, degraded) = route::degrade(state, route, endpoint, &mut request, ctx);
     let renamed = route::admit_model(state, &principal, route, &mut request, ctx).await?;
     // Watermark: the tenant's green list as the upstream's logit_bias.
-    let marked = watermark::mark(state, &principal, route, endpoint, &mut request).await?;
+    let marked = watermark::mark(state, ctx, &principal, route, endpoint, &mut request).await?;
     let reserved = budget::reserve_tokens(
         state,
         &principal,

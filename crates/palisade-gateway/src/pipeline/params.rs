@@ -28,6 +28,45 @@ pub(crate) const REVERIFY_REQUIRED: &str = "extraction_reverify_required";
 /// The stable code of a blocked key (429).
 pub(crate) const BLOCKED: &str = "extraction_blocked";
 
+/// Audits one decision about a request parameter (refused: `Block`;
+/// stripped, capped or merged: `Redact`) under the tier that made it,
+/// with the active policy version and the reason codes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn audit_param(
+    state: &GatewayState,
+    ctx: &RequestCtx,
+    principal: &Principal,
+    route: &Route,
+    model: &str,
+    tier: &str,
+    reasons: Vec<String>,
+    action: palisade_policy::Action,
+) {
+    let ts_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let record = AuditRecord {
+        ts_ms,
+        request_id: ctx.internal_id.clone(),
+        tenant: principal.tenant.to_string(),
+        route: route.public_name.to_string(),
+        model: model.to_owned(),
+        gate: Gate::Input,
+        tier: tier.to_owned(),
+        policy_version: state.gates.policy.active().version(),
+        evidence: Evidence {
+            detector_reasons: reasons,
+            ..Evidence::default()
+        },
+        action,
+        reasons: Vec::new(),
+        latency_us: 0,
+        shadow: None,
+        degraded: None,
+    };
+    state.gates.audit.write(&record);
+}
+
 /// Applies the ladder's standing for this key: `Ok` after any slow-down
 /// (at most half the time left before `deadline`), `Err` when refused.
 pub(crate) async fn enforce_ladder(
@@ -81,37 +120,23 @@ pub(crate) fn harden(
         });
     }
     let refused = verdict.refusal().cloned();
-    let ts_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let version = state.gates.policy.active().version();
     for finding in &verdict.findings {
-        let record = AuditRecord {
-            ts_ms,
-            request_id: ctx.internal_id.clone(),
-            tenant: principal.tenant.to_string(),
-            route: route.public_name.to_string(),
-            model: request.model().to_owned(),
-            gate: Gate::Input,
-            tier: tier.clone(),
-            policy_version: version,
-            evidence: Evidence {
-                detector_reasons: vec![
-                    format!("{PROBE_REFUSED}:{}", finding.reason.as_str()),
-                    format!("param:{}", finding.field),
-                ],
-                ..Evidence::default()
-            },
-            action: match finding.action {
+        audit_param(
+            state,
+            ctx,
+            principal,
+            route,
+            request.model(),
+            tier,
+            vec![
+                format!("{PROBE_REFUSED}:{}", finding.reason.as_str()),
+                format!("param:{}", finding.field),
+            ],
+            match finding.action {
                 ProbeAction::Refuse => palisade_policy::Action::Block,
                 _ => palisade_policy::Action::Redact,
             },
-            reasons: Vec::new(),
-            latency_us: 0,
-            shadow: None,
-            degraded: None,
-        };
-        state.gates.audit.write(&record);
+        );
     }
     if let Some(refused) = refused {
         record(

@@ -5,7 +5,9 @@
 //! refused (400 `watermark_logit_bias_refused`, naming the field), and
 //! log-probabilities are refused (400 `watermark_logprobs_refused`) or
 //! stripped unless the operator allows them.
-//! Returns whether the body must be re-encoded.
+//! Every refusal, strip and merge of the client's fields is audited (tier
+//! `watermark`, reason `<code>` or `watermark_client_bias:<action>`, and
+//! `param:<field>`). Returns whether the body must be re-encoded.
 //!
 //! The phase runs after parameter hardening and the request gates, so they
 //! judge the client's fields, not the gateway's map (hardening's
@@ -21,7 +23,9 @@ use palisade_openai::{ApiError, ErrorCode};
 use palisade_watermark::request::Refusal;
 use palisade_watermark::{apply, Applied, ClientBias, Marking};
 
+use crate::context::RequestCtx;
 use crate::http::auth::Principal;
+use crate::pipeline::params::audit_param;
 use crate::routing::Route;
 use crate::state::GatewayState;
 use crate::watermark::{CLIENT_BIAS, MARKED};
@@ -31,9 +35,13 @@ pub(crate) const BIAS_REFUSED: &str = "watermark_logit_bias_refused";
 /// The stable code of refused log-probabilities (400).
 pub(crate) const LOGPROBS_REFUSED: &str = "watermark_logprobs_refused";
 
+/// The audit tier of the phase's decisions.
+const TIER: &str = "watermark";
+
 /// Marks the request for `route` when it and the tenant are watermarked.
 pub(crate) async fn mark(
     state: &GatewayState,
+    ctx: &RequestCtx,
     principal: &Principal,
     route: &Route,
     endpoint: Endpoint,
@@ -54,6 +62,19 @@ pub(crate) async fn mark(
                     _ => "strip",
                 };
                 metrics::counter!(CLIENT_BIAS, "action" => action).increment(1);
+                let mut reasons = vec![format!("watermark_client_bias:{action}")];
+                reasons.extend(applied.client_fields.iter().map(|f| format!("param:{f}")));
+                let model = request.model().to_owned();
+                audit_param(
+                    state,
+                    ctx,
+                    principal,
+                    route,
+                    &model,
+                    TIER,
+                    reasons,
+                    palisade_policy::Action::Redact,
+                );
             }
             metrics::counter!(MARKED).increment(1);
             Ok(true)
@@ -63,6 +84,18 @@ pub(crate) async fn mark(
             if e.reason == Some(BIAS_REFUSED) {
                 metrics::counter!(CLIENT_BIAS, "action" => "refuse").increment(1);
             }
+            let mut reasons = vec![e.reason.unwrap_or("watermark_refused").to_owned()];
+            reasons.extend(e.param.iter().map(|f| format!("param:{f}")));
+            audit_param(
+                state,
+                ctx,
+                principal,
+                route,
+                request.model(),
+                TIER,
+                reasons,
+                palisade_policy::Action::Block,
+            );
             Err(e)
         }
     }
