@@ -72,8 +72,9 @@ impl StoreArgs {
             .clone()
             .or(extraction.store.clone())
             .context("no store: pass --store sqlite:PATH or a config with extraction.store")?;
-        if !url.starts_with("sqlite:") {
-            bail!("the store must be sqlite:PATH");
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if !url.starts_with("sqlite:") && !postgres {
+            bail!("the store must be sqlite:PATH or a postgres:// URL");
         }
         let store = HuntStore::open(&url).with_context(|| format!("opening {url}"))?;
         Ok((store, extraction))
@@ -116,7 +117,7 @@ pub(crate) fn run(cmd: HuntCommand) -> Result<()> {
             }
         }
         HuntCommand::List { store, limit, json } => {
-            let (store, _) = store.open()?;
+            let (mut store, _) = store.open()?;
             let stored = store.campaigns(limit).context("listing campaigns")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&stored)?);
@@ -125,7 +126,7 @@ pub(crate) fn run(cmd: HuntCommand) -> Result<()> {
             }
         }
         HuntCommand::Mark { store, id, mark } => {
-            let (store, _) = store.open()?;
+            let (mut store, _) = store.open()?;
             let mark = Mark::parse(&mark).context("mark must be confirmed or benign")?;
             if !store.mark(&id, mark, now).context("marking")? {
                 bail!("no campaign `{id}`");

@@ -33,9 +33,12 @@ pub struct ExtractionConfig {
     /// Named tiers; `hardened` (the default policy) and `open` (everything
     /// allowed) exist unless redefined here.
     pub tiers: BTreeMap<String, ParamPolicy>,
-    /// `sqlite:PATH`: where request features and key standings persist
-    /// (standings survive a restart; a hunt job reads the features).
-    /// Absent: memory only.
+    /// `sqlite:PATH` or `postgres://…`: where request features, key
+    /// standings and hunt campaigns persist (standings survive a restart; a
+    /// hunt job reads the features). PostgreSQL is for fleets: every
+    /// replica writes the same tables, so the hunt sees the whole fleet and
+    /// a standing decided on one replica reaches the others within about a
+    /// second. Absent: memory only.
     pub store: Option<String>,
     /// Feature rows older than this are deleted.
     pub retention_hours: u64,
@@ -155,9 +158,14 @@ impl ExtractionConfig {
             }
         }
         if let Some(store) = &self.store {
-            if !store.starts_with("sqlite:") || store.len() == "sqlite:".len() {
-                return Err(invalid("extraction.store", "must be sqlite:PATH"));
+            let postgres = store.starts_with("postgres://") || store.starts_with("postgresql://");
+            if !postgres && (!store.starts_with("sqlite:") || store.len() == "sqlite:".len()) {
+                return Err(invalid(
+                    "extraction.store",
+                    "must be sqlite:PATH or a postgres:// URL",
+                ));
             }
+            stores::validate_postgres_tls("extraction.store", Some(store))?;
         }
         if self.queue_capacity == 0 || self.max_keys == 0 {
             return Err(invalid(

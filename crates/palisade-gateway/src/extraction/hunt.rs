@@ -26,6 +26,7 @@ use palisade_extraction::hunt::ProfileSet;
 use palisade_extraction::{hunt, Action};
 
 pub use super::hunt_store::{HuntStore, StoredCampaign};
+pub use super::store::DbError;
 use crate::clock::GatewayClock;
 pub use palisade_extraction::{Campaign, HuntReport, Mark};
 
@@ -51,7 +52,7 @@ pub enum HuntError {
     Open(#[from] super::StoreError),
     /// A read or write failed.
     #[error("extraction store: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Db(#[from] DbError),
 }
 
 /// Runs one hunt over `store`: reads the window's rows, clusters them with
@@ -173,7 +174,7 @@ impl HuntShared {
         Ok(found)
     }
 
-    fn refresh_floors(&self, store: &HuntStore) -> Result<(), HuntError> {
+    fn refresh_floors(&self, store: &mut HuntStore) -> Result<(), HuntError> {
         let keys = store.confirmed_keys()?;
         let floors: HashMap<String, Action> = keys
             .into_iter()
@@ -196,7 +197,9 @@ pub(crate) fn spawn(shared: &Arc<HuntShared>, webhook: Option<String>, clock: Ga
         return;
     }
     // Confirmed floors hold from the start, before the first hunt.
-    if let Err(e) = shared.with_store(|store| shared.refresh_floors(store)) {
+    let restored =
+        super::store::off_runtime(|| shared.with_store(|store| shared.refresh_floors(store)));
+    if let Some(Err(e)) = restored {
         tracing::error!(error = %e, "hunt: confirmed campaigns not restored");
     }
     let weak: Weak<HuntShared> = Arc::downgrade(shared);

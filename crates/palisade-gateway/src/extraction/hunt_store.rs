@@ -1,5 +1,6 @@
 //! The hunt's side of the extraction store (SQLite, the same file the
-//! worker writes, read over its own connection in WAL mode): the feature
+//! worker writes, read over its own connection in WAL mode; or the
+//! PostgreSQL database of the fleet, [`super::pg_store`]): the feature
 //! rows of a time window, and the `extraction_campaigns` table where every
 //! campaign found is kept with its keys, its last summary, the operators'
 //! mark and when it was alerted (so an alert goes out once per campaign,
@@ -15,7 +16,8 @@ use palisade_extraction::sketch::MINHASH_SLOTS;
 use palisade_extraction::{Campaign, HuntReport, Mark, Marks, PriorCampaign};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::store::{migrate, SCHEMA};
+use super::pg_store::PgStore;
+use super::store::{is_postgres, migrate, DbError, SCHEMA};
 use super::StoreError;
 
 const CAMPAIGNS: &str = "
@@ -33,7 +35,7 @@ CREATE TABLE IF NOT EXISTS extraction_campaigns (
 
 /// Unmarked campaigns not seen for this long are no longer matched by id
 /// (a marked one always is: the mark is the operators' memory).
-const PRIOR_MS: i64 = 7 * 24 * 3_600_000;
+pub(super) const PRIOR_MS: i64 = 7 * 24 * 3_600_000;
 
 /// A campaign as stored: its last summary (keys listed up to the hunt's
 /// `max_listed_keys`) and the operators' mark.
@@ -51,15 +53,101 @@ pub struct StoredCampaign {
     pub alerted_at_ms: Option<i64>,
 }
 
-/// The hunt's connection to the store.
+/// The hunt's connection to the store: SQLite or PostgreSQL.
 #[derive(Debug)]
-pub struct HuntStore {
-    conn: Connection,
+pub struct HuntStore(Backend);
+
+#[derive(Debug)]
+enum Backend {
+    Sqlite(SqliteHunt),
+    Postgres(Box<PgStore>),
+}
+
+/// One call on whichever backend, with its error made a [`DbError`].
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &mut $self.0 {
+            Backend::Sqlite(s) => s.$method($($arg),*).map_err(DbError::from),
+            Backend::Postgres(s) => s.$method($($arg),*).map_err(DbError::from),
+        }
+    };
 }
 
 impl HuntStore {
-    /// Opens (creating) `sqlite:PATH`.
+    /// Opens (creating) `sqlite:PATH` or `postgres://…`.
     pub fn open(url: &str) -> Result<Self, StoreError> {
+        Ok(Self(if is_postgres(url) {
+            // Retention is the worker's business; the hunt never sweeps.
+            Backend::Postgres(Box::new(PgStore::open(
+                url,
+                u64::MAX / 3_600_000,
+                u64::MAX,
+            )?))
+        } else {
+            Backend::Sqlite(SqliteHunt::open(url)?)
+        }))
+    }
+
+    /// Reads the rows since `since_ms` into `set`, newest first, at most
+    /// `max_rows`; returns how many were read.
+    pub fn read_rows(
+        &mut self,
+        since_ms: i64,
+        max_rows: u64,
+        config: &HuntConfig,
+        set: &mut ProfileSet,
+    ) -> Result<u64, DbError> {
+        dispatch!(self.read_rows(since_ms, max_rows, config, set))
+    }
+
+    /// The campaigns earlier hunts found (marked ones always, others seen
+    /// in the last week), for ids and marks to carry over.
+    pub fn marks(&mut self, now_ms: i64) -> Result<Marks, DbError> {
+        dispatch!(self.marks(now_ms))
+    }
+
+    /// Saves a hunt's campaigns (all keys, the listed summary) and returns
+    /// those whose alert this call claimed: not benign, never alerted, so
+    /// each goes out once even when replicas sharing the store hunt at once.
+    pub fn save(
+        &mut self,
+        report: &HuntReport,
+        max_listed_keys: usize,
+        alert: bool,
+    ) -> Result<Vec<Campaign>, DbError> {
+        dispatch!(self.save(report, max_listed_keys, alert))
+    }
+
+    /// Marks a campaign; `false` when no campaign has that id.
+    pub fn mark(&mut self, id: &str, mark: Mark, now_ms: i64) -> Result<bool, DbError> {
+        dispatch!(self.mark(id, mark, now_ms))
+    }
+
+    /// Every key of a confirmed campaign.
+    pub fn confirmed_keys(&mut self) -> Result<Vec<String>, DbError> {
+        dispatch!(self.confirmed_keys())
+    }
+
+    /// Stored campaigns, most recently seen first, at most `limit`.
+    pub fn campaigns(&mut self, limit: usize) -> Result<Vec<StoredCampaign>, DbError> {
+        dispatch!(self.campaigns(limit))
+    }
+
+    /// True when a campaign has this id.
+    pub fn exists(&mut self, id: &str) -> Result<bool, DbError> {
+        dispatch!(self.exists(id))
+    }
+}
+
+/// The hunt's SQLite connection.
+#[derive(Debug)]
+struct SqliteHunt {
+    conn: Connection,
+}
+
+impl SqliteHunt {
+    /// Opens (creating) `sqlite:PATH`.
+    fn open(url: &str) -> Result<Self, StoreError> {
         let err = |e: rusqlite::Error| StoreError {
             url: url.to_owned(),
             message: e.to_string(),
@@ -76,7 +164,7 @@ impl HuntStore {
 
     /// Reads the rows since `since_ms` into `set`, newest first, at most
     /// `max_rows`; returns how many were read.
-    pub fn read_rows(
+    fn read_rows(
         &self,
         since_ms: i64,
         max_rows: u64,
@@ -115,7 +203,7 @@ impl HuntStore {
 
     /// The campaigns earlier hunts found (marked ones always, others seen
     /// in the last week), for ids and marks to carry over.
-    pub fn marks(&self, now_ms: i64) -> rusqlite::Result<Marks> {
+    fn marks(&self, now_ms: i64) -> rusqlite::Result<Marks> {
         let mut stmt = self.conn.prepare(
             "SELECT id, keys, mark FROM extraction_campaigns
              WHERE mark IS NOT NULL OR last_seen_ms >= ?1 ORDER BY id",
@@ -137,7 +225,7 @@ impl HuntStore {
     /// Saves a hunt's campaigns (all keys, the listed summary) and returns
     /// those whose alert is due: not benign, never alerted. They are marked
     /// alerted in the same transaction, so each goes out once.
-    pub fn save(
+    fn save(
         &mut self,
         report: &HuntReport,
         max_listed_keys: usize,
@@ -156,17 +244,15 @@ impl HuntStore {
                  ON CONFLICT(id) DO UPDATE SET keys = ?2, summary = ?3, last_seen_ms = ?4",
                 params![c.id, keys, summary, now],
             )?;
-            let (mark, alerted): (Option<String>, Option<i64>) = tx.query_row(
-                "SELECT mark, alerted_at_ms FROM extraction_campaigns WHERE id = ?1",
-                [&c.id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            if alert && alerted.is_none() && mark.as_deref() != Some(Mark::Benign.as_str()) {
-                tx.execute(
-                    "UPDATE extraction_campaigns SET alerted_at_ms = ?2 WHERE id = ?1",
+            if alert {
+                let claimed = tx.execute(
+                    "UPDATE extraction_campaigns SET alerted_at_ms = ?2
+                     WHERE id = ?1 AND alerted_at_ms IS NULL AND (mark IS NULL OR mark <> 'benign')",
                     params![c.id, now],
                 )?;
-                due.push(listed);
+                if claimed > 0 {
+                    due.push(listed);
+                }
             }
         }
         tx.commit()?;
@@ -174,7 +260,7 @@ impl HuntStore {
     }
 
     /// Marks a campaign; `false` when no campaign has that id.
-    pub fn mark(&self, id: &str, mark: Mark, now_ms: i64) -> rusqlite::Result<bool> {
+    fn mark(&self, id: &str, mark: Mark, now_ms: i64) -> rusqlite::Result<bool> {
         let n = self.conn.execute(
             "UPDATE extraction_campaigns SET mark = ?2, marked_at_ms = ?3 WHERE id = ?1",
             params![id, mark.as_str(), now_ms],
@@ -183,7 +269,7 @@ impl HuntStore {
     }
 
     /// Every key of a confirmed campaign.
-    pub fn confirmed_keys(&self) -> rusqlite::Result<Vec<String>> {
+    fn confirmed_keys(&self) -> rusqlite::Result<Vec<String>> {
         let mut stmt = self
             .conn
             .prepare("SELECT keys FROM extraction_campaigns WHERE mark = 'confirmed'")?;
@@ -197,7 +283,7 @@ impl HuntStore {
     }
 
     /// Stored campaigns, most recently seen first, at most `limit`.
-    pub fn campaigns(&self, limit: usize) -> rusqlite::Result<Vec<StoredCampaign>> {
+    fn campaigns(&self, limit: usize) -> rusqlite::Result<Vec<StoredCampaign>> {
         let mut stmt = self.conn.prepare(
             "SELECT summary, first_seen_ms, last_seen_ms, mark, marked_at_ms, alerted_at_ms
              FROM extraction_campaigns ORDER BY last_seen_ms DESC, id LIMIT ?1",
@@ -226,7 +312,7 @@ impl HuntStore {
     }
 
     /// True when a campaign has this id.
-    pub fn exists(&self, id: &str) -> rusqlite::Result<bool> {
+    fn exists(&self, id: &str) -> rusqlite::Result<bool> {
         Ok(self
             .conn
             .query_row(
@@ -240,7 +326,7 @@ impl HuntStore {
 }
 
 /// The store's MinHash text (16 hex u32s, as the worker writes it).
-fn parse_minhash(text: &str) -> Option<[u32; MINHASH_SLOTS]> {
+pub(super) fn parse_minhash(text: &str) -> Option<[u32; MINHASH_SLOTS]> {
     if text.len() != MINHASH_SLOTS * 8 {
         return None;
     }

@@ -33,6 +33,7 @@ use crate::gates::audit::AuditSink;
 pub(crate) mod admin;
 pub mod hunt;
 mod hunt_store;
+mod pg_store;
 mod store;
 mod worker;
 
@@ -46,6 +47,15 @@ const LADDER_ACTIONS: &str = "palisade_extraction_ladder_actions_total";
 /// Bytes of a prompt handed to the worker; its sketches read 4,096
 /// characters, so more would be copied for nothing.
 const MAX_TEXT_BYTES: usize = 16 * 1024;
+
+/// What the worker's queue carries.
+#[derive(Debug)]
+pub(crate) enum Message {
+    /// One request to sketch, track and store.
+    Request(Record),
+    /// Time to pull the standings other replicas wrote (shared stores).
+    Sync,
+}
 
 /// One request, as handed to the worker.
 #[derive(Debug)]
@@ -84,8 +94,8 @@ pub(crate) struct Extraction {
     tenant_tiers: HashMap<String, (String, ParamPolicy)>,
     ladder: LadderConfig,
     clock: GatewayClock,
-    sender: mpsc::Sender<Record>,
-    receiver: Mutex<Option<mpsc::Receiver<Record>>>,
+    sender: mpsc::Sender<Message>,
+    receiver: Mutex<Option<mpsc::Receiver<Message>>>,
     published: Published,
     /// The hunt job's shared state (latest report, confirmed keys' floors).
     pub(crate) hunt: Arc<hunt::HuntShared>,
@@ -134,11 +144,17 @@ impl Extraction {
             return Ok(());
         };
         let store = match &config.store {
-            Some(url) => Some(store::Store::open(
-                url,
-                config.retention_hours,
-                config.max_rows,
-            )?),
+            Some(url) => Some(
+                store::off_runtime(|| {
+                    store::Store::open(url, config.retention_hours, config.max_rows)
+                })
+                .unwrap_or_else(|| {
+                    Err(StoreError {
+                        url: url.clone(),
+                        message: "opening the store panicked".into(),
+                    })
+                })?,
+            ),
             None => None,
         };
         let tracker = TrackerConfig {
@@ -147,6 +163,9 @@ impl Extraction {
             max_keys: config.max_keys,
             ..TrackerConfig::default()
         };
+        if store.as_ref().is_some_and(store::Store::is_shared) {
+            worker::spawn_sync_ticker(self.sender.downgrade());
+        }
         worker::spawn(
             receiver,
             tracker,
@@ -182,7 +201,7 @@ impl Extraction {
             outcome,
             fingerprint,
         };
-        if self.sender.try_send(record).is_err() {
+        if self.sender.try_send(Message::Request(record)).is_err() {
             metrics::counter!(RECORDS_DROPPED).increment(1);
         }
     }
@@ -351,7 +370,7 @@ pub mod bench {
         extraction: Extraction,
         tenant: Arc<str>,
         key: Arc<str>,
-        _drain: mpsc::Receiver<Record>,
+        _drain: mpsc::Receiver<Message>,
     }
 
     impl Recorder {

@@ -1,4 +1,6 @@
-//! Where extraction telemetry persists: SQLite (WAL), two tables.
+//! Where extraction telemetry persists: SQLite (WAL; one replica, or
+//! replicas sharing a file) or PostgreSQL (fleets: [`super::pg_store`]),
+//! the same two tables in either.
 //!
 //! - `extraction_requests`: one row per request — time, tenant, key, length,
 //!   entropy, SimHash, MinHash, sampling-configuration hash, log-probability
@@ -13,11 +15,17 @@
 //! Retention: rows older than `retention_hours` and beyond `max_rows` are
 //! deleted by [`Store::sweep`]. Must not: be called on the request path
 //! (the worker thread owns it).
+//!
+//! With PostgreSQL every replica writes the same tables: the hunt sees the
+//! fleet, and [`Store::standings_since`] hands each worker the standings
+//! the others decided.
 
 use std::path::Path;
 
 use palisade_extraction::{RequestFeatures, Standing};
 use rusqlite::{params, Connection};
+
+use super::pg_store::PgStore;
 
 /// The store could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -53,15 +61,114 @@ CREATE TABLE IF NOT EXISTS extraction_standings (
 );
 ";
 
+/// A read or write of the store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// SQLite said no.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL said no (or the connection broke).
+    #[error("postgres: {0}")]
+    Postgres(#[from] postgres::Error),
+}
+
+/// The worker's store: SQLite or PostgreSQL.
+#[derive(Debug)]
+pub(crate) enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl Store {
+    /// Opens (creating) `sqlite:PATH` or `postgres://…`.
+    pub(crate) fn open(url: &str, retention_hours: u64, max_rows: u64) -> Result<Self, StoreError> {
+        if is_postgres(url) {
+            PgStore::open(url, retention_hours, max_rows).map(Store::Postgres)
+        } else {
+            SqliteStore::open(url, retention_hours, max_rows).map(Store::Sqlite)
+        }
+    }
+
+    /// Writes a batch of requests in one transaction.
+    pub(crate) fn insert(
+        &mut self,
+        rows: &[(String, String, RequestFeatures, u64)],
+    ) -> Result<(), DbError> {
+        match self {
+            Store::Sqlite(s) => Ok(s.insert(rows)?),
+            Store::Postgres(s) => Ok(s.insert(rows)?),
+        }
+    }
+
+    /// Upserts a key's standing and the evidence of its last evaluation.
+    pub(crate) fn save_standing(
+        &mut self,
+        key: &str,
+        tenant: &str,
+        standing: Standing,
+        action: &str,
+        evidence: &str,
+    ) -> Result<(), DbError> {
+        match self {
+            Store::Sqlite(s) => Ok(s.save_standing(key, tenant, standing, action, evidence)?),
+            Store::Postgres(s) => Ok(s.save_standing(key, tenant, standing, action, evidence)?),
+        }
+    }
+
+    /// Every stored standing.
+    pub(crate) fn standings(&mut self) -> Result<Vec<(String, String, Standing)>, DbError> {
+        self.standings_since(i64::MIN)
+    }
+
+    /// Standings written at or after `since_ms`; in PostgreSQL, by any
+    /// replica (a shared SQLite file too).
+    pub(crate) fn standings_since(
+        &mut self,
+        since_ms: i64,
+    ) -> Result<Vec<(String, String, Standing)>, DbError> {
+        match self {
+            Store::Sqlite(s) => Ok(s.standings_since(since_ms)?),
+            Store::Postgres(s) => Ok(s.standings_since(since_ms)?),
+        }
+    }
+
+    /// Whether other replicas may write this store (so standings are worth
+    /// pulling).
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
+    /// Deletes rows past retention and beyond the row cap; returns how many.
+    pub(crate) fn sweep(&mut self, now_ms: i64) -> Result<usize, DbError> {
+        match self {
+            Store::Sqlite(s) => Ok(s.sweep(now_ms)?),
+            Store::Postgres(s) => Ok(s.sweep(now_ms)?),
+        }
+    }
+}
+
+/// Runs `f` on a short-lived thread of its own and waits for it: the
+/// blocking PostgreSQL client runs a runtime of its own, which must not be
+/// started from a thread driving the gateway's (start-up code is).
+pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> Option<T> {
+    std::thread::scope(|scope| scope.spawn(f).join().ok())
+}
+
+/// Whether a store URL names PostgreSQL.
+pub(crate) fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// The SQLite store.
 #[derive(Debug)]
-pub(crate) struct Store {
+pub(crate) struct SqliteStore {
     conn: Connection,
     retention_ms: i64,
     max_rows: u64,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating) `sqlite:PATH`.
     pub(crate) fn open(url: &str, retention_hours: u64, max_rows: u64) -> Result<Self, StoreError> {
         let err = |e: rusqlite::Error| StoreError {
@@ -138,12 +245,15 @@ impl Store {
         Ok(())
     }
 
-    /// Every stored standing.
-    pub(crate) fn standings(&self) -> rusqlite::Result<Vec<(String, String, Standing)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT key, tenant, score, at_ms FROM extraction_standings")?;
-        let rows = stmt.query_map([], |r| {
+    /// Standings written at or after `since_ms`.
+    pub(crate) fn standings_since(
+        &self,
+        since_ms: i64,
+    ) -> rusqlite::Result<Vec<(String, String, Standing)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, tenant, score, at_ms FROM extraction_standings WHERE at_ms >= ?1",
+        )?;
+        let rows = stmt.query_map([since_ms], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,

@@ -6,6 +6,12 @@
 //! A thread rather than a task: sketches, the MMD permutations and SQLite
 //! writes are CPU and blocking I/O that must not sit on the async workers.
 //! It ends when the gateway's state (the queue's sender) is dropped.
+//!
+//! With a shared store (PostgreSQL) a ticker asks it every [`SYNC_EVERY`]
+//! to pull the standings other replicas wrote: a standing above this
+//! replica's own (decayed) score for the key is adopted by the tracker and
+//! published, so a key blocked on one replica is blocked on every replica
+//! within about a second, and points this replica adds build on it.
 //! Must not: be waited for by the request path.
 
 use std::collections::HashMap;
@@ -15,8 +21,8 @@ use palisade_extraction::{sketch, Action, Assessment, RequestFeatures, Tracker, 
 use palisade_policy::{AuditRecord, Evidence, Gate};
 use tokio::sync::mpsc;
 
-use super::store::Store;
-use super::{Published, Record};
+use super::store::{off_runtime, Store};
+use super::{Message, Published};
 use crate::clock::GatewayClock;
 use crate::gates::audit::AuditSink;
 use crate::gates::policy::PolicyStore;
@@ -25,6 +31,28 @@ use crate::gates::policy::PolicyStore;
 const BATCH: usize = 256;
 /// Inserts between retention sweeps.
 const SWEEP_EVERY: u64 = 10_000;
+/// How often standings written by other replicas are pulled.
+pub(super) const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Overlap of successive pulls (a row written while the last pull ran is
+/// read by the next).
+const SYNC_OVERLAP_MS: i64 = 5_000;
+
+/// Sends a [`Message::Sync`] every [`SYNC_EVERY`] until the gateway's
+/// state (the last strong sender) is gone. A full queue skips a tick.
+pub(super) fn spawn_sync_ticker(sender: mpsc::WeakSender<Message>) {
+    let spawned = std::thread::Builder::new()
+        .name("palisade-extraction-sync".into())
+        .spawn(move || loop {
+            std::thread::sleep(SYNC_EVERY);
+            let Some(sender) = sender.upgrade() else {
+                return;
+            };
+            let _ = sender.try_send(Message::Sync);
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "extraction standings sync not started");
+    }
+}
 
 /// The tracker's key for a tenant's key (key names are unique per tenant only).
 pub(crate) fn key_id(tenant: &str, key: &str) -> String {
@@ -32,7 +60,7 @@ pub(crate) fn key_id(tenant: &str, key: &str) -> String {
 }
 
 pub(super) fn spawn(
-    mut receiver: mpsc::Receiver<Record>,
+    mut receiver: mpsc::Receiver<Message>,
     config: TrackerConfig,
     mut store: Option<Store>,
     published: Published,
@@ -42,8 +70,8 @@ pub(super) fn spawn(
 ) {
     let ladder = config.ladder.clone();
     let mut tracker = Tracker::new(config);
-    if let Some(store) = &store {
-        match store.standings() {
+    if let Some(store) = &mut store {
+        match off_runtime(|| store.standings()).unwrap_or_else(|| Ok(Vec::new())) {
             Ok(rows) => {
                 let now = clock.unix_ms();
                 let mut map = published.write().unwrap_or_else(|e| e.into_inner());
@@ -63,9 +91,24 @@ pub(super) fn spawn(
             let mut batch: Vec<(String, String, RequestFeatures, u64)> = Vec::with_capacity(BATCH);
             let mut inserted: u64 = 0;
             let mut last_action: HashMap<String, Action> = HashMap::new();
+            let mut synced_ms = clock.unix_ms();
             while let Some(first) = receiver.blocking_recv() {
                 let mut next = Some(first);
-                while let Some(record) = next.take() {
+                while let Some(message) = next.take() {
+                    let record = match message {
+                        Message::Request(record) => record,
+                        Message::Sync => {
+                            if let Some(store) = &mut store {
+                                let now = clock.unix_ms();
+                                adopt_fleet_standings(store, &mut tracker, &published, synced_ms, now, &ladder);
+                                synced_ms = now;
+                            }
+                            if batch.len() < BATCH {
+                                next = receiver.try_recv().ok();
+                            }
+                            continue;
+                        }
+                    };
                     let key = key_id(&record.tenant, &record.key);
                     let features = RequestFeatures {
                         at_ms: record.at_ms,
@@ -84,7 +127,7 @@ pub(super) fn spawn(
                                 last_action.insert(key.clone(), a.action);
                             }
                         }
-                        if let (Some(store), Some(standing)) = (&store, tracker.standing(&key)) {
+                        if let (Some(store), Some(standing)) = (&mut store, tracker.standing(&key)) {
                             let evidence = serde_json::to_string(&a.signals).unwrap_or_default();
                             if let Err(e) = store.save_standing(&key, &record.tenant, standing, a.action.as_str(), &evidence) {
                                 tracing::warn!(error = %e, "extraction standing not saved");
@@ -117,6 +160,38 @@ pub(super) fn spawn(
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "extraction worker not started");
+    }
+}
+
+/// Pulls the standings written since `since_ms` (less an overlap) and
+/// adopts each that is above this replica's own for the key.
+fn adopt_fleet_standings(
+    store: &mut Store,
+    tracker: &mut Tracker,
+    published: &Published,
+    since_ms: i64,
+    now_ms: i64,
+    ladder: &palisade_extraction::LadderConfig,
+) {
+    let rows = match store.standings_since(since_ms.saturating_sub(SYNC_OVERLAP_MS)) {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "extraction standings not pulled");
+            return;
+        }
+    };
+    for (key, tenant, remote) in rows {
+        let own = tracker
+            .standing(&key)
+            .map_or(0.0, |s| s.score_at(now_ms, ladder));
+        if remote.score_at(now_ms, ladder) <= own {
+            continue;
+        }
+        tracker.restore(&key, &tenant, remote);
+        let mut map = published.write().unwrap_or_else(|e| e.into_inner());
+        if remote.action(now_ms, ladder) > Action::Observe {
+            map.insert(key, remote);
+        }
     }
 }
 
