@@ -217,12 +217,22 @@ pub fn evaluate(
         xs.sort_by_key(|p| p.simhash);
         xs.dedup_by_key(|p| p.simhash);
         let ys = sample(baseline, config.mmd_baseline_sample, seed);
-        let test = mmd_test(&xs, &ys, kernel, config.mmd_permutations, seed);
+        // Below `mmd_min_effect` the signal cannot fire, so the permutation
+        // test (most of the detectors' cost) is skipped: p-value `None`.
+        let test = mmd_test(
+            &xs,
+            &ys,
+            kernel,
+            config.mmd_permutations,
+            seed,
+            config.mmd_min_effect,
+        );
         signals.push(Signal {
             kind: DetectorKind::Mmd,
             value: test.mmd2,
-            p_value: Some(test.p_value),
-            fired: test.p_value <= config.mmd_p && test.mmd2 >= config.mmd_min_effect,
+            p_value: test.p_value,
+            fired: test.p_value.is_some_and(|p| p <= config.mmd_p)
+                && test.mmd2 >= config.mmd_min_effect,
         });
     }
     if let Some(ratio) = window.vocabulary.last_ratio {

@@ -261,26 +261,33 @@ pub struct TwoSample {
     /// The biased MMD² estimate between the two samples.
     pub mmd2: f64,
     /// Fraction of label permutations with an MMD² at least as large (with
-    /// the +1 correction, so never 0).
-    pub p_value: f64,
+    /// the +1 correction, so never 0); `None` when the statistic was below
+    /// the caller's `min_effect` and the permutations were not run.
+    pub p_value: Option<f64>,
 }
 
 /// MMD² two-sample test of `xs` against `ys` under `kernel`, with a
 /// permutation p-value from `permutations` shuffles seeded by `seed`. The
 /// Gram matrix is computed once; each permutation only re-sums it.
+///
+/// Permutations cost `permutations × (n + m)²`, so they run only when the
+/// observed MMD² reaches `min_effect`: a smaller effect is not acted on
+/// whatever its p-value (the caller fires on both), and most windows of
+/// normal traffic are below it.
 pub fn mmd_test<T>(
     xs: &[T],
     ys: &[T],
     kernel: impl Fn(&T, &T) -> f64,
     permutations: usize,
     seed: u64,
+    min_effect: f64,
 ) -> TwoSample {
     let n = xs.len();
     let total = n + ys.len();
     if n == 0 || ys.is_empty() {
         return TwoSample {
             mmd2: 0.0,
-            p_value: 1.0,
+            p_value: Some(1.0),
         };
     }
     let item = |i: usize| if i < n { &xs[i] } else { &ys[i - n] };
@@ -311,6 +318,12 @@ pub fn mmd_test<T>(
     };
     let mut labels: Vec<bool> = (0..total).map(|i| i < n).collect();
     let observed = statistic(&labels);
+    if observed < min_effect {
+        return TwoSample {
+            mmd2: observed,
+            p_value: None,
+        };
+    }
     let mut rng = SplitMix::new(seed);
     let mut at_least = 0usize;
     for _ in 0..permutations {
@@ -323,7 +336,7 @@ pub fn mmd_test<T>(
     }
     TwoSample {
         mmd2: observed,
-        p_value: (at_least + 1) as f64 / (permutations + 1) as f64,
+        p_value: Some((at_least + 1) as f64 / (permutations + 1) as f64),
     }
 }
 
@@ -399,10 +412,16 @@ mod tests {
             .map(|i| normal_quantile((i as f64 + 0.3) / 40.2))
             .collect();
         let shifted: Vec<f64> = xs.iter().map(|v| v + 1.5).collect();
-        assert!(mmd_test(&xs, &same, kernel, 99, 7).p_value > 0.2);
-        let r = mmd_test(&xs, &shifted, kernel, 99, 7);
-        assert!(r.p_value <= 0.011 && r.mmd2 > 0.05, "{r:?}");
+        assert!(mmd_test(&xs, &same, kernel, 99, 7, 0.0).p_value.unwrap() > 0.2);
+        let r = mmd_test(&xs, &shifted, kernel, 99, 7, 0.0);
+        assert!(r.p_value.unwrap() <= 0.011 && r.mmd2 > 0.05, "{r:?}");
         // Same seed, same answer.
-        assert_eq!(r, mmd_test(&xs, &shifted, kernel, 99, 7));
+        assert_eq!(r, mmd_test(&xs, &shifted, kernel, 99, 7, 0.0));
+        // Below the effect that matters, the permutations are not run; at
+        // or above it the answer is the full test's.
+        let small = mmd_test(&xs, &same, kernel, 99, 7, 0.05);
+        assert_eq!(small.p_value, None);
+        assert_eq!(small.mmd2, mmd_test(&xs, &same, kernel, 99, 7, 0.0).mmd2);
+        assert_eq!(r, mmd_test(&xs, &shifted, kernel, 99, 7, r.mmd2));
     }
 }
