@@ -48,6 +48,7 @@ pub(crate) mod router;
 pub(crate) mod routing;
 pub(crate) mod second_stage;
 pub(crate) mod server;
+pub(crate) mod snapshot;
 pub(crate) mod state;
 pub(crate) mod telemetry;
 pub(crate) mod upstream;
