@@ -67,3 +67,6 @@ pub use pipeline::filters::bench as stream_bench;
 pub use extraction::bench as extraction_bench;
 /// The cross-account hunt over the extraction store, for `palisade hunt`.
 pub use extraction::hunt;
+/// The routing snapshot's reload and load costs, for the criterion benches only.
+#[doc(hidden)]
+pub use snapshot::bench as routing_bench;

@@ -251,3 +251,35 @@ impl Routing {
         self.probes.running()
     }
 }
+
+/// The routing snapshot's costs, for the criterion benches only: building
+/// and publishing the next snapshot on reload, and a request's one load.
+#[doc(hidden)]
+pub mod bench {
+    use super::*;
+
+    /// A routing holder built from a config, probes never started.
+    #[derive(Debug)]
+    pub struct Snapshots(Routing);
+
+    impl Snapshots {
+        /// The routing of `config` (keys looked up in an empty environment).
+        pub fn new(config: &Config) -> Result<Self, GatewayError> {
+            Routing::new(config, Arc::new(|_: &str| None)).map(Self)
+        }
+
+        /// One reload's routing work: build next to the one in force
+        /// (carrying unchanged backends), then publish.
+        pub fn reload(&self, config: &Config) -> Result<u64, GatewayError> {
+            let (next, _) = self.0.prepare(config)?;
+            let generation = next.generation;
+            self.0.install(next);
+            Ok(generation)
+        }
+
+        /// What a request does to get its routing: one load.
+        pub fn load(&self) -> u64 {
+            self.0.load().generation
+        }
+    }
+}
