@@ -154,3 +154,62 @@ fn keys_generate_produces_a_hash_that_keys_hash_reproduces() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), hash);
 }
+
+/// `SIGHUP` reloads the config file the way `serve` read it at start: the
+/// `--listen` flag is applied again, so a limits edit is hot (not refused
+/// as a listener change), and the new version shows in `/admin/config`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_file_with_the_same_flags() {
+    let upstream = ScriptedUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("palisade.toml");
+    let config = |burst: u32| {
+        format!(
+            "[reload]\nconfig_poll_ms = 0\n[backends.main]\nbase_url = \"{}\"\n\
+             [limits]\nrequests_per_minute = 60\nburst = {burst}\n",
+            upstream.base_url()
+        )
+    };
+    std::fs::write(&path, config(50)).unwrap();
+    let gw = Palisade::serve(&["--config", path.to_str().unwrap()], &[]);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let status = |client: reqwest::Client, url: String| async move {
+        client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let before = status(client.clone(), gw.url("/admin/config")).await;
+    assert_eq!(before["config"]["reloads_applied"], 0, "{before}");
+
+    std::fs::write(&path, config(1)).unwrap();
+    let hup = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(gw.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let mut after = Value::Null;
+    for _ in 0..100 {
+        after = status(client.clone(), gw.url("/admin/config")).await;
+        if after["config"]["last_result"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(after["config"]["last_result"], "applied", "{after}");
+    assert_ne!(after["config"]["hash"], before["config"]["hash"]);
+    // Burst 1 is in force: the second request at once is refused.
+    let chat = || {
+        client
+            .post(gw.url("/v1/chat/completions"))
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    assert_eq!(chat().await.unwrap().status(), 200);
+    assert_eq!(chat().await.unwrap().status(), 429);
+}
