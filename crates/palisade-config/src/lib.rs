@@ -294,29 +294,30 @@ impl Config {
     /// while running it is most likely a mistake that moves the route's
     /// data (refused the same way at start and on reload).
     fn validate_route_residency(&self) -> Result<(), ConfigError> {
+        // (error key, backend name, the deployment's label overrides)
+        type Target<'a> = (String, &'a str, Option<&'a BTreeMap<String, String>>);
         for (i, route) in self.routes.iter().enumerate() {
             let rule = &route.residency;
             if rule.regions.is_empty() && rule.providers.is_empty() && rule.data_classes.is_empty()
             {
                 continue;
             }
-            let targets: Vec<(String, &str, Option<&BTreeMap<String, String>>)> =
-                if route.deployments.is_empty() {
-                    vec![(format!("routes[{i}].backend"), route.backend.as_str(), None)]
-                } else {
-                    route
-                        .deployments
-                        .iter()
-                        .enumerate()
-                        .map(|(j, d)| {
-                            (
-                                format!("routes[{i}].deployments[{j}]"),
-                                d.backend.as_str(),
-                                Some(&d.labels),
-                            )
-                        })
-                        .collect()
-                };
+            let targets: Vec<Target<'_>> = if route.deployments.is_empty() {
+                vec![(format!("routes[{i}].backend"), route.backend.as_str(), None)]
+            } else {
+                route
+                    .deployments
+                    .iter()
+                    .enumerate()
+                    .map(|(j, d)| {
+                        (
+                            format!("routes[{i}].deployments[{j}]"),
+                            d.backend.as_str(),
+                            Some(&d.labels),
+                        )
+                    })
+                    .collect()
+            };
             for (key, backend, labels) in targets {
                 let Some(b) = self.backends.get(backend) else {
                     continue;

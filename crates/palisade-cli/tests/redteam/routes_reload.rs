@@ -109,7 +109,7 @@ async fn a_reload_storm_loses_no_request_mixes_no_tables_and_leaks_no_probe() {
         // Table B also has a spare backend that sorts first, so backend
         // indices differ between the tables: a route of one table read
         // against the other's backend list lands on the wrong upstream.
-        let (target, p_backend) = if n % 2 == 0 {
+        let (target, p_backend) = if n.is_multiple_of(2) {
             (
                 "a",
                 format!("[backends.p]\nbase_url = \"{}\"\n{probed}", p.base_url()),

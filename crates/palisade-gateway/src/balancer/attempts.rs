@@ -52,11 +52,11 @@ pub(crate) async fn send(
     routing: &RoutingSnapshot,
     principal: &Principal,
     route: &Route,
-    endpoint: Endpoint,
     request: &mut RequestBody,
     mut body: Bytes,
     ctx: &mut RequestCtx,
 ) -> Result<Sent, ApiError> {
+    let endpoint = ctx.endpoint;
     let balancer = &routing.balancer;
     let primary_backend = &routing.backends[route.backend];
     let deadline = ctx.started + route.deadline.unwrap_or(primary_backend.request_timeout);

@@ -209,7 +209,6 @@ async fn send_upstream(
         &routing,
         &principal,
         route,
-        endpoint,
         &mut request,
         upstream_body,
         ctx,
