@@ -4,7 +4,8 @@
 //! target moves, a removed backend finishes the stream it carries while new
 //! requests go elsewhere (and its health probe stops), a bad edit is
 //! refused with its reason while the old routes keep serving, and an
-//! unchanged backend keeps its open breaker across a reload.
+//! unchanged backend keeps its open breaker across a reload (and a removed
+//! one stops reporting it).
 //!
 //! The gateway runs in open mode on loopback (every caller is an admin
 //! there), and reloads are explicit (`POST /admin/config/reload`) so each
@@ -92,6 +93,22 @@ impl Client {
             .await
             .unwrap();
         (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
+    /// The value of the `/metrics` line starting with `prefix`.
+    async fn metric(&self, prefix: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
     }
 
     async fn get(&self, path: &str) -> Value {
@@ -417,9 +434,27 @@ async fn an_open_breaker_stays_open_across_a_reload_that_keeps_its_backend() {
         .cloned()
         .unwrap();
     assert_eq!(state["breaker"], "open", "{routes}");
+    let gauge = "palisade_backend_circuit_open{backend=\"bad\"} ";
+    assert_eq!(c.metric(gauge).await, Some(1.0));
 
-    // Editing `bad` itself makes it another backend: fresh state, so the
-    // next request reaches the upstream again (and fails there).
+    // `bad` removed: no alert keeps firing for a backend that is gone.
+    std::fs::write(
+        &path,
+        format!(
+            "{HEAD}{}{}{}",
+            backend("other", &other, ""),
+            route("m", "other", ""),
+            route("n", "other", "")
+        ),
+    )
+    .unwrap();
+    assert_eq!(c.reload().await.0, 200);
+    assert_eq!(c.metric(gauge).await, Some(0.0));
+    assert_eq!(c.chat("m").await.2, "other");
+
+    // Brought back with an edited table, `bad` is another backend: fresh
+    // state (nothing of the old breaker), so the next request reaches the
+    // upstream again (and fails there).
     std::fs::write(
         &path,
         format!(

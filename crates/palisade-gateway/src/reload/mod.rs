@@ -224,6 +224,15 @@ impl Reloader {
         if let Some((snapshot, change)) = routing {
             let generation = snapshot.generation;
             state.routing.install(snapshot);
+            // A removed backend serves no new request: its breaker gauge
+            // must not keep an "open" alert firing for it.
+            for name in change
+                .dropped
+                .iter()
+                .filter(|n| !next.backends.contains_key(*n))
+            {
+                metrics::gauge!(crate::metrics::CIRCUIT_OPEN, "backend" => name.clone()).set(0.0);
+            }
             tracing::warn!(
                 generation,
                 carried = change.carried,
