@@ -154,3 +154,99 @@ fn keys_generate_produces_a_hash_that_keys_hash_reproduces() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), hash);
 }
+
+/// `SIGHUP` reloads the config file the way `serve` read it at start: the
+/// `--listen` flag is applied again, so a hot edit is not refused as a
+/// listener change. A route and backend added to the file serve after the
+/// first signal, a limits edit is in force after the second, and each new
+/// version shows in `/admin/config`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_routes_and_limits_with_the_same_flags() {
+    let (upstream, second) = (
+        ScriptedUpstream::start().await,
+        ScriptedUpstream::start().await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("palisade.toml");
+    let config = |burst: u32, with_second: bool| {
+        let mut text = format!(
+            "[reload]\nconfig_poll_ms = 0\n[backends.main]\nbase_url = \"{}\"\n\
+             [limits]\nrequests_per_minute = 60\nburst = {burst}\n\
+             [[routes]]\nmodel = \"m\"\nbackend = \"main\"\n",
+            upstream.base_url()
+        );
+        if with_second {
+            text.push_str(&format!(
+                "[backends.second]\nbase_url = \"{}\"\n\
+                 [[routes]]\nmodel = \"s\"\nbackend = \"second\"\n",
+                second.base_url()
+            ));
+        }
+        text
+    };
+    std::fs::write(&path, config(50, false)).unwrap();
+    let gw = Palisade::serve(&["--config", path.to_str().unwrap()], &[]);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let status = |client: reqwest::Client, url: String| async move {
+        client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let chat = |model: &'static str| {
+        client
+            .post(gw.url("/v1/chat/completions"))
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let hup_and_wait = |applied: u64| {
+        let (client, url, pid) = (client.clone(), gw.url("/admin/config"), gw.child.id());
+        async move {
+            let hup = std::process::Command::new("kill")
+                .arg("-HUP")
+                .arg(pid.to_string())
+                .status()
+                .unwrap();
+            assert!(hup.success());
+            let mut after = Value::Null;
+            for _ in 0..200 {
+                after = status(client.clone(), url.clone()).await;
+                if after["config"]["reloads_applied"] == applied
+                    || after["config"]["last_result"] != "applied"
+                        && after["config"]["last_result"].is_string()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            after
+        }
+    };
+    let before = status(client.clone(), gw.url("/admin/config")).await;
+    assert_eq!(before["config"]["reloads_applied"], 0, "{before}");
+    assert_eq!(chat("s").await.unwrap().status(), 404);
+
+    std::fs::write(&path, config(50, true)).unwrap();
+    let after = hup_and_wait(1).await;
+    assert_eq!(after["config"]["last_result"], "applied", "{after}");
+    assert_ne!(after["config"]["hash"], before["config"]["hash"]);
+    assert_eq!(after["routing_generation"], 2, "{after}");
+    let resp = chat("s").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-palisade-backend"], "second");
+    assert_eq!(second.received().len(), 1);
+
+    // Burst 1 is in force after the second signal: the second request at
+    // once is refused.
+    std::fs::write(&path, config(1, true)).unwrap();
+    let after = hup_and_wait(2).await;
+    assert_eq!(after["config"]["reloads_applied"], 2, "{after}");
+    // The routing sections did not change: the snapshot is kept.
+    assert_eq!(after["routing_generation"], 2, "{after}");
+    assert_eq!(chat("m").await.unwrap().status(), 200);
+    assert_eq!(chat("m").await.unwrap().status(), 429);
+}

@@ -285,7 +285,79 @@ impl Config {
         self.validate_cost_limits_are_priced()?;
         self.validate_tenant_backends()?;
         self.validate_route_backends()?;
-        validate_routing_table(&self.routes)
+        validate_routing_table(&self.routes)?;
+        self.validate_route_residency()
+    }
+
+    /// A route's own residency rule must allow each of its deployments: one
+    /// it forbids could never serve it, and in a config that is edited
+    /// while running it is most likely a mistake that moves the route's
+    /// data (refused the same way at start and on reload).
+    fn validate_route_residency(&self) -> Result<(), ConfigError> {
+        // (error key, backend name, the deployment's label overrides)
+        type Target<'a> = (String, &'a str, Option<&'a BTreeMap<String, String>>);
+        for (i, route) in self.routes.iter().enumerate() {
+            let rule = &route.residency;
+            if rule.regions.is_empty() && rule.providers.is_empty() && rule.data_classes.is_empty()
+            {
+                continue;
+            }
+            let targets: Vec<Target<'_>> = if route.deployments.is_empty() {
+                vec![(format!("routes[{i}].backend"), route.backend.as_str(), None)]
+            } else {
+                route
+                    .deployments
+                    .iter()
+                    .enumerate()
+                    .map(|(j, d)| {
+                        (
+                            format!("routes[{i}].deployments[{j}]"),
+                            d.backend.as_str(),
+                            Some(&d.labels),
+                        )
+                    })
+                    .collect()
+            };
+            for (key, backend, labels) in targets {
+                let Some(b) = self.backends.get(backend) else {
+                    continue;
+                };
+                let label = |name: &str, own: &Option<String>| {
+                    labels
+                        .and_then(|l| l.get(name).cloned())
+                        .or_else(|| own.clone())
+                };
+                let region = label("region", &b.region);
+                let provider = label("provider", &b.provider);
+                let classes: Vec<String> = match labels.and_then(|l| l.get("data_classes")) {
+                    Some(list) => list
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    None => b.data_classes.clone(),
+                };
+                let listed = |allowed: &[String], value: &Option<String>| {
+                    allowed.is_empty() || value.as_ref().is_some_and(|v| allowed.contains(v))
+                };
+                if !listed(&rule.regions, &region)
+                    || !listed(&rule.providers, &provider)
+                    || !rule.data_classes.iter().all(|c| classes.contains(c))
+                {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "backend `{backend}` (region {}, provider {}, data classes [{}]) is outside this route's residency rule",
+                            region.as_deref().unwrap_or("unset"),
+                            provider.as_deref().unwrap_or("unset"),
+                            classes.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A dollar quota or budget is only enforceable if requests can be

@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 108;
+const RULE_SITES: usize = 109;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -448,6 +448,18 @@ fn invalid_configs_name_the_key() {
         // [[routes]]: the backend exists (spans [backends]), each route's
         // fields, then the rules between routes.
         ("[[routes]]\nbackend = \"nope\"", "routes[0].backend"),
+        // A route's residency rule must allow its own backend.
+        (
+            "[backends.local]\nregion = \"us-east\"\n[[routes]]\nresidency = { regions = [\"eu-west\"] }",
+            "routes[0].backend",
+        ),
+        (
+            "[backends.us]\nbase_url = \"http://127.0.0.1:1/v1\"\nregion = \"us-east\"\n\
+             [backends.local]\nregion = \"eu-west\"\n[[routes]]\nbackend = \"\"\n\
+             deployments = [{ backend = \"local\" }, { backend = \"us\" }]\n\
+             residency = { regions = [\"eu-west\"] }",
+            "routes[0].deployments[1]",
+        ),
         ("[[routes]]\ndeadline_ms = 0", "routes[0].deadline_ms"),
         (
             "[[routes]]\noverload_max_tokens = 0",

@@ -61,6 +61,9 @@ pub(crate) struct RequestCtx {
     pub(crate) attempts: u32,
     /// The request counted as outstanding at its backend until it ends.
     pub(crate) _outstanding: Option<crate::balancer::Outstanding>,
+    /// The routing snapshot the request was routed by, held to its last
+    /// byte (streams included) so a reload never re-routes it midway.
+    pub(crate) routing: Option<Arc<crate::snapshot::RoutingSnapshot>>,
     /// What the request gates decided that the output gate needs.
     pub(crate) gates: Option<GatePlan>,
     /// The idempotency key this request holds and the cache slot it may
@@ -97,6 +100,7 @@ impl RequestCtx {
             served_by: None,
             attempts: 0,
             _outstanding: None,
+            routing: None,
             gates: None,
             replay: None,
             span: tracing::Span::current(),

@@ -48,6 +48,7 @@ pub(crate) mod router;
 pub(crate) mod routing;
 pub(crate) mod second_stage;
 pub(crate) mod server;
+pub(crate) mod snapshot;
 pub(crate) mod state;
 pub(crate) mod telemetry;
 pub(crate) mod upstream;
@@ -66,3 +67,6 @@ pub use pipeline::filters::bench as stream_bench;
 pub use extraction::bench as extraction_bench;
 /// The cross-account hunt over the extraction store, for `palisade hunt`.
 pub use extraction::hunt;
+/// The routing snapshot's reload and load costs, for the criterion benches only.
+#[doc(hidden)]
+pub use snapshot::bench as routing_bench;

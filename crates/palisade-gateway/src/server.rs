@@ -35,9 +35,9 @@ impl Gateway {
     /// Builds with an explicit environment lookup (for tests).
     pub fn with_env(
         config: Config,
-        env: impl Fn(&str) -> Option<String>,
+        env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
     ) -> Result<Self, GatewayError> {
-        let (state, serving) = GatewayState::from_config(&config, env)?;
+        let (state, serving) = GatewayState::from_config(&config, Arc::new(env))?;
         let state = Arc::new(state);
         Ok(Self {
             state,
@@ -166,7 +166,7 @@ impl Gateway {
         );
         serving.set(true);
         let replicas_to = self.state.clone();
-        crate::balancer::probe::spawn(&self.state, stop_rx.clone());
+        self.state.routing.start_probes(stop_rx.clone());
         crate::reload::Reloader::spawn_poll(self.state.clone(), stop_rx.clone());
         self.state.fleet.spawn(
             self.state.gates.policy.clone(),

@@ -5,7 +5,6 @@
 //! Per-request state lives in [`crate::context`]; this module must not hold
 //! any, nor any request-path logic.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +16,7 @@ use crate::gates::Gates;
 use crate::http::auth::Authenticator;
 use crate::metrics::ModelLabels;
 use crate::readiness::{Condition, Readiness};
-use crate::routing::RouteTable;
-use crate::upstream::{Backend, BackendError};
+use crate::upstream::BackendError;
 
 /// Errors starting or running the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -95,10 +93,9 @@ pub enum GatewayError {
 #[derive(Debug)]
 pub struct GatewayState {
     pub(crate) auth: Authenticator,
-    pub(crate) routes: RouteTable,
-    pub(crate) backends: Vec<Backend>,
-    /// Per-backend load, latency, health and retry budgets for routing.
-    pub(crate) balancer: Arc<crate::balancer::Balancer>,
+    /// Routes, backends and their balancer state: one snapshot, swapped
+    /// whole on reload; a request loads it once and keeps it.
+    pub(crate) routing: crate::snapshot::Routing,
     pub(crate) model_labels: ModelLabels,
     pub(crate) max_body_bytes: usize,
     pub(crate) max_sse_event_bytes: usize,
@@ -146,32 +143,13 @@ impl GatewayState {
     /// listener's readiness condition, which the server sets once it serves.
     pub(crate) fn from_config(
         config: &Config,
-        env: impl Fn(&str) -> Option<String>,
+        env: crate::snapshot::Env,
     ) -> Result<(Self, Condition), GatewayError> {
         // Installed before anything touches a metric (breaker and pool
         // gauges are set as their owners are built).
         let metrics_handle = crate::metrics::install();
-        let mut backends = Vec::with_capacity(config.backends.len());
-        let mut index = HashMap::new();
-        for (name, backend) in &config.backends {
-            index.insert(name.clone(), backends.len());
-            backends.push(Backend::new(name, backend, &config.tenants, &env)?);
-        }
-        let mut tokenizers = HashMap::new();
-        for path in config.routes.iter().filter_map(|r| r.tokenizer.as_ref()) {
-            let loaded = std::fs::read(path)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| {
-                    palisade_openai::usage::Tokenizer::from_json_bytes(&bytes)
-                        .map_err(|e| e.to_string())
-                })
-                .map_err(|message| GatewayError::Tokenizer {
-                    path: path.clone(),
-                    message,
-                })?;
-            tokenizers.insert(path.clone(), loaded);
-        }
-        let routes = RouteTable::compile(config, |name| index[name], &tokenizers);
+        let routing = crate::snapshot::Routing::new(config, env.clone())?;
+        let lookup = |var: &str| env(var);
         let readiness = Readiness::default();
         readiness.register("routes").set(true);
         let detector_ready = readiness.register("detector");
@@ -225,14 +203,16 @@ impl GatewayState {
         // Exported from the start, so "stays 0" is visible and alertable.
         metrics::counter!(crate::metrics::REQUESTS_WITHOUT_POLICY).increment(0);
         let serving = readiness.register("listener");
-        let tools = Arc::new(crate::gates::tools::ToolService::from_config(config, &env)?);
+        let tools = Arc::new(crate::gates::tools::ToolService::from_config(
+            config, &lookup,
+        )?);
         let markers =
-            crate::gates::markers::Markers::from_env(&env, crate::clock::GatewayClock::system())
+            crate::gates::markers::Markers::from_env(&lookup, crate::clock::GatewayClock::system())
                 .map_err(|e| GatewayError::MarkerKey(e.to_string()))?;
         let prices = Arc::new(crate::limits::accounting::price_table(&config.ledger));
         let watermark = crate::watermark::Watermark::from_config(
             &config.watermark,
-            &env,
+            &lookup,
             crate::clock::GatewayClock::system(),
         )?;
         let state = GatewayState {
@@ -241,29 +221,7 @@ impl GatewayState {
                 .enabled
                 .then(|| crate::console::Console::from_config(&config.console)),
             auth: Authenticator::from_config(&config.auth),
-            routes,
-            balancer: Arc::new(crate::balancer::Balancer::new(
-                &config
-                    .backends
-                    .values()
-                    .map(|b| {
-                        let budget = b.retry_budget;
-                        let passive = b.passive_health;
-                        (
-                            palisade_routing::RetryBudgetConfig {
-                                ratio: budget.ratio,
-                                reserve_per_sec: budget.reserve_per_sec,
-                                cap: budget.cap,
-                            },
-                            palisade_routing::PassiveHealthConfig {
-                                consecutive_failures: passive.consecutive_failures,
-                                ejection: passive.ejection_ms.saturating_mul(1_000_000),
-                            },
-                        )
-                    })
-                    .collect::<Vec<_>>(),
-            )),
-            backends,
+            routing,
             model_labels: ModelLabels::new(MODEL_LABEL_CAP),
             max_body_bytes: config.server.max_body_bytes,
             max_sse_event_bytes: config.server.max_sse_event_bytes,

@@ -14,6 +14,8 @@
 //! - `slow-head`: waits 2 s before sending the response head.
 //! - `stall`: streams two events, then goes silent forever.
 //! - `endless`: streams an event every 10 ms until the client disconnects.
+//! - `slow-stream-N`: streams the echo one word every N milliseconds, then
+//!   ends normally (a long stream in flight).
 //! - `torn`: sends one event, then half an event, then ends the body.
 //! - `delay-N`: a normal completion after N milliseconds (a busy model).
 //! - `chunks-N`: streams the echo in N-byte pieces (cut on character
@@ -84,6 +86,7 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     streams_cancelled: AtomicUsize,
     heads_cancelled: AtomicUsize,
+    models_listed: AtomicUsize,
 }
 
 /// A scripted OpenAI-compatible upstream on 127.0.0.1.
@@ -133,6 +136,11 @@ impl ScriptedUpstream {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// `GET /v1/models` requests served (health probes hit it).
+    pub fn models_listed(&self) -> usize {
+        self.shared.models_listed.load(Ordering::SeqCst)
     }
 
     /// Streams whose client disconnected before the stream ended.
@@ -341,6 +349,20 @@ async fn chat(
                 watch.done = true;
                 return;
             }
+            m if m.starts_with("slow-stream-") => {
+                let pause = m["slow-stream-".len()..].parse::<u64>().unwrap_or(100);
+                for (i, word) in words.iter().enumerate() {
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    let content = if i == 0 {
+                        word.clone()
+                    } else {
+                        format!(" {word}")
+                    };
+                    if !send(sse(&chunk(&model, json!({"content": content}), None))).await {
+                        return;
+                    }
+                }
+            }
             m if m.starts_with("chunks-") => {
                 let size = m["chunks-".len()..].parse::<usize>().unwrap_or(4).max(1);
                 let mut rest = text.as_str();
@@ -516,7 +538,8 @@ async fn embeddings(
         .into_response()
 }
 
-async fn models() -> Response {
+async fn models(State(shared): State<Arc<Shared>>) -> Response {
+    shared.models_listed.fetch_add(1, Ordering::SeqCst);
     (
         [("content-type", "application/json")],
         json!({"object": "list", "data": [

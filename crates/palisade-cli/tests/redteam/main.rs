@@ -24,6 +24,9 @@
 //! - `logs`: a flood while the log reader is stalled (no audit record lost).
 //! - `routing`: a hostile upstream steering retries and fallbacks (parking
 //!   requests, pushing data out of its residency region).
+//! - `routes_reload`: routes and backends reloaded from the file (a reload
+//!   storm mixing two tables, losing requests or leaking probe loops; an
+//!   edit opening a residency hole).
 //! - `replay`: idempotency keys and the response cache (planted entries,
 //!   blocked or flagged requests served as allowed, another tenant's key,
 //!   a replay that skips the output gate, eviction floods).
@@ -64,6 +67,7 @@ mod ops;
 mod output_gate;
 mod replay;
 mod responses;
+mod routes_reload;
 mod routing;
 mod runtime_keys;
 mod saturation;

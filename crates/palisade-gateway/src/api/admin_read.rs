@@ -216,9 +216,12 @@ pub async fn config(
     }
     Json(serde_json::json!({
         "config": state.reload.status(),
+        "routing_generation": state.routing.load().generation,
         "hot": {
             "limits": crate::reload::diff::HOT_TENANT_FIELDS,
             "limits_tables": crate::reload::diff::HOT_LIMITS_TABLES,
+            "sections": crate::reload::diff::HOT_ROUTING_SECTIONS,
+            "tenants": [crate::reload::diff::HOT_TENANT_ROUTING_FIELD],
         },
     }))
     .into_response()
@@ -266,9 +269,10 @@ pub async fn limits(
         return error_response(&err, Some(&request_id));
     }
     let now = std::time::Instant::now();
-    let view = state.balancer.view(&state.backends, now);
-    let backends: Vec<Value> = (0..state.backends.len())
-        .map(|i| super::admin_views::backend_state(&state, &view, i, now))
+    let routing = state.routing.load();
+    let view = routing.balancer.view(&routing.backends, now);
+    let backends: Vec<Value> = (0..routing.backends.len())
+        .map(|i| super::admin_views::backend_state(&routing, &view, i, now))
         .collect();
     let shared = state.admission.is_shared();
     Json(serde_json::json!({

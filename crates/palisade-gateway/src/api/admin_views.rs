@@ -28,13 +28,13 @@ use crate::state::GatewayState;
 
 /// One backend's live state, as `/admin/limits` and `/admin/routes` show it.
 pub(crate) fn backend_state(
-    state: &GatewayState,
+    routing: &crate::snapshot::RoutingSnapshot,
     view: &crate::balancer::View<'_>,
     i: usize,
     now: Instant,
 ) -> Value {
     use palisade_routing::StateView;
-    let Some(b) = state.backends.get(i) else {
+    let Some(b) = routing.backends.get(i) else {
         return Value::Null;
     };
     let s = view.state(i);
@@ -49,7 +49,7 @@ pub(crate) fn backend_state(
         "outstanding": s.outstanding,
         "ewma_ms": s.ewma as f64 / 1e6,
         "breaker": breaker,
-        "probe": state.balancer.probe_state(i),
+        "probe": routing.balancer.probe_state(i),
     })
 }
 
@@ -71,8 +71,10 @@ pub async fn routes(
         return error_response(&err, Some(&request_id));
     }
     let now = Instant::now();
-    let view = state.balancer.view(&state.backends, now);
-    let table = &state.routes;
+    // One snapshot for the whole answer: never half of two tables.
+    let routing = state.routing.load();
+    let view = routing.balancer.view(&routing.backends, now);
+    let table = &routing.routes;
     let route_name = |id: usize| {
         table
             .by_id(id)
@@ -89,12 +91,12 @@ pub async fn routes(
                 .iter()
                 .map(|d| {
                     json!({
-                        "backend": state.backends.get(d.backend).map(|b| b.name.as_str()),
+                        "backend": routing.backends.get(d.backend).map(|b| b.name.as_str()),
                         "weight": d.weight,
                         "region": d.labels.region,
                         "provider": d.labels.provider,
                         "data_classes": d.labels.data_classes,
-                        "state": backend_state(&state, &view, d.backend, now),
+                        "state": backend_state(&routing, &view, d.backend, now),
                     })
                 })
                 .collect();
@@ -128,10 +130,16 @@ pub async fn routes(
             }))
         })
         .collect();
-    let backends: Vec<Value> = (0..state.backends.len())
-        .map(|i| backend_state(&state, &view, i, now))
+    let backends: Vec<Value> = (0..routing.backends.len())
+        .map(|i| backend_state(&routing, &view, i, now))
         .collect();
-    Json(json!({ "routes": routes, "backends": backends })).into_response()
+    Json(json!({
+        "generation": routing.generation,
+        "probes_running": state.routing.probes_running(),
+        "routes": routes,
+        "backends": backends,
+    }))
+    .into_response()
 }
 
 /// `GET /admin/policy/shadow`

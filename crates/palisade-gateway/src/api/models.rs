@@ -47,20 +47,21 @@ pub async fn list(
         Ok(front) => front,
         Err(err) => return error_response(&err, Some(&request_id)),
     };
+    let routing = state.routing.load();
     let mut seen = BTreeSet::new();
     let mut data = Vec::new();
-    for (name, backend) in state.routes.listed() {
+    for (name, backend) in routing.routes.listed() {
         if seen.insert(name.clone()) {
             data.push(ModelEntry {
                 id: name.clone(),
                 object: "model",
                 created: 0,
-                owned_by: state.backends[*backend].name.clone(),
+                owned_by: routing.backends[*backend].name.clone(),
             });
         }
     }
-    if let Some(wildcard) = state.routes.wildcard() {
-        let backend = &state.backends[wildcard.backend];
+    if let Some(wildcard) = routing.routes.wildcard() {
+        let backend = &routing.backends[wildcard.backend];
         if backend.list_models {
             for id in backend_models(backend).await {
                 if seen.insert(id.clone()) {
@@ -95,17 +96,18 @@ pub async fn retrieve(
         Ok(front) => front,
         Err(err) => return error_response(&err, Some(&request_id)),
     };
-    let listed = state
+    let routing = state.routing.load();
+    let listed = routing
         .routes
         .listed()
         .iter()
         .find(|(name, _)| *name == id)
-        .map(|(_, backend)| state.backends[*backend].name.clone());
+        .map(|(_, backend)| routing.backends[*backend].name.clone());
     let owner = match listed {
         Some(owner) => Some(owner),
-        None => match state.routes.wildcard() {
-            Some(wildcard) if state.backends[wildcard.backend].list_models => {
-                let backend = &state.backends[wildcard.backend];
+        None => match routing.routes.wildcard() {
+            Some(wildcard) if routing.backends[wildcard.backend].list_models => {
+                let backend = &routing.backends[wildcard.backend];
                 backend_models(backend)
                     .await
                     .contains(&id)

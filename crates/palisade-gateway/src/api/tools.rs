@@ -245,7 +245,8 @@ pub(crate) async fn run_guard(
     };
     palisade_openai::request::check_model(&model)
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()).with_param("model"))?;
-    let route = state
+    let routing = state.routing.load();
+    let route = routing
         .routes
         .resolve(&model)
         .ok_or_else(|| crate::routing::model_not_found(&model))?;

@@ -147,7 +147,8 @@ async fn run(
             ));
         }
     }
-    let route = state
+    let routing = state.routing.load();
+    let route = routing
         .routes
         .resolve(&req.model)
         .filter(|r| wm.config.models.iter().any(|m| **m == *r.public_name))

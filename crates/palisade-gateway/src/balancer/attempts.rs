@@ -22,6 +22,7 @@ use crate::http::auth::Principal;
 use crate::pipeline::respond::Sent;
 use crate::pipeline::{budget, forward};
 use crate::routing::Route;
+use crate::snapshot::RoutingSnapshot;
 use crate::state::GatewayState;
 
 /// Attempts by backend and outcome (`ok`, or the failure class).
@@ -48,20 +49,21 @@ enum Outcome {
 /// last failure, when no further attempt is allowed) is returned.
 pub(crate) async fn send(
     state: &GatewayState,
+    routing: &RoutingSnapshot,
     principal: &Principal,
     route: &Route,
-    endpoint: Endpoint,
     request: &mut RequestBody,
     mut body: Bytes,
     ctx: &mut RequestCtx,
 ) -> Result<Sent, ApiError> {
-    let balancer = &state.balancer;
-    let primary_backend = &state.backends[route.backend];
+    let endpoint = ctx.endpoint;
+    let balancer = &routing.balancer;
+    let primary_backend = &routing.backends[route.backend];
     let deadline = ctx.started + route.deadline.unwrap_or(primary_backend.request_timeout);
     let idempotent = route.idempotent || endpoint == Endpoint::Embeddings;
-    let rule = state.routes.tenant_rule(&principal.tenant);
+    let rule = routing.routes.tenant_rule(&principal.tenant);
     let mut planner = Planner::new(
-        state.routes.specs(),
+        routing.routes.specs(),
         route.id,
         rule,
         route.retry,
@@ -71,7 +73,7 @@ pub(crate) async fn send(
     let mut rng = SplitMix(uuid::Uuid::new_v4().as_u64_pair().0);
     let first = {
         let at = Instant::now();
-        let mut view = balancer.view(&state.backends, at);
+        let mut view = balancer.view(&routing.backends, at);
         planner.first(balancer.nanos(at), &mut view, &mut rng)
     };
     let mut attempt = match first {
@@ -97,7 +99,7 @@ pub(crate) async fn send(
     budget::queue_and_open_row(
         state,
         principal,
-        &state.backends[attempt.backend],
+        &routing.backends[attempt.backend],
         endpoint,
         deadline,
         ctx,
@@ -109,14 +111,14 @@ pub(crate) async fn send(
         if attempt.delay > 0 {
             tokio::time::sleep(Duration::from_nanos(attempt.delay)).await;
         }
-        let backend = &state.backends[attempt.backend];
+        let backend = &routing.backends[attempt.backend];
         if attempt.backend != last_backend {
-            move_to(state, principal, attempt, deadline, ctx).await?;
+            move_to(routing, principal, attempt, deadline, ctx).await?;
             last_backend = attempt.backend;
         }
         if attempt.route != current_route {
             // A fallback route serves another model: the upstream hears its name.
-            if let Some(fallback) = state.routes.by_id(attempt.route) {
+            if let Some(fallback) = routing.routes.by_id(attempt.route) {
                 let name = fallback
                     .upstream_model
                     .clone()
@@ -156,7 +158,7 @@ pub(crate) async fn send(
             head,
         );
         let latency = sent_at.elapsed();
-        let outcome = classify(state, route, backend, result, deadline).await;
+        let outcome = classify(routing, route, backend, result, deadline).await;
         let (failure, last) = match outcome {
             Outcome::Answer(resp) => {
                 balancer.observe(attempt.backend, Observed::Ok(latency), None);
@@ -167,7 +169,7 @@ pub(crate) async fn send(
                 ctx.trace.begin_relay();
                 return Ok(Sent {
                     upstream: resp,
-                    backend: attempt.backend,
+                    backend: backend.clone(),
                     deadline,
                     client_wants_stream: request.is_stream(),
                 });
@@ -192,7 +194,7 @@ pub(crate) async fn send(
             .increment(1);
         let next = {
             let at = Instant::now();
-            let mut view = balancer.view(&state.backends, at);
+            let mut view = balancer.view(&routing.backends, at);
             planner.after(failure, balancer.nanos(at), &mut view, &mut rng)
         };
         match next {
@@ -208,7 +210,7 @@ pub(crate) async fn send(
                     request_id = %ctx.request_id,
                     failed = %backend.name,
                     class = failure.class.as_str(),
-                    next = %state.backends[next.backend].name,
+                    next = %routing.backends[next.backend].name,
                     attempt = next.number,
                     delay_ms = next.delay / 1_000_000,
                     rule = %planner.rule_for(next.route).describe(),
@@ -221,7 +223,7 @@ pub(crate) async fn send(
                 served_by(ctx, backend);
                 return last.map(|resp| Sent {
                     upstream: resp,
-                    backend: attempt.backend,
+                    backend: backend.clone(),
                     deadline,
                     client_wants_stream: request.is_stream(),
                 });
@@ -252,14 +254,14 @@ fn served_by(ctx: &mut RequestCtx, backend: &crate::upstream::Backend) {
 /// The request moves to another backend: its place in the old backend's
 /// queue is given back and one at the new backend's is taken.
 async fn move_to(
-    state: &GatewayState,
+    routing: &RoutingSnapshot,
     principal: &Principal,
     attempt: Attempt,
     deadline: Instant,
     ctx: &mut RequestCtx,
 ) -> Result<(), ApiError> {
     ctx._backend_slot = None;
-    let backend = &state.backends[attempt.backend];
+    let backend = &routing.backends[attempt.backend];
     if let Some(scheduler) = &backend.scheduler {
         let cost = ctx
             .tokens
@@ -291,7 +293,7 @@ fn retry_after(resp: &reqwest::Response) -> Option<u64> {
 /// content-filter failures; the body is put back for the client if it is
 /// not one of those.
 async fn classify(
-    state: &GatewayState,
+    routing: &RoutingSnapshot,
     route: &Route,
     backend: &crate::upstream::Backend,
     result: Result<reqwest::Response, (ApiError, FailureClass)>,
@@ -314,7 +316,7 @@ async fn classify(
             last: Ok(resp),
         };
     }
-    let spec = state.routes.specs().get(route.id);
+    let spec = routing.routes.specs().get(route.id);
     let has_model_chain = spec.is_some_and(|s| {
         !s.fallbacks.chain(FailureClass::ContextLength).is_empty()
             || !s.fallbacks.chain(FailureClass::ContentFilter).is_empty()

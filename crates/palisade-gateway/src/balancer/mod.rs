@@ -5,9 +5,13 @@
 //! The decisions are `palisade_routing`'s; this module holds the state they
 //! read, behind short locks, on the gateway's monotonic clock. It must not
 //! decide anything itself, and never holds a lock across an await.
+//!
+//! Each backend's state is its own [`BackendRuntime`] behind an `Arc`, so a
+//! config reload can hand an unchanged backend's state to the next routing
+//! snapshot (see [`crate::snapshot`]): both snapshots then share it, and
+//! requests still on the old one keep feeding the same counters.
 
 pub(crate) mod attempts;
-pub(crate) mod probe;
 pub(crate) mod spec;
 
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
@@ -38,20 +42,46 @@ struct Learned {
     not_before: Nanos,
 }
 
-/// One backend's runtime state.
+/// One backend's runtime state: what survives a reload that leaves the
+/// backend unchanged.
 #[derive(Debug)]
-struct BackendRuntime {
+pub(crate) struct BackendRuntime {
     outstanding: AtomicU32,
     probe: AtomicU8,
     passive_config: PassiveHealthConfig,
     learned: Mutex<Learned>,
 }
 
-/// All backends' runtime state, indexed like the gateway's backend list.
+impl BackendRuntime {
+    /// Fresh state for a backend with these settings.
+    pub(crate) fn new(budget: RetryBudgetConfig, passive: PassiveHealthConfig) -> Self {
+        Self {
+            outstanding: AtomicU32::new(0),
+            probe: AtomicU8::new(PROBE_UNKNOWN),
+            passive_config: passive,
+            learned: Mutex::new(Learned {
+                ewma: Ewma::new(EWMA_TAU),
+                passive: PassiveHealth::default(),
+                budget: RetryBudget::new(budget, 0),
+                not_before: 0,
+            }),
+        }
+    }
+
+    /// Records an active probe's result.
+    pub(crate) fn probed(&self, ok: bool) {
+        self.probe
+            .store(if ok { PROBE_OK } else { PROBE_FAILED }, Ordering::Relaxed);
+    }
+}
+
+/// All backends' runtime state, indexed like the snapshot's backend list.
 #[derive(Debug)]
 pub(crate) struct Balancer {
+    /// Shared by every balancer of the process: carried state holds
+    /// instants as nanoseconds since it.
     epoch: Instant,
-    backends: Vec<BackendRuntime>,
+    backends: Vec<Arc<BackendRuntime>>,
 }
 
 /// How one attempt ended, for the state.
@@ -66,26 +96,20 @@ pub(crate) enum Observed {
 }
 
 impl Balancer {
-    /// State for backends with these settings (in backend order).
-    pub(crate) fn new(settings: &[(RetryBudgetConfig, PassiveHealthConfig)]) -> Self {
-        let epoch = Instant::now();
-        Self {
-            epoch,
-            backends: settings
-                .iter()
-                .map(|(budget, passive)| BackendRuntime {
-                    outstanding: AtomicU32::new(0),
-                    probe: AtomicU8::new(PROBE_UNKNOWN),
-                    passive_config: *passive,
-                    learned: Mutex::new(Learned {
-                        ewma: Ewma::new(EWMA_TAU),
-                        passive: PassiveHealth::default(),
-                        budget: RetryBudget::new(*budget, 0),
-                        not_before: 0,
-                    }),
-                })
-                .collect(),
-        }
+    /// A balancer over these backends' state (in backend order), on the
+    /// clock that started at `epoch` (the previous balancer's, on reload).
+    pub(crate) fn assemble(epoch: Instant, backends: Vec<Arc<BackendRuntime>>) -> Self {
+        Self { epoch, backends }
+    }
+
+    /// The instant this balancer's clock counts from.
+    pub(crate) fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    /// One backend's state, to carry into the next snapshot.
+    pub(crate) fn runtime(&self, backend: usize) -> Option<&Arc<BackendRuntime>> {
+        self.backends.get(backend)
     }
 
     /// `at` on the balancer's clock.
@@ -145,14 +169,6 @@ impl Balancer {
         }
     }
 
-    /// Records an active probe's result.
-    pub(crate) fn probed(&self, backend: usize, ok: bool) {
-        if let Some(b) = self.backends.get(backend) {
-            b.probe
-                .store(if ok { PROBE_OK } else { PROBE_FAILED }, Ordering::Relaxed);
-        }
-    }
-
     /// The last active health probe's outcome of `backend`, for
     /// `/admin/limits`: `ok`, `failed` or `unknown` (none yet, or no probe).
     pub(crate) fn probe_state(&self, backend: usize) -> &'static str {
@@ -168,7 +184,7 @@ impl Balancer {
     }
 
     /// The routing crate's view of the backends now.
-    pub(crate) fn view<'a>(&'a self, backends: &'a [Backend], at: Instant) -> View<'a> {
+    pub(crate) fn view<'a>(&'a self, backends: &'a [Arc<Backend>], at: Instant) -> View<'a> {
         View {
             balancer: self,
             backends,
@@ -196,7 +212,7 @@ impl Drop for Outstanding {
 /// The backends as `palisade_routing` sees them at one instant.
 pub(crate) struct View<'a> {
     balancer: &'a Balancer,
-    backends: &'a [Backend],
+    backends: &'a [Arc<Backend>],
     at: Instant,
     now: Nanos,
 }

@@ -126,12 +126,17 @@ async fn send_upstream(
     }
 
     principal.check_model(request.model())?;
-    let route = route::resolve(state, &request)?;
+    // The one load of the routing snapshot: this request routes, retries,
+    // falls back and relays by it to its last byte, whatever is reloaded
+    // meanwhile (the context keeps it alive until the request finishes).
+    let routing = state.routing.load();
+    ctx.routing = Some(routing.clone());
+    let route = route::resolve(&routing, &request)?;
     // Idempotency: before the gates, so a repeat replays the original
     // outcome (judged when it was made) and never runs twice.
     let timeout = route
         .deadline
-        .unwrap_or(state.backends[route.backend].request_timeout);
+        .unwrap_or(routing.backends[route.backend].request_timeout);
     let deadline_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     if let Some(stored) =
         state
@@ -145,7 +150,7 @@ async fn send_upstream(
     let ladder_deadline = ctx.started
         + route
             .deadline
-            .unwrap_or(state.backends[route.backend].request_timeout);
+            .unwrap_or(routing.backends[route.backend].request_timeout);
     params::enforce_ladder(state, &principal, ladder_deadline).await?;
     // What the hunt can link keys by: hashed, computed once.
     let fingerprint = crate::extraction::fingerprint(headers);
@@ -178,7 +183,7 @@ async fn send_upstream(
     {
         return Ok(Upstream::Replayed(stored, crate::replay::Kind::Cache));
     }
-    let (route, degraded) = route::degrade(state, route, endpoint, &mut request, ctx);
+    let (route, degraded) = route::degrade(&routing, route, endpoint, &mut request, ctx);
     let renamed = route::admit_model(state, &principal, route, &mut request, ctx).await?;
     // Watermark: the tenant's green list as the upstream's logit_bias.
     let marked = watermark::mark(state, ctx, &principal, route, endpoint, &mut request).await?;
@@ -201,9 +206,9 @@ async fn send_upstream(
         };
     crate::balancer::attempts::send(
         state,
+        &routing,
         &principal,
         route,
-        endpoint,
         &mut request,
         upstream_body,
         ctx,

@@ -21,7 +21,8 @@ use crate::upstream::passthrough_headers;
 /// A request sent upstream whose response head has arrived.
 pub(crate) struct Sent {
     pub(crate) upstream: reqwest::Response,
-    pub(crate) backend: usize,
+    /// The backend that answered (from the request's routing snapshot).
+    pub(crate) backend: Arc<crate::upstream::Backend>,
     pub(crate) deadline: Instant,
     pub(crate) client_wants_stream: bool,
 }
@@ -39,7 +40,7 @@ pub(crate) async fn respond(
         deadline,
         client_wants_stream,
     } = sent;
-    let backend = &state.backends[backend];
+    let backend = &*backend;
     let status = upstream.status();
     let is_sse = upstream
         .headers()

@@ -10,14 +10,15 @@ use palisade_openai::ApiError;
 use crate::context::RequestCtx;
 use crate::http::auth::Principal;
 use crate::routing::Route;
+use crate::snapshot::RoutingSnapshot;
 use crate::state::GatewayState;
 
 /// Resolves the request's model. `Err` is 404 `model_not_found`.
 pub(crate) fn resolve<'s>(
-    state: &'s GatewayState,
+    routing: &'s RoutingSnapshot,
     request: &RequestBody,
 ) -> Result<&'s Route, ApiError> {
-    state
+    routing
         .routes
         .resolve(request.model())
         .ok_or_else(|| crate::routing::model_not_found(request.model()))
@@ -28,7 +29,7 @@ pub(crate) fn resolve<'s>(
 /// body was rewritten; how it degraded is on `ctx` (for the
 /// `x-palisade-degraded` header).
 pub(crate) fn degrade<'s>(
-    state: &'s GatewayState,
+    routing: &'s RoutingSnapshot,
     route: &'s Route,
     endpoint: Endpoint,
     request: &mut RequestBody,
@@ -37,7 +38,7 @@ pub(crate) fn degrade<'s>(
     // Graceful degradation: a saturated backend sheds work to a cheaper
     // model, or generates less.
     let saturated = |r: &Route| {
-        state.backends[r.backend]
+        routing.backends[r.backend]
             .scheduler
             .as_ref()
             .is_some_and(|s| s.is_saturated())
@@ -46,7 +47,7 @@ pub(crate) fn degrade<'s>(
     let mut degraded: Option<String> = None;
     if saturated(route) {
         if let Some(cheaper) = route.overload_model.clone() {
-            if let Some(alt) = state.routes.resolve(&cheaper) {
+            if let Some(alt) = routing.routes.resolve(&cheaper) {
                 request.set_model(&cheaper);
                 degraded = Some(format!("routed to {cheaper}"));
                 route = alt;

@@ -1,5 +1,6 @@
 //! Which part of a config edit a running gateway cannot take without a
-//! restart: everything outside the hot fields of `[limits]`.
+//! restart: everything outside the hot fields of `[limits]`, the routing
+//! sections (`[[routes]]`, `[backends]`) and the tenants' `residency` rules.
 //!
 //! Pure: compares two validated configs, reads no file and no clock. The
 //! hot fields are listed here and nowhere else, so the README's "what is
@@ -20,6 +21,26 @@ pub(crate) const HOT_TENANT_FIELDS: [&str; 5] = [
 
 /// `[limits]` tables that are hot as a whole.
 pub(crate) const HOT_LIMITS_TABLES: [&str; 2] = ["keys", "models"];
+
+/// Top-level sections that are hot as a whole: they make up the routing
+/// snapshot, which a reload rebuilds and swaps (see [`crate::snapshot`]).
+pub(crate) const HOT_ROUTING_SECTIONS: [&str; 2] = ["routes", "backends"];
+
+/// The per-tenant field that is hot (`[tenants.<t>.residency]`: compiled
+/// into the routing snapshot's tenant rules).
+pub(crate) const HOT_TENANT_ROUTING_FIELD: &str = "residency";
+
+/// Whether the edit changes anything the routing snapshot is built from
+/// (routes, backends, tenants' residency or upstream keys): when not, a
+/// reload keeps the snapshot in force as it is.
+pub(crate) fn routing_changed(running: &Config, next: &Config) -> bool {
+    let json = |c: &Config| {
+        serde_json::to_value((&c.routes, &c.backends, &c.tenants)).unwrap_or(Value::Null)
+    };
+    let (a, b) = (json(running), json(next));
+    // Unreachable for loaded configs; rebuilding is the safe answer.
+    a.is_null() || a != b
+}
 
 /// The sections (`server`, `routes`, `limits.backend` …) that differ
 /// between `running` and `next` outside the hot fields, sorted; empty when
@@ -57,6 +78,26 @@ pub(crate) fn restart_only_changes(running: &Config, next: &Config) -> Vec<Strin
 /// The config without its hot fields; a tenant entry left with nothing but
 /// unset fields is dropped (adding a tenant's rate is a hot edit).
 fn strip(mut config: Map<String, Value>) -> Map<String, Value> {
+    for section in HOT_ROUTING_SECTIONS {
+        config.remove(section);
+    }
+    if let Some(Value::Object(tenants)) = config.get_mut("tenants") {
+        for entry in tenants.values_mut() {
+            if let Value::Object(fields) = entry {
+                fields.remove(HOT_TENANT_ROUTING_FIELD);
+            }
+        }
+        // A tenant that only had a residency rule is a hot edit too.
+        tenants.retain(|_, entry| match entry {
+            Value::Object(fields) => fields.values().any(|v| match v {
+                Value::Null => false,
+                Value::Object(m) => !m.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                _ => true,
+            }),
+            _ => true,
+        });
+    }
     if let Some(Value::Object(limits)) = config.get_mut("limits") {
         for field in HOT_TENANT_FIELDS.iter().chain(&HOT_LIMITS_TABLES) {
             limits.remove(*field);
@@ -148,11 +189,44 @@ mod tests {
             &["limits.backend", "limits.redis_url"],
         );
         check("[server]\nlisten = \"127.0.0.1:1\"", &["server"]);
-        check("model = \"m\" => model = \"n\"", &["routes"]);
-        check(
-            "http://127.0.0.1:1/v1 => http://127.0.0.1:2/v1",
-            &["backends"],
-        );
         check("[reload]\nconfig_poll_ms = 0", &["reload"]);
+    }
+
+    #[test]
+    fn routes_backends_and_tenant_residency_are_hot() {
+        check("model = \"m\" => model = \"n\"", &[]);
+        check("http://127.0.0.1:1/v1 => http://127.0.0.1:2/v1", &[]);
+        check(
+            "[backends.b]\nbase_url = \"http://127.0.0.1:3/v1\"\n[[routes]]\nmodel = \"x\"\nbackend = \"b\"",
+            &[],
+        );
+        check("[tenants.acme.residency]\nregions = [\"eu-west\"]", &[]);
+        check("[tenants.beta.residency]\nregions = [\"eu-west\"]", &[]);
+        // A tenant's other fields still need a restart.
+        check(
+            "[tenants.acme]\ntool_credentials_env = { t = \"V\" }",
+            &["tenants"],
+        );
+    }
+
+    #[test]
+    fn routing_changed_sees_only_the_routing_sections() {
+        let running = load("");
+        assert!(!routing_changed(&running, &load("")));
+        assert!(!routing_changed(
+            &running,
+            &load("[limits.keys.k1]\nrequests_per_minute = 5")
+        ));
+        assert!(routing_changed(
+            &running,
+            &load("[tenants.acme.residency]\nregions = [\"eu-west\"]")
+        ));
+        let text = BASE.replace("model = \"m\"", "model = \"n\"");
+        let next = Config::load(&Sources {
+            toml: Some(&text),
+            ..Sources::default()
+        })
+        .unwrap();
+        assert!(routing_changed(&running, &next));
     }
 }

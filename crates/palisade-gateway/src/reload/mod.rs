@@ -5,11 +5,18 @@
 //! way the running config keeps serving, and `GET /admin/config`,
 //! the log and `palisade_config_reload_total{result}` say what happened.
 //!
-//! Hot in this build: the rate fields of `[limits]` ([`diff`] lists them).
-//! They are swapped by [`crate::limits::admission::Admission::reload`],
-//! which keeps the counters of every unchanged limit and carries changed
-//! rates' counters over, so editing the file never refills a bucket.
-//! Requests in flight keep what they were admitted with.
+//! Hot in this build ([`diff`] lists them): the rate fields of `[limits]`,
+//! swapped by [`crate::limits::admission::Admission::reload`], which keeps
+//! the counters of every unchanged limit and carries changed rates'
+//! counters over, so editing the file never refills a bucket; and the
+//! routing sections (`[[routes]]`, `[backends]`, tenants' `residency`),
+//! rebuilt as a new routing snapshot that carries every unchanged
+//! backend's state and is swapped in whole ([`crate::snapshot`]).
+//! Requests in flight keep what they were admitted and routed with.
+//!
+//! An edit is applied all or nothing: the new routing snapshot is built
+//! (new backends' keys resolved, tokenizers loaded) and the limits checked
+//! before anything is swapped; a failure of either keeps everything.
 //!
 //! A file caught half written is never applied: an edit found by polling
 //! is applied only once two consecutive polls read the same bytes, and
@@ -202,8 +209,37 @@ impl Reloader {
         if !restart.is_empty() {
             return self.record(Outcome::RestartRequired(restart));
         }
+        // Built next to the running snapshot; nothing is published yet.
+        let routing = if diff::routing_changed(&running, &next) {
+            match state.routing.prepare(&next) {
+                Ok(prepared) => Some(prepared),
+                Err(e) => return self.record(Outcome::Invalid(e.to_string())),
+            }
+        } else {
+            None
+        };
         if let Err(e) = state.admission.reload(&next.limits) {
             return self.record(Outcome::Invalid(e.to_string()));
+        }
+        if let Some((snapshot, change)) = routing {
+            let generation = snapshot.generation;
+            state.routing.install(snapshot);
+            // A removed backend serves no new request: its breaker gauge
+            // must not keep an "open" alert firing for it.
+            for name in change
+                .dropped
+                .iter()
+                .filter(|n| !next.backends.contains_key(*n))
+            {
+                metrics::gauge!(crate::metrics::CIRCUIT_OPEN, "backend" => name.clone()).set(0.0);
+            }
+            tracing::warn!(
+                generation,
+                carried = change.carried,
+                fresh = change.fresh,
+                dropped = ?change.dropped,
+                "config reloaded: new routing snapshot in force"
+            );
         }
         *self.active.lock().unwrap_or_else(PoisonError::into_inner) = next;
         {
@@ -212,7 +248,7 @@ impl Reloader {
             status.loaded_at = unix_now();
             status.reloads_applied += 1;
         }
-        tracing::warn!(hash = %digest, "config reloaded: new limits in force");
+        tracing::warn!(hash = %digest, "config reloaded: new limits and routes in force");
         self.record(Outcome::Applied)
     }
 
