@@ -371,3 +371,9 @@ mod audit {
         ledger.close().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn key_budgets_round_trip_and_key_spend_is_by_name() {
+    let (_dir, path) = temp();
+    scenarios::key_budgets_round_trip_and_key_spend_is_by_name(&open(&path).await).await;
+}
