@@ -108,7 +108,7 @@ impl PeriodSpan {
 }
 
 /// One key's budget settings. Every field is optional; an all-`None` budget limits nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KeyBudget {
     /// Hard spend cap per period in micro-dollars (priced with the ledger's prices).
     pub max_cost_micros: Option<u64>,

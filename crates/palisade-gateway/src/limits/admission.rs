@@ -27,6 +27,7 @@ use palisade_openai::{ApiError, ErrorCode};
 use crate::clock::GatewayClock;
 use crate::http::auth::Principal;
 use crate::limits::budgets::{BudgetStore, ReserveError, SharedBackend};
+use crate::limits::key_budgets::KeyBudgets;
 use crate::limits::spend::SpendControls;
 
 pub use crate::limits::reservation::TokenReservation;
@@ -73,6 +74,8 @@ struct Rates {
     /// Rates per API key name and per public model name.
     key_rates: HashMap<String, Arc<RateGate>>,
     model_rates: HashMap<String, Arc<RateGate>>,
+    /// Config keys' budgets (`[limits.keys]`), by key name.
+    key_budgets: HashMap<String, palisade_limits::KeyBudget>,
 }
 
 impl Rates {
@@ -97,6 +100,9 @@ pub struct Admission {
     shared: Option<Arc<SharedBackend>>,
     /// Monthly quotas and budgets, and the spend-rate breaker.
     spend: Option<Arc<SpendControls>>,
+    /// Per-key budgets and rates (runtime keys' own, config keys' from
+    /// `[limits.keys]`).
+    key_budgets: Arc<KeyBudgets>,
 }
 
 /// Errors compiling limits (the config validation makes these unreachable
@@ -213,11 +219,21 @@ fn compile_rates(
             })
             .collect::<Result<HashMap<_, _>, AdmissionError>>()
     };
+    let key_rates = config
+        .keys
+        .iter()
+        .filter_map(|(k, l)| Some((k.clone(), l.rate()?)))
+        .collect();
     Ok(Rates {
         default: gate(config.default, previous.map(|p| &p.default), shared, clock)?,
         tenants,
-        key_rates: rates(&config.keys, previous.map(|p| &p.key_rates))?,
+        key_rates: rates(&key_rates, previous.map(|p| &p.key_rates))?,
         model_rates: rates(&config.models, previous.map(|p| &p.model_rates))?,
+        key_budgets: config
+            .keys
+            .iter()
+            .filter_map(|(k, l)| Some((k.clone(), l.budget()?)))
+            .collect(),
     })
 }
 
@@ -301,6 +317,7 @@ impl Admission {
                 })?)),
                 None => None,
             },
+            key_budgets: Arc::new(KeyBudgets::new(shared.as_ref(), &clock, prices.clone())?),
             spend: SpendControls::from_config(config, prices, shared.as_ref(), &clock)?
                 .map(Arc::new),
             shared,
@@ -567,6 +584,13 @@ impl Admission {
             self.check_rate("key", &principal.key_name, rate, &mut headers)
                 .await?;
         }
+        if let Some(rpm) = principal.budget.and_then(|b| b.requests_per_minute) {
+            let checked = self
+                .key_budgets
+                .check_rate(principal, rpm, &mut headers)
+                .await;
+            checked.map_err(|e| (e, headers))?;
+        }
         let mut slot = None;
         if let Some(max) = gate.max_in_flight_per_key {
             let key = format!("{}/{}", principal.tenant, principal.key_name);
@@ -641,6 +665,27 @@ impl Admission {
         self.spend.is_some() || self.rates.load().tenant(tenant).tokens.is_some()
     }
 
+    /// The budget of `principal`'s key, when it has one that counts tokens
+    /// (a period cap or tokens per minute): a runtime key's own, else its
+    /// name's `[limits.keys]` entry (config keys).
+    pub(crate) fn key_budget(&self, principal: &Principal) -> Option<palisade_limits::KeyBudget> {
+        let budget = match principal.budget {
+            Some(b) => b,
+            None if principal.key_id.is_none() => *self
+                .rates
+                .load()
+                .key_budgets
+                .get(&*principal.key_name)?,
+            None => return None,
+        };
+        (budget.has_cap() || budget.tokens_per_minute.is_some()).then_some(budget)
+    }
+
+    /// Per-key budgets, for seeding and reports.
+    pub(crate) fn key_budgets(&self) -> &KeyBudgets {
+        &self.key_budgets
+    }
+
     /// Loads `tenant`'s spend this month from the ledger, once per month.
     pub(crate) async fn prepare_spend(
         &self,
@@ -669,15 +714,17 @@ impl Admission {
     /// nothing).
     pub async fn reserve_tokens(
         &self,
-        tenant: &str,
+        principal: &Principal,
         id: &str,
         model: &str,
         prompt_estimate: u64,
         max_completion: u64,
     ) -> Result<(Option<TokenReservation>, Option<RateLimitInfo>), ApiError> {
+        let tenant: &str = &principal.tenant;
         let rates = self.rates.load_full();
         let gate = rates.tenant(tenant);
-        if gate.tokens.is_none() && self.spend.is_none() {
+        let key_budget = self.key_budget(principal);
+        if gate.tokens.is_none() && self.spend.is_none() && key_budget.is_none() {
             return Ok((None, None));
         }
         let amount = prompt_estimate.saturating_add(max_completion);
@@ -723,6 +770,19 @@ impl Admission {
                 .await
             {
                 Ok(holds) => reservation.hold_monthly(holds),
+                Err(e) => {
+                    reservation.cancel();
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(budget) = key_budget {
+            let reserved = self
+                .key_budgets
+                .reserve(principal, &budget, id, model, prompt_estimate, max_completion)
+                .await;
+            match reserved {
+                Ok(holds) => reservation.hold_key(self.key_budgets.clone(), holds),
                 Err(e) => {
                     reservation.cancel();
                     return Err(e);
