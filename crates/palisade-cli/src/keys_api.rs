@@ -117,6 +117,11 @@ impl BudgetArgs {
             set(body, name, Value::Null);
         }
         if let Some(usd) = self.max_budget_usd {
+            // JSON has no NaN or infinity: serialized, they would become
+            // `null`, which clears the budget. Refuse them here.
+            if !usd.is_finite() {
+                bail!("--max-budget-usd must be a finite number of dollars");
+            }
             set(body, "max_budget_usd", json!(usd));
         }
         if let Some(t) = self.max_tokens {
