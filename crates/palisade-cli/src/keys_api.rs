@@ -81,7 +81,7 @@ impl ApiArgs {
 #[derive(Debug, Default, clap::Args)]
 pub(crate) struct BudgetArgs {
     /// Hard spend cap per budget period, in dollars (priced with `[ledger.prices]`).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_budget_usd: Option<f64>,
     /// Hard cap per budget period on prompt + completion tokens.
     #[arg(long)]
