@@ -66,14 +66,14 @@ fn client() -> reqwest::Client {
 async fn call(gw: &RunningGateway, key: &str, kind: usize) -> (u16, Option<String>, Option<u64>) {
     let base = format!("http://{}", gw.local_addr());
     let req = match kind % 3 {
-        0 => client().post(format!("{base}/v1/chat/completions")).json(
-            &json!({"model": "m", "max_tokens": 10,
-                    "messages": [{"role": "user", "content": "a b c d e"}]}),
-        ),
-        1 => client().post(format!("{base}/v1/chat/completions")).json(
-            &json!({"model": "m", "max_tokens": 10, "stream": true,
-                    "messages": [{"role": "user", "content": "a b c d e"}]}),
-        ),
+        0 => client()
+            .post(format!("{base}/v1/chat/completions"))
+            .json(&json!({"model": "m", "max_tokens": 10,
+                    "messages": [{"role": "user", "content": "a b c d e"}]})),
+        1 => client()
+            .post(format!("{base}/v1/chat/completions"))
+            .json(&json!({"model": "m", "max_tokens": 10, "stream": true,
+                    "messages": [{"role": "user", "content": "a b c d e"}]})),
         _ => client()
             .post(format!("{base}/v1/responses"))
             .json(&json!({"model": "m", "max_output_tokens": 10, "input": "a b c d e"})),
@@ -158,8 +158,8 @@ fn seconds_to_month_end() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spent_key_is_refused_until_raised_and_neither_restart_rotation_nor_recreation_resets_it(
-) {
+async fn a_spent_key_is_refused_until_raised_and_neither_restart_rotation_nor_recreation_resets_it()
+{
     let dir = tempfile::tempdir().unwrap();
     let ledger = format!("sqlite:{}", dir.path().join("ledger.db").display());
     let upstream = ScriptedUpstream::start().await;
@@ -207,7 +207,13 @@ async fn a_spent_key_is_refused_until_raised_and_neither_restart_rotation_nor_re
     );
 
     // Rotation keeps the spend with the key: the new secret is refused too.
-    let (status, rotated) = admin(&gw, "POST", &format!("/admin/keys/{ci_id}/rotate"), json!({})).await;
+    let (status, rotated) = admin(
+        &gw,
+        "POST",
+        &format!("/admin/keys/{ci_id}/rotate"),
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 200);
     let ci = rotated["key"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -215,7 +221,13 @@ async fn a_spent_key_is_refused_until_raised_and_neither_restart_rotation_nor_re
         Some("key_budget_exceeded")
     );
     // So does revoking it and creating a key of the same name.
-    let (status, _) = admin(&gw, "POST", &format!("/admin/keys/{ci_id}/revoke"), json!({})).await;
+    let (status, _) = admin(
+        &gw,
+        "POST",
+        &format!("/admin/keys/{ci_id}/revoke"),
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 200);
     let (ci, ci_id) = create(
         &gw,

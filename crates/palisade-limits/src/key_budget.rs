@@ -204,10 +204,11 @@ impl KeyBudget {
     /// The first out-of-range field.
     pub fn validate(&self) -> Result<(), KeyBudgetError> {
         if let Some(m) = self.max_cost_micros {
-            count("max_budget_usd", m, 0, (MAX_BUDGET_USD as u64) * 1_000_000)
-                .map_err(|_| KeyBudgetError::Dollars {
+            count("max_budget_usd", m, 0, (MAX_BUDGET_USD as u64) * 1_000_000).map_err(|_| {
+                KeyBudgetError::Dollars {
                     field: "max_budget_usd",
-                })?;
+                }
+            })?;
         }
         if let Some(t) = self.max_tokens {
             count("max_tokens", t, 0, MAX_TOKENS)?;
@@ -267,14 +268,23 @@ mod tests {
         for (period, ms, label, start, end) in cases {
             let span = period.span(ms);
             assert_eq!(span.label, label, "{period:?} {ms}");
-            assert_eq!((span.start_ms, span.end_ms), (start, end), "{period:?} {ms}");
+            assert_eq!(
+                (span.start_ms, span.end_ms),
+                (start, end),
+                "{period:?} {ms}"
+            );
         }
     }
 
     #[test]
     fn retry_after_runs_to_the_period_end_and_is_never_zero() {
         let span = BudgetPeriod::Daily.span(0);
-        let cases = [(0, 86_400), (DAY_MS - 1, 1), (DAY_MS - 1_500, 2), (DAY_MS, 1)];
+        let cases = [
+            (0, 86_400),
+            (DAY_MS - 1, 1),
+            (DAY_MS - 1_500, 2),
+            (DAY_MS, 1),
+        ];
         for (now, secs) in cases {
             assert_eq!(span.retry_after_secs(now), secs, "{now}");
         }
@@ -383,16 +393,24 @@ mod counting {
             ("r6", 1, 120, false),
         ];
         for (id, amount, limit, granted) in steps {
-            let r = b.reserve_with_limit("k@2026-12", id, amount, limit, t).unwrap();
+            let r = b
+                .reserve_with_limit("k@2026-12", id, amount, limit, t)
+                .unwrap();
             assert_eq!(r.granted, granted, "{id}");
             assert_eq!(r.usage.limit, limit, "{id}");
         }
         let usage = b.usage_with_limit("k@2026-12", 150, t);
         assert_eq!((usage.reserved, usage.remaining), (150, 0));
         // Larger than the cap itself: no wait can help.
-        assert!(b.reserve_with_limit("k@2026-12", "r7", 151, 150, t).is_err());
+        assert!(b
+            .reserve_with_limit("k@2026-12", "r7", 151, 150, t)
+            .is_err());
         // Another key is independent.
-        assert!(b.reserve_with_limit("j@2026-12", "r8", 100, 100, t).unwrap().granted);
+        assert!(
+            b.reserve_with_limit("j@2026-12", "r8", 100, 100, t)
+                .unwrap()
+                .granted
+        );
     }
 
     #[test]
@@ -401,9 +419,17 @@ mod counting {
         let t = Nanos::from_secs(1);
         b.seed_spent("k", 70, t);
         b.raise_spent("k", 40, t);
-        assert_eq!(b.usage("k", t).spent, 70, "a lagging ledger hands nothing back");
+        assert_eq!(
+            b.usage("k", t).spent,
+            70,
+            "a lagging ledger hands nothing back"
+        );
         b.raise_spent("k", 90, t);
-        assert_eq!(b.usage("k", t).spent, 90, "other replicas' spend is taken in");
+        assert_eq!(
+            b.usage("k", t).spent,
+            90,
+            "other replicas' spend is taken in"
+        );
         assert!(!b.reserve_with_limit("k", "r", 11, 100, t).unwrap().granted);
     }
 }

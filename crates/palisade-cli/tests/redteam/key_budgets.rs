@@ -281,7 +281,10 @@ async fn neither_rotation_recreation_nor_a_tenant_key_resets_or_raises_a_budget(
         "{listed}"
     );
     let (ok, table, _) = served.cli(&["list", "--tenant", "acme"]);
-    assert!(ok && table.contains("$0.00/$0.05 daily 600rpm 100000tpm"), "{table}");
+    assert!(
+        ok && table.contains("$0.00/$0.05 daily 600rpm 100000tpm"),
+        "{table}"
+    );
     let (ok, _, err) = served.cli(&["update", &id, "--max-budget-usd", "-1"]);
     assert!(!ok && err.contains("invalid_key_budget"), "{err}");
     let (ok, _, err) = served.cli(&["update", &id, "--max-budget-usd", "NaN"]);

@@ -671,11 +671,9 @@ impl Admission {
     pub(crate) fn key_budget(&self, principal: &Principal) -> Option<palisade_limits::KeyBudget> {
         let budget = match principal.budget {
             Some(b) => b,
-            None if principal.key_id.is_none() => *self
-                .rates
-                .load()
-                .key_budgets
-                .get(&*principal.key_name)?,
+            None if principal.key_id.is_none() => {
+                *self.rates.load().key_budgets.get(&*principal.key_name)?
+            }
             None => return None,
         };
         (budget.has_cap() || budget.tokens_per_minute.is_some()).then_some(budget)
@@ -779,7 +777,14 @@ impl Admission {
         if let Some(budget) = key_budget {
             let reserved = self
                 .key_budgets
-                .reserve(principal, &budget, id, model, prompt_estimate, max_completion)
+                .reserve(
+                    principal,
+                    &budget,
+                    id,
+                    model,
+                    prompt_estimate,
+                    max_completion,
+                )
                 .await;
             match reserved {
                 Ok(holds) => reservation.hold_key(self.key_budgets.clone(), holds),

@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use palisade_ledger::{Ledger, PriceTable};
 use palisade_limits::{
-    BudgetConfig, BudgetPeriod, Clock, GcraConfig, KeyBudget, LimitError, MemoryGcra, Nanos, PeriodSpan,
-    RateLimitHeaders,
+    BudgetConfig, BudgetPeriod, Clock, GcraConfig, KeyBudget, LimitError, MemoryGcra, Nanos,
+    PeriodSpan, RateLimitHeaders,
 };
 use palisade_openai::{ApiError, ErrorCode};
 use tokio::sync::OnceCell;
@@ -183,13 +183,7 @@ impl KeyBudgets {
             .await;
     }
 
-    async fn seed(
-        &self,
-        principal: &Principal,
-        span: &PeriodSpan,
-        key: &str,
-        ledger: &Ledger,
-    ) {
+    async fn seed(&self, principal: &Principal, span: &PeriodSpan, key: &str, ledger: &Ledger) {
         match ledger
             .key_spent(&principal.tenant, &principal.key_name, span.start_ms)
             .await
@@ -323,10 +317,22 @@ impl KeyBudgets {
         let mut wanted: Vec<(&BudgetStore, Unit, u64, u64, String)> = Vec::with_capacity(3);
         if let Some(limit) = budget.max_cost_micros {
             let amount = self.cost(model, prompt_estimate, max_completion, None);
-            wanted.push((&self.cost, Unit::CostMicros, amount, limit, period_key.clone()));
+            wanted.push((
+                &self.cost,
+                Unit::CostMicros,
+                amount,
+                limit,
+                period_key.clone(),
+            ));
         }
         if let Some(limit) = budget.max_tokens {
-            wanted.push((&self.tokens, Unit::Tokens, tokens, limit, period_key.clone()));
+            wanted.push((
+                &self.tokens,
+                Unit::Tokens,
+                tokens,
+                limit,
+                period_key.clone(),
+            ));
         }
         if let Some(limit) = budget.tokens_per_minute {
             wanted.push((&self.per_minute, Unit::Tokens, tokens, limit, ident.clone()));
@@ -334,7 +340,10 @@ impl KeyBudgets {
         let mut holds = Vec::with_capacity(wanted.len());
         for (store, unit, amount, limit, key) in wanted {
             let per_minute = std::ptr::eq(store, &self.per_minute);
-            let refusal = match store.reserve_with_limit(&key, id, amount, Some(limit)).await {
+            let refusal = match store
+                .reserve_with_limit(&key, id, amount, Some(limit))
+                .await
+            {
                 Ok((r, held)) if r.granted => {
                     holds.push(KeyHold { held, unit });
                     None

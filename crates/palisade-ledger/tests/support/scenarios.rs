@@ -336,7 +336,10 @@ pub async fn key_budgets_round_trip_and_key_spend_is_by_name(ledger: &Ledger) {
             tokens_per_minute: None,
         },
     };
-    assert_eq!(ledger.key_insert(&key, 10).await.unwrap(), KeyWrite::Written);
+    assert_eq!(
+        ledger.key_insert(&key, 10).await.unwrap(),
+        KeyWrite::Written
+    );
     assert_eq!(ledger.keys_load().await.unwrap(), vec![key.clone()]);
     key.budget.max_budget_micros = None;
     key.budget.max_tokens = Some(1_000);
@@ -361,7 +364,10 @@ pub async fn key_budgets_round_trip_and_key_spend_is_by_name(ledger: &Ledger) {
         let _ = ledger.record(e).await.unwrap();
     }
     let spent = ledger.key_spent("acme", "ci", DAY0).await.unwrap();
-    assert_eq!((spent.requests, spent.tokens, spent.cost_micros), (2, 30, 30));
+    assert_eq!(
+        (spent.requests, spent.tokens, spent.cost_micros),
+        (2, 30, 30)
+    );
     let none = ledger.key_spent("acme", "nobody", DAY0).await.unwrap();
     assert_eq!(none.requests, 0);
 }
