@@ -103,8 +103,12 @@ pub(crate) struct KeyBudgets {
     rates: Mutex<HashMap<String, (u64, MemoryGcra)>>,
     /// Seeding from the ledger, once per key-period (and per refresh
     /// generation when per replica).
-    seeded: Mutex<HashMap<String, (i64, Arc<OnceCell<()>>)>>,
+    seeded: Mutex<HashMap<String, Seeding>>,
 }
+
+/// One key-period's seeding: the refresh generation it belongs to and the
+/// cell its first request loads the ledger through.
+type Seeding = (i64, Arc<OnceCell<()>>);
 
 /// The key's identity in counter names: tenant and name, each escaped so
 /// neither holds a `:` (the separator) and the pair is injective.
