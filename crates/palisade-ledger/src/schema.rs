@@ -207,13 +207,13 @@ pub const MIGRATIONS: &[Migration] = &[
         ALTER TABLE api_keys ADD COLUMN budget_period TEXT;
         ALTER TABLE api_keys ADD COLUMN requests_per_minute INTEGER;
         ALTER TABLE api_keys ADD COLUMN tokens_per_minute INTEGER;
-        CREATE INDEX ledger_tenant_key_ts ON ledger (tenant, key_name, ts);",
+        CREATE INDEX ledger_by_key ON ledger (tenant, key_name, ts);",
         postgres: "ALTER TABLE api_keys ADD COLUMN max_budget_micros BIGINT;
         ALTER TABLE api_keys ADD COLUMN max_tokens BIGINT;
         ALTER TABLE api_keys ADD COLUMN budget_period TEXT;
         ALTER TABLE api_keys ADD COLUMN requests_per_minute BIGINT;
         ALTER TABLE api_keys ADD COLUMN tokens_per_minute BIGINT;
-        CREATE INDEX ledger_tenant_key_ts ON ledger (tenant, key_name, ts);",
+        CREATE INDEX ledger_by_key ON ledger (tenant, key_name, ts);",
     },
 ];
 
