@@ -279,4 +279,60 @@ mod tests {
         check(vec![rotated.clone()], "s-a", 100, None);
         check(vec![rotated], "s-new", 1_000, Some("a"));
     }
+
+    #[test]
+    fn a_stored_budget_is_read_back_and_a_hand_edited_one_fails_closed() {
+        use palisade_ledger::StoredBudget;
+        use palisade_limits::{BudgetPeriod, KeyBudget};
+        let with = |budget: StoredBudget| StoredKey {
+            budget,
+            ..key("a", "s-a")
+        };
+        let frozen = Some(KeyBudget {
+            max_tokens: Some(0),
+            ..KeyBudget::default()
+        });
+        let cases = [
+            (StoredBudget::default(), None),
+            (
+                StoredBudget {
+                    max_budget_micros: Some(5_000_000),
+                    budget_period: Some("daily".into()),
+                    requests_per_minute: Some(60),
+                    ..StoredBudget::default()
+                },
+                Some(KeyBudget {
+                    max_cost_micros: Some(5_000_000),
+                    period: BudgetPeriod::Daily,
+                    requests_per_minute: Some(60),
+                    ..KeyBudget::default()
+                }),
+            ),
+            (
+                StoredBudget {
+                    max_budget_micros: Some(-1),
+                    ..StoredBudget::default()
+                },
+                frozen,
+            ),
+            (
+                StoredBudget {
+                    requests_per_minute: Some(0),
+                    ..StoredBudget::default()
+                },
+                frozen,
+            ),
+            (
+                StoredBudget {
+                    max_tokens: Some(10),
+                    budget_period: Some("weekly".into()),
+                    ..StoredBudget::default()
+                },
+                frozen,
+            ),
+        ];
+        for (stored, expected) in cases {
+            assert_eq!(budget_of(&with(stored.clone())), expected, "{stored:?}");
+        }
+    }
 }

@@ -27,7 +27,7 @@
 //! [`GatewayClock`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use palisade_ledger::{Ledger, PriceTable};
 use palisade_limits::{
@@ -101,6 +101,9 @@ pub(crate) struct KeyBudgets {
     per_minute: BudgetStore,
     /// Per-replica request-rate state per key, with the rate it was built for.
     rates: Mutex<HashMap<String, (u64, MemoryGcra)>>,
+    /// The shared request-rate limiter, built once the backend connects
+    /// (its script is hashed once, not per request).
+    gcra: OnceLock<palisade_redis::RedisGcra>,
     /// Seeding from the ledger, once per key-period (and per refresh
     /// generation when per replica).
     seeded: Mutex<HashMap<String, Seeding>>,
@@ -140,6 +143,7 @@ impl KeyBudgets {
                 "palisade:key-tpm",
             )?,
             rates: Mutex::new(HashMap::new()),
+            gcra: OnceLock::new(),
             seeded: Mutex::new(HashMap::new()),
         })
     }
@@ -227,10 +231,10 @@ impl KeyBudgets {
         let mut decision = None;
         if let Some(backend) = &self.shared {
             if let Some(conn) = backend.conn() {
-                match palisade_redis::RedisGcra::new(conn.clone(), "palisade")
-                    .check(&key, &config, 1)
-                    .await
-                {
+                let gcra = self
+                    .gcra
+                    .get_or_init(|| palisade_redis::RedisGcra::new(conn.clone(), "palisade"));
+                match gcra.check(&key, &config, 1).await {
                     Ok(d) => {
                         backend.set_healthy(true);
                         decision = Some(d);
