@@ -304,6 +304,16 @@ impl TokenBudget {
         self.usage_under(&s, limit.min(self.config.limit), now)
     }
 
+    /// Forgets `key` (a per-key budget's finished period) unless a reservation on it is
+    /// still open; returns whether it did. A hard quota's state is otherwise never evicted
+    /// (forgetting it would refill it), so the caller names the keys whose period is over.
+    pub fn forget(&mut self, key: &str) -> bool {
+        if self.keys.get(key).is_some_and(|s| s.reserved > 0) {
+            return false;
+        }
+        self.keys.remove(key).is_some()
+    }
+
     /// Raises what `key` has spent in the current window to at least `spent` (a refresh
     /// from the ledger, which other replicas write to): never lowers it, so a ledger that
     /// lags behind this process' own count cannot hand tokens back.

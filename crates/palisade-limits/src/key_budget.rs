@@ -414,6 +414,23 @@ mod counting {
     }
 
     #[test]
+    fn a_finished_period_is_forgotten_once_nothing_is_held() {
+        let mut b = store();
+        let t = Nanos::from_secs(1);
+        b.seed_spent("k@2026-11", 70, t);
+        assert!(
+            b.reserve_with_limit("k@2026-11", "r", 5, 100, t)
+                .unwrap()
+                .granted
+        );
+        assert!(!b.forget("k@2026-11"), "an open reservation keeps it");
+        b.reconcile("r", 5, t).unwrap();
+        assert!(b.forget("k@2026-11"));
+        assert_eq!(b.usage("k@2026-11", t).spent, 0);
+        assert!(!b.forget("never-seen"));
+    }
+
+    #[test]
     fn a_refresh_raises_spend_and_never_lowers_it() {
         let mut b = store();
         let t = Nanos::from_secs(1);

@@ -241,6 +241,15 @@ impl BudgetStore {
             .raise_spent(key, spent, now);
     }
 
+    /// Forgets `key` in this replica's budget (a finished period), unless a
+    /// reservation on it is still open. Redis keeps its own state.
+    pub(crate) fn forget_local(&self, key: &str) {
+        self.local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget(key);
+    }
+
     /// `key`'s usage measured against `limit`, from Redis when shared.
     pub(crate) async fn usage_with_limit(&self, key: &str, limit: u64) -> BudgetUsage {
         if let Some((redis, backend)) = self.redis() {

@@ -107,6 +107,10 @@ pub(crate) struct KeyBudgets {
     /// Seeding from the ledger, once per key-period (and per refresh
     /// generation when per replica).
     seeded: Mutex<HashMap<String, Seeding>>,
+    /// Each key identity's current period counter, so the previous period's
+    /// in-memory counters are dropped when a new one starts (a quota's
+    /// state is never evicted on its own).
+    current: Mutex<HashMap<String, String>>,
 }
 
 /// One key-period's seeding: the refresh generation it belongs to and the
@@ -144,6 +148,7 @@ impl KeyBudgets {
             )?,
             rates: Mutex::new(HashMap::new()),
             gcra: OnceLock::new(),
+            current: Mutex::new(HashMap::new()),
             seeded: Mutex::new(HashMap::new()),
         })
     }
@@ -165,7 +170,9 @@ impl KeyBudgets {
             return;
         };
         let span = self.span(budget.period);
-        let key = span.key(&identity(principal));
+        let ident = identity(principal);
+        let key = span.key(&ident);
+        self.roll_period(ident, &key);
         let generation = if self.shared.is_some() {
             0
         } else {
@@ -189,6 +196,31 @@ impl KeyBudgets {
         };
         cell.get_or_init(|| self.seed(principal, &span, &key, ledger))
             .await;
+    }
+
+    /// Records `key` as `ident`'s current period counter; a different one
+    /// before it (last month's, yesterday's) is forgotten in memory.
+    fn roll_period(&self, ident: String, key: &str) {
+        let previous = {
+            let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+            if current.len() >= MAX_TRACKED && !current.contains_key(&ident) {
+                current.clear();
+            }
+            match current.get(&ident) {
+                Some(k) if k == key => return,
+                _ => current.insert(ident, key.to_owned()),
+            }
+        };
+        if let Some(old) = previous {
+            self.tokens.forget_local(&old);
+            self.cost.forget_local(&old);
+            // Seeded again from the ledger if it is ever used again (a
+            // period switched back): never counted from zero.
+            self.seeded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&old);
+        }
     }
 
     async fn seed(&self, principal: &Principal, span: &PeriodSpan, key: &str, ledger: &Ledger) {
