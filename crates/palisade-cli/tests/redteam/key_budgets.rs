@@ -353,4 +353,11 @@ async fn neither_rotation_recreation_nor_a_tenant_key_resets_or_raises_a_budget(
         "{admitted} admitted, {spent} spent"
     );
     served.stop();
+    // Each refusal was audited with its reason code (gate `limits`).
+    let log = std::fs::read_to_string(dir.path().join("palisade.log")).expect("log");
+    let audited = log
+        .lines()
+        .filter(|l| l.contains("reason_code") && l.contains("key_budget_exceeded"))
+        .count();
+    assert!(audited >= 3, "{audited} refusals audited");
 }
