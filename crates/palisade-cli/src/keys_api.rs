@@ -1,4 +1,4 @@
-//! `palisade keys create|list|rotate|revoke`: runtime keys, through a
+//! `palisade keys create|list|update|rotate|revoke`: runtime keys, through a
 //! running gateway's `/admin/keys` API (the gateway writes the store; every
 //! replica picks the change up within `auth.runtime.refresh_ms`).
 //!
@@ -76,6 +76,101 @@ impl ApiArgs {
     }
 }
 
+/// A key's budget flags (create and update): the `/admin/keys` budget
+/// fields. The gateway validates them (400 `invalid_key_budget`).
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct BudgetArgs {
+    /// Hard spend cap per budget period, in dollars (priced with `[ledger.prices]`).
+    #[arg(long, allow_negative_numbers = true)]
+    max_budget_usd: Option<f64>,
+    /// Hard cap per budget period on prompt + completion tokens.
+    #[arg(long)]
+    max_tokens: Option<u64>,
+    /// The period the caps count over (UTC calendar): `monthly` or `daily`.
+    #[arg(long)]
+    budget_period: Option<String>,
+    /// This key's requests per minute.
+    #[arg(long)]
+    rpm: Option<u64>,
+    /// This key's tokens per minute.
+    #[arg(long)]
+    tpm: Option<u64>,
+    /// Unset a budget field (`max_budget_usd`, `max_tokens`, `budget_period`,
+    /// `rpm`, `tpm`); repeat for several.
+    #[arg(long = "clear", value_name = "FIELD")]
+    clear: Vec<String>,
+}
+
+impl BudgetArgs {
+    /// Adds the given fields to `body`; an unknown `--clear` field is refused.
+    pub(crate) fn add_to(&self, body: &mut Value) -> Result<()> {
+        let set = |body: &mut Value, field: &str, value: Value| body[field] = value;
+        for field in &self.clear {
+            let name = match field.as_str() {
+                "rpm" => "requests_per_minute",
+                "tpm" => "tokens_per_minute",
+                f @ ("max_budget_usd" | "max_tokens" | "budget_period") => f,
+                other => bail!(
+                    "--clear {other}: not a budget field (max_budget_usd, max_tokens, budget_period, rpm, tpm)"
+                ),
+            };
+            set(body, name, Value::Null);
+        }
+        if let Some(usd) = self.max_budget_usd {
+            // JSON has no NaN or infinity: serialized, they would become
+            // `null`, which clears the budget. Refuse them here.
+            if !usd.is_finite() {
+                bail!("--max-budget-usd must be a finite number of dollars");
+            }
+            set(body, "max_budget_usd", json!(usd));
+        }
+        if let Some(t) = self.max_tokens {
+            set(body, "max_tokens", json!(t));
+        }
+        if let Some(p) = &self.budget_period {
+            set(body, "budget_period", json!(p));
+        }
+        if let Some(r) = self.rpm {
+            set(body, "requests_per_minute", json!(r));
+        }
+        if let Some(t) = self.tpm {
+            set(body, "tokens_per_minute", json!(t));
+        }
+        Ok(())
+    }
+}
+
+/// A key's budget column in `keys list`: spend against each cap this
+/// period, then its rates; `-` when it has none.
+fn budget_cell(k: &Value) -> String {
+    let b = &k["budget"];
+    let s = &k["spend"];
+    let mut parts = Vec::new();
+    if let Some(cap) = b["max_budget_usd"].as_f64() {
+        let spent = s["spent_usd"].as_f64().unwrap_or(0.0);
+        parts.push(format!("${spent:.2}/${cap:.2}"));
+    }
+    if let Some(cap) = b["max_tokens"].as_u64() {
+        let spent = s["spent_tokens"].as_u64().unwrap_or(0);
+        parts.push(format!("{spent}/{cap}tok"));
+    }
+    if !parts.is_empty() {
+        let period = b["budget_period"].as_str().unwrap_or("monthly");
+        parts.push(period.to_owned());
+    }
+    if let Some(r) = b["requests_per_minute"].as_u64() {
+        parts.push(format!("{r}rpm"));
+    }
+    if let Some(t) = b["tokens_per_minute"].as_u64() {
+        parts.push(format!("{t}tpm"));
+    }
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
 /// Prints a new secret where it belongs: `--key-file` (new, owner-only) or
 /// standard output alone.
 pub(crate) fn deliver_secret(body: &Value, key_file: Option<&std::path::Path>) -> Result<()> {
@@ -107,8 +202,8 @@ pub(crate) fn print_list(body: &Value, as_json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<22} {:<16} {:<16} {:<8} {:<6} MODELS",
-        "ID", "TENANT", "NAME", "STATUS", "ROLES"
+        "{:<22} {:<16} {:<16} {:<8} {:<6} {:<28} MODELS",
+        "ID", "TENANT", "NAME", "STATUS", "ROLES", "BUDGET"
     );
     // Config keys first (`[[auth.keys]]`: no id, always active, every
     // model), then the runtime keys.
@@ -132,12 +227,13 @@ pub(crate) fn print_list(body: &Value, as_json: bool) -> Result<()> {
             None => "*".to_owned(),
         };
         println!(
-            "{:<22} {:<16} {:<16} {:<8} {:<6} {models}",
+            "{:<22} {:<16} {:<16} {:<8} {:<6} {:<28} {models}",
             k["id"].as_str().unwrap_or("(config)"),
             k["tenant"].as_str().unwrap_or(""),
             k["name"].as_str().unwrap_or(""),
             k["status"].as_str().unwrap_or("active"),
             roles,
+            budget_cell(k),
         );
     }
     Ok(())

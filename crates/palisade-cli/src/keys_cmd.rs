@@ -7,7 +7,7 @@
 //! (`--key-file`). It used to be printed on standard output as a comment, which put the
 //! plaintext credential in the config file, its backups and its history.
 //!
-//! `create`, `list`, `rotate` and `revoke` manage runtime keys
+//! `create`, `list`, `update`, `rotate` and `revoke` manage runtime keys
 //! through a running gateway's admin API (see [`crate::keys_api`]).
 
 use std::io::{Read, Write};
@@ -73,6 +73,30 @@ pub(crate) enum KeysCommand {
         /// Write the key to this new file (mode 0600) instead of standard output.
         #[arg(long)]
         key_file: Option<PathBuf>,
+        #[command(flatten)]
+        budget: crate::keys_api::BudgetArgs,
+    },
+    /// Change a runtime key's budget, allowlist or expiry (every replica
+    /// within the refresh interval; spend so far is kept).
+    Update {
+        #[command(flatten)]
+        api: crate::keys_api::ApiArgs,
+        /// The key's id (from `keys list`).
+        id: String,
+        #[command(flatten)]
+        budget: crate::keys_api::BudgetArgs,
+        /// Allow only this model (repeat for several); replaces the allowlist.
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Allow every model (clears the allowlist).
+        #[arg(long, conflicts_with = "models")]
+        all_models: bool,
+        /// Expire the key this many seconds from now.
+        #[arg(long)]
+        expires_in_s: Option<u64>,
+        /// Why (kept in the audit record).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// List runtime keys (no secrets).
     List {
@@ -194,8 +218,9 @@ pub(crate) fn run(cmd: KeysCommand) -> Result<()> {
             executor,
             reason,
             key_file,
+            budget,
         } => {
-            let body = crate::keys_api::create_body(
+            let mut body = crate::keys_api::create_body(
                 &tenant,
                 &name,
                 &models,
@@ -205,6 +230,7 @@ pub(crate) fn run(cmd: KeysCommand) -> Result<()> {
                 executor,
                 reason.as_deref(),
             );
+            budget.add_to(&mut body)?;
             let created = api.call(reqwest::Method::POST, "/admin/keys", Some(body))?;
             crate::keys_api::deliver_secret(&created, key_file.as_deref())
         }
@@ -215,6 +241,33 @@ pub(crate) fn run(cmd: KeysCommand) -> Result<()> {
             };
             let body = api.call(reqwest::Method::GET, &path, None)?;
             crate::keys_api::print_list(&body, json)
+        }
+        KeysCommand::Update {
+            api,
+            id,
+            budget,
+            models,
+            all_models,
+            expires_in_s,
+            reason,
+        } => {
+            let mut body = serde_json::json!({"reason": reason.unwrap_or_default()});
+            budget.add_to(&mut body)?;
+            if all_models {
+                body["models"] = serde_json::Value::Null;
+            } else if !models.is_empty() {
+                body["models"] = serde_json::json!(models);
+            }
+            if let Some(s) = expires_in_s {
+                body["expires_in_s"] = serde_json::json!(s);
+            }
+            let updated = api.call(
+                reqwest::Method::PATCH,
+                &format!("/admin/keys/{}", urlencode(&id)),
+                Some(body),
+            )?;
+            println!("{updated}");
+            Ok(())
         }
         KeysCommand::Rotate {
             api,

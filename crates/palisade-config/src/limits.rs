@@ -37,8 +37,10 @@ pub struct LimitsConfig {
     pub tenants: BTreeMap<String, TenantLimits>,
     /// The escalation ladder for repeat offenders (per API key). Absent: off.
     pub escalation: Option<EscalationConfig>,
-    /// Request rates per API key (by key name), on top of the tenant's.
-    pub keys: BTreeMap<String, RateConfig>,
+    /// Per API key (by key name), on top of the tenant's: a request rate,
+    /// and a budget (dollars and/or tokens per UTC month or day, tokens per
+    /// minute) like a runtime key's own.
+    pub keys: BTreeMap<String, KeyLimitsConfig>,
     /// Request rates per public model name (all tenants together): protects
     /// a scarce model.
     pub models: BTreeMap<String, RateConfig>,
@@ -77,6 +79,96 @@ impl Default for SpendRateSettings {
             baseline_minutes: 60,
             cooldown_secs: 300,
         }
+    }
+}
+
+/// `[limits.keys.NAME]`: one API key's own limits, by key name. Every field
+/// is optional; the budget fields mean what they mean on a runtime key
+/// (`POST /admin/keys`), and are enforced by the same per-key budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyLimitsConfig {
+    /// Requests per minute.
+    pub requests_per_minute: Option<u64>,
+    /// Requests at once after idling; default [`default_burst`]. Needs
+    /// `requests_per_minute`.
+    pub burst: Option<u64>,
+    /// Tokens per minute for this key (reserved like the tenant's).
+    pub tokens_per_minute: Option<u64>,
+    /// Hard spend cap per `budget_period`, in dollars (priced with
+    /// `[ledger.prices]`; needs the ledger to survive restarts).
+    pub max_budget_usd: Option<f64>,
+    /// Hard cap per `budget_period` on prompt plus completion tokens.
+    pub max_tokens: Option<u64>,
+    /// `monthly` (UTC calendar month, the default) or `daily` (UTC day).
+    pub budget_period: KeyBudgetPeriod,
+}
+
+/// The period a key's caps count over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyBudgetPeriod {
+    /// The UTC calendar month.
+    #[default]
+    Monthly,
+    /// The UTC calendar day.
+    Daily,
+}
+
+impl KeyLimitsConfig {
+    /// The request rate, when one is set.
+    pub fn rate(&self) -> Option<RateConfig> {
+        self.requests_per_minute.map(|rpm| RateConfig {
+            requests_per_minute: rpm,
+            burst: self.burst,
+        })
+    }
+
+    /// The budget the per-key budgets enforce (`None`: none set). The
+    /// request rate is not part of it: [`rate`](Self::rate) is enforced as
+    /// a key rate already.
+    pub fn budget(&self) -> Option<palisade_limits::KeyBudget> {
+        let budget = palisade_limits::KeyBudget {
+            max_cost_micros: self
+                .max_budget_usd
+                .and_then(|usd| palisade_limits::key_budget::usd_to_micros("", usd).ok()),
+            max_tokens: self.max_tokens,
+            period: match self.budget_period {
+                KeyBudgetPeriod::Monthly => palisade_limits::BudgetPeriod::Monthly,
+                KeyBudgetPeriod::Daily => palisade_limits::BudgetPeriod::Daily,
+            },
+            requests_per_minute: None,
+            tokens_per_minute: self.tokens_per_minute,
+        };
+        budget.is_limited().then_some(budget)
+    }
+
+    /// `scope` is the key path, e.g. `limits.keys.ci`.
+    fn validate(&self, scope: &str) -> Result<(), ConfigError> {
+        match self.rate() {
+            Some(rate) => rate.validate(scope)?,
+            None if self.burst.is_some() => {
+                return Err(invalid(
+                    format!("{scope}.burst"),
+                    "needs requests_per_minute",
+                ))
+            }
+            None => {}
+        }
+        if let Some(usd) = self.max_budget_usd {
+            if palisade_limits::key_budget::usd_to_micros("max_budget_usd", usd).is_err() {
+                return Err(invalid(
+                    format!("{scope}.max_budget_usd"),
+                    "must be a number of dollars from 0 to 1000000000",
+                ));
+            }
+        }
+        if let Some(budget) = self.budget() {
+            if let Err(e) = budget.validate() {
+                return Err(invalid(format!("{scope}.{}", e.field()), e.to_string()));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -276,10 +368,11 @@ impl LimitsConfig {
         if self.redis_timeout_ms == 0 {
             return Err(invalid("limits.redis_timeout_ms", "must be greater than 0"));
         }
-        for (scope, rates) in [("keys", &self.keys), ("models", &self.models)] {
-            for (name, rate) in rates {
-                rate.validate(&format!("limits.{scope}.{name}"))?;
-            }
+        for (name, key) in &self.keys {
+            key.validate(&format!("limits.keys.{name}"))?;
+        }
+        for (name, rate) in &self.models {
+            rate.validate(&format!("limits.models.{name}"))?;
         }
         if let Some(escalation) = &self.escalation {
             escalation.validate()?;

@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 109;
+const RULE_SITES: usize = 112;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -304,6 +304,19 @@ fn invalid_configs_name_the_key() {
         (
             "[limits.keys.ci]\nrequests_per_minute = 0",
             "limits.keys.ci.requests_per_minute",
+        ),
+        ("[limits.keys.ci]\nburst = 5", "limits.keys.ci.burst"),
+        (
+            "[limits.keys.ci]\nmax_budget_usd = -1.0",
+            "limits.keys.ci.max_budget_usd",
+        ),
+        (
+            "[limits.keys.ci]\nmax_budget_usd = nan",
+            "limits.keys.ci.max_budget_usd",
+        ),
+        (
+            "[limits.keys.ci]\ntokens_per_minute = 0",
+            "limits.keys.ci.tokens_per_minute",
         ),
         (
             "[limits.models.m]\nrequests_per_minute = 60\nburst = 0",

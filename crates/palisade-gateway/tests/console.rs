@@ -397,6 +397,8 @@ secure_cookie = false
     b.type_into("#key-tenant", XSS_TENANT).await;
     b.type_into("#key-name", "ci-bot").await;
     b.type_into("#key-models", "plain-model").await;
+    b.type_into("#key-budget-usd", "5").await;
+    b.type_into("#key-rpm", "600").await;
     b.click("#key-create").await;
     b.wait_for(
         "the new key's secret",
@@ -432,6 +434,13 @@ secure_cookie = false
     let rows: Vec<String> = serde_json::from_value(rows).unwrap();
     assert!(rows.iter().any(|t| t == XSS_TENANT), "{rows:?}");
     assert!(rows.iter().any(|t| t == "plain-model"), "{rows:?}");
+    // The budget set in the form, and the spend against it.
+    let budget = b.js(CELL_TEXTS, json!(["#keys-rows td.key-budget"])).await;
+    assert_eq!(
+        budget,
+        json!(["$0.00 / $5.00 monthly · 600 rpm"]),
+        "{rows:?}"
+    );
     assert!(
         !rows.iter().any(|t| t.contains(&secret)),
         "no secret in the list"

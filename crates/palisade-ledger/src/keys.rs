@@ -48,6 +48,25 @@ pub struct StoredKey {
     pub rotated_ms: Option<i64>,
     /// When it was revoked, Unix ms; a revoked key never authenticates.
     pub revoked_ms: Option<i64>,
+    /// Its own budget and rates (migration 6); all unset for older rows.
+    #[serde(default)]
+    pub budget: StoredBudget,
+}
+
+/// A runtime key's budget columns as stored: unset is `None`. The gateway
+/// validates them (`palisade-limits`' `KeyBudget`) when it reads them back.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StoredBudget {
+    /// Hard spend cap per period, micro-dollars.
+    pub max_budget_micros: Option<i64>,
+    /// Hard cap per period on prompt plus completion tokens.
+    pub max_tokens: Option<i64>,
+    /// `monthly` or `daily` (UTC calendar); `None` is monthly.
+    pub budget_period: Option<String>,
+    /// Requests per minute for this key.
+    pub requests_per_minute: Option<i64>,
+    /// Tokens per minute for this key.
+    pub tokens_per_minute: Option<i64>,
 }
 
 /// What changed-detection compares: equal versions mean an unchanged table.
@@ -71,7 +90,8 @@ pub enum KeyWrite {
 }
 
 const COLUMNS: &str = "id, tenant, name, sha256, old_sha256, old_until_ms, admin, approver,
-    executor, models, expires_ms, created_ms, rotated_ms, revoked_ms";
+    executor, models, expires_ms, created_ms, rotated_ms, revoked_ms, max_budget_micros,
+    max_tokens, budget_period, requests_per_minute, tokens_per_minute";
 
 fn models_text(models: &Option<Vec<String>>) -> Result<Option<String>, LedgerError> {
     models
@@ -129,6 +149,13 @@ pub(crate) fn sqlite_load(conn: &Connection) -> Result<Vec<StoredKey>, LedgerErr
                 created_ms: r.get(11)?,
                 rotated_ms: r.get(12)?,
                 revoked_ms: r.get(13)?,
+                budget: StoredBudget {
+                    max_budget_micros: r.get(14)?,
+                    max_tokens: r.get(15)?,
+                    budget_period: r.get(16)?,
+                    requests_per_minute: r.get(17)?,
+                    tokens_per_minute: r.get(18)?,
+                },
             },
             r.get::<_, Option<String>>(9)?,
         ))
@@ -154,8 +181,8 @@ pub(crate) fn sqlite_insert(
     let n = conn.execute(
         &format!(
             "INSERT INTO api_keys ({COLUMNS}, updated_seq)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
-                    (SELECT COALESCE(MAX(updated_seq), 0) + 1 FROM api_keys)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?16, ?17, ?18,
+                    ?19, ?20, (SELECT COALESCE(MAX(updated_seq), 0) + 1 FROM api_keys)
              WHERE (SELECT COUNT(*) FROM api_keys WHERE tenant = ?2 AND revoked_ms IS NULL) < ?15"
         ),
         params![
@@ -174,6 +201,11 @@ pub(crate) fn sqlite_insert(
             key.rotated_ms,
             key.revoked_ms,
             max_live,
+            key.budget.max_budget_micros,
+            key.budget.max_tokens,
+            key.budget.budget_period,
+            key.budget.requests_per_minute,
+            key.budget.tokens_per_minute,
         ],
     )?;
     Ok(if n == 1 {
@@ -188,7 +220,8 @@ pub(crate) fn sqlite_update(conn: &Connection, key: &StoredKey) -> Result<KeyWri
     let n = conn.execute(
         "UPDATE api_keys SET sha256 = ?2, old_sha256 = ?3, old_until_ms = ?4, admin = ?5,
             approver = ?6, executor = ?7, models = ?8, expires_ms = ?9, rotated_ms = ?10,
-            revoked_ms = ?11,
+            revoked_ms = ?11, max_budget_micros = ?12, max_tokens = ?13, budget_period = ?14,
+            requests_per_minute = ?15, tokens_per_minute = ?16,
             updated_seq = (SELECT COALESCE(MAX(updated_seq), 0) + 1 FROM api_keys)
          WHERE id = ?1",
         params![
@@ -203,6 +236,11 @@ pub(crate) fn sqlite_update(conn: &Connection, key: &StoredKey) -> Result<KeyWri
             key.expires_ms,
             key.rotated_ms,
             key.revoked_ms,
+            key.budget.max_budget_micros,
+            key.budget.max_tokens,
+            key.budget.budget_period,
+            key.budget.requests_per_minute,
+            key.budget.tokens_per_minute,
         ],
     )?;
     Ok(if n == 1 {
@@ -252,6 +290,13 @@ pub(crate) async fn pg_load(
                 created_ms: r.try_get(11)?,
                 rotated_ms: r.try_get(12)?,
                 revoked_ms: r.try_get(13)?,
+                budget: StoredBudget {
+                    max_budget_micros: r.try_get(14)?,
+                    max_tokens: r.try_get(15)?,
+                    budget_period: r.try_get(16)?,
+                    requests_per_minute: r.try_get(17)?,
+                    tokens_per_minute: r.try_get(18)?,
+                },
             })
         })
         .collect()
@@ -273,8 +318,8 @@ pub(crate) async fn pg_insert(
         .execute(
             &format!(
                 "INSERT INTO api_keys ({COLUMNS}, updated_seq)
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                        nextval('api_keys_seq')
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $16, $17,
+                        $18, $19, $20, nextval('api_keys_seq')
                  WHERE (SELECT COUNT(*) FROM api_keys WHERE tenant = $2 AND revoked_ms IS NULL) < $15"
             ),
             &[
@@ -293,6 +338,11 @@ pub(crate) async fn pg_insert(
                 &key.rotated_ms,
                 &key.revoked_ms,
                 &max_live,
+                &key.budget.max_budget_micros,
+                &key.budget.max_tokens,
+                &key.budget.budget_period,
+                &key.budget.requests_per_minute,
+                &key.budget.tokens_per_minute,
             ],
         )
         .await?;
@@ -312,7 +362,9 @@ pub(crate) async fn pg_update(
         .execute(
             "UPDATE api_keys SET sha256 = $2, old_sha256 = $3, old_until_ms = $4, admin = $5,
                 approver = $6, executor = $7, models = $8, expires_ms = $9, rotated_ms = $10,
-                revoked_ms = $11, updated_seq = nextval('api_keys_seq')
+                revoked_ms = $11, max_budget_micros = $12, max_tokens = $13,
+                budget_period = $14, requests_per_minute = $15, tokens_per_minute = $16,
+                updated_seq = nextval('api_keys_seq')
              WHERE id = $1",
             &[
                 &key.id,
@@ -326,6 +378,11 @@ pub(crate) async fn pg_update(
                 &key.expires_ms,
                 &key.rotated_ms,
                 &key.revoked_ms,
+                &key.budget.max_budget_micros,
+                &key.budget.max_tokens,
+                &key.budget.budget_period,
+                &key.budget.requests_per_minute,
+                &key.budget.tokens_per_minute,
             ],
         )
         .await?;

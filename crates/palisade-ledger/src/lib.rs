@@ -52,7 +52,7 @@ use std::time::Duration;
 
 pub use audit::{AuditEntry, AuditFilter};
 pub use entry::{GroupBy, LedgerEntry, Month, Outcome, Spent, UsageQuery, UsageRow, UsageSource};
-pub use keys::{KeyWrite, KeysVersion, StoredKey};
+pub use keys::{KeyWrite, KeysVersion, StoredBudget, StoredKey};
 pub use postgres::PostgresLedger;
 pub use price::{Price, PriceTable};
 pub use sqlite::SqliteLedger;
@@ -264,6 +264,17 @@ impl Ledger {
     /// What `tenant` has used since `since_ms` (inclusive), to seed quotas.
     pub async fn spent(&self, tenant: &str, since_ms: i64) -> Result<Spent, LedgerError> {
         self.store.spent(tenant, since_ms).await
+    }
+
+    /// What `tenant`'s key `key_name` has used since `since_ms` (inclusive),
+    /// to seed per-key budgets.
+    pub async fn key_spent(
+        &self,
+        tenant: &str,
+        key_name: &str,
+        since_ms: i64,
+    ) -> Result<Spent, LedgerError> {
+        self.store.key_spent(tenant, key_name, since_ms).await
     }
 
     /// Writes every entry as JSON lines, in insertion order; returns how many.

@@ -221,6 +221,31 @@ impl LedgerStore for PostgresLedger {
         })
     }
 
+    fn key_spent<'a>(
+        &'a self,
+        tenant: &'a str,
+        key_name: &'a str,
+        since_ms: i64,
+    ) -> BoxFuture<'a, Result<Spent, LedgerError>> {
+        Box::pin(async move {
+            let r = self
+                .client()
+                .await?
+                .query_one(
+                    "SELECT COUNT(*), COALESCE(SUM(prompt_tokens + completion_tokens), 0)::int8,
+                            COALESCE(SUM(cost_micros), 0)::int8
+                     FROM ledger WHERE tenant = $1 AND key_name = $2 AND ts >= $3",
+                    &[&tenant, &key_name, &since_ms],
+                )
+                .await?;
+            Ok(Spent {
+                requests: unsigned("count", r.try_get(0)?)?,
+                tokens: unsigned("tokens", r.try_get(1)?)?,
+                cost_micros: r.try_get(2)?,
+            })
+        })
+    }
+
     fn export_jsonl<'a>(
         &'a self,
         out: &'a mut (dyn Write + Send),

@@ -195,6 +195,26 @@ pub const MIGRATIONS: &[Migration] = &[
         );
         CREATE INDEX api_keys_tenant ON api_keys (tenant);",
     },
+    Migration {
+        version: 6,
+        name: "per-key budgets",
+        // A runtime key's own caps (micro-dollars and/or tokens per UTC
+        // `budget_period`, `monthly` or `daily`) and rates; NULL is unset.
+        // The index serves the per-key spend a replica seeds its counters
+        // from (`key_spent`: tenant, key name, since the period's start).
+        sqlite: "ALTER TABLE api_keys ADD COLUMN max_budget_micros INTEGER;
+        ALTER TABLE api_keys ADD COLUMN max_tokens INTEGER;
+        ALTER TABLE api_keys ADD COLUMN budget_period TEXT;
+        ALTER TABLE api_keys ADD COLUMN requests_per_minute INTEGER;
+        ALTER TABLE api_keys ADD COLUMN tokens_per_minute INTEGER;
+        CREATE INDEX ledger_by_key ON ledger (tenant, key_name, ts);",
+        postgres: "ALTER TABLE api_keys ADD COLUMN max_budget_micros BIGINT;
+        ALTER TABLE api_keys ADD COLUMN max_tokens BIGINT;
+        ALTER TABLE api_keys ADD COLUMN budget_period TEXT;
+        ALTER TABLE api_keys ADD COLUMN requests_per_minute BIGINT;
+        ALTER TABLE api_keys ADD COLUMN tokens_per_minute BIGINT;
+        CREATE INDEX ledger_by_key ON ledger (tenant, key_name, ts);",
+    },
 ];
 
 /// The newest schema version this code knows.

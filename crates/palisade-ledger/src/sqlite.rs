@@ -169,6 +169,16 @@ impl LedgerStore for SqliteLedger {
         Box::pin(self.read(move |conn| spent(conn, &tenant, since_ms)))
     }
 
+    fn key_spent<'a>(
+        &'a self,
+        tenant: &'a str,
+        key_name: &'a str,
+        since_ms: i64,
+    ) -> BoxFuture<'a, Result<Spent, LedgerError>> {
+        let (tenant, key_name) = (tenant.to_owned(), key_name.to_owned());
+        Box::pin(self.read(move |conn| key_spent(conn, &tenant, &key_name, since_ms)))
+    }
+
     fn export_jsonl<'a>(
         &'a self,
         out: &'a mut (dyn Write + Send),
@@ -490,6 +500,26 @@ fn spent(conn: &Connection, tenant: &str, since_ms: i64) -> Result<Spent, Ledger
                 COALESCE(SUM(cost_micros), 0)
          FROM ledger WHERE tenant = ?1 AND ts >= ?2",
         params![tenant, since_ms],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    Ok(Spent {
+        requests: unsigned("count", requests)?,
+        tokens: unsigned("tokens", tokens)?,
+        cost_micros: cost,
+    })
+}
+
+fn key_spent(
+    conn: &Connection,
+    tenant: &str,
+    key_name: &str,
+    since_ms: i64,
+) -> Result<Spent, LedgerError> {
+    let (requests, tokens, cost): (i64, i64, i64) = conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(prompt_tokens + completion_tokens), 0),
+                COALESCE(SUM(cost_micros), 0)
+         FROM ledger WHERE tenant = ?1 AND key_name = ?2 AND ts >= ?3",
+        params![tenant, key_name, since_ms],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     Ok(Spent {

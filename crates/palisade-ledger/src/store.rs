@@ -56,6 +56,17 @@ pub trait LedgerStore: Debug + Send + Sync {
         since_ms: i64,
     ) -> BoxFuture<'a, Result<Spent, LedgerError>>;
 
+    /// What `tenant`'s key named `key_name` has used since `since_ms`
+    /// (inclusive): a per-key budget's spend. By name, so every key that
+    /// carried the name in the period counts (a rotated key keeps its name;
+    /// a key recreated under a revoked key's name inherits its spend).
+    fn key_spent<'a>(
+        &'a self,
+        tenant: &'a str,
+        key_name: &'a str,
+        since_ms: i64,
+    ) -> BoxFuture<'a, Result<Spent, LedgerError>>;
+
     /// Writes every entry as one JSON object per line, in insertion order;
     /// returns how many. Reads in pages, so memory stays bounded; the
     /// writes to `out` are blocking.

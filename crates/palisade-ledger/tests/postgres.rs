@@ -44,6 +44,7 @@ scenario!(idempotent_on_request_id);
 scenario!(usage_groups_and_filters);
 scenario!(nowait_entries_are_durable_after_flush);
 scenario!(export_round_trips);
+scenario!(key_budgets_round_trip_and_key_spend_is_by_name);
 scenario!(invalid_entries_are_refused);
 scenario!(small_batches_with_linger, support::tiny_batches());
 scenario!(

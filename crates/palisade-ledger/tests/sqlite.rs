@@ -371,3 +371,27 @@ mod audit {
         ledger.close().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn key_budgets_round_trip_and_key_spend_is_by_name() {
+    let (_dir, path) = temp();
+    let ledger = open(&path).await;
+    scenarios::key_budgets_round_trip_and_key_spend_is_by_name(&ledger).await;
+    ledger.close().await.unwrap();
+    // Seeding a key's budget reads one index range, never the whole ledger.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let plan: Vec<String> = conn
+        .prepare(
+            "EXPLAIN QUERY PLAN SELECT COUNT(*), SUM(prompt_tokens + completion_tokens)
+             FROM ledger WHERE tenant = 'acme' AND key_name = 'ci' AND ts >= 5",
+        )
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(3))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        plan.iter().any(|step| step.contains("ledger_by_key")),
+        "{plan:?}"
+    );
+}

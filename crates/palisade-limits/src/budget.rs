@@ -266,15 +266,16 @@ impl TokenBudget {
     }
 
     fn usage_of(&self, s: &BudgetState, now: Nanos) -> BudgetUsage {
+        self.usage_under(s, self.config.limit, now)
+    }
+
+    fn usage_under(&self, s: &BudgetState, limit: u64, now: Nanos) -> BudgetUsage {
         BudgetUsage {
-            limit: self.config.limit,
+            limit,
             spent: s.spent,
             reserved: s.reserved,
             overshoot: s.overshoot,
-            remaining: self
-                .config
-                .limit
-                .saturating_sub(s.spent.saturating_add(s.reserved)),
+            remaining: limit.saturating_sub(s.spent.saturating_add(s.reserved)),
             reset_after: self
                 .config
                 .window
@@ -296,6 +297,32 @@ impl TokenBudget {
         self.keys.put(key, s);
     }
 
+    /// The usage of `key` at `now` measured against `limit` (capped at the configured
+    /// limit), changing nothing: the report of a per-key budget.
+    pub fn usage_with_limit(&self, key: &str, limit: u64, now: Nanos) -> BudgetUsage {
+        let s = self.rolled(self.keys.get(key).copied(), now);
+        self.usage_under(&s, limit.min(self.config.limit), now)
+    }
+
+    /// Forgets `key` (a per-key budget's finished period) unless a reservation on it is
+    /// still open; returns whether it did. A hard quota's state is otherwise never evicted
+    /// (forgetting it would refill it), so the caller names the keys whose period is over.
+    pub fn forget(&mut self, key: &str) -> bool {
+        if self.keys.get(key).is_some_and(|s| s.reserved > 0) {
+            return false;
+        }
+        self.keys.remove(key).is_some()
+    }
+
+    /// Raises what `key` has spent in the current window to at least `spent` (a refresh
+    /// from the ledger, which other replicas write to): never lowers it, so a ledger that
+    /// lags behind this process' own count cannot hand tokens back.
+    pub fn raise_spent(&mut self, key: &str, spent: u64, now: Nanos) {
+        let mut s = self.rolled(self.keys.get(key).copied(), now);
+        s.spent = s.spent.max(spent);
+        self.keys.put(key, s);
+    }
+
     /// Reserves `amount` tokens for request `id` on `key`.
     ///
     /// Repeating a granted reservation (same id, key and amount) is a no-op that reports
@@ -312,11 +339,31 @@ impl TokenBudget {
         amount: u64,
         now: Nanos,
     ) -> Result<Reservation, LimitError> {
+        self.reserve_with_limit(key, id, amount, self.config.limit, now)
+    }
+
+    /// [`TokenBudget::reserve`] against `limit` (capped at the configured limit) instead of
+    /// the configured limit: for budgets whose size is a per-key setting that may change
+    /// between calls (per-key budgets). The admission invariant holds for the limit in
+    /// force at each call; a lowered limit refuses the next reservation, it never claws
+    /// back what is spent or held.
+    ///
+    /// # Errors
+    /// As [`TokenBudget::reserve`], against `limit`.
+    pub fn reserve_with_limit(
+        &mut self,
+        key: &str,
+        id: &str,
+        amount: u64,
+        limit: u64,
+        now: Nanos,
+    ) -> Result<Reservation, LimitError> {
         self.sweep(now);
-        if amount > self.config.limit {
+        let limit = limit.min(self.config.limit);
+        if amount > limit {
             return Err(LimitError::CostExceedsCapacity {
                 cost: amount,
-                capacity: self.config.limit,
+                capacity: limit,
             });
         }
         if let Some(held) = self.reservations.get(id) {
@@ -325,7 +372,10 @@ impl TokenBudget {
                     Ok(Reservation {
                         granted: true,
                         duplicate: true,
-                        usage: self.usage(key, now),
+                        usage: {
+                            let s = self.rolled(self.keys.get(key).copied(), now);
+                            self.usage_under(&s, limit, now)
+                        },
                         denial: None,
                     })
                 }
@@ -337,7 +387,7 @@ impl TokenBudget {
             .spent
             .checked_add(s.reserved)
             .and_then(|used| used.checked_add(amount))
-            .is_some_and(|total| total <= self.config.limit);
+            .is_some_and(|total| total <= limit);
         if fits {
             s.reserved += amount;
             self.keys.put(key, s);
@@ -352,7 +402,7 @@ impl TokenBudget {
                 },
             );
         }
-        let usage = self.usage_of(&s, now);
+        let usage = self.usage_under(&s, limit, now);
         let denial = if fits {
             None
         } else if let Some(reset) = usage.reset_after {

@@ -14,6 +14,8 @@
 //! - [`adaptive`]: an in-flight limit toward a backend that moves by AIMD on its latency.
 //! - [`calendar`]: UTC months for monthly quotas: which month a timestamp is in, when its
 //!   counters reset, how a tenant-month counter is named.
+//! - [`key_budget`]: per-key budgets: dollar and token caps per UTC month or day, per-key
+//!   rates, their validation and period arithmetic.
 //! - [`alerts`]: which budget alert thresholds a spend total crosses, each raised once.
 //! - [`decision`]: [`Decision`], [`LimitKind`] and its stable error codes, and the values of
 //!   `Retry-After` and the `x-ratelimit-*` headers.
@@ -61,6 +63,7 @@ pub mod decision;
 mod error;
 pub mod fair;
 pub mod gcra;
+pub mod key_budget;
 pub mod ladder;
 pub mod spend;
 mod store;
@@ -78,6 +81,7 @@ pub use decision::{format_reset, Decision, Denial, LimitKind, RateLimitHeaders, 
 pub use error::LimitError;
 pub use fair::{FairQueue, FairQueueConfig, COUNTER_SCALE};
 pub use gcra::{Gcra, GcraConfig, GcraDecision, GcraState, MemoryGcra};
+pub use key_budget::{BudgetPeriod, KeyBudget, KeyBudgetError, PeriodSpan};
 pub use ladder::{decay, EscalationLadder, LadderConfig, OffenceState, Rung, Standing};
 pub use spend::{SpendRateBreaker, SpendRateConfig, SpendState, SpendVerdict};
 pub use time::{Clock, ManualClock, Nanos};

@@ -82,6 +82,12 @@ pub enum ErrorCode {
     TokensExhausted,
     /// A hard quota is used up; waiting does not help.
     QuotaExceeded,
+    /// The API key's own budget (dollars or tokens for its period) is spent
+    /// or held by requests in flight; `Retry-After` runs to the period's end.
+    KeyBudgetExceeded,
+    /// 400: a per-key budget setting is out of range (negative, NaN,
+    /// infinite, absurdly large, a zero rate, an unknown period).
+    InvalidKeyBudget,
     /// Blocked for repeated offences.
     BlockedOffender,
     /// `POST /admin/policy/rollback` with no earlier version to return to.
@@ -151,7 +157,7 @@ impl ErrorCode {
     /// The HTTP status for this code. The one place this mapping lives.
     pub const fn status(self) -> u16 {
         match self {
-            Self::InvalidRequest => 400,
+            Self::InvalidRequest | Self::InvalidKeyBudget => 400,
             Self::MissingApiKey | Self::InvalidApiKey | Self::KeyExpired => 401,
             Self::PermissionDenied
             | Self::CsrfTokenInvalid
@@ -169,6 +175,7 @@ impl ErrorCode {
             | Self::ConcurrencyLimited
             | Self::TokensExhausted
             | Self::QuotaExceeded
+            | Self::KeyBudgetExceeded
             | Self::SpendRateExceeded
             | Self::BlockedOffender => 429,
             Self::UpstreamUnavailable
@@ -225,6 +232,8 @@ impl ErrorCode {
             | Self::UpstreamProtocol
             | Self::UpstreamInvalidResponse
             | Self::QuotaExceeded
+            | Self::KeyBudgetExceeded
+            | Self::InvalidKeyBudget
             | Self::BlockedOffender
             | Self::NoPreviousPolicy
             | Self::ConfigReloadRefused
@@ -244,6 +253,7 @@ impl ErrorCode {
     pub const fn kind(self) -> ErrorKind {
         match self {
             Self::InvalidRequest
+            | Self::InvalidKeyBudget
             | Self::NoPreviousPolicy
             | Self::ConfigReloadRefused
             | Self::IdempotencyInFlight
@@ -265,6 +275,7 @@ impl ErrorCode {
             | Self::ConcurrencyLimited
             | Self::TokensExhausted
             | Self::QuotaExceeded
+            | Self::KeyBudgetExceeded
             | Self::SpendRateExceeded
             | Self::BlockedOffender => ErrorKind::RateLimitError,
             Self::ModelNotFound | Self::NotFound | Self::ConfirmationNotFound => {
@@ -308,6 +319,8 @@ impl ErrorCode {
             Self::ConcurrencyLimited => "concurrency_limited",
             Self::TokensExhausted => "tokens_exhausted",
             Self::QuotaExceeded => "quota_exceeded",
+            Self::KeyBudgetExceeded => "key_budget_exceeded",
+            Self::InvalidKeyBudget => "invalid_key_budget",
             Self::BlockedOffender => "blocked_offender",
             Self::SpendRateExceeded => "spend_rate_exceeded",
             Self::PolicyBlocked => "policy_blocked",
@@ -494,6 +507,8 @@ mod tests {
             ErrorCode::ConcurrencyLimited,
             ErrorCode::TokensExhausted,
             ErrorCode::QuotaExceeded,
+            ErrorCode::KeyBudgetExceeded,
+            ErrorCode::InvalidKeyBudget,
             ErrorCode::BlockedOffender,
             ErrorCode::SpendRateExceeded,
             ErrorCode::PolicyBlocked,
@@ -530,6 +545,8 @@ mod tests {
             (ErrorCode::UpstreamTimeout, true),
             (ErrorCode::IdempotencyInFlight, true),
             (ErrorCode::QuotaExceeded, false),
+            (ErrorCode::KeyBudgetExceeded, false),
+            (ErrorCode::InvalidKeyBudget, false),
             (ErrorCode::BlockedOffender, false),
             (ErrorCode::PolicyBlocked, false),
             (ErrorCode::InvalidApiKey, false),

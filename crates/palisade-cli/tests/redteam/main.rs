@@ -41,6 +41,9 @@
 //! - `runtime_keys`: `/admin/keys` and `palisade keys` (escalation by a
 //!   non-admin key, telling revoked from unknown keys, old secrets after a
 //!   rotation, creation floods, secrets leaking into logs, audit or lists).
+//! - `key_budgets`: per-key budgets (a concurrent large-`max_tokens` flood
+//!   on a nearly spent key, rotation and revoke-and-recreate as ways to a
+//!   fresh budget, a tenant key raising its own budget, NaN from the CLI).
 //! - `telemetry`: huge and malformed trace-context headers, attribute and
 //!   verdict injection, prompt text in spans, and a flood against the span
 //!   export queue.
@@ -61,6 +64,7 @@ mod extraction;
 mod harness;
 mod hunt;
 mod input_gates;
+mod key_budgets;
 mod logs;
 mod markers;
 mod ops;

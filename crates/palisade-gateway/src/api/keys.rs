@@ -9,7 +9,8 @@
 //!   `overlap_s` the previous one keeps working that long (at most 7 days).
 //! - `POST /admin/keys/{id}/revoke` revokes it for good.
 //! - `PATCH` (or `POST`) `/admin/keys/{id}` changes its model allowlist,
-//!   expiry or roles.
+//!   expiry, roles or budget (`api::key_budgets`: dollars and/or tokens per
+//!   UTC month or day, requests and tokens per minute).
 //!
 //! Every change is written to the store first (so every replica picks it
 //! up within `auth.runtime.refresh_ms`), then this replica reloads at once,
@@ -27,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
-use palisade_ledger::{AuditEntry, KeyWrite, Ledger, StoredKey};
+use palisade_ledger::{AuditEntry, KeyWrite, Ledger, StoredBudget, StoredKey};
 use palisade_openai::{ApiError, ErrorCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -229,6 +230,7 @@ fn describe(key: &StoredKey, now: i64) -> Value {
         "rotated_at_ms": key.rotated_ms,
         "revoked_at_ms": key.revoked_ms,
         "previous_secret_valid_until_ms": key.old_until_ms.filter(|&u| u > now),
+        "budget": super::key_budgets::describe(&key.budget),
     })
 }
 
@@ -326,6 +328,8 @@ async fn creating(
     let name = label(&map, "name")?;
     let key_models = models(&map)?.flatten();
     let expires_ms = expiry(&map, now)?.flatten();
+    let mut budget = StoredBudget::default();
+    super::key_budgets::apply(&map, &mut budget)?;
     let (admin_role, approver, executor) = (
         flag(&map, "admin")?.unwrap_or(false),
         flag(&map, "approver")?.unwrap_or(false),
@@ -359,6 +363,7 @@ async fn creating(
         created_ms: now,
         rotated_ms: None,
         revoked_ms: None,
+        budget,
     };
     match ledger
         .key_insert(&key, keys.max_keys_per_tenant)
@@ -432,12 +437,18 @@ pub async fn list(
             (Some(_), Some(ledger)) => Some(load(ledger).await?),
             _ => None,
         };
-        let keys: Vec<Value> = runtime
-            .iter()
-            .flatten()
-            .filter(|k| wanted(&k.tenant))
-            .map(|k| describe(k, now))
-            .collect();
+        let mut keys: Vec<Value> = Vec::new();
+        for k in runtime.iter().flatten().filter(|k| wanted(&k.tenant)) {
+            let mut shown = describe(k, now);
+            if k.revoked_ms.is_none() {
+                // The current period's spend, as this replica counts it.
+                let principal = crate::http::runtime_keys::principal_of(k);
+                shown["spend"] =
+                    super::key_budgets::spend(&state.admission, &principal, state.ledger.get())
+                        .await;
+            }
+            keys.push(shown);
+        }
         Ok((
             StatusCode::OK,
             json!({
@@ -511,6 +522,9 @@ async fn changing(
                 key.expires_ms = e;
                 changed = true;
             }
+            if super::key_budgets::apply(&map, &mut key.budget)? {
+                changed = true;
+            }
             for (field, slot) in [
                 ("admin", &mut key.admin),
                 ("approver", &mut key.approver),
@@ -524,7 +538,10 @@ async fn changing(
             if !changed {
                 return Err(ApiError::new(
                     ErrorCode::InvalidRequest,
-                    "nothing to change: give models, expires_at_ms, expires_in_s, admin, approver or executor",
+                    format!(
+                        "nothing to change: give models, expires_at_ms, expires_in_s, admin, approver, executor or {}",
+                        super::key_budgets::FIELDS.join(", ")
+                    ),
                 ));
             }
             "key_update"

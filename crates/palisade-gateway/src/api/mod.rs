@@ -10,6 +10,7 @@ pub(crate) mod admin;
 pub(crate) mod admin_read;
 pub(crate) mod admin_views;
 pub(crate) mod guard;
+pub(crate) mod key_budgets;
 pub(crate) mod keys;
 pub(crate) mod models;
 pub(crate) mod probes;

@@ -45,6 +45,10 @@ pub struct Principal {
     pub models: Option<Arc<[String]>>,
     /// The runtime key's id (`None` for config keys and open mode).
     pub key_id: Option<Arc<str>>,
+    /// The runtime key's own budget and rates (`None`: none set). Read from
+    /// the key table, so an update reaches every replica with the next
+    /// refresh. Config keys take theirs from `[limits.keys]` at admission.
+    pub budget: Option<palisade_limits::KeyBudget>,
 }
 
 impl Principal {
@@ -98,6 +102,7 @@ impl Authenticator {
                 priority_class: palisade_config::Priority::Normal.class(),
                 models: None,
                 key_id: None,
+                budget: None,
             }),
             AuthMode::Keys => Mode::Keys(
                 config
@@ -117,6 +122,7 @@ impl Authenticator {
                                 priority_class: k.priority.class(),
                                 models: None,
                                 key_id: None,
+                                budget: None,
                             },
                         ))
                     })

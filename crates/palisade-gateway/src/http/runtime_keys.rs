@@ -71,6 +71,41 @@ pub(crate) fn principal_of(key: &StoredKey) -> Principal {
         priority_class: palisade_config::Priority::Normal.class(),
         models: key.models.as_ref().map(|m| m.iter().cloned().collect()),
         key_id: Some(key.id.as_str().into()),
+        budget: budget_of(key),
+    }
+}
+
+/// The key's budget as the gateway enforces it (`None`: nothing set). A
+/// row the admin API would not have written (a negative or out-of-range
+/// value, an unknown period: edited by hand) fails closed: the key is
+/// given a zero token cap, refusing its requests, and the error is logged.
+pub(crate) fn budget_of(key: &StoredKey) -> Option<palisade_limits::KeyBudget> {
+    let b = &key.budget;
+    let unsigned = |v: Option<i64>| v.map(u64::try_from).transpose();
+    let parsed = (|| {
+        let period = match b.budget_period.as_deref() {
+            None => palisade_limits::BudgetPeriod::Monthly,
+            Some(p) => palisade_limits::BudgetPeriod::parse(p).ok_or(())?,
+        };
+        let budget = palisade_limits::KeyBudget {
+            max_cost_micros: unsigned(b.max_budget_micros).map_err(|_| ())?,
+            max_tokens: unsigned(b.max_tokens).map_err(|_| ())?,
+            period,
+            requests_per_minute: unsigned(b.requests_per_minute).map_err(|_| ())?,
+            tokens_per_minute: unsigned(b.tokens_per_minute).map_err(|_| ())?,
+        };
+        budget.validate().map_err(|_| ())?;
+        Ok::<_, ()>(budget)
+    })();
+    match parsed {
+        Ok(budget) => budget.is_limited().then_some(budget),
+        Err(()) => {
+            tracing::error!(key_id = %key.id, "stored key budget is out of range; refusing the key's requests");
+            Some(palisade_limits::KeyBudget {
+                max_tokens: Some(0),
+                ..palisade_limits::KeyBudget::default()
+            })
+        }
     }
 }
 
@@ -202,6 +237,7 @@ mod tests {
             created_ms: 0,
             rotated_ms: None,
             revoked_ms: None,
+            budget: palisade_ledger::StoredBudget::default(),
         }
     }
 
@@ -242,5 +278,61 @@ mod tests {
         check(vec![rotated.clone()], "s-a", 99, Some("a"));
         check(vec![rotated.clone()], "s-a", 100, None);
         check(vec![rotated], "s-new", 1_000, Some("a"));
+    }
+
+    #[test]
+    fn a_stored_budget_is_read_back_and_a_hand_edited_one_fails_closed() {
+        use palisade_ledger::StoredBudget;
+        use palisade_limits::{BudgetPeriod, KeyBudget};
+        let with = |budget: StoredBudget| StoredKey {
+            budget,
+            ..key("a", "s-a")
+        };
+        let frozen = Some(KeyBudget {
+            max_tokens: Some(0),
+            ..KeyBudget::default()
+        });
+        let cases = [
+            (StoredBudget::default(), None),
+            (
+                StoredBudget {
+                    max_budget_micros: Some(5_000_000),
+                    budget_period: Some("daily".into()),
+                    requests_per_minute: Some(60),
+                    ..StoredBudget::default()
+                },
+                Some(KeyBudget {
+                    max_cost_micros: Some(5_000_000),
+                    period: BudgetPeriod::Daily,
+                    requests_per_minute: Some(60),
+                    ..KeyBudget::default()
+                }),
+            ),
+            (
+                StoredBudget {
+                    max_budget_micros: Some(-1),
+                    ..StoredBudget::default()
+                },
+                frozen,
+            ),
+            (
+                StoredBudget {
+                    requests_per_minute: Some(0),
+                    ..StoredBudget::default()
+                },
+                frozen,
+            ),
+            (
+                StoredBudget {
+                    max_tokens: Some(10),
+                    budget_period: Some("weekly".into()),
+                    ..StoredBudget::default()
+                },
+                frozen,
+            ),
+        ];
+        for (stored, expected) in cases {
+            assert_eq!(budget_of(&with(stored.clone())), expected, "{stored:?}");
+        }
     }
 }

@@ -20,16 +20,22 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use palisade_config::{LimitsBackend, LimitsConfig, OnBackendError, TenantLimits};
 use palisade_limits::{
     Acquire, BudgetConfig, Clock, ConcurrencyLimiter, EscalationLadder, GcraConfig, LadderConfig,
-    MemoryGcra, Nanos, Permit, RateLimitHeaders, RateLimitInfo, Rung,
+    MemoryGcra, Nanos, Permit, RateLimitHeaders, Rung,
 };
 use palisade_openai::{ApiError, ErrorCode};
 
 use crate::clock::GatewayClock;
 use crate::http::auth::Principal;
-use crate::limits::budgets::{BudgetStore, ReserveError, SharedBackend};
+use crate::limits::budgets::{BudgetStore, SharedBackend};
+use crate::limits::key_budgets::KeyBudgets;
 use crate::limits::spend::SpendControls;
 
 pub use crate::limits::reservation::TokenReservation;
+
+// Streams, token accounting and per-key budgets: the second half of the
+// gate's methods, in a child module so it reads the gate's private state.
+#[path = "admission_tokens.rs"]
+mod tokens;
 
 /// One request-rate limit: its rate (for messages), its config (for Redis)
 /// and the in-memory limiter (primary, or the fallback when Redis is out).
@@ -73,6 +79,8 @@ struct Rates {
     /// Rates per API key name and per public model name.
     key_rates: HashMap<String, Arc<RateGate>>,
     model_rates: HashMap<String, Arc<RateGate>>,
+    /// Config keys' budgets (`[limits.keys]`), by key name.
+    key_budgets: HashMap<String, palisade_limits::KeyBudget>,
 }
 
 impl Rates {
@@ -97,6 +105,9 @@ pub struct Admission {
     shared: Option<Arc<SharedBackend>>,
     /// Monthly quotas and budgets, and the spend-rate breaker.
     spend: Option<Arc<SpendControls>>,
+    /// Per-key budgets and rates (runtime keys' own, config keys' from
+    /// `[limits.keys]`).
+    key_budgets: Arc<KeyBudgets>,
 }
 
 /// Errors compiling limits (the config validation makes these unreachable
@@ -213,11 +224,21 @@ fn compile_rates(
             })
             .collect::<Result<HashMap<_, _>, AdmissionError>>()
     };
+    let key_rates = config
+        .keys
+        .iter()
+        .filter_map(|(k, l)| Some((k.clone(), l.rate()?)))
+        .collect();
     Ok(Rates {
         default: gate(config.default, previous.map(|p| &p.default), shared, clock)?,
         tenants,
-        key_rates: rates(&config.keys, previous.map(|p| &p.key_rates))?,
+        key_rates: rates(&key_rates, previous.map(|p| &p.key_rates))?,
         model_rates: rates(&config.models, previous.map(|p| &p.model_rates))?,
+        key_budgets: config
+            .keys
+            .iter()
+            .filter_map(|(k, l)| Some((k.clone(), l.budget()?)))
+            .collect(),
     })
 }
 
@@ -301,6 +322,7 @@ impl Admission {
                 })?)),
                 None => None,
             },
+            key_budgets: Arc::new(KeyBudgets::new(shared.as_ref(), &clock, prices.clone())?),
             spend: SpendControls::from_config(config, prices, shared.as_ref(), &clock)?
                 .map(Arc::new),
             shared,
@@ -567,6 +589,13 @@ impl Admission {
             self.check_rate("key", &principal.key_name, rate, &mut headers)
                 .await?;
         }
+        if let Some(rpm) = principal.budget.and_then(|b| b.requests_per_minute) {
+            let checked = self
+                .key_budgets
+                .check_rate(principal, rpm, &mut headers)
+                .await;
+            checked.map_err(|e| (e, headers))?;
+        }
         let mut slot = None;
         if let Some(max) = gate.max_in_flight_per_key {
             let key = format!("{}/{}", principal.tenant, principal.key_name);
@@ -598,138 +627,6 @@ impl Admission {
             warned: false,
             slot,
         })
-    }
-}
-
-impl Admission {
-    /// Takes a stream slot for `principal`'s key, when streams are limited.
-    pub fn admit_stream(&self, principal: &Principal) -> Result<Option<InFlightSlot>, ApiError> {
-        let Some(max) = self
-            .rates
-            .load()
-            .tenant(&principal.tenant)
-            .max_streams_per_key
-        else {
-            return Ok(None);
-        };
-        let key = format!("streams:{}/{}", principal.tenant, principal.key_name);
-        let mut limiter = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match limiter.try_acquire_up_to(&key, max) {
-            Acquire::Acquired { permit, .. } => Ok(Some(InFlightSlot {
-                limiter: self.in_flight.clone(),
-                permit: Some(permit),
-            })),
-            Acquire::Full { .. } => {
-                drop(limiter);
-                self.offend(principal, 1);
-                Err(ApiError::new(
-                    ErrorCode::ConcurrencyLimited,
-                    format!("{max} streams already open for this API key; retry when one ends"),
-                )
-                .with_retry_after(Some(1)))
-            }
-        }
-    }
-
-    /// Whether requests of `tenant` are accounted in tokens at admission (a
-    /// per-minute budget, a monthly quota or budget, the spend breaker), so
-    /// the request path needs to estimate and count tokens at all.
-    pub fn has_token_budget(&self, tenant: &str) -> bool {
-        self.spend.is_some() || self.rates.load().tenant(tenant).tokens.is_some()
-    }
-
-    /// Loads `tenant`'s spend this month from the ledger, once per month.
-    pub(crate) async fn prepare_spend(
-        &self,
-        tenant: &str,
-        ledger: Option<&Arc<palisade_ledger::Ledger>>,
-    ) {
-        if let Some(spend) = &self.spend {
-            spend.prepare(tenant, ledger).await;
-        }
-    }
-
-    /// Monthly quotas, budgets and the spend breaker, when configured.
-    pub(crate) fn spend(&self) -> Option<&SpendControls> {
-        self.spend.as_deref()
-    }
-
-    /// Starts delivering alerts (log, webhook).
-    pub(crate) fn spawn_alerts(&self) {
-        if let Some(spend) = &self.spend {
-            spend.spawn_alerts();
-        }
-    }
-
-    /// Reserves `prompt_estimate + max_completion` tokens for request `id`
-    /// on the tenant's per-minute budget and monthly counters (all or
-    /// nothing).
-    pub async fn reserve_tokens(
-        &self,
-        tenant: &str,
-        id: &str,
-        model: &str,
-        prompt_estimate: u64,
-        max_completion: u64,
-    ) -> Result<(Option<TokenReservation>, Option<RateLimitInfo>), ApiError> {
-        let rates = self.rates.load_full();
-        let gate = rates.tenant(tenant);
-        if gate.tokens.is_none() && self.spend.is_none() {
-            return Ok((None, None));
-        }
-        let amount = prompt_estimate.saturating_add(max_completion);
-        let mut reservation =
-            TokenReservation::new(self.spend.clone(), tenant, model, prompt_estimate);
-        let mut info = None;
-        if let Some(budget) = &gate.tokens {
-            let key = palisade_redis::key_part(tenant);
-            let (granted, held) = budget.reserve(&key, id, amount).await.map_err(|e| match e {
-                ReserveError::Limit(palisade_limits::LimitError::CostExceedsCapacity {
-                    capacity,
-                    ..
-                }) => ApiError::new(
-                    ErrorCode::TokensExhausted,
-                    format!(
-                        "this request needs up to {amount} tokens (prompt ~{prompt_estimate} + max_tokens {max_completion}) but the budget is {capacity} per minute; lower max_tokens"
-                    ),
-                )
-                .with_param("max_tokens"),
-                ReserveError::Limit(other) => {
-                    ApiError::new(ErrorCode::InternalError, other.to_string())
-                }
-                ReserveError::Unavailable(refusal) => refusal,
-            })?;
-            info = granted.usage.info();
-            if let Some(denial) = granted.denial {
-                let secs = denial.retry_after_secs().map(|s| s.max(1));
-                return Err(ApiError::new(
-                    ErrorCode::TokensExhausted,
-                    format!(
-                        "token budget exhausted: {} of {} tokens per minute are spent or reserved; this request needs {amount}",
-                        granted.usage.spent + granted.usage.reserved,
-                        granted.usage.limit
-                    ),
-                )
-                .with_retry_after(secs));
-            }
-            reservation.hold_minute(held);
-        }
-        if let Some(spend) = &self.spend {
-            match spend
-                .reserve(tenant, id, model, prompt_estimate, max_completion)
-                .await
-            {
-                Ok(holds) => reservation.hold_monthly(holds),
-                Err(e) => {
-                    reservation.cancel();
-                    return Err(e);
-                }
-            }
-        }
-        Ok((Some(reservation), info))
     }
 }
 

@@ -156,14 +156,15 @@ impl BudgetStore {
         key: &str,
         id: &str,
         amount: u64,
+        limit: Option<u64>,
     ) -> Result<(Reservation, Held), ReserveError> {
         let now = self.now();
-        let reservation = self
-            .local
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .reserve(key, id, amount, now)
+        let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
+        let limit = limit.unwrap_or(local.config().limit);
+        let reservation = local
+            .reserve_with_limit(key, id, amount, limit, now)
             .map_err(ReserveError::Limit)?;
+        drop(local);
         Ok((reservation, self.held(None, id, key)))
     }
 
@@ -184,10 +185,24 @@ impl BudgetStore {
         id: &str,
         amount: u64,
     ) -> Result<(Reservation, Held), ReserveError> {
+        self.reserve_with_limit(key, id, amount, None).await
+    }
+
+    /// [`reserve`](Self::reserve) against `limit` (a per-key budget's size,
+    /// read per request so an update applies to the next one) instead of
+    /// the store's configured limit, which is then a ceiling.
+    pub(crate) async fn reserve_with_limit(
+        &self,
+        key: &str,
+        id: &str,
+        amount: u64,
+        limit: Option<u64>,
+    ) -> Result<(Reservation, Held), ReserveError> {
         if let Some((backend, _)) = &self.shared {
+            let config = self.config_limited(limit);
             let outcome = match self.redis() {
                 Some((redis, _)) => redis
-                    .reserve(&self.config(), key, id, amount)
+                    .reserve(&config, key, id, amount)
                     .await
                     .map(|r| (r, redis)),
                 None => Err(RedisLimitError::Timeout(0)),
@@ -205,7 +220,51 @@ impl BudgetStore {
                 }
             }
         }
-        self.reserve_local(key, id, amount)
+        self.reserve_local(key, id, amount, limit)
+    }
+
+    fn config_limited(&self, limit: Option<u64>) -> BudgetConfig {
+        let config = self.config();
+        BudgetConfig {
+            limit: limit.map_or(config.limit, |l| l.min(config.limit)),
+            ..config
+        }
+    }
+
+    /// Raises `key`'s spend in this replica's budget to at least `spent`
+    /// (a refresh from the ledger when budgets are per replica).
+    pub(crate) fn raise_local(&self, key: &str, spent: u64) {
+        let now = self.now();
+        self.local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .raise_spent(key, spent, now);
+    }
+
+    /// Forgets `key` in this replica's budget (a finished period), unless a
+    /// reservation on it is still open. Redis keeps its own state.
+    pub(crate) fn forget_local(&self, key: &str) {
+        self.local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget(key);
+    }
+
+    /// `key`'s usage measured against `limit`, from Redis when shared.
+    pub(crate) async fn usage_with_limit(&self, key: &str, limit: u64) -> BudgetUsage {
+        if let Some((redis, backend)) = self.redis() {
+            match redis.usage(&self.config_limited(Some(limit)), key).await {
+                Ok(u) => return u,
+                Err(e) => {
+                    let _ = backend.failed(&e);
+                }
+            }
+        }
+        let now = self.now();
+        self.local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .usage_with_limit(key, limit, now)
     }
 
     /// Sets `key`'s spend from history (the ledger). Shared: only if no

@@ -1,5 +1,5 @@
 //! Admission and cost control wiring: the rate gate, token budgets reserved
-//! and reconciled, monthly spend and its alerts, the per-backend circuit
+//! and reconciled, monthly spend and its alerts, per-key budgets, the per-backend circuit
 //! breaker and downstream queue, and ledger rows.
 //!
 //! The decisions themselves (GCRA, budgets, breaker state machine, adaptive
@@ -12,6 +12,7 @@ pub(crate) mod accounting;
 pub(crate) mod admission;
 pub(crate) mod breaker;
 pub(crate) mod budgets;
+pub(crate) mod key_budgets;
 pub(crate) mod reservation;
 pub(crate) mod scheduler;
 pub(crate) mod spend;

@@ -1,5 +1,5 @@
 //! The tokens held for one request between admission and its end: on the tenant's
-//! per-minute budget and on its monthly counters.
+//! per-minute budget, on its monthly counters and on its API key's budgets.
 //!
 //! Admission creates a [`TokenReservation`]; accounting settles it with what the request
 //! used. It lives apart from both so neither imports the other. It must not decide limits:
@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use crate::limits::budgets::Held;
+use crate::limits::key_budgets::{KeyBudgets, KeyHold};
 use crate::limits::spend::{MonthlyHold, SpendControls};
 use crate::limits::usage::ActualUsage;
 
@@ -21,6 +22,9 @@ pub struct TokenReservation {
     minute: Option<Held>,
     monthly: Vec<MonthlyHold>,
     spend: Option<Arc<SpendControls>>,
+    /// The key's own budgets' holds.
+    key: Vec<KeyHold>,
+    key_budgets: Option<Arc<KeyBudgets>>,
     tenant: String,
     model: String,
     /// The prompt part of the reservation.
@@ -41,6 +45,8 @@ impl TokenReservation {
             minute: None,
             monthly: Vec::new(),
             spend,
+            key: Vec::new(),
+            key_budgets: None,
             tenant: tenant.to_owned(),
             model: model.to_owned(),
             prompt_estimate,
@@ -56,6 +62,12 @@ impl TokenReservation {
     /// Adds the monthly counters' holds.
     pub(crate) fn hold_monthly(&mut self, holds: Vec<MonthlyHold>) {
         self.monthly = holds;
+    }
+
+    /// Adds the key budgets' holds.
+    pub(crate) fn hold_key(&mut self, budgets: Arc<KeyBudgets>, holds: Vec<KeyHold>) {
+        self.key = holds;
+        self.key_budgets = Some(budgets);
     }
 
     /// Charges what the request used and releases the rest.
@@ -78,6 +90,10 @@ impl TokenReservation {
         let monthly = std::mem::take(&mut self.monthly);
         if let Some(spend) = &self.spend {
             spend.settle(&self.tenant, &self.model, monthly, actual);
+        }
+        let key = std::mem::take(&mut self.key);
+        if let Some(budgets) = &self.key_budgets {
+            budgets.settle(&self.model, key, actual);
         }
     }
 }

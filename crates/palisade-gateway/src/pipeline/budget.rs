@@ -33,13 +33,21 @@ pub(crate) async fn reserve_tokens(
     let mut rewritten = false;
     // Token accounting: reserve the estimate now (when the tenant has a
     // budget), count usage as the response passes, reconcile and ledger later.
-    let budget = state.admission.has_token_budget(&principal.tenant);
+    let key_budget = state.admission.key_budget(principal);
+    let budget = state.admission.has_token_budget(&principal.tenant) || key_budget.is_some();
     let ledger = state.ledger.get();
     if budget || ledger.is_some() {
         state
             .admission
             .prepare_spend(&principal.tenant, ledger)
             .await;
+        if let Some(key_budget) = &key_budget {
+            state
+                .admission
+                .key_budgets()
+                .prepare(principal, key_budget, ledger)
+                .await;
+        }
         let tokenizer = route
             .tokenizer
             .clone()
@@ -58,14 +66,19 @@ pub(crate) async fn reserve_tokens(
         let (reservation, info) = state
             .admission
             .reserve_tokens(
-                &principal.tenant,
+                principal,
                 &ctx.internal_id,
                 &ctx.model_label,
                 prompt_estimate,
                 max_completion,
             )
             .await
-            .inspect_err(|_| state.admission.offend(principal, 1))?;
+            .inspect_err(|e| {
+                state.admission.offend(principal, 1);
+                if e.code == palisade_openai::ErrorCode::KeyBudgetExceeded {
+                    audit_key_budget_refusal(state, principal, ctx);
+                }
+            })?;
         ctx.limit_headers.tokens = info;
         let strip_usage_chunk = request.is_stream() && request.ensure_stream_usage();
         rewritten |= request.is_stream();
@@ -77,6 +90,37 @@ pub(crate) async fn reserve_tokens(
         ));
     }
     Ok(rewritten)
+}
+
+/// Audits a request refused for its key's budget (gate `limits`, action
+/// `refuse`, reason code `key_budget_exceeded`): an operator looking for why
+/// a key stopped working finds it in the audit tail, not only in metrics.
+fn audit_key_budget_refusal(state: &GatewayState, principal: &Principal, ctx: &RequestCtx) {
+    let ts_ms = crate::clock::GatewayClock::system().unix_ms();
+    let policy_version = state.gates.policy.peek().version().to_string();
+    let record = serde_json::json!({
+        "ts_ms": ts_ms,
+        "request_id": &*ctx.request_id,
+        "gate": "limits",
+        "action": "refuse",
+        "reason_code": "key_budget_exceeded",
+        "policy_version": policy_version,
+        "tenant": &*principal.tenant,
+        "key": &*principal.key_name,
+        "key_id": principal.key_id.as_deref(),
+        "model": &*ctx.model_label,
+    });
+    state.gates.audit.write_admin(palisade_ledger::AuditEntry {
+        ts_ms: u64::try_from(ts_ms).unwrap_or(0),
+        request_id: ctx.request_id.to_string(),
+        tenant: principal.tenant.to_string(),
+        route: String::new(),
+        model: ctx.model_label.to_string(),
+        gate: "limits".to_owned(),
+        action: "refuse".to_owned(),
+        policy_version,
+        json: record.to_string(),
+    });
 }
 
 /// Waits (fairly across tenants) for a slot in the backend's downstream

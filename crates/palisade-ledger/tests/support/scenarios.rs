@@ -308,3 +308,66 @@ pub async fn measure(label: &str, ledger: Arc<Ledger>, tasks: usize, per_task: u
          record_nowait + flush: {nowait:.0} entries/s ({n} entries each)"
     );
 }
+
+/// A runtime key's budget columns round-trip through insert, update and load,
+/// and a key's spend is counted by tenant and key name from a start time.
+pub async fn key_budgets_round_trip_and_key_spend_is_by_name(ledger: &Ledger) {
+    use palisade_ledger::{KeyWrite, StoredBudget, StoredKey};
+    let mut key = StoredKey {
+        id: "key_1".into(),
+        tenant: "acme".into(),
+        name: "ci".into(),
+        sha256: "00".repeat(32),
+        old_sha256: None,
+        old_until_ms: None,
+        admin: false,
+        approver: false,
+        executor: false,
+        models: None,
+        expires_ms: None,
+        created_ms: 1,
+        rotated_ms: None,
+        revoked_ms: None,
+        budget: StoredBudget {
+            max_budget_micros: Some(2_500_000),
+            max_tokens: None,
+            budget_period: Some("daily".into()),
+            requests_per_minute: Some(60),
+            tokens_per_minute: None,
+        },
+    };
+    assert_eq!(
+        ledger.key_insert(&key, 10).await.unwrap(),
+        KeyWrite::Written
+    );
+    assert_eq!(ledger.keys_load().await.unwrap(), vec![key.clone()]);
+    key.budget.max_budget_micros = None;
+    key.budget.max_tokens = Some(1_000);
+    key.budget.tokens_per_minute = Some(500);
+    assert_eq!(ledger.key_update(&key).await.unwrap(), KeyWrite::Written);
+    assert_eq!(ledger.keys_load().await.unwrap(), vec![key]);
+
+    // Entries of two keys of one tenant, and of another tenant's key of the same name.
+    let mut rows = Vec::new();
+    for (id, tenant, key_name, ts, prompt) in [
+        ("k1", "acme", "ci", DAY0, 10),
+        ("k2", "acme", "ci", DAY0 + 5, 20),
+        ("k3", "acme", "web", DAY0 + 5, 400),
+        ("k4", "other", "ci", DAY0 + 5, 8_000),
+        ("k5", "acme", "ci", DAY0 - 1, 90_000),
+    ] {
+        let mut e = entry(id, tenant, "m", ts, prompt, 0);
+        e.key_name = key_name.to_owned();
+        rows.push(e);
+    }
+    for e in &rows {
+        let _ = ledger.record(e).await.unwrap();
+    }
+    let spent = ledger.key_spent("acme", "ci", DAY0).await.unwrap();
+    assert_eq!(
+        (spent.requests, spent.tokens, spent.cost_micros),
+        (2, 30, 30)
+    );
+    let none = ledger.key_spent("acme", "nobody", DAY0).await.unwrap();
+    assert_eq!(none.requests, 0);
+}

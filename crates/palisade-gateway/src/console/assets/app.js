@@ -341,7 +341,7 @@ async function loadKeys() {
   clear(body);
   (r.config_keys || []).forEach((k) => {
     const tr = el("tr");
-    [["config", ""], [k.tenant, ""], [k.name, "key-name"], ["active", ""], [roles(k), ""], ["all", ""], ["never", ""], ["", "mono"]]
+    [["config", ""], [k.tenant, ""], [k.name, "key-name"], ["active", ""], [roles(k), ""], ["all", ""], ["never", ""], ["[limits.keys]", "hint"], ["", "mono"]]
       .forEach(([v, c]) => tr.appendChild(el("td", v, c)));
     tr.appendChild(el("td", "edit the config file", "hint"));
     body.appendChild(tr);
@@ -357,6 +357,7 @@ async function loadKeys() {
     tr.appendChild(el("td", roles(k)));
     tr.appendChild(el("td", k.models ? k.models.join(", ") : "all"));
     tr.appendChild(el("td", when(k.expires_at_ms)));
+    tr.appendChild(el("td", budgetText(k), "key-budget"));
     tr.appendChild(el("td", k.id, "mono"));
     const td = el("td");
     if (k.status !== "revoked") {
@@ -371,6 +372,35 @@ async function loadKeys() {
     ? "Runtime keys take effect on every replica within auth.runtime.refresh_ms."
     : "Runtime keys are off ([auth.runtime] enabled = true and ledger.url): only config keys are listed.";
   $("key-form").hidden = !r.runtime_enabled;
+}
+
+// A key's budget as one line: spend against each cap this period, then its
+// rates ("$1.20 / $5.00 monthly · 600 rpm"); "none" when it has none.
+function budgetText(k) {
+  const b = k.budget || {};
+  const s = k.spend || {};
+  const parts = [];
+  if (b.max_budget_usd !== null && b.max_budget_usd !== undefined) {
+    parts.push("$" + Number(s.spent_usd || 0).toFixed(2) + " / $" + Number(b.max_budget_usd).toFixed(2));
+  }
+  if (b.max_tokens !== null && b.max_tokens !== undefined) {
+    parts.push(Number(s.spent_tokens || 0) + " / " + b.max_tokens + " tokens");
+  }
+  if (parts.length) parts.push(b.budget_period || "monthly");
+  const out = [parts.join(" ")].filter((p) => p);
+  if (b.requests_per_minute) out.push(b.requests_per_minute + " rpm");
+  if (b.tokens_per_minute) out.push(b.tokens_per_minute + " tpm");
+  return out.length ? out.join(" · ") : "none";
+}
+
+// A number field for a budget: absent when empty; an error when it is not a
+// finite number (JSON would turn NaN into null, which clears the budget).
+function budgetNumber(text, what) {
+  const t = String(text).trim();
+  if (t === "") return undefined;
+  const n = Number(t);
+  if (!Number.isFinite(n)) throw new Error(what + " must be a number");
+  return n;
 }
 
 function modelList(text) {
@@ -389,6 +419,16 @@ async function createKey(ev) {
   };
   const days = Number($("key-days").value);
   if (days > 0) req.expires_in_s = Math.round(days * 86400);
+  const budget = {
+    max_budget_usd: budgetNumber($("key-budget-usd").value, "the dollar budget"),
+    max_tokens: budgetNumber($("key-budget-tokens").value, "the token budget"),
+    requests_per_minute: budgetNumber($("key-rpm").value, "RPM"),
+    tokens_per_minute: budgetNumber($("key-tpm").value, "TPM"),
+  };
+  Object.entries(budget).forEach(([f, v]) => { if (v !== undefined) req[f] = v; });
+  if (budget.max_budget_usd !== undefined || budget.max_tokens !== undefined) {
+    req.budget_period = $("key-period").value;
+  }
   const r = await api("/admin/keys", { method: "POST", body: JSON.stringify(req) });
   $("key-form").reset();
   showSecret(r.key);
@@ -420,9 +460,20 @@ async function editKey(k) {
   if (models === null) return;
   const days = window.prompt("Expires in how many days? (empty: never)", "");
   if (days === null) return;
+  const b = k.budget || {};
+  const usd = window.prompt("Dollar budget per " + (b.budget_period || "monthly") + " period (empty: no cap; spend so far is kept)",
+    b.max_budget_usd === null || b.max_budget_usd === undefined ? "" : String(b.max_budget_usd));
+  if (usd === null) return;
+  const tokens = window.prompt("Token budget per period (empty: no cap)",
+    b.max_tokens === null || b.max_tokens === undefined ? "" : String(b.max_tokens));
+  if (tokens === null) return;
   const req = { models: modelList(models) };
   if (Number(days) > 0) req.expires_in_s = Math.round(Number(days) * 86400);
   else req.expires_at_ms = null;
+  const dollars = budgetNumber(usd, "the dollar budget");
+  const count = budgetNumber(tokens, "the token budget");
+  req.max_budget_usd = dollars === undefined ? null : dollars;
+  req.max_tokens = count === undefined ? null : count;
   await api("/admin/keys/" + encodeURIComponent(k.id), { method: "PATCH", body: JSON.stringify(req) });
   status("updated " + k.name);
   await loadKeys();
