@@ -390,7 +390,7 @@ async fn chat(
 }
 
 /// The calls of a `CALLS [...]` script: `(id, name, arguments string)`.
-fn scripted_calls(text: &str) -> Option<Vec<(String, String, String)>> {
+pub(crate) fn scripted_calls(text: &str) -> Option<Vec<(String, String, String)>> {
     let script: Value = serde_json::from_str(text.trim().strip_prefix("CALLS")?.trim()).ok()?;
     Some(
         script

@@ -8,6 +8,12 @@
 //! `response.output_text.delta` events of 5 bytes (cut on character
 //! boundaries), so anything in it arrives split, then the `.done` events and
 //! `response.completed` with `usage` (`input_tokens` 11, `output_tokens` 7).
+//!
+//! A last user text `CALLS [...]` (as for chat) answers with one
+//! `function_call` item per call instead; streamed, every call is announced
+//! first, their argument deltas (5 bytes each) interleave by `output_index`,
+//! then each call's `.done` and item-done events, as parallel calls come
+//! from the OpenAI API. Events carry `sequence_number`s counting from 0.
 
 use std::sync::Arc;
 
@@ -81,17 +87,67 @@ pub(crate) async fn responses(
     };
     let item = json!({"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
                       "content": [{"type": "output_text", "text": text, "annotations": []}]});
+    let calls = crate::scripted_calls(&text);
     let response = |status: &str, output: Value| {
         json!({"id": "resp_1", "object": "response", "created_at": 0, "status": status,
                "model": model, "instructions": body["instructions"], "output": output,
                "usage": {"input_tokens": 11, "output_tokens": 7, "total_tokens": 18}})
     };
+    let call_items: Option<Vec<Value>> = calls.as_ref().map(|calls| {
+        calls
+            .iter()
+            .map(|(id, name, args)| {
+                json!({"type": "function_call", "id": format!("fc_{id}"), "call_id": id,
+                       "name": name, "arguments": args, "status": "completed"})
+            })
+            .collect()
+    });
     if body["stream"] != json!(true) {
+        let output = call_items.map_or_else(|| json!([item]), Value::Array);
         return (
             [("content-type", "application/json")],
-            response("completed", json!([item])).to_string(),
+            response("completed", output).to_string(),
         )
             .into_response();
+    }
+    if let Some(items) = call_items {
+        let mut seq = 0u64;
+        let mut out = String::new();
+        let mut push = |mut v: Value| {
+            v["sequence_number"] = json!(seq);
+            seq += 1;
+            out.push_str(&event(&v));
+        };
+        push(json!({"type": "response.created", "response": response("in_progress", json!([]))}));
+        for (i, it) in items.iter().enumerate() {
+            let mut added = it.clone();
+            added["arguments"] = json!("");
+            added["status"] = json!("in_progress");
+            push(json!({"type": "response.output_item.added", "output_index": i, "item": added}));
+        }
+        let split: Vec<Vec<String>> = items
+            .iter()
+            .map(|it| pieces(it["arguments"].as_str().unwrap_or(""), 5))
+            .collect();
+        let longest = split.iter().map(Vec::len).max().unwrap_or(0);
+        for n in 0..longest {
+            for (i, parts) in split.iter().enumerate() {
+                if let Some(p) = parts.get(n) {
+                    push(json!({"type": "response.function_call_arguments.delta",
+                                "item_id": items[i]["id"], "output_index": i, "delta": p}));
+                }
+            }
+        }
+        for (i, it) in items.iter().enumerate() {
+            push(
+                json!({"type": "response.function_call_arguments.done", "item_id": it["id"],
+                        "output_index": i, "arguments": it["arguments"]}),
+            );
+            push(json!({"type": "response.output_item.done", "output_index": i, "item": it}));
+        }
+        push(json!({"type": "response.completed",
+                    "response": response("completed", Value::Array(items))}));
+        return ([("content-type", "text/event-stream")], Body::from(out)).into_response();
     }
     let mut out = String::new();
     out.push_str(&event(

@@ -26,7 +26,7 @@ mod stream;
 mod tool_args;
 
 pub(crate) use body::{gate_body, gate_error_body, invalid_upstream};
-pub(crate) use stream::{EventAction, StreamGate};
+pub(crate) use stream::{frame_payload, EventAction, StreamGate};
 pub(crate) use tool_args::tool_call_leaks;
 
 /// What the tier's output rules ask of the sanitizer.

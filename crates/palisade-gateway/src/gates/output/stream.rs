@@ -62,6 +62,7 @@ enum Field {
 }
 
 mod responses;
+pub(crate) use responses::frame_payload;
 
 /// One field's guard: plain text, or JSON mode for content the request
 /// asked to match a JSON schema (string values judged decoded).
@@ -137,6 +138,8 @@ pub(crate) struct StreamGate {
     /// Top-level fields of earlier events that passed unchanged (`id`,
     /// `model`, … repeat in every chunk): judged once, not once per event.
     passed: Map<String, Value>,
+    /// The next `sequence_number` of a Responses stream's events.
+    sequence: u64,
 }
 
 fn sse(value: &Value) -> String {
@@ -181,6 +184,7 @@ impl StreamGate {
             held_since: None,
             logprobs_noted: false,
             passed: Map::new(),
+            sequence: 0,
         })
     }
 
@@ -254,7 +258,7 @@ impl StreamGate {
     }
 
     /// A chunk for choice `index` carrying `fields` (and `finish_reason`).
-    fn chunk(&self, index: u64, fields: &[(Field, String)], finish: Option<&str>) -> String {
+    fn chunk(&mut self, index: u64, fields: &[(Field, String)], finish: Option<&str>) -> String {
         if self.plan.shape == ResponseShape::Responses {
             return self.response_events(fields, finish);
         }
