@@ -157,6 +157,10 @@ pub(crate) async fn responses(
         &json!({"type": "response.output_item.added", "output_index": 0,
         "item": {"type": "message", "id": "msg_1", "role": "assistant", "content": []}}),
     ));
+    out.push_str(&event(
+        &json!({"type": "response.content_part.added", "item_id": "msg_1", "output_index": 0,
+        "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+    ));
     for piece in pieces(&text, 5) {
         out.push_str(&event(
             &json!({"type": "response.output_text.delta", "item_id": "msg_1",

@@ -347,7 +347,11 @@ pub mod bench {
             while let Ok(Some(event)) = framer.next_event() {
                 let event = filters.without_foreign_report(event);
                 match filters.on_event(&event, None, &mut out) {
-                    Step::Pass(gated) => out.push(gated.unwrap_or_else(|| event.into_raw())),
+                    Step::Pass(gated) => {
+                        if let Some(sent) = gated.or_else(|| event.into_client(false)) {
+                            out.push(sent);
+                        }
+                    }
                     Step::Skip => {}
                     Step::Stop | Step::Fail(_) => break,
                 }

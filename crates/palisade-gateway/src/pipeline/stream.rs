@@ -96,6 +96,9 @@ struct Relay {
     /// When the upstream last sent anything (for the idle timeout, which
     /// heartbeats must not reset).
     upstream_seen: Instant,
+    /// Plain `event:` names may pass (a Responses stream's types); a chat
+    /// or completion stream carries none.
+    event_names: bool,
 }
 
 impl Drop for Relay {
@@ -157,6 +160,7 @@ impl Relay {
                             Some("response.completed" | "response.incomplete" | "response.failed")
                         )
                     });
+                    let is_done = event.is_done();
                     let gated = match self.filters.on_event(&event, parsed, &mut out) {
                         Step::Pass(gated) => gated,
                         Step::Skip => continue,
@@ -169,11 +173,16 @@ impl Relay {
                             break;
                         }
                     };
-                    if self.record.has_ledger() && (event.is_done() || last) {
-                        self.held_done = Some(gated.unwrap_or_else(|| event.into_raw()));
+                    // An event passed unchanged keeps only what was judged
+                    // (its data) and plain fields: see `SseEvent::into_client`.
+                    let Some(sent) = gated.or_else(|| event.into_client(self.event_names)) else {
+                        continue;
+                    };
+                    if self.record.has_ledger() && (is_done || last) {
+                        self.held_done = Some(sent);
                         continue;
                     }
-                    out.push(gated.unwrap_or_else(|| event.into_raw()));
+                    out.push(sent);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -326,7 +335,13 @@ impl Relay {
         let mut judged = Outgoing::default();
         self.filters.finish(&mut judged);
         let held = judged.take();
-        let tail = match (held, self.framer.finish()) {
+        // Its data is what a client would read; nothing else of it goes out.
+        let event_names = self.event_names;
+        let tail = self
+            .framer
+            .finish()
+            .and_then(|t| palisade_openai::SseEvent::from_raw(t).into_client(event_names));
+        let tail = match (held, tail) {
             (Some(h), Some(t)) => {
                 let mut b = BytesMut::from(&h[..]);
                 b.extend_from_slice(&t);
@@ -383,6 +398,7 @@ pub(crate) fn relay(
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
     gauge!(STREAMS_OPEN).increment(1.0);
     let filters = StreamFilters::new(record.gates.as_ref());
+    let event_names = record.endpoint == palisade_openai::request::Endpoint::Responses;
     let relay = Relay {
         upstream: Box::pin(upstream.bytes_stream()),
         framer: SseFramer::new(limits.max_event_bytes),
@@ -400,6 +416,7 @@ pub(crate) fn relay(
         failing: None,
         upstream_done: false,
         upstream_seen: Instant::now(),
+        event_names,
     };
     futures_util::stream::unfold(relay, |mut relay| async move {
         let next = relay.next_chunk().await;
