@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 
 use super::body::invalid_upstream;
 use super::fields::judge_tree;
-use super::{absorb, canary_alert, observe_unsanitized, OutputPolicy};
+use super::{absorb, canary_alert, merge_repeated, observe_unsanitized, OutputPolicy};
 use crate::gates::GatePlan;
 use crate::gates::ResponseShape;
 
@@ -140,6 +140,10 @@ pub(crate) struct StreamGate {
     passed: Map<String, Value>,
     /// The next `sequence_number` of a Responses stream's events.
     sequence: u64,
+    /// Findings in a Responses stream's events judged whole (`.done`,
+    /// `response.completed`, …), which repeat the deltas' text: merged with
+    /// the guards' findings once, when the stream ends.
+    repeated: Evidence,
 }
 
 fn sse(value: &Value) -> String {
@@ -185,6 +189,7 @@ impl StreamGate {
             logprobs_noted: false,
             passed: Map::new(),
             sequence: 0,
+            repeated: Evidence::default(),
         })
     }
 
@@ -668,6 +673,7 @@ impl Drop for StreamGate {
     /// One audit record per streamed completion, however it ended.
     fn drop(&mut self) {
         let mut evidence = std::mem::take(&mut self.evidence);
+        merge_repeated(&mut evidence, std::mem::take(&mut self.repeated));
         let observing = Instant::now();
         observe_unsanitized(&mut evidence, &self.released, &self.options.sanitize);
         let spent = self.spent + observing.elapsed();

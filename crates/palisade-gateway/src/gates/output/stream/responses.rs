@@ -93,9 +93,14 @@ impl StreamGate {
         let guarded = delta.is_some();
         // The gateway's own report (the tool gate's, on the last event) is
         // not the model's text.
-        let outcome = judge_tree(&mut value, &policy, &mut self.evidence, &|path| {
+        // Judged whole, this event repeats text the deltas carried (or will,
+        // once their guards release it): its findings are merged with the
+        // guards' at the end (`merge_repeated`), not added to them.
+        let mut whole = Evidence::default();
+        let outcome = judge_tree(&mut value, &policy, &mut whole, &|path| {
             (guarded && path == ["delta"]) || path == ["palisade"]
         });
+        merge_repeated(&mut self.repeated, whole);
         let mut stopped = outcome.blocked;
         let mut released_text = None;
         if let Some(text) = delta {
@@ -193,5 +198,39 @@ impl StreamGate {
         }
         self.sequence += 1;
         frame(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key split across deltas and repeated whole by the `.done` event,
+    /// the item-done event and `response.completed` is one finding.
+    #[test]
+    fn a_secret_repeated_by_the_done_events_is_counted_once() {
+        let key = "AKIAIOSFODNN7EXAMPLE";
+        let mut plan = GatePlan::for_test(palisade_policy::Snapshot::builtin());
+        plan.shape = ResponseShape::Responses;
+        let mut gate = StreamGate::new(&plan).unwrap();
+        let (a, b) = key.split_at(9);
+        let text = format!("the key is {key} ok");
+        let item = json!({"type": "message", "id": "m", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]});
+        for event in [
+            json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": "the key is "}),
+            json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": a}),
+            json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": b}),
+            json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": " ok"}),
+            json!({"type": "response.output_text.done", "output_index": 0, "content_index": 0, "text": text}),
+            json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
+            json!({"type": "response.completed", "response": {"id": "r", "output": [item]}}),
+        ] {
+            let _ = gate.on_data(&event.to_string());
+        }
+        let mut evidence = gate.evidence.clone();
+        merge_repeated(&mut evidence, gate.repeated.clone());
+        let found: u32 = evidence.secrets.values().sum();
+        assert_eq!(found, 1, "{:?}", evidence.secrets);
     }
 }
