@@ -337,10 +337,16 @@ impl Relay {
         let held = judged.take();
         // Its data is what a client would read; nothing else of it goes out.
         let event_names = self.event_names;
-        let tail = self
-            .framer
-            .finish()
-            .and_then(|t| palisade_openai::SseEvent::from_raw(t).into_client(event_names));
+        // It stays unterminated, as it came (a client decides what an event
+        // cut short is worth).
+        let tail = self.framer.finish().and_then(|t| {
+            let newlines = t.iter().rev().take_while(|b| **b == b'\n').count().min(1);
+            let clean = palisade_openai::SseEvent::from_raw(t).into_client(event_names)?;
+            let body = clean.len() - clean.iter().rev().take_while(|b| **b == b'\n').count();
+            let mut out = BytesMut::from(&clean[..body]);
+            out.extend_from_slice(&b"\n"[..newlines]);
+            Some(out.freeze())
+        });
         let tail = match (held, tail) {
             (Some(h), Some(t)) => {
                 let mut b = BytesMut::from(&h[..]);
