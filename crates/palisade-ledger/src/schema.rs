@@ -195,6 +195,28 @@ pub const MIGRATIONS: &[Migration] = &[
         );
         CREATE INDEX api_keys_tenant ON api_keys (tenant);",
     },
+    Migration {
+        version: 6,
+        name: "response owners",
+        // Who created each Responses API id the gateway relayed (see
+        // `owners.rs`); `created_ms` for the retention sweep.
+        sqlite: "CREATE TABLE response_owner (
+            response_id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            key_name TEXT NOT NULL,
+            backend TEXT NOT NULL,
+            created_ms INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX response_owner_created ON response_owner (created_ms);",
+        postgres: "CREATE TABLE response_owner (
+            response_id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            key_name TEXT NOT NULL,
+            backend TEXT NOT NULL,
+            created_ms BIGINT NOT NULL
+        );
+        CREATE INDEX response_owner_created ON response_owner (created_ms);",
+    },
 ];
 
 /// The newest schema version this code knows.
