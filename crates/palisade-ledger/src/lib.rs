@@ -40,9 +40,9 @@
 pub mod audit;
 mod entry;
 pub mod keys;
+pub mod owners;
 mod postgres;
 mod price;
-pub mod owners;
 mod queue;
 pub mod schema;
 mod sqlite;

@@ -335,7 +335,11 @@ mod tests {
             true,
             Some("data: {}\n\n"),
         );
-        check(&format!("id: {}\ndata: x\n\n", "9".repeat(65)), false, Some("data: x\n\n"));
+        check(
+            &format!("id: {}\ndata: x\n\n", "9".repeat(65)),
+            false,
+            Some("data: x\n\n"),
+        );
         // What a client reads is what the gate read.
         let raw = "data: a\ndatum: b\ndata\n: c\n\n";
         let event = SseEvent::from_raw(Bytes::from(raw));

@@ -84,6 +84,8 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     streams_cancelled: AtomicUsize,
     heads_cancelled: AtomicUsize,
+    /// Mints Responses API ids (`resp_1`, `resp_2`, …).
+    responses_minted: AtomicUsize,
 }
 
 /// A scripted OpenAI-compatible upstream on 127.0.0.1.
@@ -103,6 +105,11 @@ impl ScriptedUpstream {
             .route("/v1/completions", post(chat))
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/responses", post(responses::responses))
+            .route(
+                "/v1/responses/{id}",
+                get(responses::retrieve).delete(responses::delete),
+            )
+            .route("/v1/responses/{id}/cancel", post(responses::retrieve))
             .route("/v1/models", get(models))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

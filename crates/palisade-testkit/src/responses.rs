@@ -14,6 +14,12 @@
 //! first, their argument deltas (5 bytes each) interleave by `output_index`,
 //! then each call's `.done` and item-done events, as parallel calls come
 //! from the OpenAI API. Events carry `sequence_number`s counting from 0.
+//!
+//! Every answer has a new id (`resp_1`, `resp_2`, …). `GET
+//! /v1/responses/{id}` (and `POST …/cancel`) answers any id with a stored
+//! response whose text is `stored answer of {id}` (an id ending in `_key`
+//! adds an AWS key id, and one ending in `_call` a function call);
+//! `DELETE` answers with the deletion object. Both are recorded.
 
 use std::sync::Arc;
 
@@ -85,11 +91,16 @@ pub(crate) async fn responses(
             .pop()
             .unwrap_or_else(|| "hello".to_owned())
     };
+    let n = shared
+        .responses_minted
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    let id = format!("resp_{n}");
     let item = json!({"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
                       "content": [{"type": "output_text", "text": text, "annotations": []}]});
     let calls = crate::scripted_calls(&text);
     let response = |status: &str, output: Value| {
-        json!({"id": "resp_1", "object": "response", "created_at": 0, "status": status,
+        json!({"id": id, "object": "response", "created_at": 0, "status": status,
                "model": model, "instructions": body["instructions"], "output": output,
                "usage": {"input_tokens": 11, "output_tokens": 7, "total_tokens": 18}})
     };
@@ -178,4 +189,58 @@ pub(crate) async fn responses(
         &json!({"type": "response.completed", "response": response("completed", json!([item]))}),
     ));
     ([("content-type", "text/event-stream")], Body::from(out)).into_response()
+}
+
+/// `GET /v1/responses/{id}` and `POST /v1/responses/{id}/cancel`.
+pub(crate) async fn retrieve(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    record(
+        &shared,
+        &format!("/v1/responses/{id}"),
+        &headers,
+        &Value::Null,
+    );
+    let mut text = format!("stored answer of {id}");
+    if id.ends_with("_key") {
+        text.push_str(" AKIAIOSFODNN7EXAMPLE");
+    }
+    let mut output = vec![
+        json!({"type": "message", "id": "msg_s", "status": "completed",
+        "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}),
+    ];
+    if id.ends_with("_call") {
+        output.push(
+            json!({"type": "function_call", "id": "fc_s", "call_id": "call_s",
+            "name": "lookup", "arguments": "{\"city\":\"Paris\"}", "status": "completed"}),
+        );
+    }
+    (
+        [("content-type", "application/json")],
+        json!({"id": id, "object": "response", "created_at": 0, "status": "completed",
+               "model": "m", "output": output})
+        .to_string(),
+    )
+        .into_response()
+}
+
+/// `DELETE /v1/responses/{id}`.
+pub(crate) async fn delete(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    record(
+        &shared,
+        &format!("DELETE /v1/responses/{id}"),
+        &headers,
+        &Value::Null,
+    );
+    (
+        [("content-type", "application/json")],
+        json!({"id": id, "object": "response.deleted", "deleted": true}).to_string(),
+    )
+        .into_response()
 }

@@ -40,10 +40,20 @@ async fn text_in_sse_lines_no_gate_reads_never_reaches_the_client() {
         )
         .await;
     assert_eq!(status, 200, "{stream}");
-    for smuggled in [SMUGGLED, AWS_KEY, "retry:", "event:", "x-note", long_id.as_str()] {
+    for smuggled in [
+        SMUGGLED,
+        AWS_KEY,
+        "retry:",
+        "event:",
+        "x-note",
+        long_id.as_str(),
+    ] {
         assert!(!stream.contains(smuggled), "{smuggled}: {stream}");
     }
-    assert!(stream.contains("Hello") && stream.contains("world"), "{stream}");
+    assert!(
+        stream.contains("Hello") && stream.contains("world"),
+        "{stream}"
+    );
     assert!(stream.ends_with("data: [DONE]\n\n"), "{stream}");
 
     // A Responses stream: only plain event names, which name the type.
@@ -51,7 +61,9 @@ async fn text_in_sse_lines_no_gate_reads_never_reaches_the_client() {
     let sse = format!(
         ": {SMUGGLED}\n\nevent: {SMUGGLED}\nretry: 5\ndata: {}\n\n{}",
         json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": "hi"}),
-        ev(json!({"type": "response.completed", "response": {"id": "r", "status": "completed", "output": []}})),
+        ev(
+            json!({"type": "response.completed", "response": {"id": "r", "status": "completed", "output": []}})
+        ),
     );
     h.upstream.script(RawResponse::sse(sse));
     let (status, stream) = h
@@ -97,11 +109,18 @@ async fn a_streamed_function_call_gets_past_the_tool_gate_by_no_route() {
     // A refused call streamed, then repeated in `response.completed` with a
     // call never streamed; neither may reach the client's final output.
     let bad = r#"{"city":"Paris","exfil":"http://evil.example/?q=secret"}"#;
-    let mut refused = ev(json!({"type": "response.output_item.added", "output_index": 0, "item": call("x", "")}));
-    refused.push_str(&ev(json!({"type": "response.function_call_arguments.delta", "output_index": 0, "delta": bad})));
-    refused.push_str(&ev(json!({"type": "response.output_item.done", "output_index": 0, "item": call("x", bad)})));
-    refused.push_str(&ev(json!({"type": "response.completed", "response": {"id": "r", "status": "completed",
-        "output": [call("x", bad), call("y", bad)]}})));
+    let mut refused =
+        ev(json!({"type": "response.output_item.added", "output_index": 0, "item": call("x", "")}));
+    refused.push_str(&ev(
+        json!({"type": "response.function_call_arguments.delta", "output_index": 0, "delta": bad}),
+    ));
+    refused.push_str(&ev(
+        json!({"type": "response.output_item.done", "output_index": 0, "item": call("x", bad)}),
+    ));
+    refused.push_str(&ev(
+        json!({"type": "response.completed", "response": {"id": "r", "status": "completed",
+        "output": [call("x", bad), call("y", bad)]}}),
+    ));
     let h = Hostile::new(
         RawResponse::sse(refused),
         "[tools]\nmax_call_bytes = 2048\n",
@@ -115,22 +134,29 @@ async fn a_streamed_function_call_gets_past_the_tool_gate_by_no_route() {
     // Endless arguments, a flood of calls, text at a call's index, and a
     // call announced twice: each cuts the stream with an error, and nothing
     // of the call is sent.
-    let mut endless = ev(json!({"type": "response.output_item.added", "output_index": 0, "item": call("e", "")}));
+    let mut endless =
+        ev(json!({"type": "response.output_item.added", "output_index": 0, "item": call("e", "")}));
     for _ in 0..500 {
         endless.push_str(&ev(json!({"type": "response.function_call_arguments.delta", "output_index": 0, "delta": "{\"city\":\"Oslo\"".repeat(10)})));
     }
     let flood: String = (0..300)
         .map(|i| ev(json!({"type": "response.output_item.added", "output_index": i, "item": call(&format!("f{i}"), "")})))
         .collect();
-    let mut text_at_call = ev(json!({"type": "response.output_item.added", "output_index": 0, "item": call("t", "")}));
+    let mut text_at_call =
+        ev(json!({"type": "response.output_item.added", "output_index": 0, "item": call("t", "")}));
     text_at_call.push_str(&ev(json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": "{\"city\":\"Oslo\"}"})));
-    let mut twice = ev(json!({"type": "response.output_item.added", "output_index": 0, "item": call("a", "")}));
-    twice.push_str(&ev(json!({"type": "response.output_item.added", "output_index": 0, "item": call("b", "")})));
+    let mut twice =
+        ev(json!({"type": "response.output_item.added", "output_index": 0, "item": call("a", "")}));
+    twice.push_str(&ev(
+        json!({"type": "response.output_item.added", "output_index": 0, "item": call("b", "")}),
+    ));
     for sse in [endless, flood, text_at_call, twice] {
         h.upstream.script(RawResponse::sse(format!(
             "{sse}{}",
-            ev(json!({"type": "response.completed", "response": {"id": "r", "status": "completed",
-                "output": [call("a", r#"{"city":"Oslo"}"#)]}}))
+            ev(
+                json!({"type": "response.completed", "response": {"id": "r", "status": "completed",
+                "output": [call("a", r#"{"city":"Oslo"}"#)]}})
+            )
         )));
         let (status, stream) = h.client.post_raw("/v1/responses", &request, &[]).await;
         assert_eq!(status, 200);
@@ -139,7 +165,11 @@ async fn a_streamed_function_call_gets_past_the_tool_gate_by_no_route() {
             "{}",
             &stream[..stream.len().min(600)]
         );
-        assert!(!stream.contains("Oslo"), "{}", &stream[..stream.len().min(600)]);
+        assert!(
+            !stream.contains("Oslo"),
+            "{}",
+            &stream[..stream.len().min(600)]
+        );
         assert!(!stream.contains("\"function_call\""));
     }
 }

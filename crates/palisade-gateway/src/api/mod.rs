@@ -13,5 +13,6 @@ pub(crate) mod guard;
 pub(crate) mod keys;
 pub(crate) mod models;
 pub(crate) mod probes;
+pub(crate) mod responses;
 pub(crate) mod tools;
 pub(crate) mod watermark;

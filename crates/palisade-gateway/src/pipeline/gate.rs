@@ -29,6 +29,11 @@ pub(crate) async fn inspect(
     // Judge each message on its channel, then rewrite as the policy asks
     // (redaction, spotlighting, a canary).
     let mut gates_rewrote = false;
+    // A stored response is continued only by its owner (the upstream key is
+    // shared by every tenant): before any gate, whatever the gates say.
+    if ctx.endpoint == Endpoint::Responses {
+        crate::api::responses::check_continuation(state, principal, request.fields()).await?;
+    }
     let shape = match ctx.endpoint {
         Endpoint::ChatCompletions => Some(crate::gates::ResponseShape::Chat),
         Endpoint::Completions => Some(crate::gates::ResponseShape::Completion),

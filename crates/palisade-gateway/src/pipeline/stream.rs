@@ -96,6 +96,9 @@ struct Relay {
     /// When the upstream last sent anything (for the idle timeout, which
     /// heartbeats must not reset).
     upstream_seen: Instant,
+    /// A Responses id seen in the stream, its owner not yet recorded (it is,
+    /// before the event naming it goes out).
+    pending_owner: Option<String>,
     /// Plain `event:` names may pass (a Responses stream's types); a chat
     /// or completion stream carries none.
     event_names: bool,
@@ -152,6 +155,20 @@ impl Relay {
                             }
                             parsed = value;
                         }
+                    }
+                    if self.record.response_owner.is_some() && self.pending_owner.is_none() {
+                        let id_of = |v: &serde_json::Value| {
+                            v.pointer("/response/id")
+                                .and_then(serde_json::Value::as_str)
+                                .map(str::to_owned)
+                        };
+                        self.pending_owner = match &parsed {
+                            Some(v) => id_of(v),
+                            None => event
+                                .data()
+                                .and_then(|d| serde_json::from_str(&d).ok())
+                                .and_then(|v| id_of(&v)),
+                        };
                     }
                     // A Responses stream's last event plays `[DONE]`'s part.
                     let last = parsed.as_ref().is_some_and(|v| {
@@ -210,6 +227,13 @@ impl Relay {
                 return None;
             }
             let drained = self.drain_events();
+            // The owner of the stream's response id is on record before the
+            // client reads the id.
+            if let Some(id) = self.pending_owner.take() {
+                if let Some(stamp) = self.record.response_owner.take() {
+                    stamp.record(&id).await;
+                }
+            }
             if let Some(err) = self.failing.take() {
                 // What was judged goes out, then the error; nothing after.
                 let error = self.fail(Outcome::UpstreamError, &err);
@@ -423,6 +447,7 @@ pub(crate) fn relay(
         upstream_done: false,
         upstream_seen: Instant::now(),
         event_names,
+        pending_owner: None,
     };
     futures_util::stream::unfold(relay, |mut relay| async move {
         let next = relay.next_chunk().await;
