@@ -43,7 +43,9 @@
 //!   export queue.
 //! - `responses`: `POST /v1/responses` (injections in its item shapes,
 //!   nested and unknown items, input floods, upstream events the stream
-//!   guard does not know carrying a key, an output-part flood).
+//!   guard does not know carrying a key, an output-part flood, another
+//!   tenant's response id read, deleted, cancelled or continued, and an
+//!   upstream answer naming it).
 //! - `config_reload`: reload storms (no refilled limits, no dropped
 //!   requests in flight) and a half-written config file (never applied).
 //! - `ops`: 500 made-up model names do not blow up metric label cardinality.
