@@ -65,6 +65,40 @@ if len(sys.argv) == 3:
     assert reports and reports[0]["tool_calls"][0]["status"] == "released", reports
     assert reports[0]["tool_calls"][0]["capability"].startswith("pcap1."), reports
 
+    # The Responses API streamed, with parallel function calls through the
+    # tool gate: the SDK's accumulator indexes items by `output_index` and
+    # its helpers read `sequence_number`, so the gateway's rewritten stream
+    # must be one it can replay: one call released, one withheld.
+    rtools = [{"type": "function", "name": "search_docs", "strict": False,
+               "parameters": {"type": "object", "required": ["q"],
+                              "properties": {"q": {"type": "string"}},
+                              "additionalProperties": False}}]
+    rscript = ('CALLS [{"name": "search_docs", "arguments": {"q": "refunds"}}, '
+               '{"name": "search_docs", "arguments": {"query": 3}}, '
+               '{"name": "search_docs", "arguments": {"q": "returns"}}]')
+    with client.responses.stream(model=model, input=rscript, tools=rtools) as s:
+        seen = [event.type for event in s]
+        final = s.get_final_response()
+    calls = [o for o in final.output if o.type == "function_call"]
+    assert [(c.call_id, c.arguments) for c in calls] == [
+        ("call_0", '{"q":"refunds"}'), ("call_2", '{"q":"returns"}')], final.output
+    assert seen[-1] == "response.completed", seen
+    report = (final.model_extra or {}).get("palisade") or {}
+    raw = list(client.responses.create(model=model, input=rscript, tools=rtools, stream=True))
+    assert [e.sequence_number for e in raw] == list(range(len(raw))), [e.type for e in raw]
+    last = raw[-1]
+    assert last.type == "response.completed", last
+    statuses = [r["status"] for r in (last.model_extra or {})["palisade"]["tool_calls"]]
+    assert statuses == ["released", "withheld", "released"], statuses
+    assert [o.call_id for o in last.response.output] == ["call_0", "call_2"], last.response.output
+
+    # Plain text streamed and rebuilt by the SDK.
+    with client.responses.stream(model=model, input="responses through palisade") as s:
+        for _ in s:
+            pass
+        text = s.get_final_response().output_text
+    assert text == "responses through palisade", text
+
 if len(sys.argv) > 3:
     # The keyed configuration routes named models only.
     try:

@@ -70,7 +70,7 @@ enum Command {
     Scan(ScanArgs),
     /// Measure the detector on a labelled dataset directory and print a
     /// markdown table per file (AUC, TPR at 1% and 0.1% FPR, flag rates,
-    /// latency).
+    /// latency), or with `--json` one JSON object.
     Eval {
         /// Directory of `*.jsonl` files (default: the shared `eval` set
         /// beside the repository, `<repo>/../shared/datasets/eval`).
@@ -78,6 +78,9 @@ enum Command {
         /// No progress line on stderr (it is shown only on a terminal).
         #[arg(long, short)]
         quiet: bool,
+        /// The report as one JSON object on stdout (progress stays on stderr).
+        #[arg(long)]
+        json: bool,
     },
     /// Report token usage and cost from the ledger, grouped by tenant,
     /// model or day.
@@ -143,6 +146,10 @@ enum Command {
         /// No progress line on stderr (it is shown only on a terminal).
         #[arg(long, short)]
         quiet: bool,
+        /// The report as one JSON object on stdout (the markdown is still
+        /// written to TRAINING.md beside the artifact).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -226,13 +233,14 @@ fn main() -> std::process::ExitCode {
             Ok(false) => Ok(()),
             Err(e) => Err(e),
         },
-        Command::Eval { dir, quiet } => eval(dir, quiet),
+        Command::Eval { dir, quiet, json } => eval(dir, quiet, json),
         Command::Train {
             data,
             out,
             seed,
             quiet,
-        } => train(data, out, seed, quiet),
+            json,
+        } => train(data, out, seed, quiet, json),
         Command::Usage {
             ledger,
             config,
@@ -550,7 +558,7 @@ fn scan(args: ScanArgs) -> Result<bool> {
     Ok(trips(summary.flag, summary.block))
 }
 
-fn eval(dir: Option<PathBuf>, quiet: bool) -> Result<()> {
+fn eval(dir: Option<PathBuf>, quiet: bool, json: bool) -> Result<()> {
     let dir = datasets::dataset_dir(dir, "eval", "DIR")?;
     let detector = palisade_detect::Detector::embedded().context("loading the detector model")?;
     let mut progress = datasets::Progress::new(quiet);
@@ -564,11 +572,21 @@ fn eval(dir: Option<PathBuf>, quiet: bool) -> Result<()> {
         files.len(),
         started.elapsed().as_secs_f64()
     ));
-    print!("{}", palisade_eval::report(&files, &detector));
+    if json {
+        println!("{}", palisade_eval::report_json(&files, &detector));
+    } else {
+        print!("{}", palisade_eval::report(&files, &detector));
+    }
     Ok(())
 }
 
-fn train(data: Option<PathBuf>, out: Option<PathBuf>, seed: u64, quiet: bool) -> Result<()> {
+fn train(
+    data: Option<PathBuf>,
+    out: Option<PathBuf>,
+    seed: u64,
+    quiet: bool,
+    json: bool,
+) -> Result<()> {
     let data = datasets::dataset_dir(data, "train", "--data")?;
     if data.components().any(|c| c.as_os_str() == "eval") {
         bail!(
@@ -592,7 +610,20 @@ fn train(data: Option<PathBuf>, out: Option<PathBuf>, seed: u64, quiet: bool) ->
         out.display(),
         started.elapsed().as_secs_f64()
     ));
-    print!("{}", report.markdown);
+    if json {
+        let mut value = serde_json::to_value(&report).context("encoding the report")?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.remove("markdown");
+            obj.insert(
+                "artifact".into(),
+                serde_json::json!(out.display().to_string()),
+            );
+            obj.insert("seed".into(), serde_json::json!(seed));
+        }
+        println!("{value}");
+    } else {
+        print!("{}", report.markdown);
+    }
     Ok(())
 }
 

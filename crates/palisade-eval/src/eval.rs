@@ -345,6 +345,94 @@ pub fn report(files: &[FileResult], detector: &Detector) -> String {
     md
 }
 
+/// The same measurements as [`report`], as one JSON object (for scripts and
+/// CI): the detector and its thresholds, one entry per file (rows, what its
+/// scores were compared with, flag rate, AUC and TPR at 1% and 0.1% FPR for
+/// attack files, latency percentiles in µs and p99 µs per 1,000
+/// characters), the pooled benign flag rates and the macro-average over the
+/// attack files. Undefined figures (no attack rows) are `null`.
+pub fn report_json(files: &[FileResult], detector: &Detector) -> serde_json::Value {
+    use serde_json::json;
+    let rows_of = |label: &str| -> Vec<&Scored> {
+        files
+            .iter()
+            .flat_map(|f| f.rows.iter())
+            .filter(|r| r.label == label)
+            .collect()
+    };
+    let pooled = rows_of("benign");
+    let ctx = rows_of("benign_context");
+    let benign: Vec<f32> = pooled.iter().map(|r| r.score).collect();
+    let context: Vec<f32> = ctx.iter().map(|r| r.score).collect();
+    let t = detector.thresholds();
+    let mut out = Vec::new();
+    let (mut sum_auc, mut sum_t1, mut sum_t01, mut attack_files) = (0.0, 0.0, 0.0, 0u32);
+    let mut all_lat = Vec::new();
+    let mut all_per_1k = Vec::new();
+    for f in files {
+        let lat: Vec<f64> = f.rows.iter().map(|r| r.us).collect();
+        let per_1k: Vec<f64> = f.rows.iter().map(Scored::us_per_1k).collect();
+        all_lat.extend_from_slice(&lat);
+        all_per_1k.extend_from_slice(&per_1k);
+        let attacks: Vec<&Scored> = f.rows.iter().filter(|r| is_attack(&r.label)).collect();
+        let mut entry = json!({
+            "file": f.name,
+            "rows": f.rows.len(),
+            "latency_us": {"p50": percentile(&lat, 50.0), "p95": percentile(&lat, 95.0),
+                           "p99": percentile(&lat, 99.0)},
+            "p99_us_per_1k_chars": percentile(&per_1k, 99.0),
+        });
+        if attacks.is_empty() {
+            let b: Vec<&Scored> = f
+                .rows
+                .iter()
+                .filter(|r| r.label == "benign" || r.label == "benign_context")
+                .collect();
+            entry["scored_as"] = json!("benign rows");
+            entry["flag_rate"] = json!(flag_rate(&b));
+        } else {
+            let pos: Vec<f32> = attacks.iter().map(|r| r.score).collect();
+            let (neg, what) = if f.name.starts_with("indirect") {
+                (&context, "attacks vs benign_context")
+            } else {
+                (&benign, "attacks vs pooled benign")
+            };
+            let (a, t1, t01) = (
+                auc(&pos, neg),
+                tpr_at_fpr(&pos, neg, 0.01),
+                tpr_at_fpr(&pos, neg, 0.001),
+            );
+            sum_auc += a;
+            sum_t1 += t1;
+            sum_t01 += t01;
+            attack_files += 1;
+            entry["scored_as"] = json!(what);
+            entry["flag_rate"] = json!(flag_rate(&attacks));
+            entry["auc"] = json!(a);
+            entry["tpr_at_1pct_fpr"] = json!(t1);
+            entry["tpr_at_0_1pct_fpr"] = json!(t01);
+        }
+        out.push(entry);
+    }
+    let n = f64::from(attack_files);
+    let macro_average = (attack_files > 0).then(|| {
+        json!({"attack_files": attack_files, "auc": sum_auc / n,
+               "tpr_at_1pct_fpr": sum_t1 / n, "tpr_at_0_1pct_fpr": sum_t01 / n,
+               "latency_us": {"p50": percentile(&all_lat, 50.0), "p95": percentile(&all_lat, 95.0),
+                              "p99": percentile(&all_lat, 99.0)},
+               "p99_us_per_1k_chars": percentile(&all_per_1k, 99.0),
+               "budget_us_per_1k_chars": BUDGET_US_PER_1K})
+    });
+    json!({
+        "detector": detector.version(),
+        "thresholds": {"flag": t.flag, "block": t.block},
+        "files": out,
+        "pooled_benign": {"rows": pooled.len(), "flag_rate": flag_rate(&pooled)},
+        "pooled_benign_context": {"rows": ctx.len(), "flag_rate": flag_rate(&ctx)},
+        "macro_average": macro_average,
+    })
+}
+
 /// How much traffic reached the second stage and what it cost there.
 fn second_stage_section(
     md: &mut String,

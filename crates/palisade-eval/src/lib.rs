@@ -16,7 +16,7 @@ pub mod synth;
 pub mod train;
 
 pub use data::{read_jsonl, read_rows, Row};
-pub use eval::{report, run_eval, score_dir, score_dir_with};
+pub use eval::{report, report_json, run_eval, score_dir, score_dir_with};
 pub use scan::{run_scan, run_scan_with, scan_text, ScanLine, ScanOptions, ScanSummary};
 pub use train::{
     out_of_fold_scores, run_train, run_train_with, train_model, train_model_with,

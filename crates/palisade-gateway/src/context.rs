@@ -32,6 +32,10 @@ pub(crate) struct RequestCtx {
     /// and the ledger row, where a client-chosen id could collide.
     pub(crate) internal_id: String,
     pub(crate) tenant: Option<Arc<str>>,
+    /// The caller's key name, once authenticated (a response id's owner).
+    pub(crate) key_name: Option<Arc<str>>,
+    /// Records the owner of the Responses API id the answer carries.
+    pub(crate) response_owner: Option<crate::api::responses::OwnerStamp>,
     pub(crate) model_label: Arc<str>,
     /// `model_label` may label metrics: a routed name, or a wildcard name the
     /// upstream served. Until then a client's name is counted as `other`, so
@@ -86,6 +90,8 @@ impl RequestCtx {
             request_id: request_id.into(),
             internal_id: uuid::Uuid::new_v4().to_string(),
             tenant: None,
+            key_name: None,
+            response_owner: None,
             model_label: "none".into(),
             labelled: true,
             started,

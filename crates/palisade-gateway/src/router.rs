@@ -32,6 +32,14 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
         .route("/v1/completions", post(proxied(Endpoint::Completions)))
         .route("/v1/embeddings", post(proxied(Endpoint::Embeddings)))
         .route("/v1/responses", post(proxied(Endpoint::Responses)))
+        .route(
+            "/v1/responses/{id}",
+            get(crate::api::responses::retrieve).delete(crate::api::responses::delete),
+        )
+        .route(
+            "/v1/responses/{id}/cancel",
+            post(crate::api::responses::cancel),
+        )
         .route("/v1/models", get(crate::api::models::list))
         .route("/v1/models/{*id}", get(crate::api::models::retrieve))
         .route("/v1/guard/scan", post(crate::api::guard::scan))

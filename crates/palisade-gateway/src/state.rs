@@ -103,6 +103,8 @@ pub struct GatewayState {
     pub(crate) default_max_tokens: u64,
     /// The ledger, once opened by `start` (when `ledger.url` is set).
     pub(crate) ledger: std::sync::OnceLock<Arc<palisade_ledger::Ledger>>,
+    /// The owners of the Responses API ids this gateway relayed.
+    pub(crate) response_owners: Arc<crate::api::responses::ResponseOwners>,
     pub(crate) prices: Arc<palisade_ledger::PriceTable>,
     pub(crate) inject_max_tokens: bool,
     /// The safety gates: detector, policy, audit sink, tool service.
@@ -231,6 +233,9 @@ impl GatewayState {
             )?,
             default_max_tokens: config.limits.default_max_tokens,
             ledger: std::sync::OnceLock::new(),
+            response_owners: Arc::new(crate::api::responses::ResponseOwners::new(
+                crate::api::responses::OWNER_RETENTION_DAYS,
+            )),
             prices,
             inject_max_tokens: config.limits.inject_max_tokens,
             gates: Arc::new(Gates {

@@ -242,6 +242,29 @@ impl Backend {
         self.send_classified(req, deadline).await
     }
 
+    /// Sends a request without a body to `path` for `tenant` (its own
+    /// upstream key when it has one), as the proxied requests are sent: the
+    /// stored-response endpoints.
+    pub async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        tenant: &str,
+        request_id: &str,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, ApiError> {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .header(crate::http::request_id::HEADER, request_id);
+        if let Some(key) = self.tenant_keys.get(tenant).or(self.api_key.as_ref()) {
+            req = req.header(self.auth_header.clone(), key.clone());
+        }
+        self.send_classified(req, deadline)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
     /// Sends a GET (used for the model list).
     pub async fn get(&self, path: &str, deadline: Instant) -> Result<reqwest::Response, ApiError> {
         let mut req = self.client.get(self.url(path));

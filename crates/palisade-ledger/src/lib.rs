@@ -40,6 +40,7 @@
 pub mod audit;
 mod entry;
 pub mod keys;
+pub mod owners;
 mod postgres;
 mod price;
 mod queue;
@@ -53,6 +54,7 @@ use std::time::Duration;
 pub use audit::{AuditEntry, AuditFilter};
 pub use entry::{GroupBy, LedgerEntry, Month, Outcome, Spent, UsageQuery, UsageRow, UsageSource};
 pub use keys::{KeyWrite, KeysVersion, StoredBudget, StoredKey};
+pub use owners::ResponseOwner;
 pub use postgres::PostgresLedger;
 pub use price::{Price, PriceTable};
 pub use sqlite::SqliteLedger;
@@ -340,6 +342,29 @@ impl Ledger {
     /// Replaces the mutable columns of the runtime key with `key.id`.
     pub async fn key_update(&self, key: &StoredKey) -> Result<KeyWrite, LedgerError> {
         self.store.key_update(key).await
+    }
+
+    /// Records the owner of a response id (the first writer owns it) and
+    /// deletes owners created before `keep_after_ms` (see [`owners`]).
+    pub async fn response_owner_put(
+        &self,
+        owner: &ResponseOwner,
+        keep_after_ms: i64,
+    ) -> Result<(), LedgerError> {
+        self.store.response_owner_put(owner, keep_after_ms).await
+    }
+
+    /// The owner of `response_id`, if recorded.
+    pub async fn response_owner_get(
+        &self,
+        response_id: &str,
+    ) -> Result<Option<ResponseOwner>, LedgerError> {
+        self.store.response_owner_get(response_id).await
+    }
+
+    /// Forgets the owner of `response_id`.
+    pub async fn response_owner_delete(&self, response_id: &str) -> Result<(), LedgerError> {
+        self.store.response_owner_delete(response_id).await
     }
 
     /// The database's schema version.

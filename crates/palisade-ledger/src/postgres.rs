@@ -53,6 +53,7 @@ use tokio_postgres::{Client, Config, GenericClient, NoTls};
 use crate::audit::{self, AUDIT_PAGE};
 use crate::entry::{format_day, unsigned, StoredRow, DAY_MS};
 use crate::keys::{self, KeyWrite, KeysVersion, StoredKey};
+use crate::owners::{self, ResponseOwner};
 use crate::queue::Queue;
 use crate::schema::{self, latest_version};
 use crate::store::{BoxFuture, LedgerStore};
@@ -363,6 +364,28 @@ impl LedgerStore for PostgresLedger {
         key: &'a StoredKey,
     ) -> BoxFuture<'a, Result<KeyWrite, LedgerError>> {
         Box::pin(async move { keys::pg_update(&*self.client().await?, key).await })
+    }
+
+    fn response_owner_put<'a>(
+        &'a self,
+        owner: &'a ResponseOwner,
+        keep_after_ms: i64,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move { owners::pg_put(&*self.client().await?, owner, keep_after_ms).await })
+    }
+
+    fn response_owner_get<'a>(
+        &'a self,
+        response_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ResponseOwner>, LedgerError>> {
+        Box::pin(async move { owners::pg_get(&*self.client().await?, response_id).await })
+    }
+
+    fn response_owner_delete<'a>(
+        &'a self,
+        response_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move { owners::pg_delete(&*self.client().await?, response_id).await })
     }
 
     fn schema_version(&self) -> BoxFuture<'_, Result<u32, LedgerError>> {

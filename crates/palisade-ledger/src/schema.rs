@@ -215,6 +215,28 @@ pub const MIGRATIONS: &[Migration] = &[
         ALTER TABLE api_keys ADD COLUMN tokens_per_minute BIGINT;
         CREATE INDEX ledger_by_key ON ledger (tenant, key_name, ts);",
     },
+    Migration {
+        version: 7,
+        name: "response owners",
+        // Who created each Responses API id the gateway relayed (see
+        // `owners.rs`); `created_ms` for the retention sweep.
+        sqlite: "CREATE TABLE response_owner (
+            response_id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            key_name TEXT NOT NULL,
+            backend TEXT NOT NULL,
+            created_ms INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX response_owner_created ON response_owner (created_ms);",
+        postgres: "CREATE TABLE response_owner (
+            response_id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            key_name TEXT NOT NULL,
+            backend TEXT NOT NULL,
+            created_ms BIGINT NOT NULL
+        );
+        CREATE INDEX response_owner_created ON response_owner (created_ms);",
+    },
 ];
 
 /// The newest schema version this code knows.

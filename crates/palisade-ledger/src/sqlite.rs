@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::audit::{self, AuditRow, AUDIT_PAGE};
 use crate::entry::{format_day, unsigned, StoredRow, DAY_MS};
 use crate::keys::{self, KeyWrite, KeysVersion, StoredKey};
+use crate::owners::{self, ResponseOwner};
 use crate::queue::{self, Msg, Queue, Rows, Settler, Written};
 use crate::schema::{self, latest_version};
 use crate::store::{BoxFuture, LedgerStore};
@@ -261,6 +262,43 @@ impl LedgerStore for SqliteLedger {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 keys::sqlite_update(&keys::sqlite_writer(&path)?, &key)
+            })
+            .await
+            .map_err(|_| LedgerError::Closed)?
+        })
+    }
+
+    fn response_owner_put<'a>(
+        &'a self,
+        owner: &'a ResponseOwner,
+        keep_after_ms: i64,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        let (path, owner) = (self.path.clone(), owner.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                owners::sqlite_put(&keys::sqlite_writer(&path)?, &owner, keep_after_ms)
+            })
+            .await
+            .map_err(|_| LedgerError::Closed)?
+        })
+    }
+
+    fn response_owner_get<'a>(
+        &'a self,
+        response_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ResponseOwner>, LedgerError>> {
+        let id = response_id.to_owned();
+        Box::pin(self.read(move |conn| owners::sqlite_get(conn, &id)))
+    }
+
+    fn response_owner_delete<'a>(
+        &'a self,
+        response_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        let (path, id) = (self.path.clone(), response_id.to_owned());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                owners::sqlite_delete(&keys::sqlite_writer(&path)?, &id)
             })
             .await
             .map_err(|_| LedgerError::Closed)?

@@ -15,6 +15,7 @@ use std::io::Write;
 use std::pin::Pin;
 
 use crate::keys::{KeyWrite, KeysVersion, StoredKey};
+use crate::owners::ResponseOwner;
 use crate::UsageRow;
 use crate::{AuditEntry, AuditFilter, LedgerEntry, LedgerError, Recorded, Spent, UsageQuery};
 
@@ -120,6 +121,27 @@ pub trait LedgerStore: Debug + Send + Sync {
     /// Committed when it resolves.
     fn key_update<'a>(&'a self, key: &'a StoredKey)
         -> BoxFuture<'a, Result<KeyWrite, LedgerError>>;
+
+    /// Records the owner of a response id (the first writer owns it) and
+    /// deletes owners created before `keep_after_ms`. Committed when it
+    /// resolves.
+    fn response_owner_put<'a>(
+        &'a self,
+        owner: &'a ResponseOwner,
+        keep_after_ms: i64,
+    ) -> BoxFuture<'a, Result<(), LedgerError>>;
+
+    /// The owner of `response_id`, if recorded.
+    fn response_owner_get<'a>(
+        &'a self,
+        response_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ResponseOwner>, LedgerError>>;
+
+    /// Forgets the owner of `response_id` (the response was deleted).
+    fn response_owner_delete<'a>(
+        &'a self,
+        response_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), LedgerError>>;
 
     /// The database's schema version.
     fn schema_version(&self) -> BoxFuture<'_, Result<u32, LedgerError>>;

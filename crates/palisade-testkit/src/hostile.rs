@@ -99,6 +99,8 @@ impl HostileUpstream {
             .route("/v1/completions", post(answer))
             .route("/v1/embeddings", post(answer))
             .route("/v1/responses", post(answer))
+            // Stored responses: answered with the script too.
+            .route("/v1/responses/{id}", get(answer_get))
             .route("/v1/models", get(|| async { "{\"data\": []}" }))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -178,4 +180,13 @@ async fn answer(
         resp.headers_mut().insert("content-type", ct);
     }
     resp
+}
+
+/// A `GET` (a stored response) answered like a `POST`.
+async fn answer_get(
+    state: State<Arc<Shared>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    answer(state, uri, headers, Bytes::new()).await
 }

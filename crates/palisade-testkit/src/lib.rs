@@ -87,6 +87,8 @@ struct Shared {
     streams_cancelled: AtomicUsize,
     heads_cancelled: AtomicUsize,
     models_listed: AtomicUsize,
+    /// Mints Responses API ids (`resp_1`, `resp_2`, …).
+    responses_minted: AtomicUsize,
 }
 
 /// A scripted OpenAI-compatible upstream on 127.0.0.1.
@@ -106,6 +108,11 @@ impl ScriptedUpstream {
             .route("/v1/completions", post(chat))
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/responses", post(responses::responses))
+            .route(
+                "/v1/responses/{id}",
+                get(responses::retrieve).delete(responses::delete),
+            )
+            .route("/v1/responses/{id}/cancel", post(responses::retrieve))
             .route("/v1/models", get(models))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -412,7 +419,7 @@ async fn chat(
 }
 
 /// The calls of a `CALLS [...]` script: `(id, name, arguments string)`.
-fn scripted_calls(text: &str) -> Option<Vec<(String, String, String)>> {
+pub(crate) fn scripted_calls(text: &str) -> Option<Vec<(String, String, String)>> {
     let script: Value = serde_json::from_str(text.trim().strip_prefix("CALLS")?.trim()).ok()?;
     Some(
         script

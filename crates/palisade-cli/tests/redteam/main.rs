@@ -49,10 +49,17 @@
 //!   export queue.
 //! - `responses`: `POST /v1/responses` (injections in its item shapes,
 //!   nested and unknown items, input floods, upstream events the stream
-//!   guard does not know carrying a key, an output-part flood).
+//!   guard does not know carrying a key, an output-part flood, another
+//!   tenant's response id read, deleted, cancelled or continued, and an
+//!   upstream answer naming it).
 //! - `config_reload`: reload storms (no refilled limits, no dropped
 //!   requests in flight) and a half-written config file (never applied).
 //! - `ops`: 500 made-up model names do not blow up metric label cardinality.
+//! - `streams`: text smuggled in SSE lines no gate reads (comments, event
+//!   names, ids, `retry:`), and Responses streams built to get a function
+//!   call past the tool gate (a refused call repeated in
+//!   `response.completed`, endless arguments, a flood of calls, text at a
+//!   call's index, a call announced twice).
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
@@ -77,6 +84,7 @@ mod runtime_keys;
 mod saturation;
 mod side_fields;
 mod starvation;
+mod streams;
 mod telemetry;
 mod tokens_keys;
 mod watermark;

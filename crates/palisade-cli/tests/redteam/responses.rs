@@ -136,3 +136,96 @@ async fn events_the_guard_does_not_know_never_carry_a_key_out() {
         &stream[stream.len().saturating_sub(400)..]
     );
 }
+
+/// Two tenants behind one upstream key: one guesses the other's response
+/// id (reading it, deleting it, continuing from it), and a hostile upstream
+/// hands the second tenant an answer carrying the first one's id, which must
+/// not make it the second tenant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_response_id_reads_as_unknown() {
+    use sha2::Digest;
+    let key = |name: &str, tenant: &str, secret: &str| {
+        let hash = hex::encode(sha2::Sha256::digest(secret.as_bytes()));
+        format!("[[auth.keys]]\nname = \"{name}\"\ntenant = \"{tenant}\"\nsha256 = \"{hash}\"\n")
+    };
+    let body = json!({"id": "resp_shared", "object": "response", "status": "completed",
+        "output": [{"type": "message", "id": "m", "role": "assistant",
+                    "content": [{"type": "output_text", "text": "alice's secret plan", "annotations": []}]}]});
+    let h = Hostile::new(
+        RawResponse::json(body.to_string()),
+        &format!(
+            "[[routes]]\nmodel = \"m\"\nbackend = \"main\"\n{}{}",
+            key("a", "alice", "pk-alice"),
+            key("b", "bob", "pk-bob")
+        ),
+    )
+    .await;
+    let call =
+        |secret: &'static str, method: reqwest::Method, path: String, body: Option<Value>| {
+            let http = h.client.http.clone();
+            let url = h.client.url(&path);
+            async move {
+                let mut req = http.request(method, url).bearer_auth(secret);
+                if let Some(b) = body {
+                    req = req.json(&b);
+                }
+                let resp = req.send().await.unwrap();
+                (resp.status().as_u16(), resp.text().await.unwrap())
+            }
+        };
+    let create = json!({"model": "m", "input": "hi"});
+    assert_eq!(
+        call(
+            "pk-alice",
+            reqwest::Method::POST,
+            "/v1/responses".into(),
+            Some(create.clone())
+        )
+        .await
+        .0,
+        200
+    );
+    // Bob's answer names the same id: the first owner keeps it.
+    assert_eq!(
+        call(
+            "pk-bob",
+            reqwest::Method::POST,
+            "/v1/responses".into(),
+            Some(create)
+        )
+        .await
+        .0,
+        200
+    );
+    let asked = h.upstream.received().len();
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/responses/resp_shared"),
+        (reqwest::Method::DELETE, "/v1/responses/resp_shared"),
+        (reqwest::Method::POST, "/v1/responses/resp_shared/cancel"),
+    ] {
+        let (status, text) = call("pk-bob", method, path.into(), None).await;
+        assert_eq!(status, 404, "{path}: {text}");
+        assert!(!text.contains("secret plan"), "{text}");
+    }
+    let (status, _) = call(
+        "pk-bob",
+        reqwest::Method::POST,
+        "/v1/responses".into(),
+        Some(json!({"model": "m", "input": "continue", "previous_response_id": "resp_shared"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        h.upstream.received().len(),
+        asked,
+        "no guess reached the upstream"
+    );
+    let (status, text) = call(
+        "pk-alice",
+        reqwest::Method::GET,
+        "/v1/responses/resp_shared".into(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+}

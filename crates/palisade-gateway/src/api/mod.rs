@@ -14,5 +14,6 @@ pub(crate) mod key_budgets;
 pub(crate) mod keys;
 pub(crate) mod models;
 pub(crate) mod probes;
+pub(crate) mod responses;
 pub(crate) mod tools;
 pub(crate) mod watermark;

@@ -146,8 +146,25 @@ impl StreamFilters {
                 match tools.on_data(&data) {
                     ToolEvent::Forward => Vec::new(),
                     ToolEvent::Drop => return Step::Skip,
-                    ToolEvent::Replace(payloads) => {
-                        return self.emit_payloads(payloads, out).unwrap_or(Step::Skip);
+                    ToolEvent::Fail(err) => return Step::Fail(err),
+                    ToolEvent::Replace(mut payloads) => {
+                        // The last payload stands for the event (a stream's
+                        // last event is held until its ledger row is written).
+                        let last = payloads.pop();
+                        if let Some(step) = self.emit_payloads(payloads, out) {
+                            return step;
+                        }
+                        let Some(last) = last else {
+                            return Step::Skip;
+                        };
+                        let mut own = Outgoing::default();
+                        if let Some(step) = self.emit_payload(&last, &mut own) {
+                            if let Some(bytes) = own.take() {
+                                out.push(bytes);
+                            }
+                            return step;
+                        }
+                        return own.take().map_or(Step::Skip, |b| Step::Pass(Some(b)));
                     }
                 }
             } else {
@@ -203,7 +220,7 @@ impl StreamFilters {
     }
 
     fn emit_payload(&mut self, payload: &str, out: &mut Outgoing) -> Option<Step> {
-        let raw = Bytes::from(format!("data: {payload}\n\n"));
+        let raw = Bytes::from(output::frame_payload(payload));
         let Some(gate) = &mut self.output else {
             out.push(raw);
             return None;
@@ -330,7 +347,11 @@ pub mod bench {
             while let Ok(Some(event)) = framer.next_event() {
                 let event = filters.without_foreign_report(event);
                 match filters.on_event(&event, None, &mut out) {
-                    Step::Pass(gated) => out.push(gated.unwrap_or_else(|| event.into_raw())),
+                    Step::Pass(gated) => {
+                        if let Some(sent) = gated.or_else(|| event.into_client(false)) {
+                            out.push(sent);
+                        }
+                    }
                     Step::Skip => {}
                     Step::Stop | Step::Fail(_) => break,
                 }

@@ -27,6 +27,7 @@ pub(crate) fn authenticate(
 ) -> Result<Principal, ApiError> {
     let principal = state.auth.authenticate(headers)?;
     ctx.tenant = Some(principal.tenant.clone());
+    ctx.key_name = Some(principal.key_name.clone());
     Ok(principal)
 }
 

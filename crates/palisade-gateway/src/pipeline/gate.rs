@@ -29,6 +29,11 @@ pub(crate) async fn inspect(
     // Judge each message on its channel, then rewrite as the policy asks
     // (redaction, spotlighting, a canary).
     let mut gates_rewrote = false;
+    // A stored response is continued only by its owner (the upstream key is
+    // shared by every tenant): before any gate, whatever the gates say.
+    if ctx.endpoint == Endpoint::Responses {
+        crate::api::responses::check_continuation(state, principal, request.fields()).await?;
+    }
     let shape = match ctx.endpoint {
         Endpoint::ChatCompletions => Some(crate::gates::ResponseShape::Chat),
         Endpoint::Completions => Some(crate::gates::ResponseShape::Completion),
@@ -61,9 +66,6 @@ pub(crate) async fn inspect(
         .await;
         observe(state, principal, &verdict);
         let (mut plan, changed) = verdict?.inspect_err(|_| state.admission.offend(principal, 1))?;
-        if shape == crate::gates::ResponseShape::Responses {
-            responses_tools(&plan, request.fields())?;
-        }
         let tools_changed = shape != crate::gates::ResponseShape::Completion
             && crate::gates::tools::inspect_request(
                 &state.gates.tools,
@@ -77,35 +79,6 @@ pub(crate) async fn inspect(
         gates_rewrote = changed || tools_changed;
     }
     Ok(gates_rewrote)
-}
-
-/// The tool gate judges a whole Responses body's `function_call` items, but
-/// not yet a Responses stream's. Fail closed: where the tier has a tool
-/// gate, a streamed Responses request that offers tools is refused rather
-/// than let calls out unjudged (chat streams carry them through the gate).
-fn responses_tools(
-    plan: &crate::gates::GatePlan,
-    fields: &serde_json::Map<String, serde_json::Value>,
-) -> Result<(), ApiError> {
-    let offers = fields
-        .get("tools")
-        .and_then(serde_json::Value::as_array)
-        .is_some_and(|t| !t.is_empty());
-    let gated = plan
-        .snapshot
-        .tier_for(&plan.subject_ref())
-        .tool_gate()
-        .is_some();
-    let streamed = matches!(fields.get("stream"), Some(serde_json::Value::Bool(true)));
-    if offers && gated && streamed {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            "tool calls are checked on this route, and the tool gate does not judge streamed \
-             /v1/responses function calls yet; do not stream, or use /v1/chat/completions",
-        )
-        .with_param("tools"));
-    }
-    Ok(())
 }
 
 /// Hands the request gates' outcome to the anomaly detector (never waits).

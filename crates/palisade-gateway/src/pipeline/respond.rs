@@ -63,6 +63,17 @@ pub(crate) async fn respond(
         record.labelled = true;
     }
 
+    if record.endpoint == palisade_openai::request::Endpoint::Responses && status.is_success() {
+        let tenant = record.tenant.as_deref().unwrap_or("");
+        let key = record.key_name.as_deref().unwrap_or("");
+        record.response_owner = Some(crate::api::responses::OwnerStamp::new(
+            state,
+            tenant,
+            key,
+            &backend.name,
+        ));
+    }
+
     if client_wants_stream && status.is_success() && is_sse {
         resp_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         // Tell nginx-style proxies in front of us not to buffer the stream.
@@ -136,6 +147,10 @@ pub(crate) async fn respond(
     // The ledger row is committed before the client gets the response, so
     // every completed response has its row even if the process dies now.
     record.write_ledger_now(status.as_u16(), None).await;
+    // So is the owner of a Responses id: the client may ask for it at once.
+    if let Some(stamp) = record.response_owner.take() {
+        stamp.record_body(&body).await;
+    }
     // Stored after the filters: a replay is exactly what this client got.
     // Only successes: an upstream 4xx releases the idempotency key.
     if let Some(recorder) = record.replay.take() {

@@ -96,6 +96,12 @@ struct Relay {
     /// When the upstream last sent anything (for the idle timeout, which
     /// heartbeats must not reset).
     upstream_seen: Instant,
+    /// A Responses id seen in the stream, its owner not yet recorded (it is,
+    /// before the event naming it goes out).
+    pending_owner: Option<String>,
+    /// Plain `event:` names may pass (a Responses stream's types); a chat
+    /// or completion stream carries none.
+    event_names: bool,
 }
 
 impl Drop for Relay {
@@ -150,6 +156,20 @@ impl Relay {
                             parsed = value;
                         }
                     }
+                    if self.record.response_owner.is_some() && self.pending_owner.is_none() {
+                        let id_of = |v: &serde_json::Value| {
+                            v.pointer("/response/id")
+                                .and_then(serde_json::Value::as_str)
+                                .map(str::to_owned)
+                        };
+                        self.pending_owner = match &parsed {
+                            Some(v) => id_of(v),
+                            None => event
+                                .data()
+                                .and_then(|d| serde_json::from_str(&d).ok())
+                                .and_then(|v| id_of(&v)),
+                        };
+                    }
                     // A Responses stream's last event plays `[DONE]`'s part.
                     let last = parsed.as_ref().is_some_and(|v| {
                         matches!(
@@ -157,6 +177,7 @@ impl Relay {
                             Some("response.completed" | "response.incomplete" | "response.failed")
                         )
                     });
+                    let is_done = event.is_done();
                     let gated = match self.filters.on_event(&event, parsed, &mut out) {
                         Step::Pass(gated) => gated,
                         Step::Skip => continue,
@@ -169,11 +190,16 @@ impl Relay {
                             break;
                         }
                     };
-                    if self.record.has_ledger() && (event.is_done() || last) {
-                        self.held_done = Some(gated.unwrap_or_else(|| event.into_raw()));
+                    // An event passed unchanged keeps only what was judged
+                    // (its data) and plain fields: see `SseEvent::into_client`.
+                    let Some(sent) = gated.or_else(|| event.into_client(self.event_names)) else {
+                        continue;
+                    };
+                    if self.record.has_ledger() && (is_done || last) {
+                        self.held_done = Some(sent);
                         continue;
                     }
-                    out.push(gated.unwrap_or_else(|| event.into_raw()));
+                    out.push(sent);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -201,6 +227,13 @@ impl Relay {
                 return None;
             }
             let drained = self.drain_events();
+            // The owner of the stream's response id is on record before the
+            // client reads the id.
+            if let Some(id) = self.pending_owner.take() {
+                if let Some(stamp) = self.record.response_owner.take() {
+                    stamp.record(&id).await;
+                }
+            }
             if let Some(err) = self.failing.take() {
                 // What was judged goes out, then the error; nothing after.
                 let error = self.fail(Outcome::UpstreamError, &err);
@@ -326,7 +359,19 @@ impl Relay {
         let mut judged = Outgoing::default();
         self.filters.finish(&mut judged);
         let held = judged.take();
-        let tail = match (held, self.framer.finish()) {
+        // Its data is what a client would read; nothing else of it goes out.
+        let event_names = self.event_names;
+        // It stays unterminated, as it came (a client decides what an event
+        // cut short is worth).
+        let tail = self.framer.finish().and_then(|t| {
+            let newlines = t.iter().rev().take_while(|b| **b == b'\n').count().min(1);
+            let clean = palisade_openai::SseEvent::from_raw(t).into_client(event_names)?;
+            let body = clean.len() - clean.iter().rev().take_while(|b| **b == b'\n').count();
+            let mut out = BytesMut::from(&clean[..body]);
+            out.extend_from_slice(&b"\n"[..newlines]);
+            Some(out.freeze())
+        });
+        let tail = match (held, tail) {
             (Some(h), Some(t)) => {
                 let mut b = BytesMut::from(&h[..]);
                 b.extend_from_slice(&t);
@@ -383,6 +428,7 @@ pub(crate) fn relay(
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
     gauge!(STREAMS_OPEN).increment(1.0);
     let filters = StreamFilters::new(record.gates.as_ref());
+    let event_names = record.endpoint == palisade_openai::request::Endpoint::Responses;
     let relay = Relay {
         upstream: Box::pin(upstream.bytes_stream()),
         framer: SseFramer::new(limits.max_event_bytes),
@@ -400,6 +446,8 @@ pub(crate) fn relay(
         failing: None,
         upstream_done: false,
         upstream_seen: Instant::now(),
+        event_names,
+        pending_owner: None,
     };
     futures_util::stream::unfold(relay, |mut relay| async move {
         let next = relay.next_chunk().await;

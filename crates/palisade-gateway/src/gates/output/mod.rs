@@ -26,7 +26,7 @@ mod stream;
 mod tool_args;
 
 pub(crate) use body::{gate_body, gate_error_body, invalid_upstream};
-pub(crate) use stream::{EventAction, StreamGate};
+pub(crate) use stream::{frame_payload, EventAction, StreamGate};
 pub(crate) use tool_args::tool_call_leaks;
 
 /// What the tier's output rules ask of the sanitizer.
@@ -123,6 +123,25 @@ fn absorb(evidence: &mut Evidence, actions: &[Applied], canary_leaked: bool) {
         }
     }
     evidence.canary_leaked |= canary_leaked;
+}
+
+/// Adds the findings of a text judged whole that repeats text already
+/// judged (a Responses stream's `.done` events and `response.completed`
+/// repeat every delta): per rule the larger count, not the sum, so one
+/// secret is one finding in the audit record however often the stream
+/// repeats it.
+fn merge_repeated(into: &mut Evidence, from: Evidence) {
+    let most = |into: &mut BTreeMap<String, u32>, from: BTreeMap<String, u32>| {
+        for (rule, n) in from {
+            let e = into.entry(rule).or_insert(0);
+            *e = (*e).max(n);
+        }
+    };
+    most(&mut into.secrets, from.secrets);
+    most(&mut into.pii, from.pii);
+    into.disallowed_links = into.disallowed_links.max(from.disallowed_links);
+    into.hidden_markup |= from.hidden_markup;
+    into.canary_leaked |= from.canary_leaked;
 }
 
 /// The first way `text` fails `schema`, as `pointer: keyword` (never the

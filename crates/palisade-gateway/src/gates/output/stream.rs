@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 
 use super::body::invalid_upstream;
 use super::fields::judge_tree;
-use super::{absorb, canary_alert, observe_unsanitized, OutputPolicy};
+use super::{absorb, canary_alert, merge_repeated, observe_unsanitized, OutputPolicy};
 use crate::gates::GatePlan;
 use crate::gates::ResponseShape;
 
@@ -62,6 +62,7 @@ enum Field {
 }
 
 mod responses;
+pub(crate) use responses::frame_payload;
 
 /// One field's guard: plain text, or JSON mode for content the request
 /// asked to match a JSON schema (string values judged decoded).
@@ -137,6 +138,12 @@ pub(crate) struct StreamGate {
     /// Top-level fields of earlier events that passed unchanged (`id`,
     /// `model`, … repeat in every chunk): judged once, not once per event.
     passed: Map<String, Value>,
+    /// The next `sequence_number` of a Responses stream's events.
+    sequence: u64,
+    /// Findings in a Responses stream's events judged whole (`.done`,
+    /// `response.completed`, …), which repeat the deltas' text: merged with
+    /// the guards' findings once, when the stream ends.
+    repeated: Evidence,
 }
 
 fn sse(value: &Value) -> String {
@@ -181,6 +188,8 @@ impl StreamGate {
             held_since: None,
             logprobs_noted: false,
             passed: Map::new(),
+            sequence: 0,
+            repeated: Evidence::default(),
         })
     }
 
@@ -254,7 +263,7 @@ impl StreamGate {
     }
 
     /// A chunk for choice `index` carrying `fields` (and `finish_reason`).
-    fn chunk(&self, index: u64, fields: &[(Field, String)], finish: Option<&str>) -> String {
+    fn chunk(&mut self, index: u64, fields: &[(Field, String)], finish: Option<&str>) -> String {
         if self.plan.shape == ResponseShape::Responses {
             return self.response_events(fields, finish);
         }
@@ -664,6 +673,7 @@ impl Drop for StreamGate {
     /// One audit record per streamed completion, however it ended.
     fn drop(&mut self) {
         let mut evidence = std::mem::take(&mut self.evidence);
+        merge_repeated(&mut evidence, std::mem::take(&mut self.repeated));
         let observing = Instant::now();
         observe_unsanitized(&mut evidence, &self.released, &self.options.sanitize);
         let spent = self.spent + observing.elapsed();

@@ -57,6 +57,7 @@ mod request;
 mod responses;
 mod service;
 mod stream;
+mod stream_responses;
 #[cfg(test)]
 mod tests;
 

@@ -3,8 +3,7 @@
 //! argument schema, leaks, confirmation) and then kept with its capability
 //! token in the `palisade.tool_calls` report, or removed.
 //!
-//! Must not: read streams (streamed Responses calls are refused upstream of
-//! here, where a tool gate applies) or speak HTTP.
+//! Must not: read streams (that is `stream_responses`) or speak HTTP.
 
 use super::*;
 

@@ -14,6 +14,9 @@ pub(crate) enum ToolEvent {
     Drop,
     /// Send these data payloads instead, in order.
     Replace(Vec<String>),
+    /// The upstream's events cannot be judged (a Responses stream past its
+    /// bounds, or contradicting itself): end the stream with this error.
+    Fail(ApiError),
 }
 
 /// The tool gate over a stream: tool-call deltas are held and assembled;
@@ -33,6 +36,8 @@ pub(crate) struct ToolStreamGate {
     /// Choices whose `role` went with a dropped chunk (its only other
     /// content was held call deltas): the first delta sent for them carries it.
     pub(crate) role_owed: std::collections::BTreeSet<u32>,
+    /// A Responses stream's calls (typed events instead of chunks).
+    pub(crate) responses: Option<stream_responses::ResponsesCalls>,
 }
 
 impl ToolStreamGate {
@@ -49,6 +54,8 @@ impl ToolStreamGate {
             report: Vec::new(),
             recorded: false,
             role_owed: Default::default(),
+            responses: (plan.shape == crate::gates::ResponseShape::Responses)
+                .then(|| stream_responses::ResponsesCalls::new(tools.service.max_call_bytes)),
         })
     }
 
@@ -109,6 +116,9 @@ impl ToolStreamGate {
 
     /// Handles one data payload.
     pub(crate) fn on_data(&mut self, data: &str) -> ToolEvent {
+        if let Some(calls) = &mut self.responses {
+            return calls.on_data(&self.plan, data);
+        }
         // Plain text deltas with no call held need no parse here (the output
         // gate parses them anyway).
         let quiet = self.template.is_some()
@@ -210,6 +220,9 @@ impl ToolStreamGate {
     /// The stream ended (`[DONE]` or the body closed): calls never finished
     /// by a `finish_reason` are judged now. Returns payloads to send first.
     pub(crate) fn finish(&mut self) -> Vec<String> {
+        if let Some(calls) = &mut self.responses {
+            return calls.finish(&self.plan);
+        }
         let mut out = Vec::new();
         for choice in self.assembler.choices() {
             out.extend(self.release(choice).0);

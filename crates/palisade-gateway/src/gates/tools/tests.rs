@@ -137,6 +137,7 @@ proptest! {
                 ToolEvent::Forward => sent.push(data),
                 ToolEvent::Drop => {}
                 ToolEvent::Replace(list) => sent.extend(list),
+                ToolEvent::Fail(e) => panic!("a chat stream never fails here: {e:?}"),
             }
         }
         sent.extend(gate.finish());

@@ -47,6 +47,16 @@ fn frame(value: &Value) -> String {
     }
 }
 
+/// A payload the gateway wrote, framed for the client: with its `event:`
+/// line when it is a Responses event of a plain type (as [`frame`] writes
+/// them), else as a bare `data:` event.
+pub(crate) fn frame_payload(payload: &str) -> String {
+    match serde_json::from_str::<Value>(payload) {
+        Ok(value) if value.get("type").is_some() => frame(&value),
+        _ => format!("data: {payload}\n\n"),
+    }
+}
+
 impl StreamGate {
     /// Judges one Responses event (already parsed into an object).
     pub(super) fn judge_event(&mut self, mut value: Value) -> EventAction {
@@ -61,8 +71,15 @@ impl StreamGate {
                 self.template = Some(json!({"id": id}));
             }
         }
+        // Arguments the tool gate released come whole in one delta, judged
+        // with the call; they are judged whole here too, not held back, so a
+        // call's events stay in the order the tool gate wrote them.
+        let released_call =
+            self.plan.tools.is_some() && kind == "response.function_call_arguments.delta";
         let delta = match value.get_mut("delta") {
-            Some(Value::String(s)) if kind.ends_with(".delta") => Some(std::mem::take(s)),
+            Some(Value::String(s)) if kind.ends_with(".delta") && !released_call => {
+                Some(std::mem::take(s))
+            }
             _ => None,
         };
         // Tokens cannot be held back with the text they spell.
@@ -74,9 +91,16 @@ impl StreamGate {
             self.logprobs_noted = true;
         }
         let guarded = delta.is_some();
-        let outcome = judge_tree(&mut value, &policy, &mut self.evidence, &|path| {
-            guarded && path == ["delta"]
+        // The gateway's own report (the tool gate's, on the last event) is
+        // not the model's text.
+        // Judged whole, this event repeats text the deltas carried (or will,
+        // once their guards release it): its findings are merged with the
+        // guards' at the end (`merge_repeated`), not added to them.
+        let mut whole = Evidence::default();
+        let outcome = judge_tree(&mut value, &policy, &mut whole, &|path| {
+            (guarded && path == ["delta"]) || path == ["palisade"]
         });
+        merge_repeated(&mut self.repeated, whole);
         let mut stopped = outcome.blocked;
         let mut released_text = None;
         if let Some(text) = delta {
@@ -102,7 +126,7 @@ impl StreamGate {
             // What the guard released before the finding is clean text.
             if let Some(text) = released_text.filter(|t| !t.is_empty()) {
                 value["delta"] = Value::String(text);
-                out.push_str(&frame(&value));
+                out.push_str(&self.frame(&mut value));
             }
             out.push_str(&self.response_events(&[], Some("content_filter")));
             return EventAction::Stop(Bytes::from(out));
@@ -123,14 +147,14 @@ impl StreamGate {
             Some(text) => value["delta"] = Value::String(text),
             None => {}
         }
-        out.push_str(&frame(&value));
+        out.push_str(&self.frame(&mut value));
         EventAction::Replace(Bytes::from(out))
     }
 
     /// Delta events carrying released `fields`, or (with `finish`) the
     /// `response.incomplete` event that ends a stopped stream.
     pub(super) fn response_events(
-        &self,
+        &mut self,
         fields: &[(Field, String)],
         finish: Option<&str>,
     ) -> String {
@@ -141,7 +165,7 @@ impl StreamGate {
                 if let Some((key, index)) = part {
                     v[*key] = json!(index);
                 }
-                out.push_str(&frame(&v));
+                out.push_str(&self.frame(&mut v));
             }
         }
         if let Some(reason) = finish {
@@ -151,7 +175,7 @@ impl StreamGate {
                 .and_then(|t| t.get("id"))
                 .cloned()
                 .unwrap_or(Value::Null);
-            out.push_str(&frame(&json!({
+            out.push_str(&self.frame(&mut json!({
                 "type": "response.incomplete",
                 "response": {
                     "id": id,
@@ -163,5 +187,50 @@ impl StreamGate {
             })));
         }
         out
+    }
+
+    /// Frames one event with the gateway's own `sequence_number`: the gate
+    /// holds, drops and writes events, so the upstream's numbers would have
+    /// gaps and repeats, and SDKs expect them to count up one by one.
+    fn frame(&mut self, value: &mut Value) -> String {
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("sequence_number".to_owned(), json!(self.sequence));
+        }
+        self.sequence += 1;
+        frame(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key split across deltas and repeated whole by the `.done` event,
+    /// the item-done event and `response.completed` is one finding.
+    #[test]
+    fn a_secret_repeated_by_the_done_events_is_counted_once() {
+        let key = "AKIAIOSFODNN7EXAMPLE";
+        let mut plan = GatePlan::for_test(palisade_policy::Snapshot::builtin());
+        plan.shape = ResponseShape::Responses;
+        let mut gate = StreamGate::new(&plan).unwrap();
+        let (a, b) = key.split_at(9);
+        let text = format!("the key is {key} ok");
+        let item = json!({"type": "message", "id": "m", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]});
+        for event in [
+            json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": "the key is "}),
+            json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": a}),
+            json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": b}),
+            json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": " ok"}),
+            json!({"type": "response.output_text.done", "output_index": 0, "content_index": 0, "text": text}),
+            json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
+            json!({"type": "response.completed", "response": {"id": "r", "output": [item]}}),
+        ] {
+            let _ = gate.on_data(&event.to_string());
+        }
+        let mut evidence = gate.evidence.clone();
+        merge_repeated(&mut evidence, gate.repeated.clone());
+        let found: u32 = evidence.secrets.values().sum();
+        assert_eq!(found, 1, "{:?}", evidence.secrets);
     }
 }
