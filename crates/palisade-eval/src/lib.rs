@@ -41,6 +41,9 @@ pub enum EvalError {
     /// A dataset directory has no usable `*.jsonl` rows.
     #[error("no data in {0}")]
     NoData(String),
+    /// The train set lacks rows the synthetic generators draw from.
+    #[error("the train data has no rows of {0} (the synthetic attacks are built from every one of them)")]
+    MissingPools(String),
     /// The model artifact could not be loaded.
     #[error(transparent)]
     Detect(#[from] palisade_detect::DetectError),

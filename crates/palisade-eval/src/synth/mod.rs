@@ -118,6 +118,25 @@ pub struct Pools<'a> {
     pub system_prompts: Vec<&'a str>,
 }
 
+impl Pools<'_> {
+    /// The sources (as the loader tags them) of the pools that are empty:
+    /// every generator draws from its pools, so none may be.
+    pub fn missing(&self) -> Vec<&'static str> {
+        [
+            (self.injections.is_empty(), "train/injection"),
+            (self.jailbreaks.is_empty(), "train/jailbreak"),
+            (self.indirect.is_empty(), "train/indirect"),
+            (self.benign.is_empty(), "train/benign"),
+            (self.contexts.is_empty(), "train/benign_context"),
+            (self.harmful.is_empty(), "train/harmful_request_en"),
+            (self.system_prompts.is_empty(), "rows with a system prompt"),
+        ]
+        .into_iter()
+        .filter_map(|(empty, name)| empty.then_some(name))
+        .collect()
+    }
+}
+
 /// A random element of a string list (one draw).
 fn pick<'a>(rng: &mut Rng, xs: &[&'a str]) -> &'a str {
     rng.pick::<&'a str>(xs)

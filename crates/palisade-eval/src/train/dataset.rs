@@ -191,12 +191,19 @@ fn pools(examples: &[Example]) -> Pools<'_> {
 
 /// The synthetic examples for these train examples, drawn in the fixed order the shipped
 /// model was trained with.
-pub(super) fn synthetic_examples(train: &[Example], rng: &mut Rng) -> Vec<Example> {
+pub(super) fn synthetic_examples(
+    train: &[Example],
+    rng: &mut Rng,
+) -> Result<Vec<Example>, EvalError> {
     let pools = pools(train);
+    let missing = pools.missing();
+    if !missing.is_empty() {
+        return Err(EvalError::MissingPools(missing.join(", ")));
+    }
     let mut v = synthesize(&pools, rng);
     v.extend(synthesize_more(&pools, rng));
     v.extend(synthesize_counterfactual(&pools, rng));
-    v
+    Ok(v)
 }
 
 /// Source tag of the committed Debian documentation chunks used for training.

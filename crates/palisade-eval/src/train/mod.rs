@@ -146,7 +146,7 @@ pub fn training_examples(
         return Err(EvalError::NoData(train_dir.display().to_string()));
     }
     let mut rng = Rng::new(seed);
-    let synthetic = dataset::synthetic_examples(&examples, &mut rng);
+    let synthetic = dataset::synthetic_examples(&examples, &mut rng)?;
     examples.extend(synthetic);
     if let Some(path) = &options.clean_docs {
         examples.extend(dataset::clean_document_examples(path, seed)?);
