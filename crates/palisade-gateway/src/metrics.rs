@@ -35,6 +35,11 @@ pub const UPSTREAM_ERRORS: &str = "palisade_upstream_errors_total";
 pub const STREAM_TTFT: &str = "palisade_stream_time_to_first_token_seconds";
 /// Streams: gap between consecutive data events.
 pub const STREAM_GAP: &str = "palisade_stream_inter_chunk_gap_seconds";
+/// Streams: request start to the first chunk carrying data sent to the
+/// client (after the output gate's hold-back).
+pub const CLIENT_TTFT: &str = "palisade_stream_client_time_to_first_token_seconds";
+/// Streams: gap between consecutive chunks carrying data sent to the client.
+pub const CLIENT_GAP: &str = "palisade_stream_client_inter_chunk_gap_seconds";
 /// Streams currently open.
 pub const STREAMS_OPEN: &str = "palisade_streams_open";
 /// Streams ended, by how they ended.
@@ -289,6 +294,16 @@ fn describe() {
         STREAM_GAP,
         Unit::Seconds,
         "Streams: gap between consecutive data events."
+    );
+    describe_histogram!(
+        CLIENT_TTFT,
+        Unit::Seconds,
+        "Streams: time from request start to the first data the client received (after the output gate)."
+    );
+    describe_histogram!(
+        CLIENT_GAP,
+        Unit::Seconds,
+        "Streams: gap between consecutive chunks of data the client received (the cadence the client sees; compare with the upstream's inter-chunk gap)."
     );
     describe_gauge!(STREAMS_OPEN, "Streams currently open.");
     describe_counter!(STREAMS_ENDED, "Streams ended, by outcome.");

@@ -569,6 +569,11 @@ async fn health_readiness_and_metrics() {
     let mut body = chat("metric-model", "a b c");
     body["stream"] = json!(true);
     let _ = sse_data(h.post("/v1/chat/completions", body).await).await;
+    // Words 300 ms apart: each leaves the gateway on its own, so the client
+    // sees a cadence too (measured after the output gate's hold-back).
+    let mut body = chat("slow-stream-300", "one two three");
+    body["stream"] = json!(true);
+    let _ = sse_data(h.post("/v1/chat/completions", body).await).await;
     let metrics = h
         .client
         .get(h.url("/metrics"))
@@ -582,6 +587,8 @@ async fn health_readiness_and_metrics() {
         "palisade_http_requests_total{route=\"chat_completions\",model=\"metric-model\",status=\"200\"}",
         "palisade_stream_time_to_first_token_seconds_bucket{model=\"metric-model\"",
         "palisade_stream_inter_chunk_gap_seconds_count{model=\"metric-model\"}",
+        "palisade_stream_client_time_to_first_token_seconds_bucket{model=\"metric-model\"",
+        "palisade_stream_client_inter_chunk_gap_seconds_count{model=\"slow-stream-300\"}",
         "palisade_upstream_response_head_seconds_bucket",
         "palisade_http_in_flight_requests",
         "# HELP palisade_http_requests_total",

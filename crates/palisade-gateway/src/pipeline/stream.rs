@@ -25,7 +25,9 @@ use palisade_openai::{ApiError, ErrorCode};
 use super::filters::{Outgoing, Step, StreamFilters};
 use crate::context::RequestCtx;
 use crate::gates::output::EventAction as OutputAction;
-use crate::metrics::{STREAMS_ENDED, STREAMS_OPEN, STREAM_GAP, STREAM_TTFT};
+use crate::metrics::{
+    CLIENT_GAP, CLIENT_TTFT, STREAMS_ENDED, STREAMS_OPEN, STREAM_GAP, STREAM_TTFT,
+};
 
 /// How a stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +86,10 @@ struct Relay {
     /// of the stream is a client whose usage is on record.
     held_done: Option<Bytes>,
     gap_histogram: Option<metrics::Histogram>,
+    /// When the client last received data, and the gap histogram of what
+    /// it receives (resolved once per stream).
+    client_last_at: Option<Instant>,
+    client_gap_histogram: Option<metrics::Histogram>,
     /// The response filters (tool gate, then output gate).
     filters: StreamFilters,
     /// The output gate stopped the stream; the ledger row goes first.
@@ -133,6 +139,26 @@ impl Relay {
                 .record(now.duration_since(prev).as_secs_f64()),
         }
         self.last_data_at = Some(now);
+    }
+
+    /// Records the cadence the client sees: a chunk carrying data (not a
+    /// heartbeat comment alone) after the filters, hold-back included.
+    fn observe_client(&mut self, chunk: &Bytes) {
+        if !chunk.windows(5).any(|w| w == b"data:") {
+            return;
+        }
+        let now = Instant::now();
+        match self.client_last_at {
+            None => histogram!(CLIENT_TTFT, "model" => self.record.model_label().to_string())
+                .record(now.duration_since(self.record.started()).as_secs_f64()),
+            Some(prev) => self
+                .client_gap_histogram
+                .get_or_insert_with(
+                    || histogram!(CLIENT_GAP, "model" => self.record.model_label().to_string()),
+                )
+                .record(now.duration_since(prev).as_secs_f64()),
+        }
+        self.client_last_at = Some(now);
     }
 
     /// Takes every complete event out of the framer as one buffer, each
@@ -441,6 +467,8 @@ pub(crate) fn relay(
         last_data_at: None,
         held_done: None,
         gap_histogram: None,
+        client_last_at: None,
+        client_gap_histogram: None,
         filters,
         stopping: false,
         failing: None,
@@ -451,6 +479,9 @@ pub(crate) fn relay(
     };
     futures_util::stream::unfold(relay, |mut relay| async move {
         let next = relay.next_chunk().await;
+        if let Some(chunk) = &next {
+            relay.observe_client(chunk);
+        }
         relay.keep(next.as_ref());
         next.map(|bytes| (Ok(bytes), relay))
     })
