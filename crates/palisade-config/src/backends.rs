@@ -90,6 +90,17 @@ pub struct BackendConfig {
     /// Interval between active probes.
     #[serde(default = "defaults::probe_interval_ms")]
     pub probe_interval_ms: u64,
+    /// The serving engine's own Prometheus endpoint (vLLM's or llama.cpp
+    /// server's `/metrics`, a full `http://` URL, usually not under
+    /// `base_url`): scraped every `engine_metrics_interval_ms`, without the
+    /// backend's key, into `palisade_engine_*{backend}` (KV-cache use, queue
+    /// depth, requests running, speculative decoding's acceptance rate and
+    /// tokens per step). Absent: not scraped.
+    #[serde(default)]
+    pub engine_metrics_url: Option<String>,
+    /// Interval between engine metrics scrapes.
+    #[serde(default = "defaults::engine_metrics_interval_ms")]
+    pub engine_metrics_interval_ms: u64,
     /// Retries to this backend stay within this budget.
     #[serde(default)]
     pub retry_budget: RetryBudgetConfig,
@@ -152,6 +163,8 @@ impl BackendConfig {
             api_version: None,
             probe_path: None,
             probe_interval_ms: defaults::probe_interval_ms(),
+            engine_metrics_url: None,
+            engine_metrics_interval_ms: defaults::engine_metrics_interval_ms(),
             retry_budget: RetryBudgetConfig::default(),
             passive_health: PassiveHealthConfig::default(),
         }
@@ -195,6 +208,10 @@ mod defaults {
     /// Often enough to notice a dead server within seconds; cheap for it.
     pub(super) fn probe_interval_ms() -> u64 {
         5_000
+    }
+    /// Prometheus' own default scrape interval.
+    pub(super) fn engine_metrics_interval_ms() -> u64 {
+        15_000
     }
 }
 
@@ -255,6 +272,17 @@ impl BackendConfig {
                 return Err(invalid(key("probe_path"), "must be a path starting with /"));
             }
         }
+        if let Some(url) = &self.engine_metrics_url {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            if !rest.is_some_and(|host| !host.is_empty() && !host.starts_with('/')) {
+                return Err(invalid(
+                    key("engine_metrics_url"),
+                    "must be an http:// or https:// URL (the engine's /metrics)",
+                ));
+            }
+        }
         if let Some(v) = &self.api_version {
             if v.is_empty()
                 || !v
@@ -266,6 +294,10 @@ impl BackendConfig {
         }
         for (field, value) in [
             ("probe_interval_ms", self.probe_interval_ms),
+            (
+                "engine_metrics_interval_ms",
+                self.engine_metrics_interval_ms,
+            ),
             ("queue_timeout_ms", self.queue_timeout_ms),
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("first_byte_timeout_ms", self.first_byte_timeout_ms),

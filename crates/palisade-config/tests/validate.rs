@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 112;
+const RULE_SITES: usize = 113;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -544,6 +544,10 @@ fn invalid_configs_name_the_key() {
         (
             "[backends.local]\nprobe_path = \"models\"",
             "backends.local.probe_path",
+        ),
+        (
+            "[backends.local]\nengine_metrics_url = \"/metrics\"",
+            "backends.local.engine_metrics_url",
         ),
         (
             "[backends.local]\napi_version = \"a b\"",

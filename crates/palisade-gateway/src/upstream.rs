@@ -73,6 +73,8 @@ pub struct Backend {
     pub breaker: Option<crate::limits::breaker::Breaker>,
     /// Active probe: the path (under `base_url`) and interval.
     pub probe: Option<(String, Duration)>,
+    /// The engine's own Prometheus endpoint (a full URL) and interval.
+    pub engine_metrics: Option<(String, Duration)>,
     /// The downstream budget and fair queue, when `max_in_flight` is set.
     pub scheduler: Option<std::sync::Arc<crate::limits::scheduler::BackendScheduler>>,
 }
@@ -165,6 +167,10 @@ impl Backend {
                 .probe_path
                 .clone()
                 .map(|p| (p, Duration::from_millis(config.probe_interval_ms))),
+            engine_metrics: config
+                .engine_metrics_url
+                .clone()
+                .map(|u| (u, Duration::from_millis(config.engine_metrics_interval_ms))),
             breaker: config.circuit_breaker.map(|b| {
                 crate::limits::breaker::Breaker::new(
                     name,
@@ -274,6 +280,24 @@ impl Backend {
         self.send_classified(req, deadline)
             .await
             .map_err(|(e, _)| e)
+    }
+
+    /// GETs an absolute URL with this backend's client (pool, timeouts,
+    /// proxy settings) and **without** its key: the engine's metrics
+    /// endpoint, which may sit on another host than `base_url`.
+    pub(crate) async fn get_unauthenticated(
+        &self,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<String, reqwest::Error> {
+        let resp = self
+            .client
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await?
+            .error_for_status()?;
+        resp.text().await
     }
 
     async fn send_classified(

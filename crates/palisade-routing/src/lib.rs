@@ -1,6 +1,7 @@
 //! Routing decisions for one request's attempts: which deployment the next
 //! attempt goes to, whether a failure may be tried again, and whether the
-//! backend can afford the retry.
+//! backend can afford the retry; and what a serving engine reports about
+//! itself ([`EngineStats`]).
 //!
 //! A route lists deployments (backends with a weight and labels: region,
 //! provider, data classes). The [`Planner`] picks one per attempt by
@@ -46,6 +47,7 @@
 
 mod balance;
 mod budget;
+mod engine;
 mod failure;
 mod health;
 mod planner;
@@ -53,6 +55,7 @@ mod residency;
 
 pub use balance::{pick, DeploymentState, Ewma};
 pub use budget::{RetryBudget, RetryBudgetConfig};
+pub use engine::{EngineStats, Speculation};
 pub use failure::{Failure, FailureClass, Safety};
 pub use health::{PassiveHealth, PassiveHealthConfig};
 pub use planner::{

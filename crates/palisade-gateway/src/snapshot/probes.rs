@@ -8,8 +8,14 @@
 //! the loop even mid-probe. [`Probes::running`] counts live loops, so a
 //! leak is visible (`palisade_backend_probes_running`) and tested.
 //!
-//! Must not: send client data or tenant keys (only the backend's own key),
-//! outlive the gateway's stop signal, or outlive its backend's removal.
+//! The same lifecycle runs each backend's **engine metrics scrape**
+//! (`engine_metrics_url`): the engine's Prometheus text, read by
+//! `palisade_routing::EngineStats`, becomes `palisade_engine_*{backend}`
+//! gauges (speculative decoding's acceptance as a rate between scrapes).
+//!
+//! Must not: send client data or tenant keys (only the backend's own key to
+//! its probe path, no key at all to a metrics endpoint), outlive the
+//! gateway's stop signal, or outlive its backend's removal.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,6 +36,8 @@ struct Inner {
     stop: Option<watch::Receiver<bool>>,
     /// Each probed backend's loop, by identity; dropping the sender ends it.
     loops: HashMap<Identity, oneshot::Sender<()>>,
+    /// Each scraped backend's engine metrics loop, the same way.
+    scrapes: HashMap<Identity, oneshot::Sender<()>>,
 }
 
 /// The probe loops of the backends in force.
@@ -81,6 +89,27 @@ impl Probes {
                 wanted.insert(id.clone(), (backend.clone(), runtime.clone(), probe));
             }
         }
+        let scraped: HashMap<Identity, Arc<crate::upstream::Backend>> = snapshot
+            .backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.engine_metrics.is_some())
+            .filter_map(|(i, b)| Some((snapshot.identity(i)?.clone(), b.clone())))
+            .collect();
+        inner.scrapes.retain(|id, _| scraped.contains_key(id));
+        for (id, backend) in scraped {
+            if inner.scrapes.contains_key(&id) {
+                continue;
+            }
+            let (cancel_tx, cancel) = oneshot::channel::<()>();
+            inner.scrapes.insert(id, cancel_tx);
+            tokio::spawn(scrape_loop(
+                backend,
+                cancel,
+                stop.clone(),
+                Alive::new(&self.running),
+            ));
+        }
         // Dropping a sender wakes and ends its loop.
         inner.loops.retain(|id, _| wanted.contains_key(id));
         for (id, (backend, runtime, (path, interval))) in wanted {
@@ -114,7 +143,7 @@ impl Probes {
         }
     }
 
-    /// Probe loops alive now.
+    /// Probe and scrape loops alive now.
     pub(crate) fn running(&self) -> usize {
         self.running.load(Ordering::SeqCst)
     }
@@ -122,4 +151,74 @@ impl Probes {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Scrapes one backend's engine metrics until it is removed or the gateway
+/// stops; a failed scrape sets `palisade_engine_scrape_ok` to 0 and keeps
+/// the last figures out of the gauges' way (they are not refreshed).
+async fn scrape_loop(
+    backend: Arc<crate::upstream::Backend>,
+    mut cancel: oneshot::Receiver<()>,
+    mut stop: watch::Receiver<bool>,
+    alive: Alive,
+) {
+    let _alive = alive;
+    let Some((url, interval)) = backend.engine_metrics.clone() else {
+        return;
+    };
+    let name = backend.name.clone();
+    let mut previous: Option<palisade_routing::EngineStats> = None;
+    loop {
+        let timeout = interval.min(Duration::from_secs(5));
+        let scraped = tokio::select! {
+            r = backend.get_unauthenticated(&url, timeout) => r,
+            _ = &mut cancel => return,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match scraped {
+            Ok(text) => {
+                // Bounded: an engine's exposition is a few hundred KB at most.
+                let text = text.get(..text.len().min(4 << 20)).unwrap_or("");
+                let stats = palisade_routing::EngineStats::parse(text);
+                publish(&name, &stats, stats.since(previous.as_ref()));
+                previous = Some(stats);
+                metrics::gauge!(ENGINE_SCRAPE_OK, "backend" => name.clone()).set(1.0);
+            }
+            Err(e) => {
+                tracing::debug!(backend = %name, error = %e, "engine metrics scrape failed");
+                metrics::gauge!(ENGINE_SCRAPE_OK, "backend" => name.clone()).set(0.0);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut cancel => return,
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Whether the last scrape of a backend's engine metrics succeeded.
+const ENGINE_SCRAPE_OK: &str = "palisade_engine_scrape_ok";
+
+fn publish(
+    backend: &str,
+    stats: &palisade_routing::EngineStats,
+    speculation: Option<palisade_routing::Speculation>,
+) {
+    let set = |name: &'static str, value: Option<f64>| {
+        if let Some(v) = value {
+            metrics::gauge!(name, "backend" => backend.to_owned()).set(v);
+        }
+    };
+    set("palisade_engine_kv_cache_usage_ratio", stats.kv_cache_usage);
+    set("palisade_engine_requests_waiting", stats.requests_waiting);
+    set("palisade_engine_requests_running", stats.requests_running);
+    set(
+        "palisade_engine_spec_decode_acceptance_rate",
+        speculation.map(|s| s.acceptance_rate),
+    );
+    set(
+        "palisade_engine_spec_decode_tokens_per_step",
+        speculation.and_then(|s| s.tokens_per_step),
+    );
 }
