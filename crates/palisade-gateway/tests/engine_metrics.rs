@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::http::{HeaderMap, StatusCode};
 use palisade_config::{Config, Sources};
 use palisade_gateway::{Gateway, RunningGateway};
 use palisade_testkit::ScriptedUpstream;
@@ -33,7 +34,7 @@ impl Engine {
         let (n, b, a) = (scrapes.clone(), broken.clone(), authorization.clone());
         let app = axum::Router::new().route(
             "/metrics",
-            axum::routing::get(move |headers: axum::http::HeaderMap| {
+            axum::routing::get(move |headers: HeaderMap| {
                 let (n, b, a) = (n.clone(), b.clone(), a.clone());
                 async move {
                     if let Some(v) = headers.get("authorization") {
@@ -41,10 +42,10 @@ impl Engine {
                     }
                     let k = n.fetch_add(1, Ordering::SeqCst) as f64;
                     if b.load(Ordering::SeqCst) == 1 {
-                        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, String::new());
+                        return (StatusCode::INTERNAL_SERVER_ERROR, String::new());
                     }
                     (
-                        axum::http::StatusCode::OK,
+                        StatusCode::OK,
                         format!(
                             "# TYPE vllm:kv_cache_usage_perc gauge\n\
                              vllm:kv_cache_usage_perc{{engine=\"0\",model_name=\"m\"}} 0.42\n\
