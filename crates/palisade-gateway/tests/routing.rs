@@ -306,8 +306,12 @@ async fn retries_never_amplify_an_outage_beyond_the_budget() {
 async fn residency_never_sends_to_a_forbidden_healthy_deployment() {
     let eu = Fake::start("eu", status(503, None)).await;
     let us = Fake::start("us", ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit_db = dir.path().join("audit.db");
     let gw = gateway(&format!(
         r#"
+        [policy]
+        audit_url = "sqlite:{}"
         [[auth.keys]]
         name = "k"
         tenant = "acme"
@@ -333,6 +337,7 @@ async fn residency_never_sends_to_a_forbidden_healthy_deployment() {
         model = "backup"
         backend = "us"
         "#,
+        audit_db.display(),
         key_hash("pk-acme"),
         key_hash("pk-free"),
         eu.base_url(),
@@ -368,6 +373,57 @@ async fn residency_never_sends_to_a_forbidden_healthy_deployment() {
     // Another tenant without a rule is served by us.
     let r = post(&gw, "/v1/chat/completions", chat("m", "x"), Some("pk-free")).await;
     assert_eq!((r.status, r.backend.as_deref()), (200, Some("us")));
+
+    // The routing decisions are on the audit trail with the rule that
+    // applied: refusals and give-ups for acme, never a move to `us`.
+    let ledger = palisade_ledger::Ledger::open(
+        &format!("sqlite:{}", audit_db.display()),
+        palisade_ledger::WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut routing: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        routing = ledger
+            .audit_tail(200, &palisade_ledger::AuditFilter::default())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_str::<Value>(r).unwrap())
+            .filter(|r| r["gate"] == "routing")
+            .collect();
+        if routing.iter().any(|r| r["action"] == "refuse") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refusal = routing
+        .iter()
+        .find(|r| r["action"] == "refuse")
+        .unwrap_or_else(|| panic!("no residency refusal audited: {routing:?}"));
+    assert_eq!(refusal["reason_code"], "residency_unavailable");
+    assert_eq!(refusal["tenant"], "acme");
+    assert_eq!(refusal["route"], "m");
+    assert!(
+        refusal["rule"].as_str().unwrap().contains("eu"),
+        "{refusal}"
+    );
+    assert!(refusal["policy_version"]
+        .as_str()
+        .is_some_and(|v| !v.is_empty()));
+    assert!(
+        routing
+            .iter()
+            .filter(|r| r["tenant"] == "acme")
+            .all(|r| r["next"] != "us"),
+        "{routing:?}"
+    );
+    assert!(
+        routing
+            .iter()
+            .any(|r| r["action"] == "give_up" && r["failed"] == "eu"),
+        "{routing:?}"
+    );
 }
 
 #[tokio::test]

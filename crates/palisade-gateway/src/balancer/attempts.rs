@@ -16,6 +16,7 @@ use palisade_openai::request::{Endpoint, RequestBody};
 use palisade_openai::{ApiError, ErrorCode};
 use palisade_routing::{Attempt, Failure, FailureClass, GiveUp, Planner, SplitMix};
 
+use super::audit::{self, Decision};
 use super::Observed;
 use crate::context::RequestCtx;
 use crate::http::auth::Principal;
@@ -81,6 +82,20 @@ pub(crate) async fn send(
         Err(_) => {
             let rule = planner.rule_for(route.id).describe();
             metrics::counter!(DECISIONS, "decision" => "residency_unavailable").increment(1);
+            audit::write(
+                state,
+                principal,
+                ctx,
+                &Decision {
+                    action: "refuse",
+                    reason_code: "residency_unavailable",
+                    route: &route.public_name,
+                    rule: rule.clone(),
+                    failed: None,
+                    next: None,
+                    attempt: 0,
+                },
+            );
             tracing::warn!(
                 target: "palisade::routing",
                 route = %route.public_name,
@@ -216,10 +231,38 @@ pub(crate) async fn send(
                     rule = %planner.rule_for(next.route).describe(),
                     "{decision}"
                 );
+                audit::write(
+                    state,
+                    principal,
+                    ctx,
+                    &Decision {
+                        action: decision,
+                        reason_code: failure.class.as_str(),
+                        route: &route.public_name,
+                        rule: planner.rule_for(next.route).describe(),
+                        failed: Some(&backend.name),
+                        next: Some(&routing.backends[next.backend].name),
+                        attempt: attempt.number,
+                    },
+                );
                 attempt = next;
             }
             Err(reason) => {
                 metrics::counter!(DECISIONS, "decision" => give_up_label(reason)).increment(1);
+                audit::write(
+                    state,
+                    principal,
+                    ctx,
+                    &Decision {
+                        action: "give_up",
+                        reason_code: give_up_label(reason),
+                        route: &route.public_name,
+                        rule: planner.rule_for(attempt.route).describe(),
+                        failed: Some(&backend.name),
+                        next: None,
+                        attempt: attempt.number,
+                    },
+                );
                 served_by(ctx, backend);
                 return last.map(|resp| Sent {
                     upstream: resp,

@@ -12,6 +12,7 @@
 //! requests still on the old one keep feeding the same counters.
 
 pub(crate) mod attempts;
+mod audit;
 pub(crate) mod spec;
 
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
