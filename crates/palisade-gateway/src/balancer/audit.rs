@@ -38,32 +38,19 @@ pub(crate) fn write(
     ctx: &RequestCtx,
     decision: &Decision<'_>,
 ) {
-    let ts_ms = crate::clock::GatewayClock::system().unix_ms();
-    let policy_version = state.gates.policy.peek().version().to_string();
-    let record = serde_json::json!({
-        "ts_ms": ts_ms,
-        "request_id": &*ctx.request_id,
-        "gate": "routing",
-        "action": decision.action,
-        "reason_code": decision.reason_code,
-        "policy_version": policy_version,
-        "tenant": &*principal.tenant,
-        "key": &*principal.key_name,
-        "route": decision.route,
-        "rule": decision.rule,
-        "failed": decision.failed,
-        "next": decision.next,
-        "attempt": decision.attempt,
-    });
-    state.gates.audit.write_admin(palisade_ledger::AuditEntry {
-        ts_ms: u64::try_from(ts_ms).unwrap_or(0),
-        request_id: ctx.request_id.to_string(),
-        tenant: principal.tenant.to_string(),
-        route: decision.route.to_owned(),
-        model: ctx.model_label.to_string(),
-        gate: "routing".to_owned(),
-        action: decision.action.to_owned(),
-        policy_version,
-        json: record.to_string(),
-    });
+    let mut details = serde_json::Map::new();
+    details.insert("rule".into(), serde_json::json!(decision.rule));
+    details.insert("failed".into(), serde_json::json!(decision.failed));
+    details.insert("next".into(), serde_json::json!(decision.next));
+    details.insert("attempt".into(), serde_json::json!(decision.attempt));
+    state.gates.audit.write_decision(
+        state.gates.policy.peek().version().to_string(),
+        &ctx.request_id,
+        &principal.tenant,
+        &principal.key_name,
+        decision.route,
+        &ctx.model_label,
+        ("routing", decision.action, decision.reason_code),
+        details,
+    );
 }

@@ -70,6 +70,52 @@ impl AuditSink {
         }
     }
 
+    /// Records one decision made outside the policy's gates (a key budget,
+    /// a routing decision) as a JSON record: the common fields (`ts_ms`,
+    /// `request_id`, `gate`, `action`, `reason_code`, `policy_version`,
+    /// `tenant`, `key`, `route`, `model`) plus the caller's `details`.
+    /// Names and codes only, like every audit record.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn write_decision(
+        &self,
+        policy_version: String,
+        request_id: &str,
+        tenant: &str,
+        key: &str,
+        route: &str,
+        model: &str,
+        (gate, action, reason_code): (&str, &str, &str),
+        details: serde_json::Map<String, serde_json::Value>,
+    ) {
+        let ts_ms = crate::clock::GatewayClock::system().unix_ms();
+        let mut record = serde_json::json!({
+            "ts_ms": ts_ms,
+            "request_id": request_id,
+            "gate": gate,
+            "action": action,
+            "reason_code": reason_code,
+            "policy_version": policy_version,
+            "tenant": tenant,
+            "key": key,
+            "route": route,
+            "model": model,
+        });
+        if let Some(fields) = record.as_object_mut() {
+            fields.extend(details);
+        }
+        self.write_admin(AuditEntry {
+            ts_ms: u64::try_from(ts_ms).unwrap_or(0),
+            request_id: request_id.to_owned(),
+            tenant: tenant.to_owned(),
+            route: route.to_owned(),
+            model: model.to_owned(),
+            gate: gate.to_owned(),
+            action: action.to_owned(),
+            policy_version,
+            json: record.to_string(),
+        });
+    }
+
     /// Records one admin action (a key change): to the log, and to the
     /// store without waiting, like a gate decision. The record must hold no
     /// secret: callers pass ids, names and reason codes only.

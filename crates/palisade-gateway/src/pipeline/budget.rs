@@ -96,31 +96,21 @@ pub(crate) async fn reserve_tokens(
 /// `refuse`, reason code `key_budget_exceeded`): an operator looking for why
 /// a key stopped working finds it in the audit tail, not only in metrics.
 fn audit_key_budget_refusal(state: &GatewayState, principal: &Principal, ctx: &RequestCtx) {
-    let ts_ms = crate::clock::GatewayClock::system().unix_ms();
-    let policy_version = state.gates.policy.peek().version().to_string();
-    let record = serde_json::json!({
-        "ts_ms": ts_ms,
-        "request_id": &*ctx.request_id,
-        "gate": "limits",
-        "action": "refuse",
-        "reason_code": "key_budget_exceeded",
-        "policy_version": policy_version,
-        "tenant": &*principal.tenant,
-        "key": &*principal.key_name,
-        "key_id": principal.key_id.as_deref(),
-        "model": &*ctx.model_label,
-    });
-    state.gates.audit.write_admin(palisade_ledger::AuditEntry {
-        ts_ms: u64::try_from(ts_ms).unwrap_or(0),
-        request_id: ctx.request_id.to_string(),
-        tenant: principal.tenant.to_string(),
-        route: String::new(),
-        model: ctx.model_label.to_string(),
-        gate: "limits".to_owned(),
-        action: "refuse".to_owned(),
-        policy_version,
-        json: record.to_string(),
-    });
+    let mut details = serde_json::Map::new();
+    details.insert(
+        "key_id".into(),
+        serde_json::json!(principal.key_id.as_deref()),
+    );
+    state.gates.audit.write_decision(
+        state.gates.policy.peek().version().to_string(),
+        &ctx.request_id,
+        &principal.tenant,
+        &principal.key_name,
+        "",
+        &ctx.model_label,
+        ("limits", "refuse", "key_budget_exceeded"),
+        details,
+    );
 }
 
 /// Waits (fairly across tenants) for a slot in the backend's downstream
