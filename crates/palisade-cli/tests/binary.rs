@@ -257,7 +257,7 @@ async fn sighup_reloads_routes_and_limits_with_the_same_flags() {
                 admitted = true;
                 break;
             }
-            429 => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            429 => tokio::time::sleep(Duration::from_millis(100)).await,
             other => panic!("unexpected status {other}"),
         }
     }
