@@ -2,6 +2,9 @@
 //! failure the next one (another deployment of the route, then the route's
 //! fallback chain for the failure's class) or a reason to give up.
 //!
+//! A deployment whose run-time weight is 0 ([`StateView::weight`]: a
+//! canary in analysis or rolled back) is not a candidate for anything.
+//!
 //! Must not: choose a deployment outside the request's residency rule
 //! (tenant and route rules together, for fallback routes too), resend a
 //! request whose failure may have reached the model unless it is
@@ -87,6 +90,14 @@ pub trait StateView {
     fn state(&self, backend: usize) -> DeploymentState;
     /// Takes one retry token from the backend's budget.
     fn try_retry(&mut self, backend: usize) -> bool;
+    /// The weight deployment `backend` of `route` has now: `configured`
+    /// unless something overrides it at run time (a canary rollout's
+    /// share). 0 takes the deployment out of the route entirely: no first
+    /// attempt, retry or fallback goes to it.
+    fn weight(&self, route: usize, backend: usize, configured: u32) -> u32 {
+        let _ = (route, backend);
+        configured
+    }
 }
 
 /// One planned attempt.
@@ -188,7 +199,9 @@ impl<'a> Planner<'a> {
         spec.deployments
             .iter()
             .filter(|d| rule.allows(&d.labels))
-            .map(|d| (d.backend, d.weight.max(1), view.state(d.backend)))
+            .map(|d| (d.backend, view.weight(route, d.backend, d.weight.max(1))))
+            .filter(|(_, weight)| *weight > 0)
+            .map(|(backend, weight)| (backend, weight, view.state(backend)))
             .collect()
     }
 
