@@ -54,7 +54,7 @@ pub use drift::{
 };
 pub use golden::{Expect, GoldenError, GoldenItem, GoldenSet, Message, MAX_ITEMS};
 pub use grade::{grade, is_refusal, Answer, Grade};
-pub use rollout::{split_weight, Phase, Rollout, RolloutSpec, Transition};
+pub use rollout::{Phase, Rollout, RolloutSpec, Transition};
 pub use scores::{Rate, Summary, Window};
 
 /// Nanoseconds on the caller's monotonic clock.

@@ -17,10 +17,9 @@
 //! starts a new rollout. With `rollback_on_drift = false` a drift holds the
 //! rollout where it is (and alerts) instead.
 //!
-//! The traffic share is realised through weights ([`split_weight`]): with
-//! share `p` %, the canary weighs `p × (sum of the others' weights)` and
-//! every other deployment `(100 − p) × its weight`, so the canary's share
-//! of the route's total weight is exactly `p` %.
+//! The share is realised by the caller (the gateway draws `p` % of the
+//! route's first attempts for the canary before load balancing; 0 % takes
+//! it out of the route).
 //!
 //! Must not: read the clock (`now` is passed in) or decide drift (the
 //! caller passes the drift verdict of [`crate::evaluate`]).
@@ -160,18 +159,6 @@ impl Rollout {
     }
 }
 
-/// A deployment's effective weight while a canary has `pct` % of the
-/// route: the canary weighs `pct × others_total`, every other deployment
-/// `(100 − pct) × configured`. Saturating: weights are small in practice.
-pub fn split_weight(pct: u32, is_canary: bool, configured: u32, others_total: u32) -> u32 {
-    let pct = pct.min(100);
-    if is_canary {
-        pct.saturating_mul(others_total)
-    } else {
-        (100 - pct).saturating_mul(configured)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,17 +233,5 @@ mod tests {
                 (300, None, true, Some(45)),
             ],
         );
-    }
-
-    #[test]
-    fn split_weights_give_the_canary_its_share() {
-        // Two others of weight 1 and 3; canary at 25 %.
-        let others = [1, 3];
-        let total: u32 = others.iter().sum();
-        let canary = split_weight(25, true, 1, total);
-        let rest: u32 = others.iter().map(|w| split_weight(25, false, *w, total)).sum();
-        assert_eq!(canary * 100, 25 * (canary + rest));
-        assert_eq!(split_weight(0, true, 7, total), 0);
-        assert_eq!(split_weight(100, false, 7, total), 0);
     }
 }

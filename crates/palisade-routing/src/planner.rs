@@ -3,7 +3,9 @@
 //! fallback chain for the failure's class) or a reason to give up.
 //!
 //! A deployment whose run-time weight is 0 ([`StateView::weight`]: a
-//! canary in analysis or rolled back) is not a candidate for anything.
+//! canary in analysis or rolled back) is not a candidate for anything; one
+//! with a fixed share ([`StateView::share`]: a canary rolling out) gets
+//! that share of the route's first attempts.
 //!
 //! Must not: choose a deployment outside the request's residency rule
 //! (tenant and route rules together, for fallback routes too), resend a
@@ -97,6 +99,14 @@ pub trait StateView {
     fn weight(&self, route: usize, backend: usize, configured: u32) -> u32 {
         let _ = (route, backend);
         configured
+    }
+    /// A fixed share of `route`'s first attempts for one deployment:
+    /// `(backend, percent)` (a canary rollout's step). Drawn before load
+    /// balancing, so the share holds at any load; the other first attempts
+    /// are balanced among the rest.
+    fn share(&self, route: usize) -> Option<(usize, u32)> {
+        let _ = route;
+        None
     }
 }
 
@@ -223,7 +233,18 @@ impl<'a> Planner<'a> {
             .filter(Self::available(now))
             .collect();
         let choice = if !healthy.is_empty() {
-            pick(&healthy, rng)
+            match view.share(self.primary) {
+                Some((canary, pct)) if healthy.len() > 1 && healthy.iter().any(|c| c.0 == canary) => {
+                    if rng.below(100) < u64::from(pct) {
+                        Some(canary)
+                    } else {
+                        let rest: Vec<_> =
+                            healthy.iter().copied().filter(|c| c.0 != canary).collect();
+                        pick(&rest, rng)
+                    }
+                }
+                _ => pick(&healthy, rng),
+            }
         } else {
             let forbidden_healthy = self.routes.get(self.primary).is_some_and(|spec| {
                 spec.deployments.iter().any(|d| {

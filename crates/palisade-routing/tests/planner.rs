@@ -447,3 +447,50 @@ fn a_deployment_at_weight_zero_gets_no_attempt_at_all() {
         }
     }
 }
+
+/// A view giving backend 1 a fixed share of route 0's first attempts.
+struct Shared {
+    inner: View,
+    pct: u32,
+}
+
+impl StateView for Shared {
+    fn state(&self, backend: usize) -> DeploymentState {
+        self.inner.state(backend)
+    }
+    fn try_retry(&mut self, backend: usize) -> bool {
+        self.inner.try_retry(backend)
+    }
+    fn share(&self, route: usize) -> Option<(usize, u32)> {
+        (route == 0).then_some((1, self.pct))
+    }
+}
+
+#[test]
+fn a_fixed_share_holds_whatever_the_load() {
+    let routes = routes();
+    for (pct, lo, hi) in [(5u32, 300, 700), (30, 2_700, 3_300), (100, 10_000, 10_000)] {
+        let mut rng = SplitMix(11);
+        let mut view = Shared {
+            inner: View::all_healthy(4),
+            pct,
+        };
+        let mut hits = 0;
+        for _ in 0..10_000 {
+            let mut p = Planner::new(&routes, 0, Residency::default(), policy(1), false, 10 * SEC);
+            if p.first(0, &mut view, &mut rng).unwrap().backend == 1 {
+                hits += 1;
+            }
+        }
+        assert!((lo..=hi).contains(&hits), "{pct} %: {hits}");
+    }
+    // Unhealthy, the canary gets nothing and the rest everything.
+    let mut view = Shared {
+        inner: View::all_healthy(4),
+        pct: 100,
+    };
+    view.inner.healthy[1] = false;
+    let mut rng = SplitMix(1);
+    let mut p = Planner::new(&routes, 0, Residency::default(), policy(1), false, 10 * SEC);
+    assert_eq!(p.first(0, &mut view, &mut rng).unwrap().backend, 0);
+}

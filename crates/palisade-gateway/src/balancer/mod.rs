@@ -265,6 +265,10 @@ impl StateView for View<'_> {
             .unwrap_or(configured)
     }
 
+    fn share(&self, route: usize) -> Option<(usize, u32)> {
+        self.balancer.overrides.iter().find_map(|o| o.share(route))
+    }
+
     fn try_retry(&mut self, backend: usize) -> bool {
         let now = self.now;
         self.balancer

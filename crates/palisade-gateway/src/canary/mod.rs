@@ -10,7 +10,8 @@
 //!
 //! How a rollout reaches the balancer: the share lives in an atomic of the
 //! rollout's [`RolloutCell`], which the routing snapshot's balancer reads
-//! through `StateView::weight` on every pick. Changing it needs no reload
+//! through `StateView::weight` and `StateView::share` on every pick
+//! ([`WeightOverride`]). Changing it needs no reload
 //! and no new snapshot; a request that already picked keeps its pick.
 //!
 //! What a reload keeps: a deployment whose backend identity, route and
@@ -192,8 +193,6 @@ pub(crate) struct Target {
     pub(crate) index: usize,
     pub(crate) backend: Arc<Backend>,
     pub(crate) identity: Identity,
-    /// Configured weight.
-    pub(crate) weight: u32,
     /// The deployment being rolled out (not part of the baseline until
     /// promoted).
     pub(crate) rolled_out: bool,
@@ -230,31 +229,41 @@ impl RouteCanary {
     }
 }
 
-/// A run-time weight override the balancer reads: route `route`'s
-/// deployment `backend` is being rolled out.
+/// A run-time override the balancer reads: route `route`'s deployment
+/// `backend` is being rolled out. In analysis and after a rollback its
+/// weight is 0 (no attempt of any kind); while stepping it gets its share
+/// of the route's first attempts, drawn before load balancing (so the share
+/// holds at low load too, where power-of-two-choices would send everything
+/// to the faster deployment); once promoted the configured weights apply.
 #[derive(Debug, Clone)]
 pub(crate) struct WeightOverride {
     pub(crate) route: usize,
     pub(crate) backend: usize,
-    /// Sum of the route's other deployments' configured weights.
-    pub(crate) others_total: u32,
     pub(crate) cell: Arc<RolloutCell>,
 }
 
 impl WeightOverride {
-    /// The weight of `backend` (configured `configured`) under this
-    /// override, or `None` when it does not apply.
+    /// The weight of `backend` of `route` (configured `configured`), or
+    /// `None` when this override does not apply.
     pub(crate) fn weight(&self, route: usize, backend: usize, configured: u32) -> Option<u32> {
+        if route != self.route || backend != self.backend {
+            return None;
+        }
+        match self.cell.pct() {
+            Some(0) => Some(0),
+            _ => Some(configured),
+        }
+    }
+
+    /// The canary's share of `route`'s first attempts, while stepping.
+    pub(crate) fn share(&self, route: usize) -> Option<(usize, u32)> {
         if route != self.route {
             return None;
         }
-        let pct = self.cell.pct()?;
-        Some(palisade_canary::split_weight(
-            pct,
-            backend == self.backend,
-            configured,
-            self.others_total,
-        ))
+        match self.cell.pct() {
+            Some(p) if p > 0 && p < 100 => Some((self.backend, p)),
+            _ => None,
+        }
     }
 }
 
@@ -318,7 +327,6 @@ pub(crate) fn compile(
                 index: i,
                 backend: backend.clone(),
                 identity: identity.clone(),
-                weight,
                 rolled_out,
                 cell: carried.unwrap_or_else(|| Arc::new(DeploymentCell::new(cfg))),
             });
@@ -343,11 +351,6 @@ pub(crate) fn compile(
             overrides.push(WeightOverride {
                 route: route_id,
                 backend: canary.index,
-                others_total: targets
-                    .iter()
-                    .filter(|t| !t.rolled_out)
-                    .map(|t| t.weight.max(1))
-                    .sum(),
                 cell: cell.clone(),
             });
         }
