@@ -215,11 +215,15 @@ async fn a_drifted_canary_deployment_gets_no_user_traffic_after_rollback() {
     assert_eq!(deployment(&view, "drifty", "stable")["health"], "healthy");
     eprintln!("drift to rollback: {rollback_secs:.2} s");
 
-    // No user request reaches it after the rollback; the canary still
-    // replays its golden set there.
+    // No user request reaches it after the rollback, even when it would
+    // be the balancer's choice (the stable deployment slow, 40 requests at
+    // once); the canary still replays its golden set there.
     let users_before = new.user_requests();
     let golden_before = new.golden_requests();
-    for _ in 0..60 {
+    stable.slow_users(200);
+    let all = futures_util::future::join_all((0..40).map(|_| user_chat(&gw, "drifty"))).await;
+    assert!(all.iter().all(|s| *s == 200), "{all:?}");
+    for _ in 0..10 {
         assert_eq!(user_chat(&gw, "drifty").await, 200);
     }
     assert_eq!(new.user_requests(), users_before, "user traffic after rollback");
