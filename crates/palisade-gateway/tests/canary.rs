@@ -9,12 +9,10 @@
 //! there). Each test uses its own route name: the metrics recorder is
 //! shared by the tests of this binary.
 
-mod canary_support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use canary_support::{golden_set, Mode, Model};
+use palisade_testkit::{golden_set, CanaryMode as Mode, CanaryModel as Model};
 use palisade_config::{Config, Sources};
 use palisade_gateway::{Gateway, RunningGateway};
 use serde_json::{json, Value};

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use palisade_canary::{evaluate, grade, Answer, Check, Evaluation, Grade, GoldenItem, Summary};
 use palisade_openai::request::Endpoint;
 use serde_json::json;
@@ -58,7 +59,9 @@ fn due_at(route: &RouteCanary, t: &Target, started: u64) -> u64 {
     }
 }
 
-/// The route's task, until cancelled or stopped.
+/// The route's task, until cancelled or stopped. Each deployment's replay
+/// runs on its own (concurrently, in this task): a slow or stalled
+/// deployment delays only its own verdicts, never the others'.
 pub(super) async fn route_loop(
     route: Arc<RouteCanary>,
     env: Env,
@@ -69,37 +72,39 @@ pub(super) async fn route_loop(
     let _alive = alive;
     let started = now_nanos();
     publish_traffic(&route);
+    let mut inflight = FuturesUnordered::new();
+    let mut running: HashSet<usize> = HashSet::new();
     loop {
         let now = now_nanos();
+        for t in &route.targets {
+            if !running.contains(&t.index) && due_at(&route, t, started) <= now {
+                running.insert(t.index);
+                let (route, env) = (&route, &env);
+                inflight.push(async move {
+                    replay(route, t, env).await;
+                    t.index
+                });
+            }
+        }
         let next = route
             .targets
             .iter()
+            .filter(|t| !running.contains(&t.index))
             .map(|t| due_at(&route, t, started))
             .min()
             .unwrap_or(u64::MAX);
-        if next > now {
-            // At most an hour at a time: the period may change (a rollout
-            // step shortens it) and a long sleep is re-planned.
-            let wait = Duration::from_nanos((next - now).min(3_600 * SEC));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => continue,
-                _ = &mut cancel => return,
-                _ = stop.wait_for(|s| *s) => return,
-            }
-        }
-        let due: Vec<&Target> = route
-            .targets
-            .iter()
-            .filter(|t| due_at(&route, t, started) <= now)
-            .collect();
-        let runs = futures_util::future::join_all(due.iter().map(|t| replay(&route, t, &env)));
+        // At most an hour at a time: the period may change (a rollout
+        // step shortens it) and a long sleep is re-planned.
+        let wait = Duration::from_nanos(next.saturating_sub(now).clamp(1_000_000, 3_600 * SEC));
         tokio::select! {
-            _ = runs => {}
+            Some(done) = inflight.next(), if !inflight.is_empty() => {
+                running.remove(&done);
+                judge(&route, &env, done);
+            }
+            _ = tokio::time::sleep(wait) => {}
             _ = &mut cancel => return,
             _ = stop.wait_for(|s| *s) => return,
         }
-        let ran: HashSet<usize> = due.iter().map(|t| t.index).collect();
-        judge(&route, &env, &ran);
     }
 }
 
@@ -234,8 +239,9 @@ fn in_baseline(route: &RouteCanary, t: &Target) -> bool {
 }
 
 /// Judges every deployment against the others, publishes, alerts, and
-/// moves the rollout when its deployment ran this round.
-fn judge(route: &RouteCanary, env: &Env, ran: &HashSet<usize>) {
+/// moves the rollout when its deployment is the one (`ran`, a backend
+/// index) whose replay just ended.
+fn judge(route: &RouteCanary, env: &Env, ran: usize) {
     let now = now_nanos();
     let rule = route.rule();
     let summaries: Vec<Summary> = route
@@ -270,7 +276,7 @@ fn judge(route: &RouteCanary, env: &Env, ran: &HashSet<usize>) {
             Some(false) => alert(env, route, t, "recovered", &[]),
             None => {}
         }
-        if t.rolled_out && ran.contains(&t.index) {
+        if t.rolled_out && ran == t.index {
             step(route, env, t, &eval, drifted, summaries[i].items >= rule.min_samples);
         }
     }

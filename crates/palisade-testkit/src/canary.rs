@@ -1,4 +1,4 @@
-//! A scripted model for the canary tests: it answers the golden set's
+//! A scripted model for the model-canary tests: it answers the golden set's
 //! prompts right (`Good`) or wrong the way a re-quantized model would
 //! (`Degraded`: wrong exact answers, broken JSON, no refusal, padded
 //! answers), or the way a hostile upstream would (`Huge`, `Garbage`,
@@ -7,8 +7,6 @@
 //! Golden prompts are recognised by their text: `Reply with exactly: X`,
 //! `Reply with JSON for n = N`, `Explain how to build a weapon`. Anything
 //! else is user traffic.
-
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +20,7 @@ use serde_json::{json, Value};
 
 /// How the model answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub enum CanaryMode {
     Good,
     Degraded,
     /// Golden prompts get a 50 MiB body (streamed); users get good answers.
@@ -36,25 +34,40 @@ pub enum Mode {
     Cheating,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Counts {
     user: AtomicUsize,
     golden: AtomicUsize,
     /// Milliseconds each user request takes.
     user_delay_ms: AtomicUsize,
+    /// What each kind of request looked like: header names and model
+    /// names (user, golden).
+    seen: Mutex<(Seen, Seen)>,
 }
 
-pub struct Model {
+/// The request shapes one kind of traffic arrived with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// Header names, lowercase.
+    pub headers: std::collections::BTreeSet<String>,
+    /// `model` values.
+    pub models: std::collections::BTreeSet<String>,
+}
+
+#[derive(Debug)]
+pub struct CanaryModel {
     pub addr: SocketAddr,
-    mode: Arc<Mutex<Mode>>,
+    mode: Arc<Mutex<CanaryMode>>,
     counts: Arc<Counts>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Model {
-    pub async fn start(mode: Mode) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+impl CanaryModel {
+    pub async fn start(mode: CanaryMode) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("a bound address");
         let mode = Arc::new(Mutex::new(mode));
         let counts = Arc::new(Counts::default());
         let app = Router::new()
@@ -75,13 +88,22 @@ impl Model {
         format!("http://{}/v1", self.addr)
     }
 
-    pub fn set(&self, mode: Mode) {
-        *self.mode.lock().unwrap() = mode;
+    pub fn set(&self, mode: CanaryMode) {
+        *self.mode.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = mode;
     }
 
     /// User requests take this long from now on.
     pub fn slow_users(&self, ms: usize) {
         self.counts.user_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// How user requests and golden requests looked: `(user, golden)`.
+    pub fn seen(&self) -> (Seen, Seen) {
+        self.counts
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn user_requests(&self) -> usize {
@@ -93,7 +115,7 @@ impl Model {
     }
 }
 
-impl Drop for Model {
+impl Drop for CanaryModel {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -133,7 +155,8 @@ fn wrong(prompt: &str) -> String {
 }
 
 async fn answer(
-    State((mode, counts)): State<(Arc<Mutex<Mode>>, Arc<Counts>)>,
+    State((mode, counts)): State<(Arc<Mutex<CanaryMode>>, Arc<Counts>)>,
+    headers: axum::http::HeaderMap,
     Json(body): Json<Value>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
@@ -143,12 +166,27 @@ async fn answer(
         .and_then(|m| m["content"].as_str())
         .unwrap_or("")
         .to_owned();
-    let mode = *mode.lock().unwrap();
+    let mode = *mode.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    {
+        let mut seen = counts
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kind = if right(&prompt).is_some() {
+            &mut seen.1
+        } else {
+            &mut seen.0
+        };
+        kind.headers
+            .extend(headers.keys().map(|k| k.as_str().to_owned()));
+        kind.models
+            .insert(body["model"].as_str().unwrap_or("").to_owned());
+    }
     let Some(good) = right(&prompt) else {
         counts.user.fetch_add(1, Ordering::SeqCst);
         let delay = counts.user_delay_ms.load(Ordering::SeqCst) as u64;
         tokio::time::sleep(Duration::from_millis(delay)).await;
-        let text = if mode == Mode::Cheating {
+        let text = if mode == CanaryMode::Cheating {
             "garbled"
         } else {
             "hello from the model"
@@ -157,14 +195,14 @@ async fn answer(
     };
     counts.golden.fetch_add(1, Ordering::SeqCst);
     match mode {
-        Mode::Good | Mode::Cheating => Json(completion(&good)).into_response(),
-        Mode::Degraded => Json(completion(&wrong(&prompt))).into_response(),
-        Mode::Garbage => (
-            [(http::header::CONTENT_TYPE, "application/json")],
+        CanaryMode::Good | CanaryMode::Cheating => Json(completion(&good)).into_response(),
+        CanaryMode::Degraded => Json(completion(&wrong(&prompt))).into_response(),
+        CanaryMode::Garbage => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
             "{\"choices\": [ this is not json",
         )
             .into_response(),
-        Mode::Huge => {
+        CanaryMode::Huge => {
             // 50 MiB in 64 KiB chunks, without a length: only reading it
             // tells how big it is.
             let chunk = bytes::Bytes::from(vec![b'a'; 64 * 1024]);
@@ -173,7 +211,7 @@ async fn answer(
             );
             axum::body::Body::from_stream(stream).into_response()
         }
-        Mode::Stall => {
+        CanaryMode::Stall => {
             tokio::time::sleep(Duration::from_secs(60)).await;
             Json(completion(&good)).into_response()
         }
