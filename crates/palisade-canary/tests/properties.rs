@@ -62,3 +62,15 @@ proptest! {
         }
     }
 }
+
+/// The shipped example golden set parses, and exercises every check.
+#[test]
+fn the_example_golden_set_parses() {
+    let set = palisade_canary::GoldenSet::parse(include_str!("../../../examples/golden/canary.jsonl"))
+        .expect("examples/golden/canary.jsonl parses");
+    assert_eq!(set.len(), 10);
+    let mut checks: Vec<Check> = set.items.iter().flat_map(|i| i.expect.checks()).collect();
+    checks.sort();
+    checks.dedup();
+    assert_eq!(checks, Check::ALL.to_vec());
+}
