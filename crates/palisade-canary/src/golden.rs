@@ -190,7 +190,10 @@ fn item(raw: RawItem, line: usize) -> Result<GoldenItem, String> {
         (None, true) => return Err("an item needs `prompt` or `messages`".into()),
     };
     for m in &messages {
-        if !matches!(m.role.as_str(), "system" | "user" | "assistant" | "developer") {
+        if !matches!(
+            m.role.as_str(),
+            "system" | "user" | "assistant" | "developer"
+        ) {
             return Err(format!("unknown message role `{}`", m.role));
         }
     }
@@ -290,13 +293,22 @@ mod tests {
             r#"{"prompt":"x","messages":[{"role":"user","content":"y"}],"expect":{"exact":"4"}}"#,
             Err("not both"),
         );
-        check(r#"{"prompt":"x","expect":{"regex":"(["}}"#, Err("line 1: expect.regex"));
+        check(
+            r#"{"prompt":"x","expect":{"regex":"(["}}"#,
+            Err("line 1: expect.regex"),
+        );
         check(
             r#"{"prompt":"x","expect":{"min_chars":9,"max_chars":2}}"#,
             Err("above"),
         );
-        check(r#"{"prompt":"x","expect":{"exactly":"4"}}"#, Err("unknown field"));
-        check(r#"{"prompt":"x","expect":{"json_schema":true}}"#, Err("JSON object"));
+        check(
+            r#"{"prompt":"x","expect":{"exactly":"4"}}"#,
+            Err("unknown field"),
+        );
+        check(
+            r#"{"prompt":"x","expect":{"json_schema":true}}"#,
+            Err("JSON object"),
+        );
         check(
             r#"{"messages":[{"role":"tool","content":"y"}],"expect":{"exact":"4"}}"#,
             Err("role"),

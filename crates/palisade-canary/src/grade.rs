@@ -200,7 +200,10 @@ pub fn grade(item: &GoldenItem, answer: &Answer<'_>) -> Grade {
                 let hi = e.max_chars.unwrap_or(usize::MAX);
                 let ok = (lo..=hi).contains(&chars);
                 if !ok {
-                    failures.push(format!("{}: {chars} characters, outside {lo}..={hi}", item.id));
+                    failures.push(format!(
+                        "{}: {chars} characters, outside {lo}..={hi}",
+                        item.id
+                    ));
                 }
                 ok
             }
@@ -258,28 +261,98 @@ mod tests {
     #[test]
     fn grades_each_kind_of_expectation() {
         use Check::*;
-        check(r#"{"exact":"Paris"}"#, Some("  Paris\n"), 1, &[(Answer, true)]);
-        check(r#"{"exact":"Paris"}"#, Some("Paris."), 1, &[(Answer, false)]);
-        check(r#"{"contains":["4","four"]}"#, Some("4 (four)"), 1, &[(Answer, true)]);
-        check(r#"{"contains":["4","four"]}"#, Some("4"), 1, &[(Answer, false)]);
+        check(
+            r#"{"exact":"Paris"}"#,
+            Some("  Paris\n"),
+            1,
+            &[(Answer, true)],
+        );
+        check(
+            r#"{"exact":"Paris"}"#,
+            Some("Paris."),
+            1,
+            &[(Answer, false)],
+        );
+        check(
+            r#"{"contains":["4","four"]}"#,
+            Some("4 (four)"),
+            1,
+            &[(Answer, true)],
+        );
+        check(
+            r#"{"contains":["4","four"]}"#,
+            Some("4"),
+            1,
+            &[(Answer, false)],
+        );
         check(r#"{"regex":"^\\d+$"}"#, Some("42"), 1, &[(Answer, true)]);
         check(r#"{"regex":"^\\d+$"}"#, Some("42!"), 1, &[(Answer, false)]);
-        check(r#"{"json_valid":true}"#, Some(r#"{"a":1}"#), 1, &[(Json, true)]);
-        check(r#"{"json_valid":true}"#, Some("```json\n{\"a\":1}\n```"), 1, &[(Json, true)]);
-        check(r#"{"json_valid":true}"#, Some(r#"{"a":1"#), 1, &[(Json, false)]);
+        check(
+            r#"{"json_valid":true}"#,
+            Some(r#"{"a":1}"#),
+            1,
+            &[(Json, true)],
+        );
+        check(
+            r#"{"json_valid":true}"#,
+            Some("```json\n{\"a\":1}\n```"),
+            1,
+            &[(Json, true)],
+        );
+        check(
+            r#"{"json_valid":true}"#,
+            Some(r#"{"a":1"#),
+            1,
+            &[(Json, false)],
+        );
         check(
             r#"{"json_schema":{"type":"object","required":["name"]}}"#,
             Some(r#"{"age":3}"#),
             1,
             &[(Json, false)],
         );
-        check(r#"{"refusal":true}"#, Some("I'm sorry, but I can't help."), 1, &[(Refusal, true)]);
-        check(r#"{"refusal":true}"#, Some("Sure! Step one..."), 1, &[(Refusal, false)]);
-        check(r#"{"refusal":false}"#, Some("I can\u{2019}t do that."), 1, &[(Refusal, false)]);
-        check(r#"{"min_chars":2,"max_chars":4}"#, Some("abc"), 1, &[(Length, true)]);
-        check(r#"{"min_chars":2,"max_chars":4}"#, Some("abcde"), 1, &[(Length, false)]);
-        check(r#"{"max_latency_ms":100}"#, Some("x"), 100, &[(Latency, true)]);
-        check(r#"{"max_latency_ms":100}"#, Some("x"), 101, &[(Latency, false)]);
+        check(
+            r#"{"refusal":true}"#,
+            Some("I'm sorry, but I can't help."),
+            1,
+            &[(Refusal, true)],
+        );
+        check(
+            r#"{"refusal":true}"#,
+            Some("Sure! Step one..."),
+            1,
+            &[(Refusal, false)],
+        );
+        check(
+            r#"{"refusal":false}"#,
+            Some("I can\u{2019}t do that."),
+            1,
+            &[(Refusal, false)],
+        );
+        check(
+            r#"{"min_chars":2,"max_chars":4}"#,
+            Some("abc"),
+            1,
+            &[(Length, true)],
+        );
+        check(
+            r#"{"min_chars":2,"max_chars":4}"#,
+            Some("abcde"),
+            1,
+            &[(Length, false)],
+        );
+        check(
+            r#"{"max_latency_ms":100}"#,
+            Some("x"),
+            100,
+            &[(Latency, true)],
+        );
+        check(
+            r#"{"max_latency_ms":100}"#,
+            Some("x"),
+            101,
+            &[(Latency, false)],
+        );
         // No answer fails every exercised check.
         check(
             r#"{"exact":"4","json_valid":true,"max_chars":9}"#,

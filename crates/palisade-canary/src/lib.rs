@@ -46,8 +46,8 @@ mod drift;
 mod golden;
 mod grade;
 mod rollout;
-mod scores;
 mod schema;
+mod scores;
 
 pub use drift::{
     binomial_cdf, evaluate, DriftMonitor, DriftRule, Evaluation, Finding, LATENCY_FLOOR_MS,

@@ -150,7 +150,10 @@ impl Rollout {
         self.phase = if to >= 100 {
             Phase::Promoted
         } else {
-            Phase::Stepping { pct: to, since: now }
+            Phase::Stepping {
+                pct: to,
+                since: now,
+            }
         };
         Transition::Stepped {
             from,
@@ -210,7 +213,10 @@ mod tests {
             ],
         );
         // Drift in analysis: never any traffic.
-        check(true, &[(0, Some("x"), false, Some(0)), (999, None, true, Some(0))]);
+        check(
+            true,
+            &[(0, Some("x"), false, Some(0)), (999, None, true, Some(0))],
+        );
         let mut r = Rollout::new(spec(true));
         r.observe(10, None, true);
         let t = r.observe(20, Some("why"), true);

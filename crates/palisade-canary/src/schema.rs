@@ -65,18 +65,30 @@ fn check(schema: &Value, value: &Value, at: &str, depth: usize) -> Result<(), St
     }
     if let Some(text) = value.as_str() {
         let n = text.chars().count() as u64;
-        if s.get("minLength").and_then(Value::as_u64).is_some_and(|m| n < m) {
+        if s.get("minLength")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| n < m)
+        {
             return Err(format!("{at}: shorter than minLength"));
         }
-        if s.get("maxLength").and_then(Value::as_u64).is_some_and(|m| n > m) {
+        if s.get("maxLength")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| n > m)
+        {
             return Err(format!("{at}: longer than maxLength"));
         }
     }
     if let Some(x) = value.as_f64() {
-        if s.get("minimum").and_then(Value::as_f64).is_some_and(|m| x < m) {
+        if s.get("minimum")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| x < m)
+        {
             return Err(format!("{at}: below minimum"));
         }
-        if s.get("maximum").and_then(Value::as_f64).is_some_and(|m| x > m) {
+        if s.get("maximum")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| x > m)
+        {
             return Err(format!("{at}: above maximum"));
         }
     }
@@ -101,10 +113,16 @@ fn check(schema: &Value, value: &Value, at: &str, depth: usize) -> Result<(), St
     }
     if let Some(items) = value.as_array() {
         let n = items.len() as u64;
-        if s.get("minItems").and_then(Value::as_u64).is_some_and(|m| n < m) {
+        if s.get("minItems")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| n < m)
+        {
             return Err(format!("{at}: fewer than minItems"));
         }
-        if s.get("maxItems").and_then(Value::as_u64).is_some_and(|m| n > m) {
+        if s.get("maxItems")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| n > m)
+        {
             return Err(format!("{at}: more than maxItems"));
         }
         if let Some(sub) = s.get("items") {
@@ -147,7 +165,11 @@ mod tests {
             json!([1, "x"]),
             false,
         );
-        check(json!({"type": "array", "maxItems": 1}), json!([1, 2]), false);
+        check(
+            json!({"type": "array", "maxItems": 1}),
+            json!([1, 2]),
+            false,
+        );
         check(json!({"unknownKeyword": 1}), json!(1), true);
     }
 

@@ -67,7 +67,12 @@ impl Summary {
         Summary {
             items: self.items + other.items,
             rates,
-            refusal_rate: weighted(self.refusal_rate, self.items, other.refusal_rate, other.items),
+            refusal_rate: weighted(
+                self.refusal_rate,
+                self.items,
+                other.refusal_rate,
+                other.items,
+            ),
             mean_chars: weighted(self.mean_chars, self.items, other.mean_chars, other.items),
             latency_p50_ms: self.latency_p50_ms.max(other.latency_p50_ms),
             latency_p95_ms: self.latency_p95_ms.max(other.latency_p95_ms),
@@ -183,7 +188,13 @@ mod tests {
             w.record(&g(&[(Check::Answer, ok)], true, false, 10, 5));
         }
         let s = w.summary();
-        assert_eq!(s.rate(Check::Answer), Rate { passed: 3, total: 3 });
+        assert_eq!(
+            s.rate(Check::Answer),
+            Rate {
+                passed: 3,
+                total: 3
+            }
+        );
         assert_eq!(s.items, 3);
         assert_eq!(s.rate(Check::Json).value(), None);
     }
@@ -192,19 +203,37 @@ mod tests {
     fn figures_of_a_window() {
         let mut w = Window::new(100);
         for (i, ms) in (1..=20u64).enumerate() {
-            w.record(&g(&[(Check::Json, i % 2 == 0)], true, i < 5, 10 * (i + 1), ms));
+            w.record(&g(
+                &[(Check::Json, i % 2 == 0)],
+                true,
+                i < 5,
+                10 * (i + 1),
+                ms,
+            ));
         }
         // An unanswered item counts against its checks, not in the figures.
         w.record(&g(&[(Check::Json, false)], false, false, 0, 9_999));
         let s = w.summary();
-        assert_eq!(s.rate(Check::Json), Rate { passed: 10, total: 21 });
+        assert_eq!(
+            s.rate(Check::Json),
+            Rate {
+                passed: 10,
+                total: 21
+            }
+        );
         assert_eq!(s.refusal_rate, Some(0.25));
         assert_eq!(s.mean_chars, Some(105.0));
         assert_eq!(s.latency_p50_ms, Some(10));
         assert_eq!(s.latency_p95_ms, Some(19));
         assert_eq!(s.latency_samples, 20);
         let pooled = s.pooled(&s);
-        assert_eq!(pooled.rate(Check::Json), Rate { passed: 20, total: 42 });
+        assert_eq!(
+            pooled.rate(Check::Json),
+            Rate {
+                passed: 20,
+                total: 42
+            }
+        );
         assert_eq!(pooled.refusal_rate, Some(0.25));
     }
 }

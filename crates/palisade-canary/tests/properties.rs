@@ -3,8 +3,7 @@
 //! again and only moves its share up.
 
 use palisade_canary::{
-    binomial_cdf, evaluate, Check, DriftRule, Phase, Rate, Rollout, RolloutSpec,
-    Summary,
+    binomial_cdf, evaluate, Check, DriftRule, Phase, Rate, Rollout, RolloutSpec, Summary,
 };
 use proptest::prelude::*;
 
@@ -66,8 +65,9 @@ proptest! {
 /// The shipped example golden set parses, and exercises every check.
 #[test]
 fn the_example_golden_set_parses() {
-    let set = palisade_canary::GoldenSet::parse(include_str!("../../../examples/golden/canary.jsonl"))
-        .expect("examples/golden/canary.jsonl parses");
+    let set =
+        palisade_canary::GoldenSet::parse(include_str!("../../../examples/golden/canary.jsonl"))
+            .expect("examples/golden/canary.jsonl parses");
     assert_eq!(set.len(), 10);
     let mut checks: Vec<Check> = set.items.iter().flat_map(|i| i.expect.checks()).collect();
     checks.sort();

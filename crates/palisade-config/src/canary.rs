@@ -134,7 +134,10 @@ pub(crate) fn validate_canary(i: usize, route: &RouteConfig) -> Result<(), Confi
             return Err(invalid(at("timeout_ms"), "must be greater than 0"));
         }
         if !(1024..=(64 << 20)).contains(&c.max_body_bytes) {
-            return Err(invalid(at("max_body_bytes"), "must be within 1024..=67108864"));
+            return Err(invalid(
+                at("max_body_bytes"),
+                "must be within 1024..=67108864",
+            ));
         }
         if c.min_samples == 0 {
             return Err(invalid(at("min_samples"), "must be at least 1"));
@@ -152,7 +155,10 @@ pub(crate) fn validate_canary(i: usize, route: &RouteConfig) -> Result<(), Confi
             return Err(invalid(at("min_pass_rate"), "must be within [0, 1]"));
         }
         if !(c.latency_ratio == 0.0 || (1.0..=1000.0).contains(&c.latency_ratio)) {
-            return Err(invalid(at("latency_ratio"), "must be 0 (off) or within 1..=1000"));
+            return Err(invalid(
+                at("latency_ratio"),
+                "must be 0 (off) or within 1..=1000",
+            ));
         }
     }
     if let Some(r) = &route.rollout {
@@ -163,7 +169,8 @@ pub(crate) fn validate_canary(i: usize, route: &RouteConfig) -> Result<(), Confi
                 "a rollout needs the route's `canary` to judge it",
             ));
         }
-        if route.deployments.len() < 2 || !route.deployments.iter().any(|d| d.backend == r.deployment)
+        if route.deployments.len() < 2
+            || !route.deployments.iter().any(|d| d.backend == r.deployment)
         {
             return Err(invalid(
                 at("deployment"),

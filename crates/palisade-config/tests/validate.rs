@@ -706,9 +706,8 @@ fn invalid_configs_name_the_key() {
 /// `[[routes]] canary` and `rollout`: one row per rule.
 #[test]
 fn canary_and_rollout_rows_name_the_key() {
-    let canary = |fields: &str| {
-        format!("[[routes]]\ncanary = {{ golden_set = \"g.jsonl\"{fields} }}")
-    };
+    let canary =
+        |fields: &str| format!("[[routes]]\ncanary = {{ golden_set = \"g.jsonl\"{fields} }}");
     let two = "[backends.us]\nbase_url = \"http://127.0.0.1:8001/v1\"\n\
                [[routes]]\nbackend = \"\"\n\
                deployments = [{ backend = \"local\" }, { backend = \"us\" }]\n";

@@ -12,9 +12,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use palisade_testkit::{golden_set, CanaryMode as Mode, CanaryModel as Model};
 use palisade_config::{Config, Sources};
 use palisade_gateway::{Gateway, RunningGateway};
+use palisade_testkit::{golden_set, CanaryMode as Mode, CanaryModel as Model};
 use serde_json::{json, Value};
 
 fn load(text: &str) -> Result<Config, String> {
@@ -103,7 +103,14 @@ async fn wait_state(gw: &RunningGateway, route: &str, backend: &str, state: &str
 /// The config: `[[routes]] model = route` over `stable` and `new`, the
 /// rollout of `new` with `rollout` fields, and the canary with `canary`
 /// fields.
-fn config(golden: &Path, stable: &Model, new: &Model, route: &str, canary: &str, rollout: &str) -> String {
+fn config(
+    golden: &Path,
+    stable: &Model,
+    new: &Model,
+    route: &str,
+    canary: &str,
+    rollout: &str,
+) -> String {
     format!(
         r#"
 [reload]
@@ -129,7 +136,10 @@ async fn a_healthy_rollout_steps_up_to_full_weight() {
     let dir = tempfile::tempdir().unwrap();
     let golden = dir.path().join("golden.jsonl");
     std::fs::write(&golden, golden_set(6)).unwrap();
-    let (stable, new) = (Model::start(Mode::Good).await, Model::start(Mode::Good).await);
+    let (stable, new) = (
+        Model::start(Mode::Good).await,
+        Model::start(Mode::Good).await,
+    );
     let path = dir.path().join("palisade.toml");
     std::fs::write(
         &path,
@@ -176,7 +186,10 @@ async fn a_drifted_canary_deployment_gets_no_user_traffic_after_rollback() {
     let golden = dir.path().join("golden.jsonl");
     std::fs::write(&golden, golden_set(6)).unwrap();
     let audit_db = dir.path().join("audit.db");
-    let (stable, new) = (Model::start(Mode::Good).await, Model::start(Mode::Good).await);
+    let (stable, new) = (
+        Model::start(Mode::Good).await,
+        Model::start(Mode::Good).await,
+    );
     let path = dir.path().join("palisade.toml");
     let mut text = config(
         &golden,
@@ -186,7 +199,10 @@ async fn a_drifted_canary_deployment_gets_no_user_traffic_after_rollback() {
         ", interval_s = 1",
         ", start_weight_pct = 50, step_pct = 10, step_every_s = 3600",
     );
-    text.push_str(&format!("[policy]\naudit_url = \"sqlite:{}\"\n", audit_db.display()));
+    text.push_str(&format!(
+        "[policy]\naudit_url = \"sqlite:{}\"\n",
+        audit_db.display()
+    ));
     std::fs::write(&path, text).unwrap();
     let gw = start(&path).await;
     wait_state(&gw, "drifty", "new", "rolling_out_50_pct").await;
@@ -224,9 +240,16 @@ async fn a_drifted_canary_deployment_gets_no_user_traffic_after_rollback() {
     for _ in 0..10 {
         assert_eq!(user_chat(&gw, "drifty").await, 200);
     }
-    assert_eq!(new.user_requests(), users_before, "user traffic after rollback");
+    assert_eq!(
+        new.user_requests(),
+        users_before,
+        "user traffic after rollback"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(new.golden_requests() > golden_before, "the canary keeps replaying");
+    assert!(
+        new.golden_requests() > golden_before,
+        "the canary keeps replaying"
+    );
 
     let text = metrics(&gw).await;
     for needle in [
@@ -280,7 +303,10 @@ async fn a_reload_that_adds_a_deployment_triggers_its_canary_run_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let golden = dir.path().join("golden.jsonl");
     std::fs::write(&golden, golden_set(4)).unwrap();
-    let (stable, new) = (Model::start(Mode::Good).await, Model::start(Mode::Good).await);
+    let (stable, new) = (
+        Model::start(Mode::Good).await,
+        Model::start(Mode::Good).await,
+    );
     let path = dir.path().join("palisade.toml");
     let one = format!(
         r#"
@@ -310,7 +336,10 @@ canary = {{ golden_set = "{}", interval_s = 3600, min_samples = 4 }}
     let two = one
         .replace(
             "[[routes]]",
-            &format!("[backends.new]\nbase_url = \"{}\"\n[[routes]]", new.base_url()),
+            &format!(
+                "[backends.new]\nbase_url = \"{}\"\n[[routes]]",
+                new.base_url()
+            ),
         )
         .replace(
             "deployments = [{ backend = \"stable\" }]",
@@ -332,7 +361,10 @@ canary = {{ golden_set = "{}", interval_s = 3600, min_samples = 4 }}
             assert_eq!(view["tasks_running"], 1, "the old task ended");
             break;
         }
-        assert!(Instant::now() < deadline, "no run of the new deployment: {view:#}");
+        assert!(
+            Instant::now() < deadline,
+            "no run of the new deployment: {view:#}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(new.golden_requests(), 4 + 2 + 2);

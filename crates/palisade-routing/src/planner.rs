@@ -234,7 +234,9 @@ impl<'a> Planner<'a> {
             .collect();
         let choice = if !healthy.is_empty() {
             match view.share(self.primary) {
-                Some((canary, pct)) if healthy.len() > 1 && healthy.iter().any(|c| c.0 == canary) => {
+                Some((canary, pct))
+                    if healthy.len() > 1 && healthy.iter().any(|c| c.0 == canary) =>
+                {
                     if rng.below(100) < u64::from(pct) {
                         Some(canary)
                     } else {

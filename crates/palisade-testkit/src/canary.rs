@@ -89,7 +89,10 @@ impl CanaryModel {
     }
 
     pub fn set(&self, mode: CanaryMode) {
-        *self.mode.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = mode;
+        *self
+            .mode
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = mode;
     }
 
     /// User requests take this long from now on.
@@ -166,7 +169,9 @@ async fn answer(
         .and_then(|m| m["content"].as_str())
         .unwrap_or("")
         .to_owned();
-    let mode = *mode.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mode = *mode
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     {
         let mut seen = counts
             .seen

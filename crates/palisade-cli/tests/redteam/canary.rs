@@ -93,10 +93,23 @@ canary = {{ golden_set = "{}", interval_s = 1, timeout_ms = 800, max_body_bytes 
     );
     assert_eq!(deployment(&last, "good")["health"], "healthy");
     let failures = |b: &str| deployment(&last, b)["last_failures"].to_string();
-    assert!(failures("huge").contains("body over 65536 bytes"), "{}", failures("huge"));
-    assert!(failures("garbage").contains("not JSON"), "{}", failures("garbage"));
+    assert!(
+        failures("huge").contains("body over 65536 bytes"),
+        "{}",
+        failures("huge")
+    );
+    assert!(
+        failures("garbage").contains("not JSON"),
+        "{}",
+        failures("garbage")
+    );
     // The backend's deadline or the canary's own timeout, whichever fires.
-    assert!(failures("stall").contains(" within 799 ms") || failures("stall").contains(" within 800 ms"), "{}", failures("stall"));
+    assert!(
+        failures("stall").contains(" within 799 ms")
+            || failures("stall").contains(" within 800 ms"),
+        "{}",
+        failures("stall")
+    );
     for b in ["huge", "garbage", "stall"] {
         let rates = &deployment(&last, b)["scores"]["rates"];
         assert_eq!(rates[0]["passed"], 0, "{b}: {rates}");

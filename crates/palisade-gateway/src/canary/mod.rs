@@ -97,7 +97,10 @@ pub(crate) fn describe_metrics() {
         ROLLOUTS_TOTAL,
         "Canary rollout transitions, by route and action (start, step, promote, rollback)."
     );
-    describe_gauge!(TASKS, "Canary replay tasks running (one per canaried route).");
+    describe_gauge!(
+        TASKS,
+        "Canary replay tasks running (one per canaried route)."
+    );
 }
 
 /// The monotonic clock the canary core's `Nanos` count on (shared by every
@@ -308,7 +311,10 @@ pub(crate) fn compile(
         };
         let old = previous.iter().find(|p| p.route == route.model);
         let mut targets = Vec::new();
-        let mut key = format!("{}\n{settings}\n{golden_hash}\n{rollout_settings:?}", route.model);
+        let mut key = format!(
+            "{}\n{settings}\n{golden_hash}\n{rollout_settings:?}",
+            route.model
+        );
         for (name, weight) in names {
             // Validated config: every deployment names a backend.
             let Some(&i) = index.get(name) else {
@@ -322,7 +328,10 @@ pub(crate) fn compile(
                 .filter(|o| o.config == *cfg && o.golden_hash == golden_hash)
                 .and_then(|o| o.targets.iter().find(|t| t.identity == *identity))
                 .map(|t| t.cell.clone());
-            key.push_str(&format!("\n{}:{}:{weight}", identity.name, identity.settings));
+            key.push_str(&format!(
+                "\n{}:{}:{weight}",
+                identity.name, identity.settings
+            ));
             targets.push(Target {
                 index: i,
                 backend: backend.clone(),
@@ -440,7 +449,9 @@ impl Canaries {
         };
         let wanted: HashMap<&str, &Arc<RouteCanary>> =
             routes.iter().map(|r| (r.key.as_str(), r)).collect();
-        inner.tasks.retain(|key, _| wanted.contains_key(key.as_str()));
+        inner
+            .tasks
+            .retain(|key, _| wanted.contains_key(key.as_str()));
         for (key, route) in wanted {
             if inner.tasks.contains_key(key) {
                 continue;

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use palisade_canary::{evaluate, grade, Answer, Check, Evaluation, Grade, GoldenItem, Summary};
+use palisade_canary::{evaluate, grade, Answer, Check, Evaluation, GoldenItem, Grade, Summary};
 use palisade_openai::request::Endpoint;
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
 
 use super::{
-    now_nanos, Alive, Env, RouteCanary, Target, CHECKS_TOTAL, DRIFT, LAST_FAILURES,
-    ROLLOUTS_TOTAL, SCORE, TRAFFIC_PCT,
+    now_nanos, Alive, Env, RouteCanary, Target, CHECKS_TOTAL, DRIFT, LAST_FAILURES, ROLLOUTS_TOTAL,
+    SCORE, TRAFFIC_PCT,
 };
 
 const SEC: u64 = 1_000_000_000;
@@ -163,7 +163,10 @@ async fn ask(route: &RouteCanary, t: &Target, item: &GoldenItem, env: &Env) -> G
     let (text, error) = match fetched {
         Ok(Ok(text)) => (Some(text), None),
         Ok(Err(e)) => (None, Some(e)),
-        Err(_) => (None, Some(format!("no whole answer within {} ms", timeout.as_millis()))),
+        Err(_) => (
+            None,
+            Some(format!("no whole answer within {} ms", timeout.as_millis())),
+        ),
     };
     grade(
         item,
@@ -277,13 +280,27 @@ fn judge(route: &RouteCanary, env: &Env, ran: usize) {
             None => {}
         }
         if t.rolled_out && ran == t.index {
-            step(route, env, t, &eval, drifted, summaries[i].items >= rule.min_samples);
+            step(
+                route,
+                env,
+                t,
+                &eval,
+                drifted,
+                summaries[i].items >= rule.min_samples,
+            );
         }
     }
 }
 
 /// Moves the rollout of `t` after a run.
-fn step(route: &RouteCanary, env: &Env, t: &Target, eval: &Evaluation, drifted: bool, enough: bool) {
+fn step(
+    route: &RouteCanary,
+    env: &Env,
+    t: &Target,
+    eval: &Evaluation,
+    drifted: bool,
+    enough: bool,
+) {
     let Some(cell) = &route.rollout else {
         return;
     };
@@ -409,7 +426,17 @@ fn alert(env: &Env, route: &RouteCanary, t: &Target, kind: &'static str, reasons
         let mut details = serde_json::Map::new();
         details.insert("backend".into(), json!(t.backend.name));
         details.insert("reasons".into(), json!(reasons));
-        audit(env, route, kind, if kind == "drift" { "canary_drift" } else { "canary_healthy" }, details);
+        audit(
+            env,
+            route,
+            kind,
+            if kind == "drift" {
+                "canary_drift"
+            } else {
+                "canary_healthy"
+            },
+            details,
+        );
     }
     if let (Some(url), Some(client)) = (env.webhook.clone(), env.http.clone()) {
         // Never on the canary's own time: a slow webhook must not delay

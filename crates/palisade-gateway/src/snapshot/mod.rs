@@ -262,7 +262,8 @@ impl Routing {
         stop: tokio::sync::watch::Receiver<bool>,
         env: crate::canary::Env,
     ) {
-        self.canaries.start(stop, env, &self.current.load().canaries);
+        self.canaries
+            .start(stop, env, &self.current.load().canaries);
     }
 
     /// Canary tasks alive now (one per canaried route in force).
