@@ -314,7 +314,7 @@ mod tests {
             Err("role"),
         );
         check("not json", Err("line 1"));
-        let many = r#"{"prompt":"x","expect":{"exact":"4"}}"#.repeat(1).to_owned() + "\n";
+        let many = r#"{"prompt":"x","expect":{"exact":"4"}}"#.to_owned() + "\n";
         check(&many.repeat(MAX_ITEMS), Ok(MAX_ITEMS));
         check(&many.repeat(MAX_ITEMS + 1), Err("more than"));
     }
