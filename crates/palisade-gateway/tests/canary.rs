@@ -199,9 +199,11 @@ async fn a_drifted_canary_deployment_gets_no_user_traffic_after_rollback() {
         ", interval_s = 1",
         ", start_weight_pct = 50, step_pct = 10, step_every_s = 3600",
     );
+    let ledger_db = dir.path().join("ledger.db");
     text.push_str(&format!(
-        "[policy]\naudit_url = \"sqlite:{}\"\n",
-        audit_db.display()
+        "[policy]\naudit_url = \"sqlite:{}\"\n[ledger]\nurl = \"sqlite:{}\"\n",
+        audit_db.display(),
+        ledger_db.display()
     ));
     std::fs::write(&path, text).unwrap();
     let gw = start(&path).await;
@@ -295,6 +297,28 @@ async fn a_drifted_canary_deployment_gets_no_user_traffic_after_rollback() {
     assert_eq!(rollback["from_pct"], 50);
     assert!(records.iter().any(|r| r["action"] == "drift"));
     assert!(records.iter().any(|r| r["action"] == "run"));
+
+    // Canary traffic is nobody's: the ledger holds the 90 user requests
+    // and not one of the golden requests (none billed to any tenant).
+    assert!(new.golden_requests() + stable.golden_requests() > 0);
+    let ledger = palisade_ledger::Ledger::open(
+        &format!("sqlite:{}", ledger_db.display()),
+        palisade_ledger::WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut rows = 0;
+    for _ in 0..100 {
+        let mut out = Vec::new();
+        rows = ledger.export_jsonl(&mut out).await.unwrap();
+        if rows >= 90 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut out = Vec::new();
+    assert_eq!(ledger.export_jsonl(&mut out).await.unwrap(), 90, "{rows}");
     gw.shutdown();
 }
 

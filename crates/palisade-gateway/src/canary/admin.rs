@@ -16,6 +16,24 @@ use serde_json::{json, Value};
 use crate::http::request_id::RequestId;
 use crate::state::GatewayState;
 
+/// `drifted`; `healthy` once some check has `min_samples` results and none
+/// drifted; `unjudged` before (too few results to say).
+fn health(st: &super::DeploymentState, min_samples: usize) -> &'static str {
+    if st.monitor.drifted() {
+        "drifted"
+    } else if st
+        .window
+        .summary()
+        .rates
+        .iter()
+        .any(|r| r.total >= min_samples.max(1))
+    {
+        "healthy"
+    } else {
+        "unjudged"
+    }
+}
+
 /// The handler (admin keys only).
 pub(crate) async fn list(
     State(state): State<Arc<GatewayState>>,
@@ -53,7 +71,7 @@ pub(crate) async fn list(
                         "backend": t.backend.name,
                         "role": role,
                         "state": rollout_state,
-                        "health": if st.monitor.drifted() { "drifted" } else if st.window.is_empty() { "unknown" } else { "healthy" },
+                        "health": health(&st, route.config.min_samples),
                         "traffic_pct": if t.rolled_out {
                             route.rollout.as_ref().map(|c| c.pct().unwrap_or(100))
                         } else { None },
