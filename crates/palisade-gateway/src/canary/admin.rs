@@ -16,18 +16,12 @@ use serde_json::{json, Value};
 use crate::http::request_id::RequestId;
 use crate::state::GatewayState;
 
-/// `drifted`; `healthy` once some check has `min_samples` results and none
-/// drifted; `unjudged` before (too few results to say).
-fn health(st: &super::DeploymentState, min_samples: usize) -> &'static str {
+/// `drifted`; `healthy` when the last judgement (after a run) had a check
+/// with `min_samples` results and none drifted; `unjudged` before.
+fn health(st: &super::DeploymentState) -> &'static str {
     if st.monitor.drifted() {
         "drifted"
-    } else if st
-        .window
-        .summary()
-        .rates
-        .iter()
-        .any(|r| r.total >= min_samples.max(1))
-    {
+    } else if st.judged {
         "healthy"
     } else {
         "unjudged"
@@ -71,7 +65,7 @@ pub(crate) async fn list(
                         "backend": t.backend.name,
                         "role": role,
                         "state": rollout_state,
-                        "health": health(&st, route.config.min_samples),
+                        "health": health(&st),
                         "traffic_pct": if t.rolled_out {
                             route.rollout.as_ref().map(|c| c.pct().unwrap_or(100))
                         } else { None },

@@ -128,6 +128,8 @@ pub(crate) struct DeploymentState {
     pub(crate) last_run_unix_ms: Option<u64>,
     pub(crate) runs: u64,
     pub(crate) last_failures: VecDeque<String>,
+    /// The last judgement had a check with enough results to judge.
+    pub(crate) judged: bool,
 }
 
 impl DeploymentCell {
@@ -140,6 +142,7 @@ impl DeploymentCell {
                 last_run_unix_ms: None,
                 runs: 0,
                 last_failures: VecDeque::new(),
+                judged: false,
             }),
         }
     }

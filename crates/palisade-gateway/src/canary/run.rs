@@ -270,6 +270,7 @@ fn judge(route: &RouteCanary, env: &Env, ran: usize) {
         let (change, drifted, reasons) = {
             let mut st = t.cell.lock();
             let change = st.monitor.update(&eval, now);
+            st.judged = eval.judged > 0;
             (change, st.monitor.drifted(), st.monitor.reasons().to_vec())
         };
         metrics::gauge!(DRIFT, "route" => route.route.clone(), "backend" => t.backend.name.clone())
