@@ -200,10 +200,13 @@ async fn a_drifted_canary_deployment_gets_no_user_traffic_after_rollback() {
         ", start_weight_pct = 50, step_pct = 10, step_every_s = 3600",
     );
     let ledger_db = dir.path().join("ledger.db");
+    let webhook = palisade_testkit::WebhookRecorder::start().await;
     text.push_str(&format!(
-        "[policy]\naudit_url = \"sqlite:{}\"\n[ledger]\nurl = \"sqlite:{}\"\n",
+        "[policy]\naudit_url = \"sqlite:{}\"\n[ledger]\nurl = \"sqlite:{}\"\n\
+         [limits]\nalert_webhook_url = \"{}\"\n",
         audit_db.display(),
-        ledger_db.display()
+        ledger_db.display(),
+        webhook.url()
     ));
     std::fs::write(&path, text).unwrap();
     let gw = start(&path).await;
@@ -297,6 +300,17 @@ async fn a_drifted_canary_deployment_gets_no_user_traffic_after_rollback() {
     assert_eq!(rollback["from_pct"], 50);
     assert!(records.iter().any(|r| r["action"] == "drift"));
     assert!(records.iter().any(|r| r["action"] == "run"));
+
+    // The alert webhook heard the drift and the rollback.
+    let alerts = webhook.wait_for(2).await;
+    let kinds: Vec<&str> = alerts.iter().filter_map(|a| a["kind"].as_str()).collect();
+    assert!(
+        kinds.contains(&"drift") && kinds.contains(&"rollback"),
+        "{alerts:?}"
+    );
+    assert!(alerts
+        .iter()
+        .all(|a| a["category"] == "canary" && a["backend"] == "new" && a["route"] == "drifty"));
 
     // Canary traffic is nobody's: the ledger holds the 90 user requests
     // and not one of the golden requests (none billed to any tenant).
