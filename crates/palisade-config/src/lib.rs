@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 mod auth;
 mod backends;
 mod bundle;
+mod canary;
 mod console;
 mod detection;
 mod extraction;
@@ -52,6 +53,7 @@ mod watermark;
 pub use auth::*;
 pub use backends::*;
 pub use bundle::*;
+pub use canary::*;
 pub use console::*;
 pub use detection::*;
 pub use extraction::*;
@@ -231,6 +233,8 @@ impl Config {
                 retry: None,
                 residency: ResidencyConfig::default(),
                 idempotent: false,
+                canary: None,
+                rollout: None,
             });
         }
     }

@@ -61,6 +61,12 @@ pub struct RouteConfig {
     /// connection) may be retried too. Embeddings always are.
     #[serde(default)]
     pub idempotent: bool,
+    /// A golden set replayed against each deployment (model canary).
+    #[serde(default)]
+    pub canary: Option<CanaryConfig>,
+    /// A weighted rollout of one deployment, judged by `canary`.
+    #[serde(default)]
+    pub rollout: Option<RolloutConfig>,
 }
 
 impl RouteConfig {
@@ -111,6 +117,7 @@ impl RouteConfig {
         if let Some(retry) = &self.retry {
             validate_retry(&format!("routes[{i}].retry"), retry)?;
         }
+        validate_canary(i, self)?;
         if self.model == WILDCARD_MODEL && !self.aliases.is_empty() {
             return Err(invalid(
                 format!("routes[{i}].aliases"),

@@ -24,6 +24,10 @@
 //! - `logs`: a flood while the log reader is stalled (no audit record lost).
 //! - `routing`: a hostile upstream steering retries and fallbacks (parking
 //!   requests, pushing data out of its residency region).
+//! - `canary`: model canaries against hostile upstreams (a huge body, a
+//!   body that is not JSON, a stall: judged failing, the task never held
+//!   up) and the known limit of an upstream that recognises golden prompts
+//!   (what makes them look like user traffic is checked).
 //! - `routes_reload`: routes and backends reloaded from the file (a reload
 //!   storm mixing two tables, losing requests or leaking probe loops; an
 //!   edit opening a residency hole).
@@ -65,6 +69,7 @@
 //! gateway with the built-in policy, and a scripted or hostile upstream.
 
 mod bundle;
+mod canary;
 mod config_reload;
 mod console;
 mod extraction;
