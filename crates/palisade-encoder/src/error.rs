@@ -72,6 +72,15 @@ pub enum EncoderError {
         /// The stored dtype.
         found: String,
     },
+    /// The overlay is not the one this build's cascade was calibrated for
+    /// ([`crate::TUNED_SHA256`]): another trainer run, or a damaged copy.
+    #[error("tuned overlay has sha256 {found}, this build expects {expected}")]
+    OverlayDigest {
+        /// The file's SHA-256 (hex).
+        found: String,
+        /// [`crate::TUNED_SHA256`].
+        expected: &'static str,
+    },
     /// The tokenizer.json could not be parsed, or tokenizing failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

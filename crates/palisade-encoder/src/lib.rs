@@ -38,7 +38,7 @@ use tokenizers::Tokenizer;
 
 pub use error::EncoderError;
 pub use meta::{EncoderMeta, FORMAT, MAX_POSITIONS};
-pub use stage::{EncoderStage, TUNED};
+pub use stage::{committed_overlay, EncoderStage, TUNED_FILE, TUNED_SHA256};
 pub use windows::{Channel, Window};
 
 /// A loaded encoder: tokenizer, weights and windowing. Immutable; share it

@@ -8,8 +8,21 @@ use palisade_detect::{CascadeCalibration, Channel, LogitScale, SecondStage, Seco
 
 use crate::{Encoder, EncoderError};
 
-/// The tuned overlay (top layers and head) the trainer produced; see `model/TRAINING.md`.
-pub static TUNED: &[u8] = include_bytes!("../model/tuned.safetensors");
+/// SHA-256 of the tuned overlay (top layers and head; `model/tuned.safetensors`, see
+/// `model/TRAINING.md`) whose calibration this build ships. The overlay is read from disk
+/// next to the base weights (`scripts/fetch-encoder` copies it there), not compiled in: it
+/// is 11 MB that every gateway binary carried although only a gateway with the second stage
+/// on reads it, and that one reads the base weights from disk anyway.
+pub const TUNED_SHA256: &str = "50330d019301440859014041d21cf3332242c2b7336ffa80dbc95f71e11b7fa8";
+
+/// File name of the overlay inside the model directory.
+pub const TUNED_FILE: &str = "tuned.safetensors";
+
+/// Where the overlay is committed in the workspace (for tests and tools run from a checkout;
+/// a deployed gateway reads it from its model directory).
+pub fn committed_overlay() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("model").join(TUNED_FILE)
+}
 
 /// The metadata keys of the cascade calibration, in [`CascadeCalibration`] order.
 const KEYS: [&str; 6] = [
@@ -31,8 +44,22 @@ pub struct EncoderStage {
 
 impl EncoderStage {
     /// The shipped overlay on the base model's weights and tokenizer (`scripts/fetch-encoder`).
-    pub fn shipped(base: &[u8], tokenizer_json: &[u8]) -> Result<EncoderStage, EncoderError> {
-        EncoderStage::new(base, TUNED, tokenizer_json)
+    /// `tuned` must be the overlay this build pins ([`TUNED_SHA256`]): its calibration is
+    /// the one the cascade was measured with.
+    pub fn shipped(
+        base: &[u8],
+        tuned: &[u8],
+        tokenizer_json: &[u8],
+    ) -> Result<EncoderStage, EncoderError> {
+        use sha2::Digest as _;
+        let found = hex::encode(sha2::Sha256::digest(tuned));
+        if found != TUNED_SHA256 {
+            return Err(EncoderError::OverlayDigest {
+                found,
+                expected: TUNED_SHA256,
+            });
+        }
+        EncoderStage::new(base, tuned, tokenizer_json)
     }
 
     /// Any overlay that carries a cascade calibration.

@@ -9,7 +9,9 @@ use palisade_detect::{Channel, Detector, ScanInput, SecondStage, Verdict};
 use palisade_encoder::{EncoderError, EncoderStage};
 
 fn shipped() -> EncoderStage {
-    EncoderStage::shipped(common::base(), common::tokenizer()).expect("the shipped overlay loads")
+    let tuned = std::fs::read(palisade_encoder::committed_overlay()).expect("committed overlay");
+    EncoderStage::shipped(common::base(), &tuned, common::tokenizer())
+        .expect("the shipped overlay loads")
 }
 
 #[test]
@@ -71,4 +73,25 @@ fn an_overlay_without_a_calibration_is_refused_as_a_stage() {
         Err(EncoderError::Metadata { key, .. }) => assert_eq!(key, "cascade.consult_user"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn shipped_refuses_an_overlay_other_than_the_pinned_one() {
+    // The overlay is read from disk now: a copy from another trainer run (or a damaged one)
+    // must not be attached with the calibration this build measured.
+    let mut tuned = std::fs::read(palisade_encoder::committed_overlay()).unwrap();
+    let last = tuned.len() - 1;
+    tuned[last] ^= 1;
+    match EncoderStage::shipped(common::base(), &tuned, common::tokenizer()) {
+        Err(EncoderError::OverlayDigest { found, expected }) => {
+            assert_eq!(expected, palisade_encoder::TUNED_SHA256);
+            assert_ne!(found, expected);
+        }
+        other => panic!("{other:?}"),
+    }
+    let fixture = std::fs::read(common::fixtures().join("overlay.safetensors")).unwrap();
+    assert!(matches!(
+        EncoderStage::shipped(common::base(), &fixture, common::tokenizer()),
+        Err(EncoderError::OverlayDigest { .. })
+    ));
 }

@@ -27,7 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(model_dir) = second {
         let base = std::fs::read(model_dir.join("model.safetensors"))?;
         let tokenizer = std::fs::read(model_dir.join("tokenizer.json"))?;
-        let stage = palisade_encoder::EncoderStage::shipped(&base, &tokenizer)?;
+        let tuned = std::fs::read(model_dir.join(palisade_encoder::TUNED_FILE))?;
+        let stage = palisade_encoder::EncoderStage::shipped(&base, &tuned, &tokenizer)?;
         detector = detector.with_second_stage(Arc::new(stage));
     }
     println!("{}", palisade_eval::run_eval(dir.as_ref(), &detector)?);

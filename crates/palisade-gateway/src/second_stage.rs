@@ -58,7 +58,8 @@ fn read(dir: &Path) -> Result<Arc<dyn SecondStage>, String> {
     };
     let base = file("model.safetensors")?;
     let tokenizer = file("tokenizer.json")?;
-    let stage = palisade_encoder::EncoderStage::shipped(&base, &tokenizer)
+    let tuned = file(palisade_encoder::TUNED_FILE)?;
+    let stage = palisade_encoder::EncoderStage::shipped(&base, &tuned, &tokenizer)
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(Arc::new(stage))
 }
