@@ -34,6 +34,7 @@ mod console;
 mod detection;
 mod extraction;
 mod fleet;
+mod hedge;
 mod ledger;
 mod limits;
 mod log;
@@ -56,6 +57,7 @@ pub use console::*;
 pub use detection::*;
 pub use extraction::*;
 pub use fleet::*;
+pub use hedge::*;
 pub use ledger::*;
 pub use limits::*;
 pub use log::*;
@@ -231,6 +233,7 @@ impl Config {
                 retry: None,
                 residency: ResidencyConfig::default(),
                 idempotent: false,
+                hedge: None,
             });
         }
     }

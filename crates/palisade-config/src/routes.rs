@@ -61,6 +61,11 @@ pub struct RouteConfig {
     /// connection) may be retried too. Embeddings always are.
     #[serde(default)]
     pub idempotent: bool,
+    // --- Hedging (issue #19) ---
+    /// Hedged requests for this route's side-effect-free requests
+    /// (embeddings; chat and completions when `idempotent`, not streamed).
+    #[serde(default)]
+    pub hedge: Option<HedgeConfig>,
 }
 
 impl RouteConfig {
@@ -110,6 +115,16 @@ impl RouteConfig {
         }
         if let Some(retry) = &self.retry {
             validate_retry(&format!("routes[{i}].retry"), retry)?;
+        }
+        if let Some(hedge) = &self.hedge {
+            hedge.validate(&format!("routes[{i}].hedge"))?;
+            if self.deployments.len() < 2 {
+                // A hedge never goes to the deployment already tried.
+                return Err(invalid(
+                    format!("routes[{i}].hedge"),
+                    "hedging needs at least two `deployments` (a hedge never goes to the one already tried)",
+                ));
+            }
         }
         if self.model == WILDCARD_MODEL && !self.aliases.is_empty() {
             return Err(invalid(

@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 113;
+const RULE_SITES: usize = 120;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -141,6 +141,7 @@ fn every_rule_site_is_counted() {
         include_str!("../src/console.rs"),
         include_str!("../src/detection.rs"),
         include_str!("../src/fleet.rs"),
+        include_str!("../src/hedge.rs"),
         include_str!("../src/extraction.rs"),
         include_str!("../src/ledger.rs"),
         include_str!("../src/lib.rs"),
@@ -529,6 +530,37 @@ fn invalid_configs_name_the_key() {
             "[[routes]]\nretry = { base_backoff_ms = 0 }",
             "routes[0].retry.base_backoff_ms",
         ),
+        // Hedging (hedge.rs, routes.rs)
+        (
+            "[[routes]]\nhedge = { after_ms = 50, after = \"p95\" }",
+            "routes[0].hedge.after",
+        ),
+        ("[[routes]]\nhedge = { max_extra = 1 }", "routes[0].hedge.after"),
+        (
+            "[[routes]]\nhedge = { after_ms = 0 }",
+            "routes[0].hedge.after_ms",
+        ),
+        (
+            "[[routes]]\nhedge = { after = \"p100\" }",
+            "routes[0].hedge.after",
+        ),
+        (
+            "[[routes]]\nhedge = { after = \"95\" }",
+            "routes[0].hedge.after",
+        ),
+        (
+            "[[routes]]\nhedge = { after = \"p95\", min_ms = 500, max_ms = 100 }",
+            "routes[0].hedge.max_ms",
+        ),
+        (
+            "[[routes]]\nhedge = { after_ms = 50, max_extra = 4 }",
+            "routes[0].hedge.max_extra",
+        ),
+        (
+            "[[routes]]\nhedge = { after = \"p95\", window_ms = 10 }",
+            "routes[0].hedge.window_ms",
+        ),
+        ("[[routes]]\nhedge = { after_ms = 50 }", "routes[0].hedge"),
         (
             "[[routes]]\nfallbacks = { default = [\"nope\"] }",
             "routes[0].fallbacks.default[0]",

@@ -34,6 +34,9 @@ pub struct Route {
     pub overload_max_tokens: Option<u64>,
     /// The configured tokenizer for prompt estimates, if any.
     pub tokenizer: Option<palisade_openai::usage::Tokenizer>,
+    /// Hedging, when the route has it (policy and recent latency, shared
+    /// by the route's names; a reload starts a fresh window).
+    pub(crate) hedge: Option<Arc<crate::balancer::hedge::RouteHedge>>,
 }
 
 /// The compiled routing table.
@@ -85,6 +88,10 @@ impl RouteTable {
                     .tokenizer
                     .as_ref()
                     .and_then(|path| tokenizers.get(path).cloned()),
+                hedge: route
+                    .hedge
+                    .as_ref()
+                    .map(|h| Arc::new(crate::balancer::hedge::RouteHedge::from_config(h))),
             };
             table.by_id.push(compiled.clone());
             if route.model == WILDCARD_MODEL {

@@ -216,6 +216,9 @@ pub enum HedgeOutcome {
     Deadline,
     /// Due, but the other deployment's queue was full.
     Busy,
+    /// A hedge was sent and every attempt failed (the retry rules then
+    /// decide what follows).
+    Failed,
     /// The request may not be sent twice (not idempotent, or streamed):
     /// never hedged.
     Ineligible,
@@ -232,6 +235,7 @@ impl HedgeOutcome {
             Self::NoDeployment => "skipped_no_deployment",
             Self::Deadline => "skipped_deadline",
             Self::Busy => "skipped_busy",
+            Self::Failed => "failed",
             Self::Ineligible => "ineligible",
         }
     }

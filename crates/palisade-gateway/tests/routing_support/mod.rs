@@ -28,11 +28,21 @@ pub enum Mode {
     /// Read the whole request, then close without a byte of response (the
     /// body reached the model; the outcome is unknown).
     DropAfterBody,
+    /// Like `Ok`, but every `every`-th request (the 1st, then every
+    /// `every` more) waits `slow` instead of `fast`: a long tail.
+    Tail {
+        every: usize,
+        fast: Duration,
+        slow: Duration,
+    },
 }
 
 #[derive(Debug, Default)]
 struct Shared {
     received: Mutex<Vec<(Instant, Value)>>,
+    /// Requests whose client closed the connection while this upstream was
+    /// still working on the answer (a cancelled attempt).
+    cancelled: std::sync::atomic::AtomicUsize,
 }
 
 /// One fake deployment on a loopback port.
@@ -118,6 +128,14 @@ impl Fake {
             .collect()
     }
 
+    /// Requests the client gave up on (closed the connection) before the
+    /// answer was sent.
+    pub fn cancelled(&self) -> usize {
+        self.shared
+            .cancelled
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn hits(&self) -> usize {
         self.shared.received.lock().unwrap().len()
     }
@@ -166,18 +184,39 @@ async fn serve(
     let body: Value =
         serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or(Value::Null);
     let is_get = head.starts_with("get ");
+    let mut nth = 0;
     if !is_get {
-        shared
-            .received
-            .lock()
-            .unwrap()
-            .push((Instant::now(), body.clone()));
+        let mut received = shared.received.lock().unwrap();
+        received.push((Instant::now(), body.clone()));
+        nth = received.len();
     }
-    let mode = mode.lock().unwrap().clone();
+    let mode = match mode.lock().unwrap().clone() {
+        Mode::Tail { every, fast, slow } => Mode::Ok {
+            delay: if (nth - 1) % every.max(1) == 0 {
+                slow
+            } else {
+                fast
+            },
+        },
+        other => other,
+    };
     let (status, text, retry_after) = match (is_get, mode) {
         (true, Mode::Ok { .. }) => (200, r#"{"object":"list","data":[]}"#.to_owned(), None),
         (_, Mode::Ok { delay }) => {
-            tokio::time::sleep(delay).await;
+            // Working on the answer; a client that closes meanwhile
+            // cancelled it (the request was read whole: a read can only
+            // see the end of the connection).
+            let mut probe = [0u8; 1];
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                r = tcp.read(&mut probe) => {
+                    if matches!(r, Ok(0) | Err(_)) {
+                        shared.cancelled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        return Ok(());
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
             let model = body["model"].as_str().unwrap_or("");
             let content = body["messages"]
                 .as_array()
@@ -205,6 +244,7 @@ async fn serve(
             },
         ) => (status, body, retry_after),
         (_, Mode::DropAfterBody) => return Ok(()),
+        (_, Mode::Tail { .. }) => unreachable!("resolved to Ok above"),
     };
     let extra = retry_after
         .map(|s| format!("retry-after: {s}\r\n"))
