@@ -297,3 +297,4 @@ async fn residency_that_forbids_the_other_deployment_means_no_hedge() {
         "{m}"
     );
 }
+

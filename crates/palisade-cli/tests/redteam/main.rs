@@ -24,6 +24,8 @@
 //! - `logs`: a flood while the log reader is stalled (no audit record lost).
 //! - `routing`: a hostile upstream steering retries and fallbacks (parking
 //!   requests, pushing data out of its residency region).
+//! - `hedging`: hedged requests (a flood of slow requests turning hedges
+//!   into double load; a fast head with a stalled body winning the race).
 //! - `routes_reload`: routes and backends reloaded from the file (a reload
 //!   storm mixing two tables, losing requests or leaking probe loops; an
 //!   edit opening a residency hole).
@@ -69,6 +71,7 @@ mod config_reload;
 mod console;
 mod extraction;
 mod harness;
+mod hedging;
 mod hunt;
 mod input_gates;
 mod key_budgets;
