@@ -298,3 +298,117 @@ async fn residency_that_forbids_the_other_deployment_means_no_hedge() {
     );
 }
 
+
+/// `hedge` reloads with the routes: a reload that adds it hedges the next
+/// requests, one that removes it stops hedging, and each hedged request's
+/// audit record names the cancelled deployment and the winner.
+#[tokio::test]
+async fn a_reload_turns_hedging_on_and_off_and_hedges_are_audited() {
+    let slow = Fake::start("slow", after(300)).await;
+    let fast = Fake::start("fast", after(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit_db = dir.path().join("audit.db");
+    let path = dir.path().join("palisade.toml");
+    let write = |hedge: &str| {
+        let text = format!(
+            r#"
+            [reload]
+            config_poll_ms = 0
+            [policy]
+            audit_url = "sqlite:{}"
+            [backends.slow]
+            base_url = "{}"
+            retry_budget = {{ ratio = 0.1, reserve_per_sec = 50.0, cap = 10.0 }}
+            [backends.fast]
+            base_url = "{}"
+            retry_budget = {{ ratio = 0.1, reserve_per_sec = 50.0, cap = 10.0 }}
+            [[routes]]
+            model = "m"
+            idempotent = true
+            deployments = [{{ backend = "slow" }}, {{ backend = "fast" }}]
+            {hedge}
+            "#,
+            audit_db.display(),
+            slow.base_url(),
+            fast.base_url()
+        );
+        std::fs::write(&path, text).unwrap();
+    };
+    let load = |text: &str| {
+        Config::load(&Sources {
+            toml: Some(text),
+            ..Sources::default()
+        })
+        .map_err(|e| e.to_string())
+    };
+    write("");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let gw = Gateway::with_env(load(&text).unwrap(), |_| None)
+        .unwrap()
+        .reload_from(&path, load)
+        .start(Some("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let reload = || async {
+        let resp = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .post(format!("http://{}/admin/config/reload", gw.local_addr()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    };
+    let round = |label: &'static str| {
+        let gw = &gw;
+        async move {
+            let mut hedged = 0;
+            for i in 0..3 {
+                let r = post(gw, "/v1/chat/completions", chat(&format!("{label}{i}")), None).await;
+                assert_eq!(r.status, 200, "{:?}", r.body);
+                hedged += usize::from(r.hedged);
+            }
+            hedged
+        }
+    };
+    assert_eq!(round("off").await, 0, "no hedge before the reload");
+    write("hedge = { after_ms = 30 }");
+    reload().await;
+    assert_eq!(round("on").await, 3, "every request past 30 ms is hedged");
+    write("");
+    reload().await;
+    assert_eq!(round("off-again").await, 0, "removed: no hedge");
+    assert_eq!(slow.hits() + fast.hits(), 3 + 6 + 3);
+
+    let ledger = palisade_ledger::Ledger::open(
+        &format!("sqlite:{}", audit_db.display()),
+        palisade_ledger::WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut hedges: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        hedges = ledger
+            .audit_tail(200, &palisade_ledger::AuditFilter::default())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_str::<Value>(r).unwrap())
+            .filter(|r| r["gate"] == "routing" && r["action"] == "hedge")
+            .collect();
+        if hedges.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(hedges.len(), 3, "one record per hedged request: {hedges:?}");
+    for h in &hedges {
+        let text = h.to_string();
+        assert!(
+            text.contains("\"won\"") || text.contains("\"lost\""),
+            "{text}"
+        );
+        assert!(text.contains("slow") && text.contains("fast"), "{text}");
+    }
+}
