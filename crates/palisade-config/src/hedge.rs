@@ -78,10 +78,7 @@ impl HedgeConfig {
                 ))
             }
             (Some(0), None) => {
-                return Err(invalid(
-                    format!("{key}.after_ms"),
-                    "must be greater than 0",
-                ))
+                return Err(invalid(format!("{key}.after_ms"), "must be greater than 0"))
             }
             (None, Some(p)) if parse_percentile(p).is_none() => {
                 return Err(invalid(

@@ -154,10 +154,18 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    println!("{requests} requests, {concurrency} at a time; 5 % of answers take 400 ms, the rest 10 ms");
+    println!(
+        "{requests} requests, {concurrency} at a time; 5 % of answers take 400 ms, the rest 10 ms"
+    );
     rt.block_on(async {
         run("no hedging", "", requests, concurrency).await;
-        run("hedge after 50 ms", "hedge = { after_ms = 50 }", requests, concurrency).await;
+        run(
+            "hedge after 50 ms",
+            "hedge = { after_ms = 50 }",
+            requests,
+            concurrency,
+        )
+        .await;
         for p in ["p90", "p95"] {
             run(
                 &format!("hedge at {p}"),

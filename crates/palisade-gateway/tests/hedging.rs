@@ -152,9 +152,20 @@ async fn a_slow_deployment_is_hedged_the_fast_one_wins_and_the_loser_is_cancelle
             assert_eq!(r.attempts.as_deref(), Some("2"), "the hedge is an attempt");
         }
     }
-    assert!(hedged >= 1, "some requests went to the slow deployment first");
-    assert_eq!(fast.hits(), n, "each request reached the fast deployment once");
-    assert_eq!(slow.hits(), hedged, "only hedged requests reached the slow one");
+    assert!(
+        hedged >= 1,
+        "some requests went to the slow deployment first"
+    );
+    assert_eq!(
+        fast.hits(),
+        n,
+        "each request reached the fast deployment once"
+    );
+    assert_eq!(
+        slow.hits(),
+        hedged,
+        "only hedged requests reached the slow one"
+    );
     // Every attempt at the slow deployment was cancelled: its connection
     // closed before it answered.
     eventually("the losers' connections close", || {
@@ -290,14 +301,17 @@ async fn residency_that_forbids_the_other_deployment_means_no_hedge() {
         assert_eq!(r.backend.as_deref(), Some("eu"));
         assert!(!r.hedged);
     }
-    assert_eq!(us.hits(), 0, "acme's data never reached us, hedges included");
+    assert_eq!(
+        us.hits(),
+        0,
+        "acme's data never reached us, hedges included"
+    );
     let m = metrics(&gw).await;
     assert!(
         m.contains(r#"palisade_hedge_total{route="m",outcome="skipped_no_deployment"} 4"#),
         "{m}"
     );
 }
-
 
 /// `hedge` reloads with the routes: a reload that adds it hedges the next
 /// requests, one that removes it stops hedging, and each hedged request's
@@ -365,7 +379,13 @@ async fn a_reload_turns_hedging_on_and_off_and_hedges_are_audited() {
         async move {
             let mut hedged = 0;
             for i in 0..3 {
-                let r = post(gw, "/v1/chat/completions", chat(&format!("{label}{i}")), None).await;
+                let r = post(
+                    gw,
+                    "/v1/chat/completions",
+                    chat(&format!("{label}{i}")),
+                    None,
+                )
+                .await;
                 assert_eq!(r.status, 200, "{:?}", r.body);
                 hedged += usize::from(r.hedged);
             }

@@ -64,7 +64,12 @@ async fn a_flood_of_slow_requests_cannot_double_the_load_through_hedges() {
     // Per backend: 0.1 × its first attempts + the burst of 2.
     let bound = n + n / 10 + 2 * 2;
     assert!(total >= n, "{total}");
-    assert!(total <= bound, "hedges added {} (bound {})", total - n, bound - n);
+    assert!(
+        total <= bound,
+        "hedges added {} (bound {})",
+        total - n,
+        bound - n
+    );
     assert!(total > n, "the budget allows some hedges");
 }
 

@@ -166,7 +166,15 @@ pub(crate) async fn send(
                 deadline,
             };
             let raced = hedge::race(&entrants, attempt, &mut planner, &mut rng, ctx).await;
-            let leg = settle_race(state, routing, principal, route, request.model(), raced, ctx);
+            let leg = settle_race(
+                state,
+                routing,
+                principal,
+                route,
+                request.model(),
+                raced,
+                ctx,
+            );
             if leg.attempt.backend != last_backend {
                 if let Some(slot) = leg.slot {
                     ctx._backend_slot = Some(slot);
@@ -201,7 +209,6 @@ pub(crate) async fn send(
             let span = ctx.trace.begin();
             let result = forward::forward(
                 backend,
-                endpoint,
                 body.clone(),
                 &principal.tenant,
                 deadline,
@@ -411,15 +418,18 @@ fn settle_race(
                 action: "hedge",
                 reason_code: outcome.map_or("failed", HedgeOutcome::as_str),
                 route: &route.public_name,
-                rule: routing.routes.tenant_rule(&principal.tenant).and(
-                    &routing
-                        .routes
-                        .specs()
-                        .get(route.id)
-                        .map(|s| s.residency.clone())
-                        .unwrap_or_default(),
-                )
-                .describe(),
+                rule: routing
+                    .routes
+                    .tenant_rule(&principal.tenant)
+                    .and(
+                        &routing
+                            .routes
+                            .specs()
+                            .get(route.id)
+                            .map(|s| s.residency.clone())
+                            .unwrap_or_default(),
+                    )
+                    .describe(),
                 failed: (!cancelled_list.is_empty()).then_some(cancelled_list.as_str()),
                 next: answered.then_some(winner.as_str()),
                 attempt: leg.attempt.number,

@@ -295,7 +295,6 @@ async fn run_leg(
     let own_slot = slot.as_ref().or(ctx._backend_slot.as_ref());
     let result = forward::forward(
         backend,
-        ctx.endpoint,
         e.body.clone(),
         &e.principal.tenant,
         e.deadline,

@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use palisade_openai::request::Endpoint;
 use palisade_openai::{ApiError, ErrorCode};
 use palisade_routing::FailureClass;
 
@@ -26,7 +25,6 @@ const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 /// `upstream_*`, with its class.
 pub(crate) async fn forward(
     backend: &Backend,
-    endpoint: Endpoint,
     body: Bytes,
     tenant: &str,
     deadline: Instant,
@@ -52,7 +50,7 @@ pub(crate) async fn forward(
     let sent_at = Instant::now();
     let upstream = backend
         .post_json(
-            endpoint,
+            ctx.endpoint,
             body,
             ctx.request_id(),
             tenant,
