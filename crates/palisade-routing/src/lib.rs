@@ -51,6 +51,7 @@
 
 mod balance;
 mod budget;
+mod cascade;
 mod engine;
 mod failure;
 mod health;
@@ -60,6 +61,7 @@ mod residency;
 
 pub use balance::{pick, DeploymentState, Ewma};
 pub use budget::{RetryBudget, RetryBudgetConfig};
+pub use cascade::{is_refusal, json_invalid, mean_logprob, CascadeGates, EscalateReason};
 pub use engine::{EngineStats, Speculation};
 pub use failure::{Failure, FailureClass, Safety};
 pub use health::{PassiveHealth, PassiveHealthConfig};
