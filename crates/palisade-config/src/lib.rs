@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 mod auth;
 mod backends;
 mod bundle;
+mod cascade;
 mod console;
 mod detection;
 mod extraction;
@@ -53,6 +54,7 @@ mod watermark;
 pub use auth::*;
 pub use backends::*;
 pub use bundle::*;
+pub use cascade::*;
 pub use console::*;
 pub use detection::*;
 pub use extraction::*;
@@ -234,6 +236,7 @@ impl Config {
                 residency: ResidencyConfig::default(),
                 idempotent: false,
                 hedge: None,
+                cascade: None,
             });
         }
     }

@@ -66,6 +66,11 @@ pub struct RouteConfig {
     /// (embeddings; chat and completions when `idempotent`, not streamed).
     #[serde(default)]
     pub hedge: Option<HedgeConfig>,
+    // --- Cascades (issue #19) ---
+    /// A cheaper routed model answers first; this route's own model only
+    /// when an evidence gate escalates (non-streamed chat).
+    #[serde(default)]
+    pub cascade: Option<CascadeConfig>,
 }
 
 impl RouteConfig {
@@ -126,6 +131,9 @@ impl RouteConfig {
                 ));
             }
         }
+        if let Some(cascade) = &self.cascade {
+            cascade.validate(&format!("routes[{i}].cascade"))?;
+        }
         if self.model == WILDCARD_MODEL && !self.aliases.is_empty() {
             return Err(invalid(
                 format!("routes[{i}].aliases"),
@@ -163,6 +171,18 @@ pub(crate) fn validate_routing_table(routes: &[RouteConfig]) -> Result<(), Confi
             }
             if !names.insert(name.as_str()) {
                 return Err(invalid(key, format!("model name `{name}` is routed twice")));
+            }
+        }
+        if let Some(cascade) = &route.cascade {
+            let target = &cascade.first;
+            let first = routes.iter().find(|r| r.answers_to(target));
+            // The cheap stage is a plain route: a cascade of cascades would
+            // multiply calls per request.
+            if first.is_none_or(|r| r.answers_to(&route.model) || r.cascade.is_some()) {
+                return Err(invalid(
+                    format!("routes[{i}].cascade.first"),
+                    format!("`{target}` must be another routed model name, not itself a cascade"),
+                ));
             }
         }
         if let Some(target) = &route.overload_model {

@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 120;
+const RULE_SITES: usize = 124;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -138,6 +138,7 @@ fn every_rule_site_is_counted() {
         include_str!("../src/auth.rs"),
         include_str!("../src/backends.rs"),
         include_str!("../src/bundle.rs"),
+        include_str!("../src/cascade.rs"),
         include_str!("../src/console.rs"),
         include_str!("../src/detection.rs"),
         include_str!("../src/fleet.rs"),
@@ -561,6 +562,27 @@ fn invalid_configs_name_the_key() {
             "routes[0].hedge.window_ms",
         ),
         ("[[routes]]\nhedge = { after_ms = 50 }", "routes[0].hedge"),
+        // Cascades (cascade.rs, routes.rs)
+        (
+            "[[routes]]\ncascade = { first = \"cheap\", escalate_on = [] }\n[[routes]]\nmodel = \"cheap\"\nbackend = \"local\"",
+            "routes[0].cascade.escalate_on",
+        ),
+        (
+            "[[routes]]\ncascade = { first = \"cheap\", escalate_on = [\"refusal\", \"vibes\"] }\n[[routes]]\nmodel = \"cheap\"\nbackend = \"local\"",
+            "routes[0].cascade.escalate_on[1]",
+        ),
+        (
+            "[[routes]]\ncascade = { first = \"cheap\", min_mean_logprob = 0.5 }\n[[routes]]\nmodel = \"cheap\"\nbackend = \"local\"",
+            "routes[0].cascade.min_mean_logprob",
+        ),
+        (
+            "[[routes]]\ncascade = { first = \"nope\" }",
+            "routes[0].cascade.first",
+        ),
+        (
+            "[[routes]]\ncascade = { first = \"m\" }",
+            "routes[0].cascade.first",
+        ),
         (
             "[[routes]]\nfallbacks = { default = [\"nope\"] }",
             "routes[0].fallbacks.default[0]",
