@@ -65,6 +65,8 @@ pub(crate) struct RequestCtx {
     pub(crate) attempts: u32,
     /// A hedge was sent for this request (`x-palisade-hedged: 1`).
     pub(crate) hedged: bool,
+    /// A cascade's outcome (`x-palisade-cascade`): `first` or `escalated`.
+    pub(crate) cascade: Option<&'static str>,
     /// The request counted as outstanding at its backend until it ends.
     pub(crate) _outstanding: Option<crate::balancer::Outstanding>,
     /// The routing snapshot the request was routed by, held to its last
@@ -108,6 +110,7 @@ impl RequestCtx {
             served_by: None,
             attempts: 0,
             hedged: false,
+            cascade: None,
             _outstanding: None,
             routing: None,
             gates: None,
@@ -174,6 +177,9 @@ impl RequestCtx {
         }
         if self.attempts > 1 {
             headers.insert("x-palisade-attempts", HeaderValue::from(self.attempts));
+        }
+        if let Some(c) = self.cascade {
+            headers.insert("x-palisade-cascade", HeaderValue::from_static(c));
         }
         if self.hedged {
             headers.insert("x-palisade-hedged", HeaderValue::from_static("1"));

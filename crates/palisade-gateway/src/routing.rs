@@ -37,6 +37,34 @@ pub struct Route {
     /// Hedging, when the route has it (policy and recent latency, shared
     /// by the route's names; a reload starts a fresh window).
     pub(crate) hedge: Option<Arc<crate::balancer::hedge::RouteHedge>>,
+    /// The route's cascade, when it has one.
+    pub(crate) cascade: Option<Arc<CascadeRoute>>,
+}
+
+/// A cascade: the cheap routed model that answers first, and the evidence
+/// gates that escalate to the route's own model.
+#[derive(Debug)]
+pub(crate) struct CascadeRoute {
+    /// The cheap model's routed name.
+    pub(crate) first: String,
+    pub(crate) gates: palisade_routing::CascadeGates,
+}
+
+impl CascadeRoute {
+    fn from_config(cfg: &palisade_config::CascadeConfig) -> Self {
+        Self {
+            first: cfg.first.clone(),
+            gates: palisade_routing::CascadeGates {
+                // Validated: every name parses.
+                on: cfg
+                    .escalate_on
+                    .iter()
+                    .filter_map(|g| palisade_routing::EscalateReason::parse(g))
+                    .collect(),
+                min_mean_logprob: cfg.min_mean_logprob,
+            },
+        }
+    }
 }
 
 /// The compiled routing table.
@@ -92,6 +120,10 @@ impl RouteTable {
                     .hedge
                     .as_ref()
                     .map(|h| Arc::new(crate::balancer::hedge::RouteHedge::from_config(h))),
+                cascade: route
+                    .cascade
+                    .as_ref()
+                    .map(|c| Arc::new(CascadeRoute::from_config(c))),
             };
             table.by_id.push(compiled.clone());
             if route.model == WILDCARD_MODEL {

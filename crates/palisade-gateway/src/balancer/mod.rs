@@ -14,6 +14,8 @@
 pub(crate) mod attempts;
 mod audit;
 pub(crate) mod hedge;
+
+pub(crate) use audit::cascade as audit_cascade;
 pub(crate) mod spec;
 
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};

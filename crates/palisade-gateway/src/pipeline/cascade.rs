@@ -1,0 +1,278 @@
+//! **Cascade** (part of forward, for a route with `cascade`): a cheaper
+//! routed model answers first; its answer is read whole and judged by the
+//! evidence gates (`palisade_routing::CascadeGates`: refusal, JSON against
+//! `response_format`, mean token log-probability) and, with `policy_flag`,
+//! by the output gate; when a gate fires — or the cheap answer is
+//! unreadable, or the cheap model failed — the route's own (stronger)
+//! model is asked instead, and only its answer reaches the client.
+//!
+//! Only non-streamed chat completions cascade. A streamed request goes
+//! straight to the route's own model: judging the cheap answer needs all of
+//! it, so the cheap stream would have to be buffered whole before a byte
+//! reached the client, which takes away what streaming is for.
+//!
+//! Both calls are accounted: the cheap call's ledger row is written under
+//! `<ledger id>.cascade-first` with its own usage (its reservation settled
+//! against it) before the escalation takes a fresh reservation from the
+//! tenant's budget — a spent budget refuses the escalation with the budget
+//! error (429), so a client cannot make the gateway spend past its budget
+//! by provoking escalations. Each escalation is audited (gate `routing`,
+//! action `cascade_escalated`, the reason, the cheap deployment and the
+//! route) and counted (`palisade_cascade_total{route,outcome}`); the
+//! response says `x-palisade-cascade: first` or `escalated`. Residency
+//! applies to both stages (each is planned like any request to its route).
+//!
+//! Must not: send the cheap answer anywhere but through the response
+//! filters (a kept cheap answer is handed to [`super::respond`] like any
+//! other), keep log-probabilities the gateway asked for on the client's
+//! behalf, or escalate a streamed request.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use palisade_openai::request::{Endpoint, RequestBody};
+use palisade_openai::ApiError;
+use palisade_routing::EscalateReason;
+use serde_json::Value;
+
+use super::forward::read_upstream_body;
+use super::respond::Sent;
+use crate::context::RequestCtx;
+use crate::http::auth::Principal;
+use crate::routing::Route;
+use crate::snapshot::RoutingSnapshot;
+use crate::state::GatewayState;
+
+/// Cascade outcomes per route: `first` (the cheap answer stood),
+/// `escalated`, `refused_budget` (the escalation did not fit the budget),
+/// `not_cascaded` (streamed or not chat: the route's own model directly).
+pub(crate) const CASCADES: &str = "palisade_cascade_total";
+
+fn count(route: &Route, outcome: &'static str) {
+    metrics::counter!(CASCADES, "route" => route.public_name.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// Sends a cascade route's request: the cheap stage, then, when the
+/// evidence says so, the route's own model. `body_len` is the client's
+/// body size (for the escalation's token estimate).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn send(
+    state: &Arc<GatewayState>,
+    routing: &RoutingSnapshot,
+    principal: &Principal,
+    route: &Route,
+    request: &mut RequestBody,
+    body: Bytes,
+    body_len: usize,
+    ctx: &mut RequestCtx,
+) -> Result<Sent, ApiError> {
+    let cheap = route
+        .cascade
+        .as_ref()
+        .and_then(|c| routing.routes.resolve(&c.first).map(|r| (c, r)));
+    let Some((cascade, cheap)) = cheap.filter(|_| {
+        ctx.endpoint == Endpoint::ChatCompletions && !request.is_stream()
+    }) else {
+        count(route, "not_cascaded");
+        return crate::balancer::attempts::send(state, routing, principal, route, request, body, ctx)
+            .await;
+    };
+    // The cheap stage: the cheap model's name (and watermark), and
+    // log-probabilities when a gate needs them and the client did not ask.
+    let mut first = request.clone();
+    let name = cheap
+        .upstream_model
+        .clone()
+        .unwrap_or_else(|| cheap.public_name.clone());
+    first.set_model(&name);
+    super::watermark::remark(state, principal, cheap, ctx.endpoint, &mut first).await?;
+    let added_logprobs =
+        cascade.gates.wants_logprobs() && !request.fields().contains_key("logprobs");
+    if added_logprobs {
+        first
+            .fields_mut()
+            .insert("logprobs".to_owned(), Value::Bool(true));
+    }
+    let first_body = Bytes::from(first.to_bytes());
+    let sent = crate::balancer::attempts::send(
+        state, routing, principal, cheap, &mut first, first_body, ctx,
+    )
+    .await;
+    let judged = judge(state, cascade, request, sent, ctx).await;
+    let (reason, parsed, cheap_backend) = match judged {
+        Judged::Stands(mut sent, head, body, value) => {
+            let body = if added_logprobs {
+                strip_logprobs(value).unwrap_or(body)
+            } else {
+                body
+            };
+            sent.upstream = rebuild(&head, body);
+            count(route, "first");
+            ctx.cascade = Some("first");
+            return Ok(sent);
+        }
+        Judged::Escalate {
+            reason,
+            parsed,
+            backend,
+        } => (reason, parsed, backend),
+    };
+    // Escalation: the cheap call's row and reservation first.
+    crate::balancer::audit_cascade(
+        state,
+        principal,
+        ctx,
+        route,
+        reason.as_str(),
+        cheap_backend.as_deref(),
+    );
+    if let (Some(tokens), Some(value)) = (&mut ctx.tokens, &parsed) {
+        tokens.tally.observe_response(value);
+    }
+    let first_id = format!("{}.cascade-first", ctx.internal_id);
+    if let Some(row) = &mut ctx.ledger {
+        row.rename(&first_id);
+    }
+    let label = std::mem::replace(&mut ctx.model_label, cheap.public_name.clone());
+    let status = if parsed.is_some() { 200 } else { 502 };
+    ctx.write_ledger_now(status, None).await;
+    ctx.model_label = label;
+    if let Some(tokens) = &mut ctx.tokens {
+        tokens.settle(status);
+    }
+    ctx.tokens = None;
+    ctx.ledger = None;
+    ctx._backend_slot = None;
+    ctx._outstanding = None;
+    ctx.served_by = None;
+    // The escalation's own reservation: it fits the budget or is refused.
+    if let Err(err) = super::budget::reserve_tokens(
+        state,
+        principal,
+        route,
+        ctx.endpoint,
+        request,
+        body_len,
+        ctx,
+    )
+    .await
+    {
+        count(route, "refused_budget");
+        return Err(err);
+    }
+    count(route, "escalated");
+    ctx.cascade = Some("escalated");
+    // Re-encoded: the reservation may have set `max_tokens`.
+    drop(body);
+    let body = Bytes::from(request.to_bytes());
+    crate::balancer::attempts::send(state, routing, principal, route, request, body, ctx).await
+}
+
+enum Judged {
+    /// The cheap answer stands: the response (its body to be put back),
+    /// its head, its body and its parsed value.
+    Stands(Sent, http::response::Parts, Bytes, Value),
+    /// Ask the route's own model.
+    Escalate {
+        reason: EscalateReason,
+        /// The cheap answer, when it was a readable completion (its usage
+        /// is the cheap call's).
+        parsed: Option<Value>,
+        /// The cheap deployment that answered, if any.
+        backend: Option<String>,
+    },
+}
+
+async fn judge(
+    state: &Arc<GatewayState>,
+    cascade: &crate::routing::CascadeRoute,
+    request: &RequestBody,
+    sent: Result<Sent, ApiError>,
+    ctx: &RequestCtx,
+) -> Judged {
+    let malformed = |backend: Option<String>| Judged::Escalate {
+        reason: EscalateReason::Malformed,
+        parsed: None,
+        backend,
+    };
+    let Ok(sent) = sent else {
+        return malformed(None);
+    };
+    let backend = Some(sent.backend.name.clone());
+    if !sent.upstream.status().is_success() {
+        return malformed(backend);
+    }
+    let Sent {
+        upstream,
+        backend: b,
+        deadline,
+        client_wants_stream,
+    } = sent;
+    let mut head = http::Response::new(());
+    *head.status_mut() = upstream.status();
+    *head.headers_mut() = upstream.headers().clone();
+    head.headers_mut().remove(http::header::CONTENT_LENGTH);
+    let (upstream_head, ()) = head.into_parts();
+    // Bounded (the upstream body limit and the deadline): a huge or endless
+    // cheap answer ends as a failed read, which escalates.
+    let Ok(bytes) = read_upstream_body(&b, upstream, deadline).await else {
+        return malformed(backend);
+    };
+    let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
+        return malformed(backend);
+    };
+    if let Some(reason) = cascade
+        .gates
+        .judge(&value, request.fields().get("response_format"))
+    {
+        return Judged::Escalate {
+            reason,
+            parsed: Some(value),
+            backend,
+        };
+    }
+    if cascade.gates.on.contains(&EscalateReason::PolicyFlag) {
+        if let Some(plan) = ctx.gates.clone() {
+            let inline = bytes.len() <= crate::cpu::INLINE_BYTES;
+            let probe = bytes.clone();
+            let job = move || super::filters::filter_body(&plan, true, probe);
+            if !matches!(state.cpu.run_or_inline(inline, job).await, Ok(Ok(_))) {
+                return Judged::Escalate {
+                    reason: EscalateReason::PolicyFlag,
+                    parsed: Some(value),
+                    backend,
+                };
+            }
+        }
+    }
+    Judged::Stands(
+        Sent {
+            upstream: rebuild(&upstream_head, bytes.clone()),
+            backend: b,
+            deadline,
+            client_wants_stream,
+        },
+        upstream_head,
+        bytes,
+        value,
+    )
+}
+
+/// A response with `head`'s status and headers and `body`.
+fn rebuild(head: &http::response::Parts, body: Bytes) -> reqwest::Response {
+    let mut resp = http::Response::new(body);
+    *resp.status_mut() = head.status;
+    *resp.headers_mut() = head.headers.clone();
+    reqwest::Response::from(resp)
+}
+
+/// The answer without the `logprobs` the gateway asked for.
+fn strip_logprobs(mut value: Value) -> Option<Bytes> {
+    for choice in value.get_mut("choices")?.as_array_mut()? {
+        if let Some(c) = choice.as_object_mut() {
+            c.remove("logprobs");
+        }
+    }
+    serde_json::to_vec(&value).ok().map(Bytes::from)
+}
