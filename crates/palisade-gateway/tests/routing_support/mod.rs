@@ -28,6 +28,14 @@ pub enum Mode {
     /// Read the whole request, then close without a byte of response (the
     /// body reached the model; the outcome is unknown).
     DropAfterBody,
+    /// 200 with this exact assistant text; with `logprobs: true` in the
+    /// request, every token (word) gets `logprob`. `raw` replaces the whole
+    /// body (a malformed answer).
+    Answer {
+        content: String,
+        logprob: f64,
+        raw: Option<String>,
+    },
     /// Like `Ok`, but every `every`-th request (the 1st, then every
     /// `every` more) waits `slow` instead of `fast`: a long tail.
     Tail {
@@ -244,6 +252,28 @@ async fn serve(
             },
         ) => (status, body, retry_after),
         (_, Mode::DropAfterBody) => return Ok(()),
+        (_, Mode::Answer { raw: Some(raw), .. }) => (200, raw, None),
+        (
+            _,
+            Mode::Answer {
+                content, logprob, ..
+            },
+        ) => {
+            let mut choice = serde_json::json!({"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"});
+            if body["logprobs"] == serde_json::json!(true) {
+                let tokens: Vec<Value> = content
+                    .split(' ')
+                    .map(|t| serde_json::json!({"token": t, "logprob": logprob}))
+                    .collect();
+                choice["logprobs"] = serde_json::json!({"content": tokens});
+            }
+            let answer = serde_json::json!({
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [choice],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}
+            });
+            (200, answer.to_string(), None)
+        }
         (_, Mode::Tail { .. }) => unreachable!("resolved to Ok above"),
     };
     let extra = retry_after
