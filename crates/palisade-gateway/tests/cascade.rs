@@ -129,7 +129,11 @@ async fn a_good_cheap_answer_stands_and_a_refusal_escalates_with_both_calls_in_t
     assert_eq!(r.backend.as_deref(), Some("cheap"));
     assert_eq!(content(&r), "Paris.");
     assert_eq!(strong.hits(), 0, "the strong model was not asked");
-    assert_eq!(cheap.received()[0]["model"], "small", "the cheap model's name");
+    assert_eq!(
+        cheap.received()[0]["model"],
+        "small",
+        "the cheap model's name"
+    );
 
     cheap.set(says("I'm sorry, but I can't help with that.", -0.1));
     let r = post(&gw, ask(json!({}))).await;
@@ -139,8 +143,10 @@ async fn a_good_cheap_answer_stands_and_a_refusal_escalates_with_both_calls_in_t
     assert_eq!(content(&r), "The capital of France is Paris.");
     assert_eq!(strong.received()[0]["model"], "smart");
     // Both calls are in the ledger: the escalation under the response's
-    // id, the cheap call beside it, each with its own usage.
+    // id (`<id>.escalated`), the cheap call under `<id>`, each with its
+    // own usage.
     let id = r.ledger_id.expect("ledger id");
+    let cheap_id = id.strip_suffix(".escalated").expect("the escalation's id");
     let ledger = palisade_ledger::Ledger::open(
         &format!("sqlite:{}", db.display()),
         palisade_ledger::WriteOptions::default(),
@@ -163,7 +169,7 @@ async fn a_good_cheap_answer_stands_and_a_refusal_escalates_with_both_calls_in_t
     }
     let row = |id: &str| rows.iter().find(|r| r["request_id"] == id).cloned();
     let strong_row = row(&id).unwrap_or_else(|| panic!("{id} in {rows:?}"));
-    let cheap_row = row(&format!("{id}.cascade-first")).expect("the cheap call's row");
+    let cheap_row = row(cheap_id).expect("the cheap call's row");
     assert_eq!(strong_row["backend"], "strong");
     assert_eq!(cheap_row["backend"], "cheap");
     assert_eq!(cheap_row["model"], "small");
@@ -191,7 +197,10 @@ async fn a_good_cheap_answer_stands_and_a_refusal_escalates_with_both_calls_in_t
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let record = found.expect("a cascade_escalated record").to_string();
-    assert!(record.contains("refusal") && record.contains("cheap"), "{record}");
+    assert!(
+        record.contains("refusal") && record.contains("cheap"),
+        "{record}"
+    );
 }
 
 #[tokio::test]
@@ -199,7 +208,11 @@ async fn broken_json_and_unreadable_answers_escalate() {
     let cheap = Fake::start("cheap", says("{\"city\": \"Par", -0.1)).await;
     let strong = Fake::start("strong", says("{\"city\": \"Paris\"}", -0.1)).await;
     let gw = gateway(&config(&cheap, &strong, r#"["json_invalid"]"#, "")).await;
-    let r = post(&gw, ask(json!({"response_format": {"type": "json_object"}}))).await;
+    let r = post(
+        &gw,
+        ask(json!({"response_format": {"type": "json_object"}})),
+    )
+    .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.cascade.as_deref(), Some("escalated"));
     assert_eq!(content(&r), "{\"city\": \"Paris\"}");

@@ -24,6 +24,8 @@
 //! - `logs`: a flood while the log reader is stalled (no audit record lost).
 //! - `routing`: a hostile upstream steering retries and fallbacks (parking
 //!   requests, pushing data out of its residency region).
+//! - `cascade`: cascades (escalations provoked to spend past the token
+//!   budget; a hostile cheap answer, huge, malformed or carrying a secret).
 //! - `hedging`: hedged requests (a flood of slow requests turning hedges
 //!   into double load; a fast head with a stalled body winning the race).
 //! - `routes_reload`: routes and backends reloaded from the file (a reload
@@ -67,6 +69,7 @@
 //! gateway with the built-in policy, and a scripted or hostile upstream.
 
 mod bundle;
+mod cascade;
 mod config_reload;
 mod console;
 mod extraction;

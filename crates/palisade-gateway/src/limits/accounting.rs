@@ -155,12 +155,6 @@ impl LedgerRow {
         }
     }
 
-    /// Keys the row by another id (a cascade's cheap call, written beside
-    /// the escalation's row).
-    pub(crate) fn rename(&mut self, id: &str) {
-        id.clone_into(&mut self.id);
-    }
-
     /// The backend that served the request, after a retry or fallback
     /// moved it.
     pub(crate) fn set_backend(&mut self, backend: &str) {

@@ -11,9 +11,10 @@
 //! it, so the cheap stream would have to be buffered whole before a byte
 //! reached the client, which takes away what streaming is for.
 //!
-//! Both calls are accounted: the cheap call's ledger row is written under
-//! `<ledger id>.cascade-first` with its own usage (its reservation settled
-//! against it) before the escalation takes a fresh reservation from the
+//! Both calls are accounted: the cheap call's ledger row is written (with
+//! its own usage, its reservation settled against it) under the request's
+//! ledger id, and the escalation's under `<that id>.escalated` (the id the
+//! response names) after it took a fresh reservation from the
 //! tenant's budget — a spent budget refuses the escalation with the budget
 //! error (429), so a client cannot make the gateway spend past its budget
 //! by provoking escalations. Each escalation is audited (gate `routing`,
@@ -71,12 +72,14 @@ pub(crate) async fn send(
         .cascade
         .as_ref()
         .and_then(|c| routing.routes.resolve(&c.first).map(|r| (c, r)));
-    let Some((cascade, cheap)) = cheap.filter(|_| {
-        ctx.endpoint == Endpoint::ChatCompletions && !request.is_stream()
-    }) else {
+    let Some((cascade, cheap)) =
+        cheap.filter(|_| ctx.endpoint == Endpoint::ChatCompletions && !request.is_stream())
+    else {
         count(route, "not_cascaded");
-        return crate::balancer::attempts::send(state, routing, principal, route, request, body, ctx)
-            .await;
+        return crate::balancer::attempts::send(
+            state, routing, principal, route, request, body, ctx,
+        )
+        .await;
     };
     // The cheap stage: the cheap model's name (and watermark), and
     // log-probabilities when a gate needs them and the client did not ask.
@@ -130,10 +133,6 @@ pub(crate) async fn send(
     if let (Some(tokens), Some(value)) = (&mut ctx.tokens, &parsed) {
         tokens.tally.observe_response(value);
     }
-    let first_id = format!("{}.cascade-first", ctx.internal_id);
-    if let Some(row) = &mut ctx.ledger {
-        row.rename(&first_id);
-    }
     let label = std::mem::replace(&mut ctx.model_label, cheap.public_name.clone());
     let status = if parsed.is_some() { 200 } else { 502 };
     ctx.write_ledger_now(status, None).await;
@@ -143,6 +142,10 @@ pub(crate) async fn send(
     }
     ctx.tokens = None;
     ctx.ledger = None;
+    // The escalation is its own call: its own reservation and ledger row,
+    // under a derived id (the reservation table is idempotent on ids, so
+    // reusing the cheap call's would collide). The response names it.
+    ctx.internal_id = format!("{}.escalated", ctx.internal_id);
     ctx._backend_slot = None;
     ctx._outstanding = None;
     ctx.served_by = None;
