@@ -129,6 +129,7 @@ async fn a_good_cheap_answer_stands_and_a_refusal_escalates_with_both_calls_in_t
     assert_eq!(r.backend.as_deref(), Some("cheap"));
     assert_eq!(content(&r), "Paris.");
     assert_eq!(strong.hits(), 0, "the strong model was not asked");
+    let first_id = r.ledger_id.clone().expect("ledger id");
     assert_eq!(
         cheap.received()[0]["model"],
         "small",
@@ -170,6 +171,12 @@ async fn a_good_cheap_answer_stands_and_a_refusal_escalates_with_both_calls_in_t
     let row = |id: &str| rows.iter().find(|r| r["request_id"] == id).cloned();
     let strong_row = row(&id).unwrap_or_else(|| panic!("{id} in {rows:?}"));
     let cheap_row = row(cheap_id).expect("the cheap call's row");
+    let kept = row(&first_id).expect("the kept cheap answer's row");
+    assert_eq!(
+        (kept["model"].as_str(), kept["backend"].as_str()),
+        (Some("small"), Some("cheap")),
+        "priced as the model that answered"
+    );
     assert_eq!(strong_row["backend"], "strong");
     assert_eq!(cheap_row["backend"], "cheap");
     assert_eq!(cheap_row["model"], "small");

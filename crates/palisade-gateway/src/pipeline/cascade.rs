@@ -11,6 +11,8 @@
 //! it, so the cheap stream would have to be buffered whole before a byte
 //! reached the client, which takes away what streaming is for.
 //!
+//! A ledger row names (and is priced as) the model that made it: a kept
+//! cheap answer's row is the cheap model's.
 //! Both calls are accounted: the cheap call's ledger row is written (with
 //! its own usage, its reservation settled against it) under the request's
 //! ledger id, and the escalation's under `<that id>.escalated` (the id the
@@ -113,6 +115,8 @@ pub(crate) async fn send(
             sent.upstream = rebuild(&head, body);
             count(route, "first");
             ctx.cascade = Some("first");
+            // The ledger prices the model that answered: the cheap one.
+            ctx.model_label = cheap.public_name.clone();
             return Ok(sent);
         }
         Judged::Escalate {

@@ -36,6 +36,11 @@ pub enum Mode {
         logprob: f64,
         raw: Option<String>,
     },
+    /// A cheap model's mix, chosen by the start of the last user message:
+    /// `refuse…` a refusal, `json…` broken JSON, `unsure…` valid JSON
+    /// with low log-probabilities (-3 per token), anything else a good
+    /// answer (-0.1 per token).
+    ByPrompt,
     /// Like `Ok`, but every `every`-th request (the 1st, then every
     /// `every` more) waits `slow` instead of `fast`: a long tail.
     Tail {
@@ -198,7 +203,29 @@ async fn serve(
         received.push((Instant::now(), body.clone()));
         nth = received.len();
     }
+    let prompt = body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_owned();
     let mode = match mode.lock().unwrap().clone() {
+        Mode::ByPrompt => {
+            let (content, logprob) = if prompt.starts_with("refuse") {
+                ("I'm sorry, but I can't help with that.", -0.1)
+            } else if prompt.starts_with("json") {
+                ("{\"answer\": ", -0.1)
+            } else if prompt.starts_with("unsure") {
+                ("{\"answer\": \"Lyon\"}", -3.0)
+            } else {
+                ("{\"answer\": \"Paris\"}", -0.1)
+            };
+            Mode::Answer {
+                content: content.to_owned(),
+                logprob,
+                raw: None,
+            }
+        }
         Mode::Tail { every, fast, slow } => Mode::Ok {
             delay: if (nth - 1) % every.max(1) == 0 {
                 slow
@@ -274,7 +301,7 @@ async fn serve(
             });
             (200, answer.to_string(), None)
         }
-        (_, Mode::Tail { .. }) => unreachable!("resolved to Ok above"),
+        (_, Mode::Tail { .. } | Mode::ByPrompt) => unreachable!("resolved above"),
     };
     let extra = retry_after
         .map(|s| format!("retry-after: {s}\r\n"))
