@@ -271,3 +271,71 @@ async fn streamed_requests_go_straight_to_the_routes_own_model() {
     assert_eq!(r.cascade, None);
     assert_eq!((cheap.hits(), strong.hits()), (0, 1));
 }
+
+/// `cascade` reloads with the routes: a reload that adds it cascades the
+/// next request, one that removes it sends straight to the route's model.
+#[tokio::test]
+async fn a_reload_turns_the_cascade_on_and_off() {
+    let cheap = Fake::start("cheap", says("Paris.", -0.1)).await;
+    let strong = Fake::start("strong", says("Paris, France.", -0.1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("palisade.toml");
+    let write = |gates: Option<&str>| {
+        let mut text = config(
+            &cheap,
+            &strong,
+            gates.unwrap_or("[]"),
+            "[reload]\nconfig_poll_ms = 0",
+        );
+        if gates.is_none() {
+            text = text.replace("cascade = { first = \"small\", escalate_on = [] }", "");
+        }
+        std::fs::write(&path, text).unwrap();
+    };
+    let load = |text: &str| {
+        Config::load(&Sources {
+            toml: Some(text),
+            ..Sources::default()
+        })
+        .map_err(|e| e.to_string())
+    };
+    write(None);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let gw = Gateway::with_env(load(&text).unwrap(), |_| None)
+        .unwrap()
+        .reload_from(&path, load)
+        .start(Some("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let reload = || async {
+        let resp = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .post(format!("http://{}/admin/config/reload", gw.local_addr()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    };
+    let r = post(&gw, ask(json!({}))).await;
+    assert_eq!(
+        (r.cascade.as_deref(), r.backend.as_deref()),
+        (None, Some("strong"))
+    );
+    write(Some(r#"["refusal"]"#));
+    reload().await;
+    let r = post(&gw, ask(json!({}))).await;
+    assert_eq!(
+        (r.cascade.as_deref(), r.backend.as_deref()),
+        (Some("first"), Some("cheap"))
+    );
+    write(None);
+    reload().await;
+    let r = post(&gw, ask(json!({}))).await;
+    assert_eq!(
+        (r.cascade.as_deref(), r.backend.as_deref()),
+        (None, Some("strong"))
+    );
+    assert_eq!((cheap.hits(), strong.hits()), (1, 2));
+}
