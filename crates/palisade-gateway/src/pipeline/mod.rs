@@ -19,8 +19,9 @@
 //!    upstream's `logit_bias` on watermarked models.
 //! 6. **budget** ([`budget`]): token reservation, backend queue, ledger row.
 //! 7. **forward** ([`crate::balancer::attempts`], [`forward`]): the
-//!    deployment, breaker, upstream call, deadlines; retries and fallbacks
-//!    while no byte went to the client.
+//!    deployment, breaker, upstream call, deadlines; retries, fallbacks and
+//!    hedges ([`crate::balancer::hedge`]) while no byte went to the client;
+//!    a cascade route's cheap stage and escalation ([`cascade`]).
 //! 8. **response filters** ([`filters`]): the tool gate, then the output
 //!    gate, for whole bodies ([`respond`]) and streams ([`stream`]) alike.
 //! 9. **account** ([`RequestCtx::finish`]): tokens reconciled, ledger row,
