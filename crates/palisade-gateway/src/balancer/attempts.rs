@@ -176,9 +176,9 @@ pub(crate) async fn send(
                 ctx,
             );
             if leg.attempt.backend != last_backend {
-                if let Some(slot) = leg.slot {
-                    ctx._backend_slot = Some(slot);
-                }
+                // The hedge's own place (none when its backend has no
+                // queue): the first attempt's place is given back.
+                ctx._backend_slot = leg.slot;
                 last_backend = leg.attempt.backend;
             }
             attempt = leg.attempt;
