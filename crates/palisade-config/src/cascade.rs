@@ -9,7 +9,13 @@
 use super::*;
 
 /// The evidence gates a cascade may escalate on.
-pub const CASCADE_GATES: [&str; 4] = ["refusal", "json_invalid", "low_confidence", "policy_flag"];
+pub const CASCADE_GATES: [&str; 5] = [
+    "refusal",
+    "json_invalid",
+    "low_confidence",
+    "policy_flag",
+    "judge",
+];
 
 /// A route's cascade.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +32,21 @@ pub struct CascadeConfig {
     /// log-probability is below this.
     #[serde(default = "default_min_mean_logprob")]
     pub min_mean_logprob: f64,
+    /// `judge`: another routed model asked whether the cheap answer will
+    /// do; it escalates when its answer opens with "yes".
+    #[serde(default)]
+    pub judge: Option<JudgeConfig>,
+}
+
+/// A cascade's judge: a routed model and the instructions it gets (its
+/// system prompt) before the question and the cheap answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeConfig {
+    /// The judge's routed model name (not a cascade).
+    pub model: String,
+    /// What to decide; it must ask for "yes" (escalate) or "no".
+    pub prompt: String,
 }
 
 /// Refusals, broken JSON and the output gate's blocks: the gates that need
@@ -58,9 +79,25 @@ impl CascadeConfig {
             if !CASCADE_GATES.contains(&gate.as_str()) {
                 return Err(invalid(
                     format!("{key}.escalate_on[{j}]"),
-                    format!("unknown gate `{gate}` (refusal, json_invalid, low_confidence, policy_flag)"),
+                    format!("unknown gate `{gate}` (refusal, json_invalid, low_confidence, policy_flag, judge)"),
                 ));
             }
+        }
+        let judged = self.escalate_on.iter().any(|g| g == "judge");
+        match &self.judge {
+            Some(j) if !judged || j.prompt.trim().is_empty() || j.model.is_empty() => {
+                return Err(invalid(
+                    format!("{key}.judge"),
+                    "a judge needs `model`, a non-empty `prompt`, and \"judge\" in `escalate_on`",
+                ))
+            }
+            None if judged => {
+                return Err(invalid(
+                    format!("{key}.judge"),
+                    "\"judge\" in `escalate_on` needs a `judge = { model, prompt }` table",
+                ))
+            }
+            _ => {}
         }
         if !self.min_mean_logprob.is_finite() || self.min_mean_logprob > 0.0 {
             return Err(invalid(

@@ -173,6 +173,16 @@ pub(crate) fn validate_routing_table(routes: &[RouteConfig]) -> Result<(), Confi
                 return Err(invalid(key, format!("model name `{name}` is routed twice")));
             }
         }
+        if let Some(judge) = route.cascade.as_ref().and_then(|c| c.judge.as_ref()) {
+            let target = &judge.model;
+            let found = routes.iter().find(|r| r.answers_to(target));
+            if found.is_none_or(|r| r.cascade.is_some()) {
+                return Err(invalid(
+                    format!("routes[{i}].cascade.judge.model"),
+                    format!("`{target}` must be a routed model name that is not a cascade"),
+                ));
+            }
+        }
         if let Some(cascade) = &route.cascade {
             let target = &cascade.first;
             let first = routes.iter().find(|r| r.answers_to(target));

@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 124;
+const RULE_SITES: usize = 127;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -578,6 +578,18 @@ fn invalid_configs_name_the_key() {
         (
             "[[routes]]\ncascade = { first = \"nope\" }",
             "routes[0].cascade.first",
+        ),
+        (
+            "[[routes]]\ncascade = { first = \"cheap\", escalate_on = [\"judge\"] }\n[[routes]]\nmodel = \"cheap\"\nbackend = \"local\"",
+            "routes[0].cascade.judge",
+        ),
+        (
+            "[[routes]]\ncascade = { first = \"cheap\", judge = { model = \"cheap\", prompt = \"wrong?\" } }\n[[routes]]\nmodel = \"cheap\"\nbackend = \"local\"",
+            "routes[0].cascade.judge",
+        ),
+        (
+            "[[routes]]\ncascade = { first = \"cheap\", escalate_on = [\"judge\"], judge = { model = \"nope\", prompt = \"wrong?\" } }\n[[routes]]\nmodel = \"cheap\"\nbackend = \"local\"",
+            "routes[0].cascade.judge.model",
         ),
         (
             "[[routes]]\ncascade = { first = \"m\" }",

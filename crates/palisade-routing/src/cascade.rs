@@ -22,6 +22,8 @@ pub enum EscalateReason {
     LowConfidence,
     /// The output gate blocked the answer.
     PolicyFlag,
+    /// The operator's judge model said the answer will not do.
+    Judge,
     /// The answer is not a readable chat completion (or the cheap model
     /// failed): always escalated.
     Malformed,
@@ -35,6 +37,7 @@ impl EscalateReason {
             Self::JsonInvalid => "json_invalid",
             Self::LowConfidence => "low_confidence",
             Self::PolicyFlag => "policy_flag",
+            Self::Judge => "judge",
             Self::Malformed => "malformed",
         }
     }
@@ -46,6 +49,7 @@ impl EscalateReason {
             "json_invalid" => Self::JsonInvalid,
             "low_confidence" => Self::LowConfidence,
             "policy_flag" => Self::PolicyFlag,
+            "judge" => Self::Judge,
             _ => return None,
         })
     }
@@ -162,6 +166,17 @@ pub fn mean_logprob(choice: &Value) -> Option<f64> {
     Some(values.iter().sum::<f64>() / values.len() as f64)
 }
 
+/// The judge model's answer says yes (escalate): it opens with "yes",
+/// case-insensitive, after whitespace, quotes and markdown emphasis. Anything
+/// else — "no", an empty or rambling answer — keeps the cheap answer: a
+/// judge that cannot say yes plainly does not cost an escalation.
+pub fn judge_says_yes(text: &str) -> bool {
+    let t =
+        text.trim_start_matches(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '*' | '_'));
+    t.get(..3).is_some_and(|h| h.eq_ignore_ascii_case("yes"))
+        && !t[3..].starts_with(|c: char| c.is_alphanumeric())
+}
+
 /// What the cascade escalates on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CascadeGates {
@@ -202,7 +217,10 @@ impl CascadeGates {
                 EscalateReason::LowConfidence => {
                     mean_logprob(choice).is_some_and(|m| m < self.min_mean_logprob)
                 }
-                EscalateReason::PolicyFlag | EscalateReason::Malformed => false,
+                // The caller's: the output gate and the judge model.
+                EscalateReason::PolicyFlag | EscalateReason::Judge | EscalateReason::Malformed => {
+                    false
+                }
             };
             if hit {
                 return Some(*gate);
@@ -266,6 +284,22 @@ mod tests {
         ];
         for (text, format, want) in table {
             assert_eq!(json_invalid(text, format), want, "{text} {format:?}");
+        }
+    }
+
+    #[test]
+    fn the_judge_must_say_yes_plainly() {
+        for (text, want) in [
+            ("yes", true),
+            ("Yes.", true),
+            ("  **YES** - it is wrong", true),
+            ("yesterday it was fine", false),
+            ("no", false),
+            ("", false),
+            ("I think yes", false),
+            ("ye", false),
+        ] {
+            assert_eq!(judge_says_yes(text), want, "{text:?}");
         }
     }
 

@@ -61,7 +61,9 @@ mod residency;
 
 pub use balance::{pick, DeploymentState, Ewma};
 pub use budget::{RetryBudget, RetryBudgetConfig};
-pub use cascade::{is_refusal, json_invalid, mean_logprob, CascadeGates, EscalateReason};
+pub use cascade::{
+    is_refusal, json_invalid, judge_says_yes, mean_logprob, CascadeGates, EscalateReason,
+};
 pub use engine::{EngineStats, Speculation};
 pub use failure::{Failure, FailureClass, Safety};
 pub use health::{PassiveHealth, PassiveHealthConfig};
