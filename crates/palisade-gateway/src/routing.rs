@@ -48,6 +48,8 @@ pub(crate) struct CascadeRoute {
     /// The cheap model's routed name.
     pub(crate) first: String,
     pub(crate) gates: palisade_routing::CascadeGates,
+    /// The judge's routed model name and instructions, when `judge` is on.
+    pub(crate) judge: Option<(String, String)>,
 }
 
 impl CascadeRoute {
@@ -63,6 +65,10 @@ impl CascadeRoute {
                     .collect(),
                 min_mean_logprob: cfg.min_mean_logprob,
             },
+            judge: cfg
+                .judge
+                .as_ref()
+                .map(|j| (j.model.clone(), j.prompt.clone())),
         }
     }
 }

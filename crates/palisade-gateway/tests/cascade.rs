@@ -339,3 +339,99 @@ async fn a_reload_turns_the_cascade_on_and_off() {
     );
     assert_eq!((cheap.hits(), strong.hits()), (1, 2));
 }
+
+/// An operator's judge route: shown the question and the cheap answer
+/// under its instructions; "yes" escalates, "no" keeps the cheap answer;
+/// its call has its own ledger row and its answer never reaches the client.
+#[tokio::test]
+async fn a_judge_route_decides_and_its_call_is_accounted() {
+    let cheap = Fake::start("cheap", says("Lyon.", -0.1)).await;
+    let strong = Fake::start("strong", says("Paris.", -0.1)).await;
+    let judge = Fake::start("judge", says("no", -0.1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let gw = gateway(&format!(
+        r#"
+        [ledger]
+        url = "sqlite:{}"
+        [backends.cheap]
+        base_url = "{}"
+        [backends.strong]
+        base_url = "{}"
+        [backends.judge]
+        base_url = "{}"
+        [[routes]]
+        model = "smart"
+        backend = "strong"
+        cascade = {{ first = "small", escalate_on = ["refusal", "judge"], judge = {{ model = "referee", prompt = "Say yes if the answer is wrong, else no." }} }}
+        [[routes]]
+        model = "small"
+        backend = "cheap"
+        [[routes]]
+        model = "referee"
+        backend = "judge"
+        "#,
+        db.display(),
+        cheap.base_url(),
+        strong.base_url(),
+        judge.base_url()
+    ))
+    .await;
+    let r = post(&gw, ask(json!({}))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.cascade.as_deref(), Some("first"), "the judge said no");
+    assert_eq!(content(&r), "Lyon.");
+    assert_eq!(strong.hits(), 0);
+    let seen = judge.received()[0].to_string();
+    assert!(
+        seen.contains("Say yes if the answer is wrong")
+            && seen.contains("capital of France")
+            && seen.contains("Lyon."),
+        "{seen}"
+    );
+    assert_eq!(judge.received()[0]["model"], "referee");
+
+    judge.set(says("Yes", -0.1));
+    let r = post(&gw, ask(json!({}))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.cascade.as_deref(), Some("escalated"));
+    assert_eq!(content(&r), "Paris.", "the judge's own answer never shows");
+    let id = r.ledger_id.expect("ledger id");
+    let base = id
+        .strip_suffix(".escalated")
+        .expect("escalation id")
+        .to_owned();
+    let ledger = palisade_ledger::Ledger::open(
+        &format!("sqlite:{}", db.display()),
+        palisade_ledger::WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut rows: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        let mut out = Vec::new();
+        ledger.export_jsonl(&mut out).await.unwrap();
+        rows = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if rows.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let model_of = |id: &str| {
+        rows.iter()
+            .find(|r| r["request_id"] == id)
+            .map(|r| r["model"].as_str().unwrap_or("").to_owned())
+    };
+    // The second request: cheap, judge, escalation; each its own row.
+    assert_eq!(model_of(&base).as_deref(), Some("small"), "{rows:?}");
+    assert_eq!(
+        model_of(&format!("{base}.judge")).as_deref(),
+        Some("referee")
+    );
+    assert_eq!(model_of(&id).as_deref(), Some("smart"));
+    assert_eq!(rows.len(), 5, "2 + 3 rows: {rows:?}");
+}

@@ -106,6 +106,30 @@ pub(crate) async fn send(
     .await;
     let judged = judge(state, cascade, request, sent, ctx).await;
     let (reason, parsed, cheap_backend) = match judged {
+        Judged::Stands(sent, head, body, value)
+            if cascade.gates.on.contains(&EscalateReason::Judge) =>
+        {
+            let cheap_backend = sent.backend.name.clone();
+            if ask_judge(
+                state, routing, principal, cascade, cheap, request, &value, ctx,
+            )
+            .await?
+            {
+                (EscalateReason::Judge, None, Some(cheap_backend))
+            } else {
+                let body = if added_logprobs {
+                    strip_logprobs(value).unwrap_or(body)
+                } else {
+                    body
+                };
+                let mut sent = sent;
+                sent.upstream = rebuild(&head, body);
+                count(route, "first");
+                ctx.cascade = Some("first");
+                ctx.model_label = cheap.public_name.clone();
+                return Ok(sent);
+            }
+        }
         Judged::Stands(mut sent, head, body, value) => {
             let body = if added_logprobs {
                 strip_logprobs(value).unwrap_or(body)
@@ -134,25 +158,18 @@ pub(crate) async fn send(
         reason.as_str(),
         cheap_backend.as_deref(),
     );
-    if let (Some(tokens), Some(value)) = (&mut ctx.tokens, &parsed) {
-        tokens.tally.observe_response(value);
-    }
-    let label = std::mem::replace(&mut ctx.model_label, cheap.public_name.clone());
-    let status = if parsed.is_some() { 200 } else { 502 };
-    ctx.write_ledger_now(status, None).await;
-    ctx.model_label = label;
-    if let Some(tokens) = &mut ctx.tokens {
-        tokens.settle(status);
-    }
-    ctx.tokens = None;
-    ctx.ledger = None;
+    // (After a judge, the cheap call is already closed: this writes nothing.)
+    let status = if parsed.is_some() || reason == EscalateReason::Judge {
+        200
+    } else {
+        502
+    };
+    close_call(ctx, &cheap.public_name, parsed.as_ref(), status).await;
+    ctx.served_by = None;
     // The escalation is its own call: its own reservation and ledger row,
     // under a derived id (the reservation table is idempotent on ids, so
     // reusing the cheap call's would collide). The response names it.
     ctx.internal_id = format!("{}.escalated", ctx.internal_id);
-    ctx._backend_slot = None;
-    ctx._outstanding = None;
-    ctx.served_by = None;
     // The escalation's own reservation: it fits the budget or is refused.
     if let Err(err) = super::budget::reserve_tokens(
         state,
@@ -264,6 +281,141 @@ async fn judge(
         bytes,
         value,
     )
+}
+
+/// Largest question or answer text the judge is shown: bounds what a
+/// cascade request can make the judge read.
+const MAX_JUDGED_CHARS: usize = 8 * 1024;
+
+/// Asks the judge whether the cheap answer will do; `true`: escalate.
+/// The judge is a call of its own: the cheap call's ledger row is written
+/// (priced as the cheap model) and its reservation settled first, then the
+/// judge takes its own reservation (`429` when the budget cannot hold it)
+/// and writes its row under `<id>.judge`. Its answer never reaches the
+/// client. A judge that fails or cannot be read keeps the cheap answer.
+#[allow(clippy::too_many_arguments)]
+async fn ask_judge(
+    state: &Arc<GatewayState>,
+    routing: &RoutingSnapshot,
+    principal: &Principal,
+    cascade: &crate::routing::CascadeRoute,
+    cheap: &Route,
+    request: &RequestBody,
+    answer: &Value,
+    ctx: &mut RequestCtx,
+) -> Result<bool, ApiError> {
+    let Some((judge_name, prompt)) = &cascade.judge else {
+        return Ok(false);
+    };
+    let Some(judge) = routing.routes.resolve(judge_name) else {
+        return Ok(false);
+    };
+    let bounded = |s: &str| s.chars().take(MAX_JUDGED_CHARS).collect::<String>();
+    let question = request
+        .fields()
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .map(bounded)
+        .unwrap_or_default();
+    let text = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .map(bounded)
+        .unwrap_or_default();
+    // The cheap call, accounted as done.
+    let served = ctx.served_by.clone();
+    let attempts = ctx.attempts;
+    let original_id = ctx.internal_id.clone();
+    close_call(ctx, &cheap.public_name, Some(answer), 200).await;
+    // The judge's own call.
+    ctx.internal_id = format!("{original_id}.judge");
+    let name = judge
+        .upstream_model
+        .clone()
+        .unwrap_or_else(|| judge.public_name.clone());
+    let body = serde_json::json!({
+        "model": &*name,
+        "max_tokens": 8,
+        "messages": [
+            {"role": "system", "content": prompt},
+            {"role": "user", "content": format!("Question:\n{question}\n\nAnswer:\n{text}")},
+        ],
+    });
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let verdict = judge_call(state, routing, principal, judge, &bytes, ctx).await;
+    let (yes, value, status) = match verdict {
+        Ok(v) => v,
+        Err(err) => {
+            ctx.internal_id = original_id;
+            return Err(err);
+        }
+    };
+    close_call(ctx, &judge.public_name, value.as_ref(), status).await;
+    ctx.internal_id = original_id;
+    ctx.served_by = served;
+    ctx.attempts = attempts;
+    Ok(yes)
+}
+
+/// The judge's call: reserved, sent (residency as for any request to its
+/// route), read. `(says yes, its answer, status)`.
+async fn judge_call(
+    state: &Arc<GatewayState>,
+    routing: &RoutingSnapshot,
+    principal: &Principal,
+    judge: &Route,
+    bytes: &[u8],
+    ctx: &mut RequestCtx,
+) -> Result<(bool, Option<Value>, u16), ApiError> {
+    let Ok(mut judged) = RequestBody::parse(Endpoint::ChatCompletions, bytes) else {
+        return Ok((false, None, 502));
+    };
+    super::budget::reserve_tokens(
+        state,
+        principal,
+        judge,
+        Endpoint::ChatCompletions,
+        &mut judged,
+        bytes.len(),
+        ctx,
+    )
+    .await?;
+    let body = Bytes::from(judged.to_bytes());
+    let sent =
+        crate::balancer::attempts::send(state, routing, principal, judge, &mut judged, body, ctx)
+            .await;
+    let Ok(sent) = sent else {
+        return Ok((false, None, 502));
+    };
+    let status = sent.upstream.status().as_u16();
+    let read = read_upstream_body(&sent.backend, sent.upstream, sent.deadline).await;
+    let value = read
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    let yes = value
+        .as_ref()
+        .and_then(|v| v["choices"][0]["message"]["content"].as_str())
+        .is_some_and(palisade_routing::judge_says_yes);
+    Ok((yes && status == 200, value, status))
+}
+
+/// Ends one call of a cascade: its usage counted, its ledger row written
+/// (priced as `model`), its reservation settled, its places given back.
+async fn close_call(ctx: &mut RequestCtx, model: &Arc<str>, answer: Option<&Value>, status: u16) {
+    if let (Some(tokens), Some(value)) = (&mut ctx.tokens, answer) {
+        tokens.tally.observe_response(value);
+    }
+    let label = std::mem::replace(&mut ctx.model_label, model.clone());
+    ctx.write_ledger_now(status, None).await;
+    ctx.model_label = label;
+    if let Some(tokens) = &mut ctx.tokens {
+        tokens.settle(status);
+    }
+    ctx.tokens = None;
+    ctx.ledger = None;
+    ctx._backend_slot = None;
+    ctx._outstanding = None;
 }
 
 /// A response with `head`'s status and headers and `body`.
