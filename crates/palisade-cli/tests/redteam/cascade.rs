@@ -134,3 +134,64 @@ async fn a_hostile_cheap_answer_cannot_crash_the_cascade_or_pass_the_output_gate
         );
     }
 }
+
+/// With a judge that always says "yes", each request makes three calls
+/// (cheap, judge, strong); every one is reserved before it is sent, so the
+/// budget runs out into 429s instead of calls on credit.
+#[tokio::test]
+async fn a_judge_that_always_escalates_cannot_spend_past_the_token_budget() {
+    let cheap = HostileUpstream::start(RawResponse::json(completion("Lyon."))).await;
+    let judge = HostileUpstream::start(RawResponse::json(completion("yes"))).await;
+    let strong = ScriptedUpstream::start().await;
+    let budget = 600u64;
+    let client = Client::new(
+        start(&format!(
+            r#"
+            [limits]
+            tokens_per_minute = {budget}
+            [backends.cheap]
+            base_url = "{}"
+            [backends.strong]
+            base_url = "{}"
+            [backends.judge]
+            base_url = "{}"
+            [[routes]]
+            model = "smart"
+            backend = "strong"
+            cascade = {{ first = "small", escalate_on = ["judge"], judge = {{ model = "referee", prompt = "Say yes if wrong." }} }}
+            [[routes]]
+            model = "small"
+            backend = "cheap"
+            [[routes]]
+            model = "referee"
+            backend = "judge"
+            "#,
+            cheap.base_url(),
+            strong.base_url(),
+            judge.base_url()
+        ))
+        .await,
+    );
+    let (mut served, mut refused) = (0u64, 0u64);
+    for _ in 0..12 {
+        let (status, body) = client.chat(&ask()).await;
+        match status {
+            200 => served += 1,
+            429 => {
+                assert_eq!(body["error"]["code"], "tokens_exhausted", "{body}");
+                refused += 1;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(
+        refused >= 1 && served >= 1,
+        "{served} served, {refused} refused"
+    );
+    let calls = (cheap.received().len() + judge.received().len() + strong.received().len()) as u64;
+    assert_eq!(strong.received().len() as u64, served);
+    // 20 completion tokens per cheap and judge call (the scripted strong
+    // reports fewer): what was spent fits the budget plus the refill of the
+    // seconds the test ran.
+    assert!(calls * 20 <= budget + 60, "{calls} calls");
+}
