@@ -37,6 +37,7 @@ pub const PURE_CRATES: &[&str] = &[
     "palisade-routing",
     "palisade-replay",
     "palisade-watermark",
+    "palisade-canary",
 ];
 
 /// One broken rule at one place.

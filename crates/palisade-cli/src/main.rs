@@ -15,6 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod audit_cmd;
 mod bundle_cmd;
+mod canaries_cmd;
 mod check_cmd;
 mod datasets;
 mod fleet_cmd;
@@ -121,6 +122,9 @@ enum Command {
     /// The fleet registry: every live replica, what it enforces, the version skew.
     #[command(subcommand)]
     Fleet(fleet_cmd::FleetCommand),
+    /// Model canaries of a running gateway: scores, drift and rollout state
+    /// per route and deployment (`GET /admin/canaries`).
+    Canaries(canaries_cmd::CanariesArgs),
     /// Threat hunting across keys and accounts over the extraction store:
     /// find campaigns, list them, mark them confirmed or benign.
     #[command(subcommand)]
@@ -252,6 +256,7 @@ fn main() -> std::process::ExitCode {
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Fleet(cmd) => fleet_cmd::run(cmd),
+        Command::Canaries(args) => canaries_cmd::run(args),
         Command::Hunt(cmd) => hunt_cmd::run(cmd),
         Command::Bundle(cmd) => bundle_cmd::run(cmd),
         Command::Watermark(cmd) => watermark_cmd::run(cmd),

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 mod auth;
 mod backends;
 mod bundle;
+mod canary;
 mod cascade;
 mod console;
 mod detection;
@@ -54,6 +55,7 @@ mod watermark;
 pub use auth::*;
 pub use backends::*;
 pub use bundle::*;
+pub use canary::*;
 pub use cascade::*;
 pub use console::*;
 pub use detection::*;
@@ -237,6 +239,8 @@ impl Config {
                 idempotent: false,
                 hedge: None,
                 cascade: None,
+                canary: None,
+                rollout: None,
             });
         }
     }

@@ -71,6 +71,12 @@ pub struct RouteConfig {
     /// when an evidence gate escalates (non-streamed chat).
     #[serde(default)]
     pub cascade: Option<CascadeConfig>,
+    /// A golden set replayed against each deployment (model canary).
+    #[serde(default)]
+    pub canary: Option<CanaryConfig>,
+    /// A weighted rollout of one deployment, judged by `canary`.
+    #[serde(default)]
+    pub rollout: Option<RolloutConfig>,
 }
 
 impl RouteConfig {
@@ -134,6 +140,7 @@ impl RouteConfig {
         if let Some(cascade) = &self.cascade {
             cascade.validate(&format!("routes[{i}].cascade"))?;
         }
+        validate_canary(i, self)?;
         if self.model == WILDCARD_MODEL && !self.aliases.is_empty() {
             return Err(invalid(
                 format!("routes[{i}].aliases"),

@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 127;
+const RULE_SITES: usize = 142;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -139,6 +139,7 @@ fn every_rule_site_is_counted() {
         include_str!("../src/backends.rs"),
         include_str!("../src/bundle.rs"),
         include_str!("../src/cascade.rs"),
+        include_str!("../src/canary.rs"),
         include_str!("../src/console.rs"),
         include_str!("../src/detection.rs"),
         include_str!("../src/fleet.rs"),
@@ -766,4 +767,68 @@ fn invalid_configs_name_the_key() {
     for (mutation, key) in rows {
         check_invalid(mutation, key);
     }
+}
+
+/// `[[routes]] canary` and `rollout`: one row per rule.
+#[test]
+fn canary_and_rollout_rows_name_the_key() {
+    let canary =
+        |fields: &str| format!("[[routes]]\ncanary = {{ golden_set = \"g.jsonl\"{fields} }}");
+    let two = "[backends.us]\nbase_url = \"http://127.0.0.1:8001/v1\"\n\
+               [[routes]]\nbackend = \"\"\n\
+               deployments = [{ backend = \"local\" }, { backend = \"us\" }]\n";
+    let rollout = |fields: &str| {
+        format!(
+            "{two}canary = {{ golden_set = \"g.jsonl\" }}\n\
+             rollout = {{ deployment = \"us\"{fields} }}"
+        )
+    };
+    let rows = [
+        (
+            "[[routes]]\ncanary = { golden_set = \" \" }".to_owned(),
+            "routes[0].canary.golden_set",
+        ),
+        (canary(", interval_s = 0"), "routes[0].canary.interval_s"),
+        (canary(", timeout_ms = 0"), "routes[0].canary.timeout_ms"),
+        (
+            canary(", max_body_bytes = 10"),
+            "routes[0].canary.max_body_bytes",
+        ),
+        (canary(", min_samples = 0"), "routes[0].canary.min_samples"),
+        (
+            canary(", min_samples = 20, window = 10"),
+            "routes[0].canary.window",
+        ),
+        (canary(", alpha = 0.5"), "routes[0].canary.alpha"),
+        (canary(", tolerance = 1.0"), "routes[0].canary.tolerance"),
+        (canary(", min_pass_rate = 1.5"), "routes[0].canary.min_pass_rate"),
+        (canary(", latency_ratio = 0.5"), "routes[0].canary.latency_ratio"),
+        (
+            format!("{two}rollout = {{ deployment = \"us\" }}"),
+            "routes[0].rollout",
+        ),
+        (
+            format!(
+                "{two}canary = {{ golden_set = \"g.jsonl\" }}\nrollout = {{ deployment = \"eu\" }}"
+            ),
+            "routes[0].rollout.deployment",
+        ),
+        (
+            "[[routes]]\ncanary = { golden_set = \"g.jsonl\" }\nrollout = { deployment = \"local\" }"
+                .to_owned(),
+            "routes[0].rollout.deployment",
+        ),
+        (
+            rollout(", start_weight_pct = 0"),
+            "routes[0].rollout.start_weight_pct",
+        ),
+        (rollout(", step_pct = 101"), "routes[0].rollout.step_pct"),
+        (rollout(", step_every_s = 0"), "routes[0].rollout.step_every_s"),
+    ];
+    for (mutation, key) in &rows {
+        check_invalid(mutation, key);
+    }
+    // And the valid shapes load.
+    load(&mutated(&rollout(", start_weight_pct = 10"))).expect("a rollout validates");
+    load(&mutated(&canary(""))).expect("a canary alone validates");
 }

@@ -74,5 +74,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             rate(hits, rows.len())
         );
     }
+    // Ranking, whatever the threshold: injected documents against every clean one above
+    // (held-out Debian chunks and clean synthetic tool outputs).
+    let score = |text: &str, channel: Channel| {
+        detector
+            .scan(&ScanInput {
+                text,
+                channel,
+                system_prompt: None,
+            })
+            .score
+    };
+    let mut clean: Vec<f32> = heldout
+        .iter()
+        .map(|(t, _)| score(t, Channel::Retrieved))
+        .collect();
+    let mut attacks = Vec::new();
+    for e in &synthetic {
+        let s = score(&e.text, e.channel);
+        if e.kind == Kind::Attack {
+            attacks.push(s);
+        } else {
+            clean.push(s);
+        }
+    }
+    println!(
+        "\nInjected vs clean documents: AUC {:.3}, TPR@1%FPR {:.1}%, TPR@0.1%FPR {:.1}% ({} vs {})",
+        palisade_eval::eval::auc(&attacks, &clean),
+        100.0 * palisade_eval::eval::tpr_at_fpr(&attacks, &clean, 0.01),
+        100.0 * palisade_eval::eval::tpr_at_fpr(&attacks, &clean, 0.001),
+        attacks.len(),
+        clean.len()
+    );
     Ok(())
 }

@@ -30,6 +30,7 @@ pub(crate) mod anomaly;
 pub(crate) mod api;
 pub(crate) mod balancer;
 pub mod bundle;
+pub(crate) mod canary;
 pub(crate) mod clock;
 pub(crate) mod console;
 pub(crate) mod context;

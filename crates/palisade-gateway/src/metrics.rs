@@ -201,6 +201,7 @@ fn start_at_zero() {
 }
 
 fn describe() {
+    crate::canary::describe_metrics();
     describe_gauge!(BUILD_INFO, "1, labelled with this build's version.");
     describe_counter!(
         crate::reload::RELOADS,

@@ -66,6 +66,7 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
         .route("/admin/audit", get(crate::api::admin_read::audit))
         .route("/admin/limits", get(crate::api::admin_read::limits))
         .route("/admin/routes", get(crate::api::admin_views::routes))
+        .route("/admin/canaries", get(crate::canary::admin::list))
         .route("/admin/policy/shadow", get(crate::api::admin_views::shadow))
         .route("/admin/config", get(crate::api::admin_read::config))
         .route(

@@ -167,6 +167,21 @@ impl Gateway {
         serving.set(true);
         let replicas_to = self.state.clone();
         self.state.routing.start_probes(stop_rx.clone());
+        self.state.routing.start_canaries(
+            stop_rx.clone(),
+            crate::canary::Env {
+                gates: self.state.gates.clone(),
+                webhook: self.config.limits.alert_webhook_url.clone(),
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .ok(),
+                default_max_tokens: self
+                    .state
+                    .inject_max_tokens
+                    .then_some(self.state.default_max_tokens),
+            },
+        );
         crate::reload::Reloader::spawn_poll(self.state.clone(), stop_rx.clone());
         self.state.fleet.spawn(
             self.state.gates.policy.clone(),

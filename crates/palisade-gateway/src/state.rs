@@ -69,6 +69,14 @@ pub enum GatewayError {
         /// Why.
         message: String,
     },
+    /// A route's canary golden set could not be read or parsed.
+    #[error("cannot load the canary golden set {path}: {message}")]
+    Canary {
+        /// The configured file.
+        path: String,
+        /// Why (I/O error, or the line that does not parse).
+        message: String,
+    },
     /// The policy file could not be loaded.
     #[error(transparent)]
     Policy(#[from] crate::gates::policy::PolicyLoadError),

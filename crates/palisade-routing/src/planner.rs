@@ -2,6 +2,11 @@
 //! failure the next one (another deployment of the route, then the route's
 //! fallback chain for the failure's class) or a reason to give up.
 //!
+//! A deployment whose run-time weight is 0 ([`StateView::weight`]: a
+//! canary in analysis or rolled back) is not a candidate for anything; one
+//! with a fixed share ([`StateView::share`]: a canary rolling out) gets
+//! that share of the route's first attempts.
+//!
 //! Must not: choose a deployment outside the request's residency rule
 //! (tenant and route rules together, for fallback routes too), resend a
 //! request whose failure may have reached the model unless it is
@@ -89,6 +94,22 @@ pub trait StateView {
     fn state(&self, backend: usize) -> DeploymentState;
     /// Takes one retry token from the backend's budget.
     fn try_retry(&mut self, backend: usize) -> bool;
+    /// The weight deployment `backend` of `route` has now: `configured`
+    /// unless something overrides it at run time (a canary rollout's
+    /// share). 0 takes the deployment out of the route entirely: no first
+    /// attempt, retry or fallback goes to it.
+    fn weight(&self, route: usize, backend: usize, configured: u32) -> u32 {
+        let _ = (route, backend);
+        configured
+    }
+    /// A fixed share of `route`'s first attempts for one deployment:
+    /// `(backend, percent)` (a canary rollout's step). Drawn before load
+    /// balancing, so the share holds at any load; the other first attempts
+    /// are balanced among the rest.
+    fn share(&self, route: usize) -> Option<(usize, u32)> {
+        let _ = route;
+        None
+    }
 }
 
 /// One planned attempt.
@@ -193,7 +214,9 @@ impl<'a> Planner<'a> {
         spec.deployments
             .iter()
             .filter(|d| rule.allows(&d.labels))
-            .map(|d| (d.backend, d.weight.max(1), view.state(d.backend)))
+            .map(|d| (d.backend, view.weight(route, d.backend, d.weight.max(1))))
+            .filter(|(_, weight)| *weight > 0)
+            .map(|(backend, weight)| (backend, weight, view.state(backend)))
             .collect()
     }
 
@@ -215,7 +238,20 @@ impl<'a> Planner<'a> {
             .filter(Self::available(now))
             .collect();
         let choice = if !healthy.is_empty() {
-            pick(&healthy, rng)
+            match view.share(self.primary) {
+                Some((canary, pct))
+                    if healthy.len() > 1 && healthy.iter().any(|c| c.0 == canary) =>
+                {
+                    if rng.below(100) < u64::from(pct) {
+                        Some(canary)
+                    } else {
+                        let rest: Vec<_> =
+                            healthy.iter().copied().filter(|c| c.0 != canary).collect();
+                        pick(&rest, rng)
+                    }
+                }
+                _ => pick(&healthy, rng),
+            }
         } else {
             let forbidden_healthy = self.routes.get(self.primary).is_some_and(|spec| {
                 spec.deployments.iter().any(|d| {

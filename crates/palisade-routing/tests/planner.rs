@@ -486,3 +486,103 @@ proptest! {
         prop_assert!(hedges <= max_extra);
     }
 }
+
+/// A view whose run-time weights zero some backends (a canary in analysis
+/// or rolled back).
+struct Zeroed {
+    inner: View,
+    zero: Vec<usize>,
+}
+
+impl StateView for Zeroed {
+    fn state(&self, backend: usize) -> DeploymentState {
+        self.inner.state(backend)
+    }
+    fn try_retry(&mut self, backend: usize) -> bool {
+        self.inner.try_retry(backend)
+    }
+    fn weight(&self, _route: usize, backend: usize, configured: u32) -> u32 {
+        if self.zero.contains(&backend) {
+            0
+        } else {
+            configured
+        }
+    }
+}
+
+#[test]
+fn a_deployment_at_weight_zero_gets_no_attempt_at_all() {
+    let routes = routes();
+    let mut rng = SplitMix(3);
+    for seed in 0..200 {
+        rng.0 = seed;
+        let mut view = Zeroed {
+            inner: View::all_healthy(4),
+            zero: vec![1],
+        };
+        let mut p = Planner::new(&routes, 0, Residency::default(), policy(4), true, 10 * SEC);
+        let a = p.first(0, &mut view, &mut rng).unwrap();
+        assert_eq!(a.backend, 0, "the zeroed deployment is never first");
+        // Every further attempt (retries of the same model, fallbacks) too.
+        let mut now = 0;
+        while let Ok(next) = p.after(
+            Failure {
+                class: FailureClass::Unavailable,
+                retry_after: None,
+            },
+            now,
+            &mut view,
+            &mut rng,
+        ) {
+            assert_ne!(next.backend, 1);
+            now += next.delay + 1;
+        }
+    }
+}
+
+/// A view giving backend 1 a fixed share of route 0's first attempts.
+struct Shared {
+    inner: View,
+    pct: u32,
+}
+
+impl StateView for Shared {
+    fn state(&self, backend: usize) -> DeploymentState {
+        self.inner.state(backend)
+    }
+    fn try_retry(&mut self, backend: usize) -> bool {
+        self.inner.try_retry(backend)
+    }
+    fn share(&self, route: usize) -> Option<(usize, u32)> {
+        (route == 0).then_some((1, self.pct))
+    }
+}
+
+#[test]
+fn a_fixed_share_holds_whatever_the_load() {
+    let routes = routes();
+    for (pct, lo, hi) in [(5u32, 300, 700), (30, 2_700, 3_300), (100, 10_000, 10_000)] {
+        let mut rng = SplitMix(11);
+        let mut view = Shared {
+            inner: View::all_healthy(4),
+            pct,
+        };
+        let mut hits = 0;
+        for _ in 0..10_000 {
+            let mut p = Planner::new(&routes, 0, Residency::default(), policy(1), false, 10 * SEC);
+            if p.first(0, &mut view, &mut rng).unwrap().backend == 1 {
+                hits += 1;
+            }
+        }
+        assert!((lo..=hi).contains(&hits), "{pct} %: {hits}");
+    }
+    // Unhealthy, the canary gets nothing and the rest everything.
+    let mut view = Shared {
+        inner: View::all_healthy(4),
+        pct: 100,
+    };
+    view.inner.healthy[1] = false;
+    let mut rng = SplitMix(1);
+    let mut p = Planner::new(&routes, 0, Residency::default(), policy(1), false, 10 * SEC);
+    assert_eq!(p.first(0, &mut view, &mut rng).unwrap().backend, 0);
+}

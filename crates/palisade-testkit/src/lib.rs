@@ -44,6 +44,8 @@
 
 mod bundle_store;
 pub use bundle_store::{BundleStore, StoreMode};
+mod canary;
+pub use canary::{golden_set, CanaryMode, CanaryModel};
 mod hostile;
 pub use hostile::{HostileUpstream, RawResponse};
 mod otlp;

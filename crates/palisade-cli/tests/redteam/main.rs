@@ -28,6 +28,10 @@
 //!   budget; a hostile cheap answer, huge, malformed or carrying a secret).
 //! - `hedging`: hedged requests (a flood of slow requests turning hedges
 //!   into double load; a fast head with a stalled body winning the race).
+//! - `canary`: model canaries against hostile upstreams (a huge body, a
+//!   body that is not JSON, a stall: judged failing, the task never held
+//!   up) and the known limit of an upstream that recognises golden prompts
+//!   (what makes them look like user traffic is checked).
 //! - `routes_reload`: routes and backends reloaded from the file (a reload
 //!   storm mixing two tables, losing requests or leaking probe loops; an
 //!   edit opening a residency hole).
@@ -69,6 +73,7 @@
 //! gateway with the built-in policy, and a scripted or hostile upstream.
 
 mod bundle;
+mod canary;
 mod cascade;
 mod config_reload;
 mod console;

@@ -86,6 +86,9 @@ pub(crate) struct Balancer {
     /// instants as nanoseconds since it.
     epoch: Instant,
     backends: Vec<Arc<BackendRuntime>>,
+    /// Run-time weights of deployments under a canary rollout (usually
+    /// none: the lookup costs nothing then).
+    overrides: Vec<crate::canary::WeightOverride>,
 }
 
 /// How one attempt ended, for the state.
@@ -107,7 +110,17 @@ impl Balancer {
     /// A balancer over these backends' state (in backend order), on the
     /// clock that started at `epoch` (the previous balancer's, on reload).
     pub(crate) fn assemble(epoch: Instant, backends: Vec<Arc<BackendRuntime>>) -> Self {
-        Self { epoch, backends }
+        Self {
+            epoch,
+            backends,
+            overrides: Vec::new(),
+        }
+    }
+
+    /// The same balancer, with canary rollouts' run-time weights.
+    pub(crate) fn with_overrides(mut self, overrides: Vec<crate::canary::WeightOverride>) -> Self {
+        self.overrides = overrides;
+        self
     }
 
     /// The instant this balancer's clock counts from.
@@ -255,6 +268,18 @@ impl StateView for View<'_> {
             ewma,
             not_before,
         }
+    }
+
+    fn weight(&self, route: usize, backend: usize, configured: u32) -> u32 {
+        self.balancer
+            .overrides
+            .iter()
+            .find_map(|o| o.weight(route, backend, configured))
+            .unwrap_or(configured)
+    }
+
+    fn share(&self, route: usize) -> Option<(usize, u32)> {
+        self.balancer.overrides.iter().find_map(|o| o.share(route))
     }
 
     fn try_retry(&mut self, backend: usize) -> bool {

@@ -49,6 +49,8 @@ pub(crate) struct RoutingSnapshot {
     /// The routes' loaded `tokenizer.json` files by path (reused by the
     /// next snapshot for paths it still names).
     tokenizers: HashMap<String, palisade_openai::usage::Tokenizer>,
+    /// The canaried routes: golden sets, deployments, rollout state.
+    pub(crate) canaries: Vec<Arc<crate::canary::RouteCanary>>,
 }
 
 /// What a reload changed, for the log and `/admin/config`.
@@ -152,14 +154,22 @@ impl RoutingSnapshot {
             &tokenizers,
         );
         let epoch = previous.map_or_else(Instant::now, |p| p.balancer.epoch());
+        let (canaries, overrides) = crate::canary::compile(
+            config,
+            &index,
+            &backends,
+            &identities,
+            previous.map_or(&[][..], |p| &p.canaries[..]),
+        )?;
         Ok((
             Self {
                 generation: previous.map_or(1, |p| p.generation + 1),
                 routes,
                 backends,
-                balancer: Arc::new(Balancer::assemble(epoch, runtimes)),
+                balancer: Arc::new(Balancer::assemble(epoch, runtimes).with_overrides(overrides)),
                 identities,
                 tokenizers,
+                canaries,
             },
             change,
         ))
@@ -195,6 +205,8 @@ fn identity(
 pub(crate) struct Routing {
     current: ArcSwap<RoutingSnapshot>,
     probes: probes::Probes,
+    /// The canaried routes' replay tasks, synced like the probes.
+    canaries: crate::canary::Canaries,
     env: Env,
 }
 
@@ -213,6 +225,7 @@ impl Routing {
         Ok(Self {
             current: ArcSwap::from_pointee(snapshot),
             probes: probes::Probes::default(),
+            canaries: crate::canary::Canaries::default(),
             env,
         })
     }
@@ -239,6 +252,23 @@ impl Routing {
         let snapshot = Arc::new(snapshot);
         self.current.store(snapshot.clone());
         self.probes.sync(&snapshot);
+        self.canaries.sync(&snapshot.canaries);
+    }
+
+    /// Starts the canary tasks of the snapshot in force; they stop on
+    /// `stop`, and follow reloads.
+    pub(crate) fn start_canaries(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+        env: crate::canary::Env,
+    ) {
+        self.canaries
+            .start(stop, env, &self.current.load().canaries);
+    }
+
+    /// Canary tasks alive now (one per canaried route in force).
+    pub(crate) fn canaries_running(&self) -> usize {
+        self.canaries.running()
     }
 
     /// Starts the probes of the snapshot in force; they stop on `stop`.
