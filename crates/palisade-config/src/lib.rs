@@ -31,10 +31,12 @@ mod auth;
 mod backends;
 mod bundle;
 mod canary;
+mod cascade;
 mod console;
 mod detection;
 mod extraction;
 mod fleet;
+mod hedge;
 mod ledger;
 mod limits;
 mod log;
@@ -54,10 +56,12 @@ pub use auth::*;
 pub use backends::*;
 pub use bundle::*;
 pub use canary::*;
+pub use cascade::*;
 pub use console::*;
 pub use detection::*;
 pub use extraction::*;
 pub use fleet::*;
+pub use hedge::*;
 pub use ledger::*;
 pub use limits::*;
 pub use log::*;
@@ -233,6 +237,8 @@ impl Config {
                 retry: None,
                 residency: ResidencyConfig::default(),
                 idempotent: false,
+                hedge: None,
+                cascade: None,
                 canary: None,
                 rollout: None,
             });

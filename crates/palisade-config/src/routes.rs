@@ -61,6 +61,16 @@ pub struct RouteConfig {
     /// connection) may be retried too. Embeddings always are.
     #[serde(default)]
     pub idempotent: bool,
+    // --- Hedging (issue #19) ---
+    /// Hedged requests for this route's side-effect-free requests
+    /// (embeddings; chat and completions when `idempotent`, not streamed).
+    #[serde(default)]
+    pub hedge: Option<HedgeConfig>,
+    // --- Cascades (issue #19) ---
+    /// A cheaper routed model answers first; this route's own model only
+    /// when an evidence gate escalates (non-streamed chat).
+    #[serde(default)]
+    pub cascade: Option<CascadeConfig>,
     /// A golden set replayed against each deployment (model canary).
     #[serde(default)]
     pub canary: Option<CanaryConfig>,
@@ -117,6 +127,19 @@ impl RouteConfig {
         if let Some(retry) = &self.retry {
             validate_retry(&format!("routes[{i}].retry"), retry)?;
         }
+        if let Some(hedge) = &self.hedge {
+            hedge.validate(&format!("routes[{i}].hedge"))?;
+            if self.deployments.len() < 2 {
+                // A hedge never goes to the deployment already tried.
+                return Err(invalid(
+                    format!("routes[{i}].hedge"),
+                    "hedging needs at least two `deployments` (a hedge never goes to the one already tried)",
+                ));
+            }
+        }
+        if let Some(cascade) = &self.cascade {
+            cascade.validate(&format!("routes[{i}].cascade"))?;
+        }
         validate_canary(i, self)?;
         if self.model == WILDCARD_MODEL && !self.aliases.is_empty() {
             return Err(invalid(
@@ -155,6 +178,28 @@ pub(crate) fn validate_routing_table(routes: &[RouteConfig]) -> Result<(), Confi
             }
             if !names.insert(name.as_str()) {
                 return Err(invalid(key, format!("model name `{name}` is routed twice")));
+            }
+        }
+        if let Some(judge) = route.cascade.as_ref().and_then(|c| c.judge.as_ref()) {
+            let target = &judge.model;
+            let found = routes.iter().find(|r| r.answers_to(target));
+            if found.is_none_or(|r| r.cascade.is_some()) {
+                return Err(invalid(
+                    format!("routes[{i}].cascade.judge.model"),
+                    format!("`{target}` must be a routed model name that is not a cascade"),
+                ));
+            }
+        }
+        if let Some(cascade) = &route.cascade {
+            let target = &cascade.first;
+            let first = routes.iter().find(|r| r.answers_to(target));
+            // The cheap stage is a plain route: a cascade of cascades would
+            // multiply calls per request.
+            if first.is_none_or(|r| r.answers_to(&route.model) || r.cascade.is_some()) {
+                return Err(invalid(
+                    format!("routes[{i}].cascade.first"),
+                    format!("`{target}` must be another routed model name, not itself a cascade"),
+                ));
             }
         }
         if let Some(target) = &route.overload_model {

@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 128;
+const RULE_SITES: usize = 142;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -138,10 +138,12 @@ fn every_rule_site_is_counted() {
         include_str!("../src/auth.rs"),
         include_str!("../src/backends.rs"),
         include_str!("../src/bundle.rs"),
+        include_str!("../src/cascade.rs"),
         include_str!("../src/canary.rs"),
         include_str!("../src/console.rs"),
         include_str!("../src/detection.rs"),
         include_str!("../src/fleet.rs"),
+        include_str!("../src/hedge.rs"),
         include_str!("../src/extraction.rs"),
         include_str!("../src/ledger.rs"),
         include_str!("../src/lib.rs"),
@@ -529,6 +531,70 @@ fn invalid_configs_name_the_key() {
         (
             "[[routes]]\nretry = { base_backoff_ms = 0 }",
             "routes[0].retry.base_backoff_ms",
+        ),
+        // Hedging (hedge.rs, routes.rs)
+        (
+            "[[routes]]\nhedge = { after_ms = 50, after = \"p95\" }",
+            "routes[0].hedge.after",
+        ),
+        ("[[routes]]\nhedge = { max_extra = 1 }", "routes[0].hedge.after"),
+        (
+            "[[routes]]\nhedge = { after_ms = 0 }",
+            "routes[0].hedge.after_ms",
+        ),
+        (
+            "[[routes]]\nhedge = { after = \"p100\" }",
+            "routes[0].hedge.after",
+        ),
+        (
+            "[[routes]]\nhedge = { after = \"95\" }",
+            "routes[0].hedge.after",
+        ),
+        (
+            "[[routes]]\nhedge = { after = \"p95\", min_ms = 500, max_ms = 100 }",
+            "routes[0].hedge.max_ms",
+        ),
+        (
+            "[[routes]]\nhedge = { after_ms = 50, max_extra = 4 }",
+            "routes[0].hedge.max_extra",
+        ),
+        (
+            "[[routes]]\nhedge = { after = \"p95\", window_ms = 10 }",
+            "routes[0].hedge.window_ms",
+        ),
+        ("[[routes]]\nhedge = { after_ms = 50 }", "routes[0].hedge"),
+        // Cascades (cascade.rs, routes.rs)
+        (
+            "[[routes]]\ncascade = { first = \"cheap\", escalate_on = [] }\n[[routes]]\nmodel = \"cheap\"\nbackend = \"local\"",
+            "routes[0].cascade.escalate_on",
+        ),
+        (
+            "[[routes]]\ncascade = { first = \"cheap\", escalate_on = [\"refusal\", \"vibes\"] }\n[[routes]]\nmodel = \"cheap\"\nbackend = \"local\"",
+            "routes[0].cascade.escalate_on[1]",
+        ),
+        (
+            "[[routes]]\ncascade = { first = \"cheap\", min_mean_logprob = 0.5 }\n[[routes]]\nmodel = \"cheap\"\nbackend = \"local\"",
+            "routes[0].cascade.min_mean_logprob",
+        ),
+        (
+            "[[routes]]\ncascade = { first = \"nope\" }",
+            "routes[0].cascade.first",
+        ),
+        (
+            "[[routes]]\ncascade = { first = \"cheap\", escalate_on = [\"judge\"] }\n[[routes]]\nmodel = \"cheap\"\nbackend = \"local\"",
+            "routes[0].cascade.judge",
+        ),
+        (
+            "[[routes]]\ncascade = { first = \"cheap\", judge = { model = \"cheap\", prompt = \"wrong?\" } }\n[[routes]]\nmodel = \"cheap\"\nbackend = \"local\"",
+            "routes[0].cascade.judge",
+        ),
+        (
+            "[[routes]]\ncascade = { first = \"cheap\", escalate_on = [\"judge\"], judge = { model = \"nope\", prompt = \"wrong?\" } }\n[[routes]]\nmodel = \"cheap\"\nbackend = \"local\"",
+            "routes[0].cascade.judge.model",
+        ),
+        (
+            "[[routes]]\ncascade = { first = \"m\" }",
+            "routes[0].cascade.first",
         ),
         (
             "[[routes]]\nfallbacks = { default = [\"nope\"] }",

@@ -63,6 +63,10 @@ pub(crate) struct RequestCtx {
     /// Upstream attempts made (`x-palisade-attempts`; more than 1 after a
     /// retry or fallback).
     pub(crate) attempts: u32,
+    /// A hedge was sent for this request (`x-palisade-hedged: 1`).
+    pub(crate) hedged: bool,
+    /// A cascade's outcome (`x-palisade-cascade`): `first` or `escalated`.
+    pub(crate) cascade: Option<&'static str>,
     /// The request counted as outstanding at its backend until it ends.
     pub(crate) _outstanding: Option<crate::balancer::Outstanding>,
     /// The routing snapshot the request was routed by, held to its last
@@ -105,6 +109,8 @@ impl RequestCtx {
             _backend_slot: None,
             served_by: None,
             attempts: 0,
+            hedged: false,
+            cascade: None,
             _outstanding: None,
             routing: None,
             gates: None,
@@ -171,6 +177,12 @@ impl RequestCtx {
         }
         if self.attempts > 1 {
             headers.insert("x-palisade-attempts", HeaderValue::from(self.attempts));
+        }
+        if let Some(c) = self.cascade {
+            headers.insert("x-palisade-cascade", HeaderValue::from_static(c));
+        }
+        if self.hedged {
+            headers.insert("x-palisade-hedged", HeaderValue::from_static("1"));
         }
         if let Some(d) = &self.degraded {
             if let Ok(v) = HeaderValue::from_str(d) {

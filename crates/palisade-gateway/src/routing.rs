@@ -34,6 +34,43 @@ pub struct Route {
     pub overload_max_tokens: Option<u64>,
     /// The configured tokenizer for prompt estimates, if any.
     pub tokenizer: Option<palisade_openai::usage::Tokenizer>,
+    /// Hedging, when the route has it (policy and recent latency, shared
+    /// by the route's names; a reload starts a fresh window).
+    pub(crate) hedge: Option<Arc<crate::balancer::hedge::RouteHedge>>,
+    /// The route's cascade, when it has one.
+    pub(crate) cascade: Option<Arc<CascadeRoute>>,
+}
+
+/// A cascade: the cheap routed model that answers first, and the evidence
+/// gates that escalate to the route's own model.
+#[derive(Debug)]
+pub(crate) struct CascadeRoute {
+    /// The cheap model's routed name.
+    pub(crate) first: String,
+    pub(crate) gates: palisade_routing::CascadeGates,
+    /// The judge's routed model name and instructions, when `judge` is on.
+    pub(crate) judge: Option<(String, String)>,
+}
+
+impl CascadeRoute {
+    fn from_config(cfg: &palisade_config::CascadeConfig) -> Self {
+        Self {
+            first: cfg.first.clone(),
+            gates: palisade_routing::CascadeGates {
+                // Validated: every name parses.
+                on: cfg
+                    .escalate_on
+                    .iter()
+                    .filter_map(|g| palisade_routing::EscalateReason::parse(g))
+                    .collect(),
+                min_mean_logprob: cfg.min_mean_logprob,
+            },
+            judge: cfg
+                .judge
+                .as_ref()
+                .map(|j| (j.model.clone(), j.prompt.clone())),
+        }
+    }
 }
 
 /// The compiled routing table.
@@ -85,6 +122,14 @@ impl RouteTable {
                     .tokenizer
                     .as_ref()
                     .and_then(|path| tokenizers.get(path).cloned()),
+                hedge: route
+                    .hedge
+                    .as_ref()
+                    .map(|h| Arc::new(crate::balancer::hedge::RouteHedge::from_config(h))),
+                cascade: route
+                    .cascade
+                    .as_ref()
+                    .map(|c| Arc::new(CascadeRoute::from_config(c))),
             };
             table.by_id.push(compiled.clone());
             if route.model == WILDCARD_MODEL {

@@ -14,7 +14,11 @@
 //! exponential backoff with full jitter (at least the upstream's
 //! `Retry-After` when the same deployment is tried again), stays within the
 //! request's deadline, and is paid from the target backend's
-//! [`RetryBudget`].
+//! [`RetryBudget`]. A side-effect-free request may also be *hedged*
+//! ([`Planner::hedge`], [`HedgePolicy`]): a second attempt to another
+//! deployment once the first is slower than a delay (fixed, or the route's
+//! latency percentile from a [`LatencyWindow`]), under the same rules and
+//! the same budget as a retry.
 //!
 //! # Which failures may be retried
 //!
@@ -47,17 +51,23 @@
 
 mod balance;
 mod budget;
+mod cascade;
 mod engine;
 mod failure;
 mod health;
+mod hedge;
 mod planner;
 mod residency;
 
 pub use balance::{pick, DeploymentState, Ewma};
 pub use budget::{RetryBudget, RetryBudgetConfig};
+pub use cascade::{
+    is_refusal, json_invalid, judge_says_yes, mean_logprob, CascadeGates, EscalateReason,
+};
 pub use engine::{EngineStats, Speculation};
 pub use failure::{Failure, FailureClass, Safety};
 pub use health::{PassiveHealth, PassiveHealthConfig};
+pub use hedge::{HedgeDelay, HedgeOutcome, HedgePolicy, LatencyWindow, MIN_SAMPLES};
 pub use planner::{
     Attempt, Deployment, Fallbacks, GiveUp, Planner, RetryPolicy, RouteSpec, StateView,
 };

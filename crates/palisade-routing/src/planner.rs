@@ -13,7 +13,9 @@
 //! idempotent, plan past the deadline, or retry without a budget token
 //! (a retry after a failure that sent nothing is free: it adds no load).
 
-use crate::{pick, DeploymentState, Failure, FailureClass, Labels, Nanos, Residency, Rng};
+use crate::{
+    pick, DeploymentState, Failure, FailureClass, HedgeOutcome, Labels, Nanos, Residency, Rng,
+};
 
 /// One deployment of a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +161,8 @@ pub struct Planner<'a> {
     visited: Vec<usize>,
     /// Per-request `Retry-After`s: (backend, not before).
     waits: Vec<(usize, Nanos)>,
+    /// Hedges planned so far.
+    hedges: u32,
 }
 
 impl<'a> Planner<'a> {
@@ -184,6 +188,7 @@ impl<'a> Planner<'a> {
             tried: Vec::new(),
             visited: vec![primary],
             waits: Vec::new(),
+            hedges: 0,
         }
     }
 
@@ -318,6 +323,55 @@ impl<'a> Planner<'a> {
             return Err(GiveUp::Budget);
         }
         Ok(self.record(route, backend, delay))
+    }
+
+    /// A hedge of the attempt in flight, at `now`: another allowed,
+    /// healthy deployment of the current route — never one this request
+    /// already tried, never outside the residency rule — paid from that
+    /// backend's retry budget. Refused (with the reason, as the metric's
+    /// outcome) for a request that is not idempotent, past `max_extra`
+    /// hedges, at the deadline, or when the budget is spent. A hedge is an
+    /// attempt: it counts towards the attempts a later retry may make.
+    pub fn hedge(
+        &mut self,
+        max_extra: u32,
+        now: Nanos,
+        view: &mut dyn StateView,
+        rng: &mut dyn Rng,
+    ) -> Result<Attempt, HedgeOutcome> {
+        if !self.idempotent {
+            return Err(HedgeOutcome::Ineligible);
+        }
+        if self.hedges >= max_extra || self.attempts == 0 {
+            return Err(HedgeOutcome::NoDeployment);
+        }
+        if now >= self.deadline {
+            return Err(HedgeOutcome::Deadline);
+        }
+        let fresh: Vec<_> = self
+            .allowed(self.route, view)
+            .into_iter()
+            .filter(Self::available(now))
+            .filter(|c| !self.tried.iter().any(|&(_, b)| b == c.0))
+            .filter(|c| {
+                self.waits
+                    .iter()
+                    .all(|&(b, until)| b != c.0 || until <= now)
+            })
+            .collect();
+        let backend = pick(&fresh, rng).ok_or(HedgeOutcome::NoDeployment)?;
+        if !view.try_retry(backend) {
+            return Err(HedgeOutcome::Budget);
+        }
+        self.hedges += 1;
+        Ok(self.record(self.route, backend, 0))
+    }
+
+    /// Remembers an upstream's `Retry-After` for `backend` (a hedged
+    /// attempt's failure, where the last attempt planned is not
+    /// necessarily the one that failed).
+    pub fn wait_for(&mut self, backend: usize, retry_after: Nanos, now: Nanos) {
+        self.waits.push((backend, now.saturating_add(retry_after)));
     }
 
     /// Another deployment of the current route, then the primary route's

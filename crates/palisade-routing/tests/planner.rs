@@ -112,6 +112,56 @@ fn connect_errors_move_to_another_deployment_then_the_fallback() {
 }
 
 #[test]
+fn a_hedge_goes_to_the_other_deployment_once_within_budget_and_residency() {
+    let routes = routes();
+    // Open rule: the hedge goes to the deployment not tried, never to a
+    // fallback route, and only `max_extra` times.
+    let mut view = View::all_healthy(4);
+    let mut rng = SplitMix(7);
+    let mut p = Planner::new(&routes, 0, Residency::default(), policy(3), true, 10 * SEC);
+    let first = p.first(0, &mut view, &mut rng).unwrap();
+    let hedge = p.hedge(1, SEC / 10, &mut view, &mut rng).unwrap();
+    assert_ne!(hedge.backend, first.backend);
+    assert_eq!((hedge.route, hedge.number), (0, 2));
+    assert_eq!(
+        p.hedge(1, SEC / 5, &mut view, &mut rng),
+        Err(HedgeOutcome::NoDeployment)
+    );
+    // EU only: the other deployment is forbidden, no hedge.
+    let mut p = Planner::new(&routes, 0, eu(), policy(3), true, 10 * SEC);
+    assert_eq!(p.first(0, &mut view, &mut rng).unwrap().backend, 0);
+    assert_eq!(
+        p.hedge(1, SEC / 10, &mut view, &mut rng),
+        Err(HedgeOutcome::NoDeployment)
+    );
+    // Budget spent: no hedge, and nothing was recorded as tried.
+    let mut broke = View {
+        budget: 0,
+        ..View::all_healthy(4)
+    };
+    let mut p = Planner::new(&routes, 0, Residency::default(), policy(3), true, 10 * SEC);
+    p.first(0, &mut broke, &mut rng).unwrap();
+    assert_eq!(
+        p.hedge(1, SEC / 10, &mut broke, &mut rng),
+        Err(HedgeOutcome::Budget)
+    );
+    assert_eq!(p.attempts(), 1);
+    // Not idempotent: never hedged; past the deadline: not either.
+    let mut p = Planner::new(&routes, 0, Residency::default(), policy(3), false, 10 * SEC);
+    p.first(0, &mut view, &mut rng).unwrap();
+    assert_eq!(
+        p.hedge(1, SEC / 10, &mut view, &mut rng),
+        Err(HedgeOutcome::Ineligible)
+    );
+    let mut p = Planner::new(&routes, 0, Residency::default(), policy(3), true, 10 * SEC);
+    p.first(0, &mut view, &mut rng).unwrap();
+    assert_eq!(
+        p.hedge(1, 10 * SEC, &mut view, &mut rng),
+        Err(HedgeOutcome::Deadline)
+    );
+}
+
+#[test]
 fn each_class_follows_its_own_chain_or_none() {
     let routes = routes();
     let table = [
@@ -392,6 +442,48 @@ proptest! {
             }
         }
         prop_assert!(p.attempts() <= max_attempts);
+    }
+
+    /// A hedge never goes to a deployment this request already tried (the
+    /// first attempt, an earlier hedge, a retry), nor outside the tenant's
+    /// and the route's residency rules; a request that is not idempotent is
+    /// never hedged; hedges stay within `max_extra` and the budget.
+    #[test]
+    fn a_hedge_never_goes_to_a_tried_deployment_nor_outside_residency(
+        (labels, routes) in arb_world(),
+        tenant in arb_rule(),
+        health in prop::collection::vec(prop::collection::vec(any::<bool>(), 6), 4),
+        idempotent in any::<bool>(),
+        max_extra in 1..4u32,
+        budget in 0..4u32,
+        seed in any::<u64>(),
+    ) {
+        let mut rng = SplitMix(seed);
+        let mut view = View { healthy: health[0].clone(), not_before: vec![0; 6], budget };
+        let mut p = Planner::new(&routes, 0, tenant.clone(), policy(5), idempotent, 30 * SEC);
+        let Ok(first) = p.first(0, &mut view, &mut rng) else { return Ok(()); };
+        let mut tried = vec![first.backend];
+        let mut hedges = 0u32;
+        for (i, h) in health.iter().enumerate().skip(1) {
+            view.healthy = h.clone();
+            let before = view.budget;
+            match p.hedge(max_extra, i as Nanos * 1_000_000, &mut view, &mut rng) {
+                Ok(a) => {
+                    prop_assert!(idempotent, "a non-idempotent request was hedged");
+                    let rule = tenant.and(&routes[a.route].residency);
+                    prop_assert!(rule.allows(&labels[a.backend]), "{a:?} under {rule:?}");
+                    prop_assert!(!tried.contains(&a.backend), "{a:?} already tried: {tried:?}");
+                    prop_assert!(h[a.backend], "an unhealthy deployment was hedged to");
+                    prop_assert_eq!(view.budget, before - 1, "a hedge is paid for");
+                    tried.push(a.backend);
+                    hedges += 1;
+                }
+                Err(HedgeOutcome::Budget) => prop_assert_eq!(before, 0),
+                Err(HedgeOutcome::Ineligible) => prop_assert!(!idempotent),
+                Err(_) => {}
+            }
+        }
+        prop_assert!(hedges <= max_extra);
     }
 }
 

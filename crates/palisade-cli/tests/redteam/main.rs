@@ -24,6 +24,10 @@
 //! - `logs`: a flood while the log reader is stalled (no audit record lost).
 //! - `routing`: a hostile upstream steering retries and fallbacks (parking
 //!   requests, pushing data out of its residency region).
+//! - `cascade`: cascades (escalations provoked to spend past the token
+//!   budget; a hostile cheap answer, huge, malformed or carrying a secret).
+//! - `hedging`: hedged requests (a flood of slow requests turning hedges
+//!   into double load; a fast head with a stalled body winning the race).
 //! - `canary`: model canaries against hostile upstreams (a huge body, a
 //!   body that is not JSON, a stall: judged failing, the task never held
 //!   up) and the known limit of an upstream that recognises golden prompts
@@ -70,10 +74,12 @@
 
 mod bundle;
 mod canary;
+mod cascade;
 mod config_reload;
 mod console;
 mod extraction;
 mod harness;
+mod hedging;
 mod hunt;
 mod input_gates;
 mod key_budgets;

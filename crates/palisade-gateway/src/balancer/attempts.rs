@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use palisade_openai::request::{Endpoint, RequestBody};
 use palisade_openai::{ApiError, ErrorCode};
-use palisade_routing::{Attempt, Failure, FailureClass, GiveUp, Planner, SplitMix};
+use palisade_routing::{Attempt, Failure, FailureClass, GiveUp, HedgeOutcome, Planner, SplitMix};
 
 use super::audit::{self, Decision};
+use super::hedge;
 use super::Observed;
 use crate::context::RequestCtx;
 use crate::http::auth::Principal;
@@ -36,7 +37,7 @@ const DECISIONS: &str = "palisade_routing_decisions_total";
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// What one attempt produced.
-enum Outcome {
+pub(super) enum Outcome {
     /// A response to hand on.
     Answer(reqwest::Response),
     /// A failure, with what to return if nothing better comes.
@@ -147,33 +148,91 @@ pub(crate) async fn send(
             current_route = attempt.route;
         }
         ctx.attempts = attempt.number;
-        let outstanding = balancer.begin(attempt.backend, attempt.number == 1);
-        let sent_at = Instant::now();
-        let span = ctx.trace.begin();
-        let result = forward::forward(
-            backend,
-            endpoint,
-            body.clone(),
-            &principal.tenant,
-            deadline,
-            ctx,
-            &span,
-        )
-        .await;
-        let head = match &result {
-            Ok(resp) => Ok(resp.status().as_u16()),
-            Err((e, _)) => Err(e),
+        let hedge_now = match (&route.hedge, attempt.number) {
+            (Some(h), 1) if hedge::eligible(endpoint, route, request.is_stream()) => Some(h),
+            (Some(_), 1) => {
+                hedge::count(route, HedgeOutcome::Ineligible);
+                None
+            }
+            _ => None,
         };
-        crate::telemetry::attempt_span(
-            ctx,
-            span,
-            &backend.name,
-            attempt.number,
-            request.model(),
-            head,
-        );
-        let latency = sent_at.elapsed();
-        let outcome = classify(routing, route, backend, result, deadline).await;
+        let (backend, outcome, latency, outstanding) = if let Some(h) = hedge_now {
+            let entrants = hedge::Entrants {
+                routing,
+                route,
+                hedge: h,
+                principal,
+                body: &body,
+                deadline,
+            };
+            let raced = hedge::race(&entrants, attempt, &mut planner, &mut rng, ctx).await;
+            let leg = settle_race(
+                state,
+                routing,
+                principal,
+                route,
+                request.model(),
+                raced,
+                ctx,
+            );
+            if leg.attempt.backend != last_backend {
+                // The hedge's own place (none when its backend has no
+                // queue): the first attempt's place is given back.
+                ctx._backend_slot = leg.slot;
+                last_backend = leg.attempt.backend;
+            }
+            attempt = leg.attempt;
+            if let Some(wait) = leg_retry_after(&leg.outcome) {
+                // The planner would pin this wait on its last attempt, which
+                // in a race need not be the one that failed.
+                planner.wait_for(leg.attempt.backend, wait, balancer.nanos(Instant::now()));
+            }
+            let outcome = match leg.outcome {
+                Outcome::Failed { failure, last } => Outcome::Failed {
+                    failure: Failure {
+                        retry_after: None,
+                        ..failure
+                    },
+                    last,
+                },
+                answer => answer,
+            };
+            (
+                &routing.backends[leg.attempt.backend],
+                outcome,
+                leg.latency,
+                leg.outstanding,
+            )
+        } else {
+            let outstanding = balancer.begin(attempt.backend, attempt.number == 1);
+            let sent_at = Instant::now();
+            let span = ctx.trace.begin();
+            let result = forward::forward(
+                backend,
+                body.clone(),
+                &principal.tenant,
+                deadline,
+                ctx,
+                ctx._backend_slot.as_ref(),
+                &span,
+            )
+            .await;
+            let head = match &result {
+                Ok(resp) => Ok(resp.status().as_u16()),
+                Err((e, _)) => Err(e),
+            };
+            crate::telemetry::attempt_span(
+                ctx,
+                span,
+                &backend.name,
+                attempt.number,
+                request.model(),
+                head,
+            );
+            let latency = sent_at.elapsed();
+            let outcome = classify(routing, route, backend, result, deadline).await;
+            (backend, outcome, latency, outstanding)
+        };
         let (failure, last) = match outcome {
             Outcome::Answer(resp) => {
                 balancer.observe(attempt.backend, Observed::Ok(latency), None);
@@ -192,21 +251,7 @@ pub(crate) async fn send(
             Outcome::Failed { failure, last } => (failure, last),
         };
         drop(outstanding);
-        let circuit_refused = last
-            .as_ref()
-            .err()
-            .is_some_and(|e| e.code == ErrorCode::CircuitOpen);
-        if !circuit_refused {
-            let observed = if failure.class.is_deployment_fault() {
-                Observed::Fault
-            } else {
-                Observed::Refusal
-            };
-            let retry_after = failure.retry_after.map(Duration::from_nanos);
-            balancer.observe(attempt.backend, observed, retry_after);
-        }
-        metrics::counter!(ATTEMPTS, "backend" => backend.name.clone(), "outcome" => failure.class.as_str())
-            .increment(1);
+        observe_failure(routing, attempt.backend, &failure, &last);
         let next = {
             let at = Instant::now();
             let mut view = balancer.view(&routing.backends, at);
@@ -275,6 +320,125 @@ pub(crate) async fn send(
     }
 }
 
+/// A failed attempt, for the deployment's health and the metrics.
+fn observe_failure(
+    routing: &RoutingSnapshot,
+    backend: usize,
+    failure: &Failure,
+    last: &Result<reqwest::Response, ApiError>,
+) {
+    let circuit_refused = last
+        .as_ref()
+        .err()
+        .is_some_and(|e| e.code == ErrorCode::CircuitOpen);
+    if !circuit_refused {
+        let observed = if failure.class.is_deployment_fault() {
+            Observed::Fault
+        } else {
+            Observed::Refusal
+        };
+        let retry_after = failure.retry_after.map(Duration::from_nanos);
+        routing.balancer.observe(backend, observed, retry_after);
+    }
+    let name = routing.backends.get(backend).map(|b| b.name.clone());
+    metrics::counter!(ATTEMPTS, "backend" => name.unwrap_or_default(), "outcome" => failure.class.as_str())
+        .increment(1);
+}
+
+fn leg_retry_after(outcome: &Outcome) -> Option<u64> {
+    match outcome {
+        Outcome::Failed { failure, .. } => failure.retry_after,
+        Outcome::Answer(_) => None,
+    }
+}
+
+/// After a race: spans and health for every attempt that ended, a count
+/// and an audit record for the hedge (won, lost or failed), and the
+/// cancelled attempts on the metrics. Returns the leg that decides.
+fn settle_race(
+    state: &GatewayState,
+    routing: &RoutingSnapshot,
+    principal: &Principal,
+    route: &Route,
+    model: &str,
+    raced: hedge::Raced,
+    ctx: &mut RequestCtx,
+) -> hedge::Leg {
+    let hedge::Raced {
+        leg,
+        hedges,
+        cancelled,
+        failed,
+        skipped,
+    } = raced;
+    for f in failed {
+        let name = &routing.backends[f.attempt.backend].name;
+        let head = f.head.as_ref().map(|s| *s);
+        crate::telemetry::attempt_span(ctx, f.span, name, f.attempt.number, model, head);
+        if let Outcome::Failed { failure, last } = &f.outcome {
+            observe_failure(routing, f.attempt.backend, failure, last);
+        }
+    }
+    {
+        let name = &routing.backends[leg.attempt.backend].name;
+        let head = leg.head.as_ref().map(|s| *s);
+        crate::telemetry::attempt_span(ctx, leg.span, name, leg.attempt.number, model, head);
+    }
+    for &(b, ran) in &cancelled {
+        routing.balancer.observe(b, Observed::Cancelled(ran), None);
+        metrics::counter!(ATTEMPTS, "backend" => routing.backends[b].name.clone(), "outcome" => "hedge_lost")
+            .increment(1);
+    }
+    ctx.attempts = leg.attempt.number.max(1 + hedges);
+    let answered = matches!(leg.outcome, Outcome::Answer(_));
+    let outcome = match (hedges, answered, leg.attempt.number == 1) {
+        (0, true, _) if skipped => None,
+        (0, true, _) => Some(HedgeOutcome::NotNeeded),
+        (0, false, _) => None,
+        (_, true, true) => Some(HedgeOutcome::Lost),
+        (_, true, false) => Some(HedgeOutcome::Won),
+        (_, false, _) => Some(HedgeOutcome::Failed),
+    };
+    if let Some(outcome) = outcome {
+        hedge::count(route, outcome);
+    }
+    if hedges > 0 {
+        ctx.hedged = true;
+        let winner = &routing.backends[leg.attempt.backend].name;
+        let cancelled_names: Vec<&str> = cancelled
+            .iter()
+            .map(|&(b, _)| routing.backends[b].name.as_str())
+            .collect();
+        let cancelled_list = cancelled_names.join(",");
+        audit::write(
+            state,
+            principal,
+            ctx,
+            &Decision {
+                action: "hedge",
+                reason_code: outcome.map_or("failed", HedgeOutcome::as_str),
+                route: &route.public_name,
+                rule: routing
+                    .routes
+                    .tenant_rule(&principal.tenant)
+                    .and(
+                        &routing
+                            .routes
+                            .specs()
+                            .get(route.id)
+                            .map(|s| s.residency.clone())
+                            .unwrap_or_default(),
+                    )
+                    .describe(),
+                failed: (!cancelled_list.is_empty()).then_some(cancelled_list.as_str()),
+                next: answered.then_some(winner.as_str()),
+                attempt: leg.attempt.number,
+            },
+        );
+    }
+    leg
+}
+
 fn give_up_label(reason: GiveUp) -> &'static str {
     match reason {
         GiveUp::NotSafe => "not_safe",
@@ -335,7 +499,7 @@ fn retry_after(resp: &reqwest::Response) -> Option<u64> {
 /// read (bounded) only when the route has a chain for context-length or
 /// content-filter failures; the body is put back for the client if it is
 /// not one of those.
-async fn classify(
+pub(super) async fn classify(
     routing: &RoutingSnapshot,
     route: &Route,
     backend: &crate::upstream::Backend,

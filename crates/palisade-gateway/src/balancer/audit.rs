@@ -54,3 +54,40 @@ pub(crate) fn write(
         details,
     );
 }
+
+/// A cascade escalated a cheap answer (action `cascade_escalated`, the
+/// gate that fired as the reason, the cheap deployment as `failed`, the
+/// route's own model as `next`).
+pub(crate) fn cascade(
+    state: &GatewayState,
+    principal: &Principal,
+    ctx: &RequestCtx,
+    route: &crate::routing::Route,
+    reason: &str,
+    cheap_backend: Option<&str>,
+) {
+    write(
+        state,
+        principal,
+        ctx,
+        &Decision {
+            action: "cascade_escalated",
+            reason_code: reason,
+            route: &route.public_name,
+            rule: ctx
+                .routing
+                .as_ref()
+                .map(|r| {
+                    let spec = r.routes.specs().get(route.id).map(|s| s.residency.clone());
+                    r.routes
+                        .tenant_rule(&principal.tenant)
+                        .and(&spec.unwrap_or_default())
+                        .describe()
+                })
+                .unwrap_or_default(),
+            failed: cheap_backend,
+            next: Some(&route.public_name),
+            attempt: ctx.attempts,
+        },
+    );
+}

@@ -13,6 +13,9 @@
 
 pub(crate) mod attempts;
 mod audit;
+pub(crate) mod hedge;
+
+pub(crate) use audit::cascade as audit_cascade;
 pub(crate) mod spec;
 
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
@@ -97,6 +100,10 @@ pub(crate) enum Observed {
     Fault,
     /// The deployment is alive but said no (429, or a model-level refusal).
     Refusal,
+    /// The attempt was cancelled after this long (a hedge won elsewhere):
+    /// its latency was at least that, so the average learns it is slow;
+    /// health does not change (it did not fail).
+    Cancelled(Duration),
 }
 
 impl Balancer {
@@ -171,6 +178,12 @@ impl Balancer {
                 Observed::Ok(latency) => {
                     l.ewma.observe(now, latency.as_nanos() as Nanos);
                     l.passive.record(&config, now, true);
+                }
+                Observed::Cancelled(at_least) => {
+                    let at_least = at_least.as_nanos() as Nanos;
+                    if at_least > l.ewma.value() {
+                        l.ewma.observe(now, at_least);
+                    }
                 }
                 Observed::Fault => l.passive.record(&config, now, false),
                 Observed::Refusal => {}

@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use palisade_openai::request::Endpoint;
 use palisade_openai::{ApiError, ErrorCode};
 use palisade_routing::FailureClass;
 
@@ -19,17 +18,18 @@ use crate::upstream::Backend;
 /// KiB; a large embeddings batch can reach tens of MiB.
 const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 
-/// Sends `body` to `backend`. `Ok` is the upstream's response head (any
+/// Sends `body` to `backend`; `slot` is the request's place at that
+/// backend's queue, if it has one. `Ok` is the upstream's response head (any
 /// status); `Err` is 503 `circuit_open` (with `Retry-After`; nothing was
 /// sent, so its class is `Connect`) or a transport failure mapped to
 /// `upstream_*`, with its class.
 pub(crate) async fn forward(
     backend: &Backend,
-    endpoint: Endpoint,
     body: Bytes,
     tenant: &str,
     deadline: Instant,
     ctx: &RequestCtx,
+    slot: Option<&crate::limits::scheduler::BackendSlot>,
     span: &crate::telemetry::Open,
 ) -> Result<reqwest::Response, (ApiError, FailureClass)> {
     if let Some(breaker) = &backend.breaker {
@@ -50,7 +50,7 @@ pub(crate) async fn forward(
     let sent_at = Instant::now();
     let upstream = backend
         .post_json(
-            endpoint,
+            ctx.endpoint,
             body,
             ctx.request_id(),
             tenant,
@@ -64,8 +64,9 @@ pub(crate) async fn forward(
             .is_ok_and(|r| !r.status().is_server_error());
         breaker.record(Instant::now(), ok);
     }
-    if let Some(slot) = &ctx._backend_slot {
-        // Adaptive concurrency learns from every response head.
+    if let Some(slot) = slot {
+        // Adaptive concurrency learns from every response head (the slot
+        // is the attempt's own: a hedge holds one at its backend).
         let status = upstream.as_ref().ok().map(|r| r.status().as_u16());
         slot.observe(status, sent_at.elapsed());
     }

@@ -19,8 +19,9 @@
 //!    upstream's `logit_bias` on watermarked models.
 //! 6. **budget** ([`budget`]): token reservation, backend queue, ledger row.
 //! 7. **forward** ([`crate::balancer::attempts`], [`forward`]): the
-//!    deployment, breaker, upstream call, deadlines; retries and fallbacks
-//!    while no byte went to the client.
+//!    deployment, breaker, upstream call, deadlines; retries, fallbacks and
+//!    hedges ([`crate::balancer::hedge`]) while no byte went to the client;
+//!    a cascade route's cheap stage and escalation ([`cascade`]).
 //! 8. **response filters** ([`filters`]): the tool gate, then the output
 //!    gate, for whole bodies ([`respond`]) and streams ([`stream`]) alike.
 //! 9. **account** ([`RequestCtx::finish`]): tokens reconciled, ledger row,
@@ -43,6 +44,7 @@ use crate::http::request_id::RequestId;
 use crate::state::GatewayState;
 
 pub(crate) mod budget;
+pub(crate) mod cascade;
 pub(crate) mod filters;
 pub(crate) mod forward;
 pub(crate) mod front;
@@ -187,13 +189,14 @@ async fn send_upstream(
     let renamed = route::admit_model(state, &principal, route, &mut request, ctx).await?;
     // Watermark: the tenant's green list as the upstream's logit_bias.
     let marked = watermark::mark(state, ctx, &principal, route, endpoint, &mut request).await?;
+    let bytes_len = bytes.len();
     let reserved = budget::reserve_tokens(
         state,
         &principal,
         route,
         endpoint,
         &mut request,
-        bytes.len(),
+        bytes_len,
         ctx,
     )
     .await?;
@@ -204,15 +207,29 @@ async fn send_upstream(
             // Unchanged: forward the client's bytes as they are (no re-encode).
             bytes
         };
-    crate::balancer::attempts::send(
-        state,
-        &routing,
-        &principal,
-        route,
-        &mut request,
-        upstream_body,
-        ctx,
-    )
-    .await
-    .map(Upstream::Sent)
+    let sent = if route.cascade.is_some() {
+        cascade::send(
+            state,
+            &routing,
+            &principal,
+            route,
+            &mut request,
+            upstream_body,
+            bytes_len,
+            ctx,
+        )
+        .await
+    } else {
+        crate::balancer::attempts::send(
+            state,
+            &routing,
+            &principal,
+            route,
+            &mut request,
+            upstream_body,
+            ctx,
+        )
+        .await
+    };
+    sent.map(Upstream::Sent)
 }

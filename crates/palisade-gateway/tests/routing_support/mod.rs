@@ -28,11 +28,34 @@ pub enum Mode {
     /// Read the whole request, then close without a byte of response (the
     /// body reached the model; the outcome is unknown).
     DropAfterBody,
+    /// 200 with this exact assistant text; with `logprobs: true` in the
+    /// request, every token (word) gets `logprob`. `raw` replaces the whole
+    /// body (a malformed answer).
+    Answer {
+        content: String,
+        logprob: f64,
+        raw: Option<String>,
+    },
+    /// A cheap model's mix, chosen by the start of the last user message:
+    /// `refuse…` a refusal, `json…` broken JSON, `unsure…` valid JSON
+    /// with low log-probabilities (-3 per token), anything else a good
+    /// answer (-0.1 per token).
+    ByPrompt,
+    /// Like `Ok`, but every `every`-th request (the 1st, then every
+    /// `every` more) waits `slow` instead of `fast`: a long tail.
+    Tail {
+        every: usize,
+        fast: Duration,
+        slow: Duration,
+    },
 }
 
 #[derive(Debug, Default)]
 struct Shared {
     received: Mutex<Vec<(Instant, Value)>>,
+    /// Requests whose client closed the connection while this upstream was
+    /// still working on the answer (a cancelled attempt).
+    cancelled: std::sync::atomic::AtomicUsize,
 }
 
 /// One fake deployment on a loopback port.
@@ -118,6 +141,14 @@ impl Fake {
             .collect()
     }
 
+    /// Requests the client gave up on (closed the connection) before the
+    /// answer was sent.
+    pub fn cancelled(&self) -> usize {
+        self.shared
+            .cancelled
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn hits(&self) -> usize {
         self.shared.received.lock().unwrap().len()
     }
@@ -166,18 +197,61 @@ async fn serve(
     let body: Value =
         serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or(Value::Null);
     let is_get = head.starts_with("get ");
+    let mut nth = 0;
     if !is_get {
-        shared
-            .received
-            .lock()
-            .unwrap()
-            .push((Instant::now(), body.clone()));
+        let mut received = shared.received.lock().unwrap();
+        received.push((Instant::now(), body.clone()));
+        nth = received.len();
     }
-    let mode = mode.lock().unwrap().clone();
+    let prompt = body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_owned();
+    let mode = match mode.lock().unwrap().clone() {
+        Mode::ByPrompt => {
+            let (content, logprob) = if prompt.starts_with("refuse") {
+                ("I'm sorry, but I can't help with that.", -0.1)
+            } else if prompt.starts_with("json") {
+                ("{\"answer\": ", -0.1)
+            } else if prompt.starts_with("unsure") {
+                ("{\"answer\": \"Lyon\"}", -3.0)
+            } else {
+                ("{\"answer\": \"Paris\"}", -0.1)
+            };
+            Mode::Answer {
+                content: content.to_owned(),
+                logprob,
+                raw: None,
+            }
+        }
+        Mode::Tail { every, fast, slow } => Mode::Ok {
+            delay: if (nth - 1) % every.max(1) == 0 {
+                slow
+            } else {
+                fast
+            },
+        },
+        other => other,
+    };
     let (status, text, retry_after) = match (is_get, mode) {
         (true, Mode::Ok { .. }) => (200, r#"{"object":"list","data":[]}"#.to_owned(), None),
         (_, Mode::Ok { delay }) => {
-            tokio::time::sleep(delay).await;
+            // Working on the answer; a client that closes meanwhile
+            // cancelled it (the request was read whole: a read can only
+            // see the end of the connection).
+            let mut probe = [0u8; 1];
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                r = tcp.read(&mut probe) => {
+                    if matches!(r, Ok(0) | Err(_)) {
+                        shared.cancelled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        return Ok(());
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
             let model = body["model"].as_str().unwrap_or("");
             let content = body["messages"]
                 .as_array()
@@ -205,6 +279,29 @@ async fn serve(
             },
         ) => (status, body, retry_after),
         (_, Mode::DropAfterBody) => return Ok(()),
+        (_, Mode::Answer { raw: Some(raw), .. }) => (200, raw, None),
+        (
+            _,
+            Mode::Answer {
+                content, logprob, ..
+            },
+        ) => {
+            let mut choice = serde_json::json!({"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"});
+            if body["logprobs"] == serde_json::json!(true) {
+                let tokens: Vec<Value> = content
+                    .split(' ')
+                    .map(|t| serde_json::json!({"token": t, "logprob": logprob}))
+                    .collect();
+                choice["logprobs"] = serde_json::json!({"content": tokens});
+            }
+            let answer = serde_json::json!({
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [choice],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}
+            });
+            (200, answer.to_string(), None)
+        }
+        (_, Mode::Tail { .. } | Mode::ByPrompt) => unreachable!("resolved above"),
     };
     let extra = retry_after
         .map(|s| format!("retry-after: {s}\r\n"))
