@@ -21,7 +21,9 @@ pub const TUNED_FILE: &str = "tuned.safetensors";
 /// Where the overlay is committed in the workspace (for tests and tools run from a checkout;
 /// a deployed gateway reads it from its model directory).
 pub fn committed_overlay() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("model").join(TUNED_FILE)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("model")
+        .join(TUNED_FILE)
 }
 
 /// The metadata keys of the cascade calibration, in [`CascadeCalibration`] order.

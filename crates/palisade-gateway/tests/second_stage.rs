@@ -161,11 +161,7 @@ async fn an_overlay_other_than_the_pinned_one_is_not_attached() {
     assert!(err.contains("sha256"), "{err}");
 
     let gw = start(&detection("auto")).await;
-    let scan = guard(
-        &gw,
-        json!({"text": PLANTED, "channel": "retrieved"}),
-    )
-    .await;
+    let scan = guard(&gw, json!({"text": PLANTED, "channel": "retrieved"})).await;
     assert!(scan.get("second_stage").is_none(), "{scan}");
     gw.shutdown();
 }
