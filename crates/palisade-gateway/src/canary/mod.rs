@@ -52,6 +52,7 @@ use palisade_config::{CanaryConfig, Config, RolloutConfig};
 use tokio::sync::{oneshot, watch};
 
 use crate::snapshot::carry::Identity;
+pub(crate) use crate::snapshot::probes::Alive;
 use crate::state::GatewayError;
 use crate::upstream::Backend;
 
@@ -418,24 +419,6 @@ pub(crate) struct Canaries {
     running: Arc<AtomicUsize>,
 }
 
-/// Counts a task as running for as long as it lives.
-struct Alive(Arc<AtomicUsize>);
-
-impl Alive {
-    fn new(count: &Arc<AtomicUsize>) -> Self {
-        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-        metrics::gauge!(TASKS).set(n as f64);
-        Self(count.clone())
-    }
-}
-
-impl Drop for Alive {
-    fn drop(&mut self) {
-        let n = self.0.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
-        metrics::gauge!(TASKS).set(n as f64);
-    }
-}
-
 impl Canaries {
     /// The gateway serves: run the canaries of `routes` until `stop`.
     pub(crate) fn start(&self, stop: watch::Receiver<bool>, env: Env, routes: &[Arc<RouteCanary>]) {
@@ -466,7 +449,7 @@ impl Canaries {
                 env.clone(),
                 cancel,
                 stop.clone(),
-                Alive::new(&self.running),
+                Alive::new(&self.running, TASKS),
             ));
         }
     }

@@ -47,21 +47,29 @@ pub(crate) struct Probes {
     running: Arc<AtomicUsize>,
 }
 
-/// Counts a loop as running for as long as it lives.
-struct Alive(Arc<AtomicUsize>);
+/// Counts a background loop as running for as long as it lives, in `count`
+/// and in the gauge named `gauge` (probe loops here, canary tasks in
+/// `crate::canary`): a loop that leaks shows in the gauge.
+pub(crate) struct Alive {
+    count: Arc<AtomicUsize>,
+    gauge: &'static str,
+}
 
 impl Alive {
-    fn new(count: &Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(count: &Arc<AtomicUsize>, gauge: &'static str) -> Self {
         let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-        metrics::gauge!(RUNNING).set(n as f64);
-        Self(count.clone())
+        metrics::gauge!(gauge).set(n as f64);
+        Self {
+            count: count.clone(),
+            gauge,
+        }
     }
 }
 
 impl Drop for Alive {
     fn drop(&mut self) {
-        let n = self.0.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
-        metrics::gauge!(RUNNING).set(n as f64);
+        let n = self.count.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        metrics::gauge!(self.gauge).set(n as f64);
     }
 }
 
@@ -107,7 +115,7 @@ impl Probes {
                 backend,
                 cancel,
                 stop.clone(),
-                Alive::new(&self.running),
+                Alive::new(&self.running, RUNNING),
             ));
         }
         // Dropping a sender wakes and ends its loop.
@@ -118,7 +126,7 @@ impl Probes {
             }
             let (cancel_tx, mut cancel) = oneshot::channel::<()>();
             inner.loops.insert(id, cancel_tx);
-            let alive = Alive::new(&self.running);
+            let alive = Alive::new(&self.running, RUNNING);
             let mut stop = stop.clone();
             tokio::spawn(async move {
                 let _alive = alive;
