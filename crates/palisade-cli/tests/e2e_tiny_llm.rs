@@ -137,7 +137,7 @@ async fn real_llama_cpp_server_through_palisade() {
         .iter()
         .rev()
         .find_map(|c| c["choices"][0]["finish_reason"].as_str());
-    assert!(finish.is_some(), "a chunk carries finish_reason");
+    assert!(finish.is_some(), "a chunk carries finish_reason: {body}");
     assert!(
         reads > 1,
         "the stream arrived in several reads, not one buffered body"
