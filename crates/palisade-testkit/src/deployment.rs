@@ -234,7 +234,9 @@ async fn serve(
         other => other,
     };
     let (status, text, retry_after) = match (is_get, mode) {
-        (true, DeploymentMode::Ok { .. }) => (200, r#"{"object":"list","data":[]}"#.to_owned(), None),
+        (true, DeploymentMode::Ok { .. }) => {
+            (200, r#"{"object":"list","data":[]}"#.to_owned(), None)
+        }
         (_, DeploymentMode::Ok { delay }) => {
             // Working on the answer; a client that closes meanwhile
             // cancelled it (the request was read whole: a read can only
@@ -294,7 +296,9 @@ async fn serve(
             });
             (200, answer.to_string(), None)
         }
-        (_, DeploymentMode::Tail { .. } | DeploymentMode::ByPrompt) => unreachable!("resolved above"),
+        (_, DeploymentMode::Tail { .. } | DeploymentMode::ByPrompt) => {
+            unreachable!("resolved above")
+        }
     };
     let extra = retry_after
         .map(|s| format!("retry-after: {s}\r\n"))
