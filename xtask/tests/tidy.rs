@@ -38,6 +38,33 @@ fn pure_crates_do_not_depend_on_io_frameworks() {
     );
 }
 
+/// The testkit plays the gateway's upstreams and stores; the gateway's tests
+/// depend on it, so it depending on the gateway (or any workspace crate it
+/// would pull in) would be a cycle and would let test fakes grow gateway
+/// logic. The gateway's own test harness lives in its `tests/support/`.
+#[test]
+fn testkit_depends_on_no_workspace_crate() {
+    let root = root();
+    let manifest = crate_dir("palisade-testkit").join("Cargo.toml");
+    let table = read_toml(&root.join(&manifest)).unwrap();
+    let found: Vec<Violation> = deps::normal_dependencies(&table)
+        .into_iter()
+        .filter(|d| d.package.starts_with("palisade"))
+        .map(|d| {
+            Violation::new(
+                &manifest,
+                "testkit-deps",
+                format!("{} in [{}]", d.package, d.table),
+            )
+        })
+        .collect();
+    assert_clean(
+        "palisade-testkit must not depend on a workspace crate (it is the gateway's upstream, \
+         not a second gateway).",
+        &found,
+    );
+}
+
 #[test]
 fn pure_crates_do_not_read_the_clock() {
     let root = root();

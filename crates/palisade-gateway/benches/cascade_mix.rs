@@ -14,14 +14,12 @@
 //!
 //! Not timed: the figures are counts and costs from the ledger.
 
-#[path = "../tests/routing_support/mod.rs"]
-mod routing_support;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::Gateway;
-use routing_support::{Fake, Mode};
+use palisade_testkit::{Deployment as Fake, DeploymentMode as Mode};
 use serde_json::{json, Value};
 
 fn prompt(i: usize) -> &'static str {
@@ -84,16 +82,7 @@ async fn run(label: &str, cascade: Option<&str>, requests: usize) {
         cheap.base_url(),
         strong.base_url()
     );
-    let config = Config::load(&Sources {
-        toml: Some(&toml),
-        ..Sources::default()
-    })
-    .expect("bench config loads");
-    let gw = Gateway::with_env(config, |_| None)
-        .expect("gateway builds")
-        .start(Some("127.0.0.1:0".parse().expect("addr")))
-        .await
-        .expect("gateway starts");
+    let gw = support::gateway(&toml).await;
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()

@@ -1,5 +1,5 @@
 //! Hedging's tail-latency gain and its cost (issue #19): two deployments
-//! of one route, real loopback HTTP (`tests/routing_support`'s fake), each
+//! of one route, real loopback HTTP (testkit's `Deployment`), each
 //! answering in 10 ms except every 20th request (5 %), which takes 400 ms.
 //! The same load runs without hedging, with a fixed 50 ms hedge and with a
 //! hedge at the route's observed p90 and p95 (floor 40 ms); printed: client-side
@@ -13,15 +13,13 @@
 //! distribution and a ratio, measured on one run with the three settings
 //! side by side.
 
-#[path = "../tests/routing_support/mod.rs"]
-mod routing_support;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::Gateway;
-use routing_support::{Fake, Mode};
+use palisade_testkit::{Deployment as Fake, DeploymentMode as Mode};
 
 fn tail() -> Mode {
     Mode::Tail {
@@ -53,16 +51,7 @@ async fn run(label: &str, hedge: &str, requests: usize, concurrency: usize) {
         a.base_url(),
         b.base_url()
     );
-    let config = Config::load(&Sources {
-        toml: Some(&toml),
-        ..Sources::default()
-    })
-    .expect("bench config loads");
-    let gw = Gateway::with_env(config, |_| None)
-        .expect("gateway builds")
-        .start(Some("127.0.0.1:0".parse().expect("addr")))
-        .await
-        .expect("gateway starts");
+    let gw = support::gateway(&toml).await;
     let url = format!("http://{}/v1/chat/completions", gw.local_addr());
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -110,17 +99,7 @@ async fn run(label: &str, hedge: &str, requests: usize, concurrency: usize) {
         took.extend(t.expect("worker"));
     }
     took.sort();
-    let metrics = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
-        .get(format!("http://{}/metrics", gw.local_addr()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = support::metrics(&gw).await;
     let hedges: Vec<String> = metrics
         .lines()
         .filter_map(|l| l.strip_prefix("palisade_hedge_total{route=\"m\",outcome=\""))

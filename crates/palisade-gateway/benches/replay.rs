@@ -6,9 +6,10 @@
 //! idempotency key; and the table lookup alone. A real model adds its own
 //! generation time to the first only.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use palisade_config::{Config, Sources};
-use palisade_gateway::Gateway;
 use palisade_replay::{scope_key, Fingerprint, Limits, Stored, Table};
 use palisade_testkit::ScriptedUpstream;
 use serde_json::json;
@@ -25,16 +26,7 @@ fn bench(c: &mut Criterion) {
             "[cache]\nenabled = true\n[backends.main]\nbase_url = \"{}\"\n",
             upstream.base_url()
         );
-        let config = Config::load(&Sources {
-            toml: Some(&toml),
-            ..Sources::default()
-        })
-        .expect("config");
-        let gw = Gateway::with_env(config, |_| None)
-            .expect("gateway")
-            .start(Some("127.0.0.1:0".parse().expect("addr")))
-            .await
-            .expect("start");
+        let gw = support::gateway(&toml).await;
         (upstream, gw)
     });
     let http = reqwest::Client::builder()

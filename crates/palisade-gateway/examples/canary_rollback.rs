@@ -12,25 +12,15 @@
 //! cargo run -p palisade-gateway --example canary_rollback -- [runs] [interval_s] [exact_items]
 //! ```
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_testkit::{golden_set, CanaryMode, CanaryModel};
 use serde_json::{json, Value};
-
-async fn gateway(toml: &str) -> RunningGateway {
-    let config = Config::load(&Sources {
-        toml: Some(toml),
-        ..Sources::default()
-    })
-    .expect("config");
-    Gateway::with_env(config, |_| None)
-        .expect("gateway")
-        .start(Some("127.0.0.1:0".parse().expect("addr")))
-        .await
-        .expect("start")
-}
+use support::gateway;
 
 async fn state(client: &reqwest::Client, gw: &RunningGateway) -> String {
     let v: Value = client

@@ -15,12 +15,14 @@
 //! ```
 //! `PALISADE_DATASETS` (default `/work/shared/datasets`) locates `train/`.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_testkit::ScriptedUpstream;
 use serde_json::{json, Value};
 
@@ -71,16 +73,7 @@ impl Fleet {
         let toml = self
             .toml
             .replace("REPLICA", &format!("r{}", self.replicas.len()));
-        let config = Config::load(&Sources {
-            toml: Some(&toml),
-            ..Sources::default()
-        })
-        .expect("config");
-        let gw = Gateway::with_env(config, |_| None)
-            .expect("gateway")
-            .start(Some("127.0.0.1:0".parse().expect("addr")))
-            .await
-            .expect("start");
+        let gw = support::gateway(&toml).await;
         self.replicas.push(gw);
     }
 }

@@ -11,10 +11,11 @@
 //! `/work/shared/datasets`), else from a small built-in list. The full-size
 //! replay is `crates/palisade-cli/examples/spike_replay.rs`.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_testkit::{RedisServer, ScriptedUpstream, WebhookRecorder};
 use serde_json::{json, Value};
 
@@ -114,16 +115,7 @@ impl Harness {
                  key_prefix = \"t:anomaly\"\n"
             ));
         }
-        let config = Config::load(&Sources {
-            toml: Some(&toml),
-            ..Sources::default()
-        })
-        .unwrap();
-        let gw = Gateway::with_env(config, |_| None)
-            .unwrap()
-            .start(Some("127.0.0.1:0".parse().unwrap()))
-            .await
-            .unwrap();
+        let gw = support::gateway(&toml).await;
         (upstream, gw)
     }
 

@@ -9,39 +9,20 @@
 //! there). Each test uses its own route name: the metrics recorder is
 //! shared by the tests of this binary.
 
+mod support;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_testkit::{golden_set, CanaryMode as Mode, CanaryModel as Model};
 use serde_json::{json, Value};
-
-fn load(text: &str) -> Result<Config, String> {
-    Config::load(&Sources {
-        toml: Some(text),
-        ..Sources::default()
-    })
-    .map_err(|e| e.to_string())
-}
-
-async fn start(path: &Path) -> RunningGateway {
-    let text = std::fs::read_to_string(path).unwrap();
-    Gateway::with_env(load(&text).unwrap(), |_| None)
-        .unwrap()
-        .reload_from(path, load)
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap()
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
+use support::records::{audit_records, ledger_rows};
+use support::{get_json, http, metrics, reloadable as start, url};
 
 async fn user_chat(gw: &RunningGateway, model: &str) -> u16 {
     http()
-        .post(format!("http://{}/v1/chat/completions", gw.local_addr()))
+        .post(url(gw, "/v1/chat/completions"))
         .json(&json!({"model": model, "max_tokens": 5,
                       "messages": [{"role": "user", "content": "hi there"}]}))
         .send()
@@ -52,25 +33,7 @@ async fn user_chat(gw: &RunningGateway, model: &str) -> u16 {
 }
 
 async fn canaries(gw: &RunningGateway) -> Value {
-    http()
-        .get(format!("http://{}/admin/canaries", gw.local_addr()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn metrics(gw: &RunningGateway) -> String {
-    http()
-        .get(format!("http://{}/metrics", gw.local_addr()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    get_json(gw, "/admin/canaries").await
 }
 
 /// The admin view's entry for `backend` of `route`.
@@ -269,27 +232,13 @@ async fn a_drifted_canary_deployment_gets_no_user_traffic_after_rollback() {
     }
 
     // The rollback is on the audit trail, as canary traffic (no tenant).
-    let ledger = palisade_ledger::Ledger::open(
-        &format!("sqlite:{}", audit_db.display()),
-        palisade_ledger::WriteOptions::default(),
+    let records = audit_records(
+        &audit_db,
+        500,
+        |r| r["gate"] == "canary",
+        |records| records.iter().any(|r| r["action"] == "rollback"),
     )
-    .await
-    .unwrap();
-    let mut records: Vec<Value> = Vec::new();
-    for _ in 0..100 {
-        records = ledger
-            .audit_tail(500, &palisade_ledger::AuditFilter::default())
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| serde_json::from_str::<Value>(r).unwrap())
-            .filter(|r| r["gate"] == "canary")
-            .collect();
-        if records.iter().any(|r| r["action"] == "rollback") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    .await;
     let rollback = records
         .iter()
         .find(|r| r["action"] == "rollback")
@@ -315,24 +264,10 @@ async fn a_drifted_canary_deployment_gets_no_user_traffic_after_rollback() {
     // Canary traffic is nobody's: the ledger holds the 90 user requests
     // and not one of the golden requests (none billed to any tenant).
     assert!(new.golden_requests() + stable.golden_requests() > 0);
-    let ledger = palisade_ledger::Ledger::open(
-        &format!("sqlite:{}", ledger_db.display()),
-        palisade_ledger::WriteOptions::default(),
-    )
-    .await
-    .unwrap();
-    let mut rows = 0;
-    for _ in 0..100 {
-        let mut out = Vec::new();
-        rows = ledger.export_jsonl(&mut out).await.unwrap();
-        if rows >= 90 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rows = ledger_rows(&ledger_db, |rows| rows.len() >= 90).await.len();
+    // Then a while longer: a golden request billed late would show here.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut out = Vec::new();
-    assert_eq!(ledger.export_jsonl(&mut out).await.unwrap(), 90, "{rows}");
+    assert_eq!(ledger_rows(&ledger_db, |_| true).await.len(), 90, "{rows}");
     gw.shutdown();
 }
 
@@ -384,12 +319,8 @@ canary = {{ golden_set = "{}", interval_s = 3600, min_samples = 4 }}
             "deployments = [{ backend = \"stable\" }, { backend = \"new\" }]",
         );
     std::fs::write(&path, &two).unwrap();
-    let reloaded = http()
-        .post(format!("http://{}/admin/config/reload", gw.local_addr()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reloaded.status(), 200, "{}", reloaded.text().await.unwrap());
+    let (status, text) = support::reload(&gw).await;
+    assert_eq!(status, 200, "{text}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let view = canaries(&gw).await;
@@ -415,13 +346,9 @@ canary = {{ golden_set = "{}", interval_s = 3600, min_samples = 4 }}
         &dir.path().join("bad.jsonl").display().to_string(),
     );
     std::fs::write(&path, bad).unwrap();
-    let refused = http()
-        .post(format!("http://{}/admin/config/reload", gw.local_addr()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 422);
-    let body: Value = refused.json().await.unwrap();
+    let (status, text) = support::reload(&gw).await;
+    assert_eq!(status, 422);
+    let body: Value = serde_json::from_str(&text).unwrap();
     assert!(body.to_string().contains("golden set"), "{body}");
     assert_eq!(canaries(&gw).await["tasks_running"], 1);
     gw.shutdown();

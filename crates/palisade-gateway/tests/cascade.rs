@@ -1,15 +1,14 @@
 //! Cascades over real HTTP: a cheap and a strong fake deployment on
-//! loopback (`routing_support`); the cheap one refuses, returns broken JSON,
-//! low log-probabilities or an unreadable body, and the strong one answers.
+//! loopback (testkit's `Deployment`); the cheap one refuses, returns broken
+//! JSON, low log-probabilities or an unreadable body, and the strong one
+//! answers. Gateway start-up and record reading: `support`.
 
-mod routing_support;
+mod support;
 
-use std::time::Duration;
-
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
-use routing_support::{Fake, Mode};
+use palisade_testkit::{Deployment as Fake, DeploymentMode as Mode};
 use serde_json::{json, Value};
+use support::records::{audit_records, ledger_rows};
+use support::{gateway, Reply, CHAT};
 
 fn says(content: &str, logprob: f64) -> Mode {
     Mode::Answer {
@@ -19,56 +18,8 @@ fn says(content: &str, logprob: f64) -> Mode {
     }
 }
 
-async fn gateway(toml: &str) -> RunningGateway {
-    let config = Config::load(&Sources {
-        toml: Some(toml),
-        ..Sources::default()
-    })
-    .expect("test config is valid");
-    Gateway::with_env(config, |_| None)
-        .expect("gateway builds")
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .expect("gateway starts")
-}
-
-struct Reply {
-    status: u16,
-    cascade: Option<String>,
-    backend: Option<String>,
-    ledger_id: Option<String>,
-    body: Value,
-}
-
-async fn post(gw: &RunningGateway, body: Value) -> Reply {
-    let resp = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .post(format!("http://{}/v1/chat/completions", gw.local_addr()))
-        .json(&body)
-        .send()
-        .await
-        .expect("gateway answers");
-    let header = |n: &str| {
-        resp.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let (cascade, backend, ledger_id) = (
-        header("x-palisade-cascade"),
-        header("x-palisade-backend"),
-        header("x-palisade-ledger-id"),
-    );
-    let status = resp.status().as_u16();
-    Reply {
-        status,
-        cascade,
-        backend,
-        ledger_id,
-        body: resp.json().await.unwrap_or(Value::Null),
-    }
+async fn post(gw: &palisade_gateway::RunningGateway, body: Value) -> Reply {
+    support::post(gw, CHAT, body, None).await
 }
 
 fn ask(extra: Value) -> Value {
@@ -100,12 +51,6 @@ fn config(cheap: &Fake, strong: &Fake, gates: &str, extra: &str) -> String {
     )
 }
 
-fn content(r: &Reply) -> &str {
-    r.body["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap_or("")
-}
-
 #[tokio::test]
 async fn a_good_cheap_answer_stands_and_a_refusal_escalates_with_both_calls_in_the_ledger() {
     let cheap = Fake::start("cheap", says("Paris.", -0.1)).await;
@@ -127,7 +72,7 @@ async fn a_good_cheap_answer_stands_and_a_refusal_escalates_with_both_calls_in_t
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.cascade.as_deref(), Some("first"));
     assert_eq!(r.backend.as_deref(), Some("cheap"));
-    assert_eq!(content(&r), "Paris.");
+    assert_eq!(r.content(), "Paris.");
     assert_eq!(strong.hits(), 0, "the strong model was not asked");
     let first_id = r.ledger_id.clone().expect("ledger id");
     assert_eq!(
@@ -141,33 +86,14 @@ async fn a_good_cheap_answer_stands_and_a_refusal_escalates_with_both_calls_in_t
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.cascade.as_deref(), Some("escalated"));
     assert_eq!(r.backend.as_deref(), Some("strong"));
-    assert_eq!(content(&r), "The capital of France is Paris.");
+    assert_eq!(r.content(), "The capital of France is Paris.");
     assert_eq!(strong.received()[0]["model"], "smart");
     // Both calls are in the ledger: the escalation under the response's
     // id (`<id>.escalated`), the cheap call under `<id>`, each with its
     // own usage.
     let id = r.ledger_id.expect("ledger id");
     let cheap_id = id.strip_suffix(".escalated").expect("the escalation's id");
-    let ledger = palisade_ledger::Ledger::open(
-        &format!("sqlite:{}", db.display()),
-        palisade_ledger::WriteOptions::default(),
-    )
-    .await
-    .unwrap();
-    let mut rows: Vec<Value> = Vec::new();
-    for _ in 0..100 {
-        let mut out = Vec::new();
-        ledger.export_jsonl(&mut out).await.unwrap();
-        rows = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if rows.len() >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rows = ledger_rows(&db, |rows| rows.len() >= 3).await;
     let row = |id: &str| rows.iter().find(|r| r["request_id"] == id).cloned();
     let strong_row = row(&id).unwrap_or_else(|| panic!("{id} in {rows:?}"));
     let cheap_row = row(cheap_id).expect("the cheap call's row");
@@ -183,27 +109,18 @@ async fn a_good_cheap_answer_stands_and_a_refusal_escalates_with_both_calls_in_t
     assert_eq!(cheap_row["completion_tokens"], 20);
     assert_eq!(strong_row["completion_tokens"], 20);
     // The escalation is audited with its reason.
-    let audit = palisade_ledger::Ledger::open(
-        &format!("sqlite:{}", dir.path().join("audit.db").display()),
-        palisade_ledger::WriteOptions::default(),
+    let found = audit_records(
+        &dir.path().join("audit.db"),
+        50,
+        |r| r["gate"] == "routing" && r["action"] == "cascade_escalated",
+        |found| !found.is_empty(),
     )
-    .await
-    .unwrap();
-    let mut found = None;
-    for _ in 0..100 {
-        found = audit
-            .audit_tail(50, &palisade_ledger::AuditFilter::default())
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| serde_json::from_str::<Value>(r).unwrap())
-            .find(|r| r["gate"] == "routing" && r["action"] == "cascade_escalated");
-        if found.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let record = found.expect("a cascade_escalated record").to_string();
+    .await;
+    let record = found
+        .into_iter()
+        .next()
+        .expect("a cascade_escalated record")
+        .to_string();
     assert!(
         record.contains("refusal") && record.contains("cheap"),
         "{record}"
@@ -222,7 +139,7 @@ async fn broken_json_and_unreadable_answers_escalate() {
     .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.cascade.as_deref(), Some("escalated"));
-    assert_eq!(content(&r), "{\"city\": \"Paris\"}");
+    assert_eq!(r.content(), "{\"city\": \"Paris\"}");
     // Without response_format the same text is fine.
     let r = post(&gw, ask(json!({}))).await;
     assert_eq!(r.cascade.as_deref(), Some("first"));
@@ -258,7 +175,7 @@ async fn low_confidence_asks_for_logprobs_escalates_below_the_threshold_and_hide
     cheap.set(says("Paris is the capital", -2.5));
     let r = post(&gw, ask(json!({}))).await;
     assert_eq!(r.cascade.as_deref(), Some("escalated"));
-    assert_eq!(content(&r), "Paris.");
+    assert_eq!(r.content(), "Paris.");
 }
 
 #[tokio::test]
@@ -292,31 +209,11 @@ async fn a_reload_turns_the_cascade_on_and_off() {
         }
         std::fs::write(&path, text).unwrap();
     };
-    let load = |text: &str| {
-        Config::load(&Sources {
-            toml: Some(text),
-            ..Sources::default()
-        })
-        .map_err(|e| e.to_string())
-    };
     write(None);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let gw = Gateway::with_env(load(&text).unwrap(), |_| None)
-        .unwrap()
-        .reload_from(&path, load)
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
+    let gw = support::reloadable(&path).await;
     let reload = || async {
-        let resp = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
-            .post(format!("http://{}/admin/config/reload", gw.local_addr()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+        let (status, text) = support::reload(&gw).await;
+        assert_eq!(status, 200, "{text}");
     };
     let r = post(&gw, ask(json!({}))).await;
     assert_eq!(
@@ -380,7 +277,7 @@ async fn a_judge_route_decides_and_its_call_is_accounted() {
     let r = post(&gw, ask(json!({}))).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.cascade.as_deref(), Some("first"), "the judge said no");
-    assert_eq!(content(&r), "Lyon.");
+    assert_eq!(r.content(), "Lyon.");
     assert_eq!(strong.hits(), 0);
     let seen = judge.received()[0].to_string();
     assert!(
@@ -395,32 +292,13 @@ async fn a_judge_route_decides_and_its_call_is_accounted() {
     let r = post(&gw, ask(json!({}))).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.cascade.as_deref(), Some("escalated"));
-    assert_eq!(content(&r), "Paris.", "the judge's own answer never shows");
+    assert_eq!(r.content(), "Paris.", "the judge's own answer never shows");
     let id = r.ledger_id.expect("ledger id");
     let base = id
         .strip_suffix(".escalated")
         .expect("escalation id")
         .to_owned();
-    let ledger = palisade_ledger::Ledger::open(
-        &format!("sqlite:{}", db.display()),
-        palisade_ledger::WriteOptions::default(),
-    )
-    .await
-    .unwrap();
-    let mut rows: Vec<Value> = Vec::new();
-    for _ in 0..100 {
-        let mut out = Vec::new();
-        ledger.export_jsonl(&mut out).await.unwrap();
-        rows = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if rows.len() >= 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rows = ledger_rows(&db, |rows| rows.len() >= 5).await;
     let model_of = |id: &str| {
         rows.iter()
             .find(|r| r["request_id"] == id)

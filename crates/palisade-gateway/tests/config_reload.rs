@@ -4,50 +4,31 @@
 //! counters survive edits, and a bad or restart-only edit keeps the running
 //! config and says why.
 
-use std::path::Path;
+mod support;
+
 use std::time::Duration;
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, ReloadOutcome, RunningGateway};
+use palisade_gateway::{ReloadOutcome, RunningGateway};
 use palisade_testkit::ScriptedUpstream;
 use serde_json::{json, Value};
-use sha2::Digest;
+use support::{key_hash, reloadable as start};
 
 const KEY_A: &str = "sk-tenant-a-0123456789abcdef";
 const KEY_B: &str = "sk-tenant-b-0123456789abcdef";
 const KEY_OPS: &str = "sk-operator-0123456789abcdef";
 
 fn base(upstream: &ScriptedUpstream, poll_ms: u64) -> String {
-    let hash = |k: &str| hex::encode(sha2::Sha256::digest(k.as_bytes()));
     format!(
         "[[auth.keys]]\nname = \"a\"\ntenant = \"a\"\nsha256 = \"{}\"\n\
          [[auth.keys]]\nname = \"b\"\ntenant = \"b\"\nsha256 = \"{}\"\n\
          [[auth.keys]]\nname = \"ops\"\ntenant = \"ops\"\nsha256 = \"{}\"\nadmin = true\n\
          [reload]\nconfig_poll_ms = {poll_ms}\n\
          [backends.main]\nbase_url = \"{}\"\n",
-        hash(KEY_A),
-        hash(KEY_B),
-        hash(KEY_OPS),
+        key_hash(KEY_A),
+        key_hash(KEY_B),
+        key_hash(KEY_OPS),
         upstream.base_url()
     )
-}
-
-fn load(text: &str) -> Result<Config, String> {
-    Config::load(&Sources {
-        toml: Some(text),
-        ..Sources::default()
-    })
-    .map_err(|e| e.to_string())
-}
-
-async fn start(path: &Path) -> RunningGateway {
-    let text = std::fs::read_to_string(path).unwrap();
-    Gateway::with_env(load(&text).unwrap(), |_| None)
-        .unwrap()
-        .reload_from(path, load)
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap()
 }
 
 struct Client {

@@ -13,12 +13,12 @@
 
 mod console_support;
 
+mod support;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use console_support::Browser;
-use palisade_config::{Config, Sources};
-use palisade_gateway::Gateway;
 use palisade_testkit::ScriptedUpstream;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -129,16 +129,7 @@ secure_cookie = false
         shadow_file.display(),
         db = db.display(),
     );
-    let config = Config::load(&Sources {
-        toml: Some(&toml),
-        ..Sources::default()
-    })
-    .unwrap();
-    let gw = Gateway::with_env(config, |_| None)
-        .unwrap()
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
+    let gw = support::gateway(&toml).await;
     let base = format!("http://{}", gw.local_addr());
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
@@ -573,16 +564,7 @@ async fn admin_reads_are_bounded_and_bearer_calls_need_no_csrf_token() {
         sha(AGENT),
         db.display()
     );
-    let config = Config::load(&Sources {
-        toml: Some(&toml),
-        ..Sources::default()
-    })
-    .unwrap();
-    let gw = Gateway::with_env(config, |_| None)
-        .unwrap()
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
+    let gw = support::gateway(&toml).await;
     let base = format!("http://{}", gw.local_addr());
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let get = |path: String, key: &'static str| {

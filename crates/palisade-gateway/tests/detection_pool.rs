@@ -6,11 +6,12 @@
 //! forwarded unjudged; degrade → judged on the first stage (an injection is
 //! still refused) and audited `degraded`; never a silent skip.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_testkit::ScriptedUpstream;
 use serde_json::{json, Value};
 
@@ -86,16 +87,7 @@ impl Harness {
             policy.display(),
             db.display()
         );
-        let config = Config::load(&Sources {
-            toml: Some(&toml),
-            ..Sources::default()
-        })
-        .unwrap();
-        let gw = Gateway::with_env(config, |_| None)
-            .unwrap()
-            .start(Some("127.0.0.1:0".parse().unwrap()))
-            .await
-            .unwrap();
+        let gw = support::gateway(&toml).await;
         Self {
             upstream,
             gw,

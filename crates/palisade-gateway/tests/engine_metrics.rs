@@ -7,14 +7,16 @@
 //! `palisade_engine_scrape_ok` going to 0, and the backend's key is never
 //! sent to it.
 
+mod support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_testkit::ScriptedUpstream;
+use support::{gateway_with_env, metrics};
 
 /// A fake engine: each scrape drafts 40 more tokens and accepts 30 of them
 /// in 10 steps (acceptance 0.75, 4 tokens per step); `broken` makes it
@@ -76,33 +78,12 @@ impl Engine {
     }
 }
 
+/// The backend key comes from the environment, as in production.
 async fn start(toml: &str) -> RunningGateway {
-    let config = Config::load(&Sources {
-        toml: Some(toml),
-        ..Sources::default()
-    })
-    .unwrap();
-    Gateway::with_env(config, |k| {
+    gateway_with_env(toml, |k| {
         (k == "ENGINE_TEST_KEY").then(|| "sk-backend-secret".to_owned())
     })
-    .unwrap()
-    .start(Some("127.0.0.1:0".parse().unwrap()))
     .await
-    .unwrap()
-}
-
-async fn metrics(gw: &RunningGateway) -> String {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("http://{}/metrics", gw.local_addr()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 /// Polls `/metrics` (bounded) until every needle is there.

@@ -6,27 +6,28 @@
 //! `Retry-After` while a benign key is served, the SQLite telemetry store
 //! holds hashes (never text), and a restart keeps the block.
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use serde_json::{json, Value};
-use sha2::Digest;
+use support::extraction::{random_query, FAST_LADDER};
+use support::{gateway as start, key_hash};
 
 const KEY_ATTACKER: &str = "sk-extract-attacker-0123456789";
 const KEY_BENIGN: &str = "sk-extract-benign-0123456789ab";
 const KEY_TRUSTED: &str = "sk-extract-trusted-0123456789a";
 
 fn keys() -> String {
-    let hash = |k: &str| hex::encode(sha2::Sha256::digest(k.as_bytes()));
     format!(
         "[[auth.keys]]\nname = \"attacker\"\ntenant = \"shop\"\nsha256 = \"{}\"\n\
          [[auth.keys]]\nname = \"benign\"\ntenant = \"shop\"\nsha256 = \"{}\"\n\
          [[auth.keys]]\nname = \"lab\"\ntenant = \"research\"\nsha256 = \"{}\"\n",
-        hash(KEY_ATTACKER),
-        hash(KEY_BENIGN),
-        hash(KEY_TRUSTED)
+        key_hash(KEY_ATTACKER),
+        key_hash(KEY_BENIGN),
+        key_hash(KEY_TRUSTED)
     )
 }
 
@@ -67,19 +68,6 @@ impl RawUpstream {
     fn bodies(&self) -> Vec<Vec<u8>> {
         self.bodies.lock().unwrap().clone()
     }
-}
-
-async fn start(toml: &str) -> RunningGateway {
-    let config = Config::load(&Sources {
-        toml: Some(toml),
-        ..Sources::default()
-    })
-    .unwrap();
-    Gateway::with_env(config, |_| None)
-        .unwrap()
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap()
 }
 
 struct Harness {
@@ -282,28 +270,6 @@ async fn every_refusal_and_strip_is_audited_with_its_reason() {
     assert!(probes
         .iter()
         .all(|r| r["tier"] == "hardened" && r["tenant"] == "shop"));
-}
-
-/// Detectors and ladder small enough for a test: windows of 16, evaluated
-/// every 8 requests; a block after two windows of two detectors firing.
-const FAST_LADDER: &str = "[extraction.detectors]\nwindow = 16\nmin_queries = 16\nevaluate_every = 8\ncoverage_block_words = 120\nprobe_min = 4\n\
-[extraction.ladder]\nflag_at = 1.0\nslow_at = 2.0\nreverify_at = 3.0\nblock_at = 4.0\nslow_delay_ms = 10\n";
-
-/// Random "words": what a random-query extractor sends.
-fn random_query(i: u64) -> String {
-    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut words = Vec::new();
-    for _ in 0..30 {
-        let mut w = String::new();
-        for _ in 0..6 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            w.push(char::from(b'a' + (x % 26) as u8));
-        }
-        words.push(w);
-    }
-    words.join(" ")
 }
 
 const BENIGN: [&str; 8] = [

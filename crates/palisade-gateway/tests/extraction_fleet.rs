@@ -5,47 +5,30 @@
 //! the one store the hunt reads; two replicas hunting the same campaign at
 //! once send its alert once.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use palisade_config::{Config, Sources};
 use palisade_gateway::hunt::{run_once, HuntStore};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_testkit::{PostgresServer, ScriptedUpstream};
 use serde_json::{json, Value};
-use sha2::Digest;
+use support::extraction::{random_query, FAST_LADDER};
+use support::{gateway as start, key_hash};
 
 const KEY_ATTACKER: &str = "sk-fleet-attacker-0123456789ab";
 const KEY_BENIGN: &str = "sk-fleet-benign-0123456789abcd";
 
-/// Windows of 16 evaluated every 8 requests; a block after two windows of
-/// two detectors firing (the same ladder as `tests/extraction.rs`).
-const FAST_LADDER: &str = "[extraction.detectors]\nwindow = 16\nmin_queries = 16\nevaluate_every = 8\ncoverage_block_words = 120\nprobe_min = 4\n\
-[extraction.ladder]\nflag_at = 1.0\nslow_at = 2.0\nreverify_at = 3.0\nblock_at = 4.0\nslow_delay_ms = 10\n";
-
 fn config(upstream: &str, store: &str, hunt: bool) -> String {
-    let hash = |k: &str| hex::encode(sha2::Sha256::digest(k.as_bytes()));
     format!(
         "[[auth.keys]]\nname = \"attacker\"\ntenant = \"shop\"\nsha256 = \"{}\"\n\
          [[auth.keys]]\nname = \"benign\"\ntenant = \"shop\"\nsha256 = \"{}\"\n\
          [backends.main]\nbase_url = \"{upstream}\"\n{FAST_LADDER}\
          [extraction]\nstore = \"{store}\"\n\
          [extraction.hunt]\nenabled = {hunt}\n",
-        hash(KEY_ATTACKER),
-        hash(KEY_BENIGN),
+        key_hash(KEY_ATTACKER),
+        key_hash(KEY_BENIGN),
     )
-}
-
-async fn start(toml: &str) -> RunningGateway {
-    let config = Config::load(&Sources {
-        toml: Some(toml),
-        ..Sources::default()
-    })
-    .unwrap();
-    Gateway::with_env(config, |_| None)
-        .unwrap()
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap()
 }
 
 async fn post(http: &reqwest::Client, gw: &RunningGateway, key: &str, text: &str) -> (u16, Value) {
@@ -58,23 +41,6 @@ async fn post(http: &reqwest::Client, gw: &RunningGateway, key: &str, text: &str
         .unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-/// Random "words": what a random-query extractor sends.
-fn random_query(i: u64) -> String {
-    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut words = Vec::new();
-    for _ in 0..30 {
-        let mut w = String::new();
-        for _ in 0..6 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            w.push(char::from(b'a' + (x % 26) as u8));
-        }
-        words.push(w);
-    }
-    words.join(" ")
 }
 
 fn refused(status: u16, body: &Value) -> bool {

@@ -3,15 +3,17 @@
 //! reports departures), a crash is told from a clean shutdown, a replica behind the
 //! fleet's serial says so, and a registry that is down never stops a replica serving.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use palisade_config::{Config, Sources};
 use palisade_fleet::Replica;
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_redis::{RedisConnection, RedisFleet};
 use palisade_testkit::{RedisServer, WebhookRecorder};
 use serde_json::Value;
 use sha2::Digest;
+use support::gateway as start;
 
 const KEY_OPS: &str = "sk-operator-0123456789abcdef";
 
@@ -22,19 +24,6 @@ fn config(redis: &str, id: &str, webhook: &str) -> String {
          [fleet]\nredis_url = \"{redis}\"\nreplica_id = \"{id}\"\nheartbeat_ms = 100\nttl_ms = 400\n\
          events_webhook_url = \"{webhook}\"\nkey_prefix = \"t:fleet\"\n"
     )
-}
-
-async fn start(toml: &str) -> RunningGateway {
-    let config = Config::load(&Sources {
-        toml: Some(toml),
-        ..Sources::default()
-    })
-    .unwrap();
-    Gateway::with_env(config, |_| None)
-        .unwrap()
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap()
 }
 
 /// `(event, id)` of every fleet event the webhook received.

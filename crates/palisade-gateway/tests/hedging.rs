@@ -1,15 +1,16 @@
 //! Hedged requests over real HTTP: a gateway on loopback in front of raw
-//! fake deployments (`routing_support`) that answer after a scripted delay
-//! and notice when the gateway closes the connection (a cancelled attempt).
+//! fake deployments (testkit's `Deployment`) that answer after a scripted
+//! delay and notice when the gateway closes the connection (a cancelled
+//! attempt). Gateway start-up and record reading: `support`.
 
-mod routing_support;
+mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
-use routing_support::{Fake, Mode};
+use palisade_testkit::{Deployment as Fake, DeploymentMode as Mode};
 use serde_json::{json, Value};
+use support::records::audit_records;
+use support::{eventually, gateway, key_hash, metrics, post};
 
 const SLOW: Duration = Duration::from_millis(1_500);
 
@@ -19,91 +20,8 @@ fn after(ms: u64) -> Mode {
     }
 }
 
-async fn gateway(toml: &str) -> RunningGateway {
-    let config = Config::load(&Sources {
-        toml: Some(toml),
-        ..Sources::default()
-    })
-    .expect("test config is valid");
-    Gateway::with_env(config, |_| None)
-        .expect("gateway builds")
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .expect("gateway starts")
-}
-
-struct Reply {
-    status: u16,
-    backend: Option<String>,
-    hedged: bool,
-    attempts: Option<String>,
-    body: Value,
-    took: Duration,
-}
-
-async fn post(gw: &RunningGateway, path: &str, body: Value, key: Option<&str>) -> Reply {
-    let started = Instant::now();
-    let mut req = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .post(format!("http://{}{path}", gw.local_addr()))
-        .json(&body);
-    if let Some(k) = key {
-        req = req.bearer_auth(k);
-    }
-    let resp = req.send().await.expect("gateway answers");
-    let header = |n: &str| {
-        resp.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let backend = header("x-palisade-backend");
-    let hedged = header("x-palisade-hedged").as_deref() == Some("1");
-    let attempts = header("x-palisade-attempts");
-    let status = resp.status().as_u16();
-    let body = resp.json().await.unwrap_or(Value::Null);
-    Reply {
-        status,
-        backend,
-        hedged,
-        attempts,
-        body,
-        took: started.elapsed(),
-    }
-}
-
 fn chat(text: &str) -> Value {
     json!({"model": "m", "messages": [{"role": "user", "content": text}]})
-}
-
-fn key_hash(k: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(k.as_bytes()))
-}
-
-async fn metrics(gw: &RunningGateway) -> String {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("http://{}/metrics", gw.local_addr()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// Polls (bounded) until `f` holds.
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    let until = Instant::now() + Duration::from_secs(5);
-    while !f() {
-        assert!(Instant::now() < until, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A route over a slow and a fast deployment, hedged after 50 ms.
@@ -348,31 +266,11 @@ async fn a_reload_turns_hedging_on_and_off_and_hedges_are_audited() {
         );
         std::fs::write(&path, text).unwrap();
     };
-    let load = |text: &str| {
-        Config::load(&Sources {
-            toml: Some(text),
-            ..Sources::default()
-        })
-        .map_err(|e| e.to_string())
-    };
     write("");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let gw = Gateway::with_env(load(&text).unwrap(), |_| None)
-        .unwrap()
-        .reload_from(&path, load)
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
+    let gw = support::reloadable(&path).await;
     let reload = || async {
-        let resp = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
-            .post(format!("http://{}/admin/config/reload", gw.local_addr()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+        let (status, text) = support::reload(&gw).await;
+        assert_eq!(status, 200, "{text}");
     };
     let round = |label: &'static str| {
         let gw = &gw;
@@ -401,27 +299,13 @@ async fn a_reload_turns_hedging_on_and_off_and_hedges_are_audited() {
     assert_eq!(round("off-again").await, 0, "removed: no hedge");
     assert_eq!(slow.hits() + fast.hits(), 3 + 6 + 3);
 
-    let ledger = palisade_ledger::Ledger::open(
-        &format!("sqlite:{}", audit_db.display()),
-        palisade_ledger::WriteOptions::default(),
+    let hedges = audit_records(
+        &audit_db,
+        200,
+        |r| r["gate"] == "routing" && r["action"] == "hedge",
+        |hedges| hedges.len() == 3,
     )
-    .await
-    .unwrap();
-    let mut hedges: Vec<Value> = Vec::new();
-    for _ in 0..100 {
-        hedges = ledger
-            .audit_tail(200, &palisade_ledger::AuditFilter::default())
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| serde_json::from_str::<Value>(r).unwrap())
-            .filter(|r| r["gate"] == "routing" && r["action"] == "hedge")
-            .collect();
-        if hedges.len() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    .await;
     assert_eq!(hedges.len(), 3, "one record per hedged request: {hedges:?}");
     for h in &hedges {
         let text = h.to_string();

@@ -5,10 +5,11 @@
 //! The scripted upstream charges "a b c d e" 8 prompt + 5 completion
 //! tokens; at $1000/$2000 per million tokens that is $0.018 a request.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_testkit::{PostgresServer, RedisServer, ScriptedUpstream};
 use serde_json::{json, Value};
 
@@ -33,16 +34,7 @@ fn toml(ledger_url: &str, upstream: &str, extra: &str) -> String {
 }
 
 async fn start(toml: &str) -> RunningGateway {
-    let config = Config::load(&Sources {
-        toml: Some(toml),
-        ..Sources::default()
-    })
-    .unwrap();
-    let gw = Gateway::with_env(config, |_| None)
-        .unwrap()
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
+    let gw = support::gateway(toml).await;
     // Bounded: ready once the limits backend (when any) is connected.
     for _ in 0..200 {
         let ready = client()

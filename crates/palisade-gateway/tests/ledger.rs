@@ -1,11 +1,12 @@
 //! The token ledger through the gateway: one row per request that reached
 //! the upstream, with the upstream's usage, in a real SQLite file.
 
+mod support;
+
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_ledger::{Ledger, LedgerEntry, Outcome, UsageSource, WriteOptions};
 use palisade_testkit::ScriptedUpstream;
 use serde_json::{json, Value};
@@ -28,16 +29,7 @@ async fn rows(path: &std::path::Path) -> Vec<LedgerEntry> {
 
 /// A gateway on a loopback port from `toml`, and a client for it.
 async fn start(toml: &str) -> (RunningGateway, reqwest::Client) {
-    let config = Config::load(&Sources {
-        toml: Some(toml),
-        ..Sources::default()
-    })
-    .unwrap();
-    let gw = Gateway::with_env(config, |_| None)
-        .unwrap()
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
+    let gw = support::gateway(toml).await;
     (gw, reqwest::Client::builder().no_proxy().build().unwrap())
 }
 

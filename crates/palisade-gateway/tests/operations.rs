@@ -6,12 +6,13 @@
 //! name in `deploy/grafana/palisade.json` and `deploy/prometheus/palisade-rules.yaml`
 //! must be in its `/metrics`.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use palisade_bundle::{BuildInput, Bundle};
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_testkit::{RedisServer, ScriptedUpstream};
 use serde_json::{json, Value};
 
@@ -90,16 +91,7 @@ impl Ops {
             bundle = bundle_path.display(),
             key = palisade_policy::signature::public_key_of(SEED).unwrap(),
         );
-        let config = Config::load(&Sources {
-            toml: Some(&toml),
-            ..Sources::default()
-        })
-        .expect("test config is valid");
-        let gw = Gateway::with_env(config, |_| None)
-            .expect("gateway builds")
-            .start(Some("127.0.0.1:0".parse().unwrap()))
-            .await
-            .expect("gateway starts");
+        let gw = support::gateway(&toml).await;
         let ops = Ops {
             gw,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),

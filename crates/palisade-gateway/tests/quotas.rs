@@ -2,13 +2,15 @@
 //! breaker, through the gateway with a real SQLite ledger, a scripted
 //! upstream and a webhook receiver, all on loopback.
 
+mod support;
+
 use std::time::Duration;
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_testkit::{ScriptedUpstream, WebhookRecorder};
 use serde_json::{json, Value};
 use sha2::Digest;
+use support::gateway as start;
 
 const KEY_A: &str = "sk-tenant-a-0123456789abcdef";
 const KEY_B: &str = "sk-tenant-b-0123456789abcdef";
@@ -22,19 +24,6 @@ fn keys() -> String {
         hash(KEY_B),
         hash(KEY_OPS)
     )
-}
-
-async fn start(toml: &str) -> RunningGateway {
-    let config = Config::load(&Sources {
-        toml: Some(toml),
-        ..Sources::default()
-    })
-    .unwrap();
-    Gateway::with_env(config, |_| None)
-        .unwrap()
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap()
 }
 
 struct Client {

@@ -2,10 +2,11 @@
 //! scripted upstream that counts what reaches it and a real SQLite ledger
 //! and audit store.
 
+mod support;
+
 use std::time::Duration;
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_ledger::{AuditFilter, Ledger, WriteOptions};
 use palisade_testkit::ScriptedUpstream;
 use serde_json::{json, Value};
@@ -47,16 +48,7 @@ impl H {
             db.display(),
             upstream.base_url()
         );
-        let config = Config::load(&Sources {
-            toml: Some(&toml),
-            ..Sources::default()
-        })
-        .unwrap();
-        let gw = Gateway::with_env(config, |_| None)
-            .unwrap()
-            .start(Some("127.0.0.1:0".parse().unwrap()))
-            .await
-            .unwrap();
+        let gw = support::gateway(&toml).await;
         Self {
             upstream,
             gw,

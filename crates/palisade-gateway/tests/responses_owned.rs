@@ -5,23 +5,12 @@
 //! what comes back passes the output gate; a malformed id never reaches the
 //! upstream's URL.
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+mod support;
+
+use palisade_gateway::RunningGateway;
 use palisade_testkit::ScriptedUpstream;
 use serde_json::{json, Value};
-
-async fn start(toml: &str) -> RunningGateway {
-    let config = Config::load(&Sources {
-        toml: Some(toml),
-        ..Sources::default()
-    })
-    .unwrap();
-    Gateway::with_env(config, |_| None)
-        .unwrap()
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap()
-}
+use support::gateway as start;
 
 fn key_entry(name: &str, tenant: &str, secret: &str) -> String {
     use sha2::Digest;

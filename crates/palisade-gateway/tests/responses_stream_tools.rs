@@ -5,23 +5,12 @@
 //! indexes and sequence numbers the gateway's own; the last event's `output`
 //! agreeing with what was released.
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+mod support;
+
+use palisade_gateway::RunningGateway;
 use palisade_testkit::{HostileUpstream, RawResponse, ScriptedUpstream};
 use serde_json::{json, Value};
-
-async fn start(toml: &str) -> RunningGateway {
-    let config = Config::load(&Sources {
-        toml: Some(toml),
-        ..Sources::default()
-    })
-    .unwrap();
-    Gateway::with_env(config, |_| None)
-        .unwrap()
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap()
-}
+use support::gateway as start;
 
 async fn stream(gw: &RunningGateway, body: Value) -> (u16, String) {
     let resp = reqwest::Client::builder()

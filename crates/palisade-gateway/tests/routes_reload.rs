@@ -11,31 +11,14 @@
 //! there), and reloads are explicit (`POST /admin/config/reload`) so each
 //! step is deterministic; polling is the same code path (`config_reload.rs`).
 
-use std::path::Path;
+mod support;
+
 use std::time::{Duration, Instant};
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_testkit::ScriptedUpstream;
 use serde_json::{json, Value};
-
-fn load(text: &str) -> Result<Config, String> {
-    Config::load(&Sources {
-        toml: Some(text),
-        ..Sources::default()
-    })
-    .map_err(|e| e.to_string())
-}
-
-async fn start(path: &Path) -> RunningGateway {
-    let text = std::fs::read_to_string(path).unwrap();
-    Gateway::with_env(load(&text).unwrap(), |_| None)
-        .unwrap()
-        .reload_from(path, load)
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap()
-}
+use support::reloadable as start;
 
 const HEAD: &str = "[reload]\nconfig_poll_ms = 0\n";
 

@@ -1,17 +1,18 @@
 //! Deployments, failover, fallbacks, safe retries, the retry budget and
 //! residency, over real HTTP: a gateway on loopback in front of raw fake
-//! deployments (`routing_support`) that can refuse, fail, drop a request
-//! after reading it, or be killed mid-load.
+//! deployments (testkit's `Deployment`) that can refuse, fail, drop a
+//! request after reading it, or be killed mid-load. Gateway start-up and
+//! record reading: `support`.
 
-mod routing_support;
+mod support;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
-use routing_support::{Fake, Mode};
+use palisade_testkit::{last_user_message, Deployment as Fake, DeploymentMode as Mode};
 use serde_json::{json, Value};
+use support::records::audit_records;
+use support::{gateway, key_hash, post};
 
 fn ok() -> Mode {
     Mode::Ok {
@@ -28,72 +29,8 @@ fn status(status: u16, retry_after: Option<u64>) -> Mode {
     }
 }
 
-async fn gateway(toml: &str) -> RunningGateway {
-    let config = Config::load(&Sources {
-        toml: Some(toml),
-        ..Sources::default()
-    })
-    .expect("test config is valid");
-    Gateway::with_env(config, |_| None)
-        .expect("gateway builds")
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .expect("gateway starts")
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
 fn chat(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
-}
-
-struct Reply {
-    status: u16,
-    backend: Option<String>,
-    attempts: Option<String>,
-    body: Value,
-}
-
-async fn post(gw: &RunningGateway, path: &str, body: Value, key: Option<&str>) -> Reply {
-    let mut req = client()
-        .post(format!("http://{}{path}", gw.local_addr()))
-        .json(&body);
-    if let Some(k) = key {
-        req = req.bearer_auth(k);
-    }
-    let resp = req.send().await.expect("gateway answers");
-    let header = |n: &str| {
-        resp.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let (backend, attempts) = (header("x-palisade-backend"), header("x-palisade-attempts"));
-    let status = resp.status().as_u16();
-    let body = resp.json().await.unwrap_or(Value::Null);
-    Reply {
-        status,
-        backend,
-        attempts,
-        body,
-    }
-}
-
-/// The last user message (the gateway may add a system message first).
-fn user_text(body: &Value) -> String {
-    body["messages"]
-        .as_array()
-        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("")
-        .to_owned()
-}
-
-fn key_hash(k: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(k.as_bytes()))
 }
 
 #[tokio::test]
@@ -376,27 +313,13 @@ async fn residency_never_sends_to_a_forbidden_healthy_deployment() {
 
     // The routing decisions are on the audit trail with the rule that
     // applied: refusals and give-ups for acme, never a move to `us`.
-    let ledger = palisade_ledger::Ledger::open(
-        &format!("sqlite:{}", audit_db.display()),
-        palisade_ledger::WriteOptions::default(),
+    let routing = audit_records(
+        &audit_db,
+        200,
+        |r| r["gate"] == "routing",
+        |routing| routing.iter().any(|r| r["action"] == "refuse"),
     )
-    .await
-    .unwrap();
-    let mut routing: Vec<Value> = Vec::new();
-    for _ in 0..100 {
-        routing = ledger
-            .audit_tail(200, &palisade_ledger::AuditFilter::default())
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| serde_json::from_str::<Value>(r).unwrap())
-            .filter(|r| r["gate"] == "routing")
-            .collect();
-        if routing.iter().any(|r| r["action"] == "refuse") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    .await;
     let refusal = routing
         .iter()
         .find(|r| r["action"] == "refuse")
@@ -486,7 +409,7 @@ async fn a_deployment_killed_mid_load_loses_only_unsafe_requests_and_duplicates_
     // Every request the upstreams received, by its text.
     let mut seen: HashMap<String, usize> = HashMap::new();
     for body in a.received().into_iter().chain(b.received()) {
-        let text = user_text(&body);
+        let text = last_user_message(&body).unwrap_or("").to_owned();
         *seen.entry(text).or_insert(0) += 1;
     }
     let duplicates = seen.values().filter(|&&n| n > 1).count();

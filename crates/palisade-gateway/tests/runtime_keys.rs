@@ -3,12 +3,14 @@
 //! expired, rotated or revoked through replica A takes effect on replica B
 //! within the refresh interval, with no restart.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_testkit::{PostgresServer, ScriptedUpstream};
 use serde_json::{json, Value};
+use support::gateway as start;
 
 const ADMIN: &str = "sk-admin-test";
 const REFRESH_MS: u64 = 200;
@@ -24,19 +26,6 @@ fn toml(ledger_url: &str, upstream: &str) -> String {
          [[auth.keys]]\nname = \"ops\"\ntenant = \"ops\"\nsha256 = \"{hash}\"\nadmin = true\n\
          [backends.main]\nbase_url = \"{upstream}\""
     )
-}
-
-async fn start(toml: &str) -> RunningGateway {
-    let config = Config::load(&Sources {
-        toml: Some(toml),
-        ..Sources::default()
-    })
-    .unwrap();
-    Gateway::with_env(config, |_| None)
-        .unwrap()
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap()
 }
 
 fn client() -> reqwest::Client {

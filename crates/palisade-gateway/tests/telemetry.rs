@@ -6,10 +6,11 @@
 //! malformed), the spans per phase and their attributes, and the invariant
 //! that telemetry never blocks the request path.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_testkit::{otlp_attr, CollectorMode, OtlpCollector, ScriptedUpstream};
 use serde_json::{json, Value};
 
@@ -39,16 +40,7 @@ impl Harness {
             "[backends.main]\nbase_url = \"{}\"\n[telemetry]\nservice_name = \"palisade-test\"\n{telemetry}",
             upstream.base_url()
         );
-        let config = Config::load(&Sources {
-            toml: Some(&toml),
-            ..Sources::default()
-        })
-        .unwrap();
-        let gw = Gateway::with_env(config, |_| None)
-            .unwrap()
-            .start(Some("127.0.0.1:0".parse().unwrap()))
-            .await
-            .unwrap();
+        let gw = support::gateway(&toml).await;
         Self {
             upstream,
             gw,

@@ -4,10 +4,11 @@
 //! would execute the calls) receives, what the upstream saw, and what the
 //! tokens prove.
 
+mod support;
+
 use std::time::Duration;
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_testkit::ScriptedUpstream;
 use palisade_tools::{CapabilityVerifier, Expected};
 use serde_json::{json, Value};
@@ -135,21 +136,12 @@ file = "{}"
             sha("sk-metered"),
             policy.display()
         );
-        let config = Config::load(&Sources {
-            toml: Some(&toml),
-            ..Sources::default()
-        })
-        .unwrap();
         let env = |var: &str| match var {
             "ACME_UPSTREAM_KEY" => Some("sk-acme-upstream".to_owned()),
             "ACME_SMTP_TOKEN" => Some("smtp-secret-acme".to_owned()),
             _ => None,
         };
-        let gw = Gateway::with_env(config, env)
-            .unwrap()
-            .start(Some("127.0.0.1:0".parse().unwrap()))
-            .await
-            .unwrap();
+        let gw = support::gateway_with_env(&toml, env).await;
         Self {
             upstream,
             gw,

@@ -5,12 +5,13 @@
 //! left alone; and `POST /v1/watermark/detect` finds the tenant whose key a
 //! text carries, for admin keys only by default.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_testkit::ScriptedUpstream;
 use palisade_watermark::{derive_key, period_of, GreenList};
 use serde_json::{json, Value};
@@ -72,19 +73,11 @@ impl Harness {
             upstream.base_url(),
             tokenizer.path().display()
         );
-        let config = Config::load(&Sources {
-            toml: Some(&toml),
-            ..Sources::default()
-        })
-        .unwrap();
         let master = hex::encode(MASTER);
-        let gw = Gateway::with_env(config, move |k| {
+        let gw = support::gateway_with_env(&toml, move |k| {
             (k == "PALISADE_WATERMARK_KEY").then(|| master.clone())
         })
-        .unwrap()
-        .start(Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
+        .await;
         Self {
             upstream,
             gw,

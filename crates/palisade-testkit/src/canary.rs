@@ -163,12 +163,7 @@ async fn answer(
     Json(body): Json<Value>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let prompt = body["messages"]
-        .as_array()
-        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("")
-        .to_owned();
+    let prompt = crate::last_user_message(&body).unwrap_or("").to_owned();
     let mode = *mode
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -34,6 +34,11 @@
 //! `responses`): the echo, or the prompt for `leak-system`, streamed in
 //! 5-byte `response.output_text.delta` events.
 //!
+//! [`Deployment`] is a raw HTTP/1.1 fake deployment scripted per test
+//! ([`DeploymentMode`]): a delay, a status, a dropped connection after the
+//! body, an exact answer with log-probabilities, a long tail; it can be
+//! killed mid-load and counts requests whose client gave up (hedging).
+//!
 //! For the stores behind the gateway it starts real servers from Debian's
 //! packages on loopback ports: [`RedisServer`] and [`PostgresServer`]
 //! (which can be restarted in place).
@@ -45,7 +50,9 @@
 mod bundle_store;
 pub use bundle_store::{BundleStore, StoreMode};
 mod canary;
+mod deployment;
 pub use canary::{golden_set, CanaryMode, CanaryModel};
+pub use deployment::{Deployment, DeploymentMode};
 mod hostile;
 pub use hostile::{HostileUpstream, RawResponse};
 mod otlp;
@@ -195,12 +202,17 @@ fn last_user_text(body: &Value) -> String {
     if let Some(prompt) = body.get("prompt").and_then(Value::as_str) {
         return prompt.to_owned();
     }
+    last_user_message(body).unwrap_or("hello").to_owned()
+}
+
+/// The text of the last `user` message of a chat request (the gateway may
+/// have put a system message first), `None` when there is none or it is
+/// not plain text. Every fake upstream here scripts on it.
+pub fn last_user_message(body: &Value) -> Option<&str> {
     body.get("messages")
         .and_then(Value::as_array)
         .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
         .and_then(|m| m["content"].as_str())
-        .unwrap_or("hello")
-        .to_owned()
 }
 
 fn error(status: StatusCode, code: &str) -> Response {

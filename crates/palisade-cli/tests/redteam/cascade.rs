@@ -39,6 +39,25 @@ fn ask() -> serde_json::Value {
            "messages": [{"role": "user", "content": "What is the capital of France?"}]})
 }
 
+/// Sends `n` cascaded requests; counts those served (200) and those refused
+/// by the token budget (429 `tokens_exhausted`). Any other answer fails
+/// the test: a budget must refuse cleanly, never crash or relay an error.
+async fn served_and_refused(client: &Client, n: usize) -> (u64, u64) {
+    let (mut served, mut refused) = (0u64, 0u64);
+    for _ in 0..n {
+        let (status, body) = client.chat(&ask()).await;
+        match status {
+            200 => served += 1,
+            429 => {
+                assert_eq!(body["error"]["code"], "tokens_exhausted", "{body}");
+                refused += 1;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    (served, refused)
+}
+
 /// The cheap model refuses everything, so every request escalates: the
 /// escalation takes its own reservation, and once the tenant's token budget
 /// cannot hold it the escalation is refused with the budget error — the
@@ -59,19 +78,7 @@ async fn provoked_escalations_cannot_spend_past_the_token_budget() {
         ))
         .await,
     );
-    let n = 12;
-    let (mut served, mut refused) = (0, 0);
-    for _ in 0..n {
-        let (status, body) = client.chat(&ask()).await;
-        match status {
-            200 => served += 1,
-            429 => {
-                assert_eq!(body["error"]["code"], "tokens_exhausted", "{body}");
-                refused += 1;
-            }
-            other => panic!("{other}: {body}"),
-        }
-    }
+    let (served, refused) = served_and_refused(&client, 12).await;
     assert!(refused >= 1, "the budget ran out: {served} served");
     assert!(served >= 1, "the budget held some escalations");
     let cheap_calls = cheap.received().len() as u64;
@@ -172,18 +179,7 @@ async fn a_judge_that_always_escalates_cannot_spend_past_the_token_budget() {
         ))
         .await,
     );
-    let (mut served, mut refused) = (0u64, 0u64);
-    for _ in 0..12 {
-        let (status, body) = client.chat(&ask()).await;
-        match status {
-            200 => served += 1,
-            429 => {
-                assert_eq!(body["error"]["code"], "tokens_exhausted", "{body}");
-                refused += 1;
-            }
-            other => panic!("{other}: {body}"),
-        }
-    }
+    let (served, refused) = served_and_refused(&client, 12).await;
     assert!(
         refused >= 1 && served >= 1,
         "{served} served, {refused} refused"

@@ -4,31 +4,13 @@
 //! applied.
 
 use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, RunningGateway};
+use palisade_gateway::RunningGateway;
 use palisade_testkit::ScriptedUpstream;
 use serde_json::json;
 
-fn load(text: &str) -> Result<Config, String> {
-    Config::load(&Sources {
-        toml: Some(text),
-        ..Sources::default()
-    })
-    .map_err(|e| e.to_string())
-}
-
-async fn start(path: &Path) -> RunningGateway {
-    let text = std::fs::read_to_string(path).expect("config written");
-    Gateway::with_env(load(&text).expect("config loads"), |_| None)
-        .expect("gateway builds")
-        .reload_from(path, load)
-        .start(Some("127.0.0.1:0".parse().expect("addr")))
-        .await
-        .expect("gateway starts")
-}
+use crate::harness::{load, start_reloadable as start};
 
 async fn chat(http: &reqwest::Client, gw: &RunningGateway, model: &str) -> u16 {
     http.post(format!("http://{}/v1/chat/completions", gw.local_addr()))

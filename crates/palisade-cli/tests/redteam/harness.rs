@@ -27,6 +27,28 @@ pub async fn start(toml: &str) -> RunningGateway {
         .expect("gateway starts")
 }
 
+/// Parses a config as the CLI does, the error as text (the loader shape
+/// `Gateway::reload_from` wants).
+pub fn load(text: &str) -> Result<Config, String> {
+    Config::load(&Sources {
+        toml: Some(text),
+        ..Sources::default()
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Starts a gateway from the config file at `path`, reloadable from it
+/// (the admin endpoint, `SIGHUP`, or polling when the file says so).
+pub async fn start_reloadable(path: &std::path::Path) -> RunningGateway {
+    let text = std::fs::read_to_string(path).expect("config written");
+    Gateway::with_env(load(&text).expect("config loads"), |_| None)
+        .expect("gateway builds")
+        .reload_from(path, load)
+        .start(Some("127.0.0.1:0".parse().expect("addr")))
+        .await
+        .expect("gateway starts")
+}
+
 /// A gateway and a client.
 pub struct Client {
     pub gw: RunningGateway,

@@ -4,32 +4,14 @@
 //! health-probe loop per reload, or use an edit to send data out of a
 //! residency region.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade_config::{Config, Sources};
-use palisade_gateway::{Gateway, ReloadOutcome, RunningGateway};
+use palisade_gateway::{ReloadOutcome, RunningGateway};
 use palisade_testkit::ScriptedUpstream;
 use serde_json::{json, Value};
 
-fn load(text: &str) -> Result<Config, String> {
-    Config::load(&Sources {
-        toml: Some(text),
-        ..Sources::default()
-    })
-    .map_err(|e| e.to_string())
-}
-
-async fn start(path: &Path) -> RunningGateway {
-    let text = std::fs::read_to_string(path).expect("config written");
-    Gateway::with_env(load(&text).expect("config loads"), |_| None)
-        .expect("gateway builds")
-        .reload_from(path, load)
-        .start(Some("127.0.0.1:0".parse().expect("addr")))
-        .await
-        .expect("gateway starts")
-}
+use crate::harness::{load, start_reloadable as start};
 
 /// `(status, x-palisade-backend, error code)`; status 0 when the
 /// connection failed.

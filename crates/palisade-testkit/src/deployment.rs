@@ -1,10 +1,12 @@
-//! A raw HTTP/1.1 upstream for the routing tests: each connection serves
-//! one request (`Connection: close`), so "killed" means killed — the accept
-//! loop and every open connection end at once — and failures can be
-//! scripted at the byte level (close after reading the body, before or
-//! after the head).
-
-#![allow(dead_code)]
+//! A raw HTTP/1.1 fake deployment for the routing, hedging and cascade
+//! tests and benches: each connection serves one request
+//! (`Connection: close`), so "killed" means killed — the accept loop and
+//! every open connection end at once — and failures can be scripted at the
+//! byte level (close after reading the body, before or after the head).
+//!
+//! It knows nothing of the gateway: a loopback socket, a scripted answer,
+//! and a record of what arrived. It must not grow gateway knowledge (the
+//! gateway start-up lives in the gateway's `tests/support`).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// How the upstream answers.
 #[derive(Debug, Clone)]
-pub enum Mode {
+pub enum DeploymentMode {
     /// 200 with a completion naming this upstream, after `delay`.
     Ok { delay: Duration },
     /// This status with this JSON body and optional `Retry-After`.
@@ -59,16 +61,17 @@ struct Shared {
 }
 
 /// One fake deployment on a loopback port.
-pub struct Fake {
+#[derive(Debug)]
+pub struct Deployment {
     pub name: &'static str,
     pub addr: SocketAddr,
-    mode: Arc<Mutex<Mode>>,
+    mode: Arc<Mutex<DeploymentMode>>,
     shared: Arc<Shared>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Fake {
-    pub async fn start(name: &'static str, mode: Mode) -> Self {
+impl Deployment {
+    pub async fn start(name: &'static str, mode: DeploymentMode) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mode = Arc::new(Mutex::new(mode));
@@ -110,7 +113,7 @@ impl Fake {
         format!("http://{}/v1", self.addr)
     }
 
-    pub fn set(&self, mode: Mode) {
+    pub fn set(&self, mode: DeploymentMode) {
         *self.mode.lock().unwrap() = mode;
     }
 
@@ -154,7 +157,7 @@ impl Fake {
     }
 }
 
-impl Drop for Fake {
+impl Drop for Deployment {
     fn drop(&mut self) {
         self.kill();
     }
@@ -163,7 +166,7 @@ impl Drop for Fake {
 async fn serve(
     mut tcp: TcpStream,
     name: &str,
-    mode: Arc<Mutex<Mode>>,
+    mode: Arc<Mutex<DeploymentMode>>,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
@@ -203,14 +206,9 @@ async fn serve(
         received.push((Instant::now(), body.clone()));
         nth = received.len();
     }
-    let prompt = body["messages"]
-        .as_array()
-        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("")
-        .to_owned();
+    let prompt = crate::last_user_message(&body).unwrap_or("").to_owned();
     let mode = match mode.lock().unwrap().clone() {
-        Mode::ByPrompt => {
+        DeploymentMode::ByPrompt => {
             let (content, logprob) = if prompt.starts_with("refuse") {
                 ("I'm sorry, but I can't help with that.", -0.1)
             } else if prompt.starts_with("json") {
@@ -220,13 +218,13 @@ async fn serve(
             } else {
                 ("{\"answer\": \"Paris\"}", -0.1)
             };
-            Mode::Answer {
+            DeploymentMode::Answer {
                 content: content.to_owned(),
                 logprob,
                 raw: None,
             }
         }
-        Mode::Tail { every, fast, slow } => Mode::Ok {
+        DeploymentMode::Tail { every, fast, slow } => DeploymentMode::Ok {
             delay: if (nth - 1) % every.max(1) == 0 {
                 slow
             } else {
@@ -236,8 +234,10 @@ async fn serve(
         other => other,
     };
     let (status, text, retry_after) = match (is_get, mode) {
-        (true, Mode::Ok { .. }) => (200, r#"{"object":"list","data":[]}"#.to_owned(), None),
-        (_, Mode::Ok { delay }) => {
+        (true, DeploymentMode::Ok { .. }) => {
+            (200, r#"{"object":"list","data":[]}"#.to_owned(), None)
+        }
+        (_, DeploymentMode::Ok { delay }) => {
             // Working on the answer; a client that closes meanwhile
             // cancelled it (the request was read whole: a read can only
             // see the end of the connection).
@@ -253,14 +253,9 @@ async fn serve(
                 }
             }
             let model = body["model"].as_str().unwrap_or("");
-            let content = body["messages"]
-                .as_array()
-                .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-                .and_then(|m| m["content"].as_str())
-                .unwrap_or("");
             let answer = serde_json::json!({
                 "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("{name}: {content}")}, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("{name}: {prompt}")}, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
             });
             let text = if body.get("input").is_some() {
@@ -272,17 +267,17 @@ async fn serve(
         }
         (
             _,
-            Mode::Status {
+            DeploymentMode::Status {
                 status,
                 body,
                 retry_after,
             },
         ) => (status, body, retry_after),
-        (_, Mode::DropAfterBody) => return Ok(()),
-        (_, Mode::Answer { raw: Some(raw), .. }) => (200, raw, None),
+        (_, DeploymentMode::DropAfterBody) => return Ok(()),
+        (_, DeploymentMode::Answer { raw: Some(raw), .. }) => (200, raw, None),
         (
             _,
-            Mode::Answer {
+            DeploymentMode::Answer {
                 content, logprob, ..
             },
         ) => {
@@ -301,7 +296,9 @@ async fn serve(
             });
             (200, answer.to_string(), None)
         }
-        (_, Mode::Tail { .. } | Mode::ByPrompt) => unreachable!("resolved above"),
+        (_, DeploymentMode::Tail { .. } | DeploymentMode::ByPrompt) => {
+            unreachable!("resolved above")
+        }
     };
     let extra = retry_after
         .map(|s| format!("retry-after: {s}\r\n"))
