@@ -35,6 +35,7 @@ pub const PURE_CRATES: &[&str] = &[
     "palisade-extraction",
     "palisade-anomaly",
     "palisade-routing",
+    "palisade-bpe",
     "palisade-replay",
     "palisade-watermark",
     "palisade-canary",

@@ -66,6 +66,34 @@ fn testkit_depends_on_no_workspace_crate() {
 }
 
 #[test]
+fn only_palisade_bpe_loads_the_openai_vocabularies() {
+    // tiktoken-rs's own loaders embed the vocabularies as base64 text (5.3 MB); one call
+    // from any crate links that copy back into the gateway beside the packed one.
+    let root = root();
+    let mut found = Vec::new();
+    for dir in member_dirs(&root).unwrap() {
+        if dir.ends_with("palisade-bpe") {
+            continue;
+        }
+        let manifest = dir.join("Cargo.toml");
+        let table = read_toml(&root.join(&manifest)).unwrap();
+        for d in deps::normal_dependencies(&table) {
+            if d.package == "tiktoken-rs" {
+                found.push(Violation::new(
+                    &manifest,
+                    "bpe-loader",
+                    format!("tiktoken-rs in [{}]", d.table),
+                ));
+            }
+        }
+    }
+    assert_clean(
+        "Take cl100k/o200k from palisade-bpe (packed), not from tiktoken-rs directly.",
+        &found,
+    );
+}
+
+#[test]
 fn pure_crates_do_not_read_the_clock() {
     let root = root();
     let mut found = Vec::new();

@@ -192,7 +192,9 @@ struct Tok {
 }
 
 fn score_region(lm: &TokenLm, region: &str, out: &mut Vec<Tok>) {
-    let bpe = tiktoken_rs::cl100k_base_singleton();
+    let Ok(bpe) = palisade_bpe::cl100k() else {
+        return;
+    };
     let ids = bpe.encode_ordinary(region);
     let mask = notation_mask(region);
     let mut pos = 0usize;

@@ -6,7 +6,7 @@
 //! than prose, code or markup, which the character LM ([`crate::charlm`]) cannot tell apart
 //! from soup (Jain et al. 2023; Alon & Kamfonas 2023).
 //!
-//! Tokens are OpenAI's `cl100k_base` BPE (vocabulary compiled into `tiktoken-rs`). The model
+//! Tokens are OpenAI's `cl100k_base` BPE (packed and compiled in by `palisade-bpe`). The model
 //! is a Witten-Bell interpolated bigram: a dense unigram table, a dense per-context back-off
 //! table and hashed bigram buckets with an 8-bit fingerprint (a colliding bigram falls back to
 //! the back-off estimate instead of borrowing another bigram's probability). All tables hold
@@ -87,7 +87,11 @@ pub fn bigram_entry(fingerprint: u8, q: u8) -> u16 {
 
 /// The `cl100k_base` token ids of `text` (head and tail when it exceeds [`MAX_SCAN_BYTES`]).
 pub fn tokens(text: &str) -> Vec<u32> {
-    let bpe = tiktoken_rs::cl100k_base_singleton();
+    // The vocabulary is compiled in and checked by palisade-bpe's tests; should it ever fail
+    // to build, the token LM sees no tokens (its signals read zero) instead of panicking.
+    let Ok(bpe) = palisade_bpe::cl100k() else {
+        return Vec::new();
+    };
     if text.len() <= MAX_SCAN_BYTES {
         return bpe.encode_ordinary(text);
     }
@@ -107,7 +111,7 @@ pub fn tokens(text: &str) -> Vec<u32> {
 
 /// Compiles the tokenizer now (~100 ms once per process) so the first scan does not pay it.
 pub fn warm_up() {
-    let _ = tiktoken_rs::cl100k_base_singleton();
+    let _ = palisade_bpe::cl100k();
 }
 
 impl TokenLm {

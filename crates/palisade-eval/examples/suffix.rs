@@ -130,7 +130,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pools.push(("train harmful_request (plain asks)".into(), plain, false));
 
     // Synthetic GCG-like attacks on English harmful asks.
-    let bpe = tiktoken_rs::cl100k_base_singleton();
+    let bpe = palisade_bpe::cl100k()?;
     let printable: Vec<String> = (0..100_000u32)
         .filter_map(|id| bpe.decode_bytes(&[id]).ok())
         .filter_map(|b| String::from_utf8(b).ok())

@@ -7,7 +7,7 @@
 //!
 //! Prompt estimates use the model family's tokenizer where Palisade knows
 //! it ([`Tokenizer::for_model`]: OpenAI's `o200k_base` and `cl100k_base`, via
-//! tiktoken-rs, embedded, no download), a Hugging Face `tokenizer.json` the
+//! `palisade-bpe`, compiled in, no download), a Hugging Face `tokenizer.json` the
 //! caller loaded ([`Tokenizer::from_json_bytes`]), and otherwise the
 //! documented fallback: about four characters per token, the rule of thumb
 //! for English with OpenAI's and Llama's BPE vocabularies. All add a fixed
@@ -185,17 +185,10 @@ impl Tokenizer {
     /// "word" is superlinear, and tiktoken's regex gives up, with a panic, on
     /// a megabyte of whitespace).
     pub fn count(&self, text: &str) -> u64 {
-        use std::sync::OnceLock;
-        static CL100K: OnceLock<Option<tiktoken_rs::CoreBPE>> = OnceLock::new();
-        static O200K: OnceLock<Option<tiktoken_rs::CoreBPE>> = OnceLock::new();
         let bpe = match self {
             Tokenizer::Approximate => None,
-            Tokenizer::Cl100k => CL100K
-                .get_or_init(|| tiktoken_rs::cl100k_base().ok())
-                .as_ref(),
-            Tokenizer::O200k => O200K
-                .get_or_init(|| tiktoken_rs::o200k_base().ok())
-                .as_ref(),
+            Tokenizer::Cl100k => palisade_bpe::cl100k().ok(),
+            Tokenizer::O200k => palisade_bpe::o200k().ok(),
             Tokenizer::HuggingFace(hf) => return hf.count(text, approximate),
         };
         match bpe {
