@@ -6,8 +6,8 @@
 //! or more lines per request), and it drops lines when its queue is full. Audit records must
 //! never be dropped.
 //!
-//! How it batches: after each write the thread sleeps for `linger` (1 ms by default) before
-//! it looks at the queue again, so under load it wakes at most ~1,000 times a second and
+//! How it batches: after each write the thread sleeps for `linger` (5 ms by default) before
+//! it looks at the queue again, so under load it wakes at most ~200 times a second and
 //! writes everything queued meanwhile with one `write(2)`; a request thread only pays a
 //! wake-up when the writer is idle and waiting. A line is out at most `linger` plus one
 //! write after it was logged.
@@ -25,11 +25,16 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Lines the queue holds before a logging thread has to wait. The writer empties it every
-/// `linger`, so this is ~17 ms of lines at 60k lines/s (three lines per request at 20k
-/// requests/s), ~0.5 MB: only an output that has stopped taking lines fills it.
+/// `linger`, so this is ~13 ms of lines at 80k lines/s (four lines per request at 20k
+/// requests/s: 2.5 lingers' worth), ~0.5 MB: only an output that has stopped taking lines
+/// fills it.
 pub(crate) const DEFAULT_CAPACITY: usize = 1024;
-/// How long the writer lets lines gather after each write.
-pub(crate) const DEFAULT_LINGER: Duration = Duration::from_millis(1);
+/// How long the writer lets lines gather after each write. Not 1 ms: at a moderate rate
+/// (a request every 2 ms) the writer then slept and was woken again for every request,
+/// and a thread's wake-up and sleep cost more CPU than writing its lines (~35 µs per
+/// request at 500 req/s, `docs/benchmarks.md` 2026-12-07). 5 ms gathers a few requests
+/// per wake-up and still puts every line out within a few milliseconds.
+pub(crate) const DEFAULT_LINGER: Duration = Duration::from_millis(5);
 /// The metric counting lines that found the queue full (and waited).
 pub(crate) const QUEUE_FULL: &str = "palisade_log_queue_full_total";
 
