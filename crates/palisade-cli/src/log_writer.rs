@@ -7,7 +7,8 @@
 //! never be dropped.
 //!
 //! How it batches: after each write the thread sleeps for `linger` (5 ms by default) before
-//! it looks at the queue again, so under load it wakes at most ~200 times a second and
+//! it looks at the queue again (unless it just took a full batch: a flood is written as
+//! fast as the output takes it), so under load it wakes at most ~200 times a second and
 //! writes everything queued meanwhile with one `write(2)`; a request thread only pays a
 //! wake-up when the writer is idle and waiting. A line is out at most `linger` plus one
 //! write after it was logged.
@@ -95,9 +96,11 @@ fn run<W: Write>(rx: &Receiver<Msg>, mut sink: W, linger: Duration, max_batch: u
     // Blocks only when the queue is empty.
     while let Ok(first) = rx.recv() {
         let mut done = false;
+        let mut taken = 0;
         // At most one queue's worth per write, so a steady flood still gets written.
         let queued = std::iter::from_fn(|| rx.try_recv().ok()).take(max_batch);
         for msg in std::iter::once(first).chain(queued) {
+            taken += 1;
             match msg {
                 Msg::Line(line) => batch.extend_from_slice(&line),
                 Msg::Shutdown => done = true,
@@ -112,7 +115,11 @@ fn run<W: Write>(rx: &Receiver<Msg>, mut sink: W, linger: Duration, max_batch: u
         if batch.capacity() > 1 << 20 {
             batch.shrink_to(64 * 1024);
         }
-        std::thread::sleep(linger);
+        // A full batch means a flood: write the next one at once, so the linger
+        // never caps how many lines a second get out.
+        if taken <= max_batch {
+            std::thread::sleep(linger);
+        }
     }
 }
 
@@ -268,6 +275,34 @@ mod tests {
         drop(open); // later writes pass the gate at once
         producer.join().unwrap();
         drop(guard);
+        let want: Vec<String> = (0..20).map(|i| format!("line {i}")).collect();
+        assert_eq!(lines(&sink), want);
+    }
+
+    /// A flood is written as fast as the output takes it: a full batch is not followed
+    /// by the linger, so the linger never caps the lines written per second (a hostile
+    /// flood must not make every logging request wait on a sleeping writer).
+    #[test]
+    fn full_batches_are_not_followed_by_the_linger() {
+        let (tx, rx) = mpsc::sync_channel(64);
+        for i in 0..20 {
+            tx.send(Msg::Line(format!("line {i}\n").into_bytes()))
+                .unwrap();
+        }
+        tx.send(Msg::Shutdown).unwrap();
+        let sink = Sink::default();
+        let (done_tx, done_rx) = mpsc::channel();
+        let writer_sink = sink.clone();
+        // Batches of five (one line and four more); a linger after any of the first
+        // four full ones would hold the writer for a minute.
+        std::thread::spawn(move || {
+            run(&rx, writer_sink, Duration::from_secs(60), 4);
+            let _ = done_tx.send(());
+        });
+        assert!(
+            done_rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "the writer lingered after a full batch"
+        );
         let want: Vec<String> = (0..20).map(|i| format!("line {i}")).collect();
         assert_eq!(lines(&sink), want);
     }

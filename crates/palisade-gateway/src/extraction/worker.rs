@@ -163,8 +163,12 @@ pub(super) fn spawn(
                         batch.clear();
                     }
                 }
-                // The queue is empty: let the next requests gather (see LINGER).
-                std::thread::sleep(LINGER);
+                // Only once the queue is empty: a full batch (a flood) is
+                // followed by the next one at once, so the linger never caps
+                // how fast records are taken (see LINGER).
+                if receiver.is_empty() {
+                    std::thread::sleep(LINGER);
+                }
             }
         });
     if let Err(e) = spawned {
