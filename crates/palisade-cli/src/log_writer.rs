@@ -6,8 +6,9 @@
 //! or more lines per request), and it drops lines when its queue is full. Audit records must
 //! never be dropped.
 //!
-//! How it batches: after each write the thread sleeps for `linger` (1 ms by default) before
-//! it looks at the queue again, so under load it wakes at most ~1,000 times a second and
+//! How it batches: after each write the thread sleeps for `linger` (5 ms by default) before
+//! it looks at the queue again (unless it just took a full batch: a flood is written as
+//! fast as the output takes it), so under load it wakes at most ~200 times a second and
 //! writes everything queued meanwhile with one `write(2)`; a request thread only pays a
 //! wake-up when the writer is idle and waiting. A line is out at most `linger` plus one
 //! write after it was logged.
@@ -25,11 +26,16 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Lines the queue holds before a logging thread has to wait. The writer empties it every
-/// `linger`, so this is ~17 ms of lines at 60k lines/s (three lines per request at 20k
-/// requests/s), ~0.5 MB: only an output that has stopped taking lines fills it.
+/// `linger`, so this is ~13 ms of lines at 80k lines/s (four lines per request at 20k
+/// requests/s: 2.5 lingers' worth), ~0.5 MB: only an output that has stopped taking lines
+/// fills it.
 pub(crate) const DEFAULT_CAPACITY: usize = 1024;
-/// How long the writer lets lines gather after each write.
-pub(crate) const DEFAULT_LINGER: Duration = Duration::from_millis(1);
+/// How long the writer lets lines gather after each write. Not 1 ms: at a moderate rate
+/// (a request every 2 ms) the writer then slept and was woken again for every request,
+/// and a thread's wake-up and sleep cost more CPU than writing its lines (~35 µs per
+/// request at 500 req/s, `docs/benchmarks.md` 2026-12-07). 5 ms gathers a few requests
+/// per wake-up and still puts every line out within a few milliseconds.
+pub(crate) const DEFAULT_LINGER: Duration = Duration::from_millis(5);
 /// The metric counting lines that found the queue full (and waited).
 pub(crate) const QUEUE_FULL: &str = "palisade_log_queue_full_total";
 
@@ -90,9 +96,11 @@ fn run<W: Write>(rx: &Receiver<Msg>, mut sink: W, linger: Duration, max_batch: u
     // Blocks only when the queue is empty.
     while let Ok(first) = rx.recv() {
         let mut done = false;
+        let mut taken = 0;
         // At most one queue's worth per write, so a steady flood still gets written.
         let queued = std::iter::from_fn(|| rx.try_recv().ok()).take(max_batch);
         for msg in std::iter::once(first).chain(queued) {
+            taken += 1;
             match msg {
                 Msg::Line(line) => batch.extend_from_slice(&line),
                 Msg::Shutdown => done = true,
@@ -107,7 +115,11 @@ fn run<W: Write>(rx: &Receiver<Msg>, mut sink: W, linger: Duration, max_batch: u
         if batch.capacity() > 1 << 20 {
             batch.shrink_to(64 * 1024);
         }
-        std::thread::sleep(linger);
+        // A full batch means a flood: write the next one at once, so the linger
+        // never caps how many lines a second get out.
+        if taken <= max_batch {
+            std::thread::sleep(linger);
+        }
     }
 }
 
@@ -263,6 +275,34 @@ mod tests {
         drop(open); // later writes pass the gate at once
         producer.join().unwrap();
         drop(guard);
+        let want: Vec<String> = (0..20).map(|i| format!("line {i}")).collect();
+        assert_eq!(lines(&sink), want);
+    }
+
+    /// A flood is written as fast as the output takes it: a full batch is not followed
+    /// by the linger, so the linger never caps the lines written per second (a hostile
+    /// flood must not make every logging request wait on a sleeping writer).
+    #[test]
+    fn full_batches_are_not_followed_by_the_linger() {
+        let (tx, rx) = mpsc::sync_channel(64);
+        for i in 0..20 {
+            tx.send(Msg::Line(format!("line {i}\n").into_bytes()))
+                .unwrap();
+        }
+        tx.send(Msg::Shutdown).unwrap();
+        let sink = Sink::default();
+        let (done_tx, done_rx) = mpsc::channel();
+        let writer_sink = sink.clone();
+        // Batches of five (one line and four more); a linger after any of the first
+        // four full ones would hold the writer for a minute.
+        std::thread::spawn(move || {
+            run(&rx, writer_sink, Duration::from_secs(60), 4);
+            let _ = done_tx.send(());
+        });
+        assert!(
+            done_rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "the writer lingered after a full batch"
+        );
         let want: Vec<String> = (0..20).map(|i| format!("line {i}")).collect();
         assert_eq!(lines(&sink), want);
     }

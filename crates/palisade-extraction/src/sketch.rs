@@ -81,13 +81,10 @@ pub fn sketch(text: &str) -> TextSketch {
     // Shingles over the lower-cased, whitespace-collapsed prefix, so "Hello
     // world" and "hello  world" are the same prompt to an extractor's eye.
     let normalized: Vec<char> = normalize(text).chars().take(MAX_SKETCH_CHARS).collect();
-    let mut bit_votes = [0i32; 64];
+    let mut votes = BitTally::default();
     let mut minhash = [u32::MAX; MINHASH_SLOTS];
     let mut shingle = |h: u64| {
-        // Branch-free, so the 64 votes vectorize.
-        for (bit, vote) in bit_votes.iter_mut().enumerate() {
-            *vote += ((h >> bit) & 1) as i32 * 2 - 1;
-        }
+        votes.add(h);
         for (slot, min) in minhash.iter_mut().enumerate() {
             let v = (mix64(h ^ SLOT_SEEDS[slot]) >> 32) as u32;
             *min = (*min).min(v);
@@ -106,17 +103,12 @@ pub fn sketch(text: &str) -> TextSketch {
             shingle(hash_bytes(&buf[..len]));
         }
     }
-    let mut simhash = 0u64;
-    for (bit, vote) in bit_votes.iter().enumerate() {
-        if *vote > 0 {
-            simhash |= 1 << bit;
-        }
-    }
+    let simhash = votes.simhash();
     let word_hashes: Vec<u32> = text
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .take(MAX_WORDS)
-        .map(|w| (hash_bytes(w.to_lowercase().as_bytes()) >> 32) as u32)
+        .map(|w| (word_hash(w) >> 32) as u32)
         .collect();
     let word_positions = positions(&word_hashes);
     TextSketch {
@@ -126,6 +118,95 @@ pub fn sketch(text: &str) -> TextSketch {
         minhash,
         word_hashes,
         word_positions,
+    }
+}
+
+/// [`hash_bytes`] of the word lower-cased. ASCII words (nearly all of them)
+/// are folded byte by byte, without the `String` that `to_lowercase` makes;
+/// for ASCII the two give the same bytes, so the same hash.
+fn word_hash(word: &str) -> u64 {
+    if !word.is_ascii() {
+        return hash_bytes(word.to_lowercase().as_bytes());
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in word.as_bytes() {
+        h ^= u64::from(b.to_ascii_lowercase());
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    mix64(h)
+}
+
+/// `SPREAD[v]` has bit `j` of `v` in the lowest bit of its byte `j`: adding
+/// it to a `u64` counts eight bits at once, one per byte lane.
+const SPREAD: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut v = 0;
+    while v < 256 {
+        let mut j = 0;
+        while j < 8 {
+            table[v] |= ((v as u64 >> j) & 1) << (8 * j);
+            j += 1;
+        }
+        v += 1;
+    }
+    table
+};
+
+/// SimHash's per-bit votes, counted eight bits per addition (SWAR): lane
+/// byte `j` of `lanes[k]` counts the shingles with bit `8k + j` set, and is
+/// emptied into `ones` before it can overflow (255 shingles). The vote of a
+/// bit is `ones − (total − ones)`, exactly the ±1 sum it replaces (eight
+/// table additions per shingle instead of 64 votes).
+struct BitTally {
+    lanes: [u64; 8],
+    pending: u32,
+    ones: [u32; 64],
+    total: u32,
+}
+
+impl Default for BitTally {
+    fn default() -> Self {
+        Self {
+            lanes: [0; 8],
+            pending: 0,
+            ones: [0; 64],
+            total: 0,
+        }
+    }
+}
+
+impl BitTally {
+    fn add(&mut self, h: u64) {
+        for (k, lane) in self.lanes.iter_mut().enumerate() {
+            *lane += SPREAD[((h >> (8 * k)) & 0xff) as usize];
+        }
+        self.total = self.total.saturating_add(1);
+        self.pending += 1;
+        if self.pending == 255 {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        for (k, lane) in self.lanes.iter_mut().enumerate() {
+            for j in 0..8 {
+                self.ones[8 * k + j] += ((*lane >> (8 * j)) & 0xff) as u32;
+            }
+            *lane = 0;
+        }
+        self.pending = 0;
+    }
+
+    /// Bit `b` set when more shingles have it set than not (a tie is unset).
+    fn simhash(mut self) -> u64 {
+        self.flush();
+        let mut simhash = 0u64;
+        for (bit, &ones) in self.ones.iter().enumerate() {
+            if u64::from(ones) * 2 > u64::from(self.total) {
+                simhash |= 1 << bit;
+            }
+        }
+        simhash
     }
 }
 
@@ -259,6 +340,56 @@ mod tests {
         assert!((sketch("abab").entropy_bits - 1.0).abs() < 1e-6);
         assert!((sketch("abcd").entropy_bits - 2.0).abs() < 1e-6);
         assert_eq!(sketch("").chars, 0);
+    }
+
+    /// The ±1 vote per bit and shingle that [`BitTally`] replaces.
+    fn simhash_by_votes(text: &str) -> u64 {
+        let normalized: Vec<char> = normalize(text).chars().take(MAX_SKETCH_CHARS).collect();
+        let mut votes = [0i64; 64];
+        let mut vote = |h: u64| {
+            for (bit, v) in votes.iter_mut().enumerate() {
+                *v += if (h >> bit) & 1 == 1 { 1 } else { -1 };
+            }
+        };
+        if normalized.len() < 4 {
+            let s: String = normalized.iter().collect();
+            vote(hash_bytes(s.as_bytes()));
+        } else {
+            for w in normalized.windows(4) {
+                let s: String = w.iter().collect();
+                vote(hash_bytes(s.as_bytes()));
+            }
+        }
+        (0..64)
+            .filter(|&b| votes[b] > 0)
+            .fold(0, |acc, b| acc | 1 << b)
+    }
+
+    #[test]
+    fn the_tally_gives_the_simhash_of_the_votes() {
+        let long: String = (0..3000)
+            .map(|i| format!("w{} ", i * 7919 % 1000))
+            .collect();
+        for text in [
+            "",
+            "ab",
+            "abcd",
+            "Summarize the following customer review in one sentence",
+            "Ünïcödé — 日本語のテキスト, mixed with ASCII words",
+            "aaaa aaaa aaaa aaaa aaaa aaaa aaaa aaaa aaaa aaaa",
+            &"x".repeat(300),
+            &"abcdefgh".repeat(100),
+            &long,
+        ] {
+            assert_eq!(sketch(text).simhash, simhash_by_votes(text), "{text:.40}");
+        }
+    }
+
+    #[test]
+    fn words_hash_as_lower_cased() {
+        for w in ["Hello", "HELLO", "hello", "Straße", "ÉCOLE", "x1Y2"] {
+            assert_eq!(word_hash(w), hash_bytes(w.to_lowercase().as_bytes()), "{w}");
+        }
     }
 
     #[test]

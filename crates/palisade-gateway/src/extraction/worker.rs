@@ -29,6 +29,13 @@ use crate::gates::policy::PolicyStore;
 
 /// Records written per store transaction at most.
 const BATCH: usize = 256;
+/// How long the worker lets requests gather after it emptied the queue.
+/// Without it, a gateway at a moderate rate (a request every few ms) wakes
+/// this thread once per request, and a thread's wake-up and sleep cost more
+/// CPU than the sketch itself (`docs/benchmarks.md`, 2026-12-07). Standings
+/// are published at most this much later; the ladder acts on the key's next
+/// request anyway.
+pub(super) const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 /// Inserts between retention sweeps.
 const SWEEP_EVERY: u64 = 10_000;
 /// How often standings written by other replicas are pulled.
@@ -155,6 +162,12 @@ pub(super) fn spawn(
                         }
                         batch.clear();
                     }
+                }
+                // Only once the queue is empty: a full batch (a flood) is
+                // followed by the next one at once, so the linger never caps
+                // how fast records are taken (see LINGER).
+                if receiver.is_empty() {
+                    std::thread::sleep(LINGER);
                 }
             }
         });
