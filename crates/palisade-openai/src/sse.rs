@@ -73,7 +73,10 @@ impl SseEvent {
         // Called for every event: an event without the sentinel's bytes
         // cannot be it, and is answered without decoding its data.
         const DONE: &[u8] = b"[DONE]";
-        self.raw.windows(DONE.len()).any(|w| w == DONE)
+        let raw = &self.raw[..];
+        raw.iter()
+            .enumerate()
+            .any(|(i, &b)| b == b'[' && raw[i..].starts_with(DONE))
             && self.data().is_some_and(|d| d.trim() == "[DONE]")
     }
 

@@ -68,6 +68,10 @@
 //!   call past the tool gate (a refused call repeated in
 //!   `response.completed`, endless arguments, a flood of calls, text at a
 //!   call's index, a call announced twice).
+//! - `stream_fast_path`: the stream gate's raw-bytes path for common chat
+//!   chunks (a key split between it and the general path, or carried where
+//!   it does not read: extra members, a changed `model`, the `role`, an
+//!   escaped or duplicated `content` key).
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
@@ -95,6 +99,7 @@ mod runtime_keys;
 mod saturation;
 mod side_fields;
 mod starvation;
+mod stream_fast_path;
 mod streams;
 mod telemetry;
 mod tokens_keys;

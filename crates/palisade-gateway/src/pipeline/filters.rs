@@ -246,6 +246,8 @@ impl StreamFilters {
 #[doc(hidden)]
 pub mod bench {
 
+    use std::time::{Duration, Instant};
+
     use bytes::Bytes;
     use palisade_openai::sse::SseFramer;
     use palisade_policy::Snapshot;
@@ -333,6 +335,73 @@ pub mod bench {
             plan.canary = Some(canary);
             Self(plan)
         }
+    }
+
+    /// A stream whose first sentence ends with its `first`-th content delta
+    /// (one word per delta, the last one `end. `), then the sample prose:
+    /// for the time-to-first-token bench (`examples/stream_ttft.rs`).
+    #[must_use]
+    pub fn first_sentence_stream(first: usize) -> Vec<Bytes> {
+        let mut reads = sample_stream(40);
+        let words = [
+            "The ", "borrow ", "checker ", "tracks ", "who ", "owns ", "each ", "value ",
+        ];
+        let opening: Vec<Bytes> = (0..first.max(1))
+            .map(|i| {
+                let word = if i + 1 == first.max(1) { "end. " } else { words[i % words.len()] };
+                event(
+                    &format!(
+                        r#"{{"index":0,"delta":{{"content":{}}},"logprobs":null,"finish_reason":null}}"#,
+                        json_string(word)
+                    ),
+                    "null",
+                )
+            })
+            .collect();
+        reads.splice(1..1, opening);
+        reads
+    }
+
+    /// Feeds `reads` one event at a time, timing each through the filters,
+    /// until the first event that sends content text to the client. Returns
+    /// how many events that took, the time spent on all of them, and the
+    /// time of the last one (the one that released the text); `None` if no
+    /// content went out.
+    pub fn first_content(
+        plan: Option<&Plan>,
+        reads: &[Bytes],
+    ) -> Option<(usize, Duration, Duration)> {
+        let mut filters = StreamFilters::new(plan.map(|p| &p.0));
+        let mut framer = SseFramer::new(1 << 20);
+        let mut total = Duration::ZERO;
+        for (n, read) in reads.iter().enumerate() {
+            let started = Instant::now();
+            framer.push(read);
+            let mut out = Outgoing::default();
+            while let Ok(Some(event)) = framer.next_event() {
+                let event = filters.without_foreign_report(event);
+                match filters.on_event(&event, None, &mut out) {
+                    Step::Pass(gated) => {
+                        if let Some(sent) = gated.or_else(|| event.into_client(false)) {
+                            out.push(sent);
+                        }
+                    }
+                    Step::Skip => {}
+                    Step::Stop | Step::Fail(_) => return None,
+                }
+            }
+            let sent = out.take();
+            let spent = started.elapsed();
+            total += spent;
+            let has_text = sent.as_deref().is_some_and(|b| {
+                std::str::from_utf8(b)
+                    .is_ok_and(|s| s.contains("\"content\":\"") && !s.contains("\"content\":\"\""))
+            });
+            if has_text {
+                return Some((n + 1, total, spent));
+            }
+        }
+        None
     }
 
     /// Relays one stream (`reads`: the upstream's body as it arrived) through

@@ -184,8 +184,13 @@ pub(crate) fn without_foreign_report(data: &[u8]) -> Option<Vec<u8>> {
 /// Whether `data` may hold a key that decodes to `palisade`: it holds the
 /// name literally, or a `\u` escape that may spell part of it.
 pub(crate) fn may_name_report(data: &[u8]) -> bool {
-    const NAME: &[u8] = b"palisade";
-    data.windows(NAME.len()).any(|w| w == NAME) || data.windows(2).any(|w| w == b"\\u")
+    // One pass that stops only at the bytes either pattern starts with (it
+    // runs on every event).
+    data.iter().enumerate().any(|(i, &b)| match b {
+        b'p' => data[i..].starts_with(b"palisade"),
+        b'\\' => data.get(i + 1) == Some(&b'u'),
+        _ => false,
+    })
 }
 
 /// The schema of a request's `response_format`, when it asks for one.

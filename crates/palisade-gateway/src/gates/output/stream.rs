@@ -61,6 +61,7 @@ enum Field {
     Event(String, u64, Option<(&'static str, u64)>),
 }
 
+mod fast;
 mod responses;
 pub(crate) use responses::frame_payload;
 
@@ -138,6 +139,10 @@ pub(crate) struct StreamGate {
     /// Top-level fields of earlier events that passed unchanged (`id`,
     /// `model`, … repeat in every chunk): judged once, not once per event.
     passed: Map<String, Value>,
+    /// The same members as their bytes, for the fast path (`fast.rs`).
+    passed_raw: Vec<(String, String)>,
+    /// Events the fast path judged (its tests read it).
+    fast_events: u64,
     /// The next `sequence_number` of a Responses stream's events.
     sequence: u64,
     /// Findings in a Responses stream's events judged whole (`.done`,
@@ -188,6 +193,8 @@ impl StreamGate {
             held_since: None,
             logprobs_noted: false,
             passed: Map::new(),
+            passed_raw: Vec::new(),
+            fast_events: 0,
             sequence: 0,
             repeated: Evidence::default(),
         })
@@ -222,6 +229,24 @@ impl StreamGate {
         let released = guard.push_at(text, self.opened.elapsed());
         self.account(&released);
         released
+    }
+
+    /// [`Self::push`] for a top-level string of a delta, without making a
+    /// key for a guard that exists already.
+    fn push_delta(&mut self, key: &str, text: &str) -> Released {
+        let now = self.opened.elapsed();
+        let found = self
+            .guards
+            .iter_mut()
+            .find(|(f, _)| matches!(f, Field::Delta(k) if k == key));
+        match found {
+            Some((_, guard)) => {
+                let released = guard.push_at(text, now);
+                self.account(&released);
+                released
+            }
+            None => self.push(Field::Delta(key.to_owned()), text),
+        }
     }
 
     fn account(&mut self, released: &Released) {
@@ -303,8 +328,16 @@ impl StreamGate {
             return EventAction::Hold;
         }
         let started = Instant::now();
-        let parsed = parsed.or_else(|| serde_json::from_str::<Value>(data).ok());
-        let action = self.judge(parsed);
+        let action = match self.judge_fast(data) {
+            Some(action) => {
+                self.fast_events += 1;
+                action
+            }
+            None => {
+                let parsed = parsed.or_else(|| serde_json::from_str::<Value>(data).ok());
+                self.judge(parsed)
+            }
+        };
         self.spent += started.elapsed();
         action
     }
@@ -459,14 +492,7 @@ impl StreamGate {
             }
         }
         if let Some((index, fields)) = stop {
-            self.done = true;
-            let mut out = String::new();
-            if fields.iter().any(|(_, t)| !t.is_empty()) {
-                out.push_str(&self.chunk(index, &fields, None));
-            }
-            out.push_str(&self.chunk(index, &[], Some("content_filter")));
-            out.push_str("data: [DONE]\n\n");
-            return EventAction::Stop(Bytes::from(out));
+            return self.stop_with(index, fields);
         }
         if note_logprobs {
             self.logprobs_noted = true;
@@ -493,6 +519,19 @@ impl StreamGate {
         }
     }
 
+    /// A blocking finding: the released `fields`, then a `content_filter`
+    /// chunk and `[DONE]`; the stream ends.
+    fn stop_with(&mut self, index: u64, fields: Vec<(Field, String)>) -> EventAction {
+        self.done = true;
+        let mut out = String::new();
+        if fields.iter().any(|(_, t)| !t.is_empty()) {
+            out.push_str(&self.chunk(index, &fields, None));
+        }
+        out.push_str(&self.chunk(index, &[], Some("content_filter")));
+        out.push_str("data: [DONE]\n\n");
+        EventAction::Stop(Bytes::from(out))
+    }
+
     /// Takes the guarded texts out of a delta (they are put back released):
     /// top-level strings, and the names and arguments of tool calls unless
     /// the tool gate holds those. Other strings are judged here, event by
@@ -515,7 +554,17 @@ impl StreamGate {
                 // array; any other shape the tool gate did not read and is
                 // judged below like any other value).
                 ("tool_calls", Value::Array(_)) if tool_gate => {}
-                ("role", _) => {}
+                // A role is a word the client may print: any other one is
+                // judged like any other value.
+                ("role", Value::String(r)) if r == "assistant" => {}
+                ("role", other) => {
+                    let outcome = judge_tree(other, policy, &mut self.evidence, &|_| false);
+                    *changed |= outcome.changed;
+                    if outcome.blocked {
+                        *other = Value::Null;
+                        *changed = true;
+                    }
+                }
                 (_, Value::String(s)) => {
                     out.push((Field::Delta(key.clone()), std::mem::take(s)));
                 }
