@@ -72,8 +72,10 @@ pub struct Deployment {
 
 impl Deployment {
     pub async fn start(name: &'static str, mode: DeploymentMode) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
         let mode = Arc::new(Mutex::new(mode));
         let shared = Arc::new(Shared::default());
         let (m, s) = (mode.clone(), shared.clone());
@@ -103,8 +105,10 @@ impl Deployment {
 
     /// A URL where nothing listens (a deployment that is down).
     pub async fn dead_url() -> String {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
+        let l = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = l.local_addr().expect("local addr");
         drop(l);
         format!("http://{addr}/v1")
     }
@@ -114,7 +118,7 @@ impl Deployment {
     }
 
     pub fn set(&self, mode: DeploymentMode) {
-        *self.mode.lock().unwrap() = mode;
+        *lock(&self.mode) = mode;
     }
 
     /// Stops accepting and cuts every open connection.
@@ -125,20 +129,14 @@ impl Deployment {
     }
 
     pub fn received(&self) -> Vec<Value> {
-        self.shared
-            .received
-            .lock()
-            .unwrap()
+        lock(&self.shared.received)
             .iter()
             .map(|(_, v)| v.clone())
             .collect()
     }
 
     pub fn received_at(&self) -> Vec<Instant> {
-        self.shared
-            .received
-            .lock()
-            .unwrap()
+        lock(&self.shared.received)
             .iter()
             .map(|(t, _)| *t)
             .collect()
@@ -153,8 +151,14 @@ impl Deployment {
     }
 
     pub fn hits(&self) -> usize {
-        self.shared.received.lock().unwrap().len()
+        lock(&self.shared.received).len()
     }
+}
+
+/// A poisoned lock (a test task panicked while holding it) still holds
+/// consistent data here: every critical section is a single assignment or read.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Drop for Deployment {
@@ -202,12 +206,12 @@ async fn serve(
     let is_get = head.starts_with("get ");
     let mut nth = 0;
     if !is_get {
-        let mut received = shared.received.lock().unwrap();
+        let mut received = lock(&shared.received);
         received.push((Instant::now(), body.clone()));
         nth = received.len();
     }
     let prompt = crate::last_user_message(&body).unwrap_or("").to_owned();
-    let mode = match mode.lock().unwrap().clone() {
+    let mode = match lock(&mode).clone() {
         DeploymentMode::ByPrompt => {
             let (content, logprob) = if prompt.starts_with("refuse") {
                 ("I'm sorry, but I can't help with that.", -0.1)

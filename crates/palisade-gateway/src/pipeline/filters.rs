@@ -362,6 +362,34 @@ pub mod bench {
         reads
     }
 
+    /// One upstream read through the framer and the filters, as the relay does:
+    /// the bytes for the client, and whether the filters stopped the stream.
+    fn relay_read(
+        filters: &mut StreamFilters,
+        framer: &mut SseFramer,
+        read: &Bytes,
+    ) -> (Option<Bytes>, bool) {
+        framer.push(read);
+        let mut out = Outgoing::default();
+        let mut stopped = false;
+        while let Ok(Some(event)) = framer.next_event() {
+            let event = filters.without_foreign_report(event);
+            match filters.on_event(&event, None, &mut out) {
+                Step::Pass(gated) => {
+                    if let Some(sent) = gated.or_else(|| event.into_client(false)) {
+                        out.push(sent);
+                    }
+                }
+                Step::Skip => {}
+                Step::Stop | Step::Fail(_) => {
+                    stopped = true;
+                    break;
+                }
+            }
+        }
+        (out.take(), stopped)
+    }
+
     /// Feeds `reads` one event at a time, timing each through the filters,
     /// until the first event that sends content text to the client. Returns
     /// how many events that took, the time spent on all of them, and the
@@ -376,21 +404,10 @@ pub mod bench {
         let mut total = Duration::ZERO;
         for (n, read) in reads.iter().enumerate() {
             let started = Instant::now();
-            framer.push(read);
-            let mut out = Outgoing::default();
-            while let Ok(Some(event)) = framer.next_event() {
-                let event = filters.without_foreign_report(event);
-                match filters.on_event(&event, None, &mut out) {
-                    Step::Pass(gated) => {
-                        if let Some(sent) = gated.or_else(|| event.into_client(false)) {
-                            out.push(sent);
-                        }
-                    }
-                    Step::Skip => {}
-                    Step::Stop | Step::Fail(_) => return None,
-                }
+            let (sent, stopped) = relay_read(&mut filters, &mut framer, read);
+            if stopped {
+                return None;
             }
-            let sent = out.take();
             let spent = started.elapsed();
             total += spent;
             let has_text = sent.as_deref().is_some_and(|b| {
@@ -411,21 +428,9 @@ pub mod bench {
         let mut framer = SseFramer::new(1 << 20);
         let mut sent = 0;
         for read in reads {
-            framer.push(read);
-            let mut out = Outgoing::default();
-            while let Ok(Some(event)) = framer.next_event() {
-                let event = filters.without_foreign_report(event);
-                match filters.on_event(&event, None, &mut out) {
-                    Step::Pass(gated) => {
-                        if let Some(sent) = gated.or_else(|| event.into_client(false)) {
-                            out.push(sent);
-                        }
-                    }
-                    Step::Skip => {}
-                    Step::Stop | Step::Fail(_) => break,
-                }
-            }
-            sent += out.take().map_or(0, |b| b.len());
+            sent += relay_read(&mut filters, &mut framer, read)
+                .0
+                .map_or(0, |b| b.len());
         }
         let mut out = Outgoing::default();
         filters.finish(&mut out);
