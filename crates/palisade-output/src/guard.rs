@@ -24,6 +24,9 @@
 //! context, not a fixed span of released text; what leaves the buffer is carried forward
 //! as its canary skeleton (`pre_skel`).
 
+mod action;
+mod text;
+
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -32,10 +35,12 @@ use crate::detectors::{pem_end, PEM_END_MAX};
 use crate::edit::render;
 use crate::error::OutputError;
 use crate::findings::{Analysis, Applied, Open};
-use crate::fold::fold_char;
 use crate::markup::{BLOCK_PREFIX_MAX, MAX_CONSTRUCT_BYTES};
 use crate::options::{Class, GuardOptions, MIN_MAX_HOLD_BYTES, MIN_SAFE_HOLD_BYTES};
 use crate::sanitize::analyze;
+
+use action::{Action, DropMode};
+use text::{ceil_boundary, floor_boundary, has_boundary, remember};
 
 const _: () = assert!(MAX_CONSTRUCT_BYTES < MIN_SAFE_HOLD_BYTES);
 
@@ -761,80 +766,4 @@ impl StreamGuard {
             ..f
         }
     }
-}
-
-enum Action {
-    Stop(Vec<Applied>),
-    Emit {
-        text: String,
-        findings: Vec<Applied>,
-        cut: usize,
-        /// Where the context the next window needs starts (see [`CONTEXT_CHARS`]).
-        context: usize,
-    },
-    Drop {
-        marker: &'static str,
-        finding: Option<Applied>,
-        mode: DropMode,
-    },
-}
-
-enum DropMode {
-    /// Skip to the end of the comment opened at this buffer position.
-    Comment(usize),
-    /// Skip to the END line of the PEM block opened at this buffer position.
-    Pem(usize),
-    Token,
-    None,
-}
-
-/// Appends the canary skeleton of `text` to `skel`, keeping the last [`PRE_SKELETON`].
-fn remember(skel: &mut Vec<u8>, text: &str) {
-    for c in text.chars() {
-        let c = fold_char(c).unwrap_or(c);
-        if c.is_ascii_alphanumeric() {
-            skel.push(c.to_ascii_lowercase() as u8);
-        }
-    }
-    if skel.len() > PRE_SKELETON {
-        skel.drain(..skel.len() - PRE_SKELETON);
-    }
-}
-
-/// A semantic boundary ends at or after `from`.
-fn has_boundary(buf: &str, from: usize) -> bool {
-    let b = buf.as_bytes();
-    (from..b.len()).any(|i| match b[i] {
-        b'\n' => true,
-        c if c.is_ascii_whitespace() => i > 0 && matches!(b[i - 1], b'.' | b'!' | b'?'),
-        0xE3 | 0xEF => ["。", "！", "？"]
-            .iter()
-            .any(|s| b[i..].starts_with(s.as_bytes())),
-        _ => false,
-    })
-}
-
-/// The largest char boundary in `s` at or below `max`, but at least one character.
-fn floor_boundary(s: &str, max: usize) -> usize {
-    if s.len() <= max {
-        return s.len();
-    }
-    let mut k = max;
-    while k > 0 && !s.is_char_boundary(k) {
-        k -= 1;
-    }
-    if k == 0 {
-        s.chars().next().map_or(s.len(), char::len_utf8)
-    } else {
-        k
-    }
-}
-
-/// The smallest char boundary in `s` at or above `min`.
-fn ceil_boundary(s: &str, min: usize) -> usize {
-    let mut k = min.min(s.len());
-    while !s.is_char_boundary(k) {
-        k += 1;
-    }
-    k
 }

@@ -57,10 +57,11 @@ async fn constructs_reaching_back_past_the_kept_context_are_judged_whole() {
         cases.push((format!("{filler}My secret. = {VALUE} is here.\n"), VALUE));
         // The name, a line break (a release point), the value.
         cases.push((format!("{filler}api_key:\n{VALUE}\nok. "), VALUE));
-        // A link whose text holds sentence ends and a line break.
+        // A link whose text holds sentence ends and a line break. The notice
+        // names the host by design; the link's target must not survive.
         cases.push((
             format!("{filler}[see. this!\nand that](https://evil.example/x) ok. "),
-            "evil.example",
+            "evil.example/x",
         ));
     }
     // The name pushed back by invisible marks: 900 and 1,800 bytes of them, past the
