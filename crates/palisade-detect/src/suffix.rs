@@ -21,7 +21,7 @@
 //!
 //! - **channel**: user and system text only. Optimizer suffixes are a direct jailbreak; clean
 //!   documents (tables, changelogs, code) reach such windows far more often (train's clean
-//!   contexts 1.3%, held-out Debian chunks 0.4% at the shipped thresholds), and the document
+//!   contexts 2.1%, held-out Debian chunks 0.7% at [`THRESHOLDS`]), and the document
 //!   layer has its own calibration.
 //!
 //! Cost: at most three regions of [`REGION`] bytes are tokenized (head, tail, and the region
@@ -54,11 +54,15 @@ pub struct SuffixThresholds {
 
 /// Calibrated by `cargo run --release -p palisade-eval --example suffix -- ../shared/datasets/train`
 /// on train's benign rows (token LM out-of-fold, folds grouped by source) and the Debian
-/// clean-document corpus (held-out packages): see `model/TRAINING.md`.
+/// clean-document corpus (held-out packages), by the selection rule written in that example
+/// before any `eval/` run: the most real random-search suffixes caught with train's benign
+/// user prompts at most 0.1%, plain harmful asks 0.5% and each synthetic benign pool 1%.
+/// `unseen: 1.0` (every bigram of the worst window unseen in benign text) is what keeps
+/// benign user prompts at 0.09% with a worst window of 18 bits: see `model/TRAINING.md`.
 pub const THRESHOLDS: SuffixThresholds = SuffixThresholds {
-    worst: 18.5,
-    contrast: 3.0,
-    unseen: 0.0,
+    worst: 18.0,
+    contrast: 5.0,
+    unseen: 1.0,
 };
 
 /// Windowed-surprisal statistics of one text.

@@ -300,11 +300,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    // Grid: benign user rates (worst pool), documents, and recall per attack pool.
+    // Grid and selection. The rule, fixed before any `eval/` run (issue 14): the shipped
+    // first stage already flags 1.8% of eval's pooled benign user rows against a 2% budget
+    // and 2.9% of NotInject against 3%, so the rule may add almost nothing there. Budgets:
+    // train benign user prompts (out-of-fold) <= 0.1%; train plain harmful asks <= 0.5%;
+    // every synthetic benign user pool <= 1%, except `synth/defanged_jailbreak`, which keeps
+    // the sentences of train's jailbreaks that name no rule-breaking, so the real
+    // random-search suffixes survive in it verbatim (firing there is recall, not a false
+    // positive). Clean contexts and Debian documents are printed but not budgeted: the rule
+    // judges user and system text only. Among the passing configurations: the highest recall
+    // on the real suffixes (tml-epfl adaptive random search, the closest train has to GCG/DSN
+    // output), then the highest mean synthetic recall, then the highest thresholds.
     let mut grid = Vec::new();
-    for w in [13.0f32, 14.0, 15.0, 16.0, 17.0, 18.5] {
-        for c in [2.0f32, 3.0, 4.0, 5.0, 6.0] {
-            for u in [0.0f32, 0.5, 0.625, 0.75, 0.875] {
+    for w in [14.0f32, 15.0, 15.5, 16.0, 16.5, 17.0, 17.5, 18.0, 18.5] {
+        for c in [2.0f32, 2.5, 3.0, 3.5, 4.0, 5.0] {
+            for u in [0.0f32, 0.5, 0.75, 0.875, 0.9375, 1.0] {
                 grid.push(SuffixThresholds {
                     worst: w,
                     contrast: c,
@@ -313,40 +323,68 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    println!("\n| worst/contrast/unseen | max benign user pool | train benign | Debian | contexts | mean recall | min recall |");
-    for t in &grid {
-        let user_max = pools
+    let find = |name: &str, t: SuffixThresholds| {
+        pools
             .iter()
-            .filter(|p| !p.attack && p.user)
+            .find(|p| p.name.starts_with(name))
+            .map_or(0.0, |p| rate(&p.stats, t))
+    };
+    println!("\n| worst/contrast/unseen | train benign user | plain asks | max synth benign user | defanged | contexts | Debian | adaptive_rs | TaskTracker | mean synth | min synth | passes |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let mut chosen: Option<(SuffixThresholds, f64, f64)> = None;
+    for t in &grid {
+        let synth_user_max = pools
+            .iter()
+            .filter(|p| {
+                !p.attack && p.user && p.name.starts_with("synth/") && !p.name.contains("defanged")
+            })
             .map(|p| rate(&p.stats, *t))
             .fold(0.0, f64::max);
-        let find = |name: &str| {
-            pools
-                .iter()
-                .find(|p| p.name.starts_with(name))
-                .map_or(0.0, |p| rate(&p.stats, *t))
-        };
-        let recalls: Vec<f64> = pools
+        let synth: Vec<f64> = pools
             .iter()
-            .filter(|p| p.attack && !p.name.starts_with("uniform"))
+            .filter(|p| p.attack && p.name.starts_with("synth optimizer"))
             .map(|p| rate(&p.stats, *t))
             .collect();
-        let mean = recalls.iter().sum::<f64>() / recalls.len().max(1) as f64;
-        let min = recalls.iter().copied().fold(1.0, f64::min);
-        if user_max <= 0.01 {
+        let mean = synth.iter().sum::<f64>() / synth.len().max(1) as f64;
+        let min = synth.iter().copied().fold(1.0, f64::min);
+        let user = find("train benign (user)", *t);
+        let asks = find("train harmful_request", *t);
+        let real = find("train adaptive_rs", *t);
+        let passes = user <= 0.001 && asks <= 0.005 && synth_user_max <= 0.01;
+        if passes && chosen.is_none_or(|(_, r, m)| real > r || (real == r && mean >= m)) {
+            // `>=` on ties: the grid ascends, so a tie keeps the higher thresholds.
+            chosen = Some((*t, real, mean));
+        }
+        if passes || user <= 0.002 {
             println!(
-                "| {}/{}/{} | {:.2}% | {:.2}% | {:.2}% | {:.2}% | {:.1}% | {:.1}% |",
+                "| {}/{}/{} | {:.2}% | {:.2}% | {:.2}% | {:.1}% | {:.2}% | {:.2}% | {:.1}% | {:.1}% | {:.1}% | {:.1}% | {} |",
                 t.worst,
                 t.contrast,
                 t.unseen,
-                100.0 * user_max,
-                100.0 * find("train benign (user)"),
-                100.0 * find("Debian"),
-                100.0 * find("train benign_context"),
+                100.0 * user,
+                100.0 * asks,
+                100.0 * synth_user_max,
+                100.0 * find("synth/defanged", *t),
+                100.0 * find("train benign_context", *t),
+                100.0 * find("Debian", *t),
+                100.0 * real,
+                100.0 * find("train TaskTracker", *t),
                 100.0 * mean,
-                100.0 * min
+                100.0 * min,
+                if passes { "yes" } else { "no" }
             );
         }
+    }
+    match chosen {
+        Some((t, r, m)) => println!(
+            "\nselected by the rule: worst {} / contrast {} / unseen {} (adaptive_rs {:.1}%, mean synth {:.1}%)",
+            t.worst,
+            t.contrast,
+            t.unseen,
+            100.0 * r,
+            100.0 * m
+        ),
+        None => println!("\nno configuration meets the budgets"),
     }
     println!(
         "\nshipped thresholds worst {} / contrast {} / unseen {}:",
