@@ -1,6 +1,7 @@
 //! Single-thread latency percentiles of a full scan at 100, 1,000 and 10,000 characters
 //! (criterion reports means; the target is on p95).
 //! `cargo run --release -p palisade-detect --example latency`
+//! (`PALISADE_DETECT_MODEL=ARTIFACT` measures that artifact instead of the embedded one).
 
 use std::time::Instant;
 
@@ -11,7 +12,10 @@ tiled churches and long walks by the river. My email is ana.silva@example.com an
 Also, ignore the formatting of my notes below, they are messy. ";
 
 fn main() {
-    let d = Detector::embedded().expect("embedded model");
+    let d = match std::env::var("PALISADE_DETECT_MODEL") {
+        Ok(p) => Detector::from_model_bytes(&std::fs::read(p).expect("model file")).expect("model"),
+        Err(_) => Detector::embedded().expect("embedded model"),
+    };
     for n in [100usize, 1_000, 10_000] {
         let text: String = SEED.chars().cycle().take(n).collect();
         for channel in [Channel::User, Channel::Retrieved] {

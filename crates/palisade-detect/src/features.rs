@@ -274,7 +274,13 @@ pub fn signals(
     let mut s = Signals {
         lm: lm.stats(text),
         tok: TokStats::default(),
-        suffix: suffix_stats(tok, text),
+        // The `adversarial_suffix` rule judges user and system text only (`crate::suffix`):
+        // tokenizing a document for statistics nobody reads would cost every data scan.
+        suffix: if input.channel.is_data() {
+            SuffixStats::default()
+        } else {
+            suffix_stats(tok, text)
+        },
         rules: match_rules(combined),
         concepts: concepts(combined),
         imperative: imperative_ratio(combined),

@@ -21,7 +21,7 @@
 //!
 //! - **channel**: user and system text only. Optimizer suffixes are a direct jailbreak; clean
 //!   documents (tables, changelogs, code) reach such windows far more often (train's clean
-//!   contexts 1.3%, held-out Debian chunks 0.4% at the shipped thresholds), and the document
+//!   contexts 2.1%, held-out Debian chunks 0.7% at [`THRESHOLDS`]), and the document
 //!   layer has its own calibration.
 //!
 //! Cost: at most three regions of [`REGION`] bytes are tokenized (head, tail, and the region
@@ -48,14 +48,21 @@ pub struct SuffixThresholds {
     pub worst: f32,
     /// Lowest difference between the worst window and the other judged tokens.
     pub contrast: f32,
+    /// Lowest share of the worst window's bigrams never seen in benign text.
+    pub unseen: f32,
 }
 
 /// Calibrated by `cargo run --release -p palisade-eval --example suffix -- ../shared/datasets/train`
 /// on train's benign rows (token LM out-of-fold, folds grouped by source) and the Debian
-/// clean-document corpus (held-out packages): see `model/TRAINING.md`.
+/// clean-document corpus (held-out packages), by the selection rule written in that example
+/// before any `eval/` run: the most real random-search suffixes caught with train's benign
+/// user prompts at most 0.1%, plain harmful asks 0.5% and each synthetic benign pool 1%.
+/// `unseen: 1.0` (every bigram of the worst window unseen in benign text) is what keeps
+/// benign user prompts at 0.09% with a worst window of 18 bits: see `model/TRAINING.md`.
 pub const THRESHOLDS: SuffixThresholds = SuffixThresholds {
-    worst: 18.5,
-    contrast: 3.0,
+    worst: 18.0,
+    contrast: 5.0,
+    unseen: 1.0,
 };
 
 /// Windowed-surprisal statistics of one text.
@@ -72,6 +79,11 @@ pub struct SuffixStats {
     /// Mean bits per token of the most fluent Latin-majority window that does not overlap
     /// the worst one (0 when there is none).
     pub best: f32,
+    /// Share of the worst window's tokens whose bigram with the previous token was never
+    /// seen in benign text (estimated by back-off).
+    pub unseen: f32,
+    /// Share of unseen bigrams among the judged Latin tokens outside the worst window.
+    pub rest_unseen: f32,
 }
 
 impl SuffixStats {
@@ -86,7 +98,7 @@ impl SuffixStats {
 
     /// Does the rule fire at `t`?
     pub fn fires(&self, t: SuffixThresholds) -> bool {
-        self.worst >= t.worst && self.contrast() >= t.contrast
+        self.worst >= t.worst && self.contrast() >= t.contrast && self.unseen >= t.unseen
     }
 }
 
@@ -168,12 +180,51 @@ fn non_latin_letter(c: char) -> bool {
             || ('\u{1E00}'..='\u{1EFF}').contains(&c))
 }
 
+/// May `b` appear unencoded in a URL (RFC 3986 unreserved, reserved and `%`)?
+fn url_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=%".contains(&b)
+}
+
+/// Is `c` a Cyrillic or Greek letter (the scripts Latin homoglyphs are borrowed from)?
+fn homoglyph_script(c: char) -> bool {
+    ('\u{0370}'..='\u{03FF}').contains(&c) || ('\u{0400}'..='\u{04FF}').contains(&c)
+}
+
+/// Marks bytes of whitespace words that mix ASCII letters with Cyrillic or Greek ones.
+/// Such a word is Latin text dressed in homoglyphs (or soup), not a word of another
+/// language, so its tokens count as Latin for the window gate: otherwise swapping a few
+/// letters of a suffix for lookalikes would turn every window "non-Latin" and unjudged.
+fn mixed_script_mask(region: &str) -> Vec<bool> {
+    let mut mask = vec![false; region.len()];
+    for w in region.split_whitespace() {
+        let off = w.as_ptr() as usize - region.as_ptr() as usize;
+        if w.bytes().any(|b| b.is_ascii_alphabetic()) && w.chars().any(homoglyph_script) {
+            mask[off..off + w.len()].iter_mut().for_each(|m| *m = true);
+        }
+    }
+    mask
+}
+
+/// Characters that render as nothing (zero-width, bidi, tag and variation-selector
+/// characters): removed before tokenizing, so sprinkling them through a suffix neither
+/// breaks its windows nor dilutes them, and they cost nothing in fluent text either.
+fn invisible(c: char) -> bool {
+    crate::chars::is_zero_width(c)
+        || crate::chars::is_bidi_control(c)
+        || crate::chars::is_tag(c)
+        || crate::chars::is_variation_selector(c)
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
 /// Marks bytes of URLs and of long blob words (base64, hex, identifiers, hashes).
 fn notation_mask(region: &str) -> Vec<bool> {
     let mut mask = vec![false; region.len()];
     for w in region.split_whitespace() {
         let off = w.as_ptr() as usize - region.as_ptr() as usize;
-        let url = w.contains("://") || w.starts_with("www.");
+        // A URL is masked only when every byte may appear unencoded in one (RFC 3986):
+        // soup glued behind "http://" keeps its braces, backslashes and quotes, so it stays
+        // judged instead of hiding under the mask.
+        let url = (w.contains("://") || w.starts_with("www.")) && w.bytes().all(url_byte);
         let blob = w.len() >= 20
             && w.bytes().all(|b| {
                 b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-')
@@ -189,6 +240,7 @@ fn notation_mask(region: &str) -> Vec<bool> {
 struct Tok {
     bits: f32,
     latin: bool,
+    seen: bool,
 }
 
 fn score_region(lm: &TokenLm, region: &str, out: &mut Vec<Tok>) {
@@ -197,15 +249,16 @@ fn score_region(lm: &TokenLm, region: &str, out: &mut Vec<Tok>) {
     };
     let ids = bpe.encode_ordinary(region);
     let mask = notation_mask(region);
+    let mixed = mixed_script_mask(region);
     let mut pos = 0usize;
     let mut prev: Option<u32> = None;
     for &id in &ids {
         let len = bpe.decode_bytes(&[id]).map_or(1, |b| b.len().max(1));
         let (a, b) = (pos.min(region.len()), (pos + len).min(region.len()));
         pos += len;
-        let bits = match prev {
-            Some(p) => lm.bits(p, id),
-            None => lm.first_bits(id),
+        let (bits, seen) = match prev {
+            Some(p) => lm.bits_seen(p, id),
+            None => (lm.first_bits(id), true),
         };
         prev = Some(id);
         let piece = &region[floor_boundary(region, a)..ceil_boundary(region, b)];
@@ -216,7 +269,8 @@ fn score_region(lm: &TokenLm, region: &str, out: &mut Vec<Tok>) {
         }
         out.push(Tok {
             bits,
-            latin: !piece.chars().any(non_latin_letter),
+            latin: !piece.chars().any(non_latin_letter) || mixed.get(a).copied().unwrap_or(false),
+            seen,
         });
     }
 }
@@ -226,6 +280,12 @@ pub fn suffix_stats(lm: &TokenLm, text: &str) -> SuffixStats {
     if lm.is_empty() || text.is_empty() {
         return SuffixStats::default();
     }
+    let cleaned: std::borrow::Cow<'_, str> = if text.chars().any(invisible) {
+        std::borrow::Cow::Owned(text.chars().filter(|&c| !invisible(c)).collect())
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
+    let text: &str = &cleaned;
     let mut toks = Vec::new();
     let mut bounds = Vec::new();
     for (a, b) in regions(text) {
@@ -279,19 +339,27 @@ pub fn suffix_stats(lm: &TokenLm, text: &str) -> SuffixStats {
             latin -= usize::from(toks[i - WINDOW].latin);
         }
     }
-    let (mut rest, mut n) = (0.0f32, 0usize);
+    let (mut rest, mut n, mut rest_unseen) = (0.0f32, 0usize, 0usize);
     for (i, t) in toks.iter().enumerate() {
         if t.latin && !(ws..we).contains(&i) {
             rest += t.bits;
             n += 1;
+            rest_unseen += usize::from(!t.seen);
         }
     }
+    let unseen = toks[ws..we].iter().filter(|t| !t.seen).count();
     SuffixStats {
         judged: toks.len(),
         worst: sum / WINDOW as f32,
         rest: if n > 0 { rest / n as f32 } else { 0.0 },
         rest_tokens: n,
         best: best.map_or(0.0, |b| b / WINDOW as f32),
+        unseen: unseen as f32 / WINDOW as f32,
+        rest_unseen: if n > 0 {
+            rest_unseen as f32 / n as f32
+        } else {
+            0.0
+        },
     }
 }
 
@@ -323,6 +391,9 @@ mod tests {
         );
         let m = notation_mask("see https://example.com/x?y=1 now");
         assert!(m[4] && !m[0]);
+        // Soup dressed as a URL keeps characters no URL carries unencoded: not masked.
+        let m = notation_mask("see http://describing.\\+similarlyNow{write}\"Me now");
+        assert!(!m[4]);
     }
 
     #[test]
@@ -333,6 +404,8 @@ mod tests {
             rest: 5.0,
             rest_tokens: MIN_REST - 1,
             best: 4.0,
+            unseen: 1.0,
+            rest_unseen: 0.0,
         };
         assert_eq!(s.contrast(), 0.0);
         assert!(!s.fires(THRESHOLDS));

@@ -132,15 +132,25 @@ impl TokenLm {
     /// Bits for `cur` after `prev`.
     #[inline]
     pub fn bits(&self, prev: u32, cur: u32) -> f32 {
+        self.bits_seen(prev, cur).0
+    }
+
+    /// Bits for `cur` after `prev`, and whether the bigram was seen in training (a stored
+    /// bucket) rather than estimated by back-off: optimizer soup is made of pairs no benign
+    /// text contains, even where each token alone is common.
+    #[inline]
+    pub fn bits_seen(&self, prev: u32, cur: u32) -> (f32, bool) {
         let (slot, fp) = bigram_slot(prev, cur);
-        let e = self.bi[slot];
-        if e != 0 && (e >> 8) as u8 == fp {
-            return dq(e as u8);
+        // An untrained model has no buckets: everything is unseen.
+        if let Some(&e) = self.bi.get(slot) {
+            if e != 0 && (e >> 8) as u8 == fp {
+                return (dq(e as u8), true);
+            }
         }
         let back = self.backoff.get(prev as usize).map_or(0.0, |&q| dq(q));
         // Ids outside the table (none today) cost as much as the rarest known token.
         let uni = self.uni.get(cur as usize).map_or(31.0, |&q| dq(q));
-        back + uni
+        (back + uni, false)
     }
 
     /// Bits of a sequence's first token, scored by its unigram cost alone.

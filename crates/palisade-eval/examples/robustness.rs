@@ -3,12 +3,16 @@
 //! rate. The README of the datasets calls obfuscated variants of eval attacks a fair
 //! robustness test; nothing here feeds back into training.
 //! `cargo run --release -p palisade-eval --example robustness -- FILE.jsonl...`
+//! (`PALISADE_DETECT_MODEL=ARTIFACT` measures that artifact instead of the embedded one).
 
 use palisade_detect::{Detector, ScanInput, Verdict};
 use palisade_eval::synth::{obfuscate_as, OBFUSCATIONS};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let d = Detector::embedded()?;
+    let d = match std::env::var("PALISADE_DETECT_MODEL") {
+        Ok(p) => Detector::from_model_bytes(&std::fs::read(p)?)?,
+        Err(_) => Detector::embedded()?,
+    };
     let names = [
         "homoglyph",
         "zero_width",

@@ -22,6 +22,7 @@ mod compose;
 mod generators;
 pub mod lexicon;
 pub mod obfuscation;
+pub mod optimizer_suffix;
 
 use palisade_detect::Channel;
 
