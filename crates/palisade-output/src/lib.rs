@@ -106,6 +106,7 @@ mod json;
 mod markup;
 mod options;
 mod sanitize;
+mod screen;
 mod url;
 
 pub use error::OutputError;
