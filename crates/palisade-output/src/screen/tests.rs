@@ -112,6 +112,25 @@ mod properties {
     fn piece() -> impl Strategy<Value = String> {
         let core = canary().token[4..].to_string();
         let rev: String = core.chars().rev().collect();
+        // One real-shaped secret of every rule, to be cut and glued by the generator.
+        let a36 = "aB3dE5gH7jK9mN1pQ2rS4tU6vW8xY0zA1bC2";
+        let whole: Vec<String> = vec![
+            format!("AIza{}", &a36[..35]),
+            format!("xYz8Q~{}", "aBcDeFgHiJkLmNoPqRsTuVwXyZaBcDeFg"),
+            format!("github_pat_{a36}{a36}{}", &a36[..10]),
+            format!("glpat-{}", &a36[..20]),
+            format!("https://hooks.slack.com/services/{a36}{}", &a36[..7]),
+            format!("sk_live_{}", &a36[..16]),
+            format!("sk-proj-{}T3BlbkFJ{}", &a36[..20], &a36[..20]),
+            format!("sk-ant-api03-{a36}{a36}{}AA", &a36[..21]),
+            format!("SG.{}.{a36}{}", &a36[..22], &a36[..7]),
+            format!("npm_{a36}"),
+            format!("ya29.{}", &a36[..24]),
+            format!("hf_{}", "aBcDeFgHiJkLmNoPqRsTuVwXyZaBcDeFgH"),
+            format!("AccountKey={a36}{a36}{}==", &a36[..14]),
+            format!("api_key = \"{}\"", &a36[..20]),
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4".to_owned(),
+        ];
         let fixed: Vec<String> = [
             // Secret prefixes and near misses.
             "AKIA",
@@ -247,6 +266,7 @@ mod properties {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(whole)
         .collect();
         prop_oneof![
             4 => proptest::sample::select(fixed),
