@@ -14,11 +14,13 @@
 //! condition here, and `tests::secret_rule_table_is_the_one_screened` fails until it does
 //! for the secret rules.
 //!
-//! Why each "clean" is sound, for an ASCII text (any other byte sends the text to the full
-//! analysis, so hiding, folding and Unicode regex classes never come into play: the
-//! stripped and folded views are the text itself):
+//! Why each "clean" is sound. Non-ASCII characters are let through only when inert (see
+//! [`inert`]: not hidden, not folded, no Unicode digit or space, no case variant of an
+//! ASCII letter the case-insensitive rules would take), so the stripped and folded views
+//! are the text itself and no Unicode regex class matches anything the ASCII reasoning
+//! below does not see; their bytes count as key characters. Then:
 //!
-//! * hidden markup: ASCII holds none but HTML comments, which need `<`;
+//! * hidden markup: with inert characters, none but HTML comments, which need `<`;
 //! * secrets (palisade-detect's rule table, anchored and glued, and PEM blocks): a PEM
 //!   block needs `-----`. Every other rule's match holds a run of at least 15 characters
 //!   of `[A-Za-z0-9_+/=.~-]` (the shortest, `xoxb-` and ten characters, is 15), and a
@@ -38,9 +40,13 @@
 //!   the full analysis runs it first; the reversed search is the same substring search in
 //!   the lowercase alphanumeric skeleton, done bit-parallel instead of on a copy.
 
+use palisade_detect::chars::{
+    is_bidi_control, is_invisible_mark, is_tag, is_variation_selector, is_zero_width,
+};
 use palisade_detect::Canary;
 
 use crate::findings::Phase2;
+use crate::fold::fold_char;
 use crate::markup;
 use crate::options::{BareDomains, SanitizeOptions};
 
@@ -141,7 +147,20 @@ pub(crate) fn is_clean(text: &str, opts: &SanitizeOptions) -> bool {
     let mut link_trigger = false;
     for (i, &c) in b.iter().enumerate() {
         if !c.is_ascii() {
-            return false;
+            // A non-ASCII character is let through only when it changes no view and no
+            // regex class can take it (see `inert`). Its bytes continue a key run: the
+            // run bound then stays an over-estimate whatever the character.
+            if c >= 0xC0
+                && !text
+                    .get(i..)
+                    .and_then(|r| r.chars().next())
+                    .is_some_and(inert)
+            {
+                return false;
+            }
+            run += 1;
+            long_run |= run >= MIN_SECRET_RUN;
+            continue;
         }
         if key_char(c) {
             run += 1;
@@ -201,10 +220,32 @@ pub(crate) fn is_clean(text: &str, opts: &SanitizeOptions) -> bool {
             };
         }
     }
+    // A long run that only became long at the text's last (non-ASCII) bytes.
+    if opts.secrets && long_run && (prefix || (keyword && assign)) {
+        return false;
+    }
     if links_on && link_trigger && !links_clean(text, opts) {
         return false;
     }
     opts.canaries.iter().all(|c| canary_clean(text, c))
+}
+
+/// A non-ASCII character that no detector can see as anything: not hidden markup (the
+/// stripped view keeps it), not a compatibility form (the folded view keeps it), not a
+/// Unicode digit (the PII regexes' `\d` is Unicode: `١٢٣-٤٥-٦٧٨٩` is an SSN to them), not
+/// whitespace (`\s`), and not `ſ` or the Kelvin sign (the case-insensitive secret rules
+/// read them as `s` and `k`). It is no link syntax (the scanner's triggers are ASCII), and
+/// the canary searches are run as the full analysis runs them.
+fn inert(c: char) -> bool {
+    !(is_tag(c)
+        || is_bidi_control(c)
+        || is_invisible_mark(c)
+        || is_zero_width(c)
+        || is_variation_selector(c)
+        || c.is_numeric()
+        || c.is_whitespace()
+        || matches!(c, '\u{17F}' | '\u{212A}'))
+        && fold_char(c).is_none()
 }
 
 /// `ddd-dd-dddd` starting at `i`.

@@ -52,6 +52,7 @@ fn common_side_fields_are_clean() {
         "get_weather",
         "call_Xq7Lm2Vb4NcR8tZpW3sYd6Fh",
         "The quick brown fox jumps over the lazy dog.",
+        "It\u{2019}s done \u{2014} caf\u{e9} \u{1F680} \u{65E5}\u{672C}\u{2026}",
     ] {
         assert!(is_clean(t, &opts), "{t:?}");
     }
@@ -79,7 +80,9 @@ fn each_trigger_sends_to_the_full_analysis() {
         "DE89370400440532013000",
         "[x](https://evil.example/)",
         "x<!-- y -->",
-        "caf\u{e9}",
+        "caf\u{e9}\u{200B}",
+        "\u{17F}k_live_abcdefghij0123",
+        "\u{661}\u{662}\u{663}-\u{664}\u{665}-\u{666}\u{667}\u{668}\u{669}",
         "http://evil.example",
         "//evil.example/x",
         "www.evil.example",
@@ -262,6 +265,19 @@ mod properties {
             "~",
             "_",
             "%",
+            "\u{2019}",
+            "\u{2014}",
+            "\u{2026}",
+            "\u{1F680}",
+            "\u{65E5}\u{672C}",
+            "\u{A0}",
+            "\u{2028}",
+            "\u{AD}",
+            "\u{17F}ecret=",
+            "to\u{212A}en: ",
+            "\u{FF53}\u{FF4B}\u{FF3F}",
+            "\u{661}\u{662}\u{663}-\u{664}\u{665}-\u{666}\u{667}\u{668}\u{669}",
+            "\u{966}\u{967}",
             "+",
         ]
         .iter()
