@@ -229,11 +229,32 @@ impl RequestCtx {
         tracing::info!(
             status,
             tenant = self.tenant.as_deref().unwrap_or("-"),
-            model = %self.model_label,
+            model = %OneLine(&self.model_label),
             latency_us = elapsed.as_micros() as u64,
             stream = stream_outcome.unwrap_or("-"),
             "served"
         );
+    }
+}
+
+/// Client-chosen text (a wildcard route's model name) shown on one log line:
+/// control characters (C0, DEL, C1 such as U+0085) and the Unicode line and
+/// paragraph separators are written as `\u{…}`, everything else as is.
+/// `tracing`'s text format writes a `%` value raw, so a model name carrying a
+/// line break would otherwise forge a log line of its own.
+struct OneLine<'a>(&'a str);
+
+impl std::fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let breaks = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+        let mut rest = self.0;
+        while let Some(at) = rest.find(breaks) {
+            f.write_str(&rest[..at])?;
+            let c = rest[at..].chars().next().unwrap_or_default();
+            write!(f, "\\u{{{:04x}}}", u32::from(c))?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        f.write_str(rest)
     }
 }
 
@@ -272,5 +293,23 @@ impl Drop for RequestCtx {
         if !self.done {
             self.finish(499, None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OneLine;
+
+    #[test]
+    fn one_line_escapes_every_line_break_and_keeps_the_rest() {
+        assert_eq!(OneLine("llama-3.1:8b").to_string(), "llama-3.1:8b");
+        assert_eq!(OneLine("modèle ✓").to_string(), "modèle ✓");
+        let forged = "m\nINFO forged\r\u{85}\u{2028}\u{2029}\u{1b}[2J\u{7f}";
+        let shown = OneLine(forged).to_string();
+        assert_eq!(
+            shown,
+            "m\\u{000a}INFO forged\\u{000d}\\u{0085}\\u{2028}\\u{2029}\\u{001b}[2J\\u{007f}"
+        );
+        assert!(shown.lines().count() == 1);
     }
 }

@@ -228,3 +228,67 @@ async fn admin_usage_reports_the_ledger_to_admin_keys_only() {
     // 2 words + 3 prompt tokens, 2 completion tokens, per request.
     assert_eq!(acme["total_tokens"], 21);
 }
+
+/// Red team (issue #17's borrowed tally): a hostile upstream dresses its
+/// usage chunk so that a reader searching for `"usage"` (or a derived
+/// struct reading the first of two members) would miss it, and plants a
+/// decoy `"usage"` inside a string. The ledger still records the upstream's
+/// own figures, never the smaller count of the text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disguised_stream_usage_is_still_recorded() {
+    use palisade_testkit::{HostileUpstream, RawResponse};
+    fn chunk(content: &str) -> String {
+        format!(
+            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{}}},\"finish_reason\":null}}]}}\n\n",
+            serde_json::to_string(content).unwrap()
+        )
+    }
+    let usage = r#"{"prompt_tokens":900,"completion_tokens":700,"total_tokens":1600}"#;
+    let cases = [
+        ("escaped key", format!("data: {{\"id\":\"c\",\"choices\":[],\"us\\u0061ge\":{usage}}}\n\n")),
+        ("null first, then the real one", format!("data: {{\"id\":\"c\",\"choices\":[],\"usage\":null,\"usage\":{usage}}}\n\n")),
+        ("on a content chunk", format!("data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"x\"}}}}],\"\\u0075sage\":{usage}}}\n\n")),
+    ];
+    for (name, usage_event) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.db");
+        let mut sse = chunk("Sure. ");
+        // A decoy: `"usage"` with small figures inside the text.
+        sse.push_str(&chunk(
+            "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2} ",
+        ));
+        sse.push_str(&usage_event);
+        sse.push_str("data: [DONE]\n\n");
+        let upstream = HostileUpstream::start(RawResponse::sse(sse)).await;
+        let toml = format!(
+            "[ledger]\nurl = \"sqlite:{}\"\n[backends.main]\nbase_url = \"{}\"",
+            db.display(),
+            upstream.base_url()
+        );
+        let (gw, client) = start(&toml).await;
+        let resp = client
+            .post(format!("http://{}/v1/chat/completions", gw.local_addr()))
+            .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{name}");
+        let body = resp.text().await.unwrap();
+        assert!(body.ends_with("data: [DONE]\n\n"), "{name}: {body}");
+        let mut found = Vec::new();
+        for _ in 0..100 {
+            found = rows(&db).await;
+            if !found.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        assert_eq!(found.len(), 1, "{name}: {found:?}");
+        assert_eq!(
+            (found[0].prompt_tokens, found[0].completion_tokens),
+            (900, 700),
+            "{name}: the upstream's usage, not the decoy nor a count"
+        );
+        assert_eq!(found[0].usage_source, UsageSource::Upstream, "{name}");
+    }
+}

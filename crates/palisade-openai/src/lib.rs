@@ -22,6 +22,7 @@ pub mod error;
 mod hf;
 pub mod request;
 pub mod sse;
+mod tally_view;
 pub mod usage;
 
 pub use error::{ApiError, ErrorCode, ErrorKind};

@@ -39,7 +39,15 @@ impl SseEvent {
     /// The `data` field: all `data:` lines joined with `\n`, or `None` for an
     /// event without data (comments, heartbeats).
     pub fn data(&self) -> Option<String> {
-        let mut out: Option<String> = None;
+        self.data_ref().map(std::borrow::Cow::into_owned)
+    }
+
+    /// [`Self::data`] without a copy when the event has one `data:` line of
+    /// valid UTF-8 (every chat chunk of a well-behaved upstream): the relay
+    /// reads each event's data several times.
+    pub fn data_ref(&self) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        let mut out: Option<Cow<'_, str>> = None;
         for line in lines(&self.raw) {
             let value = if line == b"data" {
                 Some(&b""[..])
@@ -50,19 +58,21 @@ impl SseEvent {
             };
             if let Some(value) = value {
                 // Valid UTF-8 (every well-behaved upstream) is checked by
-                // the fast validator and copied once; only invalid bytes take
+                // the fast validator and borrowed; only invalid bytes take
                 // the slower lossy path, with the same result.
                 let value = match std::str::from_utf8(value) {
-                    Ok(text) => std::borrow::Cow::Borrowed(text),
+                    Ok(text) => Cow::Borrowed(text),
                     Err(_) => String::from_utf8_lossy(value),
                 };
-                match &mut out {
-                    None => out = Some(value.into_owned()),
+                out = Some(match out {
+                    None => value,
                     Some(acc) => {
+                        let mut acc = acc.into_owned();
                         acc.push('\n');
                         acc.push_str(&value);
+                        Cow::Owned(acc)
                     }
-                }
+                });
             }
         }
         out
@@ -77,7 +87,7 @@ impl SseEvent {
         raw.iter()
             .enumerate()
             .any(|(i, &b)| b == b'[' && raw[i..].starts_with(DONE))
-            && self.data().is_some_and(|d| d.trim() == "[DONE]")
+            && self.data_ref().is_some_and(|d| d.trim() == "[DONE]")
     }
 
     /// The event as a client may receive it: its `data:` lines as they came

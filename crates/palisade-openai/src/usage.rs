@@ -364,6 +364,24 @@ impl StreamTally {
         self.observe_parsed(serde_json::from_str::<Value>(data).ok().as_ref())
     }
 
+    /// Observes one event's `data`, parsing it into a `Value` only when it is
+    /// not a plain chat chunk (see `tally_view`): a usage chunk, a Responses
+    /// event, tool calls, or any shape the borrowed reading does not know.
+    /// The tally is never less than [`Self::observe`] makes it. Returns the
+    /// `Value` when it parsed one (`None`: a plain chunk, or unparseable), so
+    /// the caller need not parse the event again.
+    pub fn observe_event(&mut self, data: &str) -> (ChunkKind, Option<Value>) {
+        if let Some(plain) = crate::tally_view::read(data) {
+            if !plain.has_choices {
+                return (ChunkKind::Other, None);
+            }
+            self.generated_chars += plain.chars;
+            return (ChunkKind::Content, None);
+        }
+        let value = serde_json::from_str::<Value>(data).ok();
+        (self.observe_parsed(value.as_ref()), value)
+    }
+
     /// Observes one event's `data` already parsed (`None`: it did not parse), so
     /// a relay that parses each event for its gates does not parse it twice.
     pub fn observe_parsed(&mut self, chunk: Option<&Value>) -> ChunkKind {

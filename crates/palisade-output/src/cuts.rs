@@ -42,6 +42,20 @@ impl Analysis<'_> {
         lo
     }
 
+    /// Where (original) the context starts that a window cut at `b` must keep for the next
+    /// analysis: `chars` characters of the text the detectors read (hidden marks and
+    /// comments removed, so invisible padding cannot push a key's name out of reach) before
+    /// `b`, or the window's start if it holds fewer.
+    pub fn context_start(&self, b: usize, chars: usize) -> usize {
+        let q = self.to_stripped(b).min(self.stripped.len());
+        let before = &self.stripped[..q];
+        match before.char_indices().rev().nth(chars.saturating_sub(1)) {
+            Some((p, _)) if chars > 0 => self.map.start(p).min(b),
+            Some(_) => b,
+            None => 0,
+        }
+    }
+
     /// The latest position (original) up to which text may be released: before an
     /// unresolved construct (with `structural` false, only comments and PEM blocks count)
     /// and, while more text may come, before the last token.
@@ -78,12 +92,9 @@ impl Analysis<'_> {
         {
             return false;
         }
-        let key = line.trim_end_matches([' ', '\t']);
-        let key = key
-            .strip_suffix(':')
-            .unwrap_or(key)
-            .trim_end_matches([' ', '\t']);
-        !key.ends_with("\"type\"")
+        // The rule reads any whitespace around the colon, blank lines too: a release point
+        // in it would need context reaching back arbitrarily far.
+        !after_type_key(line)
     }
 
     /// Tells the analysis what the canary skeleton was before the window (the last
@@ -315,11 +326,12 @@ fn after_group(b: &[u8], p: usize) -> bool {
 /// True if `before` ends in a JSON `"type"` key (and its colon): the
 /// `gcp-service-account` rule continues across the whitespace after it.
 fn after_type_key(before: &str) -> bool {
-    let key = before.trim_end_matches(|c: char| c.is_ascii_whitespace());
+    // `\s` in the rule is Unicode whitespace.
+    let key = before.trim_end_matches(char::is_whitespace);
     let key = key
         .strip_suffix(':')
         .unwrap_or(key)
-        .trim_end_matches(|c: char| c.is_ascii_whitespace());
+        .trim_end_matches(char::is_whitespace);
     key.ends_with("\"type\"")
 }
 

@@ -11,12 +11,21 @@
 //!   and no construct the window ended inside of starts before it;
 //! * it is not inside the last token (which may still grow);
 //! * the line before a newline does not end in a digit or `)` (a phone number continues
-//!   across a line break) or a JSON `"type":` key;
+//!   across a line break) or a JSON `"type":` key (blank lines after it included);
 //! * no canary's alphanumeric skeleton could run across it.
 //!
 //! Windows always start at an earlier cut, so every window is parsed exactly as the whole
 //! text would be from there, which is what makes the released text equal `sanitize` of the
 //! whole completion (see the crate docs for the precise statement).
+//!
+//! The lookback is incremental: after each release it is trimmed to the latest earlier cut
+//! that still leaves [`CONTEXT_CHARS`] characters of what the detectors read (more than
+//! any of them reaches back across a cut), so each analysis covers the new text and that
+//! context, not a fixed span of released text; what leaves the buffer is carried forward
+//! as its canary skeleton (`pre_skel`).
+
+mod action;
+mod text;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -26,16 +35,60 @@ use crate::detectors::{pem_end, PEM_END_MAX};
 use crate::edit::render;
 use crate::error::OutputError;
 use crate::findings::{Analysis, Applied, Open};
-use crate::fold::fold_char;
-use crate::markup::MAX_CONSTRUCT_BYTES;
+use crate::markup::{BLOCK_PREFIX_MAX, MAX_CONSTRUCT_BYTES};
 use crate::options::{Class, GuardOptions, MIN_MAX_HOLD_BYTES, MIN_SAFE_HOLD_BYTES};
 use crate::sanitize::analyze;
+
+use action::{Action, DropMode};
+use text::{ceil_boundary, floor_boundary, has_boundary, remember};
 
 const _: () = assert!(MAX_CONSTRUCT_BYTES < MIN_SAFE_HOLD_BYTES);
 
 /// How many canary-skeleton characters of text no longer held are remembered (more than
 /// any canary core).
 const PRE_SKELETON: usize = 32;
+
+/// How much released text every analysis window keeps in front of the held text, in
+/// characters of the text the detectors read (hidden marks and comments removed): more
+/// than the farthest any detector reaches back across a release point. Windows start at
+/// an earlier release point at least this far back, so each is parsed as the whole text
+/// is from there (see the module docs), and released text is rescanned only as context,
+/// not re-analysed whole at every release. What reaches back across a release point:
+///
+/// * a key's name before its value (`secret. = q8Zr…`): palisade-detect's generic rule reads
+///   a name of at most 13 characters, 20 word characters, a quote, 5 spaces, a 2-character
+///   separator, 5 spaces and a quote before the value ([`SECRET_NAME_REACH`]);
+/// * a PII number written in groups with spaces (an IBAN: 44 characters at most,
+///   [`PII_SPAN_MAX`]); phone numbers and cards are shorter;
+/// * a reference definition's line start, looked for [`BLOCK_PREFIX_MAX`] bytes back from
+///   its `[` (each character is at least one byte, so this many characters suffice);
+/// * a canary written out with a separator after every character of its 20-character
+///   token, whatever the encoding of its characters (3 characters each:
+///   [`ENCODED_CANARY_MAX`]). A canary spread farther than that by whitespace is caught by
+///   the skeleton the guard remembers (`pre_skel`); one found only by decoding the whole
+///   text is caught within a window, as the crate docs say.
+///
+/// Every construct the markup parsers read is held while it may grow (the window cannot
+/// start inside one), and a JSON `"type":` key holds any cut after it (its rule allows any
+/// whitespace), so none of them needs context.
+pub const CONTEXT_CHARS: usize = 96;
+
+/// See [`CONTEXT_CHARS`].
+const SECRET_NAME_REACH: usize = 13 + 20 + 1 + 5 + 2 + 5 + 1;
+/// See [`CONTEXT_CHARS`].
+const PII_SPAN_MAX: usize = 4 + 7 * 5 + 5;
+/// See [`CONTEXT_CHARS`].
+const ENCODED_CANARY_MAX: usize = 20 * 3;
+const _: () = assert!(CONTEXT_CHARS >= SECRET_NAME_REACH);
+const _: () = assert!(CONTEXT_CHARS >= PII_SPAN_MAX);
+const _: () = assert!(CONTEXT_CHARS > BLOCK_PREFIX_MAX);
+const _: () = assert!(CONTEXT_CHARS >= ENCODED_CANARY_MAX);
+
+/// The context kept is at most this many bytes even when [`CONTEXT_CHARS`] characters
+/// reach farther back (invisible padding): the cost of each analysis, and the memory of a
+/// stream, stay bounded. Four times the fixed lookback this replaced, so a key name padded
+/// with invisible marks is read across a release point from farther than before.
+const CONTEXT_BYTES_MAX: usize = 2048;
 
 /// How much of a dropped token is kept to recognize a `-----BEGIN` or `<!--` that
 /// straddles two deltas (one byte less than the longer opener).
@@ -524,12 +577,13 @@ impl StreamGuard {
                 text,
                 findings,
                 cut,
+                context,
             } => {
                 out.text.push_str(&text);
                 for f in findings {
                     out.violations.push(self.absolute(f));
                 }
-                self.advance(cut);
+                self.advance(cut, context);
                 true
             }
             Action::Drop {
@@ -607,6 +661,7 @@ impl StreamGuard {
             text,
             findings,
             cut: b,
+            context: a.context_start(b, CONTEXT_CHARS),
         }
     }
 
@@ -654,9 +709,11 @@ impl StreamGuard {
         }
     }
 
-    /// Marks `buf[..b]` released and trims the lookback to the latest release point that
-    /// leaves at least `lookback_bytes` of it.
-    fn advance(&mut self, b: usize) {
+    /// Marks `buf[..b]` released and trims the lookback to the latest release point at or
+    /// before `context` (the start of the context the next window needs, see
+    /// [`CONTEXT_CHARS`]) that also leaves `lookback_bytes` of it, and that keeps at most
+    /// [`CONTEXT_BYTES_MAX`] before `b` where release points allow.
+    fn advance(&mut self, b: usize, context: usize) {
         self.stalled = 0;
         self.held_abs += b - self.held_at;
         self.held_at = b;
@@ -667,17 +724,17 @@ impl StreamGuard {
         if self.clean.last() != Some(&b) {
             self.clean.push(b);
         }
-        let lb = self.opts.lookback_bytes;
-        let idx = self.clean.partition_point(|&c| c + lb <= self.held_at);
-        let cut = if idx > 0 {
-            self.clean[idx - 1]
-        } else if self.held_at > lb + self.opts.max_hold_bytes {
-            // No release point far enough back (only after forced cuts through very long
-            // text): trim anyway to keep memory bounded.
-            ceil_boundary(&self.buf, self.held_at - lb)
-        } else {
-            0
-        };
+        let target = context
+            .max(b.saturating_sub(CONTEXT_BYTES_MAX))
+            .min(b.saturating_sub(self.opts.lookback_bytes));
+        // `clean[0]` is 0, so there is always a release point at or before the target.
+        let idx = self.clean.partition_point(|&c| c <= target);
+        let mut cut = self.clean[..idx].last().copied().unwrap_or(0);
+        if b - cut > CONTEXT_BYTES_MAX + self.opts.max_hold_bytes {
+            // No release point near enough (one delta brought a very long segment): trim
+            // anyway, so memory and the cost of each analysis stay bounded.
+            cut = ceil_boundary(&self.buf, b - CONTEXT_BYTES_MAX);
+        }
         if cut > 0 {
             let gone = &self.buf[..cut];
             remember(&mut self.pre_skel, gone);
@@ -709,78 +766,4 @@ impl StreamGuard {
             ..f
         }
     }
-}
-
-enum Action {
-    Stop(Vec<Applied>),
-    Emit {
-        text: String,
-        findings: Vec<Applied>,
-        cut: usize,
-    },
-    Drop {
-        marker: &'static str,
-        finding: Option<Applied>,
-        mode: DropMode,
-    },
-}
-
-enum DropMode {
-    /// Skip to the end of the comment opened at this buffer position.
-    Comment(usize),
-    /// Skip to the END line of the PEM block opened at this buffer position.
-    Pem(usize),
-    Token,
-    None,
-}
-
-/// Appends the canary skeleton of `text` to `skel`, keeping the last [`PRE_SKELETON`].
-fn remember(skel: &mut Vec<u8>, text: &str) {
-    for c in text.chars() {
-        let c = fold_char(c).unwrap_or(c);
-        if c.is_ascii_alphanumeric() {
-            skel.push(c.to_ascii_lowercase() as u8);
-        }
-    }
-    if skel.len() > PRE_SKELETON {
-        skel.drain(..skel.len() - PRE_SKELETON);
-    }
-}
-
-/// A semantic boundary ends at or after `from`.
-fn has_boundary(buf: &str, from: usize) -> bool {
-    let b = buf.as_bytes();
-    (from..b.len()).any(|i| match b[i] {
-        b'\n' => true,
-        c if c.is_ascii_whitespace() => i > 0 && matches!(b[i - 1], b'.' | b'!' | b'?'),
-        0xE3 | 0xEF => ["。", "！", "？"]
-            .iter()
-            .any(|s| b[i..].starts_with(s.as_bytes())),
-        _ => false,
-    })
-}
-
-/// The largest char boundary in `s` at or below `max`, but at least one character.
-fn floor_boundary(s: &str, max: usize) -> usize {
-    if s.len() <= max {
-        return s.len();
-    }
-    let mut k = max;
-    while k > 0 && !s.is_char_boundary(k) {
-        k -= 1;
-    }
-    if k == 0 {
-        s.chars().next().map_or(s.len(), char::len_utf8)
-    } else {
-        k
-    }
-}
-
-/// The smallest char boundary in `s` at or above `min`.
-fn ceil_boundary(s: &str, min: usize) -> usize {
-    let mut k = min.min(s.len());
-    while !s.is_char_boundary(k) {
-        k += 1;
-    }
-    k
 }

@@ -53,8 +53,10 @@
 //!
 //! [`StreamGuard`] applies the same sanitizer to a completion that arrives in deltas. It
 //! holds text back until a semantic boundary (a newline, the end of a sentence, a CJK full
-//! stop) at which nothing can be cut in two, sanitizes the held text together with a
-//! lookback of released text, and releases it. It stops the stream (`stop: true`, for a
+//! stop) at which nothing can be cut in two, sanitizes the held text together with the
+//! context of released text its detectors need ([`CONTEXT_CHARS`] visible characters,
+//! from an earlier release point; not a fixed span rescanned at every release), and
+//! releases it. It stops the stream (`stop: true`, for a
 //! `finish_reason: "content_filter"`) on a canary leak (also one spread so thinly over the
 //! stream that its start is no longer held: the guard remembers the canary skeleton of what
 //! it let go) or a finding of a class marked blocking. [`JsonStreamGuard`] does the same
@@ -71,7 +73,8 @@
 //! longer than the bound, it is never emitted in part: an HTML comment is dropped up to its
 //! `-->`, a PEM key up to its END line (shown as `[REDACTED:private-key]`), and any other
 //! token up to the next whitespace (shown as `[REDACTED:oversized-token]`, class
-//! [`Class::Overflow`]). Memory per stream is bounded by the lookback plus two hold bounds.
+//! [`Class::Overflow`]). Memory per stream is bounded by the kept context (at most 2 KiB
+//! plus one hold bound) plus two hold bounds.
 //!
 //! By time: with [`StreamGuard::push_at`] and [`StreamGuard::release_due`] the caller
 //! passes its clock (the crate reads none). Text held longer than
@@ -87,7 +90,8 @@
 //! For any split of a completion into deltas and any timing of time-forced releases:
 //! the stream stops exactly when the whole completion leaks a canary (one that
 //! palisade-detect locates; a canary found only by decoding the whole text, such as spaced
-//! letters joined across far-apart windows, is caught within a window) or has a blocking
+//! letters joined across far-apart windows, is caught within a window: at least
+//! [`CONTEXT_CHARS`] characters of released text and the held text) or has a blocking
 //! finding, and otherwise the concatenation of every [`Released::text`] equals
 //! `sanitize(whole completion).text`, unless the byte bound forced a release
 //! ([`StreamGuard::forced_releases`] > 0: one run of more than `max_hold_bytes` bytes without
@@ -118,7 +122,7 @@ mod url;
 
 pub use error::OutputError;
 pub use findings::Applied;
-pub use guard::{Released, StreamGuard};
+pub use guard::{Released, StreamGuard, CONTEXT_CHARS};
 pub use json::{sanitize_json, JsonStreamGuard};
 pub use options::{
     BareDomains, Class, ClassSet, GuardOptions, HostAllowlist, HostPredicate, LinkAllow,

@@ -328,10 +328,12 @@ pub const MIN_MAX_HOLD_BYTES: usize = 256;
 /// image's destination released, its replacement landing in its title). A configured
 /// `max_hold_bytes` between [`MIN_MAX_HOLD_BYTES`] and this is raised to it.
 pub const MIN_SAFE_HOLD_BYTES: usize = 4096;
-/// Default for [`GuardOptions::lookback_bytes`]: far more than any detector's left context
-/// (a key name before its value, a phone prefix, a canary split by separators), cheap to
-/// rescan at each release.
-pub const DEFAULT_LOOKBACK_BYTES: usize = 512;
+/// Default for [`GuardOptions::lookback_bytes`]: none beyond the context the detectors
+/// need, which the guard always keeps (at least [`crate::CONTEXT_CHARS`] visible characters
+/// of released text: see `guard.rs`). A larger value rescans more released text at each
+/// release: it only widens the window in which a canary encoded across many lines (hex
+/// or spaced letters decoded as a whole) is recognized, at a cost per release.
+pub const DEFAULT_LOOKBACK_BYTES: usize = 0;
 /// Default for [`GuardOptions::max_hold_time`]: text held longer than this is released up
 /// to the last position from which nothing could still complete.
 pub const DEFAULT_MAX_HOLD_TIME: Duration = Duration::from_millis(250);
@@ -342,8 +344,9 @@ pub struct GuardOptions {
     /// At most this many bytes of completion text are held back at any time (checked when
     /// `push` returns). See the crate docs for what happens at the bound.
     pub max_hold_bytes: usize,
-    /// At least this much already-released text is rescanned with each release, so that a
-    /// finding whose context started earlier is still seen.
+    /// At least this much already-released text is rescanned with each release, on top of
+    /// the [`crate::CONTEXT_CHARS`] visible characters always kept so that a finding whose
+    /// context started earlier is still seen.
     pub lookback_bytes: usize,
     /// What to neutralize.
     pub sanitize: SanitizeOptions,

@@ -595,3 +595,137 @@ proptest! {
         prop_assert!(!out.contains("AKIAZ7Q2"));
     }
 }
+
+/// A construct that reaches back across a release point, each with what must never be
+/// released: a key's name before a sentence end or line break and its value after (also
+/// with the name pushed far back by invisible marks, past any fixed byte lookback), a PII
+/// number in groups, a link whose text holds a sentence end, a comment over sentences, a
+/// reference definition in mid-line.
+fn straddler() -> impl Strategy<Value = (String, Vec<String>)> {
+    const KEY: &str = "q8Zr2LmX91vTb7Kd4Hs0";
+    prop_oneof![
+        Just((
+            format!("My secret. = {KEY} is here.\n"),
+            vec![KEY.to_string()]
+        )),
+        Just((format!("api_key:\n{KEY}\nnext. "), vec![KEY.to_string()])),
+        Just((
+            format!("client_secret_of_the_day\" \n: {KEY} ok. "),
+            vec![KEY.to_string()]
+        )),
+        // Release points (line breaks) between the name and the value: only context
+        // reaching back past several of them keeps the name in view.
+        Just((
+            format!("password. \n\n\n\n= {KEY} ok. "),
+            vec![KEY.to_string()]
+        )),
+        Just((
+            format!("client_secret_of_the_day_now\"\n\n\n\n\n:=\n\n\n\n\n\"{KEY}\" ok. "),
+            vec![KEY.to_string()]
+        )),
+        (0usize..700).prop_map(|n| (
+            format!("password{}\n= {KEY}\nok. ", "\u{200B}".repeat(n)),
+            vec![KEY.to_string()]
+        )),
+        (0usize..40).prop_map(|n| (
+            format!("token<!--{}-->\n= {KEY}\nok. ", "x. ".repeat(n)),
+            vec![KEY.to_string()]
+        )),
+        Just((
+            "IBAN DE89 3704 0044 0532 0130 00. ".to_string(),
+            vec!["3704 0044".to_string()]
+        )),
+        Just((
+            "[see. this\nand that](https://evil.example/x) ok. ".to_string(),
+            vec!["evil.example/x".to_string()]
+        )),
+        Just(("<!-- a. b\n c! d? -->. ".to_string(), vec![])),
+        Just((
+            "words [r]: https://evil.example/r\nuse [r]. ".to_string(),
+            vec!["evil.example/r".to_string()]
+        )),
+        Just((
+            "{\"type\":\n\n\n\n\"service_account\"}\nok. ".to_string(),
+            vec!["service_account".to_string()]
+        )),
+    ]
+}
+
+/// Filler of `n` sentences-worth of words, so that where the kept context begins falls at
+/// every offset before, inside and after the construct that follows.
+fn filler() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            4 => proptest::sample::select(vec!["the", "model", "said", "a", "word", "é", "日本"])
+                .prop_map(|w| format!("{w} ")),
+            1 => Just(". ".to_string()),
+            1 => Just("\n".to_string()),
+            1 => Just("\u{200B}".to_string()),
+        ],
+        0..120,
+    )
+    .prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    /// The guard keeps only [`palisade_output::CONTEXT_CHARS`] characters of released text
+    /// in front of what it holds: constructs that reach back across a release point are
+    /// still judged whole, wherever that context begins, under any split and timing.
+    #[test]
+    fn context_reaching_back_is_kept(
+        before in filler(),
+        (construct, forbidden) in straddler(),
+        after in filler(),
+        cuts in proptest::collection::vec(any::<usize>(), 0..40),
+        gaps in proptest::collection::vec(0u16..600, 40),
+        ticks in proptest::collection::vec(any::<bool>(), 40),
+    ) {
+        let text = format!("{before}{construct}{after}");
+        let opts = guard_options(1 << 16);
+        let whole = sanitize(&text, &opts.sanitize);
+        for f in &forbidden {
+            prop_assert!(!whole.text.contains(f.as_str()), "whole released {:?}", f);
+        }
+        let (streamed, forced, _) = run_timed(opts, &split(&text, &cuts), &gaps, &ticks);
+        prop_assert_eq!(forced, 0);
+        prop_assert_eq!(streamed, Outcome::Text(whole.text.into_owned()));
+    }
+
+    /// A canary split at any offset by a sentence end or line break, or spread over many
+    /// sentences (a sentence end after each of its characters), after filler of any
+    /// length: the stream refuses it, as the whole does.
+    #[test]
+    fn canary_across_release_points_is_refused(
+        before in filler(),
+        seed in any::<[u8; 16]>(),
+        at in 1usize..19,
+        // The last separator is longer than the context kept: only the skeleton the guard
+        // remembers of text it let go can join the canary's characters.
+        sep in proptest::sample::select(vec![
+            ". ".to_string(), "\n".to_string(), "! \n".to_string(), "。".to_string(),
+            ". ".repeat(60),
+        ]),
+        spread in any::<bool>(),
+        after in filler(),
+        cuts in proptest::collection::vec(any::<usize>(), 0..40),
+        gaps in proptest::collection::vec(0u16..600, 40),
+        ticks in proptest::collection::vec(any::<bool>(), 40),
+    ) {
+        let canary = Canary::from_random(&seed);
+        let token = canary.token.clone();
+        let planted = if spread {
+            token.chars().map(|c| format!("{c}{sep}")).collect::<String>()
+        } else {
+            let at = at.min(token.len() - 1);
+            format!("{}{sep}{}", &token[..at], &token[at..])
+        };
+        let text = format!("{before}{planted} {after}");
+        let mut opts = guard_options(1 << 16);
+        opts.sanitize.canaries = vec![canary];
+        prop_assert!(located_leak(&text, &opts.sanitize));
+        let (streamed, _, _) = run_timed(opts, &split(&text, &cuts), &gaps, &ticks);
+        prop_assert_eq!(streamed, Outcome::Refused);
+    }
+}

@@ -131,15 +131,40 @@ impl AuditRecord {
         }
     }
 
-    /// One JSON line, without the trailing newline.
+    /// One JSON line, without the trailing newline. U+0085, U+2028 and U+2029 (which
+    /// only a string value can hold: a model name, a tool name) are written as `\uXXXX`
+    /// escapes: the same JSON to any parser, and no reader that breaks lines on them
+    /// (Python's `splitlines`, some log viewers) can split a record.
     pub fn to_json_line(&self) -> Result<String, PolicyError> {
-        serde_json::to_string(self).map_err(PolicyError::AuditRecord)
+        serde_json::to_string(self)
+            .map(escape_unicode_line_breaks)
+            .map_err(PolicyError::AuditRecord)
     }
 
     /// Reads one JSON line. Unknown fields are ignored, so newer records stay readable.
     pub fn from_json_line(line: &str) -> Result<AuditRecord, PolicyError> {
         serde_json::from_str(line).map_err(PolicyError::AuditRecord)
     }
+}
+
+/// `json` (serialized JSON) with U+0085, U+2028 and U+2029 as `\uXXXX` escapes. In
+/// `serde_json`'s output those characters can only stand inside strings, where the
+/// escape means the same character.
+pub fn escape_unicode_line_breaks(json: String) -> String {
+    // U+0085 is C2 85, U+2028/9 are E2 80 A8/A9: nothing to do without C2 or E2.
+    if !json.bytes().any(|b| b == 0xc2 || b == 0xe2) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 12);
+    for c in json.chars() {
+        match c {
+            '\u{85}' => out.push_str("\\u0085"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A record whose enforced action changes under the simulated policy.
@@ -214,4 +239,62 @@ pub fn simulate(
         }
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hostile model name (a wildcard route takes it from the client) with every kind
+    /// of line break: the record stays one line for any reader and reads back the same.
+    #[test]
+    fn no_value_breaks_a_record_line() {
+        let model = "m\n\r\u{85}\u{2028}\u{2029}\u{0}\"}\n{\"action\":\"allow\"";
+        let record = AuditRecord {
+            ts_ms: 1,
+            request_id: "r".into(),
+            tenant: "t\u{2028}".into(),
+            route: "chat".into(),
+            model: model.into(),
+            gate: Gate::Input,
+            tier: "standard".into(),
+            policy_version: "sha256:0123456789abcdef".parse().unwrap(),
+            evidence: Evidence {
+                schema_violation: Some("/a\u{2029}b: required".into()),
+                ..Evidence::default()
+            },
+            action: Action::Block,
+            reasons: Vec::new(),
+            latency_us: 0,
+            shadow: None,
+            degraded: None,
+        };
+        let line = record.to_json_line().unwrap();
+        assert!(
+            !line.contains(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}']),
+            "{line}"
+        );
+        assert!(
+            line.contains(r#"m\n\r\u0085\u2028\u2029\u0000\"}\n{\"action"#),
+            "{line}"
+        );
+        assert_eq!(AuditRecord::from_json_line(&line).unwrap(), record);
+        let plain = AuditRecord {
+            model: "gpt-4o".into(),
+            tenant: "t".into(),
+            evidence: Evidence::default(),
+            ..record
+        };
+        // Without those characters: serde_json's bytes, unchanged.
+        assert_eq!(
+            plain.to_json_line().unwrap(),
+            serde_json::to_string(&plain).unwrap()
+        );
+    }
+
+    #[test]
+    fn escaping_keeps_other_non_ascii_text() {
+        let s = serde_json::to_string("é ✓ 😀 \u{2027}\u{202a}").unwrap();
+        assert_eq!(escape_unicode_line_breaks(s.clone()), s);
+    }
 }

@@ -158,7 +158,10 @@ mod tools;
 mod types;
 mod version;
 
-pub use audit::{simulate, AuditContext, AuditRecord, Changed, ShadowOutcome, SimulationReport};
+pub use audit::{
+    escape_unicode_line_breaks, simulate, AuditContext, AuditRecord, Changed, ShadowOutcome,
+    SimulationReport,
+};
 pub use decide::{Decision, Scores};
 pub use diff::{diff, Change, ChangeKind};
 pub use document::{

@@ -72,6 +72,10 @@
 //!   chunks (a key split between it and the general path, or carried where
 //!   it does not read: extra members, a changed `model`, the `role`, an
 //!   escaped or duplicated `content` key).
+//! - `stream_context`: the stream guard reading only a short context of
+//!   released text in front of what it holds (a key's name pushed far back
+//!   by invisible marks or split off by a line break, a link whose text
+//!   spans sentences, a canary split around where the context begins).
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
@@ -99,6 +103,7 @@ mod runtime_keys;
 mod saturation;
 mod side_fields;
 mod starvation;
+mod stream_context;
 mod stream_fast_path;
 mod streams;
 mod telemetry;

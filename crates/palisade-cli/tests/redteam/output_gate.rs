@@ -514,6 +514,28 @@ async fn item12_canary_spread_by_whitespace_runs() {
     canary_withheld(spread, ask).await;
 }
 
+/// Issue #17: the stream guard keeps only a short context of released text
+/// (`palisade_output::CONTEXT_CHARS` visible characters) in front of what it holds. A
+/// canary split by a sentence end or a line break (release points) after filler that puts
+/// the split just before, at or after where that context begins, or with a sentence end
+/// after each of its characters, is still withheld.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item17_canary_split_around_the_kept_context() {
+    fn split_after_90(c: &str) -> String {
+        format!("{}{}. {} ok.", "Sure thing. ".repeat(8), &c[..10], &c[10..])
+    }
+    fn split_after_100(c: &str) -> String {
+        format!("{}{}\n{} ok.", "a b c d e ".repeat(10), &c[..6], &c[6..])
+    }
+    fn sentence_per_character(c: &str) -> String {
+        let spread: String = c[4..].chars().map(|ch| format!("{ch}. ")).collect();
+        format!("{}{spread}done.", "Fine. ".repeat(20))
+    }
+    canary_withheld(split_after_90, ask).await;
+    canary_withheld(split_after_100, ask).await;
+    canary_withheld(sentence_per_character, ask).await;
+}
+
 /// Item 14: a reversed or fullwidth canary, or one with bidi marks between its characters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item14_reversed_fullwidth_and_marked_canaries() {

@@ -697,3 +697,67 @@ async fn short_findings_in_short_side_fields_are_caught() {
         assert!(!text.contains('\u{E0041}'), "{name}: {text}");
     }
 }
+
+/// The tool gate's report (`palisade.tool_calls`) and its note in the content
+/// echo the upstream's strings: a call's id and name. The output gate leaves
+/// the gateway's own report alone, so a key the upstream wrote as a call's
+/// name or id reached the client there (found by the output gate's screen
+/// tests); a key as the id was also released to the executor with the call.
+/// Whole and streamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_as_a_tool_calls_name_or_id_is_not_echoed_by_the_report() {
+    // The shortest shape of any secret rule, and a classic one.
+    const SHORT_KEY: &str = "xoxb-1234567890ab";
+    let call_body = |id: &str, name: &str| {
+        let mut v: Value = serde_json::from_str(&completion(
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": id, "type": "function",
+                "function": {"name": name, "arguments": "{}"}}]}),
+            json!({}),
+        ))
+        .expect("completion JSON");
+        v["choices"][0]["finish_reason"] = json!("tool_calls");
+        v.to_string()
+    };
+    let call_stream = |id: &str, name: &str| {
+        let mut s = sse_chunk(
+            json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": id,
+                "type": "function", "function": {"name": name, "arguments": "{}"}}]}),
+            Value::Null,
+        );
+        s.push_str(&sse_chunk(json!({}), json!("tool_calls")));
+        s.push_str("data: [DONE]\n\n");
+        s
+    };
+    let tools = json!([{"type": "function", "function": {"name": "fetch", "parameters": {"type": "object"}}}]);
+    let h = Hostile::new(RawResponse::json("{}"), "").await;
+    for (what, id, name, key) in [
+        ("name, slack", "call_1", SHORT_KEY, SHORT_KEY),
+        ("name, aws", "call_1", AWS_KEY, AWS_KEY),
+        ("id, aws", AWS_KEY, "fetch", AWS_KEY),
+        ("id, slack", SHORT_KEY, "fetch", SHORT_KEY),
+    ] {
+        for stream in [false, true] {
+            let ask = json!({"model": "m", "stream": stream, "tools": tools,
+                             "messages": [{"role": "user", "content": "Fetch the page."}]});
+            h.upstream.script(if stream {
+                RawResponse::sse(call_stream(id, name))
+            } else {
+                RawResponse::json(call_body(id, name))
+            });
+            let (status, text) = h.client.post_raw("/v1/chat/completions", &ask, &[]).await;
+            assert_eq!(status, 200, "{what}, stream {stream}: {text}");
+            assert!(
+                !text.contains(key),
+                "{what}, stream {stream}: the key reached the client: {text}"
+            );
+            assert!(
+                text.contains("withheld"),
+                "{what}, stream {stream}: the call was not withheld: {text}"
+            );
+            assert!(
+                !text.contains("\"capability\""),
+                "{what}, stream {stream}: a capability was signed: {text}"
+            );
+        }
+    }
+}

@@ -102,7 +102,7 @@ impl StreamFilters {
             return event;
         }
         match event
-            .data()
+            .data_ref()
             .and_then(|d| output::without_foreign_report(d.as_bytes()))
         {
             Some(clean) => {
@@ -133,7 +133,7 @@ impl StreamFilters {
     ) -> Step {
         // Fail closed: with only a tool gate, nothing else parses every event.
         if self.tools.is_some() && self.output.is_none() && !event.is_done() {
-            if let Some(data) = event.data() {
+            if let Some(data) = event.data_ref() {
                 if !serde_json::from_str::<serde_json::Value>(&data).is_ok_and(|v| v.is_object()) {
                     return Step::Fail(output::invalid_upstream("a stream event"));
                 }
@@ -142,7 +142,7 @@ impl StreamFilters {
         if let Some(tools) = &mut self.tools {
             let payloads = if event.is_done() {
                 tools.finish()
-            } else if let Some(data) = event.data() {
+            } else if let Some(data) = event.data_ref() {
                 match tools.on_data(&data) {
                     ToolEvent::Forward => Vec::new(),
                     ToolEvent::Drop => return Step::Skip,
@@ -185,7 +185,7 @@ impl StreamFilters {
             }
             return Step::Pass(None);
         }
-        let Some(data) = event.data() else {
+        let Some(data) = event.data_ref() else {
             return Step::Pass(None);
         };
         match gate.on_data_parsed(&data, parsed) {

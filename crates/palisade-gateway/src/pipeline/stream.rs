@@ -170,19 +170,26 @@ impl Relay {
                 Ok(Some(event)) => {
                     self.observe(!event.is_comment());
                     let event = self.filters.without_foreign_report(event);
-                    // Parsed once, for the tally and the output gate both.
+                    // The tally reads a plain chat chunk borrowed (no `Value`);
+                    // any other event it parses once, for the output gate too.
                     let mut parsed = None;
+                    // A plain chunk has no `response` member (and so no id)
+                    // and is no Responses event.
+                    let mut plain = false;
                     if let Some(tokens) = &mut self.record.tokens {
-                        if let Some(data) = event.data() {
-                            let value = serde_json::from_str::<serde_json::Value>(&data).ok();
-                            let kind = tokens.tally.observe_parsed(value.as_ref());
+                        if let Some(data) = event.data_ref() {
+                            let (kind, value) = tokens.tally.observe_event(&data);
                             if kind == ChunkKind::UsageOnly && tokens.strip_usage_chunk {
                                 continue; // asked for by the gateway, not the client
                             }
+                            plain = value.is_none() && kind == ChunkKind::Content;
                             parsed = value;
                         }
                     }
-                    if self.record.response_owner.is_some() && self.pending_owner.is_none() {
+                    if self.record.response_owner.is_some()
+                        && self.pending_owner.is_none()
+                        && !plain
+                    {
                         let id_of = |v: &serde_json::Value| {
                             v.pointer("/response/id")
                                 .and_then(serde_json::Value::as_str)
@@ -191,7 +198,7 @@ impl Relay {
                         self.pending_owner = match &parsed {
                             Some(v) => id_of(v),
                             None => event
-                                .data()
+                                .data_ref()
                                 .and_then(|d| serde_json::from_str(&d).ok())
                                 .and_then(|v| id_of(&v)),
                         };

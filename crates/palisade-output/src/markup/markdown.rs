@@ -42,6 +42,11 @@ pub(super) struct Run {
     close: Option<usize>,
 }
 
+/// How far back from a `[` the line start is looked for (container markers are short):
+/// the stream guard keeps more context than this, so a window's start is never taken for
+/// a line start that the whole text does not have.
+pub(crate) const BLOCK_PREFIX_MAX: usize = 64;
+
 /// A `\n` at `nl`: is the next line blank? Only looked at up to `stop`.
 fn blank_after_newline(b: &[u8], nl: usize, end: usize, stop: usize) -> P<bool> {
     let mut k = nl + 1;
@@ -63,7 +68,7 @@ impl Scan<'_, '_> {
     /// markers and list markers): where a reference definition may stand.
     fn at_block_start(&self, i: usize) -> bool {
         // Only a short prefix can be container markers: look back a bounded distance.
-        let lo = i.saturating_sub(64);
+        let lo = i.saturating_sub(BLOCK_PREFIX_MAX);
         let line = match self.b[lo..i].iter().rposition(|&c| c == b'\n') {
             Some(p) => lo + p + 1,
             None if lo == 0 => 0,

@@ -17,6 +17,8 @@
 mod bare;
 mod html;
 mod markdown;
+
+pub(crate) use markdown::BLOCK_PREFIX_MAX;
 #[cfg(test)]
 mod tests;
 

@@ -27,7 +27,7 @@ mod tool_args;
 
 pub(crate) use body::{gate_body, gate_error_body, invalid_upstream};
 pub(crate) use stream::{frame_payload, EventAction, StreamGate};
-pub(crate) use tool_args::tool_call_leaks;
+pub(crate) use tool_args::{tool_call_leaks, Echo};
 
 /// What the tier's output rules ask of the sanitizer.
 #[derive(Debug, Clone)]

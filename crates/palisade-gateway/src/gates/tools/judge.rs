@@ -39,7 +39,8 @@ pub(crate) fn judge(
     for (position, call) in calls.into_iter().enumerate() {
         // Model output like any other: a call whose arguments carry a key,
         // the canary or a data-smuggling URL is withheld whole.
-        if let Some(leak) = crate::gates::output::tool_call_leaks(plan, &call.name, &call.arguments)
+        if let Some(leak) =
+            crate::gates::output::tool_call_leaks(plan, &call.id, &call.name, &call.arguments)
         {
             metrics::counter!(crate::metrics::TOOL_CALLS, "outcome" => "withheld").increment(1);
             out.push((call, leak, None, Fate::Withheld));
@@ -117,11 +118,16 @@ pub(crate) fn judge(
         out.push((call, decision, violation, fate));
     }
     metrics::histogram!(crate::metrics::TOOL_CHECK).record(started.elapsed().as_secs_f64());
-    Judged { calls: out }
+    Judged {
+        calls: out,
+        echo: crate::gates::output::Echo::of(plan),
+    }
 }
 
 pub(crate) struct Judged {
     pub(crate) calls: Vec<(ToolCall, Decision, Option<String>, Fate)>,
+    /// The report and the note echo the upstream's strings through this.
+    echo: crate::gates::output::Echo,
 }
 
 impl Judged {
@@ -139,8 +145,8 @@ impl Judged {
             .map(|(call, decision, violation, fate)| {
                 let reasons: Vec<&str> = decision.reasons.iter().map(|r| r.as_str()).collect();
                 let mut entry = Map::new();
-                entry.insert("id".into(), json!(call.id));
-                entry.insert("name".into(), json!(call.name));
+                entry.insert("id".into(), json!(self.echo.clean(&call.id)));
+                entry.insert("name".into(), json!(self.echo.clean(&call.name)));
                 entry.insert("reasons".into(), json!(reasons));
                 match fate {
                     Fate::Released { token, expires_at } => {
@@ -151,7 +157,7 @@ impl Judged {
                     Fate::Withheld => {
                         entry.insert("status".into(), json!("withheld"));
                         if let Some(v) = violation {
-                            entry.insert("detail".into(), json!(v));
+                            entry.insert("detail".into(), json!(self.echo.clean(v)));
                         }
                     }
                     Fate::Pending { id, expires_at } => {
@@ -173,16 +179,16 @@ impl Judged {
             .iter()
             .map(|(call, d, _, fate)| {
                 let reasons: Vec<&str> = d.reasons.iter().map(|r| r.as_str()).collect();
+                let name = self.echo.clean(&call.name);
                 match fate {
                     Fate::Pending { id, .. } => format!(
-                        "`{}` is waiting for confirmation ({id}; {})",
-                        call.name,
+                        "`{name}` is waiting for confirmation ({id}; {})",
                         reasons.join(", ")
                     ),
                     Fate::Withheld => {
-                        format!("`{}` was withheld ({})", call.name, reasons.join(", "))
+                        format!("`{name}` was withheld ({})", reasons.join(", "))
                     }
-                    Fate::Released { .. } => format!("`{}` was released", call.name),
+                    Fate::Released { .. } => format!("`{name}` was released"),
                 }
             })
             .collect();
