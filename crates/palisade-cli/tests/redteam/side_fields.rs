@@ -761,3 +761,51 @@ async fn a_key_as_a_tool_calls_name_or_id_is_not_echoed_by_the_report() {
         }
     }
 }
+
+/// An IBAN head with a Unicode digit (`BK4९…`: the PII regexes' `\d` is Unicode) made
+/// palisade-detect's IBAN check cut a character in two and panic: found by the output
+/// screen's long differential run. A hostile upstream answering with it, whole or
+/// streamed, or a client asking with it, must get an answer (relayed, or a policy
+/// refusal for the prompt), not a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unicode_digit_in_an_iban_head_does_not_panic_a_gate() {
+    const ODD: &str = "ref BK4\u{96F}67767Q3JDL4I4L ok";
+    let h = Hostile::new(
+        RawResponse::json(completion(
+            json!({"role": "assistant", "content": ODD}),
+            json!({}),
+        )),
+        "",
+    )
+    .await;
+    let (status, text) = h
+        .client
+        .post_raw("/v1/chat/completions", &ask(false), &[])
+        .await;
+    assert_eq!(status, 200, "whole: {text}");
+    assert!(text.contains(ODD), "whole: {text}");
+    h.upstream.script(RawResponse::sse(format!(
+        "{}{}data: [DONE]\n\n",
+        sse_chunk(json!({"content": ODD}), Value::Null),
+        sse_chunk(json!({}), json!("stop"))
+    )));
+    let (status, text) = h
+        .client
+        .post_raw("/v1/chat/completions", &ask(true), &[])
+        .await;
+    assert_eq!(status, 200, "streamed: {text}");
+    assert!(text.contains("Q3JDL4I4L ok"), "streamed: {text}");
+    assert!(text.contains("[DONE]"), "streamed: {text}");
+    h.upstream.script(RawResponse::json(completion(
+        json!({"role": "assistant", "content": "ok"}),
+        json!({}),
+    )));
+    let asked = json!({"model": "m", "messages": [{"role": "user", "content": ODD}]});
+    let (status, text) = h.client.post_raw("/v1/chat/completions", &asked, &[]).await;
+    // The input gate may refuse the odd prompt (a policy answer); it must not fail.
+    assert!(status < 500, "asked: {status} {text}");
+    assert!(
+        serde_json::from_str::<Value>(&text).is_ok(),
+        "asked: {text}"
+    );
+}
