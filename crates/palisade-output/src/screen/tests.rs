@@ -94,6 +94,19 @@ fn each_trigger_sends_to_the_full_analysis() {
     }
 }
 
+/// Found by the long differential run: a Unicode digit in an IBAN's head made the full
+/// analysis panic (palisade-detect's `iban_valid` cut the character in two). The screen
+/// refuses the text and the analysis now finds nothing in it.
+#[test]
+fn a_unicode_digit_in_an_iban_head_is_analysed_without_panic() {
+    let opts = SanitizeOptions::default();
+    let t = "BK4\u{96F}67767Q3JDL4I4L";
+    assert!(!is_clean(t, &opts));
+    let s = crate::sanitize(t, &opts);
+    assert!(s.actions.is_empty(), "{:?}", s.actions);
+    assert_eq!(s.text, t);
+}
+
 mod properties {
     use std::borrow::Cow;
 
@@ -286,6 +299,10 @@ mod properties {
         .collect();
         prop_oneof![
             4 => proptest::sample::select(fixed),
+            1 => proptest::sample::select([canary_forms(), canary_gap_forms()].concat()),
+            1 => proptest::collection::vec(odd_char(), 1..3)
+                .prop_map(|v| v.into_iter().collect::<String>()),
+            1 => shaped(),
             1 => "[A-Z2-7]{1,20}",
             1 => "[A-Za-z0-9]{1,24}",
             1 => "[A-Za-z0-9_.~+/=-]{1,16}",
@@ -297,6 +314,174 @@ mod properties {
 
     fn text() -> impl Strategy<Value = String> {
         proptest::collection::vec(piece(), 0..10).prop_map(|v| v.concat())
+    }
+
+    /// The canary in every form `Canary::detect` and the reversed search read: encoded
+    /// (base64 of a sentence holding it, hex, percent, rot13), look-alike letters,
+    /// leetspeak, spaced or split by other and hidden characters, fullwidth, reversed.
+    fn canary_forms() -> Vec<String> {
+        let core = canary().token[4..].to_string();
+        let rev: String = core.chars().rev().collect();
+        let spread = |sep: &str| core.chars().map(String::from).collect::<Vec<_>>().join(sep);
+        vec![
+            base64(format!("the code is {core} ok").as_bytes()),
+            base64(canary().token.as_bytes()),
+            base64(format!("{} ", canary().token).as_bytes()),
+            core.chars().map(|c| format!("%{:02X}", c as u32)).collect(),
+            core.chars()
+                .map(|c| char::from_u32(c as u32 + 0xFEE0).unwrap_or(c))
+                .collect(),
+            spread(" "),
+            spread("-"),
+            spread("."),
+            spread("\u{200B}"),
+            spread("\u{2019}"),
+            spread("\u{FF0E}"),
+            rev.to_uppercase(),
+            rev.chars().map(String::from).collect::<Vec<_>>().join("_"),
+            format!("pls-{}", core.to_uppercase()),
+        ]
+    }
+
+    /// Canary forms the full analysis does not catch today (palisade-detect's
+    /// `Canary::detect`: a payload must read as text to be decoded, and look-alike and
+    /// leetspeak mapping apply to trigger words only). Not the screen's to fix: it defers to
+    /// the analysis, and the generator still draws them so the two are compared on them.
+    fn canary_gap_forms() -> Vec<String> {
+        let core = canary().token[4..].to_string();
+        let map = |f: &dyn Fn(char) -> Option<&'static str>| {
+            core.chars()
+                .map(|c| f(c).map_or(c.to_string(), str::to_owned))
+                .collect::<String>()
+        };
+        vec![
+            base64(core.as_bytes()),
+            core.chars().map(|c| format!("{:02x}", c as u32)).collect(),
+            core.chars()
+                .map(|c| match c {
+                    'a'..='m' => char::from(c as u8 + 13),
+                    'n'..='z' => char::from(c as u8 - 13),
+                    _ => c,
+                })
+                .collect(),
+            // Cyrillic look-alikes.
+            map(&|c| match c {
+                'a' => Some("\u{430}"),
+                'e' => Some("\u{435}"),
+                'o' => Some("\u{43E}"),
+                'c' => Some("\u{441}"),
+                'p' => Some("\u{440}"),
+                'x' => Some("\u{445}"),
+                _ => None,
+            }),
+            map(&|c| match c {
+                'a' => Some("4"),
+                'e' => Some("3"),
+                'o' => Some("0"),
+                'i' => Some("1"),
+                's' => Some("5"),
+                't' => Some("7"),
+                _ => None,
+            }),
+        ]
+    }
+
+    /// The canary forms are ones the full analysis catches (else they test nothing), and
+    /// the screen sends each to it.
+    #[test]
+    fn canary_forms_are_caught() {
+        let opts = all_on();
+        for form in canary_forms() {
+            let t = format!("see {form} here");
+            assert!(full(&t, &opts).canary_leaked, "{t:?}");
+            assert!(!is_clean(&t, &opts), "{t:?}");
+        }
+    }
+
+    /// Known gap of the full analysis (see [`canary_gap_forms`]); the screen agrees with
+    /// it on each (`screened_equals_full` draws them).
+    #[test]
+    #[ignore = "known gap in palisade-detect: the bare core base64- or hex-encoded, ROT13, look-alike or leetspeak is not found"]
+    fn canary_gap_forms_are_caught() {
+        let opts = all_on();
+        for form in canary_gap_forms() {
+            let t = format!("see {form} here");
+            assert!(full(&t, &opts).canary_leaked, "{t:?}");
+        }
+    }
+
+    /// Standard base64 (the test crate has no base64 dependency).
+    fn base64(bytes: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+            for k in 0..=chunk.len() {
+                out.push(char::from(A[(n >> (18 - 6 * k) & 63) as usize]));
+            }
+        }
+        while !out.len().is_multiple_of(4) {
+            out.push('=');
+        }
+        out
+    }
+
+    /// Characters from the blocks where a detector's view and the text differ or a
+    /// Unicode class reaches beyond ASCII: Latin-1 and Latin Extended (`ſ`), combining
+    /// marks, Cyrillic, Arabic-Indic and Devanagari digits, general punctuation and
+    /// spaces, letterlike symbols and number forms (Kelvin, Roman numerals), enclosed
+    /// alphanumerics, variation selectors and small forms, fullwidth forms, tags,
+    /// mathematical alphanumerics; ASCII controls; and any character at all.
+    fn odd_char() -> impl Strategy<Value = char> {
+        prop_oneof![
+            3 => proptest::char::ranges(
+                vec![
+                    '\u{80}'..='\u{24F}',
+                    '\u{300}'..='\u{36F}',
+                    '\u{400}'..='\u{45F}',
+                    '\u{660}'..='\u{669}',
+                    '\u{966}'..='\u{96F}',
+                    '\u{1680}'..='\u{1680}',
+                    '\u{180E}'..='\u{180E}',
+                    '\u{2000}'..='\u{206F}',
+                    '\u{2070}'..='\u{218F}',
+                    '\u{2460}'..='\u{24FF}',
+                    '\u{3000}'..='\u{3000}',
+                    '\u{FE00}'..='\u{FE6F}',
+                    '\u{FEFF}'..='\u{FEFF}',
+                    '\u{FF00}'..='\u{FFEF}',
+                    '\u{E0000}'..='\u{E007F}',
+                    '\u{1D400}'..='\u{1D7FF}',
+                    '\u{1F100}'..='\u{1F1FF}',
+                ]
+                .into(),
+            ),
+            1 => proptest::char::range('\u{0}', '\u{7F}'),
+            1 => any::<char>(),
+        ]
+    }
+
+    /// Trigger shapes with their parts drawn, not fixed: keywords in any case (the regex
+    /// generator's case-insensitive classes include `ſ` and the Kelvin sign), phone
+    /// numbers, IPv4 and IPv6 parts, e-mail addresses, IBAN heads, URLs with and without
+    /// scheme, HTML tags.
+    fn shaped() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "(?i)(api[_-]?key|apikey|secret|token|passw(or)?d|pwd|credentials?|auth[_-]?key|access[_-]?key|private[_-]?key|client[_-]?secret|accountkey)[\"' ]{0,2}(=|:|=>|:=)[ \"']{0,2}",
+            "\\+?[0-9]{1,3}([ .-]?[0-9]{2,4}){1,4}",
+            "\\(?[0-9]{3}\\)? ?[0-9]{3}[ .-][0-9]{4}",
+            "[0-9]{1,3}(\\.[0-9]{1,3}){1,3}",
+            "([0-9a-fA-F]{1,4}:){1,7}:?[0-9a-fA-F]{0,4}",
+            "[A-Za-z0-9._%+-]{1,8}@[A-Za-z0-9-]{1,8}(\\.[A-Za-z]{2,4}){1,2}",
+            "[A-Z]{2}[0-9]{2}( ?[A-Z0-9]{4}){0,3}",
+            "(https?|ftp|mailto|data|javascript|vbscript|file):(//)?[a-z0-9./?#=&%-]{0,16}",
+            "[a-z0-9-]{1,8}(\\.[a-z0-9-]{1,8}){0,2}\\.(com|io|rs|zip|dev|uk|example\\.com)([/?#]|:[0-9]{1,4})?[a-z0-9/=%]{0,8}",
+            "</?[a-zA-Z]{1,6}( [a-z]{1,5}=[\"']?[a-z:/.]{0,12}[\"']?)?/?>?",
+            "[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}",
+        ]
     }
 
     fn options() -> impl Strategy<Value = SanitizeOptions> {
@@ -370,5 +555,63 @@ mod properties {
                 prop_assert!(!whole.canary_leaked, "{t:?}");
             }
         }
+    }
+
+    /// Pieces of a trigger-heavy alphabet for the long run: the generator's pieces, and
+    /// single characters of every detector's syntax so that prefixes, keywords, shapes
+    /// and links also form by chance across pieces.
+    fn heavy_text() -> impl Strategy<Value = String> {
+        let unit = prop_oneof![
+            3 => piece(),
+            2 => "[A-Za-z0-9_.:+@~/=\\[\\]()<>!#?%&\"' \t\n-]",
+            1 => odd_char().prop_map(String::from),
+        ];
+        proptest::collection::vec(unit, 0..24).prop_map(|v| v.concat())
+    }
+
+    /// The long differential run (`cargo test --release -p palisade-output screen --
+    /// --ignored`): `SCREEN_FUZZ_CASES` (default 1,000,000) generated texts, half under
+    /// every class on, half under random options; screened `sanitize` must equal the full
+    /// analysis exactly on each. Prints how many ran and how many the screen passed.
+    #[test]
+    #[ignore = "long: about a million cases, run in release"]
+    fn long_differential_run() {
+        use proptest::test_runner::{Config, TestRunner};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let total: u32 = std::env::var("SCREEN_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let ran = AtomicUsize::new(0);
+        let clean = AtomicUsize::new(0);
+        let config = || Config {
+            cases: total / 2,
+            failure_persistence: None,
+            max_shrink_iters: 10_000,
+            ..Config::default()
+        };
+        let check = |t: &str, opts: &SanitizeOptions| -> Result<(), TestCaseError> {
+            ran.fetch_add(1, Ordering::Relaxed);
+            let screened = is_clean(t, opts);
+            clean.fetch_add(usize::from(screened), Ordering::Relaxed);
+            let whole = full(t, opts);
+            prop_assert_eq!(&sanitize(t, opts), &whole, "{:?}", t);
+            if screened {
+                prop_assert!(whole.actions.is_empty() && !whole.canary_leaked, "{:?}", t);
+            }
+            Ok(())
+        };
+        let all = all_on();
+        TestRunner::new(config())
+            .run(&heavy_text(), |t| check(&t, &all))
+            .expect("screen differs from the full analysis (all classes on)");
+        TestRunner::new(config())
+            .run(&(heavy_text(), options()), |(t, opts)| check(&t, &opts))
+            .expect("screen differs from the full analysis (random options)");
+        println!(
+            "screen differential: {} cases, {} screened clean",
+            ran.load(Ordering::Relaxed),
+            clean.load(Ordering::Relaxed)
+        );
     }
 }
