@@ -60,7 +60,9 @@ pub fn luhn_valid(s: &str) -> bool {
 /// IBAN mod-97 check (ISO 13616), spaces ignored.
 pub fn iban_valid(s: &str) -> bool {
     let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    if compact.len() < 15 || compact.len() > 34 {
+    // The regex's `\d` is Unicode: `BK4९…` (a Devanagari nine) reaches here, and
+    // `split_at(4)` below would cut that character in two. An IBAN is ASCII.
+    if !compact.is_ascii() || compact.len() < 15 || compact.len() > 34 {
         return false;
     }
     let (head, tail) = compact.split_at(4);
@@ -212,6 +214,27 @@ mod tests {
             rules("v6 2001:db8:85a3::8a2e:370:7334"),
             vec![("ipv6", "2001:db8:85a3::8a2e:370:7334".into())]
         );
+    }
+
+    /// Unicode digits match the regexes' `\d`: no finder may panic on them (an IBAN head
+    /// with a Devanagari nine cut a character in two), and none reports them.
+    #[test]
+    fn unicode_digits_neither_panic_nor_match() {
+        for t in [
+            "BK4\u{96F}67767Q3JDL4I4L",
+            "GB\u{96E}\u{96F} WEST 1234 5698 7654 32",
+            "DE8\u{661}370400440532013000",
+            "\u{661}\u{662}\u{663}-\u{664}\u{665}-\u{666}\u{667}\u{668}\u{669}",
+            "\u{967}\u{968}.\u{969}.\u{96A}.\u{96B}",
+            "+\u{967} \u{968}\u{969}\u{96A} \u{96B}\u{96C}\u{96D} \u{96E}\u{96F}\u{966}\u{967}",
+        ] {
+            assert!(
+                rules(t).iter().all(|(r, _)| *r != "iban"),
+                "{t:?}: {:?}",
+                rules(t)
+            );
+        }
+        assert!(!iban_valid("BK4\u{96F}67767Q3JDL4I4L"));
     }
 
     #[test]

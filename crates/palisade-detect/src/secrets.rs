@@ -139,6 +139,13 @@ static COMPILED: LazyLock<Compiled> = LazyLock::new(|| Compiled {
         .collect(),
 });
 
+/// The ids of the secret rules, in table order. Consumers that prove a text holds no
+/// secret without running the rules (palisade-output's clean-text screen) pin this list in
+/// a test, so a new rule cannot slip past their proof unnoticed.
+pub fn rule_ids() -> impl Iterator<Item = &'static str> {
+    RULES.iter().map(|r| r.id)
+}
+
 /// Shannon entropy in bits per character.
 pub fn shannon_entropy(s: &str) -> f32 {
     let mut counts = [0u32; 256];

@@ -1,4 +1,5 @@
-//! The output gate's hot paths: `sanitize` over 1 KB and 10 KB of assistant prose (clean,
+//! The output gate's hot paths: `sanitize` over the short strings of a response body (its
+//! fixed cost per string), over 1 KB and 10 KB of assistant prose (clean,
 //! and with a finding of every class), and the stream guard over a 4 KB completion
 //! delivered in ~4-byte deltas (reported per delta through the element throughput), also
 //! with the caller's clock (`push_at`, time-forced releases). And the linear-time check:
@@ -210,8 +211,30 @@ fn bench_adversarial(c: &mut Criterion) {
     g.finish();
 }
 
+/// The strings of a non-streamed response body, one `sanitize` each, as the gateway judges
+/// them (every class on, the request's canary): the fixed cost per string.
+fn bench_short(c: &mut Criterion) {
+    let opts = SanitizeOptions {
+        canaries: vec![Canary::from_random(&[7; 16])],
+        ..options()
+    };
+    let sentence = "Your order shipped on Monday and should arrive within three to five \
+working days. The tracking page updates once the carrier scans the parcel at the depot, \
+which can take a day. Let me know if it has not moved by Friday.";
+    let mut g = c.benchmark_group("sanitize_short");
+    for (name, text) in [
+        ("stop", "stop"),
+        ("id", "chatcmpl-abc123"),
+        ("sentence_200", sentence),
+    ] {
+        g.bench_function(name, |b| b.iter(|| sanitize(black_box(text), &opts)));
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    bench_short,
     bench_sanitize,
     bench_stream,
     bench_stream_timed,

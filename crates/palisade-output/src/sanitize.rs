@@ -19,6 +19,7 @@ use crate::fold::fold;
 use crate::hidden::{strip, Stripped};
 use crate::markup;
 use crate::options::{Class, ClassSet, SanitizeOptions};
+use crate::screen;
 
 /// The result of [`sanitize`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,20 @@ impl Sanitized<'_> {
 /// assert!(matches!(clean.text, std::borrow::Cow::Borrowed(_)));
 /// ```
 pub fn sanitize<'a>(text: &'a str, opts: &SanitizeOptions) -> Sanitized<'a> {
+    // Most strings of a response (`"stop"`, the id, the model, plain prose) provably hold
+    // nothing: they skip the analysis's fixed cost (see `screen`).
+    if screen::is_clean(text, opts) {
+        return Sanitized {
+            text: Cow::Borrowed(text),
+            actions: Vec::new(),
+            canary_leaked: false,
+        };
+    }
+    full(text, opts)
+}
+
+/// [`sanitize`] without the clean-text screen: the full analysis, always.
+pub(crate) fn full<'a>(text: &'a str, opts: &SanitizeOptions) -> Sanitized<'a> {
     let a = analyze(text, opts, true);
     let out = render(text, &a.edits, 0..text.len());
     Sanitized {

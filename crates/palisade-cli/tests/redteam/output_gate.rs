@@ -360,6 +360,15 @@ type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 /// An upstream on loopback that answers each chat request with `leak(canary)` as the
 /// content, whole or streamed in `piece`-character deltas.
 async fn canary_upstream(leak: fn(&str) -> String, piece: usize) -> (String, Seen) {
+    canary_upstream_with(leak, piece, completion).await
+}
+
+/// [`canary_upstream`] whose whole (non-streamed) answer is `whole(leak(canary))`.
+async fn canary_upstream_with(
+    leak: fn(&str) -> String,
+    piece: usize,
+    whole: fn(&str) -> String,
+) -> (String, Seen) {
     let seen = Seen::default();
     let record = seen.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -428,7 +437,7 @@ async fn canary_upstream(leak: fn(&str) -> String, piece: usize) -> (String, See
                         s.push_str("data: [DONE]\n\n");
                         ("text/event-stream", s)
                     } else {
-                        ("application/json", completion(&content))
+                        ("application/json", whole(&content))
                     }
                 };
                 let resp = format!(
@@ -566,4 +575,102 @@ async fn item13_canary_in_json_escapes() {
         r
     }
     canary_withheld(escaped, request).await;
+}
+
+/// The request's canary in a short side field of a whole response (the fields the output
+/// gate's clean-text screen sees most), plain, reversed, upper-cased or spread: withheld,
+/// no run of 6 of its characters reaches the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_in_a_short_side_field_is_caught() {
+    side_field_canaries(&CANARY_SIDE_FIELDS).await;
+}
+
+/// The request's canary written as a tool call's name: the call is withheld and the
+/// tool gate's report echoes the name through the output gate's sanitizer, so none of
+/// the canary reaches the client in `palisade.tool_calls[].name` either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_as_a_tool_call_name_is_not_echoed_by_the_report() {
+    side_field_canaries(&[("tool call name", |c| side_field_body("tool", &c[4..]))]).await;
+}
+
+type SideFieldCase = (&'static str, fn(&str) -> String);
+
+const CANARY_SIDE_FIELDS: [SideFieldCase; 6] = [
+    ("id", |c| side_field_body("id", c)),
+    ("model", |c| {
+        side_field_body("model", &c[4..].chars().rev().collect::<String>())
+    }),
+    ("system_fingerprint", |c| {
+        side_field_body(
+            "system_fingerprint",
+            &format!("fp_{}", c[4..].to_uppercase()),
+        )
+    }),
+    ("finish_reason", |c| {
+        side_field_body("finish_reason", &c[4..])
+    }),
+    ("role", |c| {
+        let spread: String = c[4..].chars().flat_map(|ch| [ch, '-']).collect();
+        side_field_body("role", &spread)
+    }),
+    ("logprobs token", |c| side_field_body("logprobs", &c[4..])),
+];
+
+/// Answers with the canary in each case's side field; nothing of it reaches the client.
+async fn side_field_canaries(cases: &[SideFieldCase]) {
+    for &(name, whole) in cases {
+        let (base, seen) = canary_upstream_with(|c| c.to_owned(), 1, whole).await;
+        let client = Client::new(start(&format!("[backends.main]\nbase_url = \"{base}\"\n")).await);
+        let (status, text) = client
+            .post_raw("/v1/chat/completions", &ask(false), &[])
+            .await;
+        assert_eq!(status, 200, "{name}: {text}");
+        let skeleton: String = text
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let seen = seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        assert_eq!(seen.len(), 1, "{name}: one canary per request");
+        // The planted canary may be shorter than `planted` takes: its core is the
+        // alphanumerics after `pls-`.
+        let core: String = seen[0][4..]
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
+        let core = core.as_str();
+        let rev: String = core.chars().rev().collect();
+        for k in 0..=core.len() - 6 {
+            assert!(
+                !skeleton.contains(&core[k..k + 6]),
+                "{name}: {text} has {core}"
+            );
+            assert!(
+                !skeleton.contains(&rev[k..k + 6]),
+                "{name}: {text} has {core} reversed"
+            );
+        }
+    }
+}
+
+/// A whole completion with `value` in `field`.
+fn side_field_body(field: &str, value: &str) -> String {
+    let mut v: Value = serde_json::from_str(&completion("ok")).expect("json");
+    match field {
+        "id" | "model" | "system_fingerprint" => v[field] = json!(value),
+        "finish_reason" => v["choices"][0][field] = json!(value),
+        "role" => v["choices"][0]["message"]["role"] = json!(value),
+        "tool" => {
+            v["choices"][0]["message"]["tool_calls"] = json!([{"id": "c1", "type": "function",
+                "function": {"name": value, "arguments": "{}"}}])
+        }
+        _ => {
+            v["choices"][0]["logprobs"] = json!({"content": [
+                {"token": value, "logprob": -0.1, "top_logprobs": []}]})
+        }
+    }
+    v.to_string()
 }

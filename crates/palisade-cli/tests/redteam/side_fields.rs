@@ -616,6 +616,88 @@ async fn an_upstream_cannot_write_the_gateway_report_or_odd_shapes() {
     assert_clean("forged report, streamed", &text);
 }
 
+/// The output gate skips its full analysis for strings it proves clean (the
+/// screen in palisade-output): a hostile upstream puts the shortest findings
+/// of each class into the short side fields such a screen sees most
+/// (`finish_reason`, `role`, `id`, `model`, `system_fingerprint`, a tool
+/// call's name, a logprobs token), where a bound on length or a field list
+/// would let them through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_findings_in_short_side_fields_are_caught() {
+    let h = Hostile::new(RawResponse::json("{}"), "").await;
+    // A 17-character Slack token: the shortest shape of any secret rule.
+    const SHORT_KEY: &str = "xoxb-1234567890ab";
+    let body = |f: &dyn Fn(&mut Value)| {
+        let mut v: Value = serde_json::from_str(&completion(
+            json!({"role": "assistant", "content": "ok"}),
+            json!({}),
+        ))
+        .unwrap();
+        f(&mut v);
+        v.to_string()
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "finish_reason",
+            body(&|v| v["choices"][0]["finish_reason"] = json!(SHORT_KEY)),
+            SHORT_KEY,
+        ),
+        (
+            "role",
+            body(&|v| v["choices"][0]["message"]["role"] = json!(AWS_KEY)),
+            AWS_KEY,
+        ),
+        (
+            "id",
+            body(&|v| v["id"] = json!(format!("chatcmpl-{AWS_KEY}"))),
+            AWS_KEY,
+        ),
+        (
+            "model",
+            body(&|v| v["model"] = json!("evil.com/x?d=c2VjcmV0")),
+            "evil.com/x",
+        ),
+        (
+            "system_fingerprint, a bare link",
+            body(&|v| v["system_fingerprint"] = json!("//evil.com/p")),
+            "evil.com/p",
+        ),
+        (
+            "system_fingerprint, hidden characters",
+            body(&|v| v["system_fingerprint"] = json!("fp_\u{200B}\u{E0041}44709d")),
+            "\u{200B}",
+        ),
+        (
+            "logprobs token",
+            body(&|v| {
+                v["choices"][0]["logprobs"] = json!({"content": [
+                    {"token": SHORT_KEY, "logprob": -0.1, "top_logprobs": []}]})
+            }),
+            SHORT_KEY,
+        ),
+        (
+            "logprobs alternative",
+            body(&|v| {
+                v["choices"][0]["logprobs"] = json!({"content": [
+                    {"token": "ok", "logprob": -0.1, "top_logprobs": [
+                        {"token": "ok", "logprob": -0.1},
+                        {"token": "[x](https://evil.com/a)", "logprob": -3.0}]}]})
+            }),
+            "evil.com/a",
+        ),
+    ];
+    for (name, body, leak) in cases {
+        h.upstream.script(RawResponse::json(body));
+        let (status, text) = h
+            .client
+            .post_raw("/v1/chat/completions", &ask(false), &[])
+            .await;
+        assert_eq!(status, 200, "{name}: {text}");
+        assert!(!text.contains(leak), "{name}: {leak:?} leaked: {text}");
+        assert!(!text.contains('\u{E0041}'), "{name}: {text}");
+    }
+}
+
 /// The tool gate's report (`palisade.tool_calls`) and its note in the content
 /// echo the upstream's strings: a call's id and name. The output gate leaves
 /// the gateway's own report alone, so a key the upstream wrote as a call's
@@ -678,4 +760,52 @@ async fn a_key_as_a_tool_calls_name_or_id_is_not_echoed_by_the_report() {
             );
         }
     }
+}
+
+/// An IBAN head with a Unicode digit (`BK4९…`: the PII regexes' `\d` is Unicode) made
+/// palisade-detect's IBAN check cut a character in two and panic: found by the output
+/// screen's long differential run. A hostile upstream answering with it, whole or
+/// streamed, or a client asking with it, must get an answer (relayed, or a policy
+/// refusal for the prompt), not a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unicode_digit_in_an_iban_head_does_not_panic_a_gate() {
+    const ODD: &str = "ref BK4\u{96F}67767Q3JDL4I4L ok";
+    let h = Hostile::new(
+        RawResponse::json(completion(
+            json!({"role": "assistant", "content": ODD}),
+            json!({}),
+        )),
+        "",
+    )
+    .await;
+    let (status, text) = h
+        .client
+        .post_raw("/v1/chat/completions", &ask(false), &[])
+        .await;
+    assert_eq!(status, 200, "whole: {text}");
+    assert!(text.contains(ODD), "whole: {text}");
+    h.upstream.script(RawResponse::sse(format!(
+        "{}{}data: [DONE]\n\n",
+        sse_chunk(json!({"content": ODD}), Value::Null),
+        sse_chunk(json!({}), json!("stop"))
+    )));
+    let (status, text) = h
+        .client
+        .post_raw("/v1/chat/completions", &ask(true), &[])
+        .await;
+    assert_eq!(status, 200, "streamed: {text}");
+    assert!(text.contains("Q3JDL4I4L ok"), "streamed: {text}");
+    assert!(text.contains("[DONE]"), "streamed: {text}");
+    h.upstream.script(RawResponse::json(completion(
+        json!({"role": "assistant", "content": "ok"}),
+        json!({}),
+    )));
+    let asked = json!({"model": "m", "messages": [{"role": "user", "content": ODD}]});
+    let (status, text) = h.client.post_raw("/v1/chat/completions", &asked, &[]).await;
+    // The input gate may refuse the odd prompt (a policy answer); it must not fail.
+    assert!(status < 500, "asked: {status} {text}");
+    assert!(
+        serde_json::from_str::<Value>(&text).is_ok(),
+        "asked: {text}"
+    );
 }

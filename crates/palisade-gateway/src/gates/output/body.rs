@@ -73,10 +73,17 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
     let mut withheld_logprobs = Vec::new();
     let mut texts = Vec::new();
     let tool_gate = plan.tools.is_some();
+    // Only a class the sanitizer does not act on is observed separately.
+    let observe = !(policy.sanitize.secrets && policy.sanitize.pii);
     if let Some(Value::Array(choices)) = value.get_mut("choices") {
+        // The choices' texts are needed again only to check them against a schema or to
+        // judge several together; one choice without a schema is not copied.
+        let keep_texts = plan.response_schema.is_some() || choices.len() > 1;
         for (i, choice) in choices.iter_mut().enumerate() {
-            if let Some(text) = main_text(choice, plan.shape) {
-                observe_unsanitized(&mut evidence, &text, &policy.sanitize);
+            if observe {
+                if let Some(text) = main_text(choice, plan.shape) {
+                    observe_unsanitized(&mut evidence, &text, &policy.sanitize);
+                }
             }
             // JSON content is judged as a client that parses it sees it: by
             // its decoded string values (`\u0041KIA…` is a key).
@@ -130,7 +137,7 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
             if outcome.blocked {
                 blocked_choices.push(i);
             }
-            if let Some(text) = main_text(choice, plan.shape) {
+            if let Some(text) = keep_texts.then(|| main_text(choice, plan.shape)).flatten() {
                 if let (Some(schema), None) = (&plan.response_schema, &evidence.schema_violation) {
                     evidence.schema_violation = schema_violation(schema, &text);
                 }
