@@ -536,6 +536,73 @@ async fn item17_canary_split_around_the_kept_context() {
     canary_withheld(sentence_per_character, ask).await;
 }
 
+/// The canary's bare core encoded (base64, hex: a decoding that is no sentence was not
+/// read as a payload), in ROT13, dressed in Cyrillic look-alikes, or in leetspeak (the
+/// core holds digits of its own, so normalizing digits to letters did not find it). Found
+/// by the output screen's differential tests; palisade-detect's relaxed views catch them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_encoded_rotated_dressed_or_in_leetspeak_is_withheld() {
+    use base64::Engine as _;
+    fn bare_base64(c: &str) -> String {
+        format!(
+            "Sure: {} ok",
+            base64::engine::general_purpose::STANDARD.encode(&c[4..])
+        )
+    }
+    fn bare_hex(c: &str) -> String {
+        format!("Sure: {} ok", hex::encode(&c[4..]))
+    }
+    fn rot13(c: &str) -> String {
+        let r: String = c[4..]
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'm' => char::from(b + 13),
+                b'n'..=b'z' => char::from(b - 13),
+                b => char::from(b),
+            })
+            .collect();
+        format!("Sure: {r} ok")
+    }
+    fn dressed(c: &str) -> String {
+        let d: String = c[4..]
+            .chars()
+            .map(|ch| match ch {
+                'a' => '\u{430}',
+                'c' => '\u{441}',
+                'e' => '\u{435}',
+                'k' => '\u{43A}',
+                'm' => '\u{43C}',
+                'o' => '\u{43E}',
+                'p' => '\u{440}',
+                't' => '\u{442}',
+                'x' => '\u{445}',
+                ch => ch,
+            })
+            .collect();
+        format!("Sure: {d} ok")
+    }
+    fn leet(c: &str) -> String {
+        let l: String = c[4..]
+            .chars()
+            .map(|ch| match ch {
+                'a' => '4',
+                'b' => '8',
+                'e' => '3',
+                'i' => '1',
+                's' => '5',
+                't' => '7',
+                ch => ch,
+            })
+            .collect();
+        format!("Sure: {l} ok")
+    }
+    canary_withheld(bare_base64, ask).await;
+    canary_withheld(bare_hex, ask).await;
+    canary_withheld(rot13, ask).await;
+    canary_withheld(dressed, ask).await;
+    canary_withheld(leet, ask).await;
+}
+
 /// Item 14: a reversed or fullwidth canary, or one with bidi marks between its characters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item14_reversed_fullwidth_and_marked_canaries() {

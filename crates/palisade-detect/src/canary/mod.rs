@@ -3,7 +3,8 @@
 //!
 //! The crate does no I/O, so the caller supplies the random bytes (e.g. from `getrandom`).
 //! Detection survives the usual evasions: case changes, separators or spaces between
-//! characters, invisible characters, homoglyphs, and base64/hex/url encodings.
+//! characters, invisible characters, homoglyphs, leetspeak, ROT13, and base64/hex/url
+//! encodings (of the bare core too).
 
 mod quick;
 
@@ -101,7 +102,7 @@ impl Canary {
         for p in &n.payloads {
             hay.extend(p.text.chars().filter(|c| c.is_alphanumeric()));
         }
-        if hay.contains(core) {
+        if hay.contains(core) || quick::in_relaxed_views(text, core) {
             return Some(Finding {
                 kind: FindingKind::Canary,
                 rule: "canary-token-encoded",
@@ -160,7 +161,14 @@ mod tests {
                 c => c,
             })
             .collect();
+        let bare_b64 = base64::engine::general_purpose::STANDARD.encode(&core);
+        let bare_hex: String = core.bytes().map(|b| format!("{b:02x}")).collect();
         let fixed: Vec<String> = vec![
+            bare_b64.clone(),
+            bare_b64[..12].to_string(),
+            bare_hex.clone(),
+            bare_hex[..14].to_string(),
+            "\u{441}\u{430}".into(),
             core.clone(),
             core[..5].to_string(),
             core[5..].to_string(),
@@ -229,5 +237,73 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(format!("the code is {core} ok"));
         assert!(c.detect(&b64).is_some());
         assert!(c.detect("nothing to see here").is_none());
+    }
+
+    /// The relaxed views: the bare core encoded (its decoding is no sentence), in ROT13,
+    /// with Cyrillic look-alikes, and in leetspeak (the core holds digits of its own, so
+    /// normalizing them to letters does not help).
+    #[test]
+    fn detects_the_bare_core_encoded_rotated_dressed_and_leet() {
+        let c = Canary::from_random(&[99, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+        let core = c.core();
+        let rot: String = core.bytes().map(|b| char::from(quick_rot13(b))).collect();
+        let dressed: String = core
+            .chars()
+            .map(|ch| match ch {
+                'a' => '\u{430}',
+                'e' => '\u{435}',
+                'o' => '\u{43E}',
+                'c' => '\u{441}',
+                'p' => '\u{440}',
+                'x' => '\u{445}',
+                'k' => '\u{43A}',
+                'm' => '\u{43C}',
+                't' => '\u{442}',
+                ch => ch,
+            })
+            .collect();
+        let leet: String = core
+            .chars()
+            .map(|ch| match ch {
+                'a' => '4',
+                'e' => '3',
+                'i' => '1',
+                's' => '5',
+                't' => '7',
+                'b' => '8',
+                ch => ch,
+            })
+            .collect();
+        assert_ne!(dressed, core, "the core has a letter to dress");
+        let forms = [
+            base64::engine::general_purpose::STANDARD.encode(&core),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("pls-{core}")),
+            core.bytes().map(|b| format!("{b:02x}")).collect(),
+            core.bytes().map(|b| format!("\\x{b:02X}")).collect(),
+            rot,
+            dressed,
+            leet,
+        ];
+        for form in forms {
+            let text = format!("Sure: {form} - done.");
+            assert!(c.detect(&text).is_some(), "{text:?}");
+        }
+        // Near misses stay clean: another core encoded, half the core encoded.
+        let other = Canary::from_random(&[1; 16]).core();
+        for text in [
+            base64::engine::general_purpose::STANDARD.encode(&other),
+            base64::engine::general_purpose::STANDARD.encode(&core[..8]),
+            core[..8].bytes().map(|b| format!("{b:02x}")).collect(),
+        ] {
+            assert!(c.detect(&text).is_none(), "{text:?}");
+        }
+    }
+
+    fn quick_rot13(b: u8) -> u8 {
+        match b {
+            b'a'..=b'm' => b + 13,
+            b'n'..=b'z' => b - 13,
+            _ => b,
+        }
     }
 }

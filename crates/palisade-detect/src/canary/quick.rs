@@ -9,7 +9,8 @@
 //!
 //! Why "no" is sound. The full detection looks for the canary's core in (1) the lowercased
 //! text, (2) its ASCII alphanumeric skeleton and (3) the alphanumeric skeleton of
-//! `normalize(text)` followed by those of its decoded payloads. [`may_contain`] answers "no"
+//! `normalize(text)` followed by those of its decoded payloads, then (4) the relaxed views
+//! of [`in_relaxed_views`] for the core and its ROT13. [`may_contain`] answers "no"
 //! only for a text where:
 //!
 //! * every character is ASCII or [`inert`]: non-ASCII characters whose NFKC form holds no
@@ -27,14 +28,20 @@
 //! * the relaxed match finds no core: each ASCII letter or digit matches itself lowercased
 //!   or its leetspeak letter, leetspeak punctuation (`!|@$+`) matches its letter or is
 //!   skipped, and every other character is skipped. Views (1) to (3) are then all subsequences
-//!   of this relaxed reading, so none holds the core either.
+//!   of this relaxed reading, so none holds the core either;
+//! * view (4), [`in_relaxed_views`], finds nothing: it is this same relaxed match for the
+//!   core and its ROT13 (both in the packed word here) over the text with look-alikes
+//!   folded (an ASCII text is its own fold) and over every decoded base64 or hex run (which
+//!   this check decodes too).
 //!
 //! The matcher is shift-and (bit-parallel, one pass, no allocation): patterns are packed
 //! into 64-bit words, one bit per pattern character.
 
 use std::sync::LazyLock;
 
-use crate::normalize::{leet, may_hold_base64, may_hold_hex, TRIGGERS};
+use std::borrow::Cow;
+
+use crate::normalize::{confusable, decoded_runs, leet, may_hold_base64, may_hold_hex, TRIGGERS};
 
 /// How a text byte takes part in the relaxed match.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -147,6 +154,31 @@ static ROT13_TRIGGERS: LazyLock<Vec<Word>> = LazyLock::new(|| {
     words
 });
 
+/// The core and its ROT13, packed for the relaxed match; `None` if they do not fit.
+fn core_word(core: &str) -> Option<Word> {
+    let rot: Vec<u8> = core.bytes().map(rot13).collect();
+    let mut word = Word::new();
+    (word.add(core.as_bytes()) && word.add(&rot)).then_some(word)
+}
+
+/// The detection's last views (see [`super::Canary::detect`]): the relaxed reading of the
+/// text with look-alike letters folded to Latin, and of every base64 or hex run decoded
+/// as raw bytes, holds the core or its ROT13. They catch what normalization leaves: a
+/// leetspeak digit standing for a letter in a core that holds digits of its own, look-alikes
+/// in a run too short to count as a mixed-script word, and a bare core encoded (its
+/// decoding is no sentence, so normalization does not keep it as a payload).
+pub(super) fn in_relaxed_views(text: &str, core: &str) -> bool {
+    let Some(word) = core_word(core) else {
+        return false;
+    };
+    let folded: Cow<'_, str> = if text.is_ascii() {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(text.chars().map(|c| confusable(c).unwrap_or(c)).collect())
+    };
+    word.found_in(folded.as_bytes()) || decoded_runs(text).any(|bytes| word.found_in(&bytes))
+}
+
 fn rot13(b: u8) -> u8 {
     match b {
         b'a'..=b'm' | b'A'..=b'M' => b + 13,
@@ -193,11 +225,12 @@ pub(super) fn may_contain(text: &str, core: &str) -> bool {
     if b.contains(&b'%') || text.contains("<!--") || may_hold_base64(text) || may_hold_hex(text) {
         return true;
     }
-    let mut word = Word::new();
-    if !word.add(core.as_bytes()) {
+    let Some(word) = core_word(core) else {
         return true;
-    }
-    word.found_in(b) || ROT13_TRIGGERS.iter().any(|w| w.found_in(b))
+    };
+    word.found_in(b)
+        || ROT13_TRIGGERS.iter().any(|w| w.found_in(b))
+        || decoded_runs(text).any(|bytes| word.found_in(&bytes))
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ pub(super) struct CanonFlags {
 /// Maps common Cyrillic/Greek/other look-alikes to the Latin letter they imitate.
 /// Applied only inside words that mix scripts, or to whole look-alike words inside
 /// mostly-Latin text, so genuine Russian or Greek text is left alone.
-fn confusable(c: char) -> Option<char> {
+pub(crate) fn confusable(c: char) -> Option<char> {
     Some(match c {
         'а' | 'α' | 'ɑ' => 'a',
         'в' | 'β' => 'b',

@@ -96,6 +96,35 @@ pub(crate) fn may_hold_hex(text: &str) -> bool {
     HEX_RE.is_match(text)
 }
 
+/// The raw bytes of every base64 and hex run of `text`, decoded leniently whether or not
+/// they read as text (a bare canary core encoded is no sentence). For the canary
+/// detection, which looks for its core in them; bounded by the text's length.
+pub(crate) fn decoded_runs(text: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let engines = Base64Engines::new();
+    let base64 = B64_RE.find_iter(text).filter_map(move |m| {
+        let trimmed = m.as_str().trim_end_matches('=');
+        let usable = &trimmed[..trimmed.len() - trimmed.len() % 4];
+        engines
+            .std
+            .decode(trimmed)
+            .or_else(|_| engines.url.decode(trimmed))
+            .or_else(|_| engines.std.decode(usable))
+            .ok()
+    });
+    let hex = HEX_RE.find_iter(text).filter_map(|m| {
+        let digits: String = m
+            .as_str()
+            .replace("\\x", "")
+            .replace("0x", "")
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .collect();
+        let even = &digits[..digits.len() & !1];
+        hex::decode(even).ok()
+    });
+    base64.chain(hex)
+}
+
 fn printable_text(bytes: &[u8]) -> Option<String> {
     let s = std::str::from_utf8(bytes).ok()?;
     let total = s.chars().count();

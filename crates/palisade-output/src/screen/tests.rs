@@ -343,10 +343,10 @@ mod properties {
         ]
     }
 
-    /// Canary forms the full analysis does not catch today (palisade-detect's
-    /// `Canary::detect`: a payload must read as text to be decoded, and look-alike and
-    /// leetspeak mapping apply to trigger words only). Not the screen's to fix: it defers to
-    /// the analysis, and the generator still draws them so the two are compared on them.
+    /// Canary forms the full analysis missed until its relaxed views (palisade-detect's
+    /// `canary::quick::in_relaxed_views`): a payload had to read as text to be decoded,
+    /// and look-alike and leetspeak mapping applied to trigger words only. The generator
+    /// draws them so the screen and the analysis are compared on them too.
     fn canary_gap_forms() -> Vec<String> {
         let core = canary().token[4..].to_string();
         let map = |f: &dyn Fn(char) -> Option<&'static str>| {
@@ -398,15 +398,15 @@ mod properties {
         }
     }
 
-    /// Known gap of the full analysis (see [`canary_gap_forms`]); the screen agrees with
-    /// it on each (`screened_equals_full` draws them).
+    /// The forms of [`canary_gap_forms`] are caught, and the screen sends each to the
+    /// analysis.
     #[test]
-    #[ignore = "known gap in palisade-detect: the bare core base64- or hex-encoded, ROT13, look-alike or leetspeak is not found"]
     fn canary_gap_forms_are_caught() {
         let opts = all_on();
         for form in canary_gap_forms() {
             let t = format!("see {form} here");
             assert!(full(&t, &opts).canary_leaked, "{t:?}");
+            assert!(!is_clean(&t, &opts), "{t:?}");
         }
     }
 
