@@ -112,17 +112,20 @@ pub(crate) fn decoded_runs(text: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
             .ok()
     });
     let hex = HEX_RE.find_iter(text).filter_map(|m| {
-        let digits: String = m
-            .as_str()
-            .replace("\\x", "")
-            .replace("0x", "")
-            .chars()
-            .filter(char::is_ascii_hexdigit)
-            .collect();
+        let digits = hex_digits(m.as_str());
         let even = &digits[..digits.len() & !1];
         hex::decode(even).ok()
     });
     base64.chain(hex)
+}
+
+/// The hex digits of a `HEX_RE` match, its `\x`/`0x` prefixes and separators dropped.
+fn hex_digits(run: &str) -> String {
+    run.replace("\\x", "")
+        .replace("0x", "")
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .collect()
 }
 
 fn printable_text(bytes: &[u8]) -> Option<String> {
@@ -178,13 +181,7 @@ pub(super) fn find_encoded(
         }
     }
     for m in HEX_RE.find_iter(original).take(32) {
-        let digits: String = m
-            .as_str()
-            .replace("\\x", "")
-            .replace("0x", "")
-            .chars()
-            .filter(char::is_ascii_hexdigit)
-            .collect();
+        let digits = hex_digits(m.as_str());
         if digits.len() & 1 == 1 {
             continue;
         }
