@@ -41,7 +41,9 @@ use std::sync::LazyLock;
 
 use std::borrow::Cow;
 
-use crate::normalize::{confusable, decoded_runs, leet, may_hold_base64, may_hold_hex, TRIGGERS};
+use crate::normalize::{
+    confusable, decoded_runs, leet, may_hold_base64_or, may_hold_hex, TRIGGERS,
+};
 
 /// How a text byte takes part in the relaxed match.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -222,15 +224,17 @@ pub(super) fn may_contain(text: &str, core: &str) -> bool {
     if !text.is_ascii() && !text.chars().all(|c| c.is_ascii() || inert(c)) {
         return true;
     }
-    if b.contains(&b'%') || text.contains("<!--") || may_hold_base64(text) || may_hold_hex(text) {
+    // Any hex run: maybe (so view (4)'s decoded hex runs need no look here).
+    if b.contains(&b'%') || text.contains("<!--") || may_hold_hex(text) {
         return true;
     }
     let Some(word) = core_word(core) else {
         return true;
     };
-    word.found_in(b)
+    // A base64 run that decodes to a payload, or whose raw bytes hold the core (view 4).
+    may_hold_base64_or(text, |bytes| word.found_in(bytes))
+        || word.found_in(b)
         || ROT13_TRIGGERS.iter().any(|w| w.found_in(b))
-        || decoded_runs(text).any(|bytes| word.found_in(&bytes))
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use canonical::canonicalize;
 pub(crate) use canonical::{confusable, leet, TRIGGERS};
 use invisible::strip_invisible;
 use payloads::find_encoded;
-pub(crate) use payloads::{decoded_runs, may_hold_base64, may_hold_hex};
+pub(crate) use payloads::{decoded_runs, may_hold_base64_or, may_hold_hex};
 
 /// At most this many decoded payloads are kept per input (over all depths).
 pub const MAX_PAYLOADS: usize = 16;

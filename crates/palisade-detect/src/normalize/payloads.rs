@@ -51,6 +51,18 @@ impl Base64Engines {
         }
     }
 
+    /// The bytes a match of `B64_RE` decodes to, whatever they are: either alphabet,
+    /// padding optional, a trailing partial quantum dropped if need be.
+    fn raw(&self, s: &str) -> Option<Vec<u8>> {
+        let trimmed = s.trim_end_matches('=');
+        let usable = &trimmed[..trimmed.len() - trimmed.len() % 4];
+        self.std
+            .decode(trimmed)
+            .or_else(|_| self.url.decode(trimmed))
+            .or_else(|_| self.std.decode(usable))
+            .ok()
+    }
+
     /// The payload a match of `B64_RE` decodes to, if it is one: text, or nested base64.
     fn payload(&self, s: &str) -> Option<String> {
         // Plain identifiers and words are not base64 payloads.
@@ -61,14 +73,7 @@ impl Base64Engines {
         {
             return None;
         }
-        let trimmed = s.trim_end_matches('=');
-        let usable = &trimmed[..trimmed.len() - trimmed.len() % 4];
-        let bytes = self
-            .std
-            .decode(trimmed)
-            .or_else(|_| self.url.decode(trimmed))
-            .or_else(|_| self.std.decode(usable))
-            .ok()?;
+        let bytes = self.raw(s)?;
         let nested = bytes.len() >= 20
             && bytes.iter().all(|b| {
                 b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
@@ -82,12 +87,14 @@ impl Base64Engines {
 }
 
 /// True if `text` holds a base64 run that decodes to a payload (every run is tried, not
-/// only the first 64 `find_encoded` looks at). For the canary quick path.
-pub(crate) fn may_hold_base64(text: &str) -> bool {
+/// only the first 64 `find_encoded` looks at), or one whose raw bytes `raw` accepts. For
+/// the canary quick path: one scan for both questions.
+pub(crate) fn may_hold_base64_or(text: &str, mut raw: impl FnMut(&[u8]) -> bool) -> bool {
     let engines = Base64Engines::new();
-    B64_RE
-        .find_iter(text)
-        .any(|m| engines.payload(m.as_str()).is_some())
+    B64_RE.find_iter(text).any(|m| {
+        engines.payload(m.as_str()).is_some()
+            || engines.raw(m.as_str()).is_some_and(|bytes| raw(&bytes))
+    })
 }
 
 /// True if `text` may hold a hex payload: the hex pattern matches somewhere (decoding and
@@ -101,16 +108,9 @@ pub(crate) fn may_hold_hex(text: &str) -> bool {
 /// detection, which looks for its core in them; bounded by the text's length.
 pub(crate) fn decoded_runs(text: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
     let engines = Base64Engines::new();
-    let base64 = B64_RE.find_iter(text).filter_map(move |m| {
-        let trimmed = m.as_str().trim_end_matches('=');
-        let usable = &trimmed[..trimmed.len() - trimmed.len() % 4];
-        engines
-            .std
-            .decode(trimmed)
-            .or_else(|_| engines.url.decode(trimmed))
-            .or_else(|_| engines.std.decode(usable))
-            .ok()
-    });
+    let base64 = B64_RE
+        .find_iter(text)
+        .filter_map(move |m| engines.raw(m.as_str()));
     let hex = HEX_RE.find_iter(text).filter_map(|m| {
         let digits = hex_digits(m.as_str());
         let even = &digits[..digits.len() & !1];
