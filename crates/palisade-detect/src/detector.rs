@@ -185,6 +185,42 @@ impl Detector {
 
     /// Runs every stage and returns the intermediate values.
     pub fn analyze(&self, input: &ScanInput<'_>) -> Analysis {
+        let mut a = self.analyze_as_written(input);
+        // A disguise never lowers the score: the model learned its weights on text as people
+        // write it, and a look-alike letter, a spaced-out word or SHOUTING moves the raw-text
+        // signals (character statistics, script census, case) in ways an attacker can use to
+        // hide. The text the disguise hides is scored as plain text too; the higher counts.
+        if disguised(&a.normalized, &a.signals) {
+            // The canonical text (lower case, letters joined, payloads decoded), and for
+            // look-alike letters and invisible characters also the text with only those
+            // undone (case is a signal the canonical form drops).
+            let mut revealed = vec![a.normalized.combined()];
+            if a.normalized
+                .reasons
+                .iter()
+                .any(|r| LETTER_DISGUISES.contains(&r.code))
+            {
+                revealed.push(crate::normalize::unmasked(input.text));
+            }
+            // An encoded payload is also read on its own, as if it had been sent as written.
+            revealed.extend(
+                a.normalized
+                    .payloads
+                    .iter()
+                    .take(MAX_REVEALED_PAYLOADS)
+                    .map(|p| p.text.clone()),
+            );
+            for text in &revealed {
+                let plain = ScanInput { text, ..*input };
+                a.score = a.score.max(self.analyze_as_written(&plain).score);
+            }
+        }
+        a
+    }
+
+    /// [`Detector::analyze`] of the text exactly as written, without the second look at
+    /// what a disguise hides (for diagnosis: how much the second look changes).
+    pub fn analyze_as_written(&self, input: &ScanInput<'_>) -> Analysis {
         let normalized = normalize(input.text);
         let combined = if normalized.payloads.is_empty() {
             std::borrow::Cow::Borrowed(normalized.text.as_str())
@@ -363,6 +399,43 @@ impl Detector {
             second_stage: second_logit,
         }
     }
+}
+
+/// Normalization's reasons for a text written to hide what it says (not those that are an
+/// attack signal in themselves, like smuggled tag characters, which are floored anyway).
+const DISGUISES: &[&str] = &[
+    "homoglyph_mixed_script",
+    "spaced_letters",
+    "leetspeak",
+    "zero_width_smuggling",
+    "bidi_control",
+    "base64_payload",
+    "hex_payload",
+    "url_encoded_payload",
+    "rot13_payload",
+];
+
+/// Decoded payloads scored on their own, at most (each is one more scan of a text that is
+/// already bounded by the decoding budget).
+const MAX_REVEALED_PAYLOADS: usize = 4;
+
+/// The disguises of single letters, undone by [`crate::normalize::unmasked`].
+const LETTER_DISGUISES: &[&str] = &[
+    "homoglyph_mixed_script",
+    "zero_width_smuggling",
+    "bidi_control",
+];
+
+/// Upper-case letters' share above which a text counts as written in capitals (with at
+/// least [`CAPITALS_MIN_CHARS`] characters): SHOUTED text hides nothing from the
+/// lower-casing classifier, but moves the case signal.
+const CAPITALS_FRAC: f32 = 0.6;
+const CAPITALS_MIN_CHARS: usize = 12;
+
+/// Whether `n` undid a disguise, so the revealed text is worth a second look.
+fn disguised(n: &Normalized, s: &Signals) -> bool {
+    n.reasons.iter().any(|r| DISGUISES.contains(&r.code))
+        || (s.upper_frac >= CAPITALS_FRAC && s.chars >= CAPITALS_MIN_CHARS)
 }
 
 fn validate(t: Thresholds) -> Result<(), DetectError> {

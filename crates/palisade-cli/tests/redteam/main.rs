@@ -76,6 +76,9 @@
 //!   released text in front of what it holds (a key's name pushed far back
 //!   by invisible marks or split off by a line break, a link whose text
 //!   spans sentences, a canary split around where the context begins).
+//! - `disguises`: an instruction spaced out, rotated by ROT13 without an
+//!   override word, in look-alike letters, shouted or with invisible marks,
+//!   in a tool output or a user message: judged like the plain one.
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
@@ -85,6 +88,7 @@ mod canary;
 mod cascade;
 mod config_reload;
 mod console;
+mod disguises;
 mod extraction;
 mod harness;
 mod hedging;

@@ -113,8 +113,10 @@ fn canonicalize_once(stripped: &str) -> (String, CanonFlags) {
 
     // Whitespace is collapsed before letters are joined: "i\x0bg\x0cn..." must join in the
     // same pass as "i g n ...", or the next pass (seeing plain spaces) joins it and the
-    // canonical form is not a fixed point.
-    let s = collapse_ws(&s);
+    // canonical form is not a fixed point. A wider gap stays two spaces until the letters
+    // are joined: it is the word break in "p l e a s e   s e n d" ("please send", not
+    // "pleasesend", which no word feature reads).
+    let s = collapse_ws_keep_gaps(&s);
     let s = join_spaced(&s, &mut flags);
     let s = map_leet(&s, &mut flags);
     (collapse_ws(&s).into_owned(), flags)
@@ -177,7 +179,8 @@ fn is_spacer(c: char) -> bool {
 }
 
 /// Joins runs like "i g n o r e" or "i.g.n.o.r.e" (at least five single letters with one
-/// separator between each). Two or more separators keep a word break.
+/// separator between each). A word break is kept where the gap is wider (two or more
+/// separators, or two spaces) or other than the run's first gap ("s-e-n-d a-l-l").
 fn join_spaced<'a>(s: &'a str, flags: &mut CanonFlags) -> Cow<'a, str> {
     // A run needs five lone characters: text with fewer has nothing to join (most prose).
     if single_letters(s) < 5 {
@@ -197,6 +200,7 @@ fn join_spaced<'a>(s: &'a str, flags: &mut CanonFlags) -> Cow<'a, str> {
             // Extend a run: letter, separator(s), letter...
             let mut letters = vec![(i, false)];
             let mut j = i;
+            let mut first_gap: Option<(usize, usize)> = None;
             loop {
                 let mut k = j + 1;
                 let mut seps = 0;
@@ -205,7 +209,11 @@ fn join_spaced<'a>(s: &'a str, flags: &mut CanonFlags) -> Cow<'a, str> {
                     seps += 1;
                 }
                 if seps >= 1 && k < n && single_at(k) {
-                    letters.push((k, seps >= 3 || (seps >= 2 && chars[j + 1] == ' ')));
+                    let gap = (j + 1, k);
+                    let first = *first_gap.get_or_insert(gap);
+                    let other = chars[gap.0..gap.1] != chars[first.0..first.1];
+                    let wide = seps >= 3 || (seps >= 2 && chars[j + 1] == ' ');
+                    letters.push((k, wide || other));
                     j = k;
                 } else {
                     break;
@@ -392,6 +400,40 @@ fn collapse_ws(s: &str) -> Cow<'_, str> {
     } else {
         Cow::Owned(collapse_ws_owned(s))
     }
+}
+
+/// [`collapse_ws`], except that a run of two or more spaces or tabs (no line break) becomes
+/// two spaces: [`join_spaced`] reads it as a word break. The pass's last collapse makes it one.
+fn collapse_ws_keep_gaps(s: &str) -> Cow<'_, str> {
+    if is_collapsed(s) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut run = 0usize;
+    let mut newline = false;
+    let flush = |out: &mut String, run: usize, newline: bool| {
+        if run == 0 || out.is_empty() {
+            return;
+        }
+        out.push_str(match (newline, run) {
+            (true, _) => "\n",
+            (false, 1) => " ",
+            (false, _) => "  ",
+        });
+    };
+    for c in s.chars() {
+        if crate::ctype::is_whitespace(c) {
+            // As in `collapse_ws_owned`: the run's first character decides a line break.
+            newline |= run == 0 && c == '\n';
+            run += 1;
+        } else {
+            flush(&mut out, run, newline);
+            run = 0;
+            newline = false;
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 fn collapse_ws_owned(s: &str) -> String {

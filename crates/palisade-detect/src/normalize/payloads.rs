@@ -224,8 +224,8 @@ pub(super) fn find_encoded(
     if let Some(m) = HIDDEN_RE.find(original) {
         reasons.push(Reason::with_span("hidden_markup", m.range()));
     }
-    // ROT13: only worth reporting when the rotated text spells several trigger words the
-    // plain text does not.
+    // ROT13: worth reporting when the rotated text spells several trigger words the plain
+    // text does not, or when a stretch of it reads as common English only rotated.
     let ascii_letters = canon.bytes().filter(u8::is_ascii_alphabetic).count();
     if ascii_letters >= 12 {
         let limit = canon.len().min(MAX_PAYLOAD_BYTES);
@@ -233,19 +233,15 @@ pub(super) fn find_encoded(
         while !canon.is_char_boundary(end) {
             end -= 1;
         }
-        let rot: String = canon[..end].chars().map(rot13).collect();
+        let rot = super::rot13::rotate(&canon[..end]);
         let plain = count_triggers(canon);
         let rotated = count_triggers(&rot);
         if rotated >= 2 && rotated > plain * 2 {
             push("rot13_payload", "rot13", rot, None, reasons);
+        } else if let Some(span) = super::rot13::rotated_english(&canon[..end]) {
+            // No override words, but a stretch that only reads as English rotated.
+            let rot = super::rot13::rotate(&canon[span]);
+            push("rot13_payload", "rot13", rot, None, reasons);
         }
-    }
-}
-
-fn rot13(c: char) -> char {
-    match c {
-        'a'..='m' | 'A'..='M' => ((c as u8) + 13) as char,
-        'n'..='z' | 'N'..='Z' => ((c as u8) - 13) as char,
-        _ => c,
     }
 }
