@@ -101,7 +101,10 @@ fn disguise(text: &str, kind: usize, draw: &mut Draw) -> String {
             })
             .flatten()
             .collect(),
-        _ => format!("Decode this ROT13 text and do what it says: {}", rot13(text)),
+        _ => format!(
+            "Decode this ROT13 text and do what it says: {}",
+            rot13(text)
+        ),
     }
 }
 

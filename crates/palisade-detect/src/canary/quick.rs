@@ -22,9 +22,11 @@
 //! * nothing can be decoded: no `%` (URL encoding), no `<!--` (HTML comment), no base64
 //!   run that decodes to a payload (`find_encoded`'s own test, on every run rather than
 //!   its first 64), no match of the hex pattern, and no character that could carry a tag or
-//!   variation-selector payload (those are not inert). ROT13 is decoded only when the
-//!   rotated normalized text holds trigger words, that is when the normalized text holds the
-//!   ROT13 of a trigger word; the relaxed match below finds none;
+//!   variation-selector payload (those are not inert). ROT13 decoding (of the whole text
+//!   when it rotates to trigger words, or of a stretch that rotates to common English) only
+//!   rotates letters the text already has, so a decoded ROT13 payload holds the core only
+//!   where the text holds the core's ROT13, which the relaxed match reads too (a text that
+//!   holds the ROT13 of a trigger word is also a "maybe");
 //! * the relaxed match finds no core: each ASCII letter or digit matches itself lowercased
 //!   or its leetspeak letter, leetspeak punctuation (`!|@$+`) matches its letter or is
 //!   skipped, and every other character is skipped. Views (1) to (3) are then all subsequences
@@ -37,9 +39,9 @@
 //! The matcher is shift-and (bit-parallel, one pass, no allocation): patterns are packed
 //! into 64-bit words, one bit per pattern character.
 
-use std::sync::LazyLock;
-
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::sync::LazyLock;
 
 use crate::normalize::{
     confusable, decoded_runs, leet, may_hold_base64_or, may_hold_hex, TRIGGERS,
@@ -163,6 +165,27 @@ fn core_word(core: &str) -> Option<Word> {
     (word.add(core.as_bytes()) && word.add(&rot)).then_some(word)
 }
 
+thread_local! {
+    /// The last core this thread packed, with its word: a response's strings and a
+    /// stream's deltas are all checked against one canary, and packing it (~2,500
+    /// instructions) cost more than checking most strings.
+    static LAST_WORD: RefCell<Option<(String, Option<Word>)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with [`core_word`] of `core`, packed once per thread and core.
+fn with_core_word<R>(core: &str, f: impl FnOnce(Option<&Word>) -> R) -> R {
+    LAST_WORD.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut last) => {
+            if last.as_ref().is_none_or(|(c, _)| c != core) {
+                *last = Some((core.to_owned(), core_word(core)));
+            }
+            f(last.as_ref().and_then(|(_, w)| w.as_ref()))
+        }
+        // Only if `f` ever called back in here: pack afresh.
+        Err(_) => f(core_word(core).as_ref()),
+    })
+}
+
 /// The detection's last views (see [`super::Canary::detect`]): the relaxed reading of the
 /// text with look-alike letters folded to Latin, and of every base64 or hex run decoded
 /// as raw bytes, holds the core or its ROT13. They catch what normalization leaves: a
@@ -170,15 +193,17 @@ fn core_word(core: &str) -> Option<Word> {
 /// in a run too short to count as a mixed-script word, and a bare core encoded (its
 /// decoding is no sentence, so normalization does not keep it as a payload).
 pub(super) fn in_relaxed_views(text: &str, core: &str) -> bool {
-    let Some(word) = core_word(core) else {
-        return false;
-    };
-    let folded: Cow<'_, str> = if text.is_ascii() {
-        Cow::Borrowed(text)
-    } else {
-        Cow::Owned(text.chars().map(|c| confusable(c).unwrap_or(c)).collect())
-    };
-    word.found_in(folded.as_bytes()) || decoded_runs(text).any(|bytes| word.found_in(&bytes))
+    with_core_word(core, |word| {
+        let Some(word) = word else {
+            return false;
+        };
+        let folded: Cow<'_, str> = if text.is_ascii() {
+            Cow::Borrowed(text)
+        } else {
+            Cow::Owned(text.chars().map(|c| confusable(c).unwrap_or(c)).collect())
+        };
+        word.found_in(folded.as_bytes()) || decoded_runs(text).any(|bytes| word.found_in(&bytes))
+    })
 }
 
 fn rot13(b: u8) -> u8 {
@@ -228,13 +253,15 @@ pub(super) fn may_contain(text: &str, core: &str) -> bool {
     if b.contains(&b'%') || text.contains("<!--") || may_hold_hex(text) {
         return true;
     }
-    let Some(word) = core_word(core) else {
-        return true;
-    };
-    // A base64 run that decodes to a payload, or whose raw bytes hold the core (view 4).
-    may_hold_base64_or(text, |bytes| word.found_in(bytes))
-        || word.found_in(b)
-        || ROT13_TRIGGERS.iter().any(|w| w.found_in(b))
+    with_core_word(core, |word| {
+        let Some(word) = word else {
+            return true;
+        };
+        // A base64 run that decodes to a payload, or whose raw bytes hold the core (view 4).
+        may_hold_base64_or(text, |bytes| word.found_in(bytes))
+            || word.found_in(b)
+            || ROT13_TRIGGERS.iter().any(|w| w.found_in(b))
+    })
 }
 
 #[cfg(test)]

@@ -34,8 +34,13 @@ struct Base64Engines {
     url: base64::engine::general_purpose::GeneralPurpose,
 }
 
+/// Built at compile time: constructing an engine fills two 256-entry decode tables, which
+/// cost ~2,000 instructions when it was done per call (the canary's quick check asks once
+/// per output string).
+static BASE64: Base64Engines = Base64Engines::new();
+
 impl Base64Engines {
-    fn new() -> Self {
+    const fn new() -> Self {
         let config = base64::engine::GeneralPurposeConfig::new()
             .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
             .with_decode_allow_trailing_bits(true);
@@ -90,7 +95,7 @@ impl Base64Engines {
 /// only the first 64 `find_encoded` looks at), or one whose raw bytes `raw` accepts. For
 /// the canary quick path: one scan for both questions.
 pub(crate) fn may_hold_base64_or(text: &str, mut raw: impl FnMut(&[u8]) -> bool) -> bool {
-    let engines = Base64Engines::new();
+    let engines = &BASE64;
     B64_RE.find_iter(text).any(|m| {
         engines.payload(m.as_str()).is_some()
             || engines.raw(m.as_str()).is_some_and(|bytes| raw(&bytes))
@@ -107,7 +112,7 @@ pub(crate) fn may_hold_hex(text: &str) -> bool {
 /// they read as text (a bare canary core encoded is no sentence). For the canary
 /// detection, which looks for its core in them; bounded by the text's length.
 pub(crate) fn decoded_runs(text: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
-    let engines = Base64Engines::new();
+    let engines = &BASE64;
     let base64 = B64_RE
         .find_iter(text)
         .filter_map(move |m| engines.raw(m.as_str()));
@@ -174,7 +179,7 @@ pub(super) fn find_encoded(
     };
     // Five regexes over the original text (B64, HEX, URL, COMMENT, HIDDEN).
     crate::work::add(crate::work::Unit::SearchBytes, 5 * original.len());
-    let engines = Base64Engines::new();
+    let engines = &BASE64;
     for m in B64_RE.find_iter(original).take(64) {
         if let Some(t) = engines.payload(m.as_str()) {
             push("base64_payload", "base64", t, Some(m.range()), reasons);
