@@ -30,6 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut pools: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
     let mut raised: BTreeMap<&'static str, usize> = BTreeMap::new();
+    // How often the second look runs at all (its cost), per reason.
+    let mut looked: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (text, channel, pool) in &texts {
         let input = ScanInput {
             text,
@@ -37,6 +39,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             system_prompt: None,
         };
         let written = detector.analyze_as_written(&input);
+        for r in &written.normalized.reasons {
+            *looked.entry(r.code).or_default() += 1;
+        }
+        if written.signals.upper_frac >= 0.6 && written.signals.chars >= 12 {
+            *looked.entry("capitals").or_default() += 1;
+        }
         let scan = detector.scan(&input);
         let e = pools.entry(pool.clone()).or_default();
         e.0 += 1;
@@ -58,5 +66,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("| {pool} | {n} | {f} | {r} |");
     }
     println!("\nreasons on the rows the second look flagged: {raised:?}");
+    println!(
+        "normalization reasons over all {} rows (the disguises among them cost a second look): {looked:?}",
+        texts.len()
+    );
     Ok(())
 }

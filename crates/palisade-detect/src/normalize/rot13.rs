@@ -24,16 +24,32 @@ const COMMON_WORDS: &[&str] = &[
     "year", "you", "your",
 ];
 
-/// [`COMMON_WORDS`] packed into one `u64` each (bytes big-endian, zero-padded), sorted:
-/// a lookup is a binary search over integers, without hashing or allocating.
-static PACKED: LazyLock<Vec<u64>> = LazyLock::new(|| {
-    let mut v: Vec<u64> = COMMON_WORDS
+/// [`COMMON_WORDS`] packed into one `u64` each (bytes big-endian, zero-padded), sorted, and
+/// a 65,536-bit filter of their hashes in front: most words of a text are ruled out by one
+/// multiply and one bit test, the rest by a binary search over integers (every scanned text
+/// with enough letters pays this for each of its words).
+struct Lexicon {
+    sorted: Vec<u64>,
+    filter: Vec<u64>,
+}
+
+static LEXICON: LazyLock<Lexicon> = LazyLock::new(|| {
+    let mut sorted: Vec<u64> = COMMON_WORDS
         .iter()
         .filter_map(|w| pack(w.bytes()))
         .collect();
-    v.sort_unstable();
-    v
+    sorted.sort_unstable();
+    let mut filter = vec![0u64; 1024];
+    for &p in &sorted {
+        let h = filter_slot(p);
+        filter[h >> 6] |= 1 << (h & 63);
+    }
+    Lexicon { sorted, filter }
 });
+
+fn filter_slot(packed: u64) -> usize {
+    (packed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as usize
+}
 
 /// Net rotated-over-plain hits a stretch needs, and how many rotated hits at least.
 const MIN_GAIN: i32 = 3;
@@ -53,7 +69,12 @@ fn pack(bytes: impl ExactSizeIterator<Item = u8>) -> Option<u64> {
 }
 
 fn is_common(word: impl ExactSizeIterator<Item = u8>) -> bool {
-    pack(word).is_some_and(|p| PACKED.binary_search(&p).is_ok())
+    let Some(p) = pack(word) else {
+        return false;
+    };
+    let lexicon = &*LEXICON;
+    let h = filter_slot(p);
+    lexicon.filter[h >> 6] & (1 << (h & 63)) != 0 && lexicon.sorted.binary_search(&p).is_ok()
 }
 
 fn rot13_byte(b: u8) -> u8 {
@@ -195,7 +216,7 @@ mod tests {
     #[test]
     fn the_word_list_packs_and_finds_every_word() {
         assert_eq!(
-            PACKED.len(),
+            LEXICON.sorted.len(),
             COMMON_WORDS.len(),
             "every word fits in 8 bytes"
         );
