@@ -5,6 +5,7 @@
 //! positions fall. Before the fix, spaced-out words were joined into one ("pleasesend") and
 //! an agent instruction rotated by ROT13 was never decoded (it has no override words).
 
+use palisade_detect::normalize::rot13;
 use palisade_detect::{Channel, Detector, ScanInput, Verdict};
 use proptest::prelude::*;
 use std::sync::LazyLock;
@@ -50,16 +51,6 @@ impl Draw {
     fn chance(&mut self, percent: u64) -> bool {
         self.next() % 100 < percent
     }
-}
-
-fn rot13(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            'a'..='m' | 'A'..='M' => char::from(c as u8 + 13),
-            'n'..='z' | 'N'..='Z' => char::from(c as u8 - 13),
-            _ => c,
-        })
-        .collect()
 }
 
 fn disguise(text: &str, kind: usize, draw: &mut Draw) -> String {

@@ -27,6 +27,7 @@ pub(crate) use canonical::{confusable, leet, TRIGGERS};
 use invisible::strip_invisible;
 use payloads::find_encoded;
 pub(crate) use payloads::{decoded_runs, may_hold_base64_or, may_hold_hex};
+pub use rot13::rotate as rot13;
 
 /// At most this many decoded payloads are kept per input (over all depths).
 pub const MAX_PAYLOADS: usize = 16;

@@ -162,8 +162,8 @@ pub(super) fn rotated_english(canon: &str) -> Option<Range<usize>> {
     Some(words[first].0..words[last].1)
 }
 
-/// `text` with ASCII letters rotated by 13.
-pub(super) fn rotate(text: &str) -> String {
+/// `text` with ASCII letters rotated by 13 (ROT13 is its own inverse).
+pub fn rotate(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             'a'..='m' | 'A'..='M' => char::from(c as u8 + 13),
