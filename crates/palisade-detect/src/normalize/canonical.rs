@@ -202,17 +202,26 @@ fn join_spaced<'a>(s: &'a str, flags: &mut CanonFlags) -> Cow<'a, str> {
             let mut j = i;
             let mut first_gap: Option<(usize, usize)> = None;
             loop {
+                // A run of spaces is one separator: whether a run continues must not
+                // depend on how wide its gaps are, because the pass's last collapse narrows
+                // them and the next pass must decide the same (the fixed point).
                 let mut k = j + 1;
                 let mut seps = 0;
+                let mut wide_space = false;
                 while k < n && is_spacer(chars[k]) && seps < 4 {
+                    let start = k;
                     k += 1;
+                    while chars[start] == ' ' && k < n && chars[k] == ' ' {
+                        k += 1;
+                    }
+                    wide_space |= k - start >= 2;
                     seps += 1;
                 }
                 if seps >= 1 && k < n && single_at(k) {
                     let gap = (j + 1, k);
                     let first = *first_gap.get_or_insert(gap);
                     let other = chars[gap.0..gap.1] != chars[first.0..first.1];
-                    let wide = seps >= 3 || (seps >= 2 && chars[j + 1] == ' ');
+                    let wide = seps >= 3 || wide_space || (seps >= 2 && chars[j + 1] == ' ');
                     letters.push((k, wide || other));
                     j = k;
                 } else {
