@@ -171,7 +171,7 @@ impl FleetMember {
         tokio::spawn(async move {
             let heartbeat = Duration::from_millis(me.config.heartbeat_ms);
             let ttl = Duration::from_millis(me.config.ttl_ms);
-            let http = reqwest::Client::builder()
+            let http = crate::outbound::client_builder()
                 .timeout(Duration::from_secs(5))
                 .build()
                 .ok();

@@ -41,6 +41,7 @@ pub(crate) mod gates;
 pub(crate) mod http;
 pub(crate) mod limits;
 pub(crate) mod metrics;
+pub(crate) mod outbound;
 pub(crate) mod pipeline;
 pub(crate) mod readiness;
 pub mod reload;

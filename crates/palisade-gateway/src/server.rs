@@ -172,7 +172,7 @@ impl Gateway {
             crate::canary::Env {
                 gates: self.state.gates.clone(),
                 webhook: self.config.limits.alert_webhook_url.clone(),
-                http: reqwest::Client::builder()
+                http: crate::outbound::client_builder()
                     .timeout(Duration::from_secs(5))
                     .build()
                     .ok(),

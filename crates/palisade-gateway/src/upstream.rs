@@ -114,7 +114,7 @@ impl Backend {
                 tenant_keys.insert(tenant.clone(), bearer(var)?);
             }
         }
-        let client = reqwest::Client::builder()
+        let client = crate::outbound::client_builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .tcp_nodelay(true)
             // Model servers are long-lived peers; keep plenty of warm

@@ -30,6 +30,8 @@ pub struct RawResponse {
     pub content_type: Option<String>,
     /// Body pieces, each sent after its pause.
     pub pieces: Vec<(Duration, Bytes)>,
+    /// Further headers (a redirect's `location`), sent as given.
+    pub headers: Vec<(String, String)>,
 }
 
 impl RawResponse {
@@ -39,6 +41,7 @@ impl RawResponse {
             status: 200,
             content_type: Some("application/json".to_owned()),
             pieces: vec![(Duration::ZERO, Bytes::from(body.into()))],
+            headers: Vec::new(),
         }
     }
 
@@ -57,12 +60,19 @@ impl RawResponse {
                 .into_iter()
                 .map(|(d, s)| (d, Bytes::from(s)))
                 .collect(),
+            headers: Vec::new(),
         }
     }
 
     /// The same response with another status.
     pub fn with_status(mut self, status: u16) -> Self {
         self.status = status;
+        self
+    }
+
+    /// The same response with one more header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
         self
     }
 
@@ -178,6 +188,14 @@ async fn answer(
         .and_then(|c| axum::http::HeaderValue::from_str(&c).ok())
     {
         resp.headers_mut().insert("content-type", ct);
+    }
+    for (name, value) in &script.headers {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(name.as_bytes()),
+            axum::http::HeaderValue::from_str(value),
+        ) {
+            resp.headers_mut().append(name, value);
+        }
     }
     resp
 }

@@ -76,6 +76,9 @@
 //!   released text in front of what it holds (a key's name pushed far back
 //!   by invisible marks or split off by a line break, a link whose text
 //!   spans sentences, a canary split around where the context begins).
+//! - `hostile_upstream`: a `tool_calls` key written with a `\u` escape
+//!   (missed by a raw precheck), a redirect to another host (followed with
+//!   the prompt and the backend's key).
 //! - `disguises`: an instruction spaced out, rotated by ROT13 without an
 //!   override word, in look-alike letters, shouted or with invisible marks,
 //!   in a tool output or a user message: judged like the plain one.
@@ -92,6 +95,7 @@ mod disguises;
 mod extraction;
 mod harness;
 mod hedging;
+mod hostile_upstream;
 mod hunt;
 mod input_gates;
 mod key_budgets;

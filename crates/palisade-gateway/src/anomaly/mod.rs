@@ -197,7 +197,7 @@ impl Anomaly {
         tokio::spawn(async move {
             let origin = Instant::now();
             let now_ms = || origin.elapsed().as_millis() as u64;
-            let client = reqwest::Client::builder()
+            let client = crate::outbound::client_builder()
                 .timeout(Duration::from_secs(5))
                 .build()
                 .ok();

@@ -355,7 +355,8 @@ async fn relay_inner(
         .await?;
     let status = upstream.status();
     let body = crate::pipeline::forward::read_upstream_body(backend, upstream, deadline).await?;
-    if status.is_server_error() {
+    // A redirect is not passed on either (`crate::outbound`).
+    if status.is_server_error() || status.is_redirection() {
         return Err(ApiError::new(
             ErrorCode::UpstreamError,
             format!(

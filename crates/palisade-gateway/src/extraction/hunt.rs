@@ -188,7 +188,7 @@ impl HuntShared {
 /// Starts the hunt thread (when enabled and a store is configured). It ends
 /// when the gateway's state is dropped.
 pub(crate) fn spawn(shared: &Arc<HuntShared>, webhook: Option<String>, clock: GatewayClock) {
-    let client = reqwest::Client::builder()
+    let client = crate::outbound::client_builder()
         .timeout(Duration::from_secs(5))
         .build()
         .ok();

@@ -17,6 +17,7 @@ pub(crate) mod audit;
 pub(crate) mod decisions;
 pub(crate) mod detectors;
 pub(crate) mod input;
+pub(crate) mod json_keys;
 pub(crate) mod markers;
 pub(crate) mod output;
 pub(crate) mod plan;

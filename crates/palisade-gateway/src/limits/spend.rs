@@ -548,7 +548,7 @@ impl SpendControls {
         };
         let webhook = self.webhook.clone();
         tokio::spawn(async move {
-            let client = reqwest::Client::builder()
+            let client = crate::outbound::client_builder()
                 .timeout(Duration::from_secs(5))
                 .build()
                 .ok();

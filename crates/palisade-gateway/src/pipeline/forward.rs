@@ -61,7 +61,7 @@ pub(crate) async fn forward(
     if let Some(breaker) = &backend.breaker {
         let ok = upstream
             .as_ref()
-            .is_ok_and(|r| !r.status().is_server_error());
+            .is_ok_and(|r| !r.status().is_server_error() && !r.status().is_redirection());
         breaker.record(Instant::now(), ok);
     }
     if let Some(slot) = slot {

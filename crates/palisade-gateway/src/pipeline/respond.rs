@@ -100,7 +100,10 @@ pub(crate) async fn respond(
         Ok(body) => body,
         Err(err) => return Err((err, record)),
     };
-    if status.is_server_error() {
+    // A redirect is not followed (`crate::outbound`) nor passed on: a
+    // client that followed it would send its own request, key included,
+    // wherever the model server pointed.
+    if status.is_server_error() || status.is_redirection() {
         // 5xx bodies carry tracebacks and internal paths: log them for the
         // operator, give the client a stable error instead.
         let snippet = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
@@ -177,6 +180,8 @@ pub(crate) async fn respond(
 fn status_class(status: StatusCode) -> &'static str {
     if status.is_client_error() {
         "upstream_4xx"
+    } else if status.is_redirection() {
+        "upstream_3xx"
     } else {
         "upstream_5xx"
     }

@@ -190,8 +190,10 @@ impl Recorder {
     fn store(mut self, stored: Stored, cacheable: bool) {
         // A response with tool calls is never cached (each call's token and
         // confirmation belong to one request); the scan is conservative: a
-        // completion that merely mentions the word is not cached either.
-        let cacheable = cacheable && !contains(&stored.body, b"\"tool_calls\"");
+        // completion that merely mentions the word, or has any `\u` escape,
+        // is not cached either.
+        let cacheable =
+            cacheable && !crate::gates::json_keys::may_hold_key(&stored.body, b"\"tool_calls\"");
         match (self.idem.take(), self.cache.take().filter(|_| cacheable)) {
             (Some(idem), Some(cache)) => {
                 cache.put(stored.clone());
@@ -202,8 +204,4 @@ impl Recorder {
             (None, None) => {}
         }
     }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }

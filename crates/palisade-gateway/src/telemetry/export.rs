@@ -147,7 +147,7 @@ impl Exporter {
 impl Worker {
     /// Batches and exports until every sender is gone.
     async fn run(mut self) {
-        let client = match reqwest::Client::builder()
+        let client = match crate::outbound::client_builder()
             .no_proxy()
             .timeout(self.timeout)
             .connect_timeout(self.timeout)

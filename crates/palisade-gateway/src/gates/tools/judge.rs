@@ -196,10 +196,6 @@ impl Judged {
     }
 }
 
-pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 pub(crate) fn total_tokens(value: &Value) -> u64 {
     value
         .pointer("/usage/total_tokens")
@@ -217,7 +213,7 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Option<Bytes> {
     // Most completions carry no call: skip the parse unless there may be one,
     // or the conversation's loop tokens need counting.
     let counting = tools.conversation.is_some() && tools.in_loop;
-    if !counting && !contains(body, b"\"tool_calls\"") {
+    if !counting && !crate::gates::json_keys::may_hold_key(body, b"\"tool_calls\"") {
         return None;
     }
     let mut value: Value = serde_json::from_slice(body).ok()?;

@@ -124,8 +124,8 @@ impl ToolStreamGate {
         let quiet = self.template.is_some()
             && self.assembler.is_empty()
             && self.oversize.is_empty()
-            && !data.contains("\"tool_calls\"")
-            && !data.contains("\"usage\"");
+            && !crate::gates::json_keys::may_hold_key(data.as_bytes(), b"\"tool_calls\"")
+            && !crate::gates::json_keys::may_hold_key(data.as_bytes(), b"\"usage\"");
         if quiet {
             return ToolEvent::Forward;
         }
