@@ -43,6 +43,7 @@ mod linearity;
 #[path = "../tests/shapes/mod.rs"]
 mod shapes;
 mod types;
+mod warm;
 
 pub use canary::Canary;
 pub use cascade::{CascadeCalibration, LogitScale, SecondStage, SecondStageError};

@@ -179,9 +179,11 @@ impl GatewayState {
             }
             crate::second_stage::Outcome::Off => {}
         }
-        // The first scan builds the detector's lazily compiled matchers
-        // (~100 ms); pay that before readiness, not on a user's request.
-        let _ = detector.scan(&palisade_detect::ScanInput::user("warm up"));
+        // The first scans build the detector's lazily compiled matchers
+        // (~100 ms) and the regex engines' states for documents, code,
+        // payloads and disguises; pay that before readiness, not on a
+        // user's request.
+        detector.warm();
         let detector = Arc::new(crate::gates::detectors::DetectorStore::new(detector));
         detector_ready.set(true);
         // The replica holds its policy before it takes traffic: loaded here,
