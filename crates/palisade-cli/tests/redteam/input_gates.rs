@@ -107,6 +107,16 @@ fn planted(field: usize, text: &str) -> (String, Value) {
             body["messages"] = json!([{"role": "developer", "content": text}, user]);
             "developer message"
         }
+        12 => {
+            // Ids some chat templates render into the prompt.
+            body["messages"] = json!([
+                {"role": "assistant", "content": null, "tool_calls": [{"id": text, "type": "function",
+                  "function": {"name": "note", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": text, "content": "ok"},
+                user
+            ]);
+            "tool call ids"
+        }
         _ => {
             body["messages"] = json!([{"role": "system", "content": text}, user]);
             "system message"
@@ -115,7 +125,55 @@ fn planted(field: usize, text: &str) -> (String, Value) {
     (name.to_owned(), body)
 }
 
-const FIELDS: usize = 13;
+const FIELDS: usize = 14;
+
+/// An assistant's fields on another role's message: llama.cpp keeps
+/// `tool_calls` and `reasoning_content` whatever the role, and a template
+/// that branches on `tool_calls` renders the user's call as an assistant
+/// turn; the gate read them on assistant messages only. Refused as a
+/// malformed request, never forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assistant_fields_on_another_role_are_refused() {
+    let h = Scripted::new("").await;
+    let call = json!([{"type": "function", "function": {"name": "note",
+        "arguments": json!({"t": JAILBREAK}).to_string()}}]);
+    for (role, field, value) in [
+        ("user", "tool_calls", call.clone()),
+        ("system", "tool_calls", call.clone()),
+        (
+            "tool",
+            "function_call",
+            json!({"name": "note", "arguments": "{}"}),
+        ),
+        ("user", "reasoning_content", json!(JAILBREAK)),
+        ("developer", "refusal", json!(JAILBREAK)),
+    ] {
+        let mut message = json!({"role": role, "content": "What's the weather?"});
+        message[field] = value;
+        let (status, body) = h
+            .client
+            .chat(&json!({"model": "m", "messages": [message]}))
+            .await;
+        assert_eq!(status, 400, "{role}.{field}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+        assert_eq!(
+            body["error"]["param"],
+            format!("messages[0].{field}"),
+            "{body}"
+        );
+    }
+    assert!(h.upstream.received().is_empty(), "nothing went upstream");
+    // On an assistant message they are what they should be: read and judged.
+    let (status, _) = h
+        .client
+        .chat(&json!({"model": "m", "messages": [
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+              "function": {"name": "note", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+            {"role": "user", "content": "Thanks."}]}))
+        .await;
+    assert_eq!(status, 200);
+}
 
 /// Item 2: the same jailbreak in every text field a client can fill is
 /// refused — under a policy that judges every role like user text, so the

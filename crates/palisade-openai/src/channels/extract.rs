@@ -40,6 +40,15 @@ pub struct ShapeError {
     pub message: String,
 }
 
+/// Message fields only an assistant message may carry.
+const ASSISTANT_ONLY: &[&str] = &[
+    "tool_calls",
+    "function_call",
+    "refusal",
+    "reasoning_content",
+    "reasoning",
+];
+
 pub(super) fn refuse(param: impl Into<String>, message: impl Into<String>) -> ShapeError {
     ShapeError {
         param: param.into(),
@@ -374,6 +383,25 @@ fn message_segments(
         source
     };
     string_field("name", named)?;
+    // An id is text the upstream's chat template may render (Mistral's
+    // writes `tool_call_id` into the prompt): judged like the message.
+    string_field("tool_call_id", source)?;
+    if role_source != Source::Assistant {
+        // The assistant's fields on another role: OpenAI's schema has no
+        // place for them, but llama.cpp keeps them whatever the role, and a
+        // template that branches on `tool_calls` renders the user's text as
+        // an assistant turn. Refused rather than judged under a role the
+        // model would not see.
+        if let Some(field) = ASSISTANT_ONLY
+            .iter()
+            .find(|f| message.get(**f).is_some_and(|v| !v.is_null()))
+        {
+            return Err(refuse(
+                format!("messages[{i}].{field}"),
+                format!("`{field}` belongs to assistant messages, not to role `{role}`"),
+            ));
+        }
+    }
     if role_source == Source::Assistant {
         string_field("refusal", Source::Assistant)?;
         string_field("reasoning_content", Source::Assistant)?;
@@ -382,18 +410,28 @@ fn message_segments(
             None | Some(Value::Null) => {}
             Some(Value::Array(calls)) => {
                 for (j, call) in calls.iter().enumerate() {
-                    for field in ["name", "arguments"] {
-                        match call.pointer(&format!("/function/{field}")) {
+                    for field in ["id", "name", "arguments"] {
+                        let pointer = if field == "id" {
+                            "/id".to_owned()
+                        } else {
+                            format!("/function/{field}")
+                        };
+                        match call.pointer(&pointer) {
                             None | Some(Value::Null) => {}
                             Some(Value::String(s)) => out.push(Segment {
-                                place: at(&format!("tool_calls/{j}/function/{field}")),
+                                place: Place::Field(format!(
+                                    "/messages/{i}/tool_calls/{j}{pointer}"
+                                )),
                                 source: Source::Assistant,
                                 text: s.clone(),
                                 marked: false,
                             }),
                             Some(_) => {
                                 return Err(refuse(
-                                    format!("messages[{i}].tool_calls[{j}].function.{field}"),
+                                    format!(
+                                        "messages[{i}].tool_calls[{j}]{}",
+                                        pointer.replace('/', ".")
+                                    ),
                                     format!("`{field}` must be a string"),
                                 ))
                             }

@@ -318,11 +318,20 @@ mod tests {
         let s = segments(&f, TextKind::Chat, &[6]).unwrap();
         let got: Vec<(usize, Option<usize>, Source, &str)> = s
             .iter()
-            .map(|s| match s.place {
-                Place::Message { message, part } => (message, part, s.source, s.text.as_str()),
-                _ => panic!("only message content here"),
+            .filter_map(|s| match s.place {
+                Place::Message { message, part } => {
+                    Some((message, part, s.source, s.text.as_str()))
+                }
+                _ => None,
             })
             .collect();
+        // The tool message's id is read too, as the tool's text.
+        let ids: Vec<(Source, &str)> = s
+            .iter()
+            .filter(|s| !matches!(s.place, Place::Message { .. }))
+            .map(|s| (s.source, s.text.as_str()))
+            .collect();
+        assert_eq!(ids, [(Source::Tool, "c1")]);
         assert_eq!(
             got,
             [
