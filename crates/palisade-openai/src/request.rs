@@ -132,6 +132,43 @@ pub fn check_model(model: &str) -> Result<(), InspectError> {
     Ok(())
 }
 
+/// Most choices one request may ask for (`n`, `best_of`): OpenAI's own
+/// limit.
+pub const MAX_CHOICES: u64 = 128;
+
+/// The fields the token budget reads as counts must be JSON integers: an
+/// upstream that coerces `30000.0` or `"30000"` (vLLM and SGLang do) would
+/// otherwise generate what the budget, reading no number there, never
+/// reserved, and a streamed `n: 2.0` would pass the one-choice rule.
+fn check_counts(fields: &Map<String, Value>) -> Result<(), InspectError> {
+    const LIMITS: [&str; 3] = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
+    for field in LIMITS {
+        match fields.get(field) {
+            None | Some(Value::Null) => {}
+            Some(v) if v.as_u64().is_some() => {}
+            Some(_) => {
+                return Err(InspectError::WrongType {
+                    field,
+                    expected: "a non-negative integer",
+                })
+            }
+        }
+    }
+    for field in ["n", "best_of"] {
+        match fields.get(field) {
+            None | Some(Value::Null) => {}
+            Some(v) if v.as_u64().is_some_and(|n| (1..=MAX_CHOICES).contains(&n)) => {}
+            Some(_) => {
+                return Err(InspectError::WrongType {
+                    field,
+                    expected: "an integer from 1 to 128",
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A validated request body: a JSON object with a string `model` and the
 /// endpoint's required field present.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +204,7 @@ impl RequestBody {
                 })
             }
         }
+        check_counts(&fields)?;
         let foreign: &[&'static str] = match endpoint {
             Endpoint::ChatCompletions => &["prompt"],
             Endpoint::Completions => &["messages"],
@@ -313,6 +351,41 @@ mod tests {
         assert!(!b.is_stream());
         let round: Value = serde_json::from_slice(&b.to_bytes()).unwrap();
         assert_eq!(round["vendor_x"], 1);
+    }
+
+    #[test]
+    fn counts_the_budget_reads_must_be_integers() {
+        let with = |extra: &str| {
+            chat(&format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],{extra}}}"#
+            ))
+        };
+        for ok in [
+            r#""max_tokens":16"#,
+            r#""max_completion_tokens":0"#,
+            r#""n":1"#,
+            r#""n":128,"best_of":128"#,
+            r#""n":null,"max_tokens":null"#,
+        ] {
+            assert!(with(ok).is_ok(), "{ok}");
+        }
+        for (bad, param) in [
+            (r#""max_tokens":30000.0"#, "max_tokens"),
+            (
+                r#""max_completion_tokens":"30000""#,
+                "max_completion_tokens",
+            ),
+            (r#""max_output_tokens":-1"#, "max_output_tokens"),
+            (r#""max_tokens":1e9"#, "max_tokens"),
+            (r#""n":2.0"#, "n"),
+            (r#""n":"8""#, "n"),
+            (r#""n":0"#, "n"),
+            (r#""n":129"#, "n"),
+            (r#""best_of":1000"#, "best_of"),
+        ] {
+            let err = with(bad).unwrap_err();
+            assert_eq!(err.param(), Some(param), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -337,6 +337,20 @@ pub fn requested_max_tokens(fields: &Map<String, Value>) -> Option<u64> {
         .find_map(|k| fields.get(*k).and_then(Value::as_u64))
 }
 
+/// How many completions the request makes the upstream generate (`n`, or
+/// `best_of` for a legacy completion, which generates that many and returns
+/// `n`): each may use the whole completion limit. At least 1; the request
+/// parser has checked both are integers up to
+/// [`crate::request::MAX_CHOICES`].
+pub fn requested_choices(fields: &Map<String, Value>) -> u64 {
+    ["n", "best_of"]
+        .iter()
+        .filter_map(|k| fields.get(*k).and_then(Value::as_u64))
+        .max()
+        .unwrap_or(1)
+        .clamp(1, crate::request::MAX_CHOICES)
+}
+
 /// What one streamed event was, for the tally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkKind {
@@ -480,6 +494,16 @@ mod tests {
         );
         assert_eq!((u.cached_tokens, u.reasoning_tokens), (Some(8), Some(2)));
         assert!(Usage::from_response(&json!({"usage": null})).is_none());
+    }
+
+    #[test]
+    fn every_generated_choice_counts() {
+        let choices = |v: Value| requested_choices(v.as_object().expect("object"));
+        assert_eq!(choices(json!({})), 1);
+        assert_eq!(choices(json!({"n": 8})), 8);
+        // A legacy completion generates `best_of` and returns `n`.
+        assert_eq!(choices(json!({"n": 2, "best_of": 5})), 5);
+        assert_eq!(choices(json!({"n": null})), 1);
     }
 
     #[test]

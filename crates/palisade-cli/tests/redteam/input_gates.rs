@@ -107,16 +107,6 @@ fn planted(field: usize, text: &str) -> (String, Value) {
             body["messages"] = json!([{"role": "developer", "content": text}, user]);
             "developer message"
         }
-        12 => {
-            // Ids some chat templates render into the prompt.
-            body["messages"] = json!([
-                {"role": "assistant", "content": null, "tool_calls": [{"id": text, "type": "function",
-                  "function": {"name": "note", "arguments": "{}"}}]},
-                {"role": "tool", "tool_call_id": text, "content": "ok"},
-                user
-            ]);
-            "tool call ids"
-        }
         _ => {
             body["messages"] = json!([{"role": "system", "content": text}, user]);
             "system message"
@@ -125,7 +115,7 @@ fn planted(field: usize, text: &str) -> (String, Value) {
     (name.to_owned(), body)
 }
 
-const FIELDS: usize = 14;
+const FIELDS: usize = 13;
 
 /// An assistant's fields on another role's message: llama.cpp keeps
 /// `tool_calls` and `reasoning_content` whatever the role, and a template
@@ -133,7 +123,7 @@ const FIELDS: usize = 14;
 /// turn; the gate read them on assistant messages only. Refused as a
 /// malformed request, never forwarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn assistant_fields_on_another_role_are_refused() {
+async fn assistant_fields_on_another_role_and_sentences_as_ids_are_refused() {
     let h = Scripted::new("").await;
     let call = json!([{"type": "function", "function": {"name": "note",
         "arguments": json!({"t": JAILBREAK}).to_string()}}]);
@@ -161,6 +151,33 @@ async fn assistant_fields_on_another_role_are_refused() {
             format!("messages[0].{field}"),
             "{body}"
         );
+    }
+    // Ids some chat templates render into the prompt: an id's shape only.
+    for (field, messages) in [
+        (
+            "messages[1].tool_call_id",
+            json!([{"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                    "function": {"name": "note", "arguments": "{}"}}]},
+                   {"role": "tool", "tool_call_id": JAILBREAK, "content": "ok"}]),
+        ),
+        (
+            "messages[0].tool_calls[0].id",
+            json!([{"role": "assistant", "content": null, "tool_calls": [{"id": JAILBREAK, "type": "function",
+                    "function": {"name": "note", "arguments": "{}"}}]},
+                   {"role": "user", "content": "ok"}]),
+        ),
+        (
+            "messages[1].tool_call_id",
+            json!([{"role": "user", "content": "hi"},
+                   {"role": "tool", "tool_call_id": "x".repeat(4096), "content": "ok"}]),
+        ),
+    ] {
+        let (status, body) = h
+            .client
+            .chat(&json!({"model": "m", "messages": messages}))
+            .await;
+        assert_eq!(status, 400, "{field}: {body}");
+        assert_eq!(body["error"]["param"], field, "{body}");
     }
     assert!(h.upstream.received().is_empty(), "nothing went upstream");
     // On an assistant message they are what they should be: read and judged.

@@ -40,6 +40,28 @@ pub struct ShapeError {
     pub message: String,
 }
 
+/// Longest id (`tool_call_id`, `tool_calls[].id`) accepted: OpenAI's are
+/// about 30 characters.
+const MAX_ID_BYTES: usize = 128;
+
+/// An id is absent, null, or a short string without whitespace or control
+/// characters: room for any server's ids, none for a sentence.
+fn check_id(id: Option<&Value>, param: impl Fn() -> String) -> Result<(), ShapeError> {
+    match id {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(s))
+            if s.len() <= MAX_ID_BYTES
+                && !s.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(refuse(
+            param(),
+            format!("an id must be a string of at most {MAX_ID_BYTES} bytes without spaces"),
+        )),
+    }
+}
+
 /// Message fields only an assistant message may carry.
 const ASSISTANT_ONLY: &[&str] = &[
     "tool_calls",
@@ -384,8 +406,11 @@ fn message_segments(
     };
     string_field("name", named)?;
     // An id is text the upstream's chat template may render (Mistral's
-    // writes `tool_call_id` into the prompt): judged like the message.
-    string_field("tool_call_id", source)?;
+    // writes `tool_call_id` into the prompt). Scanning machine-made ids
+    // would read them as token soup; an id is held to an id's shape instead.
+    check_id(message.get("tool_call_id"), || {
+        format!("messages[{i}].tool_call_id")
+    })?;
     if role_source != Source::Assistant {
         // The assistant's fields on another role: OpenAI's schema has no
         // place for them, but llama.cpp keeps them whatever the role, and a
@@ -410,12 +435,11 @@ fn message_segments(
             None | Some(Value::Null) => {}
             Some(Value::Array(calls)) => {
                 for (j, call) in calls.iter().enumerate() {
-                    for field in ["id", "name", "arguments"] {
-                        let pointer = if field == "id" {
-                            "/id".to_owned()
-                        } else {
-                            format!("/function/{field}")
-                        };
+                    check_id(call.get("id"), || {
+                        format!("messages[{i}].tool_calls[{j}].id")
+                    })?;
+                    for field in ["name", "arguments"] {
+                        let pointer = format!("/function/{field}");
                         match call.pointer(&pointer) {
                             None | Some(Value::Null) => {}
                             Some(Value::String(s)) => out.push(Segment {
