@@ -7,6 +7,9 @@
 //! - `side_fields`: secrets and canaries leaving through response fields
 //!   other than `content`, and upstream bodies the gate cannot parse.
 //! - `starvation`: CPU, memory and connection exhaustion.
+//! - `token_counts`: `n`, `best_of` and completion limits spelled so the
+//!   token budget did not read them (`30000.0`, `"30000"`), and `n`
+//!   choices reserved as one.
 //! - `tokens_keys`: capability tokens, canonical arguments, signatures, keys.
 //! - `output_gate`: the output gate's second round (links, streams,
 //!   encodings, holding back without holding up).
@@ -115,5 +118,6 @@ mod stream_context;
 mod stream_fast_path;
 mod streams;
 mod telemetry;
+mod token_counts;
 mod tokens_keys;
 mod watermark;

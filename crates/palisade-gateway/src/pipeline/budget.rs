@@ -60,8 +60,10 @@ pub(crate) async fn reserve_tokens(
             if state.inject_max_tokens {
                 rewritten |= request.set_max_tokens_if_absent(state.default_max_tokens);
             }
+            // Every choice may use the whole limit: `n: 8` reserves eight.
             palisade_openai::usage::requested_max_tokens(request.fields())
                 .unwrap_or(state.default_max_tokens)
+                .saturating_mul(palisade_openai::usage::requested_choices(request.fields()))
         };
         let (reservation, info) = state
             .admission

@@ -1,0 +1,60 @@
+//! The counts a tenant writes that the token budget reads: `n`, `best_of`
+//! and the completion limits. Spelled as something the budget did not read
+//! as a number (`30000.0`, `"30000"`), upstreams that coerce them (vLLM,
+//! SGLang) generated what was never reserved; `n` choices each used the
+//! whole limit while one was reserved; and a streamed `n: 2.0` passed the
+//! one-choice-per-stream rule.
+
+use serde_json::{json, Value};
+
+use crate::harness::Scripted;
+
+fn ask(extra: Value) -> Value {
+    let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "a b c d e"}]});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_in_shapes_the_budget_does_not_read_are_refused() {
+    let h = Scripted::new("[limits]\ntokens_per_minute = 600\n").await;
+    for (extra, param) in [
+        (
+            json!({"max_tokens": 16, "max_completion_tokens": 30000.0}),
+            "max_completion_tokens",
+        ),
+        (json!({"max_tokens": "30000"}), "max_tokens"),
+        (json!({"n": 2.0, "stream": true}), "n"),
+        (json!({"n": "64"}), "n"),
+        (json!({"n": 100000}), "n"),
+    ] {
+        let (status, body) = h.client.chat(&ask(extra.clone())).await;
+        assert_eq!(status, 400, "{extra}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+        assert_eq!(body["error"]["param"], param, "{body}");
+    }
+    assert!(h.upstream.received().is_empty(), "nothing went upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_choice_is_reserved() {
+    // 600 tokens a minute: eight choices of 120 (960) cannot be reserved,
+    // one can.
+    let h = Scripted::new("[limits]\ntokens_per_minute = 600\n").await;
+    let (status, body) = h
+        .client
+        .chat(&ask(json!({"n": 8, "max_tokens": 120})))
+        .await;
+    assert_eq!(status, 429, "eight choices of 120 on 600 a minute: {body}");
+    assert!(
+        h.upstream.received().is_empty(),
+        "refused before it was sent"
+    );
+    let (status, body) = h
+        .client
+        .chat(&ask(json!({"n": 1, "max_tokens": 120})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
