@@ -10,6 +10,9 @@
 //! - `token_counts`: `n`, `best_of` and completion limits spelled so the
 //!   token budget did not read them (`30000.0`, `"30000"`), and `n`
 //!   choices reserved as one.
+//! - `token_ids`: vLLM's `return_token_ids` (a choice's ids spelling the
+//!   text the output gate redacted, the prompt's spelling the planted
+//!   system prompt and canary).
 //! - `tokens_keys`: capability tokens, canonical arguments, signatures, keys.
 //! - `output_gate`: the output gate's second round (links, streams,
 //!   encodings, holding back without holding up).
@@ -119,5 +122,6 @@ mod stream_fast_path;
 mod streams;
 mod telemetry;
 mod token_counts;
+mod token_ids;
 mod tokens_keys;
 mod watermark;

@@ -364,11 +364,18 @@ pub(crate) fn inspect_request(
         plan.canary = Some(canary);
         changed = true;
     }
+    let output_gate = super::output::OutputPolicy::of(&plan).is_some();
+    // Token ids spell the text the output gate redacts, and the prompt's
+    // ids spell the system prompt and canary the gateway planted: no
+    // engine is asked for them under an output gate.
+    if output_gate {
+        changed |= strip_token_id_requests(fields);
+    }
     // A client printing `n` streamed choices in order reassembles what the
     // per-choice stream guards judged apart: refused under an output gate.
     let streamed = matches!(fields.get("stream"), Some(Value::Bool(true)));
     let n = fields.get("n").and_then(Value::as_u64).unwrap_or(1);
-    if streamed && n > 1 && super::output::OutputPolicy::of(&plan).is_some() {
+    if streamed && n > 1 && output_gate {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
             "`n` > 1 cannot be streamed through the output gate; ask for one choice per stream, or do not stream",
@@ -376,6 +383,27 @@ pub(crate) fn inspect_request(
         .with_param("n"));
     }
     Ok((plan, changed))
+}
+
+/// Parameters that make an engine return token ids with the text (vLLM's
+/// `return_token_ids`, and `return_tokens_as_token_ids` for log-probs).
+const TOKEN_ID_REQUESTS: [&str; 2] = ["return_token_ids", "return_tokens_as_token_ids"];
+
+/// Removes [`TOKEN_ID_REQUESTS`] from the top level and from every object
+/// an SDK or engine merges into it; true if any was there.
+fn strip_token_id_requests(fields: &mut Map<String, Value>) -> bool {
+    let mut removed = false;
+    for key in TOKEN_ID_REQUESTS {
+        removed |= fields.remove(key).is_some();
+    }
+    for container in palisade_extraction::params::MERGED_CONTAINERS {
+        if let Some(Value::Object(inner)) = fields.get_mut(container) {
+            for key in TOKEN_ID_REQUESTS {
+                removed |= inner.remove(key).is_some();
+            }
+        }
+    }
+    removed
 }
 
 /// Adds system text where the request's shape keeps its system prompt.

@@ -115,12 +115,19 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
                 && choice
                     .pointer("/message/tool_calls")
                     .is_some_and(Value::is_array);
+            // Token ids are numbers: `judge_tree` reads strings only.
+            // The prompt's spell the system prompt and canary; a choice's
+            // spell its text as the upstream wrote it.
+            changed |= drop_token_ids(choice, "prompt_token_ids");
             outcome |= judge_tree(choice, &policy, &mut evidence, &|path| {
                 path == ["logprobs"]
                     || (calls_judged && path == ["message", "tool_calls"])
                     || (json_mode && path == json_path)
             });
             changed |= outcome.changed;
+            if outcome.changed || outcome.blocked {
+                changed |= drop_token_ids(choice, "token_ids");
+            }
             let mut logprobs_ok = !outcome.changed && !outcome.blocked;
             if let Some(lp) = choice.get("logprobs").filter(|l| !l.is_null()) {
                 logprobs_ok &= !logprob_texts(lp)
@@ -158,6 +165,7 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
     // The rest of the body (id, model, usage, vendor fields, `choices` in a
     // shape the loop above did not read), but not the gateway's own report
     // (an upstream's `palisade` object was removed before the gates).
+    changed |= drop_token_ids(&mut value, "prompt_token_ids");
     if let Some(obj) = value.as_object_mut() {
         for (key, field) in obj.iter_mut() {
             if key == "palisade" || (key == "choices" && field.is_array()) {
@@ -210,6 +218,15 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
     Ok(changed.then(|| Bytes::from(value.to_string())))
 }
 
+/// Removes the member `key` (token ids) from `object`; true if it was there.
+/// The request side asks no engine for them under an output gate; an
+/// upstream that sends them anyway loses them here.
+fn drop_token_ids(object: &mut Value, key: &str) -> bool {
+    object
+        .as_object_mut()
+        .is_some_and(|o| o.remove(key).is_some())
+}
+
 /// True if `text` is a JSON object or array (what a client may `JSON.parse`).
 fn parses_as_json(text: &str) -> bool {
     text.trim_start().starts_with(['{', '['])
@@ -245,6 +262,7 @@ pub(super) fn filter_choice(choice: &mut Value) {
     if obj.contains_key("logprobs") {
         obj.insert("logprobs".to_owned(), Value::Null);
     }
+    obj.remove("token_ids");
     obj.insert(
         "finish_reason".to_owned(),
         Value::String("content_filter".to_owned()),

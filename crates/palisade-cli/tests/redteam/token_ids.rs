@@ -1,0 +1,75 @@
+//! Token ids as a way around the output gate: vLLM's `return_token_ids`
+//! returns each choice's `token_ids` and the `prompt_token_ids`, which the
+//! gate (it judges strings) let through. A choice's ids spell the text the
+//! gate redacted; the prompt's spell the system prompt and the canary the
+//! gateway planted.
+
+use palisade_testkit::RawResponse;
+use serde_json::{json, Value};
+
+use crate::harness::{Hostile, Scripted, AWS_KEY};
+
+const ASKS: [&str; 2] = ["return_token_ids", "return_tokens_as_token_ids"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_engine_is_asked_for_token_ids() {
+    let h = Scripted::new("").await;
+    for container in [None, Some("extra_body"), Some("vllm_xargs")] {
+        let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "Say hi."}]});
+        let asks = json!({"return_token_ids": true, "return_tokens_as_token_ids": true});
+        match container {
+            None => body.as_object_mut().expect("object").extend(
+                asks.as_object()
+                    .expect("object")
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            ),
+            Some(c) => body[c] = asks,
+        }
+        let (status, answer) = h.client.chat(&body).await;
+        assert_eq!(status, 200, "{answer}");
+        let sent = h.last_sent();
+        let scopes = std::iter::once(&sent).chain(container.and_then(|c| sent.get(c)));
+        for scope in scopes {
+            for ask in ASKS {
+                assert!(
+                    scope.get(ask).is_none(),
+                    "{ask} reached the upstream: {sent}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_ids_never_spell_what_the_text_does_not_show() {
+    let body = |content: &str| {
+        json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
+            "prompt_token_ids": [9906, 25, 15465, 3639],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "token_ids": [1, 2, 3, 4, 5], "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}})
+        .to_string()
+    };
+    let h = Hostile::new(
+        RawResponse::json(body(&format!("The key is {AWS_KEY}."))),
+        "",
+    )
+    .await;
+    let ask = json!({"model": "m", "messages": [{"role": "user", "content": "Say hi."}]});
+    let (status, v) = h.client.chat(&ask).await;
+    assert_eq!(status, 200, "{v}");
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap_or("");
+    assert!(!content.contains(AWS_KEY), "{v}");
+    assert!(
+        v["choices"][0].get("token_ids").is_none(),
+        "ids of the redacted text: {v}"
+    );
+    assert!(v.get("prompt_token_ids").is_none(), "the prompt's ids: {v}");
+    // Clean text keeps its own ids (they spell only what is shown); the
+    // prompt's never.
+    h.upstream.script(RawResponse::json(body("Hi there.")));
+    let (_, v): (u16, Value) = h.client.chat(&ask).await;
+    assert_eq!(v["choices"][0]["token_ids"], json!([1, 2, 3, 4, 5]), "{v}");
+    assert!(v.get("prompt_token_ids").is_none(), "the prompt's ids: {v}");
+}
