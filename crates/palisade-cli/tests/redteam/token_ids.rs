@@ -2,7 +2,8 @@
 //! returns each choice's `token_ids` and the `prompt_token_ids`, which the
 //! gate (it judges strings) let through. A choice's ids spell the text the
 //! gate redacted; the prompt's spell the system prompt and the canary the
-//! gateway planted.
+//! gateway planted. Speech (`message.audio.data`) is the same channel for
+//! the text of its transcript.
 
 use palisade_testkit::RawResponse;
 use serde_json::{json, Value};
@@ -72,4 +73,52 @@ async fn token_ids_never_spell_what_the_text_does_not_show() {
     let (_, v): (u16, Value) = h.client.chat(&ask).await;
     assert_eq!(v["choices"][0]["token_ids"], json!([1, 2, 3, 4, 5]), "{v}");
     assert!(v.get("prompt_token_ids").is_none(), "the prompt's ids: {v}");
+}
+
+/// Speech says what its transcript said: a non-streamed answer whose
+/// transcript the gate redacted loses its sound, and streamed audio (whose
+/// transcript arrives split across events) is refused under an output gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speech_never_says_what_the_transcript_does_not_show() {
+    let spoken = |transcript: &str| {
+        json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+                "audio": {"id": "audio_1", "expires_at": 0, "data": "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAEAfAAABAAgAZGF0YQAAAAA=",
+                          "transcript": transcript}}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}})
+        .to_string()
+    };
+    let h = Hostile::new(
+        RawResponse::json(spoken(&format!("The key is {AWS_KEY}."))),
+        "",
+    )
+    .await;
+    let ask = |stream: bool| {
+        json!({"model": "m", "stream": stream, "modalities": ["text", "audio"],
+               "audio": {"voice": "alloy", "format": "wav"},
+               "messages": [{"role": "user", "content": "Say hi."}]})
+    };
+    let (status, v) = h.client.chat(&ask(false)).await;
+    assert_eq!(status, 200, "{v}");
+    let audio = &v["choices"][0]["message"]["audio"];
+    assert!(
+        !audio["transcript"].as_str().unwrap_or("").contains(AWS_KEY),
+        "{v}"
+    );
+    assert_eq!(audio["data"], "", "the sound of the redacted key: {v}");
+    h.upstream.script(RawResponse::json(spoken("Hi there.")));
+    let (_, v): (u16, Value) = h.client.chat(&ask(false)).await;
+    assert_ne!(
+        v["choices"][0]["message"]["audio"]["data"], "",
+        "clean speech stays: {v}"
+    );
+    let sent = h.upstream.received().len();
+    let (status, v) = h.client.post("/v1/chat/completions", &ask(true), &[]).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "modalities", "{v}");
+    assert_eq!(
+        h.upstream.received().len(),
+        sent,
+        "refused before it was sent"
+    );
 }

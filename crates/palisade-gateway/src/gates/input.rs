@@ -375,6 +375,20 @@ pub(crate) fn inspect_request(
     // per-choice stream guards judged apart: refused under an output gate.
     let streamed = matches!(fields.get("stream"), Some(Value::Bool(true)));
     let n = fields.get("n").and_then(Value::as_u64).unwrap_or(1);
+    // Streamed speech arrives as `delta.audio` objects: its transcript is
+    // judged event by event (a key split across two deltas passes), and
+    // the sound itself cannot be redacted. Refused like `n` > 1.
+    let audio = fields
+        .get("modalities")
+        .and_then(Value::as_array)
+        .is_some_and(|m| m.iter().any(|v| v.as_str() == Some("audio")));
+    if streamed && audio && output_gate {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "audio output cannot be streamed through the output gate; do not stream, or ask for text only",
+        )
+        .with_param("modalities"));
+    }
     if streamed && n > 1 && output_gate {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,

@@ -127,6 +127,7 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Result<Option<Bytes>, A
             changed |= outcome.changed;
             if outcome.changed || outcome.blocked {
                 changed |= drop_token_ids(choice, "token_ids");
+                changed |= silence_audio(choice);
             }
             let mut logprobs_ok = !outcome.changed && !outcome.blocked;
             if let Some(lp) = choice.get("logprobs").filter(|l| !l.is_null()) {
@@ -227,6 +228,19 @@ fn drop_token_ids(object: &mut Value, key: &str) -> bool {
         .is_some_and(|o| o.remove(key).is_some())
 }
 
+/// Empties a choice's speech (`message.audio.data`, base64 sound): it says
+/// what its transcript said before the gate redacted it. True if there was
+/// any.
+fn silence_audio(choice: &mut Value) -> bool {
+    match choice.pointer_mut("/message/audio/data") {
+        Some(Value::String(data)) if !data.is_empty() => {
+            data.clear();
+            true
+        }
+        _ => false,
+    }
+}
+
 /// True if `text` is a JSON object or array (what a client may `JSON.parse`).
 fn parses_as_json(text: &str) -> bool {
     text.trim_start().starts_with(['{', '['])
@@ -263,6 +277,7 @@ pub(super) fn filter_choice(choice: &mut Value) {
         obj.insert("logprobs".to_owned(), Value::Null);
     }
     obj.remove("token_ids");
+    // `message` was replaced above, its audio with it.
     obj.insert(
         "finish_reason".to_owned(),
         Value::String("content_filter".to_owned()),
