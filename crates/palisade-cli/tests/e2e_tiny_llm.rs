@@ -148,9 +148,22 @@ async fn real_llama_cpp_server_through_palisade() {
         assert!(u["usage"]["completion_tokens"].as_u64().unwrap() > 0);
     }
 
+    // A mistyped completion limit never reaches the server: the token
+    // budget reads it, so the gateway refuses it itself.
+    let counted = json!({"model": model, "max_tokens": "many", "messages": [{"role": "user", "content": "x"}]});
+    let via = client
+        .post(gw.url("/v1/chat/completions"))
+        .json(&counted)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(via.status(), 400);
+    let body: Value = via.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "max_tokens", "{body}");
+
     // The real server answers a mistyped field with HTTP 500 and a Python
     // traceback; the client gets a stable 502 without the traceback.
-    let bad = json!({"model": model, "max_tokens": "many", "messages": [{"role": "user", "content": "x"}]});
+    let bad = json!({"model": model, "max_tokens": 2, "top_p": "many", "messages": [{"role": "user", "content": "x"}]});
     let direct = client
         .post(format!("{}/chat/completions", llm.base_url))
         .json(&bad)
