@@ -205,6 +205,19 @@ impl RequestBody {
             }
         }
         check_counts(&fields)?;
+        // A background response is generated after the POST returns: the
+        // output gate would never see it and the token budget would settle
+        // at the prompt alone (its usage arrives with a later GET).
+        if endpoint == Endpoint::Responses
+            && fields
+                .get("background")
+                .is_some_and(|b| b != &Value::Bool(false) && !b.is_null())
+        {
+            return Err(InspectError::WrongType {
+                field: "background",
+                expected: "false or absent (the gateway judges and counts what it relays)",
+            });
+        }
         let foreign: &[&'static str] = match endpoint {
             Endpoint::ChatCompletions => &["prompt"],
             Endpoint::Completions => &["messages"],
@@ -351,6 +364,22 @@ mod tests {
         assert!(!b.is_stream());
         let round: Value = serde_json::from_slice(&b.to_bytes()).unwrap();
         assert_eq!(round["vendor_x"], 1);
+    }
+
+    #[test]
+    fn background_responses_are_refused() {
+        let responses = |body: &str| RequestBody::parse(Endpoint::Responses, body.as_bytes());
+        for bad in [
+            r#""background":true"#,
+            r#""background":"true""#,
+            r#""background":1"#,
+        ] {
+            let err = responses(&format!(r#"{{"model":"m","input":"hi",{bad}}}"#)).unwrap_err();
+            assert_eq!(err.param(), Some("background"), "{bad}");
+        }
+        for ok in [r#""background":false"#, r#""background":null"#] {
+            assert!(responses(&format!(r#"{{"model":"m","input":"hi",{ok}}}"#)).is_ok());
+        }
     }
 
     #[test]

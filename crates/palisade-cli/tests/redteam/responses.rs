@@ -229,3 +229,27 @@ async fn another_tenants_response_id_reads_as_unknown() {
     .await;
     assert_eq!(status, 200, "{text}");
 }
+
+/// `background: true`: the upstream answers `queued` at once and generates
+/// afterwards, so the output gate never sees the answer and the token
+/// budget settles at the prompt (a tenant could queue unlimited
+/// generations past its budgets and the backend's in-flight limit).
+/// Refused before it is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_response_is_refused() {
+    let s = Scripted::new("[limits]\ntokens_per_minute = 1000\n").await;
+    for background in [json!(true), json!("true")] {
+        let (status, body) = s
+            .client
+            .post(
+                "/v1/responses",
+                &json!({"model": "m", "input": "Write a very long story.",
+                        "background": background, "max_output_tokens": 128000}),
+                &[],
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["param"], "background", "{body}");
+    }
+    assert!(s.upstream.received().is_empty(), "nothing went upstream");
+}
