@@ -36,6 +36,11 @@ pub struct ServerConfig {
     /// end of its head; past it the request gets 408 `request_timeout`. A
     /// 4 MiB body needs ~1.1 Mbit/s to arrive in 30 s.
     pub body_read_timeout_ms: u64,
+    /// How long a write to a client may stay pending (it read nothing)
+    /// before the connection is closed. A client that stops reading a
+    /// stream would otherwise hold its backend slot and token reservation
+    /// for as long as it keeps the connection open.
+    pub write_stall_timeout_ms: u64,
     /// Connections held at once. Beyond it a new connection is answered
     /// `503 overloaded` (with `Retry-After`) and closed rather than queued:
     /// a queue would hide the overload from load balancers. Each proxied
@@ -61,6 +66,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 25_000,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
+            write_stall_timeout_ms: 30_000,
             max_connections: 1024,
             cpu_workers: 0,
             cpu_queue_timeout_ms: 2_000,
@@ -76,6 +82,7 @@ impl ServerConfig {
             ("max_body_bytes", self.max_body_bytes as u64),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
             ("body_read_timeout_ms", self.body_read_timeout_ms),
+            ("write_stall_timeout_ms", self.write_stall_timeout_ms),
             ("max_connections", self.max_connections as u64),
         ] {
             if value == 0 {

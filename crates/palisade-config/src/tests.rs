@@ -43,13 +43,15 @@ fn slow_client_bounds_have_defaults_and_refuse_zero() {
         (
             c.server.header_read_timeout_ms,
             c.server.body_read_timeout_ms,
+            c.server.write_stall_timeout_ms,
             c.server.max_connections
         ),
-        (10_000, 30_000, 1024)
+        (10_000, 30_000, 30_000, 1024)
     );
     for key in [
         "header_read_timeout_ms",
         "body_read_timeout_ms",
+        "write_stall_timeout_ms",
         "max_connections",
     ] {
         assert_invalid(&format!("[server]\n{key} = 0"), key);

@@ -229,6 +229,10 @@ fn invalid_configs_name_the_key() {
             "[server]\nbody_read_timeout_ms = 0",
             "server.body_read_timeout_ms",
         ),
+        (
+            "[server]\nwrite_stall_timeout_ms = 0",
+            "server.write_stall_timeout_ms",
+        ),
         ("[server]\nmax_connections = 0", "server.max_connections"),
         (
             "[server]\nmax_sse_event_bytes = 1023",

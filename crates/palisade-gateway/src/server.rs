@@ -141,6 +141,7 @@ impl Gateway {
         let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);
         let limits = crate::http::listener::ConnLimits {
             header_read_timeout: Duration::from_millis(self.config.server.header_read_timeout_ms),
+            write_stall_timeout: Duration::from_millis(self.config.server.write_stall_timeout_ms),
             max_connections: self.config.server.max_connections,
         };
         let app = self.router();

@@ -1,5 +1,7 @@
 //! Starvation and resource bounds (issue 12, items 6 to 8): CPU on the async
-//! workers, the unbounded `model` string, and slow clients.
+//! workers, the unbounded `model` string, and slow clients — including one
+//! that never reads its stream (it held the backend's slot) and an upstream
+//! whose stream never pauses (it never met its deadline).
 //!
 //! Probes that must not depend on the gateway's runtime being healthy (the
 //! `/healthz` latency, trickled headers and bodies) use blocking sockets on
@@ -481,4 +483,122 @@ async fn the_model_list_is_behind_the_rate_gate() {
     assert!(resp.headers().contains_key("retry-after"));
     let body: Value = resp.json().await.expect("an OpenAI error body");
     assert_eq!(code(&body), "rate_limited", "{body}");
+}
+
+/// A client that opens a stream and never reads it: hyper stops pulling the
+/// relay once the socket is full, so the stream's deadline never fired and
+/// it held the backend's only in-flight slot for as long as the client
+/// kept the connection (here the deadline is a minute). After
+/// `server.write_stall_timeout_ms` of writes it does not take, the
+/// connection is closed and the slot is free for the next tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_stream_does_not_hold_the_backend() {
+    // 12 MiB of events, more than the loopback socket buffers hold.
+    let content = "word ".repeat(8 * 1024);
+    let event = format!(
+        "data: {}\n\n",
+        json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+               "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]})
+    );
+    let body = event.repeat(12 * 1024 * 1024 / event.len() + 1) + "data: [DONE]\n\n";
+    let h = Hostile::new(
+        RawResponse::sse(body),
+        "max_in_flight = 1\nqueue_timeout_ms = 500\nrequest_timeout_ms = 60000\nidle_timeout_ms = 60000\n\
+         [server]\nwrite_stall_timeout_ms = 1000\n",
+    )
+    .await;
+    let addr = h.client.gw.local_addr();
+    let request = json!({"model": "m", "stream": true,
+                         "messages": [{"role": "user", "content": "Tell me a long story."}]})
+    .to_string();
+    // The reader that never reads: it sends its request, then sleeps with
+    // the connection open until the test ends.
+    let (done, until_done) = std::sync::mpsc::channel::<()>();
+    let stalled = std::thread::spawn(move || {
+        let mut c = TcpStream::connect(addr).expect("connect");
+        c.write_all(
+            format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{request}",
+                request.len()
+            )
+            .as_bytes(),
+        )
+        .expect("request sent");
+        let _ = until_done.recv_timeout(Duration::from_secs(15));
+        drop(c);
+    });
+    // The stream is under way before the upstream's script changes.
+    let started = Instant::now();
+    while h.upstream.received().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the stream never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Until the relay has filled the client's buffers and stalled, the
+    // slot is rightly held; after the stall bound it must come free. The
+    // next request is answered once the slot is free (bounded polling).
+    let started = Instant::now();
+    let mut answered = None;
+    while started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        h.upstream.script(RawResponse::json(
+            json!({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]})
+            .to_string(),
+        ));
+        let (status, _) = h
+            .client
+            .chat(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        if status == 200 {
+            answered = Some(started.elapsed());
+            break;
+        }
+        assert_eq!(status, 503, "only the held slot may refuse it");
+    }
+    let _ = done.send(());
+    stalled.join().expect("stalled client");
+    answered.expect("the backend's slot stayed held by a client that never reads");
+}
+
+/// An upstream whose stream always has the next bytes ready: the relay
+/// polled the read before its deadline timer, so a stream that never
+/// paused never timed out (here: 24 MiB sent at once, a 300 ms deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_never_pauses_still_ends_at_its_deadline() {
+    let event = format!(
+        "data: {}\n\n",
+        json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+               "choices": [{"index": 0, "delta": {"content": "word ".repeat(2048)}, "finish_reason": null}]})
+    );
+    let body = event.repeat(24 * 1024 * 1024 / event.len() + 1) + "data: [DONE]\n\n";
+    let total = body.len();
+    let h = Hostile::new(RawResponse::sse(body), "request_timeout_ms = 300\n").await;
+    let started = Instant::now();
+    let (status, text) = h
+        .client
+        .post_raw(
+            "/v1/chat/completions",
+            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "Go on."}]}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("upstream_timeout"),
+        "no deadline error at the end: {} bytes",
+        text.len()
+    );
+    assert!(
+        !text.contains("[DONE]"),
+        "the stream ran to its end past the deadline"
+    );
+    assert!(text.len() < total, "{} of {total} bytes", text.len());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
 }

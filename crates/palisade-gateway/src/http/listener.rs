@@ -17,6 +17,10 @@
 //!   connection is closed. HTTP/2 frames its headers itself (hyper bounds
 //!   their size); its bodies are bounded by the body read timeout.
 //!
+//! - a write to a client that stopped reading may stay pending
+//!   `server.write_stall_timeout_ms`, then the connection is closed (and a
+//!   stream's relay with it, releasing its slots and reservation).
+//!
 //! On shutdown the listener closes and every connection is told to finish
 //! its in-flight requests (HTTP/1 closes once idle, HTTP/2 sends GOAWAY).
 
@@ -39,6 +43,9 @@ pub(crate) struct ConnLimits {
     pub(crate) header_read_timeout: Duration,
     /// Connections served at once.
     pub(crate) max_connections: usize,
+    /// How long a write to the client may stay pending before the
+    /// connection is closed ([`super::write_stall`]).
+    pub(crate) write_stall_timeout: Duration,
 }
 
 /// The HTTP/2 connection preface a prior-knowledge client sends first.
@@ -185,7 +192,10 @@ async fn serve_connection(
         _ => return,
     };
     let service = hyper_util::service::TowerToHyperService::new(app);
-    let io = TokioIo::new(tcp);
+    let io = TokioIo::new(super::write_stall::WriteStallBound::new(
+        tcp,
+        limits.write_stall_timeout,
+    ));
     let result = if h2 {
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())

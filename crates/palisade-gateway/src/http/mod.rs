@@ -1,5 +1,5 @@
-//! The HTTP edge below the handlers: connection limits, request ids, the
-//! body deadline, bearer-key authentication and the OpenAI error shape.
+//! The HTTP edge below the handlers: connection limits, a bound on writes
+//! to a client that stopped reading, request ids, the body deadline, bearer-key authentication and the OpenAI error shape.
 //!
 //! Nothing here reads the gateway's state or makes a policy decision; it is
 //! the plumbing every route shares.
@@ -10,3 +10,4 @@ pub(crate) mod error;
 pub(crate) mod listener;
 pub(crate) mod request_id;
 pub(crate) mod runtime_keys;
+pub(crate) mod write_stall;

@@ -299,6 +299,15 @@ impl Relay {
             }
             let now = Instant::now();
             let remaining = self.limits.deadline.saturating_duration_since(now);
+            // Checked before the read: `timeout` polls the read first, so an
+            // upstream that always has data ready would never time out.
+            if remaining.is_zero() {
+                let err = ApiError::new(
+                    ErrorCode::UpstreamTimeout,
+                    format!("upstream `{}` exceeded its deadline", self.backend),
+                );
+                return Some(self.fail(Outcome::Timeout, &err));
+            }
             let idle_left = self
                 .limits
                 .idle_timeout
