@@ -98,6 +98,9 @@ struct Shared {
     models_listed: AtomicUsize,
     /// Mints Responses API ids (`resp_1`, `resp_2`, …).
     responses_minted: AtomicUsize,
+    /// Whole answers of the model `leak-system`, by id, for `GET
+    /// /v1/responses/{id}` (as a real server stores them).
+    stored_responses: Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// A scripted OpenAI-compatible upstream on 127.0.0.1.

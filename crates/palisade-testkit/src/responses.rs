@@ -99,8 +99,17 @@ pub(crate) async fn responses(
     let item = json!({"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
                       "content": [{"type": "output_text", "text": text, "annotations": []}]});
     let calls = crate::scripted_calls(&text);
+    // The leaking model's answers carry the real time: a gateway finds the
+    // canary of the hour a stored answer was made in by it.
+    let created_at = if model == "leak-system" {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    } else {
+        0
+    };
     let response = |status: &str, output: Value| {
-        json!({"id": id, "object": "response", "created_at": 0, "status": status,
+        json!({"id": id, "object": "response", "created_at": created_at, "status": status,
                "model": model, "instructions": body["instructions"], "output": output,
                "usage": {"input_tokens": 11, "output_tokens": 7, "total_tokens": 18}})
     };
@@ -115,11 +124,15 @@ pub(crate) async fn responses(
     });
     if body["stream"] != json!(true) {
         let output = call_items.map_or_else(|| json!([item]), Value::Array);
-        return (
-            [("content-type", "application/json")],
-            response("completed", output).to_string(),
-        )
-            .into_response();
+        let answer = response("completed", output).to_string();
+        if model == "leak-system" {
+            shared
+                .stored_responses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(id.clone(), answer.clone());
+        }
+        return ([("content-type", "application/json")], answer).into_response();
     }
     if let Some(items) = call_items {
         let mut seq = 0u64;
@@ -203,6 +216,15 @@ pub(crate) async fn retrieve(
         &headers,
         &Value::Null,
     );
+    let stored = shared
+        .stored_responses
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&id)
+        .cloned();
+    if let Some(answer) = stored {
+        return ([("content-type", "application/json")], answer).into_response();
+    }
     let mut text = format!("stored answer of {id}");
     if id.ends_with("_key") {
         text.push_str(" AKIAIOSFODNN7EXAMPLE");

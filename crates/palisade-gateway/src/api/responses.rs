@@ -372,7 +372,14 @@ async fn relay_inner(
         state.response_owners.forget(ledger.as_deref(), id).await;
         return Err(not_found("id"));
     }
-    let plan = retrieval_plan(state, &principal, request_id);
+    let mut plan = retrieval_plan(state, &principal, request_id);
+    // The canary of the hour the response was made in (and the next): a
+    // response withheld at its POST for leaking the system prompt must not
+    // be readable here, where the original request's canary is not kept.
+    plan.canaries = state
+        .gates
+        .markers
+        .canaries_at(&principal.tenant, made_at_ms(&body));
     // As `filters::filter_body`, with the calls withheld in place of the
     // tool gate (its report survives: it is written after the upstream's
     // own `palisade` object is removed).
@@ -396,8 +403,18 @@ async fn relay_inner(
     Ok(resp)
 }
 
+/// When a stored response was made (`created_at`, seconds), in ms; an hour
+/// ago when the body does not say (the last two hours' canaries then).
+fn made_at_ms(body: &[u8]) -> i64 {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("created_at").and_then(Value::as_i64))
+        .map(|s| s.saturating_mul(1000))
+        .unwrap_or_else(|| crate::clock::GatewayClock::system().unix_ms() - 3_600_000)
+}
+
 /// The output gate's plan for a retrieved response: the caller's tier under
-/// the active policy. No canary: the original request's is not kept.
+/// the active policy. Its canaries are set from the body (`made_at_ms`).
 fn retrieval_plan(
     state: &GatewayState,
     principal: &Principal,
@@ -413,7 +430,7 @@ fn retrieval_plan(
             route: "responses.retrieve".to_owned(),
             model: String::new(),
         },
-        canary: None,
+        canaries: Vec::new(),
         response_schema: None,
         json_mode: false,
         sink: gates.audit.clone(),

@@ -140,7 +140,7 @@ pub(crate) fn inspect_request(
         shadow: gates.policy.shadow(),
         snapshot,
         subject,
-        canary: None,
+        canaries: Vec::new(),
         response_schema: super::output::response_schema(fields),
         json_mode: fields
             .get("response_format")
@@ -361,7 +361,7 @@ pub(crate) fn inspect_request(
         } else {
             channels::append_to_system(fields, &line);
         }
-        plan.canary = Some(canary);
+        plan.canaries = vec![canary];
         changed = true;
     }
     let output_gate = super::output::OutputPolicy::of(&plan).is_some();

@@ -93,7 +93,21 @@ impl Markers {
 
     /// The canary for `tenant` in the current hour.
     pub(crate) fn canary(&self, tenant: &str) -> Canary {
-        let mac = self.mac("canary", tenant, self.window(), b"");
+        self.canary_in(tenant, self.window())
+    }
+
+    /// The canaries a response made at `unix_ms` may hold: that hour's and
+    /// the next one's (a generation can run across the turn of the hour).
+    pub(crate) fn canaries_at(&self, tenant: &str, unix_ms: i64) -> Vec<Canary> {
+        let window = unix_ms.div_euclid(WINDOW_MS);
+        vec![
+            self.canary_in(tenant, window),
+            self.canary_in(tenant, window + 1),
+        ]
+    }
+
+    fn canary_in(&self, tenant: &str, window: i64) -> Canary {
+        let mac = self.mac("canary", tenant, window, b"");
         let mut random = [0u8; 16];
         random.copy_from_slice(&mac[..16]);
         // 8 symbols (40 bits): the line costs ~16 tokens on cl100k/o200k (#17's budget).

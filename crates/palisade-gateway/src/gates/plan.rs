@@ -39,8 +39,10 @@ pub(crate) struct GatePlan {
     pub(crate) snapshot: Arc<Snapshot>,
     pub(crate) shadow: Option<Arc<Snapshot>>,
     pub(crate) subject: GateSubject,
-    /// The canary placed in the system prompt, if the tier asks for one.
-    pub(crate) canary: Option<Canary>,
+    /// The canaries a leak is searched for: the one placed in this request's
+    /// system prompt (if the tier asks for one); for a retrieved response,
+    /// those of the hours it was made in.
+    pub(crate) canaries: Vec<Canary>,
     /// The `response_format` JSON schema the completion must match.
     pub(crate) response_schema: Option<Arc<Value>>,
     /// The request asked for JSON (`response_format` `json_object` or
@@ -81,7 +83,7 @@ impl GatePlan {
                 route: "m".into(),
                 model: "m".into(),
             },
-            canary: None,
+            canaries: Vec::new(),
             response_schema: None,
             json_mode: false,
             sink: AuditSink::default(),

@@ -332,7 +332,7 @@ pub mod bench {
         pub fn builtin() -> Self {
             let canary = palisade_detect::Canary::short_from_random(&[7; 16], 8);
             let mut plan = GatePlan::for_test(Snapshot::builtin());
-            plan.canary = Some(canary);
+            plan.canaries = vec![canary];
             Self(plan)
         }
     }

@@ -82,8 +82,8 @@ impl OutputPolicy {
         let pii = on(DetectorKind::Pii, Class::Pii);
         let links = on(DetectorKind::Links, Class::Link);
         let hidden = on(DetectorKind::HiddenMarkup, Class::Hidden);
-        let canaries = match (&plan.canary, enforced(plan, DetectorKind::Canary)) {
-            (Some(c), Some(a)) if a >= Action::Flag => vec![c.clone()],
+        let canaries = match enforced(plan, DetectorKind::Canary) {
+            Some(a) if a >= Action::Flag => plan.canaries.clone(),
             _ => Vec::new(),
         };
         let schema = plan.response_schema.is_some();

@@ -278,7 +278,7 @@ mod tests {
 
     fn gate() -> StreamGate {
         let mut plan = GatePlan::for_test(palisade_policy::Snapshot::builtin());
-        plan.canary = Some(palisade_detect::Canary::short_from_random(&[3; 16], 8));
+        plan.canaries = vec![palisade_detect::Canary::short_from_random(&[3; 16], 8)];
         StreamGate::new(&plan).unwrap()
     }
 
