@@ -227,12 +227,13 @@ async fn a_retrieved_response_passes_the_output_gate_and_its_calls_are_withheld(
         key: "pk-alice",
         http: reqwest::Client::builder().no_proxy().build().unwrap(),
     };
-    // A background response: created now, its output read later.
+    // A stored response: created now, its output read again later
+    // (`background` is refused: the gateway must see what it relays).
     let (status, _) = alice
         .send(
             reqwest::Method::POST,
             "/v1/responses",
-            Some(json!({"model": "m", "input": "hi", "background": true})),
+            Some(json!({"model": "m", "input": "hi"})),
         )
         .await;
     assert_eq!(status, 200);
