@@ -295,3 +295,58 @@ async fn a_response_withheld_for_a_leak_cannot_be_read_back() {
         "the withheld leak read back: {text}"
     );
 }
+
+/// A hostile upstream splits a key across two output parts, or two message
+/// items: each part alone is clean, but SDKs join every `output_text` part
+/// into one `output_text`, so the client would read the whole key. Nothing
+/// of the second half goes out, whether the upstream streams the parts as
+/// deltas or only repeats them in `response.completed`; parts sent out of
+/// their order are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_split_across_output_parts_is_never_joined_by_the_client() {
+    let (a, b) = AWS_KEY.split_at(9);
+    let ev = |v: Value| format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap());
+    let delta = |output: u64, part: u64, text: &str| {
+        ev(
+            json!({"type": "response.output_text.delta", "output_index": output,
+                  "content_index": part, "delta": text}),
+        )
+    };
+    let message = |parts: &[&str]| {
+        let content: Vec<Value> = parts
+            .iter()
+            .map(|t| json!({"type": "output_text", "text": t, "annotations": []}))
+            .collect();
+        json!({"type": "message", "role": "assistant", "content": content})
+    };
+    let head = format!("the key is {a}");
+    let tail = format!("{b} and that is all.");
+    let completed = |output: Vec<Value>| {
+        ev(json!({"type": "response.completed",
+                  "response": {"id": "r", "status": "completed", "output": output}}))
+    };
+    let scripts = [
+        // Two content parts of one message.
+        delta(0, 0, &head) + &delta(0, 1, &tail) + &completed(vec![]),
+        // Two message items.
+        delta(0, 0, &head) + &delta(1, 0, &tail) + &completed(vec![]),
+        // No deltas at all: only the final response, in two parts.
+        completed(vec![message(&[&head, &tail])]),
+    ];
+    let h = Hostile::new(RawResponse::sse(String::new()), "").await;
+    let request = json!({"model": "m", "input": "hi", "stream": true});
+    for script in scripts {
+        h.upstream.script(RawResponse::sse(script));
+        let (status, stream) = h.client.post_raw("/v1/responses", &request, &[]).await;
+        assert_eq!(status, 200, "{stream}");
+        assert!(!stream.contains(b), "the second half went out: {stream}");
+        assert!(stream.contains("content_filter"), "{stream}");
+    }
+    // The second part first: arrival order would not be the order shown.
+    h.upstream
+        .script(RawResponse::sse(delta(0, 1, &tail) + &delta(0, 0, &head)));
+    let (status, stream) = h.client.post_raw("/v1/responses", &request, &[]).await;
+    assert_eq!(status, 200);
+    assert!(stream.contains("upstream_invalid_response"), "{stream}");
+    assert!(!stream.contains(a) || !stream.contains(b), "{stream}");
+}

@@ -23,7 +23,7 @@ use super::{canary_alert, observe_unsanitized, OutputPolicy};
 use crate::gates::GatePlan;
 
 /// The text parts of the `output` items, in order.
-fn output_texts(value: &Value) -> Vec<String> {
+pub(super) fn output_texts(value: &Value) -> Vec<String> {
     let Some(Value::Array(items)) = value.get("output") else {
         return Vec::new();
     };

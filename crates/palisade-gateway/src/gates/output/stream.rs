@@ -62,6 +62,7 @@ enum Field {
 }
 
 mod fast;
+mod joined;
 mod responses;
 pub(crate) use responses::frame_payload;
 
@@ -149,6 +150,8 @@ pub(crate) struct StreamGate {
     /// `response.completed`, …), which repeat the deltas' text: merged with
     /// the guards' findings once, when the stream ends.
     repeated: Evidence,
+    /// A Responses stream's output text as a client joins its parts.
+    joined: Option<joined::JoinedText>,
 }
 
 fn sse(value: &Value) -> String {
@@ -197,6 +200,7 @@ impl StreamGate {
             fast_events: 0,
             sequence: 0,
             repeated: Evidence::default(),
+            joined: None,
         })
     }
 
@@ -622,6 +626,12 @@ impl StreamGate {
         let now = self.opened.elapsed();
         let index = self.choice.unwrap_or(0);
         let fields: Vec<Field> = self.guards.keys().cloned().collect();
+        if self.joined_release_due(now) {
+            self.done = true;
+            let mut bytes = self.chunk(index, &[], Some("content_filter"));
+            bytes.push_str("data: [DONE]\n\n");
+            return EventAction::Stop(Bytes::from(bytes));
+        }
         let mut out = Vec::new();
         let mut stop = false;
         for field in fields {
@@ -658,7 +668,9 @@ impl StreamGate {
         }
         self.done = true;
         let index = self.choice.unwrap_or(0);
+        let joined_stop = self.joined_finish();
         let (tails, stop) = self.drain();
+        let stop = stop || joined_stop;
         let mut out = String::new();
         if stop {
             out.push_str(&self.chunk(index, &[], Some("content_filter")));

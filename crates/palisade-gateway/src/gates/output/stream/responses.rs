@@ -17,6 +17,8 @@
 //!
 //! Must not: forward a string it did not judge, or re-emit released text.
 
+use super::super::fields::judge_string;
+use super::super::responses::output_texts;
 use super::*;
 
 /// Most guarded fields one stream may open: each holds up to the hold
@@ -116,10 +118,31 @@ impl StreamGate {
                 self.done = true;
                 return EventAction::Fail(invalid_upstream("more output parts than"));
             }
-            let released = self.push(field, &text);
+            let released = self.push(field.clone(), &text);
             stopped |= released.stop;
             released_text = Some(released.text);
+            if joined::joins(&kind) && !stopped {
+                let place = (output, part.map_or(0, |(_, i)| i));
+                match self.joined_push(&field, place, &text) {
+                    // Nothing of this part goes out: what its guard released
+                    // may be the seam's second half.
+                    Ok(true) => {
+                        stopped = true;
+                        released_text = None;
+                    }
+                    Ok(false) => {}
+                    Err(joined::OutOfOrder) => {
+                        self.done = true;
+                        return EventAction::Fail(invalid_upstream(
+                            "output text parts out of order, which",
+                        ));
+                    }
+                }
+            }
         }
+        // An event repeating whole parts (`response.output_item.done`,
+        // `response.completed`) as a client joins them.
+        stopped |= self.joined_whole(&value);
         let mut out = String::new();
         if stopped {
             self.done = true;
@@ -133,7 +156,9 @@ impl StreamGate {
         }
         if terminal(&kind) {
             // Text still held goes out before the stream's last event.
+            let joined_stop = self.joined_finish();
             let (tails, stop) = self.drain();
+            let stop = stop || joined_stop;
             if stop {
                 self.done = true;
                 return EventAction::Stop(Bytes::from(
@@ -149,6 +174,74 @@ impl StreamGate {
         }
         out.push_str(&self.frame(&mut value));
         EventAction::Replace(Bytes::from(out))
+    }
+
+    /// Feeds a delta to the joined output text; `true`: stop the stream.
+    fn joined_push(
+        &mut self,
+        field: &Field,
+        place: (u64, u64),
+        text: &str,
+    ) -> Result<bool, joined::OutOfOrder> {
+        if self.joined.is_none() {
+            match joined::JoinedText::new(self.options.clone()) {
+                Ok(j) => self.joined = Some(j),
+                // Options were validated with the gate; fail closed.
+                Err(_) => return Ok(true),
+            }
+        }
+        let now = self.opened.elapsed();
+        let Some(joined) = self.joined.as_mut() else {
+            return Ok(true);
+        };
+        let verdict = joined.push(field, place, text, now)?;
+        Ok(self.joined_verdict(verdict))
+    }
+
+    /// The joined text's timed release, judged; `true`: stop the stream.
+    pub(super) fn joined_release_due(&mut self, now: Duration) -> bool {
+        let Some(joined) = self.joined.as_mut() else {
+            return false;
+        };
+        let verdict = joined.release_due(now);
+        self.joined_verdict(verdict)
+    }
+
+    /// The joined text's end, judged; `true`: stop the stream.
+    pub(super) fn joined_finish(&mut self) -> bool {
+        let Some(joined) = self.joined.as_mut() else {
+            return false;
+        };
+        let verdict = joined.finish();
+        self.joined_verdict(verdict)
+    }
+
+    fn joined_verdict(&mut self, verdict: joined::Verdict) -> bool {
+        if verdict.stop {
+            absorb(&mut self.evidence, &verdict.violations, false);
+            if verdict.violations.iter().any(|a| a.class == Class::Canary) {
+                self.evidence.canary_leaked = true;
+            }
+        }
+        verdict.stop
+    }
+
+    /// Whether the parts an event repeats whole (an item's `content`, a
+    /// response's `output`), already judged one by one, find anything
+    /// joined; `true`: stop the stream.
+    fn joined_whole(&mut self, value: &Value) -> bool {
+        let texts = match (value.get("item"), value.get("response")) {
+            (Some(item), _) => output_texts(&json!({ "output": [item] })),
+            (None, Some(response)) => output_texts(response),
+            (None, None) => return false,
+        };
+        if texts.len() < 2 {
+            return false;
+        }
+        let mut whole = Evidence::default();
+        let outcome = judge_string(&mut texts.concat(), &self.policy, &mut whole);
+        merge_repeated(&mut self.repeated, whole);
+        outcome.changed || outcome.blocked
     }
 
     /// Delta events carrying released `fields`, or (with `finish`) the
@@ -204,6 +297,107 @@ impl StreamGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a client receives for `events`, and whether the stream ended
+    /// on a finding (`Stop`) or on a refusal of the upstream (`Fail`).
+    fn relay(events: &[Value]) -> (String, &'static str) {
+        let mut plan = GatePlan::for_test(palisade_policy::Snapshot::builtin());
+        plan.shape = ResponseShape::Responses;
+        let mut gate = StreamGate::new(&plan).unwrap();
+        let mut out = String::new();
+        for event in events {
+            match gate.on_data(&event.to_string()) {
+                EventAction::Forward => out.push_str(&event.to_string()),
+                EventAction::Replace(b) => out.push_str(std::str::from_utf8(&b).unwrap()),
+                EventAction::Hold => {}
+                EventAction::Stop(b) => {
+                    out.push_str(std::str::from_utf8(&b).unwrap());
+                    return (out, "stop");
+                }
+                EventAction::Fail(_) => return (out, "fail"),
+            }
+        }
+        if let Some(b) = gate.finish() {
+            out.push_str(std::str::from_utf8(&b).unwrap());
+        }
+        (out, "end")
+    }
+
+    fn text_delta(output: u64, part: u64, delta: &str) -> Value {
+        json!({"type": "response.output_text.delta", "output_index": output,
+               "content_index": part, "delta": delta})
+    }
+
+    fn message(parts: &[&str]) -> Value {
+        let content: Vec<Value> = parts
+            .iter()
+            .map(|t| json!({"type": "output_text", "text": t, "annotations": []}))
+            .collect();
+        json!({"type": "message", "role": "assistant", "content": content})
+    }
+
+    /// SDKs join every output_text part into `output_text`: a key split
+    /// across two parts, or two message items, is whole to the client. No
+    /// piece of the second half goes out, and the stream ends filtered.
+    #[test]
+    fn a_key_split_across_parts_or_items_is_caught_at_the_seam() {
+        let (a, b) = ("the key is AKIAIOSF", "ODNN7EXAMPLE ok. ");
+        for (first, second) in [((0, 0), (0, 1)), ((0, 0), (1, 0))] {
+            let (out, end) = relay(&[
+                text_delta(first.0, first.1, a),
+                text_delta(second.0, second.1, b),
+                json!({"type": "response.completed", "response": {"id": "r", "output": []}}),
+            ]);
+            assert_eq!(end, "stop", "{out}");
+            assert!(!out.contains("ODNN7"), "{out}");
+            assert!(out.contains("content_filter"), "{out}");
+        }
+    }
+
+    /// A hostile upstream can skip the deltas: the events that repeat the
+    /// parts whole are judged joined too.
+    #[test]
+    fn a_key_split_across_the_parts_of_a_done_event_is_caught() {
+        let item = message(&["the key is AKIAIOSF", "ODNN7EXAMPLE ok."]);
+        for event in [
+            json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
+            json!({"type": "response.completed", "response": {"id": "r", "output": [item]}}),
+        ] {
+            let (out, end) = relay(&[event]);
+            assert_eq!(end, "stop", "{out}");
+            assert!(!out.contains("ODNN7"), "{out}");
+        }
+    }
+
+    /// Arrival order must be rendering order, or the joined text judged
+    /// would not be the text shown.
+    #[test]
+    fn parts_out_of_order_are_refused() {
+        let (_, end) = relay(&[
+            text_delta(0, 1, "ODNN7EXAMPLE ok. "),
+            text_delta(0, 0, "the key is AKIAIOSF"),
+        ]);
+        assert_eq!(end, "fail");
+    }
+
+    /// Clean text in several parts passes whole, and a key inside one part
+    /// is redacted by that part's guard, not treated as a seam finding.
+    #[test]
+    fn clean_parts_and_a_key_inside_one_part_pass_as_before() {
+        let item = message(&["Hello there. ", "A second part."]);
+        let (out, end) = relay(&[
+            text_delta(0, 0, "Hello there. "),
+            text_delta(0, 1, "A second part."),
+            json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
+            json!({"type": "response.completed", "response": {"id": "r", "output": [item]}}),
+        ]);
+        assert_eq!(end, "end", "{out}");
+        assert!(
+            out.contains("Hello there. ") && out.contains("A second part."),
+            "{out}"
+        );
+        assert!(!out.contains("content_filter"), "{out}");
+    }
 
     /// A key split across deltas and repeated whole by the `.done` event,
     /// the item-done event and `response.completed` is one finding.
