@@ -88,6 +88,8 @@
 //! - `disguises`: an instruction spaced out, rotated by ROT13 without an
 //!   override word, in look-alike letters, shouted or with invisible marks,
 //!   in a tool output or a user message: judged like the plain one.
+//! - `tenants`: one tenant against another through shared limits (a key
+//!   named like another tenant's key spending its rate).
 //!
 //! Everything runs on loopback against real processes or an in-process
 //! gateway with the built-in policy, and a scripted or hostile upstream.
@@ -121,6 +123,7 @@ mod stream_context;
 mod stream_fast_path;
 mod streams;
 mod telemetry;
+mod tenants;
 mod token_counts;
 mod token_ids;
 mod tokens_keys;

@@ -585,9 +585,23 @@ impl Admission {
             self.check_rate("tenant", &principal.tenant, rate, &mut headers)
                 .await?;
         }
-        if let Some(rate) = rates.key_rates.get(&*principal.key_name) {
-            self.check_rate("key", &principal.key_name, rate, &mut headers)
-                .await?;
+        // `[limits.keys.NAME]` is a config key's own rate: a runtime key of
+        // the same name takes its rates from the key table, and two tenants'
+        // keys of one name each have their own bucket (a shared one would
+        // let one tenant spend the other's requests, and its refusals count
+        // as the other's offences).
+        let config_key_rate = principal
+            .key_id
+            .is_none()
+            .then(|| rates.key_rates.get(&*principal.key_name))
+            .flatten();
+        if let Some(rate) = config_key_rate {
+            let bucket = format!(
+                "{}:{}",
+                palisade_redis::key_part(&principal.tenant),
+                palisade_redis::key_part(&principal.key_name)
+            );
+            self.check_rate("key", &bucket, rate, &mut headers).await?;
         }
         if let Some(rpm) = principal.budget.and_then(|b| b.requests_per_minute) {
             let checked = self
