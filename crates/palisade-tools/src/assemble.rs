@@ -84,7 +84,9 @@ pub struct AssembleError {
 
 /// Accumulates streamed tool-call deltas per choice. Bounded: past `max_bytes` of names
 /// and arguments in total, or 128 calls per choice, pushes fail (the gateway then withholds
-/// the calls rather than release a truncated one).
+/// the calls rather than release a truncated one). Every call held counts
+/// [`ENTRY_BYTES`] against the bound besides its text, so empty deltas (`{"index": 5}`)
+/// under ever new choice indexes cannot grow the map without limit.
 #[derive(Debug, Clone)]
 pub struct CallAssembler {
     calls: BTreeMap<(u32, u32), ToolCall>,
@@ -93,6 +95,10 @@ pub struct CallAssembler {
 }
 
 const MAX_CALLS_PER_CHOICE: u32 = 128;
+
+/// What one held call costs against the byte bound before any of its text: about its
+/// size in memory.
+pub const ENTRY_BYTES: usize = 96;
 
 impl CallAssembler {
     /// An empty assembler holding at most `max_bytes` of call data.
@@ -119,7 +125,12 @@ impl CallAssembler {
         let id = str_at(delta, &["id"]);
         let name = str_at(delta, &["function", "name"]);
         let arguments = arguments_of(delta);
-        let added = id.len() + name.len() + arguments.len();
+        let entry = if self.calls.contains_key(&(choice, index)) {
+            0
+        } else {
+            ENTRY_BYTES
+        };
+        let added = entry + id.len() + name.len() + arguments.len();
         if self.bytes + added > self.max_bytes {
             return Err(AssembleError {
                 limit: self.max_bytes,
@@ -173,7 +184,7 @@ impl CallAssembler {
         for c in &calls {
             self.bytes = self
                 .bytes
-                .saturating_sub(c.id.len() + c.name.len() + c.arguments.len());
+                .saturating_sub(ENTRY_BYTES + c.id.len() + c.name.len() + c.arguments.len());
         }
         calls
     }
@@ -225,7 +236,7 @@ mod tests {
 
     #[test]
     fn bounded() {
-        let mut a = CallAssembler::new(10);
+        let mut a = CallAssembler::new(ENTRY_BYTES + 10);
         assert!(a
             .push(0, &json!({"function": {"arguments": "12345678901"}}))
             .is_err());
@@ -233,6 +244,23 @@ mod tests {
         assert!(a
             .push(0, &json!({"function": {"arguments": "123"}}))
             .is_ok());
+    }
+
+    /// A hostile upstream's empty call deltas under ever new choice indexes
+    /// carry no text; each still costs its entry, so they hit the bound.
+    #[test]
+    fn empty_deltas_under_new_choices_hit_the_bound() {
+        let mut a = CallAssembler::new(64 * 1024);
+        let accepted = (0..u32::MAX)
+            .take(100_000)
+            .take_while(|&choice| a.push(choice, &json!({"index": 5})).is_ok())
+            .count();
+        assert_eq!(accepted, 64 * 1024 / ENTRY_BYTES);
+        assert_eq!(a.take(0).len(), 1);
+        assert!(
+            a.push(1_000_000, &json!({"index": 0})).is_ok(),
+            "a taken call frees its entry"
+        );
     }
 
     #[test]

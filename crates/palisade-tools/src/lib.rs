@@ -23,7 +23,7 @@ pub mod assemble;
 pub mod canonical;
 pub mod capability;
 
-pub use assemble::{AssembleError, CallAssembler, ToolCall};
+pub use assemble::{AssembleError, CallAssembler, ToolCall, ENTRY_BYTES};
 pub use canonical::{
     arguments_sha256, canonical_json, canonical_text, value_sha256, CanonicalError,
 };

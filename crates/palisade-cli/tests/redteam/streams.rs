@@ -2,7 +2,9 @@
 //! reads (`event:`, `id:`, `retry:`, comments, invented fields), and
 //! Responses streams built to get a function call past the tool gate
 //! (a refused call repeated in `response.completed`, a call only named
-//! there, endless arguments, a flood of calls, text at a call's index).
+//! there, endless arguments, a flood of calls, text at a call's index), and
+//! calls streamed past the per-response cap (one Responses item at a time,
+//! or chat calls in batches after a first `finish_reason`).
 
 use palisade_testkit::RawResponse;
 use serde_json::{json, Value};
@@ -172,4 +174,108 @@ async fn a_streamed_function_call_gets_past_the_tool_gate_by_no_route() {
         );
         assert!(!stream.contains("\"function_call\""));
     }
+}
+
+/// A policy whose only tool may be called twice per response.
+fn capped_policy(dir: &tempfile::TempDir) -> String {
+    let path = dir.path().join("policy.toml");
+    std::fs::write(
+        &path,
+        "default_tier = \"agent\"\n[tools.lookup]\neffect = \"read_only\"\n\
+         [tiers.agent.tool]\nallow = [\"lookup\"]\nmax_calls_per_response = 2\n",
+    )
+    .unwrap();
+    format!("[policy]\nfile = \"{}\"\n", path.display())
+}
+
+/// `max_calls_per_response = 2`: a Responses stream of five calls, each
+/// item judged as it completes, releases two, as the same response sent
+/// whole does. Before the fix every streamed call was judged as the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_responses_calls_count_toward_the_per_response_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sse = String::new();
+    for i in 0..5 {
+        let id = format!("c{i}");
+        let args = r#"{"city":"Oslo"}"#;
+        sse.push_str(&ev(
+            json!({"type": "response.output_item.added", "output_index": i, "item": call(&id, "")}),
+        ));
+        sse.push_str(&ev(json!({"type": "response.function_call_arguments.delta", "output_index": i, "delta": args})));
+        sse.push_str(&ev(json!({"type": "response.output_item.done", "output_index": i, "item": call(&id, args)})));
+    }
+    sse.push_str(&ev(json!({"type": "response.completed", "response": {"id": "r", "status": "completed", "output": []}})));
+    let h = Hostile::new(RawResponse::sse(sse), &capped_policy(&dir)).await;
+    let lookup = json!({"type": "function", "name": "lookup", "parameters": {"type": "object"}});
+    let request = json!({"model": "m", "input": "hi", "stream": true, "tools": [lookup]});
+    let (status, stream) = h.client.post_raw("/v1/responses", &request, &[]).await;
+    assert_eq!(status, 200, "{stream}");
+    let released = stream
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|e| {
+            e["type"] == "response.output_item.added" && e["item"]["type"] == "function_call"
+        })
+        .count();
+    assert_eq!(released, 2, "{stream}");
+    assert!(stream.contains("tool_call_limit"), "{stream}");
+}
+
+/// A chat stream that finishes its choice, then streams more calls and
+/// finishes again: the later calls count on from the first batch (cap)
+/// and take the next indexes (at index 0 the client would append their
+/// arguments to the call already released there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_calls_after_a_finish_reason_count_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = |id: &str| {
+        let chunk = |delta: Value, finish: Value| {
+            format!(
+                "data: {}\n\n",
+                json!({"id": "x", "object": "chat.completion.chunk", "model": "m",
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            )
+        };
+        chunk(
+            json!({"role": "assistant", "tool_calls": [{"index": 0, "id": id, "type": "function",
+                   "function": {"name": "lookup", "arguments": "{\"city\":\"Oslo\"}"}}]}),
+            Value::Null,
+        ) + &chunk(json!({}), json!("tool_calls"))
+    };
+    let sse = batch("call_a") + &batch("call_b") + &batch("call_c") + "data: [DONE]\n\n";
+    let h = Hostile::new(RawResponse::sse(sse), &capped_policy(&dir)).await;
+    let lookup = json!({"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}});
+    let request = json!({"model": "m", "stream": true, "tools": [lookup],
+                         "messages": [{"role": "user", "content": "weather?"}]});
+    let (status, stream) = h
+        .client
+        .post_raw("/v1/chat/completions", &request, &[])
+        .await;
+    assert_eq!(status, 200, "{stream}");
+    let mut indexes = Vec::new();
+    for data in stream
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+    {
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            continue;
+        };
+        for c in v["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            indexes.push((
+                c["index"].as_u64().unwrap(),
+                c["id"].as_str().unwrap_or("").to_owned(),
+            ));
+        }
+    }
+    assert_eq!(
+        indexes,
+        [(0, "call_a".to_owned()), (1, "call_b".to_owned())],
+        "{stream}"
+    );
+    assert!(stream.contains("tool_call_limit"), "{stream}");
 }

@@ -293,7 +293,7 @@ pub(crate) async fn run_guard(
     let judged = state
         .cpu
         .run_or_inline(body_bytes <= crate::cpu::INLINE_BYTES, move || {
-            judge(&job_plan, &job_tools, calls, oversize)
+            judge(&job_plan, &job_tools, calls, oversize, 0)
         })
         .await?;
     if let Some(conv) = &tools.conversation {

@@ -32,7 +32,7 @@ pub(crate) fn oversize_detail(max: usize) -> String {
 pub(crate) fn calls_bytes(calls: &[ToolCall]) -> usize {
     calls
         .iter()
-        .map(|c| c.id.len() + c.name.len() + c.arguments.len())
+        .map(|c| palisade_tools::ENTRY_BYTES + c.id.len() + c.name.len() + c.arguments.len())
         .fold(0, usize::saturating_add)
 }
 

@@ -27,16 +27,20 @@ pub(crate) enum Fate {
     Pending { id: String, expires_at: u64 },
 }
 
-/// Judges a response's calls (one choice), in order.
+/// Judges a response's calls (one choice), in order; `first` is the
+/// position of the first among the response's calls (a stream judges its
+/// calls in batches, and the per-response cap counts them all).
 pub(crate) fn judge(
     plan: &GatePlan,
     tools: &ToolPlan,
     calls: Vec<ToolCall>,
     oversize: bool,
+    first: usize,
 ) -> Judged {
     let started = Instant::now();
     let mut out = Vec::with_capacity(calls.len());
-    for (position, call) in calls.into_iter().enumerate() {
+    for (i, call) in calls.into_iter().enumerate() {
+        let position = first.saturating_add(i);
         // Model output like any other: a call whose arguments carry a key,
         // the canary or a data-smuggling URL is withheld whole.
         if let Some(leak) =
@@ -232,7 +236,7 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Option<Bytes> {
                 continue;
             }
             had_calls = true;
-            let judged = judge(plan, tools, calls, oversize);
+            let judged = judge(plan, tools, calls, oversize, 0);
             report.extend(judged.report());
             let released: Vec<Value> = judged.released().map(ToolCall::to_message_entry).collect();
             let none_released = released.is_empty();

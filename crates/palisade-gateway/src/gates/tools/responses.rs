@@ -33,7 +33,7 @@ pub(crate) fn gate_responses_body(plan: &GatePlan, tools: &ToolPlan, body: &[u8]
     let had_calls = !calls.is_empty();
     let mut report = Vec::new();
     if had_calls {
-        let judged = judge(plan, tools, calls, oversize);
+        let judged = judge(plan, tools, calls, oversize, 0);
         report = judged.report();
         let released: Vec<u32> = judged.released().map(|c| c.index).collect();
         let note = judged.note();

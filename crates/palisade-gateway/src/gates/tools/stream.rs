@@ -38,6 +38,8 @@ pub(crate) struct ToolStreamGate {
     pub(crate) role_owed: std::collections::BTreeSet<u32>,
     /// A Responses stream's calls (typed events instead of chunks).
     pub(crate) responses: Option<stream_responses::ResponsesCalls>,
+    /// Per choice: calls judged and released by earlier batches.
+    pub(crate) batches: std::collections::BTreeMap<u32, (usize, u32)>,
 }
 
 impl ToolStreamGate {
@@ -54,6 +56,7 @@ impl ToolStreamGate {
             report: Vec::new(),
             recorded: false,
             role_owed: Default::default(),
+            batches: Default::default(),
             responses: (plan.shape == crate::gates::ResponseShape::Responses)
                 .then(|| stream_responses::ResponsesCalls::new(tools.service.max_call_bytes)),
         })
@@ -80,13 +83,30 @@ impl ToolStreamGate {
         let Some(tools) = self.plan.tools.clone() else {
             return (None, false);
         };
-        let judged = judge(&self.plan, &tools, calls, oversize);
+        // A choice may finish more than once (a hostile upstream sends calls
+        // after its `finish_reason`): later batches count on from the earlier
+        // ones, for the per-response cap and for the indexes the client
+        // merges deltas by (a second batch at index 0 would append to the
+        // call already released there).
+        let (judged_before, released_before) = self.batches.get(&choice).copied().unwrap_or((0, 0));
+        let count = calls.len();
+        let judged = judge(&self.plan, &tools, calls, oversize, judged_before);
         self.report.extend(judged.report());
         let released: Vec<Value> = judged
             .released()
             .enumerate()
-            .map(|(i, c)| c.to_delta_entry(u32::try_from(i).unwrap_or(u32::MAX)))
+            .map(|(i, c)| {
+                let index = released_before.saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
+                c.to_delta_entry(index)
+            })
             .collect();
+        self.batches.insert(
+            choice,
+            (
+                judged_before.saturating_add(count),
+                released_before.saturating_add(u32::try_from(released.len()).unwrap_or(u32::MAX)),
+            ),
+        );
         let any_released = !released.is_empty();
         let mut delta = if any_released {
             json!({"tool_calls": released})

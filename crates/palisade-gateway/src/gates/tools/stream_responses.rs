@@ -365,6 +365,7 @@ impl ResponsesCalls {
                 .unwrap_or("")
                 .to_owned()
         };
+        let position = usize::try_from(self.judged_count).unwrap_or(usize::MAX);
         let call = ToolCall {
             index: self.judged_count,
             id: text("call_id"),
@@ -373,7 +374,7 @@ impl ResponsesCalls {
         };
         self.judged_count = self.judged_count.saturating_add(1);
         // Within the bound by construction (the stream is cut past it).
-        let judged = judge(plan, &tools, vec![call], false);
+        let judged = judge(plan, &tools, vec![call], false, position);
         self.report.extend(judged.report());
         if judged.released().next().is_none() {
             return;
