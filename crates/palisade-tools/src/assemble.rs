@@ -43,6 +43,19 @@ impl ToolCall {
             .collect()
     }
 
+    /// A legacy `function_call` object (`{"name", "arguments"}`) as the call at
+    /// `position`. It has no id of its own: the caller gives it one, so the client's
+    /// answer can name it like any other call.
+    pub fn from_function_call(call: &Value, position: usize, id: String) -> ToolCall {
+        let wrapped = json!({ "function": call });
+        ToolCall {
+            index: u32::try_from(position).unwrap_or(u32::MAX),
+            id,
+            name: str_at(call, &["name"]).to_owned(),
+            arguments: arguments_of(&wrapped),
+        }
+    }
+
     /// The call as a message `tool_calls` entry.
     pub fn to_message_entry(&self) -> Value {
         json!({"id": self.id, "type": "function",

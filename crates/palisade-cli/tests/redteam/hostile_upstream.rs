@@ -5,7 +5,10 @@
 //!   for the plain spelling missed (the tool gate skipped the body, and the
 //!   output gate, which parses, left the calls to the tool gate);
 //! - a redirect to another host, which the upstream client followed with
-//!   the whole prompt (canary included) and the backend's key headers.
+//!   the whole prompt (canary included) and the backend's key headers;
+//! - calls in shapes the tool gate did not read: chat's legacy
+//!   `function_call` (whole and streamed), and Responses call items other
+//!   than `function_call` (`custom_tool_call`, `local_shell_call`, …).
 
 use palisade_testkit::{HostileUpstream, RawResponse};
 use serde_json::{json, Value};
@@ -124,4 +127,131 @@ async fn a_redirect_from_the_model_server_is_not_followed_nor_passed_on() {
         "the prompt followed the redirect to another host"
     );
     assert_eq!(h.upstream.received().len(), 3, "one attempt per request");
+}
+
+fn chat_body(message: Value, finish: &str) -> String {
+    json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
+           "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+           "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+    .to_string()
+}
+
+/// The legacy `function_call` of an answer (the request may not offer
+/// `functions`, but nothing stops an upstream answering with one) is
+/// judged as one more call: released as a `tool_calls` entry with its
+/// capability, or withheld. Before the fix it went out unjudged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_function_call_is_judged_like_any_call() {
+    let leaky = json!({"role": "assistant", "content": null,
+        "function_call": {"name": "fetch", "arguments": format!("{{\"token\":\"{AWS_KEY}\"}}")}});
+    let h = Hostile::new(RawResponse::json(chat_body(leaky, "function_call")), "").await;
+    let (status, v) = h.client.chat(&ask(false)).await;
+    assert_eq!(status, 200, "{v}");
+    let message = &v["choices"][0]["message"];
+    assert!(message.get("function_call").is_none(), "{v}");
+    assert!(message.get("tool_calls").is_none(), "{v}");
+    assert!(!v.to_string().contains(AWS_KEY), "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    assert_eq!(v["palisade"]["tool_calls"][0]["status"], "withheld", "{v}");
+
+    let clean = json!({"role": "assistant", "content": null,
+        "function_call": {"name": "fetch", "arguments": "{\"city\":\"Oslo\"}"}});
+    h.upstream
+        .script(RawResponse::json(chat_body(clean, "function_call")));
+    let (status, v) = h.client.chat(&ask(false)).await;
+    assert_eq!(status, 200, "{v}");
+    let message = &v["choices"][0]["message"];
+    assert!(message.get("function_call").is_none(), "{v}");
+    assert_eq!(message["tool_calls"][0]["function"]["name"], "fetch", "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
+    assert_eq!(v["palisade"]["tool_calls"][0]["status"], "released", "{v}");
+
+    // Streamed, the key split across two argument deltas.
+    let chunk = |delta: Value, finish: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        )
+    };
+    let (a, b) = AWS_KEY.split_at(9);
+    h.upstream.script(RawResponse::sse(
+        chunk(
+            json!({"role": "assistant", "function_call": {"name": "fetch", "arguments": ""}}),
+            Value::Null,
+        ) + &chunk(
+            json!({"function_call": {"arguments": format!("{{\"token\":\"{a}")}}),
+            Value::Null,
+        ) + &chunk(
+            json!({"function_call": {"arguments": format!("{b}\"}}")}}),
+            Value::Null,
+        ) + &chunk(json!({}), json!("function_call"))
+            + "data: [DONE]\n\n",
+    ));
+    let (status, text) = h
+        .client
+        .post_raw("/v1/chat/completions", &ask(true), &[])
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(!text.contains("function_call\":{"), "{text}");
+    assert!(!text.contains(b), "{text}");
+    assert!(text.contains("\"withheld\""), "{text}");
+}
+
+/// A Responses answer carrying a call item of a kind no request here may
+/// offer (`custom_tool_call`: a shell command for the client to run) loses
+/// it, whole or streamed, and the report says it was withheld.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_call_items_the_gate_cannot_judge_are_withheld() {
+    let command = "rm -rf --no-preserve-root /";
+    let item = json!({"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_1",
+                      "name": "shell", "input": command, "status": "completed"});
+    let whole = json!({"id": "resp_1", "object": "response", "status": "completed",
+                       "output": [item], "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}});
+    let h = Hostile::new(RawResponse::json(whole.to_string()), "").await;
+    let fetch = json!({"type": "function", "name": "fetch", "parameters": {"type": "object"}});
+    let request =
+        |stream: bool| json!({"model": "m", "input": "hi", "stream": stream, "tools": [fetch]});
+    let (status, v) = h.client.post("/v1/responses", &request(false), &[]).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(!v.to_string().contains(command), "{v}");
+    let report = &v["palisade"]["tool_calls"][0];
+    assert_eq!(
+        (report["status"].as_str(), report["name"].as_str()),
+        (Some("withheld"), Some("custom_tool_call")),
+        "{v}"
+    );
+
+    let ev = |v: Value| format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap());
+    let mut added = item.clone();
+    added["input"] = json!("");
+    h.upstream.script(RawResponse::sse(
+        ev(json!({"type": "response.output_item.added", "output_index": 0, "item": added}))
+            + &ev(json!({"type": "response.custom_tool_call_input.delta", "output_index": 0, "delta": command}))
+            + &ev(json!({"type": "response.output_item.done", "output_index": 0, "item": item}))
+            + &ev(json!({"type": "response.completed", "response": {"id": "resp_2", "status": "completed", "output": [item]}})),
+    ));
+    let (status, text) = h
+        .client
+        .post_raw("/v1/responses", &request(true), &[])
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(!text.contains(command), "{text}");
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    let items = events.iter().flat_map(|e| {
+        let output = e["response"]["output"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        output.into_iter().chain(e.get("item").cloned())
+    });
+    assert!(
+        items.into_iter().all(|i| i["type"] != "custom_tool_call"),
+        "{text}"
+    );
+    assert!(text.contains("\"withheld\""), "{text}");
 }

@@ -84,7 +84,9 @@
 //!   spans sentences, a canary split around where the context begins).
 //! - `hostile_upstream`: a `tool_calls` key written with a `\u` escape
 //!   (missed by a raw precheck), a redirect to another host (followed with
-//!   the prompt and the backend's key).
+//!   the prompt and the backend's key), calls in shapes the tool gate did
+//!   not read (chat's legacy `function_call`, Responses' `custom_tool_call`
+//!   and other call items).
 //! - `disguises`: an instruction spaced out, rotated by ROT13 without an
 //!   override word, in look-alike letters, shouted or with invisible marks,
 //!   in a tool output or a user message: judged like the plain one.

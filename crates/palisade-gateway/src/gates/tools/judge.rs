@@ -37,6 +37,33 @@ pub(crate) fn judge(
     oversize: bool,
     first: usize,
 ) -> Judged {
+    let detail = oversize.then(|| bounds::oversize_detail(tools.service.max_call_bytes));
+    judge_unread(plan, tools, calls, first, &|_| detail.clone())
+}
+
+/// Judges calls of a kind the gate does not read (a Responses item such as
+/// `custom_tool_call` or `local_shell_call`, named by its type): the request
+/// offered no such tool (non-function tools are refused where calls are
+/// checked), so each is withheld as not the model's function call, and
+/// audited and reported like any other.
+pub(crate) fn judge_foreign(plan: &GatePlan, tools: &ToolPlan, calls: Vec<ToolCall>) -> Judged {
+    judge_unread(plan, tools, calls, 0, &|call| {
+        Some(format!(
+            "a `{}` item: only function calls can be judged, and no tool of its kind was offered",
+            call.name
+        ))
+    })
+}
+
+/// [`judge`], with `unread` saying of a call why its arguments are not
+/// judged as the model's (`None`: they are), which withholds it.
+fn judge_unread(
+    plan: &GatePlan,
+    tools: &ToolPlan,
+    calls: Vec<ToolCall>,
+    first: usize,
+    unread: &dyn Fn(&ToolCall) -> Option<String>,
+) -> Judged {
     let started = Instant::now();
     let mut out = Vec::with_capacity(calls.len());
     for (i, call) in calls.into_iter().enumerate() {
@@ -58,11 +85,12 @@ pub(crate) fn judge(
         // Arguments with no canonical form (duplicate names, lone surrogates) would
         // mean different calls to different parsers: judged as not JSON, never signed.
         let args_sha256 = arguments_sha256(&call.arguments).ok();
+        let unread = unread(&call);
         let evidence = ToolEvidence {
             name: call.name.clone(),
             call_id: call.id.clone(),
             // Arguments cut short by the assembly bound are not the model's.
-            args_json: check.json && !oversize && args_sha256.is_some(),
+            args_json: check.json && unread.is_none() && args_sha256.is_some(),
             args_sha256,
             schema_violation: check.schema_violation.clone(),
             untrusted_context: plan.untrusted_context,
@@ -73,8 +101,8 @@ pub(crate) fn judge(
         };
         let decision = audit_tool(plan, evidence.clone(), started);
         let mut violation = check.schema_violation;
-        if oversize {
-            violation = Some(bounds::oversize_detail(tools.service.max_call_bytes));
+        if unread.is_some() {
+            violation = unread;
         }
         let fate = match decision.enforced_action {
             Action::Allow | Action::Flag => {
@@ -217,7 +245,9 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Option<Bytes> {
     // Most completions carry no call: skip the parse unless there may be one,
     // or the conversation's loop tokens need counting.
     let counting = tools.conversation.is_some() && tools.in_loop;
-    if !counting && !crate::gates::json_keys::may_hold_key(body, b"\"tool_calls\"") {
+    let may_call = crate::gates::json_keys::may_hold_key(body, b"\"tool_calls\"")
+        || crate::gates::json_keys::may_hold_key(body, b"\"function_call\"");
+    if !counting && !may_call {
         return None;
     }
     let mut value: Value = serde_json::from_slice(body).ok()?;
@@ -231,7 +261,18 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Option<Bytes> {
             let Some(message) = choice.get_mut("message") else {
                 continue;
             };
-            let calls = ToolCall::from_message(message);
+            let mut calls = ToolCall::from_message(message);
+            // The legacy `function_call` (the request may not offer
+            // `functions`, but an upstream may answer with one): judged as
+            // one more call, and released, if at all, as a `tool_calls` entry.
+            let legacy = message
+                .as_object_mut()
+                .and_then(|m| m.remove("function_call"))
+                .filter(Value::is_object);
+            if let Some(call) = legacy {
+                let id = format!("call_{}", uuid::Uuid::new_v4().simple());
+                calls.push(ToolCall::from_function_call(&call, calls.len(), id));
+            }
             if calls.is_empty() {
                 continue;
             }
@@ -253,8 +294,9 @@ pub(crate) fn gate_body(plan: &GatePlan, body: &[u8]) -> Option<Bytes> {
                     msg.insert("tool_calls".into(), Value::Array(released));
                 }
             }
-            if none_released && choice.get("finish_reason") == Some(&json!("tool_calls")) {
-                choice["finish_reason"] = json!("stop");
+            let finish = choice.get("finish_reason").and_then(Value::as_str);
+            if matches!(finish, Some("tool_calls" | "function_call")) {
+                choice["finish_reason"] = json!(if none_released { "stop" } else { "tool_calls" });
             }
         }
     }

@@ -7,6 +7,19 @@
 
 use super::*;
 
+/// An output item that asks the client to act, other than a function call:
+/// `custom_tool_call`, `local_shell_call`, `computer_call`,
+/// `mcp_approval_request`, hosted tools' calls. The tool gate cannot judge
+/// them, and a request under it offers only function tools
+/// (`request::hosted_tool`), so an upstream sending one was not asked to.
+pub(crate) fn is_foreign(item: &Value) -> bool {
+    let Some(kind) = item.get("type").and_then(Value::as_str) else {
+        return false;
+    };
+    kind != "function_call"
+        && (kind.ends_with("_call") || kind.ends_with("_request") || kind.starts_with("mcp_"))
+}
+
 /// The gate over a Responses body: returns the body to send (`None`:
 /// unchanged). Always parsed under a tool plan: a `function_call` type can be
 /// spelled with escapes no byte search finds.
@@ -30,13 +43,35 @@ pub(crate) fn gate_responses_body(plan: &GatePlan, tools: &ToolPlan, body: &[u8]
         .collect();
     // The same bound as chat's: calls past it are not judged as the model's.
     let oversize = bounds::calls_bytes(&calls) > tools.service.max_call_bytes;
-    let had_calls = !calls.is_empty();
+    // Calls of kinds no request could offer here: withheld, and reported.
+    let foreign: Vec<ToolCall> = items
+        .iter()
+        .filter(|i| is_foreign(i))
+        .enumerate()
+        .map(|(n, i)| ToolCall {
+            index: u32::try_from(n).unwrap_or(u32::MAX),
+            id: text(i, "call_id"),
+            name: text(i, "type"),
+            arguments: String::new(),
+        })
+        .collect();
+    items.retain(|i| !is_foreign(i));
+    let had_calls = !calls.is_empty() || !foreign.is_empty();
     let mut report = Vec::new();
     if had_calls {
         let judged = judge(plan, tools, calls, oversize, 0);
         report = judged.report();
         let released: Vec<u32> = judged.released().map(|c| c.index).collect();
-        let note = judged.note();
+        let mut note = judged.note();
+        if !foreign.is_empty() {
+            let unjudged = judge_foreign(plan, tools, foreign);
+            report.extend(unjudged.report());
+            note = if judged.calls.is_empty() {
+                unjudged.note()
+            } else {
+                format!("{note} {}", unjudged.note())
+            };
+        }
         let mut n = 0u32;
         items.retain(|i| {
             if !is_call(i) {

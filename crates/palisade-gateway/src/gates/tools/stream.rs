@@ -145,6 +145,7 @@ impl ToolStreamGate {
             && self.assembler.is_empty()
             && self.oversize.is_empty()
             && !crate::gates::json_keys::may_hold_key(data.as_bytes(), b"\"tool_calls\"")
+            && !crate::gates::json_keys::may_hold_key(data.as_bytes(), b"\"function_call\"")
             && !crate::gates::json_keys::may_hold_key(data.as_bytes(), b"\"usage\"");
         if quiet {
             return ToolEvent::Forward;
@@ -193,6 +194,20 @@ impl ToolStreamGate {
                         }
                     }
                 }
+                // A legacy `function_call` delta: held and judged as one
+                // more call of the choice, released as a `tool_calls` entry.
+                if let Some(call) = choice
+                    .get_mut("delta")
+                    .and_then(|d| d.as_object_mut())
+                    .and_then(|d| d.remove("function_call"))
+                {
+                    changed = true;
+                    let id = format!("call_{}", uuid::Uuid::new_v4().simple());
+                    let entry = json!({"index": LEGACY_CALL_INDEX, "id": id, "function": call});
+                    if !call.is_object() || self.assembler.push(index, &entry).is_err() {
+                        self.oversize.insert(index);
+                    }
+                }
                 let finish = choice.get("finish_reason").is_some_and(|f| !f.is_null());
                 if finish && (self.assembler.has(index) || self.oversize.contains(&index)) {
                     finishing.push(index);
@@ -220,14 +235,16 @@ impl ToolStreamGate {
         for index in finishing {
             let (payload, any_released) = self.release(index);
             out.extend(payload);
-            if !any_released {
-                if let Some(Value::Array(choices)) = value.get_mut("choices") {
-                    for choice in choices.iter_mut() {
-                        let same =
-                            choice.get("index").and_then(Value::as_u64) == Some(u64::from(index));
-                        if same && choice.get("finish_reason") == Some(&json!("tool_calls")) {
-                            choice["finish_reason"] = json!("stop");
-                        }
+            // The client acts on `tool_calls` (a legacy call is released as
+            // one), or on nothing when no call was released.
+            if let Some(Value::Array(choices)) = value.get_mut("choices") {
+                for choice in choices.iter_mut() {
+                    let same =
+                        choice.get("index").and_then(Value::as_u64) == Some(u64::from(index));
+                    let finish = choice.get("finish_reason").and_then(Value::as_str);
+                    if same && matches!(finish, Some("tool_calls" | "function_call")) {
+                        choice["finish_reason"] =
+                            json!(if any_released { "tool_calls" } else { "stop" });
                     }
                 }
             }
@@ -270,6 +287,10 @@ impl ToolStreamGate {
         out
     }
 }
+
+/// Where a choice's legacy `function_call` is assembled: the last index the
+/// assembler takes, after any `tool_calls` entry a server numbers in order.
+const LEGACY_CALL_INDEX: u32 = 127;
 
 /// True when a chunk has nothing left for the client: no usage, and every
 /// choice has an empty delta and no finish reason.

@@ -36,6 +36,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::responses::is_foreign;
 use super::*;
 use crate::gates::output::invalid_upstream;
 
@@ -57,6 +58,20 @@ fn terminal(kind: &str) -> bool {
 
 fn is_call(item: &Value) -> bool {
     item.get("type").and_then(Value::as_str) == Some("function_call")
+}
+
+/// An event of a call item the gate does not read
+/// (`response.custom_tool_call_input.delta`, `response.mcp_call.completed`,
+/// `response.web_search_call.searching`, …): see `responses::is_foreign`.
+fn foreign_event(kind: &str) -> bool {
+    let Some(rest) = kind.strip_prefix("response.") else {
+        return false;
+    };
+    let segment = rest.split('.').next().unwrap_or("");
+    !segment.starts_with("function_call")
+        && (segment.contains("_call")
+            || segment.ends_with("_request")
+            || segment.starts_with("mcp_"))
 }
 
 /// A call being held: what the upstream said of it so far.
@@ -96,6 +111,10 @@ pub(crate) struct ResponsesCalls {
     usage_tokens: u64,
     recorded: bool,
     judged_count: u32,
+    /// Call items of kinds the gate does not read, by the upstream's
+    /// `output_index`: their type and call id. None of their events is
+    /// sent; they are judged (withheld) when the stream ends.
+    foreign: BTreeMap<u64, (String, String)>,
 }
 
 impl ResponsesCalls {
@@ -117,6 +136,7 @@ impl ResponsesCalls {
             usage_tokens: 0,
             recorded: false,
             judged_count: 0,
+            foreign: BTreeMap::new(),
         }
     }
 
@@ -151,6 +171,16 @@ impl ResponsesCalls {
                 "response.output_item.added" | "response.output_item.done"
             ));
         let mut out = Vec::new();
+        let foreign_item = value.get("item").is_some_and(is_foreign);
+        if foreign_item
+            || foreign_event(&kind)
+            || index.is_some_and(|i| self.foreign.contains_key(&i))
+        {
+            return match index {
+                Some(i) => self.drop_foreign(i, &kind, &value),
+                None => ToolEvent::Drop,
+            };
+        }
         if call_event {
             let Some(index) = index else {
                 return ToolEvent::Fail(invalid_upstream(
@@ -205,6 +235,23 @@ impl ResponsesCalls {
                 .map(|(i, item)| (u64::try_from(i).unwrap_or(u64::MAX), item.clone()))
                 .filter(|(i, _)| !self.judged.contains(i))
                 .collect();
+            let unread: Vec<(u64, Value)> = value
+                .pointer("/response/output")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .filter(|(_, item)| is_foreign(item))
+                .map(|(i, item)| (u64::try_from(i).unwrap_or(u64::MAX), item.clone()))
+                .collect();
+            for (i, item) in unread {
+                if !self.foreign.contains_key(&i) && !self.slots.contains_key(&i) {
+                    if let ToolEvent::Fail(e) = self.drop_foreign(i, "", &json!({ "item": item })) {
+                        return ToolEvent::Fail(e);
+                    }
+                }
+            }
+            self.judge_foreign(plan);
             for (i, item) in late {
                 if !self.held.contains_key(&i) {
                     if self.calls >= MAX_CALLS {
@@ -493,7 +540,7 @@ impl ResponsesCalls {
         let mut by_slot = self.written.clone();
         let mut extra = Vec::new();
         for (i, item) in upstream.into_iter().enumerate() {
-            if is_call(&item) {
+            if is_call(&item) || is_foreign(&item) {
                 continue;
             }
             match self.slots.get(&u64::try_from(i).unwrap_or(u64::MAX)) {
@@ -535,9 +582,71 @@ impl ResponsesCalls {
     /// and the released ones sent.
     pub(crate) fn finish(&mut self, plan: &GatePlan) -> Vec<String> {
         let mut out = Vec::new();
+        self.judge_foreign(plan);
         self.release_all(plan, &mut out);
         self.record(plan);
         out
+    }
+}
+
+impl ResponsesCalls {
+    /// An event of a call item the gate does not read, at the upstream's
+    /// `index`: noted, never sent.
+    fn drop_foreign(&mut self, index: u64, kind: &str, value: &Value) -> ToolEvent {
+        if self.slots.contains_key(&index)
+            || self.held.contains_key(&index)
+            || self.judged.contains(&index)
+        {
+            return ToolEvent::Fail(invalid_upstream(
+                "a call item at an output index already used, which",
+            ));
+        }
+        if !self.foreign.contains_key(&index) && self.foreign.len() >= MAX_ITEMS {
+            return ToolEvent::Fail(invalid_upstream(&format!(
+                "more than {MAX_ITEMS} output items, which"
+            )));
+        }
+        let noted = self.foreign.entry(index).or_insert_with(|| {
+            let segment = kind.strip_prefix("response.").unwrap_or(kind);
+            (
+                segment.split('.').next().unwrap_or("").to_owned(),
+                String::new(),
+            )
+        });
+        if let Some(item) = value.get("item") {
+            let text = |k: &str| item.get(k).and_then(Value::as_str).map(str::to_owned);
+            if let Some(kind) = text("type") {
+                noted.0 = kind;
+            }
+            if let Some(id) = text("call_id").or_else(|| text("id")) {
+                noted.1 = id;
+            }
+        }
+        ToolEvent::Drop
+    }
+
+    /// Judges (withholds, audits, reports) the call items the gate does not
+    /// read, once.
+    fn judge_foreign(&mut self, plan: &GatePlan) {
+        let Some(tools) = plan.tools.clone() else {
+            return;
+        };
+        let calls: Vec<ToolCall> = std::mem::take(&mut self.foreign)
+            .into_values()
+            .enumerate()
+            .map(|(n, (name, id))| ToolCall {
+                index: u32::try_from(n).unwrap_or(u32::MAX),
+                id,
+                name,
+                arguments: String::new(),
+            })
+            .collect();
+        if calls.is_empty() {
+            return;
+        }
+        self.had_calls = true;
+        let judged = judge_foreign(plan, &tools, calls);
+        self.report.extend(judged.report());
     }
 }
 
