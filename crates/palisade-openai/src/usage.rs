@@ -271,9 +271,11 @@ pub fn estimate_prompt_tokens_with(fields: &Map<String, Value>, tokenizer: &Toke
             }
         }
     }
+    let mut ids = 0u64;
     for field in ["prompt", "input", "instructions"] {
         if let Some(v) = fields.get(field) {
             collect_text(v, &mut pieces);
+            ids = ids.saturating_add(token_ids(v));
         }
     }
     if let Some(tools) = fields.get("tools") {
@@ -288,7 +290,29 @@ pub fn estimate_prompt_tokens_with(fields: &Map<String, Value>, tokenizer: &Toke
             .div_ceil(CHARS_PER_TOKEN),
         exact => count_capped(exact, &pieces, EXACT_TOKENIZE_BYTES),
     };
-    tokens + messages * TOKENS_PER_MESSAGE
+    // At least one: a request is never free, so a spent budget refuses it
+    // (`spent + reserved + 0 <= limit` would still hold).
+    tokens
+        .saturating_add(ids)
+        .saturating_add(messages * TOKENS_PER_MESSAGE)
+        .max(1)
+}
+
+/// Tokens given as ids instead of text (`prompt` or `input` as `[1, 2, 3]`,
+/// or a batch `[[1, 2], [3]]`): one each. The text estimate reads none of
+/// them, and a 4 MiB body holds two million.
+fn token_ids(v: &Value) -> u64 {
+    let Value::Array(items) = v else {
+        return 0;
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::Number(_) => 1,
+            Value::Array(inner) => inner.iter().filter(|x| x.is_number()).count() as u64,
+            _ => 0,
+        })
+        .fold(0u64, u64::saturating_add)
 }
 
 /// Tokens in `pieces`, tokenizing at most `cap` bytes of them. The rest is
@@ -517,6 +541,21 @@ mod tests {
         assert_eq!(requested_max_tokens(fields), Some(70));
         let emb = json!({"input": ["abcd", "efgh"]});
         assert_eq!(estimate_prompt_tokens(emb.as_object().unwrap()), 2);
+    }
+
+    /// Token ids count one each (a batch of id lists too), and no request
+    /// is estimated at zero.
+    #[test]
+    fn token_ids_count_and_nothing_is_free() {
+        let est = |v: Value| estimate_prompt_tokens(v.as_object().unwrap());
+        assert_eq!(est(json!({"input": [1, 2, 3, 4, 5]})), 5);
+        assert_eq!(
+            est(json!({"input": [[1, 2, 3], [4, 5], "abcdefgh"]})),
+            5 + 2
+        );
+        assert_eq!(est(json!({"prompt": vec![7; 1000]})), 1000);
+        assert_eq!(est(json!({"input": []})), 1);
+        assert_eq!(est(json!({})), 1);
     }
 
     #[test]

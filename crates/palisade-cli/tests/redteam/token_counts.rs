@@ -3,7 +3,9 @@
 //! as a number (`30000.0`, `"30000"`), upstreams that coerce them (vLLM,
 //! SGLang) generated what was never reserved; `n` choices each used the
 //! whole limit while one was reserved; and a streamed `n: 2.0` passed the
-//! one-choice-per-stream rule.
+//! one-choice-per-stream rule; and prompts given as token ids (embeddings'
+//! `input: [[1, 2, …]]`, completions' `prompt: [1, 2, …]`) were estimated at
+//! zero tokens, so any number of them fit in any budget.
 
 use serde_json::{json, Value};
 
@@ -57,4 +59,39 @@ async fn every_choice_is_reserved() {
         .chat(&ask(json!({"n": 1, "max_tokens": 120})))
         .await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// 700 token ids against a budget of 600 a minute: the reservation counts
+/// them and the request is refused before it is sent. Before the fix the
+/// estimate read no text, reserved nothing, and the upstream embedded it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_given_as_token_ids_are_reserved() {
+    let h = Scripted::new("[limits]\ntokens_per_minute = 600\n").await;
+    let ids: Vec<u32> = (0..700).collect();
+    for (path, body) in [
+        (
+            "/v1/embeddings",
+            json!({"model": "m", "input": [ids.clone()]}),
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": "m", "input": ids.clone()}),
+        ),
+    ] {
+        // (Completions' `prompt` as ids is refused by the input gate, which
+        // reads text only; embeddings skip the gates.)
+        let (status, v) = h.client.post(path, &body, &[]).await;
+        assert_eq!(status, 429, "{path}: {v}");
+    }
+    assert!(h.upstream.received().is_empty(), "nothing went upstream");
+    // A batch that fits is served.
+    let (status, v) = h
+        .client
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "m", "input": [[1, 2, 3], [4, 5]]}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
 }
