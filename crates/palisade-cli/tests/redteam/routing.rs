@@ -162,3 +162,54 @@ async fn a_forged_refusal_cannot_push_data_out_of_its_region() {
     assert_eq!(body["error"]["code"], "residency_unavailable");
     assert!(us.received().is_empty());
 }
+
+/// A tenant asks for the cheap model with a prompt too long for it; the
+/// route falls back to `big`, whose own rate is one request at a time. The
+/// fallback is admitted as a request for `big` (its rate, the key's
+/// allowlist, a reservation at its price): the second such request is
+/// refused by `big`'s limit. Before the fix a fallback skipped all three,
+/// so the cheap model's name was a way around the expensive one's limits.
+#[tokio::test]
+async fn a_fallback_is_admitted_as_the_model_it_reaches() {
+    let small = HostileUpstream::start(
+        RawResponse::json(
+            r#"{"error":{"message":"maximum context length exceeded","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
+        )
+        .with_status(400),
+    )
+    .await;
+    let big = ScriptedUpstream::start().await;
+    let client = Client::new(
+        start(&format!(
+            r#"
+            [limits.models.big]
+            requests_per_minute = 60
+            burst = 1
+            [backends.small]
+            base_url = "{}"
+            [backends.big]
+            base_url = "{}"
+            retry_budget = {{ ratio = 1.0, reserve_per_sec = 100.0, cap = 100.0 }}
+            [[routes]]
+            model = "small"
+            backend = "small"
+            fallbacks = {{ context_length = ["big"] }}
+            [[routes]]
+            model = "big"
+            backend = "big"
+            "#,
+            small.base_url(),
+            big.base_url()
+        ))
+        .await,
+    );
+    let (status, body) = client
+        .post("/v1/chat/completions", &ask("small"), &[])
+        .await;
+    assert_eq!(status, 200, "the first fallback is served: {body}");
+    let (status, body) = client
+        .post("/v1/chat/completions", &ask("small"), &[])
+        .await;
+    assert_eq!(status, 429, "big's own rate applies to a fallback: {body}");
+    assert_eq!(big.received().len(), 1, "one request reached big");
+}

@@ -135,6 +135,8 @@ pub(crate) async fn send(
         if attempt.route != current_route {
             // A fallback route serves another model: the upstream hears its name.
             if let Some(fallback) = routing.routes.by_id(attempt.route) {
+                crate::pipeline::route::admit_fallback(state, principal, fallback, request, ctx)
+                    .await?;
                 let name = fallback
                     .upstream_model
                     .clone()

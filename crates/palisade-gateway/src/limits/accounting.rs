@@ -83,6 +83,14 @@ impl TokenAccounting {
         }
     }
 
+    /// Releases the whole reservation: nothing was used under it (an
+    /// attempt that failed before a fallback reserves again).
+    pub(crate) fn cancel(&mut self) {
+        if let Some(reservation) = &mut self.reservation {
+            reservation.cancel();
+        }
+    }
+
     /// Settles the reservation by how the request ended.
     pub(crate) fn settle(&mut self, status: u16) {
         let actual = self.actual(status);

@@ -110,3 +110,42 @@ pub(crate) async fn admit_model(
     }
     Ok(rewritten)
 }
+
+/// A fallback route serves another model: the request is admitted to it
+/// as if the client had named it. The key's allowlist and the model's own
+/// rate apply, and the tokens are reserved again at its price (the failed
+/// attempt's reservation is released: a refused attempt used nothing).
+/// Without this a cheap or unpriced route falling back to a priced one was
+/// charged as the cheap one, and a key limited to it reached the other.
+pub(crate) async fn admit_fallback(
+    state: &GatewayState,
+    principal: &Principal,
+    fallback: &Route,
+    request: &mut RequestBody,
+    ctx: &mut RequestCtx,
+) -> Result<(), ApiError> {
+    principal.check_model(&fallback.public_name)?;
+    state
+        .admission
+        .admit_model(principal, &fallback.public_name, &mut ctx.limit_headers)
+        .await?;
+    ctx.model_label = fallback.public_name.clone();
+    ctx.labelled = true;
+    if let Some(mut tokens) = ctx.tokens.take() {
+        tokens.cancel();
+        // The reservation table is idempotent on ids: the new one has its own.
+        ctx.internal_id = format!("{}.fallback", ctx.internal_id);
+        let body_bytes = request.to_bytes().len();
+        super::budget::reserve_tokens(
+            state,
+            principal,
+            fallback,
+            ctx.endpoint,
+            request,
+            body_bytes,
+            ctx,
+        )
+        .await?;
+    }
+    Ok(())
+}
