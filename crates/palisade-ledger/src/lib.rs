@@ -54,7 +54,7 @@ use std::time::Duration;
 pub use audit::{AuditEntry, AuditFilter};
 pub use entry::{GroupBy, LedgerEntry, Month, Outcome, Spent, UsageQuery, UsageRow, UsageSource};
 pub use keys::{KeyWrite, KeysVersion, StoredBudget, StoredKey};
-pub use owners::ResponseOwner;
+pub use owners::{ResponseOwner, CONTEXT_FLAGGED, CONTEXT_UNTRUSTED};
 pub use postgres::PostgresLedger;
 pub use price::{Price, PriceTable};
 pub use sqlite::SqliteLedger;

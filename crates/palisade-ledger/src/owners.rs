@@ -1,5 +1,7 @@
 //! Who owns each Responses API id the gateway relayed: the tenant and key
-//! that created it, and the backend that holds it.
+//! that created it, the backend that holds it, and what a request
+//! continuing it inherits (the route and model it was made for, and whether
+//! the conversation carried untrusted or flagged content).
 //!
 //! Why: the gateway reaches an upstream with one key shared by every tenant,
 //! so the upstream answers `GET /v1/responses/{id}` (and continues a
@@ -30,7 +32,20 @@ pub struct ResponseOwner {
     pub backend: String,
     /// When the gateway relayed it, Unix milliseconds.
     pub created_ms: i64,
+    /// The route and model the request named ('' when unknown).
+    pub route: String,
+    /// See [`Self::route`].
+    pub model: String,
+    /// What the conversation carried up to this response:
+    /// [`CONTEXT_UNTRUSTED`] and/or [`CONTEXT_FLAGGED`].
+    pub context: i64,
 }
+
+/// [`ResponseOwner::context`]: the conversation carried untrusted content
+/// (a tool result, a retrieved document).
+pub const CONTEXT_UNTRUSTED: i64 = 1;
+/// [`ResponseOwner::context`]: content the input gates flagged.
+pub const CONTEXT_FLAGGED: i64 = 2;
 
 /// Most expired rows one write deletes: retention never makes a write slow.
 const SWEEP: i64 = 500;
@@ -41,14 +56,18 @@ pub(crate) fn sqlite_put(
     keep_after_ms: i64,
 ) -> Result<(), LedgerError> {
     conn.execute(
-        "INSERT INTO response_owner (response_id, tenant, key_name, backend, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (response_id) DO NOTHING",
+        "INSERT INTO response_owner
+           (response_id, tenant, key_name, backend, created_ms, route, model, context)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (response_id) DO NOTHING",
         params![
             owner.response_id,
             owner.tenant,
             owner.key_name,
             owner.backend,
-            owner.created_ms
+            owner.created_ms,
+            owner.route,
+            owner.model,
+            owner.context
         ],
     )?;
     conn.execute(
@@ -65,8 +84,8 @@ pub(crate) fn sqlite_get(
 ) -> Result<Option<ResponseOwner>, LedgerError> {
     Ok(conn
         .query_row(
-            "SELECT response_id, tenant, key_name, backend, created_ms FROM response_owner
-             WHERE response_id = ?1",
+            "SELECT response_id, tenant, key_name, backend, created_ms, route, model, context
+             FROM response_owner WHERE response_id = ?1",
             params![response_id],
             |r| {
                 Ok(ResponseOwner {
@@ -75,6 +94,9 @@ pub(crate) fn sqlite_get(
                     key_name: r.get(2)?,
                     backend: r.get(3)?,
                     created_ms: r.get(4)?,
+                    route: r.get(5)?,
+                    model: r.get(6)?,
+                    context: r.get(7)?,
                 })
             },
         )
@@ -96,14 +118,18 @@ pub(crate) async fn pg_put(
 ) -> Result<(), LedgerError> {
     client
         .execute(
-            "INSERT INTO response_owner (response_id, tenant, key_name, backend, created_ms)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (response_id) DO NOTHING",
+            "INSERT INTO response_owner
+               (response_id, tenant, key_name, backend, created_ms, route, model, context)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (response_id) DO NOTHING",
             &[
                 &owner.response_id,
                 &owner.tenant,
                 &owner.key_name,
                 &owner.backend,
                 &owner.created_ms,
+                &owner.route,
+                &owner.model,
+                &owner.context,
             ],
         )
         .await?;
@@ -123,8 +149,8 @@ pub(crate) async fn pg_get(
 ) -> Result<Option<ResponseOwner>, LedgerError> {
     let row = client
         .query_opt(
-            "SELECT response_id, tenant, key_name, backend, created_ms FROM response_owner
-             WHERE response_id = $1",
+            "SELECT response_id, tenant, key_name, backend, created_ms, route, model, context
+             FROM response_owner WHERE response_id = $1",
             &[&response_id],
         )
         .await?;
@@ -134,6 +160,9 @@ pub(crate) async fn pg_get(
         key_name: r.get(2),
         backend: r.get(3),
         created_ms: r.get(4),
+        route: r.get(5),
+        model: r.get(6),
+        context: r.get(7),
     }))
 }
 

@@ -237,6 +237,22 @@ pub const MIGRATIONS: &[Migration] = &[
         );
         CREATE INDEX response_owner_created ON response_owner (created_ms);",
     },
+    Migration {
+        version: 8,
+        name: "response owners' request context",
+        // The route and model the response was made for (its retrieval is
+        // judged under the tier they select; '' when unknown), and what the
+        // conversation carried so far (`context`: 1 untrusted content, 2
+        // flagged content), inherited by a request continuing it. Rows
+        // written before this migration carry both bits: what they held is
+        // unknown, so a continuation is judged as if tainted.
+        sqlite: "ALTER TABLE response_owner ADD COLUMN route TEXT NOT NULL DEFAULT '';
+        ALTER TABLE response_owner ADD COLUMN model TEXT NOT NULL DEFAULT '';
+        ALTER TABLE response_owner ADD COLUMN context INTEGER NOT NULL DEFAULT 3;",
+        postgres: "ALTER TABLE response_owner ADD COLUMN route TEXT NOT NULL DEFAULT '';
+        ALTER TABLE response_owner ADD COLUMN model TEXT NOT NULL DEFAULT '';
+        ALTER TABLE response_owner ADD COLUMN context BIGINT NOT NULL DEFAULT 3;",
+    },
 ];
 
 /// The newest schema version this code knows.

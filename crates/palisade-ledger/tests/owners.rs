@@ -12,6 +12,9 @@ fn owner(id: &str, tenant: &str, created_ms: i64) -> ResponseOwner {
         key_name: format!("{tenant}-key"),
         backend: "main".into(),
         created_ms,
+        route: "agents".into(),
+        model: format!("{tenant}-model"),
+        context: palisade_ledger::CONTEXT_UNTRUSTED,
     }
 }
 

@@ -52,12 +52,22 @@ pub(crate) const MEMORY_OWNERS: usize = 100_000;
 /// How long a retrieval may take, end to end.
 const RETRIEVE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Who owns a response id.
+/// Who owns a response id, and what a request continuing it inherits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Owner {
     pub(crate) tenant: String,
     pub(crate) key_name: String,
     pub(crate) backend: String,
+    /// The route and model the response was made for ('' when unknown): a
+    /// retrieval is judged under the tier they select.
+    pub(crate) route: String,
+    pub(crate) model: String,
+    /// The conversation up to this response carried untrusted content (a
+    /// tool result, a retrieved document) or content the gates flagged: a
+    /// request continuing it (`previous_response_id`) carries it too, though
+    /// the gateway never sees those turns again.
+    pub(crate) untrusted: bool,
+    pub(crate) flagged: bool,
 }
 
 /// The owners of the response ids this gateway relayed.
@@ -94,6 +104,10 @@ impl ResponseOwners {
                     key_name: owner.key_name.clone(),
                     backend: owner.backend.clone(),
                     created_ms: now_ms,
+                    route: owner.route.clone(),
+                    model: owner.model.clone(),
+                    context: (i64::from(owner.untrusted) * palisade_ledger::CONTEXT_UNTRUSTED)
+                        | (i64::from(owner.flagged) * palisade_ledger::CONTEXT_FLAGGED),
                 };
                 if let Err(error) = ledger
                     .response_owner_put(&row, now_ms.saturating_sub(self.retention_ms))
@@ -127,6 +141,10 @@ impl ResponseOwners {
                         tenant: r.tenant,
                         key_name: r.key_name,
                         backend: r.backend,
+                        route: r.route,
+                        model: r.model,
+                        untrusted: r.context & palisade_ledger::CONTEXT_UNTRUSTED != 0,
+                        flagged: r.context & palisade_ledger::CONTEXT_FLAGGED != 0,
                     })
                 })
                 .map_err(|error| {
@@ -172,7 +190,15 @@ pub(crate) struct OwnerStamp {
 }
 
 impl OwnerStamp {
-    pub(crate) fn new(state: &GatewayState, tenant: &str, key_name: &str, backend: &str) -> Self {
+    /// The stamp of a request under `plan` (its subject and what its
+    /// context carried; `None`: gates off).
+    pub(crate) fn new(
+        state: &GatewayState,
+        tenant: &str,
+        key_name: &str,
+        backend: &str,
+        plan: Option<&crate::gates::GatePlan>,
+    ) -> Self {
         Self {
             owners: Arc::clone(&state.response_owners),
             ledger: state.ledger.get().cloned(),
@@ -180,6 +206,10 @@ impl OwnerStamp {
                 tenant: tenant.to_owned(),
                 key_name: key_name.to_owned(),
                 backend: backend.to_owned(),
+                route: plan.map(|p| p.subject.route.clone()).unwrap_or_default(),
+                model: plan.map(|p| p.subject.model.clone()).unwrap_or_default(),
+                untrusted: plan.is_some_and(|p| p.untrusted_context),
+                flagged: plan.is_some_and(|p| p.flagged_context),
             },
             now_ms: crate::clock::GatewayClock::system().unix_ms(),
         }
@@ -243,11 +273,12 @@ pub(crate) async fn owned(
 /// Refuses a new request that continues a stored response or conversation
 /// the caller does not own: `previous_response_id` must be its own;
 /// `conversation` (upstream-held conversation objects) is not relayed.
+/// Returns the owner record of the response continued, if any.
 pub(crate) async fn check_continuation(
     state: &GatewayState,
     principal: &Principal,
     fields: &serde_json::Map<String, Value>,
-) -> Result<(), ApiError> {
+) -> Result<Option<Owner>, ApiError> {
     if fields.get("conversation").is_some_and(|c| !c.is_null()) {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
@@ -257,10 +288,10 @@ pub(crate) async fn check_continuation(
         .with_param("conversation"));
     }
     match fields.get("previous_response_id") {
-        None | Some(Value::Null) => Ok(()),
+        None | Some(Value::Null) => Ok(None),
         Some(Value::String(id)) => owned(state, principal, id, "previous_response_id")
             .await
-            .map(|_| ()),
+            .map(Some),
         Some(_) => Err(ApiError::new(
             ErrorCode::InvalidRequest,
             "`previous_response_id` must be a string",
@@ -372,7 +403,7 @@ async fn relay_inner(
         state.response_owners.forget(ledger.as_deref(), id).await;
         return Err(not_found("id"));
     }
-    let mut plan = retrieval_plan(state, &principal, request_id);
+    let mut plan = retrieval_plan(state, &principal, request_id, &owner);
     // The canary of the hour the response was made in (and the next): a
     // response withheld at its POST for leaking the system prompt must not
     // be readable here, where the original request's canary is not kept.
@@ -413,22 +444,31 @@ fn made_at_ms(body: &[u8]) -> i64 {
         .unwrap_or_else(|| crate::clock::GatewayClock::system().unix_ms() - 3_600_000)
 }
 
-/// The output gate's plan for a retrieved response: the caller's tier under
-/// the active policy. Its canaries are set from the body (`made_at_ms`).
+/// The output gate's plan for a retrieved response: the tier its request
+/// was judged under (the route and model recorded with its owner; an
+/// assignment by model or route would otherwise fall to the default tier
+/// and read the response back under a weaker gate), under the active
+/// policy. Its canaries are set from the body (`made_at_ms`).
 fn retrieval_plan(
     state: &GatewayState,
     principal: &Principal,
     request_id: &str,
+    owner: &Owner,
 ) -> crate::gates::GatePlan {
     let gates = &state.gates;
+    let route = if owner.route.is_empty() {
+        "responses.retrieve".to_owned()
+    } else {
+        owner.route.clone()
+    };
     crate::gates::GatePlan {
         snapshot: gates.policy.active(),
         shadow: gates.policy.shadow(),
         subject: crate::gates::GateSubject {
             request_id: request_id.to_owned(),
             tenant: principal.tenant.to_string(),
-            route: "responses.retrieve".to_owned(),
-            model: String::new(),
+            route,
+            model: owner.model.clone(),
         },
         canaries: Vec::new(),
         response_schema: None,
@@ -463,10 +503,12 @@ fn withhold_calls(plan: &crate::gates::GatePlan, body: Bytes) -> Bytes {
     };
     let mut report = Vec::new();
     items.retain(|i| {
-        if i.get("type").and_then(Value::as_str) != Some("function_call") {
+        let call = i.get("type").and_then(Value::as_str) == Some("function_call");
+        if !call && !crate::gates::tools::is_foreign(i) {
             return true;
         }
-        report.push(json!({"id": i.get("call_id"), "name": i.get("name"), "status": "withheld",
+        let name = if call { i.get("name") } else { i.get("type") };
+        report.push(json!({"id": i.get("call_id"), "name": name, "status": "withheld",
             "reasons": [], "detail": "a retrieved call cannot be judged (its request's tools are not known here)"}));
         false
     });

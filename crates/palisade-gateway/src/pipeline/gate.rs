@@ -31,9 +31,11 @@ pub(crate) async fn inspect(
     let mut gates_rewrote = false;
     // A stored response is continued only by its owner (the upstream key is
     // shared by every tenant): before any gate, whatever the gates say.
-    if ctx.endpoint == Endpoint::Responses {
-        crate::api::responses::check_continuation(state, principal, request.fields()).await?;
-    }
+    let continued = if ctx.endpoint == Endpoint::Responses {
+        crate::api::responses::check_continuation(state, principal, request.fields()).await?
+    } else {
+        None
+    };
     let shape = match ctx.endpoint {
         Endpoint::ChatCompletions => Some(crate::gates::ResponseShape::Chat),
         Endpoint::Completions => Some(crate::gates::ResponseShape::Completion),
@@ -66,6 +68,14 @@ pub(crate) async fn inspect(
         .await;
         observe(state, principal, &verdict);
         let (mut plan, changed) = verdict?.inspect_err(|_| state.admission.offend(principal, 1))?;
+        // The turns before `previous_response_id` stay upstream, unseen
+        // here: what they carried (a poisoned tool result, flagged text) is
+        // carried on, or the next turn would release the egress call the
+        // injection asked for.
+        if let Some(owner) = &continued {
+            plan.untrusted_context |= owner.untrusted;
+            plan.flagged_context |= owner.flagged;
+        }
         let tools_changed = shape != crate::gates::ResponseShape::Completion
             && crate::gates::tools::inspect_request(
                 &state.gates.tools,

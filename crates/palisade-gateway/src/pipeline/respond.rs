@@ -71,6 +71,7 @@ pub(crate) async fn respond(
             tenant,
             key,
             &backend.name,
+            record.gates.as_ref(),
         ));
     }
 

@@ -64,6 +64,7 @@ mod tests;
 pub(crate) use held_calls::*;
 pub(crate) use judge::*;
 pub(crate) use request::*;
+pub(crate) use responses::is_foreign;
 pub(crate) use service::*;
 pub(crate) use stream::*;
 
