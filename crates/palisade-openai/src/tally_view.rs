@@ -68,14 +68,21 @@ struct Choice<'a> {
 struct Delta<'a> {
     #[serde(borrow)]
     content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reasoning: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    refusal: Option<Cow<'a, str>>,
     tool_calls: Option<IgnoredAny>,
+    audio: Option<IgnoredAny>,
 }
 
 /// What the common shape adds to the tally: whether it has choices (else it
-/// is neither content nor usage), and the characters of generated text.
+/// is neither content nor usage), and the generated text in `text_units`.
 pub(crate) struct Plain {
     pub has_choices: bool,
-    pub chars: u64,
+    pub units: u64,
 }
 
 /// Reads `data` if it has the common shape (see the module docs).
@@ -92,10 +99,10 @@ pub(crate) fn read(data: &str) -> Option<Plain> {
     let Some(choices) = event.choices else {
         return Some(Plain {
             has_choices: false,
-            chars: 0,
+            units: 0,
         });
     };
-    let mut chars = 0u64;
+    let mut units = 0u64;
     for Obj(choice) in &choices {
         let text = match &choice.delta {
             // The `Value` path falls back to `text` when `delta` has no
@@ -104,17 +111,20 @@ pub(crate) fn read(data: &str) -> Option<Plain> {
             // `delta` object and a `text` is left to it.
             Some(_) if choice.text.is_some() => return None,
             Some(Obj(delta)) => {
-                if delta.tool_calls.is_some() {
+                if delta.tool_calls.is_some() || delta.audio.is_some() {
                     return None;
+                }
+                for other in [&delta.reasoning_content, &delta.reasoning, &delta.refusal] {
+                    units += other.as_deref().map_or(0, crate::usage::text_units);
                 }
                 delta.content.as_deref()
             }
             None => choice.text.as_deref(),
         };
-        chars += text.map_or(0, |t| t.chars().count() as u64);
+        units += text.map_or(0, crate::usage::text_units);
     }
     Some(Plain {
         has_choices: !choices.is_empty(),
-        chars,
+        units,
     })
 }

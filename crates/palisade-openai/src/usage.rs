@@ -97,21 +97,35 @@ pub fn is_response_event(event: &Value) -> bool {
         .is_some_and(|t| t.starts_with("response."))
 }
 
+/// Generated text as the fallback count reads it, in units of which
+/// [`CHARS_PER_TOKEN`] make a token: an ASCII character is one unit, any
+/// other three (a CJK character or an emoji is a token or more; counted as
+/// a quarter token it let a stream cut before its usage chunk be charged a
+/// fraction of what it generated).
+pub fn text_units(s: &str) -> u64 {
+    s.chars().map(|c| if c.is_ascii() { 1 } else { 3 }).sum()
+}
+
 fn text_chars(v: &Value) -> u64 {
     match v {
-        Value::String(s) => s.chars().count() as u64,
+        Value::String(s) => text_units(s),
         // Content parts: count the text ones; images are priced by the
         // upstream in ways we cannot see, and the reconciliation fixes it.
         Value::Array(parts) => parts
             .iter()
             .map(|p| match p {
-                Value::String(s) => s.chars().count() as u64,
+                Value::String(s) => text_units(s),
                 _ => p.get("text").map_or(0, text_chars),
             })
             .sum(),
         _ => 0,
     }
 }
+
+/// A chat delta's generated text besides `content` and tool calls: what
+/// reasoning models stream before the answer, refusals, and speech's
+/// transcript. The output gate relays them; the tally counts them.
+const DELTA_TEXT_FIELDS: [&str; 3] = ["reasoning_content", "reasoning", "refusal"];
 
 /// How prompt tokens are counted. Cheap to clone (a Hugging Face tokenizer
 /// is shared behind an [`Arc`]).
@@ -392,8 +406,9 @@ pub enum ChunkKind {
 pub struct StreamTally {
     /// The upstream's usage, if a chunk carried one.
     pub usage: Option<Usage>,
-    /// Characters of generated content and tool-call arguments seen.
-    pub generated_chars: u64,
+    /// Generated text seen (content, reasoning, refusals, transcripts and
+    /// tool-call arguments), in [`text_units`].
+    pub generated_units: u64,
 }
 
 impl StreamTally {
@@ -413,7 +428,7 @@ impl StreamTally {
             if !plain.has_choices {
                 return (ChunkKind::Other, None);
             }
-            self.generated_chars += plain.chars;
+            self.generated_units += plain.units;
             return (ChunkKind::Content, None);
         }
         let value = serde_json::from_str::<Value>(data).ok();
@@ -433,7 +448,7 @@ impl StreamTally {
             // Responses API: text arrives as `delta` strings of `*.delta`
             // events (output text, call arguments, reasoning, refusals).
             if let Some(Value::String(delta)) = chunk.get("delta") {
-                self.generated_chars += delta.chars().count() as u64;
+                self.generated_units += text_units(delta);
             }
             return ChunkKind::Content;
         }
@@ -452,10 +467,18 @@ impl StreamTally {
             let content = delta
                 .and_then(|d| d.get("content"))
                 .or_else(|| choice.get("text"));
-            self.generated_chars += content.map_or(0, text_chars);
+            self.generated_units += content.map_or(0, text_chars);
+            for field in DELTA_TEXT_FIELDS {
+                if let Some(Value::String(t)) = delta.and_then(|d| d.get(field)) {
+                    self.generated_units += text_units(t);
+                }
+            }
+            if let Some(Value::String(t)) = delta.and_then(|d| d.pointer("/audio/transcript")) {
+                self.generated_units += text_units(t);
+            }
             if let Some(Value::Array(calls)) = delta.and_then(|d| d.get("tool_calls")) {
                 for call in calls {
-                    self.generated_chars +=
+                    self.generated_units +=
                         call.pointer("/function/arguments").map_or(0, text_chars);
                 }
             }
@@ -470,13 +493,13 @@ impl StreamTally {
         if let Some(Value::Array(items)) = body.get("output") {
             for item in items {
                 if let Some(Value::Array(parts)) = item.get("content") {
-                    self.generated_chars += parts
+                    self.generated_units += parts
                         .iter()
                         .filter_map(|p| p.get("text"))
                         .map(text_chars)
                         .sum::<u64>();
                 }
-                self.generated_chars += item.get("arguments").map_or(0, text_chars);
+                self.generated_units += item.get("arguments").map_or(0, text_chars);
             }
         }
         if let Some(Value::Array(choices)) = body.get("choices") {
@@ -484,7 +507,7 @@ impl StreamTally {
                 let content = choice
                     .pointer("/message/content")
                     .or_else(|| choice.get("text"));
-                self.generated_chars += content.map_or(0, text_chars);
+                self.generated_units += content.map_or(0, text_chars);
             }
         }
     }
@@ -495,7 +518,7 @@ impl StreamTally {
         match self.usage {
             Some(u) => (u.total(), true),
             None => (
-                prompt_estimate + self.generated_chars.div_ceil(CHARS_PER_TOKEN),
+                prompt_estimate + self.generated_units.div_ceil(CHARS_PER_TOKEN),
                 false,
             ),
         }
@@ -541,6 +564,24 @@ mod tests {
         assert_eq!(requested_max_tokens(fields), Some(70));
         let emb = json!({"input": ["abcd", "efgh"]});
         assert_eq!(estimate_prompt_tokens(emb.as_object().unwrap()), 2);
+    }
+
+    /// A stream cut before its usage chunk is charged what it generated:
+    /// reasoning, refusals and transcripts count, and a CJK character is
+    /// about a token, not a quarter of one.
+    #[test]
+    fn the_fallback_count_reads_every_generated_text() {
+        let mut t = StreamTally::default();
+        for data in [
+            r#"{"choices":[{"delta":{"reasoning_content":"abcdefgh"}}]}"#,
+            r#"{"choices":[{"delta":{"refusal":"abcd"}}]}"#,
+            r#"{"choices":[{"delta":{"audio":{"transcript":"abcd"}}}]}"#,
+            r#"{"choices":[{"delta":{"content":"日本語です"}}]}"#,
+        ] {
+            t.observe_event(data);
+        }
+        assert_eq!(t.generated_units, 8 + 4 + 4 + 5 * 3);
+        assert_eq!(t.total(0), ((8 + 4 + 4 + 15u64).div_ceil(CHARS_PER_TOKEN), false));
     }
 
     /// Token ids count one each (a batch of id lists too), and no request

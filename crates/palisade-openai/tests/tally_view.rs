@@ -24,7 +24,7 @@ fn assert_same(data: &str) {
     let ((ks, s), (kf, f)) = both(data);
     assert_eq!(ks, kf, "{data}");
     assert_eq!(s.usage, f.usage, "{data}");
-    assert_eq!(s.generated_chars, f.generated_chars, "{data}");
+    assert_eq!(s.generated_units, f.generated_units, "{data}");
 }
 
 #[test]
@@ -32,6 +32,10 @@ fn plain_chunks_are_counted_as_the_value_path_counts_them() {
     for data in [
         r#"{"id":"x","choices":[{"index":0,"delta":{"content":"Hé\"llo"},"finish_reason":null}],"usage":null}"#,
         r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#,
+        r#"{"choices":[{"delta":{"reasoning_content":"Let me think","content":null}}]}"#,
+        r#"{"choices":[{"delta":{"reasoning":"思考中","refusal":"no"}}]}"#,
+        r#"{"choices":[{"delta":{"reasoning":{"text":"an object"}}}]}"#,
+        r#"{"choices":[{"delta":{"audio":{"transcript":"spoken words"}}}]}"#,
         r#"{"choices":[{"delta":{"content":null}}]}"#,
         r#"{"choices":[{"delta":null,"text":"abc"}]}"#,
         r#"{"choices":[{"text":"abc\u00e9"}]}"#,
@@ -157,11 +161,11 @@ proptest! {
         if serde_json::from_str::<serde_json::Value>(&data).is_ok() {
             prop_assert_eq!(ks, kf);
             prop_assert_eq!(s.usage, f.usage);
-            prop_assert_eq!(s.generated_chars, f.generated_chars);
+            prop_assert_eq!(s.generated_units, f.generated_units);
         } else {
             // The `Value` path reads nothing from it; the borrowed one may
             // count text beside an invalid escape it does not decode.
-            prop_assert!(f.generated_chars >= s.generated_chars);
+            prop_assert!(f.generated_units >= s.generated_units);
             prop_assert_eq!(f.usage, None);
         }
     }

@@ -95,3 +95,41 @@ async fn prompts_given_as_token_ids_are_reserved() {
         .await;
     assert_eq!(status, 200, "{v}");
 }
+
+/// A tenant asks for a JSON schema the model will break (or anything the
+/// output gate withholds): the answer is refused (502 `schema_violation`),
+/// but the upstream generated it, and its usage is charged. Before the fix
+/// the refusal cancelled the reservation, so such requests were free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_the_output_gate_withholds_is_still_charged() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "default_tier = \"strict\"\n[tiers.strict.output]\nschema = { action = \"block\" }\n",
+    )
+    .unwrap();
+    let broken = json!({"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "not json at all"},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 480, "total_tokens": 500}});
+    let h = crate::harness::Hostile::new(
+        palisade_testkit::RawResponse::json(broken.to_string()),
+        &format!(
+            "[limits]\ntokens_per_minute = 1000\n[policy]\nfile = \"{}\"\n",
+            policy.display()
+        ),
+    )
+    .await;
+    let schema = json!({"type": "json_schema", "json_schema": {"name": "x", "strict": true,
+        "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}}});
+    let (status, v) = h
+        .client
+        .chat(&ask(json!({"max_tokens": 100, "response_format": schema})))
+        .await;
+    assert_eq!(status, 502, "{v}");
+    assert_eq!(v["error"]["code"], "schema_violation", "{v}");
+    // 500 of the minute's 1000 tokens are spent: 600 more do not fit.
+    let (status, v) = h.client.chat(&ask(json!({"max_tokens": 600}))).await;
+    assert_eq!(status, 429, "the withheld completion was not charged: {v}");
+}

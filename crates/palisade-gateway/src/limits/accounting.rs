@@ -59,8 +59,22 @@ impl TokenAccounting {
     /// reported one, our own count (prompt estimate, generated text)
     /// otherwise.
     pub(crate) fn actual(&self, status: u16) -> ActualUsage {
-        if refused(status) {
+        // The upstream's own figure is charged whatever the client was
+        // answered: a completion the output gate withheld (502
+        // `output_rejected`) was generated all the same.
+        if self.tally.usage.is_none() && refused(status) {
             return ActualUsage::default();
+        }
+        // Timed out with no figure: the upstream may have generated all it
+        // was allowed to, and the client may retry at once.
+        if self.tally.usage.is_none() && status == 504 {
+            return ActualUsage {
+                prompt: self.prompt_estimate,
+                completion: self.reserved.saturating_sub(self.prompt_estimate),
+                cached: None,
+                reasoning: None,
+                source: UsageSource::Counted,
+            };
         }
         match self.tally.usage {
             Some(u) => ActualUsage {
@@ -74,7 +88,7 @@ impl TokenAccounting {
                 prompt: self.prompt_estimate,
                 completion: self
                     .tally
-                    .generated_chars
+                    .generated_units
                     .div_ceil(palisade_openai::usage::CHARS_PER_TOKEN),
                 cached: None,
                 reasoning: None,
@@ -97,7 +111,7 @@ impl TokenAccounting {
         let Some(reservation) = &mut self.reservation else {
             return;
         };
-        if refused(status) {
+        if self.tally.usage.is_none() && refused(status) {
             reservation.cancel();
         } else {
             reservation.reconcile(actual);
