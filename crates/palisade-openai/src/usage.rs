@@ -581,7 +581,10 @@ mod tests {
             t.observe_event(data);
         }
         assert_eq!(t.generated_units, 8 + 4 + 4 + 5 * 3);
-        assert_eq!(t.total(0), ((8 + 4 + 4 + 15u64).div_ceil(CHARS_PER_TOKEN), false));
+        assert_eq!(
+            t.total(0),
+            ((8 + 4 + 4 + 15u64).div_ceil(CHARS_PER_TOKEN), false)
+        );
     }
 
     /// Token ids count one each (a batch of id lists too), and no request

@@ -14,7 +14,13 @@ const ASKS: [&str; 2] = ["return_token_ids", "return_tokens_as_token_ids"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_engine_is_asked_for_token_ids() {
-    let h = Scripted::new("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let h = Scripted::new(&format!(
+        "[policy]\naudit_url = \"sqlite:{}\"\n",
+        db.display()
+    ))
+    .await;
     for container in [None, Some("extra_body"), Some("vllm_xargs")] {
         let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "Say hi."}]});
         let asks = json!({"return_token_ids": true, "return_tokens_as_token_ids": true});
@@ -40,6 +46,35 @@ async fn no_engine_is_asked_for_token_ids() {
             }
         }
     }
+    // Each removal is audited (input gate, `redact`, where it was).
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        let page: serde_json::Value = h
+            .client
+            .http
+            .get(h.client.url("/admin/audit?limit=500"))
+            .send()
+            .await
+            .expect("audit answers")
+            .json()
+            .await
+            .expect("json");
+        found = page["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r.to_string().contains("token_ids_withheld"))
+            .cloned()
+            .collect();
+        if found.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(found.len(), 3, "{found:?}");
+    let all = serde_json::Value::Array(found).to_string();
+    assert!(all.contains("param:extra_body.return_token_ids"), "{all}");
+    assert!(all.contains("\"redact\""), "{all}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -369,7 +369,11 @@ pub(crate) fn inspect_request(
     // ids spell the system prompt and canary the gateway planted: no
     // engine is asked for them under an output gate.
     if output_gate {
-        changed |= strip_token_id_requests(fields);
+        let stripped = strip_token_id_requests(fields);
+        if !stripped.is_empty() {
+            changed = true;
+            audit_token_id_strip(&plan, &stripped);
+        }
     }
     // A client printing `n` streamed choices in order reassembles what the
     // per-choice stream guards judged apart: refused under an output gate.
@@ -404,20 +408,59 @@ pub(crate) fn inspect_request(
 const TOKEN_ID_REQUESTS: [&str; 2] = ["return_token_ids", "return_tokens_as_token_ids"];
 
 /// Removes [`TOKEN_ID_REQUESTS`] from the top level and from every object
-/// an SDK or engine merges into it; true if any was there.
-fn strip_token_id_requests(fields: &mut Map<String, Value>) -> bool {
-    let mut removed = false;
+/// an SDK or engine merges into it; returns where each one was (`param` or
+/// `container.param`).
+fn strip_token_id_requests(fields: &mut Map<String, Value>) -> Vec<String> {
+    let mut removed = Vec::new();
     for key in TOKEN_ID_REQUESTS {
-        removed |= fields.remove(key).is_some();
+        if fields.remove(key).is_some() {
+            removed.push(key.to_owned());
+        }
     }
     for container in palisade_extraction::params::MERGED_CONTAINERS {
         if let Some(Value::Object(inner)) = fields.get_mut(container) {
             for key in TOKEN_ID_REQUESTS {
-                removed |= inner.remove(key).is_some();
+                if inner.remove(key).is_some() {
+                    removed.push(format!("{container}.{key}"));
+                }
             }
         }
     }
     removed
+}
+
+/// The stable reason of an audit record for a token-id request removed.
+pub(crate) const TOKEN_IDS_WITHHELD: &str = "token_ids_withheld";
+
+/// Audits the removal of token-id requests (input gate, action `redact`,
+/// reasons `token_ids_withheld` and `param:<where>`), as every other change
+/// the gateway makes to a request is audited.
+fn audit_token_id_strip(plan: &GatePlan, stripped: &[String]) {
+    let subject = plan.subject_ref();
+    let mut reasons = vec![TOKEN_IDS_WITHHELD.to_owned()];
+    reasons.extend(stripped.iter().map(|p| format!("param:{p}")));
+    let ts_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    plan.sink.write(&palisade_policy::AuditRecord {
+        ts_ms,
+        request_id: plan.subject.request_id.clone(),
+        tenant: plan.subject.tenant.clone(),
+        route: plan.subject.route.clone(),
+        model: plan.subject.model.clone(),
+        gate: Gate::Input,
+        tier: plan.snapshot.tier_for(&subject).name().to_string(),
+        policy_version: plan.snapshot.version(),
+        evidence: Evidence {
+            detector_reasons: reasons,
+            ..Evidence::default()
+        },
+        action: Action::Redact,
+        reasons: Vec::new(),
+        latency_us: 0,
+        shadow: None,
+        degraded: None,
+    });
 }
 
 /// Adds system text where the request's shape keeps its system prompt.
