@@ -49,7 +49,7 @@ async fn no_engine_is_asked_for_token_ids() {
     // Each removal is audited (input gate, `redact`, where it was).
     let mut found = Vec::new();
     for _ in 0..100 {
-        let page: serde_json::Value = h
+        let page: Value = h
             .client
             .http
             .get(h.client.url("/admin/audit?limit=500"))
@@ -72,7 +72,7 @@ async fn no_engine_is_asked_for_token_ids() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(found.len(), 3, "{found:?}");
-    let all = serde_json::Value::Array(found).to_string();
+    let all = Value::Array(found).to_string();
     assert!(all.contains("param:extra_body.return_token_ids"), "{all}");
     assert!(all.contains("\"redact\""), "{all}");
 }
