@@ -193,3 +193,61 @@ async fn a_request_of_many_texts_cannot_buy_unbounded_encoder_time() {
     );
     on.shutdown();
 }
+
+#[tokio::test]
+async fn clean_texts_in_front_do_not_use_up_the_second_stage() {
+    // Red-team: ten clear questions (settled by the first stage, below the band) in front
+    // of a planted instruction the first stage alone allows. Only texts the encoder judges
+    // spend the per-request bound, so the planted one still gets it. Before the fix every
+    // full scan spent it, and the padding left the injection to the first stage.
+    let on = start(&format!(
+        "[detection]\nsecond_stage = \"required\"\nmodel_dir = {:?}",
+        model_dir().display().to_string()
+    ))
+    .await;
+    let mut messages: Vec<Value> = (0..10)
+        .map(|i| json!({"role": "user", "content": format!("What is a good recipe for banana bread, number {i}?")}))
+        .collect();
+    messages.push(json!({"role": "tool", "content": PLANTED}));
+    let verdict = guard(&on, json!({ "messages": messages })).await;
+    let per_message = verdict["messages"]
+        .as_array()
+        .expect("per-message verdicts");
+    assert!(
+        per_message[10].get("second_stage").is_some(),
+        "the planted text got the first stage alone: {verdict}"
+    );
+    assert_ne!(verdict["verdict"], "allow", "{verdict}");
+    on.shutdown();
+}
+
+#[tokio::test]
+async fn clean_turns_in_front_do_not_use_up_the_second_stage_on_the_proxy_path() {
+    // The same padding through the input gates of a chat request: the planted tool
+    // result is still judged by the encoder, and the request never reaches the upstream
+    // (nothing listens there: a request let through would fail with 502).
+    let on = start(&format!(
+        "[detection]\nsecond_stage = \"required\"\nmodel_dir = {:?}",
+        model_dir().display().to_string()
+    ))
+    .await;
+    let mut messages: Vec<Value> = (0..10)
+        .map(|i| json!({"role": "user", "content": format!("What is a good recipe for banana bread, number {i}?")}))
+        .collect();
+    messages.push(
+        json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
+        "type": "function", "function": {"name": "fetch", "arguments": "{}"}}]}),
+    );
+    messages.push(json!({"role": "tool", "tool_call_id": "call_1", "content": PLANTED}));
+    let resp = client()
+        .post(format!("http://{}/v1/chat/completions", on.local_addr()))
+        .json(&json!({"model": "m", "messages": messages}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "policy_violation", "{body}");
+    on.shutdown();
+}

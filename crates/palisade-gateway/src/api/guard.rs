@@ -245,9 +245,14 @@ fn scan_all(detector: &Detector, items: &[Item], system_prompt: Option<&str>) ->
                         system_prompt
                     },
                 };
+                // Only a text the second stage judged spends the bound (as
+                // in the input gate): clean padding in front cannot use it up.
                 if budget.get() > 0 {
-                    budget.set(budget.get() - 1);
-                    detector.scan(&input)
+                    let full = detector.scan(&input);
+                    if full.second_stage.is_some() {
+                        budget.set(budget.get() - 1);
+                    }
+                    full
                 } else {
                     detector.scan_first_stage(&input)
                 }

@@ -225,7 +225,6 @@ pub(crate) fn inspect_request(
             let full_cascade = degraded.is_none()
                 && (second_stage_budget > 0 || detector.second_stage().is_none());
             let scan = if full_cascade {
-                second_stage_budget = second_stage_budget.saturating_sub(1);
                 gates
                     .scans
                     .get_or_scan(&plan.subject.tenant, detector.version(), &input, |input| {
@@ -239,6 +238,13 @@ pub(crate) fn inspect_request(
                         detector.scan_first_stage(input)
                     })
             };
+            // Only a text the second stage judged spends the budget: texts
+            // its first stage settles cost no encoder time, and counting
+            // them let a request pad its front with clean texts so that
+            // the injection after them got the first stage alone.
+            if full_cascade && scan.second_stage.is_some() {
+                second_stage_budget = second_stage_budget.saturating_sub(1);
+            }
             evidence.absorb(&scan);
             scans.push((segment, scan));
         }
