@@ -54,6 +54,10 @@ pub struct ServerConfig {
     /// How long a request waits for a thread of that pool before it gets
     /// `503 overloaded` with `Retry-After`. The check is never skipped.
     pub cpu_queue_timeout_ms: u64,
+    /// `GET /metrics` answers admin keys only. Its series carry every
+    /// tenant's name, models, token counts and spend; leave it off only
+    /// when the listener is reachable by the scraper and operators alone.
+    pub metrics_require_admin: bool,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +74,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             cpu_workers: 0,
             cpu_queue_timeout_ms: 2_000,
+            metrics_require_admin: false,
         }
     }
 }

@@ -115,6 +115,8 @@ pub struct GatewayState {
     pub(crate) response_owners: Arc<crate::api::responses::ResponseOwners>,
     pub(crate) prices: Arc<palisade_ledger::PriceTable>,
     pub(crate) inject_max_tokens: bool,
+    /// `server.metrics_require_admin`.
+    pub(crate) metrics_require_admin: bool,
     /// The safety gates: detector, policy, audit sink, tool service.
     pub(crate) gates: Arc<Gates>,
     pub(crate) sse_heartbeat: Option<Duration>,
@@ -248,6 +250,7 @@ impl GatewayState {
             )),
             prices,
             inject_max_tokens: config.limits.inject_max_tokens,
+            metrics_require_admin: config.server.metrics_require_admin,
             gates: Arc::new(Gates {
                 detector,
                 policy,

@@ -1,6 +1,7 @@
-//! One tenant against another through the limits they share a gateway
-//! with: a key named like another tenant's key spending that key's
-//! requests (and its refusals counted as the other key's offences).
+//! One tenant against another through what they share a gateway with: a
+//! key named like another tenant's key spending that key's requests (and
+//! its refusals counted as the other key's offences), and `/metrics`
+//! showing every tenant's use and spend.
 
 use palisade_testkit::ScriptedUpstream;
 use serde_json::json;
@@ -51,4 +52,48 @@ async fn a_key_named_like_another_tenants_key_has_its_own_rate() {
         429,
         "acme's rate still applies"
     );
+}
+
+/// `/metrics` carries every tenant's token counts and spend by name. With
+/// `server.metrics_require_admin`, a tenant's key (or no key) is refused and
+/// an admin key reads it: the scraper holds an admin key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_kept_from_tenants() {
+    let upstream = ScriptedUpstream::start().await;
+    let gw = start(&format!(
+        "[server]\nmetrics_require_admin = true\n\
+         [[auth.keys]]\nname = \"ops\"\ntenant = \"ops\"\nsha256 = \"{}\"\nadmin = true\n\
+         [[auth.keys]]\nname = \"ci\"\ntenant = \"eve\"\nsha256 = \"{}\"\n\
+         [backends.main]\nbase_url = \"{}\"\n",
+        sha("sk-ops"),
+        sha("sk-eve-ci"),
+        upstream.base_url()
+    ))
+    .await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{}", gw.local_addr());
+    let chat = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth("sk-eve-ci")
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 200);
+    let metrics = |key: Option<&'static str>| {
+        let mut req = http.get(format!("{base}/metrics"));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        req.send()
+    };
+    let anonymous = metrics(None).await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let tenant = metrics(Some("sk-eve-ci")).await.unwrap();
+    assert_eq!(tenant.status(), 403);
+    let text = tenant.text().await.unwrap();
+    assert!(!text.contains("palisade_"), "{text}");
+    let admin = metrics(Some("sk-ops")).await.unwrap();
+    assert_eq!(admin.status(), 200);
+    assert!(admin.text().await.unwrap().contains("palisade_"));
 }

@@ -42,7 +42,17 @@ pub(crate) async fn readyz(State(state): State<Arc<GatewayState>>) -> Response {
         .into_response()
 }
 
-pub(crate) async fn metrics(State(state): State<Arc<GatewayState>>) -> Response {
+pub(crate) async fn metrics(
+    State(state): State<Arc<GatewayState>>,
+    Extension(RequestId(id)): Extension<RequestId>,
+    headers: http::HeaderMap,
+) -> Response {
+    // Per-tenant series (tokens, spend) are for operators when so configured.
+    if state.metrics_require_admin {
+        if let Err(err) = state.auth.authenticate_admin(&headers) {
+            return error_response(&err, Some(&id));
+        }
+    }
     match &state.metrics {
         Some(handle) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
