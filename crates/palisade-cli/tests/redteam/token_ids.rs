@@ -157,3 +157,42 @@ async fn speech_never_says_what_the_transcript_does_not_show() {
         "refused before it was sent"
     );
 }
+
+/// A hostile upstream streams token ids nobody asked for (vLLM's chunk
+/// shape with `return_token_ids`): a choice's `token_ids` spell the key the
+/// stream guard redacts, the first chunk's `prompt_token_ids` the planted
+/// system prompt. Neither reaches the client; the text is still guarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_token_ids_sent_unasked_are_dropped() {
+    let chunk = |extra: Value, delta: Value, finish: Value| {
+        let mut c = json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "token_ids": [71, 72, 73]}]});
+        if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        format!("data: {c}\n\n")
+    };
+    let sse = chunk(
+        json!({"prompt_token_ids": [9906, 25, 15465]}),
+        json!({"role": "assistant", "content": "The key is "}),
+        Value::Null,
+    ) + &chunk(
+        json!({}),
+        json!({"content": format!("{AWS_KEY}. Done.")}),
+        Value::Null,
+    ) + &chunk(json!({}), json!({}), json!("stop"))
+        + "data: [DONE]\n\n";
+    let h = Hostile::new(RawResponse::sse(sse), "").await;
+    let (status, text) = h
+        .client
+        .post_raw(
+            "/v1/chat/completions",
+            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "key?"}]}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(!text.contains(AWS_KEY), "{text}");
+    assert!(!text.contains("token_ids"), "{text}");
+    assert!(!text.contains("9906"), "{text}");
+}

@@ -366,6 +366,18 @@ impl StreamGate {
         }
         let policy = Arc::clone(&self.policy);
         let mut changed = false;
+        // Token ids spell the text before the guards hold or redact it, and
+        // the prompt's spell the planted system prompt and canary: never
+        // relayed in a stream (the gateway never asks for them; an upstream
+        // sending them unasked loses them).
+        if let Some(obj) = value.as_object_mut() {
+            changed |= obj.remove("prompt_token_ids").is_some();
+            if let Some(Value::Array(choices)) = obj.get_mut("choices") {
+                for choice in choices.iter_mut().filter_map(Value::as_object_mut) {
+                    changed |= choice.remove("token_ids").is_some();
+                }
+            }
+        }
         // Everything outside the choices (an in-band error's message, ids,
         // vendor fields), event by event; the gate's own report is left alone.
         if let Some(obj) = value.as_object_mut() {
