@@ -138,12 +138,19 @@ impl CallAssembler {
         let id = str_at(delta, &["id"]);
         let name = str_at(delta, &["function", "name"]);
         let arguments = arguments_of(delta);
-        let entry = if self.calls.contains_key(&(choice, index)) {
-            0
-        } else {
-            ENTRY_BYTES
+        // Counted as stored (below): an id repeated in every delta, or a
+        // name repeated whole, is kept once and counted once.
+        let held = self.calls.get(&(choice, index));
+        let entry = if held.is_some() { 0 } else { ENTRY_BYTES };
+        let id_bytes = match held {
+            Some(c) if !c.id.is_empty() => 0,
+            _ => id.len(),
         };
-        let added = entry + id.len() + name.len() + arguments.len();
+        let name_bytes = match held {
+            Some(c) if name == c.name => 0,
+            _ => name.len(),
+        };
+        let added = entry + id_bytes + name_bytes + arguments.len();
         if self.bytes + added > self.max_bytes {
             return Err(AssembleError {
                 limit: self.max_bytes,
@@ -173,6 +180,11 @@ impl CallAssembler {
     /// True when no call of any choice is held.
     pub fn is_empty(&self) -> bool {
         self.calls.is_empty()
+    }
+
+    /// Whether call `index` of `choice` is held.
+    pub fn has_call(&self, choice: u32, index: u32) -> bool {
+        self.calls.contains_key(&(choice, index))
     }
 
     /// Whether `choice` has calls held.
@@ -256,6 +268,35 @@ mod tests {
         assert!(a.push(0, &json!({"index": 500})).is_err());
         assert!(a
             .push(0, &json!({"function": {"arguments": "123"}}))
+            .is_ok());
+    }
+
+    /// A server repeating the id and name in every delta is counted for
+    /// what is held, so the bound is not reached early, and taking the call
+    /// returns exactly what was counted.
+    #[test]
+    fn repeated_ids_and_names_are_counted_once() {
+        let mut a = CallAssembler::new(ENTRY_BYTES + 64);
+        for _ in 0..100 {
+            a.push(0, &json!({"index": 0, "id": "call_abcdefgh", "function": {"name": "lookup", "arguments": ""}}))
+                .unwrap();
+        }
+        assert!(a
+            .push(
+                0,
+                &json!({"index": 0, "function": {"arguments": "x".repeat(40)}})
+            )
+            .is_ok());
+        let calls = a.take(0);
+        assert_eq!(
+            (calls[0].id.as_str(), calls[0].name.as_str()),
+            ("call_abcdefgh", "lookup")
+        );
+        assert!(a
+            .push(
+                0,
+                &json!({"index": 0, "id": "c", "function": {"arguments": "y".repeat(60)}})
+            )
             .is_ok());
     }
 

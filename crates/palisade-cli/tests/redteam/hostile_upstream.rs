@@ -255,3 +255,53 @@ async fn responses_call_items_the_gate_cannot_judge_are_withheld() {
     );
     assert!(text.contains("\"withheld\""), "{text}");
 }
+
+/// Deltas serialized from the SDK's types carry `"function_call": null`
+/// beside `tool_calls` (LiteLLM and servers built on those types do): no
+/// legacy call, and the real call is released as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_null_function_call_beside_tool_calls_is_no_call() {
+    let chunk = |delta: Value, finish: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        )
+    };
+    let sse = chunk(
+        json!({"role": "assistant", "content": null, "function_call": null, "tool_calls": [{"index": 0,
+               "id": "call_1", "type": "function", "function": {"name": "fetch", "arguments": ""}}]}),
+        Value::Null,
+    ) + &chunk(
+        json!({"content": null, "function_call": null, "tool_calls": [{"index": 0,
+               "function": {"arguments": "{\"city\":\"Oslo\"}"}}]}),
+        Value::Null,
+    ) + &chunk(json!({"function_call": null}), json!("tool_calls"))
+        + "data: [DONE]\n\n";
+    let h = Hostile::new(RawResponse::sse(sse), "").await;
+    let (status, text) = h
+        .client
+        .post_raw("/v1/chat/completions", &ask(true), &[])
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let released: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .flat_map(|e| {
+            e["choices"][0]["delta"]["tool_calls"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(released.len(), 1, "{text}");
+    assert_eq!(
+        released[0]["function"]["arguments"], "{\"city\":\"Oslo\"}",
+        "{text}"
+    );
+    assert!(
+        text.contains("\"tool_calls\"") && text.contains("\"released\""),
+        "{text}"
+    );
+}

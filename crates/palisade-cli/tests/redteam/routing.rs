@@ -213,3 +213,64 @@ async fn a_fallback_is_admitted_as_the_model_it_reaches() {
     assert_eq!(status, 429, "big's own rate applies to a fallback: {body}");
     assert_eq!(big.received().len(), 1, "one request reached big");
 }
+
+/// The fallback's model is assigned another policy tier than the model the
+/// client named: the request was judged under the first, so it is not sent
+/// to the second (its gates would be the wrong ones), and the client hears
+/// why.
+#[tokio::test]
+async fn a_fallback_under_another_tier_is_not_taken() {
+    let small = HostileUpstream::start(
+        RawResponse::json(
+            r#"{"error":{"message":"maximum context length exceeded","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
+        )
+        .with_status(400),
+    )
+    .await;
+    let big = ScriptedUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "default_tier = \"open\"\n[tiers.open.output]\nsecrets = { action = \"flag\" }\n\
+         [tiers.strict.output]\nsecrets = { action = \"block\" }\n\
+         [[assign]]\nmodel = \"big\"\ntier = \"strict\"\n",
+    )
+    .unwrap();
+    let client = Client::new(
+        start(&format!(
+            r#"
+            [policy]
+            file = "{}"
+            [backends.small]
+            base_url = "{}"
+            [backends.big]
+            base_url = "{}"
+            retry_budget = {{ ratio = 1.0, reserve_per_sec = 100.0, cap = 100.0 }}
+            [[routes]]
+            model = "small"
+            backend = "small"
+            fallbacks = {{ context_length = ["big"] }}
+            [[routes]]
+            model = "big"
+            backend = "big"
+            "#,
+            policy.display(),
+            small.base_url(),
+            big.base_url()
+        ))
+        .await,
+    );
+    let (status, body) = client
+        .post("/v1/chat/completions", &ask("small"), &[])
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("another policy tier"),
+        "{body}"
+    );
+    assert!(big.received().is_empty(), "nothing reached big");
+}

@@ -65,17 +65,6 @@ impl TokenAccounting {
         if self.tally.usage.is_none() && refused(status) {
             return ActualUsage::default();
         }
-        // Timed out with no figure: the upstream may have generated all it
-        // was allowed to, and the client may retry at once.
-        if self.tally.usage.is_none() && status == 504 {
-            return ActualUsage {
-                prompt: self.prompt_estimate,
-                completion: self.reserved.saturating_sub(self.prompt_estimate),
-                cached: None,
-                reasoning: None,
-                source: UsageSource::Counted,
-            };
-        }
         match self.tally.usage {
             Some(u) => ActualUsage {
                 prompt: u.prompt_tokens,

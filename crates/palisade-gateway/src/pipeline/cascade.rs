@@ -74,6 +74,10 @@ pub(crate) async fn send(
         .cascade
         .as_ref()
         .and_then(|c| routing.routes.resolve(&c.first).map(|r| (c, r)));
+    // The route's own label: a fallback inside the cheap or judge call
+    // relabels the request (`route::admit_fallback`), and the escalation is
+    // priced as the route's model.
+    let own_label = ctx.model_label.clone();
     let Some((cascade, cheap)) =
         cheap.filter(|_| ctx.endpoint == Endpoint::ChatCompletions && !request.is_stream())
     else {
@@ -170,6 +174,7 @@ pub(crate) async fn send(
     // under a derived id (the reservation table is idempotent on ids, so
     // reusing the cheap call's would collide). The response names it.
     ctx.internal_id = format!("{}.escalated", ctx.internal_id);
+    ctx.model_label = own_label;
     // The escalation's own reservation: it fits the budget or is refused.
     if let Err(err) = super::budget::reserve_tokens(
         state,

@@ -125,6 +125,34 @@ pub(crate) async fn admit_fallback(
     ctx: &mut RequestCtx,
 ) -> Result<(), ApiError> {
     principal.check_model(&fallback.public_name)?;
+    // The request was judged under the tier its own route and model select;
+    // a fallback another tier governs (stricter redaction, another tool
+    // gate) would be served under the wrong one: not taken.
+    if let Some(plan) = &ctx.gates {
+        let model = fallback
+            .upstream_model
+            .as_deref()
+            .unwrap_or(&fallback.public_name);
+        let there = palisade_policy::Subject {
+            tenant: &plan.subject.tenant,
+            route: &fallback.public_name,
+            model,
+        };
+        let (here, there) = (
+            plan.snapshot.tier_for(&plan.subject_ref()).name(),
+            plan.snapshot.tier_for(&there).name(),
+        );
+        if here != there {
+            return Err(ApiError::new(
+                palisade_openai::ErrorCode::UpstreamError,
+                format!(
+                    "the request failed on `{}`; its fallback `{}` is under another policy tier \
+                     and was not tried",
+                    plan.subject.route, fallback.public_name
+                ),
+            ));
+        }
+    }
     state
         .admission
         .admit_model(principal, &fallback.public_name, &mut ctx.limit_headers)
@@ -146,6 +174,11 @@ pub(crate) async fn admit_fallback(
             ctx,
         )
         .await?;
+        // Whether the client asked for the usage chunk was settled by the
+        // first reservation (which asked the upstream for it): kept.
+        if let Some(new) = &mut ctx.tokens {
+            new.strip_usage_chunk = tokens.strip_usage_chunk;
+        }
     }
     Ok(())
 }

@@ -45,7 +45,13 @@ pub(crate) fn response_oversize(response: &Value, max: usize) -> bool {
     let total = choices
         .iter()
         .filter_map(|c| c.get("message"))
-        .map(|m| calls_bytes(&ToolCall::from_message(m)))
+        .map(|m| {
+            let legacy = m
+                .get("function_call")
+                .filter(|c| c.is_object())
+                .map(|c| ToolCall::from_function_call(c, 0, String::new()));
+            calls_bytes(&ToolCall::from_message(m)) + calls_bytes(legacy.as_slice())
+        })
         .fold(0, usize::saturating_add);
     total > max
 }

@@ -182,6 +182,13 @@ impl ToolStreamGate {
                     .get("index")
                     .and_then(Value::as_u64)
                     .map_or(0, |i| u32::try_from(i).unwrap_or(u32::MAX));
+                // Choices the gate keeps state for are bounded as `n` is: a
+                // hostile upstream inventing indexes would grow that state.
+                if index >= MAX_STREAM_CHOICES {
+                    return ToolEvent::Fail(crate::gates::output::invalid_upstream(&format!(
+                        "a choice index of {MAX_STREAM_CHOICES} or more, which"
+                    )));
+                }
                 if let Some(Value::Array(deltas)) = choice
                     .get_mut("delta")
                     .and_then(|d| d.as_object_mut())
@@ -196,15 +203,23 @@ impl ToolStreamGate {
                 }
                 // A legacy `function_call` delta: held and judged as one
                 // more call of the choice, released as a `tool_calls` entry.
+                // (`"function_call": null`, which SDK-serialized deltas carry
+                // beside `tool_calls`, is no call.)
                 if let Some(call) = choice
                     .get_mut("delta")
                     .and_then(|d| d.as_object_mut())
                     .and_then(|d| d.remove("function_call"))
+                    .filter(|c| !c.is_null())
                 {
                     changed = true;
-                    let id = format!("call_{}", uuid::Uuid::new_v4().simple());
-                    let entry = json!({"index": LEGACY_CALL_INDEX, "id": id, "function": call});
-                    if !call.is_object() || self.assembler.push(index, &entry).is_err() {
+                    let mut entry = json!({"index": LEGACY_CALL_INDEX, "function": call});
+                    // Its id is the gateway's, given once: the assembler
+                    // counts every id it is handed.
+                    if !self.assembler.has_call(index, LEGACY_CALL_INDEX) {
+                        entry["id"] = json!(format!("call_{}", uuid::Uuid::new_v4().simple()));
+                    }
+                    if !entry["function"].is_object() || self.assembler.push(index, &entry).is_err()
+                    {
                         self.oversize.insert(index);
                     }
                 }
@@ -287,6 +302,9 @@ impl ToolStreamGate {
         out
     }
 }
+
+/// Choice indexes a stream may use (requests may ask for `n` up to 128).
+const MAX_STREAM_CHOICES: u32 = 128;
 
 /// Where a choice's legacy `function_call` is assembled: the last index the
 /// assembler takes, after any `tool_calls` entry a server numbers in order.
