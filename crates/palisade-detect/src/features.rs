@@ -25,6 +25,21 @@ use crate::types::{Channel, ScanInput};
 /// this was its public home.
 pub use crate::segment::{segments, SEGMENT_BYTES};
 
+/// Bytes of the system prompt the overlap features read (its first 8 KiB:
+/// operator prompts are rarely longer, and what a text could quote back
+/// from it is there).
+pub const SYSTEM_PROMPT_REACH: usize = 8 * 1024;
+
+/// The part of a system prompt a scan reads (the first [`SYSTEM_PROMPT_REACH`] bytes,
+/// cut at a character boundary): all a scan's result depends on, so a cache may key on it.
+pub fn system_prompt_read(sp: &str) -> &str {
+    let mut end = sp.len().min(SYSTEM_PROMPT_REACH);
+    while !sp.is_char_boundary(end) {
+        end -= 1;
+    }
+    &sp[..end]
+}
+
 const NS_WORD: u64 = 1;
 const NS_BIGRAM: u64 = 2;
 const NS_CHAR: u64 = 3;
@@ -338,6 +353,11 @@ pub fn signals(
     }
     if let Some(sp) = input.system_prompt.filter(|sp| !sp.trim().is_empty()) {
         s.sp_present = true;
+        // The same system prompt comes with every text of a request: its
+        // reach is bounded, so a scan costs O(text + SYSTEM_PROMPT_REACH),
+        // not O(text + prompt) (a megabyte prompt with a hundred thousand
+        // short texts was quadratic in the request).
+        let sp = system_prompt_read(sp);
         let sp_stems: std::collections::HashSet<String> = content_stems(&canonical(sp)).collect();
         let mut total = 0usize;
         let mut hit = 0usize;

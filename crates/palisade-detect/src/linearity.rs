@@ -144,3 +144,30 @@ fn a_disguise_costs_a_bounded_multiple_of_plain_text() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A request's system prompt comes with every one of its texts (the guard API and the
+/// input gates pass it to each): past its reach, a longer prompt adds no work to a scan,
+/// so a megabyte prompt beside a hundred thousand short texts is not a quadratic lever.
+#[test]
+fn a_long_system_prompt_adds_bounded_work_per_text() {
+    use crate::features::SYSTEM_PROMPT_REACH;
+    use crate::shapes::{repeat_to, PROSE};
+    let d = Detector::embedded().expect("embedded model loads");
+    let work = |sp_len: usize| {
+        let sp = repeat_to(PROSE, sp_len);
+        let _ = take();
+        std::hint::black_box(d.scan(&ScanInput {
+            text: "Please summarise the attached notes.",
+            channel: Channel::User,
+            system_prompt: Some(&sp),
+        }));
+        take().iter().sum::<u64>()
+    };
+    let at_reach = work(SYSTEM_PROMPT_REACH);
+    let huge = work(100 * SYSTEM_PROMPT_REACH);
+    assert!(at_reach > 0);
+    assert!(
+        huge as f64 <= at_reach as f64 * 1.05,
+        "a 100x longer system prompt cost {huge} units against {at_reach}"
+    );
+}

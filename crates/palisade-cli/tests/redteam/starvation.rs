@@ -602,3 +602,39 @@ async fn a_stream_that_never_pauses_still_ends_at_its_deadline() {
         started.elapsed()
     );
 }
+
+/// A megabyte system prompt beside thousands of empty texts: the guard and
+/// the input gates read the prompt beside every text, so the request was
+/// quadratic (minutes of a worker per request; the bound on a scan's work
+/// is `palisade-detect`'s `a_long_system_prompt_adds_bounded_work_per_text`).
+/// Past 4096 texts a request is refused; below it, it is judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_system_prompt_beside_many_texts_is_bounded() {
+    let s = Scripted::new("").await;
+    let prompt = "You are a careful assistant. ".repeat(36_000);
+    let many = |n: usize| -> Vec<Value> {
+        std::iter::once(json!({"role": "system", "content": prompt}))
+            .chain((0..n).map(|_| json!({"role": "user", "content": "?"})))
+            .collect()
+    };
+    let (status, v) = s
+        .client
+        .post("/v1/guard/scan", &json!({"messages": many(5000)}), &[])
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "messages", "{v}");
+    let (status, v) = s
+        .client
+        .chat(&json!({"model": "m", "messages": many(5000)}))
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "messages", "{v}");
+    assert!(s.upstream.received().is_empty());
+    // Within the bound, judged and answered.
+    let (status, v) = s
+        .client
+        .post("/v1/guard/scan", &json!({"messages": many(500)}), &[])
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["messages"].as_array().map(Vec::len), Some(501), "{v}");
+}

@@ -84,6 +84,10 @@ fn client_channel(name: &str, param: &str) -> Result<Channel, ApiError> {
     }
 }
 
+/// Texts one guard request may hold (messages and content parts): each is a
+/// scan, and a request must not buy unbounded detector time.
+const MAX_ITEMS: usize = 4096;
+
 fn invalid(message: impl Into<String>, param: &str) -> ApiError {
     ApiError::new(ErrorCode::InvalidRequest, message).with_param(param)
 }
@@ -310,9 +314,16 @@ async fn run(
     let (items, system_prompt, is_conversation) = plan(req)?;
     let detector = state.gates.detector.current();
     let detector_version = detector.version().to_owned();
-    let total: usize = items.iter().map(|i| i.text.len()).sum();
-    // The second stage can take tens of milliseconds: never on an async worker.
-    let inline = total <= crate::cpu::INLINE_BYTES && detector.second_stage().is_none();
+    if items.len() > MAX_ITEMS {
+        return Err(invalid(
+            format!("at most {MAX_ITEMS} messages (or content parts) per request"),
+            "messages",
+        ));
+    }
+    // The whole body, not the texts: a system prompt scanned beside many
+    // empty texts is work the texts' length does not show. The second stage
+    // can take tens of milliseconds: never on an async worker.
+    let inline = front.body.len() <= crate::cpu::INLINE_BYTES && detector.second_stage().is_none();
     let started = Instant::now();
     // Large texts are scanned on the bounded detection pool, so a huge input
     // (or many) cannot stall the async workers serving other requests; a

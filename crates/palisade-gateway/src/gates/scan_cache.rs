@@ -57,9 +57,11 @@ fn key(tenant: &str, detector: &str, input: &ScanInput<'_>) -> Key {
     field(detector.as_bytes());
     field(channel_tag(input.channel).as_bytes());
     match input.system_prompt {
+        // Only what the scan reads of it: hashing the whole prompt for each
+        // of a request's texts would be quadratic in the request.
         Some(s) => {
             field(b"s");
-            field(s.as_bytes());
+            field(palisade_detect::features::system_prompt_read(s).as_bytes());
         }
         None => field(b"-"),
     }

@@ -164,6 +164,14 @@ pub fn segments(
                 let Value::Array(messages) = messages else {
                     return Err(refuse("messages", "`messages` must be an array"));
                 };
+                // As a Responses request's input items: each message is a
+                // scan, and the system prompt is read beside every one.
+                if messages.len() > super::MAX_INPUT_ITEMS {
+                    return Err(refuse(
+                        "messages",
+                        format!("at most {} messages are accepted", super::MAX_INPUT_ITEMS),
+                    ));
+                }
                 for (i, message) in messages.iter().enumerate() {
                     message_segments(i, message, retrieved.contains(&i), &mut out)?;
                 }
