@@ -21,6 +21,13 @@ use palisade_output::{Applied, GuardOptions, OutputError, Released, StreamGuard}
 
 use super::Field;
 
+/// Rules whose finding is the value a name before it makes a secret.
+const NAMED_BY_CONTEXT: [&str; 1] = ["generic-api-key"];
+
+/// How far after a seam such a value may start and still have its name
+/// before the seam: the guard's context, in bytes of up to 4 per character.
+const NAME_REACH_BYTES: usize = palisade_output::CONTEXT_CHARS * 4;
+
 /// Event types whose deltas a client joins into one text.
 pub(super) fn joins(kind: &str) -> bool {
     matches!(
@@ -98,9 +105,18 @@ impl JoinedText {
     }
 
     fn judge(&self, released: Released) -> Verdict {
+        // A finding spans a seam, or is a value found by the name before it
+        // (`password = ` ending one part, the value starting the next: the
+        // value's span starts at the seam, and the next part's own guard,
+        // without the name, finds nothing).
         let spans_seam = |a: &Applied| {
             let span = &a.span_in_original;
-            self.seams.iter().any(|&s| span.start < s && s < span.end)
+            self.seams.iter().any(|&s| {
+                (span.start < s && s < span.end)
+                    || (NAMED_BY_CONTEXT.contains(&a.rule)
+                        && s <= span.start
+                        && span.start < s + NAME_REACH_BYTES)
+            })
         };
         let crossing: Vec<Applied> = released
             .violations
@@ -175,6 +191,19 @@ mod tests {
         let end = whole.finish();
         assert!(!a.unwrap().stop && !b.stop && !end.stop);
         assert!(end.violations.is_empty());
+    }
+
+    /// A key's name ending one part and its value starting the next: the
+    /// value alone is no finding for the next part's guard, joined it is.
+    #[test]
+    fn a_value_named_across_a_seam_counts() {
+        let now = Duration::ZERO;
+        let mut j = joined();
+        let a = j.push(&field(0), (0, 0), "Here it is. password = ", now).unwrap();
+        let b = j.push(&field(1), (0, 1), "q8Zr2LmX91vTb7Kd4Hs0pWnY and more. ", now).unwrap();
+        let end = j.finish();
+        assert!(!a.stop);
+        assert!(b.stop || end.stop, "{b:?} {end:?}");
     }
 
     /// A part before the one being streamed cannot come back: its text
