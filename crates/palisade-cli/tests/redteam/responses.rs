@@ -501,3 +501,26 @@ tier = "agents"
     assert_eq!(kinds, ["message"], "{v}");
     assert_eq!(v["palisade"]["tool_calls"][0]["status"], "withheld", "{v}");
 }
+
+/// An `item_reference` input item names a stored item by id: the upstream
+/// resolves it for any tenant (one key serves all), and its content (a
+/// poisoned tool result, another tenant's message) is never seen by the
+/// gates, so the taint a `previous_response_id` carries would not apply.
+/// Refused before anything goes upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_reference_is_refused() {
+    let s = Scripted::new("").await;
+    let (status, v) = s
+        .client
+        .post(
+            "/v1/responses",
+            &json!({"model": "m", "input": [
+                {"type": "item_reference", "id": "fc_of_another_tenant"},
+                {"role": "user", "content": "go on"}]}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "input", "{v}");
+    assert!(s.upstream.received().is_empty(), "nothing went upstream");
+}

@@ -287,6 +287,26 @@ pub(crate) async fn check_continuation(
         )
         .with_param("conversation"));
     }
+    // An item reference names a stored item by id: the upstream resolves it
+    // for whoever names it (one key serves every tenant), and the gateway
+    // neither records item owners nor sees the item's content, which could
+    // be a poisoned tool result. Refused like `conversation`.
+    let references = fields
+        .get("input")
+        .and_then(Value::as_array)
+        .is_some_and(|items| {
+            items
+                .iter()
+                .any(|i| i.get("type").and_then(Value::as_str) == Some("item_reference"))
+        });
+    if references {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "`item_reference` input items are not relayed: their owner and content cannot be \
+             checked; send the item itself, or continue with `previous_response_id`",
+        )
+        .with_param("input"));
+    }
     match fields.get("previous_response_id") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(id)) => owned(state, principal, id, "previous_response_id")

@@ -199,8 +199,17 @@ mod tests {
     fn a_value_named_across_a_seam_counts() {
         let now = Duration::ZERO;
         let mut j = joined();
-        let a = j.push(&field(0), (0, 0), "Here it is. password = ", now).unwrap();
-        let b = j.push(&field(1), (0, 1), "q8Zr2LmX91vTb7Kd4Hs0pWnY and more. ", now).unwrap();
+        let a = j
+            .push(&field(0), (0, 0), "Here it is. password = ", now)
+            .unwrap();
+        let b = j
+            .push(
+                &field(1),
+                (0, 1),
+                "q8Zr2LmX91vTb7Kd4Hs0pWnY and more. ",
+                now,
+            )
+            .unwrap();
         let end = j.finish();
         assert!(!a.stop);
         assert!(b.stop || end.stop, "{b:?} {end:?}");
