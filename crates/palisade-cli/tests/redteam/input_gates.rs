@@ -400,3 +400,36 @@ proptest! {
         prop_assert!(policy_error(status, &answer), "{}: {} {}", name, status, answer);
     }
 }
+
+/// The guard API read only `content`: a jailbreak in an earlier assistant
+/// turn's call arguments, its name, a refusal part or reasoning was an
+/// `allow` there, while the proxy, which reads them, blocks the same
+/// conversation. The guard now reads them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_reads_every_text_the_proxy_judges() {
+    let s = Scripted::new("").await;
+    let conversations = [
+        json!([{"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+            "function": {"name": "f", "arguments": serde_json::to_string(&json!({"q": JAILBREAK})).unwrap()}}]}]),
+        json!([{"role": "assistant", "content": [{"type": "refusal", "refusal": JAILBREAK}]}]),
+        json!([{"role": "assistant", "content": "ok", "reasoning_content": JAILBREAK}]),
+        json!([{"role": "assistant", "content": null, "function_call": {"name": "f", "arguments": {"q": JAILBREAK}}}]),
+    ];
+    for messages in conversations {
+        let (status, v) = s
+            .client
+            .post("/v1/guard/scan", &json!({"messages": messages}), &[])
+            .await;
+        assert_eq!(status, 200, "{v}");
+        assert_ne!(v["verdict"], "allow", "{messages}: {v}");
+    }
+    let (status, v) = s
+        .client
+        .post(
+            "/v1/guard/scan",
+            &json!({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+}

@@ -113,8 +113,17 @@ fn content_items(
         Value::Array(parts) => {
             let mut plain = String::new();
             for part in parts {
-                let Some(text) = part.get("text").and_then(Value::as_str) else {
-                    continue; // images, audio: nothing to scan as text
+                let text = match part.get("text").or_else(|| part.get("refusal")) {
+                    Some(Value::String(t)) => t.as_str(),
+                    // Images, audio: nothing to scan as text.
+                    None => continue,
+                    // The proxy refuses what it cannot read; so does the guard.
+                    Some(_) => {
+                        return Err(invalid(
+                            "a content part's `text` must be a string",
+                            &format!("messages[{index}].content"),
+                        ))
+                    }
                 };
                 let annotated = part
                     .pointer("/palisade/channel")
@@ -155,6 +164,48 @@ fn content_items(
         }
     }
     Ok(())
+}
+
+/// A message's texts besides `content` that the model reads and the proxy
+/// judges: a name, a refusal, reasoning, and the calls an (earlier,
+/// client-sent) assistant turn made. Judged on the message's channel, so a
+/// jailbreak in a call's arguments is not an `allow` here while the proxy
+/// would block it.
+fn side_items(index: usize, role: &str, channel: Channel, m: &Value, out: &mut Vec<Item>) {
+    let mut texts: Vec<String> = ["name", "refusal", "reasoning_content", "reasoning"]
+        .iter()
+        .filter_map(|k| m.get(*k).and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect();
+    let calls = m
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("function"))
+        .chain(m.get("function_call"));
+    for call in calls {
+        if let Some(name) = call.get("name").and_then(Value::as_str) {
+            texts.push(name.to_owned());
+        }
+        match call.get("arguments") {
+            Some(Value::String(a)) => texts.push(a.clone()),
+            Some(Value::Null) | None => {}
+            Some(other) => texts.push(other.to_string()),
+        }
+    }
+    out.extend(
+        texts
+            .into_iter()
+            .filter(|t| !t.trim().is_empty())
+            .map(|text| Item {
+                index,
+                role: role.to_owned(),
+                channel,
+                text,
+                also_user: false,
+            }),
+    );
 }
 
 /// The channel a chat role's content is scanned on; `None` for a string
@@ -213,6 +264,7 @@ fn plan(req: GuardRequest) -> Result<(Vec<Item>, Option<String>, bool), ApiError
                     m.get("content").unwrap_or(&Value::Null),
                     &mut items,
                 )?;
+                side_items(index, role, channel, m, &mut items);
             }
             let system: Vec<&str> = items
                 .iter()
