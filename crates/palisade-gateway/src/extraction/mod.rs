@@ -288,17 +288,24 @@ pub(crate) fn fingerprint(headers: &http::HeaderMap) -> u64 {
     mix64(h ^ hash_bytes(prefix.as_bytes()).rotate_left(17)) | 1
 }
 
-/// The request's new input: the last user message of a chat, the prompt of
-/// a completion, the input of an embedding; at most [`MAX_TEXT_BYTES`].
+/// The request's new input: a chat's messages after its last assistant turn
+/// (user, developer, system and tool alike: a query put in a developer
+/// message beside a fixed user line is the query), the prompt of a
+/// completion, the input of an embedding or a Responses request (its
+/// message items' content too); at most [`MAX_TEXT_BYTES`].
 fn query_text(fields: &Map<String, Value>) -> String {
     let text = if let Some(Value::Array(messages)) = fields.get("messages") {
-        messages
+        let start = messages
             .iter()
-            .rev()
-            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-            .and_then(|m| m.get("content"))
+            .rposition(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
+            .map_or(0, |i| i + 1);
+        let turn: Vec<String> = messages[start..]
+            .iter()
+            .filter_map(|m| m.get("content"))
             .map(content_text)
-            .unwrap_or_default()
+            .filter(|t| !t.is_empty())
+            .collect();
+        turn.join("\n")
     } else {
         fields
             .get("prompt")
@@ -316,9 +323,19 @@ fn content_text(value: &Value) -> String {
         Value::Array(parts) => {
             let mut out = String::new();
             for p in parts {
+                // A string, a content part's `text`, or a Responses message
+                // item's `content` (a string or parts).
+                let nested;
                 let s = match p {
                     Value::String(s) => s.as_str(),
-                    Value::Object(o) => o.get("text").and_then(Value::as_str).unwrap_or(""),
+                    Value::Object(o) => match (o.get("text"), o.get("content")) {
+                        (Some(Value::String(t)), _) => t.as_str(),
+                        (_, Some(c @ (Value::String(_) | Value::Array(_)))) => {
+                            nested = content_text(c);
+                            nested.as_str()
+                        }
+                        _ => "",
+                    },
                     _ => "",
                 };
                 if s.is_empty() {
@@ -425,7 +442,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn the_query_is_the_last_user_message() {
+    fn the_query_is_the_turn_after_the_last_assistant_message() {
         let body = json!({"messages": [
             {"role": "system", "content": "be brief"},
             {"role": "user", "content": "first"},
@@ -435,6 +452,30 @@ mod tests {
         assert_eq!(query_text(body.as_object().unwrap()), "second");
         let body = json!({"prompt": "complete me"});
         assert_eq!(query_text(body.as_object().unwrap()), "complete me");
+    }
+
+    /// An extractor's varying query hidden where the last user line is not:
+    /// a developer message beside a fixed user line, or a Responses input
+    /// of message items (recorded as empty text before, which blinded every
+    /// text-based detector).
+    #[test]
+    fn a_query_beside_a_fixed_line_or_in_input_items_is_read() {
+        let body = json!({"messages": [
+            {"role": "developer", "content": "Translate: the varying query 17"},
+            {"role": "user", "content": "Answer the above."}
+        ]});
+        assert_eq!(
+            query_text(body.as_object().unwrap()),
+            "Translate: the varying query 17\nAnswer the above."
+        );
+        let body = json!({"input": [
+            {"role": "user", "content": "the varying query 18"},
+            {"role": "user", "content": [{"type": "input_text", "text": "and more"}]}
+        ]});
+        assert_eq!(
+            query_text(body.as_object().unwrap()),
+            "the varying query 18\nand more"
+        );
     }
 
     #[test]
