@@ -29,7 +29,9 @@
 //!   skipped) and attempts to blind the anomaly detector with scale events.
 //! - `logs`: a flood while the log reader is stalled (no audit record lost).
 //! - `routing`: a hostile upstream steering retries and fallbacks (parking
-//!   requests, pushing data out of its residency region).
+//!   requests, pushing data out of its residency region), and a cheap
+//!   model's fallback as a way around the expensive model's limits, prices
+//!   and tier.
 //! - `cascade`: cascades (escalations provoked to spend past the token
 //!   budget; a hostile cheap answer, huge, malformed or carrying a secret).
 //! - `hedging`: hedged requests (a flood of slow requests turning hedges
@@ -65,7 +67,9 @@
 //!   nested and unknown items, input floods, upstream events the stream
 //!   guard does not know carrying a key, an output-part flood, another
 //!   tenant's response id read, deleted, cancelled or continued, and an
-//!   upstream answer naming it).
+//!   upstream answer naming it; a key split across output parts; an
+//!   injection one turn before a `previous_response_id` continuation; a
+//!   stored response read back under another tier; `item_reference`).
 //! - `config_reload`: reload storms (no refilled limits, no dropped
 //!   requests in flight) and a half-written config file (never applied).
 //! - `ops`: 500 made-up model names do not blow up metric label cardinality.
