@@ -288,12 +288,20 @@ pub(crate) fn fingerprint(headers: &http::HeaderMap) -> u64 {
     mix64(h ^ hash_bytes(prefix.as_bytes()).rotate_left(17)) | 1
 }
 
-/// The request's new input: a chat's messages after its last assistant turn
-/// (user, developer, system and tool alike: a query put in a developer
-/// message beside a fixed user line is the query), the prompt of a
-/// completion, the input of an embedding or a Responses request (its
-/// message items' content too); at most [`MAX_TEXT_BYTES`].
+/// The request's new input: a chat's user and tool messages after its last
+/// assistant turn (a query split over several user messages, or put before
+/// a fixed last line, is read whole), the prompt of a completion, the input
+/// of an embedding or a Responses request (its user items' content too); at
+/// most [`MAX_TEXT_BYTES`]. System and developer text is left out: an
+/// application's is one template for all its traffic (it would make every
+/// request look like the next), and the gateway adds its own canary there.
 fn query_text(fields: &Map<String, Value>) -> String {
+    let asked = |m: &&Value| {
+        matches!(
+            m.get("role").and_then(Value::as_str),
+            Some("user" | "tool") | None
+        )
+    };
     let text = if let Some(Value::Array(messages)) = fields.get("messages") {
         let start = messages
             .iter()
@@ -301,17 +309,23 @@ fn query_text(fields: &Map<String, Value>) -> String {
             .map_or(0, |i| i + 1);
         let turn: Vec<String> = messages[start..]
             .iter()
+            .filter(asked)
             .filter_map(|m| m.get("content"))
             .map(content_text)
             .filter(|t| !t.is_empty())
             .collect();
         turn.join("\n")
     } else {
-        fields
-            .get("prompt")
-            .or_else(|| fields.get("input"))
-            .map(content_text)
-            .unwrap_or_default()
+        match fields.get("prompt").or_else(|| fields.get("input")) {
+            // Responses input items: the user's (not the developer item
+            // carrying the gateway's canary, nor the client's instructions).
+            Some(Value::Array(items)) if items.iter().any(|i| i.get("role").is_some()) => {
+                let user: Vec<Value> = items.iter().filter(asked).cloned().collect();
+                content_text(&Value::Array(user))
+            }
+            Some(v) => content_text(v),
+            None => String::new(),
+        }
     };
     truncate(text, MAX_TEXT_BYTES)
 }
@@ -455,13 +469,15 @@ mod tests {
     }
 
     /// An extractor's varying query hidden where the last user line is not:
-    /// a developer message beside a fixed user line, or a Responses input
-    /// of message items (recorded as empty text before, which blinded every
-    /// text-based detector).
+    /// an earlier user message of the turn before a fixed last line, or a
+    /// Responses input of message items (recorded as empty text before,
+    /// which blinded every text-based detector). The gateway's own canary
+    /// (a system message, a developer item) is never part of it.
     #[test]
-    fn a_query_beside_a_fixed_line_or_in_input_items_is_read() {
+    fn a_query_before_a_fixed_line_or_in_input_items_is_read() {
         let body = json!({"messages": [
-            {"role": "developer", "content": "Translate: the varying query 17"},
+            {"role": "system", "content": "canary line"},
+            {"role": "user", "content": "Translate: the varying query 17"},
             {"role": "user", "content": "Answer the above."}
         ]});
         assert_eq!(
@@ -469,6 +485,7 @@ mod tests {
             "Translate: the varying query 17\nAnswer the above."
         );
         let body = json!({"input": [
+            {"role": "developer", "content": "canary line"},
             {"role": "user", "content": "the varying query 18"},
             {"role": "user", "content": [{"type": "input_text", "text": "and more"}]}
         ]});
