@@ -45,6 +45,22 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
+/// A gateway whose second stage must load (the weights of `model_dir`).
+async fn start_required() -> RunningGateway {
+    start(&format!(
+        "[detection]\nsecond_stage = \"required\"\nmodel_dir = {:?}",
+        model_dir().display().to_string()
+    ))
+    .await
+}
+
+/// `n` clear questions the first stage settles (below the second stage's band).
+fn clean_questions(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"role": "user", "content": format!("What is a good recipe for banana bread, number {i}?")}))
+        .collect()
+}
+
 async fn guard(gw: &RunningGateway, body: Value) -> Value {
     let resp = client()
         .post(format!("http://{}/v1/guard/scan", gw.local_addr()))
@@ -170,11 +186,7 @@ async fn an_overlay_other_than_the_pinned_one_is_not_attached() {
 async fn a_request_of_many_texts_cannot_buy_unbounded_encoder_time() {
     // Red-team: every text lands in the encoder's band, so without a bound each would cost
     // encoder windows. Only the first eight get the second stage; the rest the first stage.
-    let on = start(&format!(
-        "[detection]\nsecond_stage = \"required\"\nmodel_dir = {:?}",
-        model_dir().display().to_string()
-    ))
-    .await;
+    let on = start_required().await;
     let messages: Vec<Value> = (0..12)
         .map(|i| json!({"role": "tool", "content": format!("{PLANTED} ({i})")}))
         .collect();
@@ -200,14 +212,8 @@ async fn clean_texts_in_front_do_not_use_up_the_second_stage() {
     // of a planted instruction the first stage alone allows. Only texts the encoder judges
     // spend the per-request bound, so the planted one still gets it. Before the fix every
     // full scan spent it, and the padding left the injection to the first stage.
-    let on = start(&format!(
-        "[detection]\nsecond_stage = \"required\"\nmodel_dir = {:?}",
-        model_dir().display().to_string()
-    ))
-    .await;
-    let mut messages: Vec<Value> = (0..10)
-        .map(|i| json!({"role": "user", "content": format!("What is a good recipe for banana bread, number {i}?")}))
-        .collect();
+    let on = start_required().await;
+    let mut messages = clean_questions(10);
     messages.push(json!({"role": "tool", "content": PLANTED}));
     let verdict = guard(&on, json!({ "messages": messages })).await;
     let per_message = verdict["messages"]
@@ -226,14 +232,8 @@ async fn clean_turns_in_front_do_not_use_up_the_second_stage_on_the_proxy_path()
     // The same padding through the input gates of a chat request: the planted tool
     // result is still judged by the encoder, and the request never reaches the upstream
     // (nothing listens there: a request let through would fail with 502).
-    let on = start(&format!(
-        "[detection]\nsecond_stage = \"required\"\nmodel_dir = {:?}",
-        model_dir().display().to_string()
-    ))
-    .await;
-    let mut messages: Vec<Value> = (0..10)
-        .map(|i| json!({"role": "user", "content": format!("What is a good recipe for banana bread, number {i}?")}))
-        .collect();
+    let on = start_required().await;
+    let mut messages = clean_questions(10);
     messages.push(
         json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
         "type": "function", "function": {"name": "fetch", "arguments": "{}"}}]}),

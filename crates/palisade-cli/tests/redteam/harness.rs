@@ -27,6 +27,14 @@ pub async fn start(toml: &str) -> RunningGateway {
         .expect("gateway starts")
 }
 
+/// Writes `policy` to a file in `dir` and returns the config lines that load
+/// it (`[policy] file = …`).
+pub fn policy_file(dir: &tempfile::TempDir, policy: &str) -> String {
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, policy).expect("policy written");
+    format!("[policy]\nfile = \"{}\"\n", path.display())
+}
+
 /// Parses a config as the CLI does, the error as text (the loader shape
 /// `Gateway::reload_from` wants).
 pub fn load(text: &str) -> Result<Config, String> {

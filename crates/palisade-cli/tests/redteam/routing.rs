@@ -163,14 +163,10 @@ async fn a_forged_refusal_cannot_push_data_out_of_its_region() {
     assert!(us.received().is_empty());
 }
 
-/// A tenant asks for the cheap model with a prompt too long for it; the
-/// route falls back to `big`, whose own rate is one request at a time. The
-/// fallback is admitted as a request for `big` (its rate, the key's
-/// allowlist, a reservation at its price): the second such request is
-/// refused by `big`'s limit. Before the fix a fallback skipped all three,
-/// so the cheap model's name was a way around the expensive one's limits.
-#[tokio::test]
-async fn a_fallback_is_admitted_as_the_model_it_reaches() {
+/// A `small` route whose model refuses every prompt as too long, falling
+/// back to `big` (a scripted upstream, with a retry budget that never runs
+/// dry); `extra` is prepended to the config. Returns the client and `big`.
+async fn small_falling_back_to_big(extra: &str) -> (Client, ScriptedUpstream, HostileUpstream) {
     let small = HostileUpstream::start(
         RawResponse::json(
             r#"{"error":{"message":"maximum context length exceeded","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
@@ -182,9 +178,7 @@ async fn a_fallback_is_admitted_as_the_model_it_reaches() {
     let client = Client::new(
         start(&format!(
             r#"
-            [limits.models.big]
-            requests_per_minute = 60
-            burst = 1
+            {extra}
             [backends.small]
             base_url = "{}"
             [backends.big]
@@ -203,6 +197,19 @@ async fn a_fallback_is_admitted_as_the_model_it_reaches() {
         ))
         .await,
     );
+    (client, big, small)
+}
+
+/// A tenant asks for the cheap model with a prompt too long for it; the
+/// route falls back to `big`, whose own rate is one request at a time. The
+/// fallback is admitted as a request for `big` (its rate, the key's
+/// allowlist, a reservation at its price): the second such request is
+/// refused by `big`'s limit. Before the fix a fallback skipped all three,
+/// so the cheap model's name was a way around the expensive one's limits.
+#[tokio::test]
+async fn a_fallback_is_admitted_as_the_model_it_reaches() {
+    let (client, big, _small) =
+        small_falling_back_to_big("[limits.models.big]\nrequests_per_minute = 60\nburst = 1").await;
     let (status, body) = client
         .post("/v1/chat/completions", &ask("small"), &[])
         .await;
@@ -220,47 +227,14 @@ async fn a_fallback_is_admitted_as_the_model_it_reaches() {
 /// why.
 #[tokio::test]
 async fn a_fallback_under_another_tier_is_not_taken() {
-    let small = HostileUpstream::start(
-        RawResponse::json(
-            r#"{"error":{"message":"maximum context length exceeded","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
-        )
-        .with_status(400),
-    )
-    .await;
-    let big = ScriptedUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(
-        &policy,
+    let policy = crate::harness::policy_file(
+        &dir,
         "default_tier = \"open\"\n[tiers.open.output]\nsecrets = { action = \"flag\" }\n\
          [tiers.strict.output]\nsecrets = { action = \"block\" }\n\
          [[assign]]\nmodel = \"big\"\ntier = \"strict\"\n",
-    )
-    .unwrap();
-    let client = Client::new(
-        start(&format!(
-            r#"
-            [policy]
-            file = "{}"
-            [backends.small]
-            base_url = "{}"
-            [backends.big]
-            base_url = "{}"
-            retry_budget = {{ ratio = 1.0, reserve_per_sec = 100.0, cap = 100.0 }}
-            [[routes]]
-            model = "small"
-            backend = "small"
-            fallbacks = {{ context_length = ["big"] }}
-            [[routes]]
-            model = "big"
-            backend = "big"
-            "#,
-            policy.display(),
-            small.base_url(),
-            big.base_url()
-        ))
-        .await,
     );
+    let (client, big, _small) = small_falling_back_to_big(&policy).await;
     let (status, body) = client
         .post("/v1/chat/completions", &ask("small"), &[])
         .await;

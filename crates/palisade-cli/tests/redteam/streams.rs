@@ -178,14 +178,11 @@ async fn a_streamed_function_call_gets_past_the_tool_gate_by_no_route() {
 
 /// A policy whose only tool may be called twice per response.
 fn capped_policy(dir: &tempfile::TempDir) -> String {
-    let path = dir.path().join("policy.toml");
-    std::fs::write(
-        &path,
+    crate::harness::policy_file(
+        dir,
         "default_tier = \"agent\"\n[tools.lookup]\neffect = \"read_only\"\n\
          [tiers.agent.tool]\nallow = [\"lookup\"]\nmax_calls_per_response = 2\n",
     )
-    .unwrap();
-    format!("[policy]\nfile = \"{}\"\n", path.display())
 }
 
 /// `max_calls_per_response = 2`: a Responses stream of five calls, each

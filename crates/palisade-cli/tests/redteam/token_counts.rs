@@ -103,22 +103,17 @@ async fn prompts_given_as_token_ids_are_reserved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completion_the_output_gate_withholds_is_still_charged() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(
-        &policy,
+    let policy = crate::harness::policy_file(
+        &dir,
         "default_tier = \"strict\"\n[tiers.strict.output]\nschema = { action = \"block\" }\n",
-    )
-    .unwrap();
+    );
     let broken = json!({"id": "c", "object": "chat.completion", "created": 0, "model": "m",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "not json at all"},
                      "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 20, "completion_tokens": 480, "total_tokens": 500}});
     let h = crate::harness::Hostile::new(
         palisade_testkit::RawResponse::json(broken.to_string()),
-        &format!(
-            "[limits]\ntokens_per_minute = 1000\n[policy]\nfile = \"{}\"\n",
-            policy.display()
-        ),
+        &format!("[limits]\ntokens_per_minute = 1000\n{policy}"),
     )
     .await;
     let schema = json!({"type": "json_schema", "json_schema": {"name": "x", "strict": true,
