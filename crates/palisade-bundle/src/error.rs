@@ -63,6 +63,33 @@ pub enum BundleError {
         /// The serial.
         serial: u64,
     },
+    /// Validly signed, but below the serial floor the operator configured
+    /// (`bundle.min_serial`): a replica with no history still refuses a
+    /// replayed old bundle.
+    #[error(
+        "bundle serial {serial} is below this replica's minimum serial {min_serial} \
+         (bundle.min_serial): an older bundle is not reinstated"
+    )]
+    BelowMinSerial {
+        /// The offered serial.
+        serial: u64,
+        /// The configured floor.
+        min_serial: u64,
+    },
+    /// Validly signed, but signed longer ago than the operator allows
+    /// (`bundle.max_age_s`), or dated in the future beyond the allowed skew.
+    #[error(
+        "bundle signed at {created_at} (unix seconds) is {why} (bundle.max_age_s = {max_age_s}); \
+         re-sign it with a new serial"
+    )]
+    Stale {
+        /// When it was signed.
+        created_at: u64,
+        /// The configured bound.
+        max_age_s: u64,
+        /// Too old, or from the future.
+        why: &'static str,
+    },
     /// A key or seed that is not usable.
     #[error("bad key: {0}")]
     BadKey(String),

@@ -50,7 +50,7 @@ pub use codec::{verify, BuildInput, Bundle, VerifiedBundle};
 pub use error::BundleError;
 pub use keys::{BundleKey, TrustStore};
 pub use manifest::{ArtifactRef, Manifest, PolicyPart, ThresholdOverrides};
-pub use rules::{check_successor, Running, Succession};
+pub use rules::{check_fresh, check_successor, Freshness, Running, Succession, FUTURE_SKEW_S};
 
 /// The format tag and the signature's domain separator.
 pub const FORMAT: &str = "palisade-bundle-v1";

@@ -236,3 +236,37 @@ proptest! {
         prop_assert!(verify(&noise, &keys, NOW, MAX).is_err());
     }
 }
+
+#[test]
+fn freshness_refuses_below_the_floor_too_old_and_from_the_future() {
+    let keys = trust(&[public(SEED)]);
+    // `signed` signs at NOW - 10.
+    let v5 = verify(&signed(5, POLICY), &keys, NOW, MAX).unwrap();
+    let rules = |min_serial, max_age_s| Freshness {
+        min_serial,
+        max_age_s,
+    };
+    let table: &[(Freshness, u64, Result<(), &str>)] = &[
+        (Freshness::default(), NOW, Ok(())),
+        (rules(5, None), NOW, Ok(())),
+        (rules(6, None), NOW, Err("floor")),
+        (rules(0, Some(10)), NOW, Ok(())),
+        (rules(0, Some(9)), NOW, Err("too old")),
+        (rules(0, Some(3600)), NOW + 3591, Err("too old")),
+        (rules(0, Some(3600)), NOW - 10 - FUTURE_SKEW_S, Ok(())),
+        (
+            rules(0, Some(3600)),
+            NOW - 11 - FUTURE_SKEW_S,
+            Err("dated in the future"),
+        ),
+    ];
+    for (rule, now, want) in table {
+        let got = check_fresh(&v5, *rule, *now);
+        match (want, &got) {
+            (Ok(()), Ok(())) => {}
+            (Err("floor"), Err(BundleError::BelowMinSerial { serial: 5, .. })) => {}
+            (Err(why), Err(BundleError::Stale { why: got_why, .. })) if why == got_why => {}
+            _ => panic!("{rule:?} at {now}: want {want:?}, got {got:?}"),
+        }
+    }
+}

@@ -37,6 +37,18 @@ pub struct BundleConfig {
     pub fetch_timeout_ms: u64,
     /// Largest bundle accepted, bytes (64 MiB: room for a detector model).
     pub max_bytes: usize,
+    /// Lowest bundle serial this replica accepts (0: any). The running and
+    /// cached bundles already keep the serial from going back; this floor
+    /// also holds for a fresh replica with no cache, which would otherwise
+    /// take any older signed bundle a compromised store replays. Raise it
+    /// in the deployment when a bundle must never come back.
+    pub min_serial: u64,
+    /// Oldest signature accepted, seconds (absent: any age). With it, a
+    /// replayed bundle is refused once it is this old, and the publisher
+    /// must re-sign (a new serial) more often than this; a bundle already
+    /// running stays in force when it ages out (refusing traffic would be
+    /// an outage), but no replica starts on it.
+    pub max_age_s: Option<u64>,
 }
 
 impl Default for BundleConfig {
@@ -49,6 +61,8 @@ impl Default for BundleConfig {
             poll_interval_ms: 2_000,
             fetch_timeout_ms: 5_000,
             max_bytes: 64 << 20,
+            min_serial: 0,
+            max_age_s: None,
         }
     }
 }
@@ -79,6 +93,12 @@ impl BundleConfig {
             return Err(invalid(
                 "bundle.poll_interval_ms",
                 "poll_interval_ms, fetch_timeout_ms and max_bytes must be positive",
+            ));
+        }
+        if self.max_age_s == Some(0) {
+            return Err(invalid(
+                "bundle.max_age_s",
+                "must be positive (leave it out to accept any age)",
             ));
         }
         Ok(())

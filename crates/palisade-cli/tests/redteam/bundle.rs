@@ -6,6 +6,8 @@
 //!   serial is the floor);
 //! - a bundle signed by an untrusted key, or by a rotated-out key after its
 //!   window;
+//! - the same replay to a fresh replica with no cache (the operator's
+//!   `bundle.min_serial` floor and `bundle.max_age_s` bound);
 //! - the cache file swapped on disk (forged, or an older signed bundle);
 //! - a huge bundle (an endless body, a multi-gigabyte sparse cache file):
 //!   read bounded, refused, the replica keeps its state.
@@ -60,6 +62,16 @@ struct Replica {
 
 impl Replica {
     async fn start(source: &str, keys: &[String], cache: Option<&std::path::Path>) -> Replica {
+        Replica::start_with(source, keys, cache, "").await
+    }
+
+    /// As [`Replica::start`], with more `[bundle]` lines.
+    async fn start_with(
+        source: &str,
+        keys: &[String],
+        cache: Option<&std::path::Path>,
+        bundle_extra: &str,
+    ) -> Replica {
         let upstream = ScriptedUpstream::start().await;
         let keys: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
         let cache = cache
@@ -67,7 +79,7 @@ impl Replica {
             .unwrap_or_default();
         let toml = format!(
             "[backends.main]\nbase_url = \"{}\"\n[bundle]\nsource = \"{source}\"\n\
-             trusted_keys = [{}]\npoll_interval_ms = 50\nfetch_timeout_ms = 500\nmax_bytes = 1048576\n{cache}",
+             trusted_keys = [{}]\npoll_interval_ms = 50\nfetch_timeout_ms = 500\nmax_bytes = 1048576\n{cache}{bundle_extra}\n",
             upstream.base_url(),
             keys.join(", ")
         );
@@ -158,6 +170,42 @@ async fn a_replayed_older_bundle_is_refused_while_running_and_after_a_restart() 
     second.settle().await;
     assert_eq!(second.serial(), Some(5));
     assert_eq!(second.chat_status().await.0, 200);
+}
+
+/// The finding this closes: a replica with no cache (a new pod of an
+/// autoscaled fleet, or one whose volume is ephemeral) took any validly
+/// signed bundle, so a compromised store could start new replicas on an old
+/// policy however far the fleet had moved on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_replica_refuses_a_bundle_below_its_floor_or_past_its_age() {
+    let store = BundleStore::start().await;
+    let keys = [public(SEED)];
+    store.publish(signed(4, SEED));
+    let floored = Replica::start_with(&store.url(), &keys, None, "min_serial = 5").await;
+    floored.settle().await;
+    assert_eq!(floored.serial(), None, "serial 4 is under min_serial 5");
+    floored.assert_refusing().await;
+    store.publish(signed(5, SEED));
+    floored.wait_serial(5).await;
+    assert_eq!(floored.chat_status().await.0, 200);
+
+    // Signed two hours ago, a one-hour bound: refused, even as a higher serial.
+    store.publish(signed_at(6, SEED, now() - 7200));
+    let aged = Replica::start_with(&store.url(), &keys, None, "max_age_s = 3600").await;
+    aged.settle().await;
+    assert_eq!(
+        aged.serial(),
+        None,
+        "a two-hour-old signature under a one-hour bound"
+    );
+    aged.assert_refusing().await;
+    // Dated a day ahead (a signer clock set forward to outlive the bound): refused.
+    store.publish(signed_at(7, SEED, now() + 86_400));
+    aged.settle().await;
+    assert_eq!(aged.serial(), None);
+    store.publish(signed(8, SEED));
+    aged.wait_serial(8).await;
+    assert_eq!(aged.chat_status().await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

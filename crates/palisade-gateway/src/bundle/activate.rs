@@ -14,12 +14,17 @@
 //! The serial floor survives restarts: at start the cached bundle, once it
 //! verifies, sets the lowest serial the source may offer
 //! ([`Activator::remember_cached`]), so a compromised store cannot replay
-//! an older signed bundle to a freshly restarted replica.
+//! an older signed bundle to a freshly restarted replica. A replica with no
+//! cache has the operator's floor and age bound instead
+//! ([`palisade_bundle::Freshness`]: `bundle.min_serial`, `bundle.max_age_s`),
+//! checked on every offer, the cached bundle included.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
-use palisade_bundle::{check_successor, verify, BundleError, Running, Succession, TrustStore};
+use palisade_bundle::{
+    check_fresh, check_successor, verify, BundleError, Freshness, Running, Succession, TrustStore,
+};
 
 use super::cache::BundleCache;
 use crate::gates::detectors::{DetectorRefusal, DetectorStore};
@@ -85,6 +90,8 @@ impl Refusal {
         "invalid",
         "older_serial",
         "serial_reuse",
+        "below_min_serial",
+        "stale",
         "other",
     ];
 
@@ -102,10 +109,23 @@ impl Refusal {
                 BundleError::ContentMismatch(_) | BundleError::Invalid(_) => "invalid",
                 BundleError::OlderSerial { .. } => "older_serial",
                 BundleError::SerialReuse { .. } => "serial_reuse",
+                BundleError::BelowMinSerial { .. } => "below_min_serial",
+                BundleError::Stale { .. } => "stale",
                 _ => "other",
             },
         }
     }
+}
+
+/// What an offered bundle is verified against before it may follow anything.
+#[derive(Debug)]
+pub(crate) struct Acceptance {
+    /// The keys that may sign.
+    pub trust: TrustStore,
+    /// The largest bundle read.
+    pub max_bytes: usize,
+    /// The operator's serial floor and age bound.
+    pub freshness: Freshness,
 }
 
 /// Verifies and activates bundles for one replica.
@@ -113,6 +133,7 @@ impl Refusal {
 pub struct Activator {
     trust: TrustStore,
     max_bytes: usize,
+    freshness: Freshness,
     policy: Arc<PolicyStore>,
     detector: Arc<DetectorStore>,
     cache: Option<BundleCache>,
@@ -132,17 +153,22 @@ fn unix_now() -> (u64, f64) {
 
 impl Activator {
     pub(crate) fn new(
-        trust: TrustStore,
-        max_bytes: usize,
+        acceptance: Acceptance,
         policy: Arc<PolicyStore>,
         detector: Arc<DetectorStore>,
         cache: Option<BundleCache>,
         ready: Condition,
         started: Instant,
     ) -> Activator {
+        let Acceptance {
+            trust,
+            max_bytes,
+            freshness,
+        } = acceptance;
         Activator {
             trust,
             max_bytes,
+            freshness,
             policy,
             detector,
             cache,
@@ -157,7 +183,9 @@ impl Activator {
     /// floor for what the source may offer. Returns its serial.
     pub fn remember_cached(&self, bytes: &[u8]) -> Option<u64> {
         let (now, _) = unix_now();
-        match verify(bytes, &self.trust, now, self.max_bytes) {
+        let checked = verify(bytes, &self.trust, now, self.max_bytes)
+            .and_then(|v| check_fresh(&v, self.freshness, now).map(|()| v));
+        match checked {
             Ok(verified) => {
                 let serial = verified.manifest().serial;
                 *self.floor.lock().unwrap_or_else(PoisonError::into_inner) = Some(Running {
@@ -207,6 +235,7 @@ impl Activator {
     fn try_offer(&self, bytes: &[u8], origin: Origin) -> Result<Activated, Refusal> {
         let (now, now_f64) = unix_now();
         let verified = verify(bytes, &self.trust, now, self.max_bytes)?;
+        check_fresh(&verified, self.freshness, now)?;
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let floor = self
             .floor

@@ -68,8 +68,14 @@ impl BundleRuntime {
             .as_deref()
             .map(|dir| cache::BundleCache::new(dir, config.max_bytes));
         let activator = Arc::new(Activator::new(
-            trust,
-            config.max_bytes,
+            activate::Acceptance {
+                trust,
+                max_bytes: config.max_bytes,
+                freshness: palisade_bundle::Freshness {
+                    min_serial: config.min_serial,
+                    max_age_s: config.max_age_s,
+                },
+            },
             policy,
             detector,
             cache.clone(),
