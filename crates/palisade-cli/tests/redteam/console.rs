@@ -409,3 +409,68 @@ async fn the_keys_routes_and_shadow_views_resist_tenants_csrf_and_floods() {
         assert!(!body.contains(&hash(TENANT)), "{path} leaks a key hash");
     }
 }
+
+/// The finding this closes: open mode (no keys, loopback) trusted whoever
+/// reached the listener, and a web page in the operator's browser reaches
+/// it too. A cross-site form POST (no preflight) rolled the policy back or
+/// reloaded the config; DNS rebinding made a hostile page same-origin, so
+/// it could read the audit and approve held tool calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_page_cannot_drive_an_open_mode_gateway() {
+    let s = crate::harness::Scripted::new("").await;
+    let c = &s.client;
+    let send = |method: reqwest::Method, path: &str, headers: &[(&str, &str)]| {
+        let mut req = c
+            .http
+            .request(method, c.url(path))
+            .header("content-type", "text/plain")
+            .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        async move {
+            let resp = req.send().await.expect("gateway answers");
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            (status, body["error"]["code"].as_str().map(str::to_owned))
+        }
+    };
+    let denied = (403, Some("permission_denied".to_owned()));
+    // A cross-site form POST: the browser names the page's origin.
+    let form = [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ];
+    assert_eq!(
+        send(reqwest::Method::POST, "/admin/policy/rollback", &form).await,
+        denied
+    );
+    assert_eq!(
+        send(reqwest::Method::POST, "/admin/config/reload", &form).await,
+        denied
+    );
+    // DNS rebinding: same-origin for the browser, but the Host is the attacker's name.
+    let rebound = [("host", "evil.example:8080")];
+    assert_eq!(
+        send(reqwest::Method::GET, "/admin/audit", &rebound).await,
+        denied
+    );
+    assert_eq!(
+        send(reqwest::Method::GET, "/v1/tools/pending", &rebound).await,
+        denied
+    );
+    assert_eq!(
+        send(reqwest::Method::POST, "/v1/chat/completions", &rebound).await,
+        denied
+    );
+    assert!(
+        s.upstream.received().is_empty(),
+        "nothing reached the model"
+    );
+    // A local client (an SDK, curl) still works without a key.
+    let (status, _) = c
+        .chat(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(s.upstream.received().len(), 1);
+}

@@ -169,7 +169,10 @@ impl Authenticator {
     /// Authenticates a request by its headers.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
         let keys = match &self.mode {
-            Mode::Open(p) => return Ok(p.clone()),
+            Mode::Open(p) => {
+                refuse_browsers_from_elsewhere(headers)?;
+                return Ok(p.clone());
+            }
             Mode::Keys(keys) => keys,
         };
         let header = headers
@@ -204,6 +207,61 @@ impl Authenticator {
     }
 }
 
+/// Open mode trusts whoever reaches the loopback listener, and a web page
+/// in the operator's browser reaches it too: a cross-site form POST needs no
+/// preflight, and DNS rebinding makes a hostile page same-origin with the
+/// gateway. Such requests are told apart by what the browser always sends:
+/// a `Host` naming the attacker's domain (rebinding), or an `Origin` or
+/// `Sec-Fetch-Site` from another site. Clients that are not browsers (SDKs,
+/// curl) send a loopback `Host` and no `Origin`, and pass.
+fn refuse_browsers_from_elsewhere(headers: &HeaderMap) -> Result<(), ApiError> {
+    let text = |name| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let refused = |what: &str| {
+        Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "open mode (no API keys) answers loopback clients only, and this request's {what} \
+                 is another site (a web page in a browser?); add [[auth.keys]] to serve it"
+            ),
+        ))
+    };
+    if let Some(host) = text(http::header::HOST) {
+        if !is_loopback_authority(host) {
+            return refused("Host header");
+        }
+    }
+    if let Some(origin) = text(http::header::ORIGIN) {
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        if !authority.is_some_and(|a| !a.contains('/') && is_loopback_authority(a)) {
+            return refused("Origin");
+        }
+    }
+    if text(http::HeaderName::from_static("sec-fetch-site")) == Some("cross-site") {
+        return refused("Sec-Fetch-Site");
+    }
+    Ok(())
+}
+
+/// `localhost`, a `*.localhost` name (RFC 6761), `127.0.0.0/8` or `[::1]`,
+/// with an optional port.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((inside, port)) if port.is_empty() || port.starts_with(':') => inside,
+            _ => return false,
+        },
+        None => authority.split(':').next().unwrap_or(authority),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +281,51 @@ mod tests {
                 priority: palisade_config::Priority::Normal,
             }],
         })
+    }
+
+    #[test]
+    fn open_mode_refuses_requests_a_web_page_sent() {
+        let open = Authenticator::from_config(&AuthConfig::default());
+        let with = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (name, value) in pairs {
+                h.insert(*name, value.parse().unwrap());
+            }
+            open.authenticate(&h).map(|p| p.admin)
+        };
+        // Not browsers, or the operator's own console: pass.
+        for ok in [
+            &[][..],
+            &[("host", "127.0.0.1:8080")],
+            &[("host", "localhost")],
+            &[("host", "[::1]:8080"), ("origin", "http://[::1]:8080")],
+            &[
+                ("host", "app.localhost:80"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+            &[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://localhost:3000"),
+            ],
+        ] {
+            assert_eq!(with(ok), Ok(true), "{ok:?}");
+        }
+        // DNS rebinding, a cross-site form, an opaque origin: refused.
+        for refused in [
+            &[("host", "evil.example:8080")][..],
+            &[("host", "127.0.0.1.evil.example")],
+            &[("host", "[::1]x")],
+            &[("host", "localhost"), ("origin", "https://evil.example")],
+            &[("host", "localhost"), ("origin", "null")],
+            &[
+                ("host", "localhost"),
+                ("origin", "http://localhost.evil.example"),
+            ],
+            &[("host", "localhost"), ("sec-fetch-site", "cross-site")],
+        ] {
+            let err = with(refused).expect_err(&format!("{refused:?}"));
+            assert_eq!(err.code, ErrorCode::PermissionDenied, "{refused:?}");
+        }
     }
 
     fn headers(auth: Option<&str>) -> HeaderMap {
