@@ -92,6 +92,9 @@ pub enum ErrorCode {
     BlockedOffender,
     /// `POST /admin/policy/rollback` with no earlier version to return to.
     NoPreviousPolicy,
+    /// 409: `POST /admin/policy/rollback` on a replica whose policy comes
+    /// from a signed bundle: only a newly signed serial changes it.
+    PolicyFromBundle,
     /// 422: `POST /admin/config/reload` refused the config file (invalid, or
     /// an edit to a section that needs a restart); the running config stays.
     ConfigReloadRefused,
@@ -167,7 +170,7 @@ impl ErrorCode {
             Self::ModelNotFound | Self::NotFound | Self::ConfirmationNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::PolicyBlocked => 400,
-            Self::NoPreviousPolicy | Self::IdempotencyInFlight => 409,
+            Self::NoPreviousPolicy | Self::PolicyFromBundle | Self::IdempotencyInFlight => 409,
             Self::IdempotencyKeyReused | Self::ConfigReloadRefused => 422,
             Self::RequestTooLarge => 413,
             Self::RequestTimeout => 408,
@@ -236,6 +239,7 @@ impl ErrorCode {
             | Self::InvalidKeyBudget
             | Self::BlockedOffender
             | Self::NoPreviousPolicy
+            | Self::PolicyFromBundle
             | Self::ConfigReloadRefused
             | Self::ConfirmationNotFound
             | Self::PolicyBlocked
@@ -255,6 +259,7 @@ impl ErrorCode {
             Self::InvalidRequest
             | Self::InvalidKeyBudget
             | Self::NoPreviousPolicy
+            | Self::PolicyFromBundle
             | Self::ConfigReloadRefused
             | Self::IdempotencyInFlight
             | Self::IdempotencyKeyReused
@@ -325,6 +330,7 @@ impl ErrorCode {
             Self::SpendRateExceeded => "spend_rate_exceeded",
             Self::PolicyBlocked => "policy_blocked",
             Self::NoPreviousPolicy => "no_previous_policy",
+            Self::PolicyFromBundle => "policy_from_bundle",
             Self::ConfigReloadRefused => "config_reload_refused",
             Self::ConfirmationNotFound => "confirmation_not_found",
             Self::OutputRejected => "output_rejected",
@@ -513,6 +519,7 @@ mod tests {
             ErrorCode::SpendRateExceeded,
             ErrorCode::PolicyBlocked,
             ErrorCode::NoPreviousPolicy,
+            ErrorCode::PolicyFromBundle,
             ErrorCode::ConfigReloadRefused,
             ErrorCode::ConfirmationNotFound,
             ErrorCode::OutputRejected,

@@ -8,6 +8,7 @@
 //!   window;
 //! - the same replay to a fresh replica with no cache (the operator's
 //!   `bundle.min_serial` floor and `bundle.max_age_s` bound);
+//! - an admin key rolling a bundle replica back to the policy before;
 //! - the cache file swapped on disk (forged, or an older signed bundle);
 //! - a huge bundle (an endless body, a multi-gigabyte sparse cache file):
 //!   read bounded, refused, the replica keeps its state.
@@ -39,9 +40,13 @@ fn now() -> u64 {
 }
 
 fn signed_at(serial: u64, seed: &str, at: u64) -> Vec<u8> {
+    signed_policy(serial, seed, at, POLICY)
+}
+
+fn signed_policy(serial: u64, seed: &str, at: u64, policy: &str) -> Vec<u8> {
     Bundle::build(BuildInput {
         serial,
-        policy_toml: POLICY.to_owned(),
+        policy_toml: policy.to_owned(),
         ..BuildInput::default()
     })
     .unwrap()
@@ -206,6 +211,53 @@ async fn a_fresh_replica_refuses_a_bundle_below_its_floor_or_past_its_age() {
     store.publish(signed(8, SEED));
     aged.wait_serial(8).await;
     assert_eq!(aged.chat_status().await.0, 200);
+}
+
+/// The finding this closes: `POST /admin/policy/rollback` put the previous
+/// bundle's policy back on one replica, while the activator (and the fleet
+/// registry) still reported the newer serial, and no later poll restored it:
+/// an admin key undid what only the signing key may decide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_cannot_roll_a_bundle_replica_back() {
+    let store = BundleStore::start().await;
+    store.publish(signed(1, SEED));
+    let replica = Replica::start(&store.url(), &[public(SEED)], None).await;
+    replica.wait_serial(1).await;
+    let stricter = POLICY.replacen("label = ", "label = \"v2\"\n# was: ", 1);
+    store.publish(signed_policy(2, SEED, now(), &stricter));
+    replica.wait_serial(2).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let admin = |path: &str| format!("http://{}{path}", replica.gw.local_addr());
+    let version = || async {
+        let state: serde_json::Value = http
+            .get(admin("/admin/policy"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        state["active"]["version"].clone()
+    };
+    let before = version().await;
+    assert!(before.is_string(), "{before}");
+    let resp = http
+        .post(admin("/admin/policy/rollback"))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("policy_from_bundle")),
+        "{body}"
+    );
+    assert_eq!(
+        version().await,
+        before,
+        "the signed serial's policy stays in force"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

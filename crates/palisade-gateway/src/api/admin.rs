@@ -147,12 +147,21 @@ pub async fn policy_rollback(
     if let Err(err) = state.auth.authenticate_admin(&headers) {
         return error_response(&err, Some(&request_id));
     }
+    use crate::gates::policy::RollbackRefusal;
     match state.gates.policy.rollback() {
-        Some(_) => Json(policy_state(&state)).into_response(),
-        None => error_response(
+        Ok(_) => Json(policy_state(&state)).into_response(),
+        Err(RollbackRefusal::NoHistory) => error_response(
             &ApiError::new(
                 ErrorCode::NoPreviousPolicy,
                 "there is no earlier policy version on this replica to roll back to",
+            ),
+            Some(&request_id),
+        ),
+        Err(RollbackRefusal::FromBundle) => error_response(
+            &ApiError::new(
+                ErrorCode::PolicyFromBundle,
+                "this replica's policy comes from a signed bundle: to roll back, sign the \
+                 earlier policy under a new serial and publish it",
             ),
             Some(&request_id),
         ),

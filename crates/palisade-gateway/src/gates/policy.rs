@@ -172,6 +172,18 @@ pub struct PolicyStore {
     /// Whether the active snapshot is a policy this replica may enforce:
     /// always after [`PolicyStore::load`]; with a bundle, once one verified.
     enforcing: AtomicBool,
+    /// The policy comes from signed bundles: only a newer signed serial
+    /// changes it, never the admin API's rollback.
+    from_bundle: bool,
+}
+
+/// Why `POST /admin/policy/rollback` did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollbackRefusal {
+    /// No earlier version is held.
+    NoHistory,
+    /// The policy comes from a signed bundle.
+    FromBundle,
 }
 
 impl PolicyStore {
@@ -220,6 +232,7 @@ impl PolicyStore {
             trusted,
             serials: Mutex::new(serials),
             enforcing: AtomicBool::new(true),
+            from_bundle: false,
         })
     }
 
@@ -242,6 +255,7 @@ impl PolicyStore {
     ) -> Result<Self, PolicyLoadError> {
         let mut store = Self::load(config)?;
         store.enforcing = AtomicBool::new(false);
+        store.from_bundle = true;
         tracing::warn!(
             "waiting for a verified signed bundle: /v1/* is refused until one is active"
         );
@@ -304,16 +318,26 @@ impl PolicyStore {
         true
     }
 
-    /// Returns to the previous version; `None` when there is none.
-    pub fn rollback(&self) -> Option<Arc<Snapshot>> {
+    /// Returns to the previous version.
+    ///
+    /// # Errors
+    /// None is held, or the policy comes from signed bundles: the signing
+    /// key alone decides what a bundle replica enforces (an admin key
+    /// rolling one replica back would run an older policy while the fleet
+    /// reports the newer serial).
+    pub fn rollback(&self) -> Result<Arc<Snapshot>, RollbackRefusal> {
+        if self.from_bundle {
+            return Err(RollbackRefusal::FromBundle);
+        }
         let previous = self
             .history
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .pop()?;
+            .pop()
+            .ok_or(RollbackRefusal::NoHistory)?;
         self.active.store(previous.clone());
         tracing::warn!(version = %previous.version(), label = previous.label(), "policy rolled back");
-        Some(previous)
+        Ok(previous)
     }
 
     /// The snapshot of `version` (`sha256:…`) among those this replica
