@@ -118,6 +118,16 @@ impl BundleStore {
             .unwrap_or_else(PoisonError::into_inner) = Some((bytes, format!("\"v{n}\"")));
     }
 
+    /// Serves `bytes` under the given ETag (a store whose bytes are swapped
+    /// while its ETag stays, as a tampered object store would).
+    pub fn publish_with_etag(&self, bytes: Vec<u8>, etag: &str) {
+        *self
+            .shared
+            .bundle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((bytes, etag.to_owned()));
+    }
+
     /// Changes how the store answers.
     pub fn set_mode(&self, mode: StoreMode) {
         *self

@@ -9,6 +9,7 @@
 //! - the same replay to a fresh replica with no cache (the operator's
 //!   `bundle.min_serial` floor and `bundle.max_age_s` bound);
 //! - an admin key rolling a bundle replica back to the policy before;
+//! - a store tampered with for a moment under the ETag of the next bundle;
 //! - the cache file swapped on disk (forged, or an older signed bundle);
 //! - a huge bundle (an endless body, a multi-gigabyte sparse cache file):
 //!   read bounded, refused, the replica keeps its state.
@@ -258,6 +259,26 @@ async fn an_admin_cannot_roll_a_bundle_replica_back() {
         before,
         "the signed serial's policy stays in force"
     );
+}
+
+/// The finding this closes: the source recorded an ETag (a Redis digest, a
+/// file stamp) as seen before the bytes verified. A store that served junk
+/// for one poll under the next bundle's ETag left every replica on the old
+/// bundle: from then on the store answered 304 to the real one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moment_of_tampering_does_not_pin_the_replica_on_the_old_bundle() {
+    let store = BundleStore::start().await;
+    store.publish_with_etag(signed(1, SEED), "\"e1\"");
+    let replica = Replica::start(&store.url(), &[public(SEED)], None).await;
+    replica.wait_serial(1).await;
+    let mut junk = signed(2, SEED);
+    let at = junk.len() / 2;
+    junk[at] ^= 0x01;
+    store.publish_with_etag(junk, "\"e2\"");
+    replica.settle().await;
+    assert_eq!(replica.serial(), Some(1), "the tampered bytes are refused");
+    store.publish_with_etag(signed(2, SEED), "\"e2\"");
+    replica.wait_serial(2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

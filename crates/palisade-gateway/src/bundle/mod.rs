@@ -150,7 +150,13 @@ async fn offer(activator: &Arc<Activator>, bytes: Vec<u8>, origin: Origin) -> bo
 
 async fn fetch_and_offer(activator: &Arc<Activator>, source: &mut Box<dyn BundleSource>) -> bool {
     match source.fetch().await {
-        Ok(Fetched::Bundle(bytes)) => offer(activator, bytes, Origin::Source).await,
+        Ok(Fetched::Bundle(bytes)) => {
+            let accepted = offer(activator, bytes, Origin::Source).await;
+            if !accepted {
+                source.forget_seen();
+            }
+            accepted
+        }
         Ok(Fetched::NotModified) => false,
         Err(e) => {
             tracing::warn!(source = %source.describe(), error = %e, "bundle fetch failed; keeping the running bundle");

@@ -75,6 +75,10 @@ impl BundleSource for RedisSource {
     fn describe(&self) -> String {
         format!("{} ({})", self.url, self.prefix)
     }
+
+    fn forget_seen(&mut self) {
+        self.seen = None;
+    }
 }
 
 /// Keeps a subscription to `prefix`'s announcements on `url`, waking the poller on each;

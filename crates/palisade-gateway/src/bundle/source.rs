@@ -63,6 +63,12 @@ pub trait BundleSource: Send + std::fmt::Debug {
     fn fetch(&mut self) -> BoxFuture<'_, Result<Fetched, SourceError>>;
     /// What to name in logs (`file:/etc/…`, the URL).
     fn describe(&self) -> String;
+    /// Forgets what the last fetch saw (ETag, digest, file stamp), so the
+    /// next fetch reads the bundle whole. Called when what it read was
+    /// refused: a store tampered with for a moment must not leave its
+    /// marker as "seen", pinning the replica on the old bundle until the
+    /// next serial.
+    fn forget_seen(&mut self);
 }
 
 /// Builds the source named by `bundle.source`.
@@ -124,6 +130,10 @@ impl BundleSource for FileSource {
 
     fn describe(&self) -> String {
         format!("file:{}", self.path.display())
+    }
+
+    fn forget_seen(&mut self) {
+        self.seen = None;
     }
 }
 
@@ -213,5 +223,9 @@ impl BundleSource for HttpSource {
 
     fn describe(&self) -> String {
         self.url.clone()
+    }
+
+    fn forget_seen(&mut self) {
+        self.etag = None;
     }
 }
