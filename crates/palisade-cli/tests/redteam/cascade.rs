@@ -191,3 +191,69 @@ async fn a_judge_that_always_escalates_cannot_spend_past_the_token_budget() {
     // seconds the test ran.
     assert!(calls * 20 <= budget + 60, "{calls} calls");
 }
+
+/// The finding this closes: the cascade's cheap stage was sent like the
+/// route's own request. The cheap model's answer was judged under the
+/// route's (laxer) tier although the policy assigns the cheap model a
+/// stricter one, and the cheap model's own rate was never charged: a
+/// cascade route was a way around both. Now the cheap stage is taken only
+/// on the terms it would have if the client named it; otherwise the
+/// route's own model answers.
+#[tokio::test]
+async fn the_cheap_stage_keeps_its_own_tier_and_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = crate::harness::policy_file(
+        &dir,
+        "default_tier = \"open\"\n[tiers.open.output]\nsecrets = { action = \"flag\" }\n\
+         [tiers.strict.output]\nsecrets = { action = \"block\" }\n\
+         [[assign]]\nmodel = \"small\"\ntier = \"strict\"\n",
+    );
+    let cheap = HostileUpstream::start(RawResponse::json(completion(&format!(
+        "Sure, the deploy key is {AWS_KEY}"
+    ))))
+    .await;
+    let strong = ScriptedUpstream::start().await;
+    let client = Client::new(
+        start(&cascade_config(
+            &cheap.base_url(),
+            &strong.base_url(),
+            &policy,
+        ))
+        .await,
+    );
+    let (status, body) = client.chat(&ask()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.to_string().contains(AWS_KEY), "{body}");
+    assert_eq!(
+        cheap.received().len(),
+        0,
+        "the stricter tier's model is not a cheap stage here"
+    );
+    assert_eq!(strong.received().len(), 1);
+
+    // Same tier, the cheap model's own rate: one request a minute.
+    let cheap = HostileUpstream::start(RawResponse::json(completion("Paris."))).await;
+    let strong = ScriptedUpstream::start().await;
+    let client = Client::new(
+        start(&cascade_config(
+            &cheap.base_url(),
+            &strong.base_url(),
+            "[limits.models.small]\nrequests_per_minute = 1\nburst = 1",
+        ))
+        .await,
+    );
+    for _ in 0..3 {
+        let (status, body) = client.chat(&ask()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        cheap.received().len(),
+        1,
+        "the cheap model's rate holds through the cascade"
+    );
+    assert_eq!(
+        strong.received().len(),
+        2,
+        "the rest went to the route's own model"
+    );
+}

@@ -248,3 +248,74 @@ async fn a_fallback_under_another_tier_is_not_taken() {
     );
     assert!(big.received().is_empty(), "nothing reached big");
 }
+
+/// The finding this closes: overload degradation sent a saturated route's
+/// requests to its `overload_model` without the checks a fallback gets. Any
+/// tenant that fills the backend (long streams within its own limits) made
+/// everyone's requests for `big` be served by `small` under `big`'s tier,
+/// though the policy assigns `small` a stricter one (and a key whose
+/// allowlist excludes `small` reached it). Now the saturated route keeps
+/// the request unless the cheaper model may serve it on its own terms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_degradation_does_not_cross_a_policy_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = crate::harness::policy_file(
+        &dir,
+        "default_tier = \"open\"\n[tiers.open.output]\nsecrets = { action = \"flag\" }\n\
+         [tiers.strict.output]\nsecrets = { action = \"block\" }\n\
+         [[assign]]\nmodel = \"small\"\ntier = \"strict\"\n",
+    );
+    let main = ScriptedUpstream::start().await;
+    let spare = ScriptedUpstream::start().await;
+    let client = Client::new(
+        start(&format!(
+            r#"
+            {policy}
+            [backends.main]
+            base_url = "{}"
+            max_in_flight = 1
+            first_byte_timeout_ms = 10000
+            [backends.spare]
+            base_url = "{}"
+            [[routes]]
+            model = "big"
+            backend = "main"
+            upstream_model = "slow-head"
+            overload_model = "small"
+            [[routes]]
+            model = "small"
+            backend = "spare"
+            "#,
+            main.base_url(),
+            spare.base_url()
+        ))
+        .await,
+    );
+    // The attacker fills `main`'s only slot.
+    let busy = {
+        let (http, url) = (client.http.clone(), client.url("/v1/chat/completions"));
+        tokio::spawn(async move { http.post(url).json(&ask("big")).send().await })
+    };
+    for _ in 0..200 {
+        if main.received().len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(main.received().len(), 1, "the slot is taken");
+    let resp = client
+        .http
+        .post(client.url("/v1/chat/completions"))
+        .json(&ask("big"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "queued on big, then served");
+    assert!(
+        !resp.headers().contains_key("x-palisade-degraded"),
+        "{:?}",
+        resp.headers()
+    );
+    assert!(spare.received().is_empty(), "small was never reached");
+    assert_eq!(busy.await.unwrap().unwrap().status().as_u16(), 200);
+}

@@ -25,6 +25,11 @@
 //! response says `x-palisade-cascade: first` or `escalated`. Residency
 //! applies to both stages (each is planned like any request to its route).
 //!
+//! The cheap stage is taken only on the terms its model would have if the
+//! client named it (the key's allowlist, the same policy tier, the model's
+//! own rate): otherwise the route's own model answers directly, counted as
+//! `not_cascaded`.
+//!
 //! Must not: send the cheap answer anywhere but through the response
 //! filters (a kept cheap answer is handed to [`super::respond`] like any
 //! other), keep log-probabilities the gateway asked for on the client's
@@ -78,9 +83,26 @@ pub(crate) async fn send(
     // relabels the request (`route::admit_fallback`), and the escalation is
     // priced as the route's model.
     let own_label = ctx.model_label.clone();
-    let Some((cascade, cheap)) =
-        cheap.filter(|_| ctx.endpoint == Endpoint::ChatCompletions && !request.is_stream())
-    else {
+    let cheap = cheap.filter(|_| ctx.endpoint == Endpoint::ChatCompletions && !request.is_stream());
+    // The cheap model serves only on the terms it would have if the client
+    // named it: the key's allowlist, the same policy tier (its answer is
+    // judged under the route's), and its own rate (all tenants together).
+    // Otherwise the route's own model answers directly.
+    let cheap = match cheap {
+        Some((c, r))
+            if super::route::may_serve(principal, ctx, r, "the cascade's first model").is_ok() =>
+        {
+            let mut headers = palisade_limits::RateLimitHeaders::default();
+            state
+                .admission
+                .admit_model(principal, &r.public_name, &mut headers)
+                .await
+                .is_ok()
+                .then_some((c, r))
+        }
+        _ => None,
+    };
+    let Some((cascade, cheap)) = cheap else {
         count(route, "not_cascaded");
         return crate::balancer::attempts::send(
             state, routing, principal, route, request, body, ctx,

@@ -185,7 +185,8 @@ async fn send_upstream(
     {
         return Ok(Upstream::Replayed(stored, crate::replay::Kind::Cache));
     }
-    let (route, degraded) = route::degrade(&routing, route, endpoint, &mut request, ctx);
+    let (route, degraded) =
+        route::degrade(&routing, &principal, route, endpoint, &mut request, ctx);
     let renamed = route::admit_model(state, &principal, route, &mut request, ctx).await?;
     // Watermark: the tenant's green list as the upstream's logit_bias.
     let marked = watermark::mark(state, ctx, &principal, route, endpoint, &mut request).await?;

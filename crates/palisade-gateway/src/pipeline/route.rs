@@ -30,6 +30,7 @@ pub(crate) fn resolve<'s>(
 /// `x-palisade-degraded` header).
 pub(crate) fn degrade<'s>(
     routing: &'s RoutingSnapshot,
+    principal: &Principal,
     route: &'s Route,
     endpoint: Endpoint,
     request: &mut RequestBody,
@@ -47,7 +48,13 @@ pub(crate) fn degrade<'s>(
     let mut degraded: Option<String> = None;
     if saturated(route) {
         if let Some(cheaper) = route.overload_model.clone() {
-            if let Some(alt) = routing.routes.resolve(&cheaper) {
+            // Only to a model this key may call, under the same tier;
+            // otherwise the saturated route serves (with its token cap).
+            let alt = routing
+                .routes
+                .resolve(&cheaper)
+                .filter(|alt| may_serve(principal, ctx, alt, "the overload model").is_ok());
+            if let Some(alt) = alt {
                 request.set_model(&cheaper);
                 degraded = Some(format!("routed to {cheaper}"));
                 route = alt;
@@ -111,6 +118,47 @@ pub(crate) async fn admit_model(
     Ok(rewritten)
 }
 
+/// Whether `other` may serve a request admitted and judged under its own
+/// route: the key's allowlist names it, and the same policy tier governs
+/// it. A model another tier governs (stricter redaction, another tool
+/// gate) would serve under the wrong one. Shared by every path that hands a
+/// request to a model the client did not name: fallbacks, overload
+/// degradation, a cascade's cheap stage. `what` names `other` in the error.
+pub(crate) fn may_serve(
+    principal: &Principal,
+    ctx: &RequestCtx,
+    other: &Route,
+    what: &str,
+) -> Result<(), ApiError> {
+    principal.check_model(&other.public_name)?;
+    if let Some(plan) = &ctx.gates {
+        let model = other
+            .upstream_model
+            .as_deref()
+            .unwrap_or(&other.public_name);
+        let there = palisade_policy::Subject {
+            tenant: &plan.subject.tenant,
+            route: &other.public_name,
+            model,
+        };
+        let (here, there) = (
+            plan.snapshot.tier_for(&plan.subject_ref()).name(),
+            plan.snapshot.tier_for(&there).name(),
+        );
+        if here != there {
+            return Err(ApiError::new(
+                palisade_openai::ErrorCode::UpstreamError,
+                format!(
+                    "the request is judged under `{}`'s policy tier; {what} `{}` is under \
+                     another policy tier and was not tried",
+                    plan.subject.route, other.public_name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A fallback route serves another model: the request is admitted to it
 /// as if the client had named it. The key's allowlist and the model's own
 /// rate apply, and the tokens are reserved again at its price (the failed
@@ -124,35 +172,7 @@ pub(crate) async fn admit_fallback(
     request: &mut RequestBody,
     ctx: &mut RequestCtx,
 ) -> Result<(), ApiError> {
-    principal.check_model(&fallback.public_name)?;
-    // The request was judged under the tier its own route and model select;
-    // a fallback another tier governs (stricter redaction, another tool
-    // gate) would be served under the wrong one: not taken.
-    if let Some(plan) = &ctx.gates {
-        let model = fallback
-            .upstream_model
-            .as_deref()
-            .unwrap_or(&fallback.public_name);
-        let there = palisade_policy::Subject {
-            tenant: &plan.subject.tenant,
-            route: &fallback.public_name,
-            model,
-        };
-        let (here, there) = (
-            plan.snapshot.tier_for(&plan.subject_ref()).name(),
-            plan.snapshot.tier_for(&there).name(),
-        );
-        if here != there {
-            return Err(ApiError::new(
-                palisade_openai::ErrorCode::UpstreamError,
-                format!(
-                    "the request failed on `{}`; its fallback `{}` is under another policy tier \
-                     and was not tried",
-                    plan.subject.route, fallback.public_name
-                ),
-            ));
-        }
-    }
+    may_serve(principal, ctx, fallback, "its fallback")?;
     state
         .admission
         .admit_model(principal, &fallback.public_name, &mut ctx.limit_headers)
