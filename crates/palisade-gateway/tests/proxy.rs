@@ -1062,8 +1062,12 @@ async fn rates_per_key_and_per_model_apply_on_top_of_the_tenant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saturated_backends_degrade_to_a_cheaper_model_or_fewer_tokens() {
+    // With the response cache on: a degraded answer is never cached, so the
+    // same request after the backend recovers gets the full answer.
     let h = Harness::start(
         r#"
+        [cache]
+        enabled = true
         [backends.main]
         base_url = "@UPSTREAM@"
         max_in_flight = 1
@@ -1118,11 +1122,13 @@ async fn saturated_backends_degrade_to_a_cheaper_model_or_fewer_tokens() {
     assert_eq!(h.upstream.received()[2].body["max_tokens"], 5);
     assert_eq!(busy.await.unwrap().unwrap().status(), 200);
 
-    // Not saturated: nothing is degraded.
+    // Not saturated: nothing is degraded, and the degraded answer to the
+    // same request was not cached.
     let normal = h
         .post("/v1/chat/completions", with_max_tokens("capped", "x", 100))
         .await;
     assert!(!normal.headers().contains_key("x-palisade-degraded"));
+    assert!(!normal.headers().contains_key("x-palisade-replay"));
     assert_eq!(h.upstream.received()[3].body["max_tokens"], 100);
 }
 

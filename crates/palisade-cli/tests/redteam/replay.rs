@@ -242,3 +242,44 @@ async fn an_eviction_flood_never_pushes_out_another_tenants_entries() {
     assert_eq!((replay.as_str(), &body), ("cache", &victim_cached));
     assert_eq!(upstream.received().len(), before);
 }
+
+/// The finding this closes: a stream the upstream (or a load balancer in
+/// front of it) closed cleanly mid-answer, with no `[DONE]`, was recorded
+/// as completed: the half answer was cached and replayed to every key of
+/// the tenant, and the client's idempotency key was spent on it.
+#[tokio::test]
+async fn a_stream_cut_short_is_never_cached() {
+    let chunk = |text: &str| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                   "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
+        )
+    };
+    let upstream = HostileUpstream::start(RawResponse::sse(chunk("The answer is"))).await;
+    let t = Tenants::new(&upstream.base_url(), "[cache]\nenabled = true").await;
+    let ask = json!({"model": "m", "stream": true,
+                     "messages": [{"role": "user", "content": "What is the answer?"}]});
+    let (status, replay, body) = t.chat(VICTIM, None, &ask).await;
+    assert_eq!((status, replay.as_str()), (200, ""), "{body}");
+    assert!(body.contains("The answer is"), "{body}");
+    let (status, replay, _) = t.chat(VICTIM, None, &ask).await;
+    assert_eq!(status, 200);
+    assert_eq!(replay, "", "the cut stream came back from the cache");
+    assert_eq!(upstream.received().len(), 2);
+    // Nor does it spend an idempotency key: the retry runs again.
+    let (_, replay, _) = t.chat(VICTIM, Some("k-cut"), &ask).await;
+    assert_eq!(replay, "");
+    let (_, replay, _) = t.chat(VICTIM, Some("k-cut"), &ask).await;
+    assert_eq!(replay, "", "the key replayed a stream cut short");
+    assert_eq!(upstream.received().len(), 4);
+
+    // The same stream, finished: cached (the check above is about the cut).
+    let finished = format!("{}data: [DONE]\n\n", chunk("The answer is 42."));
+    let upstream = HostileUpstream::start(RawResponse::sse(finished)).await;
+    let t = Tenants::new(&upstream.base_url(), "[cache]\nenabled = true").await;
+    t.chat(VICTIM, None, &ask).await;
+    let (_, replay, body) = t.chat(VICTIM, None, &ask).await;
+    assert_eq!(replay, "cache", "{body}");
+    assert_eq!(upstream.received().len(), 1);
+}

@@ -160,12 +160,16 @@ pub(crate) async fn respond(
     if let Some(recorder) = record.replay.take() {
         if status.is_success() {
             let version = crate::replay::policy_version(&record);
+            // A degraded answer (a cheaper model, fewer tokens) is not what
+            // the request asks for once the backend recovers: not cached.
+            let cacheable = record.degraded.is_none();
             recorder.commit(
                 status.as_u16(),
                 &resp_headers,
                 &body,
                 &record.internal_id,
                 version,
+                cacheable,
             );
         }
     }

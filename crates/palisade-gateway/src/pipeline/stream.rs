@@ -85,6 +85,11 @@ struct Relay {
     /// back until the ledger row is committed, so a client that saw the end
     /// of the stream is a client whose usage is on record.
     held_done: Option<Bytes>,
+    /// The upstream ended its stream as finished (`[DONE]`, or a Responses
+    /// stream's `response.completed`): only such a stream is cached. One
+    /// that was cut off cleanly mid-answer is the client's to keep, never a
+    /// cache entry replayed to the tenant's other keys.
+    terminated: bool,
     gap_histogram: Option<metrics::Histogram>,
     /// When the client last received data, and the gap histogram of what
     /// it receives (resolved once per stream).
@@ -211,6 +216,11 @@ impl Relay {
                         )
                     });
                     let is_done = event.is_done();
+                    let completed = parsed.as_ref().is_some_and(|v| {
+                        v.get("type").and_then(serde_json::Value::as_str)
+                            == Some("response.completed")
+                    });
+                    self.terminated |= is_done || completed;
                     let gated = match self.filters.on_event(&event, parsed, &mut out) {
                         Step::Pass(gated) => gated,
                         Step::Skip => continue,
@@ -443,11 +453,20 @@ impl Relay {
         if let Some(bytes) = sent {
             recorder.push(bytes);
         }
-        let judged = matches!(self.outcome, Outcome::Completed | Outcome::ContentFilter);
+        // A stream cut short (no terminator) releases the key, as the
+        // replay tables promise: the retry runs again.
+        let judged = match self.outcome {
+            Outcome::Completed => self.terminated,
+            Outcome::ContentFilter => true,
+            _ => false,
+        };
         if self.finished && judged {
             if let Some(recorder) = self.record.replay.take() {
                 let version = crate::replay::policy_version(&self.record);
-                let cacheable = self.outcome == Outcome::Completed;
+                // A degraded answer (a cheaper model, fewer tokens) is not
+                // what the request asks for once the backend recovers.
+                let cacheable =
+                    self.outcome == Outcome::Completed && self.record.degraded.is_none();
                 recorder.finish_stream(&self.record.internal_id, version, cacheable);
             }
         }
@@ -482,6 +501,7 @@ pub(crate) fn relay(
         finished: false,
         last_data_at: None,
         held_done: None,
+        terminated: false,
         gap_histogram: None,
         client_last_at: None,
         client_gap_histogram: None,

@@ -122,7 +122,8 @@ impl Recorder {
         }
     }
 
-    /// A whole response went to the client: store it.
+    /// A whole response went to the client: store it (`cacheable: false`:
+    /// for the idempotency key only).
     pub(crate) fn commit(
         self,
         status: u16,
@@ -130,6 +131,7 @@ impl Recorder {
         body: &Bytes,
         origin: &str,
         version: String,
+        cacheable: bool,
     ) {
         self.store(
             Stored {
@@ -139,7 +141,7 @@ impl Recorder {
                 origin: origin.to_owned(),
                 policy_version: version,
             },
-            true,
+            cacheable,
         );
     }
 
