@@ -400,7 +400,8 @@ async fn relay_inner(
             method.clone(),
             &path,
             &principal.tenant,
-            request_id,
+            // Minted here, as for every upstream call: never the client's id.
+            &uuid::Uuid::new_v4().to_string(),
             deadline,
         )
         .await?;

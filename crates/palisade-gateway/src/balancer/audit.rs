@@ -45,7 +45,7 @@ pub(crate) fn write(
     details.insert("attempt".into(), serde_json::json!(decision.attempt));
     state.gates.audit.write_decision(
         state.gates.policy.peek().version().to_string(),
-        &ctx.request_id,
+        &ctx.internal_id,
         &principal.tenant,
         &principal.key_name,
         decision.route,

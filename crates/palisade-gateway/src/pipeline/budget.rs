@@ -105,7 +105,9 @@ fn audit_key_budget_refusal(state: &GatewayState, principal: &Principal, ctx: &R
     );
     state.gates.audit.write_decision(
         state.gates.policy.peek().version().to_string(),
-        &ctx.request_id,
+        // The gateway's id, as the gates' records: the client's
+        // `x-request-id` could name another request's records.
+        &ctx.internal_id,
         &principal.tenant,
         &principal.key_name,
         "",

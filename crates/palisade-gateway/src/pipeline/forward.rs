@@ -52,7 +52,10 @@ pub(crate) async fn forward(
         .post_json(
             ctx.endpoint,
             body,
-            ctx.request_id(),
+            // The gateway's own id, never the client's: model servers key
+            // their engine requests by it (vLLM), so a client-chosen id
+            // could collide with another tenant's request.
+            &ctx.internal_id,
             tenant,
             deadline,
             &ctx.trace.upstream_headers(span),
