@@ -192,11 +192,17 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The rule in force for `route`: the tenant's and the route's.
+    /// The rule in force for `route`: the tenant's, the route the client
+    /// named (its rule says where *its* requests may go, so it follows them
+    /// to a fallback) and `route`'s own.
     pub fn rule_for(&self, route: usize) -> Residency {
-        match self.routes.get(route) {
+        let named = match self.routes.get(self.primary) {
             Some(spec) => self.tenant_rule.and(&spec.residency),
             None => self.tenant_rule.clone(),
+        };
+        match self.routes.get(route) {
+            Some(spec) if route != self.primary => named.and(&spec.residency),
+            _ => named,
         }
     }
 

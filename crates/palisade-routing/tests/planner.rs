@@ -401,8 +401,10 @@ fn arb_world() -> impl Strategy<Value = (Vec<Labels>, Vec<RouteSpec>)> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
-    /// No attempt ever goes to a deployment outside the tenant's and the
-    /// serving route's residency rules, whatever fails, whatever is healthy.
+    /// No attempt ever goes to a deployment outside the tenant's, the named
+    /// route's and the serving route's residency rules (a route's rule
+    /// follows its requests to a fallback), whatever fails, whatever is
+    /// healthy.
     #[test]
     fn no_plan_leaves_the_residency_rule(
         (labels, routes) in arb_world(),
@@ -418,7 +420,7 @@ proptest! {
         let mut view = View { healthy: health[0].clone(), not_before: vec![0; 6], budget };
         let mut p = Planner::new(&routes, 0, tenant.clone(), policy(max_attempts), idempotent, 30 * SEC);
         let check = |a: &Attempt| {
-            let rule = tenant.and(&routes[a.route].residency);
+            let rule = tenant.and(&routes[0].residency).and(&routes[a.route].residency);
             prop_assert!(rule.allows(&labels[a.backend]), "{a:?} under {rule:?}");
             prop_assert!(routes[a.route].deployments.iter().any(|d| d.backend == a.backend));
             Ok(())

@@ -319,3 +319,55 @@ async fn overload_degradation_does_not_cross_a_policy_tier() {
     assert!(spare.received().is_empty(), "small was never reached");
     assert_eq!(busy.await.unwrap().unwrap().status().as_u16(), 200);
 }
+
+/// The finding this closes: a *route's* residency rule held only while that
+/// route served. A client sending an over-long prompt to the EU route
+/// triggered its `context_length` fallback at will, and the request landed
+/// on the fallback's US deployment. A route's rule now follows its
+/// requests to every fallback.
+#[tokio::test]
+async fn a_routes_residency_follows_its_requests_to_a_fallback() {
+    let eu = HostileUpstream::start(
+        RawResponse::json(
+            r#"{"error":{"message":"maximum context length exceeded","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
+        )
+        .with_status(400),
+    )
+    .await;
+    let us = ScriptedUpstream::start().await;
+    let client = Client::new(
+        start(&format!(
+            r#"
+            [backends.eu]
+            base_url = "{}"
+            region = "eu"
+            [backends.us]
+            base_url = "{}"
+            region = "us"
+            [[routes]]
+            model = "eu-llm"
+            backend = "eu"
+            residency = {{ regions = ["eu"] }}
+            fallbacks = {{ context_length = ["big"] }}
+            [[routes]]
+            model = "big"
+            backend = "us"
+            "#,
+            eu.base_url(),
+            us.base_url()
+        ))
+        .await,
+    );
+    for _ in 0..3 {
+        let (status, body) = client.chat(&ask("eu-llm")).await;
+        assert_ne!(status, 200, "{body}");
+    }
+    assert!(
+        us.received().is_empty(),
+        "the EU route's prompt reached the US"
+    );
+    // The US route itself, named directly, is served there.
+    let (status, _) = client.chat(&ask("big")).await;
+    assert_eq!(status, 200);
+    assert_eq!(us.received().len(), 1);
+}
