@@ -1,5 +1,7 @@
 //! The operators' surface under a hostile client: made-up model names cannot
-//! blow up metric label cardinality. (That the dashboard and alert rules name
+//! blow up metric label cardinality; an admin key's state changes (a config
+//! reload, a scaling event that mutes the anomaly detector) are audited with
+//! who made them. (That the dashboard and alert rules name
 //! only exported metrics is `palisade-gateway/tests/operations.rs`.)
 
 use serde_json::json;
@@ -59,4 +61,79 @@ async fn many_distinct_model_names_do_not_blow_up_label_cardinality() {
     );
     let series = text.lines().filter(|l| l.starts_with("palisade_")).count();
     assert!(series < 1500, "{series} series after 500 model names");
+}
+
+/// The finding this closes: a config reload (which can repoint backends)
+/// and a scaling event (which holds the anomaly detector's alerts down)
+/// left only a log line: an insider or a stolen admin key changed
+/// enforcement without a trace in the audit store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_state_changes_are_audited_with_who_made_them() {
+    const ADMIN: &str = "sk-ops-audited-admin";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let upstream = palisade_testkit::ScriptedUpstream::start().await;
+    let path = dir.path().join("palisade.toml");
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(ADMIN.as_bytes()));
+    std::fs::write(
+        &path,
+        format!(
+            "[policy]\naudit_url = \"sqlite:{}\"\n[detection.anomaly]\nwindow_secs = 1\n\
+             [[auth.keys]]\nname = \"night-ops\"\ntenant = \"ops\"\nsha256 = \"{hash}\"\nadmin = true\n\
+             [backends.main]\nbase_url = \"{}\"\n",
+            dir.path().join("audit.db").display(),
+            upstream.base_url()
+        ),
+    )
+    .expect("config written");
+    let c = Client::new(crate::harness::start_reloadable(&path).await);
+    let post = |path: &str, body: serde_json::Value| {
+        c.http
+            .post(c.url(path))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        post("/admin/config/reload", json!({}))
+            .await
+            .expect("answers")
+            .status(),
+        200
+    );
+    assert_eq!(
+        post(
+            "/admin/scaling-events",
+            json!({"source": "hpa", "replicas": 9})
+        )
+        .await
+        .expect("answers")
+        .status(),
+        202
+    );
+    let mut actions = BTreeSet::new();
+    for _ in 0..100 {
+        let page: serde_json::Value = c
+            .http
+            .get(c.url("/admin/audit?limit=100"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("audit answers")
+            .json()
+            .await
+            .expect("json");
+        actions = page["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["gate"] == "admin" && r["actor_key"] == "night-ops")
+            .filter_map(|r| r["action"].as_str().map(str::to_owned))
+            .collect();
+        if actions.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let want: BTreeSet<String> = ["config_reload", "scaling_event"].map(String::from).into();
+    assert_eq!(actions, want);
 }

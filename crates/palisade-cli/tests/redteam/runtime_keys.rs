@@ -205,6 +205,17 @@ async fn runtime_keys_resist_escalation_enumeration_floods_and_leaks() {
     assert_eq!(served.chat(&user).await.0, 401);
     assert_eq!(served.chat(&fresh).await.0, 200);
 
+    // A grant of a role is audited as one, not as a bare "update".
+    let (status, body) = served
+        .send(
+            "PATCH",
+            &format!("/admin/keys/{user_id}"),
+            ADMIN,
+            json!({"approver": true, "reason": "on call"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
     // Enumeration: revoked and never-existed look the same.
     let (status, _) = served
         .send(
@@ -320,6 +331,15 @@ async fn runtime_keys_resist_escalation_enumeration_floods_and_leaks() {
         1 + CAP
     );
     assert!(actions.contains(&"key_rotate") && actions.contains(&"key_revoke"));
+    let grant = admin_lines
+        .iter()
+        .find(|v| v["action"] == "key_update")
+        .expect("the role grant is audited");
+    assert_eq!(
+        (&grant["approver"], &grant["admin"], &grant["changed"]),
+        (&json!(true), &json!(false), &json!(["approver"])),
+        "{grant}"
+    );
     assert!(admin_lines
         .iter()
         .all(|v| v["actor_key"] == "ops" && v["policy_version"].is_string()));

@@ -31,14 +31,19 @@ pub async fn scaling_event(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match accept(&state, &headers, &body).await {
+    match accept(&state, &request_id, &headers, &body).await {
         Ok(v) => (http::StatusCode::ACCEPTED, Json(v)).into_response(),
         Err(err) => error_response(&err, Some(&request_id)),
     }
 }
 
-async fn accept(state: &GatewayState, headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
-    state.auth.authenticate_admin(headers)?;
+async fn accept(
+    state: &GatewayState,
+    request_id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let admin = state.auth.authenticate_admin(headers)?;
     if body.len() > MAX_EVENT_BYTES {
         return Err(ApiError::new(
             ErrorCode::RequestTooLarge,
@@ -67,6 +72,17 @@ async fn accept(state: &GatewayState, headers: &HeaderMap, body: &[u8]) -> Resul
         )
         .with_retry_after(Some(1)));
     }
+    // A scaling event holds the detector's alerts down: who sent it matters.
+    crate::api::audit_admin(
+        state,
+        request_id,
+        &admin,
+        "scaling_event",
+        crate::api::details([
+            ("source", reply["source"].clone()),
+            ("replicas", reply["replicas"].clone()),
+        ]),
+    );
     Ok(reply)
 }
 

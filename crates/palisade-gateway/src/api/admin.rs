@@ -144,12 +144,26 @@ pub async fn policy_rollback(
     Extension(RequestId(request_id)): Extension<RequestId>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(err) = state.auth.authenticate_admin(&headers) {
-        return error_response(&err, Some(&request_id));
-    }
+    let admin = match state.auth.authenticate_admin(&headers) {
+        Ok(admin) => admin,
+        Err(err) => return error_response(&err, Some(&request_id)),
+    };
     use crate::gates::policy::RollbackRefusal;
+    let from = state.gates.policy.peek().version().to_string();
     match state.gates.policy.rollback() {
-        Ok(_) => Json(policy_state(&state)).into_response(),
+        Ok(to) => {
+            super::audit_admin(
+                &state,
+                &request_id,
+                &admin,
+                "policy_rollback",
+                super::details([
+                    ("from_version", from.into()),
+                    ("to_version", to.version().to_string().into()),
+                ]),
+            );
+            Json(policy_state(&state)).into_response()
+        }
         Err(RollbackRefusal::NoHistory) => error_response(
             &ApiError::new(
                 ErrorCode::NoPreviousPolicy,

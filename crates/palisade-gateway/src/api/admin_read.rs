@@ -234,10 +234,18 @@ pub async fn config_reload(
     Extension(RequestId(request_id)): Extension<RequestId>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(err) = state.auth.authenticate_admin(&headers) {
-        return error_response(&err, Some(&request_id));
-    }
+    let admin = match state.auth.authenticate_admin(&headers) {
+        Ok(admin) => admin,
+        Err(err) => return error_response(&err, Some(&request_id)),
+    };
     let outcome = state.reload.reload_now(&state).await;
+    super::audit_admin(
+        &state,
+        &request_id,
+        &admin,
+        "config_reload",
+        super::details([("result", outcome.label().into())]),
+    );
     match &outcome {
         crate::reload::Outcome::Applied | crate::reload::Outcome::Unchanged => {
             Json(serde_json::json!({

@@ -184,6 +184,26 @@ fn expiry(map: &Map<String, Value>, now: i64) -> Result<Option<Option<i64>>, Api
 }
 
 /// The operator's free-text reason, kept short in the audit record.
+/// The request's fields that set something (for the audit record), known
+/// names only: a client's own member names never reach the audit.
+fn fields_named(map: &Map<String, Value>) -> Vec<&'static str> {
+    const KNOWN: &[&str] = &[
+        "models",
+        "expires_at_ms",
+        "expires_in_s",
+        "admin",
+        "approver",
+        "executor",
+        "overlap_s",
+    ];
+    KNOWN
+        .iter()
+        .chain(super::key_budgets::FIELDS.iter())
+        .filter(|f| map.contains_key(**f))
+        .copied()
+        .collect()
+}
+
 fn reason(map: &Map<String, Value>) -> String {
     map.get("reason")
         .and_then(Value::as_str)
@@ -235,6 +255,7 @@ fn describe(key: &StoredKey, now: i64) -> Value {
 }
 
 /// Writes the audit record of a key change (log and audit store).
+#[allow(clippy::too_many_arguments)]
 fn audit(
     state: &GatewayState,
     request_id: &str,
@@ -242,6 +263,7 @@ fn audit(
     action: &str,
     key: &StoredKey,
     reason_text: &str,
+    changed: Vec<&str>,
     now: i64,
 ) {
     let policy_version = state.gates.policy.peek().version().to_string();
@@ -258,6 +280,14 @@ fn audit(
         "tenant": key.tenant,
         "name": key.name,
         "reason": reason_text,
+        // What the key may do after the change: a grant of `admin` must
+        // not read like a budget tweak.
+        "admin": key.admin,
+        "approver": key.approver,
+        "executor": key.executor,
+        "models": key.models,
+        "expires_ms": key.expires_ms,
+        "changed": changed,
     });
     metrics::counter!(crate::metrics::KEY_ADMIN_ACTIONS, "action" => action.to_owned(), "result" => "ok")
         .increment(1);
@@ -391,6 +421,7 @@ async fn creating(
         "key_create",
         &key,
         &reason(&map),
+        fields_named(&map),
         now,
     );
     let mut body = describe(&key, now);
@@ -557,7 +588,16 @@ async fn changing(
         }
     }
     reload(keys, ledger).await;
-    audit(state, request_id, &admin, action, &key, &reason(&map), now);
+    audit(
+        state,
+        request_id,
+        &admin,
+        action,
+        &key,
+        &reason(&map),
+        fields_named(&map),
+        now,
+    );
     let mut body = describe(&key, now);
     if let Some(secret) = secret {
         body["key"] = Value::String(secret);

@@ -113,6 +113,20 @@ pub(crate) async fn run_confirm(
         approver = %principal.key_name,
         "tool call confirmation"
     );
+    // The decision record above is the requester's; this one names who
+    // decided (the approver's key) and which held call.
+    super::audit_admin(
+        state,
+        &pending.subject.request_id,
+        &principal,
+        "tool_confirmation",
+        super::details([
+            ("confirmation_id", req.confirmation_id.clone().into()),
+            ("tool", pending.call.name.clone().into()),
+            ("approved", req.approve.into()),
+            ("requester_tenant", pending.tenant.to_string().into()),
+        ]),
+    );
     if !req.approve {
         metrics::counter!(crate::metrics::TOOL_CALLS, "outcome" => "denied").increment(1);
         return Ok(

@@ -268,6 +268,13 @@ pub async fn login(
     );
     drop(table);
     tracing::info!(tenant = %principal.tenant, key = %principal.key_name, "console login");
+    crate::api::audit_admin(
+        &state,
+        &request_id,
+        &principal,
+        "console_login",
+        serde_json::Map::new(),
+    );
     let mut resp = Json(serde_json::json!({
         "csrf_token": csrf,
         "tenant": &*principal.tenant,

@@ -101,7 +101,7 @@ pub async fn mark(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match marking(&state, &headers, id, &body).await {
+    match marking(&state, &request_id, &headers, id, &body).await {
         Ok(v) => Json(v).into_response(),
         Err(err) => error_response(&err, Some(&request_id)),
     }
@@ -109,11 +109,12 @@ pub async fn mark(
 
 async fn marking(
     state: &Arc<GatewayState>,
+    request_id: &str,
     headers: &HeaderMap,
     id: String,
     body: &[u8],
 ) -> Result<Value, ApiError> {
-    state.auth.authenticate_admin(headers)?;
+    let admin = state.auth.authenticate_admin(headers)?;
     if body.len() > MAX_MARK_BYTES {
         return Err(ApiError::new(
             ErrorCode::RequestTooLarge,
@@ -146,6 +147,16 @@ async fn marking(
             format!("no campaign `{id}`"),
         ));
     }
+    crate::api::audit_admin(
+        state,
+        request_id,
+        &admin,
+        "hunt_mark",
+        crate::api::details([
+            ("campaign", id.clone().into()),
+            ("mark", mark.as_str().into()),
+        ]),
+    );
     Ok(json!({ "id": id, "mark": mark.as_str() }))
 }
 
