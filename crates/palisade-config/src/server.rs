@@ -58,6 +58,24 @@ pub struct ServerConfig {
     /// tenant's name, models, token counts and spend; leave it off only
     /// when the listener is reachable by the scraper and operators alone.
     pub metrics_require_admin: bool,
+    /// Addresses of the load balancers and proxies in front of the gateway
+    /// (`"10.0.0.0/8"`, `"192.0.2.7"`). The client's address is the
+    /// connection's peer, or, when the peer is one of these, the nearest
+    /// `X-Forwarded-For` hop that is not. Empty (the default): the header is
+    /// ignored, since any client can write it. Used by the extraction
+    /// defence's client fingerprint.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// A `trusted_proxies` entry: a network, or one address.
+pub fn parse_proxy(entry: &str) -> Option<ipnet::IpNet> {
+    let entry = entry.trim();
+    entry.parse::<ipnet::IpNet>().ok().or_else(|| {
+        entry
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
 }
 
 impl Default for ServerConfig {
@@ -75,6 +93,7 @@ impl Default for ServerConfig {
             cpu_workers: 0,
             cpu_queue_timeout_ms: 2_000,
             metrics_require_admin: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -93,6 +112,16 @@ impl ServerConfig {
             if value == 0 {
                 return Err(invalid(format!("server.{field}"), "must be greater than 0"));
             }
+        }
+        if let Some(bad) = self
+            .trusted_proxies
+            .iter()
+            .find(|e| parse_proxy(e).is_none())
+        {
+            return Err(invalid(
+                "server.trusted_proxies",
+                format!("{bad:?} is neither an address nor a network (\"10.0.0.0/8\")"),
+            ));
         }
         if self.max_sse_event_bytes < 1024 {
             return Err(invalid(

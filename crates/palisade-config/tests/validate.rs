@@ -26,7 +26,7 @@ const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// `Err(invalid(` sites in the crate's sources (each a rule; the TLS check in
 /// stores.rs serves two keys). When this changes, a rule was added or
 /// removed: give it a row in `invalid_configs_name_the_key` and update this.
-const RULE_SITES: usize = 142;
+const RULE_SITES: usize = 144;
 
 /// Merges `patch` into `base`: tables key by key, arrays of tables element
 /// by element (so `[[routes]]` patches `routes[0]`, and a second
@@ -202,6 +202,14 @@ fn invalid_configs_name_the_key() {
         "[[auth.keys]]\nname = \"a\"\ntenant = \"t\"\nsha256 = \"{HASH_A}\"\n[auth.runtime]\nenabled = true"
     );
     let rows: &[(&str, &str)] = &[
+        (
+            "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]",
+            "server.trusted_proxies",
+        ),
+        (
+            "[bundle]\nsource = \"file:/b.json\"\ntrusted_keys = [\"k\"]\nmax_age_s = 0",
+            "bundle.max_age_s",
+        ),
         // [bundle]
         (
             "[bundle]\nsource = \"ftp://x\"\ntrusted_keys = [\"k\"]",

@@ -82,6 +82,8 @@ pub(crate) struct RequestCtx {
     pub(crate) span: tracing::Span,
     /// The request's OpenTelemetry trace: phase spans, exported at the end.
     pub(crate) trace: crate::telemetry::RequestTrace,
+    /// The connection's peer (none when served without the listener).
+    pub(crate) peer: Option<std::net::IpAddr>,
     pub(crate) _in_flight: InFlight,
     pub(crate) done: bool,
 }
@@ -93,6 +95,7 @@ impl RequestCtx {
             route: endpoint.label(),
             request_id: request_id.into(),
             internal_id: uuid::Uuid::new_v4().to_string(),
+            peer: None,
             tenant: None,
             key_name: None,
             response_owner: None,

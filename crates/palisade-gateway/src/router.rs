@@ -19,9 +19,11 @@ pub(crate) fn router(state: Arc<GatewayState>) -> Router {
     let proxied = |endpoint: Endpoint| {
         move |state: State<Arc<GatewayState>>,
               id: Extension<RequestId>,
+              peer: Option<Extension<crate::http::listener::PeerAddr>>,
               headers: http::HeaderMap,
               body: axum::body::Body| {
-            crate::pipeline::handle(state, id, headers, body, endpoint)
+            let peer = peer.map(|Extension(p)| p.0.ip());
+            crate::pipeline::handle(state, id, peer, headers, body, endpoint)
         }
     };
     Router::new()

@@ -117,6 +117,8 @@ pub struct GatewayState {
     pub(crate) inject_max_tokens: bool,
     /// `server.metrics_require_admin`.
     pub(crate) metrics_require_admin: bool,
+    /// `server.trusted_proxies`, parsed.
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     /// The safety gates: detector, policy, audit sink, tool service.
     pub(crate) gates: Arc<Gates>,
     pub(crate) sse_heartbeat: Option<Duration>,
@@ -251,6 +253,12 @@ impl GatewayState {
             prices,
             inject_max_tokens: config.limits.inject_max_tokens,
             metrics_require_admin: config.server.metrics_require_admin,
+            trusted_proxies: config
+                .server
+                .trusted_proxies
+                .iter()
+                .filter_map(|e| palisade_config::parse_proxy(e))
+                .collect(),
             gates: Arc::new(Gates {
                 detector,
                 policy,

@@ -135,8 +135,11 @@ async fn a_campaign_rotating_agents_and_jittering_is_still_one_campaign() {
             hash(&user(i))
         ));
     }
+    // The test's client stands for a load balancer (loopback) that
+    // forwards each simulated client's address.
     let gw = start(&format!(
-        "[backends.main]\nbase_url = \"{}\"\n{keys}\
+        "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n\
+         [backends.main]\nbase_url = \"{}\"\n{keys}\
          [limits]\nalert_webhook_url = \"{}\"\n\
          [extraction]\nstore = \"sqlite:{}\"\n\
          [extraction.hunt]\ninterval_secs = 3600\nconfirmed_action = \"block\"\n",

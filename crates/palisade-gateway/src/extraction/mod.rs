@@ -254,12 +254,50 @@ const MAX_UA_BYTES: usize = 256;
 /// Most header names hashed.
 const MAX_HEADER_NAMES: usize = 32;
 
+/// The client's address: the connection's peer, or, when the peer is a
+/// trusted proxy (`server.trusted_proxies`), the nearest `X-Forwarded-For`
+/// hop (read right to left) that is not. Without a trusted peer the header
+/// is not read: any client can write it, and its first hop is whatever the
+/// client wrote. `None` when no peer is known.
+pub(crate) fn client_address(
+    peer: Option<std::net::IpAddr>,
+    headers: &http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> Option<std::net::IpAddr> {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut client = peer?;
+    if !is_trusted(&client) {
+        return Some(client);
+    }
+    // Every X-Forwarded-For line, in order, as one list; bounded.
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .take(64)
+        .collect();
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            // A hop that is no address: stop at the last one trusted.
+            Err(_) => break,
+        }
+    }
+    Some(client)
+}
+
 /// What the gateway can see of the client, hashed: the user agent, the
 /// header names in the order they arrived (values never, so no secret is
-/// read), and the client's IP prefix (/24 for IPv4, /48 for IPv6) from the
-/// first `X-Forwarded-For` hop when a proxy in front sets it. A hash for
-/// the hunt to compare, never stored raw; 0 is "nothing seen".
-pub(crate) fn fingerprint(headers: &http::HeaderMap) -> u64 {
+/// read), and the client's IP prefix (/24 for IPv4, /48 for IPv6; see
+/// [`client_address`]). A hash for the hunt to compare, never stored raw;
+/// 0 is "nothing seen".
+pub(crate) fn fingerprint(headers: &http::HeaderMap, client: Option<std::net::IpAddr>) -> u64 {
     use palisade_extraction::sketch::{hash_bytes, mix64};
     let ua = headers
         .get(http::header::USER_AGENT)
@@ -269,11 +307,7 @@ pub(crate) fn fingerprint(headers: &http::HeaderMap) -> u64 {
     for name in headers.keys().take(MAX_HEADER_NAMES) {
         h = mix64(h ^ hash_bytes(name.as_str().as_bytes()));
     }
-    let prefix = headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
+    let prefix = client
         .map(|ip| match ip {
             std::net::IpAddr::V4(v4) => {
                 let o = v4.octets();
@@ -495,44 +529,84 @@ mod tests {
         );
     }
 
+    fn header_map(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
     #[test]
     fn the_fingerprint_reads_agent_header_order_and_prefix_never_values() {
-        let headers = |pairs: &[(&'static str, &str)]| {
-            let mut h = http::HeaderMap::new();
-            for (k, v) in pairs {
-                h.append(*k, v.parse().unwrap());
-            }
-            h
-        };
-        let a = fingerprint(&headers(&[
-            ("user-agent", "sdk/1"),
-            ("authorization", "Bearer one"),
-            ("x-forwarded-for", "203.0.113.7, 10.0.0.1"),
-        ]));
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        let one = header_map(&[("user-agent", "sdk/1"), ("authorization", "Bearer one")]);
+        let two = header_map(&[("user-agent", "sdk/1"), ("authorization", "Bearer two")]);
+        let a = fingerprint(&one, ip("203.0.113.7"));
         // Another key, another host in the same /24: the same client.
-        let b = fingerprint(&headers(&[
-            ("user-agent", "sdk/1"),
-            ("authorization", "Bearer two"),
-            ("x-forwarded-for", "203.0.113.99"),
-        ]));
-        assert_eq!(a, b);
-        let other_ua = fingerprint(&headers(&[
-            ("user-agent", "sdk/2"),
-            ("authorization", "Bearer one"),
-            ("x-forwarded-for", "203.0.113.7"),
-        ]));
-        let other_order = fingerprint(&headers(&[
-            ("authorization", "Bearer one"),
-            ("user-agent", "sdk/1"),
-            ("x-forwarded-for", "203.0.113.7"),
-        ]));
-        let other_net = fingerprint(&headers(&[
-            ("user-agent", "sdk/1"),
-            ("authorization", "Bearer one"),
-            ("x-forwarded-for", "198.51.100.7"),
-        ]));
+        assert_eq!(a, fingerprint(&two, ip("203.0.113.99")));
+        let other_ua = fingerprint(
+            &header_map(&[("user-agent", "sdk/2"), ("authorization", "Bearer one")]),
+            ip("203.0.113.7"),
+        );
+        let other_order = fingerprint(
+            &header_map(&[("authorization", "Bearer one"), ("user-agent", "sdk/1")]),
+            ip("203.0.113.7"),
+        );
+        let other_net = fingerprint(&one, ip("198.51.100.7"));
         assert!(a != other_ua && a != other_order && a != other_net);
-        assert_ne!(fingerprint(&http::HeaderMap::new()), 0);
+        assert_ne!(fingerprint(&http::HeaderMap::new(), None), 0);
+    }
+
+    /// The finding this closes: the prefix came from the first
+    /// `X-Forwarded-For` hop, which the client writes. Any client could take
+    /// another's prefix (and be linked to it, or spread a confirmed
+    /// campaign's mark to it) or shed its own.
+    #[test]
+    fn the_client_address_is_the_peer_unless_a_trusted_proxy_forwards_it() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let forged = header_map(&[("x-forwarded-for", "198.51.100.7")]);
+        let via_lb = header_map(&[("x-forwarded-for", "198.51.100.7, 203.0.113.5, 10.1.2.3")]);
+        let table = [
+            // (peer, headers, trusted, expected client)
+            (
+                Some("203.0.113.5"),
+                &forged,
+                &trusted[..],
+                Some("203.0.113.5"),
+            ),
+            (Some("203.0.113.5"), &forged, &[][..], Some("203.0.113.5")),
+            (Some("10.9.9.9"), &forged, &[][..], Some("10.9.9.9")),
+            // Through the load balancer: the nearest untrusted hop, not the first.
+            (Some("10.9.9.9"), &via_lb, &trusted[..], Some("203.0.113.5")),
+            (
+                Some("10.9.9.9"),
+                &forged,
+                &trusted[..],
+                Some("198.51.100.7"),
+            ),
+            (
+                Some("10.9.9.9"),
+                &header_map(&[]),
+                &trusted[..],
+                Some("10.9.9.9"),
+            ),
+            (
+                Some("10.9.9.9"),
+                &header_map(&[("x-forwarded-for", "junk, 10.1.1.1")]),
+                &trusted[..],
+                Some("10.1.1.1"),
+            ),
+            (None, &forged, &trusted[..], None),
+        ];
+        for (peer, headers, trusted, want) in table {
+            assert_eq!(
+                client_address(peer.map(ip), headers, trusted),
+                want.map(ip),
+                "{peer:?} {headers:?}"
+            );
+        }
     }
 
     #[test]

@@ -82,13 +82,14 @@ pub(crate) async fn serve(
         let tcp = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => tcp,
+                Ok((tcp, peer)) => (tcp, peer),
                 Err(e) => {
                     accept_failed(&e).await;
                     continue;
                 }
             },
         };
+        let (tcp, peer) = tcp;
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             metrics::counter!(REFUSED_TOTAL).increment(1);
             if let Ok(permit) = refusing.clone().try_acquire_owned() {
@@ -106,7 +107,7 @@ pub(crate) async fn serve(
         }
         let (app, watcher, stopping) = (app.clone(), graceful.watcher(), stopping.clone());
         tokio::spawn(async move {
-            serve_connection(tcp, app, limits, watcher, stopping).await;
+            serve_connection(tcp, peer, app, limits, watcher, stopping).await;
             drop(slot);
         });
     }
@@ -175,8 +176,14 @@ async fn sniff_h2(tcp: &TcpStream) -> std::io::Result<bool> {
     }
 }
 
+/// The connection's peer address, on every request's extensions: the one
+/// client address no header can forge.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerAddr(pub(crate) std::net::SocketAddr);
+
 async fn serve_connection(
     tcp: TcpStream,
+    peer: std::net::SocketAddr,
     app: Router,
     limits: ConnLimits,
     watcher: Watcher,
@@ -191,6 +198,7 @@ async fn serve_connection(
         // Silent past the timeout, or gone: nothing to answer.
         _ => return,
     };
+    let app = app.layer(axum::Extension(PeerAddr(peer)));
     let service = hyper_util::service::TowerToHyperService::new(app);
     let io = TokioIo::new(super::write_stall::WriteStallBound::new(
         tcp,

@@ -62,11 +62,13 @@ use respond::Sent;
 pub(crate) async fn handle(
     State(state): State<Arc<GatewayState>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    peer: Option<std::net::IpAddr>,
     headers: HeaderMap,
     body: Body,
     endpoint: Endpoint,
 ) -> Response {
     let mut ctx = RequestCtx::new(endpoint, &request_id, Instant::now());
+    ctx.peer = peer;
     ctx.trace = state.telemetry.start(&headers);
     ctx.trace.set("gen_ai.system", "openai");
     ctx.trace.set(
@@ -155,7 +157,8 @@ async fn send_upstream(
             .unwrap_or(routing.backends[route.backend].request_timeout);
     params::enforce_ladder(state, &principal, ladder_deadline).await?;
     // What the hunt can link keys by: hashed, computed once.
-    let fingerprint = crate::extraction::fingerprint(headers);
+    let client = crate::extraction::client_address(ctx.peer, headers, &state.trusted_proxies);
+    let fingerprint = crate::extraction::fingerprint(headers, client);
     let hardened = params::harden(state, &principal, route, &mut request, ctx, fingerprint)?;
     let span = ctx.trace.begin();
     let gated = gate::inspect(
