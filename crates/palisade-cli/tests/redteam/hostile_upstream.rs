@@ -8,7 +8,9 @@
 //!   the whole prompt (canary included) and the backend's key headers;
 //! - calls in shapes the tool gate did not read: chat's legacy
 //!   `function_call` (whole and streamed), and Responses call items other
-//!   than `function_call` (`custom_tool_call`, `local_shell_call`, …).
+//!   than `function_call` (`custom_tool_call`, `local_shell_call`, …);
+//! - a `Content-Length` of a terabyte, which the gateway reserved in full
+//!   before reading (an allocation failure aborts the whole process).
 
 use palisade_testkit::{HostileUpstream, RawResponse};
 use serde_json::{json, Value};
@@ -304,4 +306,47 @@ async fn a_null_function_call_beside_tool_calls_is_no_call() {
         text.contains("\"tool_calls\"") && text.contains("\"released\""),
         "{text}"
     );
+}
+
+/// The finding this closes: a non-streamed answer announcing a
+/// `Content-Length` of 1 TiB made the gateway reserve it on the first chunk;
+/// the failed allocation aborts the process (no panic guard catches it),
+/// taking every tenant down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terabyte_content_length_is_refused_not_reserved() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = tcp.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                            content-length: 1099511627776\r\n\r\n{";
+                let _ = tcp.write_all(head.as_bytes()).await;
+                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            });
+        }
+    });
+    let client = crate::harness::Client::new(
+        crate::harness::start(&format!(
+            "[backends.main]\nbase_url = \"http://{addr}/v1\"\n"
+        ))
+        .await,
+    );
+    let (status, body) = client
+        .chat(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_protocol", "{body}");
+    let health = client
+        .http
+        .get(client.url("/healthz"))
+        .send()
+        .await
+        .expect("alive");
+    assert_eq!(health.status().as_u16(), 200);
 }

@@ -82,6 +82,23 @@ pub(crate) async fn read_upstream_body(
     mut upstream: reqwest::Response,
     deadline: Instant,
 ) -> Result<Bytes, ApiError> {
+    // The announced length is the upstream's word: over the bound it is
+    // refused before a byte is read, and never reserved beyond the bound
+    // (a `Content-Length` of a terabyte would abort the process on the
+    // allocation, which no panic guard catches).
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::UpstreamProtocol,
+            format!("upstream `{}` response is too large", backend.name),
+        )
+    };
+    if upstream
+        .content_length()
+        .is_some_and(|len| len > MAX_UPSTREAM_BODY as u64)
+    {
+        crate::metrics::upstream_error(&backend.name, "upstream_protocol");
+        return Err(too_large());
+    }
     let mut buf = BytesMut::new();
     loop {
         let wait: Duration = backend
@@ -90,13 +107,12 @@ pub(crate) async fn read_upstream_body(
         match tokio::time::timeout(wait, upstream.chunk()).await {
             Ok(Ok(Some(chunk))) => {
                 if buf.len() + chunk.len() > MAX_UPSTREAM_BODY {
-                    return Err(ApiError::new(
-                        ErrorCode::UpstreamProtocol,
-                        format!("upstream `{}` response is too large", backend.name),
-                    ));
+                    return Err(too_large());
                 }
-                if buf.is_empty() && upstream.content_length().is_some() {
-                    buf.reserve(upstream.content_length().unwrap_or(0) as usize);
+                if buf.is_empty() {
+                    if let Some(len) = upstream.content_length() {
+                        buf.reserve(usize::try_from(len).unwrap_or(0).min(MAX_UPSTREAM_BODY));
+                    }
                 }
                 buf.extend_from_slice(&chunk);
             }
