@@ -433,3 +433,64 @@ async fn the_guard_reads_every_text_the_proxy_judges() {
         .await;
     assert_eq!(status, 400, "{v}");
 }
+
+/// The finding this closes: each content part, and each message, was judged
+/// alone. Upstreams join a message's text parts (and the model reads
+/// consecutive user turns one after another), so a jailbreak split word by
+/// word was one sentence to the model and a handful of harmless words to
+/// the gate. Parts of one channel, and runs of user turns, are now also
+/// judged joined; a redacting tier still redacts a secret inside one part
+/// (the joined text has no place of its own to rewrite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attack_split_over_parts_or_turns_is_judged_whole() {
+    let h = Scripted::new("").await;
+    let words: Vec<&str> = JAILBREAK.split(' ').collect();
+    let parts: Vec<Value> = words
+        .iter()
+        .map(|w| json!({"type": "text", "text": w}))
+        .collect();
+    let (status, answer) = h
+        .client
+        .chat(&json!({"model": "m", "messages": [{"role": "user", "content": parts}]}))
+        .await;
+    assert!(policy_error(status, &answer), "parts: {status} {answer}");
+    let (first, second) = JAILBREAK.split_at(JAILBREAK.len() / 2);
+    let (status, answer) = h
+        .client
+        .chat(&json!({"model": "m", "messages": [
+            {"role": "user", "content": first},
+            {"role": "user", "content": second}]}))
+        .await;
+    assert!(policy_error(status, &answer), "turns: {status} {answer}");
+    assert!(
+        h.upstream.received().is_empty(),
+        "nothing reached the model"
+    );
+    // Ordinary multi-part and multi-turn requests still pass.
+    let (status, answer) = h
+        .client
+        .chat(&json!({"model": "m", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Here is my shopping list:"},
+                                         {"type": "text", "text": "eggs, flour, milk."}]},
+            {"role": "user", "content": "What can I bake with it?"}]}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+
+    // A secret inside one of two parts, under a tier that redacts secrets:
+    // redacted in its part, and the request goes on.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = crate::harness::policy_file(
+        &dir,
+        "default_tier = \"standard\"\n[tiers.standard.input]\nsecrets = { action = \"redact\" }\n",
+    );
+    let h = Scripted::new(&policy).await;
+    let (status, answer) = h
+        .client
+        .chat(&json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "why does this fail?"},
+            {"type": "text", "text": format!("aws configure set key {}", crate::harness::AWS_KEY)}]}]}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let sent = h.last_sent().to_string();
+    assert!(!sent.contains(crate::harness::AWS_KEY), "{sent}");
+}

@@ -40,6 +40,25 @@ fn blocked(decision: &Decision, gate: &str) -> ApiError {
     )
 }
 
+/// The gate's action could not be applied in place (text judged whole, with
+/// no single place in the body to rewrite): the request is refused rather
+/// than forwarded as if it had been.
+fn unapplied(decision: &Decision, gate: &str, action: &str) -> ApiError {
+    let reason = decision
+        .reasons
+        .first()
+        .map_or("policy_violation", |r| r.as_str());
+    ApiError::policy(
+        ErrorCode::PolicyBlocked,
+        reason,
+        format!(
+            "the {gate} gate's {action} cannot be applied to text the gateway judges whole \
+             (split over parts or messages, or inside a structure) ({reason}, policy {})",
+            decision.policy_version
+        ),
+    )
+}
+
 /// Whether the tier's rule for `detector` at `gate` enforces `action`.
 fn enforces(plan: &GatePlan, gate: Gate, detector: DetectorKind, action: Action) -> bool {
     let tier = plan.snapshot.tier_for(&plan.subject.subject());
@@ -278,11 +297,18 @@ pub(crate) fn inspect_request(
                     .unwrap_or(0.0);
                 for (segment, scan) in &scans {
                     if scan.score >= threshold {
-                        changed |= channels::replace_text(
+                        let applied = channels::replace_text(
                             fields,
                             segment,
                             quarantined(segment.source, &segment.text),
                         );
+                        // Text judged whole (a document object, parts read
+                        // joined) has no single place to rewrite: what
+                        // cannot be quarantined is not sent.
+                        if !applied {
+                            return Err(unapplied(&decision, gate.as_str(), "quarantine"));
+                        }
+                        changed = true;
                     }
                 }
                 metrics::counter!(crate::metrics::QUARANTINED).increment(1);
@@ -301,12 +327,25 @@ pub(crate) fn inspect_request(
                         })
                         .cloned()
                         .collect();
-                    if !findings.is_empty() {
-                        changed |= channels::replace_text(
-                            fields,
-                            segment,
-                            redact(&segment.text, &findings),
-                        );
+                    if findings.is_empty() {
+                        continue;
+                    }
+                    if channels::replace_text(fields, segment, redact(&segment.text, &findings)) {
+                        changed = true;
+                        continue;
+                    }
+                    // No place to rewrite (text judged whole): fine only when
+                    // every finding lies within one rewritable segment, which
+                    // redacts it there; one that spans parts is not sent.
+                    let covered = findings.iter().all(|f| {
+                        let needle = segment.text.get(f.span.clone()).unwrap_or_default();
+                        scans.iter().any(|(other, _)| {
+                            !matches!(other.place, channels::Place::Whole(_))
+                                && other.text.contains(needle)
+                        })
+                    });
+                    if !covered {
+                        return Err(unapplied(&decision, gate.as_str(), "redact"));
                     }
                 }
             }

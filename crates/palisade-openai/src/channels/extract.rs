@@ -172,9 +172,34 @@ pub fn segments(
                         format!("at most {} messages are accepted", super::MAX_INPUT_ITEMS),
                     ));
                 }
+                // Consecutive user turns reach the model one after another: an
+                // attack split over them is read whole, so each run of two or
+                // more is also judged joined.
+                let mut run: Vec<Segment> = Vec::new();
+                let mut run_start = 0;
                 for (i, message) in messages.iter().enumerate() {
+                    let first = out.len();
                     message_segments(i, message, retrieved.contains(&i), &mut out)?;
+                    let user_turn: Vec<Segment> = out[first..]
+                        .iter()
+                        .filter(|s| {
+                            s.source == Source::User
+                                && !s.marked
+                                && matches!(s.place, Place::Message { .. })
+                        })
+                        .cloned()
+                        .collect();
+                    let is_user = message.get("role").and_then(Value::as_str) == Some("user");
+                    if is_user && !user_turn.is_empty() {
+                        if run.is_empty() {
+                            run_start = i;
+                        }
+                        run.extend(user_turn);
+                        continue;
+                    }
+                    push_run(&mut run, run_start, i, &mut out);
                 }
+                push_run(&mut run, run_start, messages.len(), &mut out);
             }
             for key in ["tools", "functions"] {
                 match fields.get(key) {
@@ -216,6 +241,36 @@ pub fn segments(
         }
     }
     Ok(out)
+}
+
+/// The texts of `segments` as the model reads them one after another
+/// (joined by a line break); `None` for fewer than two.
+fn join_texts<'a>(segments: impl Iterator<Item = &'a Segment>) -> Option<String> {
+    let texts: Vec<&str> = segments.map(|s| s.text.as_str()).collect();
+    (texts.len() >= 2).then(|| texts.join("\n"))
+}
+
+/// Adds a run of consecutive user turns (`messages[start..end]`), joined,
+/// when it spans two messages or more; empties the run.
+fn push_run(run: &mut Vec<Segment>, start: usize, end: usize, out: &mut Vec<Segment>) {
+    let messages = run
+        .iter()
+        .filter_map(|s| match s.place {
+            Place::Message { message, .. } => Some(message),
+            _ => None,
+        })
+        .collect::<std::collections::BTreeSet<_>>();
+    if messages.len() >= 2 {
+        if let Some(text) = join_texts(run.iter()) {
+            out.push(Segment {
+                place: Place::Whole(format!("/messages/{start}..{end}")),
+                source: Source::User,
+                text,
+                marked: false,
+            });
+        }
+    }
+    run.clear();
 }
 
 /// A top-level string field, when present.
@@ -333,6 +388,7 @@ fn message_segments(
             marked,
         }),
         Some(Value::Array(parts)) => {
+            let first = out.len();
             for (j, part) in parts.iter().enumerate() {
                 let param = || format!("messages[{i}].content[{j}]");
                 let Some(kind) = part.get("type").and_then(Value::as_str) else {
@@ -377,6 +433,20 @@ fn message_segments(
                     },
                     text: text.to_owned(),
                     marked: marked || part_marked,
+                });
+            }
+            // Upstreams join a message's text parts before the model reads
+            // them: an attack split word by word over parts is one sentence
+            // there, so the parts of one channel are judged joined too.
+            let joined = join_texts(out[first..].iter().filter(|s| {
+                s.source == source && !s.marked && matches!(s.place, Place::Message { .. })
+            }));
+            if let Some(text) = joined {
+                out.push(Segment {
+                    place: Place::Whole(format!("/messages/{i}/content")),
+                    source,
+                    text,
+                    marked: false,
                 });
             }
         }
