@@ -494,3 +494,55 @@ async fn an_attack_split_over_parts_or_turns_is_judged_whole() {
     let sent = h.last_sent().to_string();
     assert!(!sent.contains(crate::harness::AWS_KEY), "{sent}");
 }
+
+/// The finding this closes: model input the gates cannot read reached the
+/// model beside the judged text. vLLM's `prompt_embeds` is a prompt as a
+/// tensor; a per-request `chat_template` is code that decides what the
+/// model reads (it can reverse the judged text, or drop the canary and the
+/// spotlighting instruction); and `messages` inside `extra_body` (or any
+/// container an SDK or engine merges) replaces the judged ones unread.
+/// Under the gates each is refused, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_input_the_gates_cannot_read_is_refused() {
+    let h = Scripted::new("").await;
+    let chat = || json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let cases = [
+        ("prompt_embeds", json!("UEsDBBQAAAAIAA==")),
+        (
+            "chat_template",
+            json!("{{ messages[-1]['content'][::-1] }}"),
+        ),
+        ("chat_template_kwargs", json!({"chat_template": "{{ 1 }}"})),
+        (
+            "extra_body",
+            json!({"messages": [{"role": "user", "content": JAILBREAK}]}),
+        ),
+        ("vllm_xargs", json!({"prompt": JAILBREAK})),
+    ];
+    for (field, value) in cases {
+        let mut body = chat();
+        body[field] = value;
+        let (status, answer) = h.client.chat(&body).await;
+        assert_eq!(status, 400, "{field}: {answer}");
+        assert_eq!(
+            answer["error"]["code"], "invalid_request",
+            "{field}: {answer}"
+        );
+        assert!(
+            answer["error"]["param"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(field)),
+            "{field}: {answer}"
+        );
+    }
+    assert!(
+        h.upstream.received().is_empty(),
+        "nothing reached the model"
+    );
+    // Harmless engine settings in the same places still pass.
+    let mut body = chat();
+    body["chat_template_kwargs"] = json!({"enable_thinking": false});
+    body["extra_body"] = json!({"top_k": 20});
+    let (status, answer) = h.client.chat(&body).await;
+    assert_eq!(status, 200, "{answer}");
+}

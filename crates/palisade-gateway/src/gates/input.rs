@@ -154,6 +154,7 @@ pub(crate) fn inspect_request(
         )
         .with_param("prompt"));
     }
+    refuse_unreadable_inputs(fields)?;
     let snapshot = gates.policy.active();
     let plan = GatePlan {
         shadow: gates.policy.shadow(),
@@ -446,6 +447,65 @@ pub(crate) fn inspect_request(
         .with_param("n"));
     }
     Ok((plan, changed))
+}
+
+/// Model inputs the gates cannot judge, refused while they are on (fail
+/// closed, as token-id prompts are): prompt embeddings (vLLM
+/// `prompt_embeds`: a tensor the model reads as a prompt), a per-request
+/// chat template (code that decides what the model reads: it can reverse,
+/// drop or reorder the judged text, and leave out the canary and the
+/// spotlighting instruction), and the text-bearing fields inside the
+/// objects an SDK or engine merges into the top level (`extra_body.messages`
+/// would replace the judged messages unread).
+const UNREADABLE_INPUTS: [&str; 2] = ["prompt_embeds", "chat_template"];
+
+/// Fields that carry text the model reads; inside a merged container they
+/// would override the judged ones.
+const TEXT_FIELDS: [&str; 9] = [
+    "messages",
+    "prompt",
+    "input",
+    "instructions",
+    "suffix",
+    "documents",
+    "tools",
+    "prompt_embeds",
+    "chat_template",
+];
+
+fn refuse_unreadable_inputs(fields: &Map<String, Value>) -> Result<(), ApiError> {
+    let refuse = |param: String| {
+        Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "`{param}` is model input the safety gates cannot judge; it is refused while \
+                 they are on"
+            ),
+        )
+        .with_param(param))
+    };
+    for key in UNREADABLE_INPUTS {
+        if fields.get(key).is_some_and(|v| !v.is_null()) {
+            return refuse(key.to_owned());
+        }
+    }
+    if let Some(Value::Object(kwargs)) = fields.get("chat_template_kwargs") {
+        if kwargs.contains_key("chat_template") {
+            return refuse("chat_template_kwargs.chat_template".to_owned());
+        }
+    }
+    for container in palisade_extraction::params::MERGED_CONTAINERS {
+        if let Some(Value::Object(inner)) = fields.get(container) {
+            let unread = TEXT_FIELDS
+                .iter()
+                .chain(UNREADABLE_INPUTS.iter())
+                .find(|k| inner.get(**k).is_some_and(|v| !v.is_null()));
+            if let Some(key) = unread {
+                return refuse(format!("{container}.{key}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parameters that make an engine return token ids with the text (vLLM's
