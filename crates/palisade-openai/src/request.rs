@@ -92,6 +92,15 @@ pub enum InspectError {
         /// What it should have been, in words.
         expected: &'static str,
     },
+    /// A member name that is not its own case fold (`Messages`, `meſſages`
+    /// with U+017F): servers that match names case-insensitively (Go's
+    /// `encoding/json`, as Ollama binds requests) read it as the field the
+    /// gates judged under its exact name, or instead of it.
+    #[error(
+        "member `{0}` is written in another case than the field it names; OpenAI fields are \
+         lower case"
+    )]
+    FoldedName(String),
     /// A string field is longer than the gateway accepts.
     #[error("field `{field}` is longer than {max} bytes")]
     TooLong {
@@ -108,7 +117,7 @@ impl InspectError {
         match self {
             Self::Missing(f) | Self::Foreign(f) => Some(f),
             Self::WrongType { field, .. } | Self::TooLong { field, .. } => Some(field),
-            Self::Malformed(_) | Self::NotAnObject => None,
+            Self::Malformed(_) | Self::NotAnObject | Self::FoldedName(_) => None,
         }
     }
 }
@@ -169,6 +178,47 @@ fn check_counts(fields: &Map<String, Value>) -> Result<(), InspectError> {
     Ok(())
 }
 
+/// The fold Go's `encoding/json` applies when it matches member names:
+/// ASCII case, and the two non-ASCII letters whose simple fold is ASCII
+/// (U+017F LONG S → `s`, U+212A KELVIN SIGN → `k`).
+fn folded(name: &str) -> Option<String> {
+    let fold: String = name
+        .chars()
+        .map(|c| match c {
+            '\u{17F}' => 's',
+            '\u{212A}' => 'k',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect();
+    (fold != name && fold.is_ascii()).then_some(fold)
+}
+
+/// Refuses member names (top level, messages or input items, their content
+/// parts) that fold to another name: see [`InspectError::FoldedName`].
+fn check_folded_names(fields: &Map<String, Value>) -> Result<(), InspectError> {
+    let check = |map: &Map<String, Value>| -> Result<(), InspectError> {
+        match map.keys().find(|k| folded(k).is_some()) {
+            Some(k) => Err(InspectError::FoldedName(k.chars().take(64).collect())),
+            None => Ok(()),
+        }
+    };
+    check(fields)?;
+    for list in ["messages", "input"] {
+        let Some(Value::Array(items)) = fields.get(list) else {
+            continue;
+        };
+        for item in items.iter().filter_map(Value::as_object) {
+            check(item)?;
+            if let Some(Value::Array(parts)) = item.get("content") {
+                for part in parts.iter().filter_map(Value::as_object) {
+                    check(part)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A validated request body: a JSON object with a string `model` and the
 /// endpoint's required field present.
 #[derive(Debug, Clone, PartialEq)]
@@ -205,6 +255,7 @@ impl RequestBody {
             }
         }
         check_counts(&fields)?;
+        check_folded_names(&fields)?;
         // A background response is generated after the POST returns: the
         // output gate would never see it and the token budget would settle
         // at the prompt alone (its usage arrives with a later GET).

@@ -546,3 +546,31 @@ async fn model_input_the_gates_cannot_read_is_refused() {
     let (status, answer) = h.client.chat(&body).await;
     assert_eq!(status, 200, "{answer}");
 }
+
+/// The finding this closes: member names were read exactly, and kept when
+/// unknown. An upstream that matches names case-insensitively (Go's
+/// `encoding/json`, as Ollama binds requests) read `meſſages` (U+017F) or
+/// `Messages` as `messages`: a second conversation the gates never judged,
+/// which the last-wins binding made the one the model answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_names_in_another_case_are_refused() {
+    let h = Scripted::new("").await;
+    let smuggled = json!([{"role": "user", "content": JAILBREAK}]);
+    let benign = json!([{"role": "user", "content": "hi"}]);
+    for name in ["me\u{17F}\u{17F}ages", "Messages", "MESSAGES"] {
+        let mut body = json!({"model": "m", "messages": benign.clone()});
+        body[name] = smuggled.clone();
+        let (status, answer) = h.client.chat(&body).await;
+        assert_eq!(status, 400, "{name}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_request", "{answer}");
+    }
+    let (status, answer) = h
+        .client
+        .chat(&json!({"model": "m", "messages": [{"role": "user", "content": "hi", "Content": JAILBREAK}]}))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        h.upstream.received().is_empty(),
+        "nothing reached the model"
+    );
+}
