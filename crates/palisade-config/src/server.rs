@@ -65,6 +65,10 @@ pub struct ServerConfig {
     /// ignored, since any client can write it. Used by the extraction
     /// defence's client fingerprint.
     pub trusted_proxies: Vec<String>,
+    /// An HTTP/2 connection with no request in flight is closed after this
+    /// long (before its first request: `header_read_timeout_ms`). HTTP/1's
+    /// idle keep-alive is bounded by `header_read_timeout_ms`.
+    pub idle_timeout_ms: u64,
 }
 
 /// A `trusted_proxies` entry: a network, or one address.
@@ -94,6 +98,7 @@ impl Default for ServerConfig {
             cpu_queue_timeout_ms: 2_000,
             metrics_require_admin: false,
             trusted_proxies: Vec::new(),
+            idle_timeout_ms: 60_000,
         }
     }
 }
@@ -108,6 +113,7 @@ impl ServerConfig {
             ("body_read_timeout_ms", self.body_read_timeout_ms),
             ("write_stall_timeout_ms", self.write_stall_timeout_ms),
             ("max_connections", self.max_connections as u64),
+            ("idle_timeout_ms", self.idle_timeout_ms),
         ] {
             if value == 0 {
                 return Err(invalid(format!("server.{field}"), "must be greater than 0"));

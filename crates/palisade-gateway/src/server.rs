@@ -143,6 +143,7 @@ impl Gateway {
             header_read_timeout: Duration::from_millis(self.config.server.header_read_timeout_ms),
             write_stall_timeout: Duration::from_millis(self.config.server.write_stall_timeout_ms),
             max_connections: self.config.server.max_connections,
+            idle_timeout: Duration::from_millis(self.config.server.idle_timeout_ms),
         };
         let app = self.router();
         let serving = self.serving.clone();

@@ -638,3 +638,43 @@ async fn a_huge_system_prompt_beside_many_texts_is_bounded() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["messages"].as_array().map(Vec::len), Some(501), "{v}");
 }
+
+/// The finding this closes: hyper's HTTP/2 server has no header-read or
+/// idle timeout, and the preface was the only thing bounded. A client that
+/// opened `max_connections` connections, each sending the preface and an
+/// empty SETTINGS frame and then nothing, held every slot with no key and no
+/// traffic: everyone else got 503 for as long as it liked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_http2_connections_do_not_hold_the_slots() {
+    use tokio::io::AsyncWriteExt;
+    let s = Scripted::new(
+        "[server]\nmax_connections = 4\nheader_read_timeout_ms = 600\nidle_timeout_ms = 600\n",
+    )
+    .await;
+    let addr = s.client.gw.local_addr();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await
+            .expect("preface");
+        held.push(tcp);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let fresh = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let status = fresh
+        .get(s.client.url("/healthz"))
+        .send()
+        .await
+        .expect("answers")
+        .status()
+        .as_u16();
+    assert_eq!(
+        status, 200,
+        "silent HTTP/2 connections still hold every slot"
+    );
+    drop(held);
+}

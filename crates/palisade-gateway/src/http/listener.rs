@@ -15,7 +15,10 @@
 //!   every HTTP/1 request head must arrive within
 //!   `server.header_read_timeout_ms`, idle keep-alive included, or the
 //!   connection is closed. HTTP/2 frames its headers itself (hyper bounds
-//!   their size); its bodies are bounded by the body read timeout.
+//!   their size); its bodies are bounded by the body read timeout, and a
+//!   connection with no request in flight is closed after the same
+//!   head timeout before its first request and `server.idle_timeout_ms`
+//!   after ([`super::h2_idle`]).
 //!
 //! - a write to a client that stopped reading may stay pending
 //!   `server.write_stall_timeout_ms`, then the connection is closed (and a
@@ -46,6 +49,9 @@ pub(crate) struct ConnLimits {
     /// How long a write to the client may stay pending before the
     /// connection is closed ([`super::write_stall`]).
     pub(crate) write_stall_timeout: Duration,
+    /// How long an HTTP/2 connection may stay without a request in flight
+    /// after its first ([`super::h2_idle`]).
+    pub(crate) idle_timeout: Duration,
 }
 
 /// The HTTP/2 connection preface a prior-knowledge client sends first.
@@ -61,6 +67,8 @@ const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
 /// Connections refused at the cap.
 const REFUSED_TOTAL: &str = "palisade_connections_refused_total";
+/// HTTP/2 connections closed for having no request in flight too long.
+const IDLE_CLOSED_TOTAL: &str = "palisade_connections_idle_closed_total";
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for
 /// open connections to finish (the caller bounds that wait).
@@ -205,10 +213,21 @@ async fn serve_connection(
         limits.write_stall_timeout,
     ));
     let result = if h2 {
+        let activity = super::h2_idle::Activity::new();
+        let service = super::h2_idle::Tracked {
+            inner: service,
+            activity: activity.clone(),
+        };
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .serve_connection(io, service);
-        watcher.watch(conn).await
+        tokio::select! {
+            result = watcher.watch(conn) => result,
+            () = activity.idle(limits.header_read_timeout, limits.idle_timeout) => {
+                metrics::counter!(IDLE_CLOSED_TOTAL).increment(1);
+                Ok(())
+            }
+        }
     } else {
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())

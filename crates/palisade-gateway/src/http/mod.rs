@@ -7,6 +7,7 @@
 pub(crate) mod auth;
 pub(crate) mod body_deadline;
 pub(crate) mod error;
+pub(crate) mod h2_idle;
 pub(crate) mod listener;
 pub(crate) mod request_id;
 pub(crate) mod runtime_keys;
