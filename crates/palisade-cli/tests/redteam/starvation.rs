@@ -660,7 +660,7 @@ async fn silent_http2_connections_do_not_hold_the_slots() {
             .expect("preface");
         held.push(tcp);
     }
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let fresh = reqwest::Client::builder()
         .no_proxy()
         .build()
