@@ -179,6 +179,18 @@ pub(crate) fn inspect_request(
     let mut plan = plan;
     // One detector judges every text of the request, even across a bundle swap.
     let detector = gates.detector.current();
+    // A scan's verdict, category and second-stage consultation depend on
+    // the detector's thresholds too, which a bundle may change without a
+    // new detector version: both are in the cache's key, so a verdict
+    // cached before an emergency bundle never answers after it.
+    let thresholds = detector.thresholds();
+    let full_key = format!(
+        "{}:{}:{}",
+        detector.version(),
+        thresholds.flag,
+        thresholds.block
+    );
+    let first_stage_key = format!("{FIRST_STAGE_ONLY}:{full_key}");
     let kind = match shape {
         ResponseShape::Chat => TextKind::Chat,
         ResponseShape::Completion => TextKind::Completion,
@@ -247,14 +259,14 @@ pub(crate) fn inspect_request(
             let scan = if full_cascade {
                 gates
                     .scans
-                    .get_or_scan(&plan.subject.tenant, detector.version(), &input, |input| {
+                    .get_or_scan(&plan.subject.tenant, &full_key, &input, |input| {
                         detector.scan(input)
                     })
             } else {
                 // Cached apart: a first-stage verdict must never answer for a full one.
                 gates
                     .scans
-                    .get_or_scan(&plan.subject.tenant, FIRST_STAGE_ONLY, &input, |input| {
+                    .get_or_scan(&plan.subject.tenant, &first_stage_key, &input, |input| {
                         detector.scan_first_stage(input)
                     })
             };
