@@ -146,3 +146,22 @@ async fn a_disguised_override_in_a_user_message_is_refused_like_the_plain_one() 
     }
     assert!(h.upstream.received().is_empty(), "nothing went upstream");
 }
+
+/// The finding this closes: control characters (`\u0000`, `\u0001`, C1)
+/// inside trigger words were kept by normalization, so the detector saw no
+/// trigger word while a model reads straight through them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_inside_words_do_not_hide_a_jailbreak() {
+    let s = Scripted::new("").await;
+    let hidden = crate::harness::JAILBREAK
+        .replace("Ignore", "Ig\u{0}nore")
+        .replace("previous", "previ\u{1}ous")
+        .replace("instructions", "instruc\u{9F}tions")
+        .replace("system", "sys\u{7F}tem");
+    let (status, body) = s
+        .client
+        .chat(&json!({"model": "m", "messages": [{"role": "user", "content": hidden}]}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(s.upstream.received().is_empty());
+}
