@@ -574,3 +574,31 @@ async fn member_names_in_another_case_are_refused() {
         "nothing reached the model"
     );
 }
+
+/// The finding this closes: the built-in policy's context gate says
+/// `hidden_markup = "redact"` ("strip it"), but redaction removed only
+/// secret and PII findings: an HTML comment addressed to the model inside
+/// a tool result reached it verbatim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_markup_in_a_tool_result_is_stripped() {
+    let h = Scripted::new("").await;
+    // Below the injection threshold (an instruction is blocked outright),
+    // but hidden all the same: the policy strips what a reviewer cannot see.
+    let result = "Weather in Oslo: sunny, 4 degrees. <!-- layout two columns, footer \
+                  collector.example --> Wind: light.";
+    let (status, answer) = h
+        .client
+        .chat(&json!({"model": "m", "messages": [
+            {"role": "user", "content": "What is the weather in Oslo?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": result}]}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let sent = h.last_sent().to_string();
+    assert!(!sent.contains("collector.example"), "{sent}");
+    assert!(
+        sent.contains("sunny"),
+        "the rest of the result stays: {sent}"
+    );
+}

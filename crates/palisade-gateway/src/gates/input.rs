@@ -100,6 +100,9 @@ fn redact(text: &str, findings: &[palisade_detect::Finding]) -> String {
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
     for f in spans {
+        let (Some(_), Some(_)) = (text.get(f.span.start..), text.get(..f.span.end)) else {
+            continue; // not on a character boundary: never cut a character
+        };
         if f.span.start < at || f.span.end > text.len() {
             continue;
         }
@@ -329,8 +332,9 @@ pub(crate) fn inspect_request(
             Action::Redact => {
                 let secrets = enforces(&plan, gate, DetectorKind::Secrets, Action::Redact);
                 let pii = enforces(&plan, gate, DetectorKind::Pii, Action::Redact);
+                let markup = enforces(&plan, gate, DetectorKind::HiddenMarkup, Action::Redact);
                 for (segment, scan) in &scans {
-                    let findings: Vec<_> = scan
+                    let mut findings: Vec<_> = scan
                         .findings
                         .iter()
                         .filter(|f| match f.kind {
@@ -340,6 +344,23 @@ pub(crate) fn inspect_request(
                         })
                         .cloned()
                         .collect();
+                    // Hidden markup (an HTML comment, a display:none block)
+                    // is text the model reads and a reviewer does not see:
+                    // "redact" strips it, as the policy says.
+                    if markup {
+                        findings.extend(scan.reasons.iter().filter_map(|r| {
+                            let rule = match r.code {
+                                "html_comment" => "html_comment",
+                                "hidden_markup" => "hidden_markup",
+                                _ => return None,
+                            };
+                            Some(palisade_detect::Finding {
+                                kind: palisade_detect::FindingKind::Secret,
+                                rule,
+                                span: r.span.clone()?,
+                            })
+                        }));
+                    }
                     if findings.is_empty() {
                         continue;
                     }
