@@ -67,7 +67,9 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<String>,
     /// An HTTP/2 connection with no request in flight is closed after this
     /// long (before its first request: `header_read_timeout_ms`). HTTP/1's
-    /// idle keep-alive is bounded by `header_read_timeout_ms`.
+    /// idle keep-alive is bounded by `header_read_timeout_ms`. 300 s: longer
+    /// than client pools keep idle connections (reqwest and Go 90 s), so a
+    /// client closes first and never races a request against the close.
     pub idle_timeout_ms: u64,
 }
 
@@ -98,7 +100,7 @@ impl Default for ServerConfig {
             cpu_queue_timeout_ms: 2_000,
             metrics_require_admin: false,
             trusted_proxies: Vec::new(),
-            idle_timeout_ms: 60_000,
+            idle_timeout_ms: 300_000,
         }
     }
 }

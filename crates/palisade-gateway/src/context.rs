@@ -84,6 +84,9 @@ pub(crate) struct RequestCtx {
     pub(crate) trace: crate::telemetry::RequestTrace,
     /// The connection's peer (none when served without the listener).
     pub(crate) peer: Option<std::net::IpAddr>,
+    /// The id of the route the client's model resolved to, before any
+    /// degradation or cascade stage: its residency rule holds for them.
+    pub(crate) named_route: Option<usize>,
     pub(crate) _in_flight: InFlight,
     pub(crate) done: bool,
 }
@@ -96,6 +99,7 @@ impl RequestCtx {
             request_id: request_id.into(),
             internal_id: uuid::Uuid::new_v4().to_string(),
             peer: None,
+            named_route: None,
             tenant: None,
             key_name: None,
             response_owner: None,

@@ -371,3 +371,43 @@ async fn a_routes_residency_follows_its_requests_to_a_fallback() {
     assert_eq!(status, 200);
     assert_eq!(us.received().len(), 1);
 }
+
+/// The finding this closes (found reviewing the fallback fix): the named
+/// route's residency rule did not hold when overload degradation or a
+/// cascade's cheap stage handed its request to another route: an EU
+/// route's cascade sent the prompt to a US cheap model.
+#[tokio::test]
+async fn a_routes_residency_holds_for_its_cascade_stage() {
+    let eu = ScriptedUpstream::start().await;
+    let us = ScriptedUpstream::start().await;
+    let client = Client::new(
+        start(&format!(
+            r#"
+            [backends.eu]
+            base_url = "{}"
+            region = "eu"
+            [backends.us]
+            base_url = "{}"
+            region = "us"
+            [[routes]]
+            model = "eu-smart"
+            backend = "eu"
+            residency = {{ regions = ["eu"] }}
+            cascade = {{ first = "cheap", escalate_on = ["refusal"] }}
+            [[routes]]
+            model = "cheap"
+            backend = "us"
+            "#,
+            eu.base_url(),
+            us.base_url()
+        ))
+        .await,
+    );
+    let (status, body) = client.chat(&ask("eu-smart")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        us.received().is_empty(),
+        "the EU route's prompt reached the US"
+    );
+    assert_eq!(eu.received().len(), 1, "the route's own EU model answered");
+}

@@ -63,7 +63,15 @@ pub(crate) async fn send(
     let primary_backend = &routing.backends[route.backend];
     let deadline = ctx.started + route.deadline.unwrap_or(primary_backend.request_timeout);
     let idempotent = route.idempotent || endpoint == Endpoint::Embeddings;
-    let rule = routing.routes.tenant_rule(&principal.tenant);
+    let mut rule = routing.routes.tenant_rule(&principal.tenant);
+    // The route the client named keeps its residency rule when another
+    // route serves (overload degradation, a cascade's cheap stage): its
+    // rule says where *its* requests may go.
+    if let Some(named) = ctx.named_route.filter(|&id| id != route.id) {
+        if let Some(spec) = routing.routes.specs().get(named) {
+            rule = rule.and(&spec.residency);
+        }
+    }
     let mut planner = Planner::new(
         routing.routes.specs(),
         route.id,

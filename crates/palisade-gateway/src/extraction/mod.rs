@@ -265,20 +265,26 @@ pub(crate) fn client_address(
     trusted: &[ipnet::IpNet],
 ) -> Option<std::net::IpAddr> {
     let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
-    let mut client = peer?;
+    // IPv4 peers of a dual-stack listener arrive IPv4-mapped (`::ffff:a.b.c.d`).
+    let mut client = peer?.to_canonical();
     if !is_trusted(&client) {
         return Some(client);
     }
-    // Every X-Forwarded-For line, in order, as one list; bounded.
+    // Every X-Forwarded-For line, in order, as one list; the hops nearest
+    // the gateway are the ones proxies appended, so the bound keeps the
+    // last 64 (a client writing many hops cannot push the real ones out).
     let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .take(64)
         .collect();
-    for hop in hops.iter().rev() {
-        match hop.trim().parse::<std::net::IpAddr>() {
+    for hop in hops.iter().rev().take(64) {
+        match hop
+            .trim()
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.to_canonical())
+        {
             Ok(ip) => {
                 client = ip;
                 if !is_trusted(&ip) {
@@ -568,6 +574,9 @@ mod tests {
         let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let forged = header_map(&[("x-forwarded-for", "198.51.100.7")]);
         let via_lb = header_map(&[("x-forwarded-for", "198.51.100.7, 203.0.113.5, 10.1.2.3")]);
+        // 70 hops the client wrote before the real ones: they are not what the bound keeps.
+        let padded = format!("{}203.0.113.5, 10.1.2.3", "198.51.100.7, ".repeat(70));
+        let padded = header_map(&[("x-forwarded-for", padded.as_str())]);
         let table = [
             // (peer, headers, trusted, expected client)
             (
@@ -580,6 +589,14 @@ mod tests {
             (Some("10.9.9.9"), &forged, &[][..], Some("10.9.9.9")),
             // Through the load balancer: the nearest untrusted hop, not the first.
             (Some("10.9.9.9"), &via_lb, &trusted[..], Some("203.0.113.5")),
+            (Some("10.9.9.9"), &padded, &trusted[..], Some("203.0.113.5")),
+            // A dual-stack listener's IPv4 peer, IPv4-mapped.
+            (
+                Some("::ffff:10.9.9.9"),
+                &via_lb,
+                &trusted[..],
+                Some("203.0.113.5"),
+            ),
             (
                 Some("10.9.9.9"),
                 &forged,

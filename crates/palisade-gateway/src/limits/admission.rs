@@ -465,6 +465,21 @@ impl Admission {
         })
     }
 
+    /// The per-model rate for a stage the gateway chose (a cascade's cheap
+    /// model): as [`Self::admit_model`], but a refusal is no offence of the
+    /// key's (the client never named that model; its shared rate being
+    /// spent by all tenants must not move an innocent key up the ladder).
+    pub async fn try_model(&self, model: &str) -> bool {
+        let rates = self.rates.load_full();
+        let Some(rate) = rates.model_rates.get(model) else {
+            return true;
+        };
+        let mut headers = RateLimitHeaders::default();
+        self.check_rate("model", model, rate, &mut headers)
+            .await
+            .is_ok()
+    }
+
     /// The request-rate decision for a key: shared backend first, local
     /// limiter as the fallback.
     async fn rate_decision(

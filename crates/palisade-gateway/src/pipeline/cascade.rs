@@ -92,12 +92,10 @@ pub(crate) async fn send(
         Some((c, r))
             if super::route::may_serve(principal, ctx, r, "the cascade's first model").is_ok() =>
         {
-            let mut headers = palisade_limits::RateLimitHeaders::default();
             state
                 .admission
-                .admit_model(principal, &r.public_name, &mut headers)
+                .try_model(&r.public_name)
                 .await
-                .is_ok()
                 .then_some((c, r))
         }
         _ => None,

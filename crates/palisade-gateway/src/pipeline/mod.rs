@@ -188,6 +188,7 @@ async fn send_upstream(
     {
         return Ok(Upstream::Replayed(stored, crate::replay::Kind::Cache));
     }
+    ctx.named_route = Some(route.id);
     let (route, degraded) =
         route::degrade(&routing, &principal, route, endpoint, &mut request, ctx);
     let renamed = route::admit_model(state, &principal, route, &mut request, ctx).await?;

@@ -438,8 +438,13 @@ fn message_segments(
             // Upstreams join a message's text parts before the model reads
             // them: an attack split word by word over parts is one sentence
             // there, so the parts of one channel are judged joined too.
+            // (User text only: that is where a jailbreak is written. Data
+            // parts are quarantined or spotlighted one by one, in place.)
             let joined = join_texts(out[first..].iter().filter(|s| {
-                s.source == source && !s.marked && matches!(s.place, Place::Message { .. })
+                source == Source::User
+                    && s.source == source
+                    && !s.marked
+                    && matches!(s.place, Place::Message { .. })
             }));
             if let Some(text) = joined {
                 out.push(Segment {
