@@ -202,12 +202,7 @@ async fn a_judge_that_always_escalates_cannot_spend_past_the_token_budget() {
 #[tokio::test]
 async fn the_cheap_stage_keeps_its_own_tier_and_rate() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = crate::harness::policy_file(
-        &dir,
-        "default_tier = \"open\"\n[tiers.open.output]\nsecrets = { action = \"flag\" }\n\
-         [tiers.strict.output]\nsecrets = { action = \"block\" }\n\
-         [[assign]]\nmodel = \"small\"\ntier = \"strict\"\n",
-    );
+    let policy = crate::harness::policy_file(&dir, &crate::harness::stricter_tier_for("small"));
     let cheap = HostileUpstream::start(RawResponse::json(completion(&format!(
         "Sure, the deploy key is {AWS_KEY}"
     ))))

@@ -110,30 +110,15 @@ async fn admin_state_changes_are_audited_with_who_made_them() {
         .status(),
         202
     );
-    let mut actions = BTreeSet::new();
-    for _ in 0..100 {
-        let page: serde_json::Value = c
-            .http
-            .get(c.url("/admin/audit?limit=100"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("audit answers")
-            .json()
-            .await
-            .expect("json");
-        actions = page["data"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| r["gate"] == "admin" && r["actor_key"] == "night-ops")
-            .filter_map(|r| r["action"].as_str().map(str::to_owned))
-            .collect();
-        if actions.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let records = c
+        .audit_records(Some(ADMIN), 2, |r| {
+            r["gate"] == "admin" && r["actor_key"] == "night-ops"
+        })
+        .await;
+    let actions: BTreeSet<String> = records
+        .iter()
+        .filter_map(|r| r["action"].as_str().map(str::to_owned))
+        .collect();
     let want: BTreeSet<String> = ["config_reload", "scaling_event"].map(String::from).into();
     assert_eq!(actions, want);
 }

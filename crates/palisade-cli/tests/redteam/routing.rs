@@ -228,12 +228,7 @@ async fn a_fallback_is_admitted_as_the_model_it_reaches() {
 #[tokio::test]
 async fn a_fallback_under_another_tier_is_not_taken() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = crate::harness::policy_file(
-        &dir,
-        "default_tier = \"open\"\n[tiers.open.output]\nsecrets = { action = \"flag\" }\n\
-         [tiers.strict.output]\nsecrets = { action = \"block\" }\n\
-         [[assign]]\nmodel = \"big\"\ntier = \"strict\"\n",
-    );
+    let policy = crate::harness::policy_file(&dir, &crate::harness::stricter_tier_for("big"));
     let (client, big, _small) = small_falling_back_to_big(&policy).await;
     let (status, body) = client
         .post("/v1/chat/completions", &ask("small"), &[])
@@ -259,12 +254,7 @@ async fn a_fallback_under_another_tier_is_not_taken() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_degradation_does_not_cross_a_policy_tier() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = crate::harness::policy_file(
-        &dir,
-        "default_tier = \"open\"\n[tiers.open.output]\nsecrets = { action = \"flag\" }\n\
-         [tiers.strict.output]\nsecrets = { action = \"block\" }\n\
-         [[assign]]\nmodel = \"small\"\ntier = \"strict\"\n",
-    );
+    let policy = crate::harness::policy_file(&dir, &crate::harness::stricter_tier_for("small"));
     let main = ScriptedUpstream::start().await;
     let spare = ScriptedUpstream::start().await;
     let client = Client::new(

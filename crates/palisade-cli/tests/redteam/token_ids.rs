@@ -47,30 +47,10 @@ async fn no_engine_is_asked_for_token_ids() {
         }
     }
     // Each removal is audited (input gate, `redact`, where it was).
-    let mut found = Vec::new();
-    for _ in 0..100 {
-        let page: Value = h
-            .client
-            .http
-            .get(h.client.url("/admin/audit?limit=500"))
-            .send()
-            .await
-            .expect("audit answers")
-            .json()
-            .await
-            .expect("json");
-        found = page["data"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| r.to_string().contains("token_ids_withheld"))
-            .cloned()
-            .collect();
-        if found.len() >= 3 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let found = h
+        .client
+        .audit_records(None, 3, |r| r.to_string().contains("token_ids_withheld"))
+        .await;
     assert_eq!(found.len(), 3, "{found:?}");
     let all = Value::Array(found).to_string();
     assert!(all.contains("param:extra_body.return_token_ids"), "{all}");

@@ -25,7 +25,9 @@ use crate::cpu::INLINE_BYTES;
 /// The scan cache's version key for first-stage-only scans.
 const FIRST_STAGE_ONLY: &str = "first-stage-only";
 
-fn blocked(decision: &Decision, gate: &str) -> ApiError {
+/// A policy refusal naming the decision's first reason; `what` says what
+/// the gate did (`{reason}` and the policy version are appended).
+fn refusal(decision: &Decision, what: &str) -> ApiError {
     let reason = decision
         .reasons
         .first()
@@ -33,28 +35,23 @@ fn blocked(decision: &Decision, gate: &str) -> ApiError {
     ApiError::policy(
         ErrorCode::PolicyBlocked,
         reason,
-        format!(
-            "the {gate} gate blocked this request ({reason}, policy {})",
-            decision.policy_version
-        ),
+        format!("{what} ({reason}, policy {})", decision.policy_version),
     )
+}
+
+fn blocked(decision: &Decision, gate: &str) -> ApiError {
+    refusal(decision, &format!("the {gate} gate blocked this request"))
 }
 
 /// The gate's action could not be applied in place (text judged whole, with
 /// no single place in the body to rewrite): the request is refused rather
 /// than forwarded as if it had been.
 fn unapplied(decision: &Decision, gate: &str, action: &str) -> ApiError {
-    let reason = decision
-        .reasons
-        .first()
-        .map_or("policy_violation", |r| r.as_str());
-    ApiError::policy(
-        ErrorCode::PolicyBlocked,
-        reason,
-        format!(
+    refusal(
+        decision,
+        &format!(
             "the {gate} gate's {action} cannot be applied to text the gateway judges whole \
-             (split over parts or messages, or inside a structure) ({reason}, policy {})",
-            decision.policy_version
+             (split over parts or messages, or inside a structure)"
         ),
     )
 }
