@@ -602,3 +602,51 @@ async fn hidden_markup_in_a_tool_result_is_stripped() {
         "the rest of the result stays: {sent}"
     );
 }
+
+/// The same split on `/v1/responses` (found reviewing the chat fix): an
+/// input message's `input_text` parts and runs of user items were judged
+/// one by one; and in chat a user turn holding only an image ended a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_attack_is_judged_whole_on_responses_and_around_images() {
+    let h = Scripted::new("").await;
+    let parts: Vec<Value> = JAILBREAK
+        .split(' ')
+        .map(|w| json!({"type": "input_text", "text": w}))
+        .collect();
+    let (status, answer) = h
+        .client
+        .post(
+            "/v1/responses",
+            &json!({"model": "m", "input": [{"role": "user", "content": parts}]}),
+            &[],
+        )
+        .await;
+    assert!(policy_error(status, &answer), "parts: {status} {answer}");
+    let (first, second) = JAILBREAK.split_at(JAILBREAK.len() / 2);
+    let (status, answer) = h
+        .client
+        .post(
+            "/v1/responses",
+            &json!({"model": "m", "input": [
+                {"role": "user", "content": first},
+                {"role": "user", "content": second}]}),
+            &[],
+        )
+        .await;
+    assert!(policy_error(status, &answer), "items: {status} {answer}");
+    let (status, answer) = h
+        .client
+        .chat(&json!({"model": "m", "messages": [
+            {"role": "user", "content": first},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]},
+            {"role": "user", "content": second}]}))
+        .await;
+    assert!(
+        policy_error(status, &answer),
+        "around an image: {status} {answer}"
+    );
+    assert!(
+        h.upstream.received().is_empty(),
+        "nothing reached the model"
+    );
+}

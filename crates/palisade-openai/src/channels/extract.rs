@@ -172,34 +172,14 @@ pub fn segments(
                         format!("at most {} messages are accepted", super::MAX_INPUT_ITEMS),
                     ));
                 }
-                // Consecutive user turns reach the model one after another: an
-                // attack split over them is read whole, so each run of two or
-                // more is also judged joined.
-                let mut run: Vec<Segment> = Vec::new();
-                let mut run_start = 0;
+                let mut run = UserRun::new("messages");
                 for (i, message) in messages.iter().enumerate() {
                     let first = out.len();
                     message_segments(i, message, retrieved.contains(&i), &mut out)?;
-                    let user_turn: Vec<Segment> = out[first..]
-                        .iter()
-                        .filter(|s| {
-                            s.source == Source::User
-                                && !s.marked
-                                && matches!(s.place, Place::Message { .. })
-                        })
-                        .cloned()
-                        .collect();
-                    let is_user = message.get("role").and_then(Value::as_str) == Some("user");
-                    if is_user && !user_turn.is_empty() {
-                        if run.is_empty() {
-                            run_start = i;
-                        }
-                        run.extend(user_turn);
-                        continue;
-                    }
-                    push_run(&mut run, run_start, i, &mut out);
+                    let user = message.get("role").and_then(Value::as_str) == Some("user");
+                    run.step(i, user, first, &mut out);
                 }
-                push_run(&mut run, run_start, messages.len(), &mut out);
+                run.finish(messages.len(), &mut out);
             }
             for key in ["tools", "functions"] {
                 match fields.get(key) {
@@ -250,27 +230,99 @@ fn join_texts<'a>(segments: impl Iterator<Item = &'a Segment>) -> Option<String>
     (texts.len() >= 2).then(|| texts.join("\n"))
 }
 
-/// Adds a run of consecutive user turns (`messages[start..end]`), joined,
-/// when it spans two messages or more; empties the run.
-fn push_run(run: &mut Vec<Segment>, start: usize, end: usize, out: &mut Vec<Segment>) {
-    let messages = run
-        .iter()
-        .filter_map(|s| match s.place {
-            Place::Message { message, .. } => Some(message),
-            _ => None,
-        })
-        .collect::<std::collections::BTreeSet<_>>();
-    if messages.len() >= 2 {
-        if let Some(text) = join_texts(run.iter()) {
+/// Whether `s` is a user's own text (content or a text part, not a name or
+/// a file name, not marked as retrieved).
+fn is_user_text(s: &Segment) -> bool {
+    s.source == Source::User
+        && !s.marked
+        && match &s.place {
+            Place::Message { .. } => true,
+            Place::Field(p) => p.ends_with("/text") || p.ends_with("/content"),
+            _ => false,
+        }
+}
+
+/// Upstreams join a user message's text parts before the model reads them:
+/// an attack split word by word over parts is one sentence there. Adds the
+/// parts of one message (`new`, the segments just read from it) joined, as
+/// text judged whole at `pointer`, when there are two or more.
+pub(super) fn join_user_parts(new_from: usize, pointer: String, out: &mut Vec<Segment>) {
+    if let Some(text) = join_texts(out[new_from..].iter().filter(|s| is_user_text(s))) {
+        out.push(Segment {
+            place: Place::Whole(pointer),
+            source: Source::User,
+            text,
+            marked: false,
+        });
+    }
+}
+
+/// Consecutive user turns reach the model one after another: an attack
+/// split over them is read whole, so a run of two or more is also judged
+/// joined. A user turn with no text (an image alone) does not end a run;
+/// one whose text is all marked as retrieved data does.
+#[derive(Debug)]
+pub(super) struct UserRun {
+    list: &'static str,
+    texts: Vec<String>,
+    turns: usize,
+    start: usize,
+}
+
+impl UserRun {
+    pub(super) fn new(list: &'static str) -> Self {
+        Self {
+            list,
+            texts: Vec::new(),
+            turns: 0,
+            start: 0,
+        }
+    }
+
+    /// Item `i` was read (its segments from `new_from` on); `user` says
+    /// whether it is a user turn.
+    pub(super) fn step(&mut self, i: usize, user: bool, new_from: usize, out: &mut Vec<Segment>) {
+        if !user {
+            self.finish(i, out);
+            return;
+        }
+        let texts: Vec<String> = out[new_from..]
+            .iter()
+            .filter(|s| is_user_text(s) && !matches!(s.place, Place::Whole(_)))
+            .map(|s| s.text.clone())
+            .collect();
+        if texts.is_empty() {
+            // A turn with no text at all (an image alone) keeps the run; one
+            // whose text is marked as data ends it.
+            if out[new_from..]
+                .iter()
+                .any(|s| !matches!(s.place, Place::Whole(_)))
+            {
+                self.finish(i, out);
+            }
+            return;
+        }
+        if self.turns == 0 {
+            self.start = i;
+        }
+        self.turns += 1;
+        self.texts.extend(texts);
+    }
+
+    /// Ends the run at item `end` (exclusive), adding it when it spans two
+    /// turns or more.
+    pub(super) fn finish(&mut self, end: usize, out: &mut Vec<Segment>) {
+        if self.turns >= 2 {
             out.push(Segment {
-                place: Place::Whole(format!("/messages/{start}..{end}")),
+                place: Place::Whole(format!("/{}/{}..{end}", self.list, self.start)),
                 source: Source::User,
-                text,
+                text: self.texts.join("\n"),
                 marked: false,
             });
         }
+        self.texts.clear();
+        self.turns = 0;
     }
-    run.clear();
 }
 
 /// A top-level string field, when present.
@@ -435,25 +487,7 @@ fn message_segments(
                     marked: marked || part_marked,
                 });
             }
-            // Upstreams join a message's text parts before the model reads
-            // them: an attack split word by word over parts is one sentence
-            // there, so the parts of one channel are judged joined too.
-            // (User text only: that is where a jailbreak is written. Data
-            // parts are quarantined or spotlighted one by one, in place.)
-            let joined = join_texts(out[first..].iter().filter(|s| {
-                source == Source::User
-                    && s.source == source
-                    && !s.marked
-                    && matches!(s.place, Place::Message { .. })
-            }));
-            if let Some(text) = joined {
-                out.push(Segment {
-                    place: Place::Whole(format!("/messages/{i}/content")),
-                    source,
-                    text,
-                    marked: false,
-                });
-            }
+            join_user_parts(first, format!("/messages/{i}/content"), out);
         }
         Some(_) => {
             return Err(refuse(

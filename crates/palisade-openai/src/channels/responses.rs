@@ -18,7 +18,9 @@
 
 use serde_json::{Map, Value};
 
-use super::extract::{field_text, marked_retrieved, refuse, whole, ShapeError, MEDIA_PARTS};
+use super::extract::{
+    field_text, join_user_parts, marked_retrieved, refuse, whole, ShapeError, UserRun, MEDIA_PARTS,
+};
 use super::{Place, Segment, Source};
 
 /// Most input items a request may carry. Far above a real conversation's
@@ -79,9 +81,19 @@ pub(super) fn segments(
                     format!("at most {MAX_INPUT_ITEMS} input items are accepted"),
                 ));
             }
+            // As in chat: a user item's text parts, and runs of user
+            // items, are also judged joined.
+            let mut run = UserRun::new("input");
             for (i, item) in items.iter().enumerate() {
+                let first = out.len();
                 item_segments(i, item, retrieved.contains(&i), &mut out)?;
+                let user = item.get("role").and_then(Value::as_str) == Some("user");
+                if user {
+                    join_user_parts(first, format!("/input/{i}/content"), &mut out);
+                }
+                run.step(i, user, first, &mut out);
             }
+            run.finish(items.len(), &mut out);
         }
         Some(_) => {
             return Err(refuse(
