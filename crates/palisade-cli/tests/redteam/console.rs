@@ -450,7 +450,12 @@ async fn a_web_page_cannot_drive_an_open_mode_gateway() {
         denied
     );
     // DNS rebinding: same-origin for the browser, but the Host is the attacker's name.
-    let rebound = [("host", "evil.example:8080")];
+    // (A browser's request: fetch() sends `Sec-Fetch-*` even same-origin.)
+    let rebound = [
+        ("host", "evil.example:8080"),
+        ("sec-fetch-site", "same-origin"),
+        ("sec-fetch-mode", "cors"),
+    ];
     assert_eq!(
         send(reqwest::Method::GET, "/admin/audit", &rebound).await,
         denied

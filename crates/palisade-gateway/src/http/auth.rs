@@ -212,8 +212,10 @@ impl Authenticator {
 /// preflight, and DNS rebinding makes a hostile page same-origin with the
 /// gateway. Such requests are told apart by what the browser always sends:
 /// a `Host` naming the attacker's domain (rebinding), or an `Origin` or
-/// `Sec-Fetch-Site` from another site. Clients that are not browsers (SDKs,
-/// curl) send a loopback `Host` and no `Origin`, and pass.
+/// `Sec-Fetch-Site` from another site. The `Host` is only held against a
+/// request a browser sent (it carries `Origin` or a `Sec-Fetch-*` header,
+/// as every current browser's requests do): clients that are not browsers
+/// (SDKs, curl, a local reverse proxy keeping its own host name) pass.
 fn refuse_browsers_from_elsewhere(headers: &HeaderMap) -> Result<(), ApiError> {
     let text = |name| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
     let refused = |what: &str| {
@@ -225,7 +227,11 @@ fn refuse_browsers_from_elsewhere(headers: &HeaderMap) -> Result<(), ApiError> {
             ),
         ))
     };
-    if let Some(host) = text(http::header::HOST) {
+    let from_a_browser = headers.contains_key(http::header::ORIGIN)
+        || headers
+            .keys()
+            .any(|name| name.as_str().starts_with("sec-fetch-"));
+    if let Some(host) = text(http::header::HOST).filter(|_| from_a_browser) {
         if !is_loopback_authority(host) {
             return refused("Host header");
         }
@@ -310,11 +316,16 @@ mod tests {
         ] {
             assert_eq!(with(ok), Ok(true), "{ok:?}");
         }
+        // Not a browser: its Host is its own business.
+        assert_eq!(with(&[("host", "x")]), Ok(true));
         // DNS rebinding, a cross-site form, an opaque origin: refused.
         for refused in [
-            &[("host", "evil.example:8080")][..],
-            &[("host", "127.0.0.1.evil.example")],
-            &[("host", "[::1]x")],
+            &[("host", "evil.example:8080"), ("sec-fetch-mode", "cors")][..],
+            &[
+                ("host", "127.0.0.1.evil.example"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+            &[("host", "[::1]x"), ("origin", "http://[::1]x")],
             &[("host", "localhost"), ("origin", "https://evil.example")],
             &[("host", "localhost"), ("origin", "null")],
             &[

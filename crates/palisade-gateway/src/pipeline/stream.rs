@@ -216,10 +216,15 @@ impl Relay {
                         )
                     });
                     let is_done = event.is_done();
-                    if !self.terminated {
-                        self.terminated =
-                            is_done || event.data_ref().is_some_and(|d| ends_an_answer(&d));
-                    }
+                    // (Read from the parsed event: a relay without a token
+                    // tally sees `[DONE]` only; see the note in `keep`.)
+                    let completed = parsed.as_ref().is_some_and(|v| {
+                        matches!(
+                            v.get("type").and_then(serde_json::Value::as_str),
+                            Some("response.completed" | "response.incomplete")
+                        )
+                    });
+                    self.terminated |= is_done || completed;
                     let gated = match self.filters.on_event(&event, parsed, &mut out) {
                         Step::Pass(gated) => gated,
                         Step::Skip => continue,
@@ -479,21 +484,6 @@ impl Relay {
     }
 }
 
-/// Whether an event's data says the answer is whole: a Responses stream's
-/// `response.completed` or `response.incomplete` (its token limit), or a
-/// chat chunk with a `finish_reason` (servers that leave out `[DONE]`).
-/// Read from the bytes: the event may not have been parsed.
-fn ends_an_answer(data: &str) -> bool {
-    if data.contains("\"response.completed\"") || data.contains("\"response.incomplete\"") {
-        return true;
-    }
-    data.match_indices("\"finish_reason\"").any(|(i, key)| {
-        let rest = data[i + key.len()..].trim_start();
-        rest.strip_prefix(':')
-            .is_some_and(|v| v.trim_start().starts_with('"'))
-    })
-}
-
 /// Turns an upstream SSE response into the client's body stream.
 pub(crate) fn relay(
     upstream: reqwest::Response,
@@ -535,31 +525,4 @@ pub(crate) fn relay(
         relay.keep(next.as_ref());
         next.map(|bytes| (Ok(bytes), relay))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn an_answer_ends_with_its_finish_reason_or_the_responses_end_event() {
-        for (data, whole) in [
-            (
-                r#"{"choices":[{"delta":{"content":"x"},"finish_reason":null}]}"#,
-                false,
-            ),
-            (r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#, true),
-            (
-                r#"{"choices":[{"delta":{},"finish_reason" : "length"}]}"#,
-                true,
-            ),
-            (
-                r#"{"type":"response.output_text.delta","delta":"x"}"#,
-                false,
-            ),
-            (r#"{"type":"response.completed","response":{}}"#, true),
-            (r#"{"type":"response.incomplete","response":{}}"#, true),
-            (r#"{"type":"response.failed"}"#, false),
-        ] {
-            assert_eq!(super::ends_an_answer(data), whole, "{data}");
-        }
-    }
 }
